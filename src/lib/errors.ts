@@ -24,7 +24,9 @@ export type ErrorCode =
   | 'E_IMAGE'
   | 'E_ENV'
   | 'E_TEACHER'
-  | 'E_CACHE';
+  | 'E_CACHE'
+  | 'E_ONNX'
+  | 'E_MODEL';
 
 /** Where in the input an error happened; every field is optional and printed when present. */
 export interface ErrorContext {

@@ -1,6 +1,5 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
@@ -13,44 +12,14 @@ import { makeBatch, prepare } from '../../src/lib/train/data.js';
 import { sftLoss, tokenCrossEntropy } from '../../src/lib/train/loss.js';
 import { trainSft } from '../../src/lib/train/sft.js';
 import { tempDir } from '../helpers.js';
+import { toyExamples } from './examples.js';
 
 const dir = tempDir();
 let examples: TrainingExample[];
 
-async function png(r: number, g: number, b: number): Promise<{ mime: string; b64: string }> {
-  const buf = await sharp({ create: { width: 16, height: 16, channels: 3, background: { r, g, b } } }).png().toBuffer();
-  return { mime: 'image/png', b64: buf.toString('base64') };
-}
-
-function ex(id: string, img: { mime: string; b64: string }, prompt: string, reasoning: string, action: string, split = 'train'): TrainingExample {
-  const target = reasoning ? `${reasoning}\n${action}` : action;
-  const spans = reasoning
-    ? [
-        { kind: 'reasoning' as const, start: 0, end: reasoning.length },
-        { kind: 'action' as const, start: reasoning.length + 1, end: target.length },
-      ]
-    : [{ kind: 'action' as const, start: 0, end: action.length }];
-  return {
-    id,
-    images: [img],
-    messages: [
-      { role: 'user', content: [{ type: 'image' }, { type: 'text', text: prompt }] },
-      { role: 'assistant', content: [{ type: 'text', text: target }] },
-    ],
-    spans,
-    meta: { episode_id: id, steps: [0, 0], stage: 'actions', method: 'refinevla', representation: 'text', split },
-  };
-}
-
 beforeAll(async () => {
   await selectBackend('wasm');
-  const red = await png(220, 30, 30);
-  const blue = await png(30, 30, 220);
-  examples = [
-    ex('a', red, 'Subtask: grasp the red block', 'the red block is ahead', '[[0.012, -0.004, 0.000, 1]]'),
-    ex('b', blue, 'Subtask: grasp the blue block', 'the blue block is left', '[[-0.010, 0.020, -0.005, 0]]'),
-    ex('c', red, 'Subtask: lift the red block', '', '[[0.000, 0.000, 0.015, 0]]', 'val'),
-  ];
+  examples = await toyExamples();
 });
 
 const base = { preset: 'tiny' as const, vocabSize: 128, batchSize: 2, lr: 1e-2, warmup: 0, seed: 3, codec: new TextCodec(3) };
@@ -155,28 +124,30 @@ describe('safetensors written by train-sft', () => {
 
 describe('generation', () => {
   it('greedy decoding with and without the KV cache gives the same tokens; the overfit model says its target', async () => {
-    const { generate } = await import('../../src/lib/model/generate.js');
+    const { generate: gen, TfjsRunner } = await import('../../src/lib/infer/index.js');
     const { loadTokenizer } = await import('../../src/lib/model/tokenizer.js');
     const ck = loadCheckpoint(path.join(dir, 'overfit'));
     const tok = await loadTokenizer(ck.tokenizerJson);
     const [item] = await prepare(examples.slice(0, 1), tok, { cameras: 1, imageSize: 32, maxTokens: 200 });
     const prompt = 'Subtask: grasp the red block';
+    const runner = new TfjsRunner(ck.model, tok);
+    const generate = (px: Float32Array, p: string, o: Parameters<typeof gen>[3]) => gen(runner, px, p, o);
     const before = tf.memory().numTensors;
-    const cached = generate(ck.model, tok, item.pixels, prompt, { maxNewTokens: 40 });
-    const plain = generate(ck.model, tok, item.pixels, prompt, { maxNewTokens: 40, useCache: false });
+    const cached = await generate(item.pixels, prompt, { maxNewTokens: 40 });
+    const plain = await generate(item.pixels, prompt, { maxNewTokens: 40, useCache: false });
     expect(tf.memory().numTensors).toBe(before);
     expect(cached.ids).toEqual(plain.ids);
     expect(cached.text).toBe('the red block is ahead\n[[0.012, -0.004, 0.000, 1]]');
     expect(cached.stop).toBe('eos');
-    const stopped = generate(ck.model, tok, item.pixels, prompt, { maxNewTokens: 40, stop: ['\n'] });
+    const stopped = await generate(item.pixels, prompt, { maxNewTokens: 40, stop: ['\n'] });
     expect(stopped).toMatchObject({ text: 'the red block is ahead', stop: 'stop' });
-    const withAtt = generate(ck.model, tok, item.pixels, prompt, { maxNewTokens: 3, attentions: true });
+    const withAtt = await generate(item.pixels, prompt, { maxNewTokens: 3, attentions: true });
     const a = withAtt.attentions!;
     expect(a).toHaveLength(3);
     expect(a[0]).toHaveLength(ck.model.config.text_config.num_hidden_layers);
-    for (const head of a[1][0]) expect(head.reduce((x, y) => x + y, 0)).toBeCloseTo(1, 5); // a distribution over keys
-    const sampled = generate(ck.model, tok, item.pixels, prompt, { maxNewTokens: 10, temperature: 1.5, topP: 0.9, seed: 5 });
-    expect(generate(ck.model, tok, item.pixels, prompt, { maxNewTokens: 10, temperature: 1.5, topP: 0.9, seed: 5 }).ids).toEqual(sampled.ids);
+    for (const head of a[1][0]) expect(head.reduce((x: number, y: number) => x + y, 0)).toBeCloseTo(1, 5); // a distribution over keys
+    const sampled = await generate(item.pixels, prompt, { maxNewTokens: 10, temperature: 1.5, topP: 0.9, seed: 5 });
+    expect((await generate(item.pixels, prompt, { maxNewTokens: 10, temperature: 1.5, topP: 0.9, seed: 5 })).ids).toEqual(sampled.ids);
     ck.model.dispose();
   }, 60_000);
 });

@@ -12,7 +12,7 @@ import type { ActionCodec } from '../actions/codecs.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { VlakitError } from '../errors.js';
 import { loadCheckpoint, writeModelFiles } from '../model/checkpoint.js';
-import { generate } from '../model/generate.js';
+import { TfjsRunner, generate } from '../infer/index.js';
 import type { VlaModel } from '../model/model.js';
 import { readSafetensors } from '../model/safetensors.js';
 import { BOS, EOS, PAD, SEP, loadTokenizer, type Tokenizer } from '../model/tokenizer.js';
@@ -94,7 +94,7 @@ export async function evaluateRl(model: VlaModel, tok: Tokenizer, prompts: Promp
   let l1 = 0;
   let l1n = 0;
   for (const p of prompts) {
-    const g = generate(model, tok, p.item.pixels, p.prompt, { maxNewTokens });
+    const g = await generate(new TfjsRunner(model, tok), p.item.pixels, p.prompt, { maxNewTokens });
     const r = await rewarder.score(g.text, p.truth, p.prompt, g.ids.length);
     reward += r.total;
     accuracy += r.accuracy;
@@ -136,6 +136,7 @@ export async function trainRl(o: RlOptions): Promise<{ steps: number; eval?: { b
   const ck = loadCheckpoint(resumeDir ?? o.init);
   const model = ck.model;
   const tok = await loadTokenizer(ck.tokenizerJson);
+  const runner = new TfjsRunner(ck.model, tok);
   if (!resumeDir) {
     // the SFT adapters become part of the reference; fresh adapters learn the alignment
     model.mergeLora();
@@ -181,7 +182,7 @@ export async function trainRl(o: RlOptions): Promise<{ steps: number; eval?: { b
         const pr = train[streamItem(state.consumed++, train.length, seed, orders)];
         const groupRewards: number[] = [];
         for (let g = 0; g < G; g++) {
-          const gen = generate(model, tok, pr.item.pixels, pr.prompt, { maxNewTokens: maxNew, temperature: o.temperature ?? 1, topP: o.topP ?? 1, seed: subSeed(subSeed(seed, state.step), p * G + g) });
+          const gen = await generate(runner, pr.item.pixels, pr.prompt, { maxNewTokens: maxNew, temperature: o.temperature ?? 1, topP: o.topP ?? 1, seed: subSeed(subSeed(seed, state.step), p * G + g) });
           const r = await rewarder.score(gen.text, pr.truth, pr.prompt, gen.ids.length);
           parts.push(r);
           groupRewards.push(r.total);

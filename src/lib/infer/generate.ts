@@ -1,12 +1,11 @@
 /**
- * Text generation with the VLA model, for every command that runs a policy: greedy or sampled (temperature,
- * top-p), stop strings, a KV cache (the prompt and images run once, then one token per step), and optionally the
- * attention weights of each generated token.
+ * Text generation for every command that runs a policy, on either runner (a checkpoint on tfjs or an export on
+ * onnxruntime): greedy or sampled (temperature, top-p, seeded), stop strings, the KV cache (the prompt and images
+ * run once, then one token per step), and optionally the attention weights of each generated token.
  */
-import * as tf from '@tensorflow/tfjs-core';
 import { Rng } from '../util/rng.js';
-import { type KvCache, type VlaModel, disposeCache } from './model.js';
-import { BOS, EOS, SEP, type Tokenizer } from './tokenizer.js';
+import { BOS, EOS, SEP } from '../model/tokenizer.js';
+import type { VlaRunner } from './runner.js';
 
 export interface GenerateOptions {
   maxNewTokens?: number;
@@ -28,6 +27,8 @@ export interface Generation {
   attentions?: number[][][][];
   /** Why generation ended. */
   stop: 'eos' | 'stop' | 'length';
+  /** Milliseconds spent in the prefill and in the decode steps. */
+  timing: { prefillMs: number; decodeMs: number };
 }
 
 /** Picks a token from logits [V]: argmax, or a sample from the top-p nucleus at the temperature. */
@@ -58,39 +59,31 @@ export function pickToken(logits: Float32Array, temperature: number, topP: numbe
   return kept[kept.length - 1].i;
 }
 
+/** The token ids of a prompt: `<bos> prompt <sep>`. */
+export function promptIds(runner: VlaRunner, prompt: string): number[] {
+  return [BOS, ...runner.tokenizer.encode(prompt), SEP];
+}
+
 /**
  * Generates the assistant text for a prompt and camera pixels ([C, S, S, 3] flattened, in [-1, 1]).
- * @example const g = generate(model, tok, pixels, 'Subtask: grasp the carrot\nOutput the actions ...', { maxNewTokens: 64 })
+ * @example const g = await generate(runner, pixels, 'Subtask: grasp the carrot\nOutput the actions ...', { maxNewTokens: 64 })
  */
-export function generate(model: VlaModel, tok: Tokenizer, pixels: Float32Array, prompt: string, o: GenerateOptions = {}): Generation {
-  const cfg = model.config;
-  const S = cfg.vision_config.image_size;
-  const C = cfg.num_cameras;
+export async function generate(runner: VlaRunner, pixels: Float32Array, prompt: string, o: GenerateOptions = {}): Promise<Generation> {
+  const tok = runner.tokenizer;
   const rng = new Rng(o.seed ?? 0);
-  const ids = [BOS, ...tok.encode(prompt), SEP];
   const out: number[] = [];
   const atts: number[][][][] = [];
-  const useCache = o.useCache ?? true;
-  const px = tf.tensor5d(pixels, [1, C, S, S, 3]);
-  let cache: KvCache | undefined;
+  const state = runner.start({ useCache: o.useCache ?? true, attentions: Boolean(o.attentions) });
   let stop: Generation['stop'] = 'length';
+  const timing = { prefillMs: 0, decodeMs: 0 };
   try {
-    for (let step = 0; step < (o.maxNewTokens ?? 64); step++) {
-      const next = tf.tidy(() => {
-        let r;
-        if (!useCache || step === 0) r = model.forward(px, tf.tensor2d([[...ids, ...out]], undefined, 'int32'), { useCache, attentions: o.attentions });
-        else r = model.forward(undefined, tf.tensor2d([[out[out.length - 1]]], undefined, 'int32'), { cache, attentions: o.attentions });
-        if (useCache) {
-          const old = cache;
-          cache = r.cache;
-          for (const t of [...cache!.k, ...cache!.v]) tf.keep(t);
-          if (old && step > 0) disposeCache(old);
-        }
-        const T = r.logits.shape[1];
-        const last = tf.slice(r.logits, [0, T - 1, 0], [1, 1, cfg.text_config.vocab_size]).dataSync() as Float32Array;
-        if (o.attentions) atts.push(r.attentions!.map((a) => (tf.slice(a, [0, 0, a.shape[2] - 1, 0], [1, a.shape[1], 1, a.shape[3]]).arraySync() as number[][][][])[0].map((h) => h[0])));
-        return pickToken(last, o.temperature ?? 0, o.topP ?? 1, rng);
-      });
+    const max = o.maxNewTokens ?? 64;
+    for (let step = 0; step < max; step++) {
+      const t0 = performance.now();
+      const r = step === 0 ? await state.prefill(pixels, promptIds(runner, prompt)) : await state.next(out[out.length - 1]);
+      timing[step === 0 ? 'prefillMs' : 'decodeMs'] += performance.now() - t0;
+      if (o.attentions) atts.push(r.attentions!);
+      const next = pickToken(r.logits, o.temperature ?? 0, o.topP ?? 1, rng);
       if (next === EOS) {
         stop = 'eos';
         break;
@@ -105,10 +98,9 @@ export function generate(model: VlaModel, tok: Tokenizer, pixels: Float32Array, 
       }
     }
   } finally {
-    px.dispose();
-    disposeCache(cache);
+    state.dispose();
   }
   let text = tok.decode(out);
   if (stop === 'stop') for (const s of o.stop ?? []) if (text.includes(s)) text = text.slice(0, text.indexOf(s));
-  return { text, ids: out, attentions: o.attentions ? atts : undefined, stop };
+  return { text, ids: out, attentions: o.attentions ? atts : undefined, stop, timing };
 }

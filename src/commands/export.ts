@@ -1,0 +1,58 @@
+import { Args, Flags } from '@oclif/core';
+import { VlakitCommand, parseNumber } from '../lib/cli/base.js';
+import { VlakitError } from '../lib/errors.js';
+import type { ParityResult } from '../lib/export/index.js';
+
+export default class Export extends VlakitCommand {
+  static summary = 'Export a checkpoint to ONNX (prefill + decode graphs with a KV cache) for onnxruntime.';
+  static description =
+    'Merges the LoRA adapters into the weights and writes prefill.onnx (images + prompt ids -> logits and the KV cache) and decode.onnx (new ids + past_key_values.* -> logits and present.*), opset 17, over one external weights file, with config.json, tokenizer.json and action_stats.json beside them: the directory alone runs the policy (every command takes it as --model). Each graph passes a structural check; then the export is compared with the checkpoint (logits and greedy tokens) unless --no-parity.';
+  static args = { checkpoint: Args.string({ description: 'a checkpoint directory of train-sft or train-rl', required: true }) };
+  static examples = [
+    { description: 'Export the SFT policy', command: '<%= config.bin %> export runs/sft -o runs/sft-onnx' },
+    { description: 'With attention outputs for attn-viz', command: '<%= config.bin %> export runs/sft -o runs/sft-onnx --attentions' },
+  ];
+  static flags = {
+    output: Flags.string({ char: 'o', description: 'the export directory (replaced whole)', required: true, helpValue: 'DIR' }),
+    attentions: Flags.boolean({ description: 'add attentions.{i} outputs (for attn-viz)' }),
+    parity: Flags.boolean({ description: 'compare the export with the checkpoint on a few images and prompts', default: true, allowNo: true }),
+    tolerance: Flags.string({ description: 'largest allowed |logit difference| in the parity check', default: '1e-4' }),
+    device: Flags.string({ description: 'onnxruntime execution provider for the parity check', options: ['cpu', 'cuda'], default: 'cpu' }),
+    backend: Flags.string({ description: 'tfjs backend for the parity check', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
+    quiet: Flags.boolean({ char: 'q', description: 'no summary on stderr' }),
+    json: Flags.boolean({ description: 'print the summary as JSON on stderr' }),
+  };
+
+  async run(): Promise<void> {
+    const { args, flags } = await this.parse(Export);
+    const tolerance = parseNumber(flags.tolerance, 'tolerance', 0);
+    const { exportModel, checkParity, parityCases } = await import('../lib/export/index.js');
+    const { openModel } = await import('../lib/infer/index.js');
+    const t0 = performance.now();
+    let parity: (ParityResult & { tfjs: string; onnxruntime: string }) | undefined;
+    const verify = async (dir: string) => {
+      const reference = await openModel(args.checkpoint, { backend: flags.backend });
+      const candidate = await openModel(dir, { device: flags.device as 'cpu' });
+      try {
+        const cfg = reference.config;
+        parity = { ...(await checkParity(reference, candidate, parityCases(cfg.vision_config.image_size, cfg.num_cameras))), tfjs: reference.info.device, onnxruntime: candidate.info.device };
+      } finally {
+        await reference.dispose();
+        await candidate.dispose();
+      }
+      if (parity.maxAbsDiff > tolerance || !parity.greedyMatch) {
+        const m = parity.mismatches[0];
+        throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance})${m ? `; greedy ids for "${m.prompt}": checkpoint ${m.reference.join(',')}, export ${m.cached.join(',')}` : ''}`, { file: flags.output });
+      }
+    };
+    const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, backend: flags.backend, verify: flags.parity ? verify : undefined });
+    const seconds = (performance.now() - t0) / 1000;
+    const bytes = res.files.reduce((a, f) => a + f.bytes, 0);
+    if (flags.json) process.stderr.write(`${JSON.stringify({ ...res, seconds, parity })}\n`);
+    else {
+      this.note(`vlakit export: ${(res.parameters / 1e6).toFixed(2)}M parameters${res.loraMerged ? ' (LoRA merged)' : ''} -> ${flags.output} (${res.files.map((f) => f.name).join(', ')}; ${(bytes / 1e6).toFixed(1)} MB) in ${seconds.toFixed(1)} s`, flags.quiet);
+      for (const c of res.checks) this.note(`vlakit export: ${c.graph}: opset ${c.opset}, ${c.nodes} nodes, ${c.initializers} initializers; structural check passed (${c.outputsChecked} output shapes checked)`, flags.quiet);
+      if (parity) this.note(`vlakit export: parity with the checkpoint (${parity.tfjs} vs onnxruntime ${parity.onnxruntime}, ${parity.cases} cases): max |logit diff| ${parity.maxAbsDiff.toExponential(2)}, greedy tokens ${parity.greedyMatch ? 'identical' : 'DIFFER'} with and without the KV cache`, flags.quiet);
+    }
+  }
+}

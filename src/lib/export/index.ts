@@ -1,0 +1,80 @@
+/**
+ * `vlakit export`: a checkpoint (LoRA merged into the weights) as ONNX, prefill and decode graphs over one external
+ * weights file, with the tokenizer, the action representation, the normalization statistics and the config beside
+ * them, so that the directory alone runs the policy. Every graph passes the structural check before the directory
+ * is renamed into place.
+ */
+import { promises as fsp, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { VlakitError } from '../errors.js';
+import { selectBackend } from '../model/backend.js';
+import { loadCheckpoint, writeDirAtomic } from '../model/checkpoint.js';
+import { type CheckReport, checkModel } from './check.js';
+import { decodeGraph, prefillGraph } from './graph.js';
+import { OPSET, WeightStore, decodeModel, encodeModel } from './onnx.js';
+
+export { checkModel, type CheckReport } from './check.js';
+export { decodeModel, encodeModel, OPSET } from './onnx.js';
+
+/** The files of an export directory. */
+export const EXPORT_FILES = { prefill: 'prefill.onnx', decode: 'decode.onnx', data: 'model.onnx_data' } as const;
+
+export interface ExportOptions {
+  /** Add attentions.{i} outputs (attn-viz). */
+  attentions?: boolean;
+  /** The tfjs backend that reads the checkpoint (any will do). */
+  backend?: string;
+  /** Runs on the finished files before they are renamed into place (the parity check); throwing leaves no export. */
+  verify?: (dir: string) => Promise<void>;
+}
+
+export interface ExportResult {
+  dir: string;
+  parameters: number;
+  loraMerged: boolean;
+  files: { name: string; bytes: number }[];
+  checks: CheckReport[];
+}
+
+/**
+ * Exports the checkpoint in `ckptDir` to `outDir` (replaced whole, or left untouched on failure).
+ * @example await exportModel('runs/sft', 'runs/sft-onnx', { attentions: true })
+ */
+export async function exportModel(ckptDir: string, outDir: string, o: ExportOptions = {}): Promise<ExportResult> {
+  await selectBackend(o.backend); // the weights are read through tfjs
+  const ck = loadCheckpoint(ckptDir);
+  const model = ck.model;
+  try {
+    const loraMerged = model.lora !== undefined;
+    model.mergeLora();
+    const store = new WeightStore(EXPORT_FILES.data);
+    const graphs = { [EXPORT_FILES.prefill]: prefillGraph(model, store, o), [EXPORT_FILES.decode]: decodeGraph(model, store, o) };
+    const files: ExportResult['files'] = [];
+    const checks: CheckReport[] = [];
+    await writeDirAtomic(outDir, async (tmp) => {
+      const write = async (name: string, data: Uint8Array | string) => {
+        await fsp.writeFile(path.join(tmp, name), data);
+        files.push({ name, bytes: typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength });
+      };
+      await write(EXPORT_FILES.data, store.bytes());
+      for (const [name, g] of Object.entries(graphs)) {
+        const bytes = encodeModel(g);
+        await write(name, bytes);
+        const report = checkModel(decodeModel(bytes), tmp);
+        if (report.problems.length) throw new VlakitError('E_ONNX', `the exported ${name} fails the structural check: ${report.problems.slice(0, 5).join('; ')}`, { file: name });
+        checks.push(report);
+      }
+      const cfgJson = JSON.parse(readFileSync(path.join(ckptDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+      const vlakit = { ...((cfgJson.vlakit as object | undefined) ?? {}), export: { format: 'onnx', opset: OPSET, graphs: { prefill: EXPORT_FILES.prefill, decode: EXPORT_FILES.decode }, external_data: EXPORT_FILES.data, attentions: Boolean(o.attentions), lora_merged: loraMerged, num_image_tokens: model.numImageTokens, source: path.resolve(ckptDir) } };
+      await write('config.json', `${JSON.stringify({ ...model.config, vlakit }, null, 2)}\n`);
+      await write('tokenizer.json', ck.tokenizerJson);
+      if (ck.actionStats !== undefined) await write('action_stats.json', `${JSON.stringify(ck.actionStats, null, 2)}\n`);
+      await o.verify?.(tmp);
+    });
+    return { dir: outDir, parameters: model.numParameters(), loraMerged, files, checks };
+  } finally {
+    model.dispose();
+  }
+}
+
+export { checkParity, parityCases, type ParityCase, type ParityResult } from './parity.js';

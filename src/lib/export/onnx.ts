@@ -1,0 +1,179 @@
+/**
+ * Writing ONNX graphs: a small builder over the ONNX protobuf messages (from onnx-proto) that names values, adds
+ * nodes with typed attributes, keeps small constants inline and puts weights into an external data file that
+ * several graphs can share (TensorProto.data_location = EXTERNAL with location/offset/length entries).
+ */
+import onnxProto from 'onnx-proto';
+
+export const { onnx } = onnxProto;
+export type ModelProto = onnxProto.onnx.ModelProto;
+export type NodeProto = onnxProto.onnx.INodeProto;
+export type TensorProto = onnxProto.onnx.ITensorProto;
+export type ValueInfoProto = onnxProto.onnx.IValueInfoProto;
+
+export const DType = { float: 1, bool: 9, int64: 7 } as const;
+export type DTypeName = keyof typeof DType;
+
+/** A dimension: a number, or the name of a symbolic dimension (batch_size, sequence_length, ...). */
+export type Dim = number | string;
+
+export const OPSET = 17;
+/** IR version 8 (ONNX 1.10 to 1.12) carries opset 17. */
+export const IR_VERSION = 8;
+
+/** Weights shared by the graphs of one export, laid out in one external data file (64-byte aligned). */
+export class WeightStore {
+  readonly entries = new Map<string, { dims: number[]; data: Float32Array; offset: number }>();
+  private size = 0;
+
+  constructor(readonly location: string) {}
+
+  /** Adds a weight once (by name) and returns its name. */
+  add(name: string, data: Float32Array, dims: number[]): string {
+    if (!this.entries.has(name)) {
+      const offset = Math.ceil(this.size / 64) * 64;
+      this.entries.set(name, { dims, data, offset });
+      this.size = offset + data.byteLength;
+    }
+    return name;
+  }
+
+  get byteLength(): number {
+    return this.size;
+  }
+
+  /** The external data file's bytes. */
+  bytes(): Buffer {
+    const out = Buffer.alloc(this.size);
+    for (const e of this.entries.values()) Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength).copy(out, e.offset);
+    return out;
+  }
+
+  tensorProto(name: string): TensorProto {
+    const e = this.entries.get(name)!;
+    return {
+      name,
+      dims: e.dims,
+      dataType: DType.float,
+      dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+      externalData: [
+        { key: 'location', value: this.location },
+        { key: 'offset', value: String(e.offset) },
+        { key: 'length', value: String(e.data.byteLength) },
+      ],
+    };
+  }
+}
+
+type AttrValue = number | number[] | string | { float: number };
+
+function attribute(name: string, v: AttrValue): onnxProto.onnx.IAttributeProto {
+  const T = onnx.AttributeProto.AttributeType;
+  if (typeof v === 'string') return { name, type: T.STRING, s: Buffer.from(v, 'utf8') };
+  if (Array.isArray(v)) return { name, type: T.INTS, ints: v };
+  if (typeof v === 'object') return { name, type: T.FLOAT, f: v.float };
+  return { name, type: T.INT, i: v };
+}
+
+export function valueInfo(name: string, type: DTypeName, dims: Dim[]): ValueInfoProto {
+  return {
+    name,
+    type: { tensorType: { elemType: DType[type], shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+  };
+}
+
+/** Builds one graph; values are named by the builder (`prefix/op_n`) unless a name is given. */
+export class GraphBuilder {
+  readonly nodes: NodeProto[] = [];
+  readonly inputs: ValueInfoProto[] = [];
+  readonly outputs: ValueInfoProto[] = [];
+  private readonly inline: TensorProto[] = [];
+  private readonly external = new Set<string>();
+  private readonly constants = new Map<string, string>();
+  private n = 0;
+
+  constructor(readonly name: string, readonly weights: WeightStore) {}
+
+  input(name: string, type: DTypeName, dims: Dim[]): string {
+    this.inputs.push(valueInfo(name, type, dims));
+    return name;
+  }
+
+  /** Declares `value` as a graph output called `name` (through an Identity when the names differ). */
+  output(value: string, name: string, type: DTypeName, dims: Dim[]): void {
+    if (value !== name) this.nodes.push({ opType: 'Identity', input: [value], output: [name], name: `${name}/identity` });
+    this.outputs.push(valueInfo(name, type, dims));
+  }
+
+  weight(name: string, data: Float32Array, dims: number[]): string {
+    this.weights.add(name, data, dims);
+    this.external.add(name);
+    return name;
+  }
+
+  /** An int64 constant (shapes, axes, indices); shared by value. */
+  ints(values: number[], scalar = false): string {
+    const key = `i64:${scalar ? 's' : 'v'}:${values.join(',')}`;
+    let name = this.constants.get(key);
+    if (!name) {
+      name = `const/${this.constants.size}`;
+      const raw = Buffer.alloc(values.length * 8);
+      values.forEach((v, i) => raw.writeBigInt64LE(BigInt(v), i * 8));
+      this.inline.push({ name, dims: scalar ? [] : [values.length], dataType: DType.int64, rawData: raw });
+      this.constants.set(key, name);
+    }
+    return name;
+  }
+
+  /** A float32 constant (scalars by default); shared by value. */
+  floats(values: number[], dims: number[] = []): string {
+    const key = `f32:${dims.join('x')}:${values.join(',')}`;
+    let name = this.constants.get(key);
+    if (!name) {
+      name = `const/${this.constants.size}`;
+      this.inline.push({ name, dims, dataType: DType.float, rawData: Buffer.from(Float32Array.from(values).buffer) });
+      this.constants.set(key, name);
+    }
+    return name;
+  }
+
+  /** Adds a node and returns its output names (one unless `outputs` > 1). */
+  op(type: string, inputs: string[], attrs: Record<string, AttrValue> = {}, outputs = 1): string[] {
+    const id = `${type}_${this.n++}`;
+    const out = Array.from({ length: outputs }, (_, i) => (outputs === 1 ? `${this.name}/${id}` : `${this.name}/${id}:${i}`));
+    this.nodes.push({ opType: type, name: `${this.name}/${id}`, input: inputs, output: out, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
+    return out;
+  }
+
+  /** One-output shorthand for op(). */
+  o(type: string, inputs: string[], attrs: Record<string, AttrValue> = {}): string {
+    return this.op(type, inputs, attrs)[0];
+  }
+
+  model(docString: string, metadata: Record<string, string> = {}): ModelProto {
+    const graph: onnxProto.onnx.IGraphProto = {
+      name: this.name,
+      node: this.nodes,
+      input: this.inputs,
+      output: this.outputs,
+      initializer: [...this.inline, ...[...this.external].map((w) => this.weights.tensorProto(w))],
+    };
+    return onnx.ModelProto.create({
+      irVersion: IR_VERSION,
+      producerName: 'vlakit',
+      producerVersion: '0.1.0',
+      docString,
+      opsetImport: [{ domain: '', version: OPSET }],
+      graph,
+      metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
+    });
+  }
+}
+
+export function encodeModel(m: ModelProto): Uint8Array {
+  return onnx.ModelProto.encode(m).finish();
+}
+
+export function decodeModel(bytes: Uint8Array): ModelProto {
+  return onnx.ModelProto.decode(bytes);
+}

@@ -1,0 +1,271 @@
+import { cpSync, existsSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import * as tf from '@tensorflow/tfjs-core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
+import { checkModel, checkParity, decodeModel, encodeModel, exportModel, parityCases } from '../../src/lib/export/index.js';
+import { OrtRunner, TfjsRunner, generate, openModel } from '../../src/lib/infer/index.js';
+import { selectBackend } from '../../src/lib/model/backend.js';
+import { writeDirAtomic, writeModelFiles } from '../../src/lib/model/checkpoint.js';
+import { preset } from '../../src/lib/model/config.js';
+import { VlaModel } from '../../src/lib/model/model.js';
+import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
+import { prepare } from '../../src/lib/train/data.js';
+import { trainSft } from '../../src/lib/train/sft.js';
+import { tempDir } from '../helpers.js';
+import { toyExamples } from '../model/examples.js';
+
+const dir = tempDir();
+const ck = path.join(dir, 'ck'); // a random 2-camera GQA model with LoRA adapters (B != 0)
+const out = path.join(dir, 'onnx');
+let examples: TrainingExample[];
+
+beforeAll(async () => {
+  await selectBackend('wasm');
+  examples = await toyExamples();
+  const tok = await buildTokenizer(['grasp the red block', 'move the gripper left 0.012', 'Subtask: pick up the carrot and put it on the plate'], 160);
+  const cfg = { ...preset('tiny', tok.vocabSize, 2), initializer_range: 0.05 };
+  const m = VlaModel.init(cfg, 7);
+  m.addLora(4, 8, ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], 7);
+  let s = 0;
+  for (const [n, v] of m.params) if (n.includes('lora_B')) v.assign(tf.randomNormal(v.shape, 0, 0.05, 'float32', s++));
+  await writeDirAtomic(ck, (d) => writeModelFiles(d, m, tok.json, { actionCodec: { codec: 'text', decimals: 3 }, actionStats: { mean: [0, 0, 0] } }));
+  m.dispose();
+  await exportModel(ck, out, { attentions: true });
+}, 120_000);
+
+describe('vlakit export: the files', () => {
+  it('writes both graphs over one external data file, with the config, tokenizer and stats beside them', () => {
+    const cfg = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
+    expect(cfg.vlakit.export).toMatchObject({ format: 'onnx', opset: 17, graphs: { prefill: 'prefill.onnx', decode: 'decode.onnx' }, external_data: 'model.onnx_data', attentions: true, lora_merged: true });
+    expect(cfg.vlakit.action_codec).toEqual({ codec: 'text', decimals: 3 });
+    expect(JSON.parse(readFileSync(path.join(out, 'action_stats.json'), 'utf8'))).toEqual({ mean: [0, 0, 0] });
+    expect(readFileSync(path.join(out, 'tokenizer.json'), 'utf8')).toBe(readFileSync(path.join(ck, 'tokenizer.json'), 'utf8'));
+    const prefill = decodeModel(readFileSync(path.join(out, 'prefill.onnx')));
+    const decode = decodeModel(readFileSync(path.join(out, 'decode.onnx')));
+    expect(prefill.graph!.input!.map((i) => i.name)).toEqual(['pixel_values', 'input_ids']);
+    expect(decode.graph!.input!.map((i) => i.name)).toEqual(['input_ids', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value']);
+    expect(decode.graph!.output!.map((o) => o.name)).toEqual(['logits', 'present.0.key', 'present.0.value', 'present.1.key', 'present.1.value', 'attentions.0', 'attentions.1']);
+    // weights live outside the graph files; no LoRA tensors survive the merge
+    for (const g of [prefill, decode]) {
+      for (const t of g.graph!.initializer!) {
+        expect(t.name).not.toMatch(/lora/);
+        if (t.dims!.map(Number).reduce((a, b) => a * b, 1) > 64) expect(t.dataLocation).toBe(1);
+      }
+    }
+  });
+
+  it('passes the structural check: opset 17, every input produced, every output shape inferred and as declared', () => {
+    for (const f of ['prefill.onnx', 'decode.onnx']) {
+      const r = checkModel(decodeModel(readFileSync(path.join(out, f))), out);
+      expect(r.problems).toEqual([]);
+      expect(r.opset).toBe(17);
+      expect(r.unchecked).toEqual([]);
+      expect(r.outputsUnknown).toEqual([]);
+      expect(r.outputsChecked).toBe(7); // logits, 4 present, 2 attentions
+    }
+  });
+
+  it('runs from the directory alone (copied away from its checkpoint)', async () => {
+    const alone = path.join(dir, 'alone');
+    cpSync(out, alone, { recursive: true });
+    const r = await openModel(alone);
+    expect(r.info.engine).toBe('onnxruntime');
+    expect(r.actionCodec).toEqual({ codec: 'text', decimals: 3 });
+    const [c] = parityCases(32, 2);
+    const g = await generate(r, c.pixels, c.prompt, { maxNewTokens: 5 });
+    expect(g.ids.length + (g.stop === 'eos' ? 1 : 0)).toBeGreaterThan(0);
+    await r.dispose();
+    rmSync(alone, { recursive: true });
+  });
+});
+
+describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
+  it('logits within 1e-4, identical greedy ids with and without the KV cache, for several prompts and images', async () => {
+    const a = await openModel(ck);
+    const b = await openModel(out);
+    const cases = parityCases(32, 2, 3, ['grasp the red block', 'move the gripper left', 'Subtask: pick up the carrot', 'the plate']);
+    const r = await checkParity(a, b, cases, 12);
+    expect(r.cases).toBe(4);
+    expect(r.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+    expect(r.maxAbsDiff).toBeGreaterThan(0); // two engines, so not bit-identical: the comparison is real
+    expect(r.mismatches).toEqual([]);
+    await a.dispose();
+    await b.dispose();
+  });
+
+  it('attention rows agree and are distributions over image + text positions', async () => {
+    const a = await openModel(ck);
+    const b = await openModel(out);
+    const [c] = parityCases(32, 2, 9);
+    const ga = await generate(a, c.pixels, c.prompt, { maxNewTokens: 4, attentions: true });
+    const gb = await generate(b, c.pixels, c.prompt, { maxNewTokens: 4, attentions: true });
+    expect(gb.attentions!.length).toBe(ga.attentions!.length);
+    let diff = 0;
+    ga.attentions!.forEach((step, s) => step.forEach((layer, l) => layer.forEach((head, h) => head.forEach((x, k) => (diff = Math.max(diff, Math.abs(x - gb.attentions![s][l][h][k])))))));
+    expect(diff).toBeLessThan(1e-5);
+    const ids = b.tokenizer.encode(c.prompt).length + 2; // <bos> prompt <sep>
+    expect(gb.attentions![0][0][0].length).toBe(2 * 16 + ids); // the prefill's last query: 32 image tokens + the prompt
+    const second = gb.attentions![1][0][0]; // second generated token, layer 0, head 0: one more key
+    expect(second.length).toBe(2 * 16 + ids + 1);
+    expect(second.reduce((x, y) => x + y, 0)).toBeCloseTo(1, 5);
+    await a.dispose();
+    await b.dispose();
+  });
+
+  it('a trained LoRA checkpoint: the export says the same target text as the checkpoint', async () => {
+    const base = { preset: 'tiny' as const, vocabSize: 128, batchSize: 2, lr: 1e-2, warmup: 0, seed: 3, codec: new TextCodec(3), clip: 0 };
+    await trainSft({ ...base, examples: examples.slice(0, 2), outDir: path.join(dir, 'sft'), steps: 100 });
+    await trainSft({ ...base, examples: examples.slice(0, 2), outDir: path.join(dir, 'sft-lora'), init: path.join(dir, 'sft'), steps: 10, lr: 1e-3, lora: { r: 4, alpha: 8, targets: ['q', 'v', 'up'] } });
+    await exportModel(path.join(dir, 'sft-lora'), path.join(dir, 'sft-onnx'));
+    const a = await openModel(path.join(dir, 'sft-lora'));
+    const b = await openModel(path.join(dir, 'sft-onnx'));
+    const [item] = await prepare(examples.slice(0, 1), a.tokenizer, { cameras: 1, imageSize: 32, maxTokens: 200 });
+    const before = tf.memory().numTensors;
+    const ga = await generate(a, item.pixels, 'Subtask: grasp the red block', { maxNewTokens: 40 });
+    expect(tf.memory().numTensors).toBe(before); // no tensor leak on the tfjs path
+    const gb = await generate(b, item.pixels, 'Subtask: grasp the red block', { maxNewTokens: 40 });
+    expect(gb.text).toBe(ga.text);
+    expect(gb.text).toBe('the red block is ahead\n[[0.012, -0.004, 0.000, 1]]');
+    const r = await checkParity(a, b, [{ prompt: 'Subtask: grasp the blue block', pixels: item.pixels }], 30);
+    expect(r.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+    expect(r.greedyMatch).toBe(true);
+    await a.dispose();
+    await b.dispose();
+  }, 120_000);
+
+  it('an export without --attentions says so when attentions are asked for', async () => {
+    const b = await openModel(path.join(dir, 'sft-onnx'));
+    const [c] = parityCases(32, 1);
+    await expect(generate(b, c.pixels, c.prompt, { attentions: true })).rejects.toThrow(/no attention outputs; export it again with --attentions/);
+    await b.dispose();
+  });
+});
+
+describe('a fresh process', () => {
+  it('loads the graphs in onnxruntime and runs a batch of 2 through prefill then decode', async () => {
+    const script = `
+      const ort = require('onnxruntime-node');
+      (async () => {
+        const dir = process.argv[1];
+        const p = await ort.InferenceSession.create(dir + '/prefill.onnx');
+        const d = await ort.InferenceSession.create(dir + '/decode.onnx');
+        const px = new ort.Tensor('float32', new Float32Array(2 * 2 * 32 * 32 * 3).fill(0.1), [2, 2, 32, 32, 3]);
+        const ids = new ort.Tensor('int64', BigInt64Array.from([2n, 10n, 11n, 4n, 2n, 12n, 13n, 4n]), [2, 4]);
+        const a = await p.run({ pixel_values: px, input_ids: ids });
+        const feeds = { input_ids: new ort.Tensor('int64', BigInt64Array.from([5n, 6n]), [2, 1]) };
+        for (let i = 0; i < 2; i++) for (const kv of ['key', 'value']) feeds['past_key_values.' + i + '.' + kv] = a['present.' + i + '.' + kv];
+        const b = await d.run(feeds);
+        console.log(JSON.stringify({ inputs: p.inputNames, logits: a.logits.dims, present: a['present.0.key'].dims, att: a['attentions.0'].dims, next: b.logits.dims, present2: b['present.1.value'].dims, att2: b['attentions.1'].dims }));
+      })().catch((e) => { console.error(e.message); process.exit(1); });`;
+    const r = await execa('node', ['-e', script, out], { cwd: process.cwd() });
+    const dims = JSON.parse(r.stdout);
+    const V = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')).text_config.vocab_size;
+    // 2 cameras x 16 patches = 32 image tokens; 4 heads, 2 KV heads of size 8
+    expect(dims).toEqual({ inputs: ['pixel_values', 'input_ids'], logits: [2, 4, V], present: [2, 2, 36, 8], att: [2, 4, 36, 36], next: [2, 1, V], present2: [2, 2, 37, 8], att2: [2, 4, 1, 37] });
+  });
+});
+
+describe('the structural check fails on broken graphs', () => {
+  const load = () => decodeModel(readFileSync(path.join(out, 'decode.onnx')));
+  const problems = (m: ReturnType<typeof load>, where = out) => checkModel(decodeModel(encodeModel(m)), where).problems.join('\n');
+
+  it('a node whose input nothing produces, and nodes out of order', () => {
+    const m = load();
+    m.graph!.node!.splice(3, 1);
+    expect(problems(m)).toMatch(/input ".*" is not produced by any earlier node, initializer or graph input/);
+    const m2 = load();
+    const nodes = m2.graph!.node!;
+    [nodes[5], nodes[40]] = [nodes[40], nodes[5]];
+    expect(problems(m2)).toMatch(/is not produced by any earlier node/);
+  });
+
+  it('a missing opset, an old opset, an output nothing produces', () => {
+    const m = load();
+    m.opsetImport = [{ domain: '', version: 13 }];
+    expect(problems(m)).toMatch(/opset 13 is declared; vlakit exports need opset 17/);
+    m.opsetImport = [];
+    expect(problems(m)).toMatch(/no opset is declared/);
+    const m2 = load();
+    m2.graph!.output!.push({ ...m2.graph!.output![0], name: 'ghost' });
+    expect(problems(m2)).toMatch(/graph output "ghost" is not produced/);
+  });
+
+  it('inconsistent shapes: a declared output dimension, a weight of the wrong size, a bad reshape', () => {
+    const m = load();
+    const V = Number(m.graph!.output![0].type!.tensorType!.shape!.dim![2].dimValue);
+    m.graph!.output![0].type!.tensorType!.shape!.dim![2] = { dimValue: 999 };
+    expect(problems(m)).toContain(`graph output "logits": dimension 2 is ${V}, declared 999`);
+    const m2 = load();
+    const w = m2.graph!.initializer!.find((t) => t.name === 'model.layers.0.self_attn.q_proj.weight')!;
+    w.dims = [32, 16];
+    const len = w.externalData!.find((e) => e.key === 'length')!;
+    len.value = String(32 * 16 * 4);
+    expect(problems(m2)).toMatch(/cannot broadcast|Reshape/);
+    const m3 = load();
+    const k = m3.graph!.initializer!.find((t) => t.name === 'model.layers.1.mlp.down_proj.weight')!;
+    k.dims = [32, 88];
+    expect(problems(m3)).toMatch(/MatMul inner dimensions differ: 88 vs 32/);
+  });
+
+  it('external data that is missing or too short', () => {
+    const broken = path.join(dir, 'broken');
+    cpSync(out, broken, { recursive: true });
+    truncateSync(path.join(broken, 'model.onnx_data'), 1000);
+    expect(problems(load(), broken)).toMatch(/lie beyond the end of model.onnx_data/);
+    rmSync(path.join(broken, 'model.onnx_data'));
+    expect(problems(load(), broken)).toMatch(/external data file "model.onnx_data" is missing/);
+  });
+});
+
+describe('runners', () => {
+  it('OrtRunner refuses a checkpoint; openModel refuses a directory without config.json', async () => {
+    await expect(OrtRunner.open(ck)).rejects.toThrow(/no vlakit.export entry/);
+    writeFileSync(path.join(dir, 'empty.txt'), '');
+    await expect(openModel(dir)).rejects.toThrow(/not a model directory: no config.json/);
+  });
+
+  it('TfjsRunner over an in-memory model matches openModel of its checkpoint', async () => {
+    const a = await openModel(ck);
+    const b = new TfjsRunner((a as TfjsRunner).model, a.tokenizer);
+    const [c] = parityCases(32, 2, 4);
+    expect((await generate(b, c.pixels, c.prompt, { maxNewTokens: 6 })).ids).toEqual((await generate(a, c.pixels, c.prompt, { maxNewTokens: 6 })).ids);
+    await a.dispose();
+  });
+});
+
+describe('vlakit export (the command)', () => {
+  const BIN = path.resolve('bin/run.js');
+  const run = (args: string[]) => execa('node', [BIN, ...args], { reject: false, env: { NO_COLOR: '1' } });
+
+  it('exports, checks and compares; prints a summary on stderr and nothing on stdout', async () => {
+    const to = path.join(dir, 'cli-onnx');
+    const r = await run(['export', ck, '-o', to]);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/LoRA merged\) -> .*cli-onnx \(model.onnx_data, prefill.onnx, decode.onnx, config.json, tokenizer.json, action_stats.json/);
+    expect(r.stderr).toMatch(/prefill: opset 17, \d+ nodes, \d+ initializers; structural check passed \(5 output shapes checked\)/);
+    expect(r.stderr).toMatch(/parity with the checkpoint \(wasm vs onnxruntime cpu, 3 cases\): max \|logit diff\| \S+, greedy tokens identical with and without the KV cache/);
+    const j = await run(['export', ck, '-o', to, '--json', '--attentions']);
+    const res = JSON.parse(j.stderr);
+    expect(res.parity.greedyMatch).toBe(true);
+    expect(res.parity.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+    expect(res.checks.map((c: { outputsChecked: number }) => c.outputsChecked)).toEqual([7, 7]);
+  }, 120_000);
+
+  it('fails clearly and leaves an existing export untouched', async () => {
+    const keep = readFileSync(path.join(out, 'prefill.onnx'));
+    const bad = await run(['export', path.join(dir, 'nope'), '-o', out]);
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stderr).toMatch(/E_NOT_FOUND in .*nope: not a vlakit checkpoint: no config.json/);
+    expect(readFileSync(path.join(out, 'prefill.onnx')).equals(keep)).toBe(true);
+    const usage = await run(['export', ck, '-o', out, '--tolerance', '-1']);
+    expect(usage.exitCode).toBe(2);
+    expect(usage.stderr).toMatch(/--tolerance must be a number >= 0/);
+    const tight = await run(['export', ck, '-o', path.join(dir, 'tight'), '--tolerance', '0']);
+    expect(tight.exitCode).toBe(1); // two engines never agree to the last bit: the check can fail
+    expect(existsSync(path.join(dir, "tight"))).toBe(false);
+    expect(tight.stderr).toMatch(/E_ONNX .*the export does not match its checkpoint, so it was not written: max \|logit diff\| \S+ \(tolerance 0\)/);
+  }, 120_000);
+});
