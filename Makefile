@@ -35,6 +35,7 @@ bench: build
 	node --import tsx bench/annotate.ts
 	node --import tsx bench/relabel.ts
 	node --import tsx bench/train.ts
+	node --import tsx bench/infer.ts
 
 clean:
 	rm -rf dist demo-out bench/out

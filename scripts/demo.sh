@@ -41,6 +41,10 @@ step "Fine-tuning a tiny VLA on the VLM2VLA examples (TensorFlow.js; ${SFT_STEPS
 vlakit train-sft "$OUT/examples_vlm2vla.jsonl" --preset tiny --steps "$SFT_STEPS" --batch-size 8 --lr 3e-3 --eval-every 200 --save-every 200 --stats "$OUT/action_stats.json" -o "$OUT/sft"
 tail -n 1 "$OUT/sft/metrics.jsonl"
 
+step "Export of the fine-tuned policy to ONNX (prefill + decode with a KV cache), checked against the checkpoint"
+vlakit export "$OUT/sft" -o "$OUT/sft-onnx" --attentions
+ls -l "$OUT/sft-onnx"
+
 step "RL alignment (RoboAlign-style GRPO) on a small subset, rewarding action accuracy"
 grep '"stage":"actions"' "$OUT/examples_vlm2vla.jsonl" > "$OUT/rl_examples.jsonl"
 vlakit train-rl "$OUT/rl_examples.jsonl" --init "$OUT/sft" --max-prompts 8 --group 4 --prompts-per-step 2 --steps ${RL_STEPS:-6} --temperature 0.7 --lr 1e-3 --beta 0.2 --max-new-tokens 120 --eval-every ${RL_STEPS:-6} -o "$OUT/rl"

@@ -46,7 +46,7 @@ describe('vlakit export: the files', () => {
     const decode = decodeModel(readFileSync(path.join(out, 'decode.onnx')));
     expect(prefill.graph!.input!.map((i) => i.name)).toEqual(['pixel_values', 'input_ids']);
     expect(decode.graph!.input!.map((i) => i.name)).toEqual(['input_ids', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value']);
-    expect(decode.graph!.output!.map((o) => o.name)).toEqual(['logits', 'present.0.key', 'present.0.value', 'present.1.key', 'present.1.value', 'attentions.0', 'attentions.1']);
+    expect(decode.graph!.output!.map((o) => o.name)).toEqual(['logits', 'present.0.key', 'present.0.value', 'present.1.key', 'present.1.value', 'attentions.0', 'attentions.1', 'new_key_values.0.key', 'new_key_values.0.value', 'new_key_values.1.key', 'new_key_values.1.value']);
     // weights live outside the graph files; no LoRA tensors survive the merge
     for (const g of [prefill, decode]) {
       for (const t of g.graph!.initializer!) {
@@ -57,13 +57,13 @@ describe('vlakit export: the files', () => {
   });
 
   it('passes the structural check: opset 17, every input produced, every output shape inferred and as declared', () => {
-    for (const f of ['prefill.onnx', 'decode.onnx']) {
+    for (const [f, outputs] of [['prefill.onnx', 7], ['decode.onnx', 11]] as const) {
       const r = checkModel(decodeModel(readFileSync(path.join(out, f))), out);
       expect(r.problems).toEqual([]);
       expect(r.opset).toBe(17);
       expect(r.unchecked).toEqual([]);
       expect(r.outputsUnknown).toEqual([]);
-      expect(r.outputsChecked).toBe(7); // logits, 4 present, 2 attentions
+      expect(r.outputsChecked).toBe(outputs); // logits, 4 present, 2 attentions (+ 4 new key/values in decode)
     }
   });
 
@@ -198,11 +198,10 @@ describe('the structural check fails on broken graphs', () => {
     m.graph!.output![0].type!.tensorType!.shape!.dim![2] = { dimValue: 999 };
     expect(problems(m)).toContain(`graph output "logits": dimension 2 is ${V}, declared 999`);
     const m2 = load();
-    const w = m2.graph!.initializer!.find((t) => t.name === 'model.layers.0.self_attn.q_proj.weight')!;
-    w.dims = [32, 16];
-    const len = w.externalData!.find((e) => e.key === 'length')!;
-    len.value = String(32 * 16 * 4);
-    expect(problems(m2)).toMatch(/cannot broadcast|Reshape/);
+    const w = m2.graph!.initializer!.find((t) => t.name === 'model.layers.0.self_attn.qkv_rope.weight')!;
+    w.dims = [32, 96];
+    w.externalData!.find((e) => e.key === 'length')!.value = String(32 * 96 * 4);
+    expect(problems(m2)).toMatch(/Split sizes 32\+32\+16\+16\+16 do not add up to 96/);
     const m3 = load();
     const k = m3.graph!.initializer!.find((t) => t.name === 'model.layers.1.mlp.down_proj.weight')!;
     k.dims = [32, 88];
@@ -251,7 +250,7 @@ describe('vlakit export (the command)', () => {
     const res = JSON.parse(j.stderr);
     expect(res.parity.greedyMatch).toBe(true);
     expect(res.parity.maxAbsDiff).toBeLessThanOrEqual(1e-4);
-    expect(res.checks.map((c: { outputsChecked: number }) => c.outputsChecked)).toEqual([7, 7]);
+    expect(res.checks.map((c: { outputsChecked: number }) => c.outputsChecked)).toEqual([7, 11]);
   }, 120_000);
 
   it('fails clearly and leaves an existing export untouched', async () => {

@@ -62,6 +62,23 @@ function div(a: Poly, b: Poly): Poly | undefined {
   return out;
 }
 
+/**
+ * total / rest when rest is not a single term (e.g. a dimension such as sequence_length + 64): tries each input
+ * dimension d, times or divided by a small integer k, as the quotient.
+ */
+function divideByGuess(total: Poly, rest: Poly, dims: Poly[]): Poly | undefined {
+  for (const d of dims) {
+    for (let k = 1; k <= 64; k++) {
+      if (eq(mul(rest, mul(d, poly(k))), total)) return mul(d, poly(k));
+      if ([...d.values()].every((c) => c % k === 0)) {
+        const q: Poly = new Map([...d].map(([m, c]) => [m, c / k]));
+        if (eq(mul(rest, q), total)) return q;
+      }
+    }
+  }
+  return undefined;
+}
+
 function eq(a: Poly, b: Poly): boolean {
   return add(a, b, -1).size === 0;
 }
@@ -241,7 +258,7 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
         const rest = numel(out.filter(Boolean) as Poly[]);
         const free = out.findIndex((d) => d === undefined);
         if (free >= 0) {
-          const d = div(total, rest);
+          const d = div(total, rest) ?? divideByGuess(total, rest, x);
           if (!d) throw new ShapeError(`Reshape cannot infer -1: ${show(total)} elements over ${show(rest)}`);
           out[free] = d;
         } else if (!eq(total, rest)) throw new ShapeError(`Reshape changes the element count: ${show(total)} -> ${show(rest)}`);
@@ -329,6 +346,12 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
         const set = new Set(axes.map((a) => axisOf(a, rank)));
         for (let i = 0; i < rank; i++) out.push(set.has(i) ? poly(1) : x[k++]);
         return [{ type: ins[0]!.type, shape: out, value: ins[0]?.value }];
+      }
+      case 'Tile': {
+        const x = known(0);
+        const reps = nums(1);
+        if (reps.length !== x.length) throw new ShapeError(`Tile with ${reps.length} repeats on a rank-${x.length} tensor`);
+        return [{ type: ins[0]!.type, shape: x.map((d, i) => mul(d, poly(reps[i]))) }];
       }
       case 'Expand': {
         const target = val(1);

@@ -3,7 +3,8 @@
  * - prefill: pixel_values [B, C, S, S, 3] + input_ids [B, T] -> logits [B, T, V] of the text positions and
  *   present.{i}.key/value [B, KV, Ni + T, hd] (image tokens first);
  * - decode: input_ids [B, T] + past_key_values.{i}.key/value [B, KV, P, hd] -> logits [B, T, V] and
- *   present.{i}.key/value [B, KV, P + T, hd], positions continuing after the past.
+ *   present.{i}.key/value [B, KV, P + T, hd], positions continuing after the past (plus new_key_values.{i}.*
+ *   [B, KV, T, hd], the new positions alone);
  * With `attentions`, both also return attentions.{i} [B, H, T(q), keys] per decoder layer.
  */
 import type { VlaModel } from '../model/model.js';
@@ -13,6 +14,8 @@ import { type Dim, GraphBuilder, type ModelProto, type WeightStore } from './onn
 export interface GraphOptions {
   attentions?: boolean;
 }
+
+type KvNames = { k: string; v: string };
 
 const INT64_MAX = Number.MAX_SAFE_INTEGER;
 
@@ -46,9 +49,9 @@ class VlaGraph {
 
   rmsNorm(x: string, weight: string, eps: number): string {
     const b = this.b;
-    const ms = b.o('ReduceMean', [b.o('Mul', [x, x])], { axes: [-1], keepdims: 1 }); // [.., 1]
-    const inv = b.o('Reciprocal', [b.o('Sqrt', [b.o('Add', [ms, b.floats([eps])])])]);
-    return b.o('Mul', [b.o('Mul', [x, inv]), this.w(weight)]);
+    // x / sqrt(mean(x^2) + eps) * w, written as the pattern onnxruntime fuses into one SimplifiedLayerNormalization
+    const ms = b.o('ReduceMean', [b.o('Pow', [x, b.floats([2])])], { axes: [-1], keepdims: 1 }); // [.., 1]
+    return b.o('Mul', [b.o('Div', [x, b.o('Sqrt', [b.o('Add', [ms, b.floats([eps])])])]), this.w(weight)]);
   }
 
   layerNorm(x: string, prefix: string, eps: number): string {
@@ -82,14 +85,6 @@ class VlaGraph {
     return { out: b.o('MatMul', [weights, v]), weights };
   }
 
-  /** [B, KV, T, hd] -> [B, KV*n, T, hd], head kv*n + j a copy of kv head kv. */
-  repeatKv(x: string, n: number, heads: number, hd: number): string {
-    if (n === 1) return x;
-    const b = this.b;
-    const e = b.o('Expand', [b.o('Unsqueeze', [x, b.ints([2])]), b.ints([1, 1, n, 1, 1])]); // [B, KV, 1, T, hd] -> [B, KV, n, T, hd]
-    return b.o('Reshape', [e, b.ints([0, heads, -1, hd])]); // -> [B, KV*n, T, hd]
-  }
-
   /** pixel_values [B, C, S, S, 3] -> image tokens [B, C*Np, D] */
   encodeImages(pixels: string): string {
     const b = this.b;
@@ -120,6 +115,27 @@ class VlaGraph {
     return b.o('Reshape', [perCam, b.ints([-1, C * Np, D])]); // [B, C*Np, D]
   }
 
+  /** Layer i's [q | rotate_half(q) | k | rotate_half(k) | v] projection: [D, 2*H*hd + 3*KV*hd]. */
+  qkvRope(i: number): string {
+    const t = this.cfg.text_config;
+    const D = t.hidden_size;
+    const hd = D / t.num_attention_heads;
+    const get = (m: string) => this.model.params.get(`model.layers.${i}.self_attn.${m}.weight`)!.dataSync() as Float32Array;
+    const parts: [Float32Array, number][] = [];
+    const q = get('q_proj');
+    const k = get('k_proj');
+    parts.push([q, t.num_attention_heads * hd], [rotateHalfColumns(q, D, t.num_attention_heads, hd), t.num_attention_heads * hd]);
+    parts.push([k, t.num_key_value_heads * hd], [rotateHalfColumns(k, D, t.num_key_value_heads, hd), t.num_key_value_heads * hd], [get('v_proj'), t.num_key_value_heads * hd]);
+    const width = parts.reduce((a, [, c]) => a + c, 0);
+    const out = new Float32Array(D * width);
+    let at = 0;
+    for (const [w, c] of parts) {
+      for (let r = 0; r < D; r++) out.set(w.subarray(r * c, (r + 1) * c), r * width + at);
+      at += c;
+    }
+    return this.b.weight(`model.layers.${i}.self_attn.qkv_rope.weight`, out, [D, width]);
+  }
+
   /** A scalar int64: dimension `axis` of `x`. */
   dim(x: string, axis: number): string {
     return this.b.o('Gather', [this.b.o('Shape', [x]), this.b.ints([axis], true)], { axis: 0 });
@@ -129,52 +145,64 @@ class VlaGraph {
    * The decoder over embeddings x [B, N, D] at positions [past, past + N): returns the final hidden states, the
    * present keys/values per layer and the attention weights per layer.
    */
-  decoder(x: string, past: string, pastKv?: { k: string; v: string }[]): { h: string; present: { k: string; v: string }[]; attentions: string[] } {
+  decoder(x: string, past: string, o: GraphOptions, pastKv?: { k: string; v: string }[]): { h: string; present: KvNames[]; fresh: KvNames[]; attentions: string[] } {
     const b = this.b;
     const t = this.cfg.text_config;
     const H = t.num_attention_heads;
     const KV = t.num_key_value_heads;
     const hd = t.hidden_size / H;
+    const n = H / KV; // query heads per key/value head
     const N = this.dim(x, 1);
     const total = b.o('Add', [past, N]);
     const one = b.ints([1], true);
-    // rotary tables for positions [past, past + N): rows of precomputed [max_positions, hd/2] tables
+    // rotary tables for positions [past, past + N), laid out like the projections ([.., H*hd]): rows of
+    // precomputed [max_positions, H*hd] tables; the key/value heads use the first KV*hd columns
     const positions = b.o('Range', [past, total, one]); // [N]
-    const { cos, sin } = ropeTable(t.max_position_embeddings, hd, t.rope_theta);
-    const cosN = b.o('Unsqueeze', [b.o('Gather', [b.weight('rope.cos', cos, [t.max_position_embeddings, hd / 2]), positions], { axis: 0 }), b.ints([0, 1])]); // [1, 1, N, hd/2]
-    const sinN = b.o('Unsqueeze', [b.o('Gather', [b.weight('rope.sin', sin, [t.max_position_embeddings, hd / 2]), positions], { axis: 0 }), b.ints([0, 1])]);
-    // causal mask [N, past + N]: key j is hidden from query i when j > past + i
+    const { cos, sin } = ropeTable(t.max_position_embeddings, hd, t.rope_theta, H);
+    const table = (name: string, data: Float32Array) => b.o('Gather', [b.weight(name, data, [t.max_position_embeddings, H * hd]), positions], { axis: 0 }); // [N, H*hd]
+    const cosQ = table('rope.cos', cos);
+    const sinQ = table('rope.sin', sin);
+    const kvCols = (m: string) => (KV === H ? m : b.o('Slice', [m, b.ints([0]), b.ints([KV * hd]), b.ints([1])])); // [N, KV*hd]
+    const cosK = kvCols(cosQ);
+    const sinK = kvCols(sinQ);
+    // causal mask [N, past + N]: key j is hidden from query i when j > past + i; repeated for the n query heads
+    // that share a key/value head ([n*N, past + N], row j*N + i for query i of head j of the group)
     const keys = b.o('Unsqueeze', [b.o('Range', [b.ints([0], true), total, one]), b.ints([0])]); // [1, past + N]
     const queries = b.o('Unsqueeze', [positions, b.ints([1])]); // [N, 1]
-    const mask = b.o('Where', [b.o('Greater', [keys, queries]), b.floats([-1e9]), b.floats([0])]); // [N, past + N]
-    const rope = (q: string) => {
-      const [x1, x2] = b.op('Split', [q, b.ints([hd / 2, hd / 2])], { axis: 3 }, 2); // [B, h, N, hd/2] each
-      const lo = b.o('Sub', [b.o('Mul', [x1, cosN]), b.o('Mul', [x2, sinN])]);
-      const hi = b.o('Add', [b.o('Mul', [x2, cosN]), b.o('Mul', [x1, sinN])]);
-      return b.o('Concat', [lo, hi], { axis: 3 });
-    };
+    let mask = b.o('Where', [b.o('Greater', [keys, queries]), b.floats([-1e9]), b.floats([0])]); // [N, past + N]
+    if (n > 1) mask = b.o('Tile', [mask, b.ints([n, 1])]); // [n*N, past + N]
     const present: { k: string; v: string }[] = [];
+    const fresh: { k: string; v: string }[] = [];
     const attentions: string[] = [];
     for (let i = 0; i < t.num_hidden_layers; i++) {
-      const n = `model.layers.${i}`;
-      const h = this.rmsNorm(x, `${n}.input_layernorm.weight`, t.rms_norm_eps);
-      const q = rope(this.splitHeads(this.linear(`${n}.self_attn.q_proj`, h), H, hd)); // [B, H, N, hd]
-      let k = rope(this.splitHeads(this.linear(`${n}.self_attn.k_proj`, h), KV, hd)); // [B, KV, N, hd]
-      let v = this.splitHeads(this.linear(`${n}.self_attn.v_proj`, h), KV, hd);
+      const ln = `model.layers.${i}`;
+      const h = this.rmsNorm(x, `${ln}.input_layernorm.weight`, t.rms_norm_eps);
+      // one matmul for q, rotate_half(q), k, rotate_half(k), v: the rotation is a signed column permutation,
+      // folded into the weights, so rope is q cos + rotate_half(q) sin with no split/concat
+      const [q0, qr, k0, kr, v0] = b.op('Split', [b.o('MatMul', [h, this.qkvRope(i)]), b.ints([H * hd, H * hd, KV * hd, KV * hd, KV * hd])], { axis: -1 }, 5);
+      const q = b.o('Add', [b.o('Mul', [q0, cosQ]), b.o('Mul', [qr, sinQ])]); // [B, N, H*hd]
+      const kRot = b.o('Add', [b.o('Mul', [k0, cosK]), b.o('Mul', [kr, sinK])]); // [B, N, KV*hd]
+      let k = this.splitHeads(kRot, KV, hd); // [B, KV, N, hd]
+      let v = this.splitHeads(v0, KV, hd);
+      fresh.push({ k, v });
       if (pastKv) {
         k = b.o('Concat', [pastKv[i].k, k], { axis: 2 }); // [B, KV, past + N, hd]
         v = b.o('Concat', [pastKv[i].v, v], { axis: 2 });
       }
       present.push({ k, v });
-      const { out, weights } = this.attention(q, this.repeatKv(k, H / KV, H, hd), this.repeatKv(v, H / KV, H, hd), hd, mask);
-      attentions.push(weights);
-      x = b.o('Add', [x, this.linear(`${n}.self_attn.o_proj`, this.mergeHeads(out, t.hidden_size))]);
-      const h2 = this.rmsNorm(x, `${n}.post_attention_layernorm.weight`, t.rms_norm_eps);
-      const gate = this.linear(`${n}.mlp.gate_proj`, h2);
-      const up = this.linear(`${n}.mlp.up_proj`, h2);
-      x = b.o('Add', [x, this.linear(`${n}.mlp.down_proj`, b.o('Mul', [b.o('Mul', [gate, b.o('Sigmoid', [gate])]), up]))]); // SwiGLU
+      // grouped-query attention without repeating keys: the n query heads of a group become n*N rows
+      // [B, N, H*hd] -> [B, N, KV, n, hd] -> [B, KV, n, N, hd] -> [B, KV, n*N, hd]
+      const qg = n > 1 ? b.o('Reshape', [b.o('Transpose', [b.o('Reshape', [q, b.ints([0, 0, KV, n, hd])])], { perm: [0, 2, 3, 1, 4] }), b.ints([0, KV, -1, hd])]) : this.splitHeads(q, H, hd);
+      const att = this.attention(qg, k, v, hd, mask); // out [B, KV, n*N, hd], weights [B, KV, n*N, past + N]
+      const out = n > 1 ? b.o('Reshape', [att.out, b.ints([0, H, -1, hd])]) : att.out; // [B, KV, n, N, hd] = [B, H, N, hd]
+      if (o.attentions) attentions.push(n > 1 ? b.o('Reshape', [att.weights, b.ints([0, H, -1, 0])]) : att.weights); // [B, H, N, past + N]
+      x = b.o('Add', [x, this.linear(`${ln}.self_attn.o_proj`, this.mergeHeads(out, t.hidden_size))]);
+      const h2 = this.rmsNorm(x, `${ln}.post_attention_layernorm.weight`, t.rms_norm_eps);
+      const gate = this.linear(`${ln}.mlp.gate_proj`, h2);
+      const up = this.linear(`${ln}.mlp.up_proj`, h2);
+      x = b.o('Add', [x, this.linear(`${ln}.mlp.down_proj`, b.o('Mul', [b.o('Mul', [gate, b.o('Sigmoid', [gate])]), up]))]); // SwiGLU
     }
-    return { h: this.rmsNorm(x, 'model.norm.weight', t.rms_norm_eps), present, attentions };
+    return { h: this.rmsNorm(x, 'model.norm.weight', t.rms_norm_eps), present, fresh, attentions };
   }
 
   /** Hidden states [B, T, D] -> logits [B, T, V] through the tied embedding. */
@@ -200,19 +228,48 @@ class VlaGraph {
   }
 }
 
-/** cos and sin of position p x theta^(-2i/hd): [max_positions, hd/2] each, as ropeTables computes them. */
-function ropeTable(maxPos: number, hd: number, theta: number): { cos: Float32Array; sin: Float32Array } {
+/**
+ * cos and sin of position p x theta^(-2i/hd), as ropeTables computes them, laid out for `heads` heads of size hd:
+ * [max_positions, heads*hd], column h*hd + j holding frequency i = j mod hd/2 (both halves of a head share it).
+ */
+function ropeTable(maxPos: number, hd: number, theta: number, heads: number): { cos: Float32Array; sin: Float32Array } {
   const half = hd / 2;
-  const cos = new Float32Array(maxPos * half);
-  const sin = new Float32Array(maxPos * half);
+  const W = heads * hd;
+  const cos = new Float32Array(maxPos * W);
+  const sin = new Float32Array(maxPos * W);
   for (let p = 0; p < maxPos; p++) {
     for (let i = 0; i < half; i++) {
       const a = p / theta ** ((2 * i) / hd);
-      cos[p * half + i] = Math.cos(a);
-      sin[p * half + i] = Math.sin(a);
+      const c = Math.fround(Math.cos(a));
+      const s = Math.fround(Math.sin(a));
+      for (let h = 0; h < heads; h++) {
+        for (const j of [i, i + half]) {
+          cos[p * W + h * hd + j] = c;
+          sin[p * W + h * hd + j] = s;
+        }
+      }
     }
   }
   return { cos, sin };
+}
+
+/**
+ * The columns of rotate_half applied to a projection's output: for each head, [x1, x2] -> [-x2, x1], so
+ * (x W) rotated = x (W with its columns permuted and half of them negated). w: [in, heads*hd] row-major.
+ */
+function rotateHalfColumns(w: Float32Array, rows: number, heads: number, hd: number): Float32Array {
+  const cols = heads * hd;
+  const half = hd / 2;
+  const out = new Float32Array(w.length);
+  for (let r = 0; r < rows; r++) {
+    for (let h = 0; h < heads; h++) {
+      for (let j = 0; j < half; j++) {
+        out[r * cols + h * hd + j] = -w[r * cols + h * hd + j + half];
+        out[r * cols + h * hd + j + half] = w[r * cols + h * hd + j];
+      }
+    }
+  }
+  return out;
 }
 
 /** The prefill graph: images + prompt ids -> logits and the KV cache. */
@@ -226,7 +283,7 @@ export function prefillGraph(model: VlaModel, store: WeightStore, o: GraphOption
   const text = b.o('Gather', [g.w('model.embed_tokens.weight'), ids], { axis: 0 }); // [B, T, D]
   const image = g.encodeImages(pixels); // [B, Ni, D]
   const x = b.o('Concat', [image, text], { axis: 1 }); // [B, Ni + T, D]
-  const { h, present, attentions } = g.decoder(x, b.ints([0], true));
+  const { h, present, attentions } = g.decoder(x, b.ints([0], true), o);
   const Ni = model.numImageTokens;
   const textH = b.o('Slice', [h, b.ints([Ni]), b.ints([INT64_MAX]), b.ints([1])]); // [B, T, D]
   const total = `${DIMS.seq} + ${Ni}`;
@@ -249,8 +306,13 @@ export function decodeGraph(model: VlaModel, store: WeightStore, o: GraphOptions
     });
   }
   const text = b.o('Gather', [g.w('model.embed_tokens.weight'), ids], { axis: 0 }); // [B, T, D]
-  const { h, present, attentions } = g.decoder(text, g.dim(pastKv[0].k, 2), pastKv);
+  const { h, present, fresh, attentions } = g.decoder(text, g.dim(pastKv[0].k, 2), o, pastKv);
   const total = `${DIMS.past} + ${DIMS.seq}`;
   g.outputs(g.head(h), present, attentions, DIMS.seq, total, o);
+  // this step's keys/values alone: a runner that keeps its own cache appends them instead of copying present.*
+  fresh.forEach((f, i) => {
+    b.output(f.k, `new_key_values.${i}.key`, 'float', [DIMS.batch, t.num_key_value_heads, DIMS.seq, hd]);
+    b.output(f.v, `new_key_values.${i}.value`, 'float', [DIMS.batch, t.num_key_value_heads, DIMS.seq, hd]);
+  });
   return b.model('vlakit VLA decode step: new ids and the past KV cache to logits and the extended cache', { vlakit_graph: 'decode' });
 }

@@ -99,9 +99,18 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Declares `value` as a graph output called `name` (through an Identity when the names differ). */
+  /**
+   * Declares `value` as a graph output called `name`: the node that makes it is renamed (no Identity copy), unless
+   * the value is a graph input or already an output under another name.
+   */
   output(value: string, name: string, type: DTypeName, dims: Dim[]): void {
-    if (value !== name) this.nodes.push({ opType: 'Identity', input: [value], output: [name], name: `${name}/identity` });
+    const producer = this.nodes.find((n) => n.output?.includes(value));
+    if (value !== name && producer && !this.outputs.some((o) => o.name === value)) {
+      for (const n of this.nodes) {
+        n.input = n.input?.map((x) => (x === value ? name : x));
+        n.output = n.output?.map((x) => (x === value ? name : x));
+      }
+    } else if (value !== name) this.nodes.push({ opType: 'Identity', input: [value], output: [name], name: `${name}/identity` });
     this.outputs.push(valueInfo(name, type, dims));
   }
 

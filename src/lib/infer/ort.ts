@@ -50,6 +50,61 @@ export function isExport(dir: string): boolean {
   }
 }
 
+/**
+ * The KV cache of one generation on the JS side, per layer: past_key_values.{i}.* of the next step, built by
+ * appending each step's new_key_values.{i}.* (two buffers per tensor, swapped, grown by doubling), so the whole
+ * cache is not copied out of onnxruntime at every token.
+ */
+class KvStore {
+  private bufs = new Map<string, [Float32Array, Float32Array]>();
+  length = 0;
+
+  constructor(private readonly ort: Ort, private readonly kvHeads: number, private readonly hd: number) {}
+
+  /** Replaces the cache with `tensors` (name -> [1, KV, P, hd]), as the prefill returns them. */
+  reset(tensors: Record<string, OrtTypes.Tensor>, length: number): void {
+    this.length = 0;
+    for (const [name, t] of Object.entries(tensors)) this.write(name, t.data as Float32Array, length);
+    this.length = length;
+  }
+
+  /** Appends T new positions (name -> [1, KV, T, hd]). */
+  append(tensors: Record<string, OrtTypes.Tensor>, T: number): void {
+    for (const [name, t] of Object.entries(tensors)) this.write(name, t.data as Float32Array, T);
+    this.length += T;
+  }
+
+  private write(name: string, add: Float32Array, T: number): void {
+    const { kvHeads: KV, hd } = this;
+    const P = this.length;
+    const need = KV * (P + T) * hd;
+    let pair = this.bufs.get(name);
+    if (!pair || pair[1].length < need) {
+      const cap = Math.max(need * 2, KV * 256 * hd);
+      const grown: [Float32Array, Float32Array] = [pair ? pair[0] : new Float32Array(cap), new Float32Array(cap)];
+      if (pair && pair[0].length < cap) {
+        grown[0] = new Float32Array(cap);
+        grown[0].set(pair[0].subarray(0, KV * P * hd));
+      }
+      pair = grown;
+    }
+    const [cur, next] = pair;
+    for (let h = 0; h < KV; h++) {
+      next.set(cur.subarray(h * P * hd, (h + 1) * P * hd), h * (P + T) * hd); // [KV, P, hd] -> [KV, P + T, hd]
+      next.set(add.subarray(h * T * hd, (h + 1) * T * hd), h * (P + T) * hd + P * hd);
+    }
+    this.bufs.set(name, [next, cur]);
+  }
+
+  /** The feeds past_key_values.{i}.* for the next step. */
+  feeds(): Record<string, OrtTypes.Tensor> {
+    const out: Record<string, OrtTypes.Tensor> = {};
+    const n = this.kvHeads * this.length * this.hd;
+    for (const [name, [cur]] of this.bufs) out[name] = new this.ort.Tensor('float32', cur.subarray(0, n), [1, this.kvHeads, this.length, this.hd]);
+    return out;
+  }
+}
+
 export class OrtRunner implements VlaRunner {
   readonly info: RunnerInfo;
 
@@ -116,14 +171,6 @@ export class OrtRunner implements VlaRunner {
     return new this.ort.Tensor('int64', BigInt64Array.from(ids, (x) => BigInt(x)), [1, ids.length]);
   }
 
-  private fetches(attentions: boolean): string[] {
-    const L = this.config.text_config.num_hidden_layers;
-    const names = ['logits'];
-    for (let i = 0; i < L; i++) names.push(`present.${i}.key`, `present.${i}.value`);
-    if (attentions) for (let i = 0; i < L; i++) names.push(`attentions.${i}`);
-    return names;
-  }
-
   /** The last position's logits and attention rows of a run's outputs. */
   private lastStep(out: OrtTypes.InferenceSession.OnnxValueMapType, attentions: boolean): StepOutput {
     const logits = out.logits;
@@ -144,27 +191,17 @@ export class OrtRunner implements VlaRunner {
 
   start(o: { useCache: boolean; attentions: boolean }): DecodeState {
     if (o.attentions && !this.meta.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs; export it again with --attentions', { file: this.info.dir });
-    const L = this.config.text_config.num_hidden_layers;
+    const t = this.config.text_config;
+    const L = t.num_hidden_layers;
+    const cache = new KvStore(this.ort, t.num_key_value_heads, t.hidden_size / t.num_attention_heads);
     let px: OrtTypes.Tensor | undefined;
     let seq: number[] = [];
-    let past: Record<string, OrtTypes.Tensor> = {};
-    const release = (tensors: Record<string, OrtTypes.Tensor>) => {
-      for (const t of Object.values(tensors)) (t as { dispose?: () => void }).dispose?.();
-    };
-    const keep = (out: OrtTypes.InferenceSession.OnnxValueMapType) => {
-      const next: Record<string, OrtTypes.Tensor> = {};
-      for (let i = 0; i < L; i++) {
-        next[`past_key_values.${i}.key`] = out[`present.${i}.key`];
-        next[`past_key_values.${i}.value`] = out[`present.${i}.value`];
-      }
-      release(past);
-      past = next;
-    };
-    const fetches = this.fetches(o.attentions);
-    const logitsOnly = o.attentions ? ['logits', ...fetches.filter((f) => f.startsWith('attentions.'))] : ['logits'];
+    const atts = o.attentions ? Array.from({ length: L }, (_, i) => `attentions.${i}`) : [];
+    const kvNames = (prefix: string) => Array.from({ length: L }, (_, i) => [`${prefix}.${i}.key`, `${prefix}.${i}.value`]).flat();
+    const pick = (out: OrtTypes.InferenceSession.OnnxValueMapType, prefix: string) => Object.fromEntries(kvNames(prefix).map((n, j) => [kvNames('past_key_values')[j], out[n]]));
     const runPrefill = async () => {
-      const out = await this.prefillSession.run({ pixel_values: px!, input_ids: this.idsTensor(seq) }, o.useCache ? fetches : logitsOnly);
-      if (o.useCache) keep(out);
+      const out = await this.prefillSession.run({ pixel_values: px!, input_ids: this.idsTensor(seq) }, ['logits', ...(o.useCache ? kvNames('present') : []), ...atts]);
+      if (o.useCache) cache.reset(pick(out, 'present'), out['present.0.key'].dims[2]);
       return this.lastStep(out, o.attentions);
     };
     return {
@@ -176,13 +213,12 @@ export class OrtRunner implements VlaRunner {
       next: async (id) => {
         seq.push(id);
         if (!o.useCache) return runPrefill();
-        const out = await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...past }, fetches);
-        keep(out);
+        const out = await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...cache.feeds() }, ['logits', ...kvNames('new_key_values'), ...atts]);
+        cache.append(pick(out, 'new_key_values'), 1);
         return this.lastStep(out, o.attentions);
       },
       dispose: () => {
-        release(past);
-        past = {};
+        px = undefined;
       },
     };
   }

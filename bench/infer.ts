@@ -1,0 +1,82 @@
+/**
+ * Inference latency of one action chunk (the prefill of image + prompt, then N decoded tokens) for a preset: the
+ * checkpoint on the tfjs backend vs its ONNX export on onnxruntime, each with and without the KV cache, as ratios
+ * measured in one run. Target: onnxruntime >= 10x faster than the tfjs wasm backend.
+ * Run: `npx tsx bench/infer.ts [--quick] [--preset=small] [--tokens=32] [--backend=wasm]`.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { exportModel } from '../src/lib/export/index.js';
+import { type VlaRunner, openModel } from '../src/lib/infer/index.js';
+import { selectBackend } from '../src/lib/model/backend.js';
+import { writeDirAtomic, writeModelFiles } from '../src/lib/model/checkpoint.js';
+import { type Preset, preset } from '../src/lib/model/config.js';
+import { VlaModel } from '../src/lib/model/model.js';
+import { buildTokenizer } from '../src/lib/model/tokenizer.js';
+import { Rng } from '../src/lib/util/rng.js';
+
+const arg = (name: string, dflt: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
+const quick = process.argv.includes('--quick');
+const presetName = arg('preset', 'small') as Preset;
+const N = Number(arg('tokens', '32'));
+const backend = await selectBackend(arg('backend', 'wasm'));
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'vlakit-bench-infer-'));
+const words = ['move', 'the', 'gripper', 'left', 'right', 'up', 'down', 'grasp', 'red', 'block', 'plate', 'carrot', '0.012', '-0.004', '1'];
+const rng = new Rng(1);
+const tok = await buildTokenizer(Array.from({ length: 400 }, () => Array.from({ length: 12 }, () => rng.pick(words)).join(' ')), 512);
+const cfg = preset(presetName, tok.vocabSize, 1);
+const model = VlaModel.init(cfg, 0);
+await writeDirAtomic(path.join(dir, 'ck'), (d) => writeModelFiles(d, model, tok.json));
+model.dispose();
+await exportModel(path.join(dir, 'ck'), path.join(dir, 'onnx'));
+
+const S = cfg.vision_config.image_size;
+const pixels = Float32Array.from({ length: S * S * 3 }, () => rng.uniform(-1, 1));
+const prompt = [2, ...tok.encode('Subtask: grasp the red block. Output the next actions.'), 4];
+const forced = Array.from({ length: N }, () => rng.int(5, tok.vocabSize - 1));
+
+/** Seconds for one chunk: the prefill and N - 1 further tokens (the prefill yields the first), tokens forced. */
+async function chunk(r: VlaRunner, useCache: boolean): Promise<{ total: number; prefill: number }> {
+  const s = r.start({ useCache, attentions: false });
+  const t0 = performance.now();
+  await s.prefill(pixels, prompt);
+  const t1 = performance.now();
+  for (let i = 0; i < N - 1; i++) await s.next(forced[i]);
+  const t2 = performance.now();
+  s.dispose();
+  return { total: (t2 - t0) / 1000, prefill: (t1 - t0) / 1000 };
+}
+
+async function time(r: VlaRunner, useCache: boolean, reps: number): Promise<{ total: number; prefill: number }> {
+  await chunk(r, useCache); // warm-up
+  let total = 0;
+  let prefill = 0;
+  for (let i = 0; i < reps; i++) {
+    const t = await chunk(r, useCache);
+    total += t.total;
+    prefill += t.prefill;
+  }
+  return { total: total / reps, prefill: prefill / reps };
+}
+
+const tfjs = await openModel(path.join(dir, 'ck'), { backend });
+const ort = await openModel(path.join(dir, 'onnx'));
+const reps = quick ? 1 : 3;
+const rows = {
+  [`tfjs ${backend}, KV cache`]: await time(tfjs, true, reps),
+  [`tfjs ${backend}, no cache`]: await time(tfjs, false, quick ? 1 : 2),
+  'onnxruntime cpu, KV cache': await time(ort, true, reps * 3),
+  'onnxruntime cpu, no cache': await time(ort, false, reps),
+};
+console.log(`vlakit infer bench on ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, node ${process.version}: ${presetName} (${(cfg.vision_config.image_size / cfg.vision_config.patch_size) ** 2} image tokens, ${prompt.length} prompt tokens, ${N} generated tokens)${quick ? ' (quick)' : ''}`);
+for (const [name, t] of Object.entries(rows)) console.log(`  ${name.padEnd(28)} ${(t.total * 1000).toFixed(0).padStart(7)} ms per chunk (prefill ${(t.prefill * 1000).toFixed(0)} ms, ${(((t.total - t.prefill) / (N - 1)) * 1000).toFixed(1)} ms per decoded token)`);
+const r = (a: string, b: string) => (rows[b].total / rows[a].total).toFixed(1);
+console.log(`  onnxruntime vs tfjs ${backend} (both with the cache): ${r('onnxruntime cpu, KV cache', `tfjs ${backend}, KV cache`)}x faster (target >= 10x)`);
+const perToken = (k: string) => (rows[k].total - rows[k].prefill) / (N - 1);
+console.log(`  prefill alone: onnxruntime ${(rows[`tfjs ${backend}, KV cache`].prefill / rows['onnxruntime cpu, KV cache'].prefill).toFixed(1)}x faster; one decoded token: ${(perToken(`tfjs ${backend}, KV cache`) / perToken('onnxruntime cpu, KV cache')).toFixed(1)}x faster`);
+console.log(`  KV cache vs none: onnxruntime ${r('onnxruntime cpu, KV cache', 'onnxruntime cpu, no cache')}x, tfjs ${r(`tfjs ${backend}, KV cache`, `tfjs ${backend}, no cache`)}x`);
+await tfjs.dispose();
+await ort.dispose();
+rmSync(dir, { recursive: true, force: true });
