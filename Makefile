@@ -13,6 +13,7 @@ node_modules/.vlakit-installed: package.json package-lock.json
 install: node_modules/.vlakit-installed
 
 dist/.built: node_modules/.vlakit-installed tsconfig.json tsconfig.build.json $(shell find src -type f 2>/dev/null)
+	rm -rf dist
 	npm run build
 	touch $@
 
@@ -36,6 +37,7 @@ bench: build
 	node --import tsx bench/relabel.ts
 	node --import tsx bench/train.ts
 	node --import tsx bench/infer.ts
+	node --import tsx bench/rollout.ts
 
 clean:
 	rm -rf dist demo-out bench/out

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on the embedded default: demonstrations from the scripted expert in the
 # built-in MuJoCo world (RLDS), teacher annotations (plans, rationales), action chunks and training examples,
-# fine-tuning a tiny VLA, a short RL stage, and round trips through RLDS/JSONL/TFRecord (real TensorFlow files too).
+# fine-tuning a tiny VLA, its ONNX export evaluated closed loop in the world, a short RL stage, and round trips through RLDS/JSONL/TFRecord (real TensorFlow files too).
 # About 10 minutes on 2 cores; DEMO_EPISODES, SFT_STEPS and RL_STEPS make it shorter or longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +44,14 @@ tail -n 1 "$OUT/sft/metrics.jsonl"
 step "Export of the fine-tuned policy to ONNX (prefill + decode with a KV cache), checked against the checkpoint"
 vlakit export "$OUT/sft" -o "$OUT/sft-onnx" --attentions
 ls -l "$OUT/sft-onnx"
+
+step "Closed-loop evaluation of the exported policy in the built-in world: the VLM2VLA hierarchy (subtasks, motion plan, actions) with the model as its own verifier, then with the world's oracle"
+vlakit rollout --policy "$OUT/sft-onnx" --mode hierarchical --verifier model --tasks all --episodes ${EVAL_EPISODES:=8} --seed 1000 -o "$OUT/eval_model_verifier.jsonl"
+vlakit rollout --policy "$OUT/sft-onnx" --mode hierarchical --verifier oracle --max-retries 2 --tasks all --episodes "$EVAL_EPISODES" --seed 1000 -o "$OUT/eval_oracle_verifier.jsonl"
+node -e '
+const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8").split("\n")[0]);
+console.log("first cycle of the first episode:", JSON.stringify({ subtasks: r.policy.subtasks, motion_plan: r.policy.motion_plan, actions: r.policy.text, timing: r.timing }));
+' "$OUT/eval_oracle_verifier.jsonl"
 
 step "RL alignment (RoboAlign-style GRPO) on a small subset, rewarding action accuracy"
 grep '"stage":"actions"' "$OUT/examples_vlm2vla.jsonl" > "$OUT/rl_examples.jsonl"

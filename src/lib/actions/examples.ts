@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { type ImageJson, isImageJson } from '../io/json.js';
 import { directionWords } from '../teacher/kinematic.js';
 import type { ActionCodec } from './codecs.js';
+import { ACTIONS_MARKER, PROMPTS } from './prompts.js';
 import type { ChunkRecord } from './records.js';
 
 export interface Span {
@@ -37,8 +38,6 @@ export interface ExampleOptions {
   valFraction?: number;
   seed?: number;
 }
-
-const CONV = '+x is forward, +y is left, +z is up (meters per step); the gripper is 1 when open and 0 when closed';
 
 function imagesOf(obs: Record<string, unknown>): ImageJson[] {
   return Object.keys(obs)
@@ -94,16 +93,15 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
   const meta = (stage: string, a: number, b: number): TrainingExample['meta'] => ({ episode_id: ep, steps: [a, b], stage, method: opts.method, representation: rep, split });
   const instr = chunks[0].language_instruction;
   const out: TrainingExample[] = [];
-  const actionPrompt = `Output the end-effector actions [dx, dy, dz, gripper] (${CONV}).`;
 
   if (opts.method === 'refinevla') {
     for (const c of chunks) {
       const imgs = imagesOf(c.observation);
       const r = c.reasoning as Record<string, unknown> | undefined;
       const withReasoning = !opts.noReasoning && r && !r.error;
-      const prompt = `Instruction: ${instr}\n${withReasoning ? 'Reason step by step about the scene (observation, situation analysis, spatial reasoning, task planning), then give the next actions.' : 'Give the next actions.'} ${actionPrompt}`;
+      const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning));
       out.push(
-        example(`${ep}/refinevla/${c.chunk_index}`, imgs, prompt, [...(withReasoning ? [{ text: rationaleText(r), kind: 'reasoning' as const }] : []), { text: `<Actions>: ${opts.codec.encode(c.actions)}`, kind: 'action' }], meta('refinevla', c.start_step, c.end_step)),
+        example(`${ep}/refinevla/${c.chunk_index}`, imgs, prompt, [...(withReasoning ? [{ text: rationaleText(r), kind: 'reasoning' as const }] : []), { text: `${ACTIONS_MARKER} ${opts.codec.encode(c.actions)}`, kind: 'action' }], meta('refinevla', c.start_step, c.end_step)),
       );
     }
     return out;
@@ -111,7 +109,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
 
   if (opts.noReasoning) {
     for (const c of chunks) {
-      out.push(example(`${ep}/actions/${c.chunk_index}`, imagesOf(c.observation).slice(0, 1), `Task: ${instr}\n${actionPrompt}`, [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
+      out.push(example(`${ep}/actions/${c.chunk_index}`, imagesOf(c.observation).slice(0, 1), PROMPTS.task(instr), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
     }
     return out;
   }
@@ -119,19 +117,19 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
   // VLM2VLA: one subtask per merged chunk
   const first = imagesOf(chunks[0].observation).slice(0, 1);
   const list = chunks.map((c, i) => `${i + 1}. ${c.subtask.description}`).join('\n');
-  out.push(example(`${ep}/subtasks`, first, `Task: ${instr}\nList, in order, the subtasks the robot arm must carry out to complete the task.`, [{ text: list, kind: 'reasoning' }], meta('subtasks', chunks[0].start_step, chunks.at(-1)!.end_step)));
+  out.push(example(`${ep}/subtasks`, first, PROMPTS.subtasks(instr), [{ text: list, kind: 'reasoning' }], meta('subtasks', chunks[0].start_step, chunks.at(-1)!.end_step)));
   chunks.forEach((c, i) => {
     const img = imagesOf(c.observation).slice(0, 1);
     const sub = c.subtask.description;
     const plan = c.subtask.motion_plan;
     if (plan) {
-      out.push(example(`${ep}/motion/${i}`, img, `Subtask: ${sub}\nDescribe the motion of the end-effector for this subtask (${CONV}).`, [{ text: plan, kind: 'reasoning' }], meta('motion_plan', c.start_step, c.end_step)));
+      out.push(example(`${ep}/motion/${i}`, img, PROMPTS.motionPlan(sub), [{ text: plan, kind: 'reasoning' }], meta('motion_plan', c.start_step, c.end_step)));
     }
     out.push(
-      example(`${ep}/actions/${i}`, img, `Subtask: ${sub}\n${plan ? `Motion plan: ${plan}\n` : ''}${actionPrompt}`, [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)),
+      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)),
     );
     const after = imagesOf(c.next_observation).slice(0, 1);
-    const verify = `Subtask: ${sub}\nThe first image was taken before and the second after the robot attempted the subtask. Was the subtask completed? Answer yes or no.`;
+    const verify = PROMPTS.verify(sub);
     out.push(example(`${ep}/verify/${i}/yes`, [...img, ...after], verify, [{ text: 'yes', kind: 'reasoning' }], meta('verifier', c.start_step, c.end_step)));
     // a mismatched pair: this subtask's "before" frame twice (nothing done), or the next subtask's frames
     const other = chunks[i + 1];
@@ -141,7 +139,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
     const total = c.actions.reduce((s, a) => [s[0] + a[0], s[1] + a[1], s[2] + a[2]], [0, 0, 0]);
     const words = directionWords(total);
     if (words) {
-      out.push(example(`${ep}/direction/${i}`, img, `Subtask: ${sub}\nIn which directions must the end-effector move for this subtask (${CONV})?`, [{ text: words, kind: 'reasoning' }], meta('direction', c.start_step, c.end_step)));
+      out.push(example(`${ep}/direction/${i}`, img, PROMPTS.direction(sub), [{ text: words, kind: 'reasoning' }], meta('direction', c.start_step, c.end_step)));
     }
   });
   return out;

@@ -15,6 +15,7 @@ export { GEMMA3_DIGIT_TOKENS, loadVocab, loadGemma3, loadTokenizerJson, verifySi
 export { chunkEpisode, subtasksOf, isChunkRecord } from './records.js';
 export type { ChunkRecord, ChunkOptions } from './records.js';
 export { episodeExamples, splitOf, rationaleText, targetOf } from './examples.js';
+export { ACTIONS_MARKER, CONVENTIONS, PROMPTS, parseSubtaskList } from './prompts.js';
 export type { TrainingExample, ExampleOptions, Span } from './examples.js';
 
 /**

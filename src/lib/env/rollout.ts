@@ -11,12 +11,32 @@ import type { Env, Observation, StepResult } from './protocol.js';
 import { SafetyFilter } from './safety.js';
 import { TabletopEnv } from './tabletop.js';
 
+/** An action with what the policy wants recorded beside it (its text, subtask, verifier decision, model time...). */
+export interface PolicyStep {
+  action: number[];
+  /** Stored in the step record's `policy` field. */
+  info?: Record<string, unknown>;
+  /** Milliseconds this act() spent in the model itself (the rest of act() counts as vlakit's own time). */
+  modelMs?: number;
+}
+
+export interface ActContext {
+  instruction: string;
+  step: number;
+  /** The env's info of the last reset/step (the built-in world's oracle among it). */
+  info?: Record<string, unknown>;
+}
+
 export interface Policy {
   readonly name: string;
   /** Called at the start of each episode. */
   reset(ctx: { env: Env; instruction: string; seed: number }): Promise<void> | void;
-  /** The next action, [dx, dy, dz, gripper] (or 7-D), for an observation. */
-  act(obs: Record<string, unknown>, ctx: { instruction: string; step: number }): Promise<number[]> | number[];
+  /**
+   * The next action, [dx, dy, dz, gripper] (or 7-D), for an observation; or null when the policy has finished
+   * (e.g. every subtask of its plan is done), which ends the episode.
+   */
+  act(obs: Record<string, unknown>, ctx: ActContext): Promise<number[] | PolicyStep | null> | number[] | PolicyStep | null;
+  close?(): Promise<void> | void;
 }
 
 /** Finds the built-in world behind wrappers (the scripted expert reads its state). */
@@ -56,6 +76,8 @@ export interface RolloutOptions {
   signal?: AbortSignal;
   /** Called after every env step. */
   onStep?: () => void;
+  /** Record per-step timing (model, env, vlakit) in the step records; off by default, as it makes runs differ. */
+  recordTiming?: boolean;
 }
 
 export interface EpisodeResult {
@@ -64,10 +86,23 @@ export interface EpisodeResult {
   seed: number;
   instruction: string;
   success: boolean;
-  /** Why the episode stopped: success, the env's own end, the step limit, or an e-stop. */
-  end: 'success' | 'done' | 'truncated' | 'estop';
+  /** Why the episode stopped: success, the env's own end, the step limit, an e-stop, or the policy finished. */
+  end: 'success' | 'done' | 'truncated' | 'estop' | 'policy';
   estop?: string;
   records: StepRecord[];
+  /** Per executed step (whether or not recorded). */
+  timings: StepTiming[];
+}
+
+/** Milliseconds per executed step: in the model, in the env (safety filter included), and in vlakit itself. */
+export interface StepTiming {
+  model_ms: number;
+  env_ms: number;
+  vlakit_ms: number;
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
 }
 
 function zeros(n: number): number[] {
@@ -83,26 +118,42 @@ export async function* runEpisodes(opts: RolloutOptions): AsyncGenerator<Episode
     const seed = subSeed(opts.seed, i);
     const first: Observation = await opts.env.reset(seed, { family });
     await opts.policy.reset({ env: opts.env, instruction: first.instruction, seed });
-    const rows: { obs: Record<string, unknown>; oracle: unknown; action?: number[]; reward: number }[] = [];
+    const rows: { obs: Record<string, unknown>; oracle: unknown; action?: number[]; reward: number; policy?: Record<string, unknown>; timing?: StepTiming; safety?: string[] }[] = [];
     let obs = first.observation;
     let oracle = first.info?.oracle;
+    let info = first.info;
     let last: StepResult | undefined;
+    let policyDone = false;
+    let tLoop = performance.now();
     for (let t = 0; ; t++) {
       opts.signal?.throwIfAborted();
+      const t0 = performance.now();
+      const out = await opts.policy.act(obs, { instruction: first.instruction, step: t, info });
+      const t1 = performance.now();
+      if (out === null) {
+        policyDone = true;
+        break;
+      }
+      const step = Array.isArray(out) ? { action: out } : out;
       // Actions are float32, as datasets store them: what is recorded is exactly what was executed.
-      const raw = await opts.policy.act(obs, { instruction: first.instruction, step: t });
-      const action = Array.isArray(raw) ? raw.map((v) => (typeof v === 'number' ? Math.fround(v) : v)) : raw;
+      const action = Array.isArray(step.action) ? step.action.map((v) => (typeof v === 'number' ? Math.fround(v) : v)) : step.action;
       last = await opts.env.step(action);
+      const t2 = performance.now();
       opts.onStep?.();
-      const sent = (last.info.safety as { sent?: number[] } | undefined)?.sent;
-      rows.push({ obs, oracle, action: sent ?? (Array.isArray(action) && action.every(Number.isFinite) ? action : undefined), reward: last.reward });
+      const { sent, interventions } = (last.info.safety as { sent?: number[]; interventions?: string[] } | undefined) ?? {};
+      const modelMs = step.modelMs ?? 0;
+      // vlakit's own time: act() beyond the model, plus this loop's bookkeeping since the previous env step
+      const timing = { model_ms: round2(modelMs), env_ms: round2(t2 - t1), vlakit_ms: round2(Math.max(0, t1 - t0 - modelMs) + (t0 - tLoop)) };
+      rows.push({ obs, oracle, action: sent ?? (Array.isArray(action) && action.every(Number.isFinite) ? action : undefined), reward: last.reward, policy: step.info, timing, safety: interventions?.length ? interventions : undefined });
       obs = last.observation;
       oracle = last.info.oracle;
+      info = last.info;
+      tLoop = performance.now();
       if (last.done) break;
     }
-    const success = last.info.success === true;
-    const estop = last.info.estop as string | undefined;
-    const end: EpisodeResult['end'] = estop ? 'estop' : success ? 'success' : last.info.truncated ? 'truncated' : 'done';
+    const success = last?.info.success === true;
+    const estop = last?.info.estop as string | undefined;
+    const end: EpisodeResult['end'] = estop ? 'estop' : success ? 'success' : policyDone ? 'policy' : last?.info.truncated ? 'truncated' : 'done';
     rows.push({ obs, oracle, reward: 0 });
     const dims = rows.find((r) => r.action)?.action?.length ?? 4;
     // The final observation gets a no-op: no motion, the gripper left as it was.
@@ -135,10 +186,13 @@ export async function* runEpisodes(opts: RolloutOptions): AsyncGenerator<Episode
         language_instruction: first.instruction,
       };
       if (builtin) rec.oracle = r.oracle;
+      if (r.policy) rec.policy = r.policy;
+      if (r.safety) rec.safety = { interventions: r.safety };
+      if (r.timing && opts.recordTiming) rec.timing = r.timing;
       rec.episode_metadata = metadata;
       return rec;
     });
-    yield { index: i, family, seed, instruction: first.instruction, success, end, estop, records };
+    yield { index: i, family, seed, instruction: first.instruction, success, end, estop, records, timings: rows.flatMap((r) => (r.timing ? [r.timing] : [])) };
   }
 }
 

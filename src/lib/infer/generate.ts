@@ -3,6 +3,7 @@
  * onnxruntime): greedy or sampled (temperature, top-p, seeded), stop strings, the KV cache (the prompt and images
  * run once, then one token per step), and optionally the attention weights of each generated token.
  */
+import { VlakitError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 import { BOS, EOS, SEP } from '../model/tokenizer.js';
 import type { VlaRunner } from './runner.js';
@@ -31,32 +32,40 @@ export interface Generation {
   timing: { prefillMs: number; decodeMs: number };
 }
 
-/** Picks a token from logits [V]: argmax, or a sample from the top-p nucleus at the temperature. */
+/**
+ * Picks a token from logits [V]: argmax, or a sample from the top-p nucleus at the temperature. The nucleus is
+ * found without sorting the whole vocabulary (a 262k-token vocabulary would cost more than the model's step):
+ * tokens above a probability threshold are gathered and sorted, and the threshold drops until they hold top-p.
+ */
 export function pickToken(logits: Float32Array, temperature: number, topP: number, rng: Rng): number {
-  if (!(temperature > 0)) {
-    let best = 0;
-    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-    return best;
-  }
-  let max = -Infinity;
-  for (const l of logits) if (l > max) max = l;
-  const probs = Array.from(logits, (l, i) => ({ i, p: Math.exp((l - max) / temperature) }));
-  const z = probs.reduce((a, x) => a + x.p, 0);
-  probs.sort((a, b) => b.p - a.p || a.i - b.i);
-  const kept: typeof probs = [];
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  if (!(temperature > 0)) return best;
+  const max = logits[best];
+  const probs = new Float64Array(logits.length);
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += probs[i] = Math.exp((logits[i] - max) / temperature);
+  let kept: number[] = [];
   let mass = 0;
-  for (const x of probs) {
-    kept.push(x);
-    mass += x.p / z;
-    if (mass >= topP) break;
+  for (let threshold = 0.1; ; threshold /= 16) {
+    const cut = threshold * z;
+    kept = [];
+    for (let i = 0; i < probs.length; i++) if (probs[i] >= cut) kept.push(i);
+    kept.sort((a, b) => probs[b] - probs[a] || a - b);
+    mass = 0;
+    let n = 0;
+    while (n < kept.length && mass < topP * z) mass += probs[kept[n++]];
+    if (mass >= topP * z || kept.length === probs.length || threshold < 1e-300) {
+      kept = kept.slice(0, n);
+      break;
+    }
   }
-  const total = kept.reduce((a, x) => a + x.p, 0);
-  let u = rng.next() * total;
-  for (const x of kept) {
-    u -= x.p;
-    if (u <= 0) return x.i;
+  let u = rng.next() * mass;
+  for (const i of kept) {
+    u -= probs[i];
+    if (u <= 0) return i;
   }
-  return kept[kept.length - 1].i;
+  return kept[kept.length - 1];
 }
 
 /** The token ids of a prompt: `<bos> prompt <sep>`. */
@@ -76,11 +85,19 @@ export async function generate(runner: VlaRunner, pixels: Float32Array, prompt: 
   const state = runner.start({ useCache: o.useCache ?? true, attentions: Boolean(o.attentions) });
   let stop: Generation['stop'] = 'length';
   const timing = { prefillMs: 0, decodeMs: 0 };
+  const cfg = runner.config;
+  const ids = promptIds(runner, prompt);
+  const images = cfg.num_cameras * (cfg.vision_config.image_size / cfg.vision_config.patch_size) ** 2;
+  const room = cfg.text_config.max_position_embeddings - images - ids.length; // positions left for new tokens
+  if (room < 1) {
+    state.dispose();
+    throw new VlakitError('E_USAGE', `the prompt (${ids.length} tokens) and images (${images} tokens) fill the model's ${cfg.text_config.max_position_embeddings} positions: no room to generate`);
+  }
   try {
-    const max = o.maxNewTokens ?? 64;
+    const max = Math.min(o.maxNewTokens ?? 64, room);
     for (let step = 0; step < max; step++) {
       const t0 = performance.now();
-      const r = step === 0 ? await state.prefill(pixels, promptIds(runner, prompt)) : await state.next(out[out.length - 1]);
+      const r = step === 0 ? await state.prefill(pixels, ids) : await state.next(out[out.length - 1]);
       timing[step === 0 ? 'prefillMs' : 'decodeMs'] += performance.now() - t0;
       if (o.attentions) atts.push(r.attentions!);
       const next = pickToken(r.logits, o.temperature ?? 0, o.topP ?? 1, rng);

@@ -11,6 +11,7 @@ export type { DecodeState, RunnerInfo, StepOutput, VlaRunner } from './runner.js
 export { type GenerateOptions, type Generation, generate, pickToken, promptIds } from './generate.js';
 export { OrtRunner, isExport, loadOrt, type Device } from './ort.js';
 export { TfjsRunner } from './tfjs.js';
+export { imagesToPixels } from './pixels.js';
 
 export interface OpenOptions {
   /** cpu (default) or cuda: onnxruntime's execution provider, or tfjs-node-gpu for a checkpoint. */

@@ -243,6 +243,20 @@ export function kinematicReasoning(actions: number[][], states: (number[] | unde
   };
 }
 
+/** A verdict from the world's facts (the privileged teacher sees the oracle, not the pixels). */
+function kinematicVerdict(c: Record<string, unknown>): { success: boolean; confidence: string; reasoning: string } {
+  const after = c.after as { subtasks_done?: number } | undefined;
+  const index = Number(c.index ?? 0);
+  const done = after?.subtasks_done;
+  if (typeof done !== 'number') return { success: false, confidence: 'Low', reasoning: 'no world state to judge from' };
+  const success = c.success === true || done > index;
+  return { success, confidence: 'High', reasoning: success ? `the world reports ${done} subtasks done, including "${c.subtask}"` : `the world reports ${done} subtasks done; "${c.subtask}" is not among them` };
+}
+
+function answer(body: unknown): TeacherAnswer {
+  return { text: JSON.stringify(body), usage: { inputTokens: 0, outputTokens: 0 }, retries: 0 };
+}
+
 /** The kinematic teacher behind the common interface: it answers from `context`, in the JSON the parsers read. */
 export class KinematicTeacher implements Teacher {
   readonly id = 'kinematic';
@@ -250,6 +264,7 @@ export class KinematicTeacher implements Teacher {
   readonly readsContext = true;
 
   async complete(req: TeacherRequest): Promise<TeacherAnswer> {
+    if (req.kind === 'verify') return answer(kinematicVerdict(req.context ?? {}));
     const c = req.context as { actions: number[][]; states: (number[] | undefined)[]; instruction: string; step?: number };
     const body = req.kind === 'plan' ? kinematicPlan(c.actions, c.instruction) : kinematicReasoning(c.actions, c.states, c.instruction, c.step ?? 0);
     return { text: JSON.stringify(body), usage: { inputTokens: 0, outputTokens: 0 }, retries: 0 };

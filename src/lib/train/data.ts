@@ -4,10 +4,9 @@
  * (from the example's spans; each span is tokenized on its own so that its tokens are exactly its characters;
  * separators between spans count as reasoning, `<eos>` as the last span's kind).
  */
-import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs-core';
 import type { TrainingExample } from '../actions/examples.js';
-import { VlakitError } from '../errors.js';
+import { imagesToPixels } from '../infer/pixels.js';
 import { BOS, EOS, PAD, SEP, type Tokenizer } from '../model/tokenizer.js';
 
 export interface Prepared {
@@ -40,18 +39,8 @@ export function* examplesText(examples: TrainingExample[]): Generator<string> {
   }
 }
 
-async function pixelsOf(ex: TrainingExample, cameras: number, size: number): Promise<Float32Array> {
-  const out = new Float32Array(cameras * size * size * 3); // missing cameras stay 0 (mid-grey)
-  for (let c = 0; c < Math.min(cameras, ex.images.length); c++) {
-    let raw: Buffer;
-    try {
-      raw = await sharp(Buffer.from(ex.images[c].b64, 'base64')).removeAlpha().resize(size, size, { fit: 'fill' }).raw().toBuffer();
-    } catch (err) {
-      throw new VlakitError('E_IMAGE', `image ${c} of example ${ex.id} cannot be decoded (${(err as Error).message})`, {}, { cause: err });
-    }
-    for (let i = 0; i < raw.length; i++) out[c * size * size * 3 + i] = raw[i] / 127.5 - 1;
-  }
-  return out;
+function pixelsOf(ex: TrainingExample, cameras: number, size: number): Promise<Float32Array> {
+  return imagesToPixels(ex.images, cameras, size, `example ${ex.id}: image`);
 }
 
 /** Tokenizes and resizes; sequences are cut at `maxTokens`. */

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
-import { VlakitCommand, parseNumber, parseSize, sharedFlags } from '../lib/cli/base.js';
-import { startProgress } from '../lib/cli/progress.js';
-import { VlakitError } from '../lib/errors.js';
+import { VlakitCommand, parseNumber, parseSize, sharedFlags } from '../../lib/cli/base.js';
+import { startProgress } from '../../lib/cli/progress.js';
+import { VlakitError } from '../../lib/errors.js';
 import {
   type EpisodeOutcome,
   type Env,
@@ -15,8 +15,10 @@ import {
   parseFamilies,
   report,
   runEpisodes,
-} from '../lib/env/index.js';
-import { outputFormatFor, type StepRecord, writeEpisodes } from '../lib/io/index.js';
+} from '../../lib/env/index.js';
+import { outputFormatFor, type StepRecord, writeEpisodes } from '../../lib/io/index.js';
+import { policyFlags, policyOptions } from '../../lib/cli/policy-flags.js';
+import type { EpisodeSummary } from '../../lib/policy/index.js';
 
 function parseRange(s: string): number | [number, number] {
   const m = /^(\d+)(?:-(\d+))?$/.exec(s.trim());
@@ -25,15 +27,20 @@ function parseRange(s: string): number | [number, number] {
 }
 
 export default class Rollout extends VlakitCommand {
-  static summary = 'Run a policy in an environment for N episodes and record every step (RLDS or JSONL).';
-  static description = `Drives an env (the built-in MuJoCo tabletop world, a child process speaking JSON lines, or a websocket robot) with a policy through the safety filter, writes every executed step as step records, and prints the success rate per task family with a 95% Wilson interval. Task families of builtin:tabletop: ${FAMILIES.join(', ')}.`;
+  static summary = 'Run a policy (the scripted expert, a checkpoint, an export or a policy server) in an environment and record every step.';
+  static description = `Drives an env (the built-in MuJoCo tabletop world, a child process speaking JSON lines, or a websocket robot) with a policy through the safety filter, writes every executed step as step records, and prints the success rate per task family with a 95% Wilson interval. Learned policies (a train-sft/train-rl checkpoint or a vlakit export directory) run closed loop, direct or as the VLM2VLA hierarchy with a verifier; their records carry the model's text, subtasks, verifier decisions, re-samples and per-step time in the model, the env and vlakit, and the report adds partial credit, cycle latency and vlakit's own share of it. Task families of builtin:tabletop: ${FAMILIES.join(', ')}.`;
   static examples = [
     { description: 'Demonstrations from the scripted expert, as an RLDS dataset', command: '<%= config.bin %> rollout --policy scripted --env builtin:tabletop --tasks pick,place --episodes 50 --seed 0 -o demos/tabletop/1.0.0' },
     { description: 'The long-horizon family with a wrist camera, as JSON Lines', command: '<%= config.bin %> rollout --policy scripted --tasks place_then_lift --episodes 5 --wrist -o demos.jsonl' },
     { description: 'A simulator in another process', command: '<%= config.bin %> rollout --policy scripted --env exec:"python my_sim.py" --episodes 1' },
+    { description: 'A trained policy as the VLM2VLA hierarchy, verified by the world\'s oracle', command: '<%= config.bin %> rollout --policy runs/sft-onnx --mode hierarchical --verifier oracle --tasks pick --episodes 20 -o eval.jsonl' },
+    { description: 'ReFineVLA-style: reasoning and a chunk each cycle, the first 4 actions executed', command: '<%= config.bin %> rollout --policy runs/refinevla --mode direct --prompt refinevla --execute 4 --episodes 20' },
+    { description: 'A policy served elsewhere (vlakit rollout serve)', command: '<%= config.bin %> rollout --policy ws://gpu-box:8765 --episodes 20' },
   ];
   static flags = {
-    policy: Flags.string({ description: 'the policy: scripted (the built-in expert)', default: 'scripted' }),
+    policy: Flags.string({ description: 'scripted (the built-in expert), a checkpoint or export directory, or ws://host:port (vlakit rollout serve)', default: 'scripted', helpValue: 'scripted|DIR|ws://...' }),
+    ...policyFlags,
+    timing: Flags.boolean({ description: 'record per-step time in the model, the env and vlakit (learned policies; on by default)', allowNo: true }),
     env: Flags.string({ description: 'builtin:tabletop, exec:COMMAND or ws://host:port', default: 'builtin:tabletop' }),
     tasks: Flags.string({ description: `task families, comma-separated, or all (${FAMILIES.join(', ')})`, default: 'all' }),
     episodes: Flags.integer({ description: 'number of episodes (families take turns)', default: 10, min: 1 }),
@@ -63,9 +70,20 @@ export default class Rollout extends VlakitCommand {
     const to = (flags.to as 'rlds' | 'jsonl' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
     const num = (s: string, name: string) => parseNumber(s, name, 0);
     let policy: Policy;
+    let runner: { dispose(): Promise<void> | void } | undefined;
+    const learned = flags.policy !== 'scripted';
     if (flags.policy === 'scripted') policy = new ScriptedPolicy({ stepSize: num(flags['step-size'], 'step-size'), noise: num(flags.noise, 'noise') });
-    else throw new VlakitError('E_USAGE', `unknown policy "${flags.policy}"; available: scripted`);
-
+    else if (/^wss?:\/\//.test(flags.policy)) {
+      const { RemotePolicy } = await import('../../lib/policy/index.js');
+      policy = new RemotePolicy(flags.policy);
+    } else {
+      const { openModel } = await import('../../lib/infer/index.js');
+      const { ModelPolicy } = await import('../../lib/policy/index.js');
+      const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend });
+      runner = r;
+      policy = new ModelPolicy(r, policyOptions(r, flags));
+      this.note(`vlakit rollout: ${flags.policy} on ${r.info.engine} (${r.info.device}), ${flags.mode} mode${flags.mode === 'hierarchical' ? `, verifier ${flags.verifier}` : ''}`, flags.quiet || flags.json);
+    }
     let env: Env = await openEnv(flags.env, async () =>
       new TabletopEnv({ width: flags.width, height: flags.height, wrist: flags.wrist, controlHz: flags.hz, distractors: parseRange(flags.distractors), maxSteps: flags['max-steps'] }),
     );
@@ -73,11 +91,14 @@ export default class Rollout extends VlakitCommand {
 
     const progress = await startProgress('rollout', !flags.quiet && !flags.json);
     const outcomes: EpisodeOutcome[] = [];
+    const summaries: EpisodeSummary[] = [];
+    const { summarizeEpisode, policyReport, formatPolicyReport } = await import('../../lib/policy/index.js');
     let steps = 0;
     const signal = this.abort.signal;
     const episodes = (async function* (): AsyncGenerator<StepRecord[]> {
-      for await (const ep of runEpisodes({ env, policy, families, episodes: flags.episodes, seed: flags.seed, signal, onStep: () => progress.update({ records: ++steps, unit: 'steps' }) })) {
+      for await (const ep of runEpisodes({ env, policy, families, episodes: flags.episodes, seed: flags.seed, signal, recordTiming: flags.timing ?? learned, onStep: () => progress.update({ records: ++steps, unit: 'steps' }) })) {
         outcomes.push({ family: ep.family, success: ep.success, end: ep.end, steps: ep.records.length - 1 });
+        if (learned) summaries.push(summarizeEpisode(ep.records.map((r, t) => (r.timing || !ep.timings[t] ? r : { ...r, timing: ep.timings[t] }))));
         progress.update({ label: `rollout ${outcomes.length}/${flags.episodes} episodes, ${outcomes.filter((o) => o.success).length} successes;` });
         yield ep.records;
       }
@@ -86,17 +107,20 @@ export default class Rollout extends VlakitCommand {
       const res = await writeEpisodes(episodes, { output: flags.output, to, name: flags.name, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined, signal });
       progress.stop();
       const rows = report(outcomes);
+      const policyRows = learned ? policyReport(summaries) : undefined;
       const counts = env instanceof SafetyFilter ? env.counts : undefined;
       if (flags.json) {
-        process.stderr.write(`${JSON.stringify({ outputs: res.outputs, episodes: res.episodes, steps: res.steps, tasks: rows, safety: counts })}\n`);
+        process.stderr.write(`${JSON.stringify({ outputs: res.outputs, episodes: res.episodes, steps: res.steps, tasks: policyRows ?? rows, safety: counts })}\n`);
       } else if (!flags.quiet) {
-        this.note(formatReport(rows));
+        this.note(policyRows ? formatPolicyReport(policyRows) : formatReport(rows));
         if (counts) this.note(`safety: ${counts.estops} e-stops, ${counts.stepClips} step clips, ${counts.boundClips} bound clips, ${counts.contactStops} contact stops in ${counts.steps} steps`);
         this.note(`vlakit rollout: wrote ${res.episodes} episodes, ${res.steps} steps as ${to} to ${res.outputs.map((o) => (o === '-' ? 'stdout' : o)).join(', ')}`);
       }
     } finally {
       progress.stop();
       await env.close();
+      await policy.close?.();
+      await runner?.dispose();
     }
   }
 }

@@ -1,0 +1,39 @@
+/**
+ * The prompts a policy is trained on (relabel) and run with (rollout): one place, so the words at test time are
+ * exactly the words of training. VLM2VLA's three stages plus the verifier question; ReFineVLA's
+ * reason-then-act prompt and its no-reasoning form; the plain task prompt (VLM2VLA-NR).
+ */
+export const CONVENTIONS = '+x is forward, +y is left, +z is up (meters per step); the gripper is 1 when open and 0 when closed';
+
+const ACTIONS = `Output the end-effector actions [dx, dy, dz, gripper] (${CONVENTIONS}).`;
+
+/** The marker before the actions in a ReFineVLA target. */
+export const ACTIONS_MARKER = '<Actions>:';
+
+export const PROMPTS = {
+  /** VLM2VLA stage 1: the subtask list from the first image. */
+  subtasks: (instruction: string) => `Task: ${instruction}\nList, in order, the subtasks the robot arm must carry out to complete the task.`,
+  /** VLM2VLA stage 2: the motion plan of a subtask. */
+  motionPlan: (subtask: string) => `Subtask: ${subtask}\nDescribe the motion of the end-effector for this subtask (${CONVENTIONS}).`,
+  /** VLM2VLA stage 3: the action chunk of a subtask, given its motion plan. */
+  actions: (subtask: string, plan?: string) => `Subtask: ${subtask}\n${plan ? `Motion plan: ${plan}\n` : ''}${ACTIONS}`,
+  /** The verifier question over the frames before and after a subtask: "yes" or "no". */
+  verify: (subtask: string) => `Subtask: ${subtask}\nThe first image was taken before and the second after the robot attempted the subtask. Was the subtask completed? Answer yes or no.`,
+  /** Direction prediction (an auxiliary VLM2VLA example). */
+  direction: (subtask: string) => `Subtask: ${subtask}\nIn which directions must the end-effector move for this subtask (${CONVENTIONS})?`,
+  /** ReFineVLA: reason (observation, situation analysis, spatial reasoning, task planning), then act. */
+  refinevla: (instruction: string, reasoning: boolean) =>
+    `Instruction: ${instruction}\n${reasoning ? 'Reason step by step about the scene (observation, situation analysis, spatial reasoning, task planning), then give the next actions.' : 'Give the next actions.'} ${ACTIONS}`,
+  /** Image + instruction -> actions, with no reasoning (VLM2VLA-NR). */
+  task: (instruction: string) => `Task: ${instruction}\n${ACTIONS}`,
+};
+
+/** Parses a numbered subtask list ("1. grasp the carrot\n2. ..."); empty when the text holds none. */
+export function parseSubtaskList(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s*(\d+)[.)]\s*(\S.*)$/.exec(line);
+    if (m && Number(m[1]) === out.length + 1) out.push(m[2].trim());
+  }
+  return out;
+}

@@ -1,0 +1,274 @@
+/**
+ * A learned policy in closed loop: a checkpoint or an export (any VlaRunner) prompted the way relabel trained it.
+ * - direct (ReFineVLA / RoboAlign / VLM2VLA-NR): each control cycle, one generation gives the (optional)
+ *   reasoning and an action chunk, executed step by step;
+ * - hierarchical (VLM2VLA): from the first observation the subtask list; per subtask a motion plan, then an action
+ *   chunk; after the chunk the verifier decides: next subtask, or the same one again (up to --max-retries, then
+ *   the policy moves on and says so).
+ * Output that does not parse is sampled again (up to `resample` times); then the cycle is a safe no-op (no motion,
+ * the gripper held). Nothing unparsed ever reaches the env; every such event is recorded.
+ */
+import type { ActionCodec } from '../actions/codecs.js';
+import { ACTIONS_MARKER, PROMPTS, parseSubtaskList } from '../actions/prompts.js';
+import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
+import type { Env } from '../env/protocol.js';
+import { type ImageJson, isImageJson } from '../io/json.js';
+import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
+import { subSeed } from '../util/rng.js';
+import type { Verifier } from './verifiers.js';
+
+export interface Sampling {
+  temperature: number;
+  topP: number;
+  maxNewTokens: number;
+}
+
+export type DirectPrompt = 'refinevla' | 'refinevla-nr' | 'task';
+
+export interface ModelPolicyOptions {
+  mode: 'direct' | 'hierarchical';
+  /** Direct mode: which training prompt the model learned (relabel --method refinevla, with or without reasoning, or VLM2VLA-NR). */
+  prompt?: DirectPrompt;
+  codec: ActionCodec;
+  verifier?: Verifier;
+  /** Hierarchical: chunks per subtask the verifier may reject before the policy moves on anyway. */
+  maxRetries?: number;
+  /** Extra samples when the output does not parse. */
+  resample?: number;
+  /** Execute at most this many actions of each chunk before generating again (default: the whole chunk). */
+  execute?: number;
+  /** Chunks longer than this are cut. */
+  maxChunk?: number;
+  /** Hierarchical: write a motion plan before each chunk (as VLM2VLA trains). */
+  motionPlan?: boolean;
+  sampling: { subtasks: Sampling; plan: Sampling; actions: Sampling; verifier: Sampling };
+}
+
+/** A chunk the policy decided on, with what to record. */
+export interface Cycle {
+  actions: number[][];
+  info: Record<string, unknown>;
+  modelMs: number;
+}
+
+function imagesOf(obs: Record<string, unknown>): ImageJson[] {
+  return Object.keys(obs)
+    .filter((k) => isImageJson(obs[k]))
+    .map((k) => obs[k] as ImageJson);
+}
+
+/** Actions the env can take: [dx, dy, dz, gripper] or 7-D, every value finite. */
+function checkActions(chunk: number[][]): number[][] {
+  if (!chunk.length) throw new Error('an empty chunk');
+  for (const a of chunk) {
+    if (a.length !== 4 && a.length !== 7) throw new Error(`an action of ${a.length} values; expected 4 [dx, dy, dz, gripper] or 7`);
+    if (!a.every(Number.isFinite)) throw new Error('an action with a value that is not a finite number');
+  }
+  return chunk;
+}
+
+/**
+ * A policy that decides a chunk per control cycle (`cycle`) and hands it out one action per env step, the first
+ * step carrying the cycle's record and model time.
+ */
+export abstract class ChunkPolicy implements Policy {
+  abstract readonly name: string;
+  private queue: number[][] = [];
+  private queueInfo: Record<string, unknown> = {};
+  private queueModelMs = 0;
+  private chunkStep = 0;
+  protected gripper = 1;
+  /** Execute at most this many actions of each chunk (default: all). */
+  protected execute: number | undefined;
+
+  abstract cycle(obs: Record<string, unknown>, ctx: ActContext): Promise<Cycle | null>;
+
+  reset(_ctx: { env?: Env; instruction: string; seed: number }): Promise<void> | void {
+    this.queue = [];
+    this.chunkStep = 0;
+    this.gripper = 1;
+  }
+
+  async act(obs: Record<string, unknown>, ctx: ActContext): Promise<PolicyStep | null> {
+    if (!this.queue.length) {
+      const c = await this.cycle(obs, ctx);
+      if (!c) return null;
+      this.queue = c.actions.slice(0, this.execute ?? c.actions.length);
+      this.queueInfo = c.info;
+      this.queueModelMs = c.modelMs;
+      this.chunkStep = 0;
+    }
+    const action = this.queue.shift()!;
+    this.gripper = action[action.length - 1];
+    const first = this.chunkStep === 0;
+    const info = { cycle: this.queueInfo.cycle, chunk_step: this.chunkStep++, ...(first ? this.queueInfo : {}) };
+    return { action, info, modelMs: first ? this.queueModelMs : 0 };
+  }
+}
+
+export class ModelPolicy extends ChunkPolicy {
+  readonly name: string;
+  private seed = 0;
+  private calls = 0;
+  private cycles = 0;
+  // hierarchical state
+  private subtasks: string[] | undefined;
+  private index = 0;
+  private retries: number[] = [];
+  private pending: { image: ImageJson; info?: Record<string, unknown> } | undefined;
+
+  constructor(
+    readonly runner: VlaRunner,
+    readonly o: ModelPolicyOptions,
+  ) {
+    super();
+    this.name = `model:${o.mode}`;
+    this.execute = o.execute;
+  }
+
+  reset(ctx: { env?: Env; instruction: string; seed: number }): void {
+    super.reset(ctx);
+    this.seed = ctx.seed;
+    this.calls = 0;
+    this.cycles = 0;
+    this.subtasks = undefined;
+    this.index = 0;
+    this.retries = [];
+    this.pending = undefined;
+  }
+
+  /** Generates until `parse` accepts the text (1 + resample tries). */
+  private async sample<T>(prompt: string, pixels: Float32Array, s: Sampling, parse: (text: string, truncated: boolean) => T): Promise<{ value?: T; texts: string[]; errors: string[]; ms: number }> {
+    const texts: string[] = [];
+    const errors: string[] = [];
+    let ms = 0;
+    for (let attempt = 0; attempt <= (this.o.resample ?? 3); attempt++) {
+      // a re-sample must be able to differ: greedy settings get some temperature for the retries
+      const temperature = attempt > 0 && s.temperature < 0.3 ? 0.7 : s.temperature;
+      const g = await generate(this.runner, pixels, prompt, { maxNewTokens: s.maxNewTokens, temperature, topP: s.topP, seed: subSeed(this.seed, ++this.calls) });
+      ms += g.timing.prefillMs + g.timing.decodeMs;
+      texts.push(g.text);
+      try {
+        return { value: parse(g.text, g.stop === 'length'), texts, errors, ms };
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+    return { texts, errors, ms };
+  }
+
+  private pixels(images: ImageJson[]): Promise<Float32Array> {
+    const c = this.runner.config;
+    return imagesToPixels(images, c.num_cameras, c.vision_config.image_size, 'camera image');
+  }
+
+  /**
+   * The actions of a model output. A chunk cut off by the token limit keeps its complete actions ("[[a], [b], [c"
+   * gives a and b); anything else that does not decode is an error (and a re-sample).
+   */
+  private parseActions(text: string, marker: boolean, truncated: boolean, info: Record<string, unknown>): number[][] {
+    let body = text;
+    if (marker) {
+      const at = text.lastIndexOf(ACTIONS_MARKER);
+      if (at < 0) throw new Error(`no "${ACTIONS_MARKER}" in the output`);
+      body = text.slice(at + ACTIONS_MARKER.length);
+    }
+    body = body.trim();
+    const max = this.o.maxChunk ?? 64;
+    try {
+      return checkActions(this.o.codec.decode(body)).slice(0, max);
+    } catch (err) {
+      const cut = body.lastIndexOf('],');
+      if (!truncated || this.o.codec.name !== 'text' || cut < 0) throw err;
+      const kept = checkActions(this.o.codec.decode(`${body.slice(0, cut + 1)}]`)).slice(0, max);
+      info.truncated = { kept: kept.length };
+      return kept;
+    }
+  }
+
+  /** The chunk of one cycle with its record; a no-op when nothing parsed. */
+  private async actions(prompt: string, pixels: Float32Array, marker: boolean, info: Record<string, unknown>): Promise<{ actions: number[][]; ms: number }> {
+    const r = await this.sample(prompt, pixels, this.o.sampling.actions, (t, truncated) => this.parseActions(t, marker, truncated, info));
+    info.text = r.texts.at(-1);
+    if (r.texts.length > 1) info.resampled = { texts: r.texts.slice(0, -1), errors: r.errors.slice(0, r.texts.length - 1) };
+    if (r.value) return { actions: r.value, ms: r.ms };
+    info.noop = { reason: r.errors.at(-1) };
+    return { actions: [[0, 0, 0, this.gripper]], ms: r.ms };
+  }
+
+  /**
+   * The next chunk for an observation (null when the plan is finished): what rollout executes step by step and
+   * what `rollout serve` answers.
+   */
+  async cycle(obs: Record<string, unknown>, ctx: ActContext): Promise<Cycle | null> {
+    const images = imagesOf(obs);
+    if (!images.length) throw new Error('the observation holds no camera image');
+    const info: Record<string, unknown> = { cycle: this.cycles };
+    let ms = 0;
+    if (this.o.mode === 'direct') {
+      const style = this.o.prompt ?? 'refinevla';
+      const prompt = style === 'task' ? PROMPTS.task(ctx.instruction) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla');
+      const px = await this.pixels(style === 'task' ? images.slice(0, 1) : images);
+      const a = await this.actions(prompt, px, style !== 'task', info);
+      this.cycles++;
+      return { actions: a.actions, info, modelMs: a.ms };
+    }
+    const image = images[0];
+    const px = await this.pixels([image]);
+    if (!this.subtasks) {
+      const r = await this.sample(PROMPTS.subtasks(ctx.instruction), px, this.o.sampling.subtasks, (t) => {
+        const list = parseSubtaskList(t);
+        if (!list.length) throw new Error('no numbered subtask list in the output');
+        return list;
+      });
+      ms += r.ms;
+      this.subtasks = r.value ?? [ctx.instruction]; // no usable list: the whole task as one subtask
+      this.retries = this.subtasks.map(() => 0);
+      info.subtasks = this.subtasks;
+      info.subtasks_text = r.texts.at(-1);
+      if (r.texts.length > 1) info.subtasks_resampled = r.texts.length - 1;
+      if (!r.value) info.subtasks_fallback = true;
+    } else if (this.pending) {
+      const v = await this.o.verifier!.verify({
+        before: this.pending.image,
+        after: image,
+        subtask: this.subtasks[this.index],
+        next: this.subtasks[this.index + 1],
+        index: this.index,
+        total: this.subtasks.length,
+        beforeInfo: this.pending.info,
+        afterInfo: ctx.info,
+        seed: subSeed(this.seed, ++this.calls),
+      });
+      ms += v.ms;
+      const decision: Record<string, unknown> = { verifier: this.o.verifier!.name, subtask_index: this.index, success: v.success, text: v.text };
+      if (v.success) this.index++;
+      else if (++this.retries[this.index] > (this.o.maxRetries ?? 3)) {
+        decision.gave_up = true; // out of retries: move on, and say so
+        this.index++;
+      } else decision.retry = this.retries[this.index];
+      info.verifier = decision;
+      this.pending = undefined;
+    }
+    if (this.index >= this.subtasks.length) return null;
+    const subtask = this.subtasks[this.index];
+    info.subtask_index = this.index;
+    info.subtask = subtask;
+    let plan: string | undefined;
+    if (this.o.motionPlan ?? true) {
+      const r = await this.sample(PROMPTS.motionPlan(subtask), px, this.o.sampling.plan, (t) => {
+        if (!t.trim()) throw new Error('an empty motion plan');
+        return t.trim();
+      });
+      ms += r.ms;
+      plan = r.value;
+      info.motion_plan = r.texts.at(-1);
+      if (r.texts.length > 1) info.plan_resampled = r.texts.length - 1;
+    }
+    const a = await this.actions(PROMPTS.actions(subtask, plan), px, false, info);
+    ms += a.ms;
+    this.pending = { image, info: ctx.info };
+    this.cycles++;
+    return { actions: a.actions, info, modelMs: ms };
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * `vlakit rollout serve`: a policy behind a websocket, so an external simulator or robot loop can query it.
+ * Every message is one msgpack map with a `type`:
+ * - server -> client, on connect: `{type: "metadata", ...}` (model, engine, device, mode, cameras, image size,
+ *   action representation, protocol version);
+ * - client -> server: `{type: "reset", instruction, seed}` -> `{type: "reset", ok: true}`;
+ * - client -> server: `{type: "infer", observation: {<camera>: PNG/JPEG bytes or {mime, b64}, state: [...]},
+ *   instruction, step?, info?}` -> `{type: "actions", actions: [[dx, dy, dz, gripper], ...], done, info,
+ *   timing: {model_ms, server_ms}}` (`done`: the plan is finished, no actions);
+ * - anything that fails -> `{type: "error", message}` (the connection stays open).
+ * Each connection has its own policy state (its own episode); the model is shared.
+ */
+import { decode, encode } from '@msgpack/msgpack';
+import { WebSocket, WebSocketServer } from 'ws';
+import type { ActContext } from '../env/rollout.js';
+import { VlakitError } from '../errors.js';
+import { isImageJson } from '../io/json.js';
+import { ChunkPolicy, type Cycle } from './model-policy.js';
+
+export const PROTOCOL = 'vlakit-policy/1';
+
+/** Camera images may arrive as raw bytes; the policy reads {mime, b64}. */
+function normalizeObservation(obs: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(obs)) {
+    if (v instanceof Uint8Array) {
+      const jpeg = v[0] === 0xff && v[1] === 0xd8;
+      out[k] = { mime: jpeg ? 'image/jpeg' : 'image/png', b64: Buffer.from(v).toString('base64') };
+    } else out[k] = v;
+  }
+  return out;
+}
+
+export interface ServeOptions {
+  port: number;
+  host?: string;
+  /** A fresh policy per connection. */
+  makePolicy: () => ChunkPolicy;
+  metadata: Record<string, unknown>;
+  onRequest?: (r: { type: string; ms: number }) => void;
+}
+
+export interface PolicyServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves policies until closed.
+ * @example const s = await servePolicy({ port: 8765, makePolicy: () => new ModelPolicy(runner, opts), metadata: {} })
+ */
+export async function servePolicy(o: ServeOptions): Promise<PolicyServer> {
+  const wss = new WebSocketServer({ port: o.port, host: o.host ?? '127.0.0.1' });
+  await new Promise<void>((resolve, reject) => {
+    wss.once('listening', resolve);
+    wss.once('error', (err) => reject(new VlakitError('E_USAGE', `cannot listen on port ${o.port}: ${err.message}`)));
+  });
+  wss.on('connection', (ws) => {
+    const policy = o.makePolicy();
+    let chain = Promise.resolve();
+    const send = (m: Record<string, unknown>) => ws.readyState === WebSocket.OPEN && ws.send(encode(m, { ignoreUndefined: true }));
+    send({ type: 'metadata', protocol: PROTOCOL, ...o.metadata });
+    ws.on('message', (data: Buffer) => {
+      chain = chain.then(async () => {
+        const t0 = performance.now();
+        let type = 'unknown';
+        try {
+          const m = decode(data) as { type?: string; instruction?: string; seed?: number; observation?: Record<string, unknown>; step?: number; info?: Record<string, unknown> };
+          type = m.type ?? 'unknown';
+          if (m.type === 'reset') {
+            await policy.reset({ instruction: m.instruction ?? '', seed: m.seed ?? 0 });
+            send({ type: 'reset', ok: true });
+          } else if (m.type === 'infer') {
+            if (!m.observation || typeof m.observation !== 'object') throw new Error('"infer" needs an observation map');
+            const obs = normalizeObservation(m.observation);
+            if (!Object.values(obs).some(isImageJson)) throw new Error('the observation holds no camera image (bytes or {mime, b64})');
+            const c = await policy.cycle(obs, { instruction: m.instruction ?? '', step: m.step ?? 0, info: m.info });
+            send({ type: 'actions', actions: c?.actions ?? [], done: c === null, info: c?.info ?? {}, timing: { model_ms: c?.modelMs ?? 0, server_ms: performance.now() - t0 } });
+          } else throw new Error(`unknown message type "${String(m.type)}"; expected reset or infer`);
+        } catch (err) {
+          send({ type: 'error', message: (err as Error).message });
+        }
+        o.onRequest?.({ type, ms: performance.now() - t0 });
+      });
+    });
+  });
+  const addr = wss.address();
+  return {
+    port: typeof addr === 'object' && addr ? addr.port : o.port,
+    close: () => new Promise<void>((resolve) => {
+      for (const c of wss.clients) c.terminate();
+      wss.close(() => resolve());
+    }),
+  };
+}
+
+/** A client of `vlakit rollout serve`: one request at a time. */
+export class PolicyClient {
+  metadata: Record<string, unknown> = {};
+  private waiting: ((m: Record<string, unknown>) => void) | undefined;
+  private failure: Error | undefined;
+
+  private constructor(private readonly ws: WebSocket) {}
+
+  /**
+   * Connects and reads the server's metadata.
+   * @example const c = await PolicyClient.connect('ws://localhost:8765'); const r = await c.infer(obs, 'put the carrot on the plate')
+   */
+  static async connect(url: string, timeoutMs = 30_000): Promise<PolicyClient> {
+    const ws = new WebSocket(url);
+    const c = new PolicyClient(ws);
+    ws.on('message', (data: Buffer) => {
+      const m = decode(data) as Record<string, unknown>;
+      const w = c.waiting;
+      c.waiting = undefined;
+      w?.(m);
+    });
+    ws.on('close', () => {
+      c.failure = new VlakitError('E_IO', `the policy server at ${url} closed the connection`);
+      const w = c.waiting;
+      c.waiting = undefined;
+      w?.({ type: 'error', message: c.failure.message });
+    });
+    const meta = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new VlakitError('E_IO', `no metadata from the policy server at ${url} within ${timeoutMs} ms`)), timeoutMs);
+      c.waiting = (m) => {
+        clearTimeout(timer);
+        resolve(m);
+      };
+      ws.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new VlakitError('E_IO', `cannot connect to the policy server at ${url}: ${err.message}`));
+      });
+    });
+    if (meta.type !== 'metadata') throw new VlakitError('E_IO', `the server at ${url} did not start with metadata (got ${String(meta.type)})`);
+    c.metadata = meta;
+    return c;
+  }
+
+  private request(m: Record<string, unknown>): Promise<Record<string, unknown>> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.waiting = (r) => (r.type === 'error' ? reject(new VlakitError('E_IO', `the policy server: ${String(r.message)}`)) : resolve(r));
+      this.ws.send(encode(m, { ignoreUndefined: true }));
+    });
+  }
+
+  async reset(instruction: string, seed = 0): Promise<void> {
+    await this.request({ type: 'reset', instruction, seed });
+  }
+
+  async infer(observation: Record<string, unknown>, instruction: string, extra: { step?: number; info?: Record<string, unknown> } = {}): Promise<{ actions: number[][]; done: boolean; info: Record<string, unknown>; timing: { model_ms: number; server_ms: number } }> {
+    const r = await this.request({ type: 'infer', observation, instruction, ...extra });
+    return r as never;
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
+
+/** A policy served elsewhere (`rollout --policy ws://host:port`): one infer per control cycle. */
+export class RemotePolicy extends ChunkPolicy {
+  readonly name: string;
+  private client: PolicyClient | undefined;
+
+  constructor(readonly url: string) {
+    super();
+    this.name = `remote:${url}`;
+  }
+
+  async reset(ctx: { instruction: string; seed: number }): Promise<void> {
+    super.reset(ctx);
+    this.client ??= await PolicyClient.connect(this.url);
+    await this.client.reset(ctx.instruction, ctx.seed);
+  }
+
+  async cycle(obs: Record<string, unknown>, ctx: ActContext): Promise<Cycle | null> {
+    const t0 = performance.now();
+    const r = await this.client!.infer(obs, ctx.instruction, { step: ctx.step, info: ctx.info as Record<string, unknown> | undefined });
+    const rtt = performance.now() - t0;
+    if (r.done) return null;
+    // the model's time as the server measured it; the rest of the round trip (network, msgpack) is the toolkit's
+    return { actions: r.actions, info: { ...r.info, server_ms: r.timing.server_ms, round_trip_ms: Math.round(rtt * 100) / 100 }, modelMs: r.timing.model_ms };
+  }
+
+  close(): void {
+    this.client?.close();
+  }
+}
