@@ -24,6 +24,9 @@ export const PROMPTS = {
   /** ReFineVLA: reason (observation, situation analysis, spatial reasoning, task planning), then act. */
   refinevla: (instruction: string, reasoning: boolean) =>
     `Instruction: ${instruction}\n${reasoning ? 'Reason step by step about the scene (observation, situation analysis, spatial reasoning, task planning), then give the next actions.' : 'Give the next actions.'} ${ACTIONS}`,
+  /** A visual question: a short answer, or (with choices) the option's letter. */
+  vqa: (question: string, choices?: string[], hint?: string) =>
+    `${hint ? `Hint: ${hint}\n` : ''}Question: ${question}\n${choices?.length ? `${choices.map((c, i) => `${'ABCDEFGHIJ'[i]}. ${c}`).join('\n')}\nAnswer with the letter of the right option.` : 'Answer with one word or a short phrase.'}`,
   /** Image + instruction -> actions, with no reasoning (VLM2VLA-NR). */
   task: (instruction: string) => `Task: ${instruction}\n${ACTIONS}`,
 };

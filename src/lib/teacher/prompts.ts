@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 
-export const PROMPT_VERSIONS = { reasoning: 'reasoning-v1', plan: 'plan-v1', verify: 'verify-v1' } as const;
+export const PROMPT_VERSIONS = { reasoning: 'reasoning-v1', plan: 'plan-v1', verify: 'verify-v1', vqa: 'vqa-v1' } as const;
 
 export const CONVENTIONS =
   'Coordinates are relative to the robot: +x is forward (away from the robot base), -x backward; +y is left, -y right; +z is up, -z down. The gripper value is 1 when open and 0 when closed.';

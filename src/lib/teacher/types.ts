@@ -14,7 +14,7 @@ export interface TeacherMessage {
 
 export interface TeacherRequest {
   /** 'reasoning' (per step), 'plan' (per episode) or 'verify' (a subtask's before/after frames, at rollout). */
-  kind: 'reasoning' | 'plan' | 'verify';
+  kind: 'reasoning' | 'plan' | 'verify' | 'vqa';
   /** The conversation: the prompt with images, then, on repair, the bad answer and the correction request. */
   messages: TeacherMessage[];
   /** Ask for a JSON answer (JSON mode where the API has one). */

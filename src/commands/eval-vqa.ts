@@ -1,0 +1,141 @@
+import path from 'node:path';
+import { Flags } from '@oclif/core';
+import { VlakitCommand } from '../lib/cli/base.js';
+import { startProgress } from '../lib/cli/progress.js';
+import { VlakitError } from '../lib/errors.js';
+
+export default class EvalVqa extends VlakitCommand {
+  static summary = 'VQA benchmarks for VLMs and VLAs, and the forgetting report; or generate scene questions from the built-in world.';
+  static description =
+    'Scores models (vlakit checkpoints, exports on onnxruntime, or any OpenAI-compatible endpoint) on VQA datasets: the VQAv2 layout (VQA accuracy over 10 human answers), generic JSON Lines (VQA accuracy, exact match, ANLS or multiple choice), and MMBench-style TSV with base64 images (multiple choice; --circular asks every rotation of the options). With several models, a table of scores per benchmark and each model\'s retention relative to the first (VLM2VLA\'s measure of forgetting). With --generate N, writes scene questions from the tabletop world with exact answers from its oracle (as VQA JSON Lines, or as training examples to pre-train a base VLM).';
+  static examples = [
+    { description: 'Scene questions with exact answers from the world', command: '<%= config.bin %> eval-vqa --generate 500 --seed 0 -o sceneqa.jsonl' },
+    { description: 'The same as training examples, to pre-train a small base VLM', command: '<%= config.bin %> eval-vqa --generate 5000 --seed 1 --as examples -o sceneqa_train.jsonl' },
+    { description: 'Does the VLA keep its VLM skills? (retention relative to the base)', command: '<%= config.bin %> eval-vqa --models base=runs/vlm,vla=runs/sft-onnx --data sceneqa.jsonl --data ~/data/vqav2_val --log-samples samples.jsonl' },
+    { description: 'Gemma-3 behind vLLM, MMBench with circular evaluation', command: '<%= config.bin %> eval-vqa --endpoint http://localhost:8000 --model google/gemma-3-4b-it --data MMBench_DEV_EN.tsv --circular --concurrency 16' },
+  ];
+  static flags = {
+    generate: Flags.integer({ description: 'write N scene questions from the built-in world instead of evaluating', min: 1, helpValue: 'N' }),
+    seed: Flags.integer({ description: '--generate: seed of the scenes', default: 0 }),
+    as: Flags.string({ description: '--generate: vqa (JSON Lines for eval-vqa) or examples (training examples for train-sft)', options: ['vqa', 'examples'], default: 'vqa' }),
+    width: Flags.integer({ description: '--generate: image width, px', default: 128, min: 16, max: 1024 }),
+    height: Flags.integer({ description: '--generate: image height, px', default: 128, min: 16, max: 1024 }),
+    'per-frame': Flags.integer({ description: '--generate: questions per frame', default: 3, min: 1 }),
+    output: Flags.string({ char: 'o', description: '--generate: output file ("-" or absent: stdout)', helpValue: 'PATH' }),
+    models: Flags.string({ description: 'models to compare, the first one the reference: NAME=DIR, NAME=openai:MODEL (with --endpoint), NAME=gemini:MODEL or NAME=exec:CMD, comma-separated', helpValue: 'base=A,vla=B' }),
+    model: Flags.string({ description: 'one model: a checkpoint or export directory, or (with --endpoint) the served model name', helpValue: 'DIR|NAME' }),
+    endpoint: Flags.string({ description: 'an OpenAI-compatible server (vLLM, Ollama, ...) for openai:MODEL models', helpValue: 'URL' }),
+    data: Flags.string({ description: 'a VQAv2 directory, a .jsonl or a .tsv file (repeatable)', multiple: true }),
+    circular: Flags.boolean({ description: 'multiple choice: circular evaluation (right under every rotation of the options)' }),
+    limit: Flags.integer({ description: 'at most N questions per dataset', min: 1 }),
+    metric: Flags.string({ description: 'score every JSON Lines dataset with this metric instead of its own', options: ['vqa', 'exact', 'anls', 'mc'] }),
+    'log-samples': Flags.string({ description: 'write every question, answer, prediction and score as JSON Lines', helpValue: 'FILE' }),
+    concurrency: Flags.integer({ description: 'parallel requests to an endpoint', default: 8, min: 1 }),
+    cache: Flags.string({ description: 'endpoint answer cache directory (default: the teacher cache)', helpValue: 'DIR' }),
+    'no-cache': Flags.boolean({ description: 'do not read or write the endpoint answer cache' }),
+    'max-new-tokens': Flags.integer({ description: 'longest answer of a vlakit model', default: 24, min: 1 }),
+    device: Flags.string({ description: 'onnxruntime execution provider for exports', options: ['cpu', 'cuda'], default: 'cpu' }),
+    backend: Flags.string({ description: 'tfjs backend for checkpoints', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
+    quiet: Flags.boolean({ char: 'q', description: 'no progress and no report on stderr' }),
+    json: Flags.boolean({ description: 'print the report as JSON on stderr' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(EvalVqa);
+    if (flags.generate) return this.generateScenes(flags.generate, flags);
+    const ev = await import('../lib/eval/index.js');
+    const { writeJsonl } = await import('../lib/io/index.js');
+    if (!flags.data?.length) throw new VlakitError('E_USAGE', 'give datasets with --data (a VQAv2 directory, .jsonl or .tsv), or --generate N');
+    const specs: [string, string][] = [];
+    if (flags.models) {
+      for (const part of flags.models.split(',')) {
+        const m = /^([^=]+)=(.+)$/.exec(part.trim());
+        if (!m) throw new VlakitError('E_USAGE', `invalid --models entry "${part}"; expected NAME=DIR or NAME=openai:MODEL`);
+        specs.push([m[1], m[2]]);
+      }
+    } else if (flags.model) specs.push([flags.endpoint ? flags.model : path.basename(path.resolve(flags.model)), flags.endpoint ? `openai:${flags.model}` : flags.model]);
+    else throw new VlakitError('E_USAGE', 'give the models with --models NAME=DIR,... or --model DIR (or --endpoint URL --model NAME)');
+    if (new Set(specs.map((s) => s[0])).size !== specs.length) throw new VlakitError('E_USAGE', 'model names in --models must differ');
+
+    const items = flags.data.flatMap((d) => {
+      let xs = ev.readVqaDataset(d, { circular: flags.circular });
+      if (flags.metric) xs = xs.map((x) => (x.choices ? x : { ...x, metric: flags.metric as 'vqa' }));
+      if (flags.limit) {
+        // a limit keeps whole circular groups
+        const groups = [...new Set(xs.map((x) => x.circular?.group ?? x.id))].slice(0, flags.limit);
+        const keep = new Set(groups);
+        xs = xs.filter((x) => keep.has(x.circular?.group ?? x.id));
+      }
+      return xs;
+    });
+    const benchmarks = [...new Set(items.map((i) => i.benchmark))];
+    const progress = await startProgress('eval-vqa', !flags.quiet && !flags.json);
+    const all: import('../lib/eval/index.js').Sample[] = [];
+    const results: { model: string; source: string; scores: import('../lib/eval/index.js').BenchmarkScore[] }[] = [];
+    let cache: import('../lib/teacher/index.js').AnswerCache | undefined;
+    try {
+      for (const [name, spec] of specs) {
+        const model = await this.openVqaModel(name, spec, flags, async () => {
+          if (flags['no-cache']) return undefined;
+          const { AnswerCache, defaultCacheDir } = await import('../lib/teacher/index.js');
+          cache ??= await AnswerCache.open(flags.cache ?? defaultCacheDir());
+          return cache;
+        });
+        let done = 0;
+        try {
+          const samples = await ev.evaluateModel(model, items, { signal: this.abort.signal, onSample: () => progress.update({ records: ++done, unit: 'questions', label: `eval-vqa ${name}` }) });
+          all.push(...samples);
+          results.push({ model: name, source: model.source, scores: ev.summarize(samples) });
+        } finally {
+          await model.close();
+        }
+      }
+      progress.stop();
+      if (flags['log-samples']) await writeJsonl((async function* () { yield* all; })(), flags['log-samples']);
+      const report = ev.forgettingReport(results);
+      if (flags.json) process.stderr.write(`${JSON.stringify({ benchmarks, models: results, report })}\n`);
+      else if (!flags.quiet) {
+        this.note(ev.formatForgetting(report));
+        for (const r of results) for (const s of r.scores) if (s.vanilla !== undefined) this.note(`${r.model} ${s.benchmark}: circular ${(s.score * 100).toFixed(1)}%, over all rotations ${(s.vanilla * 100).toFixed(1)}%`);
+        this.note(`vlakit eval-vqa: ${items.length} questions x ${specs.length} models${flags['log-samples'] ? `; samples in ${flags['log-samples']}` : ''}`);
+      }
+    } finally {
+      progress.stop();
+      await cache?.close();
+    }
+  }
+
+  private async openVqaModel(name: string, spec: string, flags: { endpoint?: string; concurrency: number; device: string; backend?: string; 'max-new-tokens': number }, cache: () => Promise<import('../lib/teacher/index.js').AnswerCache | undefined>): Promise<import('../lib/eval/index.js').VqaModel> {
+    const ev = await import('../lib/eval/index.js');
+    if (/^(openai|gemini|exec):/.test(spec)) {
+      if (spec.startsWith('openai:') && !flags.endpoint) throw new VlakitError('E_USAGE', `model ${name} (${spec}) needs --endpoint URL, the OpenAI-compatible server`);
+      const { makeTeacher } = await import('../lib/teacher/index.js');
+      return new ev.EndpointModel(name, makeTeacher(spec, { url: flags.endpoint, temperature: 0 }), flags.concurrency, await cache());
+    }
+    const { openModel } = await import('../lib/infer/index.js');
+    return new ev.RunnerModel(name, await openModel(spec, { device: flags.device as 'cpu', backend: flags.backend }), flags['max-new-tokens']);
+  }
+
+  private async generateScenes(n: number, flags: { seed: number; as: string; width: number; height: number; 'per-frame': number; output?: string; quiet: boolean }): Promise<void> {
+    const { generateSceneQa, sceneQaExample } = await import('../lib/eval/index.js');
+    const { writeJsonl } = await import('../lib/io/index.js');
+    const progress = await startProgress('eval-vqa --generate', !flags.quiet);
+    let made = 0;
+    const types: Record<string, number> = {};
+    const signal = this.abort.signal;
+    const items = (async function* () {
+      for await (const q of generateSceneQa({ count: n, seed: flags.seed, width: flags.width, height: flags.height, perFrame: flags['per-frame'], signal })) {
+        types[q.type] = (types[q.type] ?? 0) + 1;
+        progress.update({ records: ++made, unit: 'questions' });
+        yield flags.as === 'examples' ? sceneQaExample(q) : q;
+      }
+    })();
+    try {
+      await writeJsonl(items, flags.output);
+    } finally {
+      progress.stop();
+    }
+    this.note(`vlakit eval-vqa: ${made} scene questions (${Object.entries(types).map(([k, v]) => `${k} ${v}`).join(', ')}) as ${flags.as === 'examples' ? 'training examples' : 'VQA JSON Lines'}${flags.output && flags.output !== '-' ? ` to ${flags.output}` : ''}`, flags.quiet);
+  }
+}
+

@@ -1,0 +1,178 @@
+/**
+ * VQA datasets as one item type:
+ * - the VQAv2 layout: a directory with `*questions*.json` and `*annotations*.json` (10 human answers per question)
+ *   and the COCO images (`images/` or the directory itself, named COCO_<subtype>_<12-digit id>.jpg);
+ * - generic JSON Lines: `{"image": path | {mime, b64} | [..], "question", "answers": [...] | "answer", "choices"?,
+ *   "metric"?, "type"?, "id"?}` (image paths relative to the file);
+ * - MMBench-style TSV: `index, question, hint?, A, B, C, D..., answer, category?, image` (base64; a bare number
+ *   refers to another row's image), read with csv-parse; with `circular`, every question is asked once per
+ *   rotation of its options.
+ * Images load lazily, when a model asks for them.
+ */
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { parse } from 'csv-parse/sync';
+import { VlakitError } from '../errors.js';
+import { type ImageJson, isImageJson } from '../io/json.js';
+import { LETTERS, rotateChoices } from './metrics.js';
+
+export type Metric = 'vqa' | 'exact' | 'anls' | 'mc';
+
+export type ImageSource = ImageJson | { path: string };
+
+export interface VqaItem {
+  id: string;
+  benchmark: string;
+  images: ImageSource[];
+  question: string;
+  /** Human answers (10 in VQAv2), or the one reference answer; for multiple choice the option's text. */
+  answers: string[];
+  choices?: string[];
+  /** Multiple choice: the right letter. */
+  answer?: string;
+  metric: Metric;
+  /** Answer or question type, for a breakdown. */
+  type?: string;
+  hint?: string;
+  /** Circular evaluation: the question every rotation belongs to. */
+  circular?: { group: string; rotation: number };
+}
+
+function mimeOf(bytes: Buffer): string {
+  if (bytes[0] === 0xff && bytes[1] === 0xd8) return 'image/jpeg';
+  if (bytes[0] === 0x89 && bytes[1] === 0x50) return 'image/png';
+  if (bytes.subarray(0, 4).toString('latin1') === 'RIFF') return 'image/webp';
+  return 'application/octet-stream';
+}
+
+/** The image as {mime, b64}, reading files when needed. */
+export function loadImage(src: ImageSource): ImageJson {
+  if (isImageJson(src)) return src;
+  const file = (src as { path: string }).path;
+  if (!existsSync(file)) throw new VlakitError('E_NOT_FOUND', 'image file not found', { file });
+  const bytes = readFileSync(file);
+  return { mime: mimeOf(bytes), b64: bytes.toString('base64') };
+}
+
+function readJson(file: string): unknown {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new VlakitError('E_RECORD_INVALID', `not valid JSON: ${(err as Error).message}`, { file }, { cause: err });
+  }
+}
+
+/** VQAv2: questions + annotations + COCO images. */
+export function readVqav2(dir: string, name = path.basename(dir)): VqaItem[] {
+  const files = readdirSync(dir);
+  const qFile = files.find((f) => /questions.*\.json$/i.test(f));
+  const aFile = files.find((f) => /annotations.*\.json$/i.test(f));
+  if (!qFile) throw new VlakitError('E_NOT_FOUND', 'no *questions*.json in the VQAv2 directory', { file: dir });
+  const q = readJson(path.join(dir, qFile)) as { questions?: { image_id: number; question: string; question_id: number }[]; data_subtype?: string };
+  if (!Array.isArray(q.questions)) throw new VlakitError('E_RECORD_INVALID', 'expected {"questions": [...]}', { file: path.join(dir, qFile) });
+  const answers = new Map<number, { answers: { answer: string }[]; answer_type?: string; question_type?: string }>();
+  if (aFile) {
+    const a = readJson(path.join(dir, aFile)) as { annotations?: { question_id: number; answers: { answer: string }[]; answer_type?: string; question_type?: string }[] };
+    if (!Array.isArray(a.annotations)) throw new VlakitError('E_RECORD_INVALID', 'expected {"annotations": [...]}', { file: path.join(dir, aFile) });
+    for (const x of a.annotations) answers.set(x.question_id, x);
+  }
+  const imageDir = existsSync(path.join(dir, 'images')) ? path.join(dir, 'images') : dir;
+  const byId = new Map<number, string>();
+  for (const f of readdirSync(imageDir)) {
+    const m = /(\d+)\.(jpe?g|png)$/i.exec(f);
+    if (m) byId.set(Number(m[1]), path.join(imageDir, f));
+  }
+  return q.questions.map((x, i) => {
+    const ann = answers.get(x.question_id);
+    if (!ann) throw new VlakitError('E_RECORD_INVALID', `question ${x.question_id} has no annotation (human answers)`, { file: path.join(dir, aFile ?? 'annotations.json'), record: i });
+    const img = byId.get(x.image_id);
+    if (!img) throw new VlakitError('E_NOT_FOUND', `no image for image_id ${x.image_id} (question ${x.question_id}); expected e.g. COCO_${q.data_subtype ?? 'val2014'}_${String(x.image_id).padStart(12, '0')}.jpg`, { file: imageDir });
+    return { id: String(x.question_id), benchmark: name, images: [{ path: img }], question: x.question, answers: ann.answers.map((a) => a.answer), metric: 'vqa' as const, type: ann.answer_type };
+  });
+}
+
+/** Generic JSON Lines. */
+export function readVqaJsonl(file: string, name = path.basename(file).replace(/\.jsonl$/, '')): VqaItem[] {
+  const base = path.dirname(file);
+  const out: VqaItem[] = [];
+  readFileSync(file, 'utf8')
+    .split('\n')
+    .forEach((line, i) => {
+      if (!line.trim()) return;
+      let r: Record<string, unknown>;
+      try {
+        r = JSON.parse(line);
+      } catch (err) {
+        throw new VlakitError('E_JSONL_PARSE', (err as Error).message, { file, line: i + 1 });
+      }
+      const bad = (m: string) => new VlakitError('E_RECORD_INVALID', m, { file, line: i + 1 });
+      if (typeof r.question !== 'string') throw bad('expected "question" (a string)');
+      const imgs = (Array.isArray(r.image) ? r.image : r.images ?? (r.image === undefined ? [] : [r.image])) as unknown[];
+      const images: ImageSource[] = imgs.map((im) => {
+        if (typeof im === 'string') return { path: path.resolve(base, im) };
+        if (isImageJson(im)) return im;
+        throw bad('"image" must be a path, {mime, b64}, or a list of them');
+      });
+      if (!images.length) throw bad('expected "image"');
+      const answers = Array.isArray(r.answers) ? (r.answers as unknown[]).map(String) : r.answer !== undefined ? [String(r.answer)] : [];
+      const choices = Array.isArray(r.choices) ? (r.choices as unknown[]).map(String) : undefined;
+      if (!answers.length && !choices) throw bad('expected "answers" (a list) or "answer"');
+      let answer: string | undefined;
+      if (choices) {
+        const a = String(r.answer ?? answers[0] ?? '');
+        answer = /^[A-J]$/.test(a) ? a : LETTERS[choices.findIndex((c) => c === a)];
+        if (!answer || LETTERS.indexOf(answer) >= choices.length) throw bad(`the answer "${a}" is neither an option letter nor one of the choices`);
+      }
+      const metric = (r.metric as Metric | undefined) ?? (choices ? 'mc' : answers.length >= 3 ? 'vqa' : 'exact');
+      if (!['vqa', 'exact', 'anls', 'mc'].includes(metric)) throw bad(`unknown metric "${metric}"; expected vqa, exact, anls or mc`);
+      out.push({ id: String(r.id ?? i), benchmark: name, images, question: r.question, answers: choices && answer ? [choices[LETTERS.indexOf(answer)]] : answers, choices, answer, metric, type: typeof r.type === 'string' ? r.type : undefined });
+    });
+  return out;
+}
+
+/** MMBench-style TSV with base64 images; `circular` asks each question once per rotation of its options. */
+export function readMmbenchTsv(file: string, o: { circular?: boolean; name?: string } = {}): VqaItem[] {
+  let rows: Record<string, string>[];
+  try {
+    rows = parse(readFileSync(file, 'utf8'), { delimiter: '\t', columns: true, relax_quotes: true, skip_empty_lines: true, quote: false });
+  } catch (err) {
+    throw new VlakitError('E_RECORD_INVALID', `cannot read the TSV: ${(err as Error).message}`, { file }, { cause: err });
+  }
+  const name = o.name ?? path.basename(file).replace(/\.tsv$/, '');
+  const byIndex = new Map(rows.map((r) => [r.index, r]));
+  const out: VqaItem[] = [];
+  rows.forEach((r, i) => {
+    const bad = (m: string) => new VlakitError('E_RECORD_INVALID', m, { file, record: i + 1 });
+    if (!r.question) throw bad('expected a "question" column');
+    const choices: string[] = [];
+    for (const l of LETTERS) {
+      const v = r[l];
+      if (v === undefined || v === '' || v === 'nan') break;
+      choices.push(v);
+    }
+    if (choices.length < 2) throw bad('expected options in columns A, B, ...');
+    if (!r.answer || LETTERS.indexOf(r.answer) < 0 || LETTERS.indexOf(r.answer) >= choices.length) throw bad(`the answer "${r.answer ?? ''}" is not one of the option letters ${LETTERS.slice(0, choices.length)}`);
+    let b64 = r.image ?? '';
+    if (/^\d{1,8}$/.test(b64)) b64 = byIndex.get(b64)?.image ?? ''; // a reference to another row's image
+    if (!b64) throw bad('no image (expected base64 in the "image" column)');
+    const bytes = Buffer.from(b64, 'base64');
+    const image = { mime: mimeOf(bytes), b64 };
+    const hint = r.hint && r.hint !== 'nan' ? r.hint : undefined;
+    const id = r.index ?? String(i);
+    const rotations = o.circular ? choices.length : 1;
+    for (let k = 0; k < rotations; k++) {
+      const rot = rotateChoices(choices, r.answer, k);
+      out.push({ id: o.circular ? `${id}#${k}` : id, benchmark: name, images: [image], question: r.question, hint, choices: rot.choices, answer: rot.answer, answers: [rot.choices[LETTERS.indexOf(rot.answer)]], metric: 'mc', type: r.category, circular: o.circular ? { group: id, rotation: k } : undefined });
+    }
+  });
+  return out;
+}
+
+/** A dataset by its path: a VQAv2 directory, a .jsonl file or a .tsv file. */
+export function readVqaDataset(spec: string, o: { circular?: boolean } = {}): VqaItem[] {
+  if (!existsSync(spec)) throw new VlakitError('E_NOT_FOUND', 'dataset not found (expected a VQAv2 directory, a .jsonl or a .tsv file)', { file: spec });
+  if (statSync(spec).isDirectory()) return readVqav2(spec);
+  if (/\.tsv$/i.test(spec)) return readMmbenchTsv(spec, o);
+  if (/\.jsonl?$/i.test(spec)) return readVqaJsonl(spec);
+  throw new VlakitError('E_FORMAT_UNKNOWN', 'unknown VQA dataset format; expected a VQAv2 directory, .jsonl or .tsv', { file: spec });
+}

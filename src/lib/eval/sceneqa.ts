@@ -1,0 +1,147 @@
+/**
+ * Scene questions from the built-in tabletop world, answered exactly from the world's oracle: colors, counts,
+ * existence, left/right relations (in the robot's frame: +y is left), what lies on or in what, and what the
+ * gripper holds. Frames are taken at the start of an episode or part-way through the scripted expert's
+ * demonstration (so the gripper sometimes holds something and objects sit on others). The items are generic VQA
+ * JSON Lines (`readVqaJsonl`) and, as training examples, can pre-train a small base VLM.
+ */
+import { PROMPTS } from '../actions/prompts.js';
+import type { TrainingExample } from '../actions/examples.js';
+import { CATALOG } from '../env/catalog.js';
+import { ScriptedPolicy } from '../env/rollout.js';
+import { TabletopEnv } from '../env/tabletop.js';
+import type { ImageJson } from '../io/json.js';
+import { Rng, subSeed } from '../util/rng.js';
+
+export interface SceneObject {
+  name: string;
+  color: string;
+  shape: string;
+  role: string;
+  pos: number[];
+}
+
+export interface SceneFacts {
+  objects: SceneObject[];
+  holding: string;
+  relations: string[];
+}
+
+export interface SceneQaItem {
+  id: string;
+  image: ImageJson;
+  question: string;
+  answer: string;
+  metric: 'exact';
+  type: 'color' | 'count' | 'exists' | 'left_right' | 'left_of' | 'on' | 'holding';
+  scene: { seed: number; family: string; step: number };
+  facts: SceneFacts;
+}
+
+/** How far apart (m, along y) two objects must be for "left of" to be unambiguous. */
+export const SIDE_MARGIN = 0.06;
+
+/** Every question the facts answer exactly, with its answer. */
+export function sceneQuestions(f: SceneFacts, rng: Rng): { type: SceneQaItem['type']; question: string; answer: string }[] {
+  const out: { type: SceneQaItem['type']; question: string; answer: string }[] = [];
+  const objs = f.objects;
+  for (const o of objs) if (!o.name.includes(o.color)) out.push({ type: 'color', question: `What color is the ${o.name}?`, answer: o.color });
+  out.push({ type: 'count', question: 'How many objects are there in the scene?', answer: String(objs.length) });
+  const blocks = objs.filter((o) => o.shape === 'block' || o.name.endsWith('block')).length;
+  if (blocks) out.push({ type: 'count', question: 'How many blocks are there?', answer: String(blocks) });
+  const present = objs[rng.int(0, objs.length - 1)];
+  out.push({ type: 'exists', question: `Is there a ${present.name} in the scene?`, answer: 'yes' });
+  const absent = CATALOG.filter((c) => !objs.some((o) => o.name === c.name));
+  if (absent.length) out.push({ type: 'exists', question: `Is there a ${rng.pick(absent).name} in the scene?`, answer: 'no' });
+  for (const a of objs) {
+    for (const b of objs) {
+      if (a === b) continue;
+      const dy = a.pos[1] - b.pos[1];
+      if (Math.abs(dy) >= SIDE_MARGIN) out.push({ type: 'left_right', question: `From the robot's point of view, is the ${a.name} to the left or to the right of the ${b.name}?`, answer: dy > 0 ? 'left' : 'right' });
+    }
+    // "what is left of B": only when exactly one object is, by the margin, and none is in doubt
+    const left = objs.filter((o) => o !== a && o.pos[1] - a.pos[1] >= SIDE_MARGIN);
+    const doubt = objs.filter((o) => o !== a && Math.abs(o.pos[1] - a.pos[1] - SIDE_MARGIN) < 0.02);
+    if (left.length === 1 && !doubt.length) out.push({ type: 'left_of', question: `From the robot's point of view, what is to the left of the ${a.name}?`, answer: left[0].name });
+  }
+  const on = new Map<string, string[]>();
+  for (const r of f.relations) {
+    const m = /^(.+) (on|in) (.+)$/.exec(r);
+    if (m && !r.startsWith('gripper holds')) on.set(`${m[2]} ${m[3]}`, [...(on.get(`${m[2]} ${m[3]}`) ?? []), m[1]]);
+  }
+  for (const [where, xs] of on) if (xs.length === 1) out.push({ type: 'on', question: `What is ${where.replace(/^(on|in) /, '$1 the ')}?`, answer: xs[0] });
+  out.push({ type: 'holding', question: 'What is the gripper holding?', answer: f.holding || 'nothing' });
+  return out;
+}
+
+export interface SceneQaOptions {
+  count: number;
+  seed: number;
+  width?: number;
+  height?: number;
+  /** Questions per frame (default 3). */
+  perFrame?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * `count` questions, `perFrame` from each frame, of different types where possible.
+ * @example for await (const q of generateSceneQa({ count: 100, seed: 0 })) ...
+ */
+export async function* generateSceneQa(o: SceneQaOptions): AsyncGenerator<SceneQaItem> {
+  const env = new TabletopEnv({ width: o.width ?? 128, height: o.height ?? 128 });
+  const families = ['pick', 'place', 'near', 'place_then_lift'];
+  let made = 0;
+  try {
+    for (let scene = 0; made < o.count; scene++) {
+      o.signal?.throwIfAborted();
+      const seed = subSeed(o.seed, scene);
+      const rng = new Rng(subSeed(seed, 1));
+      const family = families[scene % families.length];
+      const first = await env.reset(seed, { family });
+      // a frame part-way through the expert's demonstration: half at the start, half after 5-40 steps
+      const steps = rng.next() < 0.5 ? 0 : rng.int(5, 40);
+      let obs = first.observation;
+      let info = first.info ?? {};
+      const expert = new ScriptedPolicy();
+      expert.reset({ env, seed });
+      let step = 0;
+      while (step < steps) {
+        const r = await env.step(expert.act());
+        step += 1;
+        obs = r.observation;
+        info = r.info;
+        if (r.done) break;
+      }
+      const oracle = info.oracle as { objects: SceneObject[]; holding: string; relations: string[] };
+      const facts: SceneFacts = { objects: oracle.objects.map(({ name, color, shape, role, pos }) => ({ name, color, shape, role, pos })), holding: oracle.holding, relations: oracle.relations };
+      const all = sceneQuestions(facts, rng);
+      // one question per type first, in a random order of types, then the rest
+      const byType = new Map<string, typeof all>();
+      for (const q of rng.shuffle(all)) byType.set(q.type, [...(byType.get(q.type) ?? []), q]);
+      const picked: typeof all = [];
+      for (const t of rng.shuffle([...byType.keys()])) picked.push(byType.get(t)![0]);
+      for (const q of picked.slice(0, o.perFrame ?? 3)) {
+        if (made >= o.count) break;
+        yield { id: `sceneqa-${o.seed}-${made}`, image: obs.image_0 as ImageJson, question: q.question, answer: q.answer, metric: 'exact', type: q.type, scene: { seed, family, step }, facts };
+        made += 1;
+      }
+    }
+  } finally {
+    await env.close();
+  }
+}
+
+/** A scene question as a training example (the answer is language: a reasoning span, weighed by lambda_r). */
+export function sceneQaExample(q: SceneQaItem, split = 'train'): TrainingExample {
+  return {
+    id: q.id,
+    images: [q.image],
+    messages: [
+      { role: 'user', content: [{ type: 'image' }, { type: 'text', text: PROMPTS.vqa(q.question) }] },
+      { role: 'assistant', content: [{ type: 'text', text: q.answer }] },
+    ],
+    spans: [{ kind: 'reasoning', start: 0, end: q.answer.length }],
+    meta: { episode_id: q.id, steps: [q.scene.step, q.scene.step], stage: 'vqa', method: 'sceneqa', representation: 'none', split },
+  };
+}
