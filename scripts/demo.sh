@@ -13,7 +13,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 EPISODES=${DEMO_EPISODES:-24}
 step "Demonstrations: the scripted expert in the built-in tabletop world ($EPISODES episodes, all task families)"
-vlakit rollout --policy scripted --env builtin:tabletop --tasks all --episodes "$EPISODES" --seed 0 -o "$OUT/demos/tabletop_demos/1.0.0"
+vlakit rollout --policy scripted --env builtin:tabletop --tasks all --episodes "$EPISODES" --seed 0 --masks -o "$OUT/demos/tabletop_demos/1.0.0"
 vlakit inspect "$OUT/demos/tabletop_demos" --samples 8
 vlakit convert "$OUT/demos/tabletop_demos" -o "$OUT/demos.jsonl"
 vlakit convert "$OUT/demos.jsonl" --to rlds -o "$OUT/demos_copy/tabletop_demos/1.0.0"
@@ -53,9 +53,19 @@ const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8").split("
 console.log("first cycle of the first episode:", JSON.stringify({ subtasks: r.policy.subtasks, motion_plan: r.policy.motion_plan, actions: r.policy.text, timing: r.timing }));
 ' "$OUT/eval_oracle_verifier.jsonl"
 
+step "Where the policy looks when it writes actions (ReFineVLA attention maps; attention mass on the named object from the world's pixel masks)"
+vlakit attn-viz --model "$OUT/sft-onnx" --input "$OUT/examples_vlm2vla.jsonl" --stage actions --limit 6 --tokens action --top-k 5 --fusion max -o "$OUT/attn"
+ls "$OUT/attn"
+
+step "VQA: scene questions with exact answers from the world, asked of the policy (eval-vqa; scripts/forgetting-experiment.sh runs the full base-vs-VLA comparison)"
+vlakit eval-vqa --generate 60 --seed 7 -o "$OUT/sceneqa.jsonl"
+VQAV2=../shared/fixtures/vqa/vqav2
+vlakit eval-vqa --models "sft=$OUT/sft,export=$OUT/sft-onnx" --data "$OUT/sceneqa.jsonl" $([ -d "$VQAV2" ] && echo --data "$VQAV2") --log-samples "$OUT/vqa_samples.jsonl"
+
 step "RL alignment (RoboAlign-style GRPO) on a small subset, rewarding action accuracy"
 grep '"stage":"actions"' "$OUT/examples_vlm2vla.jsonl" > "$OUT/rl_examples.jsonl"
 vlakit train-rl "$OUT/rl_examples.jsonl" --init "$OUT/sft" --max-prompts 8 --group 4 --prompts-per-step 2 --steps ${RL_STEPS:-6} --temperature 0.7 --lr 1e-3 --beta 0.2 --max-new-tokens 120 --eval-every ${RL_STEPS:-6} -o "$OUT/rl"
+vlakit attn-viz --compare "sft=$OUT/sft,rl=$OUT/rl" --input "$OUT/examples_vlm2vla.jsonl" --stage actions --limit 3 --tokens action -o "$OUT/attn_sft_vs_rl"
 
 PENGUIN=../shared/fixtures/tfrecord/tfx/penguin/Split-train_data_tfrecord-00000-of-00001.gz
 if [ -f "$PENGUIN" ]; then

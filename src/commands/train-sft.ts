@@ -25,6 +25,8 @@ export default class TrainSft extends VlakitCommand {
     resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint, exactly' }),
     'vocab-size': Flags.integer({ description: 'vocabulary of the tokenizer built from the examples (from scratch)', default: 512, min: 64 }),
     tokenizer: Flags.string({ description: 'a Hugging Face tokenizer.json to use instead (from scratch), e.g. Gemma-3\'s for the token ablation', helpValue: 'FILE' }),
+    'vocab-from': Flags.string({ description: 'more training examples whose text the new tokenizer must cover, not trained on (e.g. the robot data a base VLM will be fine-tuned on)', multiple: true, helpValue: 'FILE' }),
+    cameras: Flags.integer({ description: 'camera slots of a new model (default: the most images of any example)', min: 1 }),
     lora: Flags.boolean({ description: 'train LoRA adapters only' }),
     'lora-r': Flags.integer({ description: 'LoRA rank', default: 16, min: 1 }),
     'lora-alpha': Flags.integer({ description: 'LoRA alpha', default: 32, min: 1 }),
@@ -59,6 +61,8 @@ export default class TrainSft extends VlakitCommand {
     const examples: TrainingExample[] = [];
     for await (const r of readKind(inputs, 'training_example', 'train-sft reads training examples (from vlakit relabel)', { signal: this.abort.signal })) examples.push(r.value as unknown as TrainingExample);
     if (!examples.length) throw new VlakitError('E_USAGE', 'no training examples in the input');
+    const vocabFrom: TrainingExample[] = [];
+    if (flags['vocab-from']?.length) for await (const r of readKind(flags['vocab-from'], 'training_example', '--vocab-from reads training examples', { signal: this.abort.signal })) vocabFrom.push(r.value as unknown as TrainingExample);
     const stats = flags.stats ? JSON.parse(readFileSync(flags.stats, 'utf8')) : undefined;
     const progress = await startProgress(`train-sft (${backend})`, !flags.quiet && !flags.json);
     this.note(`vlakit train-sft: backend ${backend}; ${examples.length} examples`, flags.quiet || flags.json);
@@ -71,6 +75,8 @@ export default class TrainSft extends VlakitCommand {
         resume: flags.resume,
         vocabSize: flags['vocab-size'],
         tokenizerFile: flags.tokenizer,
+        vocabFrom,
+        cameras: flags.cameras,
         lora: flags.lora ? { r: flags['lora-r'], alpha: flags['lora-alpha'], targets: flags['lora-targets'].split(',').map((s) => s.trim()) } : undefined,
         freezeLayers: flags['freeze-layers'],
         freezeVision: flags['freeze-vision'],

@@ -52,6 +52,7 @@ export default class Rollout extends VlakitCommand {
     width: Flags.integer({ description: 'camera image width, px', default: 128, min: 16, max: 1024 }),
     height: Flags.integer({ description: 'camera image height, px', default: 128, min: 16, max: 1024 }),
     wrist: Flags.boolean({ description: 'add a wrist camera (observation.wrist_image)' }),
+    masks: Flags.boolean({ description: 'add object pixel masks of the main camera to the oracle (attention scores of attn-viz)' }),
     hz: Flags.integer({ description: 'control rate, Hz', default: 5, min: 1, max: 100 }),
     distractors: Flags.string({ description: 'distractor objects per scene: N or MIN-MAX', default: '1-3' }),
     'max-steps': Flags.integer({ description: 'cut episodes after this many steps (default by family)', min: 1 }),
@@ -85,7 +86,7 @@ export default class Rollout extends VlakitCommand {
       this.note(`vlakit rollout: ${flags.policy} on ${r.info.engine} (${r.info.device}), ${flags.mode} mode${flags.mode === 'hierarchical' ? `, verifier ${flags.verifier}` : ''}`, flags.quiet || flags.json);
     }
     let env: Env = await openEnv(flags.env, async () =>
-      new TabletopEnv({ width: flags.width, height: flags.height, wrist: flags.wrist, controlHz: flags.hz, distractors: parseRange(flags.distractors), maxSteps: flags['max-steps'] }),
+      new TabletopEnv({ width: flags.width, height: flags.height, wrist: flags.wrist, masks: flags.masks, controlHz: flags.hz, distractors: parseRange(flags.distractors), maxSteps: flags['max-steps'] }),
     );
     if (flags.safety) env = new SafetyFilter(env, { maxStep: num(flags['max-translation'], 'max-translation'), contactGuard: flags['contact-guard'] });
 

@@ -28,6 +28,8 @@ export interface TrainingExample {
   messages: { role: 'user' | 'assistant'; content: ({ type: 'image' } | { type: 'text'; text: string })[] }[];
   spans: Span[];
   meta: { episode_id: string | number; steps: [number, number]; stage: string; method: string; representation: string; split: string };
+  /** Built-in world only: the oracle facts of the (first) image's step, pixel masks included when recorded. */
+  oracle?: unknown;
 }
 
 export interface ExampleOptions {
@@ -52,7 +54,7 @@ export function splitOf(episodeId: string | number, valFraction: number, seed = 
   return h.readUInt32LE(0) / 2 ** 32 < valFraction ? 'val' : 'train';
 }
 
-function example(id: string, images: ImageJson[], prompt: string, parts: { text: string; kind: Span['kind'] }[], meta: TrainingExample['meta']): TrainingExample {
+function example(id: string, images: ImageJson[], prompt: string, parts: { text: string; kind: Span['kind'] }[], meta: TrainingExample['meta'], oracle?: unknown): TrainingExample {
   const spans: Span[] = [];
   let target = '';
   for (const p of parts) {
@@ -70,6 +72,7 @@ function example(id: string, images: ImageJson[], prompt: string, parts: { text:
     ],
     spans,
     meta,
+    ...(oracle !== undefined ? { oracle } : {}),
   };
 }
 
@@ -101,7 +104,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
       const withReasoning = !opts.noReasoning && r && !r.error;
       const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning));
       out.push(
-        example(`${ep}/refinevla/${c.chunk_index}`, imgs, prompt, [...(withReasoning ? [{ text: rationaleText(r), kind: 'reasoning' as const }] : []), { text: `${ACTIONS_MARKER} ${opts.codec.encode(c.actions)}`, kind: 'action' }], meta('refinevla', c.start_step, c.end_step)),
+        example(`${ep}/refinevla/${c.chunk_index}`, imgs, prompt, [...(withReasoning ? [{ text: rationaleText(r), kind: 'reasoning' as const }] : []), { text: `${ACTIONS_MARKER} ${opts.codec.encode(c.actions)}`, kind: 'action' }], meta('refinevla', c.start_step, c.end_step), c.oracle),
       );
     }
     return out;
@@ -123,10 +126,10 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
     const sub = c.subtask.description;
     const plan = c.subtask.motion_plan;
     if (plan) {
-      out.push(example(`${ep}/motion/${i}`, img, PROMPTS.motionPlan(sub), [{ text: plan, kind: 'reasoning' }], meta('motion_plan', c.start_step, c.end_step)));
+      out.push(example(`${ep}/motion/${i}`, img, PROMPTS.motionPlan(sub), [{ text: plan, kind: 'reasoning' }], meta('motion_plan', c.start_step, c.end_step), c.oracle));
     }
     out.push(
-      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)),
+      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), c.oracle),
     );
     const after = imagesOf(c.next_observation).slice(0, 1);
     const verify = PROMPTS.verify(sub);

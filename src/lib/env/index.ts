@@ -9,7 +9,7 @@ export type { Camera, Frame } from './render.js';
 export { FAMILIES, parseFamilies, sampleTask, subtaskDone, taskSuccess, relations } from './tasks.js';
 export type { Family, Task, Subtask } from './tasks.js';
 export { ScriptedExpert } from './expert.js';
-export { TabletopEnv, mainCamera, wristCamera, MAX_STEPS } from './tabletop.js';
+export { TabletopEnv, mainCamera, wristCamera, MAX_STEPS, decodeMask, type ObjectMasks } from './tabletop.js';
 export type { TabletopOptions } from './tabletop.js';
 export type { Env, Observation, StepResult, TaskRequest } from './protocol.js';
 export { SafetyFilter, filterAction } from './safety.js';

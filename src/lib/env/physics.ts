@@ -46,7 +46,8 @@ export class World {
   opening = 1;
   /** The item held by the gripper, if any. */
   grasped: string | undefined;
-  private readonly body = new Map<string, number>();
+  /** MuJoCo body id of each object (the renderer's body buffer uses them). */
+  readonly body = new Map<string, number>();
   private readonly weld = new Map<string, number>();
   private readonly qadr = new Map<string, number>();
   private readonly handMocap: number;

@@ -24,6 +24,8 @@ export interface TabletopOptions {
   distractors?: number | [number, number];
   /** Steps before the episode is cut (default by family). */
   maxSteps?: number;
+  /** Add each object's pixel mask in the main camera image to the oracle (for attention scores). */
+  masks?: boolean;
   /** Render camera images into observations (default true; off for fast expert statistics). */
   images?: boolean;
 }
@@ -48,6 +50,38 @@ export interface OracleFacts {
   success: boolean;
   relations: string[];
   objects: { id: string; name: string; color: string; shape: string; role: string; pos: number[] }[];
+  /** With the `masks` option: each visible object's pixels in the main camera image, run-length encoded. */
+  masks?: ObjectMasks;
+}
+
+/**
+ * Pixel masks of objects in one camera image: per object id, runs over the row-major pixel index
+ * (`[start, length, start, length, ...]`).
+ */
+export interface ObjectMasks {
+  camera: string;
+  width: number;
+  height: number;
+  objects: Record<string, number[]>;
+}
+
+/** Runs of pixels whose body id is `id`. */
+function runsOf(body: Int16Array, id: number): number[] {
+  const runs: number[] = [];
+  for (let i = 0; i < body.length; i++) {
+    if (body[i] !== id) continue;
+    const start = i;
+    while (i + 1 < body.length && body[i + 1] === id) i++;
+    runs.push(start, i - start + 1);
+  }
+  return runs;
+}
+
+/** A mask as a 0/1 array of width * height. */
+export function decodeMask(runs: number[], width: number, height: number): Uint8Array {
+  const m = new Uint8Array(width * height);
+  for (let k = 0; k + 1 < runs.length; k += 2) m.fill(1, runs[k], Math.min(runs[k] + runs[k + 1], m.length));
+  return m;
 }
 
 export class TabletopEnv implements Env {
@@ -174,7 +208,20 @@ export class TabletopEnv implements Env {
         role: p.spec.role,
         pos: w.state(p.spec.id).pos.map((v) => +v.toFixed(4)),
       })),
+      ...(this.opts.masks ? { masks: this.masks() } : {}),
     };
+  }
+
+  /** The objects' pixels in the last main camera frame. */
+  private masks(): ObjectMasks | undefined {
+    const f = this.lastFrames.get('image_0');
+    if (!f) return undefined;
+    const objects: Record<string, number[]> = {};
+    for (const [id, b] of this.world!.body) {
+      const runs = runsOf(f.body, b);
+      if (runs.length) objects[id] = runs;
+    }
+    return { camera: 'image_0', width: f.width, height: f.height, objects };
   }
 
   taskFacts(): Record<string, unknown> {

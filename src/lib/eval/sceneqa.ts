@@ -99,8 +99,8 @@ export async function* generateSceneQa(o: SceneQaOptions): AsyncGenerator<SceneQ
       const rng = new Rng(subSeed(seed, 1));
       const family = families[scene % families.length];
       const first = await env.reset(seed, { family });
-      // a frame part-way through the expert's demonstration: half at the start, half after 5-40 steps
-      const steps = rng.next() < 0.5 ? 0 : rng.int(5, 40);
+      // a frame part-way through (or at the end of) the expert's demonstration: half at the start, half after 5-90 steps
+      const steps = rng.next() < 0.5 ? 0 : rng.int(5, 90); // ends early when the demonstration does
       let obs = first.observation;
       let info = first.info ?? {};
       const expert = new ScriptedPolicy();

@@ -228,6 +228,15 @@ export class OrtRunner implements VlaRunner {
     return out.logits.data as Float32Array;
   }
 
+  async attentions(pixels: Float32Array, ids: number[]): Promise<{ layers: Float32Array[]; heads: number; positions: number }> {
+    if (!this.meta.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs; export it again with --attentions', { file: this.info.dir });
+    const L = this.config.text_config.num_hidden_layers;
+    const names = Array.from({ length: L }, (_, i) => `attentions.${i}`);
+    const out = await this.prefillSession.run({ pixel_values: this.pixelTensor(pixels), input_ids: this.idsTensor(ids) }, names);
+    const [, heads, positions] = out[names[0]].dims;
+    return { layers: names.map((n) => out[n].data as Float32Array), heads, positions };
+  }
+
   async dispose(): Promise<void> {
     await this.prefillSession.release();
     await this.decodeSession.release();

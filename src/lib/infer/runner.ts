@@ -44,5 +44,10 @@ export interface VlaRunner {
    * [C, S, S, 3] in [-1, 1], flattened; ids include <bos> and <sep>).
    */
   logits(pixels: Float32Array, ids: number[]): Promise<Float32Array>;
+  /**
+   * One forward pass without a cache, returning every attention weight: per decoder layer [H, N, N] flattened
+   * (N = image tokens + ids; query rows, key columns). For attn-viz on a teacher-forced sequence.
+   */
+  attentions(pixels: Float32Array, ids: number[]): Promise<{ layers: Float32Array[]; heads: number; positions: number }>;
   dispose(): Promise<void> | void;
 }

@@ -93,6 +93,19 @@ export class TfjsRunner implements VlaRunner {
     }
   }
 
+  async attentions(pixels: Float32Array, ids: number[]): Promise<{ layers: Float32Array[]; heads: number; positions: number }> {
+    const px = this.pixels(pixels);
+    try {
+      const atts = tf.tidy(() => this.model.forward(px, tf.tensor2d([ids], undefined, 'int32'), { attentions: true }).attentions!); // per layer [1, H, N, N]
+      const layers = await Promise.all(atts.map(async (a) => (await a.data()) as Float32Array));
+      const [, heads, positions] = atts[0].shape;
+      tf.dispose(atts);
+      return { layers, heads, positions };
+    } finally {
+      px.dispose();
+    }
+  }
+
   dispose(): void {
     if (this.owned) this.model.dispose();
   }

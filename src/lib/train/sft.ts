@@ -32,6 +32,10 @@ export interface SftOptions {
   vocabSize?: number;
   /** A tokenizer.json to use instead of learning one (from scratch only; with --init the checkpoint's is used). */
   tokenizerFile?: string;
+  /** More examples whose text the learned tokenizer covers, without training on them (e.g. the later fine-tuning data). */
+  vocabFrom?: TrainingExample[];
+  /** Camera slots of a new model (default: the most images of any example). */
+  cameras?: number;
   lora?: { r: number; alpha: number; targets: string[] };
   freezeLayers?: number;
   freezeVision?: boolean;
@@ -166,8 +170,8 @@ export async function trainSft(o: SftOptions): Promise<SftResult> {
     tok = await loadTokenizer(ck.tokenizerJson);
     if (o.lora && !model.lora) model.addLora(o.lora.r, o.lora.alpha, o.lora.targets, seed);
   } else {
-    tok = o.tokenizerFile ? await loadTokenizerFile(o.tokenizerFile) : await buildTokenizer(examplesText(o.examples), o.vocabSize ?? 512);
-    const cameras = Math.max(1, ...o.examples.map((e) => e.images.length));
+    tok = o.tokenizerFile ? await loadTokenizerFile(o.tokenizerFile) : await buildTokenizer(examplesText([...o.examples, ...(o.vocabFrom ?? [])]), o.vocabSize ?? 512);
+    const cameras = o.cameras ?? Math.max(1, ...o.examples.map((e) => e.images.length));
     model = VlaModel.init(o.config ?? preset(o.preset ?? 'tiny', tok.vocabSize, cameras), seed);
     if (o.lora) model.addLora(o.lora.r, o.lora.alpha, o.lora.targets, seed);
   }

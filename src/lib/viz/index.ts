@@ -1,0 +1,170 @@
+/**
+ * `vlakit attn-viz`: where a policy looks when it writes chosen tokens. Each example runs through the model
+ * (teacher-forced on its own target, or free-running with `generate`); the attention rows of the chosen tokens are
+ * fused over layers and heads (top-k, max or mean), cut into per-camera patch grids and drawn over the camera
+ * images; with several models (`--compare`) side by side, with the share of attention mass on the objects the
+ * instruction names when the example carries the world's pixel masks.
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { ACTIONS_MARKER } from '../actions/prompts.js';
+import type { TrainingExample } from '../actions/examples.js';
+import { decodeMask, type ObjectMasks } from '../env/tabletop.js';
+import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
+import { writeDirAtomic } from '../model/checkpoint.js';
+import { patchesPerImage } from '../model/config.js';
+import { EOS, SEP } from '../model/tokenizer.js';
+import { prepare, promptText } from '../train/data.js';
+import { type Fusion, cameraGrids, chooseTokens, fuseTopK, maskMass, meanMap, normalizeMap, queryRows } from './attention.js';
+import { heatmapPanel, panelGrid } from './heatmap.js';
+
+export { cameraGrids, chooseTokens, fuseTopK, maskMass, meanMap, normalizeMap, queryRows, type Fusion } from './attention.js';
+export { colormap, heatmapPanel, panelGrid, upsample } from './heatmap.js';
+
+export interface AttnVizOptions {
+  models: { name: string; runner: VlaRunner }[];
+  examples: TrainingExample[];
+  /** action, reasoning, all, A:B or /regex/. */
+  tokens: string;
+  topK: number;
+  fusion: Fusion;
+  /** example: one picture per example (the chosen tokens' maps averaged); tokens: one panel per token. */
+  layout: 'example' | 'tokens';
+  /** layout tokens: at most this many tokens per example. */
+  maxTokens?: number;
+  outDir: string;
+  alpha?: number;
+  /** Free-running: the model writes its own answer and its tokens are chosen (action = after "<Actions>:"). */
+  generate?: boolean;
+  /** Also write the raw maps (maps.jsonl). */
+  json?: boolean;
+  signal?: AbortSignal;
+  onExample?: () => void;
+}
+
+export interface TokenMap {
+  /** Index among the target (or generated) tokens, and its text. */
+  index: number;
+  text: string;
+  /** Per camera, the fused [grid x grid] map (not normalized). */
+  cameras: number[][];
+}
+
+export interface ExampleResult {
+  id: string;
+  file: string;
+  instruction: string;
+  /** Per model: the chosen tokens and their maps. */
+  models: { name: string; tokens: TokenMap[]; objectMass?: number; objects?: string[] }[];
+}
+
+/** The instruction (or subtask) of a prompt: its first line without the "Instruction:" / "Task:" / "Subtask:" label. */
+export function instructionOf(prompt: string): string {
+  return prompt.split('\n')[0].replace(/^(Instruction|Task|Subtask|Question):\s*/, '');
+}
+
+/** The union mask of the objects the instruction names, when the example carries the world's masks. */
+function namedMask(ex: TrainingExample, instruction: string): { mask: Uint8Array; width: number; height: number; objects: string[] } | undefined {
+  const o = ex.oracle as { masks?: ObjectMasks; objects?: { id: string; name: string }[] } | undefined;
+  if (!o?.masks || !o.objects) return undefined;
+  const text = instruction.toLowerCase();
+  const named = o.objects.filter((x) => text.includes(x.name.toLowerCase()) && o.masks!.objects[x.id]);
+  if (!named.length) return undefined;
+  const { width, height } = o.masks;
+  const mask = new Uint8Array(width * height);
+  for (const x of named) {
+    const m = decodeMask(o.masks.objects[x.id], width, height);
+    for (let i = 0; i < m.length; i++) mask[i] |= m[i];
+  }
+  return { mask, width, height, objects: named.map((x) => x.name) };
+}
+
+/** The chosen tokens' maps of one example through one model. */
+async function mapsOf(runner: VlaRunner, ex: TrainingExample, o: AttnVizOptions): Promise<TokenMap[]> {
+  const cfg = runner.config;
+  const C = cfg.num_cameras;
+  const grid = cfg.vision_config.image_size / cfg.vision_config.patch_size;
+  const Ni = C * patchesPerImage(cfg);
+  const tok = runner.tokenizer;
+  if (o.generate) {
+    const pixels = await imagesToPixels(ex.images, C, cfg.vision_config.image_size, `example ${ex.id}: image`);
+    const g = await generate(runner, pixels, promptText(ex), { maxNewTokens: 128, attentions: true });
+    const texts = g.ids.map((id) => tok.decode([id]));
+    const full = texts.join('');
+    const at = full.lastIndexOf(ACTIONS_MARKER);
+    let pos = 0;
+    const kinds = texts.map((t) => {
+      const k = at >= 0 && pos >= at + ACTIONS_MARKER.length ? 'action' : at >= 0 ? 'reasoning' : 'action';
+      pos += t.length;
+      return k as 'action' | 'reasoning';
+    });
+    const chosen = chooseTokens(o.tokens, kinds, texts);
+    return chosen.map((i) => {
+      const rows = g.attentions![i].flatMap((layer) => layer.map((head) => Float32Array.from(head)));
+      return { index: i, text: texts[i], cameras: cameraGrids(fuseTopK(rows, o.topK, o.fusion), C, grid).map((m) => Array.from(m)) };
+    });
+  }
+  const [item] = await prepare([ex], tok, { cameras: C, imageSize: cfg.vision_config.image_size, maxTokens: cfg.text_config.max_position_embeddings - Ni });
+  const t0 = item.ids.indexOf(SEP) + 1; // the first target token
+  const targets = item.ids.slice(t0);
+  const kinds = targets.map((_, j) => (item.action[t0 + j] ? 'action' : item.reasoning[t0 + j] ? 'reasoning' : 'other')) as ('action' | 'reasoning' | 'other')[];
+  const texts = targets.map((id) => (id === EOS ? '<eos>' : tok.decode([id])));
+  const chosen = chooseTokens(o.tokens, kinds, texts);
+  if (!chosen.length) return [];
+  const att = await runner.attentions(item.pixels, item.ids);
+  return chosen.map((j) => {
+    // the query that predicts target token j is the position before it
+    const rows = queryRows(att.layers, att.heads, att.positions, Ni + t0 + j - 1);
+    return { index: j, text: texts[j], cameras: cameraGrids(fuseTopK(rows, o.topK, o.fusion), C, grid).map((m) => Array.from(m)) };
+  });
+}
+
+/**
+ * Draws the maps of every example into `outDir` (written whole: a temporary directory renamed into place).
+ * @example await attnViz({ models: [{ name: 'sft', runner }], examples, tokens: 'action', topK: 5, fusion: 'max', layout: 'example', outDir: 'viz' })
+ */
+export async function attnViz(o: AttnVizOptions): Promise<ExampleResult[]> {
+  const results: ExampleResult[] = [];
+  await writeDirAtomic(o.outDir, async (tmp) => {
+    const lines: string[] = [];
+    for (const [n, ex] of o.examples.entries()) {
+      o.signal?.throwIfAborted();
+      const instruction = instructionOf(promptText(ex));
+      const res: ExampleResult = { id: ex.id, file: '', instruction, models: [] };
+      const panels: Buffer[] = [];
+      let columns = 1;
+      for (const { name, runner } of o.models) {
+        const cfg = runner.config;
+        const grid = cfg.vision_config.image_size / cfg.vision_config.patch_size;
+        const tokens = await mapsOf(runner, ex, o);
+        const entry: ExampleResult['models'][number] = { name, tokens };
+        const cams = Math.min(cfg.num_cameras, ex.images.length);
+        const named = namedMask(ex, instruction);
+        if (tokens.length && named) {
+          entry.objectMass = maskMass(meanMap(tokens.map((t) => Float32Array.from(t.cameras[0]))), grid, named.mask, named.width, named.height);
+          entry.objects = named.objects;
+        }
+        res.models.push(entry);
+        const show = o.layout === 'tokens' ? tokens.slice(0, o.maxTokens ?? 12).map((t) => ({ label: JSON.stringify(t.text), maps: t.cameras })) : tokens.length ? [{ label: `${tokens.length} ${o.tokens} tokens: ${JSON.stringify(tokens.map((t) => t.text).join(''))}`, maps: Array.from({ length: cams }, (_, c) => Array.from(meanMap(tokens.map((t) => Float32Array.from(t.cameras[c]))))) }] : [];
+        columns = Math.max(columns, o.layout === 'tokens' ? Math.min(show.length, 4) * cams : cams);
+        for (const s of show) {
+          for (let c = 0; c < cams; c++) {
+            const caption = [`${name}${cams > 1 ? ` (camera ${c})` : ''}: ${instruction}`, s.label, ...(c === 0 && entry.objectMass !== undefined ? [`attention on ${entry.objects!.join(', ')}: ${(entry.objectMass * 100).toFixed(1)}%`] : [])];
+            panels.push(await heatmapPanel(ex.images[c], normalizeMap(Float32Array.from(s.maps[c])), grid, { alpha: o.alpha, caption }));
+          }
+        }
+        if (!tokens.length) panels.push(await heatmapPanel(ex.images[0], new Float32Array(grid * grid), grid, { alpha: 0, caption: [`${name}: ${instruction}`, `no ${o.tokens} tokens in this example`] }));
+      }
+      const file = `${String(n).padStart(4, '0')}-${ex.id.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 80)}.png`;
+      const png = await panelGrid(panels, o.layout === 'tokens' ? columns : o.models.length * columns, o.models.length > 1 ? `${o.models.map((m) => m.name).join(' vs ')}: top-${o.topK} ${o.fusion} fusion` : undefined);
+      await fsp.writeFile(path.join(tmp, file), png);
+      res.file = file;
+      results.push(res);
+      if (o.json) lines.push(JSON.stringify(res));
+      o.onExample?.();
+    }
+    if (o.json) await fsp.writeFile(path.join(tmp, 'maps.jsonl'), lines.length ? `${lines.join('\n')}\n` : '');
+    await fsp.writeFile(path.join(tmp, 'summary.json'), `${JSON.stringify(results.map((r) => ({ id: r.id, file: r.file, instruction: r.instruction, models: r.models.map((m) => ({ name: m.name, tokens: m.tokens.length, objectMass: m.objectMass, objects: m.objects })) })), null, 2)}\n`);
+  });
+  return results;
+}
