@@ -7,7 +7,19 @@
 import { wilson } from '../env/rollout.js';
 import type { StepRecord } from '../io/records.js';
 
-export interface EpisodeSummary {
+/** Events counted per episode and per task: re-samples, no-ops, verifier decisions, safety interventions. */
+export interface PolicyCounts {
+  resamples: number;
+  noops: number;
+  verifierCalls: number;
+  verifierRejections: number;
+  gaveUp: number;
+  safetyInterventions: number;
+}
+
+const COUNT_KEYS = ['resamples', 'noops', 'verifierCalls', 'verifierRejections', 'gaveUp', 'safetyInterventions'] as const;
+
+export interface EpisodeSummary extends PolicyCounts {
   family: string;
   success: boolean;
   end: string;
@@ -16,17 +28,11 @@ export interface EpisodeSummary {
   partial: number;
   /** Per control cycle: milliseconds in the model, the env and vlakit. */
   cycles: { model: number; env: number; vlakit: number }[];
-  resamples: number;
-  noops: number;
-  verifierCalls: number;
-  verifierRejections: number;
-  gaveUp: number;
-  safetyInterventions: number;
   /** Hierarchical: the model's plan names every task object (VLM2VLA appendix D.3). */
   planNamesObjects?: boolean;
 }
 
-export interface TaskReport {
+export interface TaskReport extends PolicyCounts {
   family: string;
   episodes: number;
   successes: number;
@@ -36,12 +42,6 @@ export interface TaskReport {
   cycles: number;
   latencyMs: { median: number; q25: number; q75: number };
   overheadShare: number;
-  resamples: number;
-  noops: number;
-  verifierCalls: number;
-  verifierRejections: number;
-  gaveUp: number;
-  safetyInterventions: number;
   planNamesObjects?: number;
 }
 
@@ -117,12 +117,7 @@ export function policyReport(episodes: EpisodeSummary[]): TaskReport[] {
       cycles: cycles.length,
       latencyMs: { median: quantile(totals, 0.5), q25: quantile(totals, 0.25), q75: quantile(totals, 0.75) },
       overheadShare: all ? cycles.reduce((a, c) => a + c.vlakit, 0) / all : 0,
-      resamples: sum((e) => e.resamples),
-      noops: sum((e) => e.noops),
-      verifierCalls: sum((e) => e.verifierCalls),
-      verifierRejections: sum((e) => e.verifierRejections),
-      gaveUp: sum((e) => e.gaveUp),
-      safetyInterventions: sum((e) => e.safetyInterventions),
+      ...(Object.fromEntries(COUNT_KEYS.map((k) => [k, sum((e) => e[k])])) as unknown as PolicyCounts),
       planNamesObjects: planned.length ? planned.filter((e) => e.planNamesObjects).length / planned.length : undefined,
     });
   }
