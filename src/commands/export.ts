@@ -6,7 +6,7 @@ import type { ParityResult } from '../lib/export/index.js';
 export default class Export extends VlakitCommand {
   static summary = 'Export a checkpoint to ONNX (prefill + decode graphs with a KV cache) for onnxruntime.';
   static description =
-    'Merges the LoRA adapters into the weights and writes prefill.onnx (images + prompt ids -> logits and the KV cache) and decode.onnx (new ids + past_key_values.* -> logits and present.*), opset 17, over one external weights file, with config.json, tokenizer.json and action_stats.json beside them: the directory alone runs the policy (every command takes it as --model). Each graph passes a structural check; then the export is compared with the checkpoint (logits and greedy tokens) unless --no-parity.';
+    'Merges the LoRA adapters into the weights and writes prefill.onnx (images + prompt ids -> logits and the KV cache) and decode.onnx (new ids + past_key_values.* -> logits and present.*), opset 17 (with onnxruntime\'s fused attention and norms unless --ops standard), over one external weights file, with config.json, tokenizer.json and action_stats.json beside them: the directory alone runs the policy (every command takes it as --model). Each graph passes a structural check; then the export is compared with the checkpoint (logits and greedy tokens) unless --no-parity.';
   static args = { checkpoint: Args.string({ description: 'a checkpoint directory of train-sft or train-rl', required: true }) };
   static examples = [
     { description: 'Export the SFT policy', command: '<%= config.bin %> export runs/sft -o runs/sft-onnx' },
@@ -14,7 +14,8 @@ export default class Export extends VlakitCommand {
   ];
   static flags = {
     output: Flags.string({ char: 'o', description: 'the export directory (replaced whole)', required: true, helpValue: 'DIR' }),
-    attentions: Flags.boolean({ description: 'add attentions.{i} outputs (for attn-viz)' }),
+    attentions: Flags.boolean({ description: 'add attentions.{i} outputs (for attn-viz); with --ops onnxruntime, as a second pair of graphs' }),
+    ops: Flags.string({ description: 'onnxruntime: its fused operators (GroupQueryAttention, SkipSimplifiedLayerNormalization), fastest; standard: the default ONNX domain only, for any runtime', options: ['onnxruntime', 'standard'], default: 'onnxruntime' }),
     parity: Flags.boolean({ description: 'compare the export with the checkpoint on a few images and prompts', default: true, allowNo: true }),
     tolerance: Flags.string({ description: 'largest allowed |logit difference| in the parity check', default: '1e-4' }),
     device: Flags.string({ description: 'onnxruntime execution provider for the parity check', options: ['cpu', 'cuda'], default: 'cpu' }),
@@ -45,7 +46,7 @@ export default class Export extends VlakitCommand {
         throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance})${m ? `; greedy ids for "${m.prompt}": checkpoint ${m.reference.join(',')}, export ${m.cached.join(',')}` : ''}`, { file: flags.output });
       }
     };
-    const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, backend: flags.backend, verify: flags.parity ? verify : undefined });
+    const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, ops: flags.ops as 'onnxruntime', backend: flags.backend, verify: flags.parity ? verify : undefined });
     const seconds = (performance.now() - t0) / 1000;
     const bytes = res.files.reduce((a, f) => a + f.bytes, 0);
     if (flags.json) process.stderr.write(`${JSON.stringify({ ...res, seconds, parity })}\n`);

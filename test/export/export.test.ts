@@ -38,7 +38,7 @@ beforeAll(async () => {
 describe('vlakit export: the files', () => {
   it('writes both graphs over one external data file, with the config, tokenizer and stats beside them', () => {
     const cfg = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
-    expect(cfg.vlakit.export).toMatchObject({ format: 'onnx', opset: 17, graphs: { prefill: 'prefill.onnx', decode: 'decode.onnx' }, external_data: 'model.onnx_data', attentions: true, lora_merged: true });
+    expect(cfg.vlakit.export).toMatchObject({ format: 'onnx', opset: 17, ops: 'onnxruntime', graphs: { prefill: 'prefill.onnx', decode: 'decode.onnx', prefill_attentions: 'prefill_attentions.onnx', decode_attentions: 'decode_attentions.onnx' }, external_data: 'model.onnx_data', attentions: true, lora_merged: true });
     expect(cfg.vlakit.action_codec).toEqual({ codec: 'text', decimals: 3 });
     expect(JSON.parse(readFileSync(path.join(out, 'action_stats.json'), 'utf8'))).toEqual({ mean: [0, 0, 0] });
     expect(readFileSync(path.join(out, 'tokenizer.json'), 'utf8')).toBe(readFileSync(path.join(ck, 'tokenizer.json'), 'utf8'));
@@ -46,7 +46,16 @@ describe('vlakit export: the files', () => {
     const decode = decodeModel(readFileSync(path.join(out, 'decode.onnx')));
     expect(prefill.graph!.input!.map((i) => i.name)).toEqual(['pixel_values', 'input_ids']);
     expect(decode.graph!.input!.map((i) => i.name)).toEqual(['input_ids', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value']);
-    expect(decode.graph!.output!.map((o) => o.name)).toEqual(['logits', 'present.0.key', 'present.0.value', 'present.1.key', 'present.1.value', 'attentions.0', 'attentions.1', 'new_key_values.0.key', 'new_key_values.0.value', 'new_key_values.1.key', 'new_key_values.1.value']);
+    const kv = ['present.0.key', 'present.0.value', 'present.1.key', 'present.1.value'];
+    const fresh = ['new_key_values.0.key', 'new_key_values.0.value', 'new_key_values.1.key', 'new_key_values.1.value'];
+    expect(decode.graph!.output!.map((o) => o.name)).toEqual(['logits', ...kv, ...fresh]);
+    const withAtt = decodeModel(readFileSync(path.join(out, 'decode_attentions.onnx')));
+    expect(withAtt.graph!.output!.map((o) => o.name)).toEqual(['logits', ...kv, 'attentions.0', 'attentions.1', ...fresh]);
+    // the fast pair uses onnxruntime's fused operators; the attention pair only the default domain
+    expect(decode.graph!.node!.map((n) => n.opType)).toContain('GroupQueryAttention');
+    expect(decode.opsetImport!.map((x) => [x.domain, Number(x.version)])).toEqual([['', 17], ['com.microsoft', 1]]);
+    expect(withAtt.graph!.node!.every((n) => !n.domain)).toBe(true);
+    expect(withAtt.opsetImport!.map((x) => x.domain)).toEqual(['']);
     // weights live outside the graph files; no LoRA tensors survive the merge
     for (const g of [prefill, decode]) {
       for (const t of g.graph!.initializer!) {
@@ -57,13 +66,13 @@ describe('vlakit export: the files', () => {
   });
 
   it('passes the structural check: opset 17, every input produced, every output shape inferred and as declared', () => {
-    for (const [f, outputs] of [['prefill.onnx', 7], ['decode.onnx', 11]] as const) {
+    for (const [f, outputs] of [['prefill.onnx', 5], ['decode.onnx', 9], ['prefill_attentions.onnx', 7], ['decode_attentions.onnx', 11]] as const) {
       const r = checkModel(decodeModel(readFileSync(path.join(out, f))), out);
       expect(r.problems).toEqual([]);
       expect(r.opset).toBe(17);
       expect(r.unchecked).toEqual([]);
       expect(r.outputsUnknown).toEqual([]);
-      expect(r.outputsChecked).toBe(outputs); // logits, 4 present, 2 attentions (+ 4 new key/values in decode)
+      expect(r.outputsChecked).toBe(outputs); // logits, 4 present, (2 attentions), (+ 4 new key/values in decode)
     }
   });
 
@@ -91,6 +100,20 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
     expect(r.maxAbsDiff).toBeLessThanOrEqual(1e-4);
     expect(r.maxAbsDiff).toBeGreaterThan(0); // two engines, so not bit-identical: the comparison is real
     expect(r.mismatches).toEqual([]);
+    await a.dispose();
+    await b.dispose();
+  });
+
+  it('an export with --ops standard (default domain only) matches too', async () => {
+    const std = path.join(dir, 'standard');
+    await exportModel(ck, std, { ops: 'standard' });
+    const g = decodeModel(readFileSync(path.join(std, 'decode.onnx')));
+    expect(g.graph!.node!.every((n) => !n.domain)).toBe(true);
+    const a = await openModel(ck);
+    const b = await openModel(std);
+    const r = await checkParity(a, b, parityCases(32, 2, 5), 10);
+    expect(r.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+    expect(r.greedyMatch).toBe(true);
     await a.dispose();
     await b.dispose();
   });
@@ -149,21 +172,23 @@ describe('a fresh process', () => {
       const ort = require('onnxruntime-node');
       (async () => {
         const dir = process.argv[1];
-        const p = await ort.InferenceSession.create(dir + '/prefill.onnx');
-        const d = await ort.InferenceSession.create(dir + '/decode.onnx');
+        const p = await ort.InferenceSession.create(dir + '/prefill' + process.argv[2] + '.onnx');
+        const d = await ort.InferenceSession.create(dir + '/decode' + process.argv[2] + '.onnx');
         const px = new ort.Tensor('float32', new Float32Array(2 * 2 * 32 * 32 * 3).fill(0.1), [2, 2, 32, 32, 3]);
         const ids = new ort.Tensor('int64', BigInt64Array.from([2n, 10n, 11n, 4n, 2n, 12n, 13n, 4n]), [2, 4]);
         const a = await p.run({ pixel_values: px, input_ids: ids });
         const feeds = { input_ids: new ort.Tensor('int64', BigInt64Array.from([5n, 6n]), [2, 1]) };
         for (let i = 0; i < 2; i++) for (const kv of ['key', 'value']) feeds['past_key_values.' + i + '.' + kv] = a['present.' + i + '.' + kv];
         const b = await d.run(feeds);
-        console.log(JSON.stringify({ inputs: p.inputNames, logits: a.logits.dims, present: a['present.0.key'].dims, att: a['attentions.0'].dims, next: b.logits.dims, present2: b['present.1.value'].dims, att2: b['attentions.1'].dims }));
+        console.log(JSON.stringify({ inputs: p.inputNames, logits: a.logits.dims, present: a['present.0.key'].dims, att: a['attentions.0']?.dims, next: b.logits.dims, present2: b['present.1.value'].dims, att2: b['attentions.1']?.dims, logit0: a.logits.data[5] }));
       })().catch((e) => { console.error(e.message); process.exit(1); });`;
-    const r = await execa('node', ['-e', script, out], { cwd: process.cwd() });
-    const dims = JSON.parse(r.stdout);
     const V = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')).text_config.vocab_size;
+    const fast = JSON.parse((await execa('node', ['-e', script, out, ''])).stdout);
+    const withAtt = JSON.parse((await execa('node', ['-e', script, out, '_attentions'])).stdout);
     // 2 cameras x 16 patches = 32 image tokens; 4 heads, 2 KV heads of size 8
-    expect(dims).toEqual({ inputs: ['pixel_values', 'input_ids'], logits: [2, 4, V], present: [2, 2, 36, 8], att: [2, 4, 36, 36], next: [2, 1, V], present2: [2, 2, 37, 8], att2: [2, 4, 1, 37] });
+    expect(withAtt).toMatchObject({ inputs: ['pixel_values', 'input_ids'], logits: [2, 4, V], present: [2, 2, 36, 8], att: [2, 4, 36, 36], next: [2, 1, V], present2: [2, 2, 37, 8], att2: [2, 4, 1, 37] });
+    expect(fast).toMatchObject({ inputs: ['pixel_values', 'input_ids'], logits: [2, 4, V], present: [2, 2, 36, 8], next: [2, 1, V], present2: [2, 2, 37, 8] });
+    expect(Math.abs(fast.logit0 - withAtt.logit0)).toBeLessThan(1e-4); // the two pairs compute the same model
   });
 });
 
@@ -250,7 +275,7 @@ describe('vlakit export (the command)', () => {
     const res = JSON.parse(j.stderr);
     expect(res.parity.greedyMatch).toBe(true);
     expect(res.parity.maxAbsDiff).toBeLessThanOrEqual(1e-4);
-    expect(res.checks.map((c: { outputsChecked: number }) => c.outputsChecked)).toEqual([7, 11]);
+    expect(res.checks.map((c: { outputsChecked: number }) => c.outputsChecked)).toEqual([5, 9, 7, 11]);
   }, 120_000);
 
   it('fails clearly and leaves an existing export untouched', async () => {

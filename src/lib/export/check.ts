@@ -296,7 +296,7 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
       }
       case 'Slice': {
         const x = known(0);
-        const starts = nums(1);
+        const starts = val(1); // constants, or positions computed from shapes
         const ends = nums(2);
         const axes = ins[3] ? nums(3) : starts.map((_, i) => i);
         const out = x.slice();
@@ -304,14 +304,14 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
         axes.forEach((a0, j) => {
           const a = axisOf(a0, x.length);
           const n = constOf(x[a]);
-          const st = starts[j];
+          const st = constOf(starts[j]);
           const en = ends[j];
-          if (n !== undefined) {
+          if (n !== undefined && st !== undefined) {
             const lo = Math.min(Math.max(st < 0 ? st + n : st, 0), n);
             const hi = Math.min(Math.max(en < 0 ? en + n : en, 0), n);
             out[a] = poly(Math.max(hi - lo, 0));
             if (value && x.length === 1) value = value.slice(lo, hi);
-          } else if (st >= 0 && en >= Number.MAX_SAFE_INTEGER) out[a] = add(x[a], poly(st), -1);
+          } else if ((st === undefined || st >= 0) && en >= Number.MAX_SAFE_INTEGER) out[a] = add(x[a], starts[j], -1); // to the end
           else throw new Unknown();
         });
         return [{ type: ins[0]!.type, shape: out, value }];
@@ -346,6 +346,34 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
         const set = new Set(axes.map((a) => axisOf(a, rank)));
         for (let i = 0; i < rank; i++) out.push(set.has(i) ? poly(1) : x[k++]);
         return [{ type: ins[0]!.type, shape: out, value: ins[0]?.value }];
+      }
+      case 'SimplifiedLayerNormalization':
+      case 'SkipSimplifiedLayerNormalization': {
+        const x = known(0);
+        const skip = op.startsWith('Skip') ? known(1) : undefined;
+        const w = known(op.startsWith('Skip') ? 2 : 1);
+        if (skip) broadcast([x, skip]);
+        if (!eq(w[w.length - 1], x[x.length - 1])) throw new ShapeError(`${op} scale ${show(w[w.length - 1])} does not match the normalized dimension ${show(x[x.length - 1])}`);
+        return Array.from({ length: nOut }, (_, j) => (j === 0 || j === 3 ? { type: ins[0]!.type, shape: x } : undefined));
+      }
+      case 'GroupQueryAttention': {
+        const q = known(0);
+        const H = attr(node, 'num_heads')?.i ?? 0;
+        const KV = attr(node, 'kv_num_heads')?.i ?? 0;
+        const hdp = div(q[2], poly(H));
+        if (!H || !KV || !hdp) throw new ShapeError(`GroupQueryAttention: query width ${show(q[2])} is not num_heads ${H} x head size`);
+        if (H % KV !== 0) throw new ShapeError(`GroupQueryAttention: num_heads ${H} is not a multiple of kv_num_heads ${KV}`);
+        const k = known(1);
+        if (!eq(k[2], mul(hdp, poly(KV)))) throw new ShapeError(`GroupQueryAttention: key width ${show(k[2])}, expected kv_num_heads ${KV} x head size ${show(hdp)}`);
+        if (!eq(k[1], q[1])) throw new ShapeError('GroupQueryAttention: query and key lengths differ');
+        let total = q[1];
+        if (ins[3]) {
+          const pk = known(3);
+          if (!eq(pk[1], poly(KV)) || !eq(pk[3], hdp)) throw new ShapeError(`GroupQueryAttention: past key [${pk.map(show).join(', ')}], expected [batch, ${KV}, past, ${show(hdp)}]`);
+          total = add(pk[2], q[1]);
+        }
+        const kvShape = [q[0], poly(KV), total, hdp];
+        return [{ type: ins[0]!.type, shape: q }, { type: ins[0]!.type, shape: kvShape }, { type: ins[0]!.type, shape: kvShape }];
       }
       case 'Tile': {
         const x = known(0);
@@ -444,7 +472,7 @@ export function checkModel(model: ModelProto, dir: string): CheckReport {
         problems.push(`${where}: ${err.message}`);
       }
     }
-    (node.output ?? []).forEach((name, j) => define(name, outs?.[j], `value`));
+    (node.output ?? []).forEach((name, j) => name && define(name, outs?.[j], `value`)); // '' is an output not asked for
   }
   for (const vi of g.output ?? []) {
     const name = vi.name ?? '';

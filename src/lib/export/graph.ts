@@ -13,6 +13,12 @@ import { type Dim, GraphBuilder, type ModelProto, type WeightStore } from './onn
 
 export interface GraphOptions {
   attentions?: boolean;
+  /**
+   * Use onnxruntime's fused operators (com.microsoft GroupQueryAttention with rotary embedding, and
+   * SkipSimplifiedLayerNormalization): far fewer nodes per layer; graphs then need onnxruntime. Not with attentions
+   * (the fused attention does not return its weights).
+   */
+  fused?: boolean;
 }
 
 type KvNames = { k: string; v: string };
@@ -139,6 +145,73 @@ class VlaGraph {
   /** A scalar int64: dimension `axis` of `x`. */
   dim(x: string, axis: number): string {
     return this.b.o('Gather', [this.b.o('Shape', [x]), this.b.ints([axis], true)], { axis: 0 });
+  }
+
+  /**
+   * The decoder with onnxruntime's fused operators: per layer one matmul for q, k, v; GroupQueryAttention (rotary
+   * embedding from cos/sin caches, the causal mask, the KV cache concatenation, grouped heads); the residual adds
+   * folded into SkipSimplifiedLayerNormalization.
+   */
+  fusedDecoder(x: string, past: string, pastKv?: KvNames[]): { h: string; present: KvNames[]; fresh: KvNames[]; attentions: string[] } {
+    const b = this.b;
+    const t = this.cfg.text_config;
+    const H = t.num_attention_heads;
+    const KV = t.num_key_value_heads;
+    const hd = t.hidden_size / H;
+    const D = t.hidden_size;
+    const N = this.dim(x, 1);
+    const total = b.o('Add', [past, N]); // int64 scalar
+    const batch = this.dim(x, 0);
+    const total32 = b.o('Cast', [total], { to: 6 }); // int32
+    const seqlens = b.o('Expand', [b.o('Sub', [total32, b.ints32([1], true)]), b.o('Unsqueeze', [batch, b.ints([0])])]); // [B]: total - 1
+    const positions = b.o('Range', [past, total, b.ints([1], true)]); // [N]
+    const { cos, sin } = ropeTable(t.max_position_embeddings, hd, t.rope_theta, H);
+    const table = (name: string, data: Float32Array) => b.o('Gather', [b.weight(name, data, [t.max_position_embeddings, H * hd]), positions], { axis: 0 }); // [N, H*hd]
+    const cosQ = table('rope.cos', cos);
+    const sinQ = table('rope.sin', sin);
+    const kvCols = (m: string) => (KV === H ? m : b.o('Slice', [m, b.ints([0]), b.ints([KV * hd]), b.ints([1])])); // [N, KV*hd]
+    const cosK = kvCols(cosQ);
+    const sinK = kvCols(sinQ);
+    const present: KvNames[] = [];
+    const fresh: KvNames[] = [];
+    let h = b.op('SimplifiedLayerNormalization', [x, this.w('model.layers.0.input_layernorm.weight')], { axis: -1, epsilon: { float: t.rms_norm_eps } }, 1)[0];
+    let residual = x;
+    for (let i = 0; i < t.num_hidden_layers; i++) {
+      const ln = `model.layers.${i}`;
+      // q, rotate_half(q), k, rotate_half(k), v from one matmul; rotary embedding as q cos + rotate_half(q) sin
+      const [q0, qr, k0, kr, v] = b.op('Split', [b.o('MatMul', [h, this.qkvRope(i)]), b.ints([H * hd, H * hd, KV * hd, KV * hd, KV * hd])], { axis: -1 }, 5);
+      const q = b.o('Add', [b.o('Mul', [q0, cosQ]), b.o('Mul', [qr, sinQ])]); // [B, N, H*hd]
+      const k = b.o('Add', [b.o('Mul', [k0, cosK]), b.o('Mul', [kr, sinK])]); // [B, N, KV*hd]
+      const [attn, pk, pv] = b.op(
+        'GroupQueryAttention',
+        [q, k, v, pastKv?.[i].k ?? '', pastKv?.[i].v ?? '', seqlens, total32],
+        { num_heads: H, kv_num_heads: KV, scale: { float: 1 / Math.sqrt(hd) } },
+        3,
+        'com.microsoft',
+      ); // [B, N, H hd], [B, KV, past + N, hd] x 2
+      present.push({ k: pk, v: pv });
+      if (pastKv) fresh.push({ k: b.o('Slice', [pk, b.unsqueezed(past), b.ints([INT64_MAX]), b.ints([2])]), v: b.o('Slice', [pv, b.unsqueezed(past), b.ints([INT64_MAX]), b.ints([2])]) });
+      const o = b.o('MatMul', [attn, this.w(`${ln}.self_attn.o_proj.weight`)]);
+      // residual + attention, then the post-attention norm, in one node (outputs: normed, -, -, sum)
+      const [h2, sum] = this.skipNorm(o, residual, `${ln}.post_attention_layernorm.weight`, t.rms_norm_eps);
+      const gate = b.o('MatMul', [h2, this.w(`${ln}.mlp.gate_proj.weight`)]);
+      const up = b.o('MatMul', [h2, this.w(`${ln}.mlp.up_proj.weight`)]);
+      const mlp = b.o('MatMul', [b.o('Mul', [b.o('Mul', [gate, b.o('Sigmoid', [gate])]), up]), this.w(`${ln}.mlp.down_proj.weight`)]);
+      const nextNorm = i + 1 < t.num_hidden_layers ? `model.layers.${i + 1}.input_layernorm.weight` : 'model.norm.weight';
+      const [hn, sum2] = this.skipNorm(mlp, sum, nextNorm, t.rms_norm_eps);
+      h = hn;
+      residual = sum2;
+    }
+    void D;
+    return { h, present, fresh, attentions: [] };
+  }
+
+  /** x + skip, RMS-normalized with `weight`: [normed, the sum] (SkipSimplifiedLayerNormalization). */
+  skipNorm(x: string, skip: string, weight: string, eps: number): [string, string] {
+    const [normed, , , sum] = this.b.op('SkipSimplifiedLayerNormalization', [x, skip, this.w(weight)], { epsilon: { float: eps } }, 4, 'com.microsoft');
+    const node = this.b.nodes[this.b.nodes.length - 1];
+    node.output = [normed, '', '', sum]; // mean and inverse std are not wanted
+    return [normed, sum];
   }
 
   /**
@@ -283,7 +356,7 @@ export function prefillGraph(model: VlaModel, store: WeightStore, o: GraphOption
   const text = b.o('Gather', [g.w('model.embed_tokens.weight'), ids], { axis: 0 }); // [B, T, D]
   const image = g.encodeImages(pixels); // [B, Ni, D]
   const x = b.o('Concat', [image, text], { axis: 1 }); // [B, Ni + T, D]
-  const { h, present, attentions } = g.decoder(x, b.ints([0], true), o);
+  const { h, present, attentions } = o.fused ? g.fusedDecoder(x, b.ints([0], true)) : g.decoder(x, b.ints([0], true), o);
   const Ni = model.numImageTokens;
   const textH = b.o('Slice', [h, b.ints([Ni]), b.ints([INT64_MAX]), b.ints([1])]); // [B, T, D]
   const total = `${DIMS.seq} + ${Ni}`;
@@ -306,7 +379,7 @@ export function decodeGraph(model: VlaModel, store: WeightStore, o: GraphOptions
     });
   }
   const text = b.o('Gather', [g.w('model.embed_tokens.weight'), ids], { axis: 0 }); // [B, T, D]
-  const { h, present, fresh, attentions } = g.decoder(text, g.dim(pastKv[0].k, 2), o, pastKv);
+  const { h, present, fresh, attentions } = o.fused ? g.fusedDecoder(text, g.dim(pastKv[0].k, 2), pastKv) : g.decoder(text, g.dim(pastKv[0].k, 2), o, pastKv);
   const total = `${DIMS.past} + ${DIMS.seq}`;
   g.outputs(g.head(h), present, attentions, DIMS.seq, total, o);
   // this step's keys/values alone: a runner that keeps its own cache appends them instead of copying present.*

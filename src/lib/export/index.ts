@@ -17,11 +17,16 @@ export { checkModel, type CheckReport } from './check.js';
 export { decodeModel, encodeModel, OPSET } from './onnx.js';
 
 /** The files of an export directory. */
-export const EXPORT_FILES = { prefill: 'prefill.onnx', decode: 'decode.onnx', data: 'model.onnx_data' } as const;
+export const EXPORT_FILES = { prefill: 'prefill.onnx', decode: 'decode.onnx', prefillAttentions: 'prefill_attentions.onnx', decodeAttentions: 'decode_attentions.onnx', data: 'model.onnx_data' } as const;
 
 export interface ExportOptions {
-  /** Add attentions.{i} outputs (attn-viz). */
+  /** Add attentions.{i} outputs (attn-viz): with fused operators, as a second pair of graphs beside the fast one. */
   attentions?: boolean;
+  /**
+   * onnxruntime (default): onnxruntime's fused operators (GroupQueryAttention, SkipSimplifiedLayerNormalization);
+   * standard: the default ONNX domain only, for any runtime.
+   */
+  ops?: 'onnxruntime' | 'standard';
   /** The tfjs backend that reads the checkpoint (any will do). */
   backend?: string;
   /** Runs on the finished files before they are renamed into place (the parity check); throwing leaves no export. */
@@ -48,7 +53,14 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
     const loraMerged = model.lora !== undefined;
     model.mergeLora();
     const store = new WeightStore(EXPORT_FILES.data);
-    const graphs = { [EXPORT_FILES.prefill]: prefillGraph(model, store, o), [EXPORT_FILES.decode]: decodeGraph(model, store, o) };
+    const fused = (o.ops ?? 'onnxruntime') === 'onnxruntime';
+    const main = { attentions: fused ? false : o.attentions, fused };
+    const graphs: Record<string, ReturnType<typeof prefillGraph>> = { [EXPORT_FILES.prefill]: prefillGraph(model, store, main), [EXPORT_FILES.decode]: decodeGraph(model, store, main) };
+    const separate = fused && o.attentions; // the fused attention returns no weights: a standard pair for attn-viz
+    if (separate) {
+      graphs[EXPORT_FILES.prefillAttentions] = prefillGraph(model, store, { attentions: true });
+      graphs[EXPORT_FILES.decodeAttentions] = decodeGraph(model, store, { attentions: true });
+    }
     const files: ExportResult['files'] = [];
     const checks: CheckReport[] = [];
     await writeDirAtomic(outDir, async (tmp) => {
@@ -65,7 +77,7 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
         checks.push(report);
       }
       const cfgJson = JSON.parse(readFileSync(path.join(ckptDir, 'config.json'), 'utf8')) as Record<string, unknown>;
-      const vlakit = { ...((cfgJson.vlakit as object | undefined) ?? {}), export: { format: 'onnx', opset: OPSET, graphs: { prefill: EXPORT_FILES.prefill, decode: EXPORT_FILES.decode }, external_data: EXPORT_FILES.data, attentions: Boolean(o.attentions), lora_merged: loraMerged, num_image_tokens: model.numImageTokens, source: path.resolve(ckptDir) } };
+      const vlakit = { ...((cfgJson.vlakit as object | undefined) ?? {}), export: { format: 'onnx', opset: OPSET, ops: fused ? 'onnxruntime' : 'standard', graphs: { prefill: EXPORT_FILES.prefill, decode: EXPORT_FILES.decode, ...(separate ? { prefill_attentions: EXPORT_FILES.prefillAttentions, decode_attentions: EXPORT_FILES.decodeAttentions } : {}) }, external_data: EXPORT_FILES.data, attentions: Boolean(o.attentions), lora_merged: loraMerged, num_image_tokens: model.numImageTokens, source: path.resolve(ckptDir) } };
       await write('config.json', `${JSON.stringify({ ...model.config, vlakit }, null, 2)}\n`);
       await write('tokenizer.json', ck.tokenizerJson);
       if (ck.actionStats !== undefined) await write('action_stats.json', `${JSON.stringify(ck.actionStats, null, 2)}\n`);

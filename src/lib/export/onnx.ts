@@ -11,7 +11,7 @@ export type NodeProto = onnxProto.onnx.INodeProto;
 export type TensorProto = onnxProto.onnx.ITensorProto;
 export type ValueInfoProto = onnxProto.onnx.IValueInfoProto;
 
-export const DType = { float: 1, bool: 9, int64: 7 } as const;
+export const DType = { float: 1, int32: 6, bool: 9, int64: 7 } as const;
 export type DTypeName = keyof typeof DType;
 
 /** A dimension: a number, or the name of a symbolic dimension (batch_size, sequence_length, ...). */
@@ -91,6 +91,7 @@ export class GraphBuilder {
   private readonly external = new Set<string>();
   private readonly constants = new Map<string, string>();
   private n = 0;
+  private readonly domains = new Set<string>();
 
   constructor(readonly name: string, readonly weights: WeightStore) {}
 
@@ -146,12 +147,30 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Adds a node and returns its output names (one unless `outputs` > 1). */
-  op(type: string, inputs: string[], attrs: Record<string, AttrValue> = {}, outputs = 1): string[] {
+  /** Adds a node and returns its output names (one unless `outputs` > 1); `domain` for contrib operators. */
+  op(type: string, inputs: string[], attrs: Record<string, AttrValue> = {}, outputs = 1, domain?: string): string[] {
     const id = `${type}_${this.n++}`;
     const out = Array.from({ length: outputs }, (_, i) => (outputs === 1 ? `${this.name}/${id}` : `${this.name}/${id}:${i}`));
-    this.nodes.push({ opType: type, name: `${this.name}/${id}`, input: inputs, output: out, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) });
+    this.nodes.push({ opType: type, name: `${this.name}/${id}`, input: inputs, output: out, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)), ...(domain ? { domain } : {}) });
+    if (domain) this.domains.add(domain);
     return out;
+  }
+
+  /** An int32 constant. */
+  ints32(values: number[], scalar = false): string {
+    const key = `i32:${scalar ? 's' : 'v'}:${values.join(',')}`;
+    let name = this.constants.get(key);
+    if (!name) {
+      name = `const/${this.constants.size}`;
+      this.inline.push({ name, dims: scalar ? [] : [values.length], dataType: DType.int32, rawData: Buffer.from(Int32Array.from(values).buffer) });
+      this.constants.set(key, name);
+    }
+    return name;
+  }
+
+  /** A scalar int64 value as a 1-element vector (Slice bounds). */
+  unsqueezed(scalar: string): string {
+    return this.o('Unsqueeze', [scalar, this.ints([0])]);
   }
 
   /** One-output shorthand for op(). */
@@ -172,7 +191,7 @@ export class GraphBuilder {
       producerName: 'vlakit',
       producerVersion: '0.1.0',
       docString,
-      opsetImport: [{ domain: '', version: OPSET }],
+      opsetImport: [{ domain: '', version: OPSET }, ...[...this.domains].map((domain) => ({ domain, version: 1 }))],
       graph,
       metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
     });

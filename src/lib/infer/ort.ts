@@ -28,7 +28,8 @@ export type Device = 'cpu' | 'cuda';
 
 interface ExportMeta {
   format: 'onnx';
-  graphs: { prefill: string; decode: string };
+  /** With fused operators, graphs with attention outputs are a separate pair. */
+  graphs: { prefill: string; decode: string; prefill_attentions?: string; decode_attentions?: string };
   attentions: boolean;
   num_image_tokens: number;
 }
@@ -115,6 +116,7 @@ export class OrtRunner implements VlaRunner {
     private readonly meta: ExportMeta,
     private readonly prefillSession: OrtTypes.InferenceSession,
     private readonly decodeSession: OrtTypes.InferenceSession,
+    private readonly openSession: (name: string) => Promise<OrtTypes.InferenceSession>,
     device: Device,
     dir: string,
     readonly actionCodec?: Record<string, unknown>,
@@ -157,7 +159,18 @@ export class OrtRunner implements VlaRunner {
     const stats = existsSync(statsFile) ? JSON.parse(readFileSync(statsFile, 'utf8')) : undefined;
     const prefill = await session(meta.graphs.prefill);
     const decode = await session(meta.graphs.decode);
-    return new OrtRunner(ort, config as VlaConfig, tokenizer, meta, prefill, decode, device, dir, vlakit?.action_codec ?? undefined, stats);
+    return new OrtRunner(ort, config as VlaConfig, tokenizer, meta, prefill, decode, session, device, dir, vlakit?.action_codec ?? undefined, stats);
+  }
+
+  private attnPair: Promise<[OrtTypes.InferenceSession, OrtTypes.InferenceSession]> | undefined;
+
+  /** The sessions that return attention weights: the main pair, or the separate pair of a fused export (opened on first use). */
+  private async attentionSessions(): Promise<[OrtTypes.InferenceSession, OrtTypes.InferenceSession]> {
+    if (!this.meta.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs; export it again with --attentions', { file: this.info.dir });
+    const g = this.meta.graphs;
+    if (!g.prefill_attentions || !g.decode_attentions) return [this.prefillSession, this.decodeSession];
+    this.attnPair ??= Promise.all([this.openSession(g.prefill_attentions), this.openSession(g.decode_attentions)]);
+    return this.attnPair;
   }
 
   private pixelTensor(p: Float32Array): OrtTypes.Tensor {
@@ -191,6 +204,7 @@ export class OrtRunner implements VlaRunner {
 
   start(o: { useCache: boolean; attentions: boolean }): DecodeState {
     if (o.attentions && !this.meta.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs; export it again with --attentions', { file: this.info.dir });
+    const sessions = o.attentions ? this.attentionSessions() : Promise.resolve([this.prefillSession, this.decodeSession] as const);
     const t = this.config.text_config;
     const L = t.num_hidden_layers;
     const cache = new KvStore(this.ort, t.num_key_value_heads, t.hidden_size / t.num_attention_heads);
@@ -200,7 +214,8 @@ export class OrtRunner implements VlaRunner {
     const kvNames = (prefix: string) => Array.from({ length: L }, (_, i) => [`${prefix}.${i}.key`, `${prefix}.${i}.value`]).flat();
     const pick = (out: OrtTypes.InferenceSession.OnnxValueMapType, prefix: string) => Object.fromEntries(kvNames(prefix).map((n, j) => [kvNames('past_key_values')[j], out[n]]));
     const runPrefill = async () => {
-      const out = await this.prefillSession.run({ pixel_values: px!, input_ids: this.idsTensor(seq) }, ['logits', ...(o.useCache ? kvNames('present') : []), ...atts]);
+      const [prefill] = await sessions;
+      const out = await prefill.run({ pixel_values: px!, input_ids: this.idsTensor(seq) }, ['logits', ...(o.useCache ? kvNames('present') : []), ...atts]);
       if (o.useCache) cache.reset(pick(out, 'present'), out['present.0.key'].dims[2]);
       return this.lastStep(out, o.attentions);
     };
@@ -213,7 +228,8 @@ export class OrtRunner implements VlaRunner {
       next: async (id) => {
         seq.push(id);
         if (!o.useCache) return runPrefill();
-        const out = await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...cache.feeds() }, ['logits', ...kvNames('new_key_values'), ...atts]);
+        const [, decode] = await sessions;
+        const out = await decode.run({ input_ids: this.idsTensor([id]), ...cache.feeds() }, ['logits', ...kvNames('new_key_values'), ...atts]);
         cache.append(pick(out, 'new_key_values'), 1);
         return this.lastStep(out, o.attentions);
       },
@@ -229,10 +245,10 @@ export class OrtRunner implements VlaRunner {
   }
 
   async attentions(pixels: Float32Array, ids: number[]): Promise<{ layers: Float32Array[]; heads: number; positions: number }> {
-    if (!this.meta.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs; export it again with --attentions', { file: this.info.dir });
+    const [prefill] = await this.attentionSessions();
     const L = this.config.text_config.num_hidden_layers;
     const names = Array.from({ length: L }, (_, i) => `attentions.${i}`);
-    const out = await this.prefillSession.run({ pixel_values: this.pixelTensor(pixels), input_ids: this.idsTensor(ids) }, names);
+    const out = await prefill.run({ pixel_values: this.pixelTensor(pixels), input_ids: this.idsTensor(ids) }, names);
     const [, heads, positions] = out[names[0]].dims;
     return { layers: names.map((n) => out[n].data as Float32Array), heads, positions };
   }
@@ -240,5 +256,6 @@ export class OrtRunner implements VlaRunner {
   async dispose(): Promise<void> {
     await this.prefillSession.release();
     await this.decodeSession.release();
+    if (this.attnPair) for (const s of await this.attnPair) await s.release();
   }
 }
