@@ -143,11 +143,11 @@ export class OrtRunner implements VlaRunner {
       logSeverityLevel: 3,
       ...(o.threads ? { intraOpNumThreads: o.threads } : {}),
     };
-    const session = async (name: string) => {
+    const session = async (name: string, spinning = true) => {
       const file = path.join(dir, name);
       if (!existsSync(file)) throw new VlakitError('E_NOT_FOUND', `the export lacks ${name}`, { file: dir });
       try {
-        return await ort.InferenceSession.create(file, options);
+        return await ort.InferenceSession.create(file, { ...options, extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } } });
       } catch (err) {
         const msg = (err as Error).message;
         if (device !== 'cpu') throw new VlakitError('E_USAGE', `onnxruntime cannot use the ${device} execution provider here (${msg.split('\n')[0]}); install onnxruntime-node with its CUDA files, or use --device cpu`, {}, { cause: err });
@@ -157,7 +157,8 @@ export class OrtRunner implements VlaRunner {
     const tokenizer = await loadTokenizer(readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
     const statsFile = path.join(dir, 'action_stats.json');
     const stats = existsSync(statsFile) ? JSON.parse(readFileSync(statsFile, 'utf8')) : undefined;
-    const prefill = await session(meta.graphs.prefill);
+    // the prefill runs once per generation: its threads should not spin (and take the cores) while the decode runs
+    const prefill = await session(meta.graphs.prefill, false);
     const decode = await session(meta.graphs.decode);
     return new OrtRunner(ort, config as VlaConfig, tokenizer, meta, prefill, decode, session, device, dir, vlakit?.action_codec ?? undefined, stats);
   }
