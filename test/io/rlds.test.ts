@@ -112,6 +112,25 @@ describe('RLDS -> JSONL -> RLDS reproduces every value', () => {
   });
 });
 
+describe('fields that only some steps have', () => {
+  it('a policy record with per-cycle keys and a sometimes-present field are kept as JSON text, null where absent', async () => {
+    const step = (t: number, extra: Record<string, unknown>): StepRecord => ({ episode_id: 'e', step: t, is_first: t === 0, is_last: t === 2, is_terminal: false, observation: { state: [t, 0] }, action: [0.1, 0], reward: 0, discount: 1, language_instruction: 'x', ...extra });
+    const steps = [
+      step(0, { policy: { cycle: 0, chunk_step: 0, subtasks: ['reach', 'grasp'] } }),
+      step(1, { policy: { cycle: 0, chunk_step: 1 }, safety: { interventions: ['bounds'] } }),
+      step(2, {}),
+    ];
+    const out = path.join(dir, 'sparse', '1.0.0');
+    await writeRlds((async function* () { yield steps; })(), { dir: out });
+    const leaves = Object.fromEntries(openRlds(out).leaves.map((l) => [l.key, l.node]));
+    expect(leaves['steps/policy']).toMatchObject({ kind: 'text', encoding: 'json' });
+    expect(leaves['steps/safety']).toMatchObject({ kind: 'text', encoding: 'json' }); // absent from step 0, still kept
+    const back = await collect(readRlds(openRlds(out)));
+    expect(back.map((s) => s.policy)).toEqual([steps[0].policy, steps[1].policy, null]);
+    expect(back.map((s) => s.safety)).toEqual([null, { interventions: ['bounds'] }, null]);
+  });
+});
+
 describe('bad input', () => {
   it('a step count that disagrees between features names the field, record and shard', async () => {
     const bad = path.join(dir, 'bad', '1.0.0');

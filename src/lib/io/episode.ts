@@ -210,8 +210,10 @@ export function encodeEpisode(steps: StepRecord[], leaves: Leaf[]): Example {
       features.set(leaf.key, encodeValues(leaf.node, [v], field));
       continue;
     }
+    const jsonText = leaf.node.kind === 'text' && (leaf.node as { encoding?: string }).encoding === 'json';
     const values = steps.map((s, t) => {
       const v = getPath(s, leaf.path);
+      if (v === undefined && jsonText) return null; // a field only some steps have (stored as JSON text): null elsewhere
       if (v === undefined) {
         throw new VlakitError('E_RECORD_INVALID', `missing field in step ${t} of episode ${s.episode_id}`, { field });
       }
@@ -239,6 +241,15 @@ function shapeOf(v: unknown, field: string): number[] {
 }
 
 function leafOf(values: unknown[], path: string[], field: string): FeatureNode {
+  // a field that only some steps have, or objects whose keys differ from step to step (a policy's per-cycle
+  // record), cannot be a fixed TFDS feature: JSON text, with null where a step has none
+  const present = values.filter((x) => x !== undefined);
+  if (present.length && present.length < values.length) return { kind: 'text', encoding: 'json' };
+  const objects = present.filter((x) => typeof x === 'object' && x !== null && !Array.isArray(x) && !isImageJson(x) && !isB64(x)) as Record<string, unknown>[];
+  if (objects.length > 1) {
+    const keys = Object.keys(objects[0]).sort().join('\u0000');
+    if (objects.some((o) => Object.keys(o).sort().join('\u0000') !== keys)) return { kind: 'text', encoding: 'json' };
+  }
   const v = values[0];
   if (typeof v === 'string') return { kind: 'text' };
   if (isImageJson(v)) {
@@ -295,7 +306,8 @@ function leafOf(values: unknown[], path: string[], field: string): FeatureNode {
 export function inferFeatures(episode: StepRecord[]): FeatureNode {
   const stepFields: Record<string, FeatureNode> = {};
   const first = episode[0];
-  for (const k of Object.keys(first)) {
+  const keys = [...new Set(episode.flatMap((s) => Object.keys(s)))]; // every field of any step, first seen first
+  for (const k of keys) {
     if (RESERVED.has(k) || k === 'episode_metadata') continue;
     stepFields[k] = leafOf(
       episode.map((s) => s[k]),
