@@ -22,6 +22,18 @@ describe('wilson', () => {
 });
 
 describe('runEpisodes with the scripted expert', () => {
+  it('with masks: every object pixel mask rides in the oracle and survives RLDS whatever its run counts', async () => {
+    const env = new SafetyFilter(new TabletopEnv({ width: 32, height: 32, masks: true }));
+    const eps = await collect(runEpisodes({ env, policy: new ScriptedPolicy(), families: ['pick', 'place'], episodes: 3, seed: 2 }));
+    const masks = (r: StepRecord) => (r.oracle as { masks: { width: number; objects: { id: string; runs: number[] }[] } }).masks;
+    expect(masks(eps[0].records[0])).toMatchObject({ camera: 'image_0', width: 32, height: 32 });
+    expect(masks(eps[0].records[0]).objects.length).toBeGreaterThan(1);
+    const out = path.join(dir, 'masks', '1.0.0');
+    await writeRlds((async function* () { for (const e of eps) yield e.records; })(), { dir: out });
+    const back = await collect(readRlds(openRlds(out)));
+    expect(back.map((r) => masks(r))).toEqual(eps.flatMap((e) => e.records).map((r) => masks(r)));
+  });
+
   it('records every step with RLDS fields, the oracle and episode facts; the report matches the episodes', async () => {
     const env = new SafetyFilter(new TabletopEnv({ width: 32, height: 32 }));
     const eps = await collect(runEpisodes({ env, policy: new ScriptedPolicy(), families: ['pick', 'place'], episodes: 4, seed: 5 }));

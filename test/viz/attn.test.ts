@@ -177,9 +177,9 @@ describe('attn-viz end to end', () => {
     const first = await env.reset(3, { family: 'pick' });
     await env.close();
     const oracle = first.info!.oracle as { masks: ObjectMasks; objects: { id: string; name: string }[] };
-    const ids = Object.keys(oracle.masks.objects);
+    const ids = oracle.masks.objects.map((m) => m.id);
     expect(ids.length).toBeGreaterThanOrEqual(2);
-    const masks = ids.map((id) => decodeMask(oracle.masks.objects[id], 64, 64));
+    const masks = oracle.masks.objects.map((m) => decodeMask(m.runs, 64, 64));
     for (const m of masks) expect(m.reduce((s, v) => s + v, 0)).toBeGreaterThan(5);
     for (let i = 0; i < 64 * 64; i++) expect(masks.reduce((s, m) => s + m[i], 0)).toBeLessThanOrEqual(1); // disjoint
     // the instruction names one object; attention forced on the patch holding most of its pixels scores its share

@@ -55,14 +55,15 @@ export interface OracleFacts {
 }
 
 /**
- * Pixel masks of objects in one camera image: per object id, runs over the row-major pixel index
- * (`[start, length, start, length, ...]`).
+ * Pixel masks of objects in one camera image: per visible object, runs over the row-major pixel index
+ * (`[start, length, start, length, ...]`). A list of objects (not a map of arrays), so that datasets keep it as
+ * one JSON value whatever the run counts.
  */
 export interface ObjectMasks {
   camera: string;
   width: number;
   height: number;
-  objects: Record<string, number[]>;
+  objects: { id: string; runs: number[] }[];
 }
 
 /** Runs of pixels whose body id is `id`. */
@@ -216,10 +217,10 @@ export class TabletopEnv implements Env {
   private masks(): ObjectMasks | undefined {
     const f = this.lastFrames.get('image_0');
     if (!f) return undefined;
-    const objects: Record<string, number[]> = {};
+    const objects: ObjectMasks['objects'] = [];
     for (const [id, b] of this.world!.body) {
       const runs = runsOf(f.body, b);
-      if (runs.length) objects[id] = runs;
+      if (runs.length) objects.push({ id, runs });
     }
     return { camera: 'image_0', width: f.width, height: f.height, objects };
   }

@@ -68,12 +68,13 @@ function namedMask(ex: TrainingExample, instruction: string): { mask: Uint8Array
   const o = ex.oracle as { masks?: ObjectMasks; objects?: { id: string; name: string }[] } | undefined;
   if (!o?.masks || !o.objects) return undefined;
   const text = instruction.toLowerCase();
-  const named = o.objects.filter((x) => text.includes(x.name.toLowerCase()) && o.masks!.objects[x.id]);
+  const runs = new Map(o.masks.objects.map((m) => [m.id, m.runs]));
+  const named = o.objects.filter((x) => text.includes(x.name.toLowerCase()) && runs.has(x.id));
   if (!named.length) return undefined;
   const { width, height } = o.masks;
   const mask = new Uint8Array(width * height);
   for (const x of named) {
-    const m = decodeMask(o.masks.objects[x.id], width, height);
+    const m = decodeMask(runs.get(x.id)!, width, height);
     for (let i = 0; i < m.length; i++) mask[i] |= m[i];
   }
   return { mask, width, height, objects: named.map((x) => x.name) };
