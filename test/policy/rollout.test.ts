@@ -227,6 +227,31 @@ describe('rollout serve', () => {
 });
 
 describe('vlakit rollout with a learned policy (the command)', () => {
+  it('rollout serve: listens, prints where, answers a client, stops on SIGTERM', async () => {
+    const proc = execa('node', [BIN, 'rollout', 'serve', '--policy', ckpt, '--port', '0', '--verifier', 'oracle', '-q'], { reject: false });
+    const url = await new Promise<string>((resolve, reject) => {
+      let err = '';
+      proc.stderr!.on('data', (d: Buffer) => {
+        err += d.toString();
+        const m = /listening on (ws:\/\/\S+)/.exec(err);
+        if (m) resolve(m[1]);
+      });
+      proc.once('exit', () => reject(new Error(`serve exited: ${err}`)));
+    });
+    const client = await PolicyClient.connect(url);
+    expect(client.metadata).toMatchObject({ type: 'metadata', engine: 'tfjs', mode: 'hierarchical', verifier: 'oracle', cameras: 1, image_size: 32 });
+    const env = new TabletopEnv({ width: 32, height: 32, distractors: 0 });
+    const first = await env.reset(SEEDS[0], { family: 'pick' });
+    await env.close();
+    await client.reset(first.instruction, 0);
+    const r = await client.infer(first.observation, first.instruction, { info: first.info });
+    expect(r.actions[0]).toEqual([0.01, 0, -0.01, 1]);
+    client.close();
+    proc.kill('SIGTERM');
+    const done = await proc;
+    expect(done.exitCode).toBe(0);
+  }, 120_000);
+
   it('records text, decisions and timing; the printed report matches the records; an export runs the same way', async () => {
     const out = path.join(dir, 'eval.jsonl');
     const res = await execa('node', [BIN, 'rollout', '--policy', ckpt, '--mode', 'hierarchical', '--verifier', 'oracle', '--tasks', 'pick', '--episodes', '2', '--seed', '4', '--width', '32', '--height', '32', '--distractors', '0', '--max-steps', '10', '--temperature-subtasks', '0', '--temperature-actions', '0', '-o', out, '--json'], { reject: false });
