@@ -33,17 +33,18 @@ export default class Export extends VlakitCommand {
     let parity: (ParityResult & { tfjs: string; onnxruntime: string }) | undefined;
     const verify = async (dir: string) => {
       const reference = await openModel(args.checkpoint, { backend: flags.backend });
-      const candidate = await openModel(dir, { device: flags.device as 'cpu' });
+      let candidate: Awaited<ReturnType<typeof openModel>> | undefined;
       try {
+        candidate = await openModel(dir, { device: flags.device as 'cpu' });
         const cfg = reference.config;
         parity = { ...(await checkParity(reference, candidate, parityCases(cfg.vision_config.image_size, cfg.num_cameras))), tfjs: reference.info.device, onnxruntime: candidate.info.device };
       } finally {
         await reference.dispose();
-        await candidate.dispose();
+        await candidate?.dispose();
       }
       if (parity.maxAbsDiff > tolerance || !parity.greedyMatch) {
         const m = parity.mismatches[0];
-        throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance})${m ? `; greedy ids for "${m.prompt}": checkpoint ${m.reference.join(',')}, export ${m.cached.join(',')}` : ''}`, { file: flags.output });
+        throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance})${m ? `; greedy ids for "${m.prompt}": checkpoint ${m.reference.join(',')}, export ${m.cached.join(',')} (with the KV cache), ${m.uncached.join(',')} (without)` : ''}`, { file: flags.output });
       }
     };
     const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, ops: flags.ops as 'onnxruntime', backend: flags.backend, verify: flags.parity ? verify : undefined });
@@ -51,7 +52,8 @@ export default class Export extends VlakitCommand {
     const bytes = res.files.reduce((a, f) => a + f.bytes, 0);
     if (flags.json) process.stderr.write(`${JSON.stringify({ ...res, seconds, parity })}\n`);
     else {
-      this.note(`vlakit export: ${(res.parameters / 1e6).toFixed(2)}M parameters${res.loraMerged ? ' (LoRA merged)' : ''} -> ${flags.output} (${res.files.map((f) => f.name).join(', ')}; ${(bytes / 1e6).toFixed(1)} MB) in ${seconds.toFixed(1)} s`, flags.quiet);
+      if (res.ops !== flags.ops) this.note(`vlakit export: the head size is not a multiple of 8, which onnxruntime's fused attention needs: standard operators instead`, flags.quiet);
+      this.note(`vlakit export: ${(res.parameters / 1e6).toFixed(2)}M parameters${res.loraMerged ? ' (LoRA merged)' : ''}, ${res.ops} operators -> ${flags.output} (${res.files.map((f) => f.name).join(', ')}; ${(bytes / 1e6).toFixed(1)} MB) in ${seconds.toFixed(1)} s`, flags.quiet);
       for (const c of res.checks) this.note(`vlakit export: ${c.graph}: opset ${c.opset}, ${c.nodes} nodes, ${c.initializers} initializers; structural check passed (${c.outputsChecked} output shapes checked)`, flags.quiet);
       if (parity) this.note(`vlakit export: parity with the checkpoint (${parity.tfjs} vs onnxruntime ${parity.onnxruntime}, ${parity.cases} cases): max |logit diff| ${parity.maxAbsDiff.toExponential(2)}, greedy tokens ${parity.greedyMatch ? 'identical' : 'DIFFER'} with and without the KV cache`, flags.quiet);
     }

@@ -70,6 +70,8 @@ describe('VQA accuracy on the real VQAv2 answer lists', () => {
     expect(normalizeAnswer('none')).toBe('0');
     expect(normalizeAnswer('The Dog.')).toBe('dog');
     expect(normalizeAnswer('dont')).toBe("don't");
+    expect(normalizeAnswer('well')).toBe('well'); // a word, not "we'll"
+    expect(vqaAccuracy('blue', ['blue', 'blue', 'blue', 'red', 'red', 'red', 'red', 'red', 'red', 'red'])).toBeCloseTo(0.9, 12); // 3 of 10 humans
     expect(normalizeAnswer('3,000')).toBe('3000'); // comma between digits: marks deleted
     expect(normalizeAnswer('hot-dog')).toBe('hot dog'); // no space next to it: a space
     expect(normalizeAnswer('yes !')).toBe('yes'); // next to a space: deleted
@@ -103,6 +105,9 @@ describe('exact match, ANLS, multiple choice', () => {
     expect(extractChoice('red or green', ch)).toBeUndefined(); // two options named
     expect(extractChoice('purple', ch)).toBeUndefined();
     expect(extractChoice('E', ch)).toBeUndefined(); // no option E
+    expect(extractChoice('A dog', ['cat', 'dog'])).toBe('B'); // the article, not option A
+    expect(extractChoice('The answer is a dog.', ['cat', 'dog'])).toBe('B');
+    expect(extractChoice('A.', ['cat', 'dog'])).toBe('A');
   });
 
   it('circular evaluation: right only when right under every rotation', () => {
@@ -136,6 +141,11 @@ describe('datasets', () => {
     const circ = readMmbenchTsv(file, { circular: true });
     expect(circ.map((i) => i.id)).toEqual(['10#0', '10#1', '10#2', '10#3', '11#0', '11#1']);
     expect(circ.slice(0, 4).map((i) => i.choices![i.answer!.charCodeAt(0) - 65])).toEqual(['red', 'red', 'red', 'red']);
+    // a file that already holds the circular copies (index + k * 1e6), as VLMEvalKit writes them
+    writeFileSync(file, ['index\tquestion\tA\tB\tanswer\timage', `7\tq\tx\ty\tA\t${png}`, `1000007\tq\ty\tx\tB\t7`].join('\n'));
+    expect(readMmbenchTsv(file).map((i) => i.id)).toEqual(['7']);
+    const copies = readMmbenchTsv(file, { circular: true });
+    expect(copies.map((i) => [i.id, i.circular, i.answers[0]])).toEqual([['7', { group: '7', rotation: 0 }, 'x'], ['1000007', { group: '7', rotation: 1 }, 'x']]);
     writeFileSync(file, ['index\tquestion\tA\tB\tanswer\timage', `1\tq\tx\ty\tC\t${png}`].join('\n'));
     expect(() => readMmbenchTsv(file)).toThrow(/record 1 of .*mmb.tsv: the answer "C" is not one of the option letters AB/);
   });

@@ -104,6 +104,24 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
     await b.dispose();
   });
 
+  it('refuses an export over its own checkpoint; a head size onnxruntime cannot fuse falls back to standard operators', async () => {
+    await expect(exportModel(ck, ck)).rejects.toThrow(/overlap: the export would replace the checkpoint/);
+    await expect(exportModel(ck, path.dirname(ck))).rejects.toThrow(/overlap/);
+    const tok = await buildTokenizer(['grasp the red block'], 60);
+    const base = preset('tiny', tok.vocabSize, 1);
+    const m = VlaModel.init({ ...base, text_config: { ...base.text_config, hidden_size: 48, num_attention_heads: 4, num_key_value_heads: 2 } }, 1); // head size 12
+    const odd = path.join(dir, 'odd');
+    await writeDirAtomic(odd, (d) => writeModelFiles(d, m, tok.json));
+    m.dispose();
+    const res = await exportModel(odd, `${odd}-onnx`);
+    expect(res.ops).toBe('standard');
+    const a = await openModel(odd);
+    const b = await openModel(`${odd}-onnx`);
+    expect((await checkParity(a, b, parityCases(32, 1, 2).slice(0, 1), 6)).greedyMatch).toBe(true);
+    await a.dispose();
+    await b.dispose();
+  });
+
   it('an export with --ops standard (default domain only) matches too', async () => {
     const std = path.join(dir, 'standard');
     await exportModel(ck, std, { ops: 'standard' });
@@ -268,7 +286,7 @@ describe('vlakit export (the command)', () => {
     const r = await run(['export', ck, '-o', to]);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(/LoRA merged\) -> .*cli-onnx \(model.onnx_data, prefill.onnx, decode.onnx, config.json, tokenizer.json, action_stats.json/);
+    expect(r.stderr).toMatch(/LoRA merged\), onnxruntime operators -> .*cli-onnx \(model.onnx_data, prefill.onnx, decode.onnx, config.json, tokenizer.json, action_stats.json/);
     expect(r.stderr).toMatch(/prefill: opset 17, \d+ nodes, \d+ initializers; structural check passed \(5 output shapes checked\)/);
     expect(r.stderr).toMatch(/parity with the checkpoint \(wasm vs onnxruntime cpu, 3 cases\): max \|logit diff\| \S+, greedy tokens identical with and without the KV cache/);
     const j = await run(['export', ck, '-o', to, '--json', '--attentions']);

@@ -205,6 +205,10 @@ describe('rollout serve', () => {
       expect(r.info).toMatchObject({ subtasks: SUBTASKS, subtask_index: 0 });
       expect(r.timing.server_ms).toBeGreaterThanOrEqual(r.timing.model_ms);
       await expect(client.infer({ state: [0, 0, 0, 0] }, 'x')).rejects.toThrow(/no camera image/);
+      // requests sent together are answered in order, each to its own caller
+      const [r1, r2] = await Promise.allSettled([client.infer({ state: [0] }, 'x'), client.reset('again', 1)]);
+      expect(r1.status).toBe('rejected');
+      expect(r2.status).toBe('fulfilled');
       const raw = new WebSocket(url);
       const replies: unknown[] = [];
       raw.on('message', (d: Buffer) => replies.push(d));

@@ -39,6 +39,7 @@ export default class RolloutServe extends VlakitCommand {
       this.abort.signal.addEventListener('abort', stop);
     });
     await server.close();
+    await opts.verifier?.close?.();
     await runner.dispose();
   }
 }

@@ -140,8 +140,12 @@ export function readMmbenchTsv(file: string, o: { circular?: boolean; name?: str
   }
   const name = o.name ?? path.basename(file).replace(/\.tsv$/, '');
   const byIndex = new Map(rows.map((r) => [r.index, r]));
+  // files that already hold the circular copies (index + k * 1e6 for rotation k, as VLMEvalKit writes them)
+  const expanded = rows.some((r) => Number(r.index) >= 1e6);
   const out: VqaItem[] = [];
   rows.forEach((r, i) => {
+    const copy = expanded ? Math.floor(Number(r.index) / 1e6) : 0;
+    if (expanded && copy > 0 && !o.circular) return; // plain evaluation: the original questions only
     const bad = (m: string) => new VlakitError('E_RECORD_INVALID', m, { file, record: i + 1 });
     if (!r.question) throw bad('expected a "question" column');
     const choices: string[] = [];
@@ -154,11 +158,18 @@ export function readMmbenchTsv(file: string, o: { circular?: boolean; name?: str
     if (!r.answer || LETTERS.indexOf(r.answer) < 0 || LETTERS.indexOf(r.answer) >= choices.length) throw bad(`the answer "${r.answer ?? ''}" is not one of the option letters ${LETTERS.slice(0, choices.length)}`);
     let b64 = r.image ?? '';
     if (/^\d{1,8}$/.test(b64)) b64 = byIndex.get(b64)?.image ?? ''; // a reference to another row's image
+    if (/^\d{1,8}$/.test(b64)) b64 = byIndex.get(b64)?.image ?? ''; // (a copy may point at a row that points on)
     if (!b64) throw bad('no image (expected base64 in the "image" column)');
     const bytes = Buffer.from(b64, 'base64');
     const image = { mime: mimeOf(bytes), b64 };
     const hint = r.hint && r.hint !== 'nan' ? r.hint : undefined;
     const id = r.index ?? String(i);
+    if (expanded) {
+      // the copies are already rotated: group them by the original question
+      const group = String(Number(id) % 1e6);
+      out.push({ id, benchmark: name, images: [image], question: r.question, hint, choices, answer: r.answer, answers: [choices[LETTERS.indexOf(r.answer)]], metric: 'mc', type: r.category, circular: o.circular ? { group, rotation: copy } : undefined });
+      return;
+    }
     const rotations = o.circular ? choices.length : 1;
     for (let k = 0; k < rotations; k++) {
       const rot = rotateChoices(choices, r.answer, k);

@@ -72,7 +72,7 @@ export class EndpointModel implements VqaModel {
     const text = vqaPrompt(item);
     const key = hashKey({ model: this.teacher.id, kind: 'vqa-v1', text, images: images.map((im) => hashKey(im.b64)) });
     const hit = this.cache?.get(key);
-    if (hit) return { text: hit.text, ms: 0, cached: true };
+    if (hit) return { text: hit.text.trim(), ms: 0, cached: true };
     const t0 = performance.now();
     const a = await this.teacher.complete({ kind: 'vqa', json: false, messages: [{ role: 'user', text, images }] }, signal);
     await this.cache?.put({ key, text: a.text, usage: a.usage });
@@ -124,6 +124,10 @@ export function scoreItem(item: VqaItem, prediction: string): { score: number; p
  */
 export async function evaluateModel(model: VqaModel, items: VqaItem[], o: { signal?: AbortSignal; onSample?: (s: Sample) => void } = {}): Promise<Sample[]> {
   const limit = pLimit(Math.max(1, model.concurrency));
+  const stop = (err: unknown) => {
+    limit.clearQueue(); // one failure ends the run: no more requests
+    throw err;
+  };
   return Promise.all(
     items.map((item) =>
       limit(async () => {
@@ -139,7 +143,7 @@ export async function evaluateModel(model: VqaModel, items: VqaItem[], o: { sign
         const sample: Sample = { model: model.name, benchmark: item.benchmark, id: item.id, type: item.type, question: item.question, answers: item.answers, choices: item.choices, answer: item.answer, prediction: a.text, picked: s.picked, metric: item.metric, score: s.score, circular: item.circular, ms: Math.round(a.ms * 100) / 100 };
         o.onSample?.(sample);
         return sample;
-      }),
+      }).catch(stop),
     ),
   );
 }

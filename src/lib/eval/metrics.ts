@@ -2,12 +2,15 @@
  * VQA metrics:
  * - VQA accuracy as the official VQA evaluation computes it: answers normalized (punctuation, number words,
  *   articles, contractions), then for each of the leave-one-out subsets of the human answers min(1, matches / 3),
- *   averaged (with 10 answers, an answer given by 3 or more humans scores 1);
+ *   averaged (with 10 answers, an answer given by 4 or more humans scores 1, by 3 humans 0.9);
  * - exact match (after the same normalization);
  * - ANLS (average normalized Levenshtein similarity, threshold 0.5) for document-style answers;
  * - multiple choice: the option letter read from free text, and circular accuracy (right under every rotation of
  *   the options).
  */
+
+/** Words that are also contractions without their apostrophe ("well" / "we'll"): never rewritten. */
+const WORDS = new Set(['well', 'were', 'shed', 'id', 'lets', 'wed', 'im', 'its', 'ill', 'hell', 'shell']);
 
 const CONTRACTIONS: Record<string, string> = Object.fromEntries(
   [
@@ -26,7 +29,8 @@ const CONTRACTIONS: Record<string, string> = Object.fromEntries(
     const bare = c.replace(/'/g, '');
     const parts = c.split("'");
     const partial = parts.length > 2 ? [parts.slice(0, -1).join("'") + parts.at(-1), parts[0] + parts.slice(1).join("'")] : [];
-    return [bare, ...partial].filter((k) => k !== c).map((k) => [k, c] as const);
+    // bare forms that are words in their own right stay as they are
+    return [bare, ...partial].filter((k) => k !== c && !WORDS.has(k)).map((k) => [k, c] as const);
   }),
 );
 
@@ -129,10 +133,11 @@ export const LETTERS = 'ABCDEFGHIJ';
 export function extractChoice(text: string, choices: string[]): string | undefined {
   const letters = LETTERS.slice(0, choices.length);
   const t = text.trim();
-  const lead = new RegExp(`^\\(?([${letters}])(?:[).:,\\s]|$)`).exec(t);
+  // a letter alone, or followed by ")", ".", ":" or ","; not "A dog" (the article)
+  const lead = new RegExp(`^\\(?([${letters}])(?:[).:,]|\\s*$)`).exec(t);
   if (lead) return lead[1];
-  const stated = new RegExp(`\\b(?:answer|option|choice)\\s*(?:is|:)?\\s*\\(?([${letters}])\\b`, 'i').exec(t);
-  if (stated) return stated[1].toUpperCase();
+  const stated = new RegExp(`\\b(?:[Aa]nswer|[Oo]ption|[Cc]hoice)\\s*(?:is|:)?\\s*\\(?([${letters}])\\b`).exec(t);
+  if (stated) return stated[1];
   const norm = normalizeAnswer(t);
   const opts = choices.map(normalizeAnswer);
   const exact = opts.findIndex((o) => o === norm);

@@ -61,8 +61,9 @@ export function sceneQuestions(f: SceneFacts, rng: Rng): { type: SceneQaItem['ty
     }
     // "what is left of B": only when exactly one object is, by the margin, and none is in doubt
     const left = objs.filter((o) => o !== a && o.pos[1] - a.pos[1] >= SIDE_MARGIN);
-    const doubt = objs.filter((o) => o !== a && Math.abs(o.pos[1] - a.pos[1] - SIDE_MARGIN) < 0.02);
-    if (left.length === 1 && !doubt.length) out.push({ type: 'left_of', question: `From the robot's point of view, what is to the left of the ${a.name}?`, answer: left[0].name });
+    const doubt = objs.filter((o) => o !== a && o.pos[1] - a.pos[1] > -0.02 && o.pos[1] - a.pos[1] < SIDE_MARGIN + 0.02 && !left.includes(o)); // anything roughly beside it
+    const near = left.filter((o) => o.pos[1] - a.pos[1] < SIDE_MARGIN + 0.02); // the answer itself must be clearly left
+    if (left.length === 1 && !doubt.length && !near.length) out.push({ type: 'left_of', question: `From the robot's point of view, what is to the left of the ${a.name}?`, answer: left[0].name });
   }
   const on = new Map<string, string[]>();
   for (const r of f.relations) {
@@ -121,6 +122,7 @@ export async function* generateSceneQa(o: SceneQaOptions): AsyncGenerator<SceneQ
       for (const q of rng.shuffle(all)) byType.set(q.type, [...(byType.get(q.type) ?? []), q]);
       const picked: typeof all = [];
       for (const t of rng.shuffle([...byType.keys()])) picked.push(byType.get(t)![0]);
+      for (const q of all) if (!picked.includes(q) && picked.length < (o.perFrame ?? 3)) picked.push(q); // more of the same types
       for (const q of picked.slice(0, o.perFrame ?? 3)) {
         if (made >= o.count) break;
         yield { id: `sceneqa-${o.seed}-${made}`, image: obs.image_0 as ImageJson, question: q.question, answer: q.answer, metric: 'exact', type: q.type, scene: { seed, family, step }, facts };

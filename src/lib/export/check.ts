@@ -363,6 +363,8 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
         const hdp = div(q[2], poly(H));
         if (!H || !KV || !hdp) throw new ShapeError(`GroupQueryAttention: query width ${show(q[2])} is not num_heads ${H} x head size`);
         if (H % KV !== 0) throw new ShapeError(`GroupQueryAttention: num_heads ${H} is not a multiple of kv_num_heads ${KV}`);
+        const hdc = constOf(hdp);
+        if (hdc !== undefined && hdc % 8 !== 0) throw new ShapeError(`GroupQueryAttention: head size ${hdc} is not a multiple of 8, which onnxruntime requires`);
         const k = known(1);
         if (!eq(k[2], mul(hdp, poly(KV)))) throw new ShapeError(`GroupQueryAttention: key width ${show(k[2])}, expected kv_num_heads ${KV} x head size ${show(hdp)}`);
         if (!eq(k[1], q[1])) throw new ShapeError('GroupQueryAttention: query and key lengths differ');

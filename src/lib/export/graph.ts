@@ -123,6 +123,9 @@ class VlaGraph {
 
   /** Layer i's [q | rotate_half(q) | k | rotate_half(k) | v] projection: [D, 2*H*hd + 3*KV*hd]. */
   qkvRope(i: number): string {
+    for (const m of ['q_proj', 'k_proj', 'v_proj']) {
+      if (this.has(`model.layers.${i}.self_attn.${m}.bias`)) throw new Error(`the export does not fold a ${m} bias into the fused projection`);
+    }
     const t = this.cfg.text_config;
     const D = t.hidden_size;
     const hd = D / t.num_attention_heads;

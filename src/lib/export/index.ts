@@ -37,6 +37,8 @@ export interface ExportResult {
   dir: string;
   parameters: number;
   loraMerged: boolean;
+  /** The operators used: onnxruntime's fused ones, or standard (asked for, or a head size onnxruntime's attention cannot take). */
+  ops: 'onnxruntime' | 'standard';
   files: { name: string; bytes: number }[];
   checks: CheckReport[];
 }
@@ -46,6 +48,10 @@ export interface ExportResult {
  * @example await exportModel('runs/sft', 'runs/sft-onnx', { attentions: true })
  */
 export async function exportModel(ckptDir: string, outDir: string, o: ExportOptions = {}): Promise<ExportResult> {
+  const [src, dst] = [path.resolve(ckptDir), path.resolve(outDir)];
+  if (src === dst || src.startsWith(`${dst}${path.sep}`) || dst.startsWith(`${src}${path.sep}`)) {
+    throw new VlakitError('E_USAGE', `the export directory ${outDir} and the checkpoint ${ckptDir} overlap: the export would replace the checkpoint; choose another -o`);
+  }
   await selectBackend(o.backend); // the weights are read through tfjs
   const ck = loadCheckpoint(ckptDir);
   const model = ck.model;
@@ -53,7 +59,9 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
     const loraMerged = model.lora !== undefined;
     model.mergeLora();
     const store = new WeightStore(EXPORT_FILES.data);
-    const fused = (o.ops ?? 'onnxruntime') === 'onnxruntime';
+    const t = model.config.text_config;
+    // onnxruntime's GroupQueryAttention needs head sizes that are multiples of 8: other models get standard operators
+    const fused = (o.ops ?? 'onnxruntime') === 'onnxruntime' && (t.hidden_size / t.num_attention_heads) % 8 === 0;
     const main = { attentions: fused ? false : o.attentions, fused };
     const graphs: Record<string, ReturnType<typeof prefillGraph>> = { [EXPORT_FILES.prefill]: prefillGraph(model, store, main), [EXPORT_FILES.decode]: decodeGraph(model, store, main) };
     const separate = fused && o.attentions; // the fused attention returns no weights: a standard pair for attn-viz
@@ -68,7 +76,8 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
         await fsp.writeFile(path.join(tmp, name), data);
         files.push({ name, bytes: typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength });
       };
-      await write(EXPORT_FILES.data, store.bytes());
+      await store.writeTo(path.join(tmp, EXPORT_FILES.data));
+      files.push({ name: EXPORT_FILES.data, bytes: store.byteLength });
       for (const [name, g] of Object.entries(graphs)) {
         const bytes = encodeModel(g);
         await write(name, bytes);
@@ -83,7 +92,7 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
       if (ck.actionStats !== undefined) await write('action_stats.json', `${JSON.stringify(ck.actionStats, null, 2)}\n`);
       await o.verify?.(tmp);
     });
-    return { dir: outDir, parameters: model.numParameters(), loraMerged, files, checks };
+    return { dir: outDir, parameters: model.numParameters(), loraMerged, ops: fused ? 'onnxruntime' : 'standard', files, checks };
   } finally {
     model.dispose();
   }

@@ -3,6 +3,7 @@
  * nodes with typed attributes, keeps small constants inline and puts weights into an external data file that
  * several graphs can share (TensorProto.data_location = EXTERNAL with location/offset/length entries).
  */
+import { promises as fsp } from 'node:fs';
 import onnxProto from 'onnx-proto';
 
 export const { onnx } = onnxProto;
@@ -42,11 +43,17 @@ export class WeightStore {
     return this.size;
   }
 
-  /** The external data file's bytes. */
-  bytes(): Buffer {
-    const out = Buffer.alloc(this.size);
-    for (const e of this.entries.values()) Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength).copy(out, e.offset);
-    return out;
+  /** Writes the external data file, one weight at a time (no copy of the whole model in memory). */
+  async writeTo(file: string): Promise<void> {
+    const fh = await fsp.open(file, 'w');
+    try {
+      for (const e of [...this.entries.values()].sort((a, b) => a.offset - b.offset)) {
+        await fh.write(Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength), 0, e.data.byteLength, e.offset);
+      }
+      await fh.truncate(this.size);
+    } finally {
+      await fh.close();
+    }
   }
 
   tensorProto(name: string): TensorProto {

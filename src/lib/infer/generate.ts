@@ -45,6 +45,15 @@ export function pickToken(logits: Float32Array, temperature: number, topP: numbe
   const probs = new Float64Array(logits.length);
   let z = 0;
   for (let i = 0; i < logits.length; i++) z += probs[i] = Math.exp((logits[i] - max) / temperature);
+  if (topP >= 1) {
+    // the whole distribution: no nucleus to find
+    let u = rng.next() * z;
+    for (let i = 0; i < probs.length; i++) {
+      u -= probs[i];
+      if (u <= 0) return i;
+    }
+    return best;
+  }
   let kept: number[] = [];
   let mass = 0;
   for (let threshold = 0.1; ; threshold /= 16) {
@@ -54,7 +63,8 @@ export function pickToken(logits: Float32Array, temperature: number, topP: numbe
     kept.sort((a, b) => probs[b] - probs[a] || a - b);
     mass = 0;
     let n = 0;
-    while (n < kept.length && mass < topP * z) mass += probs[kept[n++]];
+    do mass += probs[kept[n++]];
+    while (n < kept.length && mass < topP * z); // at least the most likely token
     if (mass >= topP * z || kept.length === probs.length || threshold < 1e-300) {
       kept = kept.slice(0, n);
       break;

@@ -150,7 +150,7 @@ export class OrtRunner implements VlaRunner {
         return await ort.InferenceSession.create(file, { ...options, extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } } });
       } catch (err) {
         const msg = (err as Error).message;
-        if (device !== 'cpu') throw new VlakitError('E_USAGE', `onnxruntime cannot use the ${device} execution provider here (${msg.split('\n')[0]}); install onnxruntime-node with its CUDA files, or use --device cpu`, {}, { cause: err });
+        if (device !== 'cpu' && /cuda|provider|libcu|cudnn/i.test(msg)) throw new VlakitError('E_USAGE', `onnxruntime cannot use the ${device} execution provider here (${msg.split('\n')[0]}); install onnxruntime-node with its CUDA files, or use --device cpu`, {}, { cause: err });
         throw new VlakitError('E_ONNX', `onnxruntime cannot load ${name}: ${msg.split('\n')[0]}`, { file }, { cause: err });
       }
     };
@@ -159,7 +159,13 @@ export class OrtRunner implements VlaRunner {
     const stats = existsSync(statsFile) ? JSON.parse(readFileSync(statsFile, 'utf8')) : undefined;
     // the prefill runs once per generation: its threads should not spin (and take the cores) while the decode runs
     const prefill = await session(meta.graphs.prefill, false);
-    const decode = await session(meta.graphs.decode);
+    let decode: OrtTypes.InferenceSession;
+    try {
+      decode = await session(meta.graphs.decode);
+    } catch (err) {
+      await prefill.release();
+      throw err;
+    }
     return new OrtRunner(ort, config as VlaConfig, tokenizer, meta, prefill, decode, session, device, dir, vlakit?.action_codec ?? undefined, stats);
   }
 
@@ -170,7 +176,18 @@ export class OrtRunner implements VlaRunner {
     if (!this.meta.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs; export it again with --attentions', { file: this.info.dir });
     const g = this.meta.graphs;
     if (!g.prefill_attentions || !g.decode_attentions) return [this.prefillSession, this.decodeSession];
-    this.attnPair ??= Promise.all([this.openSession(g.prefill_attentions), this.openSession(g.decode_attentions)]);
+    this.attnPair ??= (async () => {
+      const p = await this.openSession(g.prefill_attentions!);
+      try {
+        return [p, await this.openSession(g.decode_attentions!)] as [OrtTypes.InferenceSession, OrtTypes.InferenceSession];
+      } catch (err) {
+        await p.release();
+        throw err;
+      }
+    })().catch((err) => {
+      this.attnPair = undefined; // a later call may try again
+      throw err;
+    });
     return this.attnPair;
   }
 
@@ -257,6 +274,7 @@ export class OrtRunner implements VlaRunner {
   async dispose(): Promise<void> {
     await this.prefillSession.release();
     await this.decodeSession.release();
-    if (this.attnPair) for (const s of await this.attnPair) await s.release();
+    const pair = await this.attnPair?.catch(() => undefined);
+    if (pair) for (const s of pair) await s.release();
   }
 }

@@ -98,7 +98,8 @@ export abstract class ChunkPolicy implements Policy {
       this.queueModelMs = c.modelMs;
       this.chunkStep = 0;
     }
-    const action = this.queue.shift()!;
+    const action = this.queue.shift();
+    if (!action) throw new Error(`${this.name} decided on an empty chunk`);
     this.gripper = action[action.length - 1];
     const first = this.chunkStep === 0;
     const info = { cycle: this.queueInfo.cycle, chunk_step: this.chunkStep++, ...(first ? this.queueInfo : {}) };
@@ -135,6 +136,11 @@ export class ModelPolicy extends ChunkPolicy {
     this.index = 0;
     this.retries = [];
     this.pending = undefined;
+  }
+
+  /** Ends the verifier's resources (a teacher's child process). */
+  async close(): Promise<void> {
+    await this.o.verifier?.close?.();
   }
 
   /** Generates until `parse` accepts the text (1 + resample tries). */

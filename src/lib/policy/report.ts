@@ -71,7 +71,7 @@ export function summarizeEpisode(records: StepRecord[]): EpisodeSummary {
       if (p.noop) s.noops += 1;
       if (p.verifier) {
         s.verifierCalls += 1;
-        if (!p.verifier.success) s.verifierRejections += 1;
+        if (!p.verifier.success && !p.verifier.gave_up) s.verifierRejections += 1; // a retry asked for
         if (p.verifier.gave_up) s.gaveUp += 1;
       }
       if (p.subtasks) {

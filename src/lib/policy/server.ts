@@ -55,7 +55,9 @@ export async function servePolicy(o: ServeOptions): Promise<PolicyServer> {
     wss.once('listening', resolve);
     wss.once('error', (err) => reject(new VlakitError('E_USAGE', `cannot listen on port ${o.port}: ${err.message}`)));
   });
+  wss.on('error', () => {}); // errors after listening belong to connections, handled below
   wss.on('connection', (ws) => {
+    ws.on('error', () => ws.terminate()); // a malformed frame ends that connection, not the server
     const policy = o.makePolicy();
     let chain = Promise.resolve();
     const send = (m: Record<string, unknown>) => ws.readyState === WebSocket.OPEN && ws.send(encode(m, { ignoreUndefined: true }));
@@ -94,55 +96,87 @@ export async function servePolicy(o: ServeOptions): Promise<PolicyServer> {
   };
 }
 
-/** A client of `vlakit rollout serve`: one request at a time. */
+/** A client of `vlakit rollout serve`: requests are queued and answered in order, each within a time limit. */
 export class PolicyClient {
   metadata: Record<string, unknown> = {};
-  private waiting: ((m: Record<string, unknown>) => void) | undefined;
+  private readonly pending: { resolve: (m: Record<string, unknown>) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout }[] = [];
   private failure: Error | undefined;
 
-  private constructor(private readonly ws: WebSocket) {}
+  private constructor(
+    private readonly ws: WebSocket,
+    readonly url: string,
+    private readonly timeoutMs: number,
+  ) {}
+
+  get failed(): boolean {
+    return this.failure !== undefined;
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    for (const p of this.pending.splice(0)) {
+      clearTimeout(p.timer);
+      p.reject(this.failure);
+    }
+  }
 
   /**
    * Connects and reads the server's metadata.
    * @example const c = await PolicyClient.connect('ws://localhost:8765'); const r = await c.infer(obs, 'put the carrot on the plate')
    */
-  static async connect(url: string, timeoutMs = 30_000): Promise<PolicyClient> {
+  static async connect(url: string, timeoutMs = 60_000): Promise<PolicyClient> {
     const ws = new WebSocket(url);
-    const c = new PolicyClient(ws);
+    const c = new PolicyClient(ws, url, timeoutMs);
     ws.on('message', (data: Buffer) => {
-      const m = decode(data) as Record<string, unknown>;
-      const w = c.waiting;
-      c.waiting = undefined;
-      w?.(m);
+      let m: Record<string, unknown>;
+      try {
+        m = decode(data) as Record<string, unknown>;
+      } catch (err) {
+        c.fail(new VlakitError('E_IO', `the policy server at ${url} sent a message that is not msgpack (${(err as Error).message})`));
+        ws.terminate();
+        return;
+      }
+      const p = c.pending.shift();
+      if (!p) return; // nothing asked: ignore
+      clearTimeout(p.timer);
+      if (m.type === 'error') p.reject(new VlakitError('E_IO', `the policy server: ${String(m.message)}`));
+      else p.resolve(m);
     });
-    ws.on('close', () => {
-      c.failure = new VlakitError('E_IO', `the policy server at ${url} closed the connection`);
-      const w = c.waiting;
-      c.waiting = undefined;
-      w?.({ type: 'error', message: c.failure.message });
-    });
-    const meta = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new VlakitError('E_IO', `no metadata from the policy server at ${url} within ${timeoutMs} ms`)), timeoutMs);
-      c.waiting = (m) => {
-        clearTimeout(timer);
-        resolve(m);
-      };
-      ws.once('error', (err) => {
-        clearTimeout(timer);
-        reject(new VlakitError('E_IO', `cannot connect to the policy server at ${url}: ${err.message}`));
-      });
-    });
-    if (meta.type !== 'metadata') throw new VlakitError('E_IO', `the server at ${url} did not start with metadata (got ${String(meta.type)})`);
+    ws.on('close', () => c.fail(new VlakitError('E_IO', `the policy server at ${url} closed the connection`)));
+    ws.on('error', (err) => c.fail(new VlakitError('E_IO', `cannot talk to the policy server at ${url}: ${err.message}`)));
+    let meta: Record<string, unknown>;
+    try {
+      meta = await c.next();
+    } catch (err) {
+      ws.terminate();
+      throw err;
+    }
+    if (meta.type !== 'metadata') {
+      ws.terminate();
+      throw new VlakitError('E_IO', `the server at ${url} did not start with metadata (got ${String(meta.type)}); is it vlakit rollout serve?`);
+    }
     c.metadata = meta;
     return c;
   }
 
-  private request(m: Record<string, unknown>): Promise<Record<string, unknown>> {
+  /** The next message, within the time limit. */
+  private next(): Promise<Record<string, unknown>> {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
-      this.waiting = (r) => (r.type === 'error' ? reject(new VlakitError('E_IO', `the policy server: ${String(r.message)}`)) : resolve(r));
-      this.ws.send(encode(m, { ignoreUndefined: true }));
+      const entry: (typeof this.pending)[number] = { resolve, reject };
+      entry.timer = setTimeout(() => {
+        this.fail(new VlakitError('E_IO', `no answer from the policy server at ${this.url} within ${this.timeoutMs} ms`));
+        this.ws.terminate();
+      }, this.timeoutMs);
+      this.pending.push(entry);
     });
+  }
+
+  private request(m: Record<string, unknown>): Promise<Record<string, unknown>> {
+    if (this.failure) return Promise.reject(this.failure);
+    const answer = this.next();
+    this.ws.send(encode(m, { ignoreUndefined: true }));
+    return answer;
   }
 
   async reset(instruction: string, seed = 0): Promise<void> {
@@ -155,6 +189,7 @@ export class PolicyClient {
   }
 
   close(): void {
+    this.fail(new VlakitError('E_IO', 'the client was closed'));
     this.ws.close();
   }
 }
@@ -171,7 +206,7 @@ export class RemotePolicy extends ChunkPolicy {
 
   async reset(ctx: { instruction: string; seed: number }): Promise<void> {
     super.reset(ctx);
-    this.client ??= await PolicyClient.connect(this.url);
+    if (!this.client || this.client.failed) this.client = await PolicyClient.connect(this.url); // (re)connect
     await this.client.reset(ctx.instruction, ctx.seed);
   }
 
@@ -180,6 +215,7 @@ export class RemotePolicy extends ChunkPolicy {
     const r = await this.client!.infer(obs, ctx.instruction, { step: ctx.step, info: ctx.info as Record<string, unknown> | undefined });
     const rtt = performance.now() - t0;
     if (r.done) return null;
+    if (!Array.isArray(r.actions) || !r.actions.length) throw new VlakitError('E_IO', `the policy server at ${this.url} answered with no actions and not done`);
     // the model's time as the server measured it; the rest of the round trip (network, msgpack) is the toolkit's
     return { actions: r.actions, info: { ...r.info, server_ms: r.timing.server_ms, round_trip_ms: Math.round(rtt * 100) / 100 }, modelMs: r.timing.model_ms };
   }

@@ -37,6 +37,7 @@ export interface Verdict {
 export interface Verifier {
   readonly name: string;
   verify(v: VerifyInput): Promise<Verdict>;
+  close?(): Promise<void> | void;
 }
 
 function subtasksDone(info: Record<string, unknown> | undefined): number | undefined {
@@ -44,14 +45,20 @@ function subtasksDone(info: Record<string, unknown> | undefined): number | undef
   return typeof o?.subtasks_done === 'number' ? o.subtasks_done : undefined;
 }
 
-/** The world's predicate: the subtask at `index` counts as done once the world has completed index + 1 subtasks. */
+/**
+ * The world's predicate: the subtask at `index` counts as done once the world has completed index + 1 subtasks;
+ * the last subtask of the plan only when the world's task is done (a plan shorter than the world's must not end the
+ * episode early).
+ */
 export class OracleVerifier implements Verifier {
   readonly name = 'oracle';
 
   async verify(v: VerifyInput): Promise<Verdict> {
     const done = subtasksDone(v.afterInfo);
     if (done === undefined) throw new VlakitError('E_USAGE', 'the oracle verifier reads the built-in world\'s oracle (info.oracle.subtasks_done), which this env does not report; use --verifier model or teacher:SPEC');
-    const success = (v.afterInfo?.success as boolean | undefined) === true || done >= Math.min(v.index + 1, Math.max(v.total, 1));
+    const o = v.afterInfo?.oracle as { subtask?: { kind?: string } } | undefined;
+    const taskDone = (v.afterInfo?.success as boolean | undefined) === true || o?.subtask?.kind === 'done';
+    const success = taskDone || (v.index + 1 < v.total && done >= v.index + 1);
     return { success, text: `subtasks_done=${done}`, ms: 0 };
   }
 }
@@ -114,5 +121,9 @@ export class TeacherVerifier implements Verifier {
     });
     const verdict = parseVerdict(a.text);
     return { success: verdict.success, text: a.text, ms: performance.now() - t0 };
+  }
+
+  async close(): Promise<void> {
+    await this.teacher.close?.();
   }
 }

@@ -86,7 +86,7 @@ export async function heatmapPanel(image: ImageJson, map: Float32Array, grid: nu
   const meta = await sharp(Buffer.from(image.b64, 'base64')).metadata();
   const W = o.width ?? Math.max(256, meta.width ?? 256);
   const H = Math.round((W * (meta.height ?? W)) / (meta.width ?? W));
-  const rgb = await sharp(Buffer.from(image.b64, 'base64')).removeAlpha().resize(W, H, { fit: 'fill' }).raw().toBuffer();
+  const rgb = await sharp(Buffer.from(image.b64, 'base64')).removeAlpha().toColourspace('srgb').resize(W, H, { fit: 'fill' }).raw().toBuffer(); // grey images too: 3 channels
   const up = upsample(map, grid, W, H);
   const alpha = o.alpha ?? 0.5;
   const out = Buffer.alloc(W * H * 3);

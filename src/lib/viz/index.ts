@@ -7,10 +7,12 @@
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import sharp from 'sharp';
 import { ACTIONS_MARKER } from '../actions/prompts.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { decodeMask, type ObjectMasks } from '../env/tabletop.js';
 import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
+import { VlakitError } from '../errors.js';
 import { writeDirAtomic } from '../model/checkpoint.js';
 import { patchesPerImage } from '../model/config.js';
 import { EOS, SEP } from '../model/tokenizer.js';
@@ -36,6 +38,8 @@ export interface AttnVizOptions {
   alpha?: number;
   /** Free-running: the model writes its own answer and its tokens are chosen (action = after "<Actions>:"). */
   generate?: boolean;
+  /** Free-running: the longest answer (default 256). */
+  maxNewTokens?: number;
   /** Also write the raw maps (maps.jsonl). */
   json?: boolean;
   signal?: AbortSignal;
@@ -56,6 +60,12 @@ export interface ExampleResult {
   instruction: string;
   /** Per model: the chosen tokens and their maps. */
   models: { name: string; tokens: TokenMap[]; objectMass?: number; objects?: string[] }[];
+}
+
+/** A white panel the size of `like`, to pad a row. */
+async function blankLike(like: Buffer): Promise<Buffer> {
+  const m = await sharp(like).metadata();
+  return sharp({ create: { width: m.width ?? 1, height: m.height ?? 1, channels: 3, background: '#ffffff' } }).png().toBuffer();
 }
 
 /** The instruction (or subtask) of a prompt: its first line without the "Instruction:" / "Task:" / "Subtask:" label. */
@@ -89,13 +99,16 @@ async function mapsOf(runner: VlaRunner, ex: TrainingExample, o: AttnVizOptions)
   const tok = runner.tokenizer;
   if (o.generate) {
     const pixels = await imagesToPixels(ex.images, C, cfg.vision_config.image_size, `example ${ex.id}: image`);
-    const g = await generate(runner, pixels, promptText(ex), { maxNewTokens: 128, attentions: true });
+    const prompt = promptText(ex);
+    const g = await generate(runner, pixels, prompt, { maxNewTokens: o.maxNewTokens ?? 256, attentions: true });
     const texts = g.ids.map((id) => tok.decode([id]));
     const full = texts.join('');
     const at = full.lastIndexOf(ACTIONS_MARKER);
+    // without the marker: an answer to a prompt that asks for reasoning first is reasoning (cut before its actions)
+    const noMarker = /Reason step by step/.test(prompt) ? 'reasoning' : 'action';
     let pos = 0;
     const kinds = texts.map((t) => {
-      const k = at >= 0 && pos >= at + ACTIONS_MARKER.length ? 'action' : at >= 0 ? 'reasoning' : 'action';
+      const k = at >= 0 ? (pos >= at + ACTIONS_MARKER.length ? 'action' : 'reasoning') : noMarker;
       pos += t.length;
       return k as 'action' | 'reasoning';
     });
@@ -106,7 +119,9 @@ async function mapsOf(runner: VlaRunner, ex: TrainingExample, o: AttnVizOptions)
     });
   }
   const [item] = await prepare([ex], tok, { cameras: C, imageSize: cfg.vision_config.image_size, maxTokens: cfg.text_config.max_position_embeddings - Ni });
-  const t0 = item.ids.indexOf(SEP) + 1; // the first target token
+  const sep = item.ids.indexOf(SEP);
+  if (sep < 0) throw new VlakitError('E_USAGE', `example ${ex.id}: the prompt alone fills the model's ${cfg.text_config.max_position_embeddings} positions; no target token is left to map`);
+  const t0 = sep + 1; // the first target token
   const targets = item.ids.slice(t0);
   const kinds = targets.map((_, j) => (item.action[t0 + j] ? 'action' : item.reasoning[t0 + j] ? 'reasoning' : 'other')) as ('action' | 'reasoning' | 'other')[];
   const texts = targets.map((id) => (id === EOS ? '<eos>' : tok.decode([id])));
@@ -133,8 +148,10 @@ export async function attnViz(o: AttnVizOptions): Promise<ExampleResult[]> {
       const instruction = instructionOf(promptText(ex));
       const res: ExampleResult = { id: ex.id, file: '', instruction, models: [] };
       const panels: Buffer[] = [];
-      let columns = 1;
+      const perModel: Buffer[][] = [];
       for (const { name, runner } of o.models) {
+        const mine: Buffer[] = [];
+        perModel.push(mine);
         const cfg = runner.config;
         const grid = cfg.vision_config.image_size / cfg.vision_config.patch_size;
         const tokens = await mapsOf(runner, ex, o);
@@ -147,17 +164,25 @@ export async function attnViz(o: AttnVizOptions): Promise<ExampleResult[]> {
         }
         res.models.push(entry);
         const show = o.layout === 'tokens' ? tokens.slice(0, o.maxTokens ?? 12).map((t) => ({ label: JSON.stringify(t.text), maps: t.cameras })) : tokens.length ? [{ label: `${tokens.length} ${o.tokens} tokens: ${JSON.stringify(tokens.map((t) => t.text).join(''))}`, maps: Array.from({ length: cams }, (_, c) => Array.from(meanMap(tokens.map((t) => Float32Array.from(t.cameras[c]))))) }] : [];
-        columns = Math.max(columns, o.layout === 'tokens' ? Math.min(show.length, 4) * cams : cams);
         for (const s of show) {
           for (let c = 0; c < cams; c++) {
             const caption = [`${name}${cams > 1 ? ` (camera ${c})` : ''}: ${instruction}`, s.label, ...(c === 0 && entry.objectMass !== undefined ? [`attention on ${entry.objects!.join(', ')}: ${(entry.objectMass * 100).toFixed(1)}%`] : [])];
-            panels.push(await heatmapPanel(ex.images[c], normalizeMap(Float32Array.from(s.maps[c])), grid, { alpha: o.alpha, caption }));
+            mine.push(await heatmapPanel(ex.images[c], normalizeMap(Float32Array.from(s.maps[c])), grid, { alpha: o.alpha, caption }));
           }
         }
-        if (!tokens.length) panels.push(await heatmapPanel(ex.images[0], new Float32Array(grid * grid), grid, { alpha: 0, caption: [`${name}: ${instruction}`, `no ${o.tokens} tokens in this example`] }));
+        if (!tokens.length) for (let c = 0; c < cams; c++) mine.push(await heatmapPanel(ex.images[c], new Float32Array(grid * grid), grid, { alpha: 0, caption: [`${name}: ${instruction}`, `no ${o.tokens} tokens in this example`] }));
       }
+      // one row (or block of rows) per model, so that the models' panels line up
+      const columns = o.layout === 'tokens' ? Math.max(...perModel.map((m) => Math.min(m.length, 4 * Math.max(1, ex.images.length)))) : o.models.length * Math.max(...perModel.map((m) => m.length));
+      if (o.layout === 'tokens') {
+        const blank = await blankLike(perModel.flat()[0]);
+        for (const m of perModel) {
+          panels.push(...m);
+          while (panels.length % columns) panels.push(blank);
+        }
+      } else panels.push(...perModel.flat());
       const file = `${String(n).padStart(4, '0')}-${ex.id.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 80)}.png`;
-      const png = await panelGrid(panels, o.layout === 'tokens' ? columns : o.models.length * columns, o.models.length > 1 ? `${o.models.map((m) => m.name).join(' vs ')}: top-${o.topK} ${o.fusion} fusion` : undefined);
+      const png = await panelGrid(panels, columns, o.models.length > 1 ? `${o.models.map((m) => m.name).join(' vs ')}: top-${o.topK} ${o.fusion} fusion` : undefined);
       await fsp.writeFile(path.join(tmp, file), png);
       res.file = file;
       results.push(res);
