@@ -167,14 +167,7 @@ class VlaGraph {
     const batch = this.dim(x, 0);
     const total32 = b.o('Cast', [total], { to: 6 }); // int32
     const seqlens = b.o('Expand', [b.o('Sub', [total32, b.ints32([1], true)]), b.o('Unsqueeze', [batch, b.ints([0])])]); // [B]: total - 1
-    const positions = b.o('Range', [past, total, b.ints([1], true)]); // [N]
-    const { cos, sin } = ropeTable(t.max_position_embeddings, hd, t.rope_theta, H);
-    const table = (name: string, data: Float32Array) => b.o('Gather', [b.weight(name, data, [t.max_position_embeddings, H * hd]), positions], { axis: 0 }); // [N, H*hd]
-    const cosQ = table('rope.cos', cos);
-    const sinQ = table('rope.sin', sin);
-    const kvCols = (m: string) => (KV === H ? m : b.o('Slice', [m, b.ints([0]), b.ints([KV * hd]), b.ints([1])])); // [N, KV*hd]
-    const cosK = kvCols(cosQ);
-    const sinK = kvCols(sinQ);
+    const { cosQ, sinQ, cosK, sinK } = this.ropeRows(past, total);
     const present: KvNames[] = [];
     const fresh: KvNames[] = [];
     let h = b.op('SimplifiedLayerNormalization', [x, this.w('model.layers.0.input_layernorm.weight')], { axis: -1, epsilon: { float: t.rms_norm_eps } }, 1)[0];
@@ -209,6 +202,25 @@ class VlaGraph {
     return { h, present, fresh, attentions: [] };
   }
 
+  /**
+   * Rotary tables for positions [past, total), laid out like the projections ([.., H*hd]): rows of precomputed
+   * [max_positions, H*hd] tables; the key/value heads use the first KV*hd columns.
+   */
+  ropeRows(past: string, total: string): { positions: string; cosQ: string; sinQ: string; cosK: string; sinK: string } {
+    const b = this.b;
+    const t = this.cfg.text_config;
+    const H = t.num_attention_heads;
+    const KV = t.num_key_value_heads;
+    const hd = t.hidden_size / H;
+    const positions = b.o('Range', [past, total, b.ints([1], true)]); // [N]
+    const { cos, sin } = ropeTable(t.max_position_embeddings, hd, t.rope_theta, H);
+    const table = (name: string, data: Float32Array) => b.o('Gather', [b.weight(name, data, [t.max_position_embeddings, H * hd]), positions], { axis: 0 }); // [N, H*hd]
+    const cosQ = table('rope.cos', cos);
+    const sinQ = table('rope.sin', sin);
+    const kvCols = (m: string) => (KV === H ? m : b.o('Slice', [m, b.ints([0]), b.ints([KV * hd]), b.ints([1])])); // [N, KV*hd]
+    return { positions, cosQ, sinQ, cosK: kvCols(cosQ), sinK: kvCols(sinQ) };
+  }
+
   /** x + skip, RMS-normalized with `weight`: [normed, the sum] (SkipSimplifiedLayerNormalization). */
   skipNorm(x: string, skip: string, weight: string, eps: number): [string, string] {
     const [normed, , , sum] = this.b.op('SkipSimplifiedLayerNormalization', [x, skip, this.w(weight)], { epsilon: { float: eps } }, 4, 'com.microsoft');
@@ -231,16 +243,7 @@ class VlaGraph {
     const N = this.dim(x, 1);
     const total = b.o('Add', [past, N]);
     const one = b.ints([1], true);
-    // rotary tables for positions [past, past + N), laid out like the projections ([.., H*hd]): rows of
-    // precomputed [max_positions, H*hd] tables; the key/value heads use the first KV*hd columns
-    const positions = b.o('Range', [past, total, one]); // [N]
-    const { cos, sin } = ropeTable(t.max_position_embeddings, hd, t.rope_theta, H);
-    const table = (name: string, data: Float32Array) => b.o('Gather', [b.weight(name, data, [t.max_position_embeddings, H * hd]), positions], { axis: 0 }); // [N, H*hd]
-    const cosQ = table('rope.cos', cos);
-    const sinQ = table('rope.sin', sin);
-    const kvCols = (m: string) => (KV === H ? m : b.o('Slice', [m, b.ints([0]), b.ints([KV * hd]), b.ints([1])])); // [N, KV*hd]
-    const cosK = kvCols(cosQ);
-    const sinK = kvCols(sinQ);
+    const { positions, cosQ, sinQ, cosK, sinK } = this.ropeRows(past, total);
     // causal mask [N, past + N]: key j is hidden from query i when j > past + i; repeated for the n query heads
     // that share a key/value head ([n*N, past + N], row j*N + i for query i of head j of the group)
     const keys = b.o('Unsqueeze', [b.o('Range', [b.ints([0], true), total, one]), b.ints([0])]); // [1, past + N]

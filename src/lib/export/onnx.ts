@@ -128,18 +128,27 @@ export class GraphBuilder {
     return name;
   }
 
-  /** An int64 constant (shapes, axes, indices); shared by value. */
-  ints(values: number[], scalar = false): string {
-    const key = `i64:${scalar ? 's' : 'v'}:${values.join(',')}`;
+  /** An integer constant, shared by value. */
+  private integers(values: number[], scalar: boolean, type: 'int64' | 'int32'): string {
+    const key = `${type}:${scalar ? 's' : 'v'}:${values.join(',')}`;
     let name = this.constants.get(key);
     if (!name) {
       name = `const/${this.constants.size}`;
-      const raw = Buffer.alloc(values.length * 8);
-      values.forEach((v, i) => raw.writeBigInt64LE(BigInt(v), i * 8));
-      this.inline.push({ name, dims: scalar ? [] : [values.length], dataType: DType.int64, rawData: raw });
+      const raw = type === 'int64' ? Buffer.from(BigInt64Array.from(values, (v) => BigInt(v)).buffer) : Buffer.from(Int32Array.from(values).buffer);
+      this.inline.push({ name, dims: scalar ? [] : [values.length], dataType: DType[type], rawData: raw });
       this.constants.set(key, name);
     }
     return name;
+  }
+
+  /** An int64 constant (shapes, axes, indices). */
+  ints(values: number[], scalar = false): string {
+    return this.integers(values, scalar, 'int64');
+  }
+
+  /** An int32 constant. */
+  ints32(values: number[], scalar = false): string {
+    return this.integers(values, scalar, 'int32');
   }
 
   /** A float32 constant (scalars by default); shared by value. */
@@ -161,18 +170,6 @@ export class GraphBuilder {
     this.nodes.push({ opType: type, name: `${this.name}/${id}`, input: inputs, output: out, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)), ...(domain ? { domain } : {}) });
     if (domain) this.domains.add(domain);
     return out;
-  }
-
-  /** An int32 constant. */
-  ints32(values: number[], scalar = false): string {
-    const key = `i32:${scalar ? 's' : 'v'}:${values.join(',')}`;
-    let name = this.constants.get(key);
-    if (!name) {
-      name = `const/${this.constants.size}`;
-      this.inline.push({ name, dims: scalar ? [] : [values.length], dataType: DType.int32, rawData: Buffer.from(Int32Array.from(values).buffer) });
-      this.constants.set(key, name);
-    }
-    return name;
   }
 
   /** A scalar int64 value as a 1-element vector (Slice bounds). */
