@@ -10,7 +10,7 @@
  *   actions in one target; with `noReasoning`, the actions alone (the SFT baseline).
  */
 import { createHash } from 'node:crypto';
-import { type ImageJson, isImageJson } from '../io/json.js';
+import { type ImageJson, imagesOf } from '../io/json.js';
 import { directionWords } from '../teacher/kinematic.js';
 import type { ActionCodec } from './codecs.js';
 import { ACTIONS_MARKER, PROMPTS } from './prompts.js';
@@ -41,11 +41,6 @@ export interface ExampleOptions {
   seed?: number;
 }
 
-function imagesOf(obs: Record<string, unknown>): ImageJson[] {
-  return Object.keys(obs)
-    .filter((k) => isImageJson(obs[k]))
-    .map((k) => obs[k] as ImageJson);
-}
 
 /** The split of an episode: a seeded hash, so an episode's examples all land in the same split. */
 export function splitOf(episodeId: string | number, valFraction: number, seed = 0): 'train' | 'val' {

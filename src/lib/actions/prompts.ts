@@ -7,6 +7,9 @@ export const CONVENTIONS = '+x is forward, +y is left, +z is up (meters per step
 
 const ACTIONS = `Output the end-effector actions [dx, dy, dz, gripper] (${CONVENTIONS}).`;
 
+/** The letters of multiple-choice options, in order. */
+export const LETTERS = 'ABCDEFGHIJ';
+
 /** The marker before the actions in a ReFineVLA target. */
 export const ACTIONS_MARKER = '<Actions>:';
 
@@ -26,7 +29,7 @@ export const PROMPTS = {
     `Instruction: ${instruction}\n${reasoning ? 'Reason step by step about the scene (observation, situation analysis, spatial reasoning, task planning), then give the next actions.' : 'Give the next actions.'} ${ACTIONS}`,
   /** A visual question: a short answer, or (with choices) the option's letter. */
   vqa: (question: string, choices?: string[], hint?: string) =>
-    `${hint ? `Hint: ${hint}\n` : ''}Question: ${question}\n${choices?.length ? `${choices.map((c, i) => `${'ABCDEFGHIJ'[i]}. ${c}`).join('\n')}\nAnswer with the letter of the right option.` : 'Answer with one word or a short phrase.'}`,
+    `${hint ? `Hint: ${hint}\n` : ''}Question: ${question}\n${choices?.length ? `${choices.map((c, i) => `${LETTERS[i]}. ${c}`).join('\n')}\nAnswer with the letter of the right option.` : 'Answer with one word or a short phrase.'}`,
   /** Image + instruction -> actions, with no reasoning (VLM2VLA-NR). */
   task: (instruction: string) => `Task: ${instruction}\n${ACTIONS}`,
 };

@@ -13,6 +13,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { VlakitError } from '../errors.js';
+import { sniffImageMime } from '../io/images.js';
 import { type ImageJson, isImageJson } from '../io/json.js';
 import { LETTERS, rotateChoices } from './metrics.js';
 
@@ -39,10 +40,7 @@ export interface VqaItem {
 }
 
 function mimeOf(bytes: Buffer): string {
-  if (bytes[0] === 0xff && bytes[1] === 0xd8) return 'image/jpeg';
-  if (bytes[0] === 0x89 && bytes[1] === 0x50) return 'image/png';
-  if (bytes.subarray(0, 4).toString('latin1') === 'RIFF') return 'image/webp';
-  return 'application/octet-stream';
+  return sniffImageMime(bytes) ?? (bytes.subarray(0, 4).toString('latin1') === 'RIFF' ? 'image/webp' : 'application/octet-stream');
 }
 
 /** The image as {mime, b64}, reading files when needed. */

@@ -9,6 +9,10 @@
  *   the options).
  */
 
+import { LETTERS } from '../actions/prompts.js';
+
+export { LETTERS };
+
 /** Words that are also contractions without their apostrophe ("well" / "we'll"): never rewritten. */
 const WORDS = new Set(['well', 'were', 'shed', 'id', 'lets', 'wed', 'im', 'its', 'ill', 'hell', 'shell']);
 
@@ -124,7 +128,6 @@ export function anls(prediction: string, answers: string[], threshold = 0.5): nu
   return best;
 }
 
-export const LETTERS = 'ABCDEFGHIJ';
 
 /**
  * The option a free-text answer picks, as a letter, or undefined: a leading letter ("B", "(B)", "B. red",

@@ -9,6 +9,7 @@
  */
 import type { VlaModel } from '../model/model.js';
 import { patchesPerImage } from '../model/config.js';
+import { ropeAngles } from '../model/layers.js';
 import { type Dim, GraphBuilder, type ModelProto, type WeightStore } from './onnx.js';
 
 export interface GraphOptions {
@@ -308,23 +309,21 @@ class VlaGraph {
 }
 
 /**
- * cos and sin of position p x theta^(-2i/hd), as ropeTables computes them, laid out for `heads` heads of size hd:
+ * cos and sin of the rotary angles (ropeAngles, as the model computes them), laid out for `heads` heads of size hd:
  * [max_positions, heads*hd], column h*hd + j holding frequency i = j mod hd/2 (both halves of a head share it).
  */
 function ropeTable(maxPos: number, hd: number, theta: number, heads: number): { cos: Float32Array; sin: Float32Array } {
   const half = hd / 2;
   const W = heads * hd;
+  const angles = ropeAngles(maxPos, hd, theta); // [maxPos, hd/2], the model's own values
   const cos = new Float32Array(maxPos * W);
   const sin = new Float32Array(maxPos * W);
   for (let p = 0; p < maxPos; p++) {
     for (let i = 0; i < half; i++) {
-      const a = p / theta ** ((2 * i) / hd);
-      const c = Math.fround(Math.cos(a));
-      const s = Math.fround(Math.sin(a));
       for (let h = 0; h < heads; h++) {
         for (const j of [i, i + half]) {
-          cos[p * W + h * hd + j] = c;
-          sin[p * W + h * hd + j] = s;
+          cos[p * W + h * hd + j] = angles.cos[p * half + i];
+          sin[p * W + h * hd + j] = angles.sin[p * half + i];
         }
       }
     }

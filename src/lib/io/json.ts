@@ -68,6 +68,11 @@ export function isImageJson(v: unknown): v is ImageJson {
   return isB64(v) && typeof (v as ImageJson).mime === 'string';
 }
 
+/** The camera images of an observation, in key order. */
+export function imagesOf(obs: Record<string, unknown>): ImageJson[] {
+  return Object.values(obs).filter(isImageJson);
+}
+
 export function int64ToJson(v: Int64): number | string {
   return typeof v === 'bigint' ? v.toString() : v;
 }

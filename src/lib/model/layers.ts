@@ -75,8 +75,8 @@ export function gelu(x: tf.Tensor): tf.Tensor {
   return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), c))));
 }
 
-/** cos and sin tables for rotary embeddings of positions [offset, offset + T): each [T, hd/2]. */
-export function ropeTables(T: number, hd: number, theta: number, offset = 0): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+/** cos and sin of the rotary angles of positions [offset, offset + T): [T, hd/2] each, row-major (the export's tables too). */
+export function ropeAngles(T: number, hd: number, theta: number, offset = 0): { cos: Float32Array; sin: Float32Array } {
   const half = hd / 2;
   const cos = new Float32Array(T * half);
   const sin = new Float32Array(T * half);
@@ -87,7 +87,13 @@ export function ropeTables(T: number, hd: number, theta: number, offset = 0): { 
       sin[t * half + i] = Math.sin(a);
     }
   }
-  return { cos: tf.tensor2d(cos, [T, half]), sin: tf.tensor2d(sin, [T, half]) };
+  return { cos, sin };
+}
+
+/** cos and sin tables for rotary embeddings of positions [offset, offset + T): each [T, hd/2]. */
+export function ropeTables(T: number, hd: number, theta: number, offset = 0): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+  const { cos, sin } = ropeAngles(T, hd, theta, offset);
+  return { cos: tf.tensor2d(cos, [T, hd / 2]), sin: tf.tensor2d(sin, [T, hd / 2]) };
 }
 
 /** Rotates the two halves of the head dimension (the "rotate_half" convention). x: [B, H, T, hd]. */

@@ -12,7 +12,7 @@ import type { ActionCodec } from '../actions/codecs.js';
 import { ACTIONS_MARKER, PROMPTS, parseSubtaskList } from '../actions/prompts.js';
 import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
-import { type ImageJson, isImageJson } from '../io/json.js';
+import { type ImageJson, imagesOf } from '../io/json.js';
 import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
 import { subSeed } from '../util/rng.js';
 import type { Verifier } from './verifiers.js';
@@ -51,11 +51,6 @@ export interface Cycle {
   modelMs: number;
 }
 
-function imagesOf(obs: Record<string, unknown>): ImageJson[] {
-  return Object.keys(obs)
-    .filter((k) => isImageJson(obs[k]))
-    .map((k) => obs[k] as ImageJson);
-}
 
 /** Actions the env can take: [dx, dy, dz, gripper] or 7-D, every value finite. */
 function checkActions(chunk: number[][]): number[][] {

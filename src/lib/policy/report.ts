@@ -4,6 +4,7 @@
  * the task's subtasks the world saw completed), cycle latency (median and interquartile range), the share of cycle
  * time spent in vlakit itself, and the counts of re-samples, no-ops, verifier decisions and safety interventions.
  */
+import { quantile } from '../actions/stats.js';
 import { wilson } from '../env/rollout.js';
 import type { StepRecord } from '../io/records.js';
 
@@ -88,13 +89,6 @@ export function summarizeEpisode(records: StepRecord[]): EpisodeSummary {
   return s;
 }
 
-function quantile(sorted: number[], q: number): number {
-  if (!sorted.length) return 0;
-  const at = (sorted.length - 1) * q;
-  const lo = Math.floor(at);
-  const hi = Math.ceil(at);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo);
-}
 
 export function policyReport(episodes: EpisodeSummary[]): TaskReport[] {
   const by = new Map<string, EpisodeSummary[]>();
@@ -115,7 +109,7 @@ export function policyReport(episodes: EpisodeSummary[]): TaskReport[] {
       ci95: wilson(k, es.length),
       partialCredit: sum((e) => e.partial) / es.length,
       cycles: cycles.length,
-      latencyMs: { median: quantile(totals, 0.5), q25: quantile(totals, 0.25), q75: quantile(totals, 0.75) },
+      latencyMs: totals.length ? { median: quantile(totals, 0.5), q25: quantile(totals, 0.25), q75: quantile(totals, 0.75) } : { median: 0, q25: 0, q75: 0 },
       overheadShare: all ? cycles.reduce((a, c) => a + c.vlakit, 0) / all : 0,
       ...(Object.fromEntries(COUNT_KEYS.map((k) => [k, sum((e) => e[k])])) as unknown as PolicyCounts),
       planNamesObjects: planned.length ? planned.filter((e) => e.planNamesObjects).length / planned.length : undefined,

@@ -14,6 +14,7 @@ import { decode, encode } from '@msgpack/msgpack';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { ActContext } from '../env/rollout.js';
 import { VlakitError } from '../errors.js';
+import { sniffImageMime } from '../io/images.js';
 import { isImageJson } from '../io/json.js';
 import { ChunkPolicy, type Cycle } from './model-policy.js';
 
@@ -23,10 +24,8 @@ export const PROTOCOL = 'vlakit-policy/1';
 function normalizeObservation(obs: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obs)) {
-    if (v instanceof Uint8Array) {
-      const jpeg = v[0] === 0xff && v[1] === 0xd8;
-      out[k] = { mime: jpeg ? 'image/jpeg' : 'image/png', b64: Buffer.from(v).toString('base64') };
-    } else out[k] = v;
+    if (v instanceof Uint8Array) out[k] = { mime: sniffImageMime(v) ?? 'image/png', b64: Buffer.from(v).toString('base64') };
+    else out[k] = v;
   }
   return out;
 }

@@ -83,10 +83,11 @@ export interface PanelOptions {
 
 /** One panel: caption, the image under the heatmap (a [grid x grid] map in [0, 1]), and a color bar. Returns PNG bytes. */
 export async function heatmapPanel(image: ImageJson, map: Float32Array, grid: number, o: PanelOptions = {}): Promise<Buffer> {
-  const meta = await sharp(Buffer.from(image.b64, 'base64')).metadata();
+  const source = sharp(Buffer.from(image.b64, 'base64'));
+  const meta = await source.metadata();
   const W = o.width ?? Math.max(256, meta.width ?? 256);
   const H = Math.round((W * (meta.height ?? W)) / (meta.width ?? W));
-  const rgb = await sharp(Buffer.from(image.b64, 'base64')).removeAlpha().toColourspace('srgb').resize(W, H, { fit: 'fill' }).raw().toBuffer(); // grey images too: 3 channels
+  const rgb = await source.removeAlpha().toColourspace('srgb').resize(W, H, { fit: 'fill' }).raw().toBuffer(); // grey images too: 3 channels
   const up = upsample(map, grid, W, H);
   const alpha = o.alpha ?? 0.5;
   const out = Buffer.alloc(W * H * 3);

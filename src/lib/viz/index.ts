@@ -149,6 +149,7 @@ export async function attnViz(o: AttnVizOptions): Promise<ExampleResult[]> {
       const res: ExampleResult = { id: ex.id, file: '', instruction, models: [] };
       const panels: Buffer[] = [];
       const perModel: Buffer[][] = [];
+      const named = namedMask(ex, instruction); // the same objects for every model
       for (const { name, runner } of o.models) {
         const mine: Buffer[] = [];
         perModel.push(mine);
@@ -157,13 +158,14 @@ export async function attnViz(o: AttnVizOptions): Promise<ExampleResult[]> {
         const tokens = await mapsOf(runner, ex, o);
         const entry: ExampleResult['models'][number] = { name, tokens };
         const cams = Math.min(cfg.num_cameras, ex.images.length);
-        const named = namedMask(ex, instruction);
-        if (tokens.length && named) {
-          entry.objectMass = maskMass(meanMap(tokens.map((t) => Float32Array.from(t.cameras[0]))), grid, named.mask, named.width, named.height);
+        // per camera, the chosen tokens' maps averaged: the example's picture and its attention-mass score
+        const means = tokens.length ? Array.from({ length: cams }, (_, c) => meanMap(tokens.map((t) => Float32Array.from(t.cameras[c])))) : [];
+        if (means.length && named) {
+          entry.objectMass = maskMass(means[0], grid, named.mask, named.width, named.height);
           entry.objects = named.objects;
         }
         res.models.push(entry);
-        const show = o.layout === 'tokens' ? tokens.slice(0, o.maxTokens ?? 12).map((t) => ({ label: JSON.stringify(t.text), maps: t.cameras })) : tokens.length ? [{ label: `${tokens.length} ${o.tokens} tokens: ${JSON.stringify(tokens.map((t) => t.text).join(''))}`, maps: Array.from({ length: cams }, (_, c) => Array.from(meanMap(tokens.map((t) => Float32Array.from(t.cameras[c]))))) }] : [];
+        const show = o.layout === 'tokens' ? tokens.slice(0, o.maxTokens ?? 12).map((t) => ({ label: JSON.stringify(t.text), maps: t.cameras })) : means.length ? [{ label: `${tokens.length} ${o.tokens} tokens: ${JSON.stringify(tokens.map((t) => t.text).join(''))}`, maps: means.map((m) => Array.from(m)) }] : [];
         for (const s of show) {
           for (let c = 0; c < cams; c++) {
             const caption = [`${name}${cams > 1 ? ` (camera ${c})` : ''}: ${instruction}`, s.label, ...(c === 0 && entry.objectMass !== undefined ? [`attention on ${entry.objects!.join(', ')}: ${(entry.objectMass * 100).toFixed(1)}%`] : [])];
