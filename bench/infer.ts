@@ -1,8 +1,9 @@
 /**
  * Inference latency of one action chunk (the prefill of image + prompt, then N decoded tokens) for a preset: the
- * checkpoint on the tfjs backend vs its ONNX export on onnxruntime, each with and without the KV cache, as ratios
- * measured in one run. Target: onnxruntime >= 10x faster than the tfjs wasm backend. Each engine runs in a process
- * of its own (as in use: a command loads one engine), so neither engine's threads take the other's cores.
+ * checkpoint on the tfjs backend vs its ONNX export on onnxruntime (float32, and `--quantize int8`), each with and
+ * without the KV cache, as ratios measured in one run. Target: onnxruntime >= 10x faster than the tfjs wasm backend.
+ * Each engine runs in a process of its own (as in use: a command loads one engine), so neither engine's threads
+ * take the other's cores.
  * Run: `npx tsx bench/infer.ts [--quick] [--preset=small] [--tokens=32] [--backend=wasm]`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -37,6 +38,7 @@ if (!child) {
   await writeDirAtomic(path.join(dir, 'ck'), (d) => writeModelFiles(d, model, tok.json));
   model.dispose();
   await exportModel(path.join(dir, 'ck'), path.join(dir, 'onnx'));
+  await exportModel(path.join(dir, 'ck'), path.join(dir, 'onnx-int8'), { quantize: 'int8' });
 }
 const S = cfg.vision_config.image_size;
 const pixels = Float32Array.from({ length: S * S * 3 }, () => rng.uniform(-1, 1));
@@ -70,7 +72,7 @@ async function time(r: VlaRunner, useCache: boolean, reps: number): Promise<{ to
 const reps = quick ? 1 : 3;
 if (child) {
   // one engine in this process: print its timings as JSON
-  const r = child === 'tfjs' ? await openModel(path.join(dir, 'ck'), { backend: backendName }) : await openModel(path.join(dir, 'onnx'));
+  const r = child === 'tfjs' ? await openModel(path.join(dir, 'ck'), { backend: backendName }) : await openModel(path.join(dir, child === 'ort-int8' ? 'onnx-int8' : 'onnx'));
   const k = child === 'tfjs' ? 1 : 3; // onnxruntime is fast: more repeats for a steadier figure
   const out = { cache: await time(r, true, reps * k), none: await time(r, false, child === 'tfjs' ? (quick ? 1 : 2) : reps) };
   await r.dispose();
@@ -80,18 +82,23 @@ if (child) {
 const measure = (engine: string) => JSON.parse(execFileSync(process.execPath, [...process.execArgv, process.argv[1], ...process.argv.slice(2), `--child=${engine}`, `--dir=${dir}`], { encoding: 'utf8' }).trim().split('\n').at(-1)!) as { cache: { total: number; prefill: number }; none: { total: number; prefill: number } };
 const tf = measure('tfjs');
 const ort = measure('ort');
+const ort8 = measure('ort-int8');
 const backend = backendName;
 const rows = {
   [`tfjs ${backend}, KV cache`]: tf.cache,
   [`tfjs ${backend}, no cache`]: tf.none,
   'onnxruntime cpu, KV cache': ort.cache,
   'onnxruntime cpu, no cache': ort.none,
+  'onnxruntime int8, KV cache': ort8.cache,
+  'onnxruntime int8, no cache': ort8.none,
 };
 console.log(`vlakit infer bench on ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, node ${process.version}: ${presetName} (${(cfg.vision_config.image_size / cfg.vision_config.patch_size) ** 2} image tokens, ${prompt.length} prompt tokens, ${N} generated tokens)${quick ? ' (quick)' : ''}; each engine in its own process`);
 for (const [name, t] of Object.entries(rows)) console.log(`  ${name.padEnd(28)} ${(t.total * 1000).toFixed(0).padStart(7)} ms per chunk (prefill ${(t.prefill * 1000).toFixed(0)} ms, ${(((t.total - t.prefill) / (N - 1)) * 1000).toFixed(1)} ms per decoded token)`);
 const r = (a: string, b: string) => (rows[b].total / rows[a].total).toFixed(1);
-console.log(`  onnxruntime vs tfjs ${backend} (both with the cache): ${r('onnxruntime cpu, KV cache', `tfjs ${backend}, KV cache`)}x faster (target >= 10x)`);
 const perToken = (k: string) => (rows[k].total - rows[k].prefill) / (N - 1);
-console.log(`  prefill alone: onnxruntime ${(rows[`tfjs ${backend}, KV cache`].prefill / rows['onnxruntime cpu, KV cache'].prefill).toFixed(1)}x faster; one decoded token: ${(perToken(`tfjs ${backend}, KV cache`) / perToken('onnxruntime cpu, KV cache')).toFixed(1)}x faster`);
-console.log(`  KV cache vs none: onnxruntime ${r('onnxruntime cpu, KV cache', 'onnxruntime cpu, no cache')}x, tfjs ${r(`tfjs ${backend}, KV cache`, `tfjs ${backend}, no cache`)}x`);
+const tfKey = `tfjs ${backend}, KV cache`;
+for (const [label, k] of [['onnxruntime float32', 'onnxruntime cpu, KV cache'], ['onnxruntime int8', 'onnxruntime int8, KV cache']] as const) {
+  console.log(`  ${label} vs tfjs ${backend} (both with the cache): ${r(k, tfKey)}x faster per chunk (target >= 10x); prefill ${(rows[tfKey].prefill / rows[k].prefill).toFixed(1)}x, one decoded token ${(perToken(tfKey) / perToken(k)).toFixed(1)}x`);
+}
+console.log(`  KV cache vs none: onnxruntime ${r('onnxruntime cpu, KV cache', 'onnxruntime cpu, no cache')}x (int8 ${r('onnxruntime int8, KV cache', 'onnxruntime int8, no cache')}x), tfjs ${r(tfKey, `tfjs ${backend}, no cache`)}x`);
 rmSync(dir, { recursive: true, force: true });

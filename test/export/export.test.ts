@@ -45,7 +45,10 @@ describe('vlakit export: the files', () => {
     const prefill = decodeModel(readFileSync(path.join(out, 'prefill.onnx')));
     const decode = decodeModel(readFileSync(path.join(out, 'decode.onnx')));
     expect(prefill.graph!.input!.map((i) => i.name)).toEqual(['pixel_values', 'input_ids']);
-    expect(decode.graph!.input!.map((i) => i.name)).toEqual(['input_ids', 'past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value']);
+    const past = ['past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value'];
+    expect(decode.graph!.input!.map((i) => i.name)).toEqual(['input_ids', ...past, 'attention_mask']); // fused: the mask says how much of the past counts
+    const dims = (vi: (typeof decode.graph.output)[number]) => vi.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue));
+    expect(dims(decode.graph!.output!.find((o) => o.name === 'present.0.key')!)).toEqual(['batch_size', 2, 'max(past_sequence_length, total_sequence_length)', 8]);
     const kv = ['present.0.key', 'present.0.value', 'present.1.key', 'present.1.value'];
     const fresh = ['new_key_values.0.key', 'new_key_values.0.value', 'new_key_values.1.key', 'new_key_values.1.value'];
     expect(decode.graph!.output!.map((o) => o.name)).toEqual(['logits', ...kv, ...fresh]);
@@ -197,15 +200,37 @@ describe('a fresh process', () => {
         const a = await p.run({ pixel_values: px, input_ids: ids });
         const feeds = { input_ids: new ort.Tensor('int64', BigInt64Array.from([5n, 6n]), [2, 1]) };
         for (let i = 0; i < 2; i++) for (const kv of ['key', 'value']) feeds['past_key_values.' + i + '.' + kv] = a['present.' + i + '.' + kv];
+        const ones = (n) => new ort.Tensor('int64', new BigInt64Array(2 * n).fill(1n), [2, n]);
+        const masked = d.inputNames.includes('attention_mask');
+        if (masked) feeds.attention_mask = ones(37);
         const b = await d.run(feeds);
-        console.log(JSON.stringify({ inputs: p.inputNames, logits: a.logits.dims, present: a['present.0.key'].dims, att: a['attentions.0']?.dims, next: b.logits.dims, present2: b['present.1.value'].dims, att2: b['attentions.1']?.dims, logit0: a.logits.data[5] }));
+        const maxDiff = (x, y) => x.data.reduce((m, v, i) => Math.max(m, Math.abs(v - y.data[i])), 0);
+        let padded;
+        if (masked) {
+          // the same step over past buffers with room for 3 more positions (filled with garbage): the mask says how much counts
+          const f2 = { input_ids: feeds.input_ids, attention_mask: ones(37) };
+          for (const name of Object.keys(feeds).filter((n) => n.startsWith('past'))) {
+            const t = feeds[name];
+            const [B, KV, P, hd] = t.dims;
+            const buf = new Float32Array(B * KV * (P + 3) * hd).fill(7);
+            for (let r = 0; r < B * KV; r++) buf.set(t.data.subarray(r * P * hd, (r + 1) * P * hd), r * (P + 3) * hd);
+            f2[name] = new ort.Tensor('float32', buf, [B, KV, P + 3, hd]);
+          }
+          const c = await d.run(f2);
+          padded = { logits: maxDiff(c.logits, b.logits), fresh: maxDiff(c['new_key_values.1.value'], b['new_key_values.1.value']), present: c['present.0.key'].dims };
+        }
+        console.log(JSON.stringify({ inputs: p.inputNames, decodeInputs: d.inputNames.length, logits: a.logits.dims, present: a['present.0.key'].dims, att: a['attentions.0']?.dims, next: b.logits.dims, present2: b['present.1.value'].dims, fresh: b['new_key_values.0.key'].dims, att2: b['attentions.1']?.dims, logit0: a.logits.data[5], padded }));
       })().catch((e) => { console.error(e.message); process.exit(1); });`;
     const V = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')).text_config.vocab_size;
     const fast = JSON.parse((await execa('node', ['-e', script, out, ''])).stdout);
     const withAtt = JSON.parse((await execa('node', ['-e', script, out, '_attentions'])).stdout);
     // 2 cameras x 16 patches = 32 image tokens; 4 heads, 2 KV heads of size 8
-    expect(withAtt).toMatchObject({ inputs: ['pixel_values', 'input_ids'], logits: [2, 4, V], present: [2, 2, 36, 8], att: [2, 4, 36, 36], next: [2, 1, V], present2: [2, 2, 37, 8], att2: [2, 4, 1, 37] });
-    expect(fast).toMatchObject({ inputs: ['pixel_values', 'input_ids'], logits: [2, 4, V], present: [2, 2, 36, 8], next: [2, 1, V], present2: [2, 2, 37, 8] });
+    expect(withAtt).toMatchObject({ inputs: ['pixel_values', 'input_ids'], decodeInputs: 5, logits: [2, 4, V], present: [2, 2, 36, 8], att: [2, 4, 36, 36], next: [2, 1, V], present2: [2, 2, 37, 8], fresh: [2, 2, 1, 8], att2: [2, 4, 1, 37] });
+    // the fused decode step also takes attention_mask; over longer (preallocated) past buffers it computes the same
+    expect(fast).toMatchObject({ inputs: ['pixel_values', 'input_ids'], decodeInputs: 6, logits: [2, 4, V], present: [2, 2, 36, 8], next: [2, 1, V], present2: [2, 2, 37, 8], fresh: [2, 2, 1, 8] });
+    expect(fast.padded.present).toEqual([2, 2, 39, 8]);
+    expect(fast.padded.logits).toBeLessThan(1e-5);
+    expect(fast.padded.fresh).toBeLessThan(1e-6);
     expect(Math.abs(fast.logit0 - withAtt.logit0)).toBeLessThan(1e-4); // the two pairs compute the same model
   });
 });
@@ -241,10 +266,10 @@ describe('the structural check fails on broken graphs', () => {
     m.graph!.output![0].type!.tensorType!.shape!.dim![2] = { dimValue: 999 };
     expect(problems(m)).toContain(`graph output "logits": dimension 2 is ${V}, declared 999`);
     const m2 = load();
-    const w = m2.graph!.initializer!.find((t) => t.name === 'model.layers.0.self_attn.qkv_rope.weight')!;
-    w.dims = [32, 96];
-    w.externalData!.find((e) => e.key === 'length')!.value = String(32 * 96 * 4);
-    expect(problems(m2)).toMatch(/Split sizes 32\+32\+16\+16\+16 do not add up to 96/);
+    const w = m2.graph!.initializer!.find((t) => t.name === 'model.layers.0.self_attn.qkv.weight')!;
+    w.dims = [32, 48];
+    w.externalData!.find((e) => e.key === 'length')!.value = String(32 * 48 * 4);
+    expect(problems(m2)).toMatch(/Split sizes 32\+16\+16 do not add up to 48/);
     const m3 = load();
     const k = m3.graph!.initializer!.find((t) => t.name === 'model.layers.1.mlp.down_proj.weight')!;
     k.dims = [32, 88];

@@ -8,7 +8,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { DType, type ModelProto, type TensorProto, type ValueInfoProto } from './onnx.js';
+import { DTYPE_BYTES, DType, type ModelProto, type TensorProto, type ValueInfoProto } from './onnx.js';
 
 /** A dimension as a polynomial: monomial ("" for the constant, else sorted symbol names joined by *) -> coefficient. */
 type Poly = Map<string, number>;
@@ -91,6 +91,12 @@ function constOf(p: Poly): number | undefined {
 function show(p: Poly): string {
   if (p.size === 0) return '0';
   return [...p].map(([k, v]) => (k === '' ? String(v) : v === 1 ? k : `${v}*${k}`)).join(' + ');
+}
+
+/** The two sides of a dimension named max(a, b) (as a decode step's present length), or undefined. */
+function maxArgs(p: Poly): string[] | undefined {
+  const m = p.size === 1 ? /^max\((.+), (.+)\)$/.exec([...p.keys()][0]) : null;
+  return m && p.values().next().value === 1 ? [m[1], m[2]] : undefined;
 }
 
 /** Parses a dimension: a number, or a dim_param such as `past_sequence_length + sequence_length` or `2*batch`. */
@@ -238,9 +244,12 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
         if (!eq(ka, kb)) throw new ShapeError(`Gemm inner dimensions differ: ${show(ka)} vs ${show(kb)}`);
         return [{ type: ins[0]!.type, shape: [m, n] }];
       }
-      case 'ReduceMean': {
+      case 'ReduceMean':
+      case 'ReduceSum': {
         const x = known(0);
-        const axes = (attr(node, 'axes')?.ints ?? x.map((_, i) => i)).map((a) => axisOf(a, x.length));
+        // ReduceMean (opset 17) takes axes as an attribute, ReduceSum (opset 13 on) as its second input
+        const given = op === 'ReduceSum' ? (node.input?.[1] ? nums(1) : undefined) : attr(node, 'axes')?.ints?.map(Number);
+        const axes = (given ?? x.map((_, i) => i)).map((a) => axisOf(a, x.length));
         const keep = (attr(node, 'keepdims')?.i ?? 1) === 1;
         return [{ type: ins[0]!.type, shape: x.flatMap((d, i) => (axes.includes(i) ? (keep ? [poly(1)] : []) : [d])) }];
       }
@@ -297,7 +306,7 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
       case 'Slice': {
         const x = known(0);
         const starts = val(1); // constants, or positions computed from shapes
-        const ends = nums(2);
+        const endPolys = val(2);
         const axes = ins[3] ? nums(3) : starts.map((_, i) => i);
         const out = x.slice();
         let value = ins[0]?.value;
@@ -305,8 +314,12 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
           const a = axisOf(a0, x.length);
           const n = constOf(x[a]);
           const st = constOf(starts[j]);
-          const en = ends[j];
-          if (n !== undefined && st !== undefined) {
+          const en = constOf(endPolys[j]);
+          if (en === undefined) {
+            // a computed end: within the dimension when it is the dimension, or one side of a max() dimension
+            if (!eq(endPolys[j], x[a]) && !maxArgs(x[a])?.includes(show(endPolys[j]))) throw new Unknown();
+            out[a] = add(endPolys[j], starts[j], -1);
+          } else if (n !== undefined && st !== undefined) {
             const lo = Math.min(Math.max(st < 0 ? st + n : st, 0), n);
             const hi = Math.min(Math.max(en < 0 ? en + n : en, 0), n);
             out[a] = poly(Math.max(hi - lo, 0));
@@ -360,22 +373,56 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
         const q = known(0);
         const H = attr(node, 'num_heads')?.i ?? 0;
         const KV = attr(node, 'kv_num_heads')?.i ?? 0;
-        const hdp = div(q[2], poly(H));
-        if (!H || !KV || !hdp) throw new ShapeError(`GroupQueryAttention: query width ${show(q[2])} is not num_heads ${H} x head size`);
+        if (!H || !KV) throw new ShapeError('GroupQueryAttention without num_heads and kv_num_heads');
         if (H % KV !== 0) throw new ShapeError(`GroupQueryAttention: num_heads ${H} is not a multiple of kv_num_heads ${KV}`);
+        const packed = !node.input?.[1]; // query holds q, k and v side by side
+        const hdp = div(q[2], poly(packed ? H + 2 * KV : H));
+        if (!hdp) throw new ShapeError(`GroupQueryAttention: query width ${show(q[2])} is not ${packed ? `(num_heads ${H} + 2 x kv_num_heads ${KV})` : `num_heads ${H}`} x head size`);
         const hdc = constOf(hdp);
         if (hdc !== undefined && hdc % 8 !== 0) throw new ShapeError(`GroupQueryAttention: head size ${hdc} is not a multiple of 8, which onnxruntime requires`);
-        const k = known(1);
-        if (!eq(k[2], mul(hdp, poly(KV)))) throw new ShapeError(`GroupQueryAttention: key width ${show(k[2])}, expected kv_num_heads ${KV} x head size ${show(hdp)}`);
-        if (!eq(k[1], q[1])) throw new ShapeError('GroupQueryAttention: query and key lengths differ');
+        if ((attr(node, 'do_rotary')?.i ?? 0) === 1) {
+          if (hdc !== undefined && hdc % 16 !== 0) throw new ShapeError(`GroupQueryAttention: rotary embedding needs a head size that is a multiple of 16, not ${hdc}`);
+          const cos = known(7);
+          if (!eq(mul(cos[1], poly(2)), hdp)) throw new ShapeError(`GroupQueryAttention: cos cache width ${show(cos[1])} is not half the head size ${show(hdp)}`);
+        }
+        if (!packed) {
+          const k = known(1);
+          if (!eq(k[2], mul(hdp, poly(KV)))) throw new ShapeError(`GroupQueryAttention: key width ${show(k[2])}, expected kv_num_heads ${KV} x head size ${show(hdp)}`);
+          if (!eq(k[1], q[1])) throw new ShapeError('GroupQueryAttention: query and key lengths differ');
+        }
         let total = q[1];
         if (ins[3]) {
           const pk = known(3);
           if (!eq(pk[1], poly(KV)) || !eq(pk[3], hdp)) throw new ShapeError(`GroupQueryAttention: past key [${pk.map(show).join(', ')}], expected [batch, ${KV}, past, ${show(hdp)}]`);
+          // present is max(past buffer, total_sequence_length) long: past + new when the total is exactly that
+          const given = ins[6]?.value?.[0];
           total = add(pk[2], q[1]);
+          if (given && !eq(given, total)) total = sym(`max(${show(pk[2])}, ${show(given)})`);
         }
         const kvShape = [q[0], poly(KV), total, hdp];
-        return [{ type: ins[0]!.type, shape: q }, { type: ins[0]!.type, shape: kvShape }, { type: ins[0]!.type, shape: kvShape }];
+        return [{ type: ins[0]!.type, shape: [q[0], q[1], mul(hdp, poly(H))] }, { type: ins[0]!.type, shape: kvShape }, { type: ins[0]!.type, shape: kvShape }];
+      }
+      case 'RotaryEmbedding': {
+        const x = known(0);
+        const heads = attr(node, 'num_heads')?.i ?? 0;
+        const cos = known(2);
+        if (x.length !== 3 || !heads) throw new ShapeError('RotaryEmbedding is checked for [batch, sequence, heads x head size] inputs with num_heads');
+        if (!eq(x[2], mul(cos[1], poly(2 * heads)))) throw new ShapeError(`RotaryEmbedding: width ${show(x[2])} is not num_heads ${heads} x twice the cos cache width ${show(cos[1])}`);
+        return [{ type: ins[0]!.type, shape: x }];
+      }
+      case 'DynamicQuantizeLinear': {
+        if (ins[0]!.type !== DType.float) throw new ShapeError('DynamicQuantizeLinear takes float32');
+        return [{ type: DType.uint8, shape: known(0) }, { type: DType.float, shape: [] }, { type: DType.uint8, shape: [] }];
+      }
+      case 'MatMulInteger': {
+        const [ta, tb] = [ins[0]!.type, ins[1]!.type];
+        const int8s: number[] = [DType.uint8, DType.int8];
+        if (!int8s.includes(ta) || !int8s.includes(tb)) throw new ShapeError('MatMulInteger takes 8-bit integer operands');
+        const a = known(0);
+        const b = known(1);
+        if (a.length < 2 || b.length < 2) throw new ShapeError('MatMulInteger operands of rank < 2 are not checked');
+        if (!eq(a[a.length - 1], b[b.length - 2])) throw new ShapeError(`MatMulInteger inner dimensions differ: ${show(a[a.length - 1])} vs ${show(b[b.length - 2])}`);
+        return [{ type: DType.int32, shape: [...broadcast([a.slice(0, -2), b.slice(0, -2)]), a[a.length - 2], b[b.length - 1]] }];
       }
       case 'Tile': {
         const x = known(0);
@@ -429,7 +476,7 @@ export function checkModel(model: ModelProto, dir: string): CheckReport {
       const file = path.join(dir, kv.location ?? '');
       const offset = Number(kv.offset ?? 0);
       const length = Number(kv.length ?? -1);
-      const expected = (t.dims ?? []).map(Number).reduce((a, b) => a * b, 1) * (t.dataType === DType.float ? 4 : 8);
+      const expected = (t.dims ?? []).map(Number).reduce((a, b) => a * b, 1) * (DTYPE_BYTES[t.dataType ?? 0] ?? 0);
       if (!kv.location || !existsSync(file)) {
         problems.push(`initializer "${t.name}": external data file "${kv.location ?? ''}" is missing`);
         continue;

@@ -11,6 +11,7 @@ import type { VlaModel } from '../model/model.js';
 import { patchesPerImage } from '../model/config.js';
 import { ropeAngles } from '../model/layers.js';
 import { type Dim, GraphBuilder, type ModelProto, type WeightStore } from './onnx.js';
+import { quantizeColumns } from './quantize.js';
 
 export interface GraphOptions {
   attentions?: boolean;
@@ -20,6 +21,12 @@ export interface GraphOptions {
    * (the fused attention does not return its weights).
    */
   fused?: boolean;
+  /**
+   * int8: the weights of every matmul as int8 with a scale per output column, the activations quantized at run
+   * time (DynamicQuantizeLinear, MatMulInteger: standard operators that onnxruntime fuses into
+   * DynamicQuantizeMatMul); embeddings, norms and the output head stay float32.
+   */
+  quantize?: 'int8';
 }
 
 type KvNames = { k: string; v: string };
@@ -27,13 +34,19 @@ type KvNames = { k: string; v: string };
 const INT64_MAX = Number.MAX_SAFE_INTEGER;
 
 /** Symbolic dimension names, as the Hugging Face / Optimum exports use them. */
-export const DIMS = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length' } as const;
+export const DIMS = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length', total: 'total_sequence_length' } as const;
+
+/**
+ * The length of present.* in a fused decode step: the past buffer is kept when it has room for the new positions
+ * (a preallocated cache that onnxruntime fills in place), else past + new.
+ */
+export const PRESENT_DIM = `max(${DIMS.past}, ${DIMS.total})`;
 
 class VlaGraph {
   readonly b: GraphBuilder;
   private readonly cfg;
 
-  constructor(private readonly model: VlaModel, name: string, store: WeightStore) {
+  constructor(private readonly model: VlaModel, name: string, store: WeightStore, private readonly o: GraphOptions) {
     this.b = new GraphBuilder(name, store);
     this.cfg = model.config;
   }
@@ -50,8 +63,27 @@ class VlaGraph {
 
   /** x [.., in] -> [.., out] (MatMul broadcasts over the leading axes). */
   linear(name: string, x: string): string {
-    const y = this.b.o('MatMul', [x, this.w(`${name}.weight`)]);
+    const p = this.model.params.get(`${name}.weight`);
+    if (!p) throw new Error(`missing parameter ${name}.weight`);
+    const y = this.matmul(x, `${name}.weight`, () => p.dataSync() as Float32Array, p.shape as [number, number]);
     return this.has(`${name}.bias`) ? this.b.o('Add', [y, this.w(`${name}.bias`)]) : y;
+  }
+
+  /**
+   * x [.., K] times a constant weight [K, N] stored as `name` (`data` is asked for only when the store lacks it):
+   * MatMul, or with int8 quantization DynamicQuantizeLinear(x) -> MatMulInteger -> Cast -> Mul by the scales.
+   */
+  matmul(x: string, name: string, data: () => Float32Array, [K, N]: [number, number]): string {
+    const b = this.b;
+    const stored = (n: string) => b.weights.entries.get(n)?.data;
+    if (this.o.quantize !== 'int8') return b.o('MatMul', [x, b.weight(name, stored(name) ?? data(), [K, N])]);
+    const [qName, sName] = [`${name}.int8`, `${name}.scale`];
+    const { q, scale } = stored(qName) ? { q: stored(qName)!, scale: stored(sName)! } : quantizeColumns(data(), K, N);
+    b.weight(qName, q, [K, N]);
+    b.weight(sName, scale, [N]);
+    const [xq, xs, xz] = b.op('DynamicQuantizeLinear', [x], {}, 3); // uint8 [.., K], scale and zero point scalars
+    const acc = b.o('Cast', [b.o('MatMulInteger', [xq, qName, xz])], { to: 1 }); // int32 [.., N] -> float
+    return b.o('Mul', [acc, b.o('Mul', [xs, sName])]); // x scale * column scales [N]
   }
 
   rmsNorm(x: string, weight: string, eps: number): string {
@@ -122,28 +154,40 @@ class VlaGraph {
     return b.o('Reshape', [perCam, b.ints([-1, C * Np, D])]); // [B, C*Np, D]
   }
 
-  /** Layer i's [q | rotate_half(q) | k | rotate_half(k) | v] projection: [D, 2*H*hd + 3*KV*hd]. */
-  qkvRope(i: number): string {
-    for (const m of ['q_proj', 'k_proj', 'v_proj']) {
-      if (this.has(`model.layers.${i}.self_attn.${m}.bias`)) throw new Error(`the export does not fold a ${m} bias into the fused projection`);
-    }
+  /**
+   * x [.., D] times layer i's [q | rotate_half(q) | k | rotate_half(k) | v] projection [D, 2*H*hd + 3*KV*hd]:
+   * rotate_half is a signed column permutation, folded into the weights.
+   */
+  qkvRope(i: number, x: string): string {
     const t = this.cfg.text_config;
     const D = t.hidden_size;
-    const hd = D / t.num_attention_heads;
-    const get = (m: string) => this.model.params.get(`model.layers.${i}.self_attn.${m}.weight`)!.dataSync() as Float32Array;
-    const parts: [Float32Array, number][] = [];
-    const q = get('q_proj');
-    const k = get('k_proj');
-    parts.push([q, t.num_attention_heads * hd], [rotateHalfColumns(q, D, t.num_attention_heads, hd), t.num_attention_heads * hd]);
-    parts.push([k, t.num_key_value_heads * hd], [rotateHalfColumns(k, D, t.num_key_value_heads, hd), t.num_key_value_heads * hd], [get('v_proj'), t.num_key_value_heads * hd]);
+    const [H, KV] = [t.num_attention_heads, t.num_key_value_heads];
+    const hd = D / H;
+    const weight = () => {
+      const q = this.projection(i, 'self_attn.q_proj');
+      const k = this.projection(i, 'self_attn.k_proj');
+      return this.concatColumns(D, [[q, H * hd], [rotateHalfColumns(q, D, H, hd), H * hd], [k, KV * hd], [rotateHalfColumns(k, D, KV, hd), KV * hd], [this.projection(i, 'self_attn.v_proj'), KV * hd]]);
+    };
+    return this.matmul(x, `model.layers.${i}.self_attn.qkv_rope.weight`, weight, [D, 2 * H * hd + 3 * KV * hd]);
+  }
+
+  /** A bias-free projection's weight [in, out] of layer i, e.g. `self_attn.q_proj` (fused paths fold no bias). */
+  private projection(i: number, m: string): Float32Array {
+    const prefix = `model.layers.${i}.${m}`;
+    if (this.has(`${prefix}.bias`)) throw new Error(`the export does not fold a ${m} bias into a fused projection`);
+    return this.model.params.get(`${prefix}.weight`)!.dataSync() as Float32Array;
+  }
+
+  /** One weight [rows, sum of widths] whose columns are the given weights' side by side. */
+  private concatColumns(rows: number, parts: [Float32Array, number][]): Float32Array {
     const width = parts.reduce((a, [, c]) => a + c, 0);
-    const out = new Float32Array(D * width);
+    const out = new Float32Array(rows * width);
     let at = 0;
     for (const [w, c] of parts) {
-      for (let r = 0; r < D; r++) out.set(w.subarray(r * c, (r + 1) * c), r * width + at);
+      for (let r = 0; r < rows; r++) out.set(w.subarray(r * c, (r + 1) * c), r * width + at);
       at += c;
     }
-    return this.b.weight(`model.layers.${i}.self_attn.qkv_rope.weight`, out, [D, width]);
+    return out;
   }
 
   /** A scalar int64: dimension `axis` of `x`. */
@@ -152,55 +196,105 @@ class VlaGraph {
   }
 
   /**
-   * The decoder with onnxruntime's fused operators: per layer one matmul for q, k, v; GroupQueryAttention (rotary
-   * embedding from cos/sin caches, the causal mask, the KV cache concatenation, grouped heads); the residual adds
-   * folded into SkipSimplifiedLayerNormalization.
+   * The decoder with onnxruntime's fused operators, per layer: one matmul for the packed q, k, v;
+   * GroupQueryAttention (the causal mask, the KV cache, grouped heads, and the rotary embedding when the head size
+   * allows, else RotaryEmbedding); one matmul for gate and up; the residual adds folded into
+   * SkipSimplifiedLayerNormalization. A decode step takes the cache with attention_mask [B, total] (ones over the
+   * past and new positions): the past buffers may be longer than the past (a preallocated cache, filled up to
+   * total - N), and the new positions' keys/values come out alone as well.
    */
-  fusedDecoder(x: string, past: string, pastKv?: KvNames[]): { h: string; present: KvNames[]; fresh: KvNames[]; attentions: string[] } {
+  fusedDecoder(x: string, cache?: { past: KvNames[]; mask: string }): { h: string; present: KvNames[]; fresh: KvNames[]; attentions?: string[] } {
     const b = this.b;
     const t = this.cfg.text_config;
     const H = t.num_attention_heads;
     const KV = t.num_key_value_heads;
     const hd = t.hidden_size / H;
     const D = t.hidden_size;
+    const I = t.intermediate_size;
     const N = this.dim(x, 1);
-    const total = b.o('Add', [past, N]); // int64 scalar
-    const batch = this.dim(x, 0);
+    const total = cache ? this.dim(cache.mask, 1) : N; // int64 scalar: past + N
     const total32 = b.o('Cast', [total], { to: 6 }); // int32
-    const seqlens = b.o('Expand', [b.o('Sub', [total32, b.ints32([1], true)]), b.o('Unsqueeze', [batch, b.ints([0])])]); // [B]: total - 1
-    const { cosQ, sinQ, cosK, sinK } = this.ropeRows(past, total);
+    const seqlens = cache
+      ? b.o('Cast', [b.o('Sub', [b.o('ReduceSum', [cache.mask, b.ints([1])], { keepdims: 0 }), b.ints([1], true)])], { to: 6 }) // [B]: positions per row - 1
+      : b.o('Expand', [b.o('Sub', [total32, b.ints32([1], true)]), b.o('Unsqueeze', [this.dim(x, 0), b.ints([0])])]); // [B]: total - 1
+    // the model's own rotary angles for every position: [max_positions, hd/2] (the rotary operators' caches)
+    const angles = ropeAngles(t.max_position_embeddings, hd, t.rope_theta);
+    const cosCache = b.weight('rope.cos_cache', angles.cos, [t.max_position_embeddings, hd / 2]);
+    const sinCache = b.weight('rope.sin_cache', angles.sin, [t.max_position_embeddings, hd / 2]);
+    const innerRotary = hd % 16 === 0;
+    const pos = innerRotary ? '' : cache ? b.unsqueezed(b.o('Sub', [total, N])) : b.ints([0]); // [1]: the first new position; RotaryEmbedding counts on from it
     const present: KvNames[] = [];
     const fresh: KvNames[] = [];
+    const [first, last] = cache ? [b.unsqueezed(b.o('Sub', [total, N])), b.unsqueezed(total)] : [];
     let h = b.op('SimplifiedLayerNormalization', [x, this.w('model.layers.0.input_layernorm.weight')], { axis: -1, epsilon: { float: t.rms_norm_eps } }, 1)[0];
     let residual = x;
     for (let i = 0; i < t.num_hidden_layers; i++) {
       const ln = `model.layers.${i}`;
-      // q, rotate_half(q), k, rotate_half(k), v from one matmul; rotary embedding as q cos + rotate_half(q) sin
-      const [q0, qr, k0, kr, v] = b.op('Split', [b.o('MatMul', [h, this.qkvRope(i)]), b.ints([H * hd, H * hd, KV * hd, KV * hd, KV * hd])], { axis: -1 }, 5);
-      const q = b.o('Add', [b.o('Mul', [q0, cosQ]), b.o('Mul', [qr, sinQ])]); // [B, N, H*hd]
-      const k = b.o('Add', [b.o('Mul', [k0, cosK]), b.o('Mul', [kr, sinK])]); // [B, N, KV*hd]
+      const qkvCols: [string, number][] = [['self_attn.q_proj', H * hd], ['self_attn.k_proj', KV * hd], ['self_attn.v_proj', KV * hd]];
+      const qkv = this.matmul(h, `${ln}.self_attn.qkv.weight`, () => this.concatColumns(D, qkvCols.map(([m, c]) => [this.projection(i, m), c])), [D, (H + 2 * KV) * hd]); // [B, N, (H + 2 KV) hd]
+      // GroupQueryAttention rotates q and k itself when the head size is a multiple of 16; otherwise RotaryEmbedding does
+      let qkvIn = [qkv, '', ''];
+      if (!innerRotary) {
+        const [q, k, v] = b.op('Split', [qkv, b.ints([H * hd, KV * hd, KV * hd])], { axis: -1 }, 3);
+        const rotary = (x: string, heads: number) => b.op('RotaryEmbedding', [x, pos, cosCache, sinCache], { num_heads: heads, interleaved: 0 }, 1, 'com.microsoft')[0];
+        qkvIn = [rotary(q, H), rotary(k, KV), v];
+      }
       const [attn, pk, pv] = b.op(
         'GroupQueryAttention',
-        [q, k, v, pastKv?.[i].k ?? '', pastKv?.[i].v ?? '', seqlens, total32],
-        { num_heads: H, kv_num_heads: KV, scale: { float: 1 / Math.sqrt(hd) } },
+        [...qkvIn, cache?.past[i].k ?? '', cache?.past[i].v ?? '', seqlens, total32, ...(innerRotary ? [cosCache, sinCache] : [])],
+        { num_heads: H, kv_num_heads: KV, scale: { float: 1 / Math.sqrt(hd) }, ...(innerRotary ? { do_rotary: 1, rotary_interleaved: 0 } : {}) },
         3,
         'com.microsoft',
-      ); // [B, N, H hd], [B, KV, past + N, hd] x 2
+      ); // [B, N, H hd], [B, KV, max(past, total), hd] x 2
       present.push({ k: pk, v: pv });
-      if (pastKv) fresh.push({ k: b.o('Slice', [pk, b.unsqueezed(past), b.ints([INT64_MAX]), b.ints([2])]), v: b.o('Slice', [pv, b.unsqueezed(past), b.ints([INT64_MAX]), b.ints([2])]) });
-      const o = b.o('MatMul', [attn, this.w(`${ln}.self_attn.o_proj.weight`)]);
+      // this step's keys/values alone (positions [total - N, total)), for a runner that keeps its own cache
+      if (cache) fresh.push({ k: b.o('Slice', [present[i].k, first!, last!, b.ints([2])]), v: b.o('Slice', [present[i].v, first!, last!, b.ints([2])]) });
+      const o = this.linear(`${ln}.self_attn.o_proj`, attn);
       // residual + attention, then the post-attention norm, in one node (outputs: normed, -, -, sum)
       const [h2, sum] = this.skipNorm(o, residual, `${ln}.post_attention_layernorm.weight`, t.rms_norm_eps);
-      const gate = b.o('MatMul', [h2, this.w(`${ln}.mlp.gate_proj.weight`)]);
-      const up = b.o('MatMul', [h2, this.w(`${ln}.mlp.up_proj.weight`)]);
-      const mlp = b.o('MatMul', [b.o('Mul', [b.o('Mul', [gate, b.o('Sigmoid', [gate])]), up]), this.w(`${ln}.mlp.down_proj.weight`)]);
+      const gateUp = this.matmul(h2, `${ln}.mlp.gate_up.weight`, () => this.concatColumns(D, [[this.projection(i, 'mlp.gate_proj'), I], [this.projection(i, 'mlp.up_proj'), I]]), [D, 2 * I]);
+      const [gate, up] = b.op('Split', [gateUp, b.ints([I, I])], { axis: -1 }, 2); // [B, N, I] x 2
+      const mlp = this.linear(`${ln}.mlp.down_proj`, b.o('Mul', [b.o('Mul', [gate, b.o('Sigmoid', [gate])]), up]));
       const nextNorm = i + 1 < t.num_hidden_layers ? `model.layers.${i + 1}.input_layernorm.weight` : 'model.norm.weight';
       const [hn, sum2] = this.skipNorm(mlp, sum, nextNorm, t.rms_norm_eps);
       h = hn;
       residual = sum2;
     }
-    void D;
-    return { h, present, fresh, attentions: [] };
+    return { h, present, fresh };
+  }
+
+  /**
+   * The causal mask for queries at positions [past, total) over keys [0, total): [n*N, total], -1e9 where key j
+   * lies after query i, repeated for the n query heads that share a key/value head (row j*N + i for query i of
+   * head j of the group).
+   */
+  causalMask(past: string, total: string): string {
+    const b = this.b;
+    const t = this.cfg.text_config;
+    const n = t.num_attention_heads / t.num_key_value_heads;
+    const one = b.ints([1], true);
+    const keys = b.o('Unsqueeze', [b.o('Range', [b.ints([0], true), total, one]), b.ints([0])]); // [1, total]
+    const queries = b.o('Unsqueeze', [b.o('Range', [past, total, one]), b.ints([1])]); // [N, 1]
+    const mask = b.o('Where', [b.o('Greater', [keys, queries]), b.floats([-1e9]), b.floats([0])]); // [N, total]
+    return n > 1 ? b.o('Tile', [mask, b.ints([n, 1])]) : mask; // [n*N, total]
+  }
+
+  /**
+   * Grouped-query attention with standard operators, keys not repeated: q [B, N, H*hd] (rotated), k and v
+   * [B, KV, T, hd], mask [n*N, T] -> out [B, H, N, hd] and, when asked for, weights [B, H, N, T].
+   */
+  groupedAttention(q: string, k: string, v: string, mask: string, withWeights = false): { out: string; weights?: string } {
+    const b = this.b;
+    const t = this.cfg.text_config;
+    const H = t.num_attention_heads;
+    const KV = t.num_key_value_heads;
+    const hd = t.hidden_size / H;
+    const n = H / KV;
+    if (n === 1) return this.attention(this.splitHeads(q, H, hd), k, v, hd, mask);
+    // the n query heads of a group become n*N rows: [B, N, H*hd] -> [B, N, KV, n, hd] -> [B, KV, n, N, hd] -> [B, KV, n*N, hd]
+    const qg = b.o('Reshape', [b.o('Transpose', [b.o('Reshape', [q, b.ints([0, 0, KV, n, hd])])], { perm: [0, 2, 3, 1, 4] }), b.ints([0, KV, -1, hd])]);
+    const att = this.attention(qg, k, v, hd, mask); // out [B, KV, n*N, hd], weights [B, KV, n*N, T]
+    return { out: b.o('Reshape', [att.out, b.ints([0, H, -1, hd])]), weights: withWeights ? b.o('Reshape', [att.weights, b.ints([0, H, -1, 0])]) : undefined }; // [B, KV, n, N, .] = [B, H, N, .]
   }
 
   /**
@@ -244,13 +338,8 @@ class VlaGraph {
     const N = this.dim(x, 1);
     const total = b.o('Add', [past, N]);
     const one = b.ints([1], true);
-    const { positions, cosQ, sinQ, cosK, sinK } = this.ropeRows(past, total);
-    // causal mask [N, past + N]: key j is hidden from query i when j > past + i; repeated for the n query heads
-    // that share a key/value head ([n*N, past + N], row j*N + i for query i of head j of the group)
-    const keys = b.o('Unsqueeze', [b.o('Range', [b.ints([0], true), total, one]), b.ints([0])]); // [1, past + N]
-    const queries = b.o('Unsqueeze', [positions, b.ints([1])]); // [N, 1]
-    let mask = b.o('Where', [b.o('Greater', [keys, queries]), b.floats([-1e9]), b.floats([0])]); // [N, past + N]
-    if (n > 1) mask = b.o('Tile', [mask, b.ints([n, 1])]); // [n*N, past + N]
+    const { cosQ, sinQ, cosK, sinK } = this.ropeRows(past, total);
+    const mask = this.causalMask(past, total);
     const present: { k: string; v: string }[] = [];
     const fresh: { k: string; v: string }[] = [];
     const attentions: string[] = [];
@@ -259,7 +348,7 @@ class VlaGraph {
       const h = this.rmsNorm(x, `${ln}.input_layernorm.weight`, t.rms_norm_eps);
       // one matmul for q, rotate_half(q), k, rotate_half(k), v: the rotation is a signed column permutation,
       // folded into the weights, so rope is q cos + rotate_half(q) sin with no split/concat
-      const [q0, qr, k0, kr, v0] = b.op('Split', [b.o('MatMul', [h, this.qkvRope(i)]), b.ints([H * hd, H * hd, KV * hd, KV * hd, KV * hd])], { axis: -1 }, 5);
+      const [q0, qr, k0, kr, v0] = b.op('Split', [this.qkvRope(i, h), b.ints([H * hd, H * hd, KV * hd, KV * hd, KV * hd])], { axis: -1 }, 5);
       const q = b.o('Add', [b.o('Mul', [q0, cosQ]), b.o('Mul', [qr, sinQ])]); // [B, N, H*hd]
       const kRot = b.o('Add', [b.o('Mul', [k0, cosK]), b.o('Mul', [kr, sinK])]); // [B, N, KV*hd]
       let k = this.splitHeads(kRot, KV, hd); // [B, KV, N, hd]
@@ -270,12 +359,8 @@ class VlaGraph {
         v = b.o('Concat', [pastKv[i].v, v], { axis: 2 });
       }
       present.push({ k, v });
-      // grouped-query attention without repeating keys: the n query heads of a group become n*N rows
-      // [B, N, H*hd] -> [B, N, KV, n, hd] -> [B, KV, n, N, hd] -> [B, KV, n*N, hd]
-      const qg = n > 1 ? b.o('Reshape', [b.o('Transpose', [b.o('Reshape', [q, b.ints([0, 0, KV, n, hd])])], { perm: [0, 2, 3, 1, 4] }), b.ints([0, KV, -1, hd])]) : this.splitHeads(q, H, hd);
-      const att = this.attention(qg, k, v, hd, mask); // out [B, KV, n*N, hd], weights [B, KV, n*N, past + N]
-      const out = n > 1 ? b.o('Reshape', [att.out, b.ints([0, H, -1, hd])]) : att.out; // [B, KV, n, N, hd] = [B, H, N, hd]
-      if (o.attentions) attentions.push(n > 1 ? b.o('Reshape', [att.weights, b.ints([0, H, -1, 0])]) : att.weights); // [B, H, N, past + N]
+      const { out, weights } = this.groupedAttention(q, k, v, mask, o.attentions); // [B, H, N, hd], [B, H, N, past + N]
+      if (weights) attentions.push(weights);
       x = b.o('Add', [x, this.linear(`${ln}.self_attn.o_proj`, this.mergeHeads(out, t.hidden_size))]);
       const h2 = this.rmsNorm(x, `${ln}.post_attention_layernorm.weight`, t.rms_norm_eps);
       const gate = this.linear(`${ln}.mlp.gate_proj`, h2);
@@ -352,7 +437,7 @@ function rotateHalfColumns(w: Float32Array, rows: number, heads: number, hd: num
 
 /** The prefill graph: images + prompt ids -> logits and the KV cache. */
 export function prefillGraph(model: VlaModel, store: WeightStore, o: GraphOptions = {}): ModelProto {
-  const g = new VlaGraph(model, 'prefill', store);
+  const g = new VlaGraph(model, 'prefill', store, o);
   const b = g.b;
   const cfg = model.config;
   const S = cfg.vision_config.image_size;
@@ -361,7 +446,7 @@ export function prefillGraph(model: VlaModel, store: WeightStore, o: GraphOption
   const text = b.o('Gather', [g.w('model.embed_tokens.weight'), ids], { axis: 0 }); // [B, T, D]
   const image = g.encodeImages(pixels); // [B, Ni, D]
   const x = b.o('Concat', [image, text], { axis: 1 }); // [B, Ni + T, D]
-  const { h, present, attentions } = o.fused ? g.fusedDecoder(x, b.ints([0], true)) : g.decoder(x, b.ints([0], true), o);
+  const { h, present, attentions = [] } = o.fused ? g.fusedDecoder(x) : g.decoder(x, b.ints([0], true), o);
   const Ni = model.numImageTokens;
   const textH = b.o('Slice', [h, b.ints([Ni]), b.ints([INT64_MAX]), b.ints([1])]); // [B, T, D]
   const total = `${DIMS.seq} + ${Ni}`;
@@ -371,7 +456,7 @@ export function prefillGraph(model: VlaModel, store: WeightStore, o: GraphOption
 
 /** The decode step: new ids + the past KV cache -> logits and the extended cache. */
 export function decodeGraph(model: VlaModel, store: WeightStore, o: GraphOptions = {}): ModelProto {
-  const g = new VlaGraph(model, 'decode', store);
+  const g = new VlaGraph(model, 'decode', store, o);
   const b = g.b;
   const t = model.config.text_config;
   const hd = t.hidden_size / t.num_attention_heads;
@@ -384,11 +469,16 @@ export function decodeGraph(model: VlaModel, store: WeightStore, o: GraphOptions
     });
   }
   const text = b.o('Gather', [g.w('model.embed_tokens.weight'), ids], { axis: 0 }); // [B, T, D]
-  const { h, present, fresh, attentions } = o.fused ? g.fusedDecoder(text, g.dim(pastKv[0].k, 2), pastKv) : g.decoder(text, g.dim(pastKv[0].k, 2), o, pastKv);
-  const total = `${DIMS.past} + ${DIMS.seq}`;
-  g.outputs(g.head(h), present, attentions, DIMS.seq, total, o);
+  let out: { h: string; present: KvNames[]; fresh: KvNames[]; attentions?: string[] };
+  if (o.fused) {
+    out = g.fusedDecoder(text, { past: pastKv, mask: b.input('attention_mask', 'int64', [DIMS.batch, DIMS.total]) });
+    g.outputs(g.head(out.h), out.present, [], DIMS.seq, PRESENT_DIM, o);
+  } else {
+    out = g.decoder(text, g.dim(pastKv[0].k, 2), o, pastKv);
+    g.outputs(g.head(out.h), out.present, out.attentions ?? [], DIMS.seq, `${DIMS.past} + ${DIMS.seq}`, o);
+  }
   // this step's keys/values alone: a runner that keeps its own cache appends them instead of copying present.*
-  fresh.forEach((f, i) => {
+  out.fresh.forEach((f, i) => {
     b.output(f.k, `new_key_values.${i}.key`, 'float', [DIMS.batch, t.num_key_value_heads, DIMS.seq, hd]);
     b.output(f.v, `new_key_values.${i}.value`, 'float', [DIMS.batch, t.num_key_value_heads, DIMS.seq, hd]);
   });

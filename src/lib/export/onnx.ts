@@ -12,7 +12,10 @@ export type NodeProto = onnxProto.onnx.INodeProto;
 export type TensorProto = onnxProto.onnx.ITensorProto;
 export type ValueInfoProto = onnxProto.onnx.IValueInfoProto;
 
-export const DType = { float: 1, int32: 6, bool: 9, int64: 7 } as const;
+export const DType = { float: 1, uint8: 2, int8: 3, int32: 6, bool: 9, int64: 7 } as const;
+
+/** Bytes per element of the types the exports hold as data. */
+export const DTYPE_BYTES: Record<number, number> = { [DType.float]: 4, [DType.uint8]: 1, [DType.int8]: 1, [DType.int32]: 4, [DType.bool]: 1, [DType.int64]: 8 };
 export type DTypeName = keyof typeof DType;
 
 /** A dimension: a number, or the name of a symbolic dimension (batch_size, sequence_length, ...). */
@@ -22,15 +25,18 @@ export const OPSET = 17;
 /** IR version 8 (ONNX 1.10 to 1.12) carries opset 17. */
 export const IR_VERSION = 8;
 
+/** Weight data: float32, or int8 (quantized weights). */
+export type WeightData = Float32Array | Int8Array;
+
 /** Weights shared by the graphs of one export, laid out in one external data file (64-byte aligned). */
 export class WeightStore {
-  readonly entries = new Map<string, { dims: number[]; data: Float32Array; offset: number }>();
+  readonly entries = new Map<string, { dims: number[]; data: WeightData; offset: number }>();
   private size = 0;
 
   constructor(readonly location: string) {}
 
   /** Adds a weight once (by name) and returns its name. */
-  add(name: string, data: Float32Array, dims: number[]): string {
+  add(name: string, data: WeightData, dims: number[]): string {
     if (!this.entries.has(name)) {
       const offset = Math.ceil(this.size / 64) * 64;
       this.entries.set(name, { dims, data, offset });
@@ -61,7 +67,7 @@ export class WeightStore {
     return {
       name,
       dims: e.dims,
-      dataType: DType.float,
+      dataType: e.data instanceof Int8Array ? DType.int8 : DType.float,
       dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
       externalData: [
         { key: 'location', value: this.location },
@@ -122,7 +128,7 @@ export class GraphBuilder {
     this.outputs.push(valueInfo(name, type, dims));
   }
 
-  weight(name: string, data: Float32Array, dims: number[]): string {
+  weight(name: string, data: WeightData, dims: number[]): string {
     this.weights.add(name, data, dims);
     this.external.add(name);
     return name;

@@ -1,7 +1,8 @@
 /**
  * The parity check of an export against its checkpoint: the same images and prompts through TensorFlow.js (the
  * checkpoint, LoRA unmerged) and onnxruntime (the export), comparing the logits of every text position and the
- * greedy token ids with and without the KV cache.
+ * greedy token ids with and without the KV cache. A float32 export matches to rounding (|diff| <= 1e-4, the same
+ * ids); an int8 export is judged by its logits relative to their scale, its greedy agreement counted.
  */
 import { type VlaRunner, generate, promptIds } from '../infer/index.js';
 import { Rng } from '../util/rng.js';
@@ -16,6 +17,10 @@ export interface ParityResult {
   cases: number;
   /** Max |logit difference| over every text position of every case. */
   maxAbsDiff: number;
+  /** Max |logit| of the reference over the same positions (the scale for a relative tolerance). */
+  maxAbsLogit: number;
+  /** Cases whose greedy ids with the cache are the reference's. */
+  greedyAgree: number;
   /** Greedy ids: tfjs with the cache, onnxruntime with and without it, all equal for every case. */
   greedyMatch: boolean;
   mismatches: { prompt: string; reference: number[]; cached: number[]; uncached: number[] }[];
@@ -39,17 +44,23 @@ export function parityCases(imageSize: number, cameras: number, seed = 0, prompt
  */
 export async function checkParity(reference: VlaRunner, candidate: VlaRunner, cases: ParityCase[], maxNewTokens = 16): Promise<ParityResult> {
   let maxAbsDiff = 0;
+  let maxAbsLogit = 0;
+  let greedyAgree = 0;
   const mismatches: ParityResult['mismatches'] = [];
   for (const c of cases) {
     const ids = promptIds(reference, c.prompt);
     const a = await reference.logits(c.pixels, ids);
     const b = await candidate.logits(c.pixels, ids);
     if (a.length !== b.length) throw new Error(`logits of ${a.length} and ${b.length} values`);
-    for (let i = 0; i < a.length; i++) maxAbsDiff = Math.max(maxAbsDiff, Math.abs(a[i] - b[i]));
+    for (let i = 0; i < a.length; i++) {
+      maxAbsDiff = Math.max(maxAbsDiff, Math.abs(a[i] - b[i]));
+      maxAbsLogit = Math.max(maxAbsLogit, Math.abs(a[i]));
+    }
     const ref = await generate(reference, c.pixels, c.prompt, { maxNewTokens });
     const cached = await generate(candidate, c.pixels, c.prompt, { maxNewTokens });
     const uncached = await generate(candidate, c.pixels, c.prompt, { maxNewTokens, useCache: false });
+    if (ref.ids.join() === cached.ids.join()) greedyAgree++;
     if (ref.ids.join() !== cached.ids.join() || ref.ids.join() !== uncached.ids.join()) mismatches.push({ prompt: c.prompt, reference: ref.ids, cached: cached.ids, uncached: uncached.ids });
   }
-  return { cases: cases.length, maxAbsDiff, greedyMatch: mismatches.length === 0, mismatches };
+  return { cases: cases.length, maxAbsDiff, maxAbsLogit, greedyAgree, greedyMatch: mismatches.length === 0, mismatches };
 }

@@ -1,8 +1,9 @@
 /**
  * The onnxruntime runner: an export directory (prefill.onnx + decode.onnx over model.onnx_data, config.json,
  * tokenizer.json) on onnxruntime-node, CPU by default or the CUDA execution provider when the install has it.
- * The KV cache stays in onnxruntime tensors between steps: present.{i}.* of one run is past_key_values.{i}.* of
- * the next.
+ * The KV cache lives in buffers on the JS side: with a fused export (decode.onnx takes attention_mask) one buffer
+ * per tensor is both past_key_values.{i}.* and the bound present.{i}.* output, which onnxruntime fills in place;
+ * with standard operators each step's new_key_values.{i}.* are appended.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -56,7 +57,15 @@ export function isExport(dir: string): boolean {
  * appending each step's new_key_values.{i}.* (two buffers per tensor, swapped, grown by doubling), so the whole
  * cache is not copied out of onnxruntime at every token.
  */
-class KvStore {
+/** A generation's KV cache on the JS side: the past_key_values.* feeds of the next step, grown by each step's new ones. */
+interface KvCache {
+  length: number;
+  reset(tensors: Record<string, OrtTypes.Tensor>, length: number): void;
+  feeds(T: number): Record<string, OrtTypes.Tensor>;
+  append(tensors: Record<string, OrtTypes.Tensor>, T: number): void;
+}
+
+class KvStore implements KvCache {
   private bufs = new Map<string, [Float32Array, Float32Array]>();
   length = 0;
 
@@ -97,12 +106,72 @@ class KvStore {
     this.bufs.set(name, [next, cur]);
   }
 
-  /** The feeds past_key_values.{i}.* for the next step. */
+  /** The feeds past_key_values.{i}.* for the next step (of any length). */
   feeds(): Record<string, OrtTypes.Tensor> {
     const out: Record<string, OrtTypes.Tensor> = {};
     const n = this.kvHeads * this.length * this.hd;
     for (const [name, [cur]] of this.bufs) out[name] = new this.ort.Tensor('float32', cur.subarray(0, n), [1, this.kvHeads, this.length, this.hd]);
     return out;
+  }
+}
+
+/**
+ * The KV cache of one generation for a fused export (its decode step takes attention_mask): per tensor one buffer
+ * [1, KV, capacity, hd] given whole as past_key_values.{i}.*, attention_mask saying how much of it is filled; each
+ * step's new_key_values.{i}.* are written into place, so nothing is moved per token on the JS side.
+ */
+class KvBuffers implements KvCache {
+  private bufs = new Map<string, Float32Array>(); // past_key_values.{i}.{key,value} -> [KV, capacity, hd]
+  private capacity = 0;
+  private ones = new BigInt64Array(0);
+  length = 0;
+  /**
+   * Free positions after a (re)allocation: onnxruntime copies the whole buffer into present.* at every step, so it
+   * stays short; growing copies it once per HEADROOM tokens.
+   */
+  static readonly HEADROOM = 16;
+
+  constructor(private readonly ort: Ort, private readonly kvHeads: number, private readonly hd: number) {}
+
+  /** Starts from the prefill's present tensors (past name -> [1, KV, P, hd]). */
+  reset(tensors: Record<string, OrtTypes.Tensor>, length: number): void {
+    this.bufs.clear();
+    this.capacity = length + KvBuffers.HEADROOM;
+    for (const [name, t] of Object.entries(tensors)) this.bufs.set(name, this.relayout(t.data as Float32Array, length, length, this.capacity));
+    this.length = length;
+  }
+
+  /** The first `filled` positions of [KV, from, hd] in a new [KV, to, hd] buffer. */
+  private relayout(src: Float32Array, filled: number, from: number, to: number): Float32Array {
+    const { kvHeads: KV, hd } = this;
+    const out = new Float32Array(KV * to * hd);
+    for (let h = 0; h < KV; h++) out.set(src.subarray(h * from * hd, (h * from + filled) * hd), h * to * hd);
+    return out;
+  }
+
+  /** The feeds for a step of T new positions (room made first). */
+  feeds(T: number): Record<string, OrtTypes.Tensor> {
+    const total = this.length + T;
+    if (total > this.capacity) {
+      const grown = total + KvBuffers.HEADROOM;
+      for (const [name, buf] of this.bufs) this.bufs.set(name, this.relayout(buf, this.length, this.capacity, grown));
+      this.capacity = grown;
+    }
+    if (this.ones.length < total) this.ones = new BigInt64Array(this.capacity + KvBuffers.HEADROOM).fill(1n);
+    const feeds: Record<string, OrtTypes.Tensor> = { attention_mask: new this.ort.Tensor('int64', this.ones.subarray(0, total), [1, total]) };
+    for (const [name, buf] of this.bufs) feeds[name] = new this.ort.Tensor('float32', buf, [1, this.kvHeads, this.capacity, this.hd]);
+    return feeds;
+  }
+
+  /** Writes a step's new keys/values (past name -> [1, KV, T, hd]) after the filled part. */
+  append(tensors: Record<string, OrtTypes.Tensor>, T: number): void {
+    const { kvHeads: KV, hd, capacity, length } = this;
+    for (const [name, t] of Object.entries(tensors)) {
+      const buf = this.bufs.get(name)!;
+      const add = t.data as Float32Array;
+      for (let h = 0; h < KV; h++) buf.set(add.subarray(h * T * hd, (h + 1) * T * hd), (h * capacity + length) * hd);
+    }
+    this.length += T;
   }
 }
 
@@ -225,7 +294,10 @@ export class OrtRunner implements VlaRunner {
     const sessions = o.attentions ? this.attentionSessions() : Promise.resolve([this.prefillSession, this.decodeSession] as const);
     const t = this.config.text_config;
     const L = t.num_hidden_layers;
-    const cache = new KvStore(this.ort, t.num_key_value_heads, t.hidden_size / t.num_attention_heads);
+    const hd = t.hidden_size / t.num_attention_heads;
+    // a fused decode step (it takes attention_mask) reads preallocated buffers; the standard graphs grow the cache
+    const buffered = !o.attentions && this.decodeSession.inputNames.includes('attention_mask');
+    const cache: KvCache = buffered ? new KvBuffers(this.ort, t.num_key_value_heads, hd) : new KvStore(this.ort, t.num_key_value_heads, hd);
     let px: OrtTypes.Tensor | undefined;
     let seq: number[] = [];
     const atts = o.attentions ? Array.from({ length: L }, (_, i) => `attentions.${i}`) : [];
@@ -247,7 +319,7 @@ export class OrtRunner implements VlaRunner {
         seq.push(id);
         if (!o.useCache) return runPrefill();
         const [, decode] = await sessions;
-        const out = await decode.run({ input_ids: this.idsTensor([id]), ...cache.feeds() }, ['logits', ...kvNames('new_key_values'), ...atts]);
+        const out = await decode.run({ input_ids: this.idsTensor([id]), ...cache.feeds(1) }, ['logits', ...kvNames('new_key_values'), ...atts]);
         cache.append(pick(out, 'new_key_values'), 1);
         return this.lastStep(out, o.attentions);
       },
