@@ -51,7 +51,7 @@ export default class Export extends VlakitCommand {
       // float32 must also give the same greedy ids; int8 changes the logits a little, so its ids are counted only
       if (parity.maxAbsDiff > tolerance || (!quantize && !parity.greedyMatch)) {
         const m = parity.mismatches[0];
-        throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance.toExponential(2)}${relative ? `, ${tolText} of the largest |logit| ${parity.maxAbsLogit.toFixed(2)}` : ''})${m && !quantize ? `; greedy ids for "${m.prompt}": checkpoint ${m.reference.join(',')}, export ${m.cached.join(',')} (with the KV cache), ${m.uncached.join(',')} (without)` : ''}`, { file: flags.output });
+        throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${relative ? `${tolerance.toExponential(2)}: ${tolText} of the largest |logit| ${parity.maxAbsLogit.toFixed(2)}` : tolText})${m && !quantize ? `; greedy ids for "${m.prompt}": checkpoint ${m.reference.join(',')}, export ${m.cached.join(',')} (with the KV cache), ${m.uncached.join(',')} (without)` : ''}`, { file: flags.output });
       }
     };
     const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, ops: flags.ops as 'onnxruntime', quantize, backend: flags.backend, verify: flags.parity ? verify : undefined });
