@@ -57,24 +57,21 @@ async function chunk(r: VlaRunner, useCache: boolean): Promise<{ total: number; 
   return { total: (t2 - t0) / 1000, prefill: (t1 - t0) / 1000 };
 }
 
+/** The median over `reps` chunks (after a warm-up): the machines are noisy, and a median ignores a stalled run. */
 async function time(r: VlaRunner, useCache: boolean, reps: number): Promise<{ total: number; prefill: number }> {
   await chunk(r, useCache); // warm-up
-  let total = 0;
-  let prefill = 0;
-  for (let i = 0; i < reps; i++) {
-    const t = await chunk(r, useCache);
-    total += t.total;
-    prefill += t.prefill;
-  }
-  return { total: total / reps, prefill: prefill / reps };
+  const runs: { total: number; prefill: number }[] = [];
+  for (let i = 0; i < reps; i++) runs.push(await chunk(r, useCache));
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[(xs.length - 1) >> 1];
+  return { total: median(runs.map((t) => t.total)), prefill: median(runs.map((t) => t.prefill)) };
 }
 
-const reps = quick ? 1 : 3;
+const reps = quick ? 1 : 5;
 if (child) {
   // one engine in this process: print its timings as JSON
   const r = child === 'tfjs' ? await openModel(path.join(dir, 'ck'), { backend: backendName }) : await openModel(path.join(dir, child === 'ort-int8' ? 'onnx-int8' : 'onnx'));
   const k = child === 'tfjs' ? 1 : 3; // onnxruntime is fast: more repeats for a steadier figure
-  const out = { cache: await time(r, true, reps * k), none: await time(r, false, child === 'tfjs' ? (quick ? 1 : 2) : reps) };
+  const out = { cache: await time(r, true, reps * k), none: await time(r, false, child === 'tfjs' ? (quick ? 1 : 3) : reps) };
   await r.dispose();
   console.log(JSON.stringify(out));
   process.exit(0);

@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
 import { checkModel, checkParity, decodeModel, encodeModel, exportModel, parityCases } from '../../src/lib/export/index.js';
+import type { ValueInfoProto } from '../../src/lib/export/onnx.js';
 import { OrtRunner, TfjsRunner, generate, openModel } from '../../src/lib/infer/index.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
 import { writeDirAtomic, writeModelFiles } from '../../src/lib/model/checkpoint.js';
@@ -47,7 +48,7 @@ describe('vlakit export: the files', () => {
     expect(prefill.graph!.input!.map((i) => i.name)).toEqual(['pixel_values', 'input_ids']);
     const past = ['past_key_values.0.key', 'past_key_values.0.value', 'past_key_values.1.key', 'past_key_values.1.value'];
     expect(decode.graph!.input!.map((i) => i.name)).toEqual(['input_ids', ...past, 'attention_mask']); // fused: the mask says how much of the past counts
-    const dims = (vi: (typeof decode.graph.output)[number]) => vi.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue));
+    const dims = (vi: ValueInfoProto) => vi.type!.tensorType!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue));
     expect(dims(decode.graph!.output!.find((o) => o.name === 'present.0.key')!)).toEqual(['batch_size', 2, 'max(past_sequence_length, total_sequence_length)', 8]);
     const kv = ['present.0.key', 'present.0.value', 'present.1.key', 'present.1.value'];
     const fresh = ['new_key_values.0.key', 'new_key_values.0.value', 'new_key_values.1.key', 'new_key_values.1.value'];

@@ -1,5 +1,4 @@
 import { readFileSync, statSync } from 'node:fs';
-import type Long from 'long';
 import path from 'node:path';
 import { execa } from 'execa';
 import fc from 'fast-check';
@@ -7,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TextCodec } from '../../src/lib/actions/index.js';
 import { checkModel, checkParity, decodeModel, exportModel, parityCases } from '../../src/lib/export/index.js';
+import type { TensorProto } from '../../src/lib/export/onnx.js';
 import { quantizeColumns } from '../../src/lib/export/quantize.js';
 import { generate, openModel } from '../../src/lib/infer/index.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
@@ -62,7 +62,7 @@ describe('quantizeColumns', () => {
 
 describe('vlakit export --quantize int8', () => {
   it('stores every matmul weight as int8 (a byte per float32 weight of the plain export) and passes the structural check', () => {
-    const elements = (t: { dims?: (number | Long)[] | null }) => (t.dims ?? []).map(Number).reduce((a, b) => a * b, 1);
+    const elements = (t: TensorProto) => (t.dims ?? []).map(Number).reduce((a, b) => a * b, 1);
     const g32 = decodeModel(readFileSync(path.join(fp, 'decode.onnx'))).graph!;
     const g8 = decodeModel(readFileSync(path.join(q8, 'decode.onnx'))).graph!;
     const matmulWeights = new Set(g32.node!.filter((n) => n.opType === 'MatMul').map((n) => n.input![1]));

@@ -212,11 +212,14 @@ export class OrtRunner implements VlaRunner {
       logSeverityLevel: 3,
       ...(o.threads ? { intraOpNumThreads: o.threads } : {}),
     };
-    const session = async (name: string, spinning = true) => {
+    const session = async (name: string) => {
       const file = path.join(dir, name);
       if (!existsSync(file)) throw new VlakitError('E_NOT_FOUND', `the export lacks ${name}`, { file: dir });
       try {
-        return await ort.InferenceSession.create(file, { ...options, extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } } });
+        // the threads spin while a run is on (fast hand-offs between the many small nodes) and stop when it ends, so
+        // the prefill's threads do not take the cores from the decode steps, nor either from the rest of the process
+        const extra = { session: { intra_op: { allow_spinning: '1' }, force_spinning_stop: '1' } };
+        return await ort.InferenceSession.create(file, { ...options, extra });
       } catch (err) {
         const msg = (err as Error).message;
         if (device !== 'cpu' && /cuda|provider|libcu|cudnn/i.test(msg)) throw new VlakitError('E_USAGE', `onnxruntime cannot use the ${device} execution provider here (${msg.split('\n')[0]}); install onnxruntime-node with its CUDA files, or use --device cpu`, {}, { cause: err });
@@ -226,8 +229,7 @@ export class OrtRunner implements VlaRunner {
     const tokenizer = await loadTokenizer(readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
     const statsFile = path.join(dir, 'action_stats.json');
     const stats = existsSync(statsFile) ? JSON.parse(readFileSync(statsFile, 'utf8')) : undefined;
-    // the prefill runs once per generation: its threads should not spin (and take the cores) while the decode runs
-    const prefill = await session(meta.graphs.prefill, false);
+    const prefill = await session(meta.graphs.prefill);
     let decode: OrtTypes.InferenceSession;
     try {
       decode = await session(meta.graphs.decode);
@@ -302,11 +304,14 @@ export class OrtRunner implements VlaRunner {
     let seq: number[] = [];
     const atts = o.attentions ? Array.from({ length: L }, (_, i) => `attentions.${i}`) : [];
     const kvNames = (prefix: string) => Array.from({ length: L }, (_, i) => [`${prefix}.${i}.key`, `${prefix}.${i}.value`]).flat();
-    const pick = (out: OrtTypes.InferenceSession.OnnxValueMapType, prefix: string) => Object.fromEntries(kvNames(prefix).map((n, j) => [kvNames('past_key_values')[j], out[n]]));
+    const names = { past: kvNames('past_key_values'), present: kvNames('present'), fresh: kvNames('new_key_values') };
+    const decodeFetches = ['logits', ...names.fresh, ...atts];
+    /** The outputs `prefix`.{i}.* under the names past_key_values.{i}.* they are fed back as. */
+    const pick = (out: OrtTypes.InferenceSession.OnnxValueMapType, from: string[]) => Object.fromEntries(from.map((n, j) => [names.past[j], out[n]]));
     const runPrefill = async () => {
       const [prefill] = await sessions;
-      const out = await prefill.run({ pixel_values: px!, input_ids: this.idsTensor(seq) }, ['logits', ...(o.useCache ? kvNames('present') : []), ...atts]);
-      if (o.useCache) cache.reset(pick(out, 'present'), out['present.0.key'].dims[2]);
+      const out = await prefill.run({ pixel_values: px!, input_ids: this.idsTensor(seq) }, ['logits', ...(o.useCache ? names.present : []), ...atts]);
+      if (o.useCache) cache.reset(pick(out, names.present), out['present.0.key'].dims[2]);
       return this.lastStep(out, o.attentions);
     };
     return {
@@ -319,8 +324,8 @@ export class OrtRunner implements VlaRunner {
         seq.push(id);
         if (!o.useCache) return runPrefill();
         const [, decode] = await sessions;
-        const out = await decode.run({ input_ids: this.idsTensor([id]), ...cache.feeds(1) }, ['logits', ...kvNames('new_key_values'), ...atts]);
-        cache.append(pick(out, 'new_key_values'), 1);
+        const out = await decode.run({ input_ids: this.idsTensor([id]), ...cache.feeds(1) }, decodeFetches);
+        cache.append(pick(out, names.fresh), 1);
         return this.lastStep(out, o.attentions);
       },
       dispose: () => {
