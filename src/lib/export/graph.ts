@@ -4,8 +4,10 @@
  *   present.{i}.key/value [B, KV, Ni + T, hd] (image tokens first);
  * - decode: input_ids [B, T] + past_key_values.{i}.key/value [B, KV, P, hd] -> logits [B, T, V] and
  *   present.{i}.key/value [B, KV, P + T, hd], positions continuing after the past (plus new_key_values.{i}.*
- *   [B, KV, T, hd], the new positions alone);
- * With `attentions`, both also return attentions.{i} [B, H, T(q), keys] per decoder layer.
+ *   [B, KV, T, hd], the new positions alone); with fused operators it also takes attention_mask [B, P + T], and
+ *   the past may be a longer preallocated buffer of which the mask says how much counts;
+ * With `attentions`, both also return attentions.{i} [B, H, T(q), keys] per decoder layer. With `quantize: 'int8'`
+ * every matmul weight is int8 (dynamic quantization).
  */
 import type { VlaModel } from '../model/model.js';
 import { patchesPerImage } from '../model/config.js';
