@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TextCodec } from '../../src/lib/actions/index.js';
-import { checkModel, checkParity, decodeModel, exportModel, parityCases } from '../../src/lib/export/index.js';
+import { checkModel, checkParity, decodeModel, encodeModel, exportModel, parityCases } from '../../src/lib/export/index.js';
 import type { TensorProto } from '../../src/lib/export/onnx.js';
 import { quantizeColumns } from '../../src/lib/export/quantize.js';
 import { generate, openModel } from '../../src/lib/infer/index.js';
@@ -85,6 +85,30 @@ describe('vlakit export --quantize int8', () => {
     const names = decode.graph!.initializer!.filter((t) => t.dataType === 3).map((t) => t.name);
     expect(names).toContain('model.layers.0.self_attn.qkv.weight.int8');
     expect(names).toContain('model.layers.1.mlp.down_proj.weight.int8');
+  });
+
+  it('the structural check catches a broken int8 graph: a weight of the wrong size, a float operand, a wrong rotary cache', () => {
+    const problems = (edit: (g: NonNullable<ReturnType<typeof decodeModel>['graph']>) => void) => {
+      const m = decodeModel(readFileSync(path.join(q8, 'decode.onnx')));
+      edit(m.graph!);
+      return checkModel(decodeModel(encodeModel(m)), q8).problems.join('\n');
+    };
+    const find = (g: NonNullable<ReturnType<typeof decodeModel>['graph']>, name: string) => g.initializer!.find((t) => t.name === name)!;
+    expect(problems((g) => {
+      const w = find(g, 'model.layers.1.mlp.down_proj.weight.int8');
+      w.dims = [40, 32];
+      w.externalData!.find((e) => e.key === 'length')!.value = String(40 * 32);
+    })).toMatch(/MatMulInteger inner dimensions differ: 88 vs 40/);
+    expect(problems((g) => {
+      const w = find(g, 'model.layers.0.self_attn.qkv.weight.int8');
+      w.dataType = 1;
+      w.externalData!.find((e) => e.key === 'length')!.value = String(Number(w.dims![0]) * Number(w.dims![1]) * 4);
+    })).toMatch(/MatMulInteger takes 8-bit integer operands/);
+    expect(problems((g) => {
+      const c = find(g, 'rope.cos_cache');
+      c.dims = [Number(c.dims![0]), 2];
+      c.externalData!.find((e) => e.key === 'length')!.value = String(Number(c.dims![0]) * 2 * 4);
+    })).toMatch(/RotaryEmbedding: width 32 is not num_heads 4 x twice the cos cache width 2/);
   });
 
   it('logits within a few percent of the checkpoint scale, and much further off than the float32 export', async () => {

@@ -93,6 +93,13 @@ function show(p: Poly): string {
   return [...p].map(([k, v]) => (k === '' ? String(v) : v === 1 ? k : `${v}*${k}`)).join(' + ');
 }
 
+/** The shape of a (batched, broadcasting) matrix product of a [.., m, k] and b [.., k, n]. */
+function matmulShape(op: string, a: Poly[], b: Poly[]): Poly[] {
+  if (a.length < 2 || b.length < 2) throw new ShapeError(`${op} operands of rank < 2 are not checked`);
+  if (!eq(a[a.length - 1], b[b.length - 2])) throw new ShapeError(`${op} inner dimensions differ: ${show(a[a.length - 1])} vs ${show(b[b.length - 2])}`);
+  return [...broadcast([a.slice(0, -2), b.slice(0, -2)]), a[a.length - 2], b[b.length - 1]];
+}
+
 /** The two sides of a dimension named max(a, b) (as a decode step's present length), or undefined. */
 function maxArgs(p: Poly): string[] | undefined {
   const m = p.size === 1 ? /^max\((.+), (.+)\)$/.exec([...p.keys()][0]) : null;
@@ -225,14 +232,8 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
     switch (op) {
       case 'Where':
         return [{ type: ins[1]!.type, shape: broadcast([known(0), known(1), known(2)]) }];
-      case 'MatMul': {
-        const a = known(0);
-        const b = known(1);
-        if (a.length < 2 || b.length < 2) throw new ShapeError('MatMul operands of rank < 2 are not checked');
-        if (!eq(a[a.length - 1], b[b.length - 2])) throw new ShapeError(`MatMul inner dimensions differ: ${show(a[a.length - 1])} vs ${show(b[b.length - 2])}`);
-        const batch = broadcast([a.slice(0, -2), b.slice(0, -2)]);
-        return [{ type: ins[0]!.type, shape: [...batch, a[a.length - 2], b[b.length - 1]] }];
-      }
+      case 'MatMul':
+        return [{ type: ins[0]!.type, shape: matmulShape(op, known(0), known(1)) }];
       case 'Gemm': {
         const a = known(0);
         const b = known(1);
@@ -418,11 +419,7 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
         const [ta, tb] = [ins[0]!.type, ins[1]!.type];
         const int8s: number[] = [DType.uint8, DType.int8];
         if (!int8s.includes(ta) || !int8s.includes(tb)) throw new ShapeError('MatMulInteger takes 8-bit integer operands');
-        const a = known(0);
-        const b = known(1);
-        if (a.length < 2 || b.length < 2) throw new ShapeError('MatMulInteger operands of rank < 2 are not checked');
-        if (!eq(a[a.length - 1], b[b.length - 2])) throw new ShapeError(`MatMulInteger inner dimensions differ: ${show(a[a.length - 1])} vs ${show(b[b.length - 2])}`);
-        return [{ type: DType.int32, shape: [...broadcast([a.slice(0, -2), b.slice(0, -2)]), a[a.length - 2], b[b.length - 1]] }];
+        return [{ type: DType.int32, shape: matmulShape(op, known(0), known(1)) }];
       }
       case 'Tile': {
         const x = known(0);

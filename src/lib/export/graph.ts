@@ -39,8 +39,8 @@ const INT64_MAX = Number.MAX_SAFE_INTEGER;
 export const DIMS = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length', total: 'total_sequence_length' } as const;
 
 /**
- * The length of present.* in a fused decode step: the past buffer is kept when it has room for the new positions
- * (a preallocated cache that onnxruntime fills in place), else past + new.
+ * The length of present.* in a fused decode step: the past buffer's when it has room for the new positions (a
+ * preallocated cache), else past + new.
  */
 export const PRESENT_DIM = `max(${DIMS.past}, ${DIMS.total})`;
 
@@ -224,10 +224,10 @@ class VlaGraph {
     const cosCache = b.weight('rope.cos_cache', angles.cos, [t.max_position_embeddings, hd / 2]);
     const sinCache = b.weight('rope.sin_cache', angles.sin, [t.max_position_embeddings, hd / 2]);
     const innerRotary = hd % 16 === 0;
-    const pos = innerRotary ? '' : cache ? b.unsqueezed(b.o('Sub', [total, N])) : b.ints([0]); // [1]: the first new position; RotaryEmbedding counts on from it
+    const [first, last] = cache ? [b.unsqueezed(b.o('Sub', [total, N])), b.unsqueezed(total)] : [b.ints([0]), '']; // [1]: the new positions' bounds
+    const pos = innerRotary ? '' : first; // RotaryEmbedding counts on from the first new position
     const present: KvNames[] = [];
     const fresh: KvNames[] = [];
-    const [first, last] = cache ? [b.unsqueezed(b.o('Sub', [total, N])), b.unsqueezed(total)] : [];
     let h = b.op('SimplifiedLayerNormalization', [x, this.w('model.layers.0.input_layernorm.weight')], { axis: -1, epsilon: { float: t.rms_norm_eps } }, 1)[0];
     let residual = x;
     for (let i = 0; i < t.num_hidden_layers; i++) {
@@ -250,7 +250,7 @@ class VlaGraph {
       ); // [B, N, H hd], [B, KV, max(past, total), hd] x 2
       present.push({ k: pk, v: pv });
       // this step's keys/values alone (positions [total - N, total)), for a runner that keeps its own cache
-      if (cache) fresh.push({ k: b.o('Slice', [present[i].k, first!, last!, b.ints([2])]), v: b.o('Slice', [present[i].v, first!, last!, b.ints([2])]) });
+      if (cache) fresh.push({ k: b.o('Slice', [present[i].k, first, last, b.ints([2])]), v: b.o('Slice', [present[i].v, first, last, b.ints([2])]) });
       const o = this.linear(`${ln}.self_attn.o_proj`, attn);
       // residual + attention, then the post-attention norm, in one node (outputs: normed, -, -, sum)
       const [h2, sum] = this.skipNorm(o, residual, `${ln}.post_attention_layernorm.weight`, t.rms_norm_eps);

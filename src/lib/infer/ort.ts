@@ -1,9 +1,8 @@
 /**
  * The onnxruntime runner: an export directory (prefill.onnx + decode.onnx over model.onnx_data, config.json,
  * tokenizer.json) on onnxruntime-node, CPU by default or the CUDA execution provider when the install has it.
- * The KV cache lives in buffers on the JS side: with a fused export (decode.onnx takes attention_mask) one buffer
- * per tensor is both past_key_values.{i}.* and the bound present.{i}.* output, which onnxruntime fills in place;
- * with standard operators each step's new_key_values.{i}.* are appended.
+ * The KV cache lives in buffers on the JS side, grown by each step's new_key_values.{i}.*: with a fused export
+ * (decode.onnx takes attention_mask) preallocated buffers written in place, else buffers re-laid out per step.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -52,11 +51,6 @@ export function isExport(dir: string): boolean {
   }
 }
 
-/**
- * The KV cache of one generation on the JS side, per layer: past_key_values.{i}.* of the next step, built by
- * appending each step's new_key_values.{i}.* (two buffers per tensor, swapped, grown by doubling), so the whole
- * cache is not copied out of onnxruntime at every token.
- */
 /** A generation's KV cache on the JS side: the past_key_values.* feeds of the next step, grown by each step's new ones. */
 interface KvCache {
   length: number;
@@ -65,6 +59,11 @@ interface KvCache {
   append(tensors: Record<string, OrtTypes.Tensor>, T: number): void;
 }
 
+/**
+ * The KV cache of one generation on the JS side, per layer: past_key_values.{i}.* of the next step, built by
+ * appending each step's new_key_values.{i}.* (two buffers per tensor, swapped, grown by doubling), so the whole
+ * cache is not copied out of onnxruntime at every token.
+ */
 class KvStore implements KvCache {
   private bufs = new Map<string, [Float32Array, Float32Array]>();
   length = 0;
