@@ -126,6 +126,27 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
     await b.dispose();
   });
 
+  it('a head size that is a multiple of 16: GroupQueryAttention applies the rotary embedding itself, and matches', async () => {
+    const tok = await buildTokenizer(['grasp the red block', 'move the gripper left'], 80);
+    const base = preset('tiny', tok.vocabSize, 1);
+    const m = VlaModel.init({ ...base, initializer_range: 0.05, text_config: { ...base.text_config, hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 96 } }, 5); // head size 16
+    const h16 = path.join(dir, 'h16');
+    await writeDirAtomic(h16, (d) => writeModelFiles(d, m, tok.json));
+    m.dispose();
+    const res = await exportModel(h16, `${h16}-onnx`);
+    expect(res.ops).toBe('onnxruntime');
+    const nodes = decodeModel(readFileSync(path.join(`${h16}-onnx`, 'decode.onnx'))).graph!.node!;
+    expect(nodes.filter((n) => n.opType === 'RotaryEmbedding')).toEqual([]);
+    expect(nodes.filter((n) => n.opType === 'GroupQueryAttention').every((n) => n.attribute!.some((a) => a.name === 'do_rotary' && Number(a.i) === 1))).toBe(true);
+    const a = await openModel(h16);
+    const b = await openModel(`${h16}-onnx`);
+    const r = await checkParity(a, b, parityCases(32, 1, 6), 24);
+    expect(r.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+    expect(r.greedyMatch).toBe(true);
+    await a.dispose();
+    await b.dispose();
+  });
+
   it('an export with --ops standard (default domain only) matches too', async () => {
     const std = path.join(dir, 'standard');
     await exportModel(ck, std, { ops: 'standard' });
