@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core';
-import { VlakitCommand, parseNumber } from '../lib/cli/base.js';
+import { VlakitCommand } from '../lib/cli/base.js';
 import { VlakitError } from '../lib/errors.js';
 import type { ParityResult } from '../lib/export/index.js';
 
@@ -18,6 +18,7 @@ export default class Export extends VlakitCommand {
     attentions: Flags.boolean({ description: 'add attentions.{i} outputs (for attn-viz); with --ops onnxruntime, as a second pair of graphs' }),
     ops: Flags.string({ description: 'onnxruntime: its fused operators (GroupQueryAttention, SkipSimplifiedLayerNormalization), fastest; standard: the default ONNX domain only, for any runtime', options: ['onnxruntime', 'standard'], default: 'onnxruntime' }),
     quantize: Flags.string({ description: 'int8: matmul weights as int8 with a scale per output column, activations quantized at run time (onnxruntime dynamic quantization); none: float32', options: ['none', 'int8'], default: 'none' }),
+    'reduce-range': Flags.boolean({ description: 'with --quantize int8: 7-bit weights (-63..63), for CPUs without VNNI int8 dot products (AVX2, older AVX-512), where full-range weights can saturate' }),
     parity: Flags.boolean({ description: 'compare the export with the checkpoint on a few images and prompts', default: true, allowNo: true }),
     tolerance: Flags.string({ description: 'largest allowed |logit difference| in the parity check: a number, or a percentage of the largest |logit| of the checkpoint (default: 1e-4; 5% with --quantize int8)', helpValue: 'X|P%' }),
     device: Flags.string({ description: 'onnxruntime execution provider for the parity check', options: ['cpu', 'cuda'], default: 'cpu' }),
@@ -29,9 +30,11 @@ export default class Export extends VlakitCommand {
   async run(): Promise<void> {
     const { args, flags } = await this.parse(Export);
     const quantize = flags.quantize === 'int8' ? ('int8' as const) : undefined;
+    if (flags['reduce-range'] && !quantize) throw new VlakitError('E_USAGE', '--reduce-range goes with --quantize int8');
     const tolText = flags.tolerance ?? (quantize ? '5%' : '1e-4');
     const relative = tolText.endsWith('%');
-    const tolValue = parseNumber(relative ? tolText.slice(0, -1) : tolText, 'tolerance', 0);
+    const tolValue = Number(relative ? tolText.slice(0, -1) : tolText);
+    if (!/\d/.test(tolText) || !Number.isFinite(tolValue) || tolValue < 0) throw new VlakitError('E_USAGE', `--tolerance must be a number >= 0 or a percentage such as 5%, got "${tolText}"`);
     const { exportModel, checkParity, parityCases } = await import('../lib/export/index.js');
     const { openModel } = await import('../lib/infer/index.js');
     const t0 = performance.now();
@@ -54,13 +57,13 @@ export default class Export extends VlakitCommand {
         throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${relative ? `${tolerance.toExponential(2)}: ${tolText} of the largest |logit| ${parity.maxAbsLogit.toFixed(2)}` : tolText})${m && !quantize ? `; greedy ids for "${m.prompt}": checkpoint ${m.reference.join(',')}, export ${m.cached.join(',')} (with the KV cache), ${m.uncached.join(',')} (without)` : ''}`, { file: flags.output });
       }
     };
-    const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, ops: flags.ops as 'onnxruntime', quantize, backend: flags.backend, verify: flags.parity ? verify : undefined });
+    const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, ops: flags.ops as 'onnxruntime', quantize, reduceRange: flags['reduce-range'], backend: flags.backend, verify: flags.parity ? verify : undefined });
     const seconds = (performance.now() - t0) / 1000;
     const bytes = res.files.reduce((a, f) => a + f.bytes, 0);
     if (flags.json) process.stderr.write(`${JSON.stringify({ ...res, seconds, parity })}\n`);
     else {
       if (res.ops !== flags.ops) this.note(`vlakit export: the head size is not a multiple of 8, which onnxruntime's fused attention needs: standard operators instead`, flags.quiet);
-      this.note(`vlakit export: ${(res.parameters / 1e6).toFixed(2)}M parameters${res.loraMerged ? ' (LoRA merged)' : ''}, ${res.ops} operators${quantize ? ', int8 weights' : ''} -> ${flags.output} (${res.files.map((f) => f.name).join(', ')}; ${(bytes / 1e6).toFixed(1)} MB) in ${seconds.toFixed(1)} s`, flags.quiet);
+      this.note(`vlakit export: ${(res.parameters / 1e6).toFixed(2)}M parameters${res.loraMerged ? ' (LoRA merged)' : ''}, ${res.ops} operators${quantize ? `, int8 weights${flags['reduce-range'] ? ' (7-bit range)' : ''}` : ''} -> ${flags.output} (${res.files.map((f) => f.name).join(', ')}; ${(bytes / 1e6).toFixed(1)} MB) in ${seconds.toFixed(1)} s`, flags.quiet);
       for (const c of res.checks) this.note(`vlakit export: ${c.graph}: opset ${c.opset}, ${c.nodes} nodes, ${c.initializers} initializers; structural check passed (${c.outputsChecked} output shapes checked)`, flags.quiet);
       if (parity && !quantize) this.note(`vlakit export: parity with the checkpoint (${parity.tfjs} vs onnxruntime ${parity.onnxruntime}, ${parity.cases} cases): max |logit diff| ${parity.maxAbsDiff.toExponential(2)}, greedy tokens ${parity.greedyMatch ? 'identical' : 'DIFFER'} with and without the KV cache`, flags.quiet);
       if (parity && quantize) this.note(`vlakit export: int8 parity with the checkpoint (${parity.tfjs} vs onnxruntime ${parity.onnxruntime}, ${parity.cases} cases): max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (${((100 * parity.maxAbsDiff) / Math.max(parity.maxAbsLogit, 1e-12)).toFixed(2)}% of the largest |logit|), greedy tokens with the cache identical in ${parity.greedyAgree} of ${parity.cases} cases`, flags.quiet);

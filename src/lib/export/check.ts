@@ -93,6 +93,10 @@ function show(p: Poly): string {
   return [...p].map(([k, v]) => (k === '' ? String(v) : v === 1 ? k : `${v}*${k}`)).join(' + ');
 }
 
+function sameShape(a: Poly[], b: Poly[]): boolean {
+  return a.length === b.length && a.every((d, i) => eq(d, b[i]));
+}
+
 /** The shape of a (batched, broadcasting) matrix product of a [.., m, k] and b [.., k, n]. */
 function matmulShape(op: string, a: Poly[], b: Poly[]): Poly[] {
   if (a.length < 2 || b.length < 2) throw new ShapeError(`${op} operands of rank < 2 are not checked`);
@@ -317,9 +321,12 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
           const st = constOf(starts[j]);
           const en = constOf(endPolys[j]);
           if (en === undefined) {
-            // a computed end: within the dimension when it is the dimension, or one side of a max() dimension
+            // a computed end: within the dimension when it is the dimension, or one side of a max() dimension;
+            // a negative constant start would count from the end
             if (!eq(endPolys[j], x[a]) && !maxArgs(x[a])?.includes(show(endPolys[j]))) throw new Unknown();
+            if (st !== undefined && st < 0) throw new Unknown();
             out[a] = add(endPolys[j], starts[j], -1);
+            value = undefined;
           } else if (n !== undefined && st !== undefined) {
             const lo = Math.min(Math.max(st < 0 ? st + n : st, 0), n);
             const hi = Math.min(Math.max(en < 0 ? en + n : en, 0), n);
@@ -377,6 +384,7 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
         if (!H || !KV) throw new ShapeError('GroupQueryAttention without num_heads and kv_num_heads');
         if (H % KV !== 0) throw new ShapeError(`GroupQueryAttention: num_heads ${H} is not a multiple of kv_num_heads ${KV}`);
         const packed = !node.input?.[1]; // query holds q, k and v side by side
+        if (packed && node.input?.[2]) throw new ShapeError('GroupQueryAttention: a value without a key (packed q, k, v take neither)');
         const hdp = div(q[2], poly(packed ? H + 2 * KV : H));
         if (!hdp) throw new ShapeError(`GroupQueryAttention: query width ${show(q[2])} is not ${packed ? `(num_heads ${H} + 2 x kv_num_heads ${KV})` : `num_heads ${H}`} x head size`);
         const hdc = constOf(hdp);
@@ -385,6 +393,7 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
           if (hdc !== undefined && hdc % 16 !== 0) throw new ShapeError(`GroupQueryAttention: rotary embedding needs a head size that is a multiple of 16, not ${hdc}`);
           const cos = known(7);
           if (!eq(mul(cos[1], poly(2)), hdp)) throw new ShapeError(`GroupQueryAttention: cos cache width ${show(cos[1])} is not half the head size ${show(hdp)}`);
+          if (!sameShape(known(8), cos)) throw new ShapeError('GroupQueryAttention: the sin and cos caches differ in shape');
         }
         if (!packed) {
           const k = known(1);
@@ -406,7 +415,9 @@ function infer(op: string, node: Parameters<typeof attr>[0] & { input?: string[]
       case 'RotaryEmbedding': {
         const x = known(0);
         const heads = attr(node, 'num_heads')?.i ?? 0;
+        if (!node.input?.[1]) throw new ShapeError('RotaryEmbedding without position_ids');
         const cos = known(2);
+        if (!sameShape(known(3), cos)) throw new ShapeError('RotaryEmbedding: the sin and cos caches differ in shape');
         if (x.length !== 3 || !heads) throw new ShapeError('RotaryEmbedding is checked for [batch, sequence, heads x head size] inputs with num_heads');
         if (!eq(x[2], mul(cos[1], poly(2 * heads)))) throw new ShapeError(`RotaryEmbedding: width ${show(x[2])} is not num_heads ${heads} x twice the cos cache width ${show(cos[1])}`);
         return [{ type: ins[0]!.type, shape: x }];

@@ -2,10 +2,10 @@
  * The VLA model as two ONNX graphs over one set of weights, mirroring src/lib/model/model.ts op for op:
  * - prefill: pixel_values [B, C, S, S, 3] + input_ids [B, T] -> logits [B, T, V] of the text positions and
  *   present.{i}.key/value [B, KV, Ni + T, hd] (image tokens first);
- * - decode: input_ids [B, T] + past_key_values.{i}.key/value [B, KV, P, hd] -> logits [B, T, V] and
- *   present.{i}.key/value [B, KV, P + T, hd], positions continuing after the past (plus new_key_values.{i}.*
- *   [B, KV, T, hd], the new positions alone); with fused operators it also takes attention_mask [B, P + T], and
- *   the past may be a longer preallocated buffer of which the mask says how much counts;
+ * - decode: input_ids [B, T] + past_key_values.{i}.key/value [B, KV, P, hd] -> logits [B, T, V],
+ *   new_key_values.{i}.* [B, KV, T, hd] (the new positions alone) and present.{i}.key/value: standard operators
+ *   [B, KV, P + T, hd]; fused operators also take attention_mask [B, total] (all ones; total = the filled past + T),
+ *   the past may be a longer preallocated buffer (P >= total - T), and present is [B, KV, max(P, total), hd];
  * With `attentions`, both also return attentions.{i} [B, H, T(q), keys] per decoder layer. With `quantize: 'int8'`
  * every matmul weight is int8 (dynamic quantization).
  */
@@ -29,6 +29,8 @@ export interface GraphOptions {
    * DynamicQuantizeMatMul); embeddings, norms and the output head stay float32.
    */
   quantize?: 'int8';
+  /** With int8: 7-bit weights (see quantizeColumns). */
+  reduceRange?: boolean;
 }
 
 type KvNames = { k: string; v: string };
@@ -80,7 +82,7 @@ class VlaGraph {
     const stored = (n: string) => b.weights.entries.get(n)?.data;
     if (this.o.quantize !== 'int8') return b.o('MatMul', [x, b.weight(name, stored(name) ?? data(), [K, N])]);
     const [qName, sName] = [`${name}.int8`, `${name}.scale`];
-    const { q, scale } = stored(qName) ? { q: stored(qName)!, scale: stored(sName)! } : quantizeColumns(data(), K, N);
+    const { q, scale } = stored(qName) ? { q: stored(qName)!, scale: stored(sName)! } : quantizeColumns(data(), K, N, this.o.reduceRange ? 63 : 127);
     b.weight(qName, q, [K, N]);
     b.weight(sName, scale, [N]);
     const [xq, xs, xz] = b.op('DynamicQuantizeLinear', [x], {}, 3); // uint8 [.., K], scale and zero point scalars

@@ -32,6 +32,8 @@ export interface ExportOptions {
    * of the weight bytes and faster on CPUs with int8 dot products, at the cost of exact parity (see checkParity).
    */
   quantize?: 'int8';
+  /** With int8: 7-bit weights, for CPUs without VNNI (see quantizeColumns). */
+  reduceRange?: boolean;
   /** The tfjs backend that reads the checkpoint (any will do). */
   backend?: string;
   /** Runs on the finished files before they are renamed into place (the parity check); throwing leaves no export. */
@@ -69,12 +71,13 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
     // onnxruntime's GroupQueryAttention needs head sizes that are multiples of 8: other models get standard operators
     const fused = (o.ops ?? 'onnxruntime') === 'onnxruntime' && (t.hidden_size / t.num_attention_heads) % 8 === 0;
     const quantize = o.quantize;
-    const main = { attentions: fused ? false : o.attentions, fused, quantize };
+    const reduceRange = quantize ? o.reduceRange : undefined;
+    const main = { attentions: fused ? false : o.attentions, fused, quantize, reduceRange };
     const graphs: Record<string, ReturnType<typeof prefillGraph>> = { [EXPORT_FILES.prefill]: prefillGraph(model, store, main), [EXPORT_FILES.decode]: decodeGraph(model, store, main) };
     const separate = fused && o.attentions; // the fused attention returns no weights: a standard pair for attn-viz
     if (separate) {
-      graphs[EXPORT_FILES.prefillAttentions] = prefillGraph(model, store, { attentions: true, quantize });
-      graphs[EXPORT_FILES.decodeAttentions] = decodeGraph(model, store, { attentions: true, quantize });
+      graphs[EXPORT_FILES.prefillAttentions] = prefillGraph(model, store, { attentions: true, quantize, reduceRange });
+      graphs[EXPORT_FILES.decodeAttentions] = decodeGraph(model, store, { attentions: true, quantize, reduceRange });
     }
     const files: ExportResult['files'] = [];
     const checks: CheckReport[] = [];
@@ -93,7 +96,7 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
         checks.push(report);
       }
       const cfgJson = JSON.parse(readFileSync(path.join(ckptDir, 'config.json'), 'utf8')) as Record<string, unknown>;
-      const vlakit = { ...((cfgJson.vlakit as object | undefined) ?? {}), export: { format: 'onnx', opset: OPSET, ops: fused ? 'onnxruntime' : 'standard', quantization: quantize ?? 'none', graphs: { prefill: EXPORT_FILES.prefill, decode: EXPORT_FILES.decode, ...(separate ? { prefill_attentions: EXPORT_FILES.prefillAttentions, decode_attentions: EXPORT_FILES.decodeAttentions } : {}) }, external_data: EXPORT_FILES.data, attentions: Boolean(o.attentions), lora_merged: loraMerged, num_image_tokens: model.numImageTokens, source: path.resolve(ckptDir) } };
+      const vlakit = { ...((cfgJson.vlakit as object | undefined) ?? {}), export: { format: 'onnx', opset: OPSET, ops: fused ? 'onnxruntime' : 'standard', quantization: quantize ? (reduceRange ? 'int8-reduced-range' : 'int8') : 'none', graphs: { prefill: EXPORT_FILES.prefill, decode: EXPORT_FILES.decode, ...(separate ? { prefill_attentions: EXPORT_FILES.prefillAttentions, decode_attentions: EXPORT_FILES.decodeAttentions } : {}) }, external_data: EXPORT_FILES.data, attentions: Boolean(o.attentions), lora_merged: loraMerged, num_image_tokens: model.numImageTokens, source: path.resolve(ckptDir) } };
       await write('config.json', `${JSON.stringify({ ...model.config, vlakit }, null, 2)}\n`);
       await write('tokenizer.json', ck.tokenizerJson);
       if (ck.actionStats !== undefined) await write('action_stats.json', `${JSON.stringify(ck.actionStats, null, 2)}\n`);
