@@ -9,7 +9,7 @@ import type { ValueInfoProto } from '../../src/lib/export/onnx.js';
 import { OrtRunner, TfjsRunner, generate, openModel } from '../../src/lib/infer/index.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
 import { writeDirAtomic, writeModelFiles } from '../../src/lib/model/checkpoint.js';
-import { preset } from '../../src/lib/model/config.js';
+import { type TextConfig, preset } from '../../src/lib/model/config.js';
 import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
 import { prepare } from '../../src/lib/train/data.js';
@@ -35,6 +35,17 @@ beforeAll(async () => {
   m.dispose();
   await exportModel(ck, out, { attentions: true });
 }, 120_000);
+
+/** A random one-camera tiny checkpoint whose text config differs from the preset's by `text`, written under dir/name. */
+async function tinyCheckpoint(name: string, text: Partial<TextConfig>, seed: number, initializerRange?: number): Promise<string> {
+  const tok = await buildTokenizer(['grasp the red block', 'move the gripper left'], 80);
+  const base = preset('tiny', tok.vocabSize, 1);
+  const m = VlaModel.init({ ...base, ...(initializerRange ? { initializer_range: initializerRange } : {}), text_config: { ...base.text_config, ...text } }, seed);
+  const at = path.join(dir, name);
+  await writeDirAtomic(at, (d) => writeModelFiles(d, m, tok.json));
+  m.dispose();
+  return at;
+}
 
 describe('vlakit export: the files', () => {
   it('writes both graphs over one external data file, with the config, tokenizer and stats beside them', () => {
@@ -111,12 +122,7 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
   it('refuses an export over its own checkpoint; a head size onnxruntime cannot fuse falls back to standard operators', async () => {
     await expect(exportModel(ck, ck)).rejects.toThrow(/overlap: the export would replace the checkpoint/);
     await expect(exportModel(ck, path.dirname(ck))).rejects.toThrow(/overlap/);
-    const tok = await buildTokenizer(['grasp the red block'], 60);
-    const base = preset('tiny', tok.vocabSize, 1);
-    const m = VlaModel.init({ ...base, text_config: { ...base.text_config, hidden_size: 48, num_attention_heads: 4, num_key_value_heads: 2 } }, 1); // head size 12
-    const odd = path.join(dir, 'odd');
-    await writeDirAtomic(odd, (d) => writeModelFiles(d, m, tok.json));
-    m.dispose();
+    const odd = await tinyCheckpoint('odd', { hidden_size: 48, num_attention_heads: 4, num_key_value_heads: 2 }, 1); // head size 12
     const res = await exportModel(odd, `${odd}-onnx`);
     expect(res.ops).toBe('standard');
     const a = await openModel(odd);
@@ -127,12 +133,7 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
   });
 
   it('a head size that is a multiple of 16: GroupQueryAttention applies the rotary embedding itself, and matches', async () => {
-    const tok = await buildTokenizer(['grasp the red block', 'move the gripper left'], 80);
-    const base = preset('tiny', tok.vocabSize, 1);
-    const m = VlaModel.init({ ...base, initializer_range: 0.05, text_config: { ...base.text_config, hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 96 } }, 5); // head size 16
-    const h16 = path.join(dir, 'h16');
-    await writeDirAtomic(h16, (d) => writeModelFiles(d, m, tok.json));
-    m.dispose();
+    const h16 = await tinyCheckpoint('h16', { hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 96 }, 5, 0.05); // head size 16
     const res = await exportModel(h16, `${h16}-onnx`);
     expect(res.ops).toBe('onnxruntime');
     const nodes = decodeModel(readFileSync(path.join(`${h16}-onnx`, 'decode.onnx'))).graph!.node!;

@@ -10,7 +10,6 @@
  * every matmul weight is int8 (dynamic quantization).
  */
 import type { VlaModel } from '../model/model.js';
-import { patchesPerImage } from '../model/config.js';
 import { ropeAngles } from '../model/layers.js';
 import { type Dim, GraphBuilder, type ModelProto, type WeightStore } from './onnx.js';
 import { quantizeColumns } from './quantize.js';
@@ -232,9 +231,9 @@ class VlaGraph {
     const fresh: KvNames[] = [];
     let h = b.op('SimplifiedLayerNormalization', [x, this.w('model.layers.0.input_layernorm.weight')], { axis: -1, epsilon: { float: t.rms_norm_eps } }, 1)[0];
     let residual = x;
+    const qkvCols: [string, number][] = [['self_attn.q_proj', H * hd], ['self_attn.k_proj', KV * hd], ['self_attn.v_proj', KV * hd]];
     for (let i = 0; i < t.num_hidden_layers; i++) {
       const ln = `model.layers.${i}`;
-      const qkvCols: [string, number][] = [['self_attn.q_proj', H * hd], ['self_attn.k_proj', KV * hd], ['self_attn.v_proj', KV * hd]];
       const qkv = this.matmul(h, `${ln}.self_attn.qkv.weight`, () => this.concatColumns(D, qkvCols.map(([m, c]) => [this.projection(i, m), c])), [D, (H + 2 * KV) * hd]); // [B, N, (H + 2 KV) hd]
       // GroupQueryAttention rotates q and k itself when the head size is a multiple of 16; otherwise RotaryEmbedding does
       let qkvIn = [qkv, '', ''];
@@ -338,10 +337,8 @@ class VlaGraph {
     const H = t.num_attention_heads;
     const KV = t.num_key_value_heads;
     const hd = t.hidden_size / H;
-    const n = H / KV; // query heads per key/value head
     const N = this.dim(x, 1);
     const total = b.o('Add', [past, N]);
-    const one = b.ints([1], true);
     const { cosQ, sinQ, cosK, sinK } = this.ropeRows(past, total);
     const mask = this.causalMask(past, total);
     const present: { k: string; v: string }[] = [];
