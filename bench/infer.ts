@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
+import { quantile } from '../src/lib/actions/stats.js';
 import { exportModel } from '../src/lib/export/index.js';
 import { type VlaRunner, openModel } from '../src/lib/infer/index.js';
 import { selectBackend } from '../src/lib/model/backend.js';
@@ -62,7 +63,7 @@ async function time(r: VlaRunner, useCache: boolean, reps: number): Promise<{ to
   await chunk(r, useCache); // warm-up
   const runs: { total: number; prefill: number }[] = [];
   for (let i = 0; i < reps; i++) runs.push(await chunk(r, useCache));
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[(xs.length - 1) >> 1];
+  const median = (xs: number[]) => quantile(xs.sort((a, b) => a - b), 0.5);
   return { total: median(runs.map((t) => t.total)), prefill: median(runs.map((t) => t.prefill)) };
 }
 

@@ -158,8 +158,7 @@ export function readMmbenchTsv(file: string, o: { circular?: boolean; name?: str
     if (/^\d{1,8}$/.test(b64)) b64 = byIndex.get(b64)?.image ?? ''; // a reference to another row's image
     if (/^\d{1,8}$/.test(b64)) b64 = byIndex.get(b64)?.image ?? ''; // (a copy may point at a row that points on)
     if (!b64) throw bad('no image (expected base64 in the "image" column)');
-    const bytes = Buffer.from(b64, 'base64');
-    const image = { mime: mimeOf(bytes), b64 };
+    const image = { mime: mimeOf(Buffer.from(b64.slice(0, 24), 'base64')), b64 }; // the type from the first 18 bytes
     const hint = r.hint && r.hint !== 'nan' ? r.hint : undefined;
     const id = r.index ?? String(i);
     if (expanded) {

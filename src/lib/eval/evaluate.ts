@@ -10,9 +10,10 @@ import { VlakitError } from '../errors.js';
 import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
 import type { AnswerCache } from '../teacher/cache.js';
 import { hashKey } from '../teacher/cache.js';
+import { PROMPT_VERSIONS } from '../teacher/prompts.js';
 import type { Teacher } from '../teacher/types.js';
 import { type VqaItem, loadImage } from './datasets.js';
-import { LETTERS, anls, exactMatch, extractChoice, vqaAccuracy } from './metrics.js';
+import { anls, exactMatch, extractChoice, vqaAccuracy } from './metrics.js';
 
 export interface VqaModel {
   readonly name: string;
@@ -70,7 +71,7 @@ export class EndpointModel implements VqaModel {
   async answer(item: VqaItem, signal?: AbortSignal): Promise<{ text: string; ms: number; cached?: boolean }> {
     const images = item.images.map(loadImage);
     const text = vqaPrompt(item);
-    const key = hashKey({ model: this.teacher.id, kind: 'vqa-v1', text, images: images.map((im) => hashKey(im.b64)) });
+    const key = hashKey({ model: this.teacher.id, kind: PROMPT_VERSIONS.vqa, text, images: images.map((im) => hashKey(im.b64)) });
     const hit = this.cache?.get(key);
     if (hit) return { text: hit.text.trim(), ms: 0, cached: true };
     const t0 = performance.now();
@@ -160,10 +161,17 @@ export interface BenchmarkScore {
   byType?: Record<string, { n: number; score: number }>;
 }
 
+/** Appends `v` to the list under `k`, starting the list when there is none. */
+function pushTo<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const list = m.get(k);
+  if (list) list.push(v);
+  else m.set(k, [v]);
+}
+
 /** Per benchmark: the mean score (circular groups count as right only when every rotation is). */
 export function summarize(samples: Sample[]): BenchmarkScore[] {
   const by = new Map<string, Sample[]>();
-  for (const s of samples) by.set(s.benchmark, [...(by.get(s.benchmark) ?? []), s]);
+  for (const s of samples) pushTo(by, s.benchmark, s);
   const out: BenchmarkScore[] = [];
   for (const [benchmark, ss] of by) {
     const metrics = [...new Set(ss.map((s) => s.metric))];
@@ -173,7 +181,7 @@ export function summarize(samples: Sample[]): BenchmarkScore[] {
     let vanilla: number | undefined;
     if (circular) {
       const groups = new Map<string, Sample[]>();
-      for (const s of ss) groups.set(s.circular?.group ?? s.id, [...(groups.get(s.circular?.group ?? s.id) ?? []), s]);
+      for (const s of ss) pushTo(groups, s.circular?.group ?? s.id, s);
       vanilla = score;
       n = groups.size;
       score = [...groups.values()].filter((g) => g.every((s) => s.score === 1)).length / n;
@@ -232,5 +240,3 @@ export function formatForgetting(r: ForgettingReport): string {
   if (r.models.length > 1) lines.push(`${'retention vs'.padEnd(18)} ${r.models[0].padEnd(9)} ${''.padStart(6)} ${r.models.map((m) => (r.meanRetention[m] === undefined ? '-' : `${(r.meanRetention[m] * 100).toFixed(1)}%`).padStart(w)).join(' ')}`);
   return lines.join('\n');
 }
-
-export { LETTERS };

@@ -119,7 +119,11 @@ export async function* generateSceneQa(o: SceneQaOptions): AsyncGenerator<SceneQ
       const all = sceneQuestions(facts, rng);
       // one question per type first, in a random order of types, then the rest
       const byType = new Map<string, typeof all>();
-      for (const q of rng.shuffle(all)) byType.set(q.type, [...(byType.get(q.type) ?? []), q]);
+      for (const q of rng.shuffle(all)) {
+        const list = byType.get(q.type);
+        if (list) list.push(q);
+        else byType.set(q.type, [q]);
+      }
       const picked: typeof all = [];
       for (const t of rng.shuffle([...byType.keys()])) picked.push(byType.get(t)![0]);
       for (const q of all) if (!picked.includes(q) && picked.length < (o.perFrame ?? 3)) picked.push(q); // more of the same types

@@ -5,6 +5,7 @@
  */
 import { VlakitError } from '../errors.js';
 import { Rng } from '../util/rng.js';
+import { patchesPerImage } from '../model/config.js';
 import { BOS, EOS, SEP } from '../model/tokenizer.js';
 import type { VlaRunner } from './runner.js';
 
@@ -97,7 +98,7 @@ export async function generate(runner: VlaRunner, pixels: Float32Array, prompt: 
   const timing = { prefillMs: 0, decodeMs: 0 };
   const cfg = runner.config;
   const ids = promptIds(runner, prompt);
-  const images = cfg.num_cameras * (cfg.vision_config.image_size / cfg.vision_config.patch_size) ** 2;
+  const images = cfg.num_cameras * patchesPerImage(cfg);
   const room = cfg.text_config.max_position_embeddings - images - ids.length; // positions left for new tokens
   if (room < 1) {
     state.dispose();

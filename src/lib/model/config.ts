@@ -63,8 +63,13 @@ export function preset(name: Preset, vocab: number, cameras = 1): VlaConfig {
   }
 }
 
+/** Patches along each side of an image. */
+export function patchGrid(c: VlaConfig): number {
+  return c.vision_config.image_size / c.vision_config.patch_size;
+}
+
 export function patchesPerImage(c: VlaConfig): number {
-  return (c.vision_config.image_size / c.vision_config.patch_size) ** 2;
+  return patchGrid(c) ** 2;
 }
 
 export function validateConfig(c: VlaConfig): void {

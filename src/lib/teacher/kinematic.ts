@@ -267,6 +267,6 @@ export class KinematicTeacher implements Teacher {
     if (req.kind === 'verify') return answer(kinematicVerdict(req.context ?? {}));
     const c = req.context as { actions: number[][]; states: (number[] | undefined)[]; instruction: string; step?: number };
     const body = req.kind === 'plan' ? kinematicPlan(c.actions, c.instruction) : kinematicReasoning(c.actions, c.states, c.instruction, c.step ?? 0);
-    return { text: JSON.stringify(body), usage: { inputTokens: 0, outputTokens: 0 }, retries: 0 };
+    return answer(body);
   }
 }

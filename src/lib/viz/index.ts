@@ -14,7 +14,7 @@ import { decodeMask, type ObjectMasks } from '../env/tabletop.js';
 import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
 import { VlakitError } from '../errors.js';
 import { writeDirAtomic } from '../model/checkpoint.js';
-import { patchesPerImage } from '../model/config.js';
+import { patchGrid, patchesPerImage } from '../model/config.js';
 import { EOS, SEP } from '../model/tokenizer.js';
 import { prepare, promptText } from '../train/data.js';
 import { type Fusion, cameraGrids, chooseTokens, fuseTopK, maskMass, meanMap, normalizeMap, queryRows } from './attention.js';
@@ -94,7 +94,7 @@ function namedMask(ex: TrainingExample, instruction: string): { mask: Uint8Array
 async function mapsOf(runner: VlaRunner, ex: TrainingExample, o: AttnVizOptions): Promise<TokenMap[]> {
   const cfg = runner.config;
   const C = cfg.num_cameras;
-  const grid = cfg.vision_config.image_size / cfg.vision_config.patch_size;
+  const grid = patchGrid(cfg);
   const Ni = C * patchesPerImage(cfg);
   const tok = runner.tokenizer;
   if (o.generate) {
@@ -154,7 +154,7 @@ export async function attnViz(o: AttnVizOptions): Promise<ExampleResult[]> {
         const mine: Buffer[] = [];
         perModel.push(mine);
         const cfg = runner.config;
-        const grid = cfg.vision_config.image_size / cfg.vision_config.patch_size;
+        const grid = patchGrid(cfg);
         const tokens = await mapsOf(runner, ex, o);
         const entry: ExampleResult['models'][number] = { name, tokens };
         const cams = Math.min(cfg.num_cameras, ex.images.length);
