@@ -124,7 +124,8 @@ describe('safetensors written by train-sft', () => {
 
 describe('generation', () => {
   it('greedy decoding with and without the KV cache gives the same tokens; the overfit model says its target', async () => {
-    const { generate: gen, TfjsRunner } = await import('../../src/lib/infer/index.js');
+    const { generate: gen } = await import('../../src/lib/infer/index.js');
+    const { TfjsRunner } = await import('../../src/lib/infer/tfjs.js');
     const { loadTokenizer } = await import('../../src/lib/model/tokenizer.js');
     const ck = loadCheckpoint(path.join(dir, 'overfit'));
     const tok = await loadTokenizer(ck.tokenizerJson);

@@ -10,7 +10,7 @@ import { type Device, OrtRunner, isExport } from './ort.js';
 export type { DecodeState, RunnerInfo, StepOutput, VlaRunner } from './runner.js';
 export { type GenerateOptions, type Generation, generate, pickToken, promptIds } from './generate.js';
 export { OrtRunner, isExport, loadOrt, type Device } from './ort.js';
-export { TfjsRunner } from './tfjs.js';
+// TfjsRunner is imported from './tfjs.js' where it is wanted: importing this module must not load TensorFlow.js
 export { imagesToPixels } from './pixels.js';
 
 export interface OpenOptions {
