@@ -35,7 +35,7 @@ for (const name of ['tiny', 'small'] as Preset[]) {
   await exportModel(ck, `${ck}-onnx`);
   const runner = await openModel(`${ck}-onnx`);
   const s = { temperature: 0.5, topP: 0.95, maxNewTokens: tokens };
-  const policy = new ModelPolicy(runner, { mode: 'direct', prompt: 'refinevla', codec: new TextCodec(3), resample: 0, sampling: { subtasks: s, plan: s, actions: s, verifier: s } });
+  const policy = new ModelPolicy(runner, { mode: 'direct', prompt: 'refinevla', codec: new TextCodec(3), resample: 0, sampling: { subtasks: s, plan: s, actions: s } });
   const env = new SafetyFilter(new TabletopEnv({ width: 128, height: 128, maxSteps: quick ? 10 : 30 }));
   const eps = [];
   for await (const ep of runEpisodes({ env, policy, families: ['pick', 'place'], episodes: quick ? 2 : 4, seed: 0, recordTiming: true })) eps.push(ep);

@@ -35,7 +35,7 @@ const options = (o: Partial<ModelPolicyOptions> = {}): ModelPolicyOptions => ({
   verifier: new OracleVerifier(),
   maxRetries: 1,
   resample: 2,
-  sampling: { subtasks: sampling(), plan: sampling(), actions: sampling(), verifier: sampling() },
+  sampling: { subtasks: sampling(), plan: sampling(), actions: sampling() },
   ...o,
 });
 const world = () => new SafetyFilter(new TabletopEnv({ width: 32, height: 32, distractors: 0, maxSteps: 12 }));
@@ -172,7 +172,7 @@ describe('output that does not parse', () => {
     await writeDirAtomic(garbage, (d) => writeModelFiles(d, m, tok.json, { actionCodec: new TextCodec(3).describe() }));
     m.dispose();
     const r = await openModel(garbage);
-    const eps = await run(new ModelPolicy(r, options({ mode: 'direct', verifier: undefined, resample: 2, sampling: { subtasks: sampling(), plan: sampling(), actions: { ...sampling(1), maxNewTokens: 24 }, verifier: sampling() } })), 1);
+    const eps = await run(new ModelPolicy(r, options({ mode: 'direct', verifier: undefined, resample: 2, sampling: { subtasks: sampling(), plan: sampling(), actions: { ...sampling(1), maxNewTokens: 24 } } })), 1);
     const s = steps(eps);
     expect(s.length).toBeGreaterThan(0);
     for (const rec of s) {

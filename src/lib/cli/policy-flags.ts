@@ -46,6 +46,6 @@ export function policyOptions(runner: VlaRunner, f: PolicyFlagValues): ModelPoli
     execute: f.execute as number | undefined,
     maxChunk: f['max-chunk'] as number,
     motionPlan: f['motion-plan'] as boolean,
-    sampling: { subtasks: stage('temperature-subtasks', Math.min(max, 160)), plan: stage('temperature-plan', Math.min(max, 96)), actions: stage('temperature-actions'), verifier: stage('temperature-verifier', 4) },
+    sampling: { subtasks: stage('temperature-subtasks', Math.min(max, 160)), plan: stage('temperature-plan', Math.min(max, 96)), actions: stage('temperature-actions') },
   };
 }

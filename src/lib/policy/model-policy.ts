@@ -41,7 +41,8 @@ export interface ModelPolicyOptions {
   maxChunk?: number;
   /** Hierarchical: write a motion plan before each chunk (as VLM2VLA trains). */
   motionPlan?: boolean;
-  sampling: { subtasks: Sampling; plan: Sampling; actions: Sampling; verifier: Sampling };
+  /** Per stage (the model verifier has its own, given to it by makeVerifier). */
+  sampling: { subtasks: Sampling; plan: Sampling; actions: Sampling };
 }
 
 /** A chunk the policy decided on, with what to record. */

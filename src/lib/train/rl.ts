@@ -12,7 +12,7 @@ import type { ActionCodec } from '../actions/codecs.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { VlakitError } from '../errors.js';
 import { loadCheckpoint, writeModelFiles } from '../model/checkpoint.js';
-import { generate } from '../infer/index.js';
+import { type VlaRunner, generate } from '../infer/index.js';
 import { TfjsRunner } from '../infer/tfjs.js';
 import type { VlaModel } from '../model/model.js';
 import { readSafetensors } from '../model/safetensors.js';
@@ -88,14 +88,14 @@ function promptsOf(examples: TrainingExample[], items: Prepared[], codec: Action
 }
 
 /** Greedy evaluation on held-out prompts: mean reward, accuracy, L1 and format. */
-export async function evaluateRl(model: VlaModel, tok: Tokenizer, prompts: Prompt[], rewarder: Rewarder, maxNewTokens: number): Promise<RlEval> {
+export async function evaluateRl(runner: VlaRunner, prompts: Prompt[], rewarder: Rewarder, maxNewTokens: number): Promise<RlEval> {
   let reward = 0;
   let accuracy = 0;
   let format = 0;
   let l1 = 0;
   let l1n = 0;
   for (const p of prompts) {
-    const g = await generate(new TfjsRunner(model, tok), p.item.pixels, p.prompt, { maxNewTokens });
+    const g = await generate(runner, p.item.pixels, p.prompt, { maxNewTokens });
     const r = await rewarder.score(g.text, p.truth, p.prompt, g.ids.length);
     reward += r.total;
     accuracy += r.accuracy;
@@ -170,7 +170,7 @@ export async function trainRl(o: RlOptions): Promise<{ steps: number; eval?: { b
   const metricsFile = path.join(o.outDir, 'metrics.jsonl');
   const orders = new Map<number, number[]>();
   const evals: { before?: RlEval; after?: RlEval } = {};
-  if (o.evalEvery && held.length && state.step === 0) evals.before = await evaluateRl(model, tok, held, rewarder, maxNew);
+  if (o.evalEvery && held.length && state.step === 0) evals.before = await evaluateRl(runner, held, rewarder, maxNew);
   try {
     while (state.step < total) {
       o.signal?.throwIfAborted();
@@ -242,7 +242,7 @@ export async function trainRl(o: RlOptions): Promise<{ steps: number; eval?: { b
         time_update_s: updSecs,
       };
       if (o.evalEvery && held.length && (state.step % o.evalEvery === 0 || state.step === total)) {
-        const e = await evaluateRl(model, tok, held, rewarder, maxNew);
+        const e = await evaluateRl(runner, held, rewarder, maxNew);
         evals.after = e;
         Object.assign(m, { val_reward: e.reward, val_accuracy: e.accuracy, val_action_l1: e.l1 ?? null, val_format: e.format });
       }
