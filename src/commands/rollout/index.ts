@@ -99,7 +99,7 @@ export default class Rollout extends VlakitCommand {
     const episodes = (async function* (): AsyncGenerator<StepRecord[]> {
       for await (const ep of runEpisodes({ env, policy, families, episodes: flags.episodes, seed: flags.seed, signal, recordTiming: flags.timing ?? learned, onStep: () => progress.update({ records: ++steps, unit: 'steps' }) })) {
         outcomes.push({ family: ep.family, success: ep.success, end: ep.end, steps: ep.records.length - 1 });
-        if (learned) summaries.push(summarizeEpisode(ep.records.map((r, t) => (r.timing || !ep.timings[t] ? r : { ...r, timing: ep.timings[t] }))));
+        if (learned) summaries.push(summarizeEpisode(ep.records, ep.timings));
         progress.update({ label: `rollout ${outcomes.length}/${flags.episodes} episodes, ${outcomes.filter((o) => o.success).length} successes;` });
         yield ep.records;
       }

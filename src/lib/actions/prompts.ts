@@ -13,6 +13,11 @@ export const LETTERS = 'ABCDEFGHIJ';
 /** The marker before the actions in a ReFineVLA target. */
 export const ACTIONS_MARKER = '<Actions>:';
 
+/** An action target without the "<Actions>: " it starts with (as examples write it); other text as it is. */
+export function withoutActionsMarker(text: string): string {
+  return text.startsWith(`${ACTIONS_MARKER} `) ? text.slice(ACTIONS_MARKER.length + 1) : text;
+}
+
 export const PROMPTS = {
   /** VLM2VLA stage 1: the subtask list from the first image. */
   subtasks: (instruction: string) => `Task: ${instruction}\nList, in order, the subtasks the robot arm must carry out to complete the task.`,

@@ -120,7 +120,6 @@ export async function* runEpisodes(opts: RolloutOptions): AsyncGenerator<Episode
     await opts.policy.reset({ env: opts.env, instruction: first.instruction, seed });
     const rows: { obs: Record<string, unknown>; oracle: unknown; action?: number[]; reward: number; policy?: Record<string, unknown>; timing?: StepTiming; safety?: string[] }[] = [];
     let obs = first.observation;
-    let oracle = first.info?.oracle;
     let info = first.info;
     let last: StepResult | undefined;
     let policyDone = false;
@@ -144,9 +143,8 @@ export async function* runEpisodes(opts: RolloutOptions): AsyncGenerator<Episode
       const modelMs = step.modelMs ?? 0;
       // vlakit's own time: act() beyond the model, plus this loop's bookkeeping since the previous env step
       const timing = { model_ms: round2(modelMs), env_ms: round2(t2 - t1), vlakit_ms: round2(Math.max(0, t1 - t0 - modelMs) + (t0 - tLoop)) };
-      rows.push({ obs, oracle, action: sent ?? (Array.isArray(action) && action.every(Number.isFinite) ? action : undefined), reward: last.reward, policy: step.info, timing, safety: interventions?.length ? interventions : undefined });
+      rows.push({ obs, oracle: info?.oracle, action: sent ?? (Array.isArray(action) && action.every(Number.isFinite) ? action : undefined), reward: last.reward, policy: step.info, timing, safety: interventions?.length ? interventions : undefined });
       obs = last.observation;
-      oracle = last.info.oracle;
       info = last.info;
       tLoop = performance.now();
       if (last.done) break;
@@ -154,7 +152,7 @@ export async function* runEpisodes(opts: RolloutOptions): AsyncGenerator<Episode
     const success = last?.info.success === true;
     const estop = last?.info.estop as string | undefined;
     const end: EpisodeResult['end'] = estop ? 'estop' : success ? 'success' : policyDone ? 'policy' : last?.info.truncated ? 'truncated' : 'done';
-    rows.push({ obs, oracle, reward: 0 });
+    rows.push({ obs, oracle: info?.oracle, reward: 0 });
     const dims = rows.find((r) => r.action)?.action?.length ?? 4;
     // The final observation gets a no-op: no motion, the gripper left as it was.
     const lastAction = [...rows].reverse().find((r) => r.action)?.action;

@@ -48,18 +48,21 @@ export interface TaskReport extends PolicyCounts {
 
 type PolicyInfo = { cycle?: number; resampled?: { texts: string[] }; subtasks_resampled?: number; plan_resampled?: number; noop?: unknown; verifier?: { success?: boolean; gave_up?: boolean }; subtasks?: string[] };
 
-/** One episode's summary from its step records (the last record is the final observation). */
-export function summarizeEpisode(records: StepRecord[]): EpisodeSummary {
+/**
+ * One episode's summary from its step records (the last record is the final observation); `timings` per step stand
+ * in for records written without their timing.
+ */
+export function summarizeEpisode(records: StepRecord[], timings?: ({ model_ms: number; env_ms: number; vlakit_ms: number } | undefined)[]): EpisodeSummary {
   const meta = (records[0]?.episode_metadata ?? {}) as { family?: string; success?: boolean; end?: string; task?: { subtasks?: unknown[]; objects?: (string | { name?: string })[] } };
   const total = meta.task?.subtasks?.length ?? 0;
   let done = 0;
   const cycles = new Map<number, { model: number; env: number; vlakit: number }>();
   const s: EpisodeSummary = { family: meta.family ?? 'task', success: meta.success === true, end: meta.end ?? 'done', steps: Math.max(records.length - 1, 0), partial: 0, cycles: [], resamples: 0, noops: 0, verifierCalls: 0, verifierRejections: 0, gaveUp: 0, safetyInterventions: 0 };
-  for (const r of records) {
+  for (const [i, r] of records.entries()) {
     const oracle = r.oracle as { subtasks_done?: number } | undefined;
     if (typeof oracle?.subtasks_done === 'number') done = Math.max(done, oracle.subtasks_done);
     const p = r.policy as PolicyInfo | undefined;
-    const t = r.timing as { model_ms: number; env_ms: number; vlakit_ms: number } | undefined;
+    const t = (r.timing as { model_ms: number; env_ms: number; vlakit_ms: number } | undefined) ?? timings?.[i];
     if (p && t) {
       const c = cycles.get(p.cycle ?? 0) ?? { model: 0, env: 0, vlakit: 0 };
       c.model += t.model_ms;

@@ -9,6 +9,7 @@ import { PROMPTS } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
 import type { ImageJson } from '../io/json.js';
 import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
+import { extractJson } from '../teacher/prompts.js';
 import type { Teacher } from '../teacher/types.js';
 
 export interface VerifyInput {
@@ -90,18 +91,18 @@ export function verifierPrompt(subtask: string, next?: string): string {
   ].join('\n');
 }
 
-/** Reads {"success": bool, ...} from a teacher's answer (the first JSON object in the text). */
+/** Reads {"success": bool, ...} from a teacher's answer (the JSON in the text, as extractJson finds it). */
 export function parseVerdict(text: string): { success: boolean; confidence?: string; reasoning?: string } {
-  const m = /\{[\s\S]*\}/.exec(text);
-  if (!m) throw new VlakitError('E_TEACHER', `the verifier's answer holds no JSON object: ${JSON.stringify(text.slice(0, 120))}`);
+  const shown = JSON.stringify(text.slice(0, 120));
+  if (!text.includes('{')) throw new VlakitError('E_TEACHER', `the verifier's answer holds no JSON object: ${shown}`);
   let v: unknown;
   try {
-    v = JSON.parse(m[0]);
+    v = extractJson(text);
   } catch (err) {
-    throw new VlakitError('E_TEACHER', `the verifier's answer is not valid JSON (${(err as Error).message}): ${JSON.stringify(m[0].slice(0, 120))}`);
+    throw new VlakitError('E_TEACHER', `the verifier's answer: ${(err as Error).message}: ${shown}`);
   }
-  const o = v as { success?: unknown; confidence?: unknown; reasoning?: unknown };
-  if (typeof o.success !== 'boolean') throw new VlakitError('E_TEACHER', `the verifier's answer has no boolean "success": ${JSON.stringify(m[0].slice(0, 120))}`);
+  const o = (v ?? {}) as { success?: unknown; confidence?: unknown; reasoning?: unknown };
+  if (typeof o.success !== 'boolean') throw new VlakitError('E_TEACHER', `the verifier's answer has no boolean "success": ${shown}`);
   return { success: o.success, confidence: typeof o.confidence === 'string' ? o.confidence : undefined, reasoning: typeof o.reasoning === 'string' ? o.reasoning : undefined };
 }
 

@@ -5,7 +5,7 @@
  */
 import pLimit from 'p-limit';
 import { VlakitError } from '../errors.js';
-import { isImageJson, type ImageJson } from '../io/json.js';
+import { imagesOf, type ImageJson } from '../io/json.js';
 import type { StepRecord } from '../io/records.js';
 import { type AnswerCache, hashKey } from './cache.js';
 import { type ParsedPlan, ParseError, PROMPT_VERSIONS, planPrompt, parsePlan, parseReasoning, type Reasoning, reasoningPrompt, repairPrompt } from './prompts.js';
@@ -54,10 +54,7 @@ export function newUsage(): UsageStats {
 
 /** The cameras of a step: every encoded image in its observation, in key order. */
 export function stepImages(step: StepRecord): ImageJson[] {
-  const obs = step.observation ?? {};
-  return Object.keys(obs)
-    .filter((k) => isImageJson(obs[k]))
-    .map((k) => obs[k] as ImageJson);
+  return imagesOf(step.observation ?? {});
 }
 
 /** [dx, dy, dz, gripper] of a step's action (7-D actions drop their rotations). */

@@ -5,6 +5,7 @@
  * optional external scorer in a child process.
  */
 import type { ActionCodec } from '../actions/codecs.js';
+import { ACTIONS_MARKER } from '../actions/prompts.js';
 import { JsonLinesProcess } from '../util/child.js';
 import { VlakitError } from '../errors.js';
 
@@ -38,8 +39,8 @@ export interface RewardParts {
 
 /** Splits a completion into its rationale and its actions ("<Actions>: ..." or the whole text). */
 export function splitCompletion(text: string): { reasoning: string; actions: string } {
-  const i = text.indexOf('<Actions>:');
-  return i < 0 ? { reasoning: '', actions: text.trim() } : { reasoning: text.slice(0, i).trim(), actions: text.slice(i + '<Actions>:'.length).trim() };
+  const i = text.indexOf(ACTIONS_MARKER);
+  return i < 0 ? { reasoning: '', actions: text.trim() } : { reasoning: text.slice(0, i).trim(), actions: text.slice(i + ACTIONS_MARKER.length).trim() };
 }
 
 /**

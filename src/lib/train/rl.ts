@@ -10,6 +10,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ActionCodec } from '../actions/codecs.js';
 import type { TrainingExample } from '../actions/examples.js';
+import { withoutActionsMarker } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
 import { loadCheckpoint, writeModelFiles } from '../model/checkpoint.js';
 import { type VlaRunner, generate } from '../infer/index.js';
@@ -79,7 +80,7 @@ function promptsOf(examples: TrainingExample[], items: Prepared[], codec: Action
   examples.forEach((ex, i) => {
     if (!items[i].actionText) return;
     try {
-      out.push({ item: items[i], prompt: promptText(ex), truth: codec.decode(items[i].actionText.replace(/^<Actions>: /, '')) });
+      out.push({ item: items[i], prompt: promptText(ex), truth: codec.decode(withoutActionsMarker(items[i].actionText)) });
     } catch {
       // an example whose actions do not decode with this codec is not a prompt for RL
     }

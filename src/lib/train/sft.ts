@@ -9,6 +9,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ActionCodec } from '../actions/codecs.js';
 import type { TrainingExample } from '../actions/examples.js';
+import { withoutActionsMarker } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
 import { loadCheckpoint, writeDirAtomic, writeModelFiles } from '../model/checkpoint.js';
 import { type Preset, patchesPerImage, preset, type VlaConfig } from '../model/config.js';
@@ -116,8 +117,8 @@ export function evaluate(model: VlaModel, items: Prepared[], tok: Tokenizer, cod
     disposeBatch(b);
     if (codec && item.actionText && predicted.length) {
       try {
-        const truth = codec.decode(item.actionText.replace(/^<Actions>: /, ''));
-        const got = codec.decode(tok.decode(predicted).replace(/^<Actions>: /, '').trim());
+        const truth = codec.decode(withoutActionsMarker(item.actionText));
+        const got = codec.decode(withoutActionsMarker(tok.decode(predicted)).trim());
         let e = 0;
         let n = 0;
         // translation only (meters); the gripper (0/1) is not a distance
