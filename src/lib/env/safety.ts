@@ -41,18 +41,22 @@ export interface FilterResult {
  * Filters one action given the current end-effector position and contact flags. Pure: the same inputs give the
  * same output.
  */
+/** What makes `action` one the env cannot take (not 4 or 7 finite numbers), or undefined when it is fine. */
+export function actionProblem(action: unknown): string | undefined {
+  if (!Array.isArray(action)) return `action is not an array (got ${typeof action})`;
+  if (action.length !== 4 && action.length !== 7) return `action has ${action.length} numbers; expected 4 [dx, dy, dz, gripper] or 7 [dx, dy, dz, droll, dpitch, dyaw, gripper]`;
+  const bad = action.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
+  return bad >= 0 ? `action[${bad}] is ${String(action[bad])}; every entry must be a finite number` : undefined;
+}
+
 export function filterAction(
   action: unknown,
   ee: Vec3 | undefined,
   contact: { down?: boolean; forward?: boolean } | undefined,
   opts: SafetyOptions = {},
 ): FilterResult {
-  if (!Array.isArray(action)) return { estop: `action is not an array (got ${typeof action})`, interventions: [] };
-  if (action.length !== 4 && action.length !== 7) {
-    return { estop: `action has ${action.length} numbers; expected 4 [dx, dy, dz, gripper] or 7 [dx, dy, dz, droll, dpitch, dyaw, gripper]`, interventions: [] };
-  }
-  const bad = action.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
-  if (bad >= 0) return { estop: `action[${bad}] is ${String(action[bad])}; every entry must be a finite number`, interventions: [] };
+  const problem = actionProblem(action);
+  if (problem) return { estop: problem, interventions: [] };
   const out = [...(action as number[])];
   const interventions: Intervention[] = [];
   const g = out.length - 1;

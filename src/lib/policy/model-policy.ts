@@ -12,6 +12,7 @@ import type { ActionCodec } from '../actions/codecs.js';
 import { ACTIONS_MARKER, PROMPTS, parseSubtaskList } from '../actions/prompts.js';
 import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
+import { actionProblem } from '../env/safety.js';
 import { type ImageJson, imagesOf } from '../io/json.js';
 import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
 import { subSeed } from '../util/rng.js';
@@ -52,13 +53,12 @@ export interface Cycle {
   modelMs: number;
 }
 
-
 /** Actions the env can take: [dx, dy, dz, gripper] or 7-D, every value finite. */
 function checkActions(chunk: number[][]): number[][] {
   if (!chunk.length) throw new Error('an empty chunk');
   for (const a of chunk) {
-    if (a.length !== 4 && a.length !== 7) throw new Error(`an action of ${a.length} values; expected 4 [dx, dy, dz, gripper] or 7`);
-    if (!a.every(Number.isFinite)) throw new Error('an action with a value that is not a finite number');
+    const problem = actionProblem(a);
+    if (problem) throw new Error(problem);
   }
   return chunk;
 }
