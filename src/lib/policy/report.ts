@@ -5,7 +5,7 @@
  * time spent in vlakit itself, and the counts of re-samples, no-ops, verifier decisions and safety interventions.
  */
 import { quantile } from '../actions/stats.js';
-import { wilson } from '../env/rollout.js';
+import { type EpisodeOutcome, type FamilyReport, report } from '../env/rollout.js';
 import type { StepRecord } from '../io/records.js';
 
 /** Events counted per episode and per task: re-samples, no-ops, verifier decisions, safety interventions. */
@@ -20,11 +20,7 @@ export interface PolicyCounts {
 
 const COUNT_KEYS = ['resamples', 'noops', 'verifierCalls', 'verifierRejections', 'gaveUp', 'safetyInterventions'] as const;
 
-export interface EpisodeSummary extends PolicyCounts {
-  family: string;
-  success: boolean;
-  end: string;
-  steps: number;
+export interface EpisodeSummary extends EpisodeOutcome, PolicyCounts {
   /** Subtasks the world saw completed / subtasks of the task (1 on success). */
   partial: number;
   /** Per control cycle: milliseconds in the model, the env and vlakit. */
@@ -33,12 +29,8 @@ export interface EpisodeSummary extends PolicyCounts {
   planNamesObjects?: boolean;
 }
 
-export interface TaskReport extends PolicyCounts {
-  family: string;
-  episodes: number;
-  successes: number;
-  rate: number;
-  ci95: [number, number];
+/** A family's rollout report (success, Wilson interval, e-stops, mean steps) with the learned policy's columns. */
+export interface TaskReport extends FamilyReport, PolicyCounts {
   partialCredit: number;
   cycles: number;
   latencyMs: { median: number; q25: number; q75: number };
@@ -53,7 +45,7 @@ type PolicyInfo = { cycle?: number; resampled?: { texts: string[] }; subtasks_re
  * in for records written without their timing.
  */
 export function summarizeEpisode(records: StepRecord[], timings?: ({ model_ms: number; env_ms: number; vlakit_ms: number } | undefined)[]): EpisodeSummary {
-  const meta = (records[0]?.episode_metadata ?? {}) as { family?: string; success?: boolean; end?: string; task?: { subtasks?: unknown[]; objects?: (string | { name?: string })[] } };
+  const meta = (records[0]?.episode_metadata ?? {}) as { family?: string; success?: boolean; end?: EpisodeOutcome['end']; task?: { subtasks?: unknown[]; objects?: (string | { name?: string })[] } };
   const total = meta.task?.subtasks?.length ?? 0;
   let done = 0;
   const cycles = new Map<number, { model: number; env: number; vlakit: number }>();
@@ -94,31 +86,23 @@ export function summarizeEpisode(records: StepRecord[], timings?: ({ model_ms: n
 
 
 export function policyReport(episodes: EpisodeSummary[]): TaskReport[] {
-  const by = new Map<string, EpisodeSummary[]>();
-  for (const e of episodes) by.set(e.family, [...(by.get(e.family) ?? []), e]);
-  const out: TaskReport[] = [];
-  for (const [family, es] of by) {
-    const k = es.filter((e) => e.success).length;
+  return report(episodes).map((row) => {
+    const es = episodes.filter((e) => e.family === row.family);
     const cycles = es.flatMap((e) => e.cycles);
     const totals = cycles.map((c) => c.model + c.env + c.vlakit).sort((a, b) => a - b);
     const all = totals.reduce((a, b) => a + b, 0);
     const sum = (f: (e: EpisodeSummary) => number) => es.reduce((a, e) => a + f(e), 0);
     const planned = es.filter((e) => e.planNamesObjects !== undefined);
-    out.push({
-      family,
-      episodes: es.length,
-      successes: k,
-      rate: k / es.length,
-      ci95: wilson(k, es.length),
+    return {
+      ...row,
       partialCredit: sum((e) => e.partial) / es.length,
       cycles: cycles.length,
       latencyMs: totals.length ? { median: quantile(totals, 0.5), q25: quantile(totals, 0.25), q75: quantile(totals, 0.75) } : { median: 0, q25: 0, q75: 0 },
       overheadShare: all ? cycles.reduce((a, c) => a + c.vlakit, 0) / all : 0,
       ...(Object.fromEntries(COUNT_KEYS.map((k) => [k, sum((e) => e[k])])) as unknown as PolicyCounts),
       planNamesObjects: planned.length ? planned.filter((e) => e.planNamesObjects).length / planned.length : undefined,
-    });
-  }
-  return out;
+    };
+  });
 }
 
 export function formatPolicyReport(rows: TaskReport[]): string {
