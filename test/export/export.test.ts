@@ -48,6 +48,17 @@ async function tinyCheckpoint(name: string, text: Partial<TextConfig>, seed: num
   return at;
 }
 
+/** A float32 export against its checkpoint: logits within 1e-4, the same greedy ids with and without the cache. */
+async function expectExactParity(ckDir: string, exportDir: string, cases: ReturnType<typeof parityCases>, maxNewTokens: number): Promise<void> {
+  const a = await openModel(ckDir);
+  const b = await openModel(exportDir);
+  const r = await checkParity(a, b, cases, maxNewTokens);
+  expect(r.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+  expect(r.greedyMatch).toBe(true);
+  await a.dispose();
+  await b.dispose();
+}
+
 describe('vlakit export: the files', () => {
   it('writes both graphs over one external data file, with the config, tokenizer and stats beside them', () => {
     const cfg = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
@@ -140,13 +151,7 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
     const nodes = decodeModel(readFileSync(path.join(`${h16}-onnx`, 'decode.onnx'))).graph!.node!;
     expect(nodes.filter((n) => n.opType === 'RotaryEmbedding')).toEqual([]);
     expect(nodes.filter((n) => n.opType === 'GroupQueryAttention').every((n) => n.attribute!.some((a) => a.name === 'do_rotary' && Number(a.i) === 1))).toBe(true);
-    const a = await openModel(h16);
-    const b = await openModel(`${h16}-onnx`);
-    const r = await checkParity(a, b, parityCases(32, 1, 6), 24);
-    expect(r.maxAbsDiff).toBeLessThanOrEqual(1e-4);
-    expect(r.greedyMatch).toBe(true);
-    await a.dispose();
-    await b.dispose();
+    await expectExactParity(h16, `${h16}-onnx`, parityCases(32, 1, 6), 24);
   });
 
   it('an export with --ops standard (default domain only) matches too', async () => {
@@ -154,13 +159,7 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
     await exportModel(ck, std, { ops: 'standard' });
     const g = decodeModel(readFileSync(path.join(std, 'decode.onnx')));
     expect(g.graph!.node!.every((n) => !n.domain)).toBe(true);
-    const a = await openModel(ck);
-    const b = await openModel(std);
-    const r = await checkParity(a, b, parityCases(32, 2, 5), 10);
-    expect(r.maxAbsDiff).toBeLessThanOrEqual(1e-4);
-    expect(r.greedyMatch).toBe(true);
-    await a.dispose();
-    await b.dispose();
+    await expectExactParity(ck, std, parityCases(32, 2, 5), 10);
   });
 
   it('attention rows agree and are distributions over image + text positions', async () => {
