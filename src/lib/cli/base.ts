@@ -20,6 +20,7 @@ export function parseNumber(s: string, name: string, min = -Infinity): number {
 
 export const sharedFlags = {
   output: Flags.string({ char: 'o', description: 'output path ("-" or absent: stdout)', helpValue: 'PATH' }),
+  overwrite: Flags.boolean({ description: 'replace an existing output (atomically, once the new one is complete); never an input' }),
   quiet: Flags.boolean({ char: 'q', description: 'no progress view and no warnings on stderr' }),
   json: Flags.boolean({ description: 'print the summary as JSON' }),
   'skip-corrupt': Flags.boolean({ description: 'skip corrupt records (and unparseable lines), count them, exit 3' }),

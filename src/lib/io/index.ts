@@ -28,3 +28,5 @@ export type { ConvertOptions, ConvertSummary, OutputFormat } from './convert.js'
 export { inspect, formatInspect } from './inspect.js';
 export type { InspectSummary } from './inspect.js';
 export { writeEpisodes, writeJsonl, writeStdout } from './output.js';
+export { readJsonFile, decodeUtf8Strict, zodProblem } from './json-file.js';
+export type { ReadJsonFileOptions } from './json-file.js';
