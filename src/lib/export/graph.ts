@@ -7,12 +7,12 @@
  *   [B, KV, P + T, hd]; fused operators also take attention_mask [B, total] (all ones; total = the filled past + T),
  *   the past may be a longer preallocated buffer (P >= total - T), and present is [B, KV, max(P, total), hd];
  * With `attentions`, both also return attentions.{i} [B, H, T(q), keys] per decoder layer. With `quantize: 'int8'`
- * every matmul weight is int8 (dynamic quantization).
+ * every matmul weight is int8 (dynamic quantization; 7-bit weights unless `weightRange: 'full'`).
  */
 import type { VlaModel } from '../model/model.js';
 import { ropeAngles } from '../model/layers.js';
 import { type Dim, GraphBuilder, type ModelProto, type WeightStore } from './onnx.js';
-import { quantizeColumns } from './quantize.js';
+import { WEIGHT_MAX, type WeightRange, int8MatMul, quantizeColumns } from './quantize.js';
 
 export interface GraphOptions {
   attentions?: boolean;
@@ -28,8 +28,8 @@ export interface GraphOptions {
    * DynamicQuantizeMatMul); embeddings, norms and the output head stay float32.
    */
   quantize?: 'int8';
-  /** With int8: 7-bit weights (see quantizeColumns). */
-  reduceRange?: boolean;
+  /** With int8: the weight range, 7-bit (the default, correct on every CPU) or full (see quantize.ts). */
+  weightRange?: WeightRange;
 }
 
 type KvNames = { k: string; v: string };
@@ -81,12 +81,8 @@ class VlaGraph {
     const stored = (n: string) => b.weights.entries.get(n)?.data;
     if (this.o.quantize !== 'int8') return b.o('MatMul', [x, b.weight(name, stored(name) ?? data(), [K, N])]);
     const [qName, sName] = [`${name}.int8`, `${name}.scale`];
-    const { q, scale } = stored(qName) ? { q: stored(qName)!, scale: stored(sName)! } : quantizeColumns(data(), K, N, this.o.reduceRange ? 63 : 127);
-    b.weight(qName, q, [K, N]);
-    b.weight(sName, scale, [N]);
-    const [xq, xs, xz] = b.op('DynamicQuantizeLinear', [x], {}, 3); // uint8 [.., K], scale and zero point scalars
-    const acc = b.o('Cast', [b.o('MatMulInteger', [xq, qName, xz])], { to: 1 }); // int32 [.., N] -> float
-    return b.o('Mul', [acc, b.o('Mul', [xs, sName])]); // x scale * column scales [N]
+    const { q, scale } = stored(qName) ? { q: stored(qName)!, scale: stored(sName)! } : quantizeColumns(data(), K, N, WEIGHT_MAX[this.o.weightRange ?? '7-bit']);
+    return int8MatMul(b, x, b.weight(qName, q, [K, N]), b.weight(sName, scale, [N]));
   }
 
   rmsNorm(x: string, weight: string, eps: number): string {

@@ -12,6 +12,10 @@ import { loadCheckpoint, writeDirAtomic } from '../model/checkpoint.js';
 import { type CheckReport, checkModel } from './check.js';
 import { decodeGraph, prefillGraph } from './graph.js';
 import { OPSET, WeightStore, decodeModel, encodeModel } from './onnx.js';
+import { type Int8Quantization, type WeightRange, int8Quantization } from './quantize.js';
+import type { Int8Path } from '../util/cpu.js';
+import { hostInt8 } from '../infer/int8.js';
+import { loadOrt } from '../infer/ort.js';
 
 export { checkModel, type CheckReport } from './check.js';
 export { decodeModel, encodeModel, OPSET } from './onnx.js';
@@ -32,8 +36,13 @@ export interface ExportOptions {
    * of the weight bytes and faster on CPUs with int8 dot products, at the cost of exact parity (see checkParity).
    */
   quantize?: 'int8';
-  /** With int8: 7-bit weights, for CPUs without VNNI (see quantizeColumns). */
-  reduceRange?: boolean;
+  /**
+   * With int8: 7-bit weights (-63..63, the default), correct on every CPU, or full-range ones (-127..127, half the
+   * rounding error), which CPUs without VNNI or AMX saturate on: refused unless `cpu` adds int8 products in 32 bits.
+   */
+  weightRange?: WeightRange;
+  /** The CPU whose int8 path decides whether full-range weights are allowed (default: this machine's, measured). */
+  cpu?: Int8Path;
   /** The tfjs backend that reads the checkpoint (any will do). */
   backend?: string;
   /** Runs on the finished files before they are renamed into place (the parity check); throwing leaves no export. */
@@ -46,7 +55,8 @@ export interface ExportResult {
   loraMerged: boolean;
   /** The operators used: onnxruntime's fused ones, or standard (asked for, or a head size onnxruntime's attention cannot take). */
   ops: 'onnxruntime' | 'standard';
-  quantization: 'int8' | 'none';
+  /** config.json's vlakit.export.quantization. */
+  quantization: Int8Quantization | 'none';
   files: { name: string; bytes: number }[];
   checks: CheckReport[];
 }
@@ -60,6 +70,9 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
   if (src === dst || src.startsWith(`${dst}${path.sep}`) || dst.startsWith(`${src}${path.sep}`)) {
     throw new VlakitError('E_USAGE', `the export directory ${outDir} and the checkpoint ${ckptDir} overlap: the export would replace the checkpoint; choose another -o`);
   }
+  // decided (and a full range on a CPU that saturates refused) before any work
+  const range = o.weightRange ?? '7-bit';
+  const quantization = o.quantize === 'int8' ? int8Quantization(range, range === 'full' ? (o.cpu ?? (await hostInt8(await loadOrt()))) : undefined) : 'none';
   await selectBackend(o.backend); // the weights are read through tfjs
   const ck = loadCheckpoint(ckptDir);
   const model = ck.model;
@@ -71,13 +84,13 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
     // onnxruntime's GroupQueryAttention needs head sizes that are multiples of 8: other models get standard operators
     const fused = (o.ops ?? 'onnxruntime') === 'onnxruntime' && (t.hidden_size / t.num_attention_heads) % 8 === 0;
     const quantize = o.quantize;
-    const reduceRange = quantize ? o.reduceRange : undefined;
-    const main = { attentions: fused ? false : o.attentions, fused, quantize, reduceRange };
+    const weightRange = quantization === 'none' ? undefined : quantization.weight_range;
+    const main = { attentions: fused ? false : o.attentions, fused, quantize, weightRange };
     const graphs: Record<string, ReturnType<typeof prefillGraph>> = { [EXPORT_FILES.prefill]: prefillGraph(model, store, main), [EXPORT_FILES.decode]: decodeGraph(model, store, main) };
     const separate = fused && o.attentions; // the fused attention returns no weights: a standard pair for attn-viz
     if (separate) {
-      graphs[EXPORT_FILES.prefillAttentions] = prefillGraph(model, store, { attentions: true, quantize, reduceRange });
-      graphs[EXPORT_FILES.decodeAttentions] = decodeGraph(model, store, { attentions: true, quantize, reduceRange });
+      graphs[EXPORT_FILES.prefillAttentions] = prefillGraph(model, store, { attentions: true, quantize, weightRange });
+      graphs[EXPORT_FILES.decodeAttentions] = decodeGraph(model, store, { attentions: true, quantize, weightRange });
     }
     const files: ExportResult['files'] = [];
     const checks: CheckReport[] = [];
@@ -96,16 +109,19 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
         checks.push(report);
       }
       const cfgJson = JSON.parse(readFileSync(path.join(ckptDir, 'config.json'), 'utf8')) as Record<string, unknown>;
-      const vlakit = { ...((cfgJson.vlakit as object | undefined) ?? {}), export: { format: 'onnx', opset: OPSET, ops: fused ? 'onnxruntime' : 'standard', quantization: quantize ? (reduceRange ? 'int8-reduced-range' : 'int8') : 'none', graphs: { prefill: EXPORT_FILES.prefill, decode: EXPORT_FILES.decode, ...(separate ? { prefill_attentions: EXPORT_FILES.prefillAttentions, decode_attentions: EXPORT_FILES.decodeAttentions } : {}) }, external_data: EXPORT_FILES.data, attentions: Boolean(o.attentions), lora_merged: loraMerged, num_image_tokens: model.numImageTokens, source: path.resolve(ckptDir) } };
+      const vlakit = { ...((cfgJson.vlakit as object | undefined) ?? {}), export: { format: 'onnx', opset: OPSET, ops: fused ? 'onnxruntime' : 'standard', quantization, graphs: { prefill: EXPORT_FILES.prefill, decode: EXPORT_FILES.decode, ...(separate ? { prefill_attentions: EXPORT_FILES.prefillAttentions, decode_attentions: EXPORT_FILES.decodeAttentions } : {}) }, external_data: EXPORT_FILES.data, attentions: Boolean(o.attentions), lora_merged: loraMerged, num_image_tokens: model.numImageTokens, source: path.resolve(ckptDir) } };
       await write('config.json', `${JSON.stringify({ ...model.config, vlakit }, null, 2)}\n`);
       await write('tokenizer.json', ck.tokenizerJson);
       if (ck.actionStats !== undefined) await write('action_stats.json', `${JSON.stringify(ck.actionStats, null, 2)}\n`);
       await o.verify?.(tmp);
     });
-    return { dir: outDir, parameters: model.numParameters(), loraMerged, ops: fused ? 'onnxruntime' : 'standard', quantization: quantize ?? 'none', files, checks };
+    return { dir: outDir, parameters: model.numParameters(), loraMerged, ops: fused ? 'onnxruntime' : 'standard', quantization, files, checks };
   } finally {
     model.dispose();
   }
 }
 
 export { checkParity, parityCases, type ParityCase, type ParityResult } from './parity.js';
+export { WEIGHT_MAX, exportWeightRange, fullRangeProblem, int8Quantization, int8RunWarning, quantizeColumns, type Int8Quantization, type WeightRange } from './quantize.js';
+export { cpuinfoInt8Path, int8Path, type Int8Path } from '../util/cpu.js';
+export { hostInt8, probeInt8, type Int8Probe } from '../infer/int8.js';

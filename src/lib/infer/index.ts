@@ -19,6 +19,8 @@ export interface OpenOptions {
   /** A tfjs backend for checkpoints (tensorflow-gpu, tensorflow, wasm, cpu). */
   backend?: string;
   threads?: number;
+  /** For an export: told about a problem that does not stop the run (default: a warning line on stderr; see OrtOptions). */
+  onWarning?: (message: string) => void;
 }
 
 /**
@@ -28,7 +30,7 @@ export interface OpenOptions {
  */
 export async function openModel(dir: string, o: OpenOptions = {}): Promise<VlaRunner> {
   if (!existsSync(path.join(dir, 'config.json'))) throw new VlakitError('E_NOT_FOUND', 'not a model directory: no config.json (expected a checkpoint of train-sft/train-rl or an export of vlakit export)', { file: dir });
-  if (isExport(dir)) return OrtRunner.open(dir, { device: o.device, threads: o.threads });
+  if (isExport(dir)) return OrtRunner.open(dir, { device: o.device, threads: o.threads, onWarning: o.onWarning });
   const { selectBackend } = await import('../model/backend.js');
   const { loadCheckpoint } = await import('../model/checkpoint.js');
   const { loadTokenizer } = await import('../model/tokenizer.js');

@@ -8,7 +8,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type * as OrtTypes from 'onnxruntime-node';
 import { VlakitError } from '../errors.js';
+import { exportWeightRange, int8RunWarning } from '../export/quantize.js';
 import type { VlaConfig } from '../model/config.js';
+import type { Int8Path } from '../util/cpu.js';
+import { hostInt8 } from './int8.js';
 import { type Tokenizer, loadTokenizer } from '../model/tokenizer.js';
 import type { DecodeState, RunnerInfo, StepOutput, VlaRunner } from './runner.js';
 
@@ -32,12 +35,21 @@ interface ExportMeta {
   graphs: { prefill: string; decode: string; prefill_attentions?: string; decode_attentions?: string };
   attentions: boolean;
   num_image_tokens: number;
+  /** "none", an int8 entry ({ method: 'int8', weight_range, ... }), or in older exports "int8" / "int8-reduced-range". */
+  quantization?: unknown;
 }
 
 export interface OrtOptions {
   device?: Device;
   /** Intra-op threads (default: onnxruntime's choice, one per core). */
   threads?: number;
+  /**
+   * Told about a problem that does not stop the run (an int8 export whose full-range weights this CPU saturates on);
+   * default: a `vlakit: warning:` line on stderr.
+   */
+  onWarning?: (message: string) => void;
+  /** The CPU's int8 path for that warning (default: this machine's, measured). */
+  cpu?: Int8Path;
 }
 
 /** True when `dir` holds a vlakit ONNX export. */
@@ -205,6 +217,11 @@ export class OrtRunner implements VlaRunner {
     if (!meta || meta.format !== 'onnx') throw new VlakitError('E_MODEL', 'config.json has no vlakit.export entry: this is not a directory written by vlakit export', { file: cfgFile });
     const ort = await loadOrt();
     const device = o.device ?? 'cpu';
+    const range = exportWeightRange(meta.quantization);
+    if (device === 'cpu' && range === 'full') {
+      const warning = int8RunWarning(range, o.cpu ?? (await hostInt8(ort)), dir);
+      if (warning) (o.onWarning ?? ((m: string) => process.stderr.write(`vlakit: warning: ${m}\n`)))(warning);
+    }
     const options: OrtTypes.InferenceSession.SessionOptions = {
       executionProviders: [device],
       graphOptimizationLevel: 'all',
