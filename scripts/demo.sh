@@ -44,8 +44,21 @@ tail -n 1 "$OUT/sft/metrics.jsonl"
 step "Export of the fine-tuned policy to ONNX (prefill + decode with a KV cache), checked against the checkpoint"
 vlakit export "$OUT/sft" -o "$OUT/sft-onnx" --attentions
 ls -l "$OUT/sft-onnx"
-echo "and with int8 weights (a quarter of the size, faster on the CPU; judged against the checkpoint by relative logit error):"
-vlakit export "$OUT/sft" -o "$OUT/sft-int8" --quantize int8
+echo "and with int8 weights (7-bit, correct on every CPU; a quarter of the size, faster on the CPU; judged against the checkpoint by relative logit error):"
+INT8_MODEL=",int8=$OUT/sft-int8"
+if vlakit export "$OUT/sft" -o "$OUT/sft-int8" --quantize int8 2>"$OUT/sft-int8.log"; then
+  cat "$OUT/sft-int8.log" >&2
+else
+  rc=$?
+  cat "$OUT/sft-int8.log" >&2
+  # only a missed parity tolerance is expected (int8 moves the logits); any other failure stops the demo
+  if [ "$rc" = 1 ] && grep -q 'E_ONNX.*does not match its checkpoint' "$OUT/sft-int8.log"; then
+    echo "The int8 export misses its parity tolerance on this machine, so it was not written; the demo goes on with the float32 export (the int8 model is left out of the VQA step)."
+    INT8_MODEL=""
+  else
+    exit "$rc"
+  fi
+fi
 
 step "Closed-loop evaluation of the exported policy in the built-in world: the VLM2VLA hierarchy (subtasks, motion plan, actions) with the model as its own verifier, then with the world's oracle"
 vlakit rollout --policy "$OUT/sft-onnx" --mode hierarchical --verifier model --tasks all --episodes ${EVAL_EPISODES:=8} --seed 1000 -o "$OUT/eval_model_verifier.jsonl"
@@ -62,7 +75,8 @@ ls "$OUT/attn"
 step "VQA: scene questions with exact answers from the world, asked of the policy (eval-vqa; scripts/forgetting-experiment.sh runs the full base-vs-VLA comparison)"
 vlakit eval-vqa --generate 60 --seed 7 -o "$OUT/sceneqa.jsonl"
 VQAV2=../shared/fixtures/vqa/vqav2
-vlakit eval-vqa --models "sft=$OUT/sft,export=$OUT/sft-onnx,int8=$OUT/sft-int8" --data "$OUT/sceneqa.jsonl" $([ -d "$VQAV2" ] && echo --data "$VQAV2") --log-samples "$OUT/vqa_samples.jsonl"
+[ -n "$INT8_MODEL" ] || echo "(without the int8 export: it missed its parity tolerance in the export step)"
+vlakit eval-vqa --models "sft=$OUT/sft,export=$OUT/sft-onnx$INT8_MODEL" --data "$OUT/sceneqa.jsonl" $([ -d "$VQAV2" ] && echo --data "$VQAV2") --log-samples "$OUT/vqa_samples.jsonl"
 
 step "RL alignment (RoboAlign-style GRPO) on a small subset, rewarding action accuracy"
 grep '"stage":"actions"' "$OUT/examples_vlm2vla.jsonl" > "$OUT/rl_examples.jsonl"
