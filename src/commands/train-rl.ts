@@ -24,8 +24,9 @@ export default class TrainRl extends VlakitCommand {
   ];
   static flags = {
     init: Flags.string({ description: 'the SFT checkpoint', required: true, helpValue: 'CKPT' }),
-    output: Flags.string({ char: 'o', description: 'run directory', required: true, helpValue: 'DIR' }),
-    resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint' }),
+    output: Flags.string({ char: 'o', description: 'run directory (run.json, checkpoints, final model, metrics.jsonl); one run per directory', required: true, helpValue: 'DIR' }),
+    resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint (the same data, settings and seed)' }),
+    overwrite: sharedFlags.overwrite,
     group: Flags.integer({ description: 'completions per prompt', default: 8, min: 2 }),
     'prompts-per-step': Flags.integer({ description: 'prompts per step', default: 4, min: 1 }),
     steps: Flags.integer({ description: 'RL steps', default: 20, min: 1 }),
@@ -78,6 +79,8 @@ export default class TrainRl extends VlakitCommand {
         outDir: flags.output,
         codec,
         resume: flags.resume,
+        overwrite: flags.overwrite,
+        inputs,
         group: flags.group,
         promptsPerStep: flags['prompts-per-step'],
         steps: flags.steps,
