@@ -15,7 +15,7 @@ function codecFrom(desc: Record<string, unknown> | undefined, ex: TrainingExampl
 export default class TrainRl extends VlakitCommand {
   static summary = 'Refine the reasoning that leads to actions with GRPO-style RL, rewarding action accuracy (RoboAlign).';
   static description =
-    'From an SFT checkpoint, samples --group completions per prompt, decodes their actions with the checkpoint\'s action representation, scores them (action accuracy, format, optional length penalty, optional external scorer), and updates fresh LoRA adapters with the clipped group-normalized objective and beta x KL to the SFT model (the same weights with the adapters off).';
+    'From an SFT checkpoint, samples --group completions per prompt, decodes their actions with the checkpoint\'s action representation, scores them (action accuracy, format, optional length penalty, optional external scorer), and updates fresh LoRA adapters with the clipped group-normalized objective and beta x KL to the SFT model (the same weights with the adapters off). The -o directory holds one run (run.json: its data hash, settings and seed): a new run refuses a directory that holds anything unless --overwrite, which replaces it once the new run has a checkpoint or finishes; --resume continues the run only with the same data, settings and seed.';
   static strict = false;
   static args = { input: Args.string({ description: 'training examples with actions (from vlakit relabel); "-" or nothing for stdin', required: false, ignoreStdin: true }) };
   static examples = [

@@ -9,7 +9,7 @@ import { readKind } from '../lib/io/index.js';
 export default class TrainSft extends VlakitCommand {
   static summary = 'Fine-tune the VLA model on training examples: LoRA or full, frozen lower layers, action + lambda_r x reasoning loss.';
   static description =
-    'Trains with TensorFlow.js on the fastest backend that loads (tfjs-node-gpu, tfjs-node, wasm, cpu; --backend to force one). Writes checkpoints (model.safetensors, PEFT adapter files with --lora, config.json, tokenizer.json, optimizer and trainer state) every --save-every steps and at the end, metrics as JSONL, and evaluates on the val split every --eval-every steps.';
+    'Trains with TensorFlow.js on the fastest backend that loads (tfjs-node-gpu, tfjs-node, wasm, cpu; --backend to force one). Writes checkpoints (model.safetensors, PEFT adapter files with --lora, config.json, tokenizer.json, optimizer and trainer state) every --save-every steps and at the end, metrics as JSONL, and evaluates on the val split every --eval-every steps. The -o directory holds one run (run.json: its data hash, settings and seed): a new run refuses a directory that holds anything unless --overwrite, which replaces it once the new run has a checkpoint or finishes; --resume continues the run only with the same data, settings and seed.';
   static strict = false;
   static args = { input: Args.string({ description: 'training example records (from vlakit relabel); "-" or nothing for stdin', required: false, ignoreStdin: true }) };
   static examples = [

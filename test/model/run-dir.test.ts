@@ -193,6 +193,10 @@ describe('outputs that are inputs', () => {
     await expect(trainSft({ ...TINY, examples, inputs: [data], outDir: path.dirname(data), steps: 1, overwrite: true })).rejects.toThrow(/is or contains the input .*examples.jsonl: the run would write over its own data/);
     expect(statSync(data).isFile()).toBe(true);
     await expect(trainRl({ init, examples, codec: new TextCodec(3), outDir: init, steps: 1, overwrite: true })).rejects.toThrow(/is or contains the --init checkpoint/);
+    // a missing --init is found before the run directory is made
+    const nowhere = path.join(freshDir(dir, 'no-init'), 'run');
+    await expect(trainSft({ ...TINY, examples, init: path.join(dir, 'missing'), outDir: nowhere, steps: 1 })).rejects.toMatchObject({ code: 'E_NOT_FOUND', message: expect.stringMatching(/missing: not a vlakit checkpoint: no config.json/) });
+    expect(existsSync(nowhere)).toBe(false);
   }, 60_000);
 });
 

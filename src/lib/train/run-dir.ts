@@ -106,6 +106,7 @@ export async function hashFile(file: string): Promise<string> {
 
 /** sha256 of a checkpoint's model files (not its optimizer or trainer state): the same weights give the same hash. */
 export async function hashCheckpoint(dir: string): Promise<string> {
+  if (!existsSync(path.join(dir, 'config.json'))) throw new VlakitError('E_NOT_FOUND', 'not a vlakit checkpoint: no config.json', { file: dir });
   const h = createHash('sha256');
   for (const name of MODEL_FILES) {
     const file = path.join(dir, name);
@@ -270,7 +271,7 @@ export class RunDir {
     }
     if (entries.length) {
       // --overwrite: the new run lives beside the old one until it has something to show
-      const tmp = `${dir.replace(/[/\\]+$/, '')}.run-tmp-${process.pid}`;
+      const tmp = `${path.resolve(dir)}.run-tmp-${process.pid}`;
       await fsp.rm(tmp, { recursive: true, force: true });
       await fsp.mkdir(tmp, { recursive: true });
       await writeFileAtomic(path.join(tmp, RUN_FILE), `${JSON.stringify(fresh, null, 2)}\n`);
@@ -351,11 +352,13 @@ export class RunDir {
   /** A replacing run that has something to show takes the directory's place. */
   private async settle(): Promise<void> {
     if (!this.pending) return;
-    const old = `${this.dir.replace(/[/\\]+$/, '')}.run-old-${process.pid}`;
+    // absolute paths: `-o .` names the working directory, which this replaces
+    const target = path.resolve(this.dir);
+    const old = `${target}.run-old-${process.pid}`;
     await fsp.rm(old, { recursive: true, force: true });
-    if (existsSync(this.dir)) await fsp.rename(this.dir, old);
-    await fsp.rename(this.at, this.dir);
-    this.at = this.dir;
+    if (existsSync(target)) await fsp.rename(target, old);
+    await fsp.rename(this.at, target);
+    this.at = target;
     this.pending = false;
     await fsp.rm(old, { recursive: true, force: true });
   }
@@ -391,7 +394,7 @@ function describeEntries(entries: string[]): string {
  * made it into place), and temporaries inside the directory are removed.
  */
 function cleanStale(dir: string): void {
-  const base = path.basename(dir.replace(/[/\\]+$/, ''));
+  const base = path.basename(path.resolve(dir));
   const parent = path.dirname(path.resolve(dir));
   if (!existsSync(parent)) return;
   const dead = (name: string, prefix: string) => {
