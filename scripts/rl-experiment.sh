@@ -22,7 +22,7 @@ fi
 grep '"stage":"actions"' "$OUT/examples.jsonl" > "$OUT/rl_examples.jsonl"
 for s in $SEEDS; do
   vlakit train-rl "$OUT/rl_examples.jsonl" --init "$OUT/sft" --max-prompts 16 --group 8 --prompts-per-step 4 \
-    --steps 15 --temperature 0.7 --lr "$LR" --beta "$BETA" --max-new-tokens 120 --eval-every 15 --seed "$s" --json -o "$OUT/$TAG-$s" 2> "$OUT/$TAG-$s.json"
+    --steps 15 --temperature 0.7 --lr "$LR" --beta "$BETA" --max-new-tokens 120 --eval-every 15 --seed "$s" --json --overwrite -o "$OUT/$TAG-$s" 2> "$OUT/$TAG-$s.json"
 done
 node -e '
 const fs = require("fs");

@@ -15,7 +15,7 @@ function codecFrom(desc: Record<string, unknown> | undefined, ex: TrainingExampl
 export default class TrainRl extends VlakitCommand {
   static summary = 'Refine the reasoning that leads to actions with GRPO-style RL, rewarding action accuracy (RoboAlign).';
   static description =
-    'From an SFT checkpoint, samples --group completions per prompt, decodes their actions with the checkpoint\'s action representation, scores them (action accuracy, format, optional length penalty, optional external scorer), and updates fresh LoRA adapters with the clipped group-normalized objective and beta x KL to the SFT model (the same weights with the adapters off).';
+    'From an SFT checkpoint, samples --group completions per prompt, decodes their actions with the checkpoint\'s action representation, scores them (action accuracy, format, optional length penalty, optional external scorer), and updates fresh LoRA adapters with the clipped group-normalized objective and beta x KL to the SFT model (the same weights with the adapters off). The -o directory holds one run (run.json: its data hash, settings and seed): a new run refuses a directory that holds anything unless --overwrite, which replaces it once the new run has a checkpoint or finishes; --resume continues the run only with the same data, settings and seed.';
   static strict = false;
   static args = { input: Args.string({ description: 'training examples with actions (from vlakit relabel); "-" or nothing for stdin', required: false, ignoreStdin: true }) };
   static examples = [
@@ -24,8 +24,9 @@ export default class TrainRl extends VlakitCommand {
   ];
   static flags = {
     init: Flags.string({ description: 'the SFT checkpoint', required: true, helpValue: 'CKPT' }),
-    output: Flags.string({ char: 'o', description: 'run directory', required: true, helpValue: 'DIR' }),
-    resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint' }),
+    output: Flags.string({ char: 'o', description: 'run directory (run.json, checkpoints, final model, metrics.jsonl); one run per directory', required: true, helpValue: 'DIR' }),
+    resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint (the same data, settings and seed)' }),
+    overwrite: sharedFlags.overwrite,
     group: Flags.integer({ description: 'completions per prompt', default: 8, min: 2 }),
     'prompts-per-step': Flags.integer({ description: 'prompts per step', default: 4, min: 1 }),
     steps: Flags.integer({ description: 'RL steps', default: 20, min: 1 }),
@@ -78,6 +79,8 @@ export default class TrainRl extends VlakitCommand {
         outDir: flags.output,
         codec,
         resume: flags.resume,
+        overwrite: flags.overwrite,
+        inputs,
         group: flags.group,
         promptsPerStep: flags['prompts-per-step'],
         steps: flags.steps,

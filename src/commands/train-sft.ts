@@ -9,7 +9,7 @@ import { readKind } from '../lib/io/index.js';
 export default class TrainSft extends VlakitCommand {
   static summary = 'Fine-tune the VLA model on training examples: LoRA or full, frozen lower layers, action + lambda_r x reasoning loss.';
   static description =
-    'Trains with TensorFlow.js on the fastest backend that loads (tfjs-node-gpu, tfjs-node, wasm, cpu; --backend to force one). Writes checkpoints (model.safetensors, PEFT adapter files with --lora, config.json, tokenizer.json, optimizer and trainer state) every --save-every steps and at the end, metrics as JSONL, and evaluates on the val split every --eval-every steps.';
+    'Trains with TensorFlow.js on the fastest backend that loads (tfjs-node-gpu, tfjs-node, wasm, cpu; --backend to force one). Writes checkpoints (model.safetensors, PEFT adapter files with --lora, config.json, tokenizer.json, optimizer and trainer state) every --save-every steps and at the end, metrics as JSONL, and evaluates on the val split every --eval-every steps. The -o directory holds one run (run.json: its data hash, settings and seed): a new run refuses a directory that holds anything unless --overwrite, which replaces it once the new run has a checkpoint or finishes; --resume continues the run only with the same data, settings and seed.';
   static strict = false;
   static args = { input: Args.string({ description: 'training example records (from vlakit relabel); "-" or nothing for stdin', required: false, ignoreStdin: true }) };
   static examples = [
@@ -17,12 +17,14 @@ export default class TrainSft extends VlakitCommand {
     { description: 'VLM2VLA: LoRA on a base checkpoint', command: '<%= config.bin %> train-sft examples.jsonl --init runs/base --lora --lora-r 16 --lora-alpha 32 --lora-targets q,k,v,o,gate,up,down -o runs/vla' },
     { description: 'ReFineVLA: lower layers frozen, reasoning weighted 0.5', command: '<%= config.bin %> train-sft refinevla.jsonl --init runs/base --freeze-layers 4 --lambda-r 0.5 -o runs/refine' },
     { description: 'Continue an interrupted run exactly', command: '<%= config.bin %> train-sft examples.jsonl --resume -o runs/sft' },
+    { description: 'Replace the run in runs/sft with a new one (the old one stays until the new one has a checkpoint)', command: '<%= config.bin %> train-sft examples.jsonl --lora --init runs/base --overwrite -o runs/sft' },
   ];
   static flags = {
-    output: Flags.string({ char: 'o', description: 'run directory (checkpoints, final model, metrics.jsonl)', required: true, helpValue: 'DIR' }),
+    output: Flags.string({ char: 'o', description: 'run directory (run.json, checkpoints, final model, metrics.jsonl); one run per directory', required: true, helpValue: 'DIR' }),
     preset: Flags.string({ description: 'model size when starting from scratch', options: ['tiny', 'small', 'base'], default: 'tiny' }),
     init: Flags.string({ description: 'start from this checkpoint (the base VLM for LoRA)', helpValue: 'CKPT' }),
-    resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint, exactly' }),
+    resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint, exactly (the same data, settings and seed)' }),
+    overwrite: sharedFlags.overwrite,
     'vocab-size': Flags.integer({ description: 'vocabulary of the tokenizer built from the examples (from scratch)', default: 512, min: 64 }),
     tokenizer: Flags.string({ description: 'a Hugging Face tokenizer.json to use instead (from scratch), e.g. Gemma-3\'s for the token ablation', helpValue: 'FILE' }),
     'vocab-from': Flags.string({ description: 'more training examples whose text the new tokenizer must cover, not trained on (e.g. the robot data a base VLM will be fine-tuned on)', multiple: true, helpValue: 'FILE' }),
@@ -73,6 +75,8 @@ export default class TrainSft extends VlakitCommand {
         preset: flags.preset as 'tiny',
         init: flags.init,
         resume: flags.resume,
+        overwrite: flags.overwrite,
+        inputs: [...inputs, ...(flags['vocab-from'] ?? []), ...(flags.stats ? [flags.stats] : []), ...(flags.tokenizer ? [flags.tokenizer] : [])],
         vocabSize: flags['vocab-size'],
         tokenizerFile: flags.tokenizer,
         vocabFrom,

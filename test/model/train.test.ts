@@ -2,7 +2,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
+import type { TrainingExample } from '../../src/lib/actions/index.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
 import { loadCheckpoint } from '../../src/lib/model/checkpoint.js';
 import { preset } from '../../src/lib/model/config.js';
@@ -13,6 +13,7 @@ import { sftLoss, tokenCrossEntropy } from '../../src/lib/train/loss.js';
 import { trainSft } from '../../src/lib/train/sft.js';
 import { tempDir } from '../helpers.js';
 import { toyExamples } from './examples.js';
+import { TINY, freshDir, trainTiny } from './runs.js';
 
 const dir = tempDir();
 let examples: TrainingExample[];
@@ -22,14 +23,15 @@ beforeAll(async () => {
   examples = await toyExamples();
 });
 
-const base = { preset: 'tiny' as const, vocabSize: 128, batchSize: 2, lr: 1e-2, warmup: 0, seed: 3, codec: new TextCodec(3) };
+const base = TINY;
+const LORA = { r: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] };
 
 describe('train-sft', () => {
   it('a tiny model overfits one batch to near-zero loss, with no tensor leak across steps', async () => {
     const before = tf.memory().numTensors;
     const counts: number[] = [];
     const losses: number[] = [];
-    const res = await trainSft({ ...base, examples: examples.slice(0, 2), outDir: path.join(dir, 'overfit'), steps: 120, clip: 0, onMetrics: (m) => (counts.push(tf.memory().numTensors), losses.push(m.loss as number)) });
+    const res = await trainSft({ ...base, examples: examples.slice(0, 2), outDir: path.join(freshDir(dir, 'overfit'), 'run'), steps: 120, clip: 0, onMetrics: (m) => (counts.push(tf.memory().numTensors), losses.push(m.loss as number)) });
     expect(losses[0]).toBeGreaterThan(3);
     expect(res.finalLoss).toBeLessThan(0.05);
     expect(new Set(counts.slice(1)).size).toBe(1); // flat across steps
@@ -37,23 +39,22 @@ describe('train-sft', () => {
   }, 120_000);
 
   it('LoRA trains only adapters: base weights stay bit-identical; frozen layers do not move', async () => {
-    const init = path.join(dir, 'init');
-    await trainSft({ ...base, examples, outDir: init, steps: 2 });
-    await trainSft({ ...base, examples, outDir: path.join(dir, 'lora'), init, steps: 5, lora: { r: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] } });
+    const init = await trainTiny(dir, 'init', examples, { steps: 2 });
+    const lora = await trainTiny(dir, 'lora', examples, { init, steps: 5, lora: LORA });
     const a = loadCheckpoint(init).model;
-    const b = loadCheckpoint(path.join(dir, 'lora')).model;
+    const b = loadCheckpoint(lora).model;
     for (const [n, v] of a.params) expect(Buffer.from((b.params.get(n)!.dataSync() as Float32Array).buffer).equals(Buffer.from((v.dataSync() as Float32Array).buffer)), n).toBe(true);
     const loraB = [...b.params.keys()].filter((n) => n.includes('lora_B'));
     expect(loraB.length).toBe(2 * 7);
     expect(loraB.some((n) => tf.tidy(() => tf.max(tf.abs(b.params.get(n)!)).dataSync()[0]) > 0)).toBe(true); // adapters learned
-    const adapter = JSON.parse(readFileSync(path.join(dir, 'lora', 'adapter_config.json'), 'utf8'));
+    const adapter = JSON.parse(readFileSync(path.join(lora, 'adapter_config.json'), 'utf8'));
     expect(adapter).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 8, base_model_name_or_path: init });
     a.dispose();
     b.dispose();
 
-    await trainSft({ ...base, examples, outDir: path.join(dir, 'frozen'), init, steps: 3, freezeLayers: 1, freezeVision: true });
+    const frozen = await trainTiny(dir, 'frozen', examples, { init, steps: 3, freezeLayers: 1, freezeVision: true });
     const c = loadCheckpoint(init).model;
-    const d = loadCheckpoint(path.join(dir, 'frozen')).model;
+    const d = loadCheckpoint(frozen).model;
     const same = (n: string) => Buffer.from((c.params.get(n)!.dataSync() as Float32Array).buffer).equals(Buffer.from((d.params.get(n)!.dataSync() as Float32Array).buffer));
     expect(same('model.layers.0.self_attn.q_proj.weight')).toBe(true);
     expect(same('vision.patch_embed.weight')).toBe(true);
@@ -64,18 +65,23 @@ describe('train-sft', () => {
 
   it('N steps straight equal N/2 + resume + N/2 (same losses)', async () => {
     const straight: number[] = [];
-    await trainSft({ ...base, examples, outDir: path.join(dir, 'straight'), steps: 6, gradAccum: 2, onMetrics: (m) => straight.push(m.loss as number) });
+    await trainTiny(dir, 'straight', examples, { steps: 6, gradAccum: 2, onMetrics: (m) => straight.push(m.loss as number) });
     const ctl = new AbortController();
     const first: number[] = [];
+    const cut = path.join(freshDir(dir, 'cut'), 'run');
     await expect(
-      trainSft({ ...base, examples, outDir: path.join(dir, 'cut'), steps: 6, gradAccum: 2, saveEvery: 3, signal: ctl.signal, onMetrics: (m) => (first.push(m.loss as number), m.step === 3 && ctl.abort()) }),
-    ).rejects.toBeDefined();
-    expect(readdirSync(path.join(dir, 'cut'))).toContain('checkpoint-3');
+      trainSft({ ...base, examples, outDir: cut, steps: 6, gradAccum: 2, saveEvery: 3, signal: ctl.signal, onMetrics: (m) => (first.push(m.loss as number), m.step === 4 && ctl.abort()) }),
+    ).rejects.toMatchObject({ name: 'AbortError' });
+    expect(readdirSync(cut)).toContain('checkpoint-3');
+    expect(readFileSync(path.join(cut, 'metrics.jsonl'), 'utf8').trim().split('\n')).toHaveLength(4); // step 4 ran, after the checkpoint
     const rest: number[] = [];
-    await trainSft({ ...base, examples, outDir: path.join(dir, 'cut'), steps: 6, gradAccum: 2, saveEvery: 3, resume: true, onMetrics: (m) => rest.push(m.loss as number) });
+    await trainSft({ ...base, examples, outDir: cut, steps: 6, gradAccum: 2, saveEvery: 3, resume: true, onMetrics: (m) => rest.push(m.loss as number) });
     const resumed = [...first.slice(0, 3), ...rest];
     expect(resumed).toHaveLength(6);
     resumed.forEach((l, i) => expect(Math.abs(l - straight[i]), `step ${i + 1}`).toBeLessThanOrEqual(1e-6));
+    // the resumed run's metrics: steps 1-6 once each (step 4 of the cut run was dropped and run again)
+    const steps = readFileSync(path.join(cut, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
+    expect(steps).toEqual([1, 2, 3, 4, 5, 6]);
   }, 120_000);
 });
 
@@ -106,8 +112,10 @@ describe('the loss', () => {
 });
 
 describe('safetensors written by train-sft', () => {
-  it('follows the format: u64 header length, JSON header with F32 dtypes and data offsets, 8-byte alignment', () => {
-    const buf = readFileSync(path.join(dir, 'lora', 'adapter_model.safetensors'));
+  it('follows the format: u64 header length, JSON header with F32 dtypes and data offsets, 8-byte alignment', async () => {
+    const init = await trainTiny(dir, 'st-init', examples, { steps: 1 });
+    const lora = await trainTiny(dir, 'st-lora', examples, { init, steps: 1, lora: LORA });
+    const buf = readFileSync(path.join(lora, 'adapter_model.safetensors'));
     const n = Number(buf.readBigUInt64LE(0));
     expect((8 + n) % 8).toBe(0);
     const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
@@ -127,7 +135,7 @@ describe('generation', () => {
     const { generate: gen } = await import('../../src/lib/infer/index.js');
     const { TfjsRunner } = await import('../../src/lib/infer/tfjs.js');
     const { loadTokenizer } = await import('../../src/lib/model/tokenizer.js');
-    const ck = loadCheckpoint(path.join(dir, 'overfit'));
+    const ck = loadCheckpoint(await trainTiny(dir, 'gen-overfit', examples.slice(0, 2), { steps: 120, clip: 0 }));
     const tok = await loadTokenizer(ck.tokenizerJson);
     const [item] = await prepare(examples.slice(0, 1), tok, { cameras: 1, imageSize: 32, maxTokens: 200 });
     const prompt = 'Subtask: grasp the red block';

@@ -7,11 +7,15 @@
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { z } from 'zod';
 import { VlakitError } from '../errors.js';
-import type { VlaConfig } from './config.js';
+import { readJsonFile } from '../io/json-file.js';
 import { newVar } from './layers.js';
 import { VlaModel } from './model.js';
 import { type NamedArray, readSafetensors, writeSafetensors } from './safetensors.js';
+
+/** The files of a checkpoint's model (what export and inference read); the optimizer and trainer state are beside them. */
+export const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'action_stats.json', 'adapter_config.json', 'adapter_model.safetensors'] as const;
 
 export interface CheckpointExtras {
   /** The action codec description (relabel's representation) and statistics, for decoding actions later. */
@@ -55,7 +59,9 @@ export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise
 export async function writeModelFiles(dir: string, model: VlaModel, tokenizerJson: string, extras: CheckpointExtras = {}): Promise<void> {
   const base = [...model.params].filter(([n]) => !n.includes('.lora_'));
   await writeSafetensors(path.join(dir, 'model.safetensors'), await arrays(base), { format: 'vlakit', layout: 'in_out' });
-  const config = { ...model.config, vlakit: { action_codec: extras.actionCodec ?? null, weight_layout: 'in_out' } };
+  // `lora` records whether the checkpoint has adapters, so that adapter files it does not own are never loaded
+  const lora = model.lora ? { r: model.lora.r, alpha: model.lora.alpha, target_modules: [...model.lora.targets] } : null;
+  const config = { ...model.config, vlakit: { action_codec: extras.actionCodec ?? null, weight_layout: 'in_out', lora } };
   await fsp.writeFile(path.join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
   await fsp.writeFile(path.join(dir, 'tokenizer.json'), tokenizerJson);
   if (extras.actionStats !== undefined) await fsp.writeFile(path.join(dir, 'action_stats.json'), `${JSON.stringify(extras.actionStats, null, 2)}\n`);
@@ -86,19 +92,57 @@ export interface LoadedCheckpoint {
   actionStats?: unknown;
 }
 
-/** Loads a checkpoint directory (with its LoRA adapters when present). */
+const LoraRecord = z.object({ r: z.number().int().positive(), alpha: z.number().positive(), target_modules: z.array(z.string()) });
+const int = z.number().int().positive();
+const num = z.number().positive();
+/** config.json: the model config (what VlaConfig needs) plus the vlakit section. */
+const ConfigFileSchema = z.looseObject({
+  model_type: z.literal('vlakit-vla'),
+  architectures: z.tuple([z.literal('VlaForCausalLM')]),
+  vision_config: z.object({ image_size: int, patch_size: int, hidden_size: int, num_hidden_layers: int, num_attention_heads: int, intermediate_size: int, layer_norm_eps: num }),
+  text_config: z.object({ vocab_size: int, hidden_size: int, num_hidden_layers: int, num_attention_heads: int, num_key_value_heads: int, intermediate_size: int, rms_norm_eps: num, rope_theta: num, max_position_embeddings: int }),
+  num_cameras: int,
+  tie_word_embeddings: z.literal(true),
+  initializer_range: z.number().nonnegative(),
+  torch_dtype: z.literal('float32'),
+  vlakit: z.looseObject({ action_codec: z.record(z.string(), z.unknown()).nullable().optional(), lora: LoraRecord.nullable().optional() }).optional(),
+});
+const AdapterConfigSchema = z.looseObject({ r: z.number().int().positive(), lora_alpha: z.number().positive(), target_modules: z.array(z.string()) });
+
+function readText(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new VlakitError(code === 'ENOENT' ? 'E_NOT_FOUND' : 'E_IO', `${what} ${code === 'ENOENT' ? 'not found' : `cannot be read (${code ?? (err as Error).message})`}`, { file });
+  }
+}
+
+/**
+ * Loads a checkpoint directory, with its LoRA adapters when config.json records them (checkpoints written before
+ * that record: when adapter files are present). Adapter files that config.json does not record are refused.
+ */
 export function loadCheckpoint(dir: string): LoadedCheckpoint {
   const cfgFile = path.join(dir, 'config.json');
   if (!existsSync(cfgFile)) throw new VlakitError('E_NOT_FOUND', 'not a vlakit checkpoint: no config.json', { file: dir });
-  const cfg = JSON.parse(readFileSync(cfgFile, 'utf8')) as VlaConfig & { vlakit?: { action_codec?: Record<string, unknown> } };
-  const { vlakit, ...config } = cfg;
-  const model = new VlaModel(config as VlaConfig);
-  for (const [n, a] of readSafetensors(path.join(dir, 'model.safetensors')).tensors) model.params.set(n, newVar(tf.tensor(a.data, a.shape), n));
+  const { vlakit, ...config } = readJsonFile(cfgFile, ConfigFileSchema, { what: 'checkpoint config', code: 'E_MODEL' });
   const adapterCfg = path.join(dir, 'adapter_config.json');
-  if (existsSync(adapterCfg)) {
-    const ac = JSON.parse(readFileSync(adapterCfg, 'utf8')) as { r: number; lora_alpha: number; target_modules: string[] };
+  const adapterFile = path.join(dir, 'adapter_model.safetensors');
+  const hasAdapter = existsSync(adapterCfg) || existsSync(adapterFile);
+  const recorded = vlakit?.lora;
+  if (recorded === null && hasAdapter) {
+    throw new VlakitError('E_MODEL', `config.json records a model without LoRA adapters, yet ${existsSync(adapterCfg) ? 'adapter_config.json' : 'adapter_model.safetensors'} is here: adapter files left by another run, which would change the model; remove them (or train into a fresh directory)`, { file: dir });
+  }
+  if (recorded && !existsSync(adapterCfg)) throw new VlakitError('E_MODEL', 'config.json records LoRA adapters, but adapter_config.json is missing', { file: dir });
+  const model = new VlaModel(config);
+  for (const [n, a] of readSafetensors(path.join(dir, 'model.safetensors')).tensors) model.params.set(n, newVar(tf.tensor(a.data, a.shape), n));
+  if (recorded || (recorded === undefined && existsSync(adapterCfg))) {
+    const ac = readJsonFile(adapterCfg, AdapterConfigSchema, { what: 'LoRA adapter config', code: 'E_MODEL' });
+    if (recorded && (ac.r !== recorded.r || ac.lora_alpha !== recorded.alpha || [...ac.target_modules].sort().join(',') !== [...recorded.target_modules].sort().join(','))) {
+      throw new VlakitError('E_MODEL', `adapter_config.json (r ${ac.r}, alpha ${ac.lora_alpha}, ${ac.target_modules.join(',')}) is not the adapter config.json records (r ${recorded.r}, alpha ${recorded.alpha}, ${recorded.target_modules.join(',')}): adapter files of another run`, { file: dir });
+    }
     model.lora = { r: ac.r, alpha: ac.lora_alpha, targets: new Set(ac.target_modules), enabled: true };
-    for (const [n, a] of readSafetensors(path.join(dir, 'adapter_model.safetensors')).tensors) {
+    for (const [n, a] of readSafetensors(adapterFile).tensors) {
       const name = n.replace(/^base_model\.model\./, '');
       const t = transpose2d(a);
       model.params.set(name, newVar(tf.tensor(t.data, t.shape), name));
@@ -107,8 +151,8 @@ export function loadCheckpoint(dir: string): LoadedCheckpoint {
   const statsFile = path.join(dir, 'action_stats.json');
   return {
     model,
-    tokenizerJson: readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'),
+    tokenizerJson: readText(path.join(dir, 'tokenizer.json'), 'the checkpoint\'s tokenizer.json'),
     actionCodec: vlakit?.action_codec ?? undefined,
-    actionStats: existsSync(statsFile) ? JSON.parse(readFileSync(statsFile, 'utf8')) : undefined,
+    actionStats: existsSync(statsFile) ? readJsonFile(statsFile, z.unknown(), { what: 'action statistics' }) : undefined,
   };
 }

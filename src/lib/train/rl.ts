@@ -5,14 +5,14 @@
  * the SFT model's adapters are merged into its weights, fresh adapters train, and the reference is the same model
  * with the adapters switched off: no second copy in memory, and KL is zero at step 0.
  */
-import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import type { z } from 'zod';
 import type { ActionCodec } from '../actions/codecs.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { withoutActionsMarker } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
-import { loadCheckpoint, writeModelFiles } from '../model/checkpoint.js';
+import { loadCheckpoint } from '../model/checkpoint.js';
 import { type VlaRunner, generate } from '../infer/index.js';
 import { TfjsRunner } from '../infer/tfjs.js';
 import type { VlaModel } from '../model/model.js';
@@ -23,14 +23,20 @@ import { prepare, promptText, type Prepared } from './data.js';
 import { groupAdvantages, grpoObjective, tokenLogProbs } from './grpo.js';
 import { AdamW, lrAt } from './optim.js';
 import { type RewardOptions, type RewardParts, Rewarder } from './rewards.js';
-import { latestCheckpoint, saveCheckpoint, streamItem } from './sft.js';
+import { type RunIdentity, RunDir, TrainerStateBase, hashCheckpoint, hashRecords } from './run-dir.js';
+import { streamItem, writeCheckpointFiles } from './sft.js';
 
 export interface RlOptions {
   init: string;
   examples: TrainingExample[];
   outDir: string;
   codec: ActionCodec;
+  /** Continue the run saved in outDir; refused when the data or settings differ. */
   resume?: boolean;
+  /** Replace what outDir holds once this run has a checkpoint or finishes. */
+  overwrite?: boolean;
+  /** The input files that outDir must not be or contain. */
+  inputs?: string[];
   group?: number;
   promptsPerStep?: number;
   steps?: number;
@@ -61,11 +67,8 @@ interface Prompt {
   truth: number[][];
 }
 
-interface RlState {
-  step: number;
-  consumed: number;
-  seed: number;
-}
+const RlState = TrainerStateBase;
+type RlState = z.output<typeof RlState>;
 
 export interface RlEval {
   prompts: number;
@@ -127,14 +130,60 @@ function completionBatch(tok: Tokenizer, rows: { prompt: string; completion: num
   return { ids: tf.tensor2d(ids, [rows.length, T], 'int32'), mask: tf.tensor2d(mask, [rows.length, T - 1]) };
 }
 
+/** What makes a train-rl run the same run: its data, SFT checkpoint, every setting that shapes it, and the seed. */
+export async function rlIdentity(o: RlOptions): Promise<RunIdentity> {
+  const w = o.rewards?.weights;
+  return {
+    kind: 'train-rl',
+    data: hashRecords(o.examples),
+    seed: o.seed ?? 0,
+    init: { path: o.init, hash: await hashCheckpoint(o.init) },
+    mode: 'lora',
+    config: {
+      codec: JSON.stringify(o.codec.describe()),
+      group: o.group ?? 8,
+      'prompts-per-step': o.promptsPerStep ?? 4,
+      steps: o.steps ?? 20,
+      'max-prompts': o.maxPrompts ?? null,
+      temperature: o.temperature ?? 1,
+      'top-p': o.topP ?? 1,
+      'max-new-tokens': o.maxNewTokens ?? 48,
+      lr: o.lr ?? 1e-3,
+      warmup: o.warmup ?? 0,
+      'clip-eps': o.clipEps ?? 0.2,
+      beta: o.beta ?? 0.04,
+      'no-std-scaling': o.noStdScaling ?? false,
+      'inner-steps': o.innerSteps ?? 1,
+      'lora-r': o.lora?.r ?? 16,
+      'lora-alpha': o.lora?.alpha ?? 32,
+      'reward-accuracy': w?.accuracy ?? 1,
+      'reward-format': w?.format ?? 0.1,
+      'reward-length': w?.length ?? 0,
+      'accuracy-mode': o.rewards?.mode ?? 'l1',
+      'l1-scale': o.rewards?.scale ?? 0.02,
+      tolerance: o.rewards?.tolerance ?? 0.005,
+      reward: o.rewardExec ?? null,
+    },
+  };
+}
+
 /** Runs RL from an SFT checkpoint; writes checkpoints and the final model like train-sft. */
 export async function trainRl(o: RlOptions): Promise<{ steps: number; eval?: { before?: RlEval; after?: RlEval } }> {
+  const run = await RunDir.open(o.outDir, await rlIdentity(o), { resume: o.resume, overwrite: o.overwrite, inputs: o.inputs });
+  try {
+    return await rlInto(run, o);
+  } catch (err) {
+    await run.abandon();
+    throw err;
+  }
+}
+
+async function rlInto(run: RunDir, o: RlOptions): Promise<{ steps: number; eval?: { before?: RlEval; after?: RlEval } }> {
   const seed = o.seed ?? 0;
   const G = o.group ?? 8;
   const P = o.promptsPerStep ?? 4;
   const maxNew = o.maxNewTokens ?? 48;
-  const resumeDir = o.resume ? latestCheckpoint(o.outDir) : undefined;
-  if (o.resume && !resumeDir) throw new VlakitError('E_NOT_FOUND', 'nothing to resume: no checkpoint-* directory', { file: o.outDir });
+  const resumeDir = run.resumeFrom;
   const ck = loadCheckpoint(resumeDir ?? o.init);
   const model = ck.model;
   const tok = await loadTokenizer(ck.tokenizerJson);
@@ -162,13 +211,11 @@ export async function trainRl(o: RlOptions): Promise<{ steps: number; eval?: { b
   const total = o.steps ?? 20;
   const peak = o.lr ?? 1e-3;
   const opt = new AdamW({ weightDecay: 0 });
-  let state: RlState = { step: 0, consumed: 0, seed };
+  let state: RlState = { step: 0, consumed: 0, seed, run: run.fingerprint };
   if (resumeDir) {
-    state = JSON.parse(readFileSync(path.join(resumeDir, 'trainer_state.json'), 'utf8')) as RlState;
+    state = run.readState(RlState);
     opt.load(readSafetensors(path.join(resumeDir, 'optimizer.safetensors')).tensors, state.step);
   }
-  await fsp.mkdir(o.outDir, { recursive: true });
-  const metricsFile = path.join(o.outDir, 'metrics.jsonl');
   const orders = new Map<number, number[]>();
   const evals: { before?: RlEval; after?: RlEval } = {};
   if (o.evalEvery && held.length && state.step === 0) evals.before = await evaluateRl(runner, held, rewarder, maxNew);
@@ -247,14 +294,13 @@ export async function trainRl(o: RlOptions): Promise<{ steps: number; eval?: { b
         evals.after = e;
         Object.assign(m, { val_reward: e.reward, val_accuracy: e.accuracy, val_action_l1: e.l1 ?? null, val_format: e.format });
       }
-      await fsp.appendFile(metricsFile, `${JSON.stringify(m)}\n`);
+      await run.appendMetrics(m);
       o.onMetrics?.(m);
       if (o.saveEvery && state.step % o.saveEvery === 0 && state.step < total) {
-        await saveCheckpoint(path.join(o.outDir, `checkpoint-${state.step}`), model, tok, opt, state, { codec: o.codec, actionStats: ck.actionStats, init: o.init });
+        await run.save(state.step, (d) => writeCheckpointFiles(d, model, tok, opt, state, { codec: o.codec, actionStats: ck.actionStats, init: o.init }));
       }
     }
-    await writeModelFiles(o.outDir, model, tok.json, { actionCodec: o.codec.describe(), actionStats: ck.actionStats, baseModel: o.init });
-    await fsp.writeFile(path.join(o.outDir, 'trainer_state.json'), `${JSON.stringify(state)}\n`);
+    await run.finalize(state.step, (d) => writeCheckpointFiles(d, model, tok, undefined, state, { codec: o.codec, actionStats: ck.actionStats, init: o.init }));
     return { steps: state.step, eval: evals };
   } finally {
     await rewarder.close();

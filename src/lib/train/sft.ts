@@ -4,14 +4,15 @@
  * accumulation, seeded data order, atomic checkpoints every `saveEvery` steps, exact resume, metrics as JSONL, and
  * evaluation on the validation split (action-token accuracy and the L1 error of the decoded actions).
  */
-import { existsSync, promises as fsp, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { z } from 'zod';
 import type { ActionCodec } from '../actions/codecs.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { withoutActionsMarker } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
-import { loadCheckpoint, writeDirAtomic, writeModelFiles } from '../model/checkpoint.js';
+import { loadCheckpoint, writeModelFiles } from '../model/checkpoint.js';
 import { type Preset, patchesPerImage, preset, type VlaConfig } from '../model/config.js';
 import { VlaModel } from '../model/model.js';
 import { readSafetensors, writeSafetensors } from '../model/safetensors.js';
@@ -20,6 +21,7 @@ import { Rng } from '../util/rng.js';
 import { type Prepared, disposeBatch, examplesText, makeBatch, prepare } from './data.js';
 import { sftLoss, tokenCrossEntropy } from './loss.js';
 import { AdamW, lrAt } from './optim.js';
+import { type RunIdentity, RunDir, STATE_FILE, TrainerStateBase, hashCheckpoint, hashFile, hashRecords, hashValue } from './run-dir.js';
 
 export interface SftOptions {
   examples: TrainingExample[];
@@ -28,8 +30,12 @@ export interface SftOptions {
   config?: VlaConfig;
   /** Start from this checkpoint (the base VLM for LoRA). */
   init?: string;
-  /** Continue the run saved in outDir (its latest checkpoint) exactly. */
+  /** Continue the run saved in outDir (its latest checkpoint) exactly; refused when the data or settings differ. */
   resume?: boolean;
+  /** Replace what outDir holds (another run) once this run has a checkpoint or finishes. */
+  overwrite?: boolean;
+  /** The input files (training data, statistics...) that outDir must not be or contain. */
+  inputs?: string[];
   vocabSize?: number;
   /** A tokenizer.json to use instead of learning one (from scratch only; with --init the checkpoint's is used). */
   tokenizerFile?: string;
@@ -75,16 +81,14 @@ export interface EvalResult {
   undecodable: number;
 }
 
-interface TrainerState {
-  step: number;
-  consumed: number;
-  total_steps: number;
-  seed: number;
-  lr: number;
-  warmup: number;
-  batch_size: number;
-  grad_accum: number;
-}
+const SftState = TrainerStateBase.extend({
+  total_steps: z.number().int().positive(),
+  lr: z.number(),
+  warmup: z.number().int().nonnegative(),
+  batch_size: z.number().int().positive(),
+  grad_accum: z.number().int().positive(),
+});
+type TrainerState = z.output<typeof SftState>;
 
 /** The item at position k of the endless, per-epoch-shuffled stream of training examples. */
 export function streamItem(k: number, n: number, seed: number, orders: Map<number, number[]>): number {
@@ -138,13 +142,46 @@ export function evaluate(model: VlaModel, items: Prepared[], tok: Tokenizer, cod
   return { examples: items.length, actionTokenAccuracy: total ? right / total : 0, actionL1: l1n ? l1 / l1n : undefined, undecodable };
 }
 
-/** A resumable checkpoint directory (model files, optimizer, trainer state), written whole or not at all. */
-export async function saveCheckpoint(dir: string, model: VlaModel, tok: Tokenizer, opt: AdamW, state: object, o: { codec?: ActionCodec; actionStats?: unknown; init?: string }): Promise<void> {
-  await writeDirAtomic(dir, async (tmp) => {
-    await writeModelFiles(tmp, model, tok.json, { actionCodec: o.codec?.describe(), actionStats: o.actionStats, baseModel: o.init });
-    await writeSafetensors(path.join(tmp, 'optimizer.safetensors'), await opt.state());
-    await fsp.writeFile(path.join(tmp, 'trainer_state.json'), `${JSON.stringify(state, null, 2)}\n`);
-  });
+/** Writes a resumable checkpoint's files (model files, optimizer, trainer state) into `dir`. */
+export async function writeCheckpointFiles(dir: string, model: VlaModel, tok: Tokenizer, opt: AdamW | undefined, state: object, o: { codec?: ActionCodec; actionStats?: unknown; init?: string }): Promise<void> {
+  await writeModelFiles(dir, model, tok.json, { actionCodec: o.codec?.describe(), actionStats: o.actionStats, baseModel: o.init });
+  if (opt) await writeSafetensors(path.join(dir, 'optimizer.safetensors'), await opt.state());
+  await fsp.writeFile(path.join(dir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`);
+}
+
+/** What makes a train-sft run the same run: its data, init checkpoint, every setting that shapes it, and the seed. */
+export async function sftIdentity(o: SftOptions): Promise<RunIdentity> {
+  const scratch = !o.init;
+  return {
+    kind: 'train-sft',
+    data: hashRecords(o.examples),
+    seed: o.seed ?? 0,
+    init: o.init ? { path: o.init, hash: await hashCheckpoint(o.init) } : null,
+    mode: o.lora || (o.init && existsSync(path.join(o.init, 'adapter_config.json'))) ? 'lora' : 'full',
+    config: {
+      preset: scratch && !o.config ? (o.preset ?? 'tiny') : null,
+      'model-config': scratch && o.config ? hashValue(o.config) : null,
+      cameras: scratch ? (o.cameras ?? null) : null,
+      'vocab-size': scratch && !o.tokenizerFile ? (o.vocabSize ?? 512) : null,
+      tokenizer: scratch && o.tokenizerFile ? await hashFile(o.tokenizerFile) : null,
+      'vocab-from': scratch && o.vocabFrom?.length ? `sha256:${hashRecords(o.vocabFrom)}` : null,
+      'lora-r': o.lora?.r ?? null,
+      'lora-alpha': o.lora?.alpha ?? null,
+      'lora-targets': o.lora ? o.lora.targets.join(',') : null,
+      'freeze-layers': o.freezeLayers ?? 0,
+      'freeze-vision': o.freezeVision ?? false,
+      'lambda-r': o.lambdaR ?? 1,
+      lr: o.lr ?? 3e-4,
+      warmup: o.warmup ?? null,
+      steps: o.steps ?? null,
+      epochs: o.steps ? null : (o.epochs ?? 1),
+      'batch-size': o.batchSize ?? 8,
+      'grad-accum': o.gradAccum ?? 1,
+      clip: o.clip ?? 1,
+      'weight-decay': o.weightDecay ?? 0.01,
+      stats: o.actionStats === undefined ? null : hashValue(o.actionStats),
+    },
+  };
 }
 
 /**
@@ -155,11 +192,20 @@ export async function trainSft(o: SftOptions): Promise<SftResult> {
   const train = o.examples.filter((e) => e.meta.split !== 'val');
   const val = o.examples.filter((e) => e.meta.split === 'val');
   if (train.length === 0) throw new VlakitError('E_USAGE', 'no training examples (every example is in the val split)');
+  const run = await RunDir.open(o.outDir, await sftIdentity(o), { resume: o.resume, overwrite: o.overwrite, inputs: o.inputs });
+  try {
+    return await trainInto(run, o, train, val);
+  } catch (err) {
+    await run.abandon();
+    throw err;
+  }
+}
+
+async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], val: TrainingExample[]): Promise<SftResult> {
   const seed = o.seed ?? 0;
   const B = o.batchSize ?? 8;
   const accum = o.gradAccum ?? 1;
-  const resumeDir = o.resume ? latestCheckpoint(o.outDir) : undefined;
-  if (o.resume && !resumeDir) throw new VlakitError('E_NOT_FOUND', 'nothing to resume: no checkpoint-* directory', { file: o.outDir });
+  const resumeDir = run.resumeFrom;
 
   // model and tokenizer
   let model: VlaModel;
@@ -187,13 +233,11 @@ export async function trainSft(o: SftOptions): Promise<SftResult> {
   const peak = o.lr ?? 3e-4;
   const warmup = o.warmup ?? Math.min(10, Math.floor(total / 10));
   const opt = new AdamW({ weightDecay: o.weightDecay ?? 0.01 });
-  let state: TrainerState = { step: 0, consumed: 0, total_steps: total, seed, lr: peak, warmup, batch_size: B, grad_accum: accum };
+  let state: TrainerState = { step: 0, consumed: 0, total_steps: total, seed, lr: peak, warmup, batch_size: B, grad_accum: accum, run: run.fingerprint };
   if (resumeDir) {
-    state = JSON.parse(readFileSync(path.join(resumeDir, 'trainer_state.json'), 'utf8')) as TrainerState;
+    state = run.readState(SftState);
     opt.load(readSafetensors(path.join(resumeDir, 'optimizer.safetensors')).tensors, state.step);
   }
-  await fsp.mkdir(o.outDir, { recursive: true });
-  const metricsFile = path.join(o.outDir, 'metrics.jsonl');
   const orders = new Map<number, number[]>();
   let last = NaN;
   let evalResult: EvalResult | undefined;
@@ -247,27 +291,14 @@ export async function trainSft(o: SftOptions): Promise<SftResult> {
       evalResult = evaluate(model, valItems, tok, o.codec, cameras, size);
       Object.assign(m, { val_action_token_accuracy: evalResult.actionTokenAccuracy, val_action_l1: evalResult.actionL1 ?? null, val_undecodable: evalResult.undecodable });
     }
-    await fsp.appendFile(metricsFile, `${JSON.stringify(m)}\n`);
+    await run.appendMetrics(m);
     o.onMetrics?.(m);
-    if (o.saveEvery && state.step % o.saveEvery === 0 && state.step < total) await saveCheckpoint(path.join(o.outDir, `checkpoint-${state.step}`), model, tok, opt, state, o);
+    if (o.saveEvery && state.step % o.saveEvery === 0 && state.step < total) await run.save(state.step, (d) => writeCheckpointFiles(d, model, tok, opt, state, o));
   }
-  // the final model: the output directory itself holds it (and the trainer state, to resume or extend)
-  await writeModelFiles(o.outDir, model, tok.json, { actionCodec: o.codec?.describe(), actionStats: o.actionStats, baseModel: o.init });
-  await writeSafetensors(path.join(o.outDir, 'optimizer.safetensors'), await opt.state());
-  await fsp.writeFile(path.join(o.outDir, 'trainer_state.json'), `${JSON.stringify(state, null, 2)}\n`);
+  // the final model: the run directory itself holds it (and the trainer state)
+  await run.finalize(state.step, (d) => writeCheckpointFiles(d, model, tok, opt, state, o));
   const result: SftResult = { steps: state.step, finalLoss: last, parameters: model.numParameters(), trainable: vars.reduce((a, v) => a + v.size, 0), outDir: o.outDir, eval: evalResult };
   opt.dispose();
   model.dispose();
   return result;
-}
-
-/** The checkpoint-<step> directory with the highest step in `dir`. */
-export function latestCheckpoint(dir: string): string | undefined {
-  if (!existsSync(dir)) return undefined;
-  const steps = readdirSync(dir)
-    .map((n) => /^checkpoint-(\d+)$/.exec(n))
-    .filter((m): m is RegExpExecArray => !!m)
-    .map((m) => Number(m[1]))
-    .sort((a, b) => a - b);
-  return steps.length ? path.join(dir, `checkpoint-${steps[steps.length - 1]}`) : undefined;
 }
