@@ -66,6 +66,18 @@ describe('--skip-corrupt keeps the source episode ids', () => {
     expect(warnings).toHaveLength(1);
   });
 
+  it('after a file whose tail was lost (its episode count unknown), a warning says that later ids may be too low', async () => {
+    const a = path.join(dir, 'tail-a.tfrecord');
+    const b = path.join(dir, 'tail-b.tfrecord');
+    writeFileSync(a, frames(episodes.slice(0, 3)));
+    writeFileSync(b, frames(episodes.slice(3)));
+    flip(a, frameTfrecord(episodes[0]).length + 2); // record 1's length: records 1 and 2 cannot be framed
+    const { recs, stats, warnings } = await read([a, b], { skipCorrupt: true });
+    expect(episodeIds(recs)).toEqual([0, 2, 3]);
+    expect(stats.skipped).toBe(1);
+    expect(warnings[1]).toMatch(/^episode ids from .*tail-b\.tfrecord on may be lower than the source's: the tail lost from .*tail-a\.tfrecord/);
+  });
+
   it('an RLDS dataset directory: ids are <split>-<n> with n from the shard lengths of dataset_info.json', async () => {
     const ds = path.join(dir, 'toy', '1.0.0');
     await standardDataset(ds);
@@ -214,5 +226,21 @@ describe('file handles', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe('ok');
     expect(r.exitCode).toBe(0);
+  });
+});
+
+describe('format from context, and where it stops', () => {
+  it('a stray file among shards is no shard: still E_FORMAT_UNKNOWN; a JSON Lines name is never read as TFRecord', async () => {
+    const d = path.join(dir, 'stray');
+    mkdirSync(d);
+    writeFileSync(path.join(d, 'part-0'), frames([example(0)]));
+    writeFileSync(path.join(d, 'part-1'), frames([example(1)]));
+    writeFileSync(path.join(d, 'NOTES'), 'not records\n');
+    const err = await errorOf(read([d], { skipCorrupt: true }));
+    expect(err.code).toBe('E_FORMAT_UNKNOWN');
+    expect(err.context.file).toBe(path.join(d, 'NOTES'));
+    const j = path.join(dir, 'x_tfrecord-export.jsonl');
+    writeFileSync(j, '{"features":{}}\n');
+    expect((await read([j])).recs.map((r) => r.kind)).toEqual(['example']);
   });
 });

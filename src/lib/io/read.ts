@@ -147,19 +147,23 @@ async function* readAll(inputs: string[], opts: ReadOptions, stats: ReadStats): 
 const TFRECORD_NAME = /(^|[._-])tfrecords?([._-]|$)/i;
 const JSONL_NAME = /\.(jsonl|ndjson)(\.gz)?$/i;
 
+/** Shards of one set share their name up to the numbers in it (`part-00001-of-00004`, `data.tfrecord-3.gz`). */
+const shardStem = (file: string): string => path.basename(file).replace(/\d+/g, '#');
+
 /**
- * The format of a file whose first bytes say nothing (or say JSON Lines while everything else says TFRecord),
- * from context: its name, or the other files of the same job. A TFRecord shard whose first header is corrupt is
- * then read as TFRecord and fails (or is skipped) as a corrupt record at byte 0, not as an unknown format.
+ * The format of a file whose first bytes are no TFRecord header, from context: its name, or the other shards of
+ * its set in the same job. A TFRecord shard whose first header is corrupt is then read as TFRecord and fails (or
+ * is skipped) as a corrupt record at byte 0, not as an unknown format.
  */
 async function formatFromContext(file: string, sniffed: InputFormat | undefined, ctx: ReadContext): Promise<InputFormat | undefined> {
   if (file === '-') return sniffed;
   const base = path.basename(file);
-  if (TFRECORD_NAME.test(base)) return 'tfrecord';
+  if (JSONL_NAME.test(base)) return sniffed ?? 'jsonl';
+  if (TFRECORD_NAME.test(base)) return 'tfrecord'; // a first byte flipped to '{' included
   if (sniffed !== undefined) return sniffed;
-  if (JSONL_NAME.test(base)) return 'jsonl';
+  const stem = shardStem(file);
   for (const other of ctx.files) {
-    if (other === file) continue;
+    if (other === file || shardStem(other) !== stem) continue;
     if (!ctx.formats.has(other)) ctx.formats.set(other, sniffFormat(await sniffHead(other)));
     if (ctx.formats.get(other) === 'tfrecord') return 'tfrecord';
   }
@@ -304,10 +308,17 @@ function lazyRecord(kind: keyof typeof DECODERS, raw: Uint8Array, file: string, 
 
 /**
  * The records of one kind from the inputs; any other kind stops with a clear error naming what the command reads.
+ * `stats` counts what was read and skipped (with `skipCorrupt`, a command exits 3 when `stats.skipped > 0`).
  * @example for await (const r of readKind(['steps.jsonl'], 'step', 'annotate reads step records')) ...
  */
-export async function* readKind(inputs: string[], kind: SourceRecord['kind'], what: string, opts: ReadOptions = {}): AsyncGenerator<SourceRecord> {
-  for await (const r of readRecords(inputs, opts)) {
+export async function* readKind(
+  inputs: string[],
+  kind: SourceRecord['kind'],
+  what: string,
+  opts: ReadOptions = {},
+  stats: ReadStats = newStats(),
+): AsyncGenerator<SourceRecord> {
+  for await (const r of readRecords(inputs, opts, stats)) {
     if (r.kind !== kind) throw new VlakitError('E_USAGE', `${what}, found a ${r.kind} record`, { file: r.file, line: r.line, record: r.index });
     yield r;
   }
