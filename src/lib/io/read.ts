@@ -178,7 +178,7 @@ async function* readFile(file: string, opts: ReadOptions, stats: ReadStats, onSk
   } catch (err) {
     // a gzip stream that fails before its first bytes: nothing of this file can be read
     if (!isSourceFailure(err)) throw err;
-    const e = withContext(err, { record: 0 }) as VlakitError;
+    const e = withContext(err, JSONL_NAME.test(path.basename(file)) ? { line: 1 } : { record: 0 }) as VlakitError;
     if (!opts.skipCorrupt) throw e;
     onSkip(e);
     ctx.lostTailIn = name;
