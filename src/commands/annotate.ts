@@ -2,7 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
-import { groupEpisodes, outputFormatFor, readKind, type StepRecord, writeEpisodes } from '../lib/io/index.js';
+import { groupEpisodes, newStats, outputFormatFor, readKind, type StepRecord, writeEpisodes } from '../lib/io/index.js';
 import { AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
@@ -69,8 +69,10 @@ export default class Annotate extends VlakitCommand {
     const signal = this.abort.signal;
     const light: StepRecord[][] = [];
     let usage: UsageStats | undefined;
+    const read = newStats();
+    const note = (m: string): void => this.note(`vlakit annotate: ${m}`);
     const steps = (async function* () {
-      for await (const r of readKind(inputs, 'step', 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal })) {
+      for await (const r of readKind(inputs, 'step', 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
         yield { record: r.value as StepRecord, line: r.line, file: r.file };
       }
     })();
@@ -110,7 +112,8 @@ export default class Annotate extends VlakitCommand {
         }
         this.note(`vlakit annotate: wrote ${res.episodes} episodes, ${res.steps} steps as ${to} to ${res.outputs.map((o) => (o === '-' ? 'stdout' : o)).join(', ')}`);
       }
-      if (usage && usage.errors > 0) process.exitCode = EXIT.partial;
+      if (read.skipped > 0) this.note(`vlakit annotate: skipped ${read.skipped} corrupt record(s)${read.skippedBytes ? `, ${read.skippedBytes} bytes` : ''}`, flags.quiet || flags.json);
+      if ((usage && usage.errors > 0) || read.skipped > 0) process.exitCode = EXIT.partial;
     } finally {
       progress.stop();
       await cache?.close();

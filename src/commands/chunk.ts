@@ -1,9 +1,9 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { startProgress } from '../lib/cli/progress.js';
-import { VlakitError } from '../lib/errors.js';
+import { EXIT, VlakitError } from '../lib/errors.js';
 import { chunkEpisode, type ChunkRecord } from '../lib/actions/index.js';
-import { groupEpisodes, readKind, type StepRecord, writeJsonl } from '../lib/io/index.js';
+import { groupEpisodes, newStats, readKind, type StepRecord, writeJsonl } from '../lib/io/index.js';
 
 export default class Chunk extends VlakitCommand {
   static summary = 'Cut episodes into action chunks: merged per subtask (VLM2VLA) or the next H actions of every step.';
@@ -40,8 +40,10 @@ export default class Chunk extends VlakitCommand {
     let steps = 0;
     let chunks = 0;
     let actions = 0;
+    const read = newStats();
+    const note = (m: string): void => this.note(`vlakit chunk: ${m}`);
     const records = (async function* () {
-      for await (const r of readKind(inputs, 'step', 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal })) {
+      for await (const r of readKind(inputs, 'step', 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
         yield { record: r.value as StepRecord, line: r.line, file: r.file };
       }
     })();
@@ -61,6 +63,10 @@ export default class Chunk extends VlakitCommand {
       progress.stop();
       const extra = flags.mode === 'merge' ? `, ${actions} merged actions (${(steps / Math.max(actions, 1)).toFixed(2)} steps each)` : '';
       this.note(`vlakit chunk: ${episodes} episodes, ${steps} steps -> ${chunks} chunks${extra}`, flags.quiet);
+      if (read.skipped > 0) {
+        this.note(`vlakit chunk: skipped ${read.skipped} corrupt record(s)${read.skippedBytes ? `, ${read.skippedBytes} bytes` : ''}`, flags.quiet);
+        process.exitCode = EXIT.partial;
+      }
     } finally {
       progress.stop();
     }

@@ -33,6 +33,8 @@ export interface ErrorContext {
   file?: string;
   record?: number;
   offset?: number;
+  /** In a gzip file: the compressed byte where decompression stopped (`offset` is then the uncompressed byte). */
+  compressedOffset?: number;
   line?: number;
   field?: string;
 }
@@ -61,7 +63,8 @@ function formatMessage(code: ErrorCode, message: string, ctx: ErrorContext): str
   const where: string[] = [];
   if (ctx.line !== undefined) where.push(`line ${ctx.line}`);
   if (ctx.record !== undefined) where.push(`record ${ctx.record}`);
-  if (ctx.offset !== undefined) where.push(`(byte ${ctx.offset})`);
+  if (ctx.compressedOffset !== undefined) where.push(`(compressed byte ${ctx.compressedOffset}, uncompressed byte ${ctx.offset ?? '?'})`);
+  else if (ctx.offset !== undefined) where.push(`(byte ${ctx.offset})`);
   if (ctx.field !== undefined) where.push(`field "${ctx.field}"`);
   const place = where.join(' ');
   if (ctx.file !== undefined) return place ? `${code} at ${place} of ${ctx.file}: ${message}` : `${code} in ${ctx.file}: ${message}`;

@@ -1,5 +1,5 @@
-import { createWriteStream } from 'node:fs';
-import { gzipSync } from 'node:zlib';
+import { createWriteStream, writeFileSync } from 'node:fs';
+import { constants as zlibConstants, gunzipSync, gzipSync } from 'node:zlib';
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -7,7 +7,7 @@ import {
   TfrecordDecoder,
   VlakitError,
 } from '../../src/lib/index.js';
-import { crc32cOf, decodeTfrecord, frameTfrecord, openBytes, readBytes, maskCrc } from '../../src/lib/io/index.js';
+import { crc32cOf, decodeTfrecord, frameTfrecord, openBytes, readBytes, maskCrc, type TfrecordStats } from '../../src/lib/io/index.js';
 import { chunksOf, collect, tempDir, TFX } from '../helpers.js';
 
 function frameAll(records: Uint8Array[]): Buffer {
@@ -44,8 +44,13 @@ describe('TFRecord files written by TensorFlow', () => {
   });
 
   it('sniffs gzip by its magic bytes and plain TFRecord otherwise', async () => {
-    expect((await openBytes(path.join(TFX, 'penguin/Split-eval_data_tfrecord-00000-of-00001.gz'))).gzip).toBe(true);
-    expect((await openBytes(path.join(TFX, 'mnist/mnist.tfrecord'))).gzip).toBe(false);
+    const gz = await openBytes(path.join(TFX, 'penguin/Split-eval_data_tfrecord-00000-of-00001.gz'));
+    const plain = await openBytes(path.join(TFX, 'mnist/mnist.tfrecord'));
+    expect(gz.gzip).toBe(true);
+    expect(plain.gzip).toBe(false);
+    // not read to the end: closing them closes the files
+    await gz.bytes.return();
+    await plain.bytes.return();
   });
 });
 
@@ -194,6 +199,79 @@ describe('gzip and memory', () => {
     writeFileSync(file, gz.subarray(0, gz.length >> 1));
     const { bytes } = await openBytes(file);
     await expect(collect(decodeTfrecord(bytes, { source: file }))).rejects.toMatchObject({ code: 'E_TFRECORD_TRUNCATED' });
+  });
+
+  // 40 records of incompressible bytes, so that a cut in the compressed file falls inside the records
+  const payloads = Array.from({ length: 40 }, (_, i) => Buffer.from(Array.from({ length: 3000 }, (_, j) => (i * 7919 + j * j * 31 + ((j * 2654435761) >>> 24)) & 0xff)));
+  const framed = frameAll(payloads);
+  const frameEnds = payloads.map((_, i) => (i + 1) * (16 + 3000));
+
+  /** Records and skips of a file read with --skip-corrupt, and the error without it. */
+  async function readBoth(file: string): Promise<{ got: number[]; skipped: VlakitError[]; stats?: TfrecordStats; err: VlakitError }> {
+    const skipped: VlakitError[] = [];
+    let stats: TfrecordStats | undefined;
+    const { bytes } = await openBytes(file);
+    const got = (await collect(decodeTfrecord(bytes, { source: file, skipCorrupt: true, onSkip: (e) => skipped.push(e), stats: (s) => (stats = s) }))).map((r) => r.index);
+    const plain: number[] = [];
+    const err = await (async () => {
+      for await (const r of decodeTfrecord((await openBytes(file)).bytes, { source: file })) plain.push(r.index);
+    })().then(
+      () => {
+        throw new Error('expected an error');
+      },
+      (e: VlakitError) => e,
+    );
+    expect(plain).toEqual(got); // without --skip-corrupt the same records come out before the error
+    return { got, skipped, stats, err };
+  }
+
+  it('a truncated gzip stream (a partial download): every complete record before the cut is read, the error names the record and both offsets', async () => {
+    const gz = gzipSync(framed);
+    for (const frac of [0.13, 0.5, 0.77, 0.999]) {
+      const cut = Math.floor(gz.length * frac);
+      const file = path.join(dir, `partial-${frac}.tfrecord.gz`);
+      writeFileSync(file, gz.subarray(0, cut));
+      const avail = gunzipSync(gz.subarray(0, cut), { finishFlush: zlibConstants.Z_SYNC_FLUSH }).length;
+      const complete = frameEnds.filter((e) => e <= avail).length;
+      const { got, skipped, stats, err } = await readBoth(file);
+      expect(got).toEqual([...Array(complete).keys()]);
+      expect(err.code).toBe('E_TFRECORD_TRUNCATED');
+      expect(err.context).toMatchObject({ file, record: complete, compressedOffset: cut, offset: avail });
+      expect(err.message).toContain(`E_TFRECORD_TRUNCATED at record ${complete} (compressed byte ${cut}, uncompressed byte ${avail}) of ${file}: gzip stream ends early`);
+      expect(skipped.map((e) => e.message)).toEqual([err.message]);
+      expect(stats).toMatchObject({ records: complete, skippedRecords: avail > complete * 3016 ? 1 : 0, lostTail: true });
+    }
+  });
+
+  it('corrupt gzip data (a bad trailer checksum): E_GZIP with the record and both offsets; the records before it are read', async () => {
+    const gz = gzipSync(framed);
+    gz[gz.length - 6] ^= 0x40; // inside the CRC-32 of the gzip trailer
+    const file = path.join(dir, 'badcrc.tfrecord.gz');
+    writeFileSync(file, gz);
+    const { got, skipped, err } = await readBoth(file);
+    expect(err.code).toBe('E_GZIP');
+    expect(err.message).toMatch(new RegExp(`^E_GZIP at record ${got.length} \\(compressed byte \\d+, uncompressed byte \\d+\\) of .*badcrc\\.tfrecord\\.gz: gzip data is corrupt \\(incorrect data check\\)`));
+    expect(err.context.compressedOffset).toBeLessThanOrEqual(gz.length);
+    expect(got).toEqual([...Array(got.length).keys()]);
+    // records that ended before the reported uncompressed byte were all handed out
+    expect(got.length).toBe(frameEnds.filter((e) => e <= err.context.offset!).length);
+    expect(got.length).toBeGreaterThan(0);
+    expect(skipped).toHaveLength(1);
+  });
+
+  it('a gzip stream that fails before its first bytes is E_GZIP at compressed byte 10 or so, from openBytes', async () => {
+    const gz = gzipSync(framed);
+    gz[10] = 0xff; // the first deflate block header: an invalid block type
+    gz[11] = 0xff;
+    const file = path.join(dir, 'badblock.tfrecord.gz');
+    writeFileSync(file, gz);
+    const err = await openBytes(file).then(
+      () => undefined,
+      (e: VlakitError) => e,
+    );
+    expect(err?.code).toBe('E_GZIP');
+    expect(err?.context).toMatchObject({ file, offset: 0 });
+    expect(err?.context.compressedOffset).toBeLessThan(16);
   });
 
   it('memory stays flat while reading a 256 MiB shard', async () => {

@@ -2,8 +2,9 @@
  * JSON Lines: one JSON value per line. `JsonlDecoder` is the pure core (bytes in, parsed lines out, any split of
  * the bytes gives the same values); `decodeJsonl` and `encodeJsonl` adapt it to async iterables.
  */
-import { isAscii } from 'node:buffer';
+import { isAscii, isUtf8 } from 'node:buffer';
 import { VlakitError } from '../errors.js';
+import { isSourceFailure } from './tfrecord.js';
 
 export interface JsonlLine {
   value: unknown;
@@ -18,19 +19,58 @@ export interface JsonlDecodeOptions {
   onSkip?: (err: VlakitError) => void;
 }
 
-/** UTF-8 to string; pure ASCII (the usual JSONL: base64 images, numbers) takes the cheaper one-byte path. */
-function decode(b: Buffer): string {
-  return b.toString(isAscii(b) ? 'latin1' : 'utf8');
+/**
+ * Where the first ill-formed UTF-8 sequence of `b[start, end)` begins, or -1 when all of it is UTF-8 (the
+ * well-formed byte sequences of the Unicode standard, table 3-7: no overlong forms, no surrogates, nothing above
+ * U+10FFFF, no sequence cut short).
+ */
+export function firstInvalidUtf8(b: Uint8Array, start = 0, end = b.length): number {
+  let i = start;
+  while (i < end) {
+    const c = b[i];
+    if (c < 0x80) {
+      i += 1;
+      continue;
+    }
+    let n: number;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) n = 1;
+    else if (c >= 0xe0 && c <= 0xef) {
+      n = 2;
+      if (c === 0xe0) lo = 0xa0;
+      else if (c === 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+      if (c === 0xf0) lo = 0x90;
+      else if (c === 0xf4) hi = 0x8f;
+    } else return i;
+    if (i + n >= end) return i; // cut short
+    if (b[i + 1] < lo || b[i + 1] > hi) return i;
+    for (let k = 2; k <= n; k++) if (b[i + k] < 0x80 || b[i + k] > 0xbf) return i;
+    i += n + 1;
+  }
+  return -1;
+}
+
+function hexBytes(b: Uint8Array, at: number, end: number): string {
+  const n = Math.min(4, end - at);
+  return Array.from(b.subarray(at, at + n), (x) => `0x${x.toString(16).padStart(2, '0')}`).join(' ');
 }
 
 /**
  * Cuts each chunk after its last '\n' (a byte never found inside a UTF-8 multi-byte sequence), decodes the complete
- * lines in one call and parses them one by one; the bytes after the last newline wait for the next chunk.
+ * lines in one call and parses them one by one; the bytes after the last newline wait for the next chunk. Decoding
+ * is strict: a line that is not UTF-8 is an error naming its line and byte offset (never U+FFFD), or, with
+ * `skipInvalid`, skipped and counted like a line that is not JSON.
  */
 export class JsonlDecoder {
   /** Bytes of an incomplete last line, carried to the next chunk. */
   private carry: Buffer[] = [];
   private line = 0;
+  /** Stream offset of the first byte not yet decoded (the start of `carry`). */
+  private offset = 0;
+  private dead = false;
   private readonly source: string;
   skipped = 0;
   constructor(private readonly opts: JsonlDecodeOptions = {}) {
@@ -38,29 +78,75 @@ export class JsonlDecoder {
   }
 
   push(chunk: Uint8Array): JsonlLine[] {
+    if (this.dead) return [];
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     const last = buf.lastIndexOf(10);
     if (last < 0) {
       this.carry.push(buf);
       return [];
     }
-    let text: string;
+    let bytes: Buffer;
     if (this.carry.length) {
       this.carry.push(buf.subarray(0, last + 1));
-      text = decode(Buffer.concat(this.carry));
+      bytes = Buffer.concat(this.carry);
       this.carry = [];
     } else {
-      text = decode(buf.subarray(0, last + 1));
+      bytes = buf.subarray(0, last + 1);
     }
     if (last + 1 < buf.length) this.carry.push(buf.subarray(last + 1));
-    return this.lines(text);
+    return this.decode(bytes);
   }
 
   end(): JsonlLine[] {
-    if (!this.carry.length) return [];
-    const text = decode(Buffer.concat(this.carry));
+    if (this.dead || !this.carry.length) return [];
+    this.carry.push(NEWLINE);
+    const bytes = Buffer.concat(this.carry);
     this.carry = [];
-    return this.lines(`${text}\n`);
+    return this.decode(bytes);
+  }
+
+  /**
+   * The byte source failed (a gzip stream that is corrupt or ends early): names the line it broke in; when
+   * skipping, the lines completed before stay read, the incomplete one is counted as skipped, the rest is dropped.
+   */
+  sourceFailed(err: VlakitError): void {
+    if (this.dead) return;
+    const partial = this.carry.length > 0;
+    const e = new VlakitError(err.code, err.detail, { ...err.context, file: err.context.file ?? this.source, line: this.line + 1 }, { cause: err.cause });
+    this.carry = [];
+    this.dead = true;
+    if (!this.opts.skipInvalid) throw e;
+    if (partial) this.skipped += 1;
+    this.opts.onSkip?.(e);
+  }
+
+  /** Decodes '\n'-terminated lines: pure ASCII (the usual JSONL: base64 images, numbers) takes the one-byte path. */
+  private decode(bytes: Buffer): JsonlLine[] {
+    const base = this.offset;
+    this.offset += bytes.length;
+    if (isAscii(bytes)) return this.lines(bytes.toString('latin1'));
+    if (isUtf8(bytes)) return this.lines(bytes.toString('utf8'));
+    // Some line is not UTF-8: line by line, to name it and keep the others.
+    const out: JsonlLine[] = [];
+    let start = 0;
+    while (start < bytes.length) {
+      const nl = bytes.indexOf(10, start);
+      const bad = firstInvalidUtf8(bytes, start, nl);
+      if (bad < 0) {
+        out.push(...this.lines(bytes.toString('utf8', start, nl + 1)));
+      } else {
+        this.line += 1;
+        this.fail(
+          new VlakitError(
+            'E_JSONL_PARSE',
+            `invalid UTF-8 (${hexBytes(bytes, bad, nl)} at byte ${bad - start} of the line); JSON Lines must be UTF-8 text`,
+            { file: this.source, line: this.line, offset: base + bad },
+          ),
+        );
+      }
+      start = nl + 1;
+    }
+    return out;
   }
 
   /** Parses every '\n'-terminated line of `text`. */
@@ -81,18 +167,20 @@ export class JsonlDecoder {
     try {
       out.push({ value: JSON.parse(text), line: this.line });
     } catch (err) {
-      const e = new VlakitError(
-        'E_JSONL_PARSE',
-        `invalid JSON (${(err as Error).message}); expected one JSON value per line`,
-        { file: this.source, line: this.line },
-        { cause: err },
+      this.fail(
+        new VlakitError('E_JSONL_PARSE', `invalid JSON (${(err as Error).message}); expected one JSON value per line`, { file: this.source, line: this.line }, { cause: err }),
       );
-      if (!this.opts.skipInvalid) throw e;
-      this.skipped += 1;
-      this.opts.onSkip?.(e);
     }
   }
+
+  private fail(e: VlakitError): void {
+    if (!this.opts.skipInvalid) throw e;
+    this.skipped += 1;
+    this.opts.onSkip?.(e);
+  }
 }
+
+const NEWLINE = Buffer.from('\n');
 
 /** Parses JSON Lines from byte chunks. Blank lines are allowed and ignored. */
 export async function* decodeJsonl(
@@ -100,12 +188,26 @@ export async function* decodeJsonl(
   opts: JsonlDecodeOptions & { signal?: AbortSignal } = {},
 ): AsyncGenerator<JsonlLine> {
   const dec = new JsonlDecoder(opts);
-  for await (const chunk of chunks) {
-    opts.signal?.throwIfAborted();
-    const lines = dec.push(chunk);
-    for (let i = 0; i < lines.length; i++) yield lines[i];
+  const it = Symbol.asyncIterator in chunks ? chunks[Symbol.asyncIterator]() : (chunks as Iterable<Uint8Array>)[Symbol.iterator]();
+  try {
+    for (;;) {
+      let r: IteratorResult<Uint8Array>;
+      try {
+        r = await it.next();
+      } catch (err) {
+        if (!isSourceFailure(err)) throw err;
+        dec.sourceFailed(err); // throws unless skipping
+        return;
+      }
+      if (r.done) break;
+      opts.signal?.throwIfAborted();
+      const lines = dec.push(r.value);
+      for (let i = 0; i < lines.length; i++) yield lines[i];
+    }
+    yield* dec.end();
+  } finally {
+    await it.return?.();
   }
-  yield* dec.end();
 }
 
 /** JSON.stringify that writes bigints as numbers' decimal strings (never loses them silently). */

@@ -4,8 +4,7 @@
 import { promises as fsp, statSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, pipeline } from 'node:stream';
-import { createGunzip } from 'node:zlib';
+import { constants as zlibConstants, createGunzip, gunzipSync } from 'node:zlib';
 import fg from 'fast-glob';
 import { VlakitError } from '../errors.js';
 import { looksLikeTfrecord } from './tfrecord.js';
@@ -27,9 +26,9 @@ export function readBytes(file: string, signal?: AbortSignal): ByteSource {
     } catch (err) {
       throw ioError(err, file);
     }
+    const ahead: Promise<{ bytesRead: number; buffer: Buffer }>[] = [];
     try {
       let pos = 0;
-      const ahead: Promise<{ bytesRead: number; buffer: Buffer }>[] = [];
       const issue = (): void => {
         ahead.push(fh.read(Buffer.allocUnsafeSlow(READ_CHUNK), 0, READ_CHUNK, pos));
         pos += READ_CHUNK;
@@ -47,6 +46,8 @@ export function readBytes(file: string, signal?: AbortSignal): ByteSource {
     } catch (err) {
       throw ioError(err, file);
     } finally {
+      // Stopped early (`| head`, an error downstream): reads still in flight must not reject unheard.
+      for (const p of ahead) p.catch(() => {});
       await fh.close();
     }
   })();
@@ -60,31 +61,63 @@ export function ioError(err: unknown, file: string): unknown {
   return err;
 }
 
+/**
+ * A chunk stream that can be closed before it is read to the end (or read at all): `return()` closes the file or
+ * stream underneath. Every reader that stops early calls it (`for await` does on `break` and on errors).
+ */
+export interface ClosableSource extends AsyncIterableIterator<Uint8Array> {
+  return(): Promise<IteratorResult<Uint8Array>>;
+}
+
 /** Takes at least `n` bytes (or all, if shorter) off the front of a chunk stream without losing any. */
-export async function peek(src: ByteSource, n: number): Promise<{ head: Uint8Array; rest: ByteSource }> {
+export async function peek(src: ByteSource, n: number): Promise<{ head: Uint8Array; rest: ClosableSource }> {
   const it = src[Symbol.asyncIterator]();
   const taken: Uint8Array[] = [];
   let have = 0;
   let done = false;
-  while (have < n) {
-    const r = await it.next();
-    if (r.done) {
-      done = true;
-      break;
+  try {
+    while (have < n) {
+      const r = await it.next();
+      if (r.done) {
+        done = true;
+        break;
+      }
+      taken.push(r.value);
+      have += r.value.length;
     }
-    taken.push(r.value);
-    have += r.value.length;
+  } catch (err) {
+    await it.return?.();
+    throw err;
   }
   const head = taken.length === 1 ? taken[0] : Buffer.concat(taken);
-  const rest: ByteSource = (async function* () {
-    for (const t of taken) yield t;
-    if (done) return;
-    for (;;) {
-      const r = await it.next();
-      if (r.done) return;
-      yield r.value;
-    }
-  })();
+  // A plain object, not a generator: a generator that was never started ignores return() and would leave the
+  // file underneath open until garbage collection (DEP0137).
+  const rest: ClosableSource = {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    async next() {
+      if (taken.length) return { done: false, value: taken.shift()! };
+      if (done) return { done: true, value: undefined };
+      try {
+        const r = await it.next();
+        if (r.done) done = true;
+        return r;
+      } catch (err) {
+        done = true;
+        await it.return?.();
+        throw err;
+      }
+    },
+    async return() {
+      taken.length = 0;
+      if (!done) {
+        done = true;
+        await it.return?.();
+      }
+      return { done: true, value: undefined };
+    },
+  };
   return { head, rest };
 }
 
@@ -93,29 +126,93 @@ export function isGzip(head: Uint8Array): boolean {
   return head.length >= 3 && head[0] === 0x1f && head[1] === 0x8b && head[2] === 0x08 && !looksLikeTfrecord(head);
 }
 
-/** Decompresses a gzip chunk stream. */
-export async function* gunzip(src: ByteSource, name: string): ByteSource {
-  const out = pipeline(Readable.from(src, { objectMode: false }), createGunzip({ chunkSize: READ_CHUNK }), () => {});
+/** Compressed bytes fed to zlib at a time: bounds the output held in memory (deflate expands at most ~1032x). */
+const GUNZIP_SLICE = 64 << 10;
+const GUNZIP_CHUNK = 1 << 20;
+
+/**
+ * Decompresses a gzip chunk stream. Everything decompressed before a failure is handed out first; the failure is
+ * then an `E_GZIP` error whose context holds the compressed byte where zlib stopped (`compressedOffset`) and the
+ * uncompressed bytes handed out (`offset`), so that the record decoders can name the record and skip the rest.
+ */
+export async function* gunzip(src: ByteSource, name: string): AsyncGenerator<Uint8Array> {
+  const z = createGunzip({ chunkSize: GUNZIP_CHUNK });
+  const out: Buffer[] = [];
+  let failure: (Error & { code?: string }) | undefined;
+  z.on('data', (b: Buffer) => out.push(b));
+  z.on('error', (e) => {
+    failure ??= e;
+  });
+  let produced = 0;
+  const it = src[Symbol.asyncIterator]();
+  const settle = (start: (done: () => void) => void): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const done = (): void => {
+        z.off('error', done);
+        z.off('end', done);
+        resolve();
+      };
+      z.once('error', done);
+      z.once('end', done);
+      start(done);
+    });
   try {
-    for await (const chunk of out) yield chunk as Buffer;
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    if (e?.code === 'Z_BUF_ERROR' || /unexpected end of file/.test(String(e?.message))) {
-      throw new VlakitError('E_TFRECORD_TRUNCATED', 'gzip stream ends early (file truncated?)', { file: name }, { cause: err });
+    input: for (;;) {
+      const r = await it.next();
+      if (r.done) break;
+      for (let at = 0; at < r.value.length; at += GUNZIP_SLICE) {
+        const slice = r.value.subarray(at, at + GUNZIP_SLICE);
+        await settle((done) => z.write(slice, () => done()));
+        while (out.length) {
+          const b = out.shift()!;
+          produced += b.length;
+          yield b;
+        }
+        if (failure) break input;
+      }
     }
-    if (typeof e?.code === 'string' && e.code.startsWith('Z_')) {
-      throw new VlakitError('E_GZIP', `gzip data is corrupt (${e.message})`, { file: name }, { cause: err });
+    if (!failure) await settle(() => z.end());
+    while (out.length) {
+      const b = out.shift()!;
+      produced += b.length;
+      yield b;
     }
-    throw err;
+    if (failure) throw gzipError(failure, name, z.bytesWritten, produced);
+  } finally {
+    z.destroy();
+    await it.return?.();
   }
 }
 
-/** Bytes of a file or stdin, decompressed when gzip. */
-export async function openBytes(file: string, signal?: AbortSignal): Promise<{ head: Uint8Array; bytes: ByteSource; gzip: boolean }> {
+function gzipError(err: Error & { code?: string }, file: string, compressedOffset: number, offset: number): VlakitError {
+  const truncated = err.code === 'Z_BUF_ERROR' || /unexpected end of file/.test(err.message);
+  const detail = truncated ? 'gzip stream ends early (file truncated?)' : `gzip data is corrupt (${err.message})`;
+  return new VlakitError('E_GZIP', detail, { file, compressedOffset, offset }, { cause: err });
+}
+
+/** Bytes of a file or stdin, decompressed when gzip. `bytes.return()` closes the file when it is not read to the end. */
+export async function openBytes(file: string, signal?: AbortSignal): Promise<{ head: Uint8Array; bytes: ClosableSource; gzip: boolean }> {
   const { head, rest } = await peek(readBytes(file, signal), 16);
   if (!isGzip(head)) return { head, bytes: rest, gzip: false };
   const inner = await peek(gunzip(rest, displayName(file)), 16);
   return { head: inner.head, bytes: inner.rest, gzip: true };
+}
+
+/** The first (decompressed) bytes of a file, for telling its format; never throws. */
+export async function sniffHead(file: string, n = 16): Promise<Uint8Array> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await fsp.open(file, 'r');
+    const buf = Buffer.alloc(64 << 10);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const head = buf.subarray(0, bytesRead);
+    if (!isGzip(head)) return head.subarray(0, n);
+    return gunzipSync(head, { finishFlush: zlibConstants.Z_SYNC_FLUSH }).subarray(0, n);
+  } catch {
+    return new Uint8Array(0);
+  } finally {
+    await fh?.close().catch(() => {});
+  }
 }
 
 export function displayName(file: string): string {

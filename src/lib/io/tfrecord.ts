@@ -34,6 +34,11 @@ export interface TfrecordStats {
   skippedRecords: number;
   /** Bytes dropped after a broken frame or a truncated tail. */
   skippedBytes: number;
+  /**
+   * The rest of the stream was lost (a broken frame, a truncated or corrupt tail): how many records it held is
+   * unknown, so `records + skippedRecords` is a lower bound.
+   */
+  lostTail: boolean;
 }
 
 const HEADER = 12;
@@ -46,7 +51,7 @@ function readU32(b: Uint8Array, at: number): number {
 
 /** Incremental decoder: `push` chunks, then `end`. Throws VlakitError on corruption unless skipping. */
 export class TfrecordDecoder {
-  readonly stats: TfrecordStats = { records: 0, bytes: 0, skippedRecords: 0, skippedBytes: 0 };
+  readonly stats: TfrecordStats = { records: 0, bytes: 0, skippedRecords: 0, skippedBytes: 0, lostTail: false };
   private readonly source: string;
   private readonly verify: boolean;
   private readonly skip: boolean;
@@ -113,8 +118,34 @@ export class TfrecordDecoder {
       );
       this.partialLen = 0;
       this.failOrSkip(err, have);
+      this.stats.skippedRecords += 1;
       this.dead = true;
+      this.stats.lostTail = true;
     }
+  }
+
+  /**
+   * The byte source failed (a gzip stream that is corrupt or ends early, with its compressed and uncompressed
+   * offsets in the error's context): names the record it broke in; when skipping, every record completed before
+   * stays read, the incomplete one is counted as skipped and the rest of the stream is dropped.
+   */
+  sourceFailed(err: VlakitError): void {
+    if (this.dead) return;
+    const partial = this.partialLen;
+    // A gzip stream that ends early is a truncated TFRecord file (the documented code); corrupt data stays E_GZIP.
+    const truncated = (err.cause as { code?: string } | undefined)?.code === 'Z_BUF_ERROR';
+    const located = new VlakitError(
+      truncated ? 'E_TFRECORD_TRUNCATED' : err.code,
+      partial > 0 ? `${err.detail}; record ${this.index} starts at uncompressed byte ${this.offset}` : err.detail,
+      { ...err.context, file: err.context.file ?? this.source, record: this.index },
+      { cause: err.cause },
+    );
+    this.partialLen = 0;
+    this.partial = EMPTY;
+    this.failOrSkip(located, partial);
+    if (partial > 0) this.stats.skippedRecords += 1;
+    this.dead = true;
+    this.stats.lostTail = true;
   }
 
   /** Returns the whole frame size at `pos`, or -1 when the frame is broken and was skipped. */
@@ -224,6 +255,7 @@ export class TfrecordDecoder {
     this.failOrSkip(err, 0);
     this.stats.skippedRecords += 1;
     this.dead = true;
+    this.stats.lostTail = true;
   }
 
   private failOrSkip(err: VlakitError, bytes: number): void {
@@ -231,6 +263,11 @@ export class TfrecordDecoder {
     this.stats.skippedBytes += bytes;
     this.onSkip?.(err);
   }
+}
+
+/** An error of the byte source that a record decoder can place (it carries a compressed offset: gzip). */
+export function isSourceFailure(err: unknown): err is VlakitError {
+  return err instanceof VlakitError && err.context.compressedOffset !== undefined;
 }
 
 function hex(n: number): string {
@@ -246,14 +283,27 @@ export async function* decodeTfrecord(
   opts: TfrecordDecodeOptions & { stats?: (s: TfrecordStats) => void; signal?: AbortSignal } = {},
 ): AsyncGenerator<TfRecord> {
   const dec = new TfrecordDecoder(opts);
+  const it = chunks[Symbol.asyncIterator]();
   try {
-    for await (const chunk of chunks) {
+    for (;;) {
+      let r: IteratorResult<Uint8Array>;
+      try {
+        r = await it.next();
+      } catch (err) {
+        if (!isSourceFailure(err)) throw err;
+        dec.sourceFailed(err); // throws unless skipping
+        break;
+      }
+      if (r.done) {
+        dec.end();
+        break;
+      }
       opts.signal?.throwIfAborted();
-      const recs = dec.push(chunk);
+      const recs = dec.push(r.value);
       for (let i = 0; i < recs.length; i++) yield recs[i];
     }
-    dec.end();
   } finally {
+    await it.return?.();
     opts.stats?.(dec.stats);
   }
 }
