@@ -12,6 +12,8 @@ import { VlakitError } from '../errors.js';
 import { writeDirAtomic } from '../model/checkpoint.js';
 import { type CheckReport, checkModel } from './check.js';
 import { GraphBuilder, type ModelProto, OPSET, WeightStore, decodeModel, encodeModel } from './onnx.js';
+import { type CausalLm, generateIds } from '../infer/causal.js';
+import { Rng } from '../util/rng.js';
 
 export const HF_EXPORT_FILES = { prefill: 'prefill.onnx', decode: 'decode.onnx', data: 'model.onnx_data' } as const;
 /** Files of a checkpoint directory that an export carries over unchanged. */
@@ -25,8 +27,11 @@ export function causalLmGraph(ck: HfCheckpoint, kind: 'prefill' | 'decode', stor
   const layout = ck.arch.cache(ck.config);
   const ids = b.input('input_ids', 'int64', [DIMS.batch, DIMS.seq]);
   const past = kind === 'decode' ? Array.from({ length: layout.layers }, (_, i) => ({ k: b.input(`past_key_values.${i}.key`, 'float', [DIMS.batch, layout.kvHeads, DIMS.past, layout.headDim]), v: b.input(`past_key_values.${i}.value`, 'float', [DIMS.batch, layout.kvHeads, DIMS.past, layout.headDim]) })) : undefined;
+  const vision = ck.arch.vision?.(ck.config);
+  // a vision-language model's prefill takes the image tiles of the prompt: pixel_values [N, C, S, S]
+  const pixels = kind === 'prefill' && vision ? b.input('pixel_values', 'float', ['num_images', vision.channels, vision.imageSize, vision.imageSize]) : undefined;
   const ops = new OnnxOps(b, ck.tensors, { past, present: [] }, ck.arch.maxPositions(ck.config));
-  const logits = ck.arch.forward(ops, ck.config, ids); // [B, T, V]
+  const logits = ck.arch.forward(ops, ck.config, ids, pixels); // [B, T, V]
   const keys = kind === 'decode' ? `${DIMS.past} + ${DIMS.seq}` : DIMS.seq;
   b.output(logits, 'logits', 'float', [DIMS.batch, DIMS.seq, ck.arch.vocabSize(ck.config)]);
   ops.cache.present.forEach((p, i) => {
@@ -80,4 +85,83 @@ export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verif
   let parameters = 0;
   for (const t of ck.tensors.values()) parameters += t.data.length;
   return { dir: outDir, parameters, files, checks };
+}
+
+export interface CausalParity {
+  cases: number;
+  maxAbsDiff: number;
+  maxAbsLogit: number;
+  /** Greedy ids of the checkpoint and of the export (with its cache) agree on every case. */
+  greedyMatch: boolean;
+  mismatch?: { prompt: number[]; reference: number[]; export: number[] };
+}
+
+/**
+ * Compares an export with its checkpoint: logits of every position for a few seeded prompts, and greedy ids.
+ * @example const p = await causalParity(checkpointLm, exportLm); p.maxAbsDiff <= 1e-4
+ */
+export async function causalParity(reference: CausalLm, candidate: CausalLm, o: { seed?: number; cases?: number; maxNewTokens?: number } = {}): Promise<CausalParity> {
+  const rng = new Rng(o.seed ?? 0);
+  const V = reference.vocabSize;
+  let maxAbsDiff = 0;
+  let maxAbsLogit = 0;
+  let greedyMatch = true;
+  let mismatch: CausalParity['mismatch'];
+  const n = o.cases ?? 3;
+  for (let c = 0; c < n; c++) {
+    const prompt = Array.from({ length: 3 + 4 * c }, () => Math.floor(rng.next() * V));
+    const [a, b] = [await reference.logits(prompt), await candidate.logits(prompt)];
+    for (let i = 0; i < a.length; i++) {
+      maxAbsDiff = Math.max(maxAbsDiff, Math.abs(a[i] - b[i]));
+      maxAbsLogit = Math.max(maxAbsLogit, Math.abs(a[i]));
+    }
+    const steps = Math.min(o.maxNewTokens ?? 16, reference.maxPositions - prompt.length);
+    const ra = await generateIds(reference, prompt, { maxNewTokens: steps, stopAtEos: false });
+    const rb = await generateIds(candidate, prompt, { maxNewTokens: steps, stopAtEos: false });
+    if (ra.ids.join() !== rb.ids.join() && greedyMatch) {
+      greedyMatch = false;
+      mismatch = { prompt, reference: ra.ids, export: rb.ids };
+    }
+  }
+  return { cases: n, maxAbsDiff, maxAbsLogit, greedyMatch, mismatch };
+}
+
+export interface HfExportOptions {
+  /** Compare the export with the checkpoint before it is renamed into place (default true). */
+  parity?: boolean;
+  /** Largest allowed |logit difference| (default 1e-4). */
+  tolerance?: number;
+  backend?: string;
+  device?: 'cpu' | 'cuda';
+}
+
+/**
+ * `vlakit export` of a Hugging Face checkpoint: loads it, writes the graphs and, unless told not to, refuses an
+ * export whose logits or greedy ids differ from the checkpoint's (nothing is written then).
+ */
+export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExportOptions = {}): Promise<HfExportResult & { parity?: CausalParity }> {
+  const { loadHfCheckpoint } = await import('../model/arch/hf.js');
+  const { TfjsCausalLm } = await import('../infer/causal.js');
+  const { OrtCausalLm } = await import('../infer/ort-causal.js');
+  const { selectBackend } = await import('../model/backend.js');
+  const ck = loadHfCheckpoint(ckptDir);
+  const tolerance = o.tolerance ?? 1e-4;
+  let parity: CausalParity | undefined;
+  const verify = async (dir: string) => {
+    await selectBackend(o.backend);
+    const reference = new TfjsCausalLm(ck);
+    const candidate = await OrtCausalLm.open(dir, { device: o.device });
+    try {
+      parity = await causalParity(reference, candidate);
+    } finally {
+      reference.dispose();
+      await candidate.dispose();
+    }
+    if (parity.maxAbsDiff > tolerance || !parity.greedyMatch) {
+      const m = parity.mismatch;
+      throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance})${m ? `; greedy ids after ${m.prompt.join(',')}: checkpoint ${m.reference.join(',')}, export ${m.export.join(',')}` : ''}`, { file: outDir });
+    }
+  };
+  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify });
+  return { ...res, parity };
 }

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { VlakitError } from '../errors.js';
 import { readJsonFile } from '../io/json-file.js';
 import { type Architecture, architectureOf } from '../model/arch/registry.js';
-import type { CausalLm, CausalState } from './causal.js';
+import { type CausalLm, type CausalState, checkPrompt } from './causal.js';
 import { type Device, loadOrt } from './ort.js';
 
 const ExportConfig = z.looseObject({
@@ -37,7 +37,9 @@ export class OrtCausalLm implements CausalLm {
   readonly vocabSize: number;
   readonly maxPositions: number;
   readonly eosIds: number[];
+  readonly vision?: CausalLm['vision'];
   private readonly layers: number;
+  private readonly kv: { kvHeads: number; headDim: number };
 
   private constructor(
     private readonly ort: typeof OrtTypes,
@@ -50,7 +52,10 @@ export class OrtCausalLm implements CausalLm {
     this.vocabSize = arch.vocabSize(config);
     this.maxPositions = arch.maxPositions(config);
     this.eosIds = arch.eosIds(config);
-    this.layers = arch.cache(config).layers;
+    const layout = arch.cache(config);
+    this.layers = layout.layers;
+    this.kv = layout;
+    this.vision = arch.vision?.(config);
   }
 
   /**
@@ -81,12 +86,27 @@ export class OrtCausalLm implements CausalLm {
   }
 
   private idsTensor(ids: number[]): OrtTypes.Tensor {
-    if (ids.some((i) => !Number.isInteger(i) || i < 0 || i >= this.vocabSize)) throw new VlakitError('E_USAGE', `token ids must be integers in [0, ${this.vocabSize})`);
     return new this.ort.Tensor('int64', BigInt64Array.from(ids, (i) => BigInt(i)), [1, ids.length]);
   }
 
-  async logits(ids: number[]): Promise<Float32Array> {
-    const out = await this.prefillSession.run({ input_ids: this.idsTensor(ids) });
+  /**
+   * The prompt through the prefill graph; a vision-language model's prompt without images goes through the decode
+   * graph with an empty past (its prefill takes at least one image tile).
+   */
+  private async runPrompt(ids: number[], images?: Float32Array): Promise<OrtTypes.InferenceSession.OnnxValueMapType> {
+    const n = checkPrompt(this, ids, images);
+    const v = this.vision;
+    if (!v) return this.prefillSession.run({ input_ids: this.idsTensor(ids) });
+    if (n > 0) return this.prefillSession.run({ input_ids: this.idsTensor(ids), pixel_values: new this.ort.Tensor('float32', images!, [n, v.channels, v.imageSize, v.imageSize]) });
+    const empty: Record<string, OrtTypes.Tensor> = {};
+    for (let i = 0; i < this.layers; i++) {
+      for (const kind of ['key', 'value']) empty[`past_key_values.${i}.${kind}`] = new this.ort.Tensor('float32', new Float32Array(0), [1, this.kv.kvHeads, 0, this.kv.headDim]);
+    }
+    return this.decodeSession.run({ input_ids: this.idsTensor(ids), ...empty });
+  }
+
+  async logits(ids: number[], images?: Float32Array): Promise<Float32Array> {
+    const out = await this.runPrompt(ids, images);
     const l = out.logits.data as Float32Array;
     for (const t of Object.values(out)) t.dispose();
     return l;
@@ -97,9 +117,10 @@ export class OrtCausalLm implements CausalLm {
     const last = (l: Float32Array) => l.slice(l.length - V);
     if (o.useCache === false) {
       let seq: number[] = [];
+      let pixels: Float32Array | undefined;
       return {
-        prefill: async (ids) => last(await this.logits((seq = [...ids]))),
-        next: async (id) => last(await this.logits((seq = [...seq, id]))),
+        prefill: async (ids, images) => last(await this.logits((seq = [...ids]), (pixels = images))),
+        next: async (id) => last(await this.logits((seq = [...seq, id]), pixels)),
         dispose: () => {},
       };
     }
@@ -118,12 +139,13 @@ export class OrtCausalLm implements CausalLm {
       return l;
     };
     return {
-      prefill: async (ids) => {
+      prefill: async (ids, images) => {
         length = 0;
-        return keep(await this.prefillSession.run({ input_ids: this.idsTensor(ids) }), ids.length);
+        return keep(await this.runPrompt(ids, images), ids.length);
       },
       next: async (id) => {
         if (length + 1 > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
+        checkPrompt(this, [id]);
         return keep(await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...past }), 1);
       },
       dispose: () => {

@@ -7,7 +7,7 @@
  * (BF16 and F16 rounded to nearest even). A checkpoint is one `model.safetensors` or shards listed by
  * `model.safetensors.index.json` (`weight_map`: tensor name -> shard file), as Hugging Face writes them.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { VlakitError } from '../errors.js';
@@ -161,6 +161,33 @@ export function safetensorsHeader(buf: Uint8Array, file = 'safetensors'): { base
     tensors.set(name, r.data);
   }
   return { base: 8 + n, tensors, metadata: (header.__metadata__ as Record<string, string>) ?? {} };
+}
+
+/**
+ * The header of a safetensors file, reading only its first bytes (a checkpoint of gigabytes is not loaded); every
+ * tensor's byte range is checked against the file's size.
+ */
+export function readSafetensorsHeader(file: string): ReturnType<typeof safetensorsHeader> & { bytes: number } {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (err) {
+    throw new VlakitError('E_NOT_FOUND', 'cannot read the weights', { file }, { cause: err });
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const head = Buffer.alloc(8);
+    if (readSync(fd, head, 0, 8, 0) < 8) throw new VlakitError('E_MODEL', 'file too short for a safetensors header', { file });
+    const n = Number(head.readBigUInt64LE(0));
+    if (8 + n > size) throw new VlakitError('E_MODEL', `header length ${n} runs past the end of the file (${size} bytes)`, { file });
+    const buf = Buffer.alloc(8 + n);
+    readSync(fd, buf, 0, 8 + n, 0);
+    const h = safetensorsHeader(buf, file);
+    for (const [name, t] of h.tensors) if (h.base + t.data_offsets[1] > size) throw new VlakitError('E_MODEL', `tensor ${name} runs past the end of the file`, { file, field: name });
+    return { ...h, bytes: size };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function decodeSafetensors(buf: Buffer, file = 'safetensors', opts: { only?: (name: string) => boolean } = {}): { tensors: Map<string, NamedArray>; metadata: Record<string, string>; dtypes: Map<string, FloatDtype> } {

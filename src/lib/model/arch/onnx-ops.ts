@@ -45,7 +45,7 @@ export class OnnxOps implements Ops<string> {
     const done = this.b.weights.entries.get(stored);
     if (done) return this.b.weight(stored, done.data, done.dims);
     const { data, shape } = this.t(name);
-    const [o, i] = shape;
+    const [o, i] = [shape[0], data.length / shape[0]]; // a convolution's [out, c, kh, kw] as [out, c*kh*kw]
     const out = new Float32Array(data.length);
     for (let r = 0; r < o; r++) for (let c = 0; c < i; c++) out[c * o + r] = data[r * i + c];
     return this.b.weight(stored, out, [i, o]);
@@ -53,6 +53,30 @@ export class OnnxOps implements Ops<string> {
 
   has(name: string): boolean {
     return this.tensors.has(name);
+  }
+
+  param(name: string): string {
+    return this.w(name);
+  }
+
+  reshape(x: string, dims: number[]): string {
+    return this.b.o('Reshape', [x, this.b.ints(dims)]);
+  }
+
+  transpose(x: string, perm: number[]): string {
+    return this.b.o('Transpose', [x], { perm });
+  }
+
+  mergeTokens(text: string, ids: string, features: string, tokenId: number): string {
+    const b = this.b;
+    const D = this.b.o('Gather', [b.o('Shape', [text]), b.ints([-1])], { axis: 0 }); // [1]
+    const rows = b.o('Reshape', [features, b.o('Concat', [b.ints([-1]), D], { axis: 0 })]); // [N*L, D]
+    const mask = b.o('Equal', [b.o('Reshape', [ids, b.ints([-1])]), b.ints([tokenId], true)]); // [B*T]
+    const last = b.o('Sub', [this.dim(rows, 0), b.ints([1], true)]);
+    const k = b.o('Sub', [b.o('CumSum', [b.o('Cast', [mask], { to: 7 }), b.ints([0], true)]), b.ints([1], true)]); // the k-th image token takes row k
+    const index = b.o('Max', [b.o('Min', [k, last]), b.ints([0], true)]);
+    const merged = b.o('Where', [b.o('Unsqueeze', [mask, b.ints([1])]), b.o('Gather', [rows, index], { axis: 0 }), b.o('Reshape', [text, b.o('Concat', [b.ints([-1]), D], { axis: 0 })])]); // [B*T, D]
+    return b.o('Reshape', [merged, b.o('Shape', [text])]);
   }
 
   embed(table: string, ids: string): string {

@@ -23,9 +23,23 @@ export interface AttentionSpec {
 export interface Ops<T> {
   /** True when the checkpoint has this tensor. */
   has(name: string): boolean;
+  /** A tensor of the checkpoint as it is stored. */
+  param(name: string): T;
+  /** ONNX Reshape semantics: 0 copies the input's dimension, -1 is inferred. */
+  reshape(x: T, dims: number[]): T;
+  transpose(x: T, perm: number[]): T;
+  /**
+   * The rows of `text` [B, T, D] at positions where `ids` [B, T] equals `tokenId` replaced, in order, by the rows
+   * of `features` [N, L, D] (the image tokens of a prompt take the image features; the processor makes the counts
+   * agree).
+   */
+  mergeTokens(text: T, ids: T, features: T, tokenId: number): T;
   /** ids [B, T] -> rows of `table` [V, D]: [B, T, D]. */
   embed(table: string, ids: T): T;
-  /** x [.., in] -> x W^T + b [.., out], W = `${prefix}.weight` [out, in], b = `${prefix}.bias` when present. */
+  /**
+   * x [.., in] -> x W^T + b [.., out], W = `${prefix}.weight` [out, in] (a convolution's [out, c, kh, kw] is read
+   * as [out, c*kh*kw]), b = `${prefix}.bias` when present.
+   */
   linear(x: T, prefix: string): T;
   /** x / sqrt(mean(x^2) + eps) * w over the last axis. */
   rmsNorm(x: T, weight: string, eps: number): T;

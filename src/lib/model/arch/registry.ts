@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
+import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forward, idefics3Grid, idefics3Tensors } from './idefics3.js';
 import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
 import type { Ops, TensorSpec } from './ops.js';
 
@@ -21,8 +22,10 @@ export interface Architecture<C = unknown> {
   parseConfig(raw: unknown, file?: string): C;
   /** Every tensor with its HF name, shape and initialization (the head too when it is not tied). */
   tensors(c: C): TensorSpec[];
-  /** ids [B, T] -> logits [B, T, V]. */
-  forward<T>(ops: Ops<T>, c: C, ids: T): T;
+  /** ids [B, T] (and, for a vision-language model, pixel_values [N, C, S, S]) -> logits [B, T, V]. */
+  forward<T>(ops: Ops<T>, c: C, ids: T, pixels?: T): T;
+  /** For a vision-language model: the image tile side, channels and tokens per tile; undefined for text only. */
+  vision?(c: C): { imageSize: number; channels: number; tokensPerImage: number; imageTokenId: number };
   cache(c: C): CacheLayout;
   vocabSize(c: C): number;
   maxPositions(c: C): number;
@@ -47,11 +50,7 @@ export const llama: Architecture<LlamaConfig> = {
   modelType: 'llama',
   classes: ['LlamaForCausalLM'],
   parseConfig(raw, file) {
-    const c = parseWith(LlamaConfigSchema, raw, file);
-    if (c.rope_scaling !== undefined && c.rope_scaling !== null) throw new VlakitError('E_MODEL', 'rope_scaling is not supported yet (only plain rotary positions)', { file, field: 'rope_scaling' });
-    const { H, KV } = llamaHeads(c);
-    if (H % KV !== 0) throw new VlakitError('E_MODEL', `num_attention_heads ${H} is not a multiple of num_key_value_heads ${KV}`, { file, field: 'num_key_value_heads' });
-    return c;
+    return checkLlama(parseWith(LlamaConfigSchema, raw, file), file);
   },
   tensors: (c) => [...llamaTensors(c), ...(c.tie_word_embeddings ? [] : [{ name: 'lm_head.weight', shape: [c.vocab_size, c.hidden_size], init: 'normal' as const }])],
   forward: (ops, c, x) => llamaForward(ops, c, x),
@@ -66,7 +65,39 @@ export const llama: Architecture<LlamaConfig> = {
   initializerRange: (c) => c.initializer_range,
 };
 
-const REGISTRY: Architecture<never>[] = [llama as Architecture<never>];
+function checkLlama(c: LlamaConfig, file?: string): LlamaConfig {
+    if (c.rope_scaling !== undefined && c.rope_scaling !== null) throw new VlakitError('E_MODEL', 'rope_scaling is not supported yet (only plain rotary positions)', { file, field: 'rope_scaling' });
+    const { H, KV } = llamaHeads(c);
+    if (H % KV !== 0) throw new VlakitError('E_MODEL', `num_attention_heads ${H} is not a multiple of num_key_value_heads ${KV}`, { file, field: 'num_key_value_heads' });
+    return c;
+}
+
+export const idefics3: Architecture<Idefics3Config> = {
+  modelType: 'idefics3',
+  classes: ['Idefics3ForConditionalGeneration'],
+  parseConfig(raw, file) {
+    const outer = parseWith(Idefics3ConfigSchema, raw, file);
+    // the text model is a Llama whatever its config calls itself (SmolVLM's says model_type "llama"; others omit it)
+    const text = checkLlama(parseWith(LlamaConfigSchema, { ...outer.text_config, model_type: 'llama' }, file), file);
+    const c: Idefics3Config = { ...outer, text_config: text };
+    checkIdefics3(c, file);
+    return c;
+  },
+  tensors: idefics3Tensors,
+  forward: (ops, c, x, pixels) => idefics3Forward(ops, c, x, pixels),
+  vision: (c) => ({ imageSize: c.vision_config.image_size, channels: c.vision_config.num_channels, tokensPerImage: idefics3Grid(c).tokensPerImage, imageTokenId: c.image_token_id }),
+  cache: (c) => {
+    const { KV, hd } = llamaHeads(c.text_config);
+    return { layers: c.text_config.num_hidden_layers, kvHeads: KV, headDim: hd };
+  },
+  vocabSize: (c) => c.text_config.vocab_size,
+  maxPositions: (c) => c.text_config.max_position_embeddings,
+  eosIds: (c) => ids(c.text_config.eos_token_id),
+  bosId: (c) => c.text_config.bos_token_id ?? undefined,
+  initializerRange: (c) => c.text_config.initializer_range,
+};
+
+const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>];
 
 /** The architecture of a config.json (by model_type), or a clear error listing what vlakit supports. */
 export function architectureOf(raw: unknown, file = 'config.json'): Architecture<unknown> {

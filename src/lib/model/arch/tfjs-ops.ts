@@ -45,12 +45,35 @@ export class TfjsOps implements Ops<tf.Tensor> {
     return this.params.has(name);
   }
 
+  param(name: string): tf.Tensor {
+    return this.p(name);
+  }
+
+  reshape(x: tf.Tensor, dims: number[]): tf.Tensor {
+    return tf.reshape(x, dims.map((d, i) => (d === 0 ? x.shape[i] : d)));
+  }
+
+  transpose(x: tf.Tensor, perm: number[]): tf.Tensor {
+    return tf.transpose(x, perm);
+  }
+
+  mergeTokens(text: tf.Tensor, ids: tf.Tensor, features: tf.Tensor, tokenId: number): tf.Tensor {
+    const D = text.shape[text.shape.length - 1];
+    const rows = tf.reshape(features, [-1, D]); // [N*L, D]
+    const mask = tf.equal(tf.reshape(ids, [-1]), tokenId); // [B*T]
+    const k = tf.sub(tf.cumsum(tf.cast(mask, 'int32')), tf.scalar(1, 'int32')); // the k-th image token takes row k
+    const index = tf.maximum(tf.minimum(k, tf.scalar(rows.shape[0] - 1, 'int32')), tf.scalar(0, 'int32'));
+    const merged = tf.where(tf.expandDims(mask, 1), tf.gather(rows, index), tf.reshape(text, [-1, D])); // [B*T, D]
+    return tf.reshape(merged, text.shape);
+  }
+
   embed(table: string, ids: tf.Tensor): tf.Tensor {
     return embed(this.p(table) as tf.Tensor2D, ids as tf.Tensor2D); // [B, T] -> [B, T, D]
   }
 
   linear(x: tf.Tensor, prefix: string): tf.Tensor {
-    const w = this.p(`${prefix}.weight`); // [out, in]
+    const stored = this.p(`${prefix}.weight`); // [out, in] (or a convolution's [out, c, kh, kw])
+    const w = stored.rank === 2 ? stored : tf.reshape(stored, [stored.shape[0], -1]);
     const inDim = x.shape[x.shape.length - 1];
     const x2 = tf.reshape(x, [-1, inDim]); // [N, in]
     let y = tf.matMul(x2, w, false, true); // [N, out]
