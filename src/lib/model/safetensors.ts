@@ -7,7 +7,7 @@
  * (BF16 and F16 rounded to nearest even). A checkpoint is one `model.safetensors` or shards listed by
  * `model.safetensors.index.json` (`weight_map`: tensor name -> shard file), as Hugging Face writes them.
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { VlakitError } from '../errors.js';
@@ -267,6 +267,7 @@ export function readSafetensorsDir(dir: string): { tensors: Map<string, NamedArr
 export async function writeSafetensorsDir(dir: string, tensors: Map<string, NamedArray>, opts: EncodeOptions & { maxShardBytes?: number; metadata?: Record<string, string> } = {}): Promise<string[]> {
   const dtype = opts.dtype ?? 'F32';
   const metadata = { format: 'pt', ...opts.metadata };
+  mkdirSync(dir, { recursive: true });
   const max = opts.maxShardBytes ?? Infinity;
   const groups: string[][] = [[]];
   let size = 0;
