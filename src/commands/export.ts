@@ -31,6 +31,8 @@ export default class Export extends VlakitCommand {
 
   async run(): Promise<void> {
     const { args, flags } = await this.parse(Export);
+    const { isHfCheckpoint } = await import('../lib/model/arch/hf.js');
+    if (isHfCheckpoint(args.checkpoint)) return this.exportHf(args.checkpoint, flags);
     const quantize = flags.quantize === 'int8' ? ('int8' as const) : undefined;
     for (const f of ['full-range', 'reduce-range'] as const) if (flags[f] && !quantize) throw new VlakitError('E_USAGE', `--${f} goes with --quantize int8`);
     if (flags['full-range'] && flags['reduce-range']) throw new VlakitError('E_USAGE', '--full-range and --reduce-range (7-bit weights) contradict each other');
@@ -74,5 +76,20 @@ export default class Export extends VlakitCommand {
       if (parity && !quantize) this.note(`vlakit export: parity with the checkpoint (${parity.tfjs} vs onnxruntime ${parity.onnxruntime}, ${parity.cases} cases): max |logit diff| ${parity.maxAbsDiff.toExponential(2)}, greedy tokens ${parity.greedyMatch ? 'identical' : 'DIFFER'} with and without the KV cache`, flags.quiet);
       if (parity && quantize) this.note(`vlakit export: int8 parity with the checkpoint (${parity.tfjs} vs onnxruntime ${parity.onnxruntime}, ${parity.cases} cases): max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (${((100 * parity.maxAbsDiff) / Math.max(parity.maxAbsLogit, 1e-12)).toFixed(2)}% of the largest |logit|), greedy tokens with the cache identical in ${parity.greedyAgree} of ${parity.cases} cases`, flags.quiet);
     }
+  }
+
+  /** A Hugging Face checkpoint: its architecture's prefill and decode graphs, float32, standard operators. */
+  private async exportHf(dir: string, flags: { output: string; parity: boolean; tolerance?: string; device: string; backend?: string; quantize: string; attentions: boolean; quiet: boolean; json: boolean }): Promise<void> {
+    if (flags.quantize !== 'none' || flags.attentions) throw new VlakitError('E_USAGE', '--quantize and --attentions are not supported yet for Hugging Face checkpoints (float32, standard operators)');
+    const tolerance = flags.tolerance === undefined ? undefined : Number(flags.tolerance);
+    if (tolerance !== undefined && !(tolerance >= 0)) throw new VlakitError('E_USAGE', `--tolerance must be a number >= 0 for a Hugging Face checkpoint, got "${flags.tolerance}"`);
+    const { exportHfChecked } = await import('../lib/export/hf.js');
+    const t0 = performance.now();
+    const res = await exportHfChecked(dir, flags.output, { parity: flags.parity, tolerance, device: flags.device as 'cpu', backend: flags.backend });
+    const seconds = (performance.now() - t0) / 1000;
+    if (flags.json) return void process.stderr.write(`${JSON.stringify({ ...res, seconds })}\n`);
+    this.note(`vlakit export: ${(res.parameters / 1e6).toFixed(2)}M parameters, standard operators -> ${flags.output} (${res.files.map((f) => f.name).join(', ')}) in ${seconds.toFixed(1)} s`, flags.quiet);
+    for (const c of res.checks) this.note(`vlakit export: ${c.graph}: opset ${c.opset}, ${c.nodes} nodes, ${c.initializers} initializers; structural check passed (${c.outputsChecked} output shapes checked)`, flags.quiet);
+    if (res.parity) this.note(`vlakit export: parity with the checkpoint (${res.parity.cases} cases): max |logit diff| ${res.parity.maxAbsDiff.toExponential(2)}, greedy tokens identical`, flags.quiet);
   }
 }

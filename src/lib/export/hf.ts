@@ -1,0 +1,167 @@
+/**
+ * The ONNX export of a Hugging Face checkpoint (a causal language model of the registry): the prefill graph
+ * (input_ids -> logits + present.*) and the decode step (input_ids + past_key_values.* -> logits + present.*),
+ * both derived from the architecture's one definition through the ONNX backend of `Ops`, over one external weights
+ * file; config.json (the checkpoint's, plus `vlakit.export`) and the tokenizer files beside them.
+ */
+import { copyFileSync, existsSync, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { type HfCheckpoint } from '../model/arch/hf.js';
+import { OnnxOps } from '../model/arch/onnx-ops.js';
+import { VlakitError } from '../errors.js';
+import { writeDirAtomic } from '../model/checkpoint.js';
+import { type CheckReport, checkModel } from './check.js';
+import { GraphBuilder, type ModelProto, OPSET, WeightStore, decodeModel, encodeModel } from './onnx.js';
+import { type CausalLm, generateIds } from '../infer/causal.js';
+import { Rng } from '../util/rng.js';
+
+export const HF_EXPORT_FILES = { prefill: 'prefill.onnx', decode: 'decode.onnx', data: 'model.onnx_data' } as const;
+/** Files of a checkpoint directory that an export carries over unchanged. */
+const CARRIED = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'generation_config.json', 'chat_template.json', 'chat_template.jinja', 'vocab.json', 'merges.txt', 'tokenizer.model', 'preprocessor_config.json', 'processor_config.json'];
+
+const DIMS = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length' } as const;
+
+/** One graph of a causal LM: prefill (no past) or decode (past_key_values.* in). */
+export function causalLmGraph(ck: HfCheckpoint, kind: 'prefill' | 'decode', store: WeightStore): ModelProto {
+  const b = new GraphBuilder(kind, store);
+  const layout = ck.arch.cache(ck.config);
+  const ids = b.input('input_ids', 'int64', [DIMS.batch, DIMS.seq]);
+  const past = kind === 'decode' ? Array.from({ length: layout.layers }, (_, i) => ({ k: b.input(`past_key_values.${i}.key`, 'float', [DIMS.batch, layout.kvHeads, DIMS.past, layout.headDim]), v: b.input(`past_key_values.${i}.value`, 'float', [DIMS.batch, layout.kvHeads, DIMS.past, layout.headDim]) })) : undefined;
+  const vision = ck.arch.vision?.(ck.config);
+  // a vision-language model's prefill takes the image tiles of the prompt: pixel_values [N, C, S, S]
+  const pixels = kind === 'prefill' && vision ? b.input('pixel_values', 'float', ['num_images', vision.channels, vision.imageSize, vision.imageSize]) : undefined;
+  const ops = new OnnxOps(b, ck.tensors, { past, present: [] }, ck.arch.maxPositions(ck.config));
+  const logits = ck.arch.forward(ops, ck.config, ids, pixels); // [B, T, V]
+  const keys = kind === 'decode' ? `${DIMS.past} + ${DIMS.seq}` : DIMS.seq;
+  b.output(logits, 'logits', 'float', [DIMS.batch, DIMS.seq, ck.arch.vocabSize(ck.config)]);
+  ops.cache.present.forEach((p, i) => {
+    b.output(p.k, `present.${i}.key`, 'float', [DIMS.batch, layout.kvHeads, keys, layout.headDim]);
+    b.output(p.v, `present.${i}.value`, 'float', [DIMS.batch, layout.kvHeads, keys, layout.headDim]);
+  });
+  return b.model(`vlakit ${ck.arch.modelType} ${kind}`, { vlakit_graph: kind, model_type: ck.arch.modelType });
+}
+
+export interface HfExportResult {
+  dir: string;
+  parameters: number;
+  files: { name: string; bytes: number }[];
+  checks: CheckReport[];
+}
+
+/**
+ * Exports a loaded checkpoint to `outDir` (written whole or not at all); `verify` runs on the finished files first.
+ * @example await exportHfModel(loadHfCheckpoint('models/stories260k'), 'out/stories-onnx')
+ */
+export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void> } = {}): Promise<HfExportResult> {
+  const [src, dst] = [path.resolve(ck.dir), path.resolve(outDir)];
+  if (src === dst || src.startsWith(`${dst}${path.sep}`) || dst.startsWith(`${src}${path.sep}`)) throw new VlakitError('E_USAGE', `the export directory ${outDir} and the checkpoint ${ck.dir} overlap; choose another -o`);
+  const store = new WeightStore(HF_EXPORT_FILES.data);
+  const graphs = { [HF_EXPORT_FILES.prefill]: causalLmGraph(ck, 'prefill', store), [HF_EXPORT_FILES.decode]: causalLmGraph(ck, 'decode', store) };
+  const files: HfExportResult['files'] = [];
+  const checks: CheckReport[] = [];
+  await writeDirAtomic(outDir, async (tmp) => {
+    const write = async (name: string, data: Uint8Array | string) => {
+      await fsp.writeFile(path.join(tmp, name), data);
+      files.push({ name, bytes: typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength });
+    };
+    await store.writeTo(path.join(tmp, HF_EXPORT_FILES.data));
+    files.push({ name: HF_EXPORT_FILES.data, bytes: store.byteLength });
+    for (const [name, g] of Object.entries(graphs)) {
+      const bytes = encodeModel(g);
+      await write(name, bytes);
+      const report = checkModel(decodeModel(bytes), tmp);
+      if (report.problems.length) throw new VlakitError('E_ONNX', `the exported ${name} fails the structural check: ${report.problems.slice(0, 5).join('; ')}`, { file: name });
+      checks.push(report);
+    }
+    const vlakit = { export: { format: 'onnx', kind: 'causal-lm', opset: OPSET, ops: 'standard', quantization: 'none', graphs: { prefill: HF_EXPORT_FILES.prefill, decode: HF_EXPORT_FILES.decode }, external_data: HF_EXPORT_FILES.data, source: src } };
+    await write('config.json', `${JSON.stringify({ ...ck.rawConfig, vlakit }, null, 2)}\n`);
+    for (const f of CARRIED) {
+      if (!existsSync(path.join(ck.dir, f))) continue;
+      copyFileSync(path.join(ck.dir, f), path.join(tmp, f));
+      files.push({ name: f, bytes: 0 });
+    }
+    await o.verify?.(tmp);
+  });
+  let parameters = 0;
+  for (const t of ck.tensors.values()) parameters += t.data.length;
+  return { dir: outDir, parameters, files, checks };
+}
+
+export interface CausalParity {
+  cases: number;
+  maxAbsDiff: number;
+  maxAbsLogit: number;
+  /** Greedy ids of the checkpoint and of the export (with its cache) agree on every case. */
+  greedyMatch: boolean;
+  mismatch?: { prompt: number[]; reference: number[]; export: number[] };
+}
+
+/**
+ * Compares an export with its checkpoint: logits of every position for a few seeded prompts, and greedy ids.
+ * @example const p = await causalParity(checkpointLm, exportLm); p.maxAbsDiff <= 1e-4
+ */
+export async function causalParity(reference: CausalLm, candidate: CausalLm, o: { seed?: number; cases?: number; maxNewTokens?: number } = {}): Promise<CausalParity> {
+  const rng = new Rng(o.seed ?? 0);
+  const V = reference.vocabSize;
+  let maxAbsDiff = 0;
+  let maxAbsLogit = 0;
+  let greedyMatch = true;
+  let mismatch: CausalParity['mismatch'];
+  const n = o.cases ?? 3;
+  for (let c = 0; c < n; c++) {
+    const prompt = Array.from({ length: 3 + 4 * c }, () => Math.floor(rng.next() * V));
+    const [a, b] = [await reference.logits(prompt), await candidate.logits(prompt)];
+    for (let i = 0; i < a.length; i++) {
+      maxAbsDiff = Math.max(maxAbsDiff, Math.abs(a[i] - b[i]));
+      maxAbsLogit = Math.max(maxAbsLogit, Math.abs(a[i]));
+    }
+    const steps = Math.min(o.maxNewTokens ?? 16, reference.maxPositions - prompt.length);
+    const ra = await generateIds(reference, prompt, { maxNewTokens: steps, stopAtEos: false });
+    const rb = await generateIds(candidate, prompt, { maxNewTokens: steps, stopAtEos: false });
+    if (ra.ids.join() !== rb.ids.join() && greedyMatch) {
+      greedyMatch = false;
+      mismatch = { prompt, reference: ra.ids, export: rb.ids };
+    }
+  }
+  return { cases: n, maxAbsDiff, maxAbsLogit, greedyMatch, mismatch };
+}
+
+export interface HfExportOptions {
+  /** Compare the export with the checkpoint before it is renamed into place (default true). */
+  parity?: boolean;
+  /** Largest allowed |logit difference| (default 1e-4). */
+  tolerance?: number;
+  backend?: string;
+  device?: 'cpu' | 'cuda';
+}
+
+/**
+ * `vlakit export` of a Hugging Face checkpoint: loads it, writes the graphs and, unless told not to, refuses an
+ * export whose logits or greedy ids differ from the checkpoint's (nothing is written then).
+ */
+export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExportOptions = {}): Promise<HfExportResult & { parity?: CausalParity }> {
+  const { loadHfCheckpoint } = await import('../model/arch/hf.js');
+  const { TfjsCausalLm } = await import('../infer/causal.js');
+  const { OrtCausalLm } = await import('../infer/ort-causal.js');
+  const { selectBackend } = await import('../model/backend.js');
+  const ck = loadHfCheckpoint(ckptDir);
+  const tolerance = o.tolerance ?? 1e-4;
+  let parity: CausalParity | undefined;
+  const verify = async (dir: string) => {
+    await selectBackend(o.backend);
+    const reference = new TfjsCausalLm(ck);
+    const candidate = await OrtCausalLm.open(dir, { device: o.device });
+    try {
+      parity = await causalParity(reference, candidate);
+    } finally {
+      reference.dispose();
+      await candidate.dispose();
+    }
+    if (parity.maxAbsDiff > tolerance || !parity.greedyMatch) {
+      const m = parity.mismatch;
+      throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance})${m ? `; greedy ids after ${m.prompt.join(',')}: checkpoint ${m.reference.join(',')}, export ${m.export.join(',')}` : ''}`, { file: outDir });
+    }
+  };
+  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify });
+  return { ...res, parity };
+}

@@ -1,0 +1,260 @@
+/**
+ * Causal language models loaded from Hugging Face checkpoints (src/lib/model/arch), run on TensorFlow.js with a
+ * KV cache, and greedy or sampled generation over token ids. `vlakit generate` is built on it; the ONNX export of
+ * the same architectures runs behind the same `CausalLm` interface (infer/ort-causal.ts).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import '../model/backend.js';
+import type { Architecture } from '../model/arch/registry.js';
+import type { HfCheckpoint } from '../model/arch/hf.js';
+import { TfjsOps, type TfjsCache } from '../model/arch/tfjs-ops.js';
+import { VlakitError } from '../errors.js';
+import { Rng } from '../util/rng.js';
+import { pickToken } from './generate.js';
+
+/** One generation's state: the prompt runs once, then one token per step. */
+export interface CausalState {
+  /**
+   * Runs the prompt ids (with the images of a vision-language model: pixel_values [N, C, S, S] flattened, one
+   * tile per N, the prompt holding N * tokensPerImage image tokens); returns the logits [V] of its last position.
+   */
+  prefill(ids: number[], images?: Float32Array): Promise<Float32Array>;
+  /** Appends one token; returns its logits [V]. */
+  next(id: number): Promise<Float32Array>;
+  dispose(): void;
+}
+
+export interface CausalLm {
+  readonly engine: 'tfjs' | 'onnxruntime';
+  readonly modelType: string;
+  readonly vocabSize: number;
+  readonly maxPositions: number;
+  readonly eosIds: number[];
+  /** For a vision-language model: tile side, channels, image tokens per tile and the image token id. */
+  readonly vision?: { imageSize: number; channels: number; tokensPerImage: number; imageTokenId: number };
+  start(o?: { useCache?: boolean }): CausalState;
+  /** Logits of every position, [T, V] flattened, without a cache. */
+  logits(ids: number[], images?: Float32Array): Promise<Float32Array>;
+  dispose(): Promise<void> | void;
+}
+
+/** A checkpoint's model on TensorFlow.js. */
+export class TfjsCausalLm implements CausalLm {
+  readonly engine = 'tfjs' as const;
+  readonly params = new Map<string, tf.Tensor>();
+  readonly modelType: string;
+  readonly vocabSize: number;
+  readonly maxPositions: number;
+  readonly eosIds: number[];
+  readonly vision?: CausalLm['vision'];
+  private readonly arch: Architecture<unknown>;
+  private readonly config: unknown;
+
+  constructor(ckpt: HfCheckpoint) {
+    this.arch = ckpt.arch;
+    this.config = ckpt.config;
+    for (const [name, t] of ckpt.tensors) this.params.set(name, tf.tensor(t.data, t.shape, 'float32'));
+    this.modelType = ckpt.arch.modelType;
+    this.vocabSize = ckpt.arch.vocabSize(ckpt.config);
+    this.maxPositions = ckpt.arch.maxPositions(ckpt.config);
+    this.eosIds = ckpt.arch.eosIds(ckpt.config);
+    this.vision = ckpt.arch.vision?.(ckpt.config);
+  }
+
+  /** ids (+ images) -> logits [B, T, V], extending `cache` when one is given (its new tensors are kept out of tidy). */
+  private forward(ids: number[], cache?: TfjsCache, images?: Float32Array): { logits: Float32Array; cache?: TfjsCache } {
+    const n = checkPrompt(this, ids, images);
+    let next: TfjsCache | undefined;
+    const logits = tf.tidy(() => {
+      const ops = new TfjsOps(this.params, cache);
+      const v = this.vision;
+      const pixels = v && images && n ? tf.tensor4d(images, [n, v.channels, v.imageSize, v.imageSize]) : undefined; // [N, C, S, S]
+      const out = this.arch.forward(ops, this.config, tf.tensor2d(ids, [1, ids.length], 'int32'), pixels); // [1, T, V]
+      next = ops.next;
+      if (next) for (const t of [...next.k, ...next.v]) if (t) tf.keep(t);
+      return out;
+    });
+    const data = logits.dataSync() as Float32Array;
+    logits.dispose();
+    return { logits: data, cache: next };
+  }
+
+  async logits(ids: number[], images?: Float32Array): Promise<Float32Array> {
+    return this.forward(ids, undefined, images).logits;
+  }
+
+  start(o: { useCache?: boolean } = {}): CausalState {
+    const V = this.vocabSize;
+    const last = (l: Float32Array) => l.slice(l.length - V);
+    if (o.useCache === false) {
+      let seq: number[] = [];
+      let pixels: Float32Array | undefined;
+      return {
+        prefill: async (ids, images) => last(this.forward((seq = [...ids]), undefined, (pixels = images)).logits),
+        next: async (id) => last(this.forward((seq = [...seq, id]), undefined, pixels).logits),
+        dispose: () => {},
+      };
+    }
+    let cache: TfjsCache = { k: [], v: [], length: 0 };
+    const step = (ids: number[], images?: Float32Array): Float32Array => {
+      if (cache.length + ids.length > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
+      const r = this.forward(ids, cache, images);
+      const old = cache;
+      cache = r.cache!;
+      for (let i = 0; i < old.k.length; i++) {
+        if (old.k[i] !== cache.k[i]) old.k[i]?.dispose();
+        if (old.v[i] !== cache.v[i]) old.v[i]?.dispose();
+      }
+      return last(r.logits);
+    };
+    return {
+      prefill: async (ids, images) => step(ids, images),
+      next: async (id) => step([id]),
+      dispose: () => {
+        for (const t of [...cache.k, ...cache.v]) t?.dispose();
+        cache = { k: [], v: [], length: 0 };
+      },
+    };
+  }
+
+  dispose(): void {
+    for (const t of this.params.values()) t.dispose();
+    this.params.clear();
+  }
+}
+
+/**
+ * Checks a prompt's ids against the model: in the vocabulary, and for a vision-language model one image tile per
+ * tokensPerImage image tokens. Returns the number of tiles.
+ */
+export function checkPrompt(lm: Pick<CausalLm, 'vocabSize' | 'vision'>, ids: number[], images?: Float32Array): number {
+  if (ids.length === 0) throw new VlakitError('E_USAGE', 'the prompt has no tokens');
+  if (ids.some((i) => !Number.isInteger(i) || i < 0 || i >= lm.vocabSize)) throw new VlakitError('E_USAGE', `token ids must be integers in [0, ${lm.vocabSize})`);
+  const v = lm.vision;
+  if (!v) {
+    if (images?.length) throw new VlakitError('E_USAGE', 'this model takes no images');
+    return 0;
+  }
+  const tile = v.channels * v.imageSize * v.imageSize;
+  const n = images ? images.length / tile : 0;
+  if (!Number.isInteger(n)) throw new VlakitError('E_USAGE', `pixel_values of ${images!.length} values are not whole ${v.channels}x${v.imageSize}x${v.imageSize} tiles`);
+  const tokens = ids.filter((i) => i === v.imageTokenId).length;
+  if (tokens !== n * v.tokensPerImage) throw new VlakitError('E_USAGE', `the prompt has ${tokens} image tokens (id ${v.imageTokenId}); ${n} image tiles need ${n * v.tokensPerImage}`);
+  return n;
+}
+
+export interface IdGenerateOptions {
+  maxNewTokens?: number;
+  /** 0 (default): greedy. */
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  useCache?: boolean;
+  /** Stop at the model's end-of-sequence ids (default true). */
+  stopAtEos?: boolean;
+}
+
+/**
+ * Generates token ids after `prompt`.
+ * @example const { ids } = await generateIds(lm, [1], { maxNewTokens: 40 }); // greedy
+ */
+export async function generateIds(lm: CausalLm, prompt: number[], o: IdGenerateOptions & { images?: Float32Array } = {}): Promise<{ ids: number[]; stop: 'eos' | 'length' }> {
+  if (prompt.length === 0) throw new VlakitError('E_USAGE', 'the prompt has no tokens');
+  const max = o.maxNewTokens ?? 64;
+  const rng = new Rng(o.seed ?? 0);
+  const state = lm.start({ useCache: o.useCache });
+  const ids: number[] = [];
+  try {
+    let logits = await state.prefill(prompt, o.images);
+    for (let i = 0; i < max; i++) {
+      const id = pickToken(logits, o.temperature ?? 0, o.topP ?? 1, rng);
+      ids.push(id);
+      if ((o.stopAtEos ?? true) && lm.eosIds.includes(id)) return { ids, stop: 'eos' };
+      if (i + 1 < max) logits = await state.next(id);
+    }
+    return { ids, stop: 'length' };
+  } finally {
+    state.dispose();
+  }
+}
+
+/** A Hugging Face tokenizer.json beside a model: text to ids and back. */
+export interface TextTokenizer {
+  encode(text: string, addSpecialTokens: boolean): number[];
+  decode(ids: number[], skipSpecialTokens?: boolean): string;
+}
+
+/** The tokenizer of a model directory (tokenizer.json, with tokenizer_config.json when present), or undefined. */
+export async function loadTextTokenizer(dir: string): Promise<TextTokenizer | undefined> {
+  const { existsSync } = await import('node:fs');
+  const path = await import('node:path');
+  const { z } = await import('zod');
+  const { readJsonFile } = await import('../io/json-file.js');
+  const file = path.join(dir, 'tokenizer.json');
+  if (!existsSync(file)) return undefined;
+  const json = readJsonFile(file, z.record(z.string(), z.unknown()), { what: 'tokenizer', code: 'E_MODEL' });
+  const cfgFile = path.join(dir, 'tokenizer_config.json');
+  const config = existsSync(cfgFile) ? readJsonFile(cfgFile, z.record(z.string(), z.unknown()), { what: 'tokenizer config', code: 'E_MODEL' }) : {};
+  const { Tokenizer } = await import('@huggingface/tokenizers');
+  const tok = new Tokenizer(json as never, config as never);
+  return {
+    encode: (text, add) => tok.encode(text, { add_special_tokens: add }).ids,
+    decode: (ids, skip = true) => tok.decode(ids, { skip_special_tokens: skip }),
+  };
+}
+
+export interface OpenCausalOptions {
+  /** tfjs backend for a checkpoint. */
+  backend?: string;
+  /** onnxruntime execution provider for an export. */
+  device?: 'cpu' | 'cuda';
+}
+
+/**
+ * A causal LM from a directory: a Hugging Face checkpoint (tfjs) or its vlakit ONNX export (onnxruntime).
+ * @example const lm = await openCausalLm('../shared/models/stories260k');
+ */
+export async function openCausalLm(dir: string, o: OpenCausalOptions = {}): Promise<CausalLm> {
+  const { isCausalExport, OrtCausalLm } = await import('./ort-causal.js');
+  if (isCausalExport(dir)) return OrtCausalLm.open(dir, { device: o.device });
+  const { selectBackend } = await import('../model/backend.js');
+  const { loadHfCheckpoint } = await import('../model/arch/hf.js');
+  const ckpt = loadHfCheckpoint(dir);
+  await selectBackend(o.backend);
+  return new TfjsCausalLm(ckpt);
+}
+
+export interface GenerateFromDirOptions extends IdGenerateOptions, OpenCausalOptions {
+  /** Text, tokenized with the model's tokenizer (special tokens added as it adds them). */
+  prompt?: string;
+  /** Token ids, as they are. */
+  inputIds?: number[];
+}
+
+export interface GenerateResult {
+  engine: 'tfjs' | 'onnxruntime';
+  model_type: string;
+  prompt_ids: number[];
+  ids: number[];
+  /** The new tokens as text, when the model has a tokenizer. */
+  text?: string;
+  stop: 'eos' | 'length';
+}
+
+/**
+ * Generates from a model directory (checkpoint or export), the `vlakit generate` job.
+ * @example await generateFromDir('../shared/models/stories260k', { inputIds: [1], maxNewTokens: 40 })
+ */
+export async function generateFromDir(dir: string, o: GenerateFromDirOptions): Promise<GenerateResult> {
+  if ((o.prompt === undefined) === (o.inputIds === undefined)) throw new VlakitError('E_USAGE', 'give the prompt as text (--prompt) or as token ids (--input-ids), one of the two');
+  const tok = await loadTextTokenizer(dir);
+  if (o.prompt !== undefined && !tok) throw new VlakitError('E_USAGE', 'the model has no tokenizer.json: give the prompt as --input-ids', { file: dir });
+  const prompt = o.inputIds ?? tok!.encode(o.prompt!, true);
+  const lm = await openCausalLm(dir, o);
+  try {
+    const r = await generateIds(lm, prompt, o);
+    return { engine: lm.engine, model_type: lm.modelType, prompt_ids: prompt, ids: r.ids, text: tok?.decode(r.ids), stop: r.stop };
+  } finally {
+    await lm.dispose();
+  }
+}

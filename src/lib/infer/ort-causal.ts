@@ -1,0 +1,162 @@
+/**
+ * A causal language model exported by vlakit (export/hf.ts) on onnxruntime-node, behind the same `CausalLm`
+ * interface as the checkpoint on TensorFlow.js: the prefill graph runs the prompt, then the decode graph one token
+ * at a time with the previous step's present.* as its past_key_values.* (onnxruntime's tensors are handed back
+ * as they are; nothing is copied on the JS side).
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type * as OrtTypes from 'onnxruntime-node';
+import { z } from 'zod';
+import { VlakitError } from '../errors.js';
+import { readJsonFile } from '../io/json-file.js';
+import { type Architecture, architectureOf } from '../model/arch/registry.js';
+import { type CausalLm, type CausalState, checkPrompt } from './causal.js';
+import { type Device, loadOrt } from './ort.js';
+
+const ExportConfig = z.looseObject({
+  model_type: z.string(),
+  vlakit: z.object({ export: z.looseObject({ format: z.literal('onnx'), kind: z.literal('causal-lm'), graphs: z.object({ prefill: z.string(), decode: z.string() }) }) }),
+});
+
+/** True when `dir` holds a causal-LM export written by vlakit (config.json with vlakit.export.kind causal-lm). */
+export function isCausalExport(dir: string): boolean {
+  const file = path.join(dir, 'config.json');
+  if (!existsSync(file)) return false;
+  try {
+    readJsonFile(file, ExportConfig);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class OrtCausalLm implements CausalLm {
+  readonly engine = 'onnxruntime' as const;
+  readonly modelType: string;
+  readonly vocabSize: number;
+  readonly maxPositions: number;
+  readonly eosIds: number[];
+  readonly vision?: CausalLm['vision'];
+  private readonly layers: number;
+  private readonly kv: { kvHeads: number; headDim: number };
+
+  private constructor(
+    private readonly ort: typeof OrtTypes,
+    private readonly prefillSession: OrtTypes.InferenceSession,
+    private readonly decodeSession: OrtTypes.InferenceSession,
+    arch: Architecture<unknown>,
+    config: unknown,
+  ) {
+    this.modelType = arch.modelType;
+    this.vocabSize = arch.vocabSize(config);
+    this.maxPositions = arch.maxPositions(config);
+    this.eosIds = arch.eosIds(config);
+    const layout = arch.cache(config);
+    this.layers = layout.layers;
+    this.kv = layout;
+    this.vision = arch.vision?.(config);
+  }
+
+  /**
+   * Opens an export directory.
+   * @example const lm = await OrtCausalLm.open('out/stories-onnx');
+   */
+  static async open(dir: string, o: { device?: Device; threads?: number } = {}): Promise<OrtCausalLm> {
+    const file = path.join(dir, 'config.json');
+    const raw = readJsonFile(file, ExportConfig, { what: 'export config', code: 'E_MODEL' });
+    const arch = architectureOf(raw, file);
+    const config = arch.parseConfig(raw, file);
+    const ort = await loadOrt();
+    const options: OrtTypes.InferenceSession.SessionOptions = { executionProviders: [o.device ?? 'cpu'], graphOptimizationLevel: 'all', logSeverityLevel: 3, ...(o.threads ? { intraOpNumThreads: o.threads } : {}) };
+    const open = async (name: string) => {
+      try {
+        return await ort.InferenceSession.create(path.join(dir, name), options);
+      } catch (err) {
+        throw new VlakitError('E_ONNX', `onnxruntime cannot load ${name}: ${(err as Error).message.split('\n')[0]}`, { file: path.join(dir, name) }, { cause: err });
+      }
+    };
+    const prefill = await open(raw.vlakit.export.graphs.prefill);
+    try {
+      return new OrtCausalLm(ort, prefill, await open(raw.vlakit.export.graphs.decode), arch, config);
+    } catch (err) {
+      await prefill.release();
+      throw err;
+    }
+  }
+
+  private idsTensor(ids: number[]): OrtTypes.Tensor {
+    return new this.ort.Tensor('int64', BigInt64Array.from(ids, (i) => BigInt(i)), [1, ids.length]);
+  }
+
+  /**
+   * The prompt through the prefill graph; a vision-language model's prompt without images goes through the decode
+   * graph with an empty past (its prefill takes at least one image tile).
+   */
+  private async runPrompt(ids: number[], images?: Float32Array): Promise<OrtTypes.InferenceSession.OnnxValueMapType> {
+    const n = checkPrompt(this, ids, images);
+    const v = this.vision;
+    if (!v) return this.prefillSession.run({ input_ids: this.idsTensor(ids) });
+    if (n > 0) return this.prefillSession.run({ input_ids: this.idsTensor(ids), pixel_values: new this.ort.Tensor('float32', images!, [n, v.channels, v.imageSize, v.imageSize]) });
+    const empty: Record<string, OrtTypes.Tensor> = {};
+    for (let i = 0; i < this.layers; i++) {
+      for (const kind of ['key', 'value']) empty[`past_key_values.${i}.${kind}`] = new this.ort.Tensor('float32', new Float32Array(0), [1, this.kv.kvHeads, 0, this.kv.headDim]);
+    }
+    return this.decodeSession.run({ input_ids: this.idsTensor(ids), ...empty });
+  }
+
+  async logits(ids: number[], images?: Float32Array): Promise<Float32Array> {
+    const out = await this.runPrompt(ids, images);
+    const l = out.logits.data as Float32Array;
+    for (const t of Object.values(out)) t.dispose();
+    return l;
+  }
+
+  start(o: { useCache?: boolean } = {}): CausalState {
+    const V = this.vocabSize;
+    const last = (l: Float32Array) => l.slice(l.length - V);
+    if (o.useCache === false) {
+      let seq: number[] = [];
+      let pixels: Float32Array | undefined;
+      return {
+        prefill: async (ids, images) => last(await this.logits((seq = [...ids]), (pixels = images))),
+        next: async (id) => last(await this.logits((seq = [...seq, id]), pixels)),
+        dispose: () => {},
+      };
+    }
+    let past: Record<string, OrtTypes.Tensor> = {};
+    let length = 0;
+    const keep = (out: OrtTypes.InferenceSession.OnnxValueMapType, n: number): Float32Array => {
+      for (const t of Object.values(past)) t.dispose();
+      past = {};
+      for (let i = 0; i < this.layers; i++) {
+        past[`past_key_values.${i}.key`] = out[`present.${i}.key`] as OrtTypes.Tensor;
+        past[`past_key_values.${i}.value`] = out[`present.${i}.value`] as OrtTypes.Tensor;
+      }
+      length += n;
+      const l = last((out.logits as OrtTypes.Tensor).data as Float32Array);
+      (out.logits as OrtTypes.Tensor).dispose();
+      return l;
+    };
+    return {
+      prefill: async (ids, images) => {
+        length = 0;
+        return keep(await this.runPrompt(ids, images), ids.length);
+      },
+      next: async (id) => {
+        if (length + 1 > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
+        checkPrompt(this, [id]);
+        return keep(await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...past }), 1);
+      },
+      dispose: () => {
+        for (const t of Object.values(past)) t.dispose();
+        past = {};
+      },
+    };
+  }
+
+  async dispose(): Promise<void> {
+    await this.prefillSession.release();
+    await this.decodeSession.release();
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * What `vlakit model info` and `vlakit model init` do: describe a Hugging Face checkpoint directory (architecture,
+ * parameters, dtypes, processor files, what vlakit supports of it), and write a checkpoint with random weights
+ * for any config of a registered architecture (as transformers' `from_config` + `save_pretrained` would).
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { VlakitError } from '../../errors.js';
+import { readJsonFile } from '../../io/json-file.js';
+import { writeFileAtomic } from '../../io/writer.js';
+import { Rng } from '../../util/rng.js';
+import { INDEX_FILE, type FloatDtype, type NamedArray, readSafetensorsHeader, writeSafetensorsDir } from '../safetensors.js';
+import { architectureOf } from './registry.js';
+
+const PROCESSOR_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.json', 'chat_template.jinja', 'preprocessor_config.json', 'processor_config.json', 'generation_config.json'];
+
+export interface ModelInfo {
+  dir: string;
+  model_type: string;
+  classes: string[];
+  /** Whether vlakit can run it, and what it lacks when not. */
+  supported: boolean;
+  problems: string[];
+  parameters: number;
+  tensors: number;
+  dtypes: Record<string, number>;
+  files: string[];
+  processor: string[];
+  config: Record<string, unknown>;
+}
+
+/**
+ * Describes a checkpoint from its config and safetensors headers (the weights are not read).
+ * @example const info = describeCheckpoint('../shared/models/stories260k'); info.parameters === 260544
+ */
+export function describeCheckpoint(dir: string): ModelInfo {
+  const cfgFile = path.join(dir, 'config.json');
+  const config = readJsonFile(cfgFile, z.record(z.string(), z.unknown()), { what: 'model config', code: 'E_MODEL' });
+  const problems: string[] = [];
+  let expected: Map<string, number[]> | undefined;
+  let classes: string[] = [];
+  try {
+    const arch = architectureOf(config, cfgFile);
+    classes = arch.classes;
+    expected = new Map(arch.tensors(arch.parseConfig(config, cfgFile)).map((t) => [t.name, t.shape]));
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  const files: string[] = [];
+  if (existsSync(path.join(dir, INDEX_FILE))) {
+    const idx = readJsonFile(path.join(dir, INDEX_FILE), z.object({ weight_map: z.record(z.string(), z.string()) }), { what: 'safetensors index', code: 'E_MODEL' });
+    files.push(...new Set(Object.values(idx.weight_map)));
+  } else if (existsSync(path.join(dir, 'model.safetensors'))) files.push('model.safetensors');
+  else problems.push('no model.safetensors or model.safetensors.index.json (a config without weights)');
+  let parameters = 0;
+  let tensors = 0;
+  const dtypes: Record<string, number> = {};
+  const seen = new Set<string>();
+  for (const f of files) {
+    for (const [name, t] of readSafetensorsHeader(path.join(dir, f)).tensors) {
+      const n = t.shape.reduce((a, b) => a * b, 1);
+      parameters += n;
+      tensors += 1;
+      dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + n;
+      seen.add(name);
+      const want = expected?.get(name);
+      if (expected && !want && !/rotary_emb\.inv_freq$|^lm_head\.weight$/.test(name)) problems.push(`unexpected tensor ${name}`);
+      if (want && want.join(',') !== t.shape.join(',')) problems.push(`tensor ${name} has shape [${t.shape}], the config says [${want}]`);
+    }
+  }
+  if (expected && files.length) for (const name of expected.keys()) if (!seen.has(name)) problems.push(`missing tensor ${name}`);
+  return {
+    dir,
+    model_type: String(config.model_type),
+    classes: classes.length ? classes : ((config.architectures as string[] | undefined) ?? []),
+    supported: problems.length === 0,
+    problems: problems.slice(0, 20),
+    parameters,
+    tensors,
+    dtypes,
+    files,
+    processor: PROCESSOR_FILES.filter((f) => existsSync(path.join(dir, f))),
+    config,
+  };
+}
+
+
+export interface InitOptions {
+  dtype?: FloatDtype;
+  seed?: number;
+  /** Shard the weights (model-0000i-of-0000n.safetensors + index) past this many bytes. */
+  maxShardBytes?: number;
+}
+
+/**
+ * Writes a checkpoint with random weights for `config` into `outDir` (which must not exist or be empty): normal
+ * with the config's initializer_range for matrices and embeddings, ones for norm weights, zeros for biases.
+ * @example await initCheckpoint(readJsonFile('config.json', ...), 'out/random-llama', { dtype: 'BF16', seed: 0 })
+ */
+export async function initCheckpoint(config: Record<string, unknown>, outDir: string, o: InitOptions = {}): Promise<{ files: string[]; parameters: number }> {
+  const arch = architectureOf(config);
+  const c = arch.parseConfig(config);
+  if (existsSync(outDir) && readdirSync(outDir).length) throw new VlakitError('E_USAGE', `${outDir} exists and is not empty`, { file: outDir });
+  const rng = new Rng(o.seed ?? 0);
+  const std = arch.initializerRange(c);
+  const tensors = new Map<string, NamedArray>();
+  let parameters = 0;
+  for (const t of arch.tensors(c)) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    if (t.init === 'ones') data.fill(1);
+    else if (t.init === 'normal') for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
+    tensors.set(t.name, { shape: t.shape, data });
+    parameters += n;
+  }
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(outDir, { recursive: true });
+  const files = await writeSafetensorsDir(outDir, tensors, { dtype: o.dtype ?? 'F32', maxShardBytes: o.maxShardBytes });
+  const torch = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[o.dtype ?? 'F32'];
+  await writeFileAtomic(path.join(outDir, 'config.json'), `${JSON.stringify({ ...config, torch_dtype: torch }, null, 2)}\n`);
+  return { files: [...files, path.join(outDir, 'config.json')], parameters };
+}

@@ -1,0 +1,68 @@
+/**
+ * The operations an architecture is written against. Each architecture (llama.ts, ...) is one function over
+ * `Ops<T>`; the TensorFlow.js backend (tfjs-ops.ts: training, generation) and the ONNX backend (onnx-ops.ts: the
+ * export's prefill and decode graphs) implement it, so a model is written once. Weights are named and laid out as
+ * Hugging Face stores them (`[out, in]` for linear layers); the backends map them.
+ */
+
+/** One attention call: which layer (its KV cache), the head layout and the position scheme. */
+export interface AttentionSpec {
+  /** Decoder layer index: the KV cache slot (-1: no cache, as in a vision tower). */
+  layer: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** Causal over the sequence (a decoder), or bidirectional (an encoder). */
+  causal: boolean;
+  /** Rotary embedding, "rotate_half" layout, over positions counted from the cache's length. */
+  rope?: { theta: number };
+  /** Score scale (default 1/sqrt(headDim)). */
+  scale?: number;
+}
+
+export interface Ops<T> {
+  /** True when the checkpoint has this tensor. */
+  has(name: string): boolean;
+  /** A tensor of the checkpoint as it is stored. */
+  param(name: string): T;
+  /** ONNX Reshape semantics: 0 copies the input's dimension, -1 is inferred. */
+  reshape(x: T, dims: number[]): T;
+  transpose(x: T, perm: number[]): T;
+  /**
+   * The rows of `text` [B, T, D] at positions where `ids` [B, T] equals `tokenId` replaced, in order, by the rows
+   * of `features` [N, L, D] (the image tokens of a prompt take the image features; the processor makes the counts
+   * agree).
+   */
+  mergeTokens(text: T, ids: T, features: T, tokenId: number): T;
+  /** ids [B, T] -> rows of `table` [V, D]: [B, T, D]. */
+  embed(table: string, ids: T): T;
+  /**
+   * x [.., in] -> x W^T + b [.., out], W = `${prefix}.weight` [out, in] (a convolution's [out, c, kh, kw] is read
+   * as [out, c*kh*kw]), b = `${prefix}.bias` when present.
+   */
+  linear(x: T, prefix: string): T;
+  /** x / sqrt(mean(x^2) + eps) * w over the last axis. */
+  rmsNorm(x: T, weight: string, eps: number): T;
+  /** (x - mean) / sqrt(var + eps) * w + b over the last axis (`${prefix}.weight`, `${prefix}.bias`). */
+  layerNorm(x: T, prefix: string, eps: number): T;
+  add(a: T, b: T): T;
+  mul(a: T, b: T): T;
+  /** x * sigmoid(x) */
+  silu(x: T): T;
+  /** GELU, exact (erf) or the tanh approximation. */
+  gelu(x: T, approximate: 'none' | 'tanh'): T;
+  /** q [B, T, H*hd], k and v [B, T, KV*hd] -> [B, T, H*hd], through the KV cache of `spec.layer`. */
+  attention(q: T, k: T, v: T, spec: AttentionSpec): T;
+  /** Hidden states [B, T, D] -> logits [B, T, V] = h W^T with W = `weight` [V, D]. */
+  head(h: T, weight: string): T;
+}
+
+/** How a tensor of an architecture is initialized by `model init` (normal with the config's std, ones, zeros). */
+export type Init = 'normal' | 'ones' | 'zeros';
+
+/** A tensor the architecture expects: its Hugging Face name, shape and initialization. */
+export interface TensorSpec {
+  name: string;
+  shape: number[];
+  init: Init;
+}

@@ -1,0 +1,112 @@
+/**
+ * The architectures vlakit loads, keyed by config.json's `model_type` (and `architectures`). Adding one is one
+ * file written over `Ops` plus an entry here.
+ */
+import { z } from 'zod';
+import { VlakitError } from '../../errors.js';
+import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forward, idefics3Grid, idefics3Tensors } from './idefics3.js';
+import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
+import type { Ops, TensorSpec } from './ops.js';
+
+/** A text decoder's cache layout: layers, key/value heads and head size. */
+export interface CacheLayout {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+}
+
+export interface Architecture<C = unknown> {
+  modelType: string;
+  /** transformers' class names for it. */
+  classes: string[];
+  parseConfig(raw: unknown, file?: string): C;
+  /** Every tensor with its HF name, shape and initialization (the head too when it is not tied). */
+  tensors(c: C): TensorSpec[];
+  /** ids [B, T] (and, for a vision-language model, pixel_values [N, C, S, S]) -> logits [B, T, V]. */
+  forward<T>(ops: Ops<T>, c: C, ids: T, pixels?: T): T;
+  /** For a vision-language model: the image tile side, channels and tokens per tile; undefined for text only. */
+  vision?(c: C): { imageSize: number; channels: number; tokensPerImage: number; imageTokenId: number };
+  cache(c: C): CacheLayout;
+  vocabSize(c: C): number;
+  maxPositions(c: C): number;
+  eosIds(c: C): number[];
+  bosId(c: C): number | undefined;
+  initializerRange(c: C): number;
+}
+
+/** Parses a config with a zod schema; the first problem names the field. */
+export function parseWith<S extends z.ZodType>(schema: S, raw: unknown, file = 'config.json'): z.output<S> {
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new VlakitError('E_MODEL', `invalid model config: ${i.message}`, { file, field: i.path.map(String).join('.') || undefined });
+  }
+  return r.data;
+}
+
+const ids = (v: number | number[] | null | undefined): number[] => (v === null || v === undefined ? [] : Array.isArray(v) ? v : [v]);
+
+export const llama: Architecture<LlamaConfig> = {
+  modelType: 'llama',
+  classes: ['LlamaForCausalLM'],
+  parseConfig(raw, file) {
+    return checkLlama(parseWith(LlamaConfigSchema, raw, file), file);
+  },
+  tensors: (c) => [...llamaTensors(c), ...(c.tie_word_embeddings ? [] : [{ name: 'lm_head.weight', shape: [c.vocab_size, c.hidden_size], init: 'normal' as const }])],
+  forward: (ops, c, x) => llamaForward(ops, c, x),
+  cache: (c) => {
+    const { KV, hd } = llamaHeads(c);
+    return { layers: c.num_hidden_layers, kvHeads: KV, headDim: hd };
+  },
+  vocabSize: (c) => c.vocab_size,
+  maxPositions: (c) => c.max_position_embeddings,
+  eosIds: (c) => ids(c.eos_token_id),
+  bosId: (c) => c.bos_token_id ?? undefined,
+  initializerRange: (c) => c.initializer_range,
+};
+
+function checkLlama(c: LlamaConfig, file?: string): LlamaConfig {
+    if (c.rope_scaling !== undefined && c.rope_scaling !== null) throw new VlakitError('E_MODEL', 'rope_scaling is not supported yet (only plain rotary positions)', { file, field: 'rope_scaling' });
+    const { H, KV } = llamaHeads(c);
+    if (H % KV !== 0) throw new VlakitError('E_MODEL', `num_attention_heads ${H} is not a multiple of num_key_value_heads ${KV}`, { file, field: 'num_key_value_heads' });
+    return c;
+}
+
+export const idefics3: Architecture<Idefics3Config> = {
+  modelType: 'idefics3',
+  classes: ['Idefics3ForConditionalGeneration'],
+  parseConfig(raw, file) {
+    const outer = parseWith(Idefics3ConfigSchema, raw, file);
+    // the text model is a Llama whatever its config calls itself (SmolVLM's says model_type "llama"; others omit it)
+    const text = checkLlama(parseWith(LlamaConfigSchema, { ...outer.text_config, model_type: 'llama' }, file), file);
+    const c: Idefics3Config = { ...outer, text_config: text };
+    checkIdefics3(c, file);
+    return c;
+  },
+  tensors: idefics3Tensors,
+  forward: (ops, c, x, pixels) => idefics3Forward(ops, c, x, pixels),
+  vision: (c) => ({ imageSize: c.vision_config.image_size, channels: c.vision_config.num_channels, tokensPerImage: idefics3Grid(c).tokensPerImage, imageTokenId: c.image_token_id }),
+  cache: (c) => {
+    const { KV, hd } = llamaHeads(c.text_config);
+    return { layers: c.text_config.num_hidden_layers, kvHeads: KV, headDim: hd };
+  },
+  vocabSize: (c) => c.text_config.vocab_size,
+  maxPositions: (c) => c.text_config.max_position_embeddings,
+  eosIds: (c) => ids(c.text_config.eos_token_id),
+  bosId: (c) => c.text_config.bos_token_id ?? undefined,
+  initializerRange: (c) => c.text_config.initializer_range,
+};
+
+const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>];
+
+/** The architecture of a config.json (by model_type), or a clear error listing what vlakit supports. */
+export function architectureOf(raw: unknown, file = 'config.json'): Architecture<unknown> {
+  const type = typeof raw === 'object' && raw !== null ? (raw as { model_type?: unknown }).model_type : undefined;
+  const arch = REGISTRY.find((a) => a.modelType === type);
+  if (!arch) throw new VlakitError('E_MODEL', `model_type ${JSON.stringify(type)} is not an architecture vlakit loads; supported: ${REGISTRY.map((a) => a.modelType).join(', ')}`, { file, field: 'model_type' });
+  return arch as Architecture<unknown>;
+}
+
+export function supportedModelTypes(): string[] {
+  return REGISTRY.map((a) => a.modelType);
+}

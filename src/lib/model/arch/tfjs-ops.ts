@@ -1,0 +1,155 @@
+/**
+ * The TensorFlow.js backend of `Ops`: weights in Hugging Face layout ([out, in], multiplied transposed), an
+ * optional KV cache per decoder layer ([B, KV, P, hd]), and LoRA adapters in PEFT's layout (lora_A [r, in],
+ * lora_B [out, r]) on the modules named as targets.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { applyRope, causalMask, embed, mergeHeads, repeatKv, ropeTables, splitHeads } from '../layers.js';
+import { VlakitError } from '../../errors.js';
+import type { AttentionSpec, Ops } from './ops.js';
+
+/** Keys and values of past positions per layer, [B, KV, P, hd], and how many positions they hold. */
+export interface TfjsCache {
+  k: (tf.Tensor4D | undefined)[];
+  v: (tf.Tensor4D | undefined)[];
+  length: number;
+}
+
+export interface TfjsLora {
+  r: number;
+  alpha: number;
+  /** Module names the adapters sit on (q_proj, v_proj, ...). */
+  targets: Set<string>;
+  enabled: boolean;
+}
+
+export class TfjsOps implements Ops<tf.Tensor> {
+  /** The cache after this forward (new entries are kept out of tf.tidy by the caller). */
+  readonly next: TfjsCache | undefined;
+
+  constructor(
+    private readonly params: Map<string, tf.Tensor>,
+    private readonly cache?: TfjsCache,
+    private readonly lora?: TfjsLora,
+  ) {
+    this.next = cache ? { k: [...cache.k], v: [...cache.v], length: cache.length } : undefined;
+  }
+
+  private p(name: string): tf.Tensor {
+    const t = this.params.get(name);
+    if (!t) throw new VlakitError('E_MODEL', `the model has no tensor ${name}`);
+    return t;
+  }
+
+  has(name: string): boolean {
+    return this.params.has(name);
+  }
+
+  param(name: string): tf.Tensor {
+    return this.p(name);
+  }
+
+  reshape(x: tf.Tensor, dims: number[]): tf.Tensor {
+    return tf.reshape(x, dims.map((d, i) => (d === 0 ? x.shape[i] : d)));
+  }
+
+  transpose(x: tf.Tensor, perm: number[]): tf.Tensor {
+    return tf.transpose(x, perm);
+  }
+
+  mergeTokens(text: tf.Tensor, ids: tf.Tensor, features: tf.Tensor, tokenId: number): tf.Tensor {
+    const D = text.shape[text.shape.length - 1];
+    const rows = tf.reshape(features, [-1, D]); // [N*L, D]
+    const mask = tf.equal(tf.reshape(ids, [-1]), tokenId); // [B*T]
+    const k = tf.sub(tf.cumsum(tf.cast(mask, 'int32')), tf.scalar(1, 'int32')); // the k-th image token takes row k
+    const index = tf.maximum(tf.minimum(k, tf.scalar(rows.shape[0] - 1, 'int32')), tf.scalar(0, 'int32'));
+    const merged = tf.where(tf.expandDims(mask, 1), tf.gather(rows, index), tf.reshape(text, [-1, D])); // [B*T, D]
+    return tf.reshape(merged, text.shape);
+  }
+
+  embed(table: string, ids: tf.Tensor): tf.Tensor {
+    return embed(this.p(table) as tf.Tensor2D, ids as tf.Tensor2D); // [B, T] -> [B, T, D]
+  }
+
+  linear(x: tf.Tensor, prefix: string): tf.Tensor {
+    const stored = this.p(`${prefix}.weight`); // [out, in] (or a convolution's [out, c, kh, kw])
+    const w = stored.rank === 2 ? stored : tf.reshape(stored, [stored.shape[0], -1]);
+    const inDim = x.shape[x.shape.length - 1];
+    const x2 = tf.reshape(x, [-1, inDim]); // [N, in]
+    let y = tf.matMul(x2, w, false, true); // [N, out]
+    const b = this.params.get(`${prefix}.bias`);
+    if (b) y = tf.add(y, b);
+    const lora = this.lora;
+    if (lora?.enabled && lora.targets.has(prefix.split('.').pop()!)) {
+      const a = this.params.get(`${prefix}.lora_A.weight`); // [r, in]
+      const bb = this.params.get(`${prefix}.lora_B.weight`); // [out, r]
+      if (a && bb) y = tf.add(y, tf.mul(tf.matMul(tf.matMul(x2, a, false, true), bb, false, true), lora.alpha / lora.r)); // [N, in] x [in, r] x [r, out]
+    }
+    return tf.reshape(y, [...x.shape.slice(0, -1), w.shape[0]]);
+  }
+
+  rmsNorm(x: tf.Tensor, weight: string, eps: number): tf.Tensor {
+    const ms = tf.mean(tf.square(x), -1, true);
+    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), this.p(weight));
+  }
+
+  layerNorm(x: tf.Tensor, prefix: string, eps: number): tf.Tensor {
+    const { mean, variance } = tf.moments(x, -1, true);
+    return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), this.p(`${prefix}.weight`)), this.p(`${prefix}.bias`));
+  }
+
+  add(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+    return tf.add(a, b);
+  }
+
+  mul(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+    return tf.mul(a, b);
+  }
+
+  silu(x: tf.Tensor): tf.Tensor {
+    return tf.mul(x, tf.sigmoid(x));
+  }
+
+  gelu(x: tf.Tensor, approximate: 'none' | 'tanh'): tf.Tensor {
+    if (approximate === 'tanh') {
+      const c = Math.sqrt(2 / Math.PI);
+      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), c))));
+    }
+    return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.div(x, Math.SQRT2))));
+  }
+
+  attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, s: AttentionSpec): tf.Tensor {
+    const T = q.shape[1]!;
+    const past = s.layer >= 0 && this.cache ? this.cache.length : 0;
+    let qh = splitHeads(q, s.heads); // [B, H, T, hd]
+    let kh = splitHeads(k, s.kvHeads); // [B, KV, T, hd]
+    let vh = splitHeads(v, s.kvHeads);
+    if (s.rope) {
+      const { cos, sin } = ropeTables(T, s.headDim, s.rope.theta, past); // [T, hd/2] each
+      qh = applyRope(qh, cos, sin);
+      kh = applyRope(kh, cos, sin);
+    }
+    if (this.next && s.layer >= 0) {
+      const pk = this.next.k[s.layer];
+      const pv = this.next.v[s.layer];
+      if (pk && pv) {
+        kh = tf.concat([pk, kh], 2) as tf.Tensor4D; // [B, KV, past + T, hd]
+        vh = tf.concat([pv, vh], 2) as tf.Tensor4D;
+      }
+      this.next.k[s.layer] = kh;
+      this.next.v[s.layer] = vh;
+      this.next.length = past + T;
+    }
+    const n = s.heads / s.kvHeads;
+    let scores = tf.mul(tf.matMul(qh, repeatKv(kh, n), false, true), s.scale ?? 1 / Math.sqrt(s.headDim)); // [B, H, T, past + T]
+    if (s.causal) scores = tf.add(scores, causalMask(T, past + T));
+    const out = tf.matMul(tf.softmax(scores), repeatKv(vh, n)) as tf.Tensor4D; // [B, H, T, hd]
+    return mergeHeads(out); // [B, T, H*hd]
+  }
+
+  head(h: tf.Tensor, weight: string): tf.Tensor {
+    const [B, T, D] = h.shape;
+    const w = this.p(weight); // [V, D]
+    return tf.reshape(tf.matMul(tf.reshape(h, [B * T!, D!]), w, false, true), [B, T!, w.shape[0]]); // [B*T, D] x [D, V]
+  }
+}

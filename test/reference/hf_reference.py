@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""
+A float64 NumPy reference of the Hugging Face architectures vlakit runs, written from transformers' modeling
+files (LlamaForCausalLM; Idefics3ForConditionalGeneration = SigLIP vision tower, pixel-shuffle connector, Llama
+text model), in their formulation: rotate_half with cat(freqs, freqs), repeat_kv by repeat, the patch convolution
+as a strided window sum, the pixel shuffle as transformers' view/permute sequence, image features scattered into
+the image-token positions. It shares no code with vlakit. Used to make the dumps under test/fixtures/reference/:
+
+    python3 test/reference/hf_reference.py DIR
+
+reads DIR/config.json, DIR/model.safetensors and DIR/inputs.json ({"input_ids": [...], "pixel_values": flat list,
+"pixel_shape": [N, C, S, S]}) and writes DIR/expected.json ({"logits": [T][V]}). Needs only numpy.
+"""
+import json
+import struct
+import sys
+
+import numpy as np
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        raw = data[base + a : base + b]
+        if info["dtype"] == "F32":
+            arr = np.frombuffer(raw, dtype="<f4")
+        elif info["dtype"] == "F16":
+            arr = np.frombuffer(raw, dtype="<f2")
+        elif info["dtype"] == "BF16":
+            arr = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            raise ValueError(f"dtype {info['dtype']}")
+        out[name] = arr.astype(np.float64).reshape(info["shape"])
+    return out
+
+
+def rms_norm(x, w, eps):
+    var = np.mean(x * x, axis=-1, keepdims=True)
+    return w * (x / np.sqrt(var + eps))
+
+
+def layer_norm(x, w, b, eps):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+def linear(x, W, b=None):
+    y = x @ W.T
+    return y if b is None else y + b
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def softmax(x):
+    m = x.max(-1, keepdims=True)
+    e = np.exp(x - m)
+    return e / e.sum(-1, keepdims=True)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+
+
+def llama_model(W, c, inputs_embeds, prefix):
+    """LlamaModel over inputs_embeds [T, D] (batch 1), positions 0..T-1, causal."""
+    T, D = inputs_embeds.shape
+    H = c["num_attention_heads"]
+    KV = c.get("num_key_value_heads") or H
+    hd = c.get("head_dim") or D // H
+    eps = c.get("rms_norm_eps", 1e-6)
+    theta = c.get("rope_theta", 10000.0)
+    inv_freq = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    freqs = np.outer(np.arange(T, dtype=np.float64), inv_freq)  # [T, hd/2]
+    emb = np.concatenate([freqs, freqs], axis=-1)  # [T, hd]
+    cos, sin = np.cos(emb), np.sin(emb)
+    mask = np.triu(np.full((T, T), -np.inf), k=1)
+    bias = c.get("attention_bias", False)
+    x = inputs_embeds
+    for i in range(c["num_hidden_layers"]):
+        p = f"{prefix}.layers.{i}"
+        g = lambda n: W.get(n) if bias else None
+        h = rms_norm(x, W[f"{p}.input_layernorm.weight"], eps)
+        q = linear(h, W[f"{p}.self_attn.q_proj.weight"], g(f"{p}.self_attn.q_proj.bias")).reshape(T, H, hd).transpose(1, 0, 2)
+        k = linear(h, W[f"{p}.self_attn.k_proj.weight"], g(f"{p}.self_attn.k_proj.bias")).reshape(T, KV, hd).transpose(1, 0, 2)
+        v = linear(h, W[f"{p}.self_attn.v_proj.weight"], g(f"{p}.self_attn.v_proj.bias")).reshape(T, KV, hd).transpose(1, 0, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = np.repeat(k, H // KV, axis=0)  # repeat_kv: head j uses kv head j // (H/KV)
+        v = np.repeat(v, H // KV, axis=0)
+        att = softmax(q @ k.transpose(0, 2, 1) / np.sqrt(hd) + mask) @ v  # [H, T, hd]
+        x = x + linear(att.transpose(1, 0, 2).reshape(T, H * hd), W[f"{p}.self_attn.o_proj.weight"], g(f"{p}.self_attn.o_proj.bias"))
+        h = rms_norm(x, W[f"{p}.post_attention_layernorm.weight"], eps)
+        mb = c.get("mlp_bias", False)
+        m = lambda n: W.get(n) if mb else None
+        gate = linear(h, W[f"{p}.mlp.gate_proj.weight"], m(f"{p}.mlp.gate_proj.bias"))
+        up = linear(h, W[f"{p}.mlp.up_proj.weight"], m(f"{p}.mlp.up_proj.bias"))
+        act = gate / (1.0 + np.exp(-gate))
+        x = x + linear(act * up, W[f"{p}.mlp.down_proj.weight"], m(f"{p}.mlp.down_proj.bias"))
+    return rms_norm(x, W[f"{prefix}.norm.weight"], eps)
+
+
+def idefics3_vision(W, v, pixels):
+    """Idefics3VisionTransformer + connector input: pixels [N, C, S, S] -> [N, g*g, D] after post_layernorm."""
+    N, C, S, _ = pixels.shape
+    P = v["patch_size"]
+    g = S // P
+    D = v["hidden_size"]
+    wc = W["model.vision_model.embeddings.patch_embedding.weight"]  # [D, C, P, P]
+    bc = W["model.vision_model.embeddings.patch_embedding.bias"]
+    out = np.zeros((N, D, g, g))
+    for r in range(g):
+        for s in range(g):
+            window = pixels[:, :, r * P : (r + 1) * P, s * P : (s + 1) * P]  # [N, C, P, P]
+            out[:, :, r, s] = np.einsum("ncij,dcij->nd", window, wc) + bc
+    x = out.reshape(N, D, g * g).transpose(0, 2, 1)  # flatten(2).transpose(1, 2)
+    x = x + W["model.vision_model.embeddings.position_embedding.weight"][np.arange(g * g)]
+    H = v["num_attention_heads"]
+    hd = D // H
+    eps = v.get("layer_norm_eps", 1e-6)
+    for i in range(v["num_hidden_layers"]):
+        p = f"model.vision_model.encoder.layers.{i}"
+        h = layer_norm(x, W[f"{p}.layer_norm1.weight"], W[f"{p}.layer_norm1.bias"], eps)
+        L = x.shape[1]
+        q = linear(h, W[f"{p}.self_attn.q_proj.weight"], W[f"{p}.self_attn.q_proj.bias"]).reshape(N, L, H, hd).transpose(0, 2, 1, 3)
+        k = linear(h, W[f"{p}.self_attn.k_proj.weight"], W[f"{p}.self_attn.k_proj.bias"]).reshape(N, L, H, hd).transpose(0, 2, 1, 3)
+        vv = linear(h, W[f"{p}.self_attn.v_proj.weight"], W[f"{p}.self_attn.v_proj.bias"]).reshape(N, L, H, hd).transpose(0, 2, 1, 3)
+        att = softmax(q @ k.transpose(0, 1, 3, 2) * hd**-0.5) @ vv
+        x = x + linear(att.transpose(0, 2, 1, 3).reshape(N, L, D), W[f"{p}.self_attn.out_proj.weight"], W[f"{p}.self_attn.out_proj.bias"])
+        h = layer_norm(x, W[f"{p}.layer_norm2.weight"], W[f"{p}.layer_norm2.bias"], eps)
+        x = x + linear(gelu_tanh(linear(h, W[f"{p}.mlp.fc1.weight"], W[f"{p}.mlp.fc1.bias"])), W[f"{p}.mlp.fc2.weight"], W[f"{p}.mlp.fc2.bias"])
+    return layer_norm(x, W["model.vision_model.post_layernorm.weight"], W["model.vision_model.post_layernorm.bias"], eps)
+
+
+def pixel_shuffle(x, scale):
+    """Idefics3Connector.pixel_shuffle, as transformers writes it."""
+    bsz, seq, dim = x.shape
+    h = w = int(seq**0.5)
+    x = x.reshape(bsz, h, w, dim)
+    x = x.reshape(bsz, h, w // scale, dim * scale)
+    x = x.transpose(0, 2, 1, 3)
+    x = x.reshape(bsz, w // scale, h // scale, dim * scale * scale)
+    x = x.transpose(0, 2, 1, 3)
+    return x.reshape(bsz, seq // (scale * scale), dim * scale * scale)
+
+
+def forward(d):
+    c = json.load(open(f"{d}/config.json"))
+    W = load_safetensors(f"{d}/model.safetensors")
+    inp = json.load(open(f"{d}/inputs.json"))
+    ids = np.array(inp["input_ids"])
+    if c["model_type"] == "llama":
+        x = W["model.embed_tokens.weight"][ids]
+        h = llama_model(W, c, x, "model")
+        head = W["model.embed_tokens.weight"] if c.get("tie_word_embeddings") else W["lm_head.weight"]
+        return h @ head.T
+    if c["model_type"] == "idefics3":
+        t = c["text_config"]
+        x = W["model.text_model.embed_tokens.weight"][ids].copy()
+        if "pixel_values" in inp:
+            pixels = np.array(inp["pixel_values"], dtype=np.float64).reshape(inp["pixel_shape"])
+            feats = pixel_shuffle(idefics3_vision(W, c["vision_config"], pixels), c["scale_factor"])
+            feats = feats @ W["model.connector.modality_projection.proj.weight"].T  # [N, L, D]
+            mask = ids == c["image_token_id"]
+            assert mask.sum() == feats.shape[0] * feats.shape[1], "image tokens and features differ in number"
+            x[mask] = feats.reshape(-1, feats.shape[-1])
+        h = llama_model(W, t, x, "model.text_model")
+        head = W["model.text_model.embed_tokens.weight"] if c.get("tie_word_embeddings") else W["lm_head.weight"]
+        return h @ head.T
+    raise ValueError(c["model_type"])
+
+
+if __name__ == "__main__":
+    d = sys.argv[1]
+    logits = forward(d)
+    json.dump({"logits": [[float(v) for v in row] for row in logits]}, open(f"{d}/expected.json", "w"))
+    print(f"{d}: logits {logits.shape}, max |logit| {np.abs(logits).max():.4f}")
