@@ -12,7 +12,7 @@ const NOPE = path.join(dir, 'nope.jsonl');
 const MODEL = path.join(dir, 'no-model');
 
 function vlakit(args: string[]) {
-  return execa('node', [BIN, ...args], { reject: false, input: '', cwd: dir, env: { NO_COLOR: '1' } }).then((r) => ({ code: r.exitCode, out: String(r.stdout), err: String(r.stderr) }));
+  return execa('node', [BIN, ...args], { reject: false, input: '', cwd: dir, env: { NO_COLOR: '1' } }).then((r) => ({ code: r.exitCode ?? -1, out: String(r.stdout), err: String(r.stderr) }));
 }
 
 let config: Config;

@@ -46,12 +46,12 @@ export abstract class VlakitCommand extends Command {
     const given = new Set(Object.keys(flags).filter((k) => flags[k] !== undefined && !meta[k]?.setFromDefault));
     const input = { flags, given };
     checkRules((this.constructor as typeof VlakitCommand).flagRules, input);
-    for (const w of softLimitWarnings((options?.flags ?? {}) as Record<string, unknown>, input)) this.note(`vlakit ${this.name}: warning: ${w}`, flags.quiet === true);
+    for (const w of softLimitWarnings((options?.flags ?? {}) as Record<string, unknown>, input)) this.note(`vlakit ${this.displayName}: warning: ${w}`, flags.quiet === true);
     return out;
   }
 
   /** The command as typed (`rollout serve`, not oclif's `rollout:serve`). */
-  protected get name(): string {
+  protected get displayName(): string {
     return (this.id ?? 'vlakit').replaceAll(':', ' ');
   }
 
@@ -82,22 +82,22 @@ export abstract class VlakitCommand extends Command {
     const wrapped = FLAG_PARSE.exec(err.message);
     if (wrapped) {
       // a flag value its parser refused (a range, a size, a number): a usage error, without oclif's wrapping
-      process.stderr.write(`vlakit ${this.name}: ${wrapped[1]}\n`);
+      process.stderr.write(`vlakit ${this.displayName}: ${wrapped[1]}\n`);
       process.exitCode = EXIT.usage;
       return;
     }
     if (isVlakitError(err)) {
-      process.stderr.write(`vlakit ${this.name}: ${err.message}\n`);
+      process.stderr.write(`vlakit ${this.displayName}: ${err.message}\n`);
       process.exitCode = err.exitCode;
       return;
     }
     if (err instanceof Errors.CLIError && 'parse' in err) {
-      process.stderr.write(`vlakit ${this.name}: ${err.message.replace(/\nSee more help with --help$/, '')}\n`);
+      process.stderr.write(`vlakit ${this.displayName}: ${err.message.replace(/\nSee more help with --help$/, '')}\n`);
       process.exitCode = EXIT.usage;
       return;
     }
     if (err instanceof Errors.ExitError) throw err;
-    process.stderr.write(`vlakit ${this.name}: internal error: ${err.stack ?? err.message}\n`);
+    process.stderr.write(`vlakit ${this.displayName}: internal error: ${err.stack ?? err.message}\n`);
     process.exitCode = EXIT.error;
   }
 }
