@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
+import { type FlagRule, decimal, exclusive, int, onlyWith, size } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
 import { groupEpisodes, newStats, outputFormatFor, readKind, type StepRecord, writeEpisodes } from '../lib/io/index.js';
@@ -7,7 +8,7 @@ import { AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, score
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
   if (!s) return undefined;
-  const m = /^\s*([\d.]+)\s*,\s*([\d.]+)\s*$/.exec(s);
+  const m = /^\s*(\d+(?:\.\d*)?|\.\d+)\s*,\s*(\d+(?:\.\d*)?|\.\d+)\s*$/.exec(s);
   if (!m) throw new VlakitError('E_USAGE', `invalid --price "${s}"; expected INPUT,OUTPUT in USD per million tokens, e.g. 0.30,2.50`);
   return { input: Number(m[1]), output: Number(m[2]) };
 }
@@ -32,25 +33,39 @@ export default class Annotate extends VlakitCommand {
     kind: Flags.string({ description: 'reasoning (per step) or plan (per episode)', options: ['reasoning', 'plan'], required: true }),
     teacher: Flags.string({ description: 'kinematic, gemini:MODEL, openai:MODEL or exec:COMMAND', default: 'kinematic' }),
     'teacher-url': Flags.string({ description: 'server of an openai: teacher (or another Gemini endpoint)', helpValue: 'URL' }),
-    stride: Flags.integer({ description: 'reasoning: annotate every k-th step', default: 1, min: 1 }),
-    frames: Flags.integer({ description: 'plan: frames sent to the teacher', default: 8, min: 2 }),
+    stride: int({ description: 'reasoning: annotate every k-th step', default: 1, min: 1, max: 1_000_000 }),
+    frames: int({ description: 'plan: frames sent to the teacher', default: 8, min: 2, max: 64 }),
     cache: Flags.string({ description: `answer cache directory (default ${defaultCacheDir()})`, helpValue: 'DIR' }),
     'no-cache': Flags.boolean({ description: 'do not read or write the cache' }),
-    concurrency: Flags.integer({ description: 'requests in flight', default: 4, min: 1, max: 256 }),
-    rpm: Flags.integer({ description: 'at most this many requests a minute', min: 1 }),
-    timeout: Flags.integer({ description: 'seconds before a request is abandoned (and retried)', default: 120, min: 1 }),
-    retries: Flags.integer({ description: 'retries of a request on network errors, 408, 409, 429, 5xx', default: 6, min: 0 }),
-    repair: Flags.integer({ description: 're-asks after an unusable answer', default: 2, min: 0 }),
-    price: Flags.string({ description: 'USD per million input,output tokens, for the cost figure', helpValue: 'IN,OUT' }),
-    temperature: Flags.string({ description: 'sampling temperature of remote teachers', default: '0.2' }),
+    concurrency: int({ description: 'requests in flight', default: 4, min: 1, max: 256 }),
+    rpm: int({ description: 'at most this many requests a minute', min: 1, max: 1_000_000 }),
+    timeout: int({ description: 'seconds before a request is abandoned (and retried)', default: 120, min: 1, max: 3600 }),
+    retries: int({ description: 'retries of a request on network errors, 408, 409, 429, 5xx', default: 6, min: 0, max: 20 }),
+    repair: int({ description: 're-asks after an unusable answer', default: 2, min: 0, max: 10 }),
+    price: Flags.string({
+      description: 'USD per million input,output tokens, for the cost figure',
+      helpValue: 'IN,OUT',
+      parse: async (s) => {
+        parsePrice(s);
+        return s;
+      },
+    }),
+    temperature: decimal({ description: 'sampling temperature of remote teachers', default: '0.2', min: 0, max: 2 }),
     output: sharedFlags.output,
     to: Flags.string({ description: 'output format (default: rlds for a directory, else jsonl)', options: ['rlds', 'jsonl'] }),
-    'shard-size': Flags.string({ description: 'RLDS shard size limit', helpValue: 'SIZE' }),
+    'shard-size': size({ description: 'RLDS shard size limit', min: 1024 }),
     split: sharedFlags.split,
     'skip-corrupt': sharedFlags['skip-corrupt'],
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the usage summary as JSON on stderr' }),
   };
+
+  static flagRules: FlagRule[] = [
+    exclusive('cache', 'no-cache', '--no-cache reads and writes no cache'),
+    onlyWith('stride', '--kind reasoning', (i) => i.flags.kind === 'reasoning'),
+    onlyWith('frames', '--kind plan', (i) => i.flags.kind === 'plan'),
+    onlyWith('teacher-url', 'an openai: or gemini: teacher', (i) => /^(openai|gemini):/.test(String(i.flags.teacher))),
+  ];
 
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(Annotate);

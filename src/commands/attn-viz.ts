@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { Flags } from '@oclif/core';
 import { VlakitCommand } from '../lib/cli/base.js';
+import { type FlagRule, decimal, exclusive, int, onlyWith } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
 import type { TrainingExample } from '../lib/actions/index.js';
@@ -20,21 +21,27 @@ export default class AttnViz extends VlakitCommand {
     compare: Flags.string({ description: 'two (or more) models side by side: DIR,DIR or NAME=DIR,NAME=DIR', helpValue: 'A,B' }),
     input: Flags.string({ char: 'i', description: 'training examples (vlakit relabel output); "-" for stdin', default: '-' }),
     tokens: Flags.string({ description: 'which target tokens: action, reasoning, all, A:B (token indices) or /regex/ (over the target text)', default: 'action' }),
-    'top-k': Flags.integer({ description: 'top-k over (layer, head) per patch', default: 5, min: 1 }),
+    'top-k': int({ description: 'top-k over (layer, head) per patch', default: 5, min: 1, max: 4096 }),
     fusion: Flags.string({ description: 'fusion of the top-k values', options: ['max', 'mean'], default: 'max' }),
     layout: Flags.string({ description: 'example: one picture per example (the tokens averaged); tokens: one panel per token', options: ['example', 'tokens'], default: 'example' }),
-    'max-tokens': Flags.integer({ description: 'layout tokens: panels per example', default: 12, min: 1 }),
+    'max-tokens': int({ description: 'layout tokens: panels per example', default: 12, min: 1, max: 256 }),
     generate: Flags.boolean({ description: 'let the model write its own answer and map its tokens (action = after "<Actions>:")' }),
-    'max-new-tokens': Flags.integer({ description: '--generate: the longest answer', default: 256, min: 1 }),
-    limit: Flags.integer({ description: 'at most N examples', min: 1 }),
+    'max-new-tokens': int({ description: '--generate: the longest answer', default: 256, min: 1, max: 8192 }),
+    limit: int({ description: 'at most N examples', min: 1, max: 100_000 }),
     stage: Flags.string({ description: 'only examples of these stages (e.g. actions,refinevla)', helpValue: 'LIST' }),
-    alpha: Flags.string({ description: 'heatmap opacity', default: '0.5' }),
+    alpha: decimal({ description: 'heatmap opacity', default: '0.5', min: 0, max: 1 }),
     output: Flags.string({ char: 'o', description: 'output directory (replaced whole)', required: true, helpValue: 'DIR' }),
     json: Flags.boolean({ description: 'also write the raw maps (maps.jsonl)' }),
     device: Flags.string({ description: 'onnxruntime execution provider for exports', options: ['cpu', 'cuda'], default: 'cpu' }),
     backend: Flags.string({ description: 'tfjs backend for checkpoints', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress and summary on stderr' }),
   };
+
+  static flagRules: FlagRule[] = [
+    exclusive('model', 'compare', '--compare names every model, A,B'),
+    onlyWith('max-new-tokens', '--generate', (i) => i.flags.generate === true),
+    onlyWith('max-tokens', '--layout tokens', (i) => i.flags.layout === 'tokens'),
+  ];
 
   async run(): Promise<void> {
     const { flags } = await this.parse(AttnViz);

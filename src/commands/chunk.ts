@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
+import { type FlagRule, allOnlyWith, decimal, int } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
 import { chunkEpisode, type ChunkRecord } from '../lib/actions/index.js';
@@ -17,15 +18,20 @@ export default class Chunk extends VlakitCommand {
   ];
   static flags = {
     mode: Flags.string({ description: 'merge or fixed', options: ['merge', 'fixed'], default: 'merge' }),
-    horizon: Flags.integer({ description: 'fixed: actions per chunk', min: 1 }),
-    stride: Flags.integer({ description: 'fixed: a chunk every S steps', default: 1, min: 1 }),
-    'axis-limit': Flags.string({ description: 'merge: largest travel along the dominant dimension, meters', default: '0.025' }),
-    'total-limit': Flags.string({ description: 'merge: largest translation of a merged action, meters', default: '0.05' }),
+    horizon: int({ description: 'fixed: actions per chunk', min: 1, max: 1024 }),
+    stride: int({ description: 'fixed: a chunk every S steps', default: 1, min: 1, max: 1_000_000 }),
+    'axis-limit': decimal({ description: 'merge: largest travel along the dominant dimension, meters', default: '0.025', min: 0, minExclusive: true, max: 10 }),
+    'total-limit': decimal({ description: 'merge: largest translation of a merged action, meters', default: '0.05', min: 0, minExclusive: true, max: 10 }),
     output: sharedFlags.output,
     split: sharedFlags.split,
     'skip-corrupt': sharedFlags['skip-corrupt'],
     quiet: sharedFlags.quiet,
   };
+
+  static flagRules: FlagRule[] = [
+    ...allOnlyWith(['horizon', 'stride'], '--mode fixed', (i) => i.flags.mode === 'fixed'),
+    ...allOnlyWith(['axis-limit', 'total-limit'], '--mode merge', (i) => i.flags.mode === 'merge'),
+  ];
 
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(Chunk);

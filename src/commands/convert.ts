@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
+import { size } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT } from '../lib/errors.js';
 import { convert } from '../lib/io/index.js';
@@ -24,7 +25,7 @@ export default class Convert extends VlakitCommand {
     split: sharedFlags.split,
     decode: Flags.string({ description: 'how TFRecord payloads are read', options: ['auto', 'rlds', 'example', 'sequence_example', 'raw'], default: 'auto' }),
     compression: Flags.string({ description: 'compress jsonl/tfrecord output (default: gzip when the name ends in .gz)', options: ['none', 'gzip'] }),
-    'shard-size': Flags.string({ description: 'start a new shard past this size (tfrecord, rlds; e.g. 256MB)', helpValue: 'SIZE' }),
+    'shard-size': size({ description: 'start a new shard past this size (tfrecord, rlds; e.g. 256MB)', min: 1024 }),
     name: Flags.string({ description: 'dataset name for --to rlds (default: from the directory name)' }),
     features: Flags.string({ description: 'a TFDS features.json to encode episodes with (default: the input dataset\'s, else inferred)', helpValue: 'FILE' }),
     'skip-corrupt': sharedFlags['skip-corrupt'],

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { Flags } from '@oclif/core';
 import { VlakitCommand } from '../lib/cli/base.js';
+import { type FlagRule, allOnlyWith, exclusive, int } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
 
@@ -15,30 +16,38 @@ export default class EvalVqa extends VlakitCommand {
     { description: 'Gemma-3 behind vLLM, MMBench with circular evaluation', command: '<%= config.bin %> eval-vqa --endpoint http://localhost:8000 --model google/gemma-3-4b-it --data MMBench_DEV_EN.tsv --circular --concurrency 16' },
   ];
   static flags = {
-    generate: Flags.integer({ description: 'write N scene questions from the built-in world instead of evaluating', min: 1, helpValue: 'N' }),
-    seed: Flags.integer({ description: '--generate: seed of the scenes', default: 0 }),
+    generate: int({ description: 'write N scene questions from the built-in world instead of evaluating', min: 1, max: 10_000_000, warnAbove: 100_000, helpValue: 'N' }),
+    seed: int({ description: '--generate: seed of the scenes', default: 0, min: 0, max: 2 ** 32 - 1 }),
     as: Flags.string({ description: '--generate: vqa (JSON Lines for eval-vqa) or examples (training examples for train-sft)', options: ['vqa', 'examples'], default: 'vqa' }),
-    width: Flags.integer({ description: '--generate: image width, px', default: 128, min: 16, max: 1024 }),
-    height: Flags.integer({ description: '--generate: image height, px', default: 128, min: 16, max: 1024 }),
-    'per-frame': Flags.integer({ description: '--generate: questions per frame', default: 3, min: 1 }),
+    width: int({ description: '--generate: image width, px', default: 128, min: 16, max: 1024 }),
+    height: int({ description: '--generate: image height, px', default: 128, min: 16, max: 1024 }),
+    'per-frame': int({ description: '--generate: questions per frame', default: 3, min: 1, max: 100 }),
     output: Flags.string({ char: 'o', description: '--generate: output file ("-" or absent: stdout)', helpValue: 'PATH' }),
     models: Flags.string({ description: 'models to compare, the first one the reference: NAME=DIR, NAME=openai:MODEL (with --endpoint), NAME=gemini:MODEL or NAME=exec:CMD, comma-separated', helpValue: 'base=A,vla=B' }),
     model: Flags.string({ description: 'one model: a checkpoint or export directory, or (with --endpoint) the served model name', helpValue: 'DIR|NAME' }),
     endpoint: Flags.string({ description: 'an OpenAI-compatible server (vLLM, Ollama, ...) for openai:MODEL models', helpValue: 'URL' }),
     data: Flags.string({ description: 'a VQAv2 directory, a .jsonl or a .tsv file (repeatable)', multiple: true }),
     circular: Flags.boolean({ description: 'multiple choice: circular evaluation (right under every rotation of the options)' }),
-    limit: Flags.integer({ description: 'at most N questions per dataset', min: 1 }),
+    limit: int({ description: 'at most N questions per dataset', min: 1, max: 1_000_000_000 }),
     metric: Flags.string({ description: 'score every JSON Lines dataset with this metric instead of its own', options: ['vqa', 'exact', 'anls', 'mc'] }),
     'log-samples': Flags.string({ description: 'write every question, answer, prediction and score as JSON Lines', helpValue: 'FILE' }),
-    concurrency: Flags.integer({ description: 'parallel requests to an endpoint', default: 8, min: 1 }),
+    concurrency: int({ description: 'parallel requests to an endpoint', default: 8, min: 1, max: 256 }),
     cache: Flags.string({ description: 'endpoint answer cache directory (default: the teacher cache)', helpValue: 'DIR' }),
     'no-cache': Flags.boolean({ description: 'do not read or write the endpoint answer cache' }),
-    'max-new-tokens': Flags.integer({ description: 'longest answer of a vlakit model', default: 24, min: 1 }),
+    'max-new-tokens': int({ description: 'longest answer of a vlakit model', default: 24, min: 1, max: 8192 }),
     device: Flags.string({ description: 'onnxruntime execution provider for exports', options: ['cpu', 'cuda'], default: 'cpu' }),
     backend: Flags.string({ description: 'tfjs backend for checkpoints', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress and no report on stderr' }),
     json: Flags.boolean({ description: 'print the report as JSON on stderr' }),
   };
+
+  static flagRules: FlagRule[] = [
+    exclusive('model', 'models', 'one model, or several to compare'),
+    exclusive('generate', 'data', '--generate writes questions, --data evaluates on them'),
+    exclusive('cache', 'no-cache', '--no-cache reads and writes no cache'),
+    ...allOnlyWith(['seed', 'as', 'width', 'height', 'per-frame', 'output'], '--generate', (i) => i.given.has('generate')),
+    ...allOnlyWith(['models', 'model', 'endpoint', 'circular', 'limit', 'metric', 'log-samples', 'concurrency', 'cache', 'no-cache', 'max-new-tokens', 'device', 'backend'], 'an evaluation (not with --generate)', (i) => !i.given.has('generate')),
+  ];
 
   async run(): Promise<void> {
     const { flags } = await this.parse(EvalVqa);

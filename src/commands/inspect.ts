@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
+import { int } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT } from '../lib/errors.js';
 import { formatInspect, inspect } from '../lib/io/index.js';
@@ -18,7 +19,7 @@ export default class Inspect extends VlakitCommand {
   ];
   static flags = {
     split: sharedFlags.split,
-    samples: Flags.integer({ description: 'instruction samples to show', default: 5 }),
+    samples: int({ description: 'instruction samples to show', default: 5, min: 0, max: 1000 }),
     'skip-corrupt': sharedFlags['skip-corrupt'],
     verify: sharedFlags.verify,
     quiet: sharedFlags.quiet,

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
+import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
 import { VlakitError } from '../lib/errors.js';
 import { type ActionStats, type ChunkRecord, makeCodec } from '../lib/actions/index.js';
 import { relabel } from '../lib/actions/relabel.js';
@@ -20,22 +21,32 @@ export default class Relabel extends VlakitCommand {
   static flags = {
     method: Flags.string({ description: 'vlm2vla (three stages + auxiliary) or refinevla (rationale + actions)', options: ['vlm2vla', 'refinevla'], default: 'vlm2vla' }),
     actions: Flags.string({ description: 'action representation', options: ['text', 'words', 'tokens', 'bins'], default: 'text' }),
-    precision: Flags.integer({ description: 'digits after the point (text/tokens: 3; words: 1)', min: 0, max: 8 }),
+    precision: int({ description: 'digits after the point (text/tokens: 3; words: 1)', min: 0, max: 8 }),
     units: Flags.string({ description: 'text/tokens: meters or centimeters', options: ['m', 'cm'], default: 'm' }),
     tokenizer: Flags.string({ description: 'tokens/bins: gemma3 or a tokenizer.json', default: 'gemma3' }),
     'token-list': Flags.string({ description: 'tokens with another tokenizer: 10 tokens, one per line, for digits 0-9', helpValue: 'FILE' }),
-    bins: Flags.integer({ description: 'bins: number of bins per dimension', default: 256, min: 2 }),
+    bins: int({ description: 'bins: number of bins per dimension', default: 256, min: 2, max: 4096 }),
     stats: Flags.string({ description: 'bins: statistics from --stats-out', helpValue: 'FILE' }),
     'stats-out': Flags.string({ description: 'write per-dimension mean, std, min, max, q01, q99 of the actions', helpValue: 'FILE' }),
     report: Flags.boolean({ description: 'print the round-trip error of the representation per dimension' }),
     'no-reasoning': Flags.boolean({ description: 'actions only (VLM2VLA-NR, the SFT baseline)' }),
     format: Flags.string({ description: 'vlakit JSONL, or trl (a directory: data.jsonl + images/)', options: ['vlakit', 'trl'], default: 'vlakit' }),
-    split: Flags.string({ description: 'share of episodes for validation, by a seeded hash of the episode id', default: '0' }),
-    seed: Flags.integer({ description: 'seed of the split hash', default: 0 }),
+    split: decimal({ description: 'share of episodes for validation, by a seeded hash of the episode id', default: '0', min: 0, max: 1, maxExclusive: true }),
+    seed: int({ description: 'seed of the split hash', default: 0, min: 0, max: 2 ** 32 - 1 }),
     output: sharedFlags.output,
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the summary as JSON on stderr' }),
   };
+
+  static flagRules: FlagRule[] = [
+    onlyWith('precision', '--actions text, tokens or words', (i) => i.flags.actions !== 'bins'),
+    onlyWith('units', '--actions text or tokens', (i) => i.flags.actions === 'text' || i.flags.actions === 'tokens'),
+    onlyWith('tokenizer', '--actions tokens or bins', (i) => i.flags.actions === 'tokens' || i.flags.actions === 'bins'),
+    onlyWith('token-list', '--actions tokens', (i) => i.flags.actions === 'tokens'),
+    onlyWith('bins', '--actions bins', (i) => i.flags.actions === 'bins'),
+    onlyWith('stats', '--actions bins', (i) => i.flags.actions === 'bins'),
+    onlyWith('seed', 'a validation share (--split)', (i) => Number(i.flags.split) > 0),
+  ];
 
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(Relabel);

@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseNumber, sharedFlags } from '../lib/cli/base.js';
+import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
 import { textCodecFor, type ActionCodec, type TrainingExample } from '../lib/actions/index.js';
@@ -27,34 +28,39 @@ export default class TrainRl extends VlakitCommand {
     output: Flags.string({ char: 'o', description: 'run directory (run.json, checkpoints, final model, metrics.jsonl); one run per directory', required: true, helpValue: 'DIR' }),
     resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint (the same data, settings and seed)' }),
     overwrite: sharedFlags.overwrite,
-    group: Flags.integer({ description: 'completions per prompt', default: 8, min: 2 }),
-    'prompts-per-step': Flags.integer({ description: 'prompts per step', default: 4, min: 1 }),
-    steps: Flags.integer({ description: 'RL steps', default: 20, min: 1 }),
-    'max-prompts': Flags.integer({ description: 'use at most this many training prompts', min: 1 }),
-    temperature: Flags.string({ description: 'sampling temperature', default: '0.8' }),
-    'top-p': Flags.string({ description: 'nucleus sampling', default: '0.95' }),
-    'max-new-tokens': Flags.integer({ description: 'completion length limit', default: 64, min: 1 }),
-    lr: Flags.string({ description: 'learning rate of the adapters', default: '1e-3' }),
-    'clip-eps': Flags.string({ description: 'ratio clip epsilon', default: '0.2' }),
-    beta: Flags.string({ description: 'weight of KL to the reference (SFT) policy', default: '0.04' }),
+    group: int({ description: 'completions per prompt', default: 8, min: 2, max: 256 }),
+    'prompts-per-step': int({ description: 'prompts per step', default: 4, min: 1, max: 1024 }),
+    steps: int({ description: 'RL steps', default: 20, min: 1, max: 1_000_000, warnAbove: 10_000 }),
+    'max-prompts': int({ description: 'use at most this many training prompts', min: 1, max: 10_000_000 }),
+    temperature: decimal({ description: 'sampling temperature', default: '0.8', min: 0, max: 10 }),
+    'top-p': decimal({ description: 'nucleus sampling', default: '0.95', min: 0, minExclusive: true, max: 1 }),
+    'max-new-tokens': int({ description: 'completion length limit', default: 64, min: 1, max: 8192 }),
+    lr: decimal({ description: 'learning rate of the adapters', default: '1e-3', min: 0, minExclusive: true, max: 1 }),
+    'clip-eps': decimal({ description: 'ratio clip epsilon', default: '0.2', min: 0, minExclusive: true, max: 1 }),
+    beta: decimal({ description: 'weight of KL to the reference (SFT) policy', default: '0.04', min: 0, max: 1000 }),
     'no-std-scaling': Flags.boolean({ description: 'advantages without std scaling (Dr. GRPO)' }),
-    'inner-steps': Flags.integer({ description: 'updates per batch of samples', default: 1, min: 1 }),
-    'lora-r': Flags.integer({ description: 'LoRA rank of the RL adapters', default: 16, min: 1 }),
-    'lora-alpha': Flags.integer({ description: 'LoRA alpha', default: 32, min: 1 }),
-    'reward-accuracy': Flags.string({ description: 'weight of the action accuracy reward', default: '1' }),
-    'reward-format': Flags.string({ description: 'weight of the format reward', default: '0.1' }),
-    'reward-length': Flags.string({ description: 'weight of the length penalty', default: '0' }),
+    'inner-steps': int({ description: 'updates per batch of samples', default: 1, min: 1, max: 100 }),
+    'lora-r': int({ description: 'LoRA rank of the RL adapters', default: 16, min: 1, max: 1024 }),
+    'lora-alpha': int({ description: 'LoRA alpha', default: 32, min: 1, max: 4096 }),
+    'reward-accuracy': decimal({ description: 'weight of the action accuracy reward', default: '1', min: -1000, max: 1000 }),
+    'reward-format': decimal({ description: 'weight of the format reward', default: '0.1', min: -1000, max: 1000 }),
+    'reward-length': decimal({ description: 'weight of the length penalty', default: '0', min: -1000, max: 1000 }),
     'accuracy-mode': Flags.string({ description: 'l1: 1 - L1/scale; tolerance: share of dimensions within --tolerance', options: ['l1', 'tolerance'], default: 'l1' }),
-    'l1-scale': Flags.string({ description: 'l1 mode: the error (m) that scores 0', default: '0.02' }),
-    tolerance: Flags.string({ description: 'tolerance mode: an error (m) that counts as right', default: '0.005' }),
+    'l1-scale': decimal({ description: 'l1 mode: the error (m) that scores 0', default: '0.02', min: 0, minExclusive: true, max: 10 }),
+    tolerance: decimal({ description: 'tolerance mode: an error (m) that counts as right', default: '0.005', min: 0, max: 10 }),
     reward: Flags.string({ description: 'an extra reward from a child process: exec:COMMAND (JSON lines)', helpValue: 'exec:CMD' }),
-    seed: Flags.integer({ default: 0 }),
-    'save-every': Flags.integer({ min: 1 }),
-    'eval-every': Flags.integer({ description: 'greedy evaluation on the val split every N steps', min: 1 }),
+    seed: int({ description: 'seed: the same seed gives the same run', default: 0, min: 0, max: 2 ** 32 - 1 }),
+    'save-every': int({ description: 'checkpoint every N steps', min: 1, max: 1_000_000 }),
+    'eval-every': int({ description: 'greedy evaluation on the val split every N steps', min: 1, max: 1_000_000 }),
     backend: Flags.string({ options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the result as JSON on stderr' }),
   };
+
+  static flagRules: FlagRule[] = [
+    onlyWith('l1-scale', '--accuracy-mode l1', (i) => i.flags['accuracy-mode'] === 'l1'),
+    onlyWith('tolerance', '--accuracy-mode tolerance', (i) => i.flags['accuracy-mode'] === 'tolerance'),
+  ];
 
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(TrainRl);

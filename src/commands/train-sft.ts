@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseNumber, sharedFlags } from '../lib/cli/base.js';
+import { type FlagRule, allOnlyWith, decimal, exclusive, int } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
 import { textCodecFor, type TrainingExample } from '../lib/actions/index.js';
@@ -25,33 +26,40 @@ export default class TrainSft extends VlakitCommand {
     init: Flags.string({ description: 'start from this checkpoint (the base VLM for LoRA)', helpValue: 'CKPT' }),
     resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint, exactly (the same data, settings and seed)' }),
     overwrite: sharedFlags.overwrite,
-    'vocab-size': Flags.integer({ description: 'vocabulary of the tokenizer built from the examples (from scratch)', default: 512, min: 64 }),
+    'vocab-size': int({ description: 'vocabulary of the tokenizer built from the examples (from scratch)', default: 512, min: 64, max: 262_144 }),
     tokenizer: Flags.string({ description: 'a Hugging Face tokenizer.json to use instead (from scratch), e.g. Gemma-3\'s for the token ablation', helpValue: 'FILE' }),
     'vocab-from': Flags.string({ description: 'more training examples whose text the new tokenizer must cover, not trained on (e.g. the robot data a base VLM will be fine-tuned on)', multiple: true, helpValue: 'FILE' }),
-    cameras: Flags.integer({ description: 'camera slots of a new model (default: the most images of any example)', min: 1 }),
+    cameras: int({ description: 'camera slots of a new model (default: the most images of any example)', min: 1, max: 16 }),
     lora: Flags.boolean({ description: 'train LoRA adapters only' }),
-    'lora-r': Flags.integer({ description: 'LoRA rank', default: 16, min: 1 }),
-    'lora-alpha': Flags.integer({ description: 'LoRA alpha', default: 32, min: 1 }),
+    'lora-r': int({ description: 'LoRA rank', default: 16, min: 1, max: 1024 }),
+    'lora-alpha': int({ description: 'LoRA alpha', default: 32, min: 1, max: 4096 }),
     'lora-targets': Flags.string({ description: 'LoRA target modules', default: 'q,k,v,o,gate,up,down' }),
-    'freeze-layers': Flags.integer({ description: 'freeze the first N decoder layers', default: 0, min: 0 }),
+    'freeze-layers': int({ description: 'freeze the first N decoder layers', default: 0, min: 0, max: 1000 }),
     'freeze-vision': Flags.boolean({ description: 'freeze the vision tower' }),
-    'lambda-r': Flags.string({ description: 'weight of the reasoning loss', default: '1' }),
-    lr: Flags.string({ description: 'peak learning rate', default: '3e-4' }),
-    warmup: Flags.integer({ description: 'warmup steps (default: 10% of the steps, at most 10)', min: 0 }),
-    steps: Flags.integer({ description: 'optimizer steps (default: from --epochs)', min: 1 }),
-    epochs: Flags.string({ description: 'epochs, when --steps is not given', default: '1' }),
-    'batch-size': Flags.integer({ description: 'examples per micro-batch', default: 8, min: 1 }),
-    'grad-accum': Flags.integer({ description: 'micro-batches per optimizer step', default: 1, min: 1 }),
-    clip: Flags.string({ description: 'gradient clipping by global norm (0: off)', default: '1' }),
-    'weight-decay': Flags.string({ description: 'AdamW decoupled weight decay', default: '0.01' }),
-    seed: Flags.integer({ description: 'seed: the same seed gives the same run', default: 0 }),
-    'save-every': Flags.integer({ description: 'checkpoint every N steps', min: 1 }),
-    'eval-every': Flags.integer({ description: 'evaluate on the val split every N steps', min: 1 }),
+    'lambda-r': decimal({ description: 'weight of the reasoning loss', default: '1', min: 0, max: 1000 }),
+    lr: decimal({ description: 'peak learning rate', default: '3e-4', min: 0, minExclusive: true, max: 1 }),
+    warmup: int({ description: 'warmup steps (default: 10% of the steps, at most 10)', min: 0, max: 10_000_000 }),
+    steps: int({ description: 'optimizer steps (default: from --epochs)', min: 1, max: 10_000_000, warnAbove: 100_000 }),
+    epochs: decimal({ description: 'epochs, when --steps is not given', default: '1', min: 0, minExclusive: true, max: 100_000 }),
+    'batch-size': int({ description: 'examples per micro-batch', default: 8, min: 1, max: 4096 }),
+    'grad-accum': int({ description: 'micro-batches per optimizer step', default: 1, min: 1, max: 1024 }),
+    clip: decimal({ description: 'gradient clipping by global norm (0: off)', default: '1', min: 0 }),
+    'weight-decay': decimal({ description: 'AdamW decoupled weight decay', default: '0.01', min: 0, max: 1 }),
+    seed: int({ description: 'seed: the same seed gives the same run', default: 0, min: 0, max: 2 ** 32 - 1 }),
+    'save-every': int({ description: 'checkpoint every N steps', min: 1, max: 10_000_000 }),
+    'eval-every': int({ description: 'evaluate on the val split every N steps', min: 1, max: 10_000_000 }),
     stats: Flags.string({ description: 'action statistics to keep with the model (relabel --stats-out)', helpValue: 'FILE' }),
     backend: Flags.string({ description: 'force a TensorFlow.js backend', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the result as JSON on stderr' }),
   };
+
+  static flagRules: FlagRule[] = [
+    ...allOnlyWith(['lora-r', 'lora-alpha', 'lora-targets'], '--lora', (i) => i.flags.lora === true),
+    exclusive('steps', 'epochs', '--epochs sets the steps when --steps is not given'),
+    exclusive('tokenizer', 'vocab-size', 'a tokenizer.json has its own vocabulary'),
+    ...allOnlyWith(['preset', 'vocab-size', 'tokenizer', 'vocab-from', 'cameras'], 'a new model (not with --init, whose checkpoint has them)', (i) => !i.given.has('init')),
+  ];
 
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(TrainSft);

@@ -164,3 +164,13 @@ describe('renderer', () => {
     w.dispose();
   });
 });
+
+describe('a reset that fails', () => {
+  it('no room for every object: a usage error, and the env still closes cleanly (its world is not disposed twice)', async () => {
+    const env = new TabletopEnv({ width: 16, height: 16, distractors: 8 });
+    let failure: unknown;
+    for (let seed = 0; seed < 30 && !failure; seed++) await env.reset(seed).catch((e: unknown) => (failure = e));
+    expect(failure).toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/cannot place \d+ objects on the table without overlap; use fewer distractors/) });
+    await expect(env.close()).resolves.toBeUndefined();
+  });
+});

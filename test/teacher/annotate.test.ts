@@ -1,3 +1,5 @@
+import { getEventListeners } from 'node:events';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ScriptedPolicy, TabletopEnv, runEpisodes } from '../../src/lib/env/index.js';
@@ -10,6 +12,8 @@ import {
   annotate,
   backoffMs,
   makeTeacher,
+  postJson,
+  RateLimiter,
   parsePlan,
   parseReasoning,
   scorePlans,
@@ -98,6 +102,35 @@ describe('parsing teacher answers', () => {
     expect(backoffMs(3, null, { random: () => 1, baseDelayMs: 100 })).toBe(400);
     expect(backoffMs(20, null, { random: () => 1, baseDelayMs: 100, maxDelayMs: 5000 })).toBe(5000);
     expect(backoffMs(2, null, { random: () => 0 })).toBe(0);
+  });
+
+  it('retries against an unreachable server leave no abort listener behind and raise no MaxListenersExceededWarning', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const srv = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const ac = new AbortController();
+    const limiter = new RateLimiter(600_000); // spaces the starts: the limiter sleeps too
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      // one after another, then 16 at once on the same signal (as annotate --concurrency 16 does)
+      await expect(postJson(`http://127.0.0.1:${port}/v1`, {}, {}, { retries: 12, baseDelayMs: 1, maxDelayMs: 2, signal: ac.signal, limiter })).rejects.toThrow(/E_TEACHER .*giving up after 13 attempts; last: network error/);
+      const many = Array.from({ length: 16 }, () => postJson(`http://127.0.0.1:${port}/v1`, {}, {}, { retries: 2, baseDelayMs: 20, maxDelayMs: 20, random: () => 1, signal: ac.signal, limiter }));
+      for (const r of await Promise.allSettled(many)) expect(r).toMatchObject({ status: 'rejected', reason: { code: 'E_TEACHER' } });
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on a later tick
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0);
+    // an abort still ends a wait at once
+    const slow = postJson(`http://127.0.0.1:${port}/v1`, {}, {}, { retries: 3, baseDelayMs: 60_000, random: () => 1, signal: ac.signal });
+    ac.abort(new Error('stop'));
+    await expect(slow).rejects.toThrow('stop');
   });
 });
 

@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -70,6 +71,22 @@ describe('vlakit annotate', () => {
     expect(readFileSync(out, 'utf8')).toBe(readFileSync(fresh, 'utf8'));
     // the uninterrupted run bought exactly the same distinct answers
     expect(new Set(server.seen.slice(seenBefore).map((s) => s.key))).toEqual(new Set(answered.keys()));
+  });
+
+  it('an unreachable teacher: every request fails after its retries, no MaxListenersExceededWarning', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const srv = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const r = await execa('node', [BIN, 'annotate', demos, '--kind', 'reasoning', '--teacher', 'openai:m', '--teacher-url', `http://127.0.0.1:${port}`, '--no-cache', '--retries', '1', '--concurrency', '16', '-o', path.join(dir, 'unreachable.jsonl')], { reject: false });
+    const m = /; (\d+) requests, \d+ cache hits, \d+ retries, (\d+) failures, .* (\d+) annotation errors/.exec(r.stderr);
+    expect(m).not.toBeNull();
+    expect(Number(m![1])).toBeGreaterThan(10); // more waits on the command's signal than the default listener limit of 10
+    expect(m![3]).toBe(m![2]); // every step failed and was counted
+    expect(r.stderr).not.toMatch(/MaxListenersExceededWarning|memory leak/);
+    expect(r.exitCode).toBe(3);
   });
 
   it('unusable answers end as counted annotation errors, exit 3', async () => {

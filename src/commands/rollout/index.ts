@@ -17,8 +17,12 @@ import {
   runEpisodes,
 } from '../../lib/env/index.js';
 import { outputFormatFor, type StepRecord, writeEpisodes } from '../../lib/io/index.js';
-import { policyFlags, policyOptions } from '../../lib/cli/policy-flags.js';
+import { policyFlags, policyOptions, policyRules } from '../../lib/cli/policy-flags.js';
+import { type FlagRule, allOnlyWith, decimal, int, onlyWith, size } from '../../lib/cli/flags.js';
 import type { EpisodeSummary } from '../../lib/policy/index.js';
+
+/** The most distractors a scene takes: with more, some layouts find no room for every object. */
+const MAX_DISTRACTORS = 5;
 
 function parseRange(s: string): number | [number, number] {
   const m = /^(\d+)(?:-(\d+))?$/.exec(s.trim());
@@ -43,27 +47,46 @@ export default class Rollout extends VlakitCommand {
     timing: Flags.boolean({ description: 'record per-step time in the model, the env and vlakit (learned policies; on by default)', allowNo: true }),
     env: Flags.string({ description: 'builtin:tabletop, exec:COMMAND or ws://host:port', default: 'builtin:tabletop' }),
     tasks: Flags.string({ description: `task families, comma-separated, or all (${FAMILIES.join(', ')})`, default: 'all' }),
-    episodes: Flags.integer({ description: 'number of episodes (families take turns)', default: 10, min: 1 }),
-    seed: Flags.integer({ description: 'seed of the run: the same seed gives the same episodes', default: 0 }),
+    episodes: int({ description: 'number of episodes (families take turns)', default: 10, min: 1, max: 1_000_000, warnAbove: 10_000 }),
+    seed: int({ description: 'seed of the run: the same seed gives the same episodes', default: 0, min: 0, max: 2 ** 32 - 1 }),
     output: sharedFlags.output,
     to: Flags.string({ description: 'output format (default: rlds for a directory, jsonl for a .jsonl file or stdout)', options: ['rlds', 'jsonl'] }),
     name: Flags.string({ description: 'dataset name for RLDS output (default: from the directory name)' }),
-    'shard-size': Flags.string({ description: 'RLDS shard size limit, e.g. 256MB', helpValue: 'SIZE' }),
-    width: Flags.integer({ description: 'camera image width, px', default: 128, min: 16, max: 1024 }),
-    height: Flags.integer({ description: 'camera image height, px', default: 128, min: 16, max: 1024 }),
+    'shard-size': size({ description: 'RLDS shard size limit, e.g. 256MB', min: 1024 }),
+    width: int({ description: 'camera image width, px', default: 128, min: 16, max: 1024 }),
+    height: int({ description: 'camera image height, px', default: 128, min: 16, max: 1024 }),
     wrist: Flags.boolean({ description: 'add a wrist camera (observation.wrist_image)' }),
     masks: Flags.boolean({ description: 'add object pixel masks of the main camera to the oracle (attention scores of attn-viz)' }),
-    hz: Flags.integer({ description: 'control rate, Hz', default: 5, min: 1, max: 100 }),
-    distractors: Flags.string({ description: 'distractor objects per scene: N or MIN-MAX', default: '1-3' }),
-    'max-steps': Flags.integer({ description: 'cut episodes after this many steps (default by family)', min: 1 }),
-    'step-size': Flags.string({ description: 'scripted expert: largest move per step, meters', default: '0.015' }),
-    noise: Flags.string({ description: 'scripted expert: Gaussian noise on each move, meters (std)', default: '0' }),
+    hz: int({ description: 'control rate, Hz', default: 5, min: 1, max: 100 }),
+    distractors: Flags.string({
+      description: `distractor objects per scene: N or MIN-MAX (MIN <= MAX <= ${MAX_DISTRACTORS})`,
+      default: '1-3',
+      parse: async (s) => {
+        const r = parseRange(s);
+        const [lo, hi] = typeof r === 'number' ? [r, r] : r;
+        if (lo > hi) throw new VlakitError('E_USAGE', `--distractors ${s} is an empty range: MIN must not exceed MAX (e.g. 2-5)`);
+        if (hi > MAX_DISTRACTORS) throw new VlakitError('E_USAGE', `--distractors must be at most ${MAX_DISTRACTORS}, got "${s}"`);
+        return s;
+      },
+    }),
+    'max-steps': int({ description: 'cut episodes after this many steps (default by family)', min: 1, max: 100_000 }),
+    'step-size': decimal({ description: 'scripted expert: largest move per step, meters', default: '0.015', min: 0, minExclusive: true, max: 1 }),
+    noise: decimal({ description: 'scripted expert: Gaussian noise on each move, meters (std)', default: '0', min: 0, max: 1 }),
     safety: Flags.boolean({ description: 'the safety filter (bounds, step limit, e-stop on bad actions)', default: true, allowNo: true }),
-    'max-translation': Flags.string({ description: 'safety: largest translation per step, meters', default: '0.03' }),
+    'max-translation': decimal({ description: 'safety: largest translation per step, meters', default: '0.03', min: 0, minExclusive: true, max: 1 }),
     'contact-guard': Flags.boolean({ description: 'safety: no downward/forward motion while in contact', default: true, allowNo: true }),
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the report as JSON on stderr' }),
   };
+
+  static flagRules: FlagRule[] = [
+    ...allOnlyWith(['step-size', 'noise'], '--policy scripted', (i) => i.flags.policy === 'scripted'),
+    ...allOnlyWith(Object.keys(policyFlags), 'a learned --policy (a checkpoint or export directory)', (i) => i.flags.policy !== 'scripted' && !/^wss?:\/\//.test(String(i.flags.policy))),
+    ...policyRules,
+    ...allOnlyWith(['width', 'height', 'wrist', 'masks', 'hz', 'distractors', 'max-steps'], '--env builtin:tabletop (another env makes its own scenes)', (i) => i.flags.env === 'builtin:tabletop'),
+    onlyWith('name', 'RLDS output', (i) => i.flags.to !== 'jsonl'),
+    ...allOnlyWith(['max-translation', 'contact-guard'], 'the safety filter (not with --no-safety)', (i) => i.flags.safety === true),
+  ];
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Rollout);

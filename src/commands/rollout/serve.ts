@@ -1,22 +1,29 @@
 import { Flags } from '@oclif/core';
 import { VlakitCommand } from '../../lib/cli/base.js';
-import { policyFlags, policyOptions } from '../../lib/cli/policy-flags.js';
+import { type FlagRule, decimal, int, parseSize, size } from '../../lib/cli/flags.js';
+import { policyFlags, policyOptions, policyRules } from '../../lib/cli/policy-flags.js';
 
 export default class RolloutServe extends VlakitCommand {
   static summary = 'Serve a policy over a websocket (msgpack) for an external simulator or robot loop.';
   static description =
-    'Loads a checkpoint or an export once and answers, per connection: metadata on connect; {type: "reset", instruction, seed}; {type: "infer", observation: {camera: PNG/JPEG bytes or {mime, b64}, state}, instruction, info?} -> {type: "actions", actions, done, info, timing: {model_ms, server_ms}}. Each connection is one episode at a time with its own policy state (direct or the VLM2VLA hierarchy). `vlakit rollout --policy ws://host:port` is a client; so is PolicyClient in the library.';
+    'Loads a checkpoint or an export once and answers, per connection: metadata on connect; {type: "reset", instruction, seed}; {type: "infer", observation: {camera: PNG/JPEG bytes or {mime, b64}, state}, instruction, info?} -> {type: "actions", actions, done, info, timing: {model_ms, server_ms}}. Each connection is one episode at a time with its own policy state (direct or the VLM2VLA hierarchy); a nil or malformed request gets an error reply and the connection stays open. Each connection is bounded: the handshake and idleness are timed (--handshake-timeout, --idle-timeout), and it holds at most --max-queue requests of at most --max-message bytes (see docs/ROLLOUT.md). `vlakit rollout --policy ws://host:port` is a client; so is PolicyClient in the library.';
   static examples = [
     { description: 'Serve the exported policy on port 8765', command: '<%= config.bin %> rollout serve --policy runs/sft-onnx --port 8765' },
     { description: 'Direct mode, listening on every interface', command: '<%= config.bin %> rollout serve --policy runs/refinevla --mode direct --host 0.0.0.0 --port 8765' },
   ];
   static flags = {
     policy: Flags.string({ description: 'a checkpoint or export directory', required: true, helpValue: 'DIR' }),
-    port: Flags.integer({ description: 'port (0: any free port, printed on stderr)', default: 8765, min: 0, max: 65535 }),
+    port: int({ description: 'port (0: any free port, printed on stderr)', default: 8765, min: 0, max: 65535 }),
     host: Flags.string({ description: 'interface to listen on', default: '127.0.0.1' }),
+    'handshake-timeout': decimal({ description: 'seconds a new TCP connection has to finish the websocket handshake before it is dropped', default: '10', min: 0, minExclusive: true, max: 3600 }),
+    'idle-timeout': decimal({ description: 'seconds without a message (and nothing in progress) before a connection is closed with 1001; 0: never', default: '300', min: 0, max: 86400 }),
+    'max-message': size({ description: 'largest message a client may send; a larger one closes its connection with 1009', default: '64MiB', min: 1024, max: 2 ** 30 }),
+    'max-queue': int({ description: 'requests of one connection queued or in progress; one more closes it with 1008', default: 4, min: 1, max: 64 }),
     ...policyFlags,
     quiet: Flags.boolean({ char: 'q', description: 'no log of requests on stderr' }),
   };
+
+  static flagRules: FlagRule[] = policyRules;
 
   async run(): Promise<void> {
     const { flags } = await this.parse(RolloutServe);
@@ -31,6 +38,11 @@ export default class RolloutServe extends VlakitCommand {
       makePolicy: () => new ModelPolicy(runner, opts),
       metadata: { model: flags.policy, engine: runner.info.engine, device: runner.info.device, mode: opts.mode, verifier: opts.verifier?.name, cameras: c.num_cameras, image_size: c.vision_config.image_size, action_dim: 4, action_codec: opts.codec.describe() },
       onRequest: (r) => this.note(`vlakit rollout serve: ${r.type} in ${r.ms.toFixed(1)} ms`, flags.quiet),
+      onNotice: (m) => this.note(`vlakit rollout serve: ${m}`, flags.quiet),
+      handshakeTimeoutMs: Number(flags['handshake-timeout']) * 1000,
+      idleTimeoutMs: Number(flags['idle-timeout']) * 1000,
+      maxMessageBytes: parseSize(flags['max-message']),
+      maxQueue: flags['max-queue'],
     });
     process.stderr.write(`vlakit rollout serve: ${flags.policy} (${runner.info.engine}, ${runner.info.device}) listening on ws://${flags.host}:${server.port}\n`);
     await new Promise<void>((resolve) => {

@@ -1,15 +1,9 @@
 /** The base of every vlakit command: shared flags, one way to report errors, exit codes, Ctrl-C, `| head`. */
-import { Command, Errors, Flags } from '@oclif/core';
+import { Command, Errors, Flags, type Interfaces } from '@oclif/core';
 import { EXIT, VlakitError, isVlakitError } from '../errors.js';
+import { type FlagRule, checkRules, softLimitWarnings } from './flags.js';
 
-/** Parses sizes such as `256MB`, `64KiB`, `1G` into bytes. */
-export function parseSize(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)$/i.exec(s.trim());
-  if (!m) throw new VlakitError('E_USAGE', `invalid size "${s}"; expected e.g. 256MB, 64KiB or 1G`);
-  const pow = ' kmgt'.indexOf(m[2].toLowerCase() || ' ');
-  const base = m[3].toLowerCase().startsWith('i') ? 1024 : 1000;
-  return Math.round(Number(m[1]) * base ** pow);
-}
+export { parseSize } from './flags.js';
 
 /** A number flag given as text (fractions, exponents), checked: `--name must be a number >= min`. */
 export function parseNumber(s: string, name: string, min = -Infinity): number {
@@ -28,8 +22,38 @@ export const sharedFlags = {
   split: Flags.string({ description: 'split of an RLDS dataset directory', default: 'train' }),
 };
 
+// oclif's own (unexported) constraint of parse outputs
+type Output = { [name: string]: any };
+
+/** An error thrown by a flag's own parser, as oclif wraps it: the flag's message is the part that matters. */
+const FLAG_PARSE = /^Parsing --\S+ \n\t([\s\S]*?)\nSee more help with --help$/;
+
 export abstract class VlakitCommand extends Command {
+  /** Rules between flags (exclusive pairs, mode-only flags), checked right after parsing, before any work. */
+  static flagRules: readonly FlagRule[] = [];
   protected readonly abort = new AbortController();
+
+  /** Parses, then checks the command's flag rules and warns about counts above their soft limit. */
+  protected async parse<F extends Output, B extends Output, A extends Output>(
+    options?: Interfaces.Input<F, B, A>,
+    argv?: string[],
+  ): Promise<Interfaces.ParserOutput<F, B, A>> {
+    // parsing was attempted even when a flag is refused (oclif warns about commands that never parse, in development)
+    this.parsed = true;
+    const out = await super.parse(options, argv);
+    const flags = out.flags as Record<string, unknown>;
+    const meta = (out.metadata?.flags ?? {}) as Record<string, { setFromDefault?: boolean } | undefined>;
+    const given = new Set(Object.keys(flags).filter((k) => flags[k] !== undefined && !meta[k]?.setFromDefault));
+    const input = { flags, given };
+    checkRules((this.constructor as typeof VlakitCommand).flagRules, input);
+    for (const w of softLimitWarnings((options?.flags ?? {}) as Record<string, unknown>, input)) this.note(`vlakit ${this.displayName}: warning: ${w}`, flags.quiet === true);
+    return out;
+  }
+
+  /** The command as typed (`rollout serve`, not oclif's `rollout:serve`). */
+  protected get displayName(): string {
+    return (this.id ?? 'vlakit').replaceAll(':', ' ');
+  }
 
   public async init(): Promise<void> {
     await super.init();
@@ -55,18 +79,25 @@ export abstract class VlakitCommand extends Command {
       process.exitCode = 130;
       return;
     }
+    const wrapped = FLAG_PARSE.exec(err.message);
+    if (wrapped) {
+      // a flag value its parser refused (a range, a size, a number): a usage error, without oclif's wrapping
+      process.stderr.write(`vlakit ${this.displayName}: ${wrapped[1]}\n`);
+      process.exitCode = EXIT.usage;
+      return;
+    }
     if (isVlakitError(err)) {
-      process.stderr.write(`vlakit ${this.id}: ${err.message}\n`);
+      process.stderr.write(`vlakit ${this.displayName}: ${err.message}\n`);
       process.exitCode = err.exitCode;
       return;
     }
     if (err instanceof Errors.CLIError && 'parse' in err) {
-      process.stderr.write(`vlakit ${this.id}: ${err.message}\n`);
+      process.stderr.write(`vlakit ${this.displayName}: ${err.message.replace(/\nSee more help with --help$/, '')}\n`);
       process.exitCode = EXIT.usage;
       return;
     }
     if (err instanceof Errors.ExitError) throw err;
-    process.stderr.write(`vlakit ${this.id}: internal error: ${err.stack ?? err.message}\n`);
+    process.stderr.write(`vlakit ${this.displayName}: internal error: ${err.stack ?? err.message}\n`);
     process.exitCode = EXIT.error;
   }
 }

@@ -3,6 +3,7 @@ import { Flags } from '@oclif/core';
 import type { VlaRunner } from '../infer/index.js';
 import { type ModelPolicyOptions, codecOf, makeVerifier } from '../policy/index.js';
 import { parseNumber } from './base.js';
+import { type FlagRule, allOnlyWith, decimal, int, onlyWith } from './flags.js';
 import { VlakitError } from '../errors.js';
 
 export const policyFlags = {
@@ -10,21 +11,28 @@ export const policyFlags = {
   prompt: Flags.string({ description: 'direct mode: the training prompt (relabel --method refinevla with or without reasoning, or VLM2VLA-NR "task")', options: ['refinevla', 'refinevla-nr', 'task'], default: 'refinevla' }),
   verifier: Flags.string({ description: 'hierarchical mode: model (the policy answers its verification prompt), oracle (the built-in world), or teacher:SPEC', default: 'model', helpValue: 'SPEC' }),
   'teacher-url': Flags.string({ description: 'server of an openai:MODEL teacher verifier', helpValue: 'URL' }),
-  'max-retries': Flags.integer({ description: 'hierarchical: chunks per subtask the verifier may reject before moving on', default: 3, min: 0 }),
-  resample: Flags.integer({ description: 'extra samples when the model output does not parse (then a safe no-op)', default: 3, min: 0 }),
-  execute: Flags.integer({ description: 'execute at most N actions of each chunk before asking the model again', min: 1 }),
-  'max-chunk': Flags.integer({ description: 'cut action chunks longer than this', default: 32, min: 1 }),
+  'max-retries': int({ description: 'hierarchical: chunks per subtask the verifier may reject before moving on', default: 3, min: 0, max: 100 }),
+  resample: int({ description: 'extra samples when the model output does not parse (then a safe no-op)', default: 3, min: 0, max: 100 }),
+  execute: int({ description: 'execute at most N actions of each chunk before asking the model again', min: 1, max: 1024 }),
+  'max-chunk': int({ description: 'cut action chunks longer than this', default: 32, min: 1, max: 1024 }),
   'motion-plan': Flags.boolean({ description: 'hierarchical: a motion plan before each chunk', default: true, allowNo: true }),
-  'top-p': Flags.string({ description: 'nucleus sampling for every stage', default: '0.95' }),
-  'temperature-subtasks': Flags.string({ description: 'temperature of the subtask list', default: '0.5' }),
-  'temperature-plan': Flags.string({ description: 'temperature of motion plans', default: '0.1' }),
-  'temperature-actions': Flags.string({ description: 'temperature of action chunks (and direct-mode reasoning)', default: '0.5' }),
-  'temperature-verifier': Flags.string({ description: 'temperature of the model verifier', default: '0' }),
-  'max-new-tokens': Flags.integer({ description: 'longest generation of a stage (actions with reasoning need the most)', default: 256, min: 1 }),
+  'top-p': decimal({ description: 'nucleus sampling for every stage', default: '0.95', min: 0, minExclusive: true, max: 1 }),
+  'temperature-subtasks': decimal({ description: 'temperature of the subtask list', default: '0.5', min: 0, max: 10 }),
+  'temperature-plan': decimal({ description: 'temperature of motion plans', default: '0.1', min: 0, max: 10 }),
+  'temperature-actions': decimal({ description: 'temperature of action chunks (and direct-mode reasoning)', default: '0.5', min: 0, max: 10 }),
+  'temperature-verifier': decimal({ description: 'temperature of the model verifier', default: '0', min: 0, max: 10 }),
+  'max-new-tokens': int({ description: 'longest generation of a stage (actions with reasoning need the most)', default: 256, min: 1, max: 8192 }),
   actions: Flags.string({ description: 'how the model writes actions, when its config does not say', options: ['text', 'words'] }),
   device: Flags.string({ description: 'onnxruntime execution provider for an export (a checkpoint: cuda picks tfjs-node-gpu)', options: ['cpu', 'cuda'], default: 'cpu' }),
   backend: Flags.string({ description: 'tfjs backend for a checkpoint', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
 };
+
+/** Flags of one mode of the learned policy, refused in the other. */
+export const policyRules: FlagRule[] = [
+  onlyWith('prompt', '--mode direct', (i) => i.flags.mode === 'direct'),
+  ...allOnlyWith(['verifier', 'max-retries', 'motion-plan', 'temperature-subtasks', 'temperature-plan', 'temperature-verifier'], '--mode hierarchical', (i) => i.flags.mode === 'hierarchical'),
+  onlyWith('teacher-url', 'a teacher verifier (--verifier teacher:openai:MODEL)', (i) => String(i.flags.verifier).startsWith('teacher:')),
+];
 
 type PolicyFlagValues = { [K in keyof typeof policyFlags]: unknown };
 

@@ -109,6 +109,7 @@ export class TabletopEnv implements Env {
 
   async reset(seed: number, req: TaskRequest = {}): Promise<Observation> {
     this.world?.dispose();
+    this.world = undefined; // a reset that fails (no room for the objects) must not leave it to be disposed twice
     this.rng = new Rng(seed);
     const family = (req.family ?? this.rng.pick(FAMILIES)) as Family;
     if (!(FAMILIES as readonly string[]).includes(family)) {
@@ -123,6 +124,7 @@ export class TabletopEnv implements Env {
       this.world = await WorldClass.create(sampleLayout(this.rng, objects));
       if (!taskSuccess(this.world, this.task) || attempt >= 20) break;
       this.world.dispose();
+      this.world = undefined;
     }
     this.renderer = new Renderer(this.world.model);
     this.progress = 0;

@@ -7,15 +7,21 @@
  * - client -> server: `{type: "infer", observation: {<camera>: PNG/JPEG bytes or {mime, b64}, state: [...]},
  *   instruction, step?, info?}` -> `{type: "actions", actions: [[dx, dy, dz, gripper], ...], done, info,
  *   timing: {model_ms, server_ms}}` (`done`: the plan is finished, no actions);
- * - anything that fails -> `{type: "error", message}` (the connection stays open).
- * Each connection has its own policy state (its own episode); the model is shared.
+ * - anything that fails -> `{type: "error", message}` (the connection stays open), a nil or malformed request too.
+ * Each connection has its own policy state (its own episode); the model is shared. Limits per connection: the
+ * handshake and idleness are timed, and a message larger than the limit (close 1009) or more requests in flight
+ * than the queue holds (close 1008) end the connection.
  */
+import { createServer } from 'node:http';
+import type { Socket } from 'node:net';
 import { decode, encode } from '@msgpack/msgpack';
 import { WebSocket, WebSocketServer } from 'ws';
+import { z } from 'zod';
 import type { ActContext } from '../env/rollout.js';
 import { VlakitError } from '../errors.js';
 import { sniffImageMime } from '../io/images.js';
 import { isImageJson } from '../io/json.js';
+import { zodProblem } from '../io/json-file.js';
 import { ChunkPolicy, type Cycle } from './model-policy.js';
 
 export const PROTOCOL = 'vlakit-policy/1';
@@ -37,6 +43,16 @@ export interface ServeOptions {
   makePolicy: () => ChunkPolicy;
   metadata: Record<string, unknown>;
   onRequest?: (r: { type: string; ms: number }) => void;
+  /** Connections closed by the server (timeouts, limits), for the log. */
+  onNotice?: (message: string) => void;
+  /** A TCP connection must finish the websocket handshake within this time, or it is dropped (default 10 s). */
+  handshakeTimeoutMs?: number;
+  /** A connection that sends nothing for this long while nothing of it is in progress is closed, 1001 (default 300 s; 0: never). */
+  idleTimeoutMs?: number;
+  /** The largest message a client may send; a larger one closes the connection, 1009 (default 64 MiB). */
+  maxMessageBytes?: number;
+  /** Requests of one connection queued or in progress; one more closes the connection, 1008 (default 4). */
+  maxQueue?: number;
 }
 
 export interface PolicyServer {
@@ -44,53 +60,155 @@ export interface PolicyServer {
   close(): Promise<void>;
 }
 
+/** Close codes of the server (RFC 6455): idle, a policy limit broken, a message too big. */
+export const CLOSE = { idle: 1001, policy: 1008, tooBig: 1009 } as const;
+
+const nullish = <T extends z.ZodType>(t: T) => t.nullish().transform((v) => v ?? undefined);
+const ResetRequest = z.object({ type: z.literal('reset'), instruction: nullish(z.string()), seed: nullish(z.number().int()) });
+const InferRequest = z.object({
+  type: z.literal('infer'),
+  observation: z.record(z.string(), z.unknown()),
+  instruction: nullish(z.string()),
+  step: nullish(z.number().int().min(0)),
+  info: nullish(z.record(z.string(), z.unknown())),
+});
+
+/** A decoded message as a request, or an error that says what is wrong with it. */
+export function parseRequest(m: unknown): z.output<typeof ResetRequest> | z.output<typeof InferRequest> {
+  if (m === null || typeof m !== 'object' || Array.isArray(m) || m instanceof Uint8Array) {
+    const got = m === null || m === undefined ? 'nil' : Array.isArray(m) ? 'an array' : m instanceof Uint8Array ? 'bytes' : `a ${typeof m}`;
+    throw new VlakitError('E_USAGE', `a request is a msgpack map with a type (reset or infer), got ${got}`);
+  }
+  const type = (m as { type?: unknown }).type;
+  const schema = type === 'reset' ? ResetRequest : type === 'infer' ? InferRequest : undefined;
+  if (!schema) throw new VlakitError('E_USAGE', `unknown message type "${String(type)}"; expected reset or infer`);
+  const r = schema.safeParse(m);
+  if (!r.success) {
+    const p = zodProblem(r.error);
+    throw new VlakitError('E_USAGE', `invalid "${type}" request${p.field ? `: field ${p.field}` : ''}: ${p.message}`);
+  }
+  return r.data;
+}
+
 /**
- * Serves policies until closed.
+ * Serves policies until closed. Each connection is bounded: the handshake and idleness have time limits, and a
+ * connection holds at most `maxQueue` requests of at most `maxMessageBytes` each.
  * @example const s = await servePolicy({ port: 8765, makePolicy: () => new ModelPolicy(runner, opts), metadata: {} })
  */
 export async function servePolicy(o: ServeOptions): Promise<PolicyServer> {
-  const wss = new WebSocketServer({ port: o.port, host: o.host ?? '127.0.0.1' });
-  await new Promise<void>((resolve, reject) => {
-    wss.once('listening', resolve);
-    wss.once('error', (err) => reject(new VlakitError('E_USAGE', `cannot listen on port ${o.port}: ${err.message}`)));
+  const handshakeMs = o.handshakeTimeoutMs ?? 10_000;
+  const idleMs = o.idleTimeoutMs ?? 300_000;
+  const maxQueue = o.maxQueue ?? 4;
+  const maxMessage = o.maxMessageBytes ?? 64 * 2 ** 20;
+  const http = createServer((_req, res) => {
+    res.writeHead(426, { 'content-type': 'text/plain' });
+    res.end('vlakit rollout serve speaks websocket (msgpack)\n');
   });
-  wss.on('error', () => {}); // errors after listening belong to connections, handled below
-  wss.on('connection', (ws) => {
-    ws.on('error', () => ws.terminate()); // a malformed frame ends that connection, not the server
+  const wss = new WebSocketServer({ server: http, maxPayload: maxMessage });
+  // raw TCP connections that have not finished the websocket handshake, each with its deadline
+  const handshakes = new Map<Socket, NodeJS.Timeout>();
+  http.on('connection', (socket: Socket) => {
+    const t = setTimeout(() => {
+      handshakes.delete(socket);
+      o.onNotice?.(`dropped a connection from ${socket.remoteAddress}: no websocket handshake within ${handshakeMs} ms`);
+      socket.destroy();
+    }, handshakeMs);
+    handshakes.set(socket, t);
+    socket.once('close', () => {
+      clearTimeout(t);
+      handshakes.delete(socket);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    http.once('listening', resolve);
+    http.once('error', (err) => reject(new VlakitError('E_USAGE', `cannot listen on port ${o.port}: ${err.message}`)));
+    http.listen(o.port, o.host ?? '127.0.0.1');
+  });
+  http.on('error', () => {}); // errors after listening belong to connections, handled below
+  wss.on('error', () => {});
+  wss.on('connection', (ws, req) => {
+    const socket = req.socket;
+    clearTimeout(handshakes.get(socket));
+    handshakes.delete(socket);
+    const who = socket.remoteAddress;
+    let failTimer: NodeJS.Timeout | undefined;
+    ws.on('error', (err: Error & { code?: string }) => {
+      // ws has sent the close frame (1009 for a message over maxPayload, 1002 for a malformed frame): give the
+      // peer a moment to read it, then end the connection, not the server
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') o.onNotice?.(`closed a connection from ${who}: a message of more than ${maxMessage} bytes`);
+      failTimer ??= setTimeout(() => ws.terminate(), 1000);
+    });
     const policy = o.makePolicy();
     let chain = Promise.resolve();
+    let pending = 0;
+    let idle: NodeJS.Timeout | undefined;
+    const armIdle = () => {
+      clearTimeout(idle);
+      if (idleMs > 0 && pending === 0) {
+        idle = setTimeout(() => {
+          o.onNotice?.(`closed an idle connection from ${who} (nothing for ${idleMs} ms)`);
+          ws.close(CLOSE.idle, `idle for ${idleMs} ms`);
+        }, idleMs);
+      }
+    };
+    ws.on('close', () => {
+      clearTimeout(idle);
+      clearTimeout(failTimer);
+    });
     const send = (m: Record<string, unknown>) => ws.readyState === WebSocket.OPEN && ws.send(encode(m, { ignoreUndefined: true }));
     send({ type: 'metadata', protocol: PROTOCOL, ...o.metadata });
+    armIdle();
     ws.on('message', (data: Buffer) => {
+      if (ws.readyState !== WebSocket.OPEN) return;
+      if (pending >= maxQueue) {
+        o.onNotice?.(`closed a connection from ${who}: more than ${maxQueue} requests in flight`);
+        ws.close(CLOSE.policy, `more than ${maxQueue} requests in flight; wait for the answers`);
+        return;
+      }
+      pending += 1;
+      clearTimeout(idle);
       chain = chain.then(async () => {
         const t0 = performance.now();
-        let type = 'unknown';
+        let type = 'invalid';
         try {
-          const m = decode(data) as { type?: string; instruction?: string; seed?: number; observation?: Record<string, unknown>; step?: number; info?: Record<string, unknown> };
-          type = m.type ?? 'unknown';
+          if (ws.readyState !== WebSocket.OPEN) return; // the connection is gone: its queued work is dropped
+          let decoded: unknown;
+          try {
+            decoded = decode(data);
+          } catch (err) {
+            throw new VlakitError('E_USAGE', `a request is one msgpack map; this message is not msgpack (${(err as Error).message})`);
+          }
+          const m = parseRequest(decoded);
+          type = m.type;
           if (m.type === 'reset') {
             await policy.reset({ instruction: m.instruction ?? '', seed: m.seed ?? 0 });
             send({ type: 'reset', ok: true });
-          } else if (m.type === 'infer') {
-            if (!m.observation || typeof m.observation !== 'object') throw new Error('"infer" needs an observation map');
+          } else {
             const obs = normalizeObservation(m.observation);
-            if (!Object.values(obs).some(isImageJson)) throw new Error('the observation holds no camera image (bytes or {mime, b64})');
+            if (!Object.values(obs).some(isImageJson)) throw new VlakitError('E_USAGE', 'the observation holds no camera image (bytes or {mime, b64})');
             const c = await policy.cycle(obs, { instruction: m.instruction ?? '', step: m.step ?? 0, info: m.info });
             send({ type: 'actions', actions: c?.actions ?? [], done: c === null, info: c?.info ?? {}, timing: { model_ms: c?.modelMs ?? 0, server_ms: performance.now() - t0 } });
-          } else throw new Error(`unknown message type "${String(m.type)}"; expected reset or infer`);
+          }
         } catch (err) {
           send({ type: 'error', message: (err as Error).message });
+        } finally {
+          pending -= 1;
+          if (ws.readyState === WebSocket.OPEN) armIdle();
         }
         o.onRequest?.({ type, ms: performance.now() - t0 });
       });
     });
   });
-  const addr = wss.address();
+  const addr = http.address();
   return {
     port: typeof addr === 'object' && addr ? addr.port : o.port,
     close: () => new Promise<void>((resolve) => {
       for (const c of wss.clients) c.terminate();
-      wss.close(() => resolve());
+      for (const [socket, t] of handshakes) {
+        clearTimeout(t);
+        socket.destroy();
+      }
+      wss.close(() => http.close(() => resolve()));
     }),
   };
 }
@@ -141,7 +259,10 @@ export class PolicyClient {
       if (m.type === 'error') p.reject(new VlakitError('E_IO', `the policy server: ${String(m.message)}`));
       else p.resolve(m);
     });
-    ws.on('close', () => c.fail(new VlakitError('E_IO', `the policy server at ${url} closed the connection`)));
+    ws.on('close', (code: number, reason: Buffer) => {
+      const why = code === 1005 ? '' : ` (${code}${reason.length ? `: ${reason.toString()}` : code === CLOSE.tooBig ? ': a message larger than the server takes' : ''})`;
+      c.fail(new VlakitError('E_IO', `the policy server at ${url} closed the connection${why}`));
+    });
     ws.on('error', (err) => c.fail(new VlakitError('E_IO', `cannot talk to the policy server at ${url}: ${err.message}`)));
     let meta: Record<string, unknown>;
     try {

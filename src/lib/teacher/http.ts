@@ -31,17 +31,24 @@ export function backoffMs(attempt: number, retryAfter: string | null, p: RetryPo
   return (p.random ?? Math.random)() * cap;
 }
 
+/**
+ * Waits `ms`, or rejects with the signal's reason. Each wait listens on a signal of its own that follows the
+ * caller's (AbortSignal.any adds no listener to its sources), and removes its listener when the time is up: many
+ * concurrent or successive waits on one signal neither leak listeners nor trip MaxListenersExceededWarning.
+ */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  const own = signal && AbortSignal.any([signal]);
   return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t);
-        reject(signal.reason);
-      },
-      { once: true },
-    );
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(own!.reason);
+    };
+    const t = setTimeout(() => {
+      own?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    own?.addEventListener('abort', onAbort, { once: true });
   });
 }
 
