@@ -2,8 +2,8 @@ import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
-import { groupEpisodes, outputFormatFor, readKind, type StepRecord, writeEpisodes } from '../lib/io/index.js';
-import { AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
+import { groupEpisodes, outputFormatFor, readValidated, type StepRecord, writeEpisodes } from '../lib/io/index.js';
+import { ActionStepSchema, AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
   if (!s) return undefined;
@@ -70,8 +70,8 @@ export default class Annotate extends VlakitCommand {
     const light: StepRecord[][] = [];
     let usage: UsageStats | undefined;
     const steps = (async function* () {
-      for await (const r of readKind(inputs, 'step', 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal })) {
-        yield { record: r.value as StepRecord, line: r.line, file: r.file };
+      for await (const r of readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal })) {
+        yield { record: r.value, line: r.line, file: r.file };
       }
     })();
     const out = (async function* () {

@@ -3,7 +3,8 @@ import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
 import { chunkEpisode, type ChunkRecord } from '../lib/actions/index.js';
-import { groupEpisodes, readKind, type StepRecord, writeJsonl } from '../lib/io/index.js';
+import { groupEpisodes, readValidated, writeJsonl } from '../lib/io/index.js';
+import { AnnotatedStepSchema } from '../lib/teacher/index.js';
 
 export default class Chunk extends VlakitCommand {
   static summary = 'Cut episodes into action chunks: merged per subtask (VLM2VLA) or the next H actions of every step.';
@@ -41,8 +42,8 @@ export default class Chunk extends VlakitCommand {
     let chunks = 0;
     let actions = 0;
     const records = (async function* () {
-      for await (const r of readKind(inputs, 'step', 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal })) {
-        yield { record: r.value as StepRecord, line: r.line, file: r.file };
+      for await (const r of readValidated(inputs, 'step', AnnotatedStepSchema, 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal })) {
+        yield { record: r.value, line: r.line, file: r.file };
       }
     })();
     const out = (async function* (): AsyncGenerator<ChunkRecord> {

@@ -7,8 +7,10 @@
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { ActionStatsSchema } from '../actions/stats.js';
 import { VlakitError } from '../errors.js';
-import type { VlaConfig } from './config.js';
+import { readJsonFile } from '../io/json-file.js';
+import { AdapterConfigSchema, CheckpointConfigSchema, type VlaConfig } from './config.js';
 import { newVar } from './layers.js';
 import { VlaModel } from './model.js';
 import { type NamedArray, readSafetensors, writeSafetensors } from './safetensors.js';
@@ -90,13 +92,12 @@ export interface LoadedCheckpoint {
 export function loadCheckpoint(dir: string): LoadedCheckpoint {
   const cfgFile = path.join(dir, 'config.json');
   if (!existsSync(cfgFile)) throw new VlakitError('E_NOT_FOUND', 'not a vlakit checkpoint: no config.json', { file: dir });
-  const cfg = JSON.parse(readFileSync(cfgFile, 'utf8')) as VlaConfig & { vlakit?: { action_codec?: Record<string, unknown> } };
-  const { vlakit, ...config } = cfg;
+  const { vlakit, ...config } = readJsonFile(cfgFile, CheckpointConfigSchema, { what: 'checkpoint config' });
   const model = new VlaModel(config as VlaConfig);
   for (const [n, a] of readSafetensors(path.join(dir, 'model.safetensors')).tensors) model.params.set(n, newVar(tf.tensor(a.data, a.shape), n));
   const adapterCfg = path.join(dir, 'adapter_config.json');
   if (existsSync(adapterCfg)) {
-    const ac = JSON.parse(readFileSync(adapterCfg, 'utf8')) as { r: number; lora_alpha: number; target_modules: string[] };
+    const ac = readJsonFile(adapterCfg, AdapterConfigSchema, { what: 'LoRA adapter config' });
     model.lora = { r: ac.r, alpha: ac.lora_alpha, targets: new Set(ac.target_modules), enabled: true };
     for (const [n, a] of readSafetensors(path.join(dir, 'adapter_model.safetensors')).tensors) {
       const name = n.replace(/^base_model\.model\./, '');
@@ -109,6 +110,6 @@ export function loadCheckpoint(dir: string): LoadedCheckpoint {
     model,
     tokenizerJson: readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'),
     actionCodec: vlakit?.action_codec ?? undefined,
-    actionStats: existsSync(statsFile) ? JSON.parse(readFileSync(statsFile, 'utf8')) : undefined,
+    actionStats: existsSync(statsFile) ? readJsonFile(statsFile, ActionStatsSchema, { what: 'action statistics' }) : undefined,
   };
 }
