@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { type ImageJson, imagesOf } from '../io/json.js';
-import { EpisodeIdSchema } from '../io/records.js';
+import { EpisodeIdSchema, expected } from '../io/records.js';
 import { directionWords } from '../teacher/kinematic.js';
 import type { ActionCodec } from './codecs.js';
 import { ACTIONS_MARKER, PROMPTS } from './prompts.js';
@@ -24,7 +24,7 @@ export const SpanSchema = z.looseObject({ kind: z.enum(['reasoning', 'action']),
 export type Span = z.infer<typeof SpanSchema>;
 
 const ContentSchema = z.discriminatedUnion('type', [z.looseObject({ type: z.literal('image') }), z.looseObject({ type: z.literal('text'), text: z.string() })], {
-  error: 'expected {"type": "image"} or {"type": "text", "text": "..."}',
+  error: expected('{"type": "image"} or {"type": "text", "text": "..."}'),
 });
 
 /**

@@ -1,13 +1,13 @@
 /** Chunk records: what `vlakit chunk` writes and `vlakit relabel` reads (docs/FORMATS.md). */
 import { z } from 'zod';
 import { VlakitError } from '../errors.js';
-import { EpisodeIdSchema, type StepRecord } from '../io/records.js';
+import { EpisodeIdSchema, expected, type StepRecord } from '../io/records.js';
 import { actionOf } from '../teacher/annotate.js';
 import { type PlanAnnotation, type ReasoningAnnotation, ReasoningAnnotationSchema, StepActionSchema } from '../teacher/records.js';
 import { fixedChunks, mergeActions, type MergeOptions } from './chunk.js';
 
 const index = z.number().int().nonnegative();
-const observation = z.record(z.string(), z.unknown(), { error: 'expected an object (cameras and state)' });
+const observation = z.record(z.string(), z.unknown(), { error: expected('an object (cameras and state)') });
 
 /** The chunk record; its type is the schema's, so what chunk writes is what relabel validates. */
 export const ChunkRecordSchema = z
@@ -22,7 +22,7 @@ export const ChunkRecordSchema = z
     observation,
     next_observation: observation,
     /** [dx, dy, dz, gripper] each (finite numbers); merged actions (merge) or the next H actions (fixed). */
-    actions: z.array(StepActionSchema, { error: 'expected a list of actions' }),
+    actions: z.array(StepActionSchema, { error: expected('a list of actions') }),
     /** Source steps of each action (inclusive). */
     source_steps: z.array(z.tuple([index, index])),
     /** fixed: 1 for real actions, 0 for padding. */

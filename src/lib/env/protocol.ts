@@ -5,7 +5,7 @@
  * schemas: a bad message is an E_ENV error naming the field, on either side.
  */
 import { z } from 'zod';
-import { FiniteNumberSchema } from '../io/records.js';
+import { expected, FiniteNumberSchema } from '../io/records.js';
 
 /** What a policy sees: camera images (encoded, {mime, b64}) and proprioception, plus the instruction. */
 export interface Observation {
@@ -46,10 +46,10 @@ export function eePosition(obs: Record<string, unknown>): [number, number, numbe
   return undefined;
 }
 
-const info = z.record(z.string(), z.unknown(), { error: 'expected an object' });
+const info = z.record(z.string(), z.unknown(), { error: expected('an object') });
 
 /** An observation as the protocol carries it: cameras ({mime, b64}) and anything else; `state` finite numbers when present. */
-const ObservationFieldSchema = z.looseObject({ state: z.array(FiniteNumberSchema, { error: 'expected a list of numbers' }).optional() });
+const ObservationFieldSchema = z.looseObject({ state: z.array(FiniteNumberSchema, { error: expected('a list of numbers') }).optional() });
 
 /** The answer to `reset`. */
 export const ResetAnswerSchema = z.looseObject({ observation: ObservationFieldSchema, instruction: z.string().optional(), info: info.optional() });
@@ -62,7 +62,7 @@ export const EnvRequestSchema = z.discriminatedUnion(
   'op',
   [
     z.looseObject({ op: z.literal('reset'), seed: z.number().int().optional(), task: z.looseObject({ family: z.string().optional(), instruction: z.string().optional() }).optional() }),
-    z.looseObject({ op: z.literal('step'), action: z.array(FiniteNumberSchema, { error: 'expected a list of numbers' }) }),
+    z.looseObject({ op: z.literal('step'), action: z.array(FiniteNumberSchema, { error: expected('a list of numbers') }) }),
     z.looseObject({ op: z.literal('close') }),
   ],
   {

@@ -17,7 +17,7 @@ import { VlakitError } from '../errors.js';
 import { decodeUtf8Strict, readJsonFile, zodProblem } from '../io/json-file.js';
 import { sniffImageMime } from '../io/images.js';
 import { type ImageJson, isImageJson } from '../io/json.js';
-import { FiniteNumberSchema } from '../io/records.js';
+import { expected, FiniteNumberSchema } from '../io/records.js';
 import { LETTERS, rotateChoices } from './metrics.js';
 
 export type Metric = 'vqa' | 'exact' | 'anls' | 'mc';
@@ -102,15 +102,15 @@ export function readVqav2(dir: string, name = path.basename(dir)): VqaItem[] {
   });
 }
 
-const ImageRefSchema = z.union([z.string().min(1), z.looseObject({ mime: z.string(), b64: z.string() })], { error: 'expected an image path or {"mime", "b64"}' });
-const scalar = z.union([z.string(), FiniteNumberSchema, z.boolean()], { error: 'expected a string' });
+const ImageRefSchema = z.union([z.string().min(1), z.looseObject({ mime: z.string(), b64: z.string() })], { error: expected('an image path or {"mime", "b64"}') });
+const scalar = z.union([z.string(), FiniteNumberSchema, z.boolean()], { error: expected('a string') });
 
 /** A row of the generic JSON Lines layout. */
 export const VqaRowSchema = z
   .looseObject({
     id: z.union([z.string(), z.number()]).optional(),
     question: z.string(),
-    image: z.union([ImageRefSchema, z.array(ImageRefSchema)]).optional(),
+    image: z.union([ImageRefSchema, z.array(ImageRefSchema)], { error: expected('an image path, {"mime", "b64"}, or a list of them') }).optional(),
     images: z.array(ImageRefSchema).optional(),
     answers: z.array(scalar).optional(),
     answer: scalar.optional(),

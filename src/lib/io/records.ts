@@ -38,14 +38,19 @@ export function describeValue(v: unknown): string {
   return s.length > 40 ? `${s.slice(0, 40)}...` : s;
 }
 
+/** A zod error message for a value of the wrong type: `missing (expected X)` or `expected X, got "NaN"`. */
+export function expected(what: string): (iss: { input?: unknown }) => string {
+  return (iss) => (iss.input === undefined ? `missing (expected ${what})` : `expected ${what}, got ${describeValue(iss.input)}`);
+}
+
 /**
  * A finite JSON number: NaN and the infinities are refused in every form (as numbers, and as the strings "NaN",
  * "Infinity" that lossless float32 records use), since they would become training targets or robot commands.
  */
-export const FiniteNumberSchema = z.number({ error: (iss) => `expected a finite number, got ${describeValue(iss.input)}` });
+export const FiniteNumberSchema = z.number({ error: expected('a finite number') });
 
 /** A step, chunk or example's episode id: a non-empty string or a non-negative integer. */
-export const EpisodeIdSchema = z.union([z.string().min(1), z.number().int().nonnegative()], { error: (iss) => `expected a non-empty string or a non-negative integer, got ${describeValue(iss.input)}` });
+export const EpisodeIdSchema = z.union([z.string().min(1), z.number().int().nonnegative()], { error: expected('a non-empty string or a non-negative integer') });
 
 const floatish = z.union([z.number(), z.literal('NaN'), z.literal('Infinity'), z.literal('-Infinity'), z.literal('-0')]);
 type Tensorish = number | string | boolean | Tensorish[];
@@ -103,12 +108,13 @@ export const RECORD_NAMES: Record<RecordKind, string> = {
 /**
  * Validates one record against a schema; the error names the place, the first offending field and what was
  * expected (`E_RECORD_INVALID at line 3 field "actions.0.2" of chunks.jsonl: invalid chunk record: expected a
- * finite number, got "NaN"`).
+ * finite number, got "NaN"`). Returns the record itself, not zod's copy, so that its fields keep their order:
+ * record schemas check and never transform (no defaults, no coercion).
  * @example const chunk = validateRecord(ChunkRecordSchema, value, 'chunk record', { file, line });
  */
 export function validateRecord<S extends z.ZodType>(schema: S, value: unknown, what: string, where: ErrorContext = {}): z.output<S> {
   const r = schema.safeParse(value, { error: (iss) => (iss.code === 'invalid_type' && iss.input === undefined ? `missing (expected ${iss.expected})` : undefined) });
-  if (r.success) return r.data;
+  if (r.success) return value as z.output<S>;
   const p = zodProblem(r.error);
   const o = value as { episode_id?: unknown; step?: unknown } | null;
   // steps of RLDS datasets have no line: say which episode and step

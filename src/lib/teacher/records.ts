@@ -3,7 +3,7 @@
  * schemas: annotate writes these types, and chunk validates them where it reads annotated steps.
  */
 import { z } from 'zod';
-import { FiniteNumberSchema, StepRecordSchema } from '../io/records.js';
+import { expected, FiniteNumberSchema, StepRecordSchema } from '../io/records.js';
 
 const step = z.number().int().nonnegative();
 
@@ -41,7 +41,7 @@ export const PlanAnnotationSchema = z
 export type PlanAnnotation = z.infer<typeof PlanAnnotationSchema>;
 
 /** [dx, dy, dz, gripper] or 7-D with rotations: at least 4 finite numbers. */
-export const StepActionSchema = z.array(FiniteNumberSchema, { error: 'expected a list of numbers' }).min(4, 'expected at least 4 numbers ([dx, dy, dz, gripper], or 7-D)');
+export const StepActionSchema = z.array(FiniteNumberSchema, { error: expected('a list of numbers') }).min(4, 'expected at least 4 numbers ([dx, dy, dz, gripper], or 7-D)');
 
 /** A step that annotate and chunk can use: a step record whose action is 4 or more finite numbers. */
 export const ActionStepSchema = StepRecordSchema.extend({ action: StepActionSchema });
