@@ -132,7 +132,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
   if (opts.method === 'refinevla') {
     for (const c of chunks) {
       const imgs = imagesOf(c.observation);
-      const r = c.reasoning as Record<string, unknown> | undefined;
+      const r = c.reasoning ?? undefined;
       const withReasoning = !opts.noReasoning && r && !r.error;
       const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning));
       out.push(
