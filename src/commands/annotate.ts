@@ -3,8 +3,8 @@ import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith, size } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
-import { groupEpisodes, newStats, outputFormatFor, readKind, type StepRecord, writeEpisodes } from '../lib/io/index.js';
-import { AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
+import { groupEpisodes, newStats, outputFormatFor, readValidated, type StepRecord, writeEpisodes } from '../lib/io/index.js';
+import { ActionStepSchema, AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
   if (!s) return undefined;
@@ -87,8 +87,8 @@ export default class Annotate extends VlakitCommand {
     const read = newStats();
     const note = (m: string): void => this.note(`vlakit annotate: ${m}`);
     const steps = (async function* () {
-      for await (const r of readKind(inputs, 'step', 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
-        yield { record: r.value as StepRecord, line: r.line, file: r.file };
+      for await (const r of readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
+        yield { record: r.value, line: r.line, file: r.file };
       }
     })();
     const out = (async function* () {

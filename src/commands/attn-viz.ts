@@ -4,8 +4,8 @@ import { VlakitCommand } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
-import type { TrainingExample } from '../lib/actions/index.js';
-import { readKind } from '../lib/io/index.js';
+import { type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
+import { readValidated } from '../lib/io/index.js';
 
 export default class AttnViz extends VlakitCommand {
   static summary = 'Draw where a policy looks when it writes action (or reasoning) tokens: fused attention heatmaps over the camera images.';
@@ -64,8 +64,8 @@ export default class AttnViz extends VlakitCommand {
     }
     const stages = flags.stage ? new Set(flags.stage.split(',').map((s) => s.trim())) : undefined;
     const examples: TrainingExample[] = [];
-    for await (const r of readKind([flags.input], 'training_example', 'attn-viz reads training examples (from vlakit relabel)', { signal: this.abort.signal })) {
-      const ex = r.value as unknown as TrainingExample;
+    for await (const r of readValidated([flags.input], 'training_example', TrainingExampleSchema, 'attn-viz reads training examples (from vlakit relabel)', { signal: this.abort.signal })) {
+      const ex = r.value;
       if (stages && !stages.has(ex.meta.stage)) continue;
       if (!ex.images.length) continue;
       examples.push(ex);

@@ -4,7 +4,8 @@ import { type FlagRule, allOnlyWith, decimal, int } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
 import { chunkEpisode, type ChunkRecord } from '../lib/actions/index.js';
-import { groupEpisodes, newStats, readKind, type StepRecord, writeJsonl } from '../lib/io/index.js';
+import { groupEpisodes, newStats, readValidated, writeJsonl } from '../lib/io/index.js';
+import { AnnotatedStepSchema } from '../lib/teacher/index.js';
 
 export default class Chunk extends VlakitCommand {
   static summary = 'Cut episodes into action chunks: merged per subtask (VLM2VLA) or the next H actions of every step.';
@@ -49,8 +50,8 @@ export default class Chunk extends VlakitCommand {
     const read = newStats();
     const note = (m: string): void => this.note(`vlakit chunk: ${m}`);
     const records = (async function* () {
-      for await (const r of readKind(inputs, 'step', 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
-        yield { record: r.value as StepRecord, line: r.line, file: r.file };
+      for await (const r of readValidated(inputs, 'step', AnnotatedStepSchema, 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
+        yield { record: r.value, line: r.line, file: r.file };
       }
     })();
     const out = (async function* (): AsyncGenerator<ChunkRecord> {

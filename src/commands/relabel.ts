@@ -1,11 +1,10 @@
-import { readFileSync } from 'node:fs';
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
 import { VlakitError } from '../lib/errors.js';
-import { type ActionStats, type ChunkRecord, makeCodec } from '../lib/actions/index.js';
+import { type ActionStats, ChunkRecordSchema, makeCodec, readActionStats } from '../lib/actions/index.js';
 import { relabel } from '../lib/actions/relabel.js';
-import { readKind, writeFileAtomic } from '../lib/io/index.js';
+import { readValidated, writeFileAtomic } from '../lib/io/index.js';
 
 export default class Relabel extends VlakitCommand {
   static summary = 'Turn action chunks into training examples, with actions written as text, words, tokens or bins.';
@@ -53,20 +52,13 @@ export default class Relabel extends VlakitCommand {
     const inputs = argv.length ? (argv as string[]) : ['-'];
     const val = Number(flags.split);
     if (!(val >= 0 && val < 1)) throw new VlakitError('E_USAGE', `--split is the validation share, in [0, 1); got "${flags.split}"`);
-    let stats: ActionStats | undefined;
-    if (flags.stats) {
-      try {
-        stats = JSON.parse(readFileSync(flags.stats, 'utf8')) as ActionStats;
-      } catch (err) {
-        throw new VlakitError('E_USAGE', `cannot read the statistics (${(err as Error).message})`, { file: flags.stats });
-      }
-    }
+    const stats: ActionStats | undefined = flags.stats ? readActionStats(flags.stats) : undefined;
     const wantsExamples = flags.output !== undefined || !flags['stats-out'];
     const codec = wantsExamples || flags.report ? await makeCodec({ actions: flags.actions as 'text', precision: flags.precision, units: flags.units as 'm', tokenizer: flags.tokenizer, tokenList: flags['token-list'], bins: flags.bins, stats }) : undefined;
     if (flags.format === 'trl' && (!flags.output || flags.output === '-')) throw new VlakitError('E_USAGE', '--format trl writes a directory: give it with -o DIR');
     const signal = this.abort.signal;
     const chunks = (async function* () {
-      for await (const r of readKind(inputs, 'chunk', 'relabel reads chunk records (from vlakit chunk)', { signal })) yield r.value as unknown as ChunkRecord;
+      for await (const r of readValidated(inputs, 'chunk', ChunkRecordSchema, 'relabel reads chunk records (from vlakit chunk)', { signal })) yield r.value;
     })();
     const s = await relabel(chunks, {
       method: flags.method as 'vlm2vla',

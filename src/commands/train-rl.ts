@@ -3,8 +3,8 @@ import { VlakitCommand, parseNumber, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
-import { textCodecFor, type ActionCodec, type TrainingExample } from '../lib/actions/index.js';
-import { readKind } from '../lib/io/index.js';
+import { textCodecFor, type ActionCodec, type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
+import { readValidated } from '../lib/io/index.js';
 
 function codecFrom(desc: Record<string, unknown> | undefined, ex: TrainingExample): ActionCodec {
   const kind = (desc?.codec as string | undefined) ?? ex.meta.representation;
@@ -72,7 +72,7 @@ export default class TrainRl extends VlakitCommand {
     const { loadCheckpoint } = await import('../lib/model/checkpoint.js');
     const backend = await selectBackend(flags.backend);
     const examples: TrainingExample[] = [];
-    for await (const r of readKind(inputs, 'training_example', 'train-rl reads training examples (from vlakit relabel)', { signal: this.abort.signal })) examples.push(r.value as unknown as TrainingExample);
+    for await (const r of readValidated(inputs, 'training_example', TrainingExampleSchema, 'train-rl reads training examples (from vlakit relabel)', { signal: this.abort.signal })) examples.push(r.value);
     if (!examples.length) throw new VlakitError('E_USAGE', 'no training examples in the input');
     const probe = loadCheckpoint(flags.init);
     const codec = codecFrom(probe.actionCodec, examples[0]);

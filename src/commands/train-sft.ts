@@ -1,11 +1,10 @@
-import { readFileSync } from 'node:fs';
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseNumber, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, allOnlyWith, decimal, exclusive, int } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
-import { textCodecFor, type TrainingExample } from '../lib/actions/index.js';
-import { readKind } from '../lib/io/index.js';
+import { readActionStats, textCodecFor, type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
+import { readValidated } from '../lib/io/index.js';
 
 export default class TrainSft extends VlakitCommand {
   static summary = 'Fine-tune the VLA model on training examples: LoRA or full, frozen lower layers, action + lambda_r x reasoning loss.';
@@ -69,11 +68,11 @@ export default class TrainSft extends VlakitCommand {
     const { trainSft } = await import('../lib/train/sft.js');
     const backend = await selectBackend(flags.backend);
     const examples: TrainingExample[] = [];
-    for await (const r of readKind(inputs, 'training_example', 'train-sft reads training examples (from vlakit relabel)', { signal: this.abort.signal })) examples.push(r.value as unknown as TrainingExample);
+    for await (const r of readValidated(inputs, 'training_example', TrainingExampleSchema, 'train-sft reads training examples (from vlakit relabel)', { signal: this.abort.signal })) examples.push(r.value);
     if (!examples.length) throw new VlakitError('E_USAGE', 'no training examples in the input');
     const vocabFrom: TrainingExample[] = [];
-    if (flags['vocab-from']?.length) for await (const r of readKind(flags['vocab-from'], 'training_example', '--vocab-from reads training examples', { signal: this.abort.signal })) vocabFrom.push(r.value as unknown as TrainingExample);
-    const stats = flags.stats ? JSON.parse(readFileSync(flags.stats, 'utf8')) : undefined;
+    if (flags['vocab-from']?.length) for await (const r of readValidated(flags['vocab-from'], 'training_example', TrainingExampleSchema, '--vocab-from reads training examples', { signal: this.abort.signal })) vocabFrom.push(r.value);
+    const stats = flags.stats ? readActionStats(flags.stats) : undefined;
     const progress = await startProgress(`train-sft (${backend})`, !flags.quiet && !flags.json);
     this.note(`vlakit train-sft: backend ${backend}; ${examples.length} examples`, flags.quiet || flags.json);
     try {

@@ -2,7 +2,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { TextCodec, WordsCodec, chunkEpisode, episodeExamples, splitOf, targetOf, type ChunkRecord, type TrainingExample } from '../../src/lib/actions/index.js';
+import { ChunkRecordSchema, TextCodec, TrainingExampleSchema, WordsCodec, chunkEpisode, episodeExamples, splitOf, targetOf, type ChunkRecord, type TrainingExample } from '../../src/lib/actions/index.js';
+import { AnnotatedStepSchema } from '../../src/lib/teacher/index.js';
 import { ScriptedPolicy, TabletopEnv, runEpisodes } from '../../src/lib/env/index.js';
 import { encodeJsonl, type StepRecord } from '../../src/lib/io/index.js';
 import { KinematicTeacher, annotate } from '../../src/lib/teacher/index.js';
@@ -50,6 +51,20 @@ describe('chunk records', () => {
     expect(c.next_observation).toEqual(ep[c.end_step + 1].observation);
     expect(c.source_steps[0][0]).toBe(c.start_step);
     expect(c.source_steps.at(-1)![1]).toBe(c.end_step);
+  });
+});
+
+describe('what annotate, chunk and relabel write passes the schemas the next command reads with', () => {
+  it('annotated steps, chunk records of both modes, examples of both methods', () => {
+    const asRead = (v: unknown) => JSON.parse(JSON.stringify(v));
+    for (const ep of [...planned, ...reasoned]) for (const s of ep) expect(AnnotatedStepSchema.safeParse(asRead(s)).error).toBeUndefined();
+    for (const [eps, mode, method] of [[planned, 'merge', 'vlm2vla'], [reasoned, 'fixed', 'refinevla']] as const) {
+      for (const ep of eps) {
+        const chunks = chunkEpisode(ep, { mode, horizon: 4 });
+        for (const c of chunks) expect(ChunkRecordSchema.safeParse(asRead(c)).error).toBeUndefined();
+        for (const ex of episodeExamples(chunks, { method, codec: new TextCodec(3), valFraction: 0.5 })) expect(TrainingExampleSchema.safeParse(asRead(ex)).error).toBeUndefined();
+      }
+    }
   });
 });
 

@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { AddressInfo } from 'node:net';
-import { ExecEnv, TabletopEnv, WsEnv, openEnv, serveWebsocket } from '../../src/lib/env/index.js';
+import { PassThrough } from 'node:stream';
+import { ExecEnv, TabletopEnv, WsEnv, handleMessage, openEnv, serveLines, serveWebsocket } from '../../src/lib/env/index.js';
 
 const CHILD = `node --import tsx ${path.resolve('test/env/stdio-env.ts')}`;
 
@@ -59,5 +60,54 @@ describe('env protocol over a real websocket', () => {
 
   it('an unreachable robot is a clear error', async () => {
     await expect(WsEnv.connect('ws://127.0.0.1:9', 2000)).rejects.toThrow(/E_ENV in ws:\/\/127\.0\.0\.1:9: cannot connect/);
+  });
+});
+
+/** A child that answers every request with the same JSON line. */
+function answering(answer: unknown): ExecEnv {
+  return new ExecEnv(`node -e "require('readline').createInterface({input: process.stdin}).on('line', () => console.log(process.argv[1]))" '${JSON.stringify(answer)}'`);
+}
+
+describe('env protocol messages are validated (zod), naming the field', () => {
+  it('answers: a reset without observation, a step with a "NaN" reward or state, a done that is not a boolean', async () => {
+    const cases: [unknown, 'reset' | 'step', string][] = [
+      [{ instruction: 'pick' }, 'reset', 'observation'],
+      [{ observation: { state: [0, 'NaN', 0, 1] } }, 'reset', 'observation.state.1'],
+      [{ observation: {}, reward: 'NaN', done: false }, 'step', 'reward'],
+      [{ observation: {}, reward: 0, done: 'no' }, 'step', 'done'],
+      [{ observation: {}, reward: 0, done: false, info: [] }, 'step', 'info'],
+    ];
+    for (const [answer, op, field] of cases) {
+      const env = answering(answer);
+      try {
+        const call = op === 'reset' ? env.reset(0) : env.step([0, 0, 0, 1]);
+        await expect(call).rejects.toThrow(new RegExp(`^E_ENV at field "${field.replace(/\./g, '\\.')}" of exec:.*: invalid ${op} answer: `));
+      } finally {
+        await env.close();
+      }
+    }
+    const ok = answering({ observation: { state: [0, 0, 0, 1] }, done: true });
+    expect(await ok.step([0, 0, 0, 1])).toEqual({ observation: { state: [0, 0, 0, 1] }, reward: 0, done: true, info: {} });
+    await ok.close();
+  });
+
+  it('requests: not JSON, null, an unknown op, a "NaN" action are answered {"error"} naming the field; the server goes on', async () => {
+    const env = new TabletopEnv({ width: 16, height: 16 });
+    expect((await handleMessage(env, 'hello')).error).toMatch(/^not JSON: "hello"/);
+    expect((await handleMessage(env, 'null')).error).toMatch(/^E_ENV .*invalid request: .*expected object/);
+    expect((await handleMessage(env, '{"op":"jump"}')).error).toMatch(/field "op" .*unknown op "jump"; expected reset, step or close/);
+    expect((await handleMessage(env, '{"op":"reset","seed":"x"}')).error).toMatch(/field "seed"/);
+    expect((await handleMessage(env, '{"op":"step","action":[0,"NaN",0,1]}')).error).toMatch(/field "action\.1" .*expected a finite number, got "NaN"/);
+    // over JSON lines, a line that is not JSON is answered and the server keeps serving
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const served = serveLines(env, input, output);
+    input.end('not json\n{"op":"reset","seed":1}\n{"op":"close"}\n');
+    await served;
+    const answers = output.read().toString().trim().split('\n').map((l: string) => JSON.parse(l));
+    expect(answers).toHaveLength(3);
+    expect(answers[0].error).toMatch(/not JSON/);
+    expect(answers[1].observation).toBeDefined();
+    expect(answers[2]).toEqual({ ok: true });
   });
 });

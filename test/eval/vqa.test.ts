@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -147,7 +147,7 @@ describe('datasets', () => {
     const copies = readMmbenchTsv(file, { circular: true });
     expect(copies.map((i) => [i.id, i.circular, i.answers[0]])).toEqual([['7', { group: '7', rotation: 0 }, 'x'], ['1000007', { group: '7', rotation: 1 }, 'x']]);
     writeFileSync(file, ['index\tquestion\tA\tB\tanswer\timage', `1\tq\tx\ty\tC\t${png}`].join('\n'));
-    expect(() => readMmbenchTsv(file)).toThrow(/record 1 of .*mmb.tsv: the answer "C" is not one of the option letters AB/);
+    expect(() => readMmbenchTsv(file)).toThrow(/line 2 field "answer" of .*mmb.tsv: the answer "C" is not one of the option letters AB/);
   });
 
   it('generic JSON Lines: image paths relative to the file, answer text to letter, clear errors', () => {
@@ -159,7 +159,26 @@ describe('datasets', () => {
     expect(items[1]).toMatchObject({ answer: 'B', answers: ['red'] });
     expect((items[0].images[0] as { path: string }).path).toBe(path.join(dir, 'red.png'));
     writeFileSync(file, `${JSON.stringify({ image: 'red.png', answer: 'x' })}\n`);
-    expect(() => readVqaJsonl(file)).toThrow(/E_RECORD_INVALID at line 1 of .*q.jsonl: expected "question"/);
+    expect(() => readVqaJsonl(file)).toThrow(/E_RECORD_INVALID at line 1 field "question" of .*q.jsonl: invalid VQA row: missing \(expected string\)/);
+    // each field is checked: an image that is neither a path nor {mime, b64}, answers that are objects, no image
+    writeFileSync(file, `${JSON.stringify({ image: 'red.png', question: 'q', answer: 'a' })}\n${JSON.stringify({ image: 5, question: 'q', answer: 'a' })}\n`);
+    expect(() => readVqaJsonl(file)).toThrow(/line 2 field "image" of .*q.jsonl: invalid VQA row: expected an image path, \{"mime", "b64"\}, or a list of them, got 5/);
+    writeFileSync(file, `${JSON.stringify({ image: 'red.png', question: 'q', answers: [{ a: 1 }] })}\n`);
+    expect(() => readVqaJsonl(file)).toThrow(/line 1 field "answers.0" of .*q.jsonl/);
+    writeFileSync(file, `${JSON.stringify({ question: 'q', answer: 'a' })}\n`);
+    expect(() => readVqaJsonl(file)).toThrow(/line 1 field "image" of .*q.jsonl: invalid VQA row: expected "image"/);
+    writeFileSync(file, Buffer.concat([Buffer.from('{"image": "red.png", "question": "q'), Buffer.from([0xff]), Buffer.from('", "answer": "a"}\n')]));
+    expect(() => readVqaJsonl(file)).toThrow(/E_RECORD_INVALID in .*q.jsonl: not valid UTF-8/);
+  });
+
+  it('VQAv2 files: a wrong-shaped question or annotation names the file and field', () => {
+    const v = path.join(dir, 'vqav2-bad');
+    mkdirSync(v, { recursive: true });
+    writeFileSync(path.join(v, 'v2_OpenEnded_mscoco_val2014_questions.json'), JSON.stringify({ questions: [{ image_id: 1, question: 'q', question_id: 10 }, { image_id: 2, question: 'q', question_id: '11' }] }));
+    expect(() => readVqav2(v)).toThrow(/E_RECORD_INVALID at field "questions.1.question_id" of .*questions\.json: invalid VQAv2 questions: /);
+    writeFileSync(path.join(v, 'v2_OpenEnded_mscoco_val2014_questions.json'), JSON.stringify({ questions: [{ image_id: 1, question: 'q', question_id: 10 }] }));
+    writeFileSync(path.join(v, 'v2_mscoco_val2014_annotations.json'), JSON.stringify({ annotations: [{ question_id: 10, answers: [] }] }));
+    expect(() => readVqav2(v)).toThrow(/field "annotations.0.answers" of .*annotations\.json: invalid VQAv2 annotations: expected at least one human answer/);
   });
 });
 

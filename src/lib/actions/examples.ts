@@ -10,27 +10,64 @@
  *   actions in one target; with `noReasoning`, the actions alone (the SFT baseline).
  */
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
 import { type ImageJson, imagesOf } from '../io/json.js';
+import { EpisodeIdSchema, expected } from '../io/records.js';
 import { directionWords } from '../teacher/kinematic.js';
 import type { ActionCodec } from './codecs.js';
 import { ACTIONS_MARKER, PROMPTS } from './prompts.js';
 import type { ChunkRecord } from './records.js';
 
-export interface Span {
-  kind: 'reasoning' | 'action';
-  start: number;
-  end: number;
-}
+const offset = z.number().int().nonnegative();
 
-export interface TrainingExample {
-  id: string;
-  images: ImageJson[];
-  messages: { role: 'user' | 'assistant'; content: ({ type: 'image' } | { type: 'text'; text: string })[] }[];
-  spans: Span[];
-  meta: { episode_id: string | number; steps: [number, number]; stage: string; method: string; representation: string; split: string };
-  /** Built-in world only: the oracle facts of the (first) image's step, pixel masks included when recorded. */
-  oracle?: unknown;
-}
+export const SpanSchema = z.looseObject({ kind: z.enum(['reasoning', 'action']), start: offset, end: offset });
+export type Span = z.infer<typeof SpanSchema>;
+
+const ContentSchema = z.discriminatedUnion('type', [z.looseObject({ type: z.literal('image') }), z.looseObject({ type: z.literal('text'), text: z.string() })], {
+  error: expected('{"type": "image"} or {"type": "text", "text": "..."}'),
+});
+
+/**
+ * The training example record; its type is the schema's. Beyond the fields' types it checks what training relies
+ * on: a user turn then an assistant turn whose first part is the target text, and spans in order inside the target.
+ */
+export const TrainingExampleSchema = z
+  .looseObject({
+    id: z.string(),
+    images: z.array(z.object({ mime: z.string().regex(/^image\//, 'expected a mime type such as "image/png"'), b64: z.string() })),
+    messages: z.array(z.looseObject({ role: z.enum(['user', 'assistant']), content: z.array(ContentSchema) })),
+    spans: z.array(SpanSchema),
+    meta: z.looseObject({
+      episode_id: EpisodeIdSchema,
+      steps: z.tuple([offset, offset]),
+      stage: z.string(),
+      method: z.string(),
+      representation: z.string(),
+      split: z.string(),
+    }),
+    /** Built-in world only: the oracle facts of the (first) image's step, pixel masks included when recorded. */
+    oracle: z.unknown().optional(),
+  })
+  .superRefine((ex, ctx) => {
+    const [user, assistant] = ex.messages;
+    if (user?.role !== 'user' || assistant?.role !== 'assistant') {
+      ctx.addIssue({ code: 'custom', path: ['messages'], message: 'expected a user turn then an assistant turn' });
+      return;
+    }
+    const target = assistant.content[0];
+    if (target?.type !== 'text') {
+      ctx.addIssue({ code: 'custom', path: ['messages', 1, 'content', 0], message: 'expected the target text ({"type": "text", "text": "..."})' });
+      return;
+    }
+    let at = 0;
+    ex.spans.forEach((s, i) => {
+      if (s.start < at || s.end < s.start || s.end > target.text.length) {
+        ctx.addIssue({ code: 'custom', path: ['spans', i], message: `span [${s.start}, ${s.end}) is out of order or outside the target text (${target.text.length} characters)` });
+      }
+      at = Math.max(at, s.end);
+    });
+  });
+export type TrainingExample = z.infer<typeof TrainingExampleSchema>;
 
 export interface ExampleOptions {
   method: 'vlm2vla' | 'refinevla';
@@ -95,7 +132,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
   if (opts.method === 'refinevla') {
     for (const c of chunks) {
       const imgs = imagesOf(c.observation);
-      const r = c.reasoning as Record<string, unknown> | undefined;
+      const r = c.reasoning ?? undefined;
       const withReasoning = !opts.noReasoning && r && !r.error;
       const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning));
       out.push(

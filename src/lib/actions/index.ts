@@ -1,6 +1,7 @@
 /** Actions: chunking, actions as text (four codecs), statistics, tokenizers, and training examples. */
 import { readFileSync } from 'node:fs';
 import { VlakitError } from '../errors.js';
+import { decodeUtf8Strict } from '../io/json-file.js';
 import { type ActionCodec, BinsCodec, TextCodec, TokensCodec, WordsCodec } from './codecs.js';
 import type { ActionStats } from './stats.js';
 import { GEMMA3_DIGIT_TOKENS, lastTokens, loadVocab, verifySingleTokens } from './tokenizers.js';
@@ -9,12 +10,12 @@ export { mergeActions, fixedChunks } from './chunk.js';
 export type { MergedAction, FixedChunk, MergeOptions } from './chunk.js';
 export { TextCodec, WordsCodec, TokensCodec, BinsCodec, roundTripError } from './codecs.js';
 export type { ActionCodec } from './codecs.js';
-export { StatsAccumulator, quantile } from './stats.js';
-export type { ActionStats } from './stats.js';
+export { StatsAccumulator, quantile, readActionStats, ActionStatsSchema } from './stats.js';
+export type { ActionStats, DimStats } from './stats.js';
 export { GEMMA3_DIGIT_TOKENS, loadVocab, loadGemma3, loadTokenizerJson, verifySingleTokens, lastTokens } from './tokenizers.js';
-export { chunkEpisode, subtasksOf, isChunkRecord } from './records.js';
+export { chunkEpisode, subtasksOf, isChunkRecord, ChunkRecordSchema } from './records.js';
 export type { ChunkRecord, ChunkOptions } from './records.js';
-export { episodeExamples, splitOf, rationaleText, targetOf } from './examples.js';
+export { episodeExamples, splitOf, rationaleText, targetOf, TrainingExampleSchema, SpanSchema } from './examples.js';
 export { ACTIONS_MARKER, CONVENTIONS, PROMPTS, parseSubtaskList } from './prompts.js';
 export type { TrainingExample, ExampleOptions, Span } from './examples.js';
 
@@ -40,6 +41,19 @@ export interface CodecOptions {
   stats?: ActionStats;
 }
 
+/** The 10 digit tokens of a --token-list file, one per line. */
+function readTokenList(file: string): string[] {
+  let text: string;
+  try {
+    text = decodeUtf8Strict(readFileSync(file));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new VlakitError('E_NOT_FOUND', 'token list not found', { file });
+    throw new VlakitError('E_IO', `cannot read the token list (${code ?? 'invalid UTF-8'})`, { file });
+  }
+  return text.split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
 /** Builds the codec a relabel run asks for, checking tokens against the real tokenizer. */
 export async function makeCodec(o: CodecOptions): Promise<ActionCodec> {
   switch (o.actions) {
@@ -49,7 +63,7 @@ export async function makeCodec(o: CodecOptions): Promise<ActionCodec> {
       return new WordsCodec(o.precision ?? 1);
     case 'tokens': {
       const spec = o.tokenizer ?? 'gemma3';
-      const tokens = o.tokenList ? readFileSync(o.tokenList, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean) : spec === 'gemma3' ? GEMMA3_DIGIT_TOKENS : undefined;
+      const tokens = o.tokenList ? readTokenList(o.tokenList) : spec === 'gemma3' ? GEMMA3_DIGIT_TOKENS : undefined;
       if (!tokens) throw new VlakitError('E_USAGE', '--actions tokens with a tokenizer.json needs --token-list FILE (10 tokens, one per line, for digits 0-9)');
       verifySingleTokens(await loadVocab(spec), tokens);
       return new TokensCodec(tokens, o.precision ?? 3, o.units ?? 'm', spec);

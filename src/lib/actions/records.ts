@@ -1,31 +1,44 @@
 /** Chunk records: what `vlakit chunk` writes and `vlakit relabel` reads (docs/FORMATS.md). */
+import { z } from 'zod';
 import { VlakitError } from '../errors.js';
-import type { StepRecord } from '../io/records.js';
+import { EpisodeIdSchema, expected, type StepRecord } from '../io/records.js';
 import { actionOf } from '../teacher/annotate.js';
+import { type PlanAnnotation, type ReasoningAnnotation, ReasoningAnnotationSchema, StepActionSchema } from '../teacher/records.js';
 import { fixedChunks, mergeActions, type MergeOptions } from './chunk.js';
 
-export interface ChunkRecord {
-  episode_id: string | number;
-  chunk_index: number;
-  mode: 'merge' | 'fixed';
-  language_instruction: string;
-  /** The subtask the chunk belongs to: from a plan annotation, else the whole episode (index 0, the instruction). */
-  subtask: { index: number; count: number; description: string; motion_plan: string };
-  /** The observation at the chunk's first step, and the one after its last step (the last one at the end). */
-  observation: Record<string, unknown>;
-  next_observation: Record<string, unknown>;
-  /** [dx, dy, dz, gripper] each; merged actions (merge) or the next H actions (fixed). */
-  actions: number[][];
-  /** Source steps of each action (inclusive). */
-  source_steps: [number, number][];
-  /** fixed: 1 for real actions, 0 for padding. */
-  mask?: number[];
-  start_step: number;
-  end_step: number;
-  /** Carried from the chunk's first step when the steps were annotated. */
-  reasoning?: unknown;
-  oracle?: unknown;
-}
+const index = z.number().int().nonnegative();
+const observation = z.record(z.string(), z.unknown(), { error: expected('an object (cameras and state)') });
+
+/** The chunk record; its type is the schema's, so what chunk writes is what relabel validates. */
+export const ChunkRecordSchema = z
+  .looseObject({
+    episode_id: EpisodeIdSchema,
+    chunk_index: index,
+    mode: z.enum(['merge', 'fixed']),
+    language_instruction: z.string(),
+    /** The subtask the chunk belongs to: from a plan annotation, else the whole episode (index 0, the instruction). */
+    subtask: z.looseObject({ index, count: index, description: z.string(), motion_plan: z.string() }),
+    /** The observation at the chunk's first step, and the one after its last step (the last one at the end). */
+    observation,
+    next_observation: observation,
+    /** [dx, dy, dz, gripper] each (finite numbers); merged actions (merge) or the next H actions (fixed). */
+    actions: z.array(StepActionSchema, { error: expected('a list of actions') }),
+    /** Source steps of each action (inclusive). */
+    source_steps: z.array(z.tuple([index, index])),
+    /** fixed: 1 for real actions, 0 for padding. */
+    mask: z.array(z.number().refine((v) => [0, 1].includes(v), 'expected 0 or 1')).optional(),
+    start_step: index,
+    end_step: index,
+    /** Carried from the chunk's first step when the steps were annotated. */
+    reasoning: ReasoningAnnotationSchema.nullable().optional(),
+    oracle: z.unknown().optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.source_steps.length !== c.actions.length) ctx.addIssue({ code: 'custom', path: ['source_steps'], message: `expected one [first, last] per action (${c.actions.length}), got ${c.source_steps.length}` });
+    if (c.mask && c.mask.length !== c.actions.length) ctx.addIssue({ code: 'custom', path: ['mask'], message: `expected one entry per action (${c.actions.length}), got ${c.mask.length}` });
+    if (c.end_step < c.start_step) ctx.addIssue({ code: 'custom', path: ['end_step'], message: `end_step ${c.end_step} is before start_step ${c.start_step}` });
+  });
+export type ChunkRecord = z.infer<typeof ChunkRecordSchema>;
 
 export interface ChunkOptions extends MergeOptions {
   mode: 'merge' | 'fixed';
@@ -33,22 +46,12 @@ export interface ChunkOptions extends MergeOptions {
   stride?: number;
 }
 
-interface PlanField {
-  index: number;
-  count?: number;
-  description: string;
-  main_movements?: string;
-  start: number;
-  end: number;
-  error?: string;
-}
-
 /** The subtasks of an episode from its `plan` fields, or the whole episode as one. */
 export function subtasksOf(steps: StepRecord[]): { index: number; count: number; description: string; motion_plan: string; start: number; end: number }[] {
-  const plans = steps.map((s) => s.plan as PlanField | undefined);
+  const plans = steps.map((s) => s.plan as PlanAnnotation | null | undefined); // validated where the steps were read (AnnotatedStepSchema)
   if (plans.every((p) => p && !p.error && p.index >= 0)) {
     const out: ReturnType<typeof subtasksOf> = [];
-    for (const p of plans as PlanField[]) {
+    for (const p of plans as PlanAnnotation[]) {
       if (out.length && out[out.length - 1].index === p.index) continue;
       out.push({ index: p.index, count: p.count ?? 0, description: p.description, motion_plan: p.main_movements ?? '', start: p.start, end: p.end });
     }
@@ -62,6 +65,10 @@ export function subtasksOf(steps: StepRecord[]): { index: number; count: number;
 export function chunkEpisode(steps: StepRecord[], opts: ChunkOptions): ChunkRecord[] {
   const actions = steps.map(actionOf);
   const subs = subtasksOf(steps);
+  const beyond = subs.find((s) => s.end >= steps.length);
+  if (beyond) {
+    throw new VlakitError('E_RECORD_INVALID', `episode ${String(steps[0].episode_id)}: the plan's subtask ${beyond.index} ends at step ${beyond.end}, but the episode has ${steps.length} steps`, { field: 'plan.end' });
+  }
   const base = (start: number, end: number, index: number) => {
     const sub = subs.find((s) => start >= s.start && start <= s.end) ?? subs[0];
     const first = steps[start];
@@ -78,7 +85,7 @@ export function chunkEpisode(steps: StepRecord[], opts: ChunkOptions): ChunkReco
       start_step: first.step,
       end_step: steps[end].step,
     };
-    if (first.reasoning !== undefined) rec.reasoning = first.reasoning;
+    if (first.reasoning !== undefined) rec.reasoning = first.reasoning as ReasoningAnnotation | null; // validated where the steps were read
     if (first.oracle !== undefined) rec.oracle = first.oracle;
     return rec;
   };
@@ -109,5 +116,5 @@ export function chunkEpisode(steps: StepRecord[], opts: ChunkOptions): ChunkReco
 }
 
 export function isChunkRecord(v: unknown): v is ChunkRecord {
-  return typeof v === 'object' && v !== null && Array.isArray((v as ChunkRecord).actions) && typeof (v as ChunkRecord).chunk_index === 'number';
+  return ChunkRecordSchema.safeParse(v).success;
 }

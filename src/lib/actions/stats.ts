@@ -4,23 +4,39 @@
  * values are kept as float64 and sorted at the end); past that, a uniform reservoir of `exactLimit` values
  * estimates them (rank error of order 1/sqrt(exactLimit), about 0.05 percentile points).
  */
+import { z } from 'zod';
+import { readJsonFile } from '../io/json-file.js';
+import { FiniteNumberSchema } from '../io/records.js';
 import { Rng } from '../util/rng.js';
 
-export interface DimStats {
-  count: number;
-  mean: number;
-  std: number;
-  min: number;
-  max: number;
-  q01: number;
-  q99: number;
-}
+const count = z.number().int().nonnegative();
 
-export interface ActionStats {
-  dims: DimStats[];
+export const DimStatsSchema = z.looseObject({
+  count,
+  mean: FiniteNumberSchema,
+  std: FiniteNumberSchema.min(0),
+  min: FiniteNumberSchema,
+  max: FiniteNumberSchema,
+  q01: FiniteNumberSchema,
+  q99: FiniteNumberSchema,
+});
+export type DimStats = z.infer<typeof DimStatsSchema>;
+
+/** Per-dimension statistics (`relabel --stats-out`, a checkpoint's action_stats.json); every number finite. */
+export const ActionStatsSchema = z.looseObject({
+  dims: z.array(DimStatsSchema).min(1, 'expected statistics of at least one dimension'),
   /** true when every quantile is exact (no dimension outgrew the reservoir). */
-  exactQuantiles: boolean;
-  count: number;
+  exactQuantiles: z.boolean(),
+  count,
+});
+export type ActionStats = z.infer<typeof ActionStatsSchema>;
+
+/**
+ * Reads an action statistics file; a missing, corrupt or wrong-shaped one is an error naming the file and field.
+ * @example const stats = readActionStats('stats.json');
+ */
+export function readActionStats(file: string): ActionStats {
+  return readJsonFile(file, ActionStatsSchema, { what: 'action statistics' });
 }
 
 /** The q-quantile of sorted values, by linear interpolation between closest ranks (numpy's default). */

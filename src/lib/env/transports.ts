@@ -10,26 +10,31 @@
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
+import type { z } from 'zod';
 import { VlakitError } from '../errors.js';
+import { zodProblem } from '../io/json-file.js';
+import { describeValue } from '../io/records.js';
 import { JsonLinesProcess } from '../util/child.js';
-import type { Env, Observation, StepResult, TaskRequest } from './protocol.js';
+import { type Env, EnvRequestSchema, type Observation, ResetAnswerSchema, StepAnswerSchema, type StepResult, type TaskRequest } from './protocol.js';
 
 type Message = Record<string, unknown>;
 
+/** Validates a protocol message; the error names the env, the field and what was expected. */
+function checkMessage<S extends z.ZodType>(schema: S, m: unknown, what: string, where: string): z.output<S> {
+  const r = schema.safeParse(m, { error: (iss) => (iss.code === 'invalid_type' && iss.input === undefined ? `missing (expected ${iss.expected})` : undefined) });
+  if (r.success) return r.data;
+  const p = zodProblem(r.error);
+  throw new VlakitError('E_ENV', `invalid ${what}: ${p.message}`, { file: where, field: p.field });
+}
+
 function checkObservation(m: Message, where: string): Observation {
-  if (typeof m.observation !== 'object' || m.observation === null) {
-    throw new VlakitError('E_ENV', `reset answer has no "observation" object (got keys ${Object.keys(m).join(', ') || 'none'})`, { file: where });
-  }
-  return { observation: m.observation as Record<string, unknown>, instruction: String(m.instruction ?? ''), info: (m.info as Record<string, unknown>) ?? {} };
+  const a = checkMessage(ResetAnswerSchema, m, 'reset answer', where);
+  return { observation: a.observation, instruction: a.instruction ?? '', info: a.info ?? {} };
 }
 
 function checkStep(m: Message, where: string): StepResult {
-  if (typeof m.observation !== 'object' || m.observation === null || typeof m.done !== 'boolean') {
-    throw new VlakitError('E_ENV', `step answer needs "observation" (object), "reward" (number) and "done" (boolean); got keys ${Object.keys(m).join(', ') || 'none'}`, {
-      file: where,
-    });
-  }
-  return { observation: m.observation as Record<string, unknown>, reward: Number(m.reward ?? 0), done: m.done, info: (m.info as Record<string, unknown>) ?? {} };
+  const a = checkMessage(StepAnswerSchema, m, 'step answer', where);
+  return { observation: a.observation, reward: a.reward ?? 0, done: a.done, info: a.info ?? {} };
 }
 
 /** Common request/answer logic over some message channel. */
@@ -155,22 +160,35 @@ export class WsEnv extends RemoteEnv {
   }
 }
 
-/** Answers one protocol message with `env`. */
+/** Answers one protocol message with `env`; a message that is not JSON or not a valid request is answered {"error"}. */
 export async function handleMessage(env: Env, text: string): Promise<Message> {
   try {
-    const m = JSON.parse(text) as Message;
-    switch (m.op) {
+    let m: unknown;
+    try {
+      m = JSON.parse(text);
+    } catch {
+      return { error: `not JSON: ${describeValue(text)}` };
+    }
+    const req = checkMessage(EnvRequestSchema, m, 'request', env.name);
+    switch (req.op) {
       case 'reset':
-        return { ...(await env.reset(Number(m.seed ?? 0), (m.task as TaskRequest) ?? {})) };
+        return { ...(await env.reset(req.seed ?? 0, req.task ?? {})) };
       case 'step':
-        return { ...(await env.step(m.action as number[])) };
+        return { ...(await env.step(req.action)) };
       case 'close':
         return { ok: true };
-      default:
-        return { error: `unknown op ${JSON.stringify(m.op)}; expected reset, step or close` };
     }
   } catch (err) {
     return { error: (err as Error).message };
+  }
+}
+
+/** Whether a protocol message asks to close (anything unreadable does not). */
+function isClose(text: string): boolean {
+  try {
+    return (JSON.parse(text) as Message | null)?.op === 'close';
+  } catch {
+    return false;
   }
 }
 
@@ -180,7 +198,7 @@ export async function serveLines(env: Env, input: Readable, output: Writable): P
     if (!line.trim()) continue;
     const answer = await handleMessage(env, line);
     output.write(`${JSON.stringify(answer)}\n`);
-    if ((JSON.parse(line) as Message).op === 'close') break;
+    if (isClose(line)) break;
   }
   await env.close();
 }

@@ -12,9 +12,12 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'csv-parse/sync';
+import { z } from 'zod';
 import { VlakitError } from '../errors.js';
+import { decodeUtf8Strict, readJsonFile, zodProblem } from '../io/json-file.js';
 import { sniffImageMime } from '../io/images.js';
 import { type ImageJson, isImageJson } from '../io/json.js';
+import { expected, FiniteNumberSchema } from '../io/records.js';
 import { LETTERS, rotateChoices } from './metrics.js';
 
 export type Metric = 'vqa' | 'exact' | 'anls' | 'mc';
@@ -52,13 +55,25 @@ export function loadImage(src: ImageSource): ImageJson {
   return { mime: mimeOf(bytes), b64: bytes.toString('base64') };
 }
 
-function readJson(file: string): unknown {
-  try {
-    return JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new VlakitError('E_RECORD_INVALID', `not valid JSON: ${(err as Error).message}`, { file }, { cause: err });
-  }
-}
+const id = z.number().int().nonnegative();
+
+/** VQAv2's questions file: the fields read. */
+const Vqav2QuestionsSchema = z.looseObject({
+  questions: z.array(z.looseObject({ image_id: id, question: z.string(), question_id: id })),
+  data_subtype: z.string().optional(),
+});
+
+/** VQAv2's annotations file: the human answers of each question. */
+const Vqav2AnnotationsSchema = z.looseObject({
+  annotations: z.array(
+    z.looseObject({
+      question_id: id,
+      answers: z.array(z.looseObject({ answer: z.string() })).min(1, 'expected at least one human answer'),
+      answer_type: z.string().optional(),
+      question_type: z.string().optional(),
+    }),
+  ),
+});
 
 /** VQAv2: questions + annotations + COCO images. */
 export function readVqav2(dir: string, name = path.basename(dir)): VqaItem[] {
@@ -66,12 +81,10 @@ export function readVqav2(dir: string, name = path.basename(dir)): VqaItem[] {
   const qFile = files.find((f) => /questions.*\.json$/i.test(f));
   const aFile = files.find((f) => /annotations.*\.json$/i.test(f));
   if (!qFile) throw new VlakitError('E_NOT_FOUND', 'no *questions*.json in the VQAv2 directory', { file: dir });
-  const q = readJson(path.join(dir, qFile)) as { questions?: { image_id: number; question: string; question_id: number }[]; data_subtype?: string };
-  if (!Array.isArray(q.questions)) throw new VlakitError('E_RECORD_INVALID', 'expected {"questions": [...]}', { file: path.join(dir, qFile) });
-  const answers = new Map<number, { answers: { answer: string }[]; answer_type?: string; question_type?: string }>();
+  const q = readJsonFile(path.join(dir, qFile), Vqav2QuestionsSchema, { what: 'VQAv2 questions' });
+  const answers = new Map<number, z.infer<typeof Vqav2AnnotationsSchema>['annotations'][number]>();
   if (aFile) {
-    const a = readJson(path.join(dir, aFile)) as { annotations?: { question_id: number; answers: { answer: string }[]; answer_type?: string; question_type?: string }[] };
-    if (!Array.isArray(a.annotations)) throw new VlakitError('E_RECORD_INVALID', 'expected {"annotations": [...]}', { file: path.join(dir, aFile) });
+    const a = readJsonFile(path.join(dir, aFile), Vqav2AnnotationsSchema, { what: 'VQAv2 annotations' });
     for (const x of a.annotations) answers.set(x.question_id, x);
   }
   const imageDir = existsSync(path.join(dir, 'images')) ? path.join(dir, 'images') : dir;
@@ -89,53 +102,84 @@ export function readVqav2(dir: string, name = path.basename(dir)): VqaItem[] {
   });
 }
 
+const ImageRefSchema = z.union([z.string().min(1), z.looseObject({ mime: z.string(), b64: z.string() })], { error: expected('an image path or {"mime", "b64"}') });
+const scalar = z.union([z.string(), FiniteNumberSchema, z.boolean()], { error: expected('a string') });
+
+/** A row of the generic JSON Lines layout. */
+export const VqaRowSchema = z
+  .looseObject({
+    id: z.union([z.string(), z.number()]).optional(),
+    question: z.string(),
+    image: z.union([ImageRefSchema, z.array(ImageRefSchema)], { error: expected('an image path, {"mime", "b64"}, or a list of them') }).optional(),
+    images: z.array(ImageRefSchema).optional(),
+    answers: z.array(scalar).optional(),
+    answer: scalar.optional(),
+    choices: z.array(scalar).min(2, 'expected at least two choices').optional(),
+    metric: z.enum(['vqa', 'exact', 'anls', 'mc']).optional(),
+    type: z.string().optional(),
+  })
+  .superRefine((r, ctx) => {
+    const imgs = Array.isArray(r.image) ? r.image : (r.images ?? (r.image === undefined ? [] : [r.image]));
+    if (!imgs.length) ctx.addIssue({ code: 'custom', path: ['image'], message: 'expected "image" (a path, {mime, b64}, or a list of them)' });
+    if (!r.answers?.length && r.answer === undefined && !r.choices) ctx.addIssue({ code: 'custom', path: ['answers'], message: 'expected "answers" (a list) or "answer"' });
+  });
+
 /** Generic JSON Lines. */
 export function readVqaJsonl(file: string, name = path.basename(file).replace(/\.jsonl$/, '')): VqaItem[] {
   const base = path.dirname(file);
   const out: VqaItem[] = [];
-  readFileSync(file, 'utf8')
-    .split('\n')
-    .forEach((line, i) => {
-      if (!line.trim()) return;
-      let r: Record<string, unknown>;
-      try {
-        r = JSON.parse(line);
-      } catch (err) {
-        throw new VlakitError('E_JSONL_PARSE', (err as Error).message, { file, line: i + 1 });
-      }
-      const bad = (m: string) => new VlakitError('E_RECORD_INVALID', m, { file, line: i + 1 });
-      if (typeof r.question !== 'string') throw bad('expected "question" (a string)');
-      const imgs = (Array.isArray(r.image) ? r.image : r.images ?? (r.image === undefined ? [] : [r.image])) as unknown[];
-      const images: ImageSource[] = imgs.map((im) => {
-        if (typeof im === 'string') return { path: path.resolve(base, im) };
-        if (isImageJson(im)) return im;
-        throw bad('"image" must be a path, {mime, b64}, or a list of them');
-      });
-      if (!images.length) throw bad('expected "image"');
-      const answers = Array.isArray(r.answers) ? (r.answers as unknown[]).map(String) : r.answer !== undefined ? [String(r.answer)] : [];
-      const choices = Array.isArray(r.choices) ? (r.choices as unknown[]).map(String) : undefined;
-      if (!answers.length && !choices) throw bad('expected "answers" (a list) or "answer"');
-      let answer: string | undefined;
-      if (choices) {
-        const a = String(r.answer ?? answers[0] ?? '');
-        answer = /^[A-J]$/.test(a) ? a : LETTERS[choices.findIndex((c) => c === a)];
-        if (!answer || LETTERS.indexOf(answer) >= choices.length) throw bad(`the answer "${a}" is neither an option letter nor one of the choices`);
-      }
-      const metric = (r.metric as Metric | undefined) ?? (choices ? 'mc' : answers.length >= 3 ? 'vqa' : 'exact');
-      if (!['vqa', 'exact', 'anls', 'mc'].includes(metric)) throw bad(`unknown metric "${metric}"; expected vqa, exact, anls or mc`);
-      out.push({ id: String(r.id ?? i), benchmark: name, images, question: r.question, answers: choices && answer ? [choices[LETTERS.indexOf(answer)]] : answers, choices, answer, metric, type: typeof r.type === 'string' ? r.type : undefined });
-    });
+  let text: string;
+  try {
+    text = decodeUtf8Strict(readFileSync(file));
+  } catch {
+    throw new VlakitError('E_RECORD_INVALID', 'not valid UTF-8', { file });
+  }
+  text.split('\n').forEach((line, i) => {
+    if (!line.trim()) return;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (err) {
+      throw new VlakitError('E_JSONL_PARSE', (err as Error).message, { file, line: i + 1 });
+    }
+    const bad = (m: string, field?: string) => new VlakitError('E_RECORD_INVALID', m, { file, line: i + 1, field });
+    const parsed = VqaRowSchema.safeParse(value, { error: (iss) => (iss.code === 'invalid_type' && iss.input === undefined ? `missing (expected ${iss.expected})` : undefined) });
+    if (!parsed.success) {
+      const p = zodProblem(parsed.error);
+      throw bad(`invalid VQA row: ${p.message}`, p.field);
+    }
+    const r = parsed.data;
+    const imgs = Array.isArray(r.image) ? r.image : (r.images ?? (r.image === undefined ? [] : [r.image]));
+    const images: ImageSource[] = imgs.map((im) => (typeof im === 'string' ? { path: path.resolve(base, im) } : { mime: im.mime, b64: im.b64 }));
+    const answers = r.answers?.length ? r.answers.map(String) : r.answer !== undefined ? [String(r.answer)] : [];
+    const choices = r.choices?.map(String);
+    let answer: string | undefined;
+    if (choices) {
+      const a = String(r.answer ?? answers[0] ?? '');
+      answer = /^[A-J]$/.test(a) ? a : LETTERS[choices.findIndex((c) => c === a)];
+      if (!answer || LETTERS.indexOf(answer) >= choices.length) throw bad(`the answer "${a}" is neither an option letter nor one of the choices`, 'answer');
+    }
+    const metric: Metric = r.metric ?? (choices ? 'mc' : answers.length >= 3 ? 'vqa' : 'exact');
+    out.push({ id: String(r.id ?? i), benchmark: name, images, question: r.question, answers: choices && answer ? [choices[LETTERS.indexOf(answer)]] : answers, choices, answer, metric, type: r.type });
+  });
   return out;
 }
 
 /** MMBench-style TSV with base64 images; `circular` asks each question once per rotation of its options. */
 export function readMmbenchTsv(file: string, o: { circular?: boolean; name?: string } = {}): VqaItem[] {
-  let rows: Record<string, string>[];
+  let text: string;
   try {
-    rows = parse(readFileSync(file, 'utf8'), { delimiter: '\t', columns: true, relax_quotes: true, skip_empty_lines: true, quote: false });
+    text = decodeUtf8Strict(readFileSync(file));
+  } catch {
+    throw new VlakitError('E_RECORD_INVALID', 'not valid UTF-8', { file });
+  }
+  let parsed: { record: Record<string, string>; info: { lines: number } }[];
+  try {
+    parsed = parse(text, { delimiter: '\t', columns: true, relax_quotes: true, skip_empty_lines: true, quote: false, info: true });
   } catch (err) {
     throw new VlakitError('E_RECORD_INVALID', `cannot read the TSV: ${(err as Error).message}`, { file }, { cause: err });
   }
+  const rows = parsed.map((p) => p.record);
   const name = o.name ?? path.basename(file).replace(/\.tsv$/, '');
   const byIndex = new Map(rows.map((r) => [r.index, r]));
   // files that already hold the circular copies (index + k * 1e6 for rotation k, as VLMEvalKit writes them)
@@ -144,20 +188,20 @@ export function readMmbenchTsv(file: string, o: { circular?: boolean; name?: str
   rows.forEach((r, i) => {
     const copy = expanded ? Math.floor(Number(r.index) / 1e6) : 0;
     if (expanded && copy > 0 && !o.circular) return; // plain evaluation: the original questions only
-    const bad = (m: string) => new VlakitError('E_RECORD_INVALID', m, { file, record: i + 1 });
-    if (!r.question) throw bad('expected a "question" column');
+    const bad = (m: string, field: string) => new VlakitError('E_RECORD_INVALID', m, { file, line: parsed[i].info.lines, field });
+    if (!r.question) throw bad('expected a "question" column', 'question');
     const choices: string[] = [];
     for (const l of LETTERS) {
       const v = r[l];
       if (v === undefined || v === '' || v === 'nan') break;
       choices.push(v);
     }
-    if (choices.length < 2) throw bad('expected options in columns A, B, ...');
-    if (!r.answer || LETTERS.indexOf(r.answer) < 0 || LETTERS.indexOf(r.answer) >= choices.length) throw bad(`the answer "${r.answer ?? ''}" is not one of the option letters ${LETTERS.slice(0, choices.length)}`);
+    if (choices.length < 2) throw bad('expected options in columns A, B, ...', choices.length ? 'B' : 'A');
+    if (!r.answer || LETTERS.indexOf(r.answer) < 0 || LETTERS.indexOf(r.answer) >= choices.length) throw bad(`the answer "${r.answer ?? ''}" is not one of the option letters ${LETTERS.slice(0, choices.length)}`, 'answer');
     let b64 = r.image ?? '';
     if (/^\d{1,8}$/.test(b64)) b64 = byIndex.get(b64)?.image ?? ''; // a reference to another row's image
     if (/^\d{1,8}$/.test(b64)) b64 = byIndex.get(b64)?.image ?? ''; // (a copy may point at a row that points on)
-    if (!b64) throw bad('no image (expected base64 in the "image" column)');
+    if (!b64) throw bad('no image (expected base64 in the "image" column)', 'image');
     const image = { mime: mimeOf(Buffer.from(b64.slice(0, 24), 'base64')), b64 }; // the type from the first 18 bytes
     const hint = r.hint && r.hint !== 'nan' ? r.hint : undefined;
     const id = r.index ?? String(i);

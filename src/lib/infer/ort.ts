@@ -14,6 +14,9 @@ import type { Int8Path } from '../util/cpu.js';
 import { hostInt8 } from './int8.js';
 import { type Tokenizer, loadTokenizer } from '../model/tokenizer.js';
 import type { DecodeState, RunnerInfo, StepOutput, VlaRunner } from './runner.js';
+import { ActionStatsSchema } from '../actions/stats.js';
+import { readJsonFile } from '../io/json-file.js';
+import { ExportConfigSchema } from './export-config.js';
 
 type Ort = typeof OrtTypes;
 let ortModule: Ort | undefined;
@@ -29,7 +32,7 @@ export async function loadOrt(): Promise<Ort> {
 
 export type Device = 'cpu' | 'cuda';
 
-interface ExportMeta {
+export interface ExportMeta {
   format: 'onnx';
   /** With fused operators, graphs with attention outputs are a separate pair. */
   graphs: { prefill: string; decode: string; prefill_attentions?: string; decode_attentions?: string };
@@ -212,7 +215,7 @@ export class OrtRunner implements VlaRunner {
   static async open(dir: string, o: OrtOptions = {}): Promise<OrtRunner> {
     const cfgFile = path.join(dir, 'config.json');
     if (!existsSync(cfgFile)) throw new VlakitError('E_NOT_FOUND', 'not a vlakit export: no config.json', { file: dir });
-    const { vlakit, ...config } = JSON.parse(readFileSync(cfgFile, 'utf8')) as VlaConfig & { vlakit?: { export?: ExportMeta; action_codec?: Record<string, unknown> } };
+    const { vlakit, ...config } = readJsonFile(cfgFile, ExportConfigSchema, { what: 'export config' });
     const meta = vlakit?.export;
     if (!meta || meta.format !== 'onnx') throw new VlakitError('E_MODEL', 'config.json has no vlakit.export entry: this is not a directory written by vlakit export', { file: cfgFile });
     const ort = await loadOrt();
@@ -242,9 +245,11 @@ export class OrtRunner implements VlaRunner {
         throw new VlakitError('E_ONNX', `onnxruntime cannot load ${name}: ${msg.split('\n')[0]}`, { file }, { cause: err });
       }
     };
-    const tokenizer = await loadTokenizer(readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
+    const tokFile = path.join(dir, 'tokenizer.json');
+    if (!existsSync(tokFile)) throw new VlakitError('E_NOT_FOUND', 'the export lacks tokenizer.json', { file: dir });
+    const tokenizer = await loadTokenizer(readFileSync(tokFile, 'utf8'), tokFile);
     const statsFile = path.join(dir, 'action_stats.json');
-    const stats = existsSync(statsFile) ? JSON.parse(readFileSync(statsFile, 'utf8')) : undefined;
+    const stats = existsSync(statsFile) ? readJsonFile(statsFile, ActionStatsSchema, { what: 'action statistics' }) : undefined;
     const prefill = await session(meta.graphs.prefill);
     let decode: OrtTypes.InferenceSession;
     try {

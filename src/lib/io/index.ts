@@ -20,6 +20,8 @@ export { openRlds, readRlds, writeRlds, groupEpisodes, loadFeatures, isRldsDir, 
 export type { RldsDataset, DatasetInfo } from './rlds.js';
 export { readRecords, readKind, sniffFormat, newStats } from './read.js';
 export type { ReadOptions, ReadStats, SourceRecord, DecodeMode } from './read.js';
+export { readValidated } from './validated.js';
+export type { ValidatedRecord } from './validated.js';
 export { readBytes, openBytes, expandInputs, gunzip, peek } from './sources.js';
 export { AtomicFile, ShardedTfrecordWriter, writeFileAtomic, shardSuffix } from './writer.js';
 export { imageInfo, sniffImageMime } from './images.js';

@@ -3,7 +3,8 @@
  * the line, the field and what was expected. docs/FORMATS.md documents each.
  */
 import { z } from 'zod';
-import { VlakitError } from '../errors.js';
+import { type ErrorContext, VlakitError } from '../errors.js';
+import { zodProblem } from './json-file.js';
 import type { ExampleJson, SequenceExampleJson } from './json.js';
 
 /** One time step of one episode, with the RLDS field names. */
@@ -29,13 +30,35 @@ export interface RawRecord {
 /** 'chunk' and 'training_example' records are written by chunk and relabel (their schemas live with them). */
 export type RecordKind = 'step' | 'example' | 'sequence_example' | 'raw' | 'chunk' | 'training_example';
 
+/** How a JSON value reads in a message: `missing`, `"NaN"`, `null`, `[1,2]` (cut at 40 characters). */
+export function describeValue(v: unknown): string {
+  if (v === undefined) return 'missing';
+  if (typeof v === 'number') return String(v);
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 40 ? `${s.slice(0, 40)}...` : s;
+}
+
+/** A zod error message for a value of the wrong type: `missing (expected X)` or `expected X, got "NaN"`. */
+export function expected(what: string): (iss: { input?: unknown }) => string {
+  return (iss) => (iss.input === undefined ? `missing (expected ${what})` : `expected ${what}, got ${describeValue(iss.input)}`);
+}
+
+/**
+ * A finite JSON number: NaN and the infinities are refused in every form (as numbers, and as the strings "NaN",
+ * "Infinity" that lossless float32 records use), since they would become training targets or robot commands.
+ */
+export const FiniteNumberSchema = z.number({ error: expected('a finite number') });
+
+/** A step, chunk or example's episode id: a non-empty string or a non-negative integer. */
+export const EpisodeIdSchema = z.union([z.string().min(1), z.number().int().nonnegative()], { error: expected('a non-empty string or a non-negative integer') });
+
 const floatish = z.union([z.number(), z.literal('NaN'), z.literal('Infinity'), z.literal('-Infinity'), z.literal('-0')]);
 type Tensorish = number | string | boolean | Tensorish[];
 const tensorish: z.ZodType<Tensorish> = z.lazy(() => z.union([floatish, z.boolean(), z.array(tensorish)]));
 const imageSchema = z.object({ mime: z.string().regex(/^image\//, 'expected a mime type such as "image/png"'), b64: z.string() });
 
 export const StepRecordSchema = z.looseObject({
-  episode_id: z.union([z.string().min(1), z.number().int().nonnegative()]),
+  episode_id: EpisodeIdSchema,
   step: z.number().int().nonnegative(),
   is_first: z.boolean().optional(),
   is_last: z.boolean().optional(),
@@ -50,12 +73,16 @@ export const StepRecordSchema = z.looseObject({
 
 export const ImageSchema = imageSchema;
 
-/** Which kind of record a parsed JSON line is. */
+/**
+ * Which kind of record a parsed JSON line is, by the fields that only that kind has (a chunk record by
+ * `chunk_index`, or `actions` without `step`; a training example by `messages` and `spans`), so that a record
+ * missing a required field is reported as that kind's record with that field, not as another kind.
+ */
 export function recordKind(v: unknown, where: { line?: number; file?: string } = {}): RecordKind {
   if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
     const o = v as Record<string, unknown>;
-    if ('chunk_index' in o && Array.isArray(o.actions)) return 'chunk';
-    if (Array.isArray(o.messages) && 'spans' in o) return 'training_example';
+    if ('chunk_index' in o || ('actions' in o && !('step' in o))) return 'chunk';
+    if ('messages' in o && 'spans' in o) return 'training_example';
     if ('episode_id' in o || 'step' in o) return 'step';
     if ('feature_lists' in o || 'context' in o) return 'sequence_example';
     if ('features' in o) return 'example';
@@ -63,19 +90,41 @@ export function recordKind(v: unknown, where: { line?: number; file?: string } =
   }
   throw new VlakitError(
     'E_RECORD_INVALID',
-    'expected a step record (with episode_id and step), an example record ({"features": {...}}), a sequence example ({"context": ..., "feature_lists": ...}) or a raw record ({"b64": "..."})',
+    `expected a step record (with episode_id and step), a chunk record (with chunk_index and actions), a training example (with messages and spans), an example record ({"features": {...}}), a sequence example ({"context": ..., "feature_lists": ...}) or a raw record ({"b64": "..."}); got ${describeValue(v)}`,
     where,
   );
 }
 
+/** What each kind is called in messages. */
+export const RECORD_NAMES: Record<RecordKind, string> = {
+  step: 'step record',
+  chunk: 'chunk record',
+  training_example: 'training example',
+  example: 'example record',
+  sequence_example: 'sequence example',
+  raw: 'raw record',
+};
+
+/**
+ * Validates one record against a schema; the error names the place, the first offending field and what was
+ * expected (`E_RECORD_INVALID at line 3 field "actions.0.2" of chunks.jsonl: invalid chunk record: expected a
+ * finite number, got "NaN"`). Returns the record itself, not zod's copy, so that its fields keep their order:
+ * record schemas check and never transform (no defaults, no coercion).
+ * @example const chunk = validateRecord(ChunkRecordSchema, value, 'chunk record', { file, line });
+ */
+export function validateRecord<S extends z.ZodType>(schema: S, value: unknown, what: string, where: ErrorContext = {}): z.output<S> {
+  const r = schema.safeParse(value, { error: (iss) => (iss.code === 'invalid_type' && iss.input === undefined ? `missing (expected ${iss.expected})` : undefined) });
+  if (r.success) return value as z.output<S>;
+  const p = zodProblem(r.error);
+  const o = value as { episode_id?: unknown; step?: unknown } | null;
+  // steps of RLDS datasets have no line: say which episode and step
+  const which = where.line === undefined && o && typeof o === 'object' && o.episode_id !== undefined ? ` (episode ${String(o.episode_id)}${o.step !== undefined ? `, step ${String(o.step)}` : ''})` : '';
+  throw new VlakitError('E_RECORD_INVALID', `invalid ${what}${which}: ${p.message}`, { ...where, field: p.field });
+}
+
 /** Validates a step record; the error names the line and the first offending field. */
 export function parseStepRecord(v: unknown, where: { line?: number; file?: string } = {}): StepRecord {
-  const r = StepRecordSchema.safeParse(v);
-  if (!r.success) {
-    const issue = r.error.issues[0];
-    const field = issue.path.map(String).join('.') || undefined;
-    throw new VlakitError('E_RECORD_INVALID', `invalid step record: ${issue.message}`, { ...where, field });
-  }
+  validateRecord(StepRecordSchema, v, 'step record', where);
   return v as StepRecord;
 }
 

@@ -7,9 +7,10 @@
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { z } from 'zod';
+import { ActionStatsSchema } from '../actions/stats.js';
 import { VlakitError } from '../errors.js';
 import { readJsonFile } from '../io/json-file.js';
+import { AdapterConfigSchema, CheckpointConfigSchema, type VlaConfig } from './config.js';
 import { newVar } from './layers.js';
 import { VlaModel } from './model.js';
 import { type NamedArray, readSafetensors, writeSafetensors } from './safetensors.js';
@@ -92,22 +93,6 @@ export interface LoadedCheckpoint {
   actionStats?: unknown;
 }
 
-const LoraRecord = z.object({ r: z.number().int().positive(), alpha: z.number().positive(), target_modules: z.array(z.string()) });
-const int = z.number().int().positive();
-const num = z.number().positive();
-/** config.json: the model config (what VlaConfig needs) plus the vlakit section. */
-const ConfigFileSchema = z.looseObject({
-  model_type: z.literal('vlakit-vla'),
-  architectures: z.tuple([z.literal('VlaForCausalLM')]),
-  vision_config: z.object({ image_size: int, patch_size: int, hidden_size: int, num_hidden_layers: int, num_attention_heads: int, intermediate_size: int, layer_norm_eps: num }),
-  text_config: z.object({ vocab_size: int, hidden_size: int, num_hidden_layers: int, num_attention_heads: int, num_key_value_heads: int, intermediate_size: int, rms_norm_eps: num, rope_theta: num, max_position_embeddings: int }),
-  num_cameras: int,
-  tie_word_embeddings: z.literal(true),
-  initializer_range: z.number().nonnegative(),
-  torch_dtype: z.literal('float32'),
-  vlakit: z.looseObject({ action_codec: z.record(z.string(), z.unknown()).nullable().optional(), lora: LoraRecord.nullable().optional() }).optional(),
-});
-const AdapterConfigSchema = z.looseObject({ r: z.number().int().positive(), lora_alpha: z.number().positive(), target_modules: z.array(z.string()) });
 
 function readText(file: string, what: string): string {
   try {
@@ -125,7 +110,7 @@ function readText(file: string, what: string): string {
 export function loadCheckpoint(dir: string): LoadedCheckpoint {
   const cfgFile = path.join(dir, 'config.json');
   if (!existsSync(cfgFile)) throw new VlakitError('E_NOT_FOUND', 'not a vlakit checkpoint: no config.json', { file: dir });
-  const { vlakit, ...config } = readJsonFile(cfgFile, ConfigFileSchema, { what: 'checkpoint config', code: 'E_MODEL' });
+  const { vlakit, ...config } = readJsonFile(cfgFile, CheckpointConfigSchema, { what: 'checkpoint config', code: 'E_MODEL' });
   const adapterCfg = path.join(dir, 'adapter_config.json');
   const adapterFile = path.join(dir, 'adapter_model.safetensors');
   const hasAdapter = existsSync(adapterCfg) || existsSync(adapterFile);
@@ -134,7 +119,7 @@ export function loadCheckpoint(dir: string): LoadedCheckpoint {
     throw new VlakitError('E_MODEL', `config.json records a model without LoRA adapters, yet ${existsSync(adapterCfg) ? 'adapter_config.json' : 'adapter_model.safetensors'} is here: adapter files left by another run, which would change the model; remove them (or train into a fresh directory)`, { file: dir });
   }
   if (recorded && !existsSync(adapterCfg)) throw new VlakitError('E_MODEL', 'config.json records LoRA adapters, but adapter_config.json is missing', { file: dir });
-  const model = new VlaModel(config);
+  const model = new VlaModel(config as VlaConfig);
   for (const [n, a] of readSafetensors(path.join(dir, 'model.safetensors')).tensors) model.params.set(n, newVar(tf.tensor(a.data, a.shape), n));
   if (recorded || (recorded === undefined && existsSync(adapterCfg))) {
     const ac = readJsonFile(adapterCfg, AdapterConfigSchema, { what: 'LoRA adapter config', code: 'E_MODEL' });
@@ -153,6 +138,6 @@ export function loadCheckpoint(dir: string): LoadedCheckpoint {
     model,
     tokenizerJson: readText(path.join(dir, 'tokenizer.json'), 'the checkpoint\'s tokenizer.json'),
     actionCodec: vlakit?.action_codec ?? undefined,
-    actionStats: existsSync(statsFile) ? readJsonFile(statsFile, z.unknown(), { what: 'action statistics' }) : undefined,
+    actionStats: existsSync(statsFile) ? readJsonFile(statsFile, ActionStatsSchema, { what: 'action statistics' }) : undefined,
   };
 }

@@ -2,7 +2,9 @@
  * The VLA model's configuration, in the style of Hugging Face `config.json`: a ViT image encoder, a projector into
  * the language width, and a LLaMA-style decoder with tied input/output embeddings.
  */
+import { z } from 'zod';
 import { VlakitError } from '../errors.js';
+import { FiniteNumberSchema } from '../io/records.js';
 
 export interface VisionConfig {
   image_size: number;
@@ -82,3 +84,79 @@ export function validateConfig(c: VlaConfig): void {
   if (t.num_attention_heads % t.num_key_value_heads !== 0) throw bad('num_attention_heads must be a multiple of num_key_value_heads');
   if ((t.hidden_size / t.num_attention_heads) % 2 !== 0) throw bad('the text head size must be even (rotary embeddings)');
 }
+
+const positive = z.number().int().positive();
+const layers = z.number().int().nonnegative();
+const eps = FiniteNumberSchema.positive();
+
+const VisionConfigSchema = z.looseObject({
+  image_size: positive,
+  patch_size: positive,
+  hidden_size: positive,
+  num_hidden_layers: layers,
+  num_attention_heads: positive,
+  intermediate_size: positive,
+  layer_norm_eps: eps,
+});
+
+const TextConfigSchema = z.looseObject({
+  vocab_size: positive,
+  hidden_size: positive,
+  num_hidden_layers: layers,
+  num_attention_heads: positive,
+  num_key_value_heads: positive,
+  intermediate_size: positive,
+  rms_norm_eps: eps,
+  rope_theta: eps,
+  max_position_embeddings: positive,
+});
+
+/** The fields of a model config; other fields (HF's, vlakit's own block) are kept. */
+export const VlaConfigObject = z.looseObject({
+  model_type: z.literal('vlakit-vla'),
+  architectures: z.tuple([z.literal('VlaForCausalLM')]),
+  vision_config: VisionConfigSchema,
+  text_config: TextConfigSchema,
+  num_cameras: positive,
+  tie_word_embeddings: z.literal(true),
+  initializer_range: FiniteNumberSchema.nonnegative(),
+  torch_dtype: z.literal('float32'),
+});
+
+// the schema's type and the interfaces above are one definition: this fails to compile when they drift apart
+const _sameType: z.ZodType<VlaConfig> = VlaConfigObject;
+void _sameType;
+
+/** validateConfig's rules as zod checks, with the field of each. */
+export function withConfigChecks<S extends z.ZodType<VlaConfig>>(schema: S): S {
+  return schema.superRefine((c, ctx) => {
+    const v = c.vision_config;
+    const t = c.text_config;
+    const bad = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+    if (v.image_size % v.patch_size !== 0) bad(['vision_config', 'patch_size'], `image_size ${v.image_size} is not a multiple of patch_size ${v.patch_size}`);
+    if (v.hidden_size % v.num_attention_heads !== 0) bad(['vision_config', 'num_attention_heads'], 'vision hidden_size must be a multiple of num_attention_heads');
+    if (t.hidden_size % t.num_attention_heads !== 0) bad(['text_config', 'num_attention_heads'], 'text hidden_size must be a multiple of num_attention_heads');
+    else if (t.num_attention_heads % t.num_key_value_heads !== 0) bad(['text_config', 'num_key_value_heads'], 'num_attention_heads must be a multiple of num_key_value_heads');
+    else if ((t.hidden_size / t.num_attention_heads) % 2 !== 0) bad(['text_config', 'hidden_size'], 'the text head size must be even (rotary embeddings)');
+  }) as S;
+}
+
+/** A model config (config.json of a checkpoint without vlakit's block). */
+export const VlaConfigSchema = withConfigChecks(VlaConfigObject);
+
+/** What a checkpoint's config.json records of its LoRA adapters (null: a model without adapters). */
+const LoraRecordSchema = z.object({ r: z.number().int().positive(), alpha: FiniteNumberSchema.positive(), target_modules: z.array(z.string()) });
+
+/** A checkpoint's config.json: the model config and vlakit's block (the action representation, the adapters). */
+export const CheckpointConfigSchema = withConfigChecks(
+  VlaConfigObject.extend({
+    vlakit: z.looseObject({ action_codec: z.record(z.string(), z.unknown()).nullable().optional(), lora: LoraRecordSchema.nullable().optional() }).optional(),
+  }),
+);
+
+/** PEFT's adapter_config.json, the fields vlakit reads. */
+export const AdapterConfigSchema = z.looseObject({
+  r: positive,
+  lora_alpha: FiniteNumberSchema.positive(),
+  target_modules: z.array(z.string()).min(1, 'expected at least one target module'),
+});

@@ -5,7 +5,9 @@
  * stay single tokens: numbers are spelled digit by digit, as Gemma and LLaMA do.
  */
 import { readFileSync } from 'node:fs';
+import { z } from 'zod';
 import { VlakitError } from '../errors.js';
+import { zodProblem } from '../io/json-file.js';
 
 export const SPECIAL_TOKENS = ['<pad>', '<unk>', '<bos>', '<eos>', '<sep>'] as const;
 export const PAD = 0;
@@ -86,11 +88,33 @@ interface HfTokenizer {
   decode(ids: number[], opts?: { skip_special_tokens?: boolean }): string;
 }
 
-/** Loads a tokenizer.json text with @huggingface/tokenizers. */
-export async function loadTokenizer(json: string): Promise<Tokenizer> {
+/** The fields of a tokenizer.json that vlakit reads (a vocabulary of token -> id, and the added tokens). */
+const TokenizerJsonSchema = z.looseObject({
+  model: z.looseObject({ vocab: z.record(z.string(), z.number().int().nonnegative()) }),
+  added_tokens: z.array(z.looseObject({ id: z.number().int().nonnegative() })).optional(),
+});
+
+/** Loads a tokenizer.json text with @huggingface/tokenizers; `file` names it in errors. */
+export async function loadTokenizer(json: string, file = 'tokenizer.json'): Promise<Tokenizer> {
   const { Tokenizer: Hf } = (await import('@huggingface/tokenizers')) as unknown as { Tokenizer: new (j: unknown, c: unknown) => HfTokenizer };
-  const parsed = JSON.parse(json) as { model: { vocab: Record<string, number> }; added_tokens?: { id: number }[] };
-  const tok = new Hf(parsed, {});
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch (err) {
+    throw new VlakitError('E_RECORD_INVALID', `the tokenizer is not valid JSON (${(err as Error).message})`, { file }, { cause: err });
+  }
+  const r = TokenizerJsonSchema.safeParse(value);
+  if (!r.success) {
+    const p = zodProblem(r.error);
+    throw new VlakitError('E_RECORD_INVALID', `invalid tokenizer: ${p.message}`, { file, field: p.field });
+  }
+  const parsed = r.data;
+  let tok: HfTokenizer;
+  try {
+    tok = new Hf(parsed, {});
+  } catch (err) {
+    throw new VlakitError('E_RECORD_INVALID', `invalid tokenizer: ${(err as Error).message}`, { file }, { cause: err });
+  }
   let size = 0;
   for (const id of Object.values(parsed.model.vocab)) size = Math.max(size, id + 1);
   for (const a of parsed.added_tokens ?? []) size = Math.max(size, a.id + 1);
@@ -103,11 +127,13 @@ export async function loadTokenizer(json: string): Promise<Tokenizer> {
 }
 
 export async function loadTokenizerFile(file: string): Promise<Tokenizer> {
+  let text: string;
   try {
-    return await loadTokenizer(readFileSync(file, 'utf8'));
+    text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new VlakitError('E_USAGE', `cannot load the tokenizer (${(err as Error).message})`, { file }, { cause: err });
+    throw new VlakitError('E_USAGE', `cannot read the tokenizer (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { file }, { cause: err });
   }
+  return loadTokenizer(text, file);
 }
 
 /** Trains a tokenizer on `texts` and loads it. */

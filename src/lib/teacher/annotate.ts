@@ -9,6 +9,7 @@ import { imagesOf, type ImageJson } from '../io/json.js';
 import type { StepRecord } from '../io/records.js';
 import { type AnswerCache, hashKey } from './cache.js';
 import { type ParsedPlan, ParseError, PROMPT_VERSIONS, planPrompt, parsePlan, parseReasoning, type Reasoning, reasoningPrompt, repairPrompt } from './prompts.js';
+import type { PlanAnnotation, ReasoningAnnotation } from './records.js';
 import type { Teacher, TeacherMessage, TeacherRequest } from './types.js';
 
 export interface AnnotateOptions {
@@ -201,10 +202,10 @@ class Annotator {
       if ('error' in plan) this.usage.errors += 1;
       else if (plan.repairs.length) this.usage.localRepairs += 1;
       out = steps.map((s) => {
-        if ('error' in plan) return { ...s, plan: { index: -1, description: '', reasoning: '', main_movements: '', start: 0, end: steps.length - 1, count: 0, repairs: [], ...base, error: plan.error } };
+        if ('error' in plan) return { ...s, plan: { index: -1, description: '', reasoning: '', main_movements: '', start: 0, end: steps.length - 1, count: 0, repairs: [], ...base, error: plan.error } satisfies PlanAnnotation };
         const i = plan.steps.findIndex((p) => s.step >= p.start && s.step <= p.end);
         const p = plan.steps[i];
-        return { ...s, plan: { index: i, description: p.description, reasoning: p.reasoning, main_movements: p.main_movements, start: p.start, end: p.end, count: plan.steps.length, repairs: plan.repairs, ...base, error: '' } };
+        return { ...s, plan: { index: i, description: p.description, reasoning: p.reasoning, main_movements: p.main_movements, start: p.start, end: p.end, count: plan.steps.length, repairs: plan.repairs, ...base, error: '' } satisfies PlanAnnotation };
       });
     } else {
       const stride = Math.max(1, this.opts.stride ?? 1);
@@ -230,7 +231,7 @@ class Annotator {
         }
         const f = last!.fields;
         const fields = 'error' in f ? { observation: '', situation_analysis: '', spatial_reasoning: '', task_planning: '', logical_steps: [], sub_action: '', error: f.error } : { ...f, error: '' };
-        return { ...s, reasoning: { ...fields, source_step: last!.at, ...base } };
+        return { ...s, reasoning: { ...fields, source_step: last!.at, ...base } satisfies ReasoningAnnotation };
       });
     }
     this.usage.episodes += 1;

@@ -43,3 +43,5 @@ export function makeTeacher(spec: string, opts: RemoteOptions & { url?: string }
   }
   throw new VlakitError('E_USAGE', `unknown teacher "${spec}"; expected kinematic, gemini:MODEL, openai:MODEL or exec:COMMAND`);
 }
+export { ActionStepSchema, AnnotatedStepSchema, PlanAnnotationSchema, ReasoningAnnotationSchema, StepActionSchema } from './records.js';
+export type { AnnotatedStep, PlanAnnotation, ReasoningAnnotation } from './records.js';

@@ -1,0 +1,34 @@
+/**
+ * Records of one kind, validated where they enter a command: each record is checked against the kind's zod schema
+ * and typed by it, so commands never cast records, and a bad one stops with file, line (or record), field and
+ * what was expected.
+ */
+import type { z } from 'zod';
+import { newStats, readKind, type ReadOptions, type ReadStats, type SourceRecord } from './read.js';
+import { RECORD_NAMES, validateRecord } from './records.js';
+
+export interface ValidatedRecord<T> {
+  value: T;
+  file: string;
+  line?: number;
+  index?: number;
+}
+
+/**
+ * The records of one kind from the inputs, each validated by `schema`; another kind is a usage error naming what
+ * the command reads (as readKind), an invalid record an E_RECORD_INVALID error.
+ * @example for await (const { value } of readValidated(['chunks.jsonl'], 'chunk', ChunkRecordSchema, 'relabel reads chunk records')) ...
+ */
+export async function* readValidated<S extends z.ZodType>(
+  inputs: string[],
+  kind: SourceRecord['kind'],
+  schema: S,
+  what: string,
+  opts: ReadOptions = {},
+  stats: ReadStats = newStats(),
+): AsyncGenerator<ValidatedRecord<z.output<S>>> {
+  for await (const r of readKind(inputs, kind, what, opts, stats)) {
+    const value = validateRecord(schema, r.value, RECORD_NAMES[kind], { file: r.file, line: r.line, record: r.index });
+    yield { value, file: r.file, line: r.line, index: r.index };
+  }
+}
