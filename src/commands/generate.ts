@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
-import { VlakitCommand, parseNumber } from '../lib/cli/base.js';
+import { VlakitCommand } from '../lib/cli/base.js';
+import { type FlagRule, decimal, exclusive, int } from '../lib/cli/flags.js';
 import { VlakitError } from '../lib/errors.js';
 
 export default class Generate extends VlakitCommand {
@@ -13,18 +14,20 @@ export default class Generate extends VlakitCommand {
   ];
   static flags = {
     model: Flags.string({ char: 'm', description: 'a Hugging Face checkpoint directory (config.json + safetensors) or a vlakit export of one', required: true, helpValue: 'DIR' }),
-    prompt: Flags.string({ char: 'p', description: 'the prompt as text (needs the model\'s tokenizer.json)', exclusive: ['input-ids'] }),
-    'input-ids': Flags.string({ description: 'the prompt as comma-separated token ids', helpValue: '1,2,3', exclusive: ['prompt'] }),
-    'max-new-tokens': Flags.integer({ description: 'tokens to generate', default: 64, min: 1, max: 1_000_000 }),
-    temperature: Flags.string({ description: 'sampling temperature; 0 is greedy', default: '0' }),
-    'top-p': Flags.string({ description: 'nucleus sampling mass (with --temperature > 0)', default: '1' }),
-    seed: Flags.integer({ description: 'sampling seed', default: 0, min: 0 }),
+    prompt: Flags.string({ char: 'p', description: 'the prompt as text (needs the model\'s tokenizer.json)' }),
+    'input-ids': Flags.string({ description: 'the prompt as comma-separated token ids', helpValue: '1,2,3' }),
+    'max-new-tokens': int({ description: 'tokens to generate', default: 64, min: 1, max: 1_000_000 }),
+    temperature: decimal({ description: 'sampling temperature; 0 is greedy', default: '0', min: 0, max: 10 }),
+    'top-p': decimal({ description: 'nucleus sampling mass (with --temperature > 0)', default: '1', min: 0, minExclusive: true, max: 1 }),
+    seed: int({ description: 'sampling seed', default: 0, min: 0, max: 2 ** 32 - 1 }),
     cache: Flags.boolean({ description: 'use the KV cache (--no-cache recomputes the sequence each step, for checks)', default: true, allowNo: true }),
     'ignore-eos': Flags.boolean({ description: 'go on past the end-of-sequence token' }),
     backend: Flags.string({ description: 'tfjs backend for a checkpoint', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     device: Flags.string({ description: 'onnxruntime execution provider for an export', options: ['cpu', 'cuda'], default: 'cpu' }),
     json: Flags.boolean({ description: 'print prompt ids, new ids, text and the stop reason as JSON' }),
   };
+
+  static flagRules: FlagRule[] = [exclusive('prompt', 'input-ids', 'the prompt is text or token ids, one of the two')];
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Generate);
@@ -33,15 +36,13 @@ export default class Generate extends VlakitCommand {
       if (s.trim() === '' || !Number.isInteger(v) || v < 0) throw new VlakitError('E_USAGE', `--input-ids must be comma-separated integers >= 0, got "${flags['input-ids']}"`);
       return v;
     });
-    const topP = parseNumber(flags['top-p'], 'top-p', 0);
-    if (topP <= 0 || topP > 1) throw new VlakitError('E_USAGE', `--top-p must be in (0, 1], got "${flags['top-p']}"`);
     const { generateFromDir } = await import('../lib/infer/causal.js');
     const r = await generateFromDir(flags.model, {
       prompt: flags.prompt,
       inputIds,
       maxNewTokens: flags['max-new-tokens'],
-      temperature: parseNumber(flags.temperature, 'temperature', 0),
-      topP,
+      temperature: Number(flags.temperature),
+      topP: Number(flags['top-p']),
       seed: flags.seed,
       useCache: flags.cache,
       stopAtEos: !flags['ignore-eos'],

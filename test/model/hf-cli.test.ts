@@ -58,10 +58,10 @@ describe('vlakit generate / export on stories260K', () => {
   it('usage errors exit 2 with the rule; a broken checkpoint is a data error naming the tensor', async () => {
     for (const [args, msg] of [
       [['--input-ids', '1,x'], /--input-ids must be comma-separated integers >= 0/],
-      [['--input-ids', '1', '--prompt', 'hi'], /cannot also be provided when using --prompt|--prompt cannot also be provided/],
+      [['--input-ids', '1', '--prompt', 'hi'], /--prompt and --input-ids|--input-ids and --prompt/],
       [['--prompt', 'Once'], /no tokenizer\.json: give the prompt as --input-ids/],
       [['--input-ids', '999'], /token ids must be integers in \[0, 512\)/],
-      [['--input-ids', '1', '--top-p', '0'], /--top-p must be in \(0, 1\]/],
+      [['--input-ids', '1', '--top-p', '0'], /--top-p must be a number > 0 and <= 1, got "0"/],
     ] as const) {
       const r = await vlakit(['generate', '--model', STORIES, ...args]);
       expect(r.code, r.err).toBe(2);

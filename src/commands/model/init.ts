@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { z } from 'zod';
-import { VlakitCommand, parseSize } from '../../lib/cli/base.js';
+import { VlakitCommand } from '../../lib/cli/base.js';
+import { int, parseSize, size } from '../../lib/cli/flags.js';
 
 export default class ModelInit extends VlakitCommand {
   static summary = 'Write a Hugging Face checkpoint with random weights for a config.json (tests, pipelines, benchmarks at a real size).';
@@ -12,8 +13,8 @@ export default class ModelInit extends VlakitCommand {
   static flags = {
     config: Flags.string({ description: 'a config.json (its model_type picks the architecture)', required: true, helpValue: 'FILE' }),
     dtype: Flags.string({ description: 'weight dtype on disk', options: ['f32', 'f16', 'bf16'], default: 'f32' }),
-    seed: Flags.integer({ description: 'random seed', default: 0, min: 0 }),
-    'max-shard-size': Flags.string({ description: 'shard the weights past this size (e.g. 2GB)', helpValue: 'SIZE' }),
+    seed: int({ description: 'random seed', default: 0, min: 0, max: 2 ** 32 - 1 }),
+    'max-shard-size': size({ description: 'shard the weights past this size (e.g. 2GB)', helpValue: 'SIZE', min: 1024 }),
     output: Flags.string({ char: 'o', description: 'the checkpoint directory to write (must not exist or be empty)', required: true, helpValue: 'DIR' }),
     quiet: Flags.boolean({ char: 'q', description: 'no summary on stderr' }),
   };
