@@ -1,6 +1,13 @@
 /** The base of every vlakit command: shared flags, one way to report errors, exit codes, Ctrl-C, `| head`. */
 import { Command, Errors, Flags } from '@oclif/core';
 import { EXIT, VlakitError, isVlakitError } from '../errors.js';
+import { type OutputOptions, removeTemporariesSync } from '../io/outputs.js';
+
+/** The signals that end a command, with the exit code a shell gives them (128 + the signal number). */
+const SIGNALS = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
+type Signal = keyof typeof SIGNALS;
+/** Time the command gets to unwind after a signal (stop, remove its temporaries) before it is ended. */
+const UNWIND_MS = 3000;
 
 /** Parses sizes such as `256MB`, `64KiB`, `1G` into bytes. */
 export function parseSize(s: string): number {
@@ -30,14 +37,54 @@ export const sharedFlags = {
 
 export abstract class VlakitCommand extends Command {
   protected readonly abort = new AbortController();
+  /** A server: a signal is its normal stop (exit 0 once it has closed), not an interruption. */
+  protected readonly signalIsStop: boolean = false;
+  private signalled: Signal | undefined;
 
   public async init(): Promise<void> {
     await super.init();
-    process.once('SIGINT', () => this.abort.abort(new VlakitError('E_IO', 'interrupted')));
+    for (const sig of Object.keys(SIGNALS) as Signal[]) process.on(sig, () => this.onSignal(sig));
+    // Whatever way the process ends, no temporary output is left behind (a SIGKILL's are removed by the next run).
+    process.once('exit', () => removeTemporariesSync());
     process.stdout.on('error', (err: NodeJS.ErrnoException) => {
       // The reader went away (`| head`): that is success, not an error.
       if (err.code === 'EPIPE') process.exit(EXIT.ok);
     });
+  }
+
+  /**
+   * SIGINT, SIGTERM, SIGHUP: abort the command (its writers remove their temporaries and keep no output), exit with
+   * 128 + the signal number. A command that does not unwind in time (blocked on stdin), or a second signal, ends
+   * the process at once; the exit handler removes what is left.
+   */
+  private onSignal(sig: Signal): void {
+    const code = SIGNALS[sig];
+    const end = (): void => {
+      this.interrupted();
+      process.exit(code);
+    };
+    if (this.signalled) return end();
+    this.signalled = sig;
+    if (this.signalIsStop) {
+      this.abort.abort(new VlakitError('E_IO', `stopped by ${sig}`));
+      return;
+    }
+    process.exitCode = code;
+    this.abort.abort(new VlakitError('E_IO', `interrupted by ${sig}`));
+    setTimeout(end, UNWIND_MS).unref();
+  }
+
+  private told = false;
+  private interrupted(): void {
+    if (this.told) return;
+    this.told = true;
+    removeTemporariesSync();
+    process.stderr.write(`vlakit ${this.id}: interrupted by ${this.signalled ?? 'a signal'}; partial outputs were removed\n`);
+  }
+
+  /** How this command's outputs are written: --overwrite, its inputs (never written over), its AbortSignal, notes. */
+  protected outputOptions(flags: { overwrite?: boolean; quiet?: boolean }, inputs: readonly (string | undefined)[] = [], flag = '-o'): OutputOptions {
+    return { overwrite: flags.overwrite, inputs, signal: this.abort.signal, onNote: flags.quiet ? undefined : (m) => this.note(`vlakit ${this.id}: ${m}`), flag };
   }
 
   /** Writes a line to stderr unless quiet. */
@@ -50,9 +97,9 @@ export abstract class VlakitCommand extends Command {
       process.exitCode = EXIT.ok;
       return;
     }
-    if (this.abort.signal.aborted) {
-      process.stderr.write('vlakit: interrupted; partial outputs were removed\n');
-      process.exitCode = 130;
+    if (this.signalled && !this.signalIsStop) {
+      this.interrupted();
+      process.exitCode = SIGNALS[this.signalled];
       return;
     }
     if (isVlakitError(err)) {
