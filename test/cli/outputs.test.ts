@@ -76,6 +76,9 @@ describe('existing outputs', () => {
     const again = await vlakit(['convert', MNIST, '--to', 'tfrecord', '--shard-size', '2MB', '-o', out, '-q']);
     expect(again.code).toBe(2);
     expect(again.err).toMatch(/4 shards of an earlier output exist \(m\.tfrecord-00000-of-00004, \.\.\.\); pass --overwrite/);
+    const own = await vlakit(['convert', path.join(d, 'm.tfrecord-*'), '--to', 'tfrecord', '--shard-size', '2MB', '-o', out, '--overwrite']);
+    expect(own.code).toBe(2); // the old shards are the input here: never replaced
+    expect(own.err).toMatch(/m\.tfrecord-00000-of-00004: the output \(-o\) is the input/);
     expect((await vlakit(['convert', MNIST, '--to', 'tfrecord', '--shard-size', '2MB', '-o', out, '-q', '--overwrite'])).code).toBe(0);
     expect(readdirSync(d).sort()).toEqual(['m.tfrecord-00000-of-00002', 'm.tfrecord-00001-of-00002']);
   });
@@ -94,10 +97,10 @@ describe('existing outputs', () => {
     expect(readdirSync(path.join(d, 'out'))).toEqual([]);
   });
 
-  it('a thousand shards under a limit of 128 open files: each shard is closed when full', async () => {
+  it('a thousand shards under a limit of 512 open files: each shard is closed when full', async () => {
     const d = fresh();
     const out = path.join(d, 'm.tfrecord');
-    const r = await execa('bash', ['-c', `ulimit -n 128 && exec node ${BIN} convert ${MNIST} --to tfrecord --shard-size 1KB -o ${out} -q`], { reject: false });
+    const r = await execa('bash', ['-c', `ulimit -n 512 && exec node ${BIN} convert ${MNIST} --to tfrecord --shard-size 1KB -o ${out} -q`], { reject: false });
     expect(r.stderr).toBe('');
     expect(r.exitCode).toBe(0);
     const names = readdirSync(d).sort();

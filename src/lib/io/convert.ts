@@ -10,7 +10,7 @@ import { encodeExample, encodeSequenceExample } from './example.js';
 import { type FeatureNode, flattenFeatures, type Leaf } from './features.js';
 import { exampleFromJson, sequenceExampleFromJson } from './json.js';
 import { checkOutputFormat, writeJsonl, writeStdout } from './output.js';
-import { claimOutput, type OutputOptions, removeStaleTemporaries, tempNameFor } from './outputs.js';
+import { claimOutput, type OutputOptions, tempNameFor } from './outputs.js';
 import { newStats, readRecords, rldsInputs, type ReadOptions, type ReadStats, type SourceRecord } from './read.js';
 import type { StepRecord } from './records.js';
 import { groupEpisodes, loadFeatures, writeRlds } from './rlds.js';
@@ -98,7 +98,8 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
     return { to, outputs: ['-'], records: stats.records, episodes: payloads.count.episodes || undefined, read: stats };
   }
   const sharded = opts.maxShardBytes !== undefined;
-  const claim = claimOutput(opts.output!, 'file', out);
+  // sharded, the name itself is not written: only its shards are checked (claimShards)
+  const claim = claimOutput(opts.output!, 'file', sharded ? { ...out, overwrite: true } : out);
   const target = claim.path;
   if (sharded && claim.direct) throw new VlakitError('E_USAGE', `--shard-size writes files beside ${opts.output}, which is not a regular file`);
   const before = sharded ? claimShards(opts.output!, out) : [];
@@ -138,7 +139,8 @@ function claimShards(output: string, opts: OutputOptions): string[] {
   if (names.length && !opts.overwrite) {
     throw new VlakitError('E_USAGE', `the output (${opts.flag ?? '-o'}): ${names.length} shard${names.length === 1 ? '' : 's'} of an earlier output exist (${names[0]}${names.length > 1 ? ', ...' : ''}); pass --overwrite to replace them once the new ones are complete, or choose another path`, { file: output });
   }
-  for (const f of names) removeStaleTemporaries(path.join(dir, f), opts.onNote);
+  // each old shard is checked as an output of its own: one that is an input is never replaced
+  for (const f of names) claimOutput(path.join(dir, f), 'file', { ...opts, overwrite: true });
   return names.map((f) => path.join(dir, f));
 }
 
