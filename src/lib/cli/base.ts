@@ -65,6 +65,7 @@ export abstract class VlakitCommand extends Command {
     };
     if (this.signalled) return end();
     this.signalled = sig;
+    process.stderr.on('error', () => {}); // after SIGHUP the terminal may be gone: a failed note must not crash the cleanup
     if (this.signalIsStop) {
       this.abort.abort(new VlakitError('E_IO', `stopped by ${sig}`));
       return;
@@ -79,7 +80,11 @@ export abstract class VlakitCommand extends Command {
     if (this.told) return;
     this.told = true;
     removeTemporariesSync();
-    process.stderr.write(`vlakit ${this.id}: interrupted by ${this.signalled ?? 'a signal'}; partial outputs were removed\n`);
+    try {
+      process.stderr.write(`vlakit ${this.id}: interrupted by ${this.signalled ?? 'a signal'}; partial outputs were removed\n`);
+    } catch {
+      // no stderr any more (a hung-up terminal): the cleanup above is what matters
+    }
   }
 
   /** How this command's outputs are written: --overwrite, its inputs (never written over), its AbortSignal, notes. */
