@@ -12,10 +12,11 @@ TAG=${RL_TAG:-rl}
 vlakit() { node bin/run.js "$@"; }
 mkdir -p "$OUT"
 if [ ! -f "$OUT/sft/config.json" ]; then
-  vlakit rollout --policy scripted --tasks all --episodes 48 --seed 100 -q -o "$OUT/demos/tabletop/1.0.0"
-  vlakit annotate "$OUT/demos/tabletop" --kind plan -q -o "$OUT/plans.jsonl"
-  vlakit chunk "$OUT/plans.jsonl" --mode merge -q -o "$OUT/chunks.jsonl"
-  vlakit relabel "$OUT/chunks.jsonl" --method vlm2vla --actions text --split 0.2 --seed 1 -q -o "$OUT/examples.jsonl"
+  # a rerun after an earlier one stopped part-way regenerates these (--overwrite: each replaces its own output)
+  vlakit rollout --policy scripted --tasks all --episodes 48 --seed 100 -q --overwrite -o "$OUT/demos/tabletop/1.0.0"
+  vlakit annotate "$OUT/demos/tabletop" --kind plan -q --overwrite -o "$OUT/plans.jsonl"
+  vlakit chunk "$OUT/plans.jsonl" --mode merge -q --overwrite -o "$OUT/chunks.jsonl"
+  vlakit relabel "$OUT/chunks.jsonl" --method vlm2vla --actions text --split 0.2 --seed 1 -q --overwrite -o "$OUT/examples.jsonl"
   vlakit train-sft "$OUT/examples.jsonl" --preset tiny --steps 600 --batch-size 8 --lr 3e-3 -q -o "$OUT/sft"
 fi
 # RL prompts: the action-stage examples (the train split gives the prompts, the val split the held-out set)

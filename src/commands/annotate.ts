@@ -3,7 +3,7 @@ import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith, size } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
-import { groupEpisodes, newStats, outputFormatFor, readValidated, type StepRecord, writeEpisodes } from '../lib/io/index.js';
+import { checkOutputFormat, claimOutput, groupEpisodes, newStats, outputFormatFor, readValidated, type StepRecord, writeEpisodes } from '../lib/io/index.js';
 import { ActionStepSchema, AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
@@ -52,6 +52,7 @@ export default class Annotate extends VlakitCommand {
     }),
     temperature: decimal({ description: 'sampling temperature of remote teachers', default: '0.2', min: 0, max: 2 }),
     output: sharedFlags.output,
+    overwrite: sharedFlags.overwrite,
     to: Flags.string({ description: 'output format (default: rlds for a directory, else jsonl)', options: ['rlds', 'jsonl'] }),
     'shard-size': size({ description: 'RLDS shard size limit', min: 1024 }),
     split: sharedFlags.split,
@@ -70,6 +71,7 @@ export default class Annotate extends VlakitCommand {
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(Annotate);
     const inputs = argv.length ? (argv as string[]) : ['-'];
+    checkOutputFormat(flags.to, flags.output);
     const to = (flags.to as 'rlds' | 'jsonl' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
     const temperature = Number(flags.temperature);
     const teacher = makeTeacher(flags.teacher, {
@@ -79,7 +81,11 @@ export default class Annotate extends VlakitCommand {
       limiter: new RateLimiter(flags.rpm),
       temperature: Number.isFinite(temperature) ? temperature : 0.2,
     });
-    const cache = teacher.local || flags['no-cache'] ? undefined : await AnswerCache.open(flags.cache ?? defaultCacheDir());
+    const cacheDir = teacher.local || flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir());
+    const output = this.outputOptions(flags, [...inputs, cacheDir]);
+    // refused before a single request is paid for
+    if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', output);
+    const cache = cacheDir === undefined ? undefined : await AnswerCache.open(cacheDir);
     const progress = await startProgress('annotate', !flags.quiet && !flags.json);
     const signal = this.abort.signal;
     const light: StepRecord[][] = [];
@@ -113,7 +119,7 @@ export default class Annotate extends VlakitCommand {
       }
     })();
     try {
-      const res = await writeEpisodes(out, { output: flags.output, to, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined, signal });
+      const res = await writeEpisodes(out, { ...output, output: flags.output, to, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
       progress.stop();
       const score = flags.kind === 'plan' ? scorePlans(light) : undefined;
       if (flags.json) {

@@ -1,11 +1,11 @@
 import path from 'node:path';
 import { Flags } from '@oclif/core';
-import { VlakitCommand } from '../lib/cli/base.js';
+import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
 import { type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
-import { readValidated } from '../lib/io/index.js';
+import { claimOutput, readValidated } from '../lib/io/index.js';
 
 export default class AttnViz extends VlakitCommand {
   static summary = 'Draw where a policy looks when it writes action (or reasoning) tokens: fused attention heatmaps over the camera images.';
@@ -30,7 +30,8 @@ export default class AttnViz extends VlakitCommand {
     limit: int({ description: 'at most N examples', min: 1, max: 100_000 }),
     stage: Flags.string({ description: 'only examples of these stages (e.g. actions,refinevla)', helpValue: 'LIST' }),
     alpha: decimal({ description: 'heatmap opacity', default: '0.5', min: 0, max: 1 }),
-    output: Flags.string({ char: 'o', description: 'output directory (replaced whole)', required: true, helpValue: 'DIR' }),
+    output: Flags.string({ char: 'o', description: 'output directory (an existing one only with --overwrite, replaced whole once complete; never one holding an input)', required: true, helpValue: 'DIR' }),
+    overwrite: sharedFlags.overwrite,
     json: Flags.boolean({ description: 'also write the raw maps (maps.jsonl)' }),
     device: Flags.string({ description: 'onnxruntime execution provider for exports', options: ['cpu', 'cuda'], default: 'cpu' }),
     backend: Flags.string({ description: 'tfjs backend for checkpoints', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
@@ -56,6 +57,8 @@ export default class AttnViz extends VlakitCommand {
     else throw new VlakitError('E_USAGE', 'give the model with --model DIR, or two with --compare A,B');
     const alpha = Number(flags.alpha);
     if (!(alpha >= 0 && alpha <= 1)) throw new VlakitError('E_USAGE', `--alpha must be in [0, 1], got "${flags.alpha}"`);
+    const output = this.outputOptions(flags, [flags.input, ...specs.map((s) => s[1])]);
+    claimOutput(flags.output, 'dir', output); // before any example is read or model loaded
     const { chooseTokens, attnViz } = await import('../lib/viz/index.js');
     try {
       chooseTokens(flags.tokens, [], []);
@@ -92,6 +95,7 @@ export default class AttnViz extends VlakitCommand {
         maxNewTokens: flags['max-new-tokens'],
         json: flags.json,
         signal: this.abort.signal,
+        output,
         onExample: () => progress.update({ records: ++done, unit: 'examples' }),
       });
       progress.stop();

@@ -24,6 +24,7 @@ export default class Chunk extends VlakitCommand {
     'axis-limit': decimal({ description: 'merge: largest travel along the dominant dimension, meters', default: '0.025', min: 0, minExclusive: true, max: 10 }),
     'total-limit': decimal({ description: 'merge: largest translation of a merged action, meters', default: '0.05', min: 0, minExclusive: true, max: 10 }),
     output: sharedFlags.output,
+    overwrite: sharedFlags.overwrite,
     split: sharedFlags.split,
     'skip-corrupt': sharedFlags['skip-corrupt'],
     quiet: sharedFlags.quiet,
@@ -66,7 +67,7 @@ export default class Chunk extends VlakitCommand {
       }
     })();
     try {
-      await writeJsonl(out, flags.output);
+      await writeJsonl(out, flags.output, this.outputOptions(flags, inputs));
       progress.stop();
       const extra = flags.mode === 'merge' ? `, ${actions} merged actions (${(steps / Math.max(actions, 1)).toFixed(2)} steps each)` : '';
       this.note(`vlakit chunk: ${episodes} episodes, ${steps} steps -> ${chunks} chunks${extra}`, flags.quiet);

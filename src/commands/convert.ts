@@ -21,6 +21,7 @@ export default class Convert extends VlakitCommand {
   ];
   static flags = {
     output: sharedFlags.output,
+    overwrite: sharedFlags.overwrite,
     to: Flags.string({ description: 'output format (default: from the output name; stdout: jsonl)', options: ['jsonl', 'tfrecord', 'rlds'] }),
     split: sharedFlags.split,
     decode: Flags.string({ description: 'how TFRecord payloads are read', options: ['auto', 'rlds', 'example', 'sequence_example', 'raw'], default: 'auto' }),
@@ -40,6 +41,7 @@ export default class Convert extends VlakitCommand {
     const progress = await startProgress('convert', !flags.quiet && !flags.json);
     try {
       const summary = await convert({
+        ...this.outputOptions(flags),
         inputs,
         output: flags.output,
         to: flags.to as 'jsonl' | 'tfrecord' | 'rlds' | undefined,

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Flags } from '@oclif/core';
-import { VlakitCommand } from '../lib/cli/base.js';
+import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, allOnlyWith, exclusive, int } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
@@ -23,6 +23,7 @@ export default class EvalVqa extends VlakitCommand {
     height: int({ description: '--generate: image height, px', default: 128, min: 16, max: 1024 }),
     'per-frame': int({ description: '--generate: questions per frame', default: 3, min: 1, max: 100 }),
     output: Flags.string({ char: 'o', description: '--generate: output file ("-" or absent: stdout)', helpValue: 'PATH' }),
+    overwrite: sharedFlags.overwrite,
     models: Flags.string({ description: 'models to compare, the first one the reference: NAME=DIR, NAME=openai:MODEL (with --endpoint), NAME=gemini:MODEL or NAME=exec:CMD, comma-separated', helpValue: 'base=A,vla=B' }),
     model: Flags.string({ description: 'one model: a checkpoint or export directory, or (with --endpoint) the served model name', helpValue: 'DIR|NAME' }),
     endpoint: Flags.string({ description: 'an OpenAI-compatible server (vLLM, Ollama, ...) for openai:MODEL models', helpValue: 'URL' }),
@@ -53,7 +54,7 @@ export default class EvalVqa extends VlakitCommand {
     const { flags } = await this.parse(EvalVqa);
     if (flags.generate) return this.generateScenes(flags.generate, flags);
     const ev = await import('../lib/eval/index.js');
-    const { writeJsonl } = await import('../lib/io/index.js');
+    const { claimOutput, writeJsonl } = await import('../lib/io/index.js');
     if (!flags.data?.length) throw new VlakitError('E_USAGE', 'give datasets with --data (a VQAv2 directory, .jsonl or .tsv), or --generate N');
     const specs: [string, string][] = [];
     if (flags.models) {
@@ -65,6 +66,10 @@ export default class EvalVqa extends VlakitCommand {
     } else if (flags.model) specs.push([flags.endpoint ? flags.model : path.basename(path.resolve(flags.model)), flags.endpoint ? `openai:${flags.model}` : flags.model]);
     else throw new VlakitError('E_USAGE', 'give the models with --models NAME=DIR,... or --model DIR (or --endpoint URL --model NAME)');
     if (new Set(specs.map((s) => s[0])).size !== specs.length) throw new VlakitError('E_USAGE', 'model names in --models must differ');
+    const cacheDir = flags['no-cache'] ? undefined : (flags.cache ?? (await import('../lib/teacher/index.js')).defaultCacheDir());
+    const samplesOutput = this.outputOptions(flags, [...flags.data, ...specs.map((s) => s[1]), cacheDir], '--log-samples');
+    // refused now, not after the evaluation
+    if (flags['log-samples'] && flags['log-samples'] !== '-') claimOutput(flags['log-samples'], 'file', samplesOutput);
 
     const items = flags.data.flatMap((d) => {
       let xs = ev.readVqaDataset(d, { circular: flags.circular });
@@ -100,7 +105,7 @@ export default class EvalVqa extends VlakitCommand {
         }
       }
       progress.stop();
-      if (flags['log-samples']) await writeJsonl((async function* () { yield* all; })(), flags['log-samples']);
+      if (flags['log-samples']) await writeJsonl((async function* () { yield* all; })(), flags['log-samples'], samplesOutput);
       const report = ev.forgettingReport(results);
       if (flags.json) process.stderr.write(`${JSON.stringify({ benchmarks, models: results, report })}\n`);
       else if (!flags.quiet) {
@@ -125,7 +130,7 @@ export default class EvalVqa extends VlakitCommand {
     return new ev.RunnerModel(name, await openModel(spec, { device: flags.device as 'cpu', backend: flags.backend }), flags['max-new-tokens']);
   }
 
-  private async generateScenes(n: number, flags: { seed: number; as: string; width: number; height: number; 'per-frame': number; output?: string; quiet: boolean }): Promise<void> {
+  private async generateScenes(n: number, flags: { seed: number; as: string; width: number; height: number; 'per-frame': number; output?: string; overwrite: boolean; quiet: boolean }): Promise<void> {
     const { generateSceneQa, sceneQaExample } = await import('../lib/eval/index.js');
     const { writeJsonl } = await import('../lib/io/index.js');
     const progress = await startProgress('eval-vqa --generate', !flags.quiet);
@@ -140,7 +145,7 @@ export default class EvalVqa extends VlakitCommand {
       }
     })();
     try {
-      await writeJsonl(items, flags.output);
+      await writeJsonl(items, flags.output, this.outputOptions(flags));
     } finally {
       progress.stop();
     }

@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core';
-import { VlakitCommand } from '../lib/cli/base.js';
+import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { VlakitError } from '../lib/errors.js';
 import type { ParityResult } from '../lib/export/index.js';
 
@@ -15,7 +15,8 @@ export default class Export extends VlakitCommand {
     { description: 'Full-range int8 weights, for CPUs with VNNI, AMX or arm64 only (refused elsewhere)', command: '<%= config.bin %> export runs/sft -o runs/sft-int8 --quantize int8 --full-range' },
   ];
   static flags = {
-    output: Flags.string({ char: 'o', description: 'the export directory (replaced whole)', required: true, helpValue: 'DIR' }),
+    output: Flags.string({ char: 'o', description: 'the export directory (an existing one only with --overwrite, replaced whole once the export is checked)', required: true, helpValue: 'DIR' }),
+    overwrite: sharedFlags.overwrite,
     attentions: Flags.boolean({ description: 'add attentions.{i} outputs (for attn-viz); with --ops onnxruntime, as a second pair of graphs' }),
     ops: Flags.string({ description: 'onnxruntime: its fused operators (GroupQueryAttention, SkipSimplifiedLayerNormalization), fastest; standard: the default ONNX domain only, for any runtime', options: ['onnxruntime', 'standard'], default: 'onnxruntime' }),
     quantize: Flags.string({ description: 'int8: matmul weights as int8 with a scale per output column, activations quantized at run time (onnxruntime dynamic quantization); none: float32', options: ['none', 'int8'], default: 'none' }),
@@ -65,7 +66,7 @@ export default class Export extends VlakitCommand {
         throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${relative ? `${tolerance.toExponential(2)}: ${tolText} of the largest |logit| ${parity.maxAbsLogit.toFixed(2)}` : tolText})${m && !quantize ? `; greedy ids for "${m.prompt}": checkpoint ${m.reference.join(',')}, export ${m.cached.join(',')} (with the KV cache), ${m.uncached.join(',')} (without)` : ''}${int8}`, { file: flags.output });
       }
     };
-    const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, ops: flags.ops as 'onnxruntime', quantize, weightRange, backend: flags.backend, verify: flags.parity ? verify : undefined });
+    const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, ops: flags.ops as 'onnxruntime', quantize, weightRange, backend: flags.backend, verify: flags.parity ? verify : undefined, output: this.outputOptions(flags, [args.checkpoint]) });
     const seconds = (performance.now() - t0) / 1000;
     const bytes = res.files.reduce((a, f) => a + f.bytes, 0);
     if (flags.json) process.stderr.write(`${JSON.stringify({ ...res, seconds, parity })}\n`);

@@ -4,7 +4,7 @@ import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
 import { VlakitError } from '../lib/errors.js';
 import { type ActionStats, ChunkRecordSchema, makeCodec, readActionStats } from '../lib/actions/index.js';
 import { relabel } from '../lib/actions/relabel.js';
-import { readValidated, writeFileAtomic } from '../lib/io/index.js';
+import { checkDistinctOutputs, claimOutput, readValidated, writeOutputFile } from '../lib/io/index.js';
 
 export default class Relabel extends VlakitCommand {
   static summary = 'Turn action chunks into training examples, with actions written as text, words, tokens or bins.';
@@ -33,6 +33,7 @@ export default class Relabel extends VlakitCommand {
     split: decimal({ description: 'share of episodes for validation, by a seeded hash of the episode id', default: '0', min: 0, max: 1, maxExclusive: true }),
     seed: int({ description: 'seed of the split hash', default: 0, min: 0, max: 2 ** 32 - 1 }),
     output: sharedFlags.output,
+    overwrite: sharedFlags.overwrite,
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the summary as JSON on stderr' }),
   };
@@ -56,6 +57,13 @@ export default class Relabel extends VlakitCommand {
     const wantsExamples = flags.output !== undefined || !flags['stats-out'];
     const codec = wantsExamples || flags.report ? await makeCodec({ actions: flags.actions as 'text', precision: flags.precision, units: flags.units as 'm', tokenizer: flags.tokenizer, tokenList: flags['token-list'], bins: flags.bins, stats }) : undefined;
     if (flags.format === 'trl' && (!flags.output || flags.output === '-')) throw new VlakitError('E_USAGE', '--format trl writes a directory: give it with -o DIR');
+    // both outputs are claimed before any work: never an input, never each other, existing ones need --overwrite
+    const read = [...inputs, flags.stats, flags['token-list'], flags.tokenizer];
+    checkDistinctOutputs([['-o', flags.output], ['--stats-out', flags['stats-out']]]);
+    const output = this.outputOptions(flags, read);
+    const statsOutput = this.outputOptions(flags, read, '--stats-out');
+    if (wantsExamples && flags.output && flags.output !== '-') claimOutput(flags.output, flags.format === 'trl' ? 'dir' : 'file', output);
+    if (flags['stats-out']) claimOutput(flags['stats-out'], 'file', statsOutput);
     const signal = this.abort.signal;
     const chunks = (async function* () {
       for await (const r of readValidated(inputs, 'chunk', ChunkRecordSchema, 'relabel reads chunk records (from vlakit chunk)', { signal })) yield r.value;
@@ -70,8 +78,9 @@ export default class Relabel extends VlakitCommand {
       format: flags.format as 'vlakit',
       stats: !!flags['stats-out'],
       report: flags.report,
+      outputOptions: output,
     });
-    if (flags['stats-out'] && s.stats) await writeFileAtomic(flags['stats-out'], `${JSON.stringify(s.stats, null, 2)}\n`);
+    if (flags['stats-out'] && s.stats) await writeOutputFile(flags['stats-out'], `${JSON.stringify(s.stats, null, 2)}\n`, statsOutput);
     const { stats: st, ...rest } = s;
     if (flags.json) {
       process.stderr.write(`${JSON.stringify({ ...rest, statsExact: st?.exactQuantiles })}\n`);

@@ -337,7 +337,10 @@ describe('vlakit export (the command)', () => {
     expect(r.stderr).toMatch(/LoRA merged\), onnxruntime operators -> .*cli-onnx \(model.onnx_data, prefill.onnx, decode.onnx, config.json, tokenizer.json, action_stats.json/);
     expect(r.stderr).toMatch(/prefill: opset 17, \d+ nodes, \d+ initializers; structural check passed \(5 output shapes checked\)/);
     expect(r.stderr).toMatch(/parity with the checkpoint \(wasm vs onnxruntime cpu, 3 cases\): max \|logit diff\| \S+, greedy tokens identical with and without the KV cache/);
-    const j = await run(['export', ck, '-o', to, '--json', '--attentions']);
+    const again = await run(['export', ck, '-o', to, '--json']);
+    expect(again.exitCode).toBe(2); // an existing export is replaced only with --overwrite
+    expect(again.stderr).toMatch(/E_USAGE in .*cli-onnx: the output \(-o\) exists \(a directory holding \d+ entries\); pass --overwrite/);
+    const j = await run(['export', ck, '-o', to, '--json', '--attentions', '--overwrite']);
     const res = JSON.parse(j.stderr);
     expect(res.parity.greedyMatch).toBe(true);
     expect(res.parity.maxAbsDiff).toBeLessThanOrEqual(1e-4);
@@ -346,7 +349,7 @@ describe('vlakit export (the command)', () => {
 
   it('fails clearly and leaves an existing export untouched', async () => {
     const keep = readFileSync(path.join(out, 'prefill.onnx'));
-    const bad = await run(['export', path.join(dir, 'nope'), '-o', out]);
+    const bad = await run(['export', path.join(dir, 'nope'), '-o', out, '--overwrite']);
     expect(bad.exitCode).toBe(1);
     expect(bad.stderr).toMatch(/E_NOT_FOUND in .*nope: not a vlakit checkpoint: no config.json/);
     expect(readFileSync(path.join(out, 'prefill.onnx')).equals(keep)).toBe(true);

@@ -173,6 +173,6 @@ describe('bad input', () => {
     })();
     await expect(writeRlds(eps, { dir: path.join(out, '1.0.0') })).rejects.toThrow(/E_RLDS_SHAPE at record 1 field "action": expected an array of shape \[2\]/);
     expect(readdirSync(out)).toEqual([]);
-    await expect(writeRlds((async function* () {})(), { dir: src })).rejects.toThrow(/E_USAGE .*not empty/);
+    await expect(writeRlds((async function* () {})(), { dir: src })).rejects.toThrow(/E_USAGE in .*1\.0\.0: the output \(-o\) exists \(a directory holding \d+ entries\); pass --overwrite/);
   });
 });

@@ -16,7 +16,7 @@ import {
   report,
   runEpisodes,
 } from '../../lib/env/index.js';
-import { outputFormatFor, type StepRecord, writeEpisodes } from '../../lib/io/index.js';
+import { checkOutputFormat, claimOutput, outputFormatFor, type StepRecord, writeEpisodes } from '../../lib/io/index.js';
 import { policyFlags, policyOptions, policyRules } from '../../lib/cli/policy-flags.js';
 import { type FlagRule, allOnlyWith, decimal, int, onlyWith, size } from '../../lib/cli/flags.js';
 import type { EpisodeSummary } from '../../lib/policy/index.js';
@@ -50,6 +50,7 @@ export default class Rollout extends VlakitCommand {
     episodes: int({ description: 'number of episodes (families take turns)', default: 10, min: 1, max: 1_000_000, warnAbove: 10_000 }),
     seed: int({ description: 'seed of the run: the same seed gives the same episodes', default: 0, min: 0, max: 2 ** 32 - 1 }),
     output: sharedFlags.output,
+    overwrite: sharedFlags.overwrite,
     to: Flags.string({ description: 'output format (default: rlds for a directory, jsonl for a .jsonl file or stdout)', options: ['rlds', 'jsonl'] }),
     name: Flags.string({ description: 'dataset name for RLDS output (default: from the directory name)' }),
     'shard-size': size({ description: 'RLDS shard size limit, e.g. 256MB', min: 1024 }),
@@ -91,7 +92,11 @@ export default class Rollout extends VlakitCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(Rollout);
     const families = parseFamilies(flags.tasks);
+    checkOutputFormat(flags.to, flags.output);
     const to = (flags.to as 'rlds' | 'jsonl' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
+    const output = this.outputOptions(flags, [flags.policy === 'scripted' ? undefined : flags.policy]);
+    // refused before the policy is loaded and the episodes run
+    if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', output);
     const num = (s: string, name: string) => parseNumber(s, name, 0);
     let policy: Policy;
     let runner: { dispose(): Promise<void> | void } | undefined;
@@ -128,7 +133,7 @@ export default class Rollout extends VlakitCommand {
       }
     })();
     try {
-      const res = await writeEpisodes(episodes, { output: flags.output, to, name: flags.name, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined, signal });
+      const res = await writeEpisodes(episodes, { ...output, output: flags.output, to, name: flags.name, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
       progress.stop();
       const rows = report(outcomes);
       const policyRows = learned ? policyReport(summaries) : undefined;

@@ -24,6 +24,7 @@ export default class RolloutServe extends VlakitCommand {
   };
 
   static flagRules: FlagRule[] = policyRules;
+  protected readonly signalIsStop = true; // SIGTERM/SIGINT/SIGHUP close the server: exit 0
 
   async run(): Promise<void> {
     const { flags } = await this.parse(RolloutServe);
@@ -46,9 +47,8 @@ export default class RolloutServe extends VlakitCommand {
     });
     process.stderr.write(`vlakit rollout serve: ${flags.policy} (${runner.info.engine}, ${runner.info.device}) listening on ws://${flags.host}:${server.port}\n`);
     await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once('SIGTERM', stop);
-      this.abort.signal.addEventListener('abort', stop);
+      if (this.abort.signal.aborted) resolve();
+      this.abort.signal.addEventListener('abort', () => resolve());
     });
     await server.close();
     await opts.verifier?.close?.();

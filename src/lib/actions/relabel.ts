@@ -3,12 +3,12 @@
  * optional action statistics and a round-trip report of the action representation.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, promises as fsp, readdirSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { VlakitError } from '../errors.js';
 import { type ImageJson } from '../io/json.js';
 import { writeJsonl } from '../io/output.js';
-import { writeFileAtomic } from '../io/writer.js';
+import { type OutputOptions, writeOutputDir } from '../io/outputs.js';
 import { type ActionCodec, roundTripError } from './codecs.js';
 import { episodeExamples, type ExampleOptions, type TrainingExample } from './examples.js';
 import type { ChunkRecord } from './records.js';
@@ -23,6 +23,8 @@ export interface RelabelOptions extends Omit<ExampleOptions, 'codec'> {
   stats?: boolean;
   /** Collect the round-trip error of the codec. */
   report?: boolean;
+  /** How the output is written: --overwrite, the inputs it must not replace, the AbortSignal. */
+  outputOptions?: OutputOptions;
 }
 
 export interface RelabelSummary {
@@ -48,19 +50,16 @@ async function* byEpisode(chunks: AsyncIterable<ChunkRecord>): AsyncGenerator<Ch
   if (cur.length) yield cur;
 }
 
-/** TRL's conversational layout: `data.jsonl` with messages and image paths, images as files; whole or nothing. */
+/** TRL's conversational layout: `data.jsonl` with messages and image paths, images as files, in directory `dir`. */
 class TrlWriter {
-  private readonly tmp: string;
   private lines: string[] = [];
   private readonly seen = new Set<string>();
 
-  constructor(readonly dir: string) {
-    if (existsSync(dir) && readdirSync(dir).length) throw new VlakitError('E_USAGE', 'output directory exists and is not empty', { file: dir });
-    this.tmp = `${dir.replace(/\/$/, '')}.tmp-${process.pid}`;
-  }
+  constructor(readonly dir: string) {}
 
   async open(): Promise<void> {
-    await fsp.mkdir(path.join(this.tmp, 'images'), { recursive: true });
+    await fsp.mkdir(path.join(this.dir, 'images'), { recursive: true });
+    await fsp.writeFile(path.join(this.dir, 'data.jsonl'), '');
   }
 
   async add(ex: TrainingExample): Promise<void> {
@@ -70,7 +69,7 @@ class TrlWriter {
       const name = `images/${createHash('sha256').update(im.b64).digest('hex').slice(0, 24)}.${ext}`;
       if (!this.seen.has(name)) {
         this.seen.add(name);
-        await fsp.writeFile(path.join(this.tmp, name), Buffer.from(im.b64, 'base64'));
+        await fsp.writeFile(path.join(this.dir, name), Buffer.from(im.b64, 'base64'));
       }
       paths.push(name);
     }
@@ -78,22 +77,10 @@ class TrlWriter {
     if (this.lines.length >= 1000) await this.flush();
   }
 
-  private async flush(): Promise<void> {
+  async flush(): Promise<void> {
     if (!this.lines.length) return;
-    await fsp.appendFile(path.join(this.tmp, 'data.jsonl'), `${this.lines.join('\n')}\n`);
+    await fsp.appendFile(path.join(this.dir, 'data.jsonl'), `${this.lines.join('\n')}\n`);
     this.lines = [];
-  }
-
-  async commit(): Promise<void> {
-    await this.flush();
-    if (!existsSync(path.join(this.tmp, 'data.jsonl'))) await writeFileAtomic(path.join(this.tmp, 'data.jsonl'), '');
-    if (existsSync(this.dir)) await fsp.rmdir(this.dir);
-    await fsp.mkdir(path.dirname(path.resolve(this.dir)), { recursive: true });
-    await fsp.rename(this.tmp, this.dir);
-  }
-
-  async abort(): Promise<void> {
-    await fsp.rm(this.tmp, { recursive: true, force: true });
   }
 }
 
@@ -130,17 +117,19 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
       // statistics only
     }
   } else if (opts.format === 'trl') {
-    const w = new TrlWriter(opts.output);
-    await w.open();
-    try {
-      for await (const ex of examples) await w.add(ex);
-      await w.commit();
-    } catch (err) {
-      await w.abort();
-      throw err;
-    }
+    // whole or nothing: a temporary directory swapped in once complete
+    await writeOutputDir(
+      opts.output,
+      async (tmp) => {
+        const w = new TrlWriter(tmp);
+        await w.open();
+        for await (const ex of examples) await w.add(ex);
+        await w.flush();
+      },
+      opts.outputOptions,
+    );
   } else {
-    await writeJsonl(examples, opts.output);
+    await writeJsonl(examples, opts.output, opts.outputOptions);
   }
   if (acc) summary.stats = acc.result();
   if (opts.report && codec && report.length) summary.roundTrip = roundTripError(codec, report);

@@ -2,6 +2,13 @@
 import { Command, Errors, Flags, type Interfaces } from '@oclif/core';
 import { EXIT, VlakitError, isVlakitError } from '../errors.js';
 import { type FlagRule, checkRules, softLimitWarnings } from './flags.js';
+import { type OutputOptions, removeTemporariesSync } from '../io/outputs.js';
+
+/** The signals that end a command, with the exit code a shell gives them (128 + the signal number). */
+const SIGNALS = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
+type Signal = keyof typeof SIGNALS;
+/** Time the command gets to unwind after a signal (stop, remove its temporaries) before it is ended. */
+const UNWIND_MS = 3000;
 
 export { parseSize } from './flags.js';
 
@@ -32,6 +39,9 @@ export abstract class VlakitCommand extends Command {
   /** Rules between flags (exclusive pairs, mode-only flags), checked right after parsing, before any work. */
   static flagRules: readonly FlagRule[] = [];
   protected readonly abort = new AbortController();
+  /** A server: a signal is its normal stop (exit 0 once it has closed), not an interruption. */
+  protected readonly signalIsStop: boolean = false;
+  private signalled: Signal | undefined;
 
   /** Parses, then checks the command's flag rules and warns about counts above their soft limit. */
   protected async parse<F extends Output, B extends Output, A extends Output>(
@@ -57,11 +67,53 @@ export abstract class VlakitCommand extends Command {
 
   public async init(): Promise<void> {
     await super.init();
-    process.once('SIGINT', () => this.abort.abort(new VlakitError('E_IO', 'interrupted')));
+    for (const sig of Object.keys(SIGNALS) as Signal[]) process.on(sig, () => this.onSignal(sig));
+    // Whatever way the process ends, no temporary output is left behind (a SIGKILL's are removed by the next run).
+    process.once('exit', () => removeTemporariesSync());
     process.stdout.on('error', (err: NodeJS.ErrnoException) => {
       // The reader went away (`| head`): that is success, not an error.
       if (err.code === 'EPIPE') process.exit(EXIT.ok);
     });
+  }
+
+  /**
+   * SIGINT, SIGTERM, SIGHUP: abort the command (its writers remove their temporaries and keep no output), exit with
+   * 128 + the signal number. A command that does not unwind in time (blocked on stdin), or a second signal, ends
+   * the process at once; the exit handler removes what is left.
+   */
+  private onSignal(sig: Signal): void {
+    const code = SIGNALS[sig];
+    const end = (): void => {
+      this.interrupted();
+      process.exit(code);
+    };
+    if (this.signalled) return end();
+    this.signalled = sig;
+    process.stderr.on('error', () => {}); // after SIGHUP the terminal may be gone: a failed note must not crash the cleanup
+    if (this.signalIsStop) {
+      this.abort.abort(new VlakitError('E_IO', `stopped by ${sig}`));
+      return;
+    }
+    process.exitCode = code;
+    this.abort.abort(new VlakitError('E_IO', `interrupted by ${sig}`));
+    setTimeout(end, UNWIND_MS).unref();
+  }
+
+  private told = false;
+  private interrupted(): void {
+    if (this.told) return;
+    this.told = true;
+    removeTemporariesSync();
+    try {
+      process.stderr.write(`vlakit ${this.id}: interrupted by ${this.signalled ?? 'a signal'}; partial outputs were removed\n`);
+    } catch {
+      // no stderr any more (a hung-up terminal): the cleanup above is what matters
+    }
+  }
+
+  /** How this command's outputs are written: --overwrite, its inputs (never written over), its AbortSignal, notes. */
+  protected outputOptions(flags: { overwrite?: boolean; quiet?: boolean }, inputs: readonly (string | undefined)[] = [], flag = '-o'): OutputOptions {
+    return { overwrite: flags.overwrite, inputs, signal: this.abort.signal, onNote: flags.quiet ? undefined : (m) => this.note(`vlakit ${this.id}: ${m}`), flag };
   }
 
   /** Writes a line to stderr unless quiet. */
@@ -74,9 +126,9 @@ export abstract class VlakitCommand extends Command {
       process.exitCode = EXIT.ok;
       return;
     }
-    if (this.abort.signal.aborted) {
-      process.stderr.write('vlakit: interrupted; partial outputs were removed\n');
-      process.exitCode = 130;
+    if (this.signalled && !this.signalIsStop) {
+      this.interrupted();
+      process.exitCode = SIGNALS[this.signalled];
       return;
     }
     const wrapped = FLAG_PARSE.exec(err.message);

@@ -8,7 +8,8 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { VlakitError } from '../errors.js';
 import { selectBackend } from '../model/backend.js';
-import { loadCheckpoint, writeDirAtomic } from '../model/checkpoint.js';
+import { claimOutput, type OutputOptions, writeOutputDir } from '../io/outputs.js';
+import { loadCheckpoint } from '../model/checkpoint.js';
 import { type CheckReport, checkModel } from './check.js';
 import { decodeGraph, prefillGraph } from './graph.js';
 import { OPSET, WeightStore, decodeModel, encodeModel } from './onnx.js';
@@ -47,6 +48,8 @@ export interface ExportOptions {
   backend?: string;
   /** Runs on the finished files before they are renamed into place (the parity check); throwing leaves no export. */
   verify?: (dir: string) => Promise<void>;
+  /** How the export directory is written: --overwrite (an existing one is refused without), inputs, AbortSignal. */
+  output?: OutputOptions;
 }
 
 export interface ExportResult {
@@ -62,7 +65,8 @@ export interface ExportResult {
 }
 
 /**
- * Exports the checkpoint in `ckptDir` to `outDir` (replaced whole, or left untouched on failure).
+ * Exports the checkpoint in `ckptDir` to `outDir`: a new directory, or with `output.overwrite` an existing one
+ * replaced whole once the export is complete and checked (left untouched on failure).
  * @example await exportModel('runs/sft', 'runs/sft-onnx', { attentions: true })
  */
 export async function exportModel(ckptDir: string, outDir: string, o: ExportOptions = {}): Promise<ExportResult> {
@@ -70,6 +74,8 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
   if (src === dst || src.startsWith(`${dst}${path.sep}`) || dst.startsWith(`${src}${path.sep}`)) {
     throw new VlakitError('E_USAGE', `the export directory ${outDir} and the checkpoint ${ckptDir} overlap: the export would replace the checkpoint; choose another -o`);
   }
+  const output: OutputOptions = { ...o.output, inputs: [ckptDir, ...(o.output?.inputs ?? [])] };
+  claimOutput(outDir, 'dir', output); // refused before the checkpoint is loaded
   // decided (and a full range on a CPU that saturates refused) before any work
   const range = o.weightRange ?? '7-bit';
   const quantization = o.quantize === 'int8' ? int8Quantization(range, range === 'full' ? (o.cpu ?? (await hostInt8(await loadOrt()))) : undefined) : 'none';
@@ -94,7 +100,7 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
     }
     const files: ExportResult['files'] = [];
     const checks: CheckReport[] = [];
-    await writeDirAtomic(outDir, async (tmp) => {
+    await writeOutputDir(outDir, async (tmp) => {
       const write = async (name: string, data: Uint8Array | string) => {
         await fsp.writeFile(path.join(tmp, name), data);
         files.push({ name, bytes: typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength });
@@ -114,7 +120,7 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
       await write('tokenizer.json', ck.tokenizerJson);
       if (ck.actionStats !== undefined) await write('action_stats.json', `${JSON.stringify(ck.actionStats, null, 2)}\n`);
       await o.verify?.(tmp);
-    });
+    }, output);
     return { dir: outDir, parameters: model.numParameters(), loraMerged, ops: fused ? 'onnxruntime' : 'standard', quantization, files, checks };
   } finally {
     model.dispose();

@@ -1,6 +1,7 @@
 /**
  * `convert`: any supported input to JSON Lines, TFRecord (plain, gzip, sharded) or an RLDS dataset directory.
  */
+import { promises as fsp, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
 import { VlakitError, withContext } from '../errors.js';
@@ -8,7 +9,8 @@ import { encodeEpisode, inferFeatures } from './episode.js';
 import { encodeExample, encodeSequenceExample } from './example.js';
 import { type FeatureNode, flattenFeatures, type Leaf } from './features.js';
 import { exampleFromJson, sequenceExampleFromJson } from './json.js';
-import { writeJsonl, writeStdout } from './output.js';
+import { checkOutputFormat, writeJsonl, writeStdout } from './output.js';
+import { claimOutput, type OutputOptions, tempNameFor } from './outputs.js';
 import { newStats, readRecords, rldsInputs, type ReadOptions, type ReadStats, type SourceRecord } from './read.js';
 import type { StepRecord } from './records.js';
 import { groupEpisodes, loadFeatures, writeRlds } from './rlds.js';
@@ -16,7 +18,7 @@ import { ShardedTfrecordWriter, shardSuffix } from './writer.js';
 
 export type OutputFormat = 'jsonl' | 'tfrecord' | 'rlds';
 
-export interface ConvertOptions extends ReadOptions {
+export interface ConvertOptions extends ReadOptions, Omit<OutputOptions, 'signal' | 'inputs'> {
   inputs: string[];
   /** A path, or '-' / undefined for stdout (not for rlds). */
   output?: string;
@@ -55,7 +57,9 @@ export function outputFormatFor(output: string | undefined): OutputFormat {
  * @example await convert({ inputs: ['bridge/1.0.0'], output: 'steps.jsonl' })
  */
 export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
+  checkOutputFormat(opts.to, opts.output);
   const to = opts.to ?? outputFormatFor(opts.output);
+  const out: OutputOptions = { overwrite: opts.overwrite, inputs: [...opts.inputs, opts.featuresFile], signal: opts.signal, onNote: opts.onNote, flag: opts.flag };
   const stats = newStats();
   const records = readRecords(opts.inputs, opts, stats);
   const toStdout = !opts.output || opts.output === '-';
@@ -72,7 +76,7 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
       features,
       info: carried,
       maxShardBytes: opts.maxShardBytes,
-      signal: opts.signal,
+      ...out,
     });
     return { to, outputs: [res.dir], records: stats.records, episodes: res.episodes, steps: res.steps, read: stats };
   }
@@ -80,7 +84,7 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
     const values = (async function* () {
       for await (const r of records) yield r.value;
     })();
-    await writeJsonl(values, opts.output, { gzip, stdout: opts.stdout });
+    await writeJsonl(values, opts.output, { ...out, gzip, stdout: opts.stdout });
     return { to, outputs: [toStdout ? '-' : opts.output!], records: stats.records, read: stats };
   }
   // tfrecord
@@ -93,20 +97,51 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
     await writeStdout(encodeTfrecord(payloads.records), opts.stdout);
     return { to, outputs: ['-'], records: stats.records, episodes: payloads.count.episodes || undefined, read: stats };
   }
-  const target = opts.output!;
+  const sharded = opts.maxShardBytes !== undefined;
+  // sharded, the name itself is not written: only its shards are checked (claimShards)
+  const claim = claimOutput(opts.output!, 'file', sharded ? { ...out, overwrite: true } : out);
+  const target = claim.path;
+  if (sharded && claim.direct) throw new VlakitError('E_USAGE', `--shard-size writes files beside ${opts.output}, which is not a regular file`);
+  const before = sharded ? claimShards(opts.output!, out) : [];
   const writer = new ShardedTfrecordWriter({
-    shardName: (i, n) => (opts.maxShardBytes === undefined ? target : `${target}-${shardSuffix(i, n)}`),
+    shardName: (i, n) => (sharded ? `${target}-${shardSuffix(i, n)}` : target),
+    tempName: () => tempNameFor(target),
+    direct: claim.direct,
     maxShardBytes: opts.maxShardBytes,
     gzip,
+    output: out,
   });
   try {
     for await (const p of payloads.records) await writer.write(p);
     const res = await writer.commit();
+    // --overwrite of a sharded output: shards of the old set that the new one did not replace go
+    const now = new Set(res.files);
+    await Promise.all(before.filter((f) => !now.has(f)).map((f) => fsp.rm(f, { force: true })));
     return { to, outputs: res.files, records: stats.records, episodes: payloads.count.episodes || undefined, read: stats };
   } catch (err) {
     await writer.abort();
     throw err;
   }
+}
+
+/** The shards of an earlier sharded write to `target` (`NAME-0000i-of-0000n`): refused without --overwrite. */
+function claimShards(output: string, opts: OutputOptions): string[] {
+  const target = path.resolve(output);
+  const dir = path.dirname(target);
+  const re = /^-\d{5,}-of-\d{5,}$/;
+  const base = path.basename(target);
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((f) => f.startsWith(base) && re.test(f.slice(base.length)));
+  } catch {
+    names = [];
+  }
+  if (names.length && !opts.overwrite) {
+    throw new VlakitError('E_USAGE', `the output (${opts.flag ?? '-o'}): ${names.length} shard${names.length === 1 ? '' : 's'} of an earlier output exist (${names[0]}${names.length > 1 ? ', ...' : ''}); pass --overwrite to replace them once the new ones are complete, or choose another path`, { file: output });
+  }
+  // each old shard is checked as an output of its own: one that is an input is never replaced
+  for (const f of names) claimOutput(path.join(dir, f), 'file', { ...opts, overwrite: true });
+  return names.map((f) => path.join(dir, f));
 }
 
 async function* stepsOnly(src: AsyncIterable<SourceRecord>, what: string): AsyncGenerator<{ record: StepRecord; line?: number; file?: string }> {

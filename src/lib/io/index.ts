@@ -23,12 +23,25 @@ export type { ReadOptions, ReadStats, SourceRecord, DecodeMode } from './read.js
 export { readValidated } from './validated.js';
 export type { ValidatedRecord } from './validated.js';
 export { readBytes, openBytes, expandInputs, gunzip, peek } from './sources.js';
-export { AtomicFile, ShardedTfrecordWriter, writeFileAtomic, shardSuffix } from './writer.js';
+export { AtomicFile, ShardedTfrecordWriter, writeFileAtomic, writeOutputFile, shardSuffix } from './writer.js';
+export type { AtomicFileOptions, ShardedWriterOptions } from './writer.js';
+export {
+  claimOutput,
+  checkDistinctOutputs,
+  liveTemporaries,
+  removeStaleTemporaries,
+  removeTemporariesSync,
+  tempNameFor,
+  writeError,
+  writeOutputDir,
+} from './outputs.js';
+export type { OutputClaim, OutputKind, OutputOptions } from './outputs.js';
 export { imageInfo, sniffImageMime } from './images.js';
 export { convert, outputFormatFor } from './convert.js';
 export type { ConvertOptions, ConvertSummary, OutputFormat } from './convert.js';
 export { inspect, formatInspect } from './inspect.js';
 export type { InspectSummary } from './inspect.js';
-export { writeEpisodes, writeJsonl, writeStdout } from './output.js';
+export { checkOutputFormat, extensionFormat, writeEpisodes, writeJsonl, writeStdout } from './output.js';
+export type { WriteJsonlOptions, WriteEpisodesOptions } from './output.js';
 export { readJsonFile, decodeUtf8Strict, zodProblem } from './json-file.js';
 export type { ReadJsonFileOptions } from './json-file.js';

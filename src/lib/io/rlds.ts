@@ -2,7 +2,7 @@
  * RLDS datasets as TensorFlow Datasets prepares them: a version directory with features.json, dataset_info.json and
  * TFRecord shards named by the split's filepathTemplate, one tf.train.Example per episode.
  */
-import { existsSync, promises as fsp, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { VlakitError, withContext } from '../errors.js';
 import { decodeEpisode, encodeEpisode, inferFeatures } from './episode.js';
@@ -11,6 +11,7 @@ import { type FeatureNode, type Leaf, featuresToJson, flattenFeatures, parseFeat
 import type { StepRecord } from './records.js';
 import { readBytes } from './sources.js';
 import { decodeTfrecord, type TfrecordStats } from './tfrecord.js';
+import { type OutputOptions, writeOutputDir } from './outputs.js';
 import { ShardedTfrecordWriter, shardSuffix, writeFileAtomic } from './writer.js';
 
 export const DEFAULT_TEMPLATE = '{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}';
@@ -214,8 +215,8 @@ export async function* groupEpisodes(
   if (cur.length) yield cur;
 }
 
-export interface WriteRldsOptions {
-  /** The version directory to create (e.g. out/my_dataset/1.0.0); must not exist or be empty. */
+export interface WriteRldsOptions extends OutputOptions {
+  /** The version directory to create (e.g. out/my_dataset/1.0.0); must not exist or be empty unless `overwrite`. */
   dir: string;
   name?: string;
   version?: string;
@@ -240,65 +241,66 @@ export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: Wri
   const split = opts.split ?? 'train';
   const final = path.resolve(opts.dir);
   const name = opts.name ?? sanitizeName(path.basename(/^\d+\.\d+\.\d+$/.test(path.basename(final)) ? path.dirname(final) : final));
-  if (existsSync(final) && readdirSync(final).length > 0) {
-    throw new VlakitError('E_USAGE', 'output directory exists and is not empty; remove it or choose another', { file: opts.dir });
-  }
-  await fsp.mkdir(path.dirname(final), { recursive: true });
-  const tmp = await fsp.mkdtemp(path.join(path.dirname(final), `.${path.basename(final)}.tmp-`));
-  const writer = new ShardedTfrecordWriter({
-    shardName: (i, n) => path.join(tmp, `${name}-${split}.tfrecord-${shardSuffix(i, n)}`),
-    maxShardBytes: opts.maxShardBytes ?? 256 * 2 ** 20,
-  });
-  let features = opts.features;
-  let leaves = features ? flattenFeatures(features) : undefined;
+  let files: string[] = [];
   let nEpisodes = 0;
   let nSteps = 0;
-  try {
-    for await (const ep of episodes) {
-      opts.signal?.throwIfAborted();
-      if (!features) {
-        features = inferFeatures(ep);
-        leaves = flattenFeatures(features);
-      }
-      let bytes: Uint8Array;
+  await writeOutputDir(
+    opts.dir,
+    async (tmp) => {
+      const writer = new ShardedTfrecordWriter({
+        shardName: (i, n) => path.join(tmp, `${name}-${split}.tfrecord-${shardSuffix(i, n)}`),
+        maxShardBytes: opts.maxShardBytes ?? 256 * 2 ** 20,
+        output: { overwrite: true, signal: opts.signal }, // inside the fresh temporary directory
+      });
+      let features = opts.features;
+      let leaves = features ? flattenFeatures(features) : undefined;
       try {
-        bytes = encodeExample(encodeEpisode(ep, leaves!));
+        for await (const ep of episodes) {
+          opts.signal?.throwIfAborted();
+          if (!features) {
+            features = inferFeatures(ep);
+            leaves = flattenFeatures(features);
+          }
+          let bytes: Uint8Array;
+          try {
+            bytes = encodeExample(encodeEpisode(ep, leaves!));
+          } catch (err) {
+            throw withContext(err, { record: nEpisodes });
+          }
+          await writer.write(bytes);
+          nEpisodes += 1;
+          nSteps += ep.length;
+        }
+        if (!features) throw new VlakitError('E_USAGE', 'no episodes to write: the input holds no step records');
+        const shards = await writer.commit();
+        const info: DatasetInfo = {
+          citation: '',
+          description: 'Written by vlakit.',
+          ...opts.info,
+          fileFormat: 'tfrecord',
+          name,
+          releaseNotes: { [opts.version ?? '1.0.0']: 'Written by vlakit.' },
+          splits: [
+            {
+              filepathTemplate: DEFAULT_TEMPLATE,
+              name: split,
+              numBytes: String(shards.shardBytes.reduce((a, b) => a + b, 0)),
+              shardLengths: shards.shardLengths.map(String),
+            },
+          ],
+          version: opts.version ?? '1.0.0',
+        };
+        await writeFileAtomic(path.join(tmp, 'features.json'), JSON.stringify(featuresToJson(features), null, 4));
+        await writeFileAtomic(path.join(tmp, 'dataset_info.json'), JSON.stringify(sortKeys(info), null, 2));
+        files = shards.files.map((f) => path.join(final, path.basename(f)));
       } catch (err) {
-        throw withContext(err, { record: nEpisodes });
+        await writer.abort();
+        throw err;
       }
-      await writer.write(bytes);
-      nEpisodes += 1;
-      nSteps += ep.length;
-    }
-    if (!features) throw new VlakitError('E_USAGE', 'no episodes to write: the input holds no step records');
-    const shards = await writer.commit();
-    const info: DatasetInfo = {
-      citation: '',
-      description: 'Written by vlakit.',
-      ...opts.info,
-      fileFormat: 'tfrecord',
-      name,
-      releaseNotes: { [opts.version ?? '1.0.0']: 'Written by vlakit.' },
-      splits: [
-        {
-          filepathTemplate: DEFAULT_TEMPLATE,
-          name: split,
-          numBytes: String(shards.shardBytes.reduce((a, b) => a + b, 0)),
-          shardLengths: shards.shardLengths.map(String),
-        },
-      ],
-      version: opts.version ?? '1.0.0',
-    };
-    await writeFileAtomic(path.join(tmp, 'features.json'), JSON.stringify(featuresToJson(features), null, 4));
-    await writeFileAtomic(path.join(tmp, 'dataset_info.json'), JSON.stringify(sortKeys(info), null, 2));
-    if (existsSync(final)) await fsp.rmdir(final);
-    await fsp.rename(tmp, final);
-    return { dir: final, episodes: nEpisodes, steps: nSteps, files: shards.files.map((f) => path.join(final, path.basename(f))) };
-  } catch (err) {
-    await writer.abort();
-    await fsp.rm(tmp, { recursive: true, force: true });
-    throw err;
-  }
+    },
+    opts,
+  );
+  return { dir: final, episodes: nEpisodes, steps: nSteps, files };
 }
 
 function sanitizeName(s: string): string {

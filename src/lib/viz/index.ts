@@ -13,7 +13,7 @@ import type { TrainingExample } from '../actions/examples.js';
 import { decodeMask, type ObjectMasks } from '../env/tabletop.js';
 import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
 import { VlakitError } from '../errors.js';
-import { writeDirAtomic } from '../model/checkpoint.js';
+import { type OutputOptions, writeOutputDir } from '../io/outputs.js';
 import { patchGrid, patchesPerImage } from '../model/config.js';
 import { EOS, SEP } from '../model/tokenizer.js';
 import { prepare, promptText } from '../train/data.js';
@@ -44,6 +44,8 @@ export interface AttnVizOptions {
   json?: boolean;
   signal?: AbortSignal;
   onExample?: () => void;
+  /** How `outDir` is written: --overwrite and the inputs it may not replace (the examples file, the models). */
+  output?: OutputOptions;
 }
 
 export interface TokenMap {
@@ -136,12 +138,13 @@ async function mapsOf(runner: VlaRunner, ex: TrainingExample, o: AttnVizOptions)
 }
 
 /**
- * Draws the maps of every example into `outDir` (written whole: a temporary directory renamed into place).
+ * Draws the maps of every example into `outDir` (written whole: a temporary directory swapped in once complete; an
+ * existing non-empty `outDir` needs `output.overwrite`, and one that holds an input is refused).
  * @example await attnViz({ models: [{ name: 'sft', runner }], examples, tokens: 'action', topK: 5, fusion: 'max', layout: 'example', outDir: 'viz' })
  */
 export async function attnViz(o: AttnVizOptions): Promise<ExampleResult[]> {
   const results: ExampleResult[] = [];
-  await writeDirAtomic(o.outDir, async (tmp) => {
+  await writeOutputDir(o.outDir, async (tmp) => {
     const lines: string[] = [];
     for (const [n, ex] of o.examples.entries()) {
       o.signal?.throwIfAborted();
@@ -193,6 +196,6 @@ export async function attnViz(o: AttnVizOptions): Promise<ExampleResult[]> {
     }
     if (o.json) await fsp.writeFile(path.join(tmp, 'maps.jsonl'), lines.length ? `${lines.join('\n')}\n` : '');
     await fsp.writeFile(path.join(tmp, 'summary.json'), `${JSON.stringify(results.map((r) => ({ id: r.id, file: r.file, instruction: r.instruction, models: r.models.map((m) => ({ name: m.name, tokens: m.tokens.length, objectMass: m.objectMass, objects: m.objects })) })), null, 2)}\n`);
-  });
+  }, { signal: o.signal, ...o.output });
   return results;
 }
