@@ -101,7 +101,7 @@ describe('vlakit model', () => {
     expect(safetensorsSize(new Map(specs.map((t) => [t.name, t.shape])), 'BF16', { format: 'pt' })).toBe(513_028_808);
   });
 
-  it('init writes a loadable checkpoint at a config, BF16 and sharded, of the size computed above; refuses a non-empty -o', async () => {
+  it('init writes a loadable checkpoint at a config, BF16 and sharded, of the size computed above; refuses an existing -o without --overwrite', async () => {
     const cfg = path.resolve('test/fixtures/reference/idefics3-tiny/config.json');
     const out = path.join(dir, 'init');
     const r = await vlakit(['model', 'init', '--config', cfg, '--dtype', 'bf16', '--max-shard-size', '100KB', '--seed', '3', '-o', out]);
@@ -117,6 +117,7 @@ describe('vlakit model', () => {
     expect(total).toBeGreaterThan(info.parameters * 2);
     const again = await vlakit(['model', 'init', '--config', cfg, '-o', out]);
     expect(again.code).toBe(2);
-    expect(again.err).toMatch(/exists and is not empty/);
+    expect(again.err).toMatch(/exists.*--overwrite/);
+    expect((await vlakit(['model', 'init', '--config', cfg, '-o', out, '--overwrite'])).code).toBe(0);
   });
 });

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 for d in test/fixtures/reference/*/; do
   d=${d%/}
   rm -f "$d/model.safetensors"
-  node bin/run.js model init --config "$d/config.json" --seed 7 -o "$d.tmp" -q
+  rm -rf "$d.tmp"; node bin/run.js model init --config "$d/config.json" --seed 7 -o "$d.tmp" -q
   mv "$d.tmp/model.safetensors" "$d/" && rm -rf "$d.tmp"
   python3 - "$d" <<'PY'
 import json, sys

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { z } from 'zod';
-import { VlakitCommand } from '../../lib/cli/base.js';
+import { VlakitCommand, sharedFlags } from '../../lib/cli/base.js';
 import { int, parseSize, size } from '../../lib/cli/flags.js';
 
 export default class ModelInit extends VlakitCommand {
@@ -15,7 +15,8 @@ export default class ModelInit extends VlakitCommand {
     dtype: Flags.string({ description: 'weight dtype on disk', options: ['f32', 'f16', 'bf16'], default: 'f32' }),
     seed: int({ description: 'random seed', default: 0, min: 0, max: 2 ** 32 - 1 }),
     'max-shard-size': size({ description: 'shard the weights past this size (e.g. 2GB)', helpValue: 'SIZE', min: 1024 }),
-    output: Flags.string({ char: 'o', description: 'the checkpoint directory to write (must not exist or be empty)', required: true, helpValue: 'DIR' }),
+    output: Flags.string({ char: 'o', description: 'the checkpoint directory to write (an existing one only with --overwrite)', required: true, helpValue: 'DIR' }),
+    overwrite: sharedFlags.overwrite,
     quiet: Flags.boolean({ char: 'q', description: 'no summary on stderr' }),
   };
 
@@ -25,7 +26,7 @@ export default class ModelInit extends VlakitCommand {
     const { initCheckpoint } = await import('../../lib/model/arch/manage.js');
     const config = readJsonFile(flags.config, z.record(z.string(), z.unknown()), { what: 'model config', code: 'E_MODEL' });
     const dtype = flags.dtype.toUpperCase() as 'F32' | 'F16' | 'BF16';
-    const r = await initCheckpoint(config, flags.output, { dtype, seed: flags.seed, maxShardBytes: flags['max-shard-size'] ? parseSize(flags['max-shard-size']) : undefined });
+    const r = await initCheckpoint(config, flags.output, { dtype, seed: flags.seed, maxShardBytes: flags['max-shard-size'] ? parseSize(flags['max-shard-size']) : undefined, output: this.outputOptions(flags, [flags.config]) });
     this.note(`vlakit model init: ${r.parameters.toLocaleString('en-US')} parameters (${dtype}) -> ${r.files.join(', ')}`, flags.quiet);
   }
 }

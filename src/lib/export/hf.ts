@@ -9,7 +9,7 @@ import path from 'node:path';
 import { type HfCheckpoint } from '../model/arch/hf.js';
 import { OnnxOps } from '../model/arch/onnx-ops.js';
 import { VlakitError } from '../errors.js';
-import { writeDirAtomic } from '../model/checkpoint.js';
+import { type OutputOptions, claimOutput, writeOutputDir } from '../io/outputs.js';
 import { type CheckReport, checkModel } from './check.js';
 import { GraphBuilder, type ModelProto, OPSET, WeightStore, decodeModel, encodeModel } from './onnx.js';
 import { type CausalLm, generateIds } from '../infer/causal.js';
@@ -52,14 +52,15 @@ export interface HfExportResult {
  * Exports a loaded checkpoint to `outDir` (written whole or not at all); `verify` runs on the finished files first.
  * @example await exportHfModel(loadHfCheckpoint('models/stories260k'), 'out/stories-onnx')
  */
-export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void> } = {}): Promise<HfExportResult> {
-  const [src, dst] = [path.resolve(ck.dir), path.resolve(outDir)];
-  if (src === dst || src.startsWith(`${dst}${path.sep}`) || dst.startsWith(`${src}${path.sep}`)) throw new VlakitError('E_USAGE', `the export directory ${outDir} and the checkpoint ${ck.dir} overlap; choose another -o`);
+export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void>; output?: OutputOptions } = {}): Promise<HfExportResult> {
+  const src = path.resolve(ck.dir);
+  const output: OutputOptions = { ...o.output, inputs: [ck.dir, ...(o.output?.inputs ?? [])] };
+  claimOutput(outDir, 'dir', output);
   const store = new WeightStore(HF_EXPORT_FILES.data);
   const graphs = { [HF_EXPORT_FILES.prefill]: causalLmGraph(ck, 'prefill', store), [HF_EXPORT_FILES.decode]: causalLmGraph(ck, 'decode', store) };
   const files: HfExportResult['files'] = [];
   const checks: CheckReport[] = [];
-  await writeDirAtomic(outDir, async (tmp) => {
+  await writeOutputDir(outDir, async (tmp) => {
     const write = async (name: string, data: Uint8Array | string) => {
       await fsp.writeFile(path.join(tmp, name), data);
       files.push({ name, bytes: typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength });
@@ -81,7 +82,7 @@ export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verif
       files.push({ name: f, bytes: 0 });
     }
     await o.verify?.(tmp);
-  });
+  }, output);
   let parameters = 0;
   for (const t of ck.tensors.values()) parameters += t.data.length;
   return { dir: outDir, parameters, files, checks };
@@ -129,8 +130,10 @@ export async function causalParity(reference: CausalLm, candidate: CausalLm, o: 
 export interface HfExportOptions {
   /** Compare the export with the checkpoint before it is renamed into place (default true). */
   parity?: boolean;
-  /** Largest allowed |logit difference| (default 1e-4). */
+  /** Largest allowed |logit difference| (default: 1e-4 of the checkpoint's largest |logit|, at least 1e-4). */
   tolerance?: number;
+  /** How -o is written (--overwrite, the inputs it must not replace). */
+  output?: OutputOptions;
   backend?: string;
   device?: 'cpu' | 'cuda';
 }
@@ -144,8 +147,8 @@ export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExpo
   const { TfjsCausalLm } = await import('../infer/causal.js');
   const { OrtCausalLm } = await import('../infer/ort-causal.js');
   const { selectBackend } = await import('../model/backend.js');
+  claimOutput(outDir, 'dir', { ...o.output, inputs: [ckptDir, ...(o.output?.inputs ?? [])] }); // refused before the weights are read
   const ck = loadHfCheckpoint(ckptDir);
-  const tolerance = o.tolerance ?? 1e-4;
   let parity: CausalParity | undefined;
   const verify = async (dir: string) => {
     await selectBackend(o.backend);
@@ -157,11 +160,12 @@ export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExpo
       reference.dispose();
       await candidate.dispose();
     }
+    const tolerance = o.tolerance ?? 1e-4 * Math.max(1, parity.maxAbsLogit);
     if (parity.maxAbsDiff > tolerance || !parity.greedyMatch) {
       const m = parity.mismatch;
-      throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance})${m ? `; greedy ids after ${m.prompt.join(',')}: checkpoint ${m.reference.join(',')}, export ${m.export.join(',')}` : ''}`, { file: outDir });
+      throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance.toExponential(2)})${m ? `; greedy ids after ${m.prompt.join(',')}: checkpoint ${m.reference.join(',')}, export ${m.export.join(',')}` : ''}`, { file: outDir });
     }
   };
-  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify });
+  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify, output: o.output });
   return { ...res, parity };
 }

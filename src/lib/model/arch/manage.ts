@@ -3,11 +3,11 @@
  * parameters, dtypes, processor files, what vlakit supports of it), and write a checkpoint with random weights
  * for any config of a registered architecture (as transformers' `from_config` + `save_pretrained` would).
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { VlakitError } from '../../errors.js';
 import { readJsonFile } from '../../io/json-file.js';
+import { type OutputOptions, claimOutput, writeOutputDir } from '../../io/outputs.js';
 import { writeFileAtomic } from '../../io/writer.js';
 import { Rng } from '../../util/rng.js';
 import { INDEX_FILE, type FloatDtype, type NamedArray, readSafetensorsHeader, writeSafetensorsDir } from '../safetensors.js';
@@ -91,17 +91,20 @@ export interface InitOptions {
   seed?: number;
   /** Shard the weights (model-0000i-of-0000n.safetensors + index) past this many bytes. */
   maxShardBytes?: number;
+  /** How -o is written (--overwrite, the inputs it must not replace). */
+  output?: OutputOptions;
 }
 
 /**
- * Writes a checkpoint with random weights for `config` into `outDir` (which must not exist or be empty): normal
+ * Writes a checkpoint with random weights for `config` into `outDir` (whole or not at all; an existing one only
+ * with `output.overwrite`): normal
  * with the config's initializer_range for matrices and embeddings, ones for norm weights, zeros for biases.
  * @example await initCheckpoint(readJsonFile('config.json', ...), 'out/random-llama', { dtype: 'BF16', seed: 0 })
  */
 export async function initCheckpoint(config: Record<string, unknown>, outDir: string, o: InitOptions = {}): Promise<{ files: string[]; parameters: number }> {
   const arch = architectureOf(config);
   const c = arch.parseConfig(config);
-  if (existsSync(outDir) && readdirSync(outDir).length) throw new VlakitError('E_USAGE', `${outDir} exists and is not empty`, { file: outDir });
+  claimOutput(outDir, 'dir', o.output ?? {});
   const rng = new Rng(o.seed ?? 0);
   const std = arch.initializerRange(c);
   const tensors = new Map<string, NamedArray>();
@@ -114,10 +117,11 @@ export async function initCheckpoint(config: Record<string, unknown>, outDir: st
     tensors.set(t.name, { shape: t.shape, data });
     parameters += n;
   }
-  const { mkdirSync } = await import('node:fs');
-  mkdirSync(outDir, { recursive: true });
-  const files = await writeSafetensorsDir(outDir, tensors, { dtype: o.dtype ?? 'F32', maxShardBytes: o.maxShardBytes });
   const torch = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[o.dtype ?? 'F32'];
-  await writeFileAtomic(path.join(outDir, 'config.json'), `${JSON.stringify({ ...config, torch_dtype: torch }, null, 2)}\n`);
-  return { files: [...files, path.join(outDir, 'config.json')], parameters };
+  const names = await writeOutputDir(outDir, async (tmp) => {
+    const files = await writeSafetensorsDir(tmp, tensors, { dtype: o.dtype ?? 'F32', maxShardBytes: o.maxShardBytes });
+    await writeFileAtomic(path.join(tmp, 'config.json'), `${JSON.stringify({ ...config, torch_dtype: torch }, null, 2)}\n`);
+    return [...files.map((f) => path.basename(f)), 'config.json'];
+  }, o.output);
+  return { files: names.map((f) => path.join(outDir, f)), parameters };
 }
