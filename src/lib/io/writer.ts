@@ -131,7 +131,8 @@ export class AtomicFile {
 
 /** Writes `data` to `target` atomically (no claim: for files inside a temporary directory, or already claimed). */
 export async function writeFileAtomic(target: string, data: string | Uint8Array, opts: AtomicFileOptions = {}): Promise<void> {
-  const f = new AtomicFile(target, opts);
+  // the claim (if any) was made by the caller: a file already there is the caller's own, replaced
+  const f = new AtomicFile(target, { ...opts, output: { overwrite: true, ...opts.output } });
   try {
     await f.write(data);
     await f.commit();
