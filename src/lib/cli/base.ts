@@ -35,6 +35,23 @@ type Output = { [name: string]: any };
 /** An error thrown by a flag's own parser, as oclif wraps it: the flag's message is the part that matters. */
 const FLAG_PARSE = /^Parsing --\S+ \n\t([\s\S]*?)\nSee more help with --help$/;
 
+/** The command this process runs (the last one started, when tests run several in one process). */
+let running: VlakitCommand | undefined;
+let handlersInstalled = false;
+
+/** Process-wide handlers, installed once however many commands run in the process. */
+function installProcessHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  for (const sig of Object.keys(SIGNALS) as Signal[]) process.on(sig, () => running?.onSignal(sig));
+  // Whatever way the process ends, no temporary output is left behind (a SIGKILL's are removed by the next run).
+  process.once('exit', () => removeTemporariesSync());
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    // The reader went away (`| head`): that is success, not an error.
+    if (err.code === 'EPIPE') process.exit(EXIT.ok);
+  });
+}
+
 export abstract class VlakitCommand extends Command {
   /** Rules between flags (exclusive pairs, mode-only flags), checked right after parsing, before any work. */
   static flagRules: readonly FlagRule[] = [];
@@ -67,13 +84,8 @@ export abstract class VlakitCommand extends Command {
 
   public async init(): Promise<void> {
     await super.init();
-    for (const sig of Object.keys(SIGNALS) as Signal[]) process.on(sig, () => this.onSignal(sig));
-    // Whatever way the process ends, no temporary output is left behind (a SIGKILL's are removed by the next run).
-    process.once('exit', () => removeTemporariesSync());
-    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-      // The reader went away (`| head`): that is success, not an error.
-      if (err.code === 'EPIPE') process.exit(EXIT.ok);
-    });
+    running = this;
+    installProcessHandlers();
   }
 
   /**
@@ -81,7 +93,7 @@ export abstract class VlakitCommand extends Command {
    * 128 + the signal number. A command that does not unwind in time (blocked on stdin), or a second signal, ends
    * the process at once; the exit handler removes what is left.
    */
-  private onSignal(sig: Signal): void {
+  onSignal(sig: Signal): void {
     const code = SIGNALS[sig];
     const end = (): void => {
       this.interrupted();
