@@ -61,6 +61,9 @@ export const TrainerStateBase = z.object({
   run: z.string(),
 });
 
+/** The run's own files (run.json, metrics.jsonl) are rewritten in place: an existing one is replaced, not refused. */
+const REPLACE = { output: { overwrite: true } };
+
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
 export const STATE_FILE = 'trainer_state.json';
@@ -331,7 +334,7 @@ export class RunDir {
       await fsp.rm(tmp, { recursive: true, force: true });
     }
     this.file = { ...this.file, finished: step };
-    await writeFileAtomic(path.join(this.at, RUN_FILE), `${JSON.stringify(this.file, null, 2)}\n`);
+    await writeFileAtomic(path.join(this.at, RUN_FILE), `${JSON.stringify(this.file, null, 2)}\n`, REPLACE);
     await this.settle();
   }
 
@@ -376,7 +379,7 @@ export class RunDir {
         return false;
       }
     });
-    await writeFileAtomic(file, keep.map((l) => `${l}\n`).join(''));
+    await writeFileAtomic(file, keep.map((l) => `${l}\n`).join(''), REPLACE);
   }
 }
 
