@@ -9,7 +9,8 @@ import type { ValueInfoProto } from '../../src/lib/export/onnx.js';
 import { OrtRunner, generate, openModel } from '../../src/lib/infer/index.js';
 import { TfjsRunner } from '../../src/lib/infer/tfjs.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
-import { writeDirAtomic, writeModelFiles } from '../../src/lib/model/checkpoint.js';
+import { writeOutputDir } from '../../src/lib/io/outputs.js';
+import { writeModelFiles } from '../../src/lib/model/checkpoint.js';
 import { type TextConfig, preset } from '../../src/lib/model/config.js';
 import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
@@ -40,7 +41,7 @@ beforeAll(async () => {
   m.addLora(4, 8, ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], 7);
   let s = 0;
   for (const [n, v] of m.params) if (n.includes('lora_B')) v.assign(tf.randomNormal(v.shape, 0, 0.05, 'float32', s++));
-  await writeDirAtomic(ck, (d) => writeModelFiles(d, m, tok.json, { actionCodec: { codec: 'text', decimals: 3 }, actionStats: STATS }));
+  await writeOutputDir(ck, (d) => writeModelFiles(d, m, tok.json, { actionCodec: { codec: 'text', decimals: 3 }, actionStats: STATS }), { overwrite: true });
   m.dispose();
   await exportModel(ck, out, { attentions: true });
 }, 120_000);
@@ -51,7 +52,7 @@ async function tinyCheckpoint(name: string, text: Partial<TextConfig>, seed: num
   const base = preset('tiny', tok.vocabSize, 1);
   const m = VlaModel.init({ ...base, ...(initializerRange ? { initializer_range: initializerRange } : {}), text_config: { ...base.text_config, ...text } }, seed);
   const at = path.join(dir, name);
-  await writeDirAtomic(at, (d) => writeModelFiles(d, m, tok.json));
+  await writeOutputDir(at, (d) => writeModelFiles(d, m, tok.json), { overwrite: true });
   m.dispose();
   return at;
 }
