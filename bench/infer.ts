@@ -14,7 +14,8 @@ import { quantile } from '../src/lib/actions/stats.js';
 import { exportModel } from '../src/lib/export/index.js';
 import { type VlaRunner, openModel } from '../src/lib/infer/index.js';
 import { selectBackend } from '../src/lib/model/backend.js';
-import { writeDirAtomic, writeModelFiles } from '../src/lib/model/checkpoint.js';
+import { writeOutputDir } from '../src/lib/io/outputs.js';
+import { writeModelFiles } from '../src/lib/model/checkpoint.js';
 import { type Preset, preset } from '../src/lib/model/config.js';
 import { VlaModel } from '../src/lib/model/model.js';
 import { buildTokenizer } from '../src/lib/model/tokenizer.js';
@@ -36,7 +37,7 @@ if (!child) {
   await selectBackend(backendName);
   dir = mkdtempSync(path.join(os.tmpdir(), 'vlakit-bench-infer-'));
   const model = VlaModel.init(cfg, 0);
-  await writeDirAtomic(path.join(dir, 'ck'), (d) => writeModelFiles(d, model, tok.json));
+  await writeOutputDir(path.join(dir, 'ck'), (d) => writeModelFiles(d, model, tok.json), { overwrite: true });
   model.dispose();
   await exportModel(path.join(dir, 'ck'), path.join(dir, 'onnx'));
   await exportModel(path.join(dir, 'ck'), path.join(dir, 'onnx-int8'), { quantize: 'int8' });

@@ -14,7 +14,8 @@ import { SafetyFilter, TabletopEnv, runEpisodes } from '../src/lib/env/index.js'
 import { exportModel } from '../src/lib/export/index.js';
 import { openModel } from '../src/lib/infer/index.js';
 import { selectBackend } from '../src/lib/model/backend.js';
-import { writeDirAtomic, writeModelFiles } from '../src/lib/model/checkpoint.js';
+import { writeOutputDir } from '../src/lib/io/outputs.js';
+import { writeModelFiles } from '../src/lib/model/checkpoint.js';
 import { type Preset, preset } from '../src/lib/model/config.js';
 import { VlaModel } from '../src/lib/model/model.js';
 import { buildTokenizer } from '../src/lib/model/tokenizer.js';
@@ -30,7 +31,7 @@ console.log(`vlakit rollout bench on ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus(
 for (const name of ['tiny', 'small'] as Preset[]) {
   const model = VlaModel.init(preset(name, tok.vocabSize, 1), 0);
   const ck = path.join(dir, name);
-  await writeDirAtomic(ck, (d) => writeModelFiles(d, model, tok.json, { actionCodec: new TextCodec(3).describe() }));
+  await writeOutputDir(ck, (d) => writeModelFiles(d, model, tok.json, { actionCodec: new TextCodec(3).describe() }), { overwrite: true });
   model.dispose();
   await exportModel(ck, `${ck}-onnx`);
   const runner = await openModel(`${ck}-onnx`);

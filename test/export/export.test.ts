@@ -9,7 +9,8 @@ import type { ValueInfoProto } from '../../src/lib/export/onnx.js';
 import { OrtRunner, generate, openModel } from '../../src/lib/infer/index.js';
 import { TfjsRunner } from '../../src/lib/infer/tfjs.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
-import { writeDirAtomic, writeModelFiles } from '../../src/lib/model/checkpoint.js';
+import { writeOutputDir } from '../../src/lib/io/outputs.js';
+import { writeModelFiles } from '../../src/lib/model/checkpoint.js';
 import { type TextConfig, preset } from '../../src/lib/model/config.js';
 import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
@@ -17,6 +18,14 @@ import { prepare } from '../../src/lib/train/data.js';
 import { trainSft } from '../../src/lib/train/sft.js';
 import { tempDir } from '../helpers.js';
 import { toyExamples } from '../model/examples.js';
+import { StatsAccumulator } from '../../src/lib/actions/stats.js';
+
+/** Valid action statistics (loadCheckpoint validates them). */
+const STATS = (() => {
+  const acc = new StatsAccumulator();
+  for (const a of [[0, 0, 0], [0.01, -0.02, 1]]) acc.add(a);
+  return acc.result();
+})();
 
 const dir = tempDir();
 const ck = path.join(dir, 'ck'); // a random 2-camera GQA model with LoRA adapters (B != 0)
@@ -32,7 +41,7 @@ beforeAll(async () => {
   m.addLora(4, 8, ['q', 'k', 'v', 'o', 'gate', 'up', 'down'], 7);
   let s = 0;
   for (const [n, v] of m.params) if (n.includes('lora_B')) v.assign(tf.randomNormal(v.shape, 0, 0.05, 'float32', s++));
-  await writeDirAtomic(ck, (d) => writeModelFiles(d, m, tok.json, { actionCodec: { codec: 'text', decimals: 3 }, actionStats: { mean: [0, 0, 0] } }));
+  await writeOutputDir(ck, (d) => writeModelFiles(d, m, tok.json, { actionCodec: { codec: 'text', decimals: 3 }, actionStats: STATS }), { overwrite: true });
   m.dispose();
   await exportModel(ck, out, { attentions: true });
 }, 120_000);
@@ -43,7 +52,7 @@ async function tinyCheckpoint(name: string, text: Partial<TextConfig>, seed: num
   const base = preset('tiny', tok.vocabSize, 1);
   const m = VlaModel.init({ ...base, ...(initializerRange ? { initializer_range: initializerRange } : {}), text_config: { ...base.text_config, ...text } }, seed);
   const at = path.join(dir, name);
-  await writeDirAtomic(at, (d) => writeModelFiles(d, m, tok.json));
+  await writeOutputDir(at, (d) => writeModelFiles(d, m, tok.json), { overwrite: true });
   m.dispose();
   return at;
 }
@@ -64,7 +73,7 @@ describe('vlakit export: the files', () => {
     const cfg = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
     expect(cfg.vlakit.export).toMatchObject({ format: 'onnx', opset: 17, ops: 'onnxruntime', graphs: { prefill: 'prefill.onnx', decode: 'decode.onnx', prefill_attentions: 'prefill_attentions.onnx', decode_attentions: 'decode_attentions.onnx' }, external_data: 'model.onnx_data', attentions: true, lora_merged: true });
     expect(cfg.vlakit.action_codec).toEqual({ codec: 'text', decimals: 3 });
-    expect(JSON.parse(readFileSync(path.join(out, 'action_stats.json'), 'utf8'))).toEqual({ mean: [0, 0, 0] });
+    expect(JSON.parse(readFileSync(path.join(out, 'action_stats.json'), 'utf8'))).toEqual(STATS);
     expect(readFileSync(path.join(out, 'tokenizer.json'), 'utf8')).toBe(readFileSync(path.join(ck, 'tokenizer.json'), 'utf8'));
     const prefill = decodeModel(readFileSync(path.join(out, 'prefill.onnx')));
     const decode = decodeModel(readFileSync(path.join(out, 'decode.onnx')));

@@ -11,7 +11,8 @@ import type { ModelProto, TensorProto } from '../../src/lib/export/onnx.js';
 import { exportWeightRange, int8Quantization, int8RunWarning, quantizeColumns } from '../../src/lib/export/quantize.js';
 import { OrtRunner, generate, loadOrt, openModel } from '../../src/lib/infer/index.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
-import { writeDirAtomic, writeModelFiles } from '../../src/lib/model/checkpoint.js';
+import { writeOutputDir } from '../../src/lib/io/outputs.js';
+import { writeModelFiles } from '../../src/lib/model/checkpoint.js';
 import { preset } from '../../src/lib/model/config.js';
 import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
@@ -49,7 +50,7 @@ beforeAll(async () => {
   m.addLora(4, 8, ['q', 'v', 'up'], 11);
   let s = 0;
   for (const [n, v] of m.params) if (n.includes('lora_B')) v.assign(tf.randomNormal(v.shape, 0, 0.05, 'float32', s++));
-  await writeDirAtomic(ck, (d) => writeModelFiles(d, m, tok.json));
+  await writeOutputDir(ck, (d) => writeModelFiles(d, m, tok.json), { overwrite: true });
   m.dispose();
   await exportModel(ck, fp);
   await exportModel(ck, q8, { quantize: 'int8', attentions: true });

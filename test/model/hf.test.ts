@@ -23,6 +23,18 @@ describe('Llama from a Hugging Face checkpoint (stories260K)', () => {
     expect(tf.memory().numTensors).toBe(before);
     lm.dispose();
   });
+
+  it('generation stops at the model\'s last position; a longer prompt is a usage error', async () => {
+    const lm = new TfjsCausalLm(loadHfCheckpoint(STORIES)); // 512 positions
+    const before = tf.memory().numTensors;
+    const r = await generateIds(lm, Array(500).fill(1), { maxNewTokens: 40, stopAtEos: false });
+    expect(r).toMatchObject({ stop: 'positions' });
+    expect(r.ids).toHaveLength(13); // 500 prompt positions + 12 fed tokens = 512
+    expect((await generateIds(lm, Array(500).fill(1), { maxNewTokens: 13, stopAtEos: false })).stop).toBe('length');
+    await expect(generateIds(lm, Array(513).fill(1), { maxNewTokens: 1 })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/the prompt has 513 tokens; the model has 512 positions/) });
+    expect(tf.memory().numTensors).toBe(before);
+    lm.dispose();
+  });
 });
 
 describe('the ONNX export of a Hugging Face checkpoint', () => {
@@ -46,6 +58,12 @@ describe('the ONNX export of a Hugging Face checkpoint', () => {
       for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
       expect(a.length).toBe(21 * 512);
       expect(max).toBeLessThan(1e-4);
+      // past the 512 positions of its rotary tables: a usage error, or a stop, never onnxruntime's index error
+      await expect(ort.logits(Array(513).fill(1))).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/513 tokens; the model has 512 positions/) });
+      const long = await generateIds(ort, Array(510).fill(1), { maxNewTokens: 10, stopAtEos: false });
+      expect(long).toMatchObject({ stop: 'positions', ids: expect.any(Array) });
+      expect(long.ids).toHaveLength(3);
+      expect((await generateIds(ort, Array(510).fill(1), { maxNewTokens: 10, stopAtEos: false, useCache: false })).ids).toEqual(long.ids);
     } finally {
       await ort.dispose();
     }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
 import { exportModel } from '../../src/lib/export/index.js';
+import { liveTemporaries } from '../../src/lib/io/outputs.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
 import { loadCheckpoint } from '../../src/lib/model/checkpoint.js';
 import { trainRl } from '../../src/lib/train/rl.js';
@@ -124,18 +125,31 @@ describe('a run directory holds one run', () => {
     expect(metricSteps(run)).toEqual([1, 2, 3, 4]);
   }, 60_000);
 
+  it('the temporaries of a run are tracked, so that a signal removes them (SIGTERM and the like)', async () => {
+    const run = await trainTiny(dir, 'tracked', examples, { steps: 1 });
+    const seen: string[][] = [];
+    const note = () => seen.push(liveTemporaries().filter((p) => p.startsWith(path.dirname(run))));
+    // --overwrite: the new run lives in a tracked sibling until its first checkpoint
+    await trainSft({ ...TINY, examples: examples.slice(0, 2), outDir: run, steps: 3, saveEvery: 2, overwrite: true, onMetrics: note });
+    expect(seen[0]).toEqual([expect.stringMatching(/\/\.run\.tmp-\d+-\d+$/)]);
+    expect(seen[2]).toEqual([]); // after the swap at step 2
+    expect(liveTemporaries().filter((p) => p.startsWith(path.dirname(run)))).toEqual([]);
+    expect(leftovers(run)).toEqual([]);
+  }, 60_000);
+
   it('leftovers of a killed run (SIGKILL) are cleaned by the next run', async () => {
     const run = await trainTiny(dir, 'stale', examples, { steps: 2 });
     const dead = spawnSync(process.execPath, ['-e', '0']).pid;
-    const tmp = `${run}.run-tmp-${dead}`;
+    const tmp = path.join(path.dirname(run), `.run.tmp-${dead}-1`);
     mkdirSync(tmp);
     writeFileSync(path.join(tmp, 'run.json'), '{}');
-    mkdirSync(path.join(run, `checkpoint-9.tmp-${dead}`));
+    mkdirSync(path.join(run, `.checkpoint-9.tmp-${dead}-2`));
+    mkdirSync(path.join(run, `.final.tmp-${dead}-3`));
     await trainSft({ ...TINY, examples, outDir: run, steps: 1, overwrite: true });
     expect(leftovers(run)).toEqual([]);
-    expect(readdirSync(run)).not.toContain(`checkpoint-9.tmp-${dead}`);
+    expect(readdirSync(run).filter((n) => n.startsWith('.'))).toEqual([]);
     // killed between the two renames of a replacement: the old run is put back
-    renameSync(run, `${run}.run-old-${dead}`);
+    renameSync(run, path.join(path.dirname(run), `.run.old-${dead}-4`));
     await expect(trainSft({ ...TINY, examples, outDir: run, steps: 1 })).rejects.toThrow(/already holds a train-sft run \(finished at step 1/);
     expect(leftovers(run)).toEqual([]);
   }, 60_000);

@@ -11,7 +11,8 @@ import { exportModel } from '../../src/lib/export/index.js';
 import { type VlaRunner, openModel } from '../../src/lib/infer/index.js';
 import type { ImageJson } from '../../src/lib/io/json.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
-import { writeDirAtomic, writeModelFiles } from '../../src/lib/model/checkpoint.js';
+import { writeOutputDir } from '../../src/lib/io/outputs.js';
+import { writeModelFiles } from '../../src/lib/model/checkpoint.js';
 import { preset } from '../../src/lib/model/config.js';
 import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
@@ -169,7 +170,7 @@ describe('output that does not parse', () => {
     const cfg = preset('tiny', tok.vocabSize, 1);
     const m = VlaModel.init({ ...cfg, initializer_range: 0.3, text_config: { ...cfg.text_config, max_position_embeddings: 1024 } }, 5);
     const garbage = path.join(dir, 'garbage');
-    await writeDirAtomic(garbage, (d) => writeModelFiles(d, m, tok.json, { actionCodec: new TextCodec(3).describe() }));
+    await writeOutputDir(garbage, (d) => writeModelFiles(d, m, tok.json, { actionCodec: new TextCodec(3).describe() }), { overwrite: true });
     m.dispose();
     const r = await openModel(garbage);
     const eps = await run(new ModelPolicy(r, options({ mode: 'direct', verifier: undefined, resample: 2, sampling: { subtasks: sampling(), plan: sampling(), actions: { ...sampling(1), maxNewTokens: 24 } } })), 1);

@@ -10,7 +10,8 @@ import { exportModel } from '../../src/lib/export/index.js';
 import { type VlaRunner, openModel } from '../../src/lib/infer/index.js';
 import type { ImageJson } from '../../src/lib/io/json.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
-import { writeDirAtomic, writeModelFiles } from '../../src/lib/model/checkpoint.js';
+import { writeOutputDir } from '../../src/lib/io/outputs.js';
+import { writeModelFiles } from '../../src/lib/model/checkpoint.js';
 import { preset } from '../../src/lib/model/config.js';
 import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer, type Tokenizer } from '../../src/lib/model/tokenizer.js';
@@ -149,7 +150,7 @@ describe('attn-viz end to end', () => {
     const cfg = { ...preset('tiny', tok.vocabSize, 2), initializer_range: 0.2 };
     const m = VlaModel.init(cfg, 4);
     const ck = path.join(dir, 'tiny');
-    await writeDirAtomic(ck, (d) => writeModelFiles(d, m, tok.json, { actionCodec: new TextCodec(3).describe() }));
+    await writeOutputDir(ck, (d) => writeModelFiles(d, m, tok.json, { actionCodec: new TextCodec(3).describe() }), { overwrite: true });
     m.dispose();
     await exportModel(ck, `${ck}-onnx`, { attentions: true });
     const a = await openModel(ck);

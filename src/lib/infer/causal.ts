@@ -97,7 +97,8 @@ export class TfjsCausalLm implements CausalLm {
     }
     let cache: TfjsCache = { k: [], v: [], length: 0 };
     const step = (ids: number[], images?: Float32Array): Float32Array => {
-      if (cache.length + ids.length > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
+      // a prompt is checked against the positions in forward (checkPrompt); here what the cache adds to it
+      if (cache.length > 0 && cache.length + ids.length > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
       const r = this.forward(ids, cache, images);
       const old = cache;
       cache = r.cache!;
@@ -124,11 +125,12 @@ export class TfjsCausalLm implements CausalLm {
 }
 
 /**
- * Checks a prompt's ids against the model: in the vocabulary, and for a vision-language model one image tile per
- * tokensPerImage image tokens. Returns the number of tiles.
+ * Checks a prompt's ids against the model: within its positions, in the vocabulary, and for a vision-language model
+ * one image tile per tokensPerImage image tokens. Returns the number of tiles.
  */
-export function checkPrompt(lm: Pick<CausalLm, 'vocabSize' | 'vision'>, ids: number[], images?: Float32Array): number {
+export function checkPrompt(lm: Pick<CausalLm, 'vocabSize' | 'vision' | 'maxPositions'>, ids: number[], images?: Float32Array): number {
   if (ids.length === 0) throw new VlakitError('E_USAGE', 'the prompt has no tokens');
+  if (ids.length > lm.maxPositions) throw new VlakitError('E_USAGE', `the prompt has ${ids.length} tokens; the model has ${lm.maxPositions} positions`);
   if (ids.some((i) => !Number.isInteger(i) || i < 0 || i >= lm.vocabSize)) throw new VlakitError('E_USAGE', `token ids must be integers in [0, ${lm.vocabSize})`);
   const v = lm.vision;
   if (!v) {
@@ -154,13 +156,18 @@ export interface IdGenerateOptions {
   stopAtEos?: boolean;
 }
 
+/** Why generation stopped: an end-of-sequence id, maxNewTokens, or the model's last position. */
+export type StopReason = 'eos' | 'length' | 'positions';
+
 /**
- * Generates token ids after `prompt`.
+ * Generates token ids after `prompt`, at most up to the model's last position (stop "positions").
  * @example const { ids } = await generateIds(lm, [1], { maxNewTokens: 40 }); // greedy
  */
-export async function generateIds(lm: CausalLm, prompt: number[], o: IdGenerateOptions & { images?: Float32Array } = {}): Promise<{ ids: number[]; stop: 'eos' | 'length' }> {
+export async function generateIds(lm: CausalLm, prompt: number[], o: IdGenerateOptions & { images?: Float32Array } = {}): Promise<{ ids: number[]; stop: StopReason }> {
   if (prompt.length === 0) throw new VlakitError('E_USAGE', 'the prompt has no tokens');
-  const max = o.maxNewTokens ?? 64;
+  // n new tokens feed prompt.length + n - 1 positions: the last one is picked, never fed
+  const room = lm.maxPositions - prompt.length + 1;
+  const max = Math.min(o.maxNewTokens ?? 64, room);
   const rng = new Rng(o.seed ?? 0);
   const state = lm.start({ useCache: o.useCache });
   const ids: number[] = [];
@@ -172,7 +179,7 @@ export async function generateIds(lm: CausalLm, prompt: number[], o: IdGenerateO
       if ((o.stopAtEos ?? true) && lm.eosIds.includes(id)) return { ids, stop: 'eos' };
       if (i + 1 < max) logits = await state.next(id);
     }
-    return { ids, stop: 'length' };
+    return { ids, stop: max < (o.maxNewTokens ?? 64) ? 'positions' : 'length' };
   } finally {
     state.dispose();
   }
@@ -238,7 +245,7 @@ export interface GenerateResult {
   ids: number[];
   /** The new tokens as text, when the model has a tokenizer. */
   text?: string;
-  stop: 'eos' | 'length';
+  stop: StopReason;
 }
 
 /**

@@ -39,23 +39,6 @@ async function arrays(vars: [string, tf.Variable][]): Promise<Map<string, NamedA
   return out;
 }
 
-/** Replaces `dir` with the files written by `fill` into a fresh temporary directory. */
-export async function writeDirAtomic(dir: string, fill: (tmp: string) => Promise<void>): Promise<void> {
-  const tmp = `${dir.replace(/\/$/, '')}.tmp-${process.pid}`;
-  await fsp.rm(tmp, { recursive: true, force: true });
-  await fsp.mkdir(tmp, { recursive: true });
-  try {
-    await fill(tmp);
-    const old = `${dir.replace(/\/$/, '')}.old-${process.pid}`;
-    if (existsSync(dir)) await fsp.rename(dir, old);
-    await fsp.rename(tmp, dir);
-    await fsp.rm(old, { recursive: true, force: true });
-  } catch (err) {
-    await fsp.rm(tmp, { recursive: true, force: true });
-    throw err;
-  }
-}
-
 /** Writes the model's files into `dir` (which must exist). */
 export async function writeModelFiles(dir: string, model: VlaModel, tokenizerJson: string, extras: CheckpointExtras = {}): Promise<void> {
   const base = [...model.params].filter(([n]) => !n.includes('.lora_'));

@@ -4,18 +4,20 @@
  * `metrics.jsonl`, `checkpoint-<step>/` and, once finished, the final model in the directory itself.
  *
  * One directory holds one run. A new run refuses a directory that holds anything (another run, or other files)
- * unless `overwrite`; then it is written into a temporary sibling (`DIR.run-tmp-<pid>`) that replaces the old
- * directory at the new run's first checkpoint or when it finishes, whichever comes first: the old run stays whole
- * until the new one has something to show, and a run that fails or is interrupted before then leaves it untouched.
+ * unless `overwrite`; then it is written into a temporary sibling (`.DIR.tmp-<pid>-<n>`, io/outputs.ts's names and
+ * swap) that replaces the old directory at the new run's first checkpoint or when it finishes, whichever comes first:
+ * the old run stays whole until the new one has something to show, and a run that fails or is interrupted before
+ * then leaves it untouched. Its temporaries are tracked, so that a signal removes them.
  * `resume` continues a run only when this command's data, settings and seed are the run's, and says what differs.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, promises as fsp, readdirSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, promises as fsp, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { VlakitError } from '../errors.js';
 import { readJsonFile, writeFileAtomic } from '../io/index.js';
-import { MODEL_FILES, writeDirAtomic } from '../model/checkpoint.js';
+import { realPathOf, removeStaleTemporaries, swapDirIn, tempNameFor, trackTemporary, untrackTemporary, writeOutputDir } from '../io/outputs.js';
+import { MODEL_FILES } from '../model/checkpoint.js';
 
 export type ConfigValue = string | number | boolean | null;
 
@@ -60,6 +62,9 @@ export const TrainerStateBase = z.object({
   seed: z.number(),
   run: z.string(),
 });
+
+/** The run's own files (run.json, metrics.jsonl) are rewritten in place: an existing one is replaced, not refused. */
+const REPLACE = { output: { overwrite: true } };
 
 export const RUN_FILE = 'run.json';
 export const METRICS_FILE = 'metrics.jsonl';
@@ -145,29 +150,6 @@ export function identityDifferences(a: RunIdentity, b: RunIdentity): string[] {
   return out;
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** The real path of `p`, or of its nearest existing parent joined with the rest. */
-function realish(p: string): string {
-  const abs = path.resolve(p);
-  let head = abs;
-  const tail: string[] = [];
-  while (!existsSync(head)) {
-    const up = path.dirname(head);
-    if (up === head) return abs;
-    tail.unshift(path.basename(head));
-    head = up;
-  }
-  return path.join(realpathSync(head), ...tail);
-}
-
 const within = (inner: string, outer: string) => inner === outer || inner.startsWith(`${outer}${path.sep}`);
 
 /** Checkpoint directories of a run directory, by step. */
@@ -225,12 +207,12 @@ export class RunDir {
   /** Opens `dir` for the run `identity`: checks what is there against the options, and prepares it. */
   static async open(dir: string, identity: RunIdentity, o: OpenRunOptions = {}): Promise<RunDir> {
     if (o.resume && o.overwrite) throw new VlakitError('E_USAGE', '--resume continues the run in -o and --overwrite replaces it: pass one of them');
-    const real = realish(dir);
+    const real = realPathOf(dir);
     for (const input of o.inputs ?? []) {
       if (input === '-' || !input) continue;
-      if (within(realish(input), real)) throw new VlakitError('E_USAGE', `-o ${dir} is or contains the input ${input}: the run would write over its own data; choose another -o`);
+      if (within(realPathOf(input), real)) throw new VlakitError('E_USAGE', `-o ${dir} is or contains the input ${input}: the run would write over its own data; choose another -o`);
     }
-    if (identity.init && within(realish(identity.init.path), real)) throw new VlakitError('E_USAGE', `-o ${dir} is or contains the --init checkpoint ${identity.init.path}: the run would replace the model it starts from; choose another -o`);
+    if (identity.init && within(realPathOf(identity.init.path), real)) throw new VlakitError('E_USAGE', `-o ${dir} is or contains the --init checkpoint ${identity.init.path}: the run would replace the model it starts from; choose another -o`);
     cleanStale(dir);
     const fingerprint = fingerprintOf(identity);
     const fresh: RunFile = { format: 'vlakit-run/1', fingerprint, identity, created: new Date().toISOString(), finished: null };
@@ -271,9 +253,9 @@ export class RunDir {
     }
     if (entries.length) {
       // --overwrite: the new run lives beside the old one until it has something to show
-      const tmp = `${path.resolve(dir)}.run-tmp-${process.pid}`;
-      await fsp.rm(tmp, { recursive: true, force: true });
-      await fsp.mkdir(tmp, { recursive: true });
+      const tmp = tempNameFor(path.resolve(dir));
+      trackTemporary(tmp);
+      await fsp.mkdir(tmp);
       await writeFileAtomic(path.join(tmp, RUN_FILE), `${JSON.stringify(fresh, null, 2)}\n`);
       return new RunDir(dir, fingerprint, fresh, tmp, undefined);
     }
@@ -308,7 +290,7 @@ export class RunDir {
 
   /** Writes `checkpoint-<step>` whole (`fill` writes its files into a temporary directory). */
   async save(step: number, fill: (dir: string) => Promise<void>): Promise<void> {
-    await writeDirAtomic(path.join(this.at, `checkpoint-${step}`), fill);
+    await writeOutputDir(path.join(this.at, `checkpoint-${step}`), fill, { overwrite: true });
     await this.settle();
   }
 
@@ -318,8 +300,8 @@ export class RunDir {
    * run.json records the finished step.
    */
   async finalize(step: number, fill: (dir: string) => Promise<void>): Promise<void> {
-    const tmp = path.join(this.at, `.final.tmp-${process.pid}`);
-    await fsp.rm(tmp, { recursive: true, force: true });
+    const tmp = tempNameFor(path.join(this.at, FINAL)); // .final.tmp-<pid>-<n>
+    trackTemporary(tmp);
     await fsp.mkdir(tmp);
     try {
       await fill(tmp);
@@ -329,9 +311,10 @@ export class RunDir {
       for (const n of ordered) await fsp.rename(path.join(tmp, n), path.join(this.at, n));
     } finally {
       await fsp.rm(tmp, { recursive: true, force: true });
+      untrackTemporary(tmp);
     }
     this.file = { ...this.file, finished: step };
-    await writeFileAtomic(path.join(this.at, RUN_FILE), `${JSON.stringify(this.file, null, 2)}\n`);
+    await writeFileAtomic(path.join(this.at, RUN_FILE), `${JSON.stringify(this.file, null, 2)}\n`, REPLACE);
     await this.settle();
   }
 
@@ -342,6 +325,7 @@ export class RunDir {
   async abandon(): Promise<void> {
     if (this.pending) {
       await fsp.rm(this.at, { recursive: true, force: true });
+      untrackTemporary(this.at);
       return;
     }
     if (this.resumeFrom || this.file.finished !== null || checkpointSteps(this.at).length) return;
@@ -354,13 +338,9 @@ export class RunDir {
     if (!this.pending) return;
     // absolute paths: `-o .` names the working directory, which this replaces
     const target = path.resolve(this.dir);
-    const old = `${target}.run-old-${process.pid}`;
-    await fsp.rm(old, { recursive: true, force: true });
-    if (existsSync(target)) await fsp.rename(target, old);
-    await fsp.rename(this.at, target);
+    await swapDirIn(this.at, target, { overwrite: true });
     this.at = target;
     this.pending = false;
-    await fsp.rm(old, { recursive: true, force: true });
   }
 
   /** On resume: metrics of steps after the checkpoint (and a line cut by a kill) are dropped; they are run again. */
@@ -376,12 +356,15 @@ export class RunDir {
         return false;
       }
     });
-    await writeFileAtomic(file, keep.map((l) => `${l}\n`).join(''));
+    await writeFileAtomic(file, keep.map((l) => `${l}\n`).join(''), REPLACE);
   }
 }
 
-const OWN_TEMP = /\.(run-tmp|run-old)-(\d+)$/;
-const isOwnTemp = (name: string) => OWN_TEMP.test(name) || /^\.final\.tmp-\d+$/.test(name) || /^checkpoint-\d+\.(tmp|old)-\d+$/.test(name);
+/** The staging directory of the final model inside the run directory, named as io/outputs.ts names temporaries. */
+const FINAL = 'final';
+/** Temporaries inside a run directory (checkpoints and the final model being written): `.NAME.(tmp|old)-<pid>-<n>`. */
+const INNER_TEMP = /^\.(checkpoint-\d+|final)\.(?:tmp|old)-\d+-\d+$/;
+const isOwnTemp = (name: string) => INNER_TEMP.test(name);
 
 function describeEntries(entries: string[]): string {
   const shown = entries.slice(0, 4).join(', ');
@@ -389,36 +372,15 @@ function describeEntries(entries: string[]): string {
 }
 
 /**
- * Leftovers of runs that were killed (SIGKILL, SIGTERM) are cleaned: a replacing run's temporary sibling is removed,
- * an old directory set aside by a replacement cut between its two renames is put back (or removed when the new one
- * made it into place), and temporaries inside the directory are removed.
+ * Leftovers of runs that were killed (SIGKILL, or a signal that did not let them unwind) are cleaned with
+ * io/outputs.ts's rules: a replacing run's temporary sibling is removed, an old directory set aside by a replacement
+ * cut between its two renames is put back (or removed when the new one made it into place), and temporaries inside
+ * the directory are removed.
  */
 function cleanStale(dir: string): void {
-  const base = path.basename(path.resolve(dir));
-  const parent = path.dirname(path.resolve(dir));
-  if (!existsSync(parent)) return;
-  const dead = (name: string, prefix: string) => {
-    const m = OWN_TEMP.exec(name);
-    return m && name === `${prefix}.${m[1]}-${m[2]}` && !isAlive(Number(m[2])) ? m[1] : undefined;
-  };
-  const rm = (p: string) => {
-    try {
-      rmSync(p, { recursive: true, force: true });
-    } catch {
-      // best effort: a leftover we cannot remove is harmless
-    }
-  };
-  for (const name of readdirSync(parent)) {
-    const kind = dead(name, base);
-    if (!kind) continue;
-    const p = path.join(parent, name);
-    if (kind === 'run-old' && !existsSync(dir)) renameSync(p, dir);
-    else rm(p);
-  }
-  if (existsSync(dir) && statSync(dir).isDirectory()) {
-    for (const name of readdirSync(dir)) {
-      const m = /(?:^\.final\.tmp-|^checkpoint-\d+\.(?:tmp|old)-)(\d+)$/.exec(name);
-      if (m && !isAlive(Number(m[1]))) rm(path.join(dir, name));
-    }
-  }
+  const target = path.resolve(dir);
+  removeStaleTemporaries(target);
+  if (!existsSync(target) || !statSync(target).isDirectory()) return;
+  const names = new Set(readdirSync(target).map((n) => INNER_TEMP.exec(n)?.[1]).filter((n): n is string => !!n));
+  for (const name of names) removeStaleTemporaries(path.join(target, name));
 }
