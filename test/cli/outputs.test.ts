@@ -100,7 +100,7 @@ describe('existing outputs', () => {
   it('a thousand shards under a limit of 512 open files: each shard is closed when full', async () => {
     const d = fresh();
     const out = path.join(d, 'm.tfrecord');
-    const r = await execa('bash', ['-c', `ulimit -n 512 && exec node ${BIN} convert ${MNIST} --to tfrecord --shard-size 1KB -o ${out} -q`], { reject: false });
+    const r = await execa('bash', ['-c', `ulimit -n 512 && exec node ${BIN} convert ${MNIST} --to tfrecord --shard-size 1KiB -o ${out} -q`], { reject: false });
     expect(r.stderr).toBe('');
     expect(r.exitCode).toBe(0);
     const names = readdirSync(d).sort();
