@@ -18,9 +18,16 @@ export interface AtomicFileOptions {
   direct?: boolean;
   /** The temporary name (default: `.NAME.tmp-PID-N` beside the target). */
   tmp?: string;
-  /** Passed to the swap at commit: --overwrite and the AbortSignal. */
+  /**
+   * A claimed output's options, passed to the swap at commit (--overwrite, the AbortSignal): without `overwrite`,
+   * a file that appeared at `target` meanwhile is refused. Absent, the file is not a claimed output (a file inside
+   * a temporary directory, a run's own bookkeeping) and replaces what is there.
+   */
   output?: OutputOptions;
 }
+
+/** The swap of a file that is not a claimed output: it replaces `target`. */
+const UNCLAIMED: OutputOptions = { overwrite: true };
 
 /** A file written through a temporary name; optionally gzip-compressed. */
 export class AtomicFile {
@@ -112,7 +119,7 @@ export class AtomicFile {
       await this.abort();
       throw err;
     }
-    if (!this.opts.direct) await swapFileIn(this.tmp, this.target, this.opts.output);
+    if (!this.opts.direct) await swapFileIn(this.tmp, this.target, this.opts.output ?? UNCLAIMED);
   }
 
   async abort(): Promise<void> {
@@ -129,7 +136,10 @@ export class AtomicFile {
   }
 }
 
-/** Writes `data` to `target` atomically (no claim: for files inside a temporary directory, or already claimed). */
+/**
+ * Writes `data` to `target` atomically, replacing what is there (no claim: for files inside a temporary directory,
+ * or a run's own files; a command's output goes through `writeOutputFile`).
+ */
 export async function writeFileAtomic(target: string, data: string | Uint8Array, opts: AtomicFileOptions = {}): Promise<void> {
   const f = new AtomicFile(target, opts);
   try {
