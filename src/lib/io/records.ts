@@ -122,9 +122,9 @@ export function validateRecord<S extends z.ZodType>(schema: S, value: unknown, w
   throw new VlakitError('E_RECORD_INVALID', `invalid ${what}${which}: ${p.message}`, { ...where, field: p.field });
 }
 
-/** Validates a step record; the error names the line and the first offending field. */
-export function parseStepRecord(v: unknown, where: { line?: number; file?: string } = {}): StepRecord {
-  validateRecord(StepRecordSchema, v, 'step record', where);
+/** Validates a step record (by `schema`: StepRecordSchema or an extension of it); the error names the line and the first offending field. */
+export function parseStepRecord(v: unknown, where: { line?: number; file?: string } = {}, schema: z.ZodType = StepRecordSchema): StepRecord {
+  validateRecord(schema, v, 'step record', where);
   return v as StepRecord;
 }
 
