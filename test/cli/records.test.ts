@@ -148,7 +148,7 @@ describe('eval-vqa and model configs', () => {
     writeFileSync(path.join(ck, 'config.json'), '{"model_type": "vlakit-vla",');
     const good = write('rows-ok.jsonl', [{ image: 'red.png', question: 'color?', answer: 'red' }]);
     const r = await vlakit(['eval-vqa', '--data', good, '--model', ck]);
-    refused(r, { file: path.join(ck, 'config.json'), code: 'E_RECORD_INVALID' });
+    refused(r, { file: path.join(ck, 'config.json'), code: 'E_MODEL' });
     expect(r.err).toMatch(/not valid JSON/);
     const cfg = preset('tiny', 64);
     writeFileSync(path.join(ck, 'config.json'), JSON.stringify({ ...cfg, num_cameras: 0 }));
