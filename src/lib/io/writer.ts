@@ -10,8 +10,6 @@ import { VlakitError } from '../errors.js';
 import { claimOutput, type OutputOptions, swapFileIn, tempNameFor, trackTemporary, untrackTemporary, writeError } from './outputs.js';
 import { frameTfrecord } from './tfrecord.js';
 
-export { tempNameFor } from './outputs.js';
-
 export interface AtomicFileOptions {
   gzip?: boolean;
   /** Write `target` in place (a device or a pipe such as /dev/null): no temporary name, no rename. */
