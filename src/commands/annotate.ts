@@ -79,7 +79,7 @@ export default class Annotate extends VlakitCommand {
       retries: flags.retries,
       timeoutMs: flags.timeout * 1000,
       limiter: new RateLimiter(flags.rpm),
-      temperature: Number.isFinite(temperature) ? temperature : 0.2,
+      temperature,
     });
     const cacheDir = teacher.local || flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir());
     const output = this.outputOptions(flags, [...inputs, cacheDir]);

@@ -55,8 +55,6 @@ export default class AttnViz extends VlakitCommand {
       if (specs.length < 2) throw new VlakitError('E_USAGE', '--compare takes two models or more: A,B');
     } else if (flags.model) specs.push([path.basename(path.resolve(flags.model)), flags.model]);
     else throw new VlakitError('E_USAGE', 'give the model with --model DIR, or two with --compare A,B');
-    const alpha = Number(flags.alpha);
-    if (!(alpha >= 0 && alpha <= 1)) throw new VlakitError('E_USAGE', `--alpha must be in [0, 1], got "${flags.alpha}"`);
     const output = this.outputOptions(flags, [flags.input, ...specs.map((s) => s[1])]);
     claimOutput(flags.output, 'dir', output); // before any example is read or model loaded
     const { chooseTokens, attnViz } = await import('../lib/viz/index.js');
@@ -90,7 +88,7 @@ export default class AttnViz extends VlakitCommand {
         layout: flags.layout as 'example',
         maxTokens: flags['max-tokens'],
         outDir: flags.output,
-        alpha,
+        alpha: Number(flags.alpha),
         generate: flags.generate,
         maxNewTokens: flags['max-new-tokens'],
         json: flags.json,

@@ -51,8 +51,6 @@ export default class Relabel extends VlakitCommand {
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(Relabel);
     const inputs = argv.length ? (argv as string[]) : ['-'];
-    const val = Number(flags.split);
-    if (!(val >= 0 && val < 1)) throw new VlakitError('E_USAGE', `--split is the validation share, in [0, 1); got "${flags.split}"`);
     const stats: ActionStats | undefined = flags.stats ? readActionStats(flags.stats) : undefined;
     const wantsExamples = flags.output !== undefined || !flags['stats-out'];
     const codec = wantsExamples || flags.report ? await makeCodec({ actions: flags.actions as 'text', precision: flags.precision, units: flags.units as 'm', tokenizer: flags.tokenizer, tokenList: flags['token-list'], bins: flags.bins, stats }) : undefined;
@@ -72,7 +70,7 @@ export default class Relabel extends VlakitCommand {
       method: flags.method as 'vlm2vla',
       codec,
       noReasoning: flags['no-reasoning'],
-      valFraction: val,
+      valFraction: Number(flags.split),
       seed: flags.seed,
       output: wantsExamples ? (flags.output ?? '-') : undefined,
       format: flags.format as 'vlakit',

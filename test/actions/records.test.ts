@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ActionStatsSchema, ChunkRecordSchema, TrainingExampleSchema, chunkEpisode, readActionStats, type ChunkRecord, type TrainingExample } from '../../src/lib/actions/index.js';
+import { ActionStatsSchema, ChunkRecordSchema, TrainingExampleSchema, chunkEpisode, makeCodec, readActionStats, type ChunkRecord, type TrainingExample } from '../../src/lib/actions/index.js';
 import { VlakitError } from '../../src/lib/errors.js';
 import { recordKind, validateRecord } from '../../src/lib/io/records.js';
 import { loadCheckpoint } from '../../src/lib/model/checkpoint.js';
@@ -204,6 +204,13 @@ describe('statistics and config files', () => {
     expect(errorOf(() => readActionStats(bad)).context.field).toBe('dims.0.mean');
     const good = { dims: [{ count: 2, mean: 0.5, std: 0.5, min: 0, max: 1, q01: 0.01, q99: 0.99 }], exactQuantiles: true, count: 2 };
     expect(ActionStatsSchema.parse(good)).toEqual(good);
+  });
+
+  it('a token list: missing, or not UTF-8 (line and byte), is said as such', async () => {
+    await expect(makeCodec({ actions: 'tokens', tokenList: path.join(dir, 'none.txt') })).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    const f = path.join(dir, 'tokens.txt');
+    writeFileSync(f, Buffer.concat([Buffer.from('<0>\n<1>\n<'), Buffer.from([0xff]), Buffer.from('2>\n')]));
+    await expect(makeCodec({ actions: 'tokens', tokenList: f })).rejects.toThrow(/^E_RECORD_INVALID at line 3 \(byte 9\) of .*tokens\.txt: the token list is not UTF-8 text \(byte 0xff at byte 1 of the line\)$/);
   });
 
   it('a checkpoint config.json that is corrupt or wrong-shaped names the file and field', () => {

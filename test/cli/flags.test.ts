@@ -26,7 +26,10 @@ beforeAll(async () => {
  */
 async function vlakitHere(args: string[]): Promise<{ code: number; out: string; err: string }> {
   const [id, argv] = args[0] === 'rollout' && args[1] === 'serve' ? ['rollout:serve', args.slice(2)] : [args[0], args.slice(1)];
-  const listeners = { sigint: process.listeners('SIGINT'), stdout: process.stdout.listeners('error') };
+  // what a command adds to the process (signal and exit handlers, stdout/stderr error handlers) is taken off after it
+  const events = ['SIGINT', 'SIGTERM', 'SIGHUP', 'exit'];
+  const before = new Map(events.map((e) => [e, process.listeners(e as NodeJS.Signals)]));
+  const streams = [process.stdout, process.stderr].map((s) => [s, s.listeners('error')] as const);
   const write = { out: process.stdout.write, err: process.stderr.write };
   let out = '';
   let err = '';
@@ -39,8 +42,8 @@ async function vlakitHere(args: string[]): Promise<{ code: number; out: string; 
   } finally {
     process.stdout.write = write.out;
     process.stderr.write = write.err;
-    for (const l of process.listeners('SIGINT')) if (!listeners.sigint.includes(l)) process.removeListener('SIGINT', l);
-    for (const l of process.stdout.listeners('error')) if (!listeners.stdout.includes(l)) process.stdout.removeListener('error', l as never);
+    for (const e of events) for (const l of process.listeners(e as NodeJS.Signals)) if (!before.get(e)!.includes(l)) process.removeListener(e, l);
+    for (const [s, had] of streams) for (const l of s.listeners('error')) if (!had.includes(l)) s.removeListener('error', l as never);
   }
   const code = Number(process.exitCode ?? 0);
   process.exitCode = undefined;
@@ -52,7 +55,7 @@ async function expectUsage(args: string[], rule: RegExp, run = vlakitHere) {
   const r = await run(args);
   expect(r.err).toMatch(new RegExp(`^vlakit ${args[0] === 'rollout' && args[1] === 'serve' ? 'rollout serve' : args[0]}: E_USAGE: `));
   expect(r.err).toMatch(rule);
-  expect(r.err).not.toMatch(/internal error|\n\s+at |Parsing --|See more help/);
+  expect(r.err).not.toMatch(/internal error|\n\s+at |Parsing --|See more help|MaxListenersExceededWarning/);
   expect(r.out).toBe('');
   expect(r.code).toBe(2);
 }

@@ -168,7 +168,17 @@ describe('datasets', () => {
     writeFileSync(file, `${JSON.stringify({ question: 'q', answer: 'a' })}\n`);
     expect(() => readVqaJsonl(file)).toThrow(/line 1 field "image" of .*q.jsonl: invalid VQA row: expected "image"/);
     writeFileSync(file, Buffer.concat([Buffer.from('{"image": "red.png", "question": "q'), Buffer.from([0xff]), Buffer.from('", "answer": "a"}\n')]));
-    expect(() => readVqaJsonl(file)).toThrow(/E_RECORD_INVALID in .*q.jsonl: not valid UTF-8/);
+    expect(() => readVqaJsonl(file)).toThrow(/E_JSONL_PARSE at line 1 \(byte 35\) of .*q.jsonl: invalid UTF-8 \(0xff/);
+    // the file itself unreadable is said as such, not as invalid UTF-8
+    expect(() => readVqaJsonl(dir)).toThrow(/E_IO in .*: VQA dataset: expected a file, found a directory/);
+    expect(() => readVqaJsonl(path.join(dir, 'none.jsonl'))).toThrow(/E_NOT_FOUND in .*none\.jsonl: VQA dataset not found/);
+  });
+
+  it('MMBench TSV: invalid UTF-8 names its line and byte; an unreadable file is not called invalid UTF-8', () => {
+    const file = path.join(dir, 'bad.tsv');
+    writeFileSync(file, Buffer.concat([Buffer.from(`index\tquestion\tA\tB\tanswer\timage\n1\tq`), Buffer.from([0xc3, 0x28]), Buffer.from(`\tx\ty\tA\t${png}\n`)]));
+    expect(() => readMmbenchTsv(file)).toThrow(/E_RECORD_INVALID at line 2 \(byte 35\) of .*bad\.tsv: the VQA dataset is not UTF-8 text \(byte 0xc3 at byte 3 of the line\)/);
+    expect(() => readMmbenchTsv(dir)).toThrow(/E_IO in .*: VQA dataset: expected a file, found a directory/);
   });
 
   it('VQAv2 files: a wrong-shaped question or annotation names the file and field', () => {

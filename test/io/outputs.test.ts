@@ -13,6 +13,7 @@ import {
   removeStaleTemporaries,
   removeTemporariesSync,
   writeError,
+  writeFileAtomic,
   writeJsonl,
   writeOutputDir,
   writeOutputFile,
@@ -148,6 +149,22 @@ describe('atomic replacement', () => {
     await expect(writeOutputFile(f, 'x')).rejects.toThrow(/exists/);
     await writeOutputFile(f, 'x', { overwrite: true });
     expect(readFileSync(f, 'utf8')).toBe('x');
+  });
+
+  it('a file that is not a claimed output (a run\'s run.json, a file in a temporary directory) is replaced in place', async () => {
+    const d = fresh();
+    const f = path.join(d, 'run.json');
+    await writeFileAtomic(f, '{"finished": 0}\n');
+    await writeFileAtomic(f, '{"finished": 10}\n');
+    expect(readFileSync(f, 'utf8')).toBe('{"finished": 10}\n');
+    expect(readdirSync(d)).toEqual(['run.json']);
+    // a claimed output still refuses a file that appeared while it was written
+    const g = new AtomicFile(path.join(d, 'out.jsonl'), { output: {} });
+    await g.write('new\n');
+    writeFileSync(path.join(d, 'out.jsonl'), 'someone else\n');
+    await expect(g.commit()).rejects.toThrow(/appeared while it was being written/);
+    await g.abort();
+    expect(readFileSync(path.join(d, 'out.jsonl'), 'utf8')).toBe('someone else\n');
   });
 
   it('an aborted write keeps the old output and leaves no temporary', async () => {

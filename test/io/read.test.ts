@@ -3,9 +3,10 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { execa } from 'execa';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import type { VlakitError } from '../../src/lib/errors.js';
-import { encodeExample, frameTfrecord, newStats, readRecords, type ReadOptions, type ReadStats, type SourceRecord } from '../../src/lib/io/index.js';
+import { encodeExample, frameTfrecord, newStats, readRecords, readValidated, StepRecordSchema, type ReadOptions, type ReadStats, type SourceRecord } from '../../src/lib/io/index.js';
+import { ActionStepSchema } from '../../src/lib/teacher/index.js';
 import { collect, tempDir, TFX } from '../helpers.js';
 import { episodeExample, makeEpisode, standardDataset } from '../rlds-builder.js';
 
@@ -186,6 +187,30 @@ describe('JSON Lines through readRecords', () => {
     expect(recs.length).toBe(err.context.line! - 1);
     expect(recs.map((r) => r.line)).toEqual([...Array(recs.length).keys()].map((i) => i + 1));
     expect(stats.skipped).toBe(1);
+  });
+});
+
+describe('readValidated', () => {
+  it('validates each JSON Lines step once, by the command\'s schema; TFRecord steps too', async () => {
+    const f = path.join(dir, 'steps-once.jsonl');
+    const step = (i: number, action: unknown) => JSON.stringify({ episode_id: 0, step: i, action });
+    writeFileSync(f, `${step(0, [0, 0, 0, 1])}\n${step(1, [0, 0, 0, 1])}\n`);
+    const base = vi.spyOn(StepRecordSchema, 'safeParse');
+    try {
+      expect((await collect(readValidated([f], 'step', ActionStepSchema, 'x'))).map((r) => r.line)).toEqual([1, 2]);
+      expect(base).not.toHaveBeenCalled(); // ActionStepSchema extends it: not checked twice
+      await collect(readRecords([f]));
+      expect(base).toHaveBeenCalledTimes(2); // without a command's schema, the plain step schema
+    } finally {
+      base.mockRestore();
+    }
+    writeFileSync(f, `${step(0, [0, 0, 0, 1])}\n${step(1, ['NaN', 0, 0, 1])}\n`);
+    await expect(collect(readValidated([f], 'step', ActionStepSchema, 'x'))).rejects.toThrow(/E_RECORD_INVALID at line 2 field "action.0" of .*steps-once\.jsonl: invalid step record: expected a finite number, got "NaN"/);
+    // steps decoded from TFRecord have no line: validated in readValidated
+    const tf = path.join(dir, 'steps-once.tfrecord');
+    writeFileSync(tf, frames([episodeExample(await makeEpisode(5, 3))]));
+    const upTo1 = ActionStepSchema.refine((s) => s.step < 2, { message: 'step 2', path: ['step'] });
+    await expect(collect(readValidated([tf], 'step', upTo1, 'x'))).rejects.toThrow(/E_RECORD_INVALID at record 0 field "step" of .*steps-once\.tfrecord: invalid step record \(episode 0, step 2\): step 2/);
   });
 });
 

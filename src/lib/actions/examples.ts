@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { type ImageJson, imagesOf } from '../io/json.js';
-import { EpisodeIdSchema, expected } from '../io/records.js';
+import { EpisodeIdSchema, expected, ImageSchema } from '../io/records.js';
 import { directionWords } from '../teacher/kinematic.js';
 import type { ActionCodec } from './codecs.js';
 import { ACTIONS_MARKER, PROMPTS } from './prompts.js';
@@ -34,7 +34,7 @@ const ContentSchema = z.discriminatedUnion('type', [z.looseObject({ type: z.lite
 export const TrainingExampleSchema = z
   .looseObject({
     id: z.string(),
-    images: z.array(z.object({ mime: z.string().regex(/^image\//, 'expected a mime type such as "image/png"'), b64: z.string() })),
+    images: z.array(ImageSchema),
     messages: z.array(z.looseObject({ role: z.enum(['user', 'assistant']), content: z.array(ContentSchema) })),
     spans: z.array(SpanSchema),
     meta: z.looseObject({

@@ -1,7 +1,6 @@
 /** Actions: chunking, actions as text (four codecs), statistics, tokenizers, and training examples. */
-import { readFileSync } from 'node:fs';
 import { VlakitError } from '../errors.js';
-import { decodeUtf8Strict } from '../io/json-file.js';
+import { readTextFile } from '../io/json-file.js';
 import { type ActionCodec, BinsCodec, TextCodec, TokensCodec, WordsCodec } from './codecs.js';
 import type { ActionStats } from './stats.js';
 import { GEMMA3_DIGIT_TOKENS, lastTokens, loadVocab, verifySingleTokens } from './tokenizers.js';
@@ -43,15 +42,7 @@ export interface CodecOptions {
 
 /** The 10 digit tokens of a --token-list file, one per line. */
 function readTokenList(file: string): string[] {
-  let text: string;
-  try {
-    text = decodeUtf8Strict(readFileSync(file));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new VlakitError('E_NOT_FOUND', 'token list not found', { file });
-    throw new VlakitError('E_IO', `cannot read the token list (${code ?? 'invalid UTF-8'})`, { file });
-  }
-  return text.split('\n').map((l) => l.trim()).filter(Boolean);
+  return readTextFile(file, 'token list').split('\n').map((l) => l.trim()).filter(Boolean);
 }
 
 /** Builds the codec a relabel run asks for, checking tokens against the real tokenizer. */

@@ -117,7 +117,7 @@ export abstract class VlakitCommand extends Command {
     this.told = true;
     removeTemporariesSync();
     try {
-      process.stderr.write(`vlakit ${this.id}: interrupted by ${this.signalled ?? 'a signal'}; partial outputs were removed\n`);
+      process.stderr.write(`vlakit ${this.displayName}: interrupted by ${this.signalled ?? 'a signal'}; partial outputs were removed\n`);
     } catch {
       // no stderr any more (a hung-up terminal): the cleanup above is what matters
     }

@@ -4,7 +4,6 @@ import type { VlaRunner } from '../infer/index.js';
 import { type ModelPolicyOptions, codecOf, makeVerifier } from '../policy/index.js';
 import { parseNumber } from './base.js';
 import { type FlagRule, allOnlyWith, decimal, int, onlyWith } from './flags.js';
-import { VlakitError } from '../errors.js';
 
 export const policyFlags = {
   mode: Flags.string({ description: 'learned policies: direct (reasoning + actions each cycle) or hierarchical (VLM2VLA: subtasks, motion plan, actions, verifier)', options: ['direct', 'hierarchical'], default: 'hierarchical' }),
@@ -40,7 +39,6 @@ type PolicyFlagValues = { [K in keyof typeof policyFlags]: unknown };
 export function policyOptions(runner: VlaRunner, f: PolicyFlagValues): ModelPolicyOptions {
   const num = (k: keyof PolicyFlagValues, min = 0) => parseNumber(f[k] as string, k, min);
   const topP = num('top-p');
-  if (!(topP > 0 && topP <= 1)) throw new VlakitError('E_USAGE', `--top-p must be in (0, 1], got ${topP}`);
   const max = f['max-new-tokens'] as number;
   const stage = (k: keyof PolicyFlagValues, maxNewTokens = max) => ({ temperature: num(k), topP, maxNewTokens });
   const mode = f.mode as 'direct' | 'hierarchical';

@@ -14,10 +14,11 @@ import path from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { z } from 'zod';
 import { VlakitError } from '../errors.js';
-import { decodeUtf8Strict, readJsonFile, zodProblem } from '../io/json-file.js';
+import { readFileBytes, readJsonFile, readTextFile } from '../io/json-file.js';
 import { sniffImageMime } from '../io/images.js';
 import { type ImageJson, isImageJson } from '../io/json.js';
-import { expected, FiniteNumberSchema } from '../io/records.js';
+import { JsonlDecoder } from '../io/jsonl.js';
+import { expected, FiniteNumberSchema, validateRecord } from '../io/records.js';
 import { LETTERS, rotateChoices } from './metrics.js';
 
 export type Metric = 'vqa' | 'exact' | 'anls' | 'mc';
@@ -128,27 +129,12 @@ export const VqaRowSchema = z
 export function readVqaJsonl(file: string, name = path.basename(file).replace(/\.jsonl$/, '')): VqaItem[] {
   const base = path.dirname(file);
   const out: VqaItem[] = [];
-  let text: string;
-  try {
-    text = decodeUtf8Strict(readFileSync(file));
-  } catch {
-    throw new VlakitError('E_RECORD_INVALID', 'not valid UTF-8', { file });
-  }
-  text.split('\n').forEach((line, i) => {
-    if (!line.trim()) return;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (err) {
-      throw new VlakitError('E_JSONL_PARSE', (err as Error).message, { file, line: i + 1 });
-    }
-    const bad = (m: string, field?: string) => new VlakitError('E_RECORD_INVALID', m, { file, line: i + 1, field });
-    const parsed = VqaRowSchema.safeParse(value, { error: (iss) => (iss.code === 'invalid_type' && iss.input === undefined ? `missing (expected ${iss.expected})` : undefined) });
-    if (!parsed.success) {
-      const p = zodProblem(parsed.error);
-      throw bad(`invalid VQA row: ${p.message}`, p.field);
-    }
-    const r = parsed.data;
+  const dec = new JsonlDecoder({ source: file });
+  const lines = [...dec.push(readFileBytes(file, 'VQA dataset')), ...dec.end()];
+  for (const { value, line } of lines) {
+    const i = line - 1;
+    const bad = (m: string, field?: string) => new VlakitError('E_RECORD_INVALID', m, { file, line, field });
+    const r = validateRecord(VqaRowSchema, value, 'VQA row', { file, line });
     const imgs = Array.isArray(r.image) ? r.image : (r.images ?? (r.image === undefined ? [] : [r.image]));
     const images: ImageSource[] = imgs.map((im) => (typeof im === 'string' ? { path: path.resolve(base, im) } : { mime: im.mime, b64: im.b64 }));
     const answers = r.answers?.length ? r.answers.map(String) : r.answer !== undefined ? [String(r.answer)] : [];
@@ -161,18 +147,13 @@ export function readVqaJsonl(file: string, name = path.basename(file).replace(/\
     }
     const metric: Metric = r.metric ?? (choices ? 'mc' : answers.length >= 3 ? 'vqa' : 'exact');
     out.push({ id: String(r.id ?? i), benchmark: name, images, question: r.question, answers: choices && answer ? [choices[LETTERS.indexOf(answer)]] : answers, choices, answer, metric, type: r.type });
-  });
+  }
   return out;
 }
 
 /** MMBench-style TSV with base64 images; `circular` asks each question once per rotation of its options. */
 export function readMmbenchTsv(file: string, o: { circular?: boolean; name?: string } = {}): VqaItem[] {
-  let text: string;
-  try {
-    text = decodeUtf8Strict(readFileSync(file));
-  } catch {
-    throw new VlakitError('E_RECORD_INVALID', 'not valid UTF-8', { file });
-  }
+  const text = readTextFile(file, 'VQA dataset');
   let parsed: { record: Record<string, string>; info: { lines: number } }[];
   try {
     parsed = parse(text, { delimiter: '\t', columns: true, relax_quotes: true, skip_empty_lines: true, quote: false, info: true });

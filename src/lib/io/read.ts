@@ -3,6 +3,7 @@
  * gzip, sniffed), directories and globs of shards, JSON Lines, and stdin.
  */
 import path from 'node:path';
+import type { z } from 'zod';
 import { type ErrorContext, VlakitError, withContext } from '../errors.js';
 import { decodeEpisode, inferFeaturesFromExample, looksLikeEpisode } from './episode.js';
 import { decodeExample, decodeSequenceExample, sniffExampleKind } from './example.js';
@@ -47,6 +48,11 @@ export interface ReadOptions {
   onWarning?: (msg: string) => void;
   /** Called every few hundred records and at the end, for progress views. */
   onProgress?: (stats: ReadStats) => void;
+  /**
+   * What JSON Lines step records are validated with where they are read (default StepRecordSchema). readValidated
+   * passes the command's step schema (an extension of StepRecordSchema), so that each step is validated once.
+   */
+  stepSchema?: z.ZodType;
 }
 
 export function newStats(): ReadStats {
@@ -194,7 +200,7 @@ async function* readFile(file: string, opts: ReadOptions, stats: ReadStats, onSk
       for await (const { value, line } of decodeJsonl(bytes, { source: name, skipInvalid: opts.skipCorrupt, onSkip, signal: opts.signal })) {
         const kind = recordKind(value, { line, file: name });
         stats.records += 1;
-        if (kind === 'step') yield { kind, value: parseStepRecord(value, { line, file: name }), file: name, line };
+        if (kind === 'step') yield { kind, value: parseStepRecord(value, { line, file: name }, opts.stepSchema), file: name, line };
         else yield { kind, value, file: name, line } as SourceRecord;
       }
       return;

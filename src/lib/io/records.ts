@@ -55,7 +55,8 @@ export const EpisodeIdSchema = z.union([z.string().min(1), z.number().int().nonn
 const floatish = z.union([z.number(), z.literal('NaN'), z.literal('Infinity'), z.literal('-Infinity'), z.literal('-0')]);
 type Tensorish = number | string | boolean | Tensorish[];
 const tensorish: z.ZodType<Tensorish> = z.lazy(() => z.union([floatish, z.boolean(), z.array(tensorish)]));
-const imageSchema = z.object({ mime: z.string().regex(/^image\//, 'expected a mime type such as "image/png"'), b64: z.string() });
+/** An image as records carry it: `{mime, b64}`. */
+export const ImageSchema = z.object({ mime: z.string().regex(/^image\//, 'expected a mime type such as "image/png"'), b64: z.string() });
 
 export const StepRecordSchema = z.looseObject({
   episode_id: EpisodeIdSchema,
@@ -70,8 +71,6 @@ export const StepRecordSchema = z.looseObject({
   language_instruction: z.string().optional(),
   episode_metadata: z.record(z.string(), z.unknown()).optional(),
 });
-
-export const ImageSchema = imageSchema;
 
 /**
  * Which kind of record a parsed JSON line is, by the fields that only that kind has (a chunk record by
@@ -122,9 +121,9 @@ export function validateRecord<S extends z.ZodType>(schema: S, value: unknown, w
   throw new VlakitError('E_RECORD_INVALID', `invalid ${what}${which}: ${p.message}`, { ...where, field: p.field });
 }
 
-/** Validates a step record; the error names the line and the first offending field. */
-export function parseStepRecord(v: unknown, where: { line?: number; file?: string } = {}): StepRecord {
-  validateRecord(StepRecordSchema, v, 'step record', where);
+/** Validates a step record (by `schema`: StepRecordSchema or an extension of it); the error names the line and the first offending field. */
+export function parseStepRecord(v: unknown, where: { line?: number; file?: string } = {}, schema: z.ZodType = StepRecordSchema): StepRecord {
+  validateRecord(schema, v, 'step record', where);
   return v as StepRecord;
 }
 

@@ -16,7 +16,9 @@ export interface ValidatedRecord<T> {
 
 /**
  * The records of one kind from the inputs, each validated by `schema`; another kind is a usage error naming what
- * the command reads (as readKind), an invalid record an E_RECORD_INVALID error.
+ * the command reads (as readKind), an invalid record an E_RECORD_INVALID error. For steps, `schema` extends
+ * StepRecordSchema: JSON Lines steps are validated by it where they are read (once, not twice), the steps of
+ * TFRecord and RLDS inputs here.
  * @example for await (const { value } of readValidated(['chunks.jsonl'], 'chunk', ChunkRecordSchema, 'relabel reads chunk records')) ...
  */
 export async function* readValidated<S extends z.ZodType>(
@@ -27,8 +29,10 @@ export async function* readValidated<S extends z.ZodType>(
   opts: ReadOptions = {},
   stats: ReadStats = newStats(),
 ): AsyncGenerator<ValidatedRecord<z.output<S>>> {
-  for await (const r of readKind(inputs, kind, what, opts, stats)) {
-    const value = validateRecord(schema, r.value, RECORD_NAMES[kind], { file: r.file, line: r.line, record: r.index });
+  const steps = kind === 'step';
+  for await (const r of readKind(inputs, kind, what, steps ? { ...opts, stepSchema: schema } : opts, stats)) {
+    // a step with a line came from JSON Lines and was validated by `schema` as it was read
+    const value = steps && r.line !== undefined ? (r.value as z.output<S>) : validateRecord(schema, r.value, RECORD_NAMES[kind], { file: r.file, line: r.line, record: r.index });
     yield { value, file: r.file, line: r.line, index: r.index };
   }
 }

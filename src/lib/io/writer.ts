@@ -10,17 +10,22 @@ import { VlakitError } from '../errors.js';
 import { claimOutput, type OutputOptions, swapFileIn, tempNameFor, trackTemporary, untrackTemporary, writeError } from './outputs.js';
 import { frameTfrecord } from './tfrecord.js';
 
-export { tempNameFor } from './outputs.js';
-
 export interface AtomicFileOptions {
   gzip?: boolean;
   /** Write `target` in place (a device or a pipe such as /dev/null): no temporary name, no rename. */
   direct?: boolean;
   /** The temporary name (default: `.NAME.tmp-PID-N` beside the target). */
   tmp?: string;
-  /** Passed to the swap at commit: --overwrite and the AbortSignal. */
+  /**
+   * A claimed output's options, passed to the swap at commit (--overwrite, the AbortSignal): without `overwrite`,
+   * a file that appeared at `target` meanwhile is refused. Absent, the file is not a claimed output (a file inside
+   * a temporary directory, a run's own bookkeeping) and replaces what is there.
+   */
   output?: OutputOptions;
 }
+
+/** The swap of a file that is not a claimed output: it replaces `target`. */
+const UNCLAIMED: OutputOptions = { overwrite: true };
 
 /** A file written through a temporary name; optionally gzip-compressed. */
 export class AtomicFile {
@@ -112,7 +117,7 @@ export class AtomicFile {
       await this.abort();
       throw err;
     }
-    if (!this.opts.direct) await swapFileIn(this.tmp, this.target, this.opts.output);
+    if (!this.opts.direct) await swapFileIn(this.tmp, this.target, this.opts.output ?? UNCLAIMED);
   }
 
   async abort(): Promise<void> {
@@ -129,7 +134,10 @@ export class AtomicFile {
   }
 }
 
-/** Writes `data` to `target` atomically (no claim: for files inside a temporary directory, or already claimed). */
+/**
+ * Writes `data` to `target` atomically, replacing what is there (no claim: for files inside a temporary directory,
+ * or a run's own files; a command's output goes through `writeOutputFile`).
+ */
 export async function writeFileAtomic(target: string, data: string | Uint8Array, opts: AtomicFileOptions = {}): Promise<void> {
   // the claim (if any) was made by the caller: a file already there is the caller's own, replaced
   const f = new AtomicFile(target, { ...opts, output: { overwrite: true, ...opts.output } });
