@@ -139,8 +139,7 @@ export class AtomicFile {
  * or a run's own files; a command's output goes through `writeOutputFile`).
  */
 export async function writeFileAtomic(target: string, data: string | Uint8Array, opts: AtomicFileOptions = {}): Promise<void> {
-  // the claim (if any) was made by the caller: a file already there is the caller's own, replaced
-  const f = new AtomicFile(target, { ...opts, output: { overwrite: true, ...opts.output } });
+  const f = new AtomicFile(target, opts);
   try {
     await f.write(data);
     await f.commit();
