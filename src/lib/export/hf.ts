@@ -4,14 +4,14 @@
  * both derived from the architecture's one definition through the ONNX backend of `Ops`, over one external weights
  * file; config.json (the checkpoint's, plus `vlakit.export`) and the tokenizer files beside them.
  */
-import { copyFileSync, existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { type HfCheckpoint } from '../model/arch/hf.js';
 import { OnnxOps } from '../model/arch/onnx-ops.js';
 import { VlakitError } from '../errors.js';
 import { type OutputOptions, claimOutput, writeOutputDir } from '../io/outputs.js';
-import { type CheckReport, checkModel } from './check.js';
-import { GraphBuilder, type ModelProto, OPSET, WeightStore, decodeModel, encodeModel } from './onnx.js';
+import type { CheckReport } from './check.js';
+import { ExportFiles } from './files.js';
+import { GraphBuilder, type ModelProto, OPSET, WeightStore } from './onnx.js';
 import { type CausalLm, generateIds } from '../infer/causal.js';
 import { Rng } from '../util/rng.js';
 
@@ -58,34 +58,18 @@ export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verif
   claimOutput(outDir, 'dir', output);
   const store = new WeightStore(HF_EXPORT_FILES.data);
   const graphs = { [HF_EXPORT_FILES.prefill]: causalLmGraph(ck, 'prefill', store), [HF_EXPORT_FILES.decode]: causalLmGraph(ck, 'decode', store) };
-  const files: HfExportResult['files'] = [];
-  const checks: CheckReport[] = [];
+  let out: ExportFiles | undefined;
   await writeOutputDir(outDir, async (tmp) => {
-    const write = async (name: string, data: Uint8Array | string) => {
-      await fsp.writeFile(path.join(tmp, name), data);
-      files.push({ name, bytes: typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength });
-    };
-    await store.writeTo(path.join(tmp, HF_EXPORT_FILES.data));
-    files.push({ name: HF_EXPORT_FILES.data, bytes: store.byteLength });
-    for (const [name, g] of Object.entries(graphs)) {
-      const bytes = encodeModel(g);
-      await write(name, bytes);
-      const report = checkModel(decodeModel(bytes), tmp);
-      if (report.problems.length) throw new VlakitError('E_ONNX', `the exported ${name} fails the structural check: ${report.problems.slice(0, 5).join('; ')}`, { file: name });
-      checks.push(report);
-    }
+    const ex = (out = new ExportFiles(tmp));
+    await ex.graphs(store, HF_EXPORT_FILES.data, graphs);
     const vlakit = { export: { format: 'onnx', kind: 'causal-lm', opset: OPSET, ops: 'standard', quantization: 'none', graphs: { prefill: HF_EXPORT_FILES.prefill, decode: HF_EXPORT_FILES.decode }, external_data: HF_EXPORT_FILES.data, source: src } };
-    await write('config.json', `${JSON.stringify({ ...ck.rawConfig, vlakit }, null, 2)}\n`);
-    for (const f of CARRIED) {
-      if (!existsSync(path.join(ck.dir, f))) continue;
-      copyFileSync(path.join(ck.dir, f), path.join(tmp, f));
-      files.push({ name: f, bytes: 0 });
-    }
+    await ex.write('config.json', `${JSON.stringify({ ...ck.rawConfig, vlakit }, null, 2)}\n`);
+    for (const f of CARRIED) ex.copy(path.join(ck.dir, f));
     await o.verify?.(tmp);
   }, output);
   let parameters = 0;
   for (const t of ck.tensors.values()) parameters += t.data.length;
-  return { dir: outDir, parameters, files, checks };
+  return { dir: outDir, parameters, files: out!.files, checks: out!.checks };
 }
 
 export interface CausalParity {

@@ -4,15 +4,16 @@
  * them, so that the directory alone runs the policy. Every graph passes the structural check before the directory
  * is renamed into place.
  */
-import { promises as fsp, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { VlakitError } from '../errors.js';
 import { selectBackend } from '../model/backend.js';
 import { claimOutput, type OutputOptions, writeOutputDir } from '../io/outputs.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
-import { type CheckReport, checkModel } from './check.js';
+import type { CheckReport } from './check.js';
+import { ExportFiles } from './files.js';
 import { decodeGraph, prefillGraph } from './graph.js';
-import { OPSET, WeightStore, decodeModel, encodeModel } from './onnx.js';
+import { OPSET, WeightStore } from './onnx.js';
 import { type Int8Quantization, type WeightRange, int8Quantization } from './quantize.js';
 import type { Int8Path } from '../util/cpu.js';
 import { hostInt8 } from '../infer/int8.js';
@@ -98,22 +99,11 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
       graphs[EXPORT_FILES.prefillAttentions] = prefillGraph(model, store, { attentions: true, quantize, weightRange });
       graphs[EXPORT_FILES.decodeAttentions] = decodeGraph(model, store, { attentions: true, quantize, weightRange });
     }
-    const files: ExportResult['files'] = [];
-    const checks: CheckReport[] = [];
+    let out: ExportFiles | undefined;
     await writeOutputDir(outDir, async (tmp) => {
-      const write = async (name: string, data: Uint8Array | string) => {
-        await fsp.writeFile(path.join(tmp, name), data);
-        files.push({ name, bytes: typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength });
-      };
-      await store.writeTo(path.join(tmp, EXPORT_FILES.data));
-      files.push({ name: EXPORT_FILES.data, bytes: store.byteLength });
-      for (const [name, g] of Object.entries(graphs)) {
-        const bytes = encodeModel(g);
-        await write(name, bytes);
-        const report = checkModel(decodeModel(bytes), tmp);
-        if (report.problems.length) throw new VlakitError('E_ONNX', `the exported ${name} fails the structural check: ${report.problems.slice(0, 5).join('; ')}`, { file: name });
-        checks.push(report);
-      }
+      const ex = (out = new ExportFiles(tmp));
+      const write = (name: string, data: Uint8Array | string) => ex.write(name, data);
+      await ex.graphs(store, EXPORT_FILES.data, graphs);
       const cfgJson = JSON.parse(readFileSync(path.join(ckptDir, 'config.json'), 'utf8')) as Record<string, unknown>;
       const vlakit = { ...((cfgJson.vlakit as object | undefined) ?? {}), export: { format: 'onnx', opset: OPSET, ops: fused ? 'onnxruntime' : 'standard', quantization, graphs: { prefill: EXPORT_FILES.prefill, decode: EXPORT_FILES.decode, ...(separate ? { prefill_attentions: EXPORT_FILES.prefillAttentions, decode_attentions: EXPORT_FILES.decodeAttentions } : {}) }, external_data: EXPORT_FILES.data, attentions: Boolean(o.attentions), lora_merged: loraMerged, num_image_tokens: model.numImageTokens, source: path.resolve(ckptDir) } };
       await write('config.json', `${JSON.stringify({ ...model.config, vlakit }, null, 2)}\n`);
@@ -121,7 +111,7 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
       if (ck.actionStats !== undefined) await write('action_stats.json', `${JSON.stringify(ck.actionStats, null, 2)}\n`);
       await o.verify?.(tmp);
     }, output);
-    return { dir: outDir, parameters: model.numParameters(), loraMerged, ops: fused ? 'onnxruntime' : 'standard', quantization, files, checks };
+    return { dir: outDir, parameters: model.numParameters(), loraMerged, ops: fused ? 'onnxruntime' : 'standard', quantization, files: out!.files, checks: out!.checks };
   } finally {
     model.dispose();
   }

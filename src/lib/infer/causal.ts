@@ -86,15 +86,7 @@ export class TfjsCausalLm implements CausalLm {
   start(o: { useCache?: boolean } = {}): CausalState {
     const V = this.vocabSize;
     const last = (l: Float32Array) => l.slice(l.length - V);
-    if (o.useCache === false) {
-      let seq: number[] = [];
-      let pixels: Float32Array | undefined;
-      return {
-        prefill: async (ids, images) => last(this.forward((seq = [...ids]), undefined, (pixels = images)).logits),
-        next: async (id) => last(this.forward((seq = [...seq, id]), undefined, pixels).logits),
-        dispose: () => {},
-      };
-    }
+    if (o.useCache === false) return uncachedState(this);
     let cache: TfjsCache = { k: [], v: [], length: 0 };
     const step = (ids: number[], images?: Float32Array): Float32Array => {
       // a prompt is checked against the positions in forward (checkPrompt); here what the cache adds to it
@@ -122,6 +114,18 @@ export class TfjsCausalLm implements CausalLm {
     for (const t of this.params.values()) t.dispose();
     this.params.clear();
   }
+}
+
+/** A generation without a KV cache: the whole sequence (and its images) runs again at every step. For checks. */
+export function uncachedState(lm: Pick<CausalLm, 'logits' | 'vocabSize'>): CausalState {
+  const last = (l: Float32Array) => l.slice(l.length - lm.vocabSize);
+  let seq: number[] = [];
+  let pixels: Float32Array | undefined;
+  return {
+    prefill: async (ids, images) => last(await lm.logits((seq = [...ids]), (pixels = images))),
+    next: async (id) => last(await lm.logits((seq = [...seq, id]), pixels)),
+    dispose: () => {},
+  };
 }
 
 /**

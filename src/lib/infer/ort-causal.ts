@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { VlakitError } from '../errors.js';
 import { readJsonFile } from '../io/json-file.js';
 import { type Architecture, architectureOf } from '../model/arch/registry.js';
-import { type CausalLm, type CausalState, checkPrompt } from './causal.js';
+import { type CausalLm, type CausalState, checkPrompt, uncachedState } from './causal.js';
 import { type Device, loadOrt } from './ort.js';
 
 const ExportConfig = z.looseObject({
@@ -115,15 +115,7 @@ export class OrtCausalLm implements CausalLm {
   start(o: { useCache?: boolean } = {}): CausalState {
     const V = this.vocabSize;
     const last = (l: Float32Array) => l.slice(l.length - V);
-    if (o.useCache === false) {
-      let seq: number[] = [];
-      let pixels: Float32Array | undefined;
-      return {
-        prefill: async (ids, images) => last(await this.logits((seq = [...ids]), (pixels = images))),
-        next: async (id) => last(await this.logits((seq = [...seq, id]), pixels)),
-        dispose: () => {},
-      };
-    }
+    if (o.useCache === false) return uncachedState(this);
     let past: Record<string, OrtTypes.Tensor> = {};
     let length = 0;
     const keep = (out: OrtTypes.InferenceSession.OnnxValueMapType, n: number): Float32Array => {
