@@ -22,6 +22,7 @@ export default class Export extends VlakitCommand {
     quantize: Flags.string({ description: 'int8: matmul weights as int8 with a scale per output column, activations quantized at run time (onnxruntime dynamic quantization); none: float32', options: ['none', 'int8'], default: 'none' }),
     'full-range': Flags.boolean({ description: 'with --quantize int8: full-range weights (-127..127) instead of 7-bit ones (-63..63): half the weight rounding error, but only for CPUs that add int8 products in 32 bits (x86-64 with AVX-512 VNNI, AVX-VNNI or AMX; arm64): refused on others, and runners warn on them' }),
     'reduce-range': Flags.boolean({ description: 'with --quantize int8: 7-bit weights, the default now', hidden: true }),
+    adapter: Flags.string({ description: 'a Hugging Face checkpoint only: a PEFT LoRA adapter directory folded into the weights before the export', helpValue: 'DIR' }),
     parity: Flags.boolean({ description: 'compare the export with the checkpoint on a few images and prompts', default: true, allowNo: true }),
     tolerance: Flags.string({ description: 'largest allowed |logit difference| in the parity check: a number, or a percentage of the largest |logit| of the checkpoint (default: 1e-4; 5% with --quantize int8)', helpValue: 'X|P%' }),
     device: Flags.string({ description: 'onnxruntime execution provider for the parity check', options: ['cpu', 'cuda'], default: 'cpu' }),
@@ -34,6 +35,7 @@ export default class Export extends VlakitCommand {
     const { args, flags } = await this.parse(Export);
     const { isHfCheckpoint } = await import('../lib/model/arch/hf.js');
     if (isHfCheckpoint(args.checkpoint)) return this.exportHf(args.checkpoint, flags);
+    if (flags.adapter) throw new VlakitError('E_USAGE', '--adapter is for Hugging Face checkpoints; a vlakit checkpoint carries its own adapters (merged by export)');
     const quantize = flags.quantize === 'int8' ? ('int8' as const) : undefined;
     for (const f of ['full-range', 'reduce-range'] as const) if (flags[f] && !quantize) throw new VlakitError('E_USAGE', `--${f} goes with --quantize int8`);
     if (flags['full-range'] && flags['reduce-range']) throw new VlakitError('E_USAGE', '--full-range and --reduce-range (7-bit weights) contradict each other');
@@ -80,13 +82,13 @@ export default class Export extends VlakitCommand {
   }
 
   /** A Hugging Face checkpoint: its architecture's prefill and decode graphs, float32, standard operators. */
-  private async exportHf(dir: string, flags: { output: string; overwrite?: boolean; parity: boolean; tolerance?: string; device: string; backend?: string; quantize: string; attentions: boolean; quiet: boolean; json: boolean }): Promise<void> {
+  private async exportHf(dir: string, flags: { output: string; overwrite?: boolean; adapter?: string; parity: boolean; tolerance?: string; device: string; backend?: string; quantize: string; attentions: boolean; quiet: boolean; json: boolean }): Promise<void> {
     if (flags.quantize !== 'none' || flags.attentions) throw new VlakitError('E_USAGE', '--quantize and --attentions are not supported yet for Hugging Face checkpoints (float32, standard operators)');
     const tolerance = flags.tolerance === undefined ? undefined : Number(flags.tolerance);
     if (tolerance !== undefined && !(tolerance >= 0)) throw new VlakitError('E_USAGE', `--tolerance must be a number >= 0 for a Hugging Face checkpoint, got "${flags.tolerance}"`);
     const { exportHfChecked } = await import('../lib/export/hf.js');
     const t0 = performance.now();
-    const res = await exportHfChecked(dir, flags.output, { parity: flags.parity, tolerance, device: flags.device as 'cpu', backend: flags.backend, output: this.outputOptions(flags, [dir]) });
+    const res = await exportHfChecked(dir, flags.output, { parity: flags.parity, tolerance, device: flags.device as 'cpu', backend: flags.backend, output: this.outputOptions(flags, [dir]), adapter: flags.adapter });
     const seconds = (performance.now() - t0) / 1000;
     if (flags.json) return void process.stderr.write(`${JSON.stringify({ ...res, seconds })}\n`);
     this.note(`vlakit export: ${(res.parameters / 1e6).toFixed(2)}M parameters, standard operators -> ${flags.output} (${res.files.map((f) => f.name).join(', ')}) in ${seconds.toFixed(1)} s`, flags.quiet);

@@ -14,6 +14,7 @@ export default class Generate extends VlakitCommand {
   ];
   static flags = {
     model: Flags.string({ char: 'm', description: 'a Hugging Face checkpoint directory (config.json + safetensors) or a vlakit export of one', required: true, helpValue: 'DIR' }),
+    adapter: Flags.string({ description: 'a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) folded into the checkpoint', helpValue: 'DIR' }),
     prompt: Flags.string({ char: 'p', description: 'the prompt as text (needs the model\'s tokenizer.json)' }),
     'input-ids': Flags.string({ description: 'the prompt as comma-separated token ids', helpValue: '1,2,3' }),
     'max-new-tokens': int({ description: 'tokens to generate', default: 64, min: 1, max: 1_000_000 }),
@@ -40,6 +41,7 @@ export default class Generate extends VlakitCommand {
     const r = await generateFromDir(flags.model, {
       prompt: flags.prompt,
       inputIds,
+      adapter: flags.adapter,
       maxNewTokens: flags['max-new-tokens'],
       temperature: Number(flags.temperature),
       topP: Number(flags['top-p']),

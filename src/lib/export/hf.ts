@@ -118,6 +118,8 @@ export interface HfExportOptions {
   tolerance?: number;
   /** How -o is written (--overwrite, the inputs it must not replace). */
   output?: OutputOptions;
+  /** A PEFT LoRA adapter directory folded into the weights before the export. */
+  adapter?: string;
   backend?: string;
   device?: 'cpu' | 'cuda';
 }
@@ -131,8 +133,13 @@ export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExpo
   const { TfjsCausalLm } = await import('../infer/causal.js');
   const { OrtCausalLm } = await import('../infer/ort-causal.js');
   const { selectBackend } = await import('../model/backend.js');
-  claimOutput(outDir, 'dir', { ...o.output, inputs: [ckptDir, ...(o.output?.inputs ?? [])] }); // refused before the weights are read
+  const output: OutputOptions = { ...o.output, inputs: [ckptDir, o.adapter, ...(o.output?.inputs ?? [])] };
+  claimOutput(outDir, 'dir', output); // refused before the weights are read
   const ck = loadHfCheckpoint(ckptDir);
+  if (o.adapter) {
+    const { applyPeftAdapter } = await import('../model/arch/adapter.js');
+    applyPeftAdapter(ck, o.adapter);
+  }
   let parity: CausalParity | undefined;
   const verify = async (dir: string) => {
     await selectBackend(o.backend);
@@ -150,6 +157,6 @@ export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExpo
       throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance.toExponential(2)})${m ? `; greedy ids after ${m.prompt.join(',')}: checkpoint ${m.reference.join(',')}, export ${m.export.join(',')}` : ''}`, { file: outDir });
     }
   };
-  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify, output: o.output });
+  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify, output });
   return { ...res, parity };
 }

@@ -215,6 +215,8 @@ export async function loadTextTokenizer(dir: string): Promise<TextTokenizer | un
 }
 
 export interface OpenCausalOptions {
+  /** A PEFT LoRA adapter directory folded into a checkpoint's weights (not with an export: export it merged). */
+  adapter?: string;
   /** tfjs backend for a checkpoint. */
   backend?: string;
   /** onnxruntime execution provider for an export. */
@@ -227,10 +229,17 @@ export interface OpenCausalOptions {
  */
 export async function openCausalLm(dir: string, o: OpenCausalOptions = {}): Promise<CausalLm> {
   const { isCausalExport, OrtCausalLm } = await import('./ort-causal.js');
-  if (isCausalExport(dir)) return OrtCausalLm.open(dir, { device: o.device });
+  if (isCausalExport(dir)) {
+    if (o.adapter) throw new VlakitError('E_USAGE', 'an export has its adapter merged already: give --adapter to `vlakit export` (or run the checkpoint with --adapter)', { file: dir });
+    return OrtCausalLm.open(dir, { device: o.device });
+  }
   const { selectBackend } = await import('../model/backend.js');
   const { loadHfCheckpoint } = await import('../model/arch/hf.js');
   const ckpt = loadHfCheckpoint(dir);
+  if (o.adapter) {
+    const { applyPeftAdapter } = await import('../model/arch/adapter.js');
+    applyPeftAdapter(ckpt, o.adapter);
+  }
   await selectBackend(o.backend);
   return new TfjsCausalLm(ckpt);
 }
