@@ -86,22 +86,16 @@ class VlaGraph {
   }
 
   rmsNorm(x: string, weight: string, eps: number): string {
-    const b = this.b;
-    // x / sqrt(mean(x^2) + eps) * w, written as the pattern onnxruntime fuses into one SimplifiedLayerNormalization
-    const ms = b.o('ReduceMean', [b.o('Pow', [x, b.floats([2])])], { axes: [-1], keepdims: 1 }); // [.., 1]
-    return b.o('Mul', [b.o('Div', [x, b.o('Sqrt', [b.o('Add', [ms, b.floats([eps])])])]), this.w(weight)]);
+    return this.b.rmsNorm(x, this.w(weight), eps);
   }
 
   layerNorm(x: string, prefix: string, eps: number): string {
-    return this.b.o('LayerNormalization', [x, this.w(`${prefix}.weight`), this.w(`${prefix}.bias`)], { axis: -1, epsilon: { float: eps } });
+    return this.b.layerNorm(x, this.w(`${prefix}.weight`), this.w(`${prefix}.bias`), eps);
   }
 
-  /** GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+  /** GELU, tanh approximation (the model's). */
   gelu(x: string): string {
-    const b = this.b;
-    const x3 = b.o('Mul', [x, b.o('Mul', [x, x])]);
-    const inner = b.o('Mul', [b.o('Add', [x, b.o('Mul', [x3, b.floats([0.044715])])]), b.floats([Math.sqrt(2 / Math.PI)])]);
-    return b.o('Mul', [b.o('Mul', [x, b.floats([0.5])]), b.o('Add', [b.floats([1]), b.o('Tanh', [inner])])]);
+    return this.b.gelu(x, 'tanh');
   }
 
   /** [B, T, H*hd] -> [B, H, T, hd] */

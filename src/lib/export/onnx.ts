@@ -188,6 +188,26 @@ export class GraphBuilder {
     return this.op(type, inputs, attrs)[0];
   }
 
+  /** x / sqrt(mean(x^2) + eps) * weight over the last axis, the pattern onnxruntime fuses into SimplifiedLayerNormalization. */
+  rmsNorm(x: string, weight: string, eps: number): string {
+    const ms = this.o('ReduceMean', [this.o('Pow', [x, this.floats([2])])], { axes: [-1], keepdims: 1 }); // [.., 1]
+    return this.o('Mul', [this.o('Div', [x, this.o('Sqrt', [this.o('Add', [ms, this.floats([eps])])])]), weight]);
+  }
+
+  /** (x - mean) / sqrt(var + eps) * weight + bias over the last axis. */
+  layerNorm(x: string, weight: string, bias: string, eps: number): string {
+    return this.o('LayerNormalization', [x, weight, bias], { axis: -1, epsilon: { float: eps } });
+  }
+
+  /** GELU: exact, 0.5 x (1 + erf(x / sqrt 2)), or the tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+  gelu(x: string, approximate: 'none' | 'tanh'): string {
+    const half = this.o('Mul', [x, this.floats([0.5])]);
+    if (approximate === 'none') return this.o('Mul', [half, this.o('Add', [this.floats([1]), this.o('Erf', [this.o('Div', [x, this.floats([Math.SQRT2])])])])]);
+    const x3 = this.o('Mul', [x, this.o('Mul', [x, x])]);
+    const inner = this.o('Mul', [this.o('Add', [x, this.o('Mul', [x3, this.floats([0.044715])])]), this.floats([Math.sqrt(2 / Math.PI)])]);
+    return this.o('Mul', [half, this.o('Add', [this.floats([1]), this.o('Tanh', [inner])])]);
+  }
+
   model(docString: string, metadata: Record<string, string> = {}): ModelProto {
     const graph: onnxProto.onnx.IGraphProto = {
       name: this.name,

@@ -12,7 +12,7 @@ import { VlakitError } from '../errors.js';
 import { readJsonFile } from '../io/json-file.js';
 import { type Architecture, architectureOf } from '../model/arch/registry.js';
 import { type CausalLm, type CausalState, checkPrompt, uncachedState } from './causal.js';
-import { type Device, loadOrt } from './ort.js';
+import { type Device, loadOrt, openGraph, openGraphPair } from './ort.js';
 
 const ExportConfig = z.looseObject({
   model_type: z.string(),
@@ -68,21 +68,8 @@ export class OrtCausalLm implements CausalLm {
     const arch = architectureOf(raw, file);
     const config = arch.parseConfig(raw, file);
     const ort = await loadOrt();
-    const options: OrtTypes.InferenceSession.SessionOptions = { executionProviders: [o.device ?? 'cpu'], graphOptimizationLevel: 'all', logSeverityLevel: 3, ...(o.threads ? { intraOpNumThreads: o.threads } : {}) };
-    const open = async (name: string) => {
-      try {
-        return await ort.InferenceSession.create(path.join(dir, name), options);
-      } catch (err) {
-        throw new VlakitError('E_ONNX', `onnxruntime cannot load ${name}: ${(err as Error).message.split('\n')[0]}`, { file: path.join(dir, name) }, { cause: err });
-      }
-    };
-    const prefill = await open(raw.vlakit.export.graphs.prefill);
-    try {
-      return new OrtCausalLm(ort, prefill, await open(raw.vlakit.export.graphs.decode), arch, config);
-    } catch (err) {
-      await prefill.release();
-      throw err;
-    }
+    const [prefill, decode] = await openGraphPair((name) => openGraph(ort, dir, name, o), raw.vlakit.export.graphs.prefill, raw.vlakit.export.graphs.decode);
+    return new OrtCausalLm(ort, prefill, decode, arch, config);
   }
 
   private idsTensor(ids: number[]): OrtTypes.Tensor {

@@ -66,6 +66,44 @@ export function isExport(dir: string): boolean {
   }
 }
 
+type Session = OrtTypes.InferenceSession;
+
+/**
+ * Opens one graph of an export directory: CPU or the asked-for execution provider, all graph optimizations; the
+ * threads spin while a run is on (fast hand-offs between the many small nodes) and stop when it ends, so one
+ * session's threads do not take the cores from the next run, nor from the rest of the process.
+ */
+export async function openGraph(ort: Ort, dir: string, name: string, o: { device?: Device; threads?: number } = {}): Promise<Session> {
+  const file = path.join(dir, name);
+  const device = o.device ?? 'cpu';
+  if (!existsSync(file)) throw new VlakitError('E_NOT_FOUND', `the export lacks ${name}`, { file: dir });
+  const options: OrtTypes.InferenceSession.SessionOptions = {
+    executionProviders: [device],
+    graphOptimizationLevel: 'all',
+    logSeverityLevel: 3,
+    ...(o.threads ? { intraOpNumThreads: o.threads } : {}),
+  };
+  try {
+    const extra = { session: { intra_op: { allow_spinning: '1' }, force_spinning_stop: '1' } };
+    return await ort.InferenceSession.create(file, { ...options, extra });
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (device !== 'cpu' && /cuda|provider|libcu|cudnn/i.test(msg)) throw new VlakitError('E_USAGE', `onnxruntime cannot use the ${device} execution provider here (${msg.split('\n')[0]}); install onnxruntime-node with its CUDA files, or use --device cpu`, {}, { cause: err });
+    throw new VlakitError('E_ONNX', `onnxruntime cannot load ${name}: ${msg.split('\n')[0]}`, { file }, { cause: err });
+  }
+}
+
+/** Opens two graphs (prefill and decode); the first is released when the second cannot be opened. */
+export async function openGraphPair(open: (name: string) => Promise<Session>, first: string, second: string): Promise<[Session, Session]> {
+  const a = await open(first);
+  try {
+    return [a, await open(second)];
+  } catch (err) {
+    await a.release();
+    throw err;
+  }
+}
+
 /** A generation's KV cache on the JS side: the past_key_values.* feeds of the next step, grown by each step's new ones. */
 interface KvCache {
   length: number;
@@ -225,39 +263,13 @@ export class OrtRunner implements VlaRunner {
       const warning = int8RunWarning(range, o.cpu ?? (await hostInt8(ort)), dir);
       if (warning) (o.onWarning ?? ((m: string) => process.stderr.write(`vlakit: warning: ${m}\n`)))(warning);
     }
-    const options: OrtTypes.InferenceSession.SessionOptions = {
-      executionProviders: [device],
-      graphOptimizationLevel: 'all',
-      logSeverityLevel: 3,
-      ...(o.threads ? { intraOpNumThreads: o.threads } : {}),
-    };
-    const session = async (name: string) => {
-      const file = path.join(dir, name);
-      if (!existsSync(file)) throw new VlakitError('E_NOT_FOUND', `the export lacks ${name}`, { file: dir });
-      try {
-        // the threads spin while a run is on (fast hand-offs between the many small nodes) and stop when it ends, so
-        // the prefill's threads do not take the cores from the decode steps, nor either from the rest of the process
-        const extra = { session: { intra_op: { allow_spinning: '1' }, force_spinning_stop: '1' } };
-        return await ort.InferenceSession.create(file, { ...options, extra });
-      } catch (err) {
-        const msg = (err as Error).message;
-        if (device !== 'cpu' && /cuda|provider|libcu|cudnn/i.test(msg)) throw new VlakitError('E_USAGE', `onnxruntime cannot use the ${device} execution provider here (${msg.split('\n')[0]}); install onnxruntime-node with its CUDA files, or use --device cpu`, {}, { cause: err });
-        throw new VlakitError('E_ONNX', `onnxruntime cannot load ${name}: ${msg.split('\n')[0]}`, { file }, { cause: err });
-      }
-    };
+    const session = (name: string) => openGraph(ort, dir, name, { device, threads: o.threads });
     const tokFile = path.join(dir, 'tokenizer.json');
     if (!existsSync(tokFile)) throw new VlakitError('E_NOT_FOUND', 'the export lacks tokenizer.json', { file: dir });
     const tokenizer = await loadTokenizer(readFileSync(tokFile, 'utf8'), tokFile);
     const statsFile = path.join(dir, 'action_stats.json');
     const stats = existsSync(statsFile) ? readJsonFile(statsFile, ActionStatsSchema, { what: 'action statistics' }) : undefined;
-    const prefill = await session(meta.graphs.prefill);
-    let decode: OrtTypes.InferenceSession;
-    try {
-      decode = await session(meta.graphs.decode);
-    } catch (err) {
-      await prefill.release();
-      throw err;
-    }
+    const [prefill, decode] = await openGraphPair(session, meta.graphs.prefill, meta.graphs.decode);
     return new OrtRunner(ort, config as VlaConfig, tokenizer, meta, prefill, decode, session, device, dir, vlakit?.action_codec ?? undefined, stats);
   }
 
@@ -268,15 +280,7 @@ export class OrtRunner implements VlaRunner {
     if (!this.meta.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs; export it again with --attentions', { file: this.info.dir });
     const g = this.meta.graphs;
     if (!g.prefill_attentions || !g.decode_attentions) return [this.prefillSession, this.decodeSession];
-    this.attnPair ??= (async () => {
-      const p = await this.openSession(g.prefill_attentions!);
-      try {
-        return [p, await this.openSession(g.decode_attentions!)] as [OrtTypes.InferenceSession, OrtTypes.InferenceSession];
-      } catch (err) {
-        await p.release();
-        throw err;
-      }
-    })().catch((err) => {
+    this.attnPair ??= openGraphPair(this.openSession, g.prefill_attentions, g.decode_attentions).catch((err) => {
       this.attnPair = undefined; // a later call may try again
       throw err;
     });

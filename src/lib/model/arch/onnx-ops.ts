@@ -89,13 +89,11 @@ export class OnnxOps implements Ops<string> {
   }
 
   rmsNorm(x: string, weight: string, eps: number): string {
-    const b = this.b;
-    const ms = b.o('ReduceMean', [b.o('Pow', [x, b.floats([2])])], { axes: [-1], keepdims: 1 }); // [.., 1]
-    return b.o('Mul', [b.o('Div', [x, b.o('Sqrt', [b.o('Add', [ms, b.floats([eps])])])]), this.w(weight)]);
+    return this.b.rmsNorm(x, this.w(weight), eps);
   }
 
   layerNorm(x: string, prefix: string, eps: number): string {
-    return this.b.o('LayerNormalization', [x, this.w(`${prefix}.weight`), this.w(`${prefix}.bias`)], { axis: -1, epsilon: { float: eps } });
+    return this.b.layerNorm(x, this.w(`${prefix}.weight`), this.w(`${prefix}.bias`), eps);
   }
 
   add(a: string, c: string): string {
@@ -111,11 +109,7 @@ export class OnnxOps implements Ops<string> {
   }
 
   gelu(x: string, approximate: 'none' | 'tanh'): string {
-    const b = this.b;
-    if (approximate === 'none') return b.o('Mul', [b.o('Mul', [x, b.floats([0.5])]), b.o('Add', [b.floats([1]), b.o('Erf', [b.o('Div', [x, b.floats([Math.SQRT2])])])])]);
-    const x3 = b.o('Mul', [x, b.o('Mul', [x, x])]);
-    const inner = b.o('Mul', [b.o('Add', [x, b.o('Mul', [x3, b.floats([0.044715])])]), b.floats([Math.sqrt(2 / Math.PI)])]);
-    return b.o('Mul', [b.o('Mul', [x, b.floats([0.5])]), b.o('Add', [b.floats([1]), b.o('Tanh', [inner])])]);
+    return this.b.gelu(x, approximate);
   }
 
   /** A scalar int64: dimension `axis` of `x`. */
