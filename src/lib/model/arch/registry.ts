@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
+import { zodProblem } from '../../io/json-file.js';
 import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forward, idefics3Grid, idefics3Tensors } from './idefics3.js';
 import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
 import type { Ops, TensorSpec } from './ops.js';
@@ -38,8 +39,8 @@ export interface Architecture<C = unknown> {
 export function parseWith<S extends z.ZodType>(schema: S, raw: unknown, file = 'config.json'): z.output<S> {
   const r = schema.safeParse(raw);
   if (!r.success) {
-    const i = r.error.issues[0];
-    throw new VlakitError('E_MODEL', `invalid model config: ${i.message}`, { file, field: i.path.map(String).join('.') || undefined });
+    const p = zodProblem(r.error);
+    throw new VlakitError('E_MODEL', `invalid model config: ${p.message}`, { file, field: p.field });
   }
   return r.data;
 }
@@ -65,11 +66,12 @@ export const llama: Architecture<LlamaConfig> = {
   initializerRange: (c) => c.initializer_range,
 };
 
+/** What vlakit's Llama does not cover, refused with the field. */
 function checkLlama(c: LlamaConfig, file?: string): LlamaConfig {
-    if (c.rope_scaling !== undefined && c.rope_scaling !== null) throw new VlakitError('E_MODEL', 'rope_scaling is not supported yet (only plain rotary positions)', { file, field: 'rope_scaling' });
-    const { H, KV } = llamaHeads(c);
-    if (H % KV !== 0) throw new VlakitError('E_MODEL', `num_attention_heads ${H} is not a multiple of num_key_value_heads ${KV}`, { file, field: 'num_key_value_heads' });
-    return c;
+  if (c.rope_scaling !== undefined && c.rope_scaling !== null) throw new VlakitError('E_MODEL', 'rope_scaling is not supported yet (only plain rotary positions)', { file, field: 'rope_scaling' });
+  const { H, KV } = llamaHeads(c);
+  if (H % KV !== 0) throw new VlakitError('E_MODEL', `num_attention_heads ${H} is not a multiple of num_key_value_heads ${KV}`, { file, field: 'num_key_value_heads' });
+  return c;
 }
 
 export const idefics3: Architecture<Idefics3Config> = {
