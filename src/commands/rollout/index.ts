@@ -16,7 +16,10 @@ import {
   report,
   runEpisodes,
 } from '../../lib/env/index.js';
-import { checkOutputFormat, claimOutput, outputFormatFor, type StepRecord, writeEpisodes } from '../../lib/io/index.js';
+import path from 'node:path';
+import { type EpisodeAnalysis, type RgbFrame, episodeAnalysis, findFfmpeg, formatFailures, videoName, writeEpisodeVideo } from '../../lib/diag/index.js';
+import { builtinOf } from '../../lib/env/index.js';
+import { checkDistinctOutputs, checkOutputFormat, claimOutput, outputFormatFor, type StepRecord, writeEpisodes, writeOutputDir } from '../../lib/io/index.js';
 import { policyFlags, policyOptions, policyRules } from '../../lib/cli/policy-flags.js';
 import { type FlagRule, allOnlyWith, decimal, int, onlyWith, size } from '../../lib/cli/flags.js';
 import type { EpisodeSummary } from '../../lib/policy/index.js';
@@ -39,6 +42,7 @@ export default class Rollout extends VlakitCommand {
     { description: 'A simulator in another process', command: '<%= config.bin %> rollout --policy scripted --env exec:"python my_sim.py" --episodes 1' },
     { description: 'A trained policy as the VLM2VLA hierarchy, verified by the world\'s oracle', command: '<%= config.bin %> rollout --policy runs/sft-onnx --mode hierarchical --verifier oracle --tasks pick --episodes 20 -o eval.jsonl' },
     { description: 'ReFineVLA-style: reasoning and a chunk each cycle, the first 4 actions executed', command: '<%= config.bin %> rollout --policy runs/refinevla --mode direct --prompt refinevla --execute 4 --episodes 20' },
+    { description: 'A failing policy, watched: one video per episode with the model\'s text and the verifier\'s decisions drawn on the frames', command: '<%= config.bin %> rollout --policy runs/sft-onnx --mode hierarchical --verifier oracle --tasks pick --episodes 4 --video videos -o eval.jsonl' },
     { description: 'A policy served elsewhere (vlakit rollout serve)', command: '<%= config.bin %> rollout --policy ws://gpu-box:8765 --episodes 20' },
   ];
   static flags = {
@@ -76,8 +80,11 @@ export default class Rollout extends VlakitCommand {
     safety: Flags.boolean({ description: 'the safety filter (bounds, step limit, e-stop on bad actions)', default: true, allowNo: true }),
     'max-translation': decimal({ description: 'safety: largest translation per step, meters', default: '0.03', min: 0, minExclusive: true, max: 1 }),
     'contact-guard': Flags.boolean({ description: 'safety: no downward/forward motion while in contact', default: true, allowNo: true }),
+    video: Flags.string({ description: 'write one video per episode into this directory: camera frames with the instruction, the model\'s text, the verifier\'s decisions and the end', helpValue: 'DIR' }),
+    'video-format': Flags.string({ description: 'mp4 (H.264, needs ffmpeg: @ffmpeg-installer/linux-x64, the PATH or VLAKIT_FFMPEG) or gif; auto: mp4 when ffmpeg is found', options: ['auto', 'mp4', 'gif'], default: 'auto' }),
+    'video-size': int({ description: 'side of the camera image in the video, px (the built-in world renders it at this size; other envs\' images are scaled)', default: 384, min: 64, max: 1024 }),
     quiet: sharedFlags.quiet,
-    json: Flags.boolean({ description: 'print the report as JSON on stderr' }),
+    json: Flags.boolean({ description: 'print the report as JSON on stderr (with each episode\'s failure analysis)' }),
   };
 
   static flagRules: FlagRule[] = [
@@ -87,6 +94,7 @@ export default class Rollout extends VlakitCommand {
     ...allOnlyWith(['width', 'height', 'wrist', 'masks', 'hz', 'distractors', 'max-steps'], '--env builtin:tabletop (another env makes its own scenes)', (i) => i.flags.env === 'builtin:tabletop'),
     onlyWith('name', 'RLDS output', (i) => i.flags.to !== 'jsonl'),
     ...allOnlyWith(['max-translation', 'contact-guard'], 'the safety filter (not with --no-safety)', (i) => i.flags.safety === true),
+    ...allOnlyWith(['video-format', 'video-size'], '--video', (i) => i.flags.video !== undefined),
   ];
 
   async run(): Promise<void> {
@@ -97,6 +105,15 @@ export default class Rollout extends VlakitCommand {
     const output = this.outputOptions(flags, [flags.policy === 'scripted' ? undefined : flags.policy]);
     // refused before the policy is loaded and the episodes run
     if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', output);
+    let video: { dir: string; format: 'mp4' | 'gif'; ffmpeg?: string; size: number } | undefined;
+    if (flags.video !== undefined) {
+      checkDistinctOutputs([['-o', flags.output], ['--video', flags.video]]);
+      if (flags['video-size'] % 2) throw new VlakitError('E_USAGE', `--video-size must be even (H.264 frames), got ${flags['video-size']}`);
+      claimOutput(flags.video, 'dir', { ...output, flag: '--video' });
+      const ffmpeg = flags['video-format'] === 'gif' ? undefined : findFfmpeg();
+      if (flags['video-format'] === 'mp4' && !ffmpeg) throw new VlakitError('E_USAGE', '--video-format mp4 needs ffmpeg: install @ffmpeg-installer/linux-x64 (npm), put ffmpeg on the PATH or set VLAKIT_FFMPEG; or use --video-format gif');
+      video = { dir: flags.video, format: ffmpeg ? 'mp4' : 'gif', ffmpeg, size: flags['video-size'] };
+    }
     const num = (s: string, name: string) => parseNumber(s, name, 0);
     let policy: Policy;
     let runner: { dispose(): Promise<void> | void } | undefined;
@@ -121,28 +138,47 @@ export default class Rollout extends VlakitCommand {
     const progress = await startProgress('rollout', !flags.quiet && !flags.json);
     const outcomes: EpisodeOutcome[] = [];
     const summaries: EpisodeSummary[] = [];
+    const analyses: EpisodeAnalysis[] = [];
+    // the built-in world renders the video frames at the video's size; other envs' camera images are scaled up
+    const capture = video && builtinOf(env) ? (e: Env): RgbFrame | undefined => builtinOf(e)?.snapshot(video.size, video.size) : undefined;
+    let videoTmp: string | undefined;
     const { summarizeEpisode, policyReport, formatPolicyReport } = await import('../../lib/policy/index.js');
     let steps = 0;
     const signal = this.abort.signal;
     const episodes = (async function* (): AsyncGenerator<StepRecord[]> {
-      for await (const ep of runEpisodes({ env, policy, families, episodes: flags.episodes, seed: flags.seed, signal, recordTiming: flags.timing ?? learned, onStep: () => progress.update({ records: ++steps, unit: 'steps' }) })) {
+      for await (const ep of runEpisodes({ env, policy, families, episodes: flags.episodes, seed: flags.seed, signal, capture, recordTiming: flags.timing ?? learned, onStep: () => progress.update({ records: ++steps, unit: 'steps' }) })) {
         outcomes.push({ family: ep.family, success: ep.success, end: ep.end, steps: ep.records.length - 1 });
+        analyses.push(episodeAnalysis(ep.records));
         if (learned) summaries.push(summarizeEpisode(ep.records, ep.timings));
+        if (video && videoTmp) {
+          const frames = ep.captures as (RgbFrame | undefined)[] | undefined;
+          await writeEpisodeVideo(ep.records, path.join(videoTmp, videoName(ep.records, ep.index, video.format)), { format: video.format, ffmpeg: video.ffmpeg, fps: flags.hz, size: video.size, frames, signal });
+        }
         progress.update({ label: `rollout ${outcomes.length}/${flags.episodes} episodes, ${outcomes.filter((o) => o.success).length} successes;` });
         yield ep.records;
       }
     })();
     try {
-      const res = await writeEpisodes(episodes, { ...output, output: flags.output, to, name: flags.name, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
+      const write = () => writeEpisodes(episodes, { ...output, output: flags.output, to, name: flags.name, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
+      // the videos' directory, like every output, appears whole or not at all
+      const res = video
+        ? await writeOutputDir(video.dir, async (tmp) => {
+            videoTmp = tmp;
+            return write();
+          }, { ...output, flag: '--video' })
+        : await write();
       progress.stop();
       const rows = report(outcomes);
       const policyRows = learned ? policyReport(summaries) : undefined;
       const counts = env instanceof SafetyFilter ? env.counts : undefined;
       if (flags.json) {
-        process.stderr.write(`${JSON.stringify({ outputs: res.outputs, episodes: res.episodes, steps: res.steps, tasks: policyRows ?? rows, safety: counts })}\n`);
+        process.stderr.write(`${JSON.stringify({ outputs: res.outputs, episodes: res.episodes, steps: res.steps, tasks: policyRows ?? rows, safety: counts, failures: analyses, ...(video ? { videos: { dir: video.dir, format: video.format } } : {}) })}\n`);
       } else if (!flags.quiet) {
         this.note(policyRows ? formatPolicyReport(policyRows) : formatReport(rows));
         if (counts) this.note(`safety: ${counts.estops} e-stops, ${counts.stepClips} step clips, ${counts.boundClips} bound clips, ${counts.contactStops} contact stops in ${counts.steps} steps`);
+        const failures = formatFailures(analyses);
+        if (failures) this.note(failures);
+        if (video) this.note(`vlakit rollout: wrote ${res.episodes} ${video.format} videos to ${video.dir}`);
         this.note(`vlakit rollout: wrote ${res.episodes} episodes, ${res.steps} steps as ${to} to ${res.outputs.map((o) => (o === '-' ? 'stdout' : o)).join(', ')}`);
       }
     } finally {

@@ -78,6 +78,8 @@ export interface RolloutOptions {
   onStep?: () => void;
   /** Record per-step timing (model, env, vlakit) in the step records; off by default, as it makes runs differ. */
   recordTiming?: boolean;
+  /** Called after the reset and after every step; what it returns is kept per record (`EpisodeResult.captures`), e.g. a video frame. */
+  capture?: (env: Env) => unknown;
 }
 
 export interface EpisodeResult {
@@ -92,6 +94,8 @@ export interface EpisodeResult {
   records: StepRecord[];
   /** Per executed step (whether or not recorded). */
   timings: StepTiming[];
+  /** With `capture`: its result per record (the reset, then each step). */
+  captures?: unknown[];
 }
 
 /** Milliseconds per executed step: in the model, in the env (safety filter included), and in vlakit itself. */
@@ -119,6 +123,7 @@ export async function* runEpisodes(opts: RolloutOptions): AsyncGenerator<Episode
     const first: Observation = await opts.env.reset(seed, { family });
     await opts.policy.reset({ env: opts.env, instruction: first.instruction, seed });
     const rows: { obs: Record<string, unknown>; oracle: unknown; action?: number[]; reward: number; policy?: Record<string, unknown>; timing?: StepTiming; safety?: string[] }[] = [];
+    const captures = opts.capture ? [opts.capture(opts.env)] : undefined;
     let obs = first.observation;
     let info = first.info;
     let last: StepResult | undefined;
@@ -138,6 +143,7 @@ export async function* runEpisodes(opts: RolloutOptions): AsyncGenerator<Episode
       const action = Array.isArray(step.action) ? step.action.map((v) => (typeof v === 'number' ? Math.fround(v) : v)) : step.action;
       last = await opts.env.step(action);
       const t2 = performance.now();
+      captures?.push(opts.capture!(opts.env));
       opts.onStep?.();
       const { sent, interventions } = (last.info.safety as { sent?: number[]; interventions?: string[] } | undefined) ?? {};
       const modelMs = step.modelMs ?? 0;
@@ -190,7 +196,7 @@ export async function* runEpisodes(opts: RolloutOptions): AsyncGenerator<Episode
       rec.episode_metadata = metadata;
       return rec;
     });
-    yield { index: i, family, seed, instruction: first.instruction, success, end, estop, records, timings: rows.flatMap((r) => (r.timing ? [r.timing] : [])) };
+    yield { index: i, family, seed, instruction: first.instruction, success, end, estop, records, timings: rows.flatMap((r) => (r.timing ? [r.timing] : [])), ...(captures ? { captures } : {}) };
   }
 }
 

@@ -183,6 +183,12 @@ export class TabletopEnv implements Env {
     return this.lastFrames;
   }
 
+  /** The main camera at another size (a video frame), rendered from the current state; undefined before a reset. */
+  snapshot(width: number, height: number): Frame | undefined {
+    if (!this.world || !this.renderer) return undefined;
+    return this.renderer.render(this.world.data, mainCamera(width, height));
+  }
+
   private async observe(): Promise<Record<string, unknown>> {
     const w = this.world!;
     const obs: Record<string, unknown> = {};
