@@ -1,0 +1,219 @@
+/**
+ * Open-loop replay: the policy answers the action prompts of recorded demonstrations (the training examples that
+ * relabel makes, train and held-out episodes alike), and its actions are compared with the expert's, per action
+ * dimension and per split. A train/val gap, or a model no better than standing still, shows here before any
+ * closed-loop run. The upstream stages are the expert's (teacher-forced): the subtask and motion plan in each
+ * prompt are the recorded ones, not the model's.
+ */
+import { textCodecFor } from '../actions/index.js';
+import type { ActionCodec } from '../actions/codecs.js';
+import type { TrainingExample } from '../actions/examples.js';
+import { ACTIONS_MARKER } from '../actions/prompts.js';
+import { VlakitError } from '../errors.js';
+import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
+
+/** Text a policy writes for an example's prompt (and images): the model's generation, or, for checks, the expert's own target. */
+export type Predictor = (ex: TrainingExample) => Promise<string> | string;
+
+/** The "policy" that replays the expert's own actions: its target text. Its error is zero by construction. */
+export const expertPredictor: Predictor = (ex) => targetTextOf(ex);
+
+function targetTextOf(ex: TrainingExample): string {
+  const c = ex.messages[1]?.content[0];
+  return c && c.type === 'text' ? c.text : '';
+}
+
+/** The user turn's text: the prompt the policy gets. */
+export function promptOf(ex: TrainingExample): string {
+  return ex.messages[0].content.map((c) => (c.type === 'text' ? c.text : '')).join('');
+}
+
+/** An example whose target holds actions: VLM2VLA's action stage, ReFineVLA's (reasoning then actions), VLM2VLA-NR. */
+export function hasActions(ex: TrainingExample): boolean {
+  return ex.spans.some((s) => s.kind === 'action');
+}
+
+/** The action text of a target or a generation: after the last "<Actions>:" when there is one. */
+export function actionText(text: string): string {
+  const at = text.lastIndexOf(ACTIONS_MARKER);
+  return (at < 0 ? text : text.slice(at + ACTIONS_MARKER.length)).trim();
+}
+
+export interface SplitReport {
+  split: string;
+  /** Action examples replayed. */
+  examples: number;
+  /** Generations that decoded as an action chunk. */
+  parsed: number;
+  /** Actions compared (the first min(predicted, expert) of each chunk). */
+  actions: number;
+  /** Chunks whose length differs from the expert's. */
+  lengthMismatches: number;
+  /** Names of the action dimensions: dx, dy, dz, (droll, dpitch, dyaw,) gripper. */
+  dims: string[];
+  /** Per dimension, mean |policy - expert| (translations in meters, as the actions are). */
+  meanAbsError: number[];
+  /** Per dimension, mean |expert|: the error of a policy that never moves (a baseline to beat). */
+  zeroBaseline: number[];
+  /** Mean Euclidean error of the translation (dx, dy, dz), meters. */
+  translationError: number;
+  /** Share of compared actions whose gripper command (open >= 0.5, closed below) is the expert's. */
+  gripperAccuracy: number;
+  /** The same over the first action of each chunk only (what the robot does first). */
+  firstAction: { meanAbsError: number[]; gripperAccuracy: number };
+}
+
+export interface ReplayReport {
+  splits: SplitReport[];
+  /** Examples whose generation did not decode, with why (the first few). */
+  failures: { id: string; split: string; error: string; text: string }[];
+}
+
+export interface ReplayOptions {
+  /** How the policy writes actions (default: each example's own representation, text or words). */
+  codec?: ActionCodec;
+  /** Replay at most this many action examples per split. */
+  limit?: number;
+  signal?: AbortSignal;
+  /** Called after each example. */
+  onExample?: () => void;
+}
+
+function dimNames(n: number): string[] {
+  return n === 7 ? ['dx', 'dy', 'dz', 'droll', 'dpitch', 'dyaw', 'gripper'] : n === 4 ? ['dx', 'dy', 'dz', 'gripper'] : Array.from({ length: n }, (_, i) => (i === n - 1 ? 'gripper' : `a${i}`));
+}
+
+class Acc {
+  examples = 0;
+  parsed = 0;
+  actions = 0;
+  lengthMismatches = 0;
+  dims = 0;
+  abs: number[] = [];
+  zero: number[] = [];
+  trans = 0;
+  grip = 0;
+  firstN = 0;
+  firstAbs: number[] = [];
+  firstGrip = 0;
+
+  add(pred: number[][], expert: number[][]): void {
+    this.parsed++;
+    if (pred.length !== expert.length) this.lengthMismatches++;
+    const n = Math.min(pred.length, expert.length);
+    for (let i = 0; i < n; i++) {
+      const p = pred[i];
+      const e = expert[i];
+      if (!this.dims) {
+        this.dims = e.length;
+        this.abs = new Array(e.length).fill(0);
+        this.zero = new Array(e.length).fill(0);
+        this.firstAbs = new Array(e.length).fill(0);
+      }
+      if (p.length !== this.dims || e.length !== this.dims) throw new VlakitError('E_RECORD_INVALID', `actions of ${p.length} and ${e.length} dimensions cannot be compared with ${this.dims}-D ones`);
+      const g = this.dims - 1;
+      for (let k = 0; k < this.dims; k++) {
+        // the gripper is compared as a command: open or closed
+        const err = k === g ? Number(p[k] >= 0.5 !== e[k] >= 0.5) : Math.abs(p[k] - e[k]);
+        const zeroErr = k === g ? Number(e[k] < 0.5) : Math.abs(e[k]);
+        this.abs[k] += err;
+        this.zero[k] += zeroErr;
+        if (i === 0) this.firstAbs[k] += err;
+      }
+      this.trans += Math.hypot(p[0] - e[0], p[1] - e[1], p[2] - e[2]);
+      const same = p[g] >= 0.5 === e[g] >= 0.5;
+      this.grip += Number(same);
+      this.actions++;
+      if (i === 0) {
+        this.firstN++;
+        this.firstGrip += Number(same);
+      }
+    }
+  }
+
+  report(split: string): SplitReport {
+    const mean = (xs: number[], n: number) => xs.map((x) => (n ? x / n : 0));
+    return {
+      split,
+      examples: this.examples,
+      parsed: this.parsed,
+      actions: this.actions,
+      lengthMismatches: this.lengthMismatches,
+      dims: dimNames(this.dims || 4),
+      meanAbsError: mean(this.abs, this.actions),
+      zeroBaseline: mean(this.zero, this.actions),
+      translationError: this.actions ? this.trans / this.actions : 0,
+      gripperAccuracy: this.actions ? this.grip / this.actions : 0,
+      firstAction: { meanAbsError: mean(this.firstAbs, this.firstN), gripperAccuracy: this.firstN ? this.firstGrip / this.firstN : 0 },
+    };
+  }
+}
+
+/**
+ * Replays the action examples among `examples` through `predict` and compares with the expert's actions, by split.
+ * In the gripper column the mean |error| is the share of wrong open/closed commands.
+ * @example const r = await replay(examples, expertPredictor) // every meanAbsError is 0
+ */
+export async function replay(examples: Iterable<TrainingExample> | AsyncIterable<TrainingExample>, predict: Predictor, o: ReplayOptions = {}): Promise<ReplayReport> {
+  const accs = new Map<string, Acc>();
+  const failures: ReplayReport['failures'] = [];
+  for await (const ex of examples) {
+    o.signal?.throwIfAborted();
+    if (!hasActions(ex)) continue;
+    const split = ex.meta.split;
+    let acc = accs.get(split);
+    if (!acc) accs.set(split, (acc = new Acc()));
+    if (o.limit !== undefined && acc.examples >= o.limit) continue;
+    const codec = o.codec ?? textCodecFor(ex.meta.representation);
+    const own = textCodecFor(ex.meta.representation);
+    if (!codec || !own) throw new VlakitError('E_USAGE', `replay reads actions written as text or words; example ${ex.id} uses "${ex.meta.representation}"`);
+    const target = targetTextOf(ex);
+    const span = ex.spans.find((s) => s.kind === 'action')!;
+    const expert = own.decode(actionText(target.slice(span.start, span.end)));
+    acc.examples++;
+    const text = await predict(ex);
+    let pred: number[][];
+    try {
+      pred = codec.decode(actionText(text));
+      if (!pred.length) throw new Error('an empty chunk');
+    } catch (err) {
+      if (failures.length < 20) failures.push({ id: ex.id, split, error: (err as Error).message, text: text.slice(0, 200) });
+      o.onExample?.();
+      continue;
+    }
+    acc.add(pred, expert);
+    o.onExample?.();
+  }
+  // train first, then the held-out splits by name
+  const order = [...accs.keys()].sort((a, b) => (a === 'train' ? -1 : b === 'train' ? 1 : a.localeCompare(b)));
+  return { splits: order.map((s) => accs.get(s)!.report(s)), failures };
+}
+
+/** The report as a table: per split, mean |error| per dimension (translations in mm), the never-move baseline beside it, gripper accuracy. */
+export function formatReplay(r: ReplayReport): string {
+  if (!r.splits.length) return 'no action examples to replay';
+  const dims = r.splits[0].dims;
+  const lines = [`${'split'.padEnd(8)} ${'examples'.padStart(8)} ${'parsed'.padStart(7)} ${'actions'.padStart(8)} ${dims.slice(0, -1).map((d) => `${d} mm`.padStart(9)).join(' ')} ${'trans mm'.padStart(9)} ${'gripper'.padStart(8)} ${'first gripper'.padStart(13)}`];
+  const mm = (x: number) => (x * 1000).toFixed(2).padStart(9);
+  for (const s of r.splits) {
+    lines.push(`${s.split.padEnd(8)} ${String(s.examples).padStart(8)} ${String(s.parsed).padStart(7)} ${String(s.actions).padStart(8)} ${s.meanAbsError.slice(0, -1).map(mm).join(' ')} ${mm(s.translationError)} ${`${(s.gripperAccuracy * 100).toFixed(1)}%`.padStart(8)} ${`${(s.firstAction.gripperAccuracy * 100).toFixed(1)}%`.padStart(13)}`);
+    lines.push(`${'  (no motion)'.padEnd(35)} ${s.zeroBaseline.slice(0, -1).map(mm).join(' ')} ${''.padStart(9)} ${`${((1 - s.zeroBaseline.at(-1)!) * 100).toFixed(1)}%`.padStart(8)}`);
+  }
+  if (r.failures.length) lines.push(`${r.failures.length} generation(s) did not decode, e.g. ${r.failures[0].id}: ${r.failures[0].error}`);
+  return lines.join('\n');
+}
+
+/**
+ * A model as the policy: greedy (or sampled) generation from each example's prompt and images, as rollout prompts
+ * it.
+ * @example await replay(examples, modelPredictor(await openModel('runs/sft'), { maxNewTokens: 256 }))
+ */
+export function modelPredictor(runner: VlaRunner, o: { maxNewTokens: number; temperature?: number; topP?: number; seed?: number }): Predictor {
+  let calls = 0;
+  return async (ex) => {
+    const c = runner.config;
+    const pixels = await imagesToPixels(ex.images, c.num_cameras, c.vision_config.image_size, `example ${ex.id}: image`);
+    const g = await generate(runner, pixels, promptOf(ex), { maxNewTokens: o.maxNewTokens, temperature: o.temperature ?? 0, topP: o.topP ?? 1, seed: (o.seed ?? 0) + calls++ });
+    return g.text;
+  };
+}
