@@ -84,6 +84,21 @@ describe('rollout --video', () => {
     expect(existsSync(path.join(out, 'eval2.jsonl'))).toBe(false);
   });
 
+  it('render: the videos of recorded episodes, one frame per step record', async () => {
+    const out = path.join(dir, 'cli');
+    const r = await execa('node', [BIN, 'render', path.join(out, 'eval.jsonl'), '--limit', '1', '--size', '64', '-o', path.join(out, 'rendered')], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const files = readdirSync(path.join(out, 'rendered'));
+    const format = ffmpeg ? 'mp4' : 'gif';
+    expect(files).toEqual([`episode-0000-pick-timeout.${format}`]);
+    const file = path.join(out, 'rendered', files[0]);
+    const [w, h] = videoSize(64);
+    expect(ffmpeg ? decodedFrames(file, w, h) : (await sharp(file, { animated: true }).metadata()).pages).toBe(7);
+    expect(r.stderr).toContain(`1 ${format} videos, 7 frames`);
+    const none = await execa('node', [BIN, 'render', path.join(out, 'eval.jsonl'), '--size', '65', '-o', path.join(out, 'odd')], { reject: false });
+    expect(none.exitCode).toBe(2);
+  });
+
   it('prints the failed episodes under the table', async () => {
     const r = await execa('node', [BIN, 'rollout', '--tasks', 'pick', '--episodes', '1', '--max-steps', '3', '--width', '32', '--height', '32', '--distractors', '0', '-o', path.join(dir, 'table.jsonl')], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
