@@ -150,7 +150,7 @@ function panels(records: StepRecord[]): Line[][] {
     if (cycle.text !== undefined) add(`model (cycle ${cycle.cycle ?? 0}): `, cycle.text, 4, '#d7ffb0');
     if (cycle.resampled) add('', `re-sampled ${cycle.resampled.texts.length}x`, 1, '#ffb3a7');
     if (cycle.noop) add('no-op: ', cycle.noop.reason ?? 'no action parsed', 2, '#ff8a7a');
-    if (verdict) add('verifier: ', `${verdict.text} (step ${verdict.at})`, 2, verdict.text.includes(': done') ? '#8dff8d' : '#ff8a7a');
+    if (verdict) add('verifier: ', `${verdict.text}, at step ${verdict.at}`, 2, verdict.text.includes(': done') ? '#8dff8d' : '#ff8a7a');
     if (t < n && Array.isArray(r.action)) add('action: ', `[${(r.action as number[]).map((v) => (typeof v === 'number' ? v.toFixed(3) : String(v))).join(', ')}]`, 1);
     const safety = (r.safety as { interventions?: string[] } | undefined)?.interventions;
     if (safety?.length) add('safety: ', safety.join(', '), 1, '#ff8a7a');
