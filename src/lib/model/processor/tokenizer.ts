@@ -151,12 +151,13 @@ export async function chatRenderer(files: TokenizerFiles, imageToken?: string): 
 /**
  * What the template writes after an assistant answer before the next turn begins (`<end_of_utterance>\n`,
  * `<|im_end|>\n`, `<|eot_id|>`...), found by rendering a conversation with a marker answer, once as the last turn
- * and once followed by a user turn: the text both have after the marker. Tries the content as a list of parts,
- * then as a plain string (templates take one or the other). Undefined when neither renders the marker.
+ * and once followed by a user turn: the text both have after the marker. Tries the content as a plain string, then
+ * as a list of parts (a string template would print a list as its repr; a parts template drops a string's text).
+ * Undefined when neither renders the marker.
  */
 export function deriveTurnEnd(render: ChatRenderer): string | undefined {
   const MARK = 'VLAKIT_ANSWER_7f3a';
-  for (const asParts of [true, false]) {
+  for (const asParts of [false, true]) {
     const msg = (role: ChatMessage['role'], text: string): ChatMessage => ({ role, content: asParts ? [{ type: 'text', text }] : text });
     let last: string;
     let more: string;
