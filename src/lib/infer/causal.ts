@@ -158,6 +158,8 @@ export interface IdGenerateOptions {
   useCache?: boolean;
   /** Stop at the model's end-of-sequence ids (default true). */
   stopAtEos?: boolean;
+  /** The end-of-sequence ids (default the model config's; a processor knows more: its tokenizer's, its end of turn). */
+  eosIds?: number[];
 }
 
 /** Why generation stopped: an end-of-sequence id, maxNewTokens, or the model's last position. */
@@ -180,7 +182,7 @@ export async function generateIds(lm: CausalLm, prompt: number[], o: IdGenerateO
     for (let i = 0; i < max; i++) {
       const id = pickToken(logits, o.temperature ?? 0, o.topP ?? 1, rng);
       ids.push(id);
-      if ((o.stopAtEos ?? true) && lm.eosIds.includes(id)) return { ids, stop: 'eos' };
+      if ((o.stopAtEos ?? true) && (o.eosIds ?? lm.eosIds).includes(id)) return { ids, stop: 'eos' };
       if (i + 1 < max) logits = await state.next(id);
     }
     return { ids, stop: max < (o.maxNewTokens ?? 64) ? 'positions' : 'length' };
@@ -189,30 +191,8 @@ export async function generateIds(lm: CausalLm, prompt: number[], o: IdGenerateO
   }
 }
 
-/** A Hugging Face tokenizer.json beside a model: text to ids and back. */
-export interface TextTokenizer {
-  encode(text: string, addSpecialTokens: boolean): number[];
-  decode(ids: number[], skipSpecialTokens?: boolean): string;
-}
-
-/** The tokenizer of a model directory (tokenizer.json, with tokenizer_config.json when present), or undefined. */
-export async function loadTextTokenizer(dir: string): Promise<TextTokenizer | undefined> {
-  const { existsSync } = await import('node:fs');
-  const path = await import('node:path');
-  const { z } = await import('zod');
-  const { readJsonFile } = await import('../io/json-file.js');
-  const file = path.join(dir, 'tokenizer.json');
-  if (!existsSync(file)) return undefined;
-  const json = readJsonFile(file, z.record(z.string(), z.unknown()), { what: 'tokenizer', code: 'E_MODEL' });
-  const cfgFile = path.join(dir, 'tokenizer_config.json');
-  const config = existsSync(cfgFile) ? readJsonFile(cfgFile, z.record(z.string(), z.unknown()), { what: 'tokenizer config', code: 'E_MODEL' }) : {};
-  const { Tokenizer } = await import('@huggingface/tokenizers');
-  const tok = new Tokenizer(json as never, config as never);
-  return {
-    encode: (text, add) => tok.encode(text, { add_special_tokens: add }).ids,
-    decode: (ids, skip = true) => tok.decode(ids, { skip_special_tokens: skip }),
-  };
-}
+// the tokenizer moved to the processor (src/lib/model/processor); re-exported for callers of this module
+export { type TextTokenizer, loadTextTokenizer } from '../model/processor/tokenizer.js';
 
 export interface OpenCausalOptions {
   /** A PEFT LoRA adapter directory folded into a checkpoint's weights (not with an export: export it merged). */
@@ -245,35 +225,62 @@ export async function openCausalLm(dir: string, o: OpenCausalOptions = {}): Prom
 }
 
 export interface GenerateFromDirOptions extends IdGenerateOptions, OpenCausalOptions {
-  /** Text, tokenized with the model's tokenizer (special tokens added as it adds them). */
+  /** Text, through the model's processor (special tokens added as its tokenizer adds them). */
   prompt?: string;
   /** Token ids, as they are. */
   inputIds?: number[];
+  /** Image files (PNG, JPEG...) for the prompt's `<image>` placeholders, in order (with `chat`, one user turn's). */
+  images?: string[];
+  /** Render the prompt as one user turn (its images first) through the chat template, generation prompt added. */
+  chat?: boolean;
+  /** Caps on the image work (processor options): the resize target of the longest edge, and tiling on or off. */
+  imageSize?: number;
+  imageSplitting?: boolean;
 }
 
 export interface GenerateResult {
   engine: 'tfjs' | 'onnxruntime';
   model_type: string;
+  /** The prompt as the model saw it: images expanded to their tile tokens. */
   prompt_ids: number[];
   ids: number[];
   /** The new tokens as text, when the model has a tokenizer. */
   text?: string;
+  /** Image tiles given to the model (0 without images). */
+  tiles: number;
   stop: StopReason;
 }
 
 /**
- * Generates from a model directory (checkpoint or export), the `vlakit generate` job.
+ * Generates from a model directory (checkpoint or export), the `vlakit generate` job. Text prompts and images go
+ * through the model's processor (chat template, image tiles and tokens in place); generation stops at its eos ids.
  * @example await generateFromDir('../shared/models/stories260k', { inputIds: [1], maxNewTokens: 40 })
  */
 export async function generateFromDir(dir: string, o: GenerateFromDirOptions): Promise<GenerateResult> {
   if ((o.prompt === undefined) === (o.inputIds === undefined)) throw new VlakitError('E_USAGE', 'give the prompt as text (--prompt) or as token ids (--input-ids), one of the two');
-  const tok = await loadTextTokenizer(dir);
-  if (o.prompt !== undefined && !tok) throw new VlakitError('E_USAGE', 'the model has no tokenizer.json: give the prompt as --input-ids', { file: dir });
-  const prompt = o.inputIds ?? tok!.encode(o.prompt!, true);
+  const images = o.images ?? [];
+  if (o.inputIds && (images.length || o.chat)) throw new VlakitError('E_USAGE', 'images and --chat need the prompt as text (--prompt): the processor places the image tokens');
+  const { openProcessor } = await import('../model/processor/index.js');
+  const proc = await openProcessor(dir, { longestEdge: o.imageSize, split: o.imageSplitting });
+  let prompt = o.inputIds ?? [];
+  let pixels: Float32Array | undefined;
+  let tiles = 0;
+  if (o.prompt !== undefined) {
+    if (!proc.hasTokenizer) throw new VlakitError('E_USAGE', 'the model has no tokenizer.json: give the prompt as --input-ids', { file: dir });
+    const { readFileBytes } = await import('../io/json-file.js');
+    const bytes = images.map((f) => new Uint8Array(readFileBytes(f, 'image')));
+    const text = o.chat
+      ? proc.renderChat([{ role: 'user', content: images.length || proc.special.image !== undefined ? [...images.map(() => ({ type: 'image' as const })), { type: 'text' as const, text: o.prompt }] : o.prompt }], { addGenerationPrompt: true })
+      : o.prompt;
+    const inputs = await proc.encode(text, bytes);
+    prompt = inputs.ids;
+    tiles = inputs.tiles;
+    pixels = tiles ? inputs.pixels : undefined;
+  }
   const lm = await openCausalLm(dir, o);
   try {
-    const r = await generateIds(lm, prompt, o);
-    return { engine: lm.engine, model_type: lm.modelType, prompt_ids: prompt, ids: r.ids, text: tok?.decode(r.ids), stop: r.stop };
+    const r = await generateIds(lm, prompt, { ...o, images: pixels, eosIds: [...new Set([...lm.eosIds, ...proc.special.eos])] });
+    return { engine: lm.engine, model_type: lm.modelType, prompt_ids: prompt, ids: r.ids, text: proc.hasTokenizer ? proc.decode(r.ids) : undefined, tiles, stop: r.stop };
   } finally {
     await lm.dispose();
   }
