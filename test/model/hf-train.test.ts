@@ -3,9 +3,9 @@
  * stories260K (Llama), saved as PEFT saves them and folded back by applyPeftAdapter to the logits of the unmerged
  * adapters; the frozen vision tower's feature cache; exact resume.
  */
-import { copyFileSync, existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import sharp from 'sharp';
+import { execa } from 'execa';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers.js';
@@ -16,8 +16,7 @@ import { applyPeftAdapter, readPeftAdapter } from '../../src/lib/model/arch/adap
 import { initCheckpoint } from '../../src/lib/model/arch/manage.js';
 import { TfjsOps } from '../../src/lib/model/arch/tfjs-ops.js';
 import { readSafetensors } from '../../src/lib/model/safetensors.js';
-import { loadTokenizerFile } from '../../src/lib/model/tokenizer.js';
-import type { ChatMessage, Processor, ProcessorImage } from '../../src/lib/model/processor/types.js';
+import { type Processor, openProcessor } from '../../src/lib/model/processor/index.js';
 import { HfLoraModel } from '../../src/lib/train/hf-model.js';
 import { trainSft } from '../../src/lib/train/sft.js';
 import type { TrainingExample } from '../../src/lib/actions/index.js';
@@ -25,60 +24,15 @@ import type { TrainingExample } from '../../src/lib/actions/index.js';
 const SMOLVLM = path.resolve('../shared/models/smolvlm-256m-instruct');
 const STORIES = path.resolve('../shared/models/stories260k');
 const dir = tempDir('vlakit-hf-train-');
-const IMAGE_TOKEN = 49190;
 
 const TINY = {
   architectures: ['Idefics3ForConditionalGeneration'],
   model_type: 'idefics3',
-  image_token_id: IMAGE_TOKEN,
+  image_token_id: 49190,
   scale_factor: 2,
   vision_config: { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, image_size: 32, patch_size: 8 },
   text_config: { model_type: 'llama', vocab_size: 49280, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, max_position_embeddings: 256, rms_norm_eps: 1e-5, bos_token_id: 1, eos_token_id: 2, initializer_range: 0.05 },
 };
-
-/**
- * A stand-in Idefics3 processor for these tests (one 32 x 32 tile per image, no splitting): SmolVLM's tokenizer,
- * SmolVLM's chat layout, 4 image tokens per image, pixels rescaled to [-1, 1].
- */
-async function tinyIdefics3Processor(): Promise<Processor> {
-  const tok = await loadTokenizerFile(path.join(SMOLVLM, 'tokenizer.json'));
-  const encodeText = (t: string) => tok.encode(t);
-  return {
-    modelType: 'idefics3',
-    special: { bos: 1, eos: [2, 49279], pad: 2, image: IMAGE_TOKEN },
-    encodeText,
-    decode: (ids) => tok.decode(ids),
-    renderChat: (messages: ChatMessage[]) => {
-      const m = messages[0];
-      const body = typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '<image>')).join('');
-      return `<|im_start|>User:${body}<end_of_utterance>\nAssistant:`;
-    },
-    turnEnd: encodeText('<end_of_utterance>'),
-    async encode(prompt: string, images: ProcessorImage[] = []) {
-      const pieces = prompt.split('<image>');
-      const ids: number[] = [1];
-      const imagePositions: number[] = [];
-      pieces.forEach((p, i) => {
-        if (i > 0) {
-          ids.push(...encodeText('<fake_token_around_image><global-img>'));
-          for (let k = 0; k < 4; k++) {
-            imagePositions.push(ids.length);
-            ids.push(IMAGE_TOKEN);
-          }
-          ids.push(...encodeText('<fake_token_around_image>'));
-        }
-        ids.push(...encodeText(p));
-      });
-      const pixels = new Float32Array(images.length * 3 * 32 * 32);
-      for (let i = 0; i < images.length; i++) {
-        const img = images[i] as Uint8Array;
-        const raw = await sharp(img).removeAlpha().resize(32, 32, { fit: 'fill' }).raw().toBuffer(); // [S, S, 3]
-        for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) for (let c = 0; c < 3; c++) pixels[i * 3072 + c * 1024 + y * 32 + x] = raw[(y * 32 + x) * 3 + c] / 127.5 - 1; // [C, S, S]
-      }
-      return { ids, pixels, tiles: images.length, grids: images.map(() => ({ rows: 0, cols: 0 })), imagePositions };
-    },
-  };
-}
 
 /** stories260K has no tokenizer files: characters as ids, `<s>` first, `</s>` ends a turn. */
 function charProcessor(): Processor {
@@ -86,6 +40,7 @@ function charProcessor(): Processor {
   return {
     modelType: 'llama',
     special: { bos: 1, eos: [2], pad: 0 },
+    hasTokenizer: true,
     encodeText,
     decode: (ids) => ids.map((i) => String.fromCharCode(i - 3)).join(''),
     renderChat: (messages) => messages.map((m) => (typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join(''))).join('\n'),
@@ -127,9 +82,14 @@ const base = path.join(dir, 'tiny-idefics3');
 beforeAll(async () => {
   await selectBackend();
   examples = await toyExamples();
-  proc = await tinyIdefics3Processor();
   await initCheckpoint(TINY, base, { seed: 3 });
-  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.json', 'preprocessor_config.json', 'processor_config.json']) copyFileSync(path.join(SMOLVLM, f), path.join(base, f));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.json', 'generation_config.json']) copyFileSync(path.join(SMOLVLM, f), path.join(base, f));
+  // SmolVLM's image processing at the tiny model's 32-pixel tiles (4 image tokens each), images not split
+  const pre = JSON.parse(readFileSync(path.join(SMOLVLM, 'preprocessor_config.json'), 'utf8'));
+  writeFileSync(path.join(base, 'preprocessor_config.json'), JSON.stringify({ ...pre, max_image_size: { longest_edge: 32 }, size: { longest_edge: 32 }, do_image_splitting: false }));
+  const pc = JSON.parse(readFileSync(path.join(SMOLVLM, 'processor_config.json'), 'utf8'));
+  writeFileSync(path.join(base, 'processor_config.json'), JSON.stringify({ ...pc, image_seq_len: 4 }));
+  proc = await openProcessor(base);
 }, 120_000);
 
 const LORA = { r: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] };
@@ -148,7 +108,7 @@ describe('train-sft --init a Hugging Face Idefics3 with LoRA', () => {
     for (let i = 1; i < 8; i++) expect(first[i]).toBeLessThan(first[i - 1]);
     expect(first[7]).toBeLessThan(first[0] - 1);
     // lora_B starts at zero, so step 1 is the random base model: action + reasoning CE, each about ln(49280) = 10.8
-    expect(first[0]).toBeCloseTo(21.7328, 2);
+    expect(first[0]).toBeCloseTo(21.7171, 2);
   });
 
   it('saves only LoRA matrices, with PEFT names of the base model\'s modules, and an adapter_config PEFT reads', () => {
@@ -215,7 +175,7 @@ describe('--freeze-vision', () => {
     expect([...readSafetensors(path.join(run, 'adapter_model.safetensors')).tensors.keys()].filter((n) => n.includes('vision'))).toEqual([]);
 
     const model = new HfLoraModel(loadHfCheckpoint(base), { ...LORA, freezeVision: true });
-    const inp = await proc.encode('<image>a', [new Uint8Array(Buffer.from(examples[0].images[0].b64, 'base64'))]);
+    const inp = await proc.encode(proc.renderChat([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'a' }] }], { addGenerationPrompt: true }), [new Uint8Array(Buffer.from(examples[0].images[0].b64, 'base64'))]);
     const f1 = model.features(inp.pixels, 1);
     const f2 = model.features(Float32Array.from(inp.pixels), 1);
     expect(f2).toBe(f1); // the same content: the cached tensor
@@ -250,4 +210,25 @@ describe('train-sft --init a Hugging Face Llama (stories260K)', () => {
     await expect(trainSft({ examples: text, outDir: path.join(dir, 'full'), init: STORIES, processor: charProcessor(), steps: 1 })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/pass --lora/) });
     await expect(trainSft({ examples: text, outDir: path.join(dir, 'bad'), init: STORIES, processor: charProcessor(), lora: { r: 2, alpha: 4, targets: ['fc1'] }, steps: 1 })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/no module named fc1.*q_proj/) });
   });
+});
+
+describe('the CLI', () => {
+  const vlakit = async (args: string[], input?: string) => {
+    const r = await execa('node', [path.resolve('bin/run.js'), ...args], { reject: false, input, env: { NO_COLOR: '1' } });
+    return { code: r.exitCode, out: r.stdout, err: r.stderr };
+  };
+
+  it('train-sft --init a Hugging Face checkpoint writes an adapter that generate --adapter runs; without --lora it is a usage error', async () => {
+    const data = path.join(dir, 'examples.jsonl');
+    writeFileSync(data, examples.map((e) => JSON.stringify(e)).join('\n'));
+    const out = path.join(dir, 'cli-run');
+    const t = await vlakit(['train-sft', data, '--init', base, '--lora', '--lora-r', '2', '--freeze-vision', '--steps', '1', '--batch-size', '1', '-o', out, '--quiet']);
+    expect(t.err).toBe('');
+    expect(t.code).toBe(0);
+    const g = await vlakit(['generate', '--model', base, '--adapter', out, '--input-ids', '1,2,3', '--max-new-tokens', '2', '--json']);
+    expect(g.code).toBe(0);
+    const full = await vlakit(['train-sft', data, '--init', base, '--steps', '1', '-o', path.join(dir, 'cli-full')]);
+    expect(full.code).toBe(2);
+    expect(full.err).toMatch(/Hugging Face checkpoint.*pass --lora/);
+  }, 120_000);
 });
