@@ -15,6 +15,7 @@ export default class TrainSft extends VlakitCommand {
   static examples = [
     { description: 'A tiny model from scratch on the built-in demonstrations', command: '<%= config.bin %> train-sft examples.jsonl --preset tiny --steps 200 -o runs/sft' },
     { description: 'VLM2VLA: LoRA on a base checkpoint', command: '<%= config.bin %> train-sft examples.jsonl --init runs/base --lora --lora-r 16 --lora-alpha 32 --lora-targets q,k,v,o,gate,up,down -o runs/vla' },
+    { description: 'LoRA on a Hugging Face SmolVLM, vision tower frozen (features cached); the run directory is a PEFT adapter', command: '<%= config.bin %> train-sft examples.jsonl --init models/smolvlm-256m-instruct --lora --freeze-vision -o runs/smolvla' },
     { description: 'ReFineVLA: lower layers frozen, reasoning weighted 0.5', command: '<%= config.bin %> train-sft refinevla.jsonl --init runs/base --freeze-layers 4 --lambda-r 0.5 -o runs/refine' },
     { description: 'Continue an interrupted run exactly', command: '<%= config.bin %> train-sft examples.jsonl --resume -o runs/sft' },
     { description: 'Replace the run in runs/sft with a new one (the old one stays until the new one has a checkpoint)', command: '<%= config.bin %> train-sft examples.jsonl --lora --init runs/base --overwrite -o runs/sft' },
@@ -22,7 +23,7 @@ export default class TrainSft extends VlakitCommand {
   static flags = {
     output: Flags.string({ char: 'o', description: 'run directory (run.json, checkpoints, final model, metrics.jsonl); one run per directory', required: true, helpValue: 'DIR' }),
     preset: Flags.string({ description: 'model size when starting from scratch', options: ['tiny', 'small', 'base'], default: 'tiny' }),
-    init: Flags.string({ description: 'start from this checkpoint (the base VLM for LoRA)', helpValue: 'CKPT' }),
+    init: Flags.string({ description: 'start from this checkpoint: a vlakit checkpoint, or a Hugging Face checkpoint (config.json + safetensors; LoRA only, inputs through its processor, adapters saved in PEFT\'s layout)', helpValue: 'DIR' }),
     resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint, exactly (the same data, settings and seed)' }),
     overwrite: sharedFlags.overwrite,
     'vocab-size': int({ description: 'vocabulary of the tokenizer built from the examples (from scratch)', default: 512, min: 64, max: 262_144 }),
@@ -32,9 +33,9 @@ export default class TrainSft extends VlakitCommand {
     lora: Flags.boolean({ description: 'train LoRA adapters only' }),
     'lora-r': int({ description: 'LoRA rank', default: 16, min: 1, max: 1024 }),
     'lora-alpha': int({ description: 'LoRA alpha', default: 32, min: 1, max: 4096 }),
-    'lora-targets': Flags.string({ description: 'LoRA target modules', default: 'q,k,v,o,gate,up,down' }),
+    'lora-targets': Flags.string({ description: 'LoRA target modules by their Hugging Face names (q_proj, fc1...; q,k,v,o,gate,up,down stand for the *_proj of VLM2VLA\'s set)', default: 'q,k,v,o,gate,up,down' }),
     'freeze-layers': int({ description: 'freeze the first N decoder layers', default: 0, min: 0, max: 1000 }),
-    'freeze-vision': Flags.boolean({ description: 'freeze the vision tower' }),
+    'freeze-vision': Flags.boolean({ description: 'freeze the vision tower (a Hugging Face VLM: no adapters on it, and each image\'s features computed once, cached by content)' }),
     'lambda-r': decimal({ description: 'weight of the reasoning loss', default: '1', min: 0, max: 1000 }),
     lr: decimal({ description: 'peak learning rate', default: '3e-4', min: 0, minExclusive: true, max: 1 }),
     warmup: int({ description: 'warmup steps (default: 10% of the steps, at most 10)', min: 0, max: 10_000_000 }),
@@ -66,6 +67,9 @@ export default class TrainSft extends VlakitCommand {
     const num = (s: string, name: string) => parseNumber(s, name, 0);
     const { selectBackend } = await import('../lib/model/backend.js');
     const { trainSft } = await import('../lib/train/sft.js');
+    const { isHfCheckpoint } = await import('../lib/model/arch/hf.js');
+    const hf = flags.init !== undefined && isHfCheckpoint(flags.init);
+    const processor = hf ? await (await import('../lib/model/processor/index.js')).openProcessor(flags.init!) : undefined;
     const backend = await selectBackend(flags.backend);
     const examples: TrainingExample[] = [];
     for await (const r of readValidated(inputs, 'training_example', TrainingExampleSchema, 'train-sft reads training examples (from vlakit relabel)', { signal: this.abort.signal })) examples.push(r.value);
@@ -81,6 +85,7 @@ export default class TrainSft extends VlakitCommand {
         outDir: flags.output,
         preset: flags.preset as 'tiny',
         init: flags.init,
+        processor,
         resume: flags.resume,
         overwrite: flags.overwrite,
         inputs: [...inputs, ...(flags['vocab-from'] ?? []), ...(flags.stats ? [flags.stats] : []), ...(flags.tokenizer ? [flags.tokenizer] : [])],

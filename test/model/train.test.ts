@@ -90,8 +90,8 @@ describe('the loss', () => {
     const tok = await buildTokenizer(['Subtask: grasp the red block the red block is ahead\n[[0.012, -0.004, 0.000, 1]]'], 96);
     const model = VlaModel.init(preset('tiny', tok.vocabSize, 1), 1);
     const items = await prepare(examples.slice(0, 1), tok, { cameras: 1, imageSize: 32, maxTokens: 200 });
-    const batch = makeBatch(items, 1, 32);
-    const ce = tf.tidy(() => tokenCrossEntropy(model.forward(batch.pixels, batch.ids).logits, batch.ids).arraySync()[0]);
+    const batch = makeBatch(items, { cameras: 1, size: 32 });
+    const ce = tf.tidy(() => tokenCrossEntropy(model.forward(batch.pixels as tf.Tensor5D, batch.ids).logits, batch.ids).arraySync()[0]);
     const w = items[0];
     const mean = (kind: 'action' | 'reasoning') => {
       const xs = ce.filter((_, t) => w[kind][t + 1] === 1);

@@ -16,7 +16,7 @@ import { VlaModel } from './model.js';
 import { type NamedArray, readSafetensors, writeSafetensors } from './safetensors.js';
 
 /** The files of a checkpoint's model (what export and inference read); the optimizer and trainer state are beside them. */
-export const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'action_stats.json', 'adapter_config.json', 'adapter_model.safetensors'] as const;
+export const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'action_stats.json', 'adapter_config.json', 'adapter_model.safetensors', 'vlakit.json'] as const;
 
 export interface CheckpointExtras {
   /** The action codec description (relabel's representation) and statistics, for decoding actions later. */

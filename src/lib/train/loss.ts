@@ -20,8 +20,9 @@ export interface LossParts {
   reasoning: tf.Scalar;
 }
 
-export function sftLoss(model: VlaModel, batch: Batch, lambdaR: number): LossParts {
-  const { logits } = model.forward(batch.pixels, batch.ids);
+/** The loss of a batch under the built-in model, or under any forward (batch -> logits [B, T, V]). */
+export function sftLoss(model: VlaModel | ((b: Batch) => tf.Tensor3D), batch: Batch, lambdaR: number): LossParts {
+  const logits = typeof model === 'function' ? model(batch) : model.forward(batch.pixels as tf.Tensor5D, batch.ids).logits;
   const ce = tokenCrossEntropy(logits, batch.ids);
   const action = batch.actionCount > 0 ? tf.div(tf.sum(tf.mul(ce, batch.action)), batch.actionCount) : tf.scalar(0);
   const reasoning = batch.reasoningCount > 0 ? tf.div(tf.sum(tf.mul(ce, batch.reasoning)), batch.reasoningCount) : tf.scalar(0);

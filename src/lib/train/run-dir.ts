@@ -109,11 +109,18 @@ export async function hashFile(file: string): Promise<string> {
   return `sha256:${h.digest('hex')}`;
 }
 
-/** sha256 of a checkpoint's model files (not its optimizer or trainer state): the same weights give the same hash. */
+/** A Hugging Face checkpoint's weight shards and their index. */
+const SHARDS = /^model-\d+-of-\d+\.safetensors$|^model\.safetensors\.index\.json$/;
+
+/**
+ * sha256 of a checkpoint's model files (not its optimizer or trainer state): the same weights give the same hash.
+ * vlakit checkpoints, Hugging Face checkpoints (with their shards) and adapter directories (adapter_config.json).
+ */
 export async function hashCheckpoint(dir: string): Promise<string> {
-  if (!existsSync(path.join(dir, 'config.json'))) throw new VlakitError('E_NOT_FOUND', 'not a vlakit checkpoint: no config.json', { file: dir });
+  if (!existsSync(path.join(dir, 'config.json')) && !existsSync(path.join(dir, 'adapter_config.json'))) throw new VlakitError('E_NOT_FOUND', 'not a vlakit checkpoint: no config.json (nor adapter_config.json: not an adapter directory either)', { file: dir });
   const h = createHash('sha256');
-  for (const name of MODEL_FILES) {
+  const shards = readdirSync(dir).filter((n) => SHARDS.test(n)).sort();
+  for (const name of [...MODEL_FILES, ...shards]) {
     const file = path.join(dir, name);
     if (!existsSync(file)) continue;
     h.update(`${name}\n`);

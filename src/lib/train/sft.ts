@@ -18,7 +18,11 @@ import { VlaModel } from '../model/model.js';
 import { readSafetensors, writeSafetensors } from '../model/safetensors.js';
 import { buildTokenizer, loadTokenizer, loadTokenizerFile, type Tokenizer } from '../model/tokenizer.js';
 import { Rng } from '../util/rng.js';
-import { type Prepared, disposeBatch, examplesText, makeBatch, prepare } from './data.js';
+import { type Batch, type PixelLayout, type Prepared, disposeBatch, examplesText, makeBatch, prepare } from './data.js';
+import { HfTrainee, type Trainee } from './hf-sft.js';
+import { HfLoraModel } from './hf-model.js';
+import { isHfCheckpoint, loadHfCheckpoint } from '../model/arch/hf.js';
+import type { Processor } from '../model/processor/types.js';
 import { sftLoss, tokenCrossEntropy } from './loss.js';
 import { AdamW, lrAt } from './optim.js';
 import { type RunIdentity, RunDir, STATE_FILE, TrainerStateBase, hashCheckpoint, hashFile, hashRecords, hashValue } from './run-dir.js';
@@ -28,8 +32,10 @@ export interface SftOptions {
   outDir: string;
   preset?: Preset;
   config?: VlaConfig;
-  /** Start from this checkpoint (the base VLM for LoRA). */
+  /** Start from this checkpoint: vlakit's own, or a Hugging Face checkpoint (LoRA through `processor`). */
   init?: string;
+  /** The processor of a Hugging Face --init checkpoint (its inputs: chat template, special tokens, images). */
+  processor?: Processor;
   /** Continue the run saved in outDir (its latest checkpoint) exactly; refused when the data or settings differ. */
   resume?: boolean;
   /** Replace what outDir holds (another run) once this run has a checkpoint or finishes. */
@@ -102,15 +108,15 @@ export function streamItem(k: number, n: number, seed: number, orders: Map<numbe
 }
 
 /** Evaluates on prepared examples: accuracy of the argmax on action tokens, and L1 of the decoded actions. */
-export function evaluate(model: VlaModel, items: Prepared[], tok: Tokenizer, codec: ActionCodec | undefined, cameras: number, size: number): EvalResult {
+export function evaluate(model: Trainee, items: Prepared[], codec: ActionCodec | undefined): EvalResult {
   let right = 0;
   let total = 0;
   let l1 = 0;
   let l1n = 0;
   let undecodable = 0;
   for (const item of items) {
-    const b = makeBatch([item], cameras, size);
-    const pred = tf.tidy(() => tf.argMax(model.forward(b.pixels, b.ids).logits, -1).arraySync() as number[][])[0]; // [T]
+    const b = makeBatch([item], model.layout);
+    const pred = tf.tidy(() => tf.argMax(model.logits(b, [item]), -1).arraySync() as number[][])[0]; // [T]
     const predicted: number[] = [];
     for (let t = 1; t < item.ids.length; t++) {
       if (!item.action[t]) continue;
@@ -122,7 +128,7 @@ export function evaluate(model: VlaModel, items: Prepared[], tok: Tokenizer, cod
     if (codec && item.actionText && predicted.length) {
       try {
         const truth = codec.decode(withoutActionsMarker(item.actionText));
-        const got = codec.decode(withoutActionsMarker(tok.decode(predicted)).trim());
+        const got = codec.decode(withoutActionsMarker(model.decode(predicted)).trim());
         let e = 0;
         let n = 0;
         // translation only (meters); the gripper (0/1) is not a distance
@@ -140,6 +146,71 @@ export function evaluate(model: VlaModel, items: Prepared[], tok: Tokenizer, cod
     }
   }
   return { examples: items.length, actionTokenAccuracy: total ? right / total : 0, actionL1: l1n ? l1 / l1n : undefined, undecodable };
+}
+
+/** The built-in VLA model with its tokenizer (`<bos> prompt <sep> target <eos>`, camera slots). */
+class BuiltinTrainee implements Trainee {
+  readonly vars: tf.Variable[];
+  readonly layout: PixelLayout;
+  readonly parameters: number;
+  constructor(
+    readonly model: VlaModel,
+    readonly tok: Tokenizer,
+    o: SftOptions,
+  ) {
+    this.vars = model.trainable({ freezeLayers: o.freezeLayers, freezeVision: o.freezeVision });
+    this.layout = { cameras: model.config.num_cameras, size: model.config.vision_config.image_size };
+    this.parameters = model.numParameters();
+  }
+
+  prepare(examples: TrainingExample[]): Promise<Prepared[]> {
+    const cfg = this.model.config;
+    const maxTokens = cfg.text_config.max_position_embeddings - patchesPerImage(cfg) * cfg.num_cameras;
+    return prepare(examples, this.tok, { cameras: cfg.num_cameras, imageSize: cfg.vision_config.image_size, maxTokens });
+  }
+
+  logits(batch: Batch): tf.Tensor3D {
+    return this.model.forward(batch.pixels as tf.Tensor5D, batch.ids).logits;
+  }
+
+  decode(ids: number[]): string {
+    return this.tok.decode(ids);
+  }
+
+  save(dir: string, opt: AdamW | undefined, state: object, o: { codec?: ActionCodec; actionStats?: unknown; init?: string }): Promise<void> {
+    return writeCheckpointFiles(dir, this.model, this.tok, opt, state, o);
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+}
+
+/** The model a run trains: a Hugging Face checkpoint (LoRA through its processor) or the built-in VLA model. */
+async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: number): Promise<Trainee> {
+  if (o.init && isHfCheckpoint(o.init)) {
+    if (!o.lora) throw new VlakitError('E_USAGE', `--init ${o.init} is a Hugging Face checkpoint: vlakit trains LoRA adapters on it (pass --lora; full fine-tuning of Hugging Face checkpoints is not supported)`);
+    if (!o.processor) throw new VlakitError('E_USAGE', `--init ${o.init}: training a Hugging Face checkpoint needs its processor (tokenizer and chat template files in the directory)`);
+    const model = new HfLoraModel(loadHfCheckpoint(o.init), { ...o.lora, freezeVision: o.freezeVision, freezeLayers: o.freezeLayers, seed });
+    const t = new HfTrainee(model, o.processor, o.init);
+    if (resumeDir) t.resume(resumeDir);
+    return t;
+  }
+  let model: VlaModel;
+  let tok: Tokenizer;
+  const start = resumeDir ?? o.init;
+  if (start) {
+    const ck = loadCheckpoint(start);
+    model = ck.model;
+    tok = await loadTokenizer(ck.tokenizerJson);
+    if (o.lora && !model.lora) model.addLora(o.lora.r, o.lora.alpha, o.lora.targets, seed);
+  } else {
+    tok = o.tokenizerFile ? await loadTokenizerFile(o.tokenizerFile) : await buildTokenizer(examplesText([...o.examples, ...(o.vocabFrom ?? [])]), o.vocabSize ?? 512);
+    const cameras = o.cameras ?? Math.max(1, ...o.examples.map((e) => e.images.length));
+    model = VlaModel.init(o.config ?? preset(o.preset ?? 'tiny', tok.vocabSize, cameras), seed);
+    if (o.lora) model.addLora(o.lora.r, o.lora.alpha, o.lora.targets, seed);
+  }
+  return new BuiltinTrainee(model, tok, o);
 }
 
 /** Writes a resumable checkpoint's files (model files, optimizer, trainer state) into `dir`. */
@@ -207,28 +278,10 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   const accum = o.gradAccum ?? 1;
   const resumeDir = run.resumeFrom;
 
-  // model and tokenizer
-  let model: VlaModel;
-  let tok: Tokenizer;
-  const start = resumeDir ?? o.init;
-  if (start) {
-    const ck = loadCheckpoint(start);
-    model = ck.model;
-    tok = await loadTokenizer(ck.tokenizerJson);
-    if (o.lora && !model.lora) model.addLora(o.lora.r, o.lora.alpha, o.lora.targets, seed);
-  } else {
-    tok = o.tokenizerFile ? await loadTokenizerFile(o.tokenizerFile) : await buildTokenizer(examplesText([...o.examples, ...(o.vocabFrom ?? [])]), o.vocabSize ?? 512);
-    const cameras = o.cameras ?? Math.max(1, ...o.examples.map((e) => e.images.length));
-    model = VlaModel.init(o.config ?? preset(o.preset ?? 'tiny', tok.vocabSize, cameras), seed);
-    if (o.lora) model.addLora(o.lora.r, o.lora.alpha, o.lora.targets, seed);
-  }
-  const cfg = model.config;
-  const size = cfg.vision_config.image_size;
-  const cameras = cfg.num_cameras;
-  const maxTokens = cfg.text_config.max_position_embeddings - patchesPerImage(cfg) * cameras;
-  const trainItems = await prepare(train, tok, { cameras, imageSize: size, maxTokens });
-  const valItems = await prepare(val, tok, { cameras, imageSize: size, maxTokens });
-  const vars = model.trainable({ freezeLayers: o.freezeLayers, freezeVision: o.freezeVision });
+  const model = await openTrainee(o, resumeDir, seed);
+  const trainItems = await model.prepare(train);
+  const valItems = await model.prepare(val);
+  const vars = model.vars;
   const total = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * trainItems.length) / (B * accum)));
   const peak = o.lr ?? 3e-4;
   const warmup = o.warmup ?? Math.min(10, Math.floor(total / 10));
@@ -252,11 +305,11 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
     for (let a = 0; a < accum; a++) {
       const items = Array.from({ length: B }, (_, i) => trainItems[streamItem(state.consumed + i, trainItems.length, seed, orders)]);
       state.consumed += B;
-      const batch = makeBatch(items, cameras, size);
+      const batch = makeBatch(items, model.layout);
       tokens += batch.tokens;
       let parts: [number, number] = [0, 0];
       const { value, grads } = tf.variableGrads(() => {
-        const l = sftLoss(model, batch, o.lambdaR ?? 1);
+        const l = sftLoss((b) => model.logits(b, items), batch, o.lambdaR ?? 1);
         parts = [l.action.dataSync()[0], l.reasoning.dataSync()[0]];
         return l.loss;
       }, vars);
@@ -288,16 +341,16 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
     const secs = (performance.now() - t0) / 1000;
     const m: Record<string, unknown> = { step: state.step, loss: last, action_loss: aSum / accum, reasoning_loss: rSum / accum, lr, grad_norm: gradNorm, tokens_per_s: tokens / secs };
     if (o.evalEvery && valItems.length && (state.step % o.evalEvery === 0 || state.step === total)) {
-      evalResult = evaluate(model, valItems, tok, o.codec, cameras, size);
+      evalResult = evaluate(model, valItems, o.codec);
       Object.assign(m, { val_action_token_accuracy: evalResult.actionTokenAccuracy, val_action_l1: evalResult.actionL1 ?? null, val_undecodable: evalResult.undecodable });
     }
     await run.appendMetrics(m);
     o.onMetrics?.(m);
-    if (o.saveEvery && state.step % o.saveEvery === 0 && state.step < total) await run.save(state.step, (d) => writeCheckpointFiles(d, model, tok, opt, state, o));
+    if (o.saveEvery && state.step % o.saveEvery === 0 && state.step < total) await run.save(state.step, (d) => model.save(d, opt, state, o));
   }
   // the final model: the run directory itself holds it (and the trainer state)
-  await run.finalize(state.step, (d) => writeCheckpointFiles(d, model, tok, opt, state, o));
-  const result: SftResult = { steps: state.step, finalLoss: last, parameters: model.numParameters(), trainable: vars.reduce((a, v) => a + v.size, 0), outDir: o.outDir, eval: evalResult };
+  await run.finalize(state.step, (d) => model.save(d, opt, state, o));
+  const result: SftResult = { steps: state.step, finalLoss: last, parameters: model.parameters, trainable: vars.reduce((a, v) => a + v.size, 0), outDir: o.outDir, eval: evalResult };
   opt.dispose();
   model.dispose();
   return result;

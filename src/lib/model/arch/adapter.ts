@@ -4,12 +4,12 @@
  * checkpoint's weights: W += scale * B A, scale = lora_alpha / r (lora_alpha / sqrt(r) with rsLoRA). An adapter
  * trained elsewhere (TRL/PEFT on a GPU cluster) then runs, and exports, as part of its base model.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import { readJsonFile } from '../../io/json-file.js';
-import { readSafetensors } from '../safetensors.js';
+import { type NamedArray, readSafetensors, writeSafetensors } from '../safetensors.js';
 import type { HfCheckpoint } from './hf.js';
 
 const PeftConfigSchema = z.looseObject({
@@ -81,4 +81,81 @@ export function applyPeftAdapter(ck: HfCheckpoint, dir: string): AppliedAdapter 
   }
   if (!modules.length) throw new VlakitError('E_MODEL', 'the adapter holds no LoRA matrices', { file: weights });
   return { dir, r: cfg.r, alpha: cfg.lora_alpha, scale, modules: modules.sort() };
+}
+
+/** A LoRA adapter to save: its rank, alpha, PEFT target_modules, and per module (HF name) lora_A [r, in] and lora_B [out, r]. */
+export interface PeftAdapter {
+  r: number;
+  alpha: number;
+  /** PEFT's target_modules: module name suffixes (q_proj, ...) or, when only some of the matching modules are adapted, their full names. */
+  targetModules: string[];
+  /** The base model (PEFT's base_model_name_or_path). */
+  base: string;
+  tensors: Map<string, { a: NamedArray; b: NamedArray }>;
+}
+
+/** adapter_config.json as PEFT writes it for a plain LoRA adapter of a causal LM. */
+export function peftAdapterConfig(a: Omit<PeftAdapter, 'tensors'>): Record<string, unknown> {
+  return {
+    alpha_pattern: {},
+    auto_mapping: null,
+    base_model_name_or_path: a.base,
+    bias: 'none',
+    exclude_modules: null,
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layer_replication: null,
+    layers_pattern: null,
+    layers_to_transform: null,
+    loftq_config: {},
+    lora_alpha: a.alpha,
+    lora_bias: false,
+    lora_dropout: 0,
+    megatron_config: null,
+    megatron_core: 'megatron.core',
+    modules_to_save: null,
+    peft_type: 'LORA',
+    r: a.r,
+    rank_pattern: {},
+    revision: null,
+    target_modules: a.targetModules,
+    task_type: 'CAUSAL_LM',
+    use_dora: false,
+    use_rslora: false,
+  };
+}
+
+/**
+ * Writes `adapter_config.json` and `adapter_model.safetensors` into `dir` as PEFT's `save_pretrained` does (tensor
+ * names `base_model.model.<module>.lora_A.weight` [r, in] / `.lora_B.weight` [out, r], metadata format "pt"), so that
+ * `PeftModel.from_pretrained(base, dir)` and applyPeftAdapter load it.
+ * @example await writePeftAdapter('runs/vla', { r: 16, alpha: 32, targetModules: ['q_proj'], base: 'models/smolvlm', tensors })
+ */
+export async function writePeftAdapter(dir: string, a: PeftAdapter): Promise<void> {
+  const out = new Map<string, NamedArray>();
+  for (const [module, t] of a.tensors) {
+    out.set(`${PREFIX}${module}.lora_A.weight`, t.a);
+    out.set(`${PREFIX}${module}.lora_B.weight`, t.b);
+  }
+  await writeSafetensors(path.join(dir, 'adapter_model.safetensors'), out, { format: 'pt' });
+  await fsp.writeFile(path.join(dir, 'adapter_config.json'), `${JSON.stringify(peftAdapterConfig(a), null, 2)}\n`);
+}
+
+/** Reads a PEFT adapter's config and its LoRA matrices by module (HF name), without a base model (resuming training). */
+export function readPeftAdapter(dir: string): { config: PeftConfig; tensors: Map<string, { a: NamedArray; b: NamedArray }> } {
+  const cfgFile = path.join(dir, 'adapter_config.json');
+  const config = readJsonFile(cfgFile, PeftConfigSchema, { what: 'PEFT adapter config', code: 'E_MODEL' });
+  const weights = path.join(dir, 'adapter_model.safetensors');
+  if (!existsSync(weights)) throw new VlakitError('E_NOT_FOUND', 'no adapter_model.safetensors', { file: dir });
+  const { tensors } = readSafetensors(weights);
+  const out = new Map<string, { a: NamedArray; b: NamedArray }>();
+  for (const [name, a] of tensors) {
+    const m = /^(?:base_model\.model\.)?(.*)\.lora_A(?:\.default)?\.weight$/.exec(name);
+    if (!m) continue;
+    const b = tensors.get(name.replace('.lora_A.', '.lora_B.'));
+    if (!b) throw new VlakitError('E_MODEL', `${name} has no lora_B partner`, { file: weights, field: name });
+    out.set(m[1], { a, b });
+  }
+  return { config, tensors: out };
 }

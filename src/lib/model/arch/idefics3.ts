@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import { type LlamaConfig, llamaDecoder, llamaTensors } from './llama.js';
-import type { Ops, TensorSpec } from './ops.js';
+import { type ImageFeatures, isFeatures, type Ops, type TensorSpec } from './ops.js';
 
 export const Idefics3VisionSchema = z.looseObject({
   hidden_size: z.number().int().positive(),
@@ -120,10 +120,14 @@ export function idefics3Vision<T>(ops: Ops<T>, c: Idefics3Config, pixels: T): T 
   return ops.linear(x, 'model.connector.modality_projection.proj'); // [N, tokens, text hidden]
 }
 
-/** ids [B, T] (image tokens where the images go) and pixel_values [N, C, S, S] -> logits [B, T, V]. */
-export function idefics3Forward<T>(ops: Ops<T>, c: Idefics3Config, ids: T, pixels?: T): T {
+/**
+ * ids [B, T] (image tokens where the images go) and pixel_values [N, C, S, S], or image features computed before
+ * ({ features: [N, tokens, text hidden] }, as idefics3Vision gives them: a frozen vision tower's cache) -> logits
+ * [B, T, V].
+ */
+export function idefics3Forward<T>(ops: Ops<T>, c: Idefics3Config, ids: T, image?: T | ImageFeatures<T>): T {
   let x = ops.embed(`${TEXT}.embed_tokens.weight`, ids); // [B, T, D]
-  if (pixels !== undefined) x = ops.mergeTokens(x, ids, idefics3Vision(ops, c, pixels), c.image_token_id);
+  if (image !== undefined) x = ops.mergeTokens(x, ids, isFeatures(image) ? image.features : idefics3Vision(ops, c, image), c.image_token_id);
   const h = llamaDecoder(ops, c.text_config, x, TEXT);
   return ops.head(h, c.tie_word_embeddings ? `${TEXT}.embed_tokens.weight` : 'lm_head.weight');
 }

@@ -66,3 +66,12 @@ export interface TensorSpec {
   shape: number[];
   init: Init;
 }
+
+/** Image features computed before the forward (a frozen vision tower's output, cached): [N, tokens, D]. */
+export interface ImageFeatures<T> {
+  features: T;
+}
+
+export function isFeatures<T>(x: T | ImageFeatures<T>): x is ImageFeatures<T> {
+  return typeof x === 'object' && x !== null && Object.prototype.hasOwnProperty.call(x, 'features');
+}

@@ -5,9 +5,9 @@
 import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import { zodProblem } from '../../io/json-file.js';
-import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forward, idefics3Grid, idefics3Tensors } from './idefics3.js';
+import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forward, idefics3Grid, idefics3Tensors, idefics3Vision } from './idefics3.js';
 import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
-import type { Ops, TensorSpec } from './ops.js';
+import type { ImageFeatures, Ops, TensorSpec } from './ops.js';
 
 /** A text decoder's cache layout: layers, key/value heads and head size. */
 export interface CacheLayout {
@@ -23,8 +23,13 @@ export interface Architecture<C = unknown> {
   parseConfig(raw: unknown, file?: string): C;
   /** Every tensor with its HF name, shape and initialization (the head too when it is not tied). */
   tensors(c: C): TensorSpec[];
-  /** ids [B, T] (and, for a vision-language model, pixel_values [N, C, S, S]) -> logits [B, T, V]. */
-  forward<T>(ops: Ops<T>, c: C, ids: T, pixels?: T): T;
+  /**
+   * ids [B, T] (and, for a vision-language model, pixel_values [N, C, S, S], or the features `features` computed
+   * from them before) -> logits [B, T, V].
+   */
+  forward<T>(ops: Ops<T>, c: C, ids: T, pixels?: T | ImageFeatures<T>): T;
+  /** For a vision-language model: pixel_values [N, C, S, S] -> the image features the text model takes [N, L, D]. */
+  features?<T>(ops: Ops<T>, c: C, pixels: T): T;
   /** For a vision-language model: the image tile side, channels and tokens per tile; undefined for text only. */
   vision?(c: C): { imageSize: number; channels: number; tokensPerImage: number; imageTokenId: number };
   cache(c: C): CacheLayout;
@@ -87,6 +92,7 @@ export const idefics3: Architecture<Idefics3Config> = {
   },
   tensors: idefics3Tensors,
   forward: (ops, c, x, pixels) => idefics3Forward(ops, c, x, pixels),
+  features: (ops, c, pixels) => idefics3Vision(ops, c, pixels),
   vision: (c) => ({ imageSize: c.vision_config.image_size, channels: c.vision_config.num_channels, tokensPerImage: idefics3Grid(c).tokensPerImage, imageTokenId: c.image_token_id }),
   cache: (c) => {
     const { KV, hd } = llamaHeads(c.text_config);

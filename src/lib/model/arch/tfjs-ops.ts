@@ -63,7 +63,9 @@ export class TfjsOps implements Ops<tf.Tensor> {
     const mask = tf.equal(tf.reshape(ids, [-1]), tokenId); // [B*T]
     const k = tf.sub(tf.cumsum(tf.cast(mask, 'int32')), tf.scalar(1, 'int32')); // the k-th image token takes row k
     const index = tf.maximum(tf.minimum(k, tf.scalar(rows.shape[0] - 1, 'int32')), tf.scalar(0, 'int32'));
-    const merged = tf.where(tf.expandDims(mask, 1), tf.gather(rows, index), tf.reshape(text, [-1, D])); // [B*T, D]
+    // the k-th row as a one-hot matmul, not a gather: the WebAssembly backend has no gradient for gather
+    const picked = tf.matMul(tf.oneHot(index, rows.shape[0]), rows); // [B*T, N*L] x [N*L, D]
+    const merged = tf.where(tf.expandDims(mask, 1), picked, tf.reshape(text, [-1, D])); // [B*T, D]
     return tf.reshape(merged, text.shape);
   }
 
