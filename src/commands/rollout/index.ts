@@ -94,7 +94,7 @@ export default class Rollout extends VlakitCommand {
     const families = parseFamilies(flags.tasks);
     checkOutputFormat(flags.to, flags.output);
     const to = (flags.to as 'rlds' | 'jsonl' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
-    const output = this.outputOptions(flags, [flags.policy === 'scripted' ? undefined : flags.policy]);
+    const output = this.outputOptions(flags, [flags.policy === 'scripted' ? undefined : flags.policy, flags.adapter]);
     // refused before the policy is loaded and the episodes run
     if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', output);
     const num = (s: string, name: string) => parseNumber(s, name, 0);
@@ -108,10 +108,10 @@ export default class Rollout extends VlakitCommand {
     } else {
       const { openModel } = await import('../../lib/infer/index.js');
       const { ModelPolicy } = await import('../../lib/policy/index.js');
-      const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend });
+      const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter });
       runner = r;
       policy = new ModelPolicy(r, policyOptions(r, flags));
-      this.note(`vlakit rollout: ${flags.policy} on ${r.info.engine} (${r.info.device}), ${flags.mode} mode${flags.mode === 'hierarchical' ? `, verifier ${flags.verifier}` : ''}`, flags.quiet || flags.json);
+      this.note(`vlakit rollout: ${flags.policy}${flags.adapter ? ` + ${flags.adapter}` : ''}${r.info.model && r.info.model !== 'vlakit' ? ` (${r.info.model})` : ''} on ${r.info.engine} (${r.info.device}), ${flags.mode} mode${flags.mode === 'hierarchical' ? `, verifier ${flags.verifier}` : ''}`, flags.quiet || flags.json);
     }
     let env: Env = await openEnv(flags.env, async () =>
       new TabletopEnv({ width: flags.width, height: flags.height, wrist: flags.wrist, masks: flags.masks, controlHz: flags.hz, distractors: parseRange(flags.distractors), maxSteps: flags['max-steps'] }),
