@@ -42,6 +42,8 @@ export interface ProcessorInputs {
 export interface Processor {
   readonly modelType: string;
   readonly special: SpecialTokens;
+  /** Whether the checkpoint has a tokenizer.json (without one, text methods are usage errors: give token ids). */
+  readonly hasTokenizer: boolean;
   /** Text -> ids, no special tokens added. */
   encodeText(text: string): number[];
   decode(ids: number[], o?: { skipSpecial?: boolean }): string;

@@ -1,0 +1,53 @@
+/**
+ * openProcessor: the processor of a Hugging Face checkpoint (or its vlakit export, which carries the same files),
+ * chosen by config.json's model_type. See types.ts for the contract and docs/MODEL.md for what each file supplies.
+ */
+import { readHfConfig } from '../arch/hf.js';
+import type { Idefics3Config } from '../arch/idefics3.js';
+import { VlakitError } from '../../errors.js';
+import { type ImageOptions, idefics3Processor, readIdefics3Image } from './idefics3.js';
+import { plainTextProcessor, readTextParts, textProcessor } from './text.js';
+import type { Processor } from './types.js';
+
+export type { ChatMessage, ChatPart, Processor, ProcessorImage, ProcessorInputs, SpecialTokens } from './types.js';
+export type { ImageOptions } from './idefics3.js';
+
+export interface ProcessorOptions extends ImageOptions {}
+
+type Builder = (dir: string, arch: ReturnType<typeof readHfConfig>['arch'], config: unknown, o: ProcessorOptions) => Promise<Processor>;
+
+const BUILDERS: Record<string, Builder> = {
+  llama: async (dir, arch, config) => plainTextProcessor(await readTextParts(dir, arch, config)),
+  idefics3: async (dir, arch, config, o) => {
+    const c = config as Idefics3Config;
+    const t = await readTextParts(dir, arch, config, '<image>');
+    // a checkpoint without tokenizer.json or preprocessor_config.json still runs from token ids: encode says what is missing
+    let missing: VlakitError | undefined;
+    if (!t.tokenizer) missing = new VlakitError('E_USAGE', 'the model has no tokenizer.json: give token ids instead of text', { file: dir });
+    let image: ReturnType<typeof readIdefics3Image> | undefined;
+    try {
+      image = readIdefics3Image(dir, c, o);
+    } catch (err) {
+      if (!(err instanceof VlakitError && err.code === 'E_NOT_FOUND')) throw err;
+      missing ??= err;
+    }
+    if (missing || !image) {
+      const why = missing!;
+      return textProcessor(t, async () => {
+        throw why;
+      });
+    }
+    return idefics3Processor(t, c, image);
+  },
+};
+
+/**
+ * The processor of the checkpoint (or export) in `dir`, built from its own files.
+ * @example const p = await openProcessor('../shared/models/smolvlm-256m-instruct', { split: false });
+ */
+export async function openProcessor(dir: string, o: ProcessorOptions = {}): Promise<Processor> {
+  const { arch, config } = readHfConfig(dir);
+  const build = BUILDERS[arch.modelType];
+  if (!build) throw new VlakitError('E_MODEL', `vlakit has no processor for model_type ${JSON.stringify(arch.modelType)} yet`, { file: dir, field: 'model_type' });
+  return build(dir, arch, config, o);
+}
