@@ -5,7 +5,6 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { VlakitError } from '../errors.js';
 import { type BuiltinRunner, type VlaRunner, asBuiltin, isBuiltinRunner } from './runner.js';
-import type { Processor } from '../model/processor/types.js';
 import { type Device, OrtRunner, isExport } from './ort.js';
 
 export { type BuiltinRunner, type DecodeState, type ImageLayout, type RunnerInfo, type RunnerInput, type StepOutput, type VlaRunner, asBuiltin, isBuiltinRunner } from './runner.js';
@@ -29,20 +28,6 @@ export interface OpenOptions {
    * Hugging Face model (export it with --adapter instead).
    */
   adapter?: string;
-}
-
-/** The processor of a Hugging Face model directory (src/lib/model/processor). */
-async function openProcessorOf(dir: string): Promise<Processor> {
-  // the processor module lands with the processors; until then its absence is a clear error
-  const spec = '../model/processor/index.js';
-  let mod: { openProcessor?: (dir: string) => Promise<Processor> };
-  try {
-    mod = (await import(spec)) as typeof mod;
-  } catch {
-    throw new VlakitError('E_MODEL', 'this build of vlakit has no processors for Hugging Face models', { file: dir });
-  }
-  if (!mod.openProcessor) throw new VlakitError('E_MODEL', 'this build of vlakit has no processors for Hugging Face models', { file: dir });
-  return mod.openProcessor(dir);
 }
 
 /**
@@ -83,7 +68,8 @@ export async function openBuiltinModel(dir: string, o: OpenOptions = {}, what = 
 async function openHfModel(dir: string, o: OpenOptions): Promise<VlaRunner> {
   const { openCausalLm } = await import('./causal.js');
   const { HfRunner, readPolicyMeta } = await import('./hf-runner.js');
-  const processor = await openProcessorOf(dir);
+  const { openProcessor } = await import('../model/processor/index.js');
+  const processor = await openProcessor(dir);
   const own = readPolicyMeta(dir);
   const fromAdapter = o.adapter ? readPolicyMeta(o.adapter) : {};
   const lm = await openCausalLm(dir, { adapter: o.adapter, backend: o.backend ?? (o.device === 'cuda' ? 'tensorflow-gpu' : undefined), device: o.device });
