@@ -42,7 +42,7 @@ export default class Rollout extends VlakitCommand {
     { description: 'A policy served elsewhere (vlakit rollout serve)', command: '<%= config.bin %> rollout --policy ws://gpu-box:8765 --episodes 20' },
   ];
   static flags = {
-    policy: Flags.string({ description: 'scripted (the built-in expert), a checkpoint or export directory, or ws://host:port (vlakit rollout serve)', default: 'scripted', helpValue: 'scripted|DIR|ws://...' }),
+    policy: Flags.string({ description: 'scripted (the built-in expert), a checkpoint (vlakit\'s or a Hugging Face one, see --adapter) or export directory, or ws://host:port (vlakit rollout serve)', default: 'scripted', helpValue: 'scripted|DIR|ws://...' }),
     ...policyFlags,
     timing: Flags.boolean({ description: 'record per-step time in the model, the env and vlakit (learned policies; on by default)', allowNo: true }),
     env: Flags.string({ description: 'builtin:tabletop, exec:COMMAND or ws://host:port', default: 'builtin:tabletop' }),
