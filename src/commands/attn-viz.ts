@@ -3,6 +3,7 @@ import { Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
+import { adapterFlag, adaptersFor } from '../lib/cli/adapter-flag.js';
 import { VlakitError } from '../lib/errors.js';
 import { type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
 import { claimOutput, readValidated } from '../lib/io/index.js';
@@ -17,7 +18,7 @@ export default class AttnViz extends VlakitCommand {
     { description: 'The tokens of the digits in the actions, on an export', command: '<%= config.bin %> attn-viz --model runs/sft-onnx --input examples.jsonl --tokens "/[0-9]/" --limit 8 -o viz/' },
   ];
   static flags = {
-    model: Flags.string({ description: 'a checkpoint, or an export made with --attentions', helpValue: 'DIR' }),
+    model: Flags.string({ description: 'a checkpoint (vlakit\'s or a Hugging Face one), or an export made with --attentions', helpValue: 'DIR' }),
     compare: Flags.string({ description: 'two (or more) models side by side: DIR,DIR or NAME=DIR,NAME=DIR', helpValue: 'A,B' }),
     input: Flags.string({ char: 'i', description: 'training examples (vlakit relabel output); "-" for stdin', default: '-' }),
     tokens: Flags.string({ description: 'which target tokens: action, reasoning, all, A:B (token indices) or /regex/ (over the target text)', default: 'action' }),
@@ -35,6 +36,7 @@ export default class AttnViz extends VlakitCommand {
     json: Flags.boolean({ description: 'also write the raw maps (maps.jsonl)' }),
     device: Flags.string({ description: 'onnxruntime execution provider for exports', options: ['cpu', 'cuda'], default: 'cpu' }),
     backend: Flags.string({ description: 'tfjs backend for checkpoints', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
+    adapter: adapterFlag('--compare'),
     quiet: Flags.boolean({ char: 'q', description: 'no progress and summary on stderr' }),
   };
 
@@ -55,7 +57,8 @@ export default class AttnViz extends VlakitCommand {
       if (specs.length < 2) throw new VlakitError('E_USAGE', '--compare takes two models or more: A,B');
     } else if (flags.model) specs.push([path.basename(path.resolve(flags.model)), flags.model]);
     else throw new VlakitError('E_USAGE', 'give the model with --model DIR, or two with --compare A,B');
-    const output = this.outputOptions(flags, [flags.input, ...specs.map((s) => s[1])]);
+    const adapters = adaptersFor(flags.adapter, specs.map((s) => s[0]), Boolean(flags.compare));
+    const output = this.outputOptions(flags, [flags.input, ...specs.map((s) => s[1]), ...adapters.values()]);
     claimOutput(flags.output, 'dir', output); // before any example is read or model loaded
     const { chooseTokens, attnViz } = await import('../lib/viz/index.js');
     try {
@@ -76,7 +79,7 @@ export default class AttnViz extends VlakitCommand {
     const { openModel } = await import('../lib/infer/index.js');
     const models = [];
     try {
-      for (const [name, dir] of specs) models.push({ name, runner: await openModel(dir, { device: flags.device as 'cpu', backend: flags.backend }) });
+      for (const [name, dir] of specs) models.push({ name, runner: await openModel(dir, { device: flags.device as 'cpu', backend: flags.backend, adapter: adapters.get(name) }) });
       const progress = await startProgress('attn-viz', !flags.quiet);
       let done = 0;
       const res = await attnViz({

@@ -3,12 +3,13 @@ import { Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, allOnlyWith, exclusive, int } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
+import { adapterFlag, adaptersFor } from '../lib/cli/adapter-flag.js';
 import { VlakitError } from '../lib/errors.js';
 
 export default class EvalVqa extends VlakitCommand {
   static summary = 'VQA benchmarks for VLMs and VLAs, and the forgetting report; or generate scene questions from the built-in world.';
   static description =
-    'Scores models (vlakit checkpoints, exports on onnxruntime, or any OpenAI-compatible endpoint) on VQA datasets: the VQAv2 layout (VQA accuracy over 10 human answers), generic JSON Lines (VQA accuracy, exact match, ANLS or multiple choice), and MMBench-style TSV with base64 images (multiple choice; --circular asks every rotation of the options). With several models, a table of scores per benchmark and each model\'s retention relative to the first (VLM2VLA\'s measure of forgetting). With --generate N, writes scene questions from the tabletop world with exact answers from its oracle (as VQA JSON Lines, or as training examples to pre-train a base VLM).';
+    'Scores models (vlakit checkpoints, Hugging Face checkpoints with their processor\'s prompt format and an optional --adapter, exports on onnxruntime, or any OpenAI-compatible endpoint) on VQA datasets: the VQAv2 layout (VQA accuracy over 10 human answers), generic JSON Lines (VQA accuracy, exact match, ANLS or multiple choice), and MMBench-style TSV with base64 images (multiple choice; --circular asks every rotation of the options). With several models, a table of scores per benchmark and each model\'s retention relative to the first (VLM2VLA\'s measure of forgetting). With --generate N, writes scene questions from the tabletop world with exact answers from its oracle (as VQA JSON Lines, or as training examples to pre-train a base VLM).';
   static examples = [
     { description: 'Scene questions with exact answers from the world', command: '<%= config.bin %> eval-vqa --generate 500 --seed 0 -o sceneqa.jsonl' },
     { description: 'The same as training examples, to pre-train a small base VLM', command: '<%= config.bin %> eval-vqa --generate 5000 --seed 1 --as examples -o sceneqa_train.jsonl' },
@@ -36,6 +37,7 @@ export default class EvalVqa extends VlakitCommand {
     cache: Flags.string({ description: 'endpoint answer cache directory (default: the teacher cache)', helpValue: 'DIR' }),
     'no-cache': Flags.boolean({ description: 'do not read or write the endpoint answer cache' }),
     'max-new-tokens': int({ description: 'longest answer of a vlakit model', default: 24, min: 1, max: 8192 }),
+    adapter: adapterFlag('--models'),
     device: Flags.string({ description: 'onnxruntime execution provider for exports', options: ['cpu', 'cuda'], default: 'cpu' }),
     backend: Flags.string({ description: 'tfjs backend for checkpoints', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress and no report on stderr' }),
@@ -47,7 +49,7 @@ export default class EvalVqa extends VlakitCommand {
     exclusive('generate', 'data', '--generate writes questions, --data evaluates on them'),
     exclusive('cache', 'no-cache', '--no-cache reads and writes no cache'),
     ...allOnlyWith(['seed', 'as', 'width', 'height', 'per-frame', 'output'], '--generate', (i) => i.given.has('generate')),
-    ...allOnlyWith(['models', 'model', 'endpoint', 'circular', 'limit', 'metric', 'log-samples', 'concurrency', 'cache', 'no-cache', 'max-new-tokens', 'device', 'backend'], 'an evaluation (not with --generate)', (i) => !i.given.has('generate')),
+    ...allOnlyWith(['models', 'model', 'endpoint', 'circular', 'limit', 'metric', 'log-samples', 'concurrency', 'cache', 'no-cache', 'max-new-tokens', 'device', 'backend', 'adapter'], 'an evaluation (not with --generate)', (i) => !i.given.has('generate')),
   ];
 
   async run(): Promise<void> {
@@ -66,8 +68,10 @@ export default class EvalVqa extends VlakitCommand {
     } else if (flags.model) specs.push([flags.endpoint ? flags.model : path.basename(path.resolve(flags.model)), flags.endpoint ? `openai:${flags.model}` : flags.model]);
     else throw new VlakitError('E_USAGE', 'give the models with --models NAME=DIR,... or --model DIR (or --endpoint URL --model NAME)');
     if (new Set(specs.map((s) => s[0])).size !== specs.length) throw new VlakitError('E_USAGE', 'model names in --models must differ');
+    const adapters = adaptersFor(flags.adapter, specs.map((s) => s[0]), Boolean(flags.models));
+    if (flags.endpoint && adapters.size) throw new VlakitError('E_USAGE', '--adapter goes with a model directory, not an endpoint model');
     const cacheDir = flags['no-cache'] ? undefined : (flags.cache ?? (await import('../lib/teacher/index.js')).defaultCacheDir());
-    const samplesOutput = this.outputOptions(flags, [...flags.data, ...specs.map((s) => s[1]), cacheDir], '--log-samples');
+    const samplesOutput = this.outputOptions(flags, [...flags.data, ...specs.map((s) => s[1]), ...adapters.values(), cacheDir], '--log-samples');
     // refused now, not after the evaluation
     if (flags['log-samples'] && flags['log-samples'] !== '-') claimOutput(flags['log-samples'], 'file', samplesOutput);
 
@@ -89,7 +93,7 @@ export default class EvalVqa extends VlakitCommand {
     let cache: import('../lib/teacher/index.js').AnswerCache | undefined;
     try {
       for (const [name, spec] of specs) {
-        const model = await this.openVqaModel(name, spec, flags, async () => {
+        const model = await this.openVqaModel(name, spec, { ...flags, adapter: adapters.get(name) }, async () => {
           if (flags['no-cache']) return undefined;
           const { AnswerCache, defaultCacheDir } = await import('../lib/teacher/index.js');
           cache ??= await AnswerCache.open(flags.cache ?? defaultCacheDir());
@@ -119,15 +123,16 @@ export default class EvalVqa extends VlakitCommand {
     }
   }
 
-  private async openVqaModel(name: string, spec: string, flags: { endpoint?: string; concurrency: number; device: string; backend?: string; 'max-new-tokens': number }, cache: () => Promise<import('../lib/teacher/index.js').AnswerCache | undefined>): Promise<import('../lib/eval/index.js').VqaModel> {
+  private async openVqaModel(name: string, spec: string, flags: { endpoint?: string; concurrency: number; device: string; backend?: string; 'max-new-tokens': number; adapter?: string }, cache: () => Promise<import('../lib/teacher/index.js').AnswerCache | undefined>): Promise<import('../lib/eval/index.js').VqaModel> {
     const ev = await import('../lib/eval/index.js');
     if (/^(openai|gemini|exec):/.test(spec)) {
+      if (flags.adapter) throw new VlakitError('E_USAGE', `--adapter for ${name}: an endpoint model (${spec}) takes no adapter`);
       if (spec.startsWith('openai:') && !flags.endpoint) throw new VlakitError('E_USAGE', `model ${name} (${spec}) needs --endpoint URL, the OpenAI-compatible server`);
       const { makeTeacher } = await import('../lib/teacher/index.js');
       return new ev.EndpointModel(name, makeTeacher(spec, { url: flags.endpoint, temperature: 0 }), flags.concurrency, await cache());
     }
     const { openModel } = await import('../lib/infer/index.js');
-    return new ev.RunnerModel(name, await openModel(spec, { device: flags.device as 'cpu', backend: flags.backend }), flags['max-new-tokens']);
+    return new ev.RunnerModel(name, await openModel(spec, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter }), flags['max-new-tokens']);
   }
 
   private async generateScenes(n: number, flags: { seed: number; as: string; width: number; height: number; 'per-frame': number; output?: string; overwrite: boolean; quiet: boolean }): Promise<void> {

@@ -45,14 +45,14 @@ export default class Export extends VlakitCommand {
     const tolValue = Number(relative ? tolText.slice(0, -1) : tolText);
     if (!/\d/.test(tolText) || !Number.isFinite(tolValue) || tolValue < 0) throw new VlakitError('E_USAGE', `--tolerance must be a number >= 0 or a percentage such as 5%, got "${tolText}"`);
     const { exportModel, checkParity, parityCases, hostInt8 } = await import('../lib/export/index.js');
-    const { openModel, loadOrt } = await import('../lib/infer/index.js');
+    const { openBuiltinModel, loadOrt } = await import('../lib/infer/index.js');
     const t0 = performance.now();
     let parity: (ParityResult & { tfjs: string; onnxruntime: string }) | undefined;
     const verify = async (dir: string) => {
-      const reference = await openModel(args.checkpoint, { backend: flags.backend });
-      let candidate: Awaited<ReturnType<typeof openModel>> | undefined;
+      const reference = await openBuiltinModel(args.checkpoint, { backend: flags.backend });
+      let candidate: Awaited<ReturnType<typeof openBuiltinModel>> | undefined;
       try {
-        candidate = await openModel(dir, { device: flags.device as 'cpu' });
+        candidate = await openBuiltinModel(dir, { device: flags.device as 'cpu' });
         const cfg = reference.config;
         parity = { ...(await checkParity(reference, candidate, parityCases(cfg.vision_config.image_size, cfg.num_cameras))), tfjs: reference.info.device, onnxruntime: candidate.info.device };
       } finally {

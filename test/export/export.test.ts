@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
 import { checkModel, checkParity, decodeModel, encodeModel, exportModel, parityCases } from '../../src/lib/export/index.js';
 import type { ValueInfoProto } from '../../src/lib/export/onnx.js';
-import { OrtRunner, generate, openModel } from '../../src/lib/infer/index.js';
+import { OrtRunner, generate, openBuiltinModel } from '../../src/lib/infer/index.js';
 import { TfjsRunner } from '../../src/lib/infer/tfjs.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
 import { writeOutputDir } from '../../src/lib/io/outputs.js';
@@ -59,8 +59,8 @@ async function tinyCheckpoint(name: string, text: Partial<TextConfig>, seed: num
 
 /** A float32 export against its checkpoint: logits within 1e-4, the same greedy ids with and without the cache. */
 async function expectExactParity(ckDir: string, exportDir: string, cases: ReturnType<typeof parityCases>, maxNewTokens: number): Promise<void> {
-  const a = await openModel(ckDir);
-  const b = await openModel(exportDir);
+  const a = await openBuiltinModel(ckDir);
+  const b = await openBuiltinModel(exportDir);
   const r = await checkParity(a, b, cases, maxNewTokens);
   expect(r.maxAbsDiff).toBeLessThanOrEqual(1e-4);
   expect(r.greedyMatch).toBe(true);
@@ -115,7 +115,7 @@ describe('vlakit export: the files', () => {
   it('runs from the directory alone (copied away from its checkpoint)', async () => {
     const alone = path.join(dir, 'alone');
     cpSync(out, alone, { recursive: true });
-    const r = await openModel(alone);
+    const r = await openBuiltinModel(alone);
     expect(r.info.engine).toBe('onnxruntime');
     expect(r.actionCodec).toEqual({ codec: 'text', decimals: 3 });
     const [c] = parityCases(32, 2);
@@ -128,8 +128,8 @@ describe('vlakit export: the files', () => {
 
 describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
   it('logits within 1e-4, identical greedy ids with and without the KV cache, for several prompts and images', async () => {
-    const a = await openModel(ck);
-    const b = await openModel(out);
+    const a = await openBuiltinModel(ck);
+    const b = await openBuiltinModel(out);
     const cases = parityCases(32, 2, 3, ['grasp the red block', 'move the gripper left', 'Subtask: pick up the carrot', 'the plate']);
     const r = await checkParity(a, b, cases, 12);
     expect(r.cases).toBe(4);
@@ -146,8 +146,8 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
     const odd = await tinyCheckpoint('odd', { hidden_size: 48, num_attention_heads: 4, num_key_value_heads: 2 }, 1); // head size 12
     const res = await exportModel(odd, `${odd}-onnx`);
     expect(res.ops).toBe('standard');
-    const a = await openModel(odd);
-    const b = await openModel(`${odd}-onnx`);
+    const a = await openBuiltinModel(odd);
+    const b = await openBuiltinModel(`${odd}-onnx`);
     expect((await checkParity(a, b, parityCases(32, 1, 2).slice(0, 1), 6)).greedyMatch).toBe(true);
     await a.dispose();
     await b.dispose();
@@ -172,8 +172,8 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
   });
 
   it('attention rows agree and are distributions over image + text positions', async () => {
-    const a = await openModel(ck);
-    const b = await openModel(out);
+    const a = await openBuiltinModel(ck);
+    const b = await openBuiltinModel(out);
     const [c] = parityCases(32, 2, 9);
     const ga = await generate(a, c.pixels, c.prompt, { maxNewTokens: 4, attentions: true });
     const gb = await generate(b, c.pixels, c.prompt, { maxNewTokens: 4, attentions: true });
@@ -195,8 +195,8 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
     await trainSft({ ...base, examples: examples.slice(0, 2), outDir: path.join(dir, 'sft'), steps: 100 });
     await trainSft({ ...base, examples: examples.slice(0, 2), outDir: path.join(dir, 'sft-lora'), init: path.join(dir, 'sft'), steps: 10, lr: 1e-3, lora: { r: 4, alpha: 8, targets: ['q', 'v', 'up'] } });
     await exportModel(path.join(dir, 'sft-lora'), path.join(dir, 'sft-onnx'));
-    const a = await openModel(path.join(dir, 'sft-lora'));
-    const b = await openModel(path.join(dir, 'sft-onnx'));
+    const a = await openBuiltinModel(path.join(dir, 'sft-lora'));
+    const b = await openBuiltinModel(path.join(dir, 'sft-onnx'));
     const [item] = await prepare(examples.slice(0, 1), a.tokenizer, { cameras: 1, imageSize: 32, maxTokens: 200 });
     const before = tf.memory().numTensors;
     const ga = await generate(a, item.pixels, 'Subtask: grasp the red block', { maxNewTokens: 40 });
@@ -212,7 +212,7 @@ describe('parity: onnxruntime vs tfjs on the same checkpoint', () => {
   }, 120_000);
 
   it('an export without --attentions says so when attentions are asked for', async () => {
-    const b = await openModel(path.join(dir, 'sft-onnx'));
+    const b = await openBuiltinModel(path.join(dir, 'sft-onnx'));
     const [c] = parityCases(32, 1);
     await expect(generate(b, c.pixels, c.prompt, { attentions: true })).rejects.toThrow(/no attention outputs; export it again with --attentions/);
     await b.dispose();
@@ -322,11 +322,11 @@ describe('runners', () => {
   it('OrtRunner refuses a checkpoint; openModel refuses a directory without config.json', async () => {
     await expect(OrtRunner.open(ck)).rejects.toThrow(/no vlakit.export entry/);
     writeFileSync(path.join(dir, 'empty.txt'), '');
-    await expect(openModel(dir)).rejects.toThrow(/not a model directory: no config.json/);
+    await expect(openBuiltinModel(dir)).rejects.toThrow(/not a model directory: no config.json/);
   });
 
   it('TfjsRunner over an in-memory model matches openModel of its checkpoint', async () => {
-    const a = await openModel(ck);
+    const a = await openBuiltinModel(ck);
     const b = new TfjsRunner((a as TfjsRunner).model, a.tokenizer);
     const [c] = parityCases(32, 2, 4);
     expect((await generate(b, c.pixels, c.prompt, { maxNewTokens: 6 })).ids).toEqual((await generate(a, c.pixels, c.prompt, { maxNewTokens: 6 })).ids);

@@ -9,7 +9,7 @@ import { VlakitError } from '../../src/lib/errors.js';
 import { checkModel, checkParity, decodeModel, encodeModel, exportModel, hostInt8, int8Path, parityCases, probeInt8 } from '../../src/lib/export/index.js';
 import type { ModelProto, TensorProto } from '../../src/lib/export/onnx.js';
 import { exportWeightRange, int8Quantization, int8RunWarning, quantizeColumns } from '../../src/lib/export/quantize.js';
-import { OrtRunner, generate, loadOrt, openModel } from '../../src/lib/infer/index.js';
+import { OrtRunner, generate, loadOrt, openBuiltinModel } from '../../src/lib/infer/index.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
 import { writeOutputDir } from '../../src/lib/io/outputs.js';
 import { writeModelFiles } from '../../src/lib/model/checkpoint.js';
@@ -239,10 +239,10 @@ describe('vlakit export --quantize int8', () => {
   });
 
   it('logits within a few percent of the checkpoint scale, and much further off than the float32 export', async () => {
-    const a = await openModel(ck);
+    const a = await openBuiltinModel(ck);
     const cases = parityCases(32, 2, 5, ['grasp the red block', 'move the gripper left', 'the plate']);
-    const exact = await openModel(fp);
-    const rough = await openModel(q8);
+    const exact = await openBuiltinModel(fp);
+    const rough = await openBuiltinModel(q8);
     const r32 = await checkParity(a, exact, cases, 8);
     const r8 = await checkParity(a, rough, cases, 8);
     expect(r8.maxAbsDiff).toBeLessThanOrEqual(0.05 * r8.maxAbsLogit);
@@ -256,8 +256,8 @@ describe('vlakit export --quantize int8', () => {
     const base = { preset: 'tiny' as const, vocabSize: 128, batchSize: 2, lr: 1e-2, warmup: 0, seed: 3, codec: new TextCodec(3), clip: 0 };
     await trainSft({ ...base, examples: examples.slice(0, 2), outDir: path.join(dir, 'sft'), steps: 100 });
     await exportModel(path.join(dir, 'sft'), path.join(dir, 'sft-int8'), { quantize: 'int8', attentions: true });
-    const a = await openModel(path.join(dir, 'sft'));
-    const b = await openModel(path.join(dir, 'sft-int8'));
+    const a = await openBuiltinModel(path.join(dir, 'sft'));
+    const b = await openBuiltinModel(path.join(dir, 'sft-int8'));
     const [item] = await prepare(examples.slice(0, 1), a.tokenizer, { cameras: 1, imageSize: 32, maxTokens: 200 });
     const ga = await generate(a, item.pixels, 'Subtask: grasp the red block', { maxNewTokens: 40 });
     const gb = await generate(b, item.pixels, 'Subtask: grasp the red block', { maxNewTokens: 40 });

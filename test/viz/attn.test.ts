@@ -7,7 +7,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { PROMPTS, TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
 import { TabletopEnv, decodeMask, type ObjectMasks } from '../../src/lib/env/index.js';
 import { exportModel } from '../../src/lib/export/index.js';
-import { type VlaRunner, openModel } from '../../src/lib/infer/index.js';
+import { type BuiltinRunner, openModel } from '../../src/lib/infer/index.js';
+import { builtinPrompting } from '../../src/lib/infer/builtin.js';
 import type { ImageJson } from '../../src/lib/io/json.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
 import { writeOutputDir } from '../../src/lib/io/outputs.js';
@@ -80,11 +81,12 @@ describe('top-k fusion over (layer, head)', () => {
 });
 
 /** A runner whose every attention row puts all weight on one key position. */
-function forcedRunner(config: ReturnType<typeof preset>, tokenizer: Tokenizer, key: number): VlaRunner {
+function forcedRunner(config: ReturnType<typeof preset>, tokenizer: Tokenizer, key: number): BuiltinRunner {
   return {
-    info: { engine: 'tfjs', device: 'stub' },
+    info: { engine: 'tfjs', device: 'stub', model: 'vlakit' },
     config,
     tokenizer,
+    ...builtinPrompting(config, tokenizer),
     start: () => {
       throw new Error('not used');
     },

@@ -46,7 +46,7 @@ export default class Rollout extends VlakitCommand {
     { description: 'A policy served elsewhere (vlakit rollout serve)', command: '<%= config.bin %> rollout --policy ws://gpu-box:8765 --episodes 20' },
   ];
   static flags = {
-    policy: Flags.string({ description: 'scripted (the built-in expert), a checkpoint or export directory, or ws://host:port (vlakit rollout serve)', default: 'scripted', helpValue: 'scripted|DIR|ws://...' }),
+    policy: Flags.string({ description: 'scripted (the built-in expert), a checkpoint (vlakit\'s or a Hugging Face one, see --adapter) or export directory, or ws://host:port (vlakit rollout serve)', default: 'scripted', helpValue: 'scripted|DIR|ws://...' }),
     ...policyFlags,
     timing: Flags.boolean({ description: 'record per-step time in the model, the env and vlakit (learned policies; on by default)', allowNo: true }),
     env: Flags.string({ description: 'builtin:tabletop, exec:COMMAND or ws://host:port', default: 'builtin:tabletop' }),
@@ -102,7 +102,7 @@ export default class Rollout extends VlakitCommand {
     const families = parseFamilies(flags.tasks);
     checkOutputFormat(flags.to, flags.output);
     const to = (flags.to as 'rlds' | 'jsonl' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
-    const output = this.outputOptions(flags, [flags.policy === 'scripted' ? undefined : flags.policy]);
+    const output = this.outputOptions(flags, [flags.policy === 'scripted' ? undefined : flags.policy, flags.adapter]);
     // refused before the policy is loaded and the episodes run
     if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', output);
     let video: { dir: string; format: 'mp4' | 'gif'; ffmpeg?: string; size: number } | undefined;
@@ -125,10 +125,10 @@ export default class Rollout extends VlakitCommand {
     } else {
       const { openModel } = await import('../../lib/infer/index.js');
       const { ModelPolicy } = await import('../../lib/policy/index.js');
-      const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend });
+      const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter });
       runner = r;
       policy = new ModelPolicy(r, policyOptions(r, flags));
-      this.note(`vlakit rollout: ${flags.policy} on ${r.info.engine} (${r.info.device}), ${flags.mode} mode${flags.mode === 'hierarchical' ? `, verifier ${flags.verifier}` : ''}`, flags.quiet || flags.json);
+      this.note(`vlakit rollout: ${flags.policy}${flags.adapter ? ` + ${flags.adapter}` : ''}${r.info.model && r.info.model !== 'vlakit' ? ` (${r.info.model})` : ''} on ${r.info.engine} (${r.info.device}), ${flags.mode} mode${flags.mode === 'hierarchical' ? `, verifier ${flags.verifier}` : ''}`, flags.quiet || flags.json);
     }
     let env: Env = await openEnv(flags.env, async () =>
       new TabletopEnv({ width: flags.width, height: flags.height, wrist: flags.wrist, masks: flags.masks, controlHz: flags.hz, distractors: parseRange(flags.distractors), maxSteps: flags['max-steps'] }),

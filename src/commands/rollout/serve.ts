@@ -30,14 +30,15 @@ export default class RolloutServe extends VlakitCommand {
     const { flags } = await this.parse(RolloutServe);
     const { openModel } = await import('../../lib/infer/index.js');
     const { ModelPolicy, servePolicy } = await import('../../lib/policy/index.js');
-    const runner = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend });
+    const runner = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter });
     const opts = policyOptions(runner, flags);
-    const c = runner.config;
+    const { isBuiltinRunner } = await import('../../lib/infer/index.js');
+    const images = isBuiltinRunner(runner) ? { cameras: runner.config.num_cameras, image_size: runner.config.vision_config.image_size } : { cameras: runner.maxImages, model_type: runner.info.model };
     const server = await servePolicy({
       port: flags.port,
       host: flags.host,
       makePolicy: () => new ModelPolicy(runner, opts),
-      metadata: { model: flags.policy, engine: runner.info.engine, device: runner.info.device, mode: opts.mode, verifier: opts.verifier?.name, cameras: c.num_cameras, image_size: c.vision_config.image_size, action_dim: 4, action_codec: opts.codec.describe() },
+      metadata: { model: flags.policy, engine: runner.info.engine, device: runner.info.device, mode: opts.mode, verifier: opts.verifier?.name, ...images, action_dim: 4, action_codec: opts.codec.describe() },
       onRequest: (r) => this.note(`vlakit rollout serve: ${r.type} in ${r.ms.toFixed(1)} ms`, flags.quiet),
       onNotice: (m) => this.note(`vlakit rollout serve: ${m}`, flags.quiet),
       handshakeTimeoutMs: Number(flags['handshake-timeout']) * 1000,

@@ -24,6 +24,7 @@ export const policyFlags = {
   actions: Flags.string({ description: 'how the model writes actions, when its config does not say', options: ['text', 'words'] }),
   device: Flags.string({ description: 'onnxruntime execution provider for an export (a checkpoint: cuda picks tfjs-node-gpu)', options: ['cpu', 'cuda'], default: 'cpu' }),
   backend: Flags.string({ description: 'tfjs backend for a checkpoint', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
+  adapter: Flags.string({ description: 'a PEFT LoRA adapter directory folded into a Hugging Face checkpoint (its saved action codec and statistics are the policy\'s)', helpValue: 'DIR' }),
 };
 
 /** Flags of one mode of the learned policy, refused in the other. */

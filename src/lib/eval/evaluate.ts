@@ -7,7 +7,7 @@
 import pLimit from 'p-limit';
 import { PROMPTS } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
-import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
+import { type VlaRunner, generateFrom } from '../infer/index.js';
 import type { AnswerCache } from '../teacher/cache.js';
 import { hashKey } from '../teacher/cache.js';
 import { PROMPT_VERSIONS } from '../teacher/prompts.js';
@@ -30,7 +30,7 @@ export function vqaPrompt(item: VqaItem): string {
   return PROMPTS.vqa(item.question, item.choices, item.hint);
 }
 
-/** A checkpoint or export, answering greedily; the answer ends at the first newline. */
+/** A checkpoint or export (built-in or Hugging Face), answering greedily; the answer ends at the first newline. */
 export class RunnerModel implements VqaModel {
   readonly concurrency = 1;
   constructor(
@@ -44,9 +44,9 @@ export class RunnerModel implements VqaModel {
   }
 
   async answer(item: VqaItem): Promise<{ text: string; ms: number }> {
-    const c = this.runner.config;
-    const pixels = await imagesToPixels(item.images.map(loadImage), c.num_cameras, c.vision_config.image_size, `item ${item.id}: image`);
-    const g = await generate(this.runner, pixels, vqaPrompt(item), { maxNewTokens: this.maxNewTokens, stop: ['\n'] });
+    // the question (with its choices and hint) is the user turn; the runner lays out the prompt and the images
+    const input = await this.runner.prepare(vqaPrompt(item), item.images.map(loadImage), `item ${item.id}: image`);
+    const g = await generateFrom(this.runner, input, { maxNewTokens: this.maxNewTokens, stop: ['\n'] });
     return { text: g.text.trim(), ms: g.timing.prefillMs + g.timing.decodeMs };
   }
 

@@ -14,6 +14,7 @@ import { ExportFiles } from './files.js';
 import { GraphBuilder, type ModelProto, OPSET, WeightStore } from './onnx.js';
 import { type CausalLm, generateIds } from '../infer/causal.js';
 import { Rng } from '../util/rng.js';
+import { type PolicyMeta, readPolicyMeta } from '../infer/hf-runner.js';
 
 export const HF_EXPORT_FILES = { prefill: 'prefill.onnx', decode: 'decode.onnx', data: 'model.onnx_data' } as const;
 /** Files of a checkpoint directory that an export carries over unchanged. */
@@ -52,7 +53,7 @@ export interface HfExportResult {
  * Exports a loaded checkpoint to `outDir` (written whole or not at all); `verify` runs on the finished files first.
  * @example await exportHfModel(loadHfCheckpoint('models/stories260k'), 'out/stories-onnx')
  */
-export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void>; output?: OutputOptions } = {}): Promise<HfExportResult> {
+export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void>; output?: OutputOptions; meta?: PolicyMeta } = {}): Promise<HfExportResult> {
   const src = path.resolve(ck.dir);
   const output: OutputOptions = { ...o.output, inputs: [ck.dir, ...(o.output?.inputs ?? [])] };
   claimOutput(outDir, 'dir', output);
@@ -63,8 +64,11 @@ export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verif
     const ex = (out = new ExportFiles(tmp));
     await ex.graphs(store, HF_EXPORT_FILES.data, graphs);
     const vlakit = { export: { format: 'onnx', kind: 'causal-lm', opset: OPSET, ops: 'standard', quantization: 'none', graphs: { prefill: HF_EXPORT_FILES.prefill, decode: HF_EXPORT_FILES.decode }, external_data: HF_EXPORT_FILES.data, source: src } };
-    await ex.write('config.json', `${JSON.stringify({ ...ck.rawConfig, vlakit }, null, 2)}\n`);
+    // a policy's action codec and statistics (from the checkpoint or its adapter) travel with the export
+    const codec = o.meta?.actionCodec ? { action_codec: o.meta.actionCodec } : {};
+    await ex.write('config.json', `${JSON.stringify({ ...ck.rawConfig, vlakit: { ...vlakit, ...codec } }, null, 2)}\n`);
     for (const f of CARRIED) ex.copy(path.join(ck.dir, f));
+    if (o.meta?.actionStats !== undefined) await ex.write('action_stats.json', `${JSON.stringify(o.meta.actionStats, null, 2)}\n`);
     await o.verify?.(tmp);
   }, output);
   let parameters = 0;
@@ -157,6 +161,9 @@ export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExpo
       throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance.toExponential(2)})${m ? `; greedy ids after ${m.prompt.join(',')}: checkpoint ${m.reference.join(',')}, export ${m.export.join(',')}` : ''}`, { file: outDir });
     }
   };
-  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify, output });
+  const own = readPolicyMeta(ckptDir);
+  const fromAdapter = o.adapter ? readPolicyMeta(o.adapter) : {};
+  const meta: PolicyMeta = { actionCodec: fromAdapter.actionCodec ?? own.actionCodec, actionStats: fromAdapter.actionStats ?? own.actionStats };
+  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify, output, meta });
   return { ...res, parity };
 }

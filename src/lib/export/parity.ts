@@ -4,7 +4,7 @@
  * greedy token ids with and without the KV cache. A float32 export matches to rounding (|diff| <= 1e-4, the same
  * ids); an int8 export is judged by its logits relative to their scale, its greedy agreement counted.
  */
-import { type VlaRunner, generate, promptIds } from '../infer/index.js';
+import { type BuiltinRunner, generate, promptIds } from '../infer/index.js';
 import { Rng } from '../util/rng.js';
 
 export interface ParityCase {
@@ -42,7 +42,7 @@ export function parityCases(imageSize: number, cameras: number, seed = 0, prompt
  * Compares `candidate` (an export on onnxruntime) with `reference` (its checkpoint on tfjs).
  * @example const r = await checkParity(tfjsRunner, ortRunner, parityCases(64, 1)); r.maxAbsDiff <= 1e-4
  */
-export async function checkParity(reference: VlaRunner, candidate: VlaRunner, cases: ParityCase[], maxNewTokens = 16): Promise<ParityResult> {
+export async function checkParity(reference: BuiltinRunner, candidate: BuiltinRunner, cases: ParityCase[], maxNewTokens = 16): Promise<ParityResult> {
   let maxAbsDiff = 0;
   let maxAbsLogit = 0;
   let greedyAgree = 0;

@@ -22,6 +22,15 @@ export interface CausalState {
   /** Appends one token; returns its logits [V]. */
   next(id: number): Promise<Float32Array>;
   dispose(): void;
+  /** After a step of a state started with `attentions`: its last position's attention rows, [layer][head][key]. */
+  attentions?(): number[][][];
+}
+
+/** Every attention weight of one forward pass: per decoder layer [H, N, N] flattened (query rows, key columns). */
+export interface AttentionMaps {
+  layers: Float32Array[];
+  heads: number;
+  positions: number;
 }
 
 export interface CausalLm {
@@ -32,9 +41,12 @@ export interface CausalLm {
   readonly eosIds: number[];
   /** For a vision-language model: tile side, channels, image tokens per tile and the image token id. */
   readonly vision?: { imageSize: number; channels: number; tokensPerImage: number; imageTokenId: number };
-  start(o?: { useCache?: boolean }): CausalState;
+  /** `attentions`: the state reports each step's attention rows (engines that cannot say so refuse). */
+  start(o?: { useCache?: boolean; attentions?: boolean }): CausalState;
   /** Logits of every position, [T, V] flattened, without a cache. */
   logits(ids: number[], images?: Float32Array): Promise<Float32Array>;
+  /** Every decoder attention weight of one forward pass without a cache, where the engine has them. */
+  attentions?(ids: number[], images?: Float32Array): Promise<AttentionMaps>;
   dispose(): Promise<void> | void;
 }
 
@@ -61,37 +73,56 @@ export class TfjsCausalLm implements CausalLm {
     this.vision = ckpt.arch.vision?.(ckpt.config);
   }
 
-  /** ids (+ images) -> logits [B, T, V], extending `cache` when one is given (its new tensors are kept out of tidy). */
-  private forward(ids: number[], cache?: TfjsCache, images?: Float32Array): { logits: Float32Array; cache?: TfjsCache } {
+  /**
+   * ids (+ images) -> logits [B, T, V], extending `cache` when one is given (its new tensors are kept out of tidy);
+   * with `attentions`, each decoder layer's weights [1, H, T, past + T] too (the caller disposes them).
+   */
+  private forward(ids: number[], cache?: TfjsCache, images?: Float32Array, attentions = false): { logits: Float32Array; cache?: TfjsCache; attentions?: tf.Tensor4D[] } {
     const n = checkPrompt(this, ids, images);
     let next: TfjsCache | undefined;
+    let atts: tf.Tensor4D[] | undefined;
     const logits = tf.tidy(() => {
       const ops = new TfjsOps(this.params, cache);
+      if (attentions) ops.recordAttentions = [];
       const v = this.vision;
       const pixels = v && images && n ? tf.tensor4d(images, [n, v.channels, v.imageSize, v.imageSize]) : undefined; // [N, C, S, S]
       const out = this.arch.forward(ops, this.config, tf.tensor2d(ids, [1, ids.length], 'int32'), pixels); // [1, T, V]
       next = ops.next;
       if (next) for (const t of [...next.k, ...next.v]) if (t) tf.keep(t);
+      if (ops.recordAttentions) atts = ops.recordAttentions.map((a) => tf.keep(a));
       return out;
     });
     const data = logits.dataSync() as Float32Array;
     logits.dispose();
-    return { logits: data, cache: next };
+    return { logits: data, cache: next, attentions: atts };
+  }
+
+  async attentions(ids: number[], images?: Float32Array): Promise<AttentionMaps> {
+    const atts = this.forward(ids, undefined, images, true).attentions!; // per layer [1, H, N, N]
+    const layers = atts.map((a) => a.dataSync() as Float32Array);
+    const [, heads, positions] = atts[0].shape;
+    tf.dispose(atts);
+    return { layers, heads, positions };
   }
 
   async logits(ids: number[], images?: Float32Array): Promise<Float32Array> {
     return this.forward(ids, undefined, images).logits;
   }
 
-  start(o: { useCache?: boolean } = {}): CausalState {
+  start(o: { useCache?: boolean; attentions?: boolean } = {}): CausalState {
     const V = this.vocabSize;
     const last = (l: Float32Array) => l.slice(l.length - V);
-    if (o.useCache === false) return uncachedState(this);
+    if (o.useCache === false) return uncachedState(this, o.attentions);
     let cache: TfjsCache = { k: [], v: [], length: 0 };
+    let rows: number[][][] | undefined;
     const step = (ids: number[], images?: Float32Array): Float32Array => {
       // a prompt is checked against the positions in forward (checkPrompt); here what the cache adds to it
       if (cache.length > 0 && cache.length + ids.length > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
-      const r = this.forward(ids, cache, images);
+      const r = this.forward(ids, cache, images, o.attentions);
+      if (r.attentions) {
+        rows = lastRows(r.attentions);
+        tf.dispose(r.attentions);
+      }
       const old = cache;
       cache = r.cache!;
       for (let i = 0; i < old.k.length; i++) {
@@ -107,6 +138,7 @@ export class TfjsCausalLm implements CausalLm {
         for (const t of [...cache.k, ...cache.v]) t?.dispose();
         cache = { k: [], v: [], length: 0 };
       },
+      attentions: o.attentions ? () => rows ?? [] : undefined,
     };
   }
 
@@ -116,15 +148,42 @@ export class TfjsCausalLm implements CausalLm {
   }
 }
 
+/** The last query's row of each layer's attention weights [1, H, T, K]: [layer][head][key]. */
+function lastRows(atts: tf.Tensor4D[]): number[][][] {
+  return atts.map((a) => {
+    const [, H, T, K] = a.shape;
+    const d = a.dataSync();
+    return Array.from({ length: H }, (_, h) => Array.from(d.subarray((h * T + T - 1) * K, (h * T + T) * K)));
+  });
+}
+
 /** A generation without a KV cache: the whole sequence (and its images) runs again at every step. For checks. */
-export function uncachedState(lm: Pick<CausalLm, 'logits' | 'vocabSize'>): CausalState {
+export function uncachedState(lm: Pick<CausalLm, 'logits' | 'vocabSize' | 'attentions'>, attentions = false): CausalState {
   const last = (l: Float32Array) => l.slice(l.length - lm.vocabSize);
   let seq: number[] = [];
   let pixels: Float32Array | undefined;
+  let rows: number[][][] = [];
+  const run = async (): Promise<Float32Array> => {
+    if (attentions) {
+      if (!lm.attentions) throw new VlakitError('E_USAGE', 'this model gives no attention weights');
+      const a = await lm.attentions(seq, pixels);
+      const N = a.positions;
+      rows = a.layers.map((l) => Array.from({ length: a.heads }, (_, h) => Array.from(l.subarray((h * N + N - 1) * N, (h * N + N) * N))));
+    }
+    return last(await lm.logits(seq, pixels));
+  };
   return {
-    prefill: async (ids, images) => last(await lm.logits((seq = [...ids]), (pixels = images))),
-    next: async (id) => last(await lm.logits((seq = [...seq, id]), pixels)),
+    prefill: async (ids, images) => {
+      seq = [...ids];
+      pixels = images;
+      return run();
+    },
+    next: async (id) => {
+      seq = [...seq, id];
+      return run();
+    },
     dispose: () => {},
+    attentions: attentions ? () => rows : undefined,
   };
 }
 

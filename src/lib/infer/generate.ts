@@ -6,8 +6,8 @@
 import { VlakitError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 import { patchesPerImage } from '../model/config.js';
-import { BOS, EOS, SEP } from '../model/tokenizer.js';
-import type { VlaRunner } from './runner.js';
+import { BOS, SEP } from '../model/tokenizer.js';
+import { type BuiltinRunner, type RunnerInput, type VlaRunner, isBuiltinRunner } from './runner.js';
 
 export interface GenerateOptions {
   maxNewTokens?: number;
@@ -25,7 +25,7 @@ export interface GenerateOptions {
 export interface Generation {
   text: string;
   ids: number[];
-  /** Per generated token: [layer][head][key position] (image tokens first). */
+  /** Per generated token: [layer][head][key position] (keys as in RunnerInput). */
   attentions?: number[][][][];
   /** Why generation ended. */
   stop: 'eos' | 'stop' | 'length';
@@ -79,46 +79,51 @@ export function pickToken(logits: Float32Array, temperature: number, topP: numbe
   return kept[kept.length - 1];
 }
 
-/** The token ids of a prompt: `<bos> prompt <sep>`. */
-export function promptIds(runner: VlaRunner, prompt: string): number[] {
+/** The token ids of a built-in model's prompt: `<bos> prompt <sep>`. */
+export function promptIds(runner: BuiltinRunner, prompt: string): number[] {
   return [BOS, ...runner.tokenizer.encode(prompt), SEP];
 }
 
 /**
- * Generates the assistant text for a prompt and camera pixels ([C, S, S, 3] flattened, in [-1, 1]).
+ * Generates the assistant text for a built-in model's prompt and camera pixels ([C, S, S, 3] flattened, in [-1, 1]).
  * @example const g = await generate(runner, pixels, 'Subtask: grasp the carrot\nOutput the actions ...', { maxNewTokens: 64 })
  */
 export async function generate(runner: VlaRunner, pixels: Float32Array, prompt: string, o: GenerateOptions = {}): Promise<Generation> {
-  const tok = runner.tokenizer;
+  if (!isBuiltinRunner(runner)) throw new VlakitError('E_USAGE', `a ${runner.info.model ?? 'Hugging Face'} model builds its own prompt: generate from runner.prepare(prompt, images) (generateFrom)`);
+  const cfg = runner.config;
+  const Ni = cfg.num_cameras * patchesPerImage(cfg);
+  return generateFrom(runner, { ids: promptIds(runner, prompt), pixels, textOffset: Ni, imagePositions: Array.from({ length: Ni }, (_, i) => i), images: [] }, o);
+}
+
+/**
+ * Generates the answer to a prompt the runner prepared (any runner: the built-in model or a Hugging Face VLM).
+ * @example const g = await generateFrom(runner, await runner.prepare('Task: pick up the red block', [image]), { maxNewTokens: 64 })
+ */
+export async function generateFrom(runner: VlaRunner, input: RunnerInput, o: GenerateOptions = {}): Promise<Generation> {
   const rng = new Rng(o.seed ?? 0);
   const out: number[] = [];
   const atts: number[][][][] = [];
-  const state = runner.start({ useCache: o.useCache ?? true, attentions: Boolean(o.attentions) });
   let stop: Generation['stop'] = 'length';
   const timing = { prefillMs: 0, decodeMs: 0 };
-  const cfg = runner.config;
-  const ids = promptIds(runner, prompt);
-  const images = cfg.num_cameras * patchesPerImage(cfg);
-  const room = cfg.text_config.max_position_embeddings - images - ids.length; // positions left for new tokens
-  if (room < 1) {
-    state.dispose();
-    throw new VlakitError('E_USAGE', `the prompt (${ids.length} tokens) and images (${images} tokens) fill the model's ${cfg.text_config.max_position_embeddings} positions: no room to generate`);
-  }
+  const ids = input.ids;
+  const room = runner.maxPositions - input.textOffset - ids.length; // positions left for new tokens
+  if (room < 1) throw new VlakitError('E_USAGE', input.textOffset ? `the prompt (${ids.length} tokens) and images (${input.textOffset} tokens) fill the model's ${runner.maxPositions} positions: no room to generate` : `the prompt (${ids.length} tokens, ${input.imagePositions.length} of them image tokens) fills the model's ${runner.maxPositions} positions: no room to generate`);
+  const state = runner.start({ useCache: o.useCache ?? true, attentions: Boolean(o.attentions) });
   try {
     const max = Math.min(o.maxNewTokens ?? 64, room);
     for (let step = 0; step < max; step++) {
       const t0 = performance.now();
-      const r = step === 0 ? await state.prefill(pixels, ids) : await state.next(out[out.length - 1]);
+      const r = step === 0 ? await state.prefill(input.pixels, ids) : await state.next(out[out.length - 1]);
       timing[step === 0 ? 'prefillMs' : 'decodeMs'] += performance.now() - t0;
       if (o.attentions) atts.push(r.attentions!);
       const next = pickToken(r.logits, o.temperature ?? 0, o.topP ?? 1, rng);
-      if (next === EOS) {
+      if (runner.stopIds.includes(next)) {
         stop = 'eos';
         break;
       }
       out.push(next);
       if (o.stop?.length) {
-        const text = tok.decode(out);
+        const text = runner.decode(out);
         if (o.stop.some((s) => text.includes(s))) {
           stop = 'stop';
           break;
@@ -128,7 +133,7 @@ export async function generate(runner: VlaRunner, pixels: Float32Array, prompt: 
   } finally {
     state.dispose();
   }
-  let text = tok.decode(out);
+  let text = runner.decode(out);
   if (stop === 'stop') for (const s of o.stop ?? []) if (text.includes(s)) text = text.slice(0, text.indexOf(s));
   return { text, ids: out, attentions: o.attentions ? atts : undefined, stop, timing };
 }

@@ -99,7 +99,8 @@ export class OrtCausalLm implements CausalLm {
     return l;
   }
 
-  start(o: { useCache?: boolean } = {}): CausalState {
+  start(o: { useCache?: boolean; attentions?: boolean } = {}): CausalState {
+    if (o.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs: run attn-viz on the checkpoint it was exported from (with its --adapter)');
     const V = this.vocabSize;
     const last = (l: Float32Array) => l.slice(l.length - V);
     if (o.useCache === false) return uncachedState(this);

@@ -14,7 +14,7 @@ import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
 import { actionProblem } from '../env/safety.js';
 import { type ImageJson, imagesOf } from '../io/json.js';
-import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
+import { type VlaRunner, generateFrom } from '../infer/index.js';
 import { subSeed } from '../util/rng.js';
 import type { Verifier } from './verifiers.js';
 
@@ -140,14 +140,15 @@ export class ModelPolicy extends ChunkPolicy {
   }
 
   /** Generates until `parse` accepts the text (1 + resample tries). */
-  private async sample<T>(prompt: string, pixels: Float32Array, s: Sampling, parse: (text: string, truncated: boolean) => T): Promise<{ value?: T; texts: string[]; errors: string[]; ms: number }> {
+  private async sample<T>(prompt: string, images: ImageJson[], s: Sampling, parse: (text: string, truncated: boolean) => T): Promise<{ value?: T; texts: string[]; errors: string[]; ms: number }> {
     const texts: string[] = [];
     const errors: string[] = [];
+    const input = await this.runner.prepare(prompt, images, 'camera image');
     let ms = 0;
     for (let attempt = 0; attempt <= (this.o.resample ?? 3); attempt++) {
       // a re-sample must be able to differ: greedy settings get some temperature for the retries
       const temperature = attempt > 0 && s.temperature < 0.3 ? 0.7 : s.temperature;
-      const g = await generate(this.runner, pixels, prompt, { maxNewTokens: s.maxNewTokens, temperature, topP: s.topP, seed: subSeed(this.seed, ++this.calls) });
+      const g = await generateFrom(this.runner, input, { maxNewTokens: s.maxNewTokens, temperature, topP: s.topP, seed: subSeed(this.seed, ++this.calls) });
       ms += g.timing.prefillMs + g.timing.decodeMs;
       texts.push(g.text);
       try {
@@ -157,11 +158,6 @@ export class ModelPolicy extends ChunkPolicy {
       }
     }
     return { texts, errors, ms };
-  }
-
-  private pixels(images: ImageJson[]): Promise<Float32Array> {
-    const c = this.runner.config;
-    return imagesToPixels(images, c.num_cameras, c.vision_config.image_size, 'camera image');
   }
 
   /**
@@ -189,8 +185,8 @@ export class ModelPolicy extends ChunkPolicy {
   }
 
   /** The chunk of one cycle with its record; a no-op when nothing parsed. */
-  private async actions(prompt: string, pixels: Float32Array, marker: boolean, info: Record<string, unknown>): Promise<{ actions: number[][]; ms: number }> {
-    const r = await this.sample(prompt, pixels, this.o.sampling.actions, (t, truncated) => this.parseActions(t, marker, truncated, info));
+  private async actions(prompt: string, images: ImageJson[], marker: boolean, info: Record<string, unknown>): Promise<{ actions: number[][]; ms: number }> {
+    const r = await this.sample(prompt, images, this.o.sampling.actions, (t, truncated) => this.parseActions(t, marker, truncated, info));
     info.text = r.texts.at(-1);
     if (r.texts.length > 1) info.resampled = { texts: r.texts.slice(0, -1), errors: r.errors.slice(0, r.texts.length - 1) };
     if (r.value) return { actions: r.value, ms: r.ms };
@@ -210,15 +206,14 @@ export class ModelPolicy extends ChunkPolicy {
     if (this.o.mode === 'direct') {
       const style = this.o.prompt ?? 'refinevla';
       const prompt = style === 'task' ? PROMPTS.task(ctx.instruction) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla');
-      const px = await this.pixels(style === 'task' ? images.slice(0, 1) : images);
-      const a = await this.actions(prompt, px, style !== 'task', info);
+      const a = await this.actions(prompt, style === 'task' ? images.slice(0, 1) : images, style !== 'task', info);
       this.cycles++;
       return { actions: a.actions, info, modelMs: a.ms };
     }
     const image = images[0];
-    const px = await this.pixels([image]);
+    const frames = [image];
     if (!this.subtasks) {
-      const r = await this.sample(PROMPTS.subtasks(ctx.instruction), px, this.o.sampling.subtasks, (t) => {
+      const r = await this.sample(PROMPTS.subtasks(ctx.instruction), frames, this.o.sampling.subtasks, (t) => {
         const list = parseSubtaskList(t);
         if (!list.length) throw new Error('no numbered subtask list in the output');
         return list;
@@ -258,7 +253,7 @@ export class ModelPolicy extends ChunkPolicy {
     info.subtask = subtask;
     let plan: string | undefined;
     if (this.o.motionPlan ?? true) {
-      const r = await this.sample(PROMPTS.motionPlan(subtask), px, this.o.sampling.plan, (t) => {
+      const r = await this.sample(PROMPTS.motionPlan(subtask), frames, this.o.sampling.plan, (t) => {
         if (!t.trim()) throw new Error('an empty motion plan');
         return t.trim();
       });
@@ -267,7 +262,7 @@ export class ModelPolicy extends ChunkPolicy {
       info.motion_plan = r.texts.at(-1);
       if (r.texts.length > 1) info.plan_resampled = r.texts.length - 1;
     }
-    const a = await this.actions(PROMPTS.actions(subtask, plan), px, false, info);
+    const a = await this.actions(PROMPTS.actions(subtask, plan), frames, false, info);
     ms += a.ms;
     this.pending = { image, info: ctx.info };
     this.cycles++;

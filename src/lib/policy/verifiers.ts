@@ -8,7 +8,7 @@
 import { PROMPTS } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
 import type { ImageJson } from '../io/json.js';
-import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
+import { type VlaRunner, generateFrom } from '../infer/index.js';
 import { extractJson } from '../teacher/prompts.js';
 import type { Teacher } from '../teacher/types.js';
 
@@ -73,9 +73,8 @@ export class ModelVerifier implements Verifier {
   ) {}
 
   async verify(v: VerifyInput): Promise<Verdict> {
-    const c = this.runner.config;
-    const pixels = await imagesToPixels([v.before, v.after], c.num_cameras, c.vision_config.image_size, 'verifier frame');
-    const g = await generate(this.runner, pixels, PROMPTS.verify(v.subtask), { maxNewTokens: 4, temperature: this.o.temperature, topP: this.o.topP, seed: v.seed });
+    const input = await this.runner.prepare(PROMPTS.verify(v.subtask), [v.before, v.after], 'verifier frame');
+    const g = await generateFrom(this.runner, input, { maxNewTokens: 4, temperature: this.o.temperature, topP: this.o.topP, seed: v.seed });
     return { success: /^\s*yes\b/i.test(g.text), text: g.text, ms: g.timing.prefillMs + g.timing.decodeMs };
   }
 }

@@ -48,6 +48,22 @@ export function cameraGrids(fused: Float32Array, cameras: number, grid: number):
   return Array.from({ length: cameras }, (_, c) => fused.slice(c * np, (c + 1) * np));
 }
 
+/**
+ * Per image, its map cut out of a fused row: the values at the image's cell positions (row-major), wherever the
+ * model's prompt put its tokens (the built-in model's image tokens first; a chat model's inside the prompt).
+ * @example imageMaps(Float32Array.of(9, 1, 2, 3, 4), [{ positions: [1, 2, 3, 4] }]) // [[1, 2, 3, 4]]
+ */
+export function imageMaps(fused: Float32Array, images: { positions: number[] }[]): Float32Array[] {
+  return images.map((im) => {
+    const out = new Float32Array(im.positions.length);
+    im.positions.forEach((p, i) => {
+      if (p >= fused.length) throw new Error(`a row of ${fused.length} positions has no image token at ${p}`);
+      out[i] = fused[p];
+    });
+    return out;
+  });
+}
+
 /** Min-max normalized to [0, 1] (a flat map becomes all 0). */
 export function normalizeMap(m: Float32Array): Float32Array {
   let lo = Infinity;

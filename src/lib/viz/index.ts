@@ -11,16 +11,14 @@ import sharp from 'sharp';
 import { ACTIONS_MARKER } from '../actions/prompts.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { decodeMask, type ObjectMasks } from '../env/tabletop.js';
-import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
+import { type VlaRunner, generateFrom } from '../infer/index.js';
 import { VlakitError } from '../errors.js';
 import { type OutputOptions, writeOutputDir } from '../io/outputs.js';
-import { patchGrid, patchesPerImage } from '../model/config.js';
-import { EOS, SEP } from '../model/tokenizer.js';
-import { prepare, promptText } from '../train/data.js';
-import { type Fusion, cameraGrids, chooseTokens, fuseTopK, maskMass, meanMap, normalizeMap, queryRows } from './attention.js';
+import { promptText, targetText } from '../train/data.js';
+import { type Fusion, chooseTokens, fuseTopK, imageMaps, maskMass, meanMap, normalizeMap, queryRows } from './attention.js';
 import { heatmapPanel, panelGrid } from './heatmap.js';
 
-export { cameraGrids, chooseTokens, fuseTopK, maskMass, meanMap, normalizeMap, queryRows, type Fusion } from './attention.js';
+export { cameraGrids, chooseTokens, imageMaps, fuseTopK, maskMass, meanMap, normalizeMap, queryRows, type Fusion } from './attention.js';
 export { colormap, heatmapPanel, panelGrid, upsample } from './heatmap.js';
 
 export interface AttnVizOptions {
@@ -52,7 +50,7 @@ export interface TokenMap {
   /** Index among the target (or generated) tokens, and its text. */
   index: number;
   text: string;
-  /** Per camera, the fused [grid x grid] map (not normalized). */
+  /** Per camera (image), the fused [grid x grid] map (not normalized; a split image: its global tile). */
   cameras: number[][];
 }
 
@@ -92,18 +90,16 @@ function namedMask(ex: TrainingExample, instruction: string): { mask: Uint8Array
   return { mask, width, height, objects: named.map((x) => x.name) };
 }
 
-/** The chosen tokens' maps of one example through one model. */
-async function mapsOf(runner: VlaRunner, ex: TrainingExample, o: AttnVizOptions): Promise<TokenMap[]> {
-  const cfg = runner.config;
-  const C = cfg.num_cameras;
-  const grid = patchGrid(cfg);
-  const Ni = C * patchesPerImage(cfg);
-  const tok = runner.tokenizer;
+/** The chosen tokens' maps of one example through one model, and the grid side of each camera's map. */
+async function mapsOf(runner: VlaRunner, ex: TrainingExample, o: AttnVizOptions): Promise<{ tokens: TokenMap[]; grids: number[] }> {
+  const prompt = promptText(ex);
+  const input = await runner.prepare(prompt, ex.images, `example ${ex.id}: image`);
+  const layout = input.images;
+  const grids = layout.map((l) => l.grid);
+  const maps = (rows: Float32Array[]) => imageMaps(fuseTopK(rows, o.topK, o.fusion), layout).map((m) => Array.from(m));
   if (o.generate) {
-    const pixels = await imagesToPixels(ex.images, C, cfg.vision_config.image_size, `example ${ex.id}: image`);
-    const prompt = promptText(ex);
-    const g = await generate(runner, pixels, prompt, { maxNewTokens: o.maxNewTokens ?? 256, attentions: true });
-    const texts = g.ids.map((id) => tok.decode([id]));
+    const g = await generateFrom(runner, input, { maxNewTokens: o.maxNewTokens ?? 256, attentions: true });
+    const texts = g.ids.map((id) => runner.decode([id]));
     const full = texts.join('');
     const at = full.lastIndexOf(ACTIONS_MARKER);
     // without the marker: an answer to a prompt that asks for reasoning first is reasoning (cut before its actions)
@@ -115,26 +111,40 @@ async function mapsOf(runner: VlaRunner, ex: TrainingExample, o: AttnVizOptions)
       return k as 'action' | 'reasoning';
     });
     const chosen = chooseTokens(o.tokens, kinds, texts);
-    return chosen.map((i) => {
-      const rows = g.attentions![i].flatMap((layer) => layer.map((head) => Float32Array.from(head)));
-      return { index: i, text: texts[i], cameras: cameraGrids(fuseTopK(rows, o.topK, o.fusion), C, grid).map((m) => Array.from(m)) };
-    });
+    return { grids, tokens: chosen.map((i) => ({ index: i, text: texts[i], cameras: maps(g.attentions![i].flatMap((layer) => layer.map((head) => Float32Array.from(head)))) })) };
   }
-  const [item] = await prepare([ex], tok, { cameras: C, imageSize: cfg.vision_config.image_size, maxTokens: cfg.text_config.max_position_embeddings - Ni });
-  const sep = item.ids.indexOf(SEP);
-  if (sep < 0) throw new VlakitError('E_USAGE', `example ${ex.id}: the prompt alone fills the model's ${cfg.text_config.max_position_embeddings} positions; no target token is left to map`);
-  const t0 = sep + 1; // the first target token
-  const targets = item.ids.slice(t0);
-  const kinds = targets.map((_, j) => (item.action[t0 + j] ? 'action' : item.reasoning[t0 + j] ? 'reasoning' : 'other')) as ('action' | 'reasoning' | 'other')[];
-  const texts = targets.map((id) => (id === EOS ? '<eos>' : tok.decode([id])));
-  const chosen = chooseTokens(o.tokens, kinds, texts);
-  if (!chosen.length) return [];
-  const att = await runner.attentions(item.pixels, item.ids);
-  return chosen.map((j) => {
-    // the query that predicts target token j is the position before it
-    const rows = queryRows(att.layers, att.heads, att.positions, Ni + t0 + j - 1);
-    return { index: j, text: texts[j], cameras: cameraGrids(fuseTopK(rows, o.topK, o.fusion), C, grid).map((m) => Array.from(m)) };
-  });
+  // teacher forcing: the prompt, then the target as the model was trained on it (each span tokenized on its own,
+  // the gaps between spans as reasoning, the answer's end as the last span's kind)
+  const target = targetText(ex);
+  const ids = [...input.ids];
+  const kinds: ('action' | 'reasoning' | 'other')[] = [];
+  const texts: string[] = [];
+  const push = (tokens: number[], kind: 'action' | 'reasoning', end = false) => {
+    for (const id of tokens) {
+      ids.push(id);
+      kinds.push(kind);
+      texts.push(end && runner.stopIds.includes(id) ? '<eos>' : runner.decode([id]));
+    }
+  };
+  let at = 0;
+  let lastKind: 'action' | 'reasoning' = 'reasoning';
+  for (const s of ex.spans) {
+    const gap = target.slice(at, s.start);
+    if (gap) push(runner.encodeText(gap), 'reasoning');
+    push(runner.encodeText(target.slice(s.start, s.end)), s.kind);
+    lastKind = s.kind;
+    at = s.end;
+  }
+  push(runner.answerEnd, lastKind, true);
+  const room = runner.maxPositions - input.textOffset;
+  if (input.ids.length > room) throw new VlakitError('E_USAGE', `example ${ex.id}: the prompt alone fills the model's ${runner.maxPositions} positions; no target token is left to map`);
+  const t0 = input.ids.length; // the first target token
+  const n = Math.min(ids.length, room) - t0;
+  const chosen = chooseTokens(o.tokens, kinds.slice(0, n), texts.slice(0, n));
+  if (!chosen.length) return { grids, tokens: [] };
+  const att = await runner.attentions(input.pixels, ids.slice(0, t0 + n));
+  // the query that predicts target token j is the position before it
+  return { grids, tokens: chosen.map((j) => ({ index: j, text: texts[j], cameras: maps(queryRows(att.layers, att.heads, att.positions, input.textOffset + t0 + j - 1)) })) };
 }
 
 /**
@@ -156,15 +166,13 @@ export async function attnViz(o: AttnVizOptions): Promise<ExampleResult[]> {
       for (const { name, runner } of o.models) {
         const mine: Buffer[] = [];
         perModel.push(mine);
-        const cfg = runner.config;
-        const grid = patchGrid(cfg);
-        const tokens = await mapsOf(runner, ex, o);
+        const { tokens, grids } = await mapsOf(runner, ex, o);
         const entry: ExampleResult['models'][number] = { name, tokens };
-        const cams = Math.min(cfg.num_cameras, ex.images.length);
+        const cams = Math.min(grids.length, ex.images.length);
         // per camera, the chosen tokens' maps averaged: the example's picture and its attention-mass score
         const means = tokens.length ? Array.from({ length: cams }, (_, c) => meanMap(tokens.map((t) => Float32Array.from(t.cameras[c])))) : [];
         if (means.length && named) {
-          entry.objectMass = maskMass(means[0], grid, named.mask, named.width, named.height);
+          entry.objectMass = maskMass(means[0], grids[0], named.mask, named.width, named.height);
           entry.objects = named.objects;
         }
         res.models.push(entry);
@@ -172,10 +180,10 @@ export async function attnViz(o: AttnVizOptions): Promise<ExampleResult[]> {
         for (const s of show) {
           for (let c = 0; c < cams; c++) {
             const caption = [`${name}${cams > 1 ? ` (camera ${c})` : ''}: ${instruction}`, s.label, ...(c === 0 && entry.objectMass !== undefined ? [`attention on ${entry.objects!.join(', ')}: ${(entry.objectMass * 100).toFixed(1)}%`] : [])];
-            mine.push(await heatmapPanel(ex.images[c], normalizeMap(Float32Array.from(s.maps[c])), grid, { alpha: o.alpha, caption }));
+            mine.push(await heatmapPanel(ex.images[c], normalizeMap(Float32Array.from(s.maps[c])), grids[c], { alpha: o.alpha, caption }));
           }
         }
-        if (!tokens.length) for (let c = 0; c < cams; c++) mine.push(await heatmapPanel(ex.images[c], new Float32Array(grid * grid), grid, { alpha: 0, caption: [`${name}: ${instruction}`, `no ${o.tokens} tokens in this example`] }));
+        if (!tokens.length) for (let c = 0; c < cams; c++) mine.push(await heatmapPanel(ex.images[c], new Float32Array(grids[c] * grids[c]), grids[c], { alpha: 0, caption: [`${name}: ${instruction}`, `no ${o.tokens} tokens in this example`] }));
       }
       // one row (or block of rows) per model, so that the models' panels line up
       const columns = o.layout === 'tokens' ? Math.max(...perModel.map((m) => Math.min(m.length, 4 * Math.max(1, ex.images.length)))) : o.models.length * Math.max(...perModel.map((m) => m.length));

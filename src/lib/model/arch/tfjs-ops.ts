@@ -26,6 +26,8 @@ export interface TfjsLora {
 export class TfjsOps implements Ops<tf.Tensor> {
   /** The cache after this forward (new entries are kept out of tf.tidy by the caller). */
   readonly next: TfjsCache | undefined;
+  /** When set: each decoder layer's attention weights [B, H, T, past + T] are stored here by layer (for attn-viz). */
+  recordAttentions?: tf.Tensor4D[];
 
   constructor(
     private readonly params: Map<string, tf.Tensor>,
@@ -145,7 +147,9 @@ export class TfjsOps implements Ops<tf.Tensor> {
     const n = s.heads / s.kvHeads;
     let scores = tf.mul(tf.matMul(qh, repeatKv(kh, n), false, true), s.scale ?? 1 / Math.sqrt(s.headDim)); // [B, H, T, past + T]
     if (s.causal) scores = tf.add(scores, causalMask(T, past + T));
-    const out = tf.matMul(tf.softmax(scores), repeatKv(vh, n)) as tf.Tensor4D; // [B, H, T, hd]
+    const probs = tf.softmax(scores) as tf.Tensor4D; // [B, H, T, past + T]
+    if (this.recordAttentions && s.layer >= 0) this.recordAttentions[s.layer] = probs;
+    const out = tf.matMul(probs, repeatKv(vh, n)) as tf.Tensor4D; // [B, H, T, hd]
     return mergeHeads(out); // [B, T, H*hd]
   }
 
