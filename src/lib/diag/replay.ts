@@ -10,7 +10,7 @@ import type { ActionCodec } from '../actions/codecs.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { ACTIONS_MARKER } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
-import { type VlaRunner, generate, imagesToPixels } from '../infer/index.js';
+import { type VlaRunner, generateFrom } from '../infer/index.js';
 
 /** Text a policy writes for an example's prompt (and images): the model's generation, or, for checks, the expert's own target. */
 export type Predictor = (ex: TrainingExample) => Promise<string> | string;
@@ -211,9 +211,8 @@ export function formatReplay(r: ReplayReport): string {
 export function modelPredictor(runner: VlaRunner, o: { maxNewTokens: number; temperature?: number; topP?: number; seed?: number }): Predictor {
   let calls = 0;
   return async (ex) => {
-    const c = runner.config;
-    const pixels = await imagesToPixels(ex.images, c.num_cameras, c.vision_config.image_size, `example ${ex.id}: image`);
-    const g = await generate(runner, pixels, promptOf(ex), { maxNewTokens: o.maxNewTokens, temperature: o.temperature ?? 0, topP: o.topP ?? 1, seed: (o.seed ?? 0) + calls++ });
+    const input = await runner.prepare(promptOf(ex), ex.images, `example ${ex.id}: image`);
+    const g = await generateFrom(runner, input, { maxNewTokens: o.maxNewTokens, temperature: o.temperature ?? 0, topP: o.topP ?? 1, seed: (o.seed ?? 0) + calls++ });
     return g.text;
   };
 }
