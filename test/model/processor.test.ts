@@ -9,7 +9,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AutoProcessor, RawImage, env } from '@huggingface/transformers';
-import { openProcessor } from '../../src/lib/model/processor/index.js';
+import { describeProcessor, openProcessor } from '../../src/lib/model/processor/index.js';
 import { imagePromptText, longestEdgeSize, tiledSize } from '../../src/lib/model/processor/idefics3.js';
 import type { ChatMessage } from '../../src/lib/model/processor/types.js';
 import { VlakitError } from '../../src/lib/errors.js';
@@ -154,6 +154,21 @@ describe('Idefics3 prompt and sizes, hand-worked from transformers processing_id
     expect(tiledSize(2048, 1303, 512)).toEqual([2048, 1536]);
     expect(tiledSize(683, 1024, 512)).toEqual([1024, 1024]);
     expect(tiledSize(341, 512, 512)).toEqual([512, 512]);
+  });
+});
+
+describe('describeProcessor (model info)', () => {
+  it('SmolVLM: its special ids, template, and a 640x480 image as 12 split tiles + the global one of 64 tokens each', async () => {
+    const s = await describeProcessor(SMOLVLM);
+    expect(s).toMatchObject({ model_type: 'idefics3', tokenizer: true, chat_template: true, turn_end: [49279, 198] });
+    expect(s.special).toMatchObject({ bos: 1, eos: [49279, 2], pad: 2, image: 49190 });
+    // 640x480 -> longest edge 2048 (2048x1536) -> 4 x 3 tiles of 512 + the global tile
+    expect(s.image_640x480).toMatchObject({ tiles: 13, image_tokens: 13 * 64 });
+  });
+  it('stories260K: no tokenizer files, token ids only, no template', async () => {
+    const s = await describeProcessor(STORIES);
+    expect(s).toMatchObject({ model_type: 'llama', tokenizer: false, chat_template: false, special: { bos: 1, eos: [2] } });
+    expect(s.image_640x480).toBeUndefined();
   });
 });
 

@@ -7,7 +7,7 @@ import type { Idefics3Config } from '../arch/idefics3.js';
 import { VlakitError } from '../../errors.js';
 import { type ImageOptions, idefics3Processor, readIdefics3Image } from './idefics3.js';
 import { plainTextProcessor, readTextParts, textProcessor } from './text.js';
-import type { Processor } from './types.js';
+import type { ChatMessage, Processor } from './types.js';
 
 export type { ChatMessage, ChatPart, Processor, ProcessorImage, ProcessorInputs, SpecialTokens } from './types.js';
 export type { ImageOptions } from './idefics3.js';
@@ -50,4 +50,45 @@ export async function openProcessor(dir: string, o: ProcessorOptions = {}): Prom
   const build = BUILDERS[arch.modelType];
   if (!build) throw new VlakitError('E_MODEL', `vlakit has no processor for model_type ${JSON.stringify(arch.modelType)} yet`, { file: dir, field: 'model_type' });
   return build(dir, arch, config, o);
+}
+
+/** What `model info` says of a processor: its kind, special ids, template, and what one camera image becomes. */
+export interface ProcessorSummary {
+  model_type: string;
+  tokenizer: boolean;
+  special: Processor['special'];
+  turn_end: number[];
+  chat_template: boolean;
+  /** A 640 x 480 image through the processor: tiles and image tokens (vision-language models only). */
+  image_640x480?: { tiles: number; image_tokens: number; prompt_tokens: number };
+}
+
+/**
+ * Summarizes the processor of `dir` (undefined fields where it cannot run: a missing tokenizer or image config).
+ * @example const s = await describeProcessor('../shared/models/smolvlm-256m-instruct'); s.image_640x480?.tiles === 13
+ */
+export async function describeProcessor(dir: string, o: ProcessorOptions = {}): Promise<ProcessorSummary> {
+  const p = await openProcessor(dir, o);
+  const probe = '\u0000';
+  // templates take the content as parts (SmolVLM's) or as a string (many text models'): the first that renders
+  const render = (content: ChatMessage['content']) => p.renderChat([{ role: 'user', content }], { addGenerationPrompt: true });
+  let rendered = probe;
+  if (p.hasTokenizer) {
+    try {
+      rendered = render([{ type: 'text', text: probe }]);
+    } catch {
+      rendered = render(probe);
+    }
+  }
+  const out: ProcessorSummary = { model_type: p.modelType, tokenizer: p.hasTokenizer, special: p.special, turn_end: p.turnEnd, chat_template: rendered !== probe };
+  if (p.special.image !== undefined && p.hasTokenizer) {
+    try {
+      const prompt = p.renderChat([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'What is on the table?' }] }], { addGenerationPrompt: true });
+      const r = await p.encode(prompt, [{ width: 640, height: 480, rgb: new Uint8Array(640 * 480 * 3) }]);
+      out.image_640x480 = { tiles: r.tiles, image_tokens: r.imagePositions.length, prompt_tokens: r.ids.length };
+    } catch (err) {
+      if (!(err instanceof VlakitError)) throw err;
+    }
+  }
+  return out;
 }
