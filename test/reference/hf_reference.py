@@ -2,7 +2,7 @@
 """
 A float64 NumPy reference of the Hugging Face architectures vlakit runs, written from transformers' modeling
 files (LlamaForCausalLM; Idefics3ForConditionalGeneration = SigLIP vision tower, pixel-shuffle connector, Llama
-text model), in their formulation: rotate_half with cat(freqs, freqs), repeat_kv by repeat, the patch convolution
+text model; Gemma3ForCausalLM; Gemma3ForConditionalGeneration), in their formulation: rotate_half with cat(freqs, freqs), repeat_kv by repeat, the patch convolution
 as a strided window sum, the pixel shuffle as transformers' view/permute sequence, image features scattered into
 the image-token positions. It shares no code with vlakit. Used to make the dumps under test/fixtures/reference/:
 
@@ -155,6 +155,105 @@ def pixel_shuffle(x, scale):
     return x.reshape(bsz, seq // (scale * scale), dim * scale * scale)
 
 
+def gemma_rms_norm(x, w, eps):
+    """Gemma3RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w)."""
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * (1.0 + w)
+
+
+def gemma_text_defaults(c):
+    """Gemma3TextConfig / Gemma2Config defaults for what a config.json may leave out."""
+    g3 = c.get("model_type") == "gemma3_text"
+    d = dict(
+        vocab_size=262208 if g3 else 256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+        num_attention_heads=8, num_key_value_heads=4, head_dim=256, rms_norm_eps=1e-6,
+        rope_theta=1000000.0 if g3 else 10000.0, rope_local_base_freq=10000.0, query_pre_attn_scalar=256,
+        sliding_window=4096, sliding_window_pattern=6, rope_scaling=None, tie_word_embeddings=True,
+        final_logit_softcapping=None if g3 else 30.0, attn_logit_softcapping=None if g3 else 50.0,
+    )
+    d.update({k: v for k, v in c.items()})
+    if d.get("layer_types") is None:
+        if g3:  # Gemma3Attention: is_sliding = bool((layer_idx + 1) % sliding_window_pattern)
+            d["layer_types"] = ["sliding_attention" if (i + 1) % d["sliding_window_pattern"] else "full_attention" for i in range(d["num_hidden_layers"])]
+        else:  # Gemma2Attention: sliding_window if not bool(layer_idx % 2)
+            d["layer_types"] = ["full_attention" if i % 2 else "sliding_attention" for i in range(d["num_hidden_layers"])]
+    return d
+
+
+def rope_cos_sin(T, hd, theta, factor=1.0):
+    inv_freq = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    inv_freq = inv_freq / factor  # "linear" rope scaling divides the frequencies
+    freqs = np.outer(np.arange(T, dtype=np.float64), inv_freq)
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    return np.cos(emb), np.sin(emb)
+
+
+def gemma_text_model(W, c, inputs_embeds, prefix, token_type_ids=None):
+    """Gemma3TextModel / Gemma2Model over already-scaled inputs_embeds [T, D]: the final hidden states [T, D].
+
+    Masks as masking_utils builds them: causal; sliding layers also need q - kv < sliding_window; with
+    token_type_ids (Gemma 3 images) OR-ed: q and kv both image tokens of the same contiguous image block."""
+    c = gemma_text_defaults(c)
+    g3 = c["model_type"] == "gemma3_text"
+    T, D = inputs_embeds.shape
+    H, KV, hd = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
+    eps = c["rms_norm_eps"]
+    q_idx = np.arange(T)[:, None]
+    kv_idx = np.arange(T)[None, :]
+    causal = kv_idx <= q_idx
+    sliding = causal & (kv_idx > q_idx - c["sliding_window"])
+    if token_type_ids is not None:
+        is_image = token_type_ids == 1
+        prev = np.concatenate([[False], is_image[:-1]])
+        group = np.cumsum(is_image & ~prev) - 1
+        group = np.where(is_image, group, -1)
+        extra = is_image[:, None] & is_image[None, :] & (group[:, None] == group[None, :])
+        causal = causal | extra
+        sliding = sliding | extra
+    masks = {"full_attention": np.where(causal, 0.0, -np.inf), "sliding_attention": np.where(sliding, 0.0, -np.inf)}
+    scaling = c["rope_scaling"] or {}
+    factor = scaling.get("factor", 1.0) if (scaling.get("rope_type") or scaling.get("type")) == "linear" else 1.0
+    if g3:  # rotary_emb (global: rope_theta + rope_scaling) and rotary_emb_local (rope_local_base_freq, default)
+        ropes = {"full_attention": rope_cos_sin(T, hd, c["rope_theta"], factor), "sliding_attention": rope_cos_sin(T, hd, c["rope_local_base_freq"])}
+    else:
+        r = rope_cos_sin(T, hd, c["rope_theta"], factor)
+        ropes = {"full_attention": r, "sliding_attention": r}
+    x = inputs_embeds
+    for i in range(c["num_hidden_layers"]):
+        p = f"{prefix}.layers.{i}"
+        kind = c["layer_types"][i]
+        residual = x
+        h = gemma_rms_norm(x, W[f"{p}.input_layernorm.weight"], eps)
+        q = (h @ W[f"{p}.self_attn.q_proj.weight"].T).reshape(T, H, hd).transpose(1, 0, 2)  # [H, T, hd]
+        k = (h @ W[f"{p}.self_attn.k_proj.weight"].T).reshape(T, KV, hd).transpose(1, 0, 2)
+        v = (h @ W[f"{p}.self_attn.v_proj.weight"].T).reshape(T, KV, hd).transpose(1, 0, 2)
+        if g3:
+            q = gemma_rms_norm(q, W[f"{p}.self_attn.q_norm.weight"], eps)
+            k = gemma_rms_norm(k, W[f"{p}.self_attn.k_norm.weight"], eps)
+        cos, sin = ropes[kind]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = np.repeat(k, H // KV, axis=0)
+        v = np.repeat(v, H // KV, axis=0)
+        w = q @ k.transpose(0, 2, 1) * c["query_pre_attn_scalar"] ** -0.5
+        if c["attn_logit_softcapping"] is not None:
+            w = np.tanh(w / c["attn_logit_softcapping"]) * c["attn_logit_softcapping"]
+        att = softmax(w + masks[kind]) @ v  # [H, T, hd]
+        o = att.transpose(1, 0, 2).reshape(T, H * hd) @ W[f"{p}.self_attn.o_proj.weight"].T
+        x = residual + gemma_rms_norm(o, W[f"{p}.post_attention_layernorm.weight"], eps)
+        residual = x
+        h = gemma_rms_norm(x, W[f"{p}.pre_feedforward_layernorm.weight"], eps)
+        m = gelu_tanh(h @ W[f"{p}.mlp.gate_proj.weight"].T) * (h @ W[f"{p}.mlp.up_proj.weight"].T)
+        m = m @ W[f"{p}.mlp.down_proj.weight"].T
+        x = residual + gemma_rms_norm(m, W[f"{p}.post_feedforward_layernorm.weight"], eps)
+    return gemma_rms_norm(x, W[f"{prefix}.norm.weight"], eps), c
+
+
+def gemma_logits(h, head, c):
+    logits = h @ head.T
+    cap = c["final_logit_softcapping"]
+    return logits if cap is None else np.tanh(logits / cap) * cap
+
+
 def forward(d):
     c = json.load(open(f"{d}/config.json"))
     W = load_safetensors(f"{d}/model.safetensors")
@@ -178,6 +277,11 @@ def forward(d):
         h = llama_model(W, t, x, "model.text_model")
         head = W["model.text_model.embed_tokens.weight"] if c.get("tie_word_embeddings") else W["lm_head.weight"]
         return h @ head.T
+    if c["model_type"] == "gemma3_text":
+        x = W["model.embed_tokens.weight"][ids] * np.sqrt(gemma_text_defaults(c)["hidden_size"])  # Gemma3TextScaledWordEmbedding
+        h, tc = gemma_text_model(W, c, x, "model")
+        head = W["model.embed_tokens.weight"] if tc["tie_word_embeddings"] else W["lm_head.weight"]
+        return gemma_logits(h, head, tc)
     raise ValueError(c["model_type"])
 
 

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import { zodProblem } from '../../io/json-file.js';
 import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forward, idefics3Grid, idefics3Tensors } from './idefics3.js';
+import { type GemmaTextConfig, GemmaTextSchema, gemma3TextForward, gemmaText, gemmaTextTensors } from './gemma.js';
 import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
 import type { Ops, TensorSpec } from './ops.js';
 
@@ -99,7 +100,23 @@ export const idefics3: Architecture<Idefics3Config> = {
   initializerRange: (c) => c.text_config.initializer_range,
 };
 
-const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>];
+export const gemma3Text: Architecture<GemmaTextConfig> = {
+  modelType: 'gemma3_text',
+  classes: ['Gemma3ForCausalLM'],
+  parseConfig(raw, file) {
+    return gemmaText(parseWith(GemmaTextSchema.extend({ model_type: z.literal('gemma3_text') }), raw, file), file, '');
+  },
+  tensors: (c) => [...gemmaTextTensors(c, 'model'), ...(c.tie_word_embeddings ? [] : [{ name: 'lm_head.weight', shape: [c.vocab_size, c.hidden_size], init: 'normal' as const }])],
+  forward: (ops, c, x) => gemma3TextForward(ops, c, x),
+  cache: (c) => ({ layers: c.num_hidden_layers, kvHeads: c.num_key_value_heads, headDim: c.head_dim }),
+  vocabSize: (c) => c.vocab_size,
+  maxPositions: (c) => c.max_position_embeddings,
+  eosIds: (c) => c.eos_token_id,
+  bosId: (c) => c.bos_token_id,
+  initializerRange: (c) => c.initializer_range,
+};
+
+const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>, gemma3Text as Architecture<never>];
 
 /** The architecture of a config.json (by model_type), or a clear error listing what vlakit supports. */
 export function architectureOf(raw: unknown, file = 'config.json'): Architecture<unknown> {
