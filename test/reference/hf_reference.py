@@ -111,26 +111,27 @@ def llama_model(W, c, inputs_embeds, prefix):
     return rms_norm(x, W[f"{prefix}.norm.weight"], eps)
 
 
-def idefics3_vision(W, v, pixels):
-    """Idefics3VisionTransformer + connector input: pixels [N, C, S, S] -> [N, g*g, D] after post_layernorm."""
+def idefics3_vision(W, v, pixels, prefix="model.vision_model"):
+    """Idefics3VisionTransformer / SiglipVisionTransformer (no head): pixels [N, C, S, S] -> [N, g*g, D] after
+    post_layernorm. Tensors under `prefix`."""
     N, C, S, _ = pixels.shape
     P = v["patch_size"]
     g = S // P
     D = v["hidden_size"]
-    wc = W["model.vision_model.embeddings.patch_embedding.weight"]  # [D, C, P, P]
-    bc = W["model.vision_model.embeddings.patch_embedding.bias"]
+    wc = W[f"{prefix}.embeddings.patch_embedding.weight"]  # [D, C, P, P]
+    bc = W[f"{prefix}.embeddings.patch_embedding.bias"]
     out = np.zeros((N, D, g, g))
     for r in range(g):
         for s in range(g):
             window = pixels[:, :, r * P : (r + 1) * P, s * P : (s + 1) * P]  # [N, C, P, P]
             out[:, :, r, s] = np.einsum("ncij,dcij->nd", window, wc) + bc
     x = out.reshape(N, D, g * g).transpose(0, 2, 1)  # flatten(2).transpose(1, 2)
-    x = x + W["model.vision_model.embeddings.position_embedding.weight"][np.arange(g * g)]
+    x = x + W[f"{prefix}.embeddings.position_embedding.weight"][np.arange(g * g)]
     H = v["num_attention_heads"]
     hd = D // H
     eps = v.get("layer_norm_eps", 1e-6)
     for i in range(v["num_hidden_layers"]):
-        p = f"model.vision_model.encoder.layers.{i}"
+        p = f"{prefix}.encoder.layers.{i}"
         h = layer_norm(x, W[f"{p}.layer_norm1.weight"], W[f"{p}.layer_norm1.bias"], eps)
         L = x.shape[1]
         q = linear(h, W[f"{p}.self_attn.q_proj.weight"], W[f"{p}.self_attn.q_proj.bias"]).reshape(N, L, H, hd).transpose(0, 2, 1, 3)
@@ -140,7 +141,7 @@ def idefics3_vision(W, v, pixels):
         x = x + linear(att.transpose(0, 2, 1, 3).reshape(N, L, D), W[f"{p}.self_attn.out_proj.weight"], W[f"{p}.self_attn.out_proj.bias"])
         h = layer_norm(x, W[f"{p}.layer_norm2.weight"], W[f"{p}.layer_norm2.bias"], eps)
         x = x + linear(gelu_tanh(linear(h, W[f"{p}.mlp.fc1.weight"], W[f"{p}.mlp.fc1.bias"])), W[f"{p}.mlp.fc2.weight"], W[f"{p}.mlp.fc2.bias"])
-    return layer_norm(x, W["model.vision_model.post_layernorm.weight"], W["model.vision_model.post_layernorm.bias"], eps)
+    return layer_norm(x, W[f"{prefix}.post_layernorm.weight"], W[f"{prefix}.post_layernorm.bias"], eps)
 
 
 def pixel_shuffle(x, scale):
@@ -254,6 +255,20 @@ def gemma_logits(h, head, c):
     return logits if cap is None else np.tanh(logits / cap) * cap
 
 
+def gemma3_projector(W, c, vision_outputs):
+    """Gemma3MultiModalProjector: [N, g*g, Dv] -> [N, mm_tokens_per_image, Dt]."""
+    v = c["vision_config"]
+    N, L, Dv = vision_outputs.shape
+    g = v["image_size"] // v["patch_size"]
+    per_side = int(c.get("mm_tokens_per_image", 256) ** 0.5)
+    k = g // per_side
+    x = vision_outputs.transpose(0, 2, 1).reshape(N, Dv, g, g)
+    pooled = x.reshape(N, Dv, per_side, k, per_side, k).mean(axis=(3, 5))  # AvgPool2d(kernel=stride=k)
+    pooled = pooled.reshape(N, Dv, per_side * per_side).transpose(0, 2, 1)
+    normed = gemma_rms_norm(pooled, W["multi_modal_projector.mm_soft_emb_norm.weight"], v.get("layer_norm_eps", 1e-6))
+    return normed @ W["multi_modal_projector.mm_input_projection_weight"]
+
+
 def forward(d):
     c = json.load(open(f"{d}/config.json"))
     W = load_safetensors(f"{d}/model.safetensors")
@@ -281,6 +296,20 @@ def forward(d):
         x = W["model.embed_tokens.weight"][ids] * np.sqrt(gemma_text_defaults(c)["hidden_size"])  # Gemma3TextScaledWordEmbedding
         h, tc = gemma_text_model(W, c, x, "model")
         head = W["model.embed_tokens.weight"] if tc["tie_word_embeddings"] else W["lm_head.weight"]
+        return gemma_logits(h, head, tc)
+    if c["model_type"] == "gemma3":
+        t = dict(c["text_config"], model_type="gemma3_text")
+        image_token = c.get("image_token_index", c.get("image_token_id", 262144))
+        x = W["language_model.model.embed_tokens.weight"][ids] * np.sqrt(gemma_text_defaults(t)["hidden_size"])
+        if "pixel_values" in inp:
+            pixels = np.array(inp["pixel_values"], dtype=np.float64).reshape(inp["pixel_shape"])
+            feats = gemma3_projector(W, c, idefics3_vision(W, c["vision_config"], pixels, "vision_tower.vision_model"))
+            mask = ids == image_token
+            assert mask.sum() == feats.shape[0] * feats.shape[1], "image tokens and features differ in number"
+            x[mask] = feats.reshape(-1, feats.shape[-1])  # masked_scatter, unscaled
+        token_type_ids = (ids == image_token).astype(np.int64)  # what Gemma3Processor returns
+        h, tc = gemma_text_model(W, t, x, "language_model.model", token_type_ids)
+        head = W["language_model.model.embed_tokens.weight"] if tc["tie_word_embeddings"] else W["language_model.lm_head.weight"]
         return gemma_logits(h, head, tc)
     raise ValueError(c["model_type"])
 

@@ -48,7 +48,13 @@ import numpy as np
 d = sys.argv[1]
 c = json.load(open(f"{d}/config.json"))
 rng = np.random.RandomState(3)
-if c["model_type"] == "idefics3":
+if c["model_type"] == "gemma3":
+    v = c["vision_config"]; s = v["image_size"]; per = c["mm_tokens_per_image"]; img = c["image_token_index"]
+    boi, eoi = c["boi_token_index"], c["eoi_token_index"]
+    ids = [2, 5, boi] + [img] * per + [eoi, 9, 11, boi] + [img] * per + [eoi] + list(rng.randint(3, 59, 6))
+    pix = rng.uniform(-1, 1, size=(2, 3, s, s))
+    inp = {"input_ids": [int(i) for i in ids], "pixel_shape": list(pix.shape), "pixel_values": [round(float(x), 6) for x in pix.ravel()]}
+elif c["model_type"] == "idefics3":
     v = c["vision_config"]; s = v["image_size"]; per = (s // v["patch_size"]) ** 2 // c["scale_factor"] ** 2
     ids = [1, 5, 7] + [c["image_token_id"]] * per + [9, 11] + [c["image_token_id"]] * per + list(rng.randint(3, 59, 6))
     pix = rng.uniform(-1, 1, size=(2, 3, s, s))

@@ -11,6 +11,7 @@
 import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import type { Ops, TensorSpec } from './ops.js';
+import { type SiglipVisionConfig, siglipGrid, siglipTensors, siglipVision } from './siglip.js';
 
 const RopeScalingSchema = z.looseObject({ rope_type: z.string().optional(), type: z.string().optional(), factor: z.number().positive().optional(), rope_theta: z.number().positive().optional() }).nullish();
 
@@ -216,4 +217,89 @@ export function gemmaLogits<T>(ops: Ops<T>, c: GemmaTextConfig, h: T, head: stri
 export function gemma3TextForward<T>(ops: Ops<T>, c: GemmaTextConfig, ids: T): T {
   const h = gemmaDecoder(ops, c, gemmaEmbed(ops, c, ids, 'model'), 'model');
   return gemmaLogits(ops, c, h, c.tie_word_embeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+}
+
+/** Gemma3ForConditionalGeneration's config without its parts (parsed separately: see gemma3Config). */
+export const Gemma3ConfigSchema = z.looseObject({
+  model_type: z.literal('gemma3'),
+  text_config: z.looseObject({}).default({}),
+  vision_config: z.looseObject({}).default({}),
+  mm_tokens_per_image: z.number().int().positive().default(256),
+  image_token_index: z.number().int().nonnegative().optional(),
+  image_token_id: z.number().int().nonnegative().optional(),
+  boi_token_index: z.number().int().nonnegative().default(255_999),
+  eoi_token_index: z.number().int().nonnegative().default(256_000),
+  initializer_range: z.number().positive().default(0.02),
+  eos_token_id: z.union([z.number().int(), z.array(z.number().int())]).nullish(),
+  bos_token_id: z.number().int().nullish(),
+});
+
+export interface Gemma3Config {
+  text: GemmaTextConfig;
+  vision: SiglipVisionConfig;
+  mm_tokens_per_image: number;
+  image_token_id: number;
+  boi_token_id: number;
+  eoi_token_id: number;
+  initializer_range: number;
+}
+
+/** Checkpoint prefixes as transformers saves Gemma 3 (the names of the published safetensors). */
+export const GEMMA3_PREFIX = { text: 'language_model.model', head: 'language_model.lm_head.weight', vision: 'vision_tower.vision_model', projector: 'multi_modal_projector' } as const;
+
+/** Resolves a gemma3 config: text (a gemma3_text config), vision (SigLIP) and the projector's pooling. */
+export function gemma3Config(outer: z.infer<typeof Gemma3ConfigSchema>, vision: SiglipVisionConfig, file?: string): Gemma3Config {
+  const text = gemmaText(GemmaTextSchema.parse({ ...outer.text_config, model_type: 'gemma3_text' }), file);
+  if (outer.eos_token_id !== undefined && outer.eos_token_id !== null) text.eos_token_id = Array.isArray(outer.eos_token_id) ? outer.eos_token_id : [outer.eos_token_id];
+  if (outer.bos_token_id !== undefined && outer.bos_token_id !== null) text.bos_token_id = outer.bos_token_id;
+  const image_token_id = outer.image_token_index ?? outer.image_token_id ?? 262_144;
+  const bad = (m: string, field: string) => new VlakitError('E_MODEL', `invalid model config: ${m}`, { file, field });
+  const { side } = siglipGrid(vision);
+  const perSide = Math.round(Math.sqrt(outer.mm_tokens_per_image));
+  if (perSide * perSide !== outer.mm_tokens_per_image || side % perSide) throw bad(`mm_tokens_per_image ${outer.mm_tokens_per_image} is not a square whose side divides the ${side} patches per side`, 'mm_tokens_per_image');
+  if (image_token_id >= text.vocab_size) throw bad(`image_token_index ${image_token_id} is outside the vocabulary (${text.vocab_size})`, 'image_token_index');
+  return { text, vision, mm_tokens_per_image: outer.mm_tokens_per_image, image_token_id, boi_token_id: outer.boi_token_index, eoi_token_id: outer.eoi_token_index, initializer_range: outer.initializer_range };
+}
+
+export function gemma3Tensors(c: Gemma3Config): TensorSpec[] {
+  const P = GEMMA3_PREFIX;
+  return [
+    ...siglipTensors(c.vision, P.vision),
+    { name: `${P.projector}.mm_soft_emb_norm.weight`, shape: [c.vision.hidden_size], init: 'zeros' },
+    // transformers zeroes this matrix at initialization; random here, so a random model's images reach its text
+    { name: `${P.projector}.mm_input_projection_weight`, shape: [c.vision.hidden_size, c.text.hidden_size], init: 'normal' },
+    ...gemmaTextTensors(c.text, P.text),
+    ...(c.text.tie_word_embeddings ? [] : [{ name: P.head, shape: [c.text.vocab_size, c.text.hidden_size], init: 'normal' as const }]),
+  ];
+}
+
+/**
+ * Gemma3MultiModalProjector over the SigLIP tower: pixel_values [N, C, S, S] -> [N, mm_tokens_per_image, text
+ * hidden]: the patch grid average-pooled to mm_tokens_per_image, Gemma-RMSNorm'ed (mm_soft_emb_norm, the vision
+ * layer_norm_eps) and multiplied by mm_input_projection_weight [vision hidden, text hidden].
+ */
+export function gemma3Vision<T>(ops: Ops<T>, c: Gemma3Config, pixels: T): T {
+  const P = GEMMA3_PREFIX;
+  const D = c.vision.hidden_size;
+  const { side } = siglipGrid(c.vision);
+  const perSide = Math.round(Math.sqrt(c.mm_tokens_per_image));
+  let x = siglipVision(ops, c.vision, pixels, P.vision); // [N, g*g, D]
+  x = ops.reshape(ops.transpose(x, [0, 2, 1]), [-1, D, side, side]); // [N, D, g, g]
+  x = ops.avgPool(x, side / perSide); // [N, D, t, t]
+  x = ops.transpose(ops.reshape(x, [-1, D, perSide * perSide]), [0, 2, 1]); // [N, t*t, D]
+  x = ops.rmsNorm(x, `${P.projector}.mm_soft_emb_norm.weight`, c.vision.layer_norm_eps, 1);
+  return ops.matmul(x, `${P.projector}.mm_input_projection_weight`); // [N, t*t, text hidden]
+}
+
+/**
+ * Gemma3ForConditionalGeneration: ids [B, T] (image_token_index where the images go) and pixel_values -> logits.
+ * Image features replace the image tokens' (scaled) embeddings unscaled; the tokens of each image attend to each
+ * other both ways inside the otherwise causal attention (transformers' token_type_ids mask, per image).
+ */
+export function gemma3Forward<T>(ops: Ops<T>, c: Gemma3Config, ids: T, pixels?: T): T {
+  const P = GEMMA3_PREFIX;
+  let x = gemmaEmbed(ops, c.text, ids, P.text); // [B, T, D]
+  if (pixels !== undefined) x = ops.mergeTokens(x, ids, gemma3Vision(ops, c, pixels), c.image_token_id);
+  const h = gemmaDecoder(ops, c.text, x, P.text, { ids, tokenId: c.image_token_id });
+  return gemmaLogits(ops, c.text, h, c.text.tie_word_embeddings ? `${P.text}.embed_tokens.weight` : P.head);
 }
