@@ -26,6 +26,16 @@ describe('gemma3_text', () => {
     const r = await vlakit(['export', path.join(REF, 'gemma3-text-tiny'), '-o', path.join(dir, 'text-onnx')]);
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(/parity with the checkpoint \(3 cases\): max \|logit diff\| \S+, greedy tokens identical/);
+    // generate runs both (a text processor without tokenizer files: token ids), with the same greedy ids
+    const gen = async (model: string) => {
+      const g = await vlakit(['generate', '--model', model, '--input-ids', '2,5,7,9,11,13', '--max-new-tokens', '12', '--ignore-eos', '--json']);
+      expect(g.code, g.err).toBe(0);
+      return JSON.parse(g.out) as { ids: number[]; engine: string };
+    };
+    const [a, b] = [await gen(path.join(REF, 'gemma3-text-tiny')), await gen(path.join(dir, 'text-onnx'))];
+    expect([a.engine, b.engine]).toEqual(['tfjs', 'onnxruntime']);
+    expect(b.ids).toEqual(a.ids);
+    expect(a.ids).toHaveLength(12);
   });
 });
 
