@@ -44,7 +44,7 @@ beforeAll(async () => {
   await selectBackend();
 });
 
-describe.each(['llama-tiny', 'idefics3-tiny'])('%s against the NumPy float64 reference', (name) => {
+describe.each(['llama-tiny', 'idefics3-tiny', 'gemma3-text-tiny', 'gemma3-tiny'])('%s against the NumPy float64 reference', (name) => {
   const out = tempDir('vlakit-ref-');
   it('logits on TensorFlow.js and on onnxruntime (the export) within 1e-4 relative; greedy ids agree with the cache', async () => {
     const { dir, ids, pixels, expected } = load(name);

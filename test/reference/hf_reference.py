@@ -2,7 +2,7 @@
 """
 A float64 NumPy reference of the Hugging Face architectures vlakit runs, written from transformers' modeling
 files (LlamaForCausalLM; Idefics3ForConditionalGeneration = SigLIP vision tower, pixel-shuffle connector, Llama
-text model), in their formulation: rotate_half with cat(freqs, freqs), repeat_kv by repeat, the patch convolution
+text model; Gemma3ForCausalLM; Gemma3ForConditionalGeneration), in their formulation: rotate_half with cat(freqs, freqs), repeat_kv by repeat, the patch convolution
 as a strided window sum, the pixel shuffle as transformers' view/permute sequence, image features scattered into
 the image-token positions. It shares no code with vlakit. Used to make the dumps under test/fixtures/reference/:
 
@@ -111,26 +111,27 @@ def llama_model(W, c, inputs_embeds, prefix):
     return rms_norm(x, W[f"{prefix}.norm.weight"], eps)
 
 
-def idefics3_vision(W, v, pixels):
-    """Idefics3VisionTransformer + connector input: pixels [N, C, S, S] -> [N, g*g, D] after post_layernorm."""
+def idefics3_vision(W, v, pixels, prefix="model.vision_model"):
+    """Idefics3VisionTransformer / SiglipVisionTransformer (no head): pixels [N, C, S, S] -> [N, g*g, D] after
+    post_layernorm. Tensors under `prefix`."""
     N, C, S, _ = pixels.shape
     P = v["patch_size"]
     g = S // P
     D = v["hidden_size"]
-    wc = W["model.vision_model.embeddings.patch_embedding.weight"]  # [D, C, P, P]
-    bc = W["model.vision_model.embeddings.patch_embedding.bias"]
+    wc = W[f"{prefix}.embeddings.patch_embedding.weight"]  # [D, C, P, P]
+    bc = W[f"{prefix}.embeddings.patch_embedding.bias"]
     out = np.zeros((N, D, g, g))
     for r in range(g):
         for s in range(g):
             window = pixels[:, :, r * P : (r + 1) * P, s * P : (s + 1) * P]  # [N, C, P, P]
             out[:, :, r, s] = np.einsum("ncij,dcij->nd", window, wc) + bc
     x = out.reshape(N, D, g * g).transpose(0, 2, 1)  # flatten(2).transpose(1, 2)
-    x = x + W["model.vision_model.embeddings.position_embedding.weight"][np.arange(g * g)]
+    x = x + W[f"{prefix}.embeddings.position_embedding.weight"][np.arange(g * g)]
     H = v["num_attention_heads"]
     hd = D // H
     eps = v.get("layer_norm_eps", 1e-6)
     for i in range(v["num_hidden_layers"]):
-        p = f"model.vision_model.encoder.layers.{i}"
+        p = f"{prefix}.encoder.layers.{i}"
         h = layer_norm(x, W[f"{p}.layer_norm1.weight"], W[f"{p}.layer_norm1.bias"], eps)
         L = x.shape[1]
         q = linear(h, W[f"{p}.self_attn.q_proj.weight"], W[f"{p}.self_attn.q_proj.bias"]).reshape(N, L, H, hd).transpose(0, 2, 1, 3)
@@ -140,7 +141,7 @@ def idefics3_vision(W, v, pixels):
         x = x + linear(att.transpose(0, 2, 1, 3).reshape(N, L, D), W[f"{p}.self_attn.out_proj.weight"], W[f"{p}.self_attn.out_proj.bias"])
         h = layer_norm(x, W[f"{p}.layer_norm2.weight"], W[f"{p}.layer_norm2.bias"], eps)
         x = x + linear(gelu_tanh(linear(h, W[f"{p}.mlp.fc1.weight"], W[f"{p}.mlp.fc1.bias"])), W[f"{p}.mlp.fc2.weight"], W[f"{p}.mlp.fc2.bias"])
-    return layer_norm(x, W["model.vision_model.post_layernorm.weight"], W["model.vision_model.post_layernorm.bias"], eps)
+    return layer_norm(x, W[f"{prefix}.post_layernorm.weight"], W[f"{prefix}.post_layernorm.bias"], eps)
 
 
 def pixel_shuffle(x, scale):
@@ -153,6 +154,119 @@ def pixel_shuffle(x, scale):
     x = x.reshape(bsz, w // scale, h // scale, dim * scale * scale)
     x = x.transpose(0, 2, 1, 3)
     return x.reshape(bsz, seq // (scale * scale), dim * scale * scale)
+
+
+def gemma_rms_norm(x, w, eps):
+    """Gemma3RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w)."""
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * (1.0 + w)
+
+
+def gemma_text_defaults(c):
+    """Gemma3TextConfig / Gemma2Config defaults for what a config.json may leave out."""
+    g3 = c.get("model_type") == "gemma3_text"
+    d = dict(
+        vocab_size=262208 if g3 else 256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+        num_attention_heads=8, num_key_value_heads=4, head_dim=256, rms_norm_eps=1e-6,
+        rope_theta=1000000.0 if g3 else 10000.0, rope_local_base_freq=10000.0, query_pre_attn_scalar=256,
+        sliding_window=4096, sliding_window_pattern=6, rope_scaling=None, tie_word_embeddings=True,
+        final_logit_softcapping=None if g3 else 30.0, attn_logit_softcapping=None if g3 else 50.0,
+    )
+    d.update({k: v for k, v in c.items()})
+    if d.get("layer_types") is None:
+        if g3:  # Gemma3Attention: is_sliding = bool((layer_idx + 1) % sliding_window_pattern)
+            d["layer_types"] = ["sliding_attention" if (i + 1) % d["sliding_window_pattern"] else "full_attention" for i in range(d["num_hidden_layers"])]
+        else:  # Gemma2Attention: sliding_window if not bool(layer_idx % 2)
+            d["layer_types"] = ["full_attention" if i % 2 else "sliding_attention" for i in range(d["num_hidden_layers"])]
+    return d
+
+
+def rope_cos_sin(T, hd, theta, factor=1.0):
+    inv_freq = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    inv_freq = inv_freq / factor  # "linear" rope scaling divides the frequencies
+    freqs = np.outer(np.arange(T, dtype=np.float64), inv_freq)
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    return np.cos(emb), np.sin(emb)
+
+
+def gemma_text_model(W, c, inputs_embeds, prefix, token_type_ids=None):
+    """Gemma3TextModel / Gemma2Model over already-scaled inputs_embeds [T, D]: the final hidden states [T, D].
+
+    Masks as masking_utils builds them: causal; sliding layers also need q - kv < sliding_window; with
+    token_type_ids (Gemma 3 images) OR-ed: q and kv both image tokens of the same contiguous image block."""
+    c = gemma_text_defaults(c)
+    g3 = c["model_type"] == "gemma3_text"
+    T, D = inputs_embeds.shape
+    H, KV, hd = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
+    eps = c["rms_norm_eps"]
+    q_idx = np.arange(T)[:, None]
+    kv_idx = np.arange(T)[None, :]
+    causal = kv_idx <= q_idx
+    sliding = causal & (kv_idx > q_idx - c["sliding_window"])
+    if token_type_ids is not None:
+        is_image = token_type_ids == 1
+        prev = np.concatenate([[False], is_image[:-1]])
+        group = np.cumsum(is_image & ~prev) - 1
+        group = np.where(is_image, group, -1)
+        extra = is_image[:, None] & is_image[None, :] & (group[:, None] == group[None, :])
+        causal = causal | extra
+        sliding = sliding | extra
+    masks = {"full_attention": np.where(causal, 0.0, -np.inf), "sliding_attention": np.where(sliding, 0.0, -np.inf)}
+    scaling = c["rope_scaling"] or {}
+    factor = scaling.get("factor", 1.0) if (scaling.get("rope_type") or scaling.get("type")) == "linear" else 1.0
+    if g3:  # rotary_emb (global: rope_theta + rope_scaling) and rotary_emb_local (rope_local_base_freq, default)
+        ropes = {"full_attention": rope_cos_sin(T, hd, c["rope_theta"], factor), "sliding_attention": rope_cos_sin(T, hd, c["rope_local_base_freq"])}
+    else:
+        r = rope_cos_sin(T, hd, c["rope_theta"], factor)
+        ropes = {"full_attention": r, "sliding_attention": r}
+    x = inputs_embeds
+    for i in range(c["num_hidden_layers"]):
+        p = f"{prefix}.layers.{i}"
+        kind = c["layer_types"][i]
+        residual = x
+        h = gemma_rms_norm(x, W[f"{p}.input_layernorm.weight"], eps)
+        q = (h @ W[f"{p}.self_attn.q_proj.weight"].T).reshape(T, H, hd).transpose(1, 0, 2)  # [H, T, hd]
+        k = (h @ W[f"{p}.self_attn.k_proj.weight"].T).reshape(T, KV, hd).transpose(1, 0, 2)
+        v = (h @ W[f"{p}.self_attn.v_proj.weight"].T).reshape(T, KV, hd).transpose(1, 0, 2)
+        if g3:
+            q = gemma_rms_norm(q, W[f"{p}.self_attn.q_norm.weight"], eps)
+            k = gemma_rms_norm(k, W[f"{p}.self_attn.k_norm.weight"], eps)
+        cos, sin = ropes[kind]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = np.repeat(k, H // KV, axis=0)
+        v = np.repeat(v, H // KV, axis=0)
+        w = q @ k.transpose(0, 2, 1) * c["query_pre_attn_scalar"] ** -0.5
+        if c["attn_logit_softcapping"] is not None:
+            w = np.tanh(w / c["attn_logit_softcapping"]) * c["attn_logit_softcapping"]
+        att = softmax(w + masks[kind]) @ v  # [H, T, hd]
+        o = att.transpose(1, 0, 2).reshape(T, H * hd) @ W[f"{p}.self_attn.o_proj.weight"].T
+        x = residual + gemma_rms_norm(o, W[f"{p}.post_attention_layernorm.weight"], eps)
+        residual = x
+        h = gemma_rms_norm(x, W[f"{p}.pre_feedforward_layernorm.weight"], eps)
+        m = gelu_tanh(h @ W[f"{p}.mlp.gate_proj.weight"].T) * (h @ W[f"{p}.mlp.up_proj.weight"].T)
+        m = m @ W[f"{p}.mlp.down_proj.weight"].T
+        x = residual + gemma_rms_norm(m, W[f"{p}.post_feedforward_layernorm.weight"], eps)
+    return gemma_rms_norm(x, W[f"{prefix}.norm.weight"], eps), c
+
+
+def gemma_logits(h, head, c):
+    logits = h @ head.T
+    cap = c["final_logit_softcapping"]
+    return logits if cap is None else np.tanh(logits / cap) * cap
+
+
+def gemma3_projector(W, c, vision_outputs):
+    """Gemma3MultiModalProjector: [N, g*g, Dv] -> [N, mm_tokens_per_image, Dt]."""
+    v = c["vision_config"]
+    N, L, Dv = vision_outputs.shape
+    g = v["image_size"] // v["patch_size"]
+    per_side = int(c.get("mm_tokens_per_image", 256) ** 0.5)
+    k = g // per_side
+    x = vision_outputs.transpose(0, 2, 1).reshape(N, Dv, g, g)
+    pooled = x.reshape(N, Dv, per_side, k, per_side, k).mean(axis=(3, 5))  # AvgPool2d(kernel=stride=k)
+    pooled = pooled.reshape(N, Dv, per_side * per_side).transpose(0, 2, 1)
+    normed = gemma_rms_norm(pooled, W["multi_modal_projector.mm_soft_emb_norm.weight"], v.get("layer_norm_eps", 1e-6))
+    return normed @ W["multi_modal_projector.mm_input_projection_weight"]
 
 
 def forward(d):
@@ -178,6 +292,25 @@ def forward(d):
         h = llama_model(W, t, x, "model.text_model")
         head = W["model.text_model.embed_tokens.weight"] if c.get("tie_word_embeddings") else W["lm_head.weight"]
         return h @ head.T
+    if c["model_type"] == "gemma3_text":
+        x = W["model.embed_tokens.weight"][ids] * np.sqrt(gemma_text_defaults(c)["hidden_size"])  # Gemma3TextScaledWordEmbedding
+        h, tc = gemma_text_model(W, c, x, "model")
+        head = W["model.embed_tokens.weight"] if tc["tie_word_embeddings"] else W["lm_head.weight"]
+        return gemma_logits(h, head, tc)
+    if c["model_type"] == "gemma3":
+        t = dict(c["text_config"], model_type="gemma3_text")
+        image_token = c.get("image_token_index", c.get("image_token_id", 262144))
+        x = W["language_model.model.embed_tokens.weight"][ids] * np.sqrt(gemma_text_defaults(t)["hidden_size"])
+        if "pixel_values" in inp:
+            pixels = np.array(inp["pixel_values"], dtype=np.float64).reshape(inp["pixel_shape"])
+            feats = gemma3_projector(W, c, idefics3_vision(W, c["vision_config"], pixels, "vision_tower.vision_model"))
+            mask = ids == image_token
+            assert mask.sum() == feats.shape[0] * feats.shape[1], "image tokens and features differ in number"
+            x[mask] = feats.reshape(-1, feats.shape[-1])  # masked_scatter, unscaled
+        token_type_ids = (ids == image_token).astype(np.int64)  # what Gemma3Processor returns
+        h, tc = gemma_text_model(W, t, x, "language_model.model", token_type_ids)
+        head = W["language_model.model.embed_tokens.weight"] if tc["tie_word_embeddings"] else W["language_model.lm_head.weight"]
+        return gemma_logits(h, head, tc)
     raise ValueError(c["model_type"])
 
 

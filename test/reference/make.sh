@@ -2,20 +2,59 @@
 # Remakes the reference dumps under test/fixtures/reference/: random weights from `vlakit model init` at each
 # config (transformers' tensor names), seeded inputs, and the logits of the float64 NumPy reference
 # (test/reference/hf_reference.py). Needs numpy; `make test` only reads the committed results.
+# Arguments: the dump directories to remake (default: all). Gemma's norm weights, which model init sets to 0 as
+# transformers does (the model multiplies by 1 + w), get seeded noise so the dumps exercise them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for d in test/fixtures/reference/*/; do
+dirs=("$@")
+[ ${#dirs[@]} -gt 0 ] || dirs=(test/fixtures/reference/*/)
+for d in "${dirs[@]}"; do
   d=${d%/}
   rm -f "$d/model.safetensors"
   rm -rf "$d.tmp"; node bin/run.js model init --config "$d/config.json" --seed 7 -o "$d.tmp" -q
   mv "$d.tmp/model.safetensors" "$d/" && rm -rf "$d.tmp"
+  python3 - "$d" <<'PY'
+import json, struct, sys
+import numpy as np
+d = sys.argv[1]
+c = json.load(open(f"{d}/config.json"))
+if c["model_type"] in ("gemma3_text", "gemma3", "paligemma"):
+    path = f"{d}/model.safetensors"
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    rng = np.random.RandomState(11)
+    arrays = {}
+    for name in sorted(k for k in header if k != "__metadata__"):
+        info = header[name]
+        assert info["dtype"] == "F32"
+        a, b = info["data_offsets"]
+        x = np.frombuffer(raw[8 + n + a : 8 + n + b], dtype="<f4").reshape(info["shape"]).copy()
+        if "norm" in name and len(info["shape"]) == 1:
+            x += rng.normal(0, 0.3, size=x.shape).astype(np.float32)
+        arrays[name] = x
+    meta, off = {}, 0
+    for name, x in arrays.items():
+        meta[name] = {"dtype": "F32", "shape": list(x.shape), "data_offsets": [off, off + x.nbytes]}
+        off += x.nbytes
+    h = json.dumps(meta, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(x.tobytes() for x in arrays.values()))
+PY
   python3 - "$d" <<'PY'
 import json, sys
 import numpy as np
 d = sys.argv[1]
 c = json.load(open(f"{d}/config.json"))
 rng = np.random.RandomState(3)
-if c["model_type"] == "idefics3":
+if c["model_type"] == "gemma3":
+    v = c["vision_config"]; s = v["image_size"]; per = c["mm_tokens_per_image"]; img = c["image_token_index"]
+    boi, eoi = c["boi_token_index"], c["eoi_token_index"]
+    ids = [2, 5, boi] + [img] * per + [eoi, 9, 11, boi] + [img] * per + [eoi] + list(rng.randint(3, 59, 6))
+    pix = rng.uniform(-1, 1, size=(2, 3, s, s))
+    inp = {"input_ids": [int(i) for i in ids], "pixel_shape": list(pix.shape), "pixel_values": [round(float(x), 6) for x in pix.ravel()]}
+elif c["model_type"] == "idefics3":
     v = c["vision_config"]; s = v["image_size"]; per = (s // v["patch_size"]) ** 2 // c["scale_factor"] ** 2
     ids = [1, 5, 7] + [c["image_token_id"]] * per + [9, 11] + [c["image_token_id"]] * per + list(rng.randint(3, 59, 6))
     pix = rng.uniform(-1, 1, size=(2, 3, s, s))

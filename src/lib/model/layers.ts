@@ -75,14 +75,17 @@ export function gelu(x: tf.Tensor): tf.Tensor {
   return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), c))));
 }
 
-/** cos and sin of the rotary angles of positions [offset, offset + T): [T, hd/2] each, row-major (the export's tables too). */
-export function ropeAngles(T: number, hd: number, theta: number, offset = 0): { cos: Float32Array; sin: Float32Array } {
+/**
+ * cos and sin of the rotary angles of positions [offset, offset + T): [T, hd/2] each, row-major (the export's tables
+ * too); positions are divided by `factor` (the "linear" rope scaling).
+ */
+export function ropeAngles(T: number, hd: number, theta: number, offset = 0, factor = 1): { cos: Float32Array; sin: Float32Array } {
   const half = hd / 2;
   const cos = new Float32Array(T * half);
   const sin = new Float32Array(T * half);
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < half; i++) {
-      const a = (t + offset) / theta ** ((2 * i) / hd);
+      const a = (t + offset) / factor / theta ** ((2 * i) / hd);
       cos[t * half + i] = Math.cos(a);
       sin[t * half + i] = Math.sin(a);
     }
@@ -91,8 +94,8 @@ export function ropeAngles(T: number, hd: number, theta: number, offset = 0): { 
 }
 
 /** cos and sin tables for rotary embeddings of positions [offset, offset + T): each [T, hd/2]. */
-export function ropeTables(T: number, hd: number, theta: number, offset = 0): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
-  const { cos, sin } = ropeAngles(T, hd, theta, offset);
+export function ropeTables(T: number, hd: number, theta: number, offset = 0, factor = 1): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+  const { cos, sin } = ropeAngles(T, hd, theta, offset, factor);
   return { cos: tf.tensor2d(cos, [T, hd / 2]), sin: tf.tensor2d(sin, [T, hd / 2]) };
 }
 

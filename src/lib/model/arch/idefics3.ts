@@ -9,18 +9,12 @@ import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import { type LlamaConfig, llamaDecoder, llamaTensors } from './llama.js';
 import { type ImageFeatures, isFeatures, type Ops, type TensorSpec } from './ops.js';
+import { SiglipVisionSchema, checkSiglip, siglipTensors, siglipVision } from './siglip.js';
 
-export const Idefics3VisionSchema = z.looseObject({
-  hidden_size: z.number().int().positive(),
-  intermediate_size: z.number().int().positive(),
-  num_hidden_layers: z.number().int().positive(),
-  num_attention_heads: z.number().int().positive(),
-  num_channels: z.number().int().positive().default(3),
+/** Idefics3's vision config is SigLIP's, with image_size and patch_size required. */
+export const Idefics3VisionSchema = SiglipVisionSchema.extend({
   image_size: z.number().int().positive(),
   patch_size: z.number().int().positive(),
-  layer_norm_eps: z.number().positive().default(1e-6),
-  hidden_act: z.enum(['gelu_pytorch_tanh', 'gelu']).default('gelu_pytorch_tanh'),
-  initializer_range: z.number().positive().default(0.02),
 });
 
 /** The config without its text part, which is a Llama config (parsed by LlamaConfigSchema, see registry). */
@@ -51,39 +45,16 @@ export function idefics3Grid(c: Idefics3Config): { side: number; patches: number
 }
 
 export function checkIdefics3(c: Idefics3Config, file?: string): void {
-  const v = c.vision_config;
+  checkSiglip(c.vision_config, file);
   const { side } = idefics3Grid(c);
-  const bad = (m: string, field: string) => new VlakitError('E_MODEL', `invalid model config: ${m}`, { file, field });
-  if (v.image_size % v.patch_size) throw bad(`vision image_size ${v.image_size} is not a multiple of patch_size ${v.patch_size}`, 'vision_config.image_size');
-  if (side % c.scale_factor) throw bad(`${side} patches per side do not divide by scale_factor ${c.scale_factor}`, 'scale_factor');
-  if (v.hidden_size % v.num_attention_heads) throw bad('vision hidden_size is not a multiple of num_attention_heads', 'vision_config.num_attention_heads');
+  if (side % c.scale_factor) throw new VlakitError('E_MODEL', `invalid model config: ${side} patches per side do not divide by scale_factor ${c.scale_factor}`, { file, field: 'scale_factor' });
 }
 
 /** Every tensor with transformers' names and shapes (the order does not matter; files sort by name). */
 export function idefics3Tensors(c: Idefics3Config): TensorSpec[] {
-  const v = c.vision_config;
-  const D = v.hidden_size;
-  const I = v.intermediate_size;
-  const P = v.patch_size;
-  const { patches } = idefics3Grid(c);
-  const out: TensorSpec[] = [
-    { name: `${VISION}.embeddings.patch_embedding.weight`, shape: [D, v.num_channels, P, P], init: 'normal' },
-    { name: `${VISION}.embeddings.patch_embedding.bias`, shape: [D], init: 'zeros' },
-    { name: `${VISION}.embeddings.position_embedding.weight`, shape: [patches, D], init: 'normal' },
-  ];
-  const lin = (name: string, o: number, i: number) => out.push({ name: `${name}.weight`, shape: [o, i], init: 'normal' }, { name: `${name}.bias`, shape: [o], init: 'zeros' });
-  const ln = (name: string) => out.push({ name: `${name}.weight`, shape: [D], init: 'ones' }, { name: `${name}.bias`, shape: [D], init: 'zeros' });
-  for (let i = 0; i < v.num_hidden_layers; i++) {
-    const n = `${VISION}.encoder.layers.${i}`;
-    for (const m of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) lin(`${n}.self_attn.${m}`, D, D);
-    ln(`${n}.layer_norm1`);
-    ln(`${n}.layer_norm2`);
-    lin(`${n}.mlp.fc1`, I, D);
-    lin(`${n}.mlp.fc2`, D, I);
-  }
-  ln(`${VISION}.post_layernorm`);
+  const out = siglipTensors(c.vision_config, VISION);
   const t = c.text_config;
-  out.push({ name: 'model.connector.modality_projection.proj.weight', shape: [t.hidden_size, D * c.scale_factor ** 2], init: 'normal' });
+  out.push({ name: 'model.connector.modality_projection.proj.weight', shape: [t.hidden_size, c.vision_config.hidden_size * c.scale_factor ** 2], init: 'normal' });
   out.push(...llamaTensors(t, TEXT));
   if (!c.tie_word_embeddings) out.push({ name: 'lm_head.weight', shape: [t.vocab_size, t.hidden_size], init: 'normal' });
   return out;
@@ -91,25 +62,9 @@ export function idefics3Tensors(c: Idefics3Config): TensorSpec[] {
 
 /** pixel_values [N, C, S, S] (normalized) -> image features [N, tokensPerImage, text hidden]. */
 export function idefics3Vision<T>(ops: Ops<T>, c: Idefics3Config, pixels: T): T {
-  const v = c.vision_config;
-  const D = v.hidden_size;
-  const P = v.patch_size;
+  const D = c.vision_config.hidden_size;
   const { side, patches } = idefics3Grid(c);
-  // the patch convolution (stride = kernel = P) as a matmul over flattened patches:
-  // [N, C, S, S] -> [N, C, g, P, g, P] -> [N, g, g, C, P, P] -> [N, g*g, C*P*P]
-  const flat = ops.reshape(ops.transpose(ops.reshape(pixels, [-1, v.num_channels, side, P, side, P]), [0, 2, 4, 1, 3, 5]), [-1, patches, v.num_channels * P * P]);
-  let x = ops.add(ops.linear(flat, `${VISION}.embeddings.patch_embedding`), ops.param(`${VISION}.embeddings.position_embedding.weight`)); // [N, g*g, D]
-  const act = v.hidden_act === 'gelu' ? 'none' : 'tanh';
-  const hd = D / v.num_attention_heads;
-  for (let i = 0; i < v.num_hidden_layers; i++) {
-    const n = `${VISION}.encoder.layers.${i}`;
-    const h = ops.layerNorm(x, `${n}.layer_norm1`, v.layer_norm_eps);
-    const a = ops.attention(ops.linear(h, `${n}.self_attn.q_proj`), ops.linear(h, `${n}.self_attn.k_proj`), ops.linear(h, `${n}.self_attn.v_proj`), { layer: -1, heads: v.num_attention_heads, kvHeads: v.num_attention_heads, headDim: hd, causal: false });
-    x = ops.add(x, ops.linear(a, `${n}.self_attn.out_proj`));
-    const h2 = ops.layerNorm(x, `${n}.layer_norm2`, v.layer_norm_eps);
-    x = ops.add(x, ops.linear(ops.gelu(ops.linear(h2, `${n}.mlp.fc1`), act), `${n}.mlp.fc2`));
-  }
-  x = ops.layerNorm(x, `${VISION}.post_layernorm`, v.layer_norm_eps);
+  let x = siglipVision(ops, c.vision_config, pixels, VISION); // [N, g*g, D]
   // pixel shuffle: each s x s block of neighbouring patches becomes one token of s*s*D features
   const s = c.scale_factor;
   x = ops.reshape(x, [-1, side, side / s, D * s]); // [N, g, g/s, D*s]

@@ -88,8 +88,17 @@ export class OnnxOps implements Ops<string> {
     return this.has(`${prefix}.bias`) ? this.b.o('Add', [y, this.w(`${prefix}.bias`)]) : y;
   }
 
-  rmsNorm(x: string, weight: string, eps: number): string {
-    return this.b.rmsNorm(x, this.w(weight), eps);
+  rmsNorm(x: string, weight: string, eps: number, offset?: number): string {
+    return this.b.rmsNorm(x, offset === undefined ? this.w(weight) : this.shifted(weight, offset), eps);
+  }
+
+  /** A norm weight stored as offset + w (named `<name>+<offset>`), so the graph multiplies once. */
+  private shifted(name: string, offset: number): string {
+    const stored = `${name}+${offset}`;
+    const done = this.b.weights.entries.get(stored);
+    if (done) return this.b.weight(stored, done.data, done.dims);
+    const { data, shape } = this.t(name);
+    return this.b.weight(stored, data.map((v) => v + offset), shape);
   }
 
   layerNorm(x: string, prefix: string, eps: number): string {
@@ -102,6 +111,14 @@ export class OnnxOps implements Ops<string> {
 
   mul(a: string, c: string): string {
     return this.b.o('Mul', [a, c]);
+  }
+
+  scale(x: string, s: number): string {
+    return this.b.o('Mul', [x, this.b.floats([s])]);
+  }
+
+  tanh(x: string): string {
+    return this.b.o('Tanh', [x]);
   }
 
   silu(x: string): string {
@@ -129,18 +146,24 @@ export class OnnxOps implements Ops<string> {
   }
 
   /** Rotary embedding of x [B, heads, T, hd] at positions [past, past + T): x1 c - x2 s | x2 c + x1 s. */
-  private rope(x: string, positions: string, hd: number, theta: number): string {
+  private rope(x: string, positions: string, hd: number, theta: number, factor = 1): string {
     const b = this.b;
     const half = hd / 2;
-    const { cos, sin } = ropeAngles(this.maxPositions, hd, theta); // [maxPos, hd/2]
-    const c = b.o('Gather', [b.weight(`rope.${hd}.${theta}.cos`, cos, [this.maxPositions, half]), positions], { axis: 0 }); // [T, hd/2]
-    const s = b.o('Gather', [b.weight(`rope.${hd}.${theta}.sin`, sin, [this.maxPositions, half]), positions], { axis: 0 });
+    const name = `rope.${hd}.${theta}${factor === 1 ? '' : `.x${factor}`}`;
+    const table = (part: 'cos' | 'sin'): string => {
+      const done = b.weights.entries.get(`${name}.${part}`);
+      if (done) return b.weight(`${name}.${part}`, done.data, done.dims);
+      const angles = ropeAngles(this.maxPositions, hd, theta, 0, factor); // [maxPos, hd/2]
+      return b.weight(`${name}.${part}`, angles[part], [this.maxPositions, half]);
+    };
+    const c = b.o('Gather', [table('cos'), positions], { axis: 0 }); // [T, hd/2]
+    const s = b.o('Gather', [table('sin'), positions], { axis: 0 });
     const x1 = b.o('Slice', [x, b.ints([0]), b.ints([half]), b.ints([3])]); // [B, heads, T, hd/2]
     const x2 = b.o('Slice', [x, b.ints([half]), b.ints([hd]), b.ints([3])]);
     return b.o('Concat', [b.o('Sub', [b.o('Mul', [x1, c]), b.o('Mul', [x2, s])]), b.o('Add', [b.o('Mul', [x2, c]), b.o('Mul', [x1, s])])], { axis: 3 });
   }
 
-  attention(q: string, k: string, v: string, s: AttentionSpec): string {
+  attention(q: string, k: string, v: string, s: AttentionSpec<string>): string {
     const b = this.b;
     const { heads: H, kvHeads: KV, headDim: hd } = s;
     const cached = s.layer >= 0;
@@ -152,8 +175,8 @@ export class OnnxOps implements Ops<string> {
     let vh = this.heads(v, KV, hd);
     if (s.rope) {
       const positions = b.o('Range', [past, total, b.ints([1], true)]); // [T]
-      qh = this.rope(qh, positions, hd, s.rope.theta);
-      kh = this.rope(kh, positions, hd, s.rope.theta);
+      qh = this.rope(qh, positions, hd, s.rope.theta, s.rope.factor);
+      kh = this.rope(kh, positions, hd, s.rope.theta, s.rope.factor);
     }
     if (cached) {
       const p = this.cache.past?.[s.layer];
@@ -167,14 +190,52 @@ export class OnnxOps implements Ops<string> {
     // grouped heads: [B, KV, L, hd] -> [B, KV, 1, L, hd] -> [B, KV, n, L, hd] -> [B, H, L, hd]
     const repeat = (x: string) => (n === 1 ? x : b.o('Reshape', [b.o('Tile', [b.o('Unsqueeze', [x, b.ints([2])]), b.ints([1, 1, n, 1, 1])]), b.ints([0, H, -1, hd])]));
     let scores = b.o('Mul', [b.o('MatMul', [qh, b.o('Transpose', [repeat(kh)], { perm: [0, 1, 3, 2] })]), b.floats([s.scale ?? 1 / Math.sqrt(hd)])]); // [B, H, T, P + T]
+    if (s.softcap !== undefined) scores = b.o('Mul', [b.o('Tanh', [b.o('Div', [scores, b.floats([s.softcap])])]), b.floats([s.softcap])]);
     if (s.causal) {
       const one = b.ints([1], true);
       const keys = b.o('Unsqueeze', [b.o('Range', [b.ints([0], true), total, one]), b.ints([0])]); // [1, P + T]
       const queries = b.o('Unsqueeze', [b.o('Range', [past, total, one]), b.ints([1])]); // [T, 1]
-      scores = b.o('Add', [scores, b.o('Where', [b.o('Greater', [keys, queries]), b.floats([-1e9]), b.floats([0])])]); // + [T, P + T]
+      let blocked = b.o('Greater', [keys, queries]); // [T, P + T]: future keys
+      // outside the sliding window: query - key >= window
+      if (s.window !== undefined) blocked = b.o('Or', [blocked, b.o('GreaterOrEqual', [b.o('Sub', [queries, keys]), b.ints([s.window], true)])]);
+      if (s.blocks) blocked = b.o('And', [b.o('Unsqueeze', [blocked, b.ints([0, 1])]), b.o('Not', [this.blockMask(s.blocks.ids, s.blocks.tokenId, past)])]); // [B, 1, T, P + T]
+      scores = b.o('Add', [scores, b.o('Where', [blocked, b.floats([-1e9]), b.floats([0])])]);
     }
     const out = b.o('MatMul', [b.o('Softmax', [scores], { axis: -1 }), repeat(vh)]); // [B, H, T, hd]
     return b.o('Reshape', [b.o('Transpose', [out], { perm: [0, 2, 1, 3] }), b.ints([0, 0, H * hd])]); // [B, T, H, hd] -> [B, T, H*hd]
+  }
+
+  /**
+   * [B, 1, T, P + T] bool: query and key are tokens of one run of `tokenId` among this call's ids [B, T] (past keys
+   * never are).
+   */
+  private blockMask(ids: string, tokenId: number, past: string): string {
+    const b = this.b;
+    const img = b.o('Equal', [ids, b.ints([tokenId], true)]); // [B, T]
+    const imgI = b.o('Cast', [img], { to: 7 }); // int64
+    const prev = b.o('Pad', [b.o('Slice', [imgI, b.ints([0]), b.ints([-1]), b.ints([1])]), b.ints([0, 1, 0, 0])]); // [B, T]: the previous token is one
+    const starts = b.o('Mul', [imgI, b.o('Sub', [b.ints([1], true), prev])]); // [B, T]
+    const group = b.o('CumSum', [starts, b.ints([1], true)]); // [B, T]
+    const both = b.o('And', [b.o('Unsqueeze', [img, b.ints([2])]), b.o('Unsqueeze', [img, b.ints([1])])]); // [B, T, T]
+    const same = b.o('And', [both, b.o('Equal', [b.o('Unsqueeze', [group, b.ints([2])]), b.o('Unsqueeze', [group, b.ints([1])])])]);
+    // left-pad the key axis with the past positions: [B, T, T] -> [B, T, P + T]
+    const pads = b.o('Concat', [b.ints([0, 0]), b.o('Reshape', [past, b.ints([1])]), b.ints([0, 0, 0])], { axis: 0 });
+    const padded = b.o('Cast', [b.o('Pad', [b.o('Cast', [same], { to: 6 }), pads]), ], { to: 9 }); // via int32 (Pad of bool is not in opset 17)
+    return b.o('Unsqueeze', [padded, b.ints([1])]);
+  }
+
+  avgPool(x: string, kernel: number): string {
+    const b = this.b;
+    // [.., H, W] -> [N, 1, H, W] -> AveragePool -> [.., H/k, W/k]
+    const shape = b.o('Shape', [x]);
+    const lead = b.o('Slice', [shape, b.ints([0]), b.ints([-2])]);
+    const hw = b.o('Slice', [shape, b.ints([-2]), b.ints([2 ** 30])]);
+    const pooled = b.o('AveragePool', [b.o('Reshape', [x, b.o('Concat', [b.ints([-1, 1]), hw], { axis: 0 })])], { kernel_shape: [kernel, kernel], strides: [kernel, kernel] });
+    return b.o('Reshape', [pooled, b.o('Concat', [lead, b.o('Div', [hw, b.ints([kernel])])], { axis: 0 })]);
+  }
+
+  matmul(x: string, weight: string): string {
+    return this.b.o('MatMul', [x, this.w(weight)]); // [.., in] x [in, out]
   }
 
   head(h: string, weight: string): string {

@@ -6,7 +6,7 @@
  */
 
 /** One attention call: which layer (its KV cache), the head layout and the position scheme. */
-export interface AttentionSpec {
+export interface AttentionSpec<T = unknown> {
   /** Decoder layer index: the KV cache slot (-1: no cache, as in a vision tower). */
   layer: number;
   heads: number;
@@ -14,10 +14,23 @@ export interface AttentionSpec {
   headDim: number;
   /** Causal over the sequence (a decoder), or bidirectional (an encoder). */
   causal: boolean;
-  /** Rotary embedding, "rotate_half" layout, over positions counted from the cache's length. */
-  rope?: { theta: number };
+  /**
+   * Rotary embedding, "rotate_half" layout, over positions counted from the cache's length; `factor` is the
+   * "linear" rope_scaling (positions divided by it).
+   */
+  rope?: { theta: number; factor?: number };
   /** Score scale (default 1/sqrt(headDim)). */
   scale?: number;
+  /** Sliding window (causal only): a query at position p sees keys at positions p - window < k <= p. */
+  window?: number;
+  /** Attention logit soft cap: scores -> cap * tanh(scores / cap) before the mask (Gemma 2). */
+  softcap?: number;
+  /**
+   * Bidirectional blocks inside a causal attention: tokens of `ids` [B, T] (this call's tokens) equal to `tokenId`
+   * that form one contiguous run (one image's tokens) also see each other, later ones included (Gemma 3's image
+   * tokens). Blocks are found among the tokens of one call, so a prompt's images belong in its prefill.
+   */
+  blocks?: { ids: T; tokenId: number };
 }
 
 export interface Ops<T> {
@@ -41,20 +54,33 @@ export interface Ops<T> {
    * as [out, c*kh*kw]), b = `${prefix}.bias` when present.
    */
   linear(x: T, prefix: string): T;
-  /** x / sqrt(mean(x^2) + eps) * w over the last axis. */
-  rmsNorm(x: T, weight: string, eps: number): T;
+  /**
+   * x / sqrt(mean(x^2) + eps) * w over the last axis; with `offset` the weight is used as (offset + w) (Gemma's
+   * RMSNorm stores w around 0 and multiplies by 1 + w).
+   */
+  rmsNorm(x: T, weight: string, eps: number, offset?: number): T;
   /** (x - mean) / sqrt(var + eps) * w + b over the last axis (`${prefix}.weight`, `${prefix}.bias`). */
   layerNorm(x: T, prefix: string, eps: number): T;
   add(a: T, b: T): T;
   mul(a: T, b: T): T;
+  /** x * s for a constant s. */
+  scale(x: T, s: number): T;
+  tanh(x: T): T;
   /** x * sigmoid(x) */
   silu(x: T): T;
   /** GELU, exact (erf) or the tanh approximation. */
   gelu(x: T, approximate: 'none' | 'tanh'): T;
   /** q [B, T, H*hd], k and v [B, T, KV*hd] -> [B, T, H*hd], through the KV cache of `spec.layer`. */
-  attention(q: T, k: T, v: T, spec: AttentionSpec): T;
+  attention(q: T, k: T, v: T, spec: AttentionSpec<T>): T;
   /** Hidden states [B, T, D] -> logits [B, T, V] = h W^T with W = `weight` [V, D]. */
   head(h: T, weight: string): T;
+  /**
+   * Average pooling over the last two axes with a square kernel and the same stride: [.., H, W] -> [.., H/k, W/k]
+   * (H and W multiples of k).
+   */
+  avgPool(x: T, kernel: number): T;
+  /** x [.., in] -> x W [.., out] with W = `weight` stored [in, out] (a bare projection matrix, not a linear layer). */
+  matmul(x: T, weight: string): T;
 }
 
 /** How a tensor of an architecture is initialized by `model init` (normal with the config's std, ones, zeros). */

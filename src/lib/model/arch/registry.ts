@@ -6,6 +6,8 @@ import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import { zodProblem } from '../../io/json-file.js';
 import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forward, idefics3Grid, idefics3Tensors, idefics3Vision } from './idefics3.js';
+import { type Gemma3Config, Gemma3ConfigSchema, type GemmaTextConfig, GemmaTextSchema, gemma3Config, gemma3Forward, gemma3Vision, gemma3Tensors, gemma3TextForward, gemmaText, gemmaTextTensors } from './gemma.js';
+import { SiglipVisionSchema, checkSiglip } from './siglip.js';
 import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
 import type { ImageFeatures, Ops, TensorSpec } from './ops.js';
 
@@ -105,7 +107,45 @@ export const idefics3: Architecture<Idefics3Config> = {
   initializerRange: (c) => c.text_config.initializer_range,
 };
 
-const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>];
+export const gemma3Text: Architecture<GemmaTextConfig> = {
+  modelType: 'gemma3_text',
+  classes: ['Gemma3ForCausalLM'],
+  parseConfig(raw, file) {
+    return gemmaText(parseWith(GemmaTextSchema.extend({ model_type: z.literal('gemma3_text') }), raw, file), file, '');
+  },
+  tensors: (c) => [...gemmaTextTensors(c, 'model'), ...(c.tie_word_embeddings ? [] : [{ name: 'lm_head.weight', shape: [c.vocab_size, c.hidden_size], init: 'normal' as const }])],
+  forward: (ops, c, x) => gemma3TextForward(ops, c, x),
+  cache: (c) => ({ layers: c.num_hidden_layers, kvHeads: c.num_key_value_heads, headDim: c.head_dim }),
+  vocabSize: (c) => c.vocab_size,
+  maxPositions: (c) => c.max_position_embeddings,
+  eosIds: (c) => c.eos_token_id,
+  bosId: (c) => c.bos_token_id,
+  initializerRange: (c) => c.initializer_range,
+};
+
+export const gemma3: Architecture<Gemma3Config> = {
+  modelType: 'gemma3',
+  classes: ['Gemma3ForConditionalGeneration'],
+  parseConfig(raw, file) {
+    const outer = parseWith(Gemma3ConfigSchema, raw, file);
+    const vision = parseWith(SiglipVisionSchema, outer.vision_config, file);
+    checkSiglip(vision, file);
+    parseWith(GemmaTextSchema.extend({ model_type: z.string().optional() }), outer.text_config, file); // field errors first
+    return gemma3Config(outer, vision, file);
+  },
+  tensors: gemma3Tensors,
+  forward: (ops, c, x, pixels) => gemma3Forward(ops, c, x, pixels),
+  features: (ops, c, pixels) => gemma3Vision(ops, c, pixels),
+  vision: (c) => ({ imageSize: c.vision.image_size, channels: c.vision.num_channels, tokensPerImage: c.mm_tokens_per_image, imageTokenId: c.image_token_id }),
+  cache: (c) => ({ layers: c.text.num_hidden_layers, kvHeads: c.text.num_key_value_heads, headDim: c.text.head_dim }),
+  vocabSize: (c) => c.text.vocab_size,
+  maxPositions: (c) => c.text.max_position_embeddings,
+  eosIds: (c) => c.text.eos_token_id,
+  bosId: (c) => c.text.bos_token_id,
+  initializerRange: (c) => c.initializer_range,
+};
+
+const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>, gemma3Text as Architecture<never>, gemma3 as Architecture<never>];
 
 /** The architecture of a config.json (by model_type), or a clear error listing what vlakit supports. */
 export function architectureOf(raw: unknown, file = 'config.json'): Architecture<unknown> {

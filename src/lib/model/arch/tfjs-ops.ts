@@ -92,9 +92,10 @@ export class TfjsOps implements Ops<tf.Tensor> {
     return tf.reshape(y, [...x.shape.slice(0, -1), w.shape[0]]);
   }
 
-  rmsNorm(x: tf.Tensor, weight: string, eps: number): tf.Tensor {
+  rmsNorm(x: tf.Tensor, weight: string, eps: number, offset?: number): tf.Tensor {
     const ms = tf.mean(tf.square(x), -1, true);
-    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), this.p(weight));
+    const w = offset === undefined ? this.p(weight) : tf.add(this.p(weight), offset);
+    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), w);
   }
 
   layerNorm(x: tf.Tensor, prefix: string, eps: number): tf.Tensor {
@@ -110,6 +111,14 @@ export class TfjsOps implements Ops<tf.Tensor> {
     return tf.mul(a, b);
   }
 
+  scale(x: tf.Tensor, s: number): tf.Tensor {
+    return tf.mul(x, s);
+  }
+
+  tanh(x: tf.Tensor): tf.Tensor {
+    return tf.tanh(x);
+  }
+
   silu(x: tf.Tensor): tf.Tensor {
     return tf.mul(x, tf.sigmoid(x));
   }
@@ -122,14 +131,14 @@ export class TfjsOps implements Ops<tf.Tensor> {
     return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.div(x, Math.SQRT2))));
   }
 
-  attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, s: AttentionSpec): tf.Tensor {
+  attention(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, s: AttentionSpec<tf.Tensor>): tf.Tensor {
     const T = q.shape[1]!;
     const past = s.layer >= 0 && this.cache ? this.cache.length : 0;
     let qh = splitHeads(q, s.heads); // [B, H, T, hd]
     let kh = splitHeads(k, s.kvHeads); // [B, KV, T, hd]
     let vh = splitHeads(v, s.kvHeads);
     if (s.rope) {
-      const { cos, sin } = ropeTables(T, s.headDim, s.rope.theta, past); // [T, hd/2] each
+      const { cos, sin } = ropeTables(T, s.headDim, s.rope.theta, past, s.rope.factor); // [T, hd/2] each
       qh = applyRope(qh, cos, sin);
       kh = applyRope(kh, cos, sin);
     }
@@ -146,11 +155,49 @@ export class TfjsOps implements Ops<tf.Tensor> {
     }
     const n = s.heads / s.kvHeads;
     let scores = tf.mul(tf.matMul(qh, repeatKv(kh, n), false, true), s.scale ?? 1 / Math.sqrt(s.headDim)); // [B, H, T, past + T]
-    if (s.causal) scores = tf.add(scores, causalMask(T, past + T));
+    if (s.softcap !== undefined) scores = tf.mul(tf.tanh(tf.div(scores, s.softcap)), s.softcap);
+    if (s.causal && (s.window !== undefined || s.blocks)) scores = tf.add(scores, tf.mul(tf.sub(1, tf.cast(this.allowed(T, past, s), 'float32')), -1e9)); // + [B, 1, T, past + T]
+    else if (s.causal) scores = tf.add(scores, causalMask(T, past + T));
     const probs = tf.softmax(scores) as tf.Tensor4D; // [B, H, T, past + T]
     if (this.recordAttentions && s.layer >= 0) this.recordAttentions[s.layer] = probs;
     const out = tf.matMul(probs, repeatKv(vh, n)) as tf.Tensor4D; // [B, H, T, hd]
     return mergeHeads(out); // [B, T, H*hd]
+  }
+
+  /**
+   * Which keys each query may see, [B or 1, 1, T, past + T]: causal, within the sliding window, or in the query's
+   * own bidirectional block (a run of `blocks.tokenId` among this call's tokens).
+   */
+  private allowed(T: number, past: number, s: AttentionSpec<tf.Tensor>): tf.Tensor {
+    const L = past + T;
+    const qPos = tf.reshape(tf.range(past, L, 1, 'int32'), [T, 1]); // [T, 1]
+    const kPos = tf.reshape(tf.range(0, L, 1, 'int32'), [1, L]); // [1, L]
+    let ok = tf.lessEqual(kPos, qPos); // [T, L]
+    if (s.window !== undefined) ok = tf.logicalAnd(ok, tf.less(tf.sub(qPos, kPos), s.window));
+    if (!s.blocks) return tf.reshape(ok, [1, 1, T, L]);
+    const ids = s.blocks.ids; // [B, T]
+    const B = ids.shape[0];
+    const img = tf.equal(ids, s.blocks.tokenId); // [B, T]
+    const prev = tf.concat([tf.zeros([B, 1], 'bool'), tf.slice(img, [0, 0], [B, T - 1])], 1);
+    const group = tf.cumsum(tf.cast(tf.logicalAnd(img, tf.logicalNot(prev)), 'int32'), 1); // [B, T]: the run number of each token
+    const same = tf.logicalAnd(tf.logicalAnd(tf.expandDims(img, 2), tf.expandDims(img, 1)), tf.equal(tf.expandDims(group, 2), tf.expandDims(group, 1))); // [B, T, T]
+    const block = past > 0 ? tf.concat([tf.zeros([B, T, past], 'bool'), same], 2) : same; // [B, T, L]: past keys are never in a block of this call
+    return tf.expandDims(tf.logicalOr(tf.expandDims(ok, 0), block), 1); // [B, 1, T, L]
+  }
+
+  avgPool(x: tf.Tensor, kernel: number): tf.Tensor {
+    const shape = x.shape;
+    const [H, W] = shape.slice(-2);
+    const lead = shape.slice(0, -2);
+    // [.., H, W] -> [N, H/k, k, W/k, k] -> mean over the two k axes
+    const y = tf.mean(tf.reshape(x, [-1, H / kernel, kernel, W / kernel, kernel]), [2, 4]);
+    return tf.reshape(y, [...lead, H / kernel, W / kernel]);
+  }
+
+  matmul(x: tf.Tensor, weight: string): tf.Tensor {
+    const w = this.p(weight); // [in, out]
+    const inDim = x.shape[x.shape.length - 1];
+    return tf.reshape(tf.matMul(tf.reshape(x, [-1, inDim]), w), [...x.shape.slice(0, -1), w.shape[1]!]);
   }
 
   head(h: tf.Tensor, weight: string): tf.Tensor {

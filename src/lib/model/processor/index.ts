@@ -18,6 +18,16 @@ type Builder = (dir: string, arch: ReturnType<typeof readHfConfig>['arch'], conf
 
 const BUILDERS: Record<string, Builder> = {
   llama: async (dir, arch, config) => plainTextProcessor(await readTextParts(dir, arch, config)),
+  gemma3_text: async (dir, arch, config) => plainTextProcessor(await readTextParts(dir, arch, config)),
+  // Gemma 3's image processor (896-px resize, <start_of_image> expansion) is not written yet: text and token ids only
+  gemma3: async (dir, arch, config) => {
+    const t = await readTextParts(dir, arch, config);
+    const text = plainTextProcessor(t);
+    return textProcessor(t, async (prompt, images = []) => {
+      if (images.length) throw new VlakitError('E_USAGE', "vlakit has no Gemma 3 image processor yet: run it on text or token ids");
+      return text.encode(prompt);
+    });
+  },
   idefics3: async (dir, arch, config, o) => {
     const c = config as Idefics3Config;
     const t = await readTextParts(dir, arch, config, '<image>');
