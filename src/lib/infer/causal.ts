@@ -33,8 +33,11 @@ export interface CausalLm {
   /** For a vision-language model: tile side, channels, image tokens per tile and the image token id. */
   readonly vision?: { imageSize: number; channels: number; tokensPerImage: number; imageTokenId: number };
   start(o?: { useCache?: boolean }): CausalState;
-  /** Logits of every position, [T, V] flattened, without a cache. */
-  logits(ids: number[], images?: Float32Array): Promise<Float32Array>;
+  /**
+   * Logits of every position, [T, V] flattened, without a cache. `prefix`: a prefix-LM's prefix length (PaliGemma:
+   * positions below it attend both ways), default all of `ids`; other models ignore it.
+   */
+  logits(ids: number[], images?: Float32Array, prefix?: number): Promise<Float32Array>;
   dispose(): Promise<void> | void;
 }
 
@@ -62,11 +65,11 @@ export class TfjsCausalLm implements CausalLm {
   }
 
   /** ids (+ images) -> logits [B, T, V], extending `cache` when one is given (its new tensors are kept out of tidy). */
-  private forward(ids: number[], cache?: TfjsCache, images?: Float32Array): { logits: Float32Array; cache?: TfjsCache } {
+  private forward(ids: number[], cache?: TfjsCache, images?: Float32Array, prefix = ids.length): { logits: Float32Array; cache?: TfjsCache } {
     const n = checkPrompt(this, ids, images);
     let next: TfjsCache | undefined;
     const logits = tf.tidy(() => {
-      const ops = new TfjsOps(this.params, cache);
+      const ops = new TfjsOps(this.params, cache, undefined, prefix);
       const v = this.vision;
       const pixels = v && images && n ? tf.tensor4d(images, [n, v.channels, v.imageSize, v.imageSize]) : undefined; // [N, C, S, S]
       const out = this.arch.forward(ops, this.config, tf.tensor2d(ids, [1, ids.length], 'int32'), pixels); // [1, T, V]
@@ -79,8 +82,8 @@ export class TfjsCausalLm implements CausalLm {
     return { logits: data, cache: next };
   }
 
-  async logits(ids: number[], images?: Float32Array): Promise<Float32Array> {
-    return this.forward(ids, undefined, images).logits;
+  async logits(ids: number[], images?: Float32Array, prefix?: number): Promise<Float32Array> {
+    return this.forward(ids, undefined, images, prefix).logits;
   }
 
   start(o: { useCache?: boolean } = {}): CausalState {
@@ -88,10 +91,12 @@ export class TfjsCausalLm implements CausalLm {
     const last = (l: Float32Array) => l.slice(l.length - V);
     if (o.useCache === false) return uncachedState(this);
     let cache: TfjsCache = { k: [], v: [], length: 0 };
+    let prompt = 0;
     const step = (ids: number[], images?: Float32Array): Float32Array => {
       // a prompt is checked against the positions in forward (checkPrompt); here what the cache adds to it
       if (cache.length > 0 && cache.length + ids.length > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
-      const r = this.forward(ids, cache, images);
+      if (cache.length === 0) prompt = ids.length; // the prompt is a prefix-LM's prefix
+      const r = this.forward(ids, cache, images, prompt);
       const old = cache;
       cache = r.cache!;
       for (let i = 0; i < old.k.length; i++) {
@@ -121,9 +126,10 @@ export function uncachedState(lm: Pick<CausalLm, 'logits' | 'vocabSize'>): Causa
   const last = (l: Float32Array) => l.slice(l.length - lm.vocabSize);
   let seq: number[] = [];
   let pixels: Float32Array | undefined;
+  let prompt = 0;
   return {
-    prefill: async (ids, images) => last(await lm.logits((seq = [...ids]), (pixels = images))),
-    next: async (id) => last(await lm.logits((seq = [...seq, id]), pixels)),
+    prefill: async (ids, images) => last(await lm.logits((seq = [...ids]), (pixels = images), (prompt = ids.length))),
+    next: async (id) => last(await lm.logits((seq = [...seq, id]), pixels, prompt)),
     dispose: () => {},
   };
 }
