@@ -117,6 +117,27 @@ describe('gemma3', () => {
     expect(b).toMatchObject({ engine: 'onnxruntime', prompt_ids: a.prompt_ids, ids: a.ids, tiles: 1 });
   });
 
+  it('paligemma: generate from token ids, checkpoint and export (prefix_length fed to the graphs) give the same ids; PaliGemma 1 refused', async () => {
+    const ckpt = path.join(REF, 'paligemma-tiny');
+    const gen = async (model: string, extra: string[] = []) => {
+      const g = await vlakit(['generate', '--model', model, '--input-ids', '2,5,7,9,11,10', '--max-new-tokens', '10', '--ignore-eos', '--json', ...extra]);
+      expect(g.code, g.err).toBe(0);
+      return JSON.parse(g.out) as { ids: number[]; engine: string };
+    };
+    const a = await gen(ckpt);
+    expect((await gen(ckpt, ['--no-cache'])).ids).toEqual(a.ids);
+    const ex = await vlakit(['export', ckpt, '-o', path.join(dir, 'paligemma-onnx')]);
+    expect(ex.code, ex.err).toBe(0);
+    const b = await gen(path.join(dir, 'paligemma-onnx'));
+    expect(b).toMatchObject({ engine: 'onnxruntime', ids: a.ids });
+    const raw = readJsonFile(path.join(ckpt, 'config.json'), z.record(z.string(), z.unknown()));
+    const arch = architectureOf(raw);
+    expect(() => arch.parseConfig({ ...raw, text_config: { ...(raw.text_config as object), model_type: 'gemma' } })).toThrow(/PaliGemma 2/);
+    expect(() => arch.parseConfig({ ...raw, projection_dim: 40, vision_config: { ...(raw.vision_config as object), projection_dim: 40 } })).toThrow(/projection_dim 40/);
+    const info = JSON.parse((await vlakit(['model', 'info', ckpt, '--json'])).out) as { supported: boolean; problems: string[] };
+    expect(info).toMatchObject({ supported: true, problems: [] });
+  });
+
   it('configs vlakit cannot run are refused naming the field', async () => {
     const raw = readJsonFile(path.resolve('test/fixtures/configs/gemma-3-4b-it.json'), z.record(z.string(), z.unknown()));
     const arch = architectureOf(raw);

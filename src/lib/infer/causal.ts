@@ -66,7 +66,7 @@ export class TfjsCausalLm implements CausalLm {
 
   /** ids (+ images) -> logits [B, T, V], extending `cache` when one is given (its new tensors are kept out of tidy). */
   private forward(ids: number[], cache?: TfjsCache, images?: Float32Array, prefix = ids.length): { logits: Float32Array; cache?: TfjsCache } {
-    const n = checkPrompt(this, ids, images);
+    const n = checkPrompt(this, ids, images, { step: (cache?.length ?? 0) > 0 });
     let next: TfjsCache | undefined;
     const logits = tf.tidy(() => {
       const ops = new TfjsOps(this.params, cache, undefined, prefix);
@@ -138,11 +138,13 @@ export function uncachedState(lm: Pick<CausalLm, 'logits' | 'vocabSize'>): Causa
  * Checks a prompt's ids against the model: within its positions, in the vocabulary, and for a vision-language model
  * one image tile per tokensPerImage image tokens. Returns the number of tiles.
  */
-export function checkPrompt(lm: Pick<CausalLm, 'vocabSize' | 'vision' | 'maxPositions'>, ids: number[], images?: Float32Array): number {
+export function checkPrompt(lm: Pick<CausalLm, 'vocabSize' | 'vision' | 'maxPositions'>, ids: number[], images?: Float32Array, o: { step?: boolean } = {}): number {
   if (ids.length === 0) throw new VlakitError('E_USAGE', 'the prompt has no tokens');
   if (ids.length > lm.maxPositions) throw new VlakitError('E_USAGE', `the prompt has ${ids.length} tokens; the model has ${lm.maxPositions} positions`);
   if (ids.some((i) => !Number.isInteger(i) || i < 0 || i >= lm.vocabSize)) throw new VlakitError('E_USAGE', `token ids must be integers in [0, ${lm.vocabSize})`);
   const v = lm.vision;
+  // a generated token fed back (a decode step) is a plain token even when it is the image token's id (random models)
+  if (o.step && !images?.length) return 0;
   if (!v) {
     if (images?.length) throw new VlakitError('E_USAGE', 'this model takes no images');
     return 0;

@@ -131,7 +131,7 @@ export class OrtCausalLm implements CausalLm {
       },
       next: async (id) => {
         if (length + 1 > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
-        checkPrompt(this, [id]);
+        checkPrompt(this, [id], undefined, { step: true });
         return keep(await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...past, ...this.prefixFeed(this.decodeSession, prompt) }), 1);
       },
       dispose: () => {

@@ -40,6 +40,15 @@ const BUILDERS: Record<string, Builder> = {
       return text.encode(prompt);
     });
   },
+  // PaliGemma's processor (image tokens first, then bos + prefix + "\n") is not written yet: text and token ids only
+  paligemma: async (dir, arch, config) => {
+    const t = await readTextParts(dir, arch, config);
+    const text = plainTextProcessor(t);
+    return textProcessor(t, async (prompt, images = []) => {
+      if (images.length) throw new VlakitError('E_USAGE', 'vlakit has no PaliGemma processor yet: run it on text or token ids');
+      return text.encode(prompt);
+    });
+  },
   idefics3: async (dir, arch, config, o) => {
     const c = config as Idefics3Config;
     const t = await readTextParts(dir, arch, config, '<image>');
