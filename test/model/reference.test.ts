@@ -16,11 +16,11 @@ import { tempDir } from '../helpers.js';
 
 const REF = path.resolve('test/fixtures/reference');
 
-function load(name: string): { dir: string; ids: number[]; pixels?: Float32Array; expected: number[][] } {
+function load(name: string): { dir: string; ids: number[]; pixels?: Float32Array; prefix?: number; expected: number[][] } {
   const dir = path.join(REF, name);
-  const inp = JSON.parse(readFileSync(path.join(dir, 'inputs.json'), 'utf8')) as { input_ids: number[]; pixel_values?: number[] };
+  const inp = JSON.parse(readFileSync(path.join(dir, 'inputs.json'), 'utf8')) as { input_ids: number[]; pixel_values?: number[]; prefix_length?: number };
   const { logits } = JSON.parse(readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { logits: number[][] };
-  return { dir, ids: inp.input_ids, pixels: inp.pixel_values ? Float32Array.from(inp.pixel_values) : undefined, expected: logits };
+  return { dir, ids: inp.input_ids, pixels: inp.pixel_values ? Float32Array.from(inp.pixel_values) : undefined, prefix: inp.prefix_length, expected: logits };
 }
 
 /** max |a - b| relative to max |b|, with the first mismatches above `tol` for the message. */
@@ -44,19 +44,20 @@ beforeAll(async () => {
   await selectBackend();
 });
 
-describe.each(['llama-tiny', 'idefics3-tiny', 'gemma3-text-tiny', 'gemma3-tiny'])('%s against the NumPy float64 reference', (name) => {
+describe.each(['llama-tiny', 'idefics3-tiny', 'gemma3-text-tiny', 'gemma3-tiny', 'paligemma-tiny'])('%s against the NumPy float64 reference', (name) => {
   const out = tempDir('vlakit-ref-');
   it('logits on TensorFlow.js and on onnxruntime (the export) within 1e-4 relative; greedy ids agree with the cache', async () => {
-    const { dir, ids, pixels, expected } = load(name);
+    // paligemma-tiny: a prefix (images, bos, prefix, "\n") attending both ways and a causal suffix
+    const { dir, ids, pixels, prefix, expected } = load(name);
     expect(expected.length).toBe(ids.length);
     const ck = loadHfCheckpoint(dir);
     const tfjs = new TfjsCausalLm(ck);
-    const a = compare(await tfjs.logits(ids, pixels), expected, 1e-4);
+    const a = compare(await tfjs.logits(ids, pixels, prefix), expected, 1e-4);
     expect(a.bad, `tfjs: max relative difference ${a.rel.toExponential(2)}`).toEqual([]);
     await exportHfModel(ck, path.join(out, name));
     const ort = await OrtCausalLm.open(path.join(out, name));
     try {
-      const b = compare(await ort.logits(ids, pixels), expected, 1e-4);
+      const b = compare(await ort.logits(ids, pixels, prefix), expected, 1e-4);
       expect(b.bad, `onnxruntime: max relative difference ${b.rel.toExponential(2)}`).toEqual([]);
       // generation with the KV cache (prefill with the images, then decode steps) agrees across engines and with
       // the uncached recomputation

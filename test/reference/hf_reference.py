@@ -2,14 +2,15 @@
 """
 A float64 NumPy reference of the Hugging Face architectures vlakit runs, written from transformers' modeling
 files (LlamaForCausalLM; Idefics3ForConditionalGeneration = SigLIP vision tower, pixel-shuffle connector, Llama
-text model; Gemma3ForCausalLM; Gemma3ForConditionalGeneration), in their formulation: rotate_half with cat(freqs, freqs), repeat_kv by repeat, the patch convolution
+text model; Gemma3ForCausalLM; Gemma3ForConditionalGeneration; PaliGemmaForConditionalGeneration = SigLIP, linear
+projector, Gemma 2 text model with prefix-LM attention), in their formulation: rotate_half with cat(freqs, freqs), repeat_kv by repeat, the patch convolution
 as a strided window sum, the pixel shuffle as transformers' view/permute sequence, image features scattered into
 the image-token positions. It shares no code with vlakit. Used to make the dumps under test/fixtures/reference/:
 
     python3 test/reference/hf_reference.py DIR
 
 reads DIR/config.json, DIR/model.safetensors and DIR/inputs.json ({"input_ids": [...], "pixel_values": flat list,
-"pixel_shape": [N, C, S, S]}) and writes DIR/expected.json ({"logits": [T][V]}). Needs only numpy.
+"pixel_shape": [N, C, S, S], and for PaliGemma "prefix_length": the tokens of token_type_ids 0}) and writes DIR/expected.json ({"logits": [T][V]}). Needs only numpy.
 """
 import json
 import struct
@@ -188,7 +189,7 @@ def rope_cos_sin(T, hd, theta, factor=1.0):
     return np.cos(emb), np.sin(emb)
 
 
-def gemma_text_model(W, c, inputs_embeds, prefix, token_type_ids=None):
+def gemma_text_model(W, c, inputs_embeds, prefix, token_type_ids=None, prefix_length=None):
     """Gemma3TextModel / Gemma2Model over already-scaled inputs_embeds [T, D]: the final hidden states [T, D].
 
     Masks as masking_utils builds them: causal; sliding layers also need q - kv < sliding_window; with
@@ -208,6 +209,11 @@ def gemma_text_model(W, c, inputs_embeds, prefix, token_type_ids=None):
         group = np.cumsum(is_image & ~prev) - 1
         group = np.where(is_image, group, -1)
         extra = is_image[:, None] & is_image[None, :] & (group[:, None] == group[None, :])
+        causal = causal | extra
+        sliding = sliding | extra
+    if prefix_length is not None:  # PaliGemma: token_type_ids 0 (image + prefix) attend both ways, OR-ed into both masks
+        in_prefix = np.arange(T) < prefix_length
+        extra = in_prefix[:, None] & in_prefix[None, :]
         causal = causal | extra
         sliding = sliding | extra
     masks = {"full_attention": np.where(causal, 0.0, -np.inf), "sliding_attention": np.where(sliding, 0.0, -np.inf)}
@@ -309,6 +315,23 @@ def forward(d):
             x[mask] = feats.reshape(-1, feats.shape[-1])  # masked_scatter, unscaled
         token_type_ids = (ids == image_token).astype(np.int64)  # what Gemma3Processor returns
         h, tc = gemma_text_model(W, t, x, "language_model.model", token_type_ids)
+        head = W["language_model.model.embed_tokens.weight"] if tc["tie_word_embeddings"] else W["language_model.lm_head.weight"]
+        return gemma_logits(h, head, tc)
+    if c["model_type"] == "paligemma":
+        t = dict(c["text_config"], model_type="gemma2")
+        D = gemma_text_defaults(t)["hidden_size"]
+        image_token = c.get("image_token_index", c.get("image_token_id", 256000))
+        x = W["language_model.model.embed_tokens.weight"][ids].copy()  # PaliGemmaModel: unscaled embeddings
+        if "pixel_values" in inp:
+            pixels = np.array(inp["pixel_values"], dtype=np.float64).reshape(inp["pixel_shape"])
+            feats = idefics3_vision(W, c["vision_config"], pixels, "vision_tower.vision_model")
+            feats = linear(feats, W["multi_modal_projector.linear.weight"], W["multi_modal_projector.linear.bias"])
+            feats = feats / np.sqrt(D)  # get_image_features: / text_config.hidden_size ** 0.5
+            mask = ids == image_token
+            assert mask.sum() == feats.shape[0] * feats.shape[1], "image tokens and features differ in number"
+            x[mask] = feats.reshape(-1, feats.shape[-1])
+        x = x * np.sqrt(D)  # Gemma2Model: inputs_embeds * normalizer
+        h, tc = gemma_text_model(W, t, x, "language_model.model", None, inp["prefix_length"])
         head = W["language_model.model.embed_tokens.weight"] if tc["tie_word_embeddings"] else W["language_model.lm_head.weight"]
         return gemma_logits(h, head, tc)
     raise ValueError(c["model_type"])

@@ -54,6 +54,13 @@ if c["model_type"] == "gemma3":
     ids = [2, 5, boi] + [img] * per + [eoi, 9, 11, boi] + [img] * per + [eoi] + list(rng.randint(3, 59, 6))
     pix = rng.uniform(-1, 1, size=(2, 3, s, s))
     inp = {"input_ids": [int(i) for i in ids], "pixel_shape": list(pix.shape), "pixel_values": [round(float(x), 6) for x in pix.ravel()]}
+elif c["model_type"] == "paligemma":
+    # PaliGemmaProcessor's layout: image tokens, bos, prefix, "\n" (token_type_ids 0), then a suffix (1)
+    v = c["vision_config"]; s = v["image_size"]; per = (s // v["patch_size"]) ** 2; img = c["image_token_index"]
+    prefix = [img] * (2 * per) + [2] + list(rng.randint(3, 59, 5)) + [10]
+    ids = prefix + list(rng.randint(3, 59, 6))
+    pix = rng.uniform(-1, 1, size=(2, 3, s, s))
+    inp = {"input_ids": [int(i) for i in ids], "prefix_length": len(prefix), "pixel_shape": list(pix.shape), "pixel_values": [round(float(x), 6) for x in pix.ravel()]}
 elif c["model_type"] == "idefics3":
     v = c["vision_config"]; s = v["image_size"]; per = (s // v["patch_size"]) ** 2 // c["scale_factor"] ** 2
     ids = [1, 5, 7] + [c["image_token_id"]] * per + [9, 11] + [c["image_token_id"]] * per + list(rng.randint(3, 59, 6))

@@ -43,10 +43,13 @@ export interface CausalLm {
   readonly vision?: { imageSize: number; channels: number; tokensPerImage: number; imageTokenId: number };
   /** `attentions`: the state reports each step's attention rows (engines that cannot say so refuse). */
   start(o?: { useCache?: boolean; attentions?: boolean }): CausalState;
-  /** Logits of every position, [T, V] flattened, without a cache. */
-  logits(ids: number[], images?: Float32Array): Promise<Float32Array>;
+  /**
+   * Logits of every position, [T, V] flattened, without a cache. `prefix`: a prefix-LM's prefix length (PaliGemma:
+   * positions below it attend both ways), default all of `ids`; other models ignore it.
+   */
+  logits(ids: number[], images?: Float32Array, prefix?: number): Promise<Float32Array>;
   /** Every decoder attention weight of one forward pass without a cache, where the engine has them. */
-  attentions?(ids: number[], images?: Float32Array): Promise<AttentionMaps>;
+  attentions?(ids: number[], images?: Float32Array, prefix?: number): Promise<AttentionMaps>;
   dispose(): Promise<void> | void;
 }
 
@@ -75,15 +78,16 @@ export class TfjsCausalLm implements CausalLm {
 
   /**
    * ids (+ images) -> logits [B, T, V], extending `cache` when one is given (its new tensors are kept out of tidy);
-   * with `attentions`, each decoder layer's weights [1, H, T, past + T] too (the caller disposes them).
+   * with `attentions`, each decoder layer's weights [1, H, T, past + T] too (the caller disposes them). `prefix`: a
+   * prefix-LM's prefix length.
    */
-  private forward(ids: number[], cache?: TfjsCache, images?: Float32Array, attentions = false): { logits: Float32Array; cache?: TfjsCache; attentions?: tf.Tensor4D[] } {
-    const n = checkPrompt(this, ids, images);
+  private forward(ids: number[], cache?: TfjsCache, images?: Float32Array, o: { attentions?: boolean; prefix?: number } = {}): { logits: Float32Array; cache?: TfjsCache; attentions?: tf.Tensor4D[] } {
+    const n = checkPrompt(this, ids, images, { step: (cache?.length ?? 0) > 0 });
     let next: TfjsCache | undefined;
     let atts: tf.Tensor4D[] | undefined;
     const logits = tf.tidy(() => {
-      const ops = new TfjsOps(this.params, cache);
-      if (attentions) ops.recordAttentions = [];
+      const ops = new TfjsOps(this.params, cache, undefined, o.prefix ?? ids.length);
+      if (o.attentions) ops.recordAttentions = [];
       const v = this.vision;
       const pixels = v && images && n ? tf.tensor4d(images, [n, v.channels, v.imageSize, v.imageSize]) : undefined; // [N, C, S, S]
       const out = this.arch.forward(ops, this.config, tf.tensor2d(ids, [1, ids.length], 'int32'), pixels); // [1, T, V]
@@ -97,16 +101,16 @@ export class TfjsCausalLm implements CausalLm {
     return { logits: data, cache: next, attentions: atts };
   }
 
-  async attentions(ids: number[], images?: Float32Array): Promise<AttentionMaps> {
-    const atts = this.forward(ids, undefined, images, true).attentions!; // per layer [1, H, N, N]
+  async attentions(ids: number[], images?: Float32Array, prefix?: number): Promise<AttentionMaps> {
+    const atts = this.forward(ids, undefined, images, { attentions: true, prefix }).attentions!; // per layer [1, H, N, N]
     const layers = atts.map((a) => a.dataSync() as Float32Array);
     const [, heads, positions] = atts[0].shape;
     tf.dispose(atts);
     return { layers, heads, positions };
   }
 
-  async logits(ids: number[], images?: Float32Array): Promise<Float32Array> {
-    return this.forward(ids, undefined, images).logits;
+  async logits(ids: number[], images?: Float32Array, prefix?: number): Promise<Float32Array> {
+    return this.forward(ids, undefined, images, { prefix }).logits;
   }
 
   start(o: { useCache?: boolean; attentions?: boolean } = {}): CausalState {
@@ -115,10 +119,12 @@ export class TfjsCausalLm implements CausalLm {
     if (o.useCache === false) return uncachedState(this, o.attentions);
     let cache: TfjsCache = { k: [], v: [], length: 0 };
     let rows: number[][][] | undefined;
+    let prompt = 0;
     const step = (ids: number[], images?: Float32Array): Float32Array => {
       // a prompt is checked against the positions in forward (checkPrompt); here what the cache adds to it
       if (cache.length > 0 && cache.length + ids.length > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
-      const r = this.forward(ids, cache, images, o.attentions);
+      if (cache.length === 0) prompt = ids.length; // the prompt is a prefix-LM's prefix
+      const r = this.forward(ids, cache, images, { attentions: o.attentions, prefix: prompt });
       if (r.attentions) {
         rows = lastRows(r.attentions);
         tf.dispose(r.attentions);
@@ -163,19 +169,21 @@ export function uncachedState(lm: Pick<CausalLm, 'logits' | 'vocabSize' | 'atten
   let seq: number[] = [];
   let pixels: Float32Array | undefined;
   let rows: number[][][] = [];
+  let prompt = 0;
   const run = async (): Promise<Float32Array> => {
     if (attentions) {
       if (!lm.attentions) throw new VlakitError('E_USAGE', 'this model gives no attention weights');
-      const a = await lm.attentions(seq, pixels);
+      const a = await lm.attentions(seq, pixels, prompt);
       const N = a.positions;
       rows = a.layers.map((l) => Array.from({ length: a.heads }, (_, h) => Array.from(l.subarray((h * N + N - 1) * N, (h * N + N) * N))));
     }
-    return last(await lm.logits(seq, pixels));
+    return last(await lm.logits(seq, pixels, prompt));
   };
   return {
     prefill: async (ids, images) => {
       seq = [...ids];
       pixels = images;
+      prompt = ids.length; // the prompt is a prefix-LM's prefix
       return run();
     },
     next: async (id) => {
@@ -191,11 +199,13 @@ export function uncachedState(lm: Pick<CausalLm, 'logits' | 'vocabSize' | 'atten
  * Checks a prompt's ids against the model: within its positions, in the vocabulary, and for a vision-language model
  * one image tile per tokensPerImage image tokens. Returns the number of tiles.
  */
-export function checkPrompt(lm: Pick<CausalLm, 'vocabSize' | 'vision' | 'maxPositions'>, ids: number[], images?: Float32Array): number {
+export function checkPrompt(lm: Pick<CausalLm, 'vocabSize' | 'vision' | 'maxPositions'>, ids: number[], images?: Float32Array, o: { step?: boolean } = {}): number {
   if (ids.length === 0) throw new VlakitError('E_USAGE', 'the prompt has no tokens');
   if (ids.length > lm.maxPositions) throw new VlakitError('E_USAGE', `the prompt has ${ids.length} tokens; the model has ${lm.maxPositions} positions`);
   if (ids.some((i) => !Number.isInteger(i) || i < 0 || i >= lm.vocabSize)) throw new VlakitError('E_USAGE', `token ids must be integers in [0, ${lm.vocabSize})`);
   const v = lm.vision;
+  // a generated token fed back (a decode step) is a plain token even when it is the image token's id (random models)
+  if (o.step && !images?.length) return 0;
   if (!v) {
     if (images?.length) throw new VlakitError('E_USAGE', 'this model takes no images');
     return 0;

@@ -80,20 +80,25 @@ export class OrtCausalLm implements CausalLm {
    * The prompt through the prefill graph; a vision-language model's prompt without images goes through the decode
    * graph with an empty past (its prefill takes at least one image tile).
    */
-  private async runPrompt(ids: number[], images?: Float32Array): Promise<OrtTypes.InferenceSession.OnnxValueMapType> {
+  private async runPrompt(ids: number[], images?: Float32Array, prefix = ids.length): Promise<OrtTypes.InferenceSession.OnnxValueMapType> {
     const n = checkPrompt(this, ids, images);
     const v = this.vision;
-    if (!v) return this.prefillSession.run({ input_ids: this.idsTensor(ids) });
-    if (n > 0) return this.prefillSession.run({ input_ids: this.idsTensor(ids), pixel_values: new this.ort.Tensor('float32', images!, [n, v.channels, v.imageSize, v.imageSize]) });
+    if (!v) return this.prefillSession.run({ input_ids: this.idsTensor(ids), ...this.prefixFeed(this.prefillSession, prefix) });
+    if (n > 0) return this.prefillSession.run({ input_ids: this.idsTensor(ids), ...this.prefixFeed(this.prefillSession, prefix), pixel_values: new this.ort.Tensor('float32', images!, [n, v.channels, v.imageSize, v.imageSize]) });
     const empty: Record<string, OrtTypes.Tensor> = {};
     for (let i = 0; i < this.layers; i++) {
       for (const kind of ['key', 'value']) empty[`past_key_values.${i}.${kind}`] = new this.ort.Tensor('float32', new Float32Array(0), [1, this.kv.kvHeads, 0, this.kv.headDim]);
     }
-    return this.decodeSession.run({ input_ids: this.idsTensor(ids), ...empty });
+    return this.decodeSession.run({ input_ids: this.idsTensor(ids), ...empty, ...this.prefixFeed(this.decodeSession, prefix) });
   }
 
-  async logits(ids: number[], images?: Float32Array): Promise<Float32Array> {
-    const out = await this.runPrompt(ids, images);
+  /** A prefix-LM graph's `prefix_length` input (PaliGemma); nothing for graphs without one. */
+  private prefixFeed(s: OrtTypes.InferenceSession, prefix: number): Record<string, OrtTypes.Tensor> {
+    return s.inputNames.includes('prefix_length') ? { prefix_length: new this.ort.Tensor('int64', BigInt64Array.from([BigInt(prefix)]), [1]) } : {};
+  }
+
+  async logits(ids: number[], images?: Float32Array, prefix?: number): Promise<Float32Array> {
+    const out = await this.runPrompt(ids, images, prefix);
     const l = out.logits.data as Float32Array;
     for (const t of Object.values(out)) t.dispose();
     return l;
@@ -106,6 +111,7 @@ export class OrtCausalLm implements CausalLm {
     if (o.useCache === false) return uncachedState(this);
     let past: Record<string, OrtTypes.Tensor> = {};
     let length = 0;
+    let prompt = 0;
     const keep = (out: OrtTypes.InferenceSession.OnnxValueMapType, n: number): Float32Array => {
       for (const t of Object.values(past)) t.dispose();
       past = {};
@@ -121,12 +127,13 @@ export class OrtCausalLm implements CausalLm {
     return {
       prefill: async (ids, images) => {
         length = 0;
+        prompt = ids.length;
         return keep(await this.runPrompt(ids, images), ids.length);
       },
       next: async (id) => {
         if (length + 1 > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
-        checkPrompt(this, [id]);
-        return keep(await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...past }), 1);
+        checkPrompt(this, [id], undefined, { step: true });
+        return keep(await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...past, ...this.prefixFeed(this.decodeSession, prompt) }), 1);
       },
       dispose: () => {
         for (const t of Object.values(past)) t.dispose();

@@ -170,7 +170,7 @@ export function gemmaEmbed<T>(ops: Ops<T>, c: GemmaTextConfig, ids: T, prefix: s
  * The decoder over input embeddings x [B, T, D] (already scaled) -> final hidden states [B, T, D]. `blocks` makes
  * runs of an image token bidirectional (Gemma 3's images).
  */
-export function gemmaDecoder<T>(ops: Ops<T>, c: GemmaTextConfig, x: T, prefix: string, blocks?: { ids: T; tokenId: number }): T {
+export function gemmaDecoder<T>(ops: Ops<T>, c: GemmaTextConfig, x: T, prefix: string, blocks?: { ids: T; tokenId: number }, prefixLm?: T): T {
   const { num_attention_heads: H, num_key_value_heads: KV, head_dim: hd } = c;
   const eps = c.rms_norm_eps;
   const norm = (h: T, name: string) => ops.rmsNorm(h, name, eps, 1);
@@ -197,6 +197,7 @@ export function gemmaDecoder<T>(ops: Ops<T>, c: GemmaTextConfig, x: T, prefix: s
       window: kind === 'sliding_attention' ? c.sliding_window : undefined,
       softcap: c.attn_logit_softcapping,
       blocks,
+      prefix: prefixLm,
     });
     x = ops.add(x, norm(ops.linear(a, `${n}.self_attn.o_proj`), `${n}.post_attention_layernorm.weight`));
     const h2 = norm(x, `${n}.pre_feedforward_layernorm.weight`);
@@ -301,5 +302,79 @@ export function gemma3Forward<T>(ops: Ops<T>, c: Gemma3Config, ids: T, image?: T
   let x = gemmaEmbed(ops, c.text, ids, P.text); // [B, T, D]
   if (image !== undefined) x = ops.mergeTokens(x, ids, isFeatures(image) ? image.features : gemma3Vision(ops, c, image), c.image_token_id);
   const h = gemmaDecoder(ops, c.text, x, P.text, { ids, tokenId: c.image_token_id });
+  return gemmaLogits(ops, c.text, h, c.text.tie_word_embeddings ? `${P.text}.embed_tokens.weight` : P.head);
+}
+
+/** PaliGemmaForConditionalGeneration's config without its parts (PaliGemma 2: a Gemma 2 text model). */
+export const PaliGemmaConfigSchema = z.looseObject({
+  model_type: z.literal('paligemma'),
+  text_config: z.looseObject({ model_type: z.string().optional() }).default({}),
+  vision_config: z.looseObject({ projection_dim: z.number().int().positive().optional() }).default({}),
+  image_token_index: z.number().int().nonnegative().optional(),
+  image_token_id: z.number().int().nonnegative().optional(),
+  projection_dim: z.number().int().positive().optional(),
+  initializer_range: z.number().positive().optional(),
+  eos_token_id: z.union([z.number().int(), z.array(z.number().int())]).nullish(),
+  bos_token_id: z.number().int().nullish(),
+});
+
+export interface PaliGemmaConfig {
+  text: GemmaTextConfig;
+  vision: SiglipVisionConfig;
+  /** Image tokens per image: the SigLIP patches. */
+  tokensPerImage: number;
+  image_token_id: number;
+  initializer_range: number;
+}
+
+/** Checkpoint prefixes as the published PaliGemma 2 safetensors name them. */
+export const PALIGEMMA_PREFIX = { text: 'language_model.model', head: 'language_model.lm_head.weight', vision: 'vision_tower.vision_model', projector: 'multi_modal_projector.linear' } as const;
+
+/** Resolves a paligemma config: a Gemma 2 text model, SigLIP, the linear projector to the text width. */
+export function paliGemmaConfig(outer: z.infer<typeof PaliGemmaConfigSchema>, vision: SiglipVisionConfig, file?: string): PaliGemmaConfig {
+  const bad = (m: string, field: string) => new VlakitError('E_MODEL', `invalid model config: ${m}`, { file, field });
+  const tt = outer.text_config.model_type;
+  if (tt !== undefined && tt !== 'gemma2') throw bad(`text_config.model_type ${JSON.stringify(tt)}: vlakit runs PaliGemma 2 (a gemma2 text model), not PaliGemma 1's gemma`, 'text_config.model_type');
+  const text = gemmaText(GemmaTextSchema.parse({ ...outer.text_config, model_type: 'gemma2' }), file);
+  if (outer.eos_token_id !== undefined && outer.eos_token_id !== null) text.eos_token_id = Array.isArray(outer.eos_token_id) ? outer.eos_token_id : [outer.eos_token_id];
+  if (outer.bos_token_id !== undefined && outer.bos_token_id !== null) text.bos_token_id = outer.bos_token_id;
+  const proj = outer.vision_config.projection_dim ?? outer.projection_dim ?? text.hidden_size;
+  if (proj !== text.hidden_size) throw bad(`the projector's projection_dim ${proj} is not the text hidden_size ${text.hidden_size}`, 'vision_config.projection_dim');
+  const image_token_id = outer.image_token_index ?? outer.image_token_id ?? 256_000;
+  if (image_token_id >= text.vocab_size) throw bad(`image_token_index ${image_token_id} is outside the vocabulary (${text.vocab_size})`, 'image_token_index');
+  return { text, vision, tokensPerImage: siglipGrid(vision).patches, image_token_id, initializer_range: outer.initializer_range ?? text.initializer_range };
+}
+
+export function paliGemmaTensors(c: PaliGemmaConfig): TensorSpec[] {
+  const P = PALIGEMMA_PREFIX;
+  return [
+    ...siglipTensors(c.vision, P.vision),
+    { name: `${P.projector}.weight`, shape: [c.text.hidden_size, c.vision.hidden_size], init: 'normal' },
+    { name: `${P.projector}.bias`, shape: [c.text.hidden_size], init: 'zeros' },
+    ...gemmaTextTensors(c.text, P.text),
+    ...(c.text.tie_word_embeddings ? [] : [{ name: P.head, shape: [c.text.vocab_size, c.text.hidden_size], init: 'normal' as const }]),
+  ];
+}
+
+/**
+ * PaliGemmaForConditionalGeneration (PaliGemma 2): pixel_values [N, C, S, S] -> SigLIP patches -> the linear
+ * projector -> divided by sqrt(text hidden_size); they replace the image tokens' embeddings, and the Gemma 2 model
+ * scales all embeddings by sqrt(hidden_size) (so image features enter unscaled, text scaled). Prefix-LM attention:
+ * positions below the prefix length (image tokens, bos, prefix, "\n": the prompt) see each other both ways, the
+ * suffix is causal (transformers' token_type_ids mask, which the sliding window does not cut).
+ */
+/** PaliGemma's image features: SigLIP, the linear projector, / sqrt(text hidden): [N, patches, D]. */
+export function paliGemmaVision<T>(ops: Ops<T>, c: PaliGemmaConfig, pixels: T): T {
+  const f = ops.linear(siglipVision(ops, c.vision, pixels, PALIGEMMA_PREFIX.vision), PALIGEMMA_PREFIX.projector); // [N, patches, D]
+  return ops.scale(f, 1 / Math.sqrt(c.text.hidden_size));
+}
+
+export function paliGemmaForward<T>(ops: Ops<T>, c: PaliGemmaConfig, ids: T, image?: T | ImageFeatures<T>): T {
+  const P = PALIGEMMA_PREFIX;
+  const D = c.text.hidden_size;
+  let x = ops.embed(`${P.text}.embed_tokens.weight`, ids); // [B, T, D]
+  if (image !== undefined) x = ops.mergeTokens(x, ids, isFeatures(image) ? image.features : paliGemmaVision(ops, c, image), c.image_token_id);
+  x = ops.scale(x, Math.sqrt(D));
+  const h = gemmaDecoder(ops, c.text, x, P.text, undefined, ops.prefixLength());
   return gemmaLogits(ops, c.text, h, c.text.tie_word_embeddings ? `${P.text}.embed_tokens.weight` : P.head);
 }

@@ -51,6 +51,13 @@ export class OnnxOps implements Ops<string> {
     return this.b.weight(stored, out, [i, o]);
   }
 
+  private prefixInput: string | undefined;
+
+  prefixLength(): string {
+    this.prefixInput ??= this.b.input('prefix_length', 'int64', [1]);
+    return this.prefixInput;
+  }
+
   has(name: string): boolean {
     return this.tensors.has(name);
   }
@@ -198,6 +205,7 @@ export class OnnxOps implements Ops<string> {
       let blocked = b.o('Greater', [keys, queries]); // [T, P + T]: future keys
       // outside the sliding window: query - key >= window
       if (s.window !== undefined) blocked = b.o('Or', [blocked, b.o('GreaterOrEqual', [b.o('Sub', [queries, keys]), b.ints([s.window], true)])]);
+      if (s.prefix) blocked = b.o('And', [blocked, b.o('Not', [b.o('And', [b.o('Less', [queries, s.prefix]), b.o('Less', [keys, s.prefix])])])]); // both in the prefix: seen
       if (s.blocks) blocked = b.o('And', [b.o('Unsqueeze', [blocked, b.ints([0, 1])]), b.o('Not', [this.blockMask(s.blocks.ids, s.blocks.tokenId, past)])]); // [B, 1, T, P + T]
       scores = b.o('Add', [scores, b.o('Where', [blocked, b.floats([-1e9]), b.floats([0])])]);
     }

@@ -31,9 +31,19 @@ export interface AttentionSpec<T = unknown> {
    * tokens). Blocks are found among the tokens of one call, so a prompt's images belong in its prefill.
    */
   blocks?: { ids: T; tokenId: number };
+  /**
+   * Prefix-LM attention (PaliGemma): queries and keys at absolute positions below `prefix` (the model input
+   * `prefixLength()`) see each other both ways; later positions stay causal.
+   */
+  prefix?: T;
 }
 
 export interface Ops<T> {
+  /**
+   * The prefix length of a prefix-LM, a model input [1] (int): positions below it attend both ways. Generation
+   * sets it to the prompt's length, so cached and uncached runs agree.
+   */
+  prefixLength(): T;
   /** True when the checkpoint has this tensor. */
   has(name: string): boolean;
   /** A tensor of the checkpoint as it is stored. */

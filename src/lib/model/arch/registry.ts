@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import { zodProblem } from '../../io/json-file.js';
 import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forward, idefics3Grid, idefics3Tensors, idefics3Vision } from './idefics3.js';
-import { type Gemma3Config, Gemma3ConfigSchema, type GemmaTextConfig, GemmaTextSchema, gemma3Config, gemma3Forward, gemma3Vision, gemma3Tensors, gemma3TextForward, gemmaText, gemmaTextTensors } from './gemma.js';
+import { type PaliGemmaConfig, PaliGemmaConfigSchema, paliGemmaConfig, paliGemmaForward, paliGemmaTensors, paliGemmaVision, type Gemma3Config, Gemma3ConfigSchema, type GemmaTextConfig, GemmaTextSchema, gemma3Config, gemma3Forward, gemma3Vision, gemma3Tensors, gemma3TextForward, gemmaText, gemmaTextTensors } from './gemma.js';
 import { SiglipVisionSchema, checkSiglip } from './siglip.js';
 import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
 import type { ImageFeatures, Ops, TensorSpec } from './ops.js';
@@ -145,7 +145,29 @@ export const gemma3: Architecture<Gemma3Config> = {
   initializerRange: (c) => c.initializer_range,
 };
 
-const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>, gemma3Text as Architecture<never>, gemma3 as Architecture<never>];
+export const paligemma: Architecture<PaliGemmaConfig> = {
+  modelType: 'paligemma',
+  classes: ['PaliGemmaForConditionalGeneration'],
+  parseConfig(raw, file) {
+    const outer = parseWith(PaliGemmaConfigSchema, raw, file);
+    const vision = parseWith(SiglipVisionSchema, outer.vision_config, file);
+    checkSiglip(vision, file);
+    parseWith(GemmaTextSchema.extend({ model_type: z.string().optional() }), outer.text_config, file); // field errors first
+    return paliGemmaConfig(outer, vision, file);
+  },
+  tensors: paliGemmaTensors,
+  forward: (ops, c, x, pixels) => paliGemmaForward(ops, c, x, pixels),
+  features: (ops, c, pixels) => paliGemmaVision(ops, c, pixels),
+  vision: (c) => ({ imageSize: c.vision.image_size, channels: c.vision.num_channels, tokensPerImage: c.tokensPerImage, imageTokenId: c.image_token_id }),
+  cache: (c) => ({ layers: c.text.num_hidden_layers, kvHeads: c.text.num_key_value_heads, headDim: c.text.head_dim }),
+  vocabSize: (c) => c.text.vocab_size,
+  maxPositions: (c) => c.text.max_position_embeddings,
+  eosIds: (c) => c.text.eos_token_id,
+  bosId: (c) => c.text.bos_token_id,
+  initializerRange: (c) => c.initializer_range,
+};
+
+const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>, gemma3Text as Architecture<never>, gemma3 as Architecture<never>, paligemma as Architecture<never>];
 
 /** The architecture of a config.json (by model_type), or a clear error listing what vlakit supports. */
 export function architectureOf(raw: unknown, file = 'config.json'): Architecture<unknown> {

@@ -33,6 +33,8 @@ export class TfjsOps implements Ops<tf.Tensor> {
     private readonly params: Map<string, tf.Tensor>,
     private readonly cache?: TfjsCache,
     private readonly lora?: TfjsLora,
+    /** The prefix-LM prefix length (positions below it attend both ways); default 0. */
+    private readonly prefix = 0,
   ) {
     this.next = cache ? { k: [...cache.k], v: [...cache.v], length: cache.length } : undefined;
   }
@@ -41,6 +43,10 @@ export class TfjsOps implements Ops<tf.Tensor> {
     const t = this.params.get(name);
     if (!t) throw new VlakitError('E_MODEL', `the model has no tensor ${name}`);
     return t;
+  }
+
+  prefixLength(): tf.Tensor {
+    return tf.tensor1d([this.prefix], 'int32');
   }
 
   has(name: string): boolean {
@@ -156,7 +162,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
     const n = s.heads / s.kvHeads;
     let scores = tf.mul(tf.matMul(qh, repeatKv(kh, n), false, true), s.scale ?? 1 / Math.sqrt(s.headDim)); // [B, H, T, past + T]
     if (s.softcap !== undefined) scores = tf.mul(tf.tanh(tf.div(scores, s.softcap)), s.softcap);
-    if (s.causal && (s.window !== undefined || s.blocks)) scores = tf.add(scores, tf.mul(tf.sub(1, tf.cast(this.allowed(T, past, s), 'float32')), -1e9)); // + [B, 1, T, past + T]
+    if (s.causal && (s.window !== undefined || s.blocks || s.prefix)) scores = tf.add(scores, tf.mul(tf.sub(1, tf.cast(this.allowed(T, past, s), 'float32')), -1e9)); // + [B, 1, T, past + T]
     else if (s.causal) scores = tf.add(scores, causalMask(T, past + T));
     const probs = tf.softmax(scores) as tf.Tensor4D; // [B, H, T, past + T]
     if (this.recordAttentions && s.layer >= 0) this.recordAttentions[s.layer] = probs;
@@ -174,6 +180,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
     const kPos = tf.reshape(tf.range(0, L, 1, 'int32'), [1, L]); // [1, L]
     let ok = tf.lessEqual(kPos, qPos); // [T, L]
     if (s.window !== undefined) ok = tf.logicalAnd(ok, tf.less(tf.sub(qPos, kPos), s.window));
+    if (s.prefix) ok = tf.logicalOr(ok, tf.logicalAnd(tf.less(qPos, s.prefix), tf.less(kPos, s.prefix))); // [T, L]: both in the prefix
     if (!s.blocks) return tf.reshape(ok, [1, 1, T, L]);
     const ids = s.blocks.ids; // [B, T]
     const B = ids.shape[0];

@@ -61,6 +61,23 @@ export function resampleKernel(code: number, file?: string): Kernel {
   return k;
 }
 
+/**
+ * An RGB image resized to width x height as transformers.js resizes for a PIL resample code: nearest, bilinear and
+ * bicubic through sharp's affine transform (no antialiasing), lanczos through sharp's resize (unchanged when it
+ * has that size already).
+ */
+export async function resizeRgbPil(img: Rgb, width: number, height: number, resample: number, file?: string): Promise<Rgb> {
+  const kernel = resampleKernel(resample, file);
+  if (kernel === 'lanczos3' || (img.width === width && img.height === height)) return resizeRgb(img, width, height, kernel);
+  const interpolator = kernel === 'nearest' ? 'nearest' : kernel === 'linear' ? 'bilinear' : 'bicubic';
+  const { data, info } = await sharp(img.rgb, { raw: { width: img.width, height: img.height, channels: 3 } })
+    .affine([width / img.width, 0, 0, height / img.height], { interpolator })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  if (info.width !== width || info.height !== height || info.channels !== 3) throw new VlakitError('E_IMAGE', `resizing ${img.width} x ${img.height} to ${width} x ${height} gave ${info.width} x ${info.height}`);
+  return { width, height, rgb: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+}
+
 /** An RGB image resized to width x height with sharp (unchanged when it has that size already). */
 export async function resizeRgb(img: Rgb, width: number, height: number, kernel: Kernel): Promise<Rgb> {
   if (img.width === width && img.height === height) return img;

@@ -4,6 +4,8 @@
  */
 import { readHfConfig } from '../arch/hf.js';
 import type { Idefics3Config } from '../arch/idefics3.js';
+import type { Gemma3Config } from '../arch/gemma.js';
+import { type Gemma3ImageConfig, gemma3Processor, readGemma3Image } from './gemma3.js';
 import { VlakitError } from '../../errors.js';
 import { type ImageOptions, idefics3Processor, readIdefics3Image } from './idefics3.js';
 import { plainTextProcessor, readTextParts, textProcessor } from './text.js';
@@ -19,12 +21,31 @@ type Builder = (dir: string, arch: ReturnType<typeof readHfConfig>['arch'], conf
 const BUILDERS: Record<string, Builder> = {
   llama: async (dir, arch, config) => plainTextProcessor(await readTextParts(dir, arch, config)),
   gemma3_text: async (dir, arch, config) => plainTextProcessor(await readTextParts(dir, arch, config)),
-  // Gemma 3's image processor (896-px resize, <start_of_image> expansion) is not written yet: text and token ids only
   gemma3: async (dir, arch, config) => {
+    const c = config as Gemma3Config;
+    const t = await readTextParts(dir, arch, config, '<start_of_image>');
+    // without tokenizer.json or preprocessor_config.json the model still runs from token ids (or text without images)
+    let image: Gemma3ImageConfig | undefined;
+    let missing: VlakitError | undefined;
+    try {
+      if (t.tokenizer) image = readGemma3Image(dir, c);
+    } catch (err) {
+      if (!(err instanceof VlakitError && err.code === 'E_NOT_FOUND')) throw err;
+      missing = err;
+    }
+    if (image) return gemma3Processor(t, c, image);
+    const text = plainTextProcessor(t);
+    return textProcessor(t, async (prompt, images = []) => {
+      if (images.length) throw missing ?? new VlakitError('E_USAGE', 'the model has no tokenizer.json: give token ids instead of text', { file: dir });
+      return text.encode(prompt);
+    });
+  },
+  // PaliGemma's processor (image tokens first, then bos + prefix + "\n") is not written yet: text and token ids only
+  paligemma: async (dir, arch, config) => {
     const t = await readTextParts(dir, arch, config);
     const text = plainTextProcessor(t);
     return textProcessor(t, async (prompt, images = []) => {
-      if (images.length) throw new VlakitError('E_USAGE', "vlakit has no Gemma 3 image processor yet: run it on text or token ids");
+      if (images.length) throw new VlakitError('E_USAGE', 'vlakit has no PaliGemma processor yet: run it on text or token ids');
       return text.encode(prompt);
     });
   },

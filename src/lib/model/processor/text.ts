@@ -15,6 +15,8 @@ export interface TextParts {
   special: SpecialTokens;
   render: ChatRenderer;
   turnEnd: number[];
+  /** The bos token's string (tokenizer files), when they name one. */
+  bosToken?: string;
   /** Token string -> id through the tokenizer; an error naming the file when the tokenizer lacks it. */
   idOf(token: string, what: string): number;
 }
@@ -48,7 +50,16 @@ export async function readTextParts(dir: string, arch: Architecture<unknown>, co
   const eosIds = [...(eos === undefined ? [] : [eos]), ...arch.eosIds(config), ...files.generationEos];
   if (turnEnd.length && tokenizer?.isSpecial(turnEnd[0])) eosIds.push(turnEnd[0]);
   const special: SpecialTokens = { bos, eos: [...new Set(eosIds)], pad };
-  return { dir, modelType: arch.modelType, tokenizer, special, render, turnEnd, idOf };
+  return { dir, modelType: arch.modelType, tokenizer, special, render, turnEnd, bosToken: files.tokens.bos, idOf };
+}
+
+/**
+ * A prompt's ids with the special tokens the tokenizer adds, unless the prompt already starts with the bos token
+ * (a rendered chat template that writes it): then as it is, as transformers' apply_chat_template tokenizes.
+ */
+export function encodePrompt(t: TextParts, prompt: string): number[] {
+  if (!t.tokenizer) throw new VlakitError('E_USAGE', 'the model has no tokenizer.json: give token ids instead of text', { file: t.dir });
+  return t.tokenizer.encode(prompt, !(t.bosToken && prompt.startsWith(t.bosToken)));
 }
 
 /** The Processor methods every architecture shares; `encode` is the architecture's. */
@@ -73,7 +84,6 @@ export function textProcessor(t: TextParts, encode: (prompt: string, images?: Pr
 export function plainTextProcessor(t: TextParts): Processor {
   return textProcessor(t, async (prompt, images = []) => {
     if (images.length) throw new VlakitError('E_USAGE', `a ${t.modelType} model takes no images`);
-    if (!t.tokenizer) throw new VlakitError('E_USAGE', 'the model has no tokenizer.json: give token ids instead of text', { file: t.dir });
-    return { ids: t.tokenizer.encode(prompt, true), pixels: new Float32Array(0), tiles: 0, grids: [], imagePositions: [] };
+    return { ids: encodePrompt(t, prompt), pixels: new Float32Array(0), tiles: 0, grids: [], imagePositions: [] };
   });
 }
