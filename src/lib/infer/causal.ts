@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '../model/backend.js';
 import type { Architecture } from '../model/arch/registry.js';
 import type { HfCheckpoint } from '../model/arch/hf.js';
-import { TfjsOps, type TfjsCache } from '../model/arch/tfjs-ops.js';
+import { TfjsOps, type TfjsCache, type TfjsLora, type TfjsParams, TfjsWeights } from '../model/arch/tfjs-ops.js';
 import { VlakitError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 import { pickToken } from './generate.js';
@@ -41,7 +41,10 @@ export interface CausalLm {
 /** A checkpoint's model on TensorFlow.js. */
 export class TfjsCausalLm implements CausalLm {
   readonly engine = 'tfjs' as const;
-  readonly params = new Map<string, tf.Tensor>();
+  /** The weights on the backend, each uploaded once in the layout its use needs (linear weights as [in, out]). */
+  readonly params: TfjsParams;
+  private readonly owned?: TfjsWeights;
+  private readonly lora?: TfjsLora;
   readonly modelType: string;
   readonly vocabSize: number;
   readonly maxPositions: number;
@@ -50,10 +53,16 @@ export class TfjsCausalLm implements CausalLm {
   private readonly arch: Architecture<unknown>;
   private readonly config: unknown;
 
-  constructor(ckpt: HfCheckpoint) {
+  /**
+   * `o.params` (with `o.lora`): run on weights another owner holds (a LoRA model in training: sampling from the
+   * policy as it is now); they are not disposed with this model.
+   */
+  constructor(ckpt: HfCheckpoint, o: { params?: TfjsParams; lora?: TfjsLora } = {}) {
     this.arch = ckpt.arch;
     this.config = ckpt.config;
-    for (const [name, t] of ckpt.tensors) this.params.set(name, tf.tensor(t.data, t.shape, 'float32'));
+    if (o.params) this.params = o.params;
+    else this.params = this.owned = new TfjsWeights(ckpt.tensors);
+    this.lora = o.lora;
     this.modelType = ckpt.arch.modelType;
     this.vocabSize = ckpt.arch.vocabSize(ckpt.config);
     this.maxPositions = ckpt.arch.maxPositions(ckpt.config);
@@ -64,19 +73,34 @@ export class TfjsCausalLm implements CausalLm {
   /** ids (+ images) -> logits [B, T, V], extending `cache` when one is given (its new tensors are kept out of tidy). */
   private forward(ids: number[], cache?: TfjsCache, images?: Float32Array): { logits: Float32Array; cache?: TfjsCache } {
     const n = checkPrompt(this, ids, images);
+    const features = n ? this.features(images!, n) : undefined; // [N, L, D]
     let next: TfjsCache | undefined;
     const logits = tf.tidy(() => {
-      const ops = new TfjsOps(this.params, cache);
+      const ops = new TfjsOps(this.params, cache, this.lora);
       const v = this.vision;
-      const pixels = v && images && n ? tf.tensor4d(images, [n, v.channels, v.imageSize, v.imageSize]) : undefined; // [N, C, S, S]
-      const out = this.arch.forward(ops, this.config, tf.tensor2d(ids, [1, ids.length], 'int32'), pixels); // [1, T, V]
+      // the vision tower tile by tile when the architecture has one apart (its attention is over all patches of a tile)
+      const image = features ? { features } : v && images && n ? tf.tensor4d(images, [n, v.channels, v.imageSize, v.imageSize]) : undefined; // [N, C, S, S]
+      const out = this.arch.forward(ops, this.config, tf.tensor2d(ids, [1, ids.length], 'int32'), image); // [1, T, V]
       next = ops.next;
-      if (next) for (const t of [...next.k, ...next.v]) if (t) tf.keep(t);
       return out;
     });
+    features?.dispose();
     const data = logits.dataSync() as Float32Array;
     logits.dispose();
     return { logits: data, cache: next };
+  }
+
+  /** Image features [N, L, D] of N tiles' pixel_values, one tile at a time (undefined when the architecture has no separate vision tower). */
+  private features(images: Float32Array, n: number): tf.Tensor | undefined {
+    const v = this.vision;
+    if (!v || !this.arch.features) return undefined;
+    const tile = v.channels * v.imageSize * v.imageSize;
+    const parts: tf.Tensor[] = [];
+    for (let i = 0; i < n; i++) parts.push(tf.tidy(() => this.arch.features!(new TfjsOps(this.params, undefined, this.lora), this.config, tf.tensor4d(images.subarray(i * tile, (i + 1) * tile), [1, v.channels, v.imageSize, v.imageSize])))); // [1, L, D]
+    if (parts.length === 1) return parts[0];
+    const all = tf.concat(parts, 0); // [N, L, D]
+    tf.dispose(parts);
+    return all;
   }
 
   async logits(ids: number[], images?: Float32Array): Promise<Float32Array> {
@@ -111,8 +135,7 @@ export class TfjsCausalLm implements CausalLm {
   }
 
   dispose(): void {
-    for (const t of this.params.values()) t.dispose();
-    this.params.clear();
+    this.owned?.dispose();
   }
 }
 

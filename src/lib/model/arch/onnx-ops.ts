@@ -177,6 +177,10 @@ export class OnnxOps implements Ops<string> {
     return b.o('Reshape', [b.o('Transpose', [out], { perm: [0, 2, 1, 3] }), b.ints([0, 0, H * hd])]); // [B, T, H, hd] -> [B, T, H*hd]
   }
 
+  block(fn: () => string): string {
+    return fn();
+  }
+
   head(h: string, weight: string): string {
     const b = this.b;
     const { shape } = this.t(weight); // [V, D]

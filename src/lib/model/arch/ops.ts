@@ -55,6 +55,11 @@ export interface Ops<T> {
   attention(q: T, k: T, v: T, spec: AttentionSpec): T;
   /** Hidden states [B, T, D] -> logits [B, T, V] = h W^T with W = `weight` [V, D]. */
   head(h: T, weight: string): T;
+  /**
+   * Runs one block of the model (a layer) and returns its output; the backend may free the block's temporaries
+   * then (tfjs: one tf.tidy per block, so a forward holds one layer's intermediates, not all of them).
+   */
+  block(fn: () => T): T;
 }
 
 /** How a tensor of an architecture is initialized by `model init` (normal with the config's std, ones, zeros). */
