@@ -102,7 +102,9 @@ export class TfjsWeights implements TfjsParams {
 function constMatMul(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
     value: tf.matMul(args[0] as tf.Tensor2D, w), // [N, in] x [in, out]
-    gradFunc: (dy: tf.Tensor) => tf.matMul(dy as tf.Tensor2D, tf.transpose(w)), // [N, out] x [out, in]
+    // tidy: tfjs runs a custom gradient outside the per-node scope of backprop, so the transposed copy would live
+    // until the whole gradient is done (every layer's at once)
+    gradFunc: (dy: tf.Tensor) => tf.tidy(() => tf.matMul(dy as tf.Tensor2D, tf.transpose(w))), // [N, out] x [out, in]
   }));
   return f(x) as tf.Tensor2D;
 }
