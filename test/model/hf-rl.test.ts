@@ -106,6 +106,21 @@ describe('train-rl --init train-sft\'s adapter run on a Hugging Face Idefics3', 
   }, 300_000);
 });
 
+describe('train-rl on an adapter trained with --freeze-vision', () => {
+  it('trains the same text modules, samples with the cached image features, and starts at KL 0', async () => {
+    const frozen = path.join(dir, 'sft-frozen');
+    await trainSft({ examples, outDir: frozen, init: base, processor: await openProcessor(base), lora: { r: 4, alpha: 8, targets: ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] }, freezeVision: true, codec: new TextCodec(3), steps: 2, batchSize: 2, lr: 2e-2, warmup: 0, seed: 5 });
+    const run = path.join(dir, 'rl-frozen');
+    const kls: number[] = [];
+    await trainRl(options(run, { init: frozen, onMetrics: (m) => kls.push(m.kl as number) }));
+    expect(kls[0]).toBe(0);
+    const names = [...readSafetensors(path.join(run, 'adapter_model.safetensors')).tensors.keys()].sort();
+    expect(names).toEqual([...readSafetensors(path.join(frozen, 'adapter_model.safetensors')).tensors.keys()].sort());
+    expect(names).toHaveLength(2 * 14); // 2 text layers x 7 modules, no vision module
+    expect(JSON.parse(readFileSync(path.join(run, 'vlakit.json'), 'utf8')).lora).toMatchObject({ freeze_vision: true, modules: 14 });
+  }, 300_000);
+});
+
 describe('vlakit train-rl (the binary) on a Hugging Face adapter run', () => {
   it('trains and writes the PEFT adapter run', async () => {
     const input = path.join(dir, 'examples.jsonl');

@@ -45,6 +45,7 @@ export class TfjsCausalLm implements CausalLm {
   readonly params: TfjsParams;
   private readonly owned?: TfjsWeights;
   private readonly lora?: TfjsLora;
+  private readonly cachedFeatures?: (pixels: Float32Array, tiles: number) => tf.Tensor;
   readonly modelType: string;
   readonly vocabSize: number;
   readonly maxPositions: number;
@@ -55,14 +56,16 @@ export class TfjsCausalLm implements CausalLm {
 
   /**
    * `o.params` (with `o.lora`): run on weights another owner holds (a LoRA model in training: sampling from the
-   * policy as it is now); they are not disposed with this model.
+   * policy as it is now); they are not disposed with this model. `o.features`: image features [tiles, L, D] from
+   * the owner (a frozen vision tower's cache), used in place of the vision tower and not disposed here.
    */
-  constructor(ckpt: HfCheckpoint, o: { params?: TfjsParams; lora?: TfjsLora } = {}) {
+  constructor(ckpt: HfCheckpoint, o: { params?: TfjsParams; lora?: TfjsLora; features?: (pixels: Float32Array, tiles: number) => tf.Tensor } = {}) {
     this.arch = ckpt.arch;
     this.config = ckpt.config;
     if (o.params) this.params = o.params;
     else this.params = this.owned = new TfjsWeights(ckpt.tensors);
     this.lora = o.lora;
+    this.cachedFeatures = o.features;
     this.modelType = ckpt.arch.modelType;
     this.vocabSize = ckpt.arch.vocabSize(ckpt.config);
     this.maxPositions = ckpt.arch.maxPositions(ckpt.config);
@@ -73,7 +76,8 @@ export class TfjsCausalLm implements CausalLm {
   /** ids (+ images) -> logits [B, T, V], extending `cache` when one is given (its new tensors are kept out of tidy). */
   private forward(ids: number[], cache?: TfjsCache, images?: Float32Array): { logits: Float32Array; cache?: TfjsCache } {
     const n = checkPrompt(this, ids, images);
-    const features = n ? this.features(images!, n) : undefined; // [N, L, D]
+    const cached = n > 0 && this.cachedFeatures !== undefined;
+    const features = n ? (cached ? this.cachedFeatures!(images!, n) : this.features(images!, n)) : undefined; // [N, L, D]
     let next: TfjsCache | undefined;
     const logits = tf.tidy(() => {
       const ops = new TfjsOps(this.params, cache, this.lora);
@@ -84,7 +88,7 @@ export class TfjsCausalLm implements CausalLm {
       next = ops.next;
       return out;
     });
-    features?.dispose();
+    if (!cached) features?.dispose();
     const data = logits.dataSync() as Float32Array;
     logits.dispose();
     return { logits: data, cache: next };

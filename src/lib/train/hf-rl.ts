@@ -98,7 +98,8 @@ export async function hfRlInto(run: RunDir, o: RlOptions): Promise<{ steps: numb
   const trainee = new HfTrainee(model, proc, init.base);
   const resumeDir = run.resumeFrom;
   if (resumeDir) trainee.resume(resumeDir);
-  const lm = new TfjsCausalLm(ck, { params: model.params, lora: model.lora }); // samples from the policy as it is now
+  // samples from the policy as it is now (a frozen vision tower's features from the run's cache)
+  const lm = new TfjsCausalLm(ck, { params: model.params, lora: model.lora, features: model.freezeVision ? (px, tiles) => model.features(px, tiles) : undefined });
   const actionStats = init.adapter && existsSync(path.join(init.adapter, 'action_stats.json')) ? (JSON.parse(readFileSync(path.join(init.adapter, 'action_stats.json'), 'utf8')) as unknown) : undefined;
   const opt = new AdamW({ weightDecay: 0 });
   let rewarder: Rewarder | undefined;
