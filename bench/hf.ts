@@ -22,6 +22,10 @@ const steps = arg('steps', 2);
 const newTokens = arg('tokens', 8);
 const backend = await selectBackend(process.argv.find((a) => a.startsWith('--backend='))?.slice(10));
 const now = () => performance.now() / 1000;
+const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+const wasmHeap = () => ((tf.backend() as unknown as { wasm?: { HEAPU8: Uint8Array } }).wasm?.HEAPU8.length ?? 0);
+const memory = (what: string) => console.log(`memory ${what}: tensors ${mib(tf.memory().numBytes)}, wasm heap ${mib(wasmHeap())}, RSS ${mib(process.memoryUsage().rss)} (peak ${mib(process.resourceUsage().maxRSS * 1024)})`);
+console.log(`load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(', ')} (${os.cpus().length} cores)`);
 
 const real = JSON.parse(readFileSync(path.resolve('../shared/models/smolvlm-256m-instruct/config.json'), 'utf8'));
 const dir = mkdtempSync(path.join(os.tmpdir(), 'vlakit-bench-hf-'));
@@ -50,6 +54,7 @@ for (let i = 0; i < newTokens; i++) {
   logits = await state.next(best);
 }
 const gen = now() - t0;
+memory('after generation');
 state.dispose();
 await lm.dispose();
 
@@ -70,6 +75,7 @@ for (let s = 0; s < steps; s++) {
   tf.dispose(Object.values(grads));
   times.push(now() - t0);
 }
+memory('after the LoRA steps');
 const trainable = model.trainable().reduce((a, x) => a + x.size, 0);
 model.dispose();
 opt.dispose();
@@ -80,4 +86,5 @@ console.log(`backend ${backend}, ${os.cpus().length} cores (${os.cpus()[0]?.mode
 console.log(`forward (prefill of ${prompt.length} tokens, one 512 tile, vision tower included): ${prefill.toFixed(2)} s`);
 console.log(`generation: ${newTokens} tokens in ${gen.toFixed(2)} s = ${(newTokens / gen).toFixed(2)} tokens/s (KV cache)`);
 console.log(`vision features of one tile (computed once, cached): ${vision.toFixed(2)} s`);
+console.log(`load average at the end: ${os.loadavg().map((x) => x.toFixed(2)).join(', ')}`);
 console.log(`LoRA step (r 16, 7 modules x ${real.text_config.num_hidden_layers} layers = ${trainable.toLocaleString()} trainable, ${prompt.length + target.length} tokens): ${times.map((t) => t.toFixed(2)).join(', ')} s`);

@@ -16,7 +16,7 @@ function codecFrom(desc: Record<string, unknown> | undefined, ex: TrainingExampl
 export default class TrainRl extends VlakitCommand {
   static summary = 'Refine the reasoning that leads to actions with GRPO-style RL, rewarding action accuracy (RoboAlign).';
   static description =
-    'From an SFT checkpoint, samples --group completions per prompt, decodes their actions with the checkpoint\'s action representation, scores them (action accuracy, format, optional length penalty, optional external scorer), and updates fresh LoRA adapters with the clipped group-normalized objective and beta x KL to the SFT model (the same weights with the adapters off). The -o directory holds one run (run.json: its data hash, settings and seed): a new run refuses a directory that holds anything unless --overwrite, which replaces it once the new run has a checkpoint or finishes; --resume continues the run only with the same data, settings and seed.';
+    'From an SFT checkpoint (the built-in model, or a Hugging Face checkpoint with train-sft\'s LoRA adapter run on it: --init the adapter run, whose adapter then trains on, the SFT adapter frozen as the reference, prompts and stop tokens from the model\'s processor; the run is saved as a PEFT adapter), samples --group completions per prompt, decodes their actions with the checkpoint\'s action representation, scores them (action accuracy, format, optional length penalty, optional external scorer), and updates fresh LoRA adapters with the clipped group-normalized objective and beta x KL to the SFT model (the same weights with the adapters off). The -o directory holds one run (run.json: its data hash, settings and seed): a new run refuses a directory that holds anything unless --overwrite, which replaces it once the new run has a checkpoint or finishes; --resume continues the run only with the same data, settings and seed.';
   static strict = false;
   static args = { input: Args.string({ description: 'training examples with actions (from vlakit relabel); "-" or nothing for stdin', required: false, ignoreStdin: true }) };
   static examples = [
@@ -24,7 +24,7 @@ export default class TrainRl extends VlakitCommand {
     { description: 'Dr. GRPO (no std scaling) with your own reward', command: '<%= config.bin %> train-rl examples.jsonl --init runs/sft --no-std-scaling --reward exec:"python score.py" -o runs/rl' },
   ];
   static flags = {
-    init: Flags.string({ description: 'the SFT checkpoint', required: true, helpValue: 'CKPT' }),
+    init: Flags.string({ description: 'the SFT checkpoint (or train-sft\'s adapter run on a Hugging Face checkpoint)', required: true, helpValue: 'CKPT' }),
     output: Flags.string({ char: 'o', description: 'run directory (run.json, checkpoints, final model, metrics.jsonl); one run per directory', required: true, helpValue: 'DIR' }),
     resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint (the same data, settings and seed)' }),
     overwrite: sharedFlags.overwrite,
@@ -74,9 +74,17 @@ export default class TrainRl extends VlakitCommand {
     const examples: TrainingExample[] = [];
     for await (const r of readValidated(inputs, 'training_example', TrainingExampleSchema, 'train-rl reads training examples (from vlakit relabel)', { signal: this.abort.signal })) examples.push(r.value);
     if (!examples.length) throw new VlakitError('E_USAGE', 'no training examples in the input');
-    const probe = loadCheckpoint(flags.init);
-    const codec = codecFrom(probe.actionCodec, examples[0]);
-    probe.model.dispose();
+    // a Hugging Face model (train-sft's adapter run on one, or the checkpoint) says its action codec in vlakit.json
+    const { hfRlInit } = await import('../lib/train/hf-rl.js');
+    const hf = hfRlInit(flags.init);
+    let desc: Record<string, unknown> | undefined;
+    if (hf) desc = hf.meta?.action_codec ?? undefined;
+    else {
+      const probe = loadCheckpoint(flags.init);
+      desc = probe.actionCodec;
+      probe.model.dispose();
+    }
+    const codec = codecFrom(desc, examples[0]);
     const progress = await startProgress(`train-rl (${backend})`, !flags.quiet && !flags.json);
     try {
       const res = await trainRl({

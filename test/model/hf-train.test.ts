@@ -14,7 +14,7 @@ import { selectBackend } from '../../src/lib/model/backend.js';
 import { type HfCheckpoint, loadHfCheckpoint } from '../../src/lib/model/arch/hf.js';
 import { applyPeftAdapter, readPeftAdapter } from '../../src/lib/model/arch/adapter.js';
 import { initCheckpoint } from '../../src/lib/model/arch/manage.js';
-import { TfjsOps } from '../../src/lib/model/arch/tfjs-ops.js';
+import { TfjsOps, type TfjsParams } from '../../src/lib/model/arch/tfjs-ops.js';
 import { readSafetensors } from '../../src/lib/model/safetensors.js';
 import { type Processor, openProcessor } from '../../src/lib/model/processor/index.js';
 import { HfLoraModel } from '../../src/lib/train/hf-model.js';
@@ -56,7 +56,7 @@ const losses = (run: string) =>
     .map((l) => (JSON.parse(l) as { loss: number }).loss);
 
 /** Logits [T, V] of one prompt through the architecture's forward on `params` (with LoRA when given). */
-function logitsOf(ck: HfCheckpoint, params: Map<string, tf.Tensor>, ids: number[], pixels?: Float32Array, model?: HfLoraModel): Float32Array {
+function logitsOf(ck: HfCheckpoint, params: TfjsParams, ids: number[], pixels?: Float32Array, model?: HfLoraModel): Float32Array {
   return tf.tidy(() => {
     const px = pixels ? tf.tensor4d(pixels, [pixels.length / 3072, 3, 32, 32]) : undefined;
     const idt = tf.tensor2d(ids, [1, ids.length], 'int32');

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '../model/backend.js';
 import type { Architecture } from '../model/arch/registry.js';
 import type { HfCheckpoint } from '../model/arch/hf.js';
-import { TfjsOps, type TfjsCache } from '../model/arch/tfjs-ops.js';
+import { TfjsOps, type TfjsCache, type TfjsLora, type TfjsParams, TfjsWeights } from '../model/arch/tfjs-ops.js';
 import { VlakitError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 import { pickToken } from './generate.js';
@@ -56,7 +56,11 @@ export interface CausalLm {
 /** A checkpoint's model on TensorFlow.js. */
 export class TfjsCausalLm implements CausalLm {
   readonly engine = 'tfjs' as const;
-  readonly params = new Map<string, tf.Tensor>();
+  /** The weights on the backend, each uploaded once in the layout its use needs (linear weights as [in, out]). */
+  readonly params: TfjsParams;
+  private readonly owned?: TfjsWeights;
+  private readonly lora?: TfjsLora;
+  private readonly cachedFeatures?: (pixels: Float32Array, tiles: number) => tf.Tensor;
   readonly modelType: string;
   readonly vocabSize: number;
   readonly maxPositions: number;
@@ -65,10 +69,18 @@ export class TfjsCausalLm implements CausalLm {
   private readonly arch: Architecture<unknown>;
   private readonly config: unknown;
 
-  constructor(ckpt: HfCheckpoint) {
+  /**
+   * `o.params` (with `o.lora`): run on weights another owner holds (a LoRA model in training: sampling from the
+   * policy as it is now); they are not disposed with this model. `o.features`: image features [tiles, L, D] from
+   * the owner (a frozen vision tower's cache), used in place of the vision tower and not disposed here.
+   */
+  constructor(ckpt: HfCheckpoint, o: { params?: TfjsParams; lora?: TfjsLora; features?: (pixels: Float32Array, tiles: number) => tf.Tensor } = {}) {
     this.arch = ckpt.arch;
     this.config = ckpt.config;
-    for (const [name, t] of ckpt.tensors) this.params.set(name, tf.tensor(t.data, t.shape, 'float32'));
+    if (o.params) this.params = o.params;
+    else this.params = this.owned = new TfjsWeights(ckpt.tensors);
+    this.lora = o.lora;
+    this.cachedFeatures = o.features;
     this.modelType = ckpt.arch.modelType;
     this.vocabSize = ckpt.arch.vocabSize(ckpt.config);
     this.maxPositions = ckpt.arch.maxPositions(ckpt.config);
@@ -83,19 +95,22 @@ export class TfjsCausalLm implements CausalLm {
    */
   private forward(ids: number[], cache?: TfjsCache, images?: Float32Array, o: { attentions?: boolean; prefix?: number } = {}): { logits: Float32Array; cache?: TfjsCache; attentions?: tf.Tensor4D[] } {
     const n = checkPrompt(this, ids, images, { step: (cache?.length ?? 0) > 0 });
+    const cached = n > 0 && this.cachedFeatures !== undefined;
+    const features = n ? (cached ? this.cachedFeatures!(images!, n) : this.features(images!, n)) : undefined; // [N, L, D]
     let next: TfjsCache | undefined;
     let atts: tf.Tensor4D[] | undefined;
     const logits = tf.tidy(() => {
-      const ops = new TfjsOps(this.params, cache, undefined, o.prefix ?? ids.length);
+      const ops = new TfjsOps(this.params, cache, this.lora, o.prefix ?? ids.length);
       if (o.attentions) ops.recordAttentions = [];
       const v = this.vision;
-      const pixels = v && images && n ? tf.tensor4d(images, [n, v.channels, v.imageSize, v.imageSize]) : undefined; // [N, C, S, S]
-      const out = this.arch.forward(ops, this.config, tf.tensor2d(ids, [1, ids.length], 'int32'), pixels); // [1, T, V]
+      // the vision tower tile by tile when the architecture has one apart (its attention is over all patches of a tile)
+      const image = features ? { features } : v && images && n ? tf.tensor4d(images, [n, v.channels, v.imageSize, v.imageSize]) : undefined; // [N, C, S, S]
+      const out = this.arch.forward(ops, this.config, tf.tensor2d(ids, [1, ids.length], 'int32'), image); // [1, T, V]
       next = ops.next;
-      if (next) for (const t of [...next.k, ...next.v]) if (t) tf.keep(t);
       if (ops.recordAttentions) atts = ops.recordAttentions.map((a) => tf.keep(a));
       return out;
     });
+    if (!cached) features?.dispose();
     const data = logits.dataSync() as Float32Array;
     logits.dispose();
     return { logits: data, cache: next, attentions: atts };
@@ -107,6 +122,19 @@ export class TfjsCausalLm implements CausalLm {
     const [, heads, positions] = atts[0].shape;
     tf.dispose(atts);
     return { layers, heads, positions };
+  }
+
+  /** Image features [N, L, D] of N tiles' pixel_values, one tile at a time (undefined when the architecture has no separate vision tower). */
+  private features(images: Float32Array, n: number): tf.Tensor | undefined {
+    const v = this.vision;
+    if (!v || !this.arch.features) return undefined;
+    const tile = v.channels * v.imageSize * v.imageSize;
+    const parts: tf.Tensor[] = [];
+    for (let i = 0; i < n; i++) parts.push(tf.tidy(() => this.arch.features!(new TfjsOps(this.params, undefined, this.lora), this.config, tf.tensor4d(images.subarray(i * tile, (i + 1) * tile), [1, v.channels, v.imageSize, v.imageSize])))); // [1, L, D]
+    if (parts.length === 1) return parts[0];
+    const all = tf.concat(parts, 0); // [N, L, D]
+    tf.dispose(parts);
+    return all;
   }
 
   async logits(ids: number[], images?: Float32Array, prefix?: number): Promise<Float32Array> {
@@ -149,8 +177,7 @@ export class TfjsCausalLm implements CausalLm {
   }
 
   dispose(): void {
-    for (const t of this.params.values()) t.dispose();
-    this.params.clear();
+    this.owned?.dispose();
   }
 }
 

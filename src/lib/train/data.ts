@@ -23,6 +23,8 @@ export interface Prepared {
   pixels: Float32Array;
   /** Tiles of `pixels` (processor inputs). */
   tiles?: number;
+  /** How many of `ids` are the prompt (processor inputs: the rendered user turn with its image tokens). */
+  promptLength?: number;
   /** The target's action text, for decoding (L1 against `actions`). */
   actionText: string;
   split: string;
@@ -123,7 +125,7 @@ export async function prepareWithProcessor(examples: TrainingExample[], processo
     const action = [...inputs.ids.map(() => 0), ...t.action, ...kind('action')];
     const reasoning = [...inputs.ids.map(() => 0), ...t.reasoning, ...kind('reasoning')];
     const n = Math.min(ids.length, opts.maxTokens);
-    out.push({ id: ex.id, ids: ids.slice(0, n), action: action.slice(0, n), reasoning: reasoning.slice(0, n), pixels: inputs.pixels, tiles: inputs.tiles, actionText: t.actionText, split: ex.meta.split });
+    out.push({ id: ex.id, ids: ids.slice(0, n), action: action.slice(0, n), reasoning: reasoning.slice(0, n), pixels: inputs.pixels, tiles: inputs.tiles, promptLength: P, actionText: t.actionText, split: ex.meta.split });
   }
   return out;
 }

@@ -11,7 +11,7 @@ import { VlakitError } from '../errors.js';
 import type { PeftAdapter } from '../model/arch/adapter.js';
 import type { HfCheckpoint } from '../model/arch/hf.js';
 import type { Architecture } from '../model/arch/registry.js';
-import { TfjsOps, type TfjsLora } from '../model/arch/tfjs-ops.js';
+import { TfjsOps, type TfjsLora, type TfjsParams, TfjsWeights } from '../model/arch/tfjs-ops.js';
 import { newVar } from '../model/layers.js';
 import type { NamedArray } from '../model/safetensors.js';
 
@@ -32,14 +32,24 @@ export interface HfLoraOptions {
   freezeVision?: boolean;
   /** No adapters on the first N decoder layers of the text model. */
   freezeLayers?: number;
+  /** Exactly these modules (HF names; an adapter's own list), among those the targets name. */
+  modules?: string[];
   seed?: number;
 }
 
 const LAYER = /\.layers\.(\d+)\./;
 
+/** `params` with some tensors replaced (by name). */
+function overlay(params: TfjsParams, over: Map<string, tf.Tensor>): TfjsParams {
+  return { get: (n) => over.get(n) ?? params.get(n), has: (n) => over.has(n) || params.has(n), linear: params.linear && ((n) => (over.has(n) ? undefined : params.linear!(n))) };
+}
+
 export class HfLoraModel {
-  /** Base weights (constants) and the LoRA variables, by HF name (`<module>.lora_A.weight`). */
-  readonly params = new Map<string, tf.Tensor>();
+  /**
+   * Base weights (constants, each uploaded once in the layout its use needs) and the LoRA variables, by HF name
+   * (`<module>.lora_A.weight`).
+   */
+  readonly params: TfjsWeights;
   readonly lora: TfjsLora;
   /** The adapted modules, by HF name. */
   readonly modules: string[];
@@ -47,6 +57,7 @@ export class HfLoraModel {
   readonly config: unknown;
   readonly targetModules: string[];
   private readonly vars: tf.Variable[] = [];
+  private readonly varNames: string[] = [];
   private readonly cache = new Map<string, tf.Tensor>();
   readonly freezeVision: boolean;
 
@@ -75,6 +86,7 @@ export class HfLoraModel {
       if (this.freezeVision && !inText) continue;
       const layer = Number(LAYER.exec(module)?.[1]);
       if (inText && layer < (o.freezeLayers ?? 0)) continue;
+      if (o.modules && !o.modules.includes(module)) continue;
       modules.push(module);
     }
     const missing = names.filter((n) => ![...candidates].some((c) => c.endsWith(`.${n}`)));
@@ -88,7 +100,7 @@ export class HfLoraModel {
     // PEFT's target_modules: the suffixes when every module they match is adapted, else the full names
     this.targetModules = modules.length === candidates.size ? [...targets].sort() : modules;
     this.lora = { r: o.r, alpha: o.alpha, targets, enabled: true };
-    for (const [name, t] of ckpt.tensors) this.params.set(name, tf.tensor(t.data, t.shape, 'float32'));
+    this.params = new TfjsWeights(ckpt.tensors);
     let seed = (o.seed ?? 0) * 1000 + 777;
     for (const module of modules) {
       const [out, inp] = ckpt.tensors.get(`${module}.weight`)!.shape;
@@ -102,6 +114,7 @@ export class HfLoraModel {
     const v = newVar(init, name);
     this.params.set(name, v);
     this.vars.push(v);
+    this.varNames.push(name);
   }
 
   trainable(): tf.Variable[] {
@@ -121,11 +134,17 @@ export class HfLoraModel {
 
   /**
    * ids [B, T] and pixel_values [N, C, S, S] (or, with a frozen vision tower, the cached features of the batch's
-   * images) -> logits [B, T, V].
+   * images) -> logits [B, T, V]. `o.adapter`: other LoRA matrices in place of the trained ones (a frozen reference
+   * copy, see `frozenAdapter`).
    */
-  forward(ids: tf.Tensor2D, image?: tf.Tensor | { features: tf.Tensor }): tf.Tensor3D {
-    const ops = new TfjsOps(this.params, undefined, this.lora);
+  forward(ids: tf.Tensor2D, image?: tf.Tensor | { features: tf.Tensor }, o: { adapter?: Map<string, tf.Tensor> } = {}): tf.Tensor3D {
+    const ops = new TfjsOps(o.adapter ? overlay(this.params, o.adapter) : this.params, undefined, this.lora);
     return this.arch.forward(ops, this.config, ids, image) as tf.Tensor3D;
+  }
+
+  /** A frozen copy of the LoRA matrices as they are now (constants, by their names; the caller disposes them). */
+  frozenAdapter(): Map<string, tf.Tensor> {
+    return new Map(this.varNames.map((n, i) => [n, tf.clone(this.vars[i])]));
   }
 
   /**
@@ -182,9 +201,8 @@ export class HfLoraModel {
   }
 
   dispose(): void {
-    for (const t of this.params.values()) t.dispose();
+    this.params.dispose();
     for (const t of this.cache.values()) t.dispose();
-    this.params.clear();
     this.cache.clear();
   }
 }

@@ -67,12 +67,13 @@ export class HfTrainee implements Trainee {
     return prepareWithProcessor(examples, this.processor, { maxTokens: this.model.arch.maxPositions(this.model.config) });
   }
 
-  logits(batch: Batch, items: Prepared[]): tf.Tensor3D {
-    if (!batch.pixels) return this.model.forward(batch.ids);
-    if (!this.model.freezeVision) return this.model.forward(batch.ids, batch.pixels);
+  /** `o.adapter`: other LoRA matrices in place of the trained ones (train-rl's frozen reference). */
+  logits(batch: Batch, items: Prepared[], o: { adapter?: Map<string, tf.Tensor> } = {}): tf.Tensor3D {
+    if (!batch.pixels) return this.model.forward(batch.ids, undefined, o);
+    if (!this.model.freezeVision) return this.model.forward(batch.ids, batch.pixels, o);
     // a frozen vision tower: each image's features come from the run's cache; [sum tiles, L, D] in batch order
     const parts = items.filter((x) => x.tiles).map((x) => this.model.features(x.pixels, x.tiles!));
-    return this.model.forward(batch.ids, { features: parts.length === 1 ? parts[0] : tf.concat(parts, 0) });
+    return this.model.forward(batch.ids, { features: parts.length === 1 ? parts[0] : tf.concat(parts, 0) }, o);
   }
 
   decode(ids: number[]): string {

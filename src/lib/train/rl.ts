@@ -61,7 +61,7 @@ export interface RlOptions {
   signal?: AbortSignal;
 }
 
-interface Prompt {
+export interface Prompt {
   item: Prepared;
   prompt: string;
   truth: number[][];
@@ -78,7 +78,7 @@ export interface RlEval {
   format: number;
 }
 
-function promptsOf(examples: TrainingExample[], items: Prepared[], codec: ActionCodec): Prompt[] {
+export function promptsOf(examples: TrainingExample[], items: Prepared[], codec: ActionCodec): Prompt[] {
   const out: Prompt[] = [];
   examples.forEach((ex, i) => {
     if (!items[i].actionText) return;
@@ -130,6 +130,22 @@ function completionBatch(tok: Tokenizer, rows: { prompt: string; completion: num
   return { ids: tf.tensor2d(ids, [rows.length, T], 'int32'), mask: tf.tensor2d(mask, [rows.length, T - 1]) };
 }
 
+/** The run's reward: the options' weights and accuracy mode; reasoning is expected when the training targets have some. */
+export function rewarderFor(o: RlOptions, maxNew: number, train: Prompt[]): Rewarder {
+  return new Rewarder(
+    o.codec,
+    { weights: { accuracy: 1, format: 0.1, length: 0, exec: o.rewardExec ? 1 : 0, ...o.rewards?.weights }, mode: o.rewards?.mode ?? 'l1', scale: o.rewards?.scale ?? 0.02, tolerance: o.rewards?.tolerance ?? 0.005, maxTokens: maxNew, expectReasoning: train.some((p) => p.item.reasoning.some((x) => x)) },
+    o.rewardExec,
+  );
+}
+
+/** Mean and standard deviation of one reward part over a step's completions. */
+export function rewardStat(parts: RewardParts[], f: (r: RewardParts) => number): { mean: number; std: number } {
+  const xs = parts.map(f);
+  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
+  return { mean: m, std: Math.sqrt(xs.reduce((a, x) => a + (x - m) ** 2, 0) / xs.length) };
+}
+
 /** What makes a train-rl run the same run: its data, SFT checkpoint, every setting that shapes it, and the seed. */
 export async function rlIdentity(o: RlOptions): Promise<RunIdentity> {
   const w = o.rewards?.weights;
@@ -167,10 +183,15 @@ export async function rlIdentity(o: RlOptions): Promise<RunIdentity> {
   };
 }
 
-/** Runs RL from an SFT checkpoint; writes checkpoints and the final model like train-sft. */
+/**
+ * Runs RL from an SFT checkpoint; writes checkpoints and the final model like train-sft. A Hugging Face
+ * checkpoint, or train-sft's adapter run on one, goes through hf-rl.ts (its processor, its LoRA adapter).
+ */
 export async function trainRl(o: RlOptions): Promise<{ steps: number; eval?: { before?: RlEval; after?: RlEval } }> {
   const run = await RunDir.open(o.outDir, await rlIdentity(o), { resume: o.resume, overwrite: o.overwrite, inputs: o.inputs });
   try {
+    const { hfRlInit, hfRlInto } = await import('./hf-rl.js');
+    if (hfRlInit(o.init)) return await hfRlInto(run, o);
     return await rlInto(run, o);
   } catch (err) {
     await run.abandon();
@@ -202,11 +223,7 @@ async function rlInto(run: RunDir, o: RlOptions): Promise<{ steps: number; eval?
   const held = all.filter((p) => p.item.split === 'val');
   if (o.maxPrompts) train = train.slice(0, o.maxPrompts);
   if (!train.length) throw new VlakitError('E_USAGE', 'no training prompts with actions that decode with the checkpoint\'s action representation');
-  const rewarder = new Rewarder(
-    o.codec,
-    { weights: { accuracy: 1, format: 0.1, length: 0, exec: o.rewardExec ? 1 : 0, ...o.rewards?.weights }, mode: o.rewards?.mode ?? 'l1', scale: o.rewards?.scale ?? 0.02, tolerance: o.rewards?.tolerance ?? 0.005, maxTokens: maxNew, expectReasoning: train.some((p) => p.item.reasoning.some((x) => x)) },
-    o.rewardExec,
-  );
+  const rewarder = rewarderFor(o, maxNew, train);
   const vars = model.trainable();
   const total = o.steps ?? 20;
   const peak = o.lr ?? 1e-3;
@@ -268,11 +285,7 @@ async function rlInto(run: RunDir, o: RlOptions): Promise<{ steps: number; eval?
       tf.dispose([ids, mask, px, adv, oldLogp, refLogp]);
       const updSecs = (performance.now() - tUpd) / 1000;
       state.step += 1;
-      const stat = (f: (r: RewardParts) => number) => {
-        const xs = parts.map(f);
-        const m = xs.reduce((a, b) => a + b, 0) / xs.length;
-        return { mean: m, std: Math.sqrt(xs.reduce((a, x) => a + (x - m) ** 2, 0) / xs.length) };
-      };
+      const stat = (f: (r: RewardParts) => number) => rewardStat(parts, f);
       const m: Record<string, unknown> = {
         step: state.step,
         loss,

@@ -177,32 +177,36 @@ export function gemmaDecoder<T>(ops: Ops<T>, c: GemmaTextConfig, x: T, prefix: s
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const n = `${prefix}.layers.${i}`;
     const kind = c.layer_types[i];
-    const h = norm(x, `${n}.input_layernorm.weight`);
-    let q = ops.linear(h, `${n}.self_attn.q_proj`); // [B, T, H*hd]
-    let k = ops.linear(h, `${n}.self_attn.k_proj`); // [B, T, KV*hd]
-    const v = ops.linear(h, `${n}.self_attn.v_proj`);
-    if (c.family === 'gemma3') {
-      // per-head RMSNorm over hd: [B, T, H*hd] -> [B, T, H, hd] -> norm -> [B, T, H*hd]
-      q = ops.reshape(norm(ops.reshape(q, [0, 0, H, hd]), `${n}.self_attn.q_norm.weight`), [0, 0, H * hd]);
-      k = ops.reshape(norm(ops.reshape(k, [0, 0, KV, hd]), `${n}.self_attn.k_norm.weight`), [0, 0, KV * hd]);
-    }
-    const a = ops.attention(q, k, v, {
-      layer: i,
-      heads: H,
-      kvHeads: KV,
-      headDim: hd,
-      causal: true,
-      rope: c.rope[kind],
-      scale: c.query_pre_attn_scalar ** -0.5,
-      window: kind === 'sliding_attention' ? c.sliding_window : undefined,
-      softcap: c.attn_logit_softcapping,
-      blocks,
-      prefix: prefixLm,
+    const input = x;
+    // one block: the backend may free the layer's temporaries after it
+    x = ops.block(() => {
+      const h = norm(input, `${n}.input_layernorm.weight`);
+      let q = ops.linear(h, `${n}.self_attn.q_proj`); // [B, T, H*hd]
+      let k = ops.linear(h, `${n}.self_attn.k_proj`); // [B, T, KV*hd]
+      const v = ops.linear(h, `${n}.self_attn.v_proj`);
+      if (c.family === 'gemma3') {
+        // per-head RMSNorm over hd: [B, T, H*hd] -> [B, T, H, hd] -> norm -> [B, T, H*hd]
+        q = ops.reshape(norm(ops.reshape(q, [0, 0, H, hd]), `${n}.self_attn.q_norm.weight`), [0, 0, H * hd]);
+        k = ops.reshape(norm(ops.reshape(k, [0, 0, KV, hd]), `${n}.self_attn.k_norm.weight`), [0, 0, KV * hd]);
+      }
+      const a = ops.attention(q, k, v, {
+        layer: i,
+        heads: H,
+        kvHeads: KV,
+        headDim: hd,
+        causal: true,
+        rope: c.rope[kind],
+        scale: c.query_pre_attn_scalar ** -0.5,
+        window: kind === 'sliding_attention' ? c.sliding_window : undefined,
+        softcap: c.attn_logit_softcapping,
+        blocks,
+        prefix: prefixLm,
+      });
+      const y = ops.add(input, norm(ops.linear(a, `${n}.self_attn.o_proj`), `${n}.post_attention_layernorm.weight`));
+      const h2 = norm(y, `${n}.pre_feedforward_layernorm.weight`);
+      const mlp = ops.mul(ops.gelu(ops.linear(h2, `${n}.mlp.gate_proj`), c.act), ops.linear(h2, `${n}.mlp.up_proj`)); // GeGLU
+      return ops.add(y, norm(ops.linear(mlp, `${n}.mlp.down_proj`), `${n}.post_feedforward_layernorm.weight`));
     });
-    x = ops.add(x, norm(ops.linear(a, `${n}.self_attn.o_proj`), `${n}.post_attention_layernorm.weight`));
-    const h2 = norm(x, `${n}.pre_feedforward_layernorm.weight`);
-    const mlp = ops.mul(ops.gelu(ops.linear(h2, `${n}.mlp.gate_proj`), c.act), ops.linear(h2, `${n}.mlp.up_proj`)); // GeGLU
-    x = ops.add(x, norm(ops.linear(mlp, `${n}.mlp.down_proj`), `${n}.post_feedforward_layernorm.weight`));
   }
   return norm(x, `${prefix}.norm.weight`);
 }

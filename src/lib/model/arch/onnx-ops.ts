@@ -246,6 +246,10 @@ export class OnnxOps implements Ops<string> {
     return this.b.o('MatMul', [x, this.w(weight)]); // [.., in] x [in, out]
   }
 
+  block(fn: () => string): string {
+    return fn();
+  }
+
   head(h: string, weight: string): string {
     const b = this.b;
     const { shape } = this.t(weight); // [V, D]

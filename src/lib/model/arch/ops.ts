@@ -91,6 +91,11 @@ export interface Ops<T> {
   avgPool(x: T, kernel: number): T;
   /** x [.., in] -> x W [.., out] with W = `weight` stored [in, out] (a bare projection matrix, not a linear layer). */
   matmul(x: T, weight: string): T;
+  /**
+   * Runs one block of the model (a layer) and returns its output; the backend may free the block's temporaries
+   * then (tfjs: one tf.tidy per block, so a forward holds one layer's intermediates, not all of them).
+   */
+  block(fn: () => T): T;
 }
 
 /** How a tensor of an architecture is initialized by `model init` (normal with the config's std, ones, zeros). */

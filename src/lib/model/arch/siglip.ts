@@ -74,11 +74,15 @@ export function siglipVision<T>(ops: Ops<T>, v: SiglipVisionConfig, pixels: T, p
   const hd = D / v.num_attention_heads;
   for (let i = 0; i < v.num_hidden_layers; i++) {
     const n = `${prefix}.encoder.layers.${i}`;
-    const h = ops.layerNorm(x, `${n}.layer_norm1`, v.layer_norm_eps);
-    const a = ops.attention(ops.linear(h, `${n}.self_attn.q_proj`), ops.linear(h, `${n}.self_attn.k_proj`), ops.linear(h, `${n}.self_attn.v_proj`), { layer: -1, heads: v.num_attention_heads, kvHeads: v.num_attention_heads, headDim: hd, causal: false });
-    x = ops.add(x, ops.linear(a, `${n}.self_attn.out_proj`));
-    const h2 = ops.layerNorm(x, `${n}.layer_norm2`, v.layer_norm_eps);
-    x = ops.add(x, ops.linear(ops.gelu(ops.linear(h2, `${n}.mlp.fc1`), act), `${n}.mlp.fc2`));
+    const input = x;
+    // one block: the backend may free the layer's temporaries (the attention scores of every patch pair) after it
+    x = ops.block(() => {
+      const h = ops.layerNorm(input, `${n}.layer_norm1`, v.layer_norm_eps);
+      const a = ops.attention(ops.linear(h, `${n}.self_attn.q_proj`), ops.linear(h, `${n}.self_attn.k_proj`), ops.linear(h, `${n}.self_attn.v_proj`), { layer: -1, heads: v.num_attention_heads, kvHeads: v.num_attention_heads, headDim: hd, causal: false });
+      const y = ops.add(input, ops.linear(a, `${n}.self_attn.out_proj`));
+      const h2 = ops.layerNorm(y, `${n}.layer_norm2`, v.layer_norm_eps);
+      return ops.add(y, ops.linear(ops.gelu(ops.linear(h2, `${n}.mlp.fc1`), act), `${n}.mlp.fc2`));
+    });
   }
   return ops.layerNorm(x, `${prefix}.post_layernorm`, v.layer_norm_eps);
 }

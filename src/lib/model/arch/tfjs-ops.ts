@@ -1,11 +1,13 @@
 /**
- * The TensorFlow.js backend of `Ops`: weights in Hugging Face layout ([out, in], multiplied transposed), an
- * optional KV cache per decoder layer ([B, KV, P, hd]), and LoRA adapters in PEFT's layout (lora_A [r, in],
- * lora_B [out, r]) on the modules named as targets.
+ * The TensorFlow.js backend of `Ops`: weights by their Hugging Face names (a plain Map in HF layout, or
+ * `TfjsWeights`, which holds each linear weight once, transposed to [in, out]), an optional KV cache per decoder
+ * layer ([B, KV, P, hd]), and LoRA adapters in PEFT's layout (lora_A [r, in], lora_B [out, r]) on the modules named
+ * as targets. Each block runs in its own tf.tidy, so a forward holds one layer's temporaries at a time.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { applyRope, causalMask, embed, mergeHeads, repeatKv, ropeTables, splitHeads } from '../layers.js';
 import { VlakitError } from '../../errors.js';
+import type { NamedArray } from '../safetensors.js';
 import type { AttentionSpec, Ops } from './ops.js';
 
 /** Keys and values of past positions per layer, [B, KV, P, hd], and how many positions they hold. */
@@ -23,6 +25,90 @@ export interface TfjsLora {
   enabled: boolean;
 }
 
+/** Where TfjsOps reads weights: by HF name in HF layout; `linear` gives a linear weight as [in, out] when it can. */
+export interface TfjsParams {
+  get(name: string): tf.Tensor | undefined;
+  has(name: string): boolean;
+  /** `<module>.weight` as [in, out] (a convolution's [out, c, kh, kw] as [c*kh*kw, out]), or undefined. */
+  linear?(name: string): tf.Tensor2D | undefined;
+}
+
+/**
+ * A checkpoint's weights on the tfjs backend, each uploaded once, when first used, in the layout its use needs:
+ * linear weights transposed to [in, out] (a plain matMul: the WebAssembly backend multiplies by a transposed
+ * operand about 10x slower), other tensors as stored. A tensor used both ways (a tied embedding: rows gathered,
+ * and the head) is held in both layouts. Extra tensors (LoRA variables) are added with `set` and owned too.
+ */
+export class TfjsWeights implements TfjsParams {
+  private readonly stored = new Map<string, tf.Tensor>();
+  private readonly transposed = new Map<string, tf.Tensor2D>();
+
+  constructor(private readonly source: Map<string, NamedArray>) {}
+
+  has(name: string): boolean {
+    return this.stored.has(name) || this.source.has(name);
+  }
+
+  get(name: string): tf.Tensor | undefined {
+    let t = this.stored.get(name);
+    if (!t) {
+      const a = this.source.get(name);
+      if (!a) return undefined;
+      t = tf.keep(tf.tensor(a.data, a.shape, 'float32')); // kept: the first use may be inside a tidy
+      this.stored.set(name, t);
+    }
+    return t;
+  }
+
+  linear(name: string): tf.Tensor2D | undefined {
+    let t = this.transposed.get(name);
+    if (!t) {
+      const a = this.source.get(name);
+      if (!a || a.shape.length < 2) return undefined;
+      const o = a.shape[0];
+      const i = a.data.length / o;
+      const out = new Float32Array(a.data.length); // [out, in] -> [in, out], on the host: no kernel, no tape
+      for (let r = 0; r < o; r++) for (let c = 0; c < i; c++) out[c * o + r] = a.data[r * i + c];
+      t = tf.keep(tf.tensor2d(out, [i, o], 'float32'));
+      this.transposed.set(name, t);
+    }
+    return t;
+  }
+
+  /** Adds a tensor that is not in the checkpoint (a LoRA variable); disposed with the weights. */
+  set(name: string, t: tf.Tensor): void {
+    this.stored.get(name)?.dispose();
+    this.stored.set(name, t);
+  }
+
+  /** Bytes held on the backend. */
+  get numBytes(): number {
+    let n = 0;
+    for (const t of [...this.stored.values(), ...this.transposed.values()]) n += t.size * 4;
+    return n;
+  }
+
+  dispose(): void {
+    for (const t of [...this.stored.values(), ...this.transposed.values()]) t.dispose();
+    this.stored.clear();
+    this.transposed.clear();
+  }
+}
+
+/**
+ * x [N, in] W with W [in, out] a constant: the gradient to x is dy W^T, multiplied with W transposed explicitly
+ * (a transposed operand is the slow path of the WebAssembly matMul).
+ */
+function constMatMul(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+    value: tf.matMul(args[0] as tf.Tensor2D, w), // [N, in] x [in, out]
+    // tidy: tfjs runs a custom gradient outside the per-node scope of backprop, so the transposed copy would live
+    // until the whole gradient is done (every layer's at once)
+    gradFunc: (dy: tf.Tensor) => tf.tidy(() => tf.matMul(dy as tf.Tensor2D, tf.transpose(w))), // [N, out] x [out, in]
+  }));
+  return f(x) as tf.Tensor2D;
+}
+
 export class TfjsOps implements Ops<tf.Tensor> {
   /** The cache after this forward (new entries are kept out of tf.tidy by the caller). */
   readonly next: TfjsCache | undefined;
@@ -30,7 +116,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
   recordAttentions?: tf.Tensor4D[];
 
   constructor(
-    private readonly params: Map<string, tf.Tensor>,
+    private readonly params: TfjsParams,
     private readonly cache?: TfjsCache,
     private readonly lora?: TfjsLora,
     /** The prefix-LM prefix length (positions below it attend both ways); default 0. */
@@ -82,20 +168,31 @@ export class TfjsOps implements Ops<tf.Tensor> {
   }
 
   linear(x: tf.Tensor, prefix: string): tf.Tensor {
-    const stored = this.p(`${prefix}.weight`); // [out, in] (or a convolution's [out, c, kh, kw])
-    const w = stored.rank === 2 ? stored : tf.reshape(stored, [stored.shape[0], -1]);
     const inDim = x.shape[x.shape.length - 1];
-    const x2 = tf.reshape(x, [-1, inDim]); // [N, in]
-    let y = tf.matMul(x2, w, false, true); // [N, out]
+    const x2 = tf.reshape(x, [-1, inDim]) as tf.Tensor2D; // [N, in]
+    let y = this.project(x2, `${prefix}.weight`); // [N, out]
     const b = this.params.get(`${prefix}.bias`);
     if (b) y = tf.add(y, b);
     const lora = this.lora;
     if (lora?.enabled && lora.targets.has(prefix.split('.').pop()!)) {
-      const a = this.params.get(`${prefix}.lora_A.weight`); // [r, in]
-      const bb = this.params.get(`${prefix}.lora_B.weight`); // [out, r]
-      if (a && bb) y = tf.add(y, tf.mul(tf.matMul(tf.matMul(x2, a, false, true), bb, false, true), lora.alpha / lora.r)); // [N, in] x [in, r] x [r, out]
+      const a = this.params.get(`${prefix}.lora_A.weight`) as tf.Tensor2D | undefined; // [r, in]
+      const bb = this.params.get(`${prefix}.lora_B.weight`) as tf.Tensor2D | undefined; // [out, r]
+      if (a && bb) y = tf.add(y, tf.mul(tf.matMul(tf.matMul(x2, tf.transpose(a)), tf.transpose(bb)), lora.alpha / lora.r)); // [N, in] x [in, r] x [r, out]
     }
-    return tf.reshape(y, [...x.shape.slice(0, -1), w.shape[0]]);
+    return tf.reshape(y, [...x.shape.slice(0, -1), y.shape[1]!]);
+  }
+
+  /** x [N, in] times the weight `name` ([out, in], or [in, out] from TfjsParams.linear) transposed: [N, out]. */
+  private project(x2: tf.Tensor2D, name: string): tf.Tensor2D {
+    const wt = this.params.linear?.(name); // [in, out]
+    if (wt) return constMatMul(x2, wt);
+    const stored = this.p(name); // [out, in] (or a convolution's [out, c, kh, kw])
+    const w = stored.rank === 2 ? stored : tf.reshape(stored, [stored.shape[0], -1]);
+    return tf.matMul(x2, w as tf.Tensor2D, false, true);
+  }
+
+  block(fn: () => tf.Tensor): tf.Tensor {
+    return tf.tidy(fn);
   }
 
   rmsNorm(x: tf.Tensor, weight: string, eps: number, offset?: number): tf.Tensor {
@@ -155,8 +252,8 @@ export class TfjsOps implements Ops<tf.Tensor> {
         kh = tf.concat([pk, kh], 2) as tf.Tensor4D; // [B, KV, past + T, hd]
         vh = tf.concat([pv, vh], 2) as tf.Tensor4D;
       }
-      this.next.k[s.layer] = kh;
-      this.next.v[s.layer] = vh;
+      this.next.k[s.layer] = tf.keep(kh); // kept out of the block's tidy: the caller owns the cache
+      this.next.v[s.layer] = tf.keep(vh);
       this.next.length = past + T;
     }
     const n = s.heads / s.kvHeads;
@@ -165,7 +262,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
     if (s.causal && (s.window !== undefined || s.blocks || s.prefix)) scores = tf.add(scores, tf.mul(tf.sub(1, tf.cast(this.allowed(T, past, s), 'float32')), -1e9)); // + [B, 1, T, past + T]
     else if (s.causal) scores = tf.add(scores, causalMask(T, past + T));
     const probs = tf.softmax(scores) as tf.Tensor4D; // [B, H, T, past + T]
-    if (this.recordAttentions && s.layer >= 0) this.recordAttentions[s.layer] = probs;
+    if (this.recordAttentions && s.layer >= 0) this.recordAttentions[s.layer] = tf.keep(probs); // kept out of the block's tidy: the caller disposes them
     const out = tf.matMul(probs, repeatKv(vh, n)) as tf.Tensor4D; // [B, H, T, hd]
     return mergeHeads(out); // [B, T, H*hd]
   }
@@ -209,7 +306,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
 
   head(h: tf.Tensor, weight: string): tf.Tensor {
     const [B, T, D] = h.shape;
-    const w = this.p(weight); // [V, D]
-    return tf.reshape(tf.matMul(tf.reshape(h, [B * T!, D!]), w, false, true), [B, T!, w.shape[0]]); // [B*T, D] x [D, V]
+    const y = this.project(tf.reshape(h, [B * T!, D!]), weight); // [B*T, D] x [D, V]
+    return tf.reshape(y, [B, T!, y.shape[1]!]);
   }
 }
