@@ -7,7 +7,7 @@ import { VlakitError } from '../../errors.js';
 import { zodProblem } from '../../io/json-file.js';
 import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forward, idefics3Grid, idefics3Tensors, idefics3Vision } from './idefics3.js';
 import { type PaliGemmaConfig, PaliGemmaConfigSchema, paliGemmaConfig, paliGemmaForward, paliGemmaTensors, paliGemmaVision, type Gemma3Config, Gemma3ConfigSchema, type GemmaTextConfig, GemmaTextSchema, gemma3Config, gemma3Forward, gemma3Vision, gemma3Tensors, gemma3TextForward, gemmaText, gemmaTextTensors } from './gemma.js';
-import { SiglipVisionSchema, checkSiglip } from './siglip.js';
+import { type SiglipVisionConfig, SiglipVisionSchema, checkSiglip } from './siglip.js';
 import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
 import type { ImageFeatures, Ops, TensorSpec } from './ops.js';
 
@@ -123,49 +123,67 @@ export const gemma3Text: Architecture<GemmaTextConfig> = {
   initializerRange: (c) => c.initializer_range,
 };
 
-export const gemma3: Architecture<Gemma3Config> = {
+/** What a Gemma-based vision-language model adds to its parts: the outer config and how it is assembled. */
+interface GemmaVlmSpec<C, S extends z.ZodType> {
+  modelType: string;
+  classes: string[];
+  schema: S;
+  build(outer: z.output<S>, vision: SiglipVisionConfig, file?: string): C;
+  tensors(c: C): TensorSpec[];
+  forward: Architecture<C>['forward'];
+  features: NonNullable<Architecture<C>['features']>;
+  tokensPerImage(c: C): number;
+}
+
+/**
+ * A SigLIP + Gemma vision-language model (Gemma 3, PaliGemma 2): the config parsed part by part (the field errors
+ * of the vision and text configs first), and the text model's cache, vocabulary, positions and special ids.
+ */
+function gemmaVlm<C extends { text: GemmaTextConfig; vision: SiglipVisionConfig; image_token_id: number; initializer_range: number }, S extends z.ZodType>(a: GemmaVlmSpec<C, S>): Architecture<C> {
+  return {
+    modelType: a.modelType,
+    classes: a.classes,
+    parseConfig(raw, file) {
+      const outer = parseWith(a.schema, raw, file);
+      const vision = parseWith(SiglipVisionSchema, (outer as { vision_config?: unknown }).vision_config, file);
+      checkSiglip(vision, file);
+      parseWith(GemmaTextSchema.extend({ model_type: z.string().optional() }), (outer as { text_config?: unknown }).text_config, file); // field errors first
+      return a.build(outer, vision, file);
+    },
+    tensors: a.tensors,
+    forward: a.forward,
+    features: a.features,
+    vision: (c) => ({ imageSize: c.vision.image_size, channels: c.vision.num_channels, tokensPerImage: a.tokensPerImage(c), imageTokenId: c.image_token_id }),
+    cache: (c) => ({ layers: c.text.num_hidden_layers, kvHeads: c.text.num_key_value_heads, headDim: c.text.head_dim }),
+    vocabSize: (c) => c.text.vocab_size,
+    maxPositions: (c) => c.text.max_position_embeddings,
+    eosIds: (c) => c.text.eos_token_id,
+    bosId: (c) => c.text.bos_token_id,
+    initializerRange: (c) => c.initializer_range,
+  };
+}
+
+export const gemma3: Architecture<Gemma3Config> = gemmaVlm({
   modelType: 'gemma3',
   classes: ['Gemma3ForConditionalGeneration'],
-  parseConfig(raw, file) {
-    const outer = parseWith(Gemma3ConfigSchema, raw, file);
-    const vision = parseWith(SiglipVisionSchema, outer.vision_config, file);
-    checkSiglip(vision, file);
-    parseWith(GemmaTextSchema.extend({ model_type: z.string().optional() }), outer.text_config, file); // field errors first
-    return gemma3Config(outer, vision, file);
-  },
+  schema: Gemma3ConfigSchema,
+  build: gemma3Config,
   tensors: gemma3Tensors,
   forward: (ops, c, x, pixels) => gemma3Forward(ops, c, x, pixels),
   features: (ops, c, pixels) => gemma3Vision(ops, c, pixels),
-  vision: (c) => ({ imageSize: c.vision.image_size, channels: c.vision.num_channels, tokensPerImage: c.mm_tokens_per_image, imageTokenId: c.image_token_id }),
-  cache: (c) => ({ layers: c.text.num_hidden_layers, kvHeads: c.text.num_key_value_heads, headDim: c.text.head_dim }),
-  vocabSize: (c) => c.text.vocab_size,
-  maxPositions: (c) => c.text.max_position_embeddings,
-  eosIds: (c) => c.text.eos_token_id,
-  bosId: (c) => c.text.bos_token_id,
-  initializerRange: (c) => c.initializer_range,
-};
+  tokensPerImage: (c) => c.mm_tokens_per_image,
+});
 
-export const paligemma: Architecture<PaliGemmaConfig> = {
+export const paligemma: Architecture<PaliGemmaConfig> = gemmaVlm({
   modelType: 'paligemma',
   classes: ['PaliGemmaForConditionalGeneration'],
-  parseConfig(raw, file) {
-    const outer = parseWith(PaliGemmaConfigSchema, raw, file);
-    const vision = parseWith(SiglipVisionSchema, outer.vision_config, file);
-    checkSiglip(vision, file);
-    parseWith(GemmaTextSchema.extend({ model_type: z.string().optional() }), outer.text_config, file); // field errors first
-    return paliGemmaConfig(outer, vision, file);
-  },
+  schema: PaliGemmaConfigSchema,
+  build: paliGemmaConfig,
   tensors: paliGemmaTensors,
   forward: (ops, c, x, pixels) => paliGemmaForward(ops, c, x, pixels),
   features: (ops, c, pixels) => paliGemmaVision(ops, c, pixels),
-  vision: (c) => ({ imageSize: c.vision.image_size, channels: c.vision.num_channels, tokensPerImage: c.tokensPerImage, imageTokenId: c.image_token_id }),
-  cache: (c) => ({ layers: c.text.num_hidden_layers, kvHeads: c.text.num_key_value_heads, headDim: c.text.head_dim }),
-  vocabSize: (c) => c.text.vocab_size,
-  maxPositions: (c) => c.text.max_position_embeddings,
-  eosIds: (c) => c.text.eos_token_id,
-  bosId: (c) => c.text.bos_token_id,
-  initializerRange: (c) => c.initializer_range,
-};
+  tokensPerImage: (c) => c.tokensPerImage,
+});
 
 const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>, gemma3Text as Architecture<never>, gemma3 as Architecture<never>, paligemma as Architecture<never>];
 
