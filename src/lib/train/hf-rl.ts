@@ -25,7 +25,7 @@ import { HfLoraModel } from './hf-model.js';
 import { HfTrainee, VLAKIT_ADAPTER_FILE, type VlakitAdapter, VlakitAdapterSchema } from './hf-sft.js';
 import { AdamW, lrAt } from './optim.js';
 import type { RewardParts, Rewarder } from './rewards.js';
-import { type Prompt, type RlEval, type RlOptions, promptsOf, rewardStat, rewarderFor } from './rl.js';
+import { type Prompt, type RlEval, type RlOptions, promptsOf, rewardStat, rewarderFor, stepMetrics } from './rl.js';
 import { type RunDir, TrainerStateBase } from './run-dir.js';
 import { streamItem } from './sft.js';
 
@@ -177,23 +177,7 @@ export async function hfRlInto(run: RunDir, o: RlOptions): Promise<{ steps: numb
       tf.dispose([mask, adv, oldLogp, refLogp]);
       const updSecs = (performance.now() - tUpd) / 1000;
       state.step += 1;
-      const stat = (f: (r: RewardParts) => number) => rewardStat(parts, f);
-      const m: Record<string, unknown> = {
-        step: state.step,
-        loss,
-        reward: stat((r) => r.total),
-        reward_accuracy: stat((r) => r.accuracy),
-        reward_format: stat((r) => r.format),
-        reward_length: stat((r) => r.length),
-        ...(o.rewardExec ? { reward_exec: stat((r) => r.exec) } : {}),
-        zero_std_groups: zeroStd / P,
-        kl,
-        clip_fraction: clipFraction,
-        completion_length: rows.reduce((a, r) => a + r.item.ids.length - r.start, 0) / rows.length,
-        grad_norm: gradNorm,
-        time_generation_s: genSecs,
-        time_update_s: updSecs,
-      };
+      const m = stepMetrics({ step: state.step, loss, parts, exec: Boolean(o.rewardExec), zeroStdShare: zeroStd / P, kl, clipFraction, completionLength: rows.reduce((a, r) => a + r.item.ids.length - r.start, 0) / rows.length, gradNorm, genSecs, updSecs });
       if (o.evalEvery && held.length && (state.step % o.evalEvery === 0 || state.step === total)) {
         const e = await evaluateHf(lm, proc, held, rewarder, maxNew);
         evals.after = e;

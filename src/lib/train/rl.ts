@@ -146,6 +146,27 @@ export function rewardStat(parts: RewardParts[], f: (r: RewardParts) => number):
   return { mean: m, std: Math.sqrt(xs.reduce((a, x) => a + (x - m) ** 2, 0) / xs.length) };
 }
 
+/** One GRPO step's metrics record (metrics.jsonl), for the built-in model and Hugging Face checkpoints alike. */
+export function stepMetrics(o: { step: number; loss: number; parts: RewardParts[]; exec: boolean; zeroStdShare: number; kl: number; clipFraction: number; completionLength: number; gradNorm: number; genSecs: number; updSecs: number }): Record<string, unknown> {
+  const stat = (f: (r: RewardParts) => number) => rewardStat(o.parts, f);
+  return {
+    step: o.step,
+    loss: o.loss,
+    reward: stat((r) => r.total),
+    reward_accuracy: stat((r) => r.accuracy),
+    reward_format: stat((r) => r.format),
+    reward_length: stat((r) => r.length),
+    ...(o.exec ? { reward_exec: stat((r) => r.exec) } : {}),
+    zero_std_groups: o.zeroStdShare,
+    kl: o.kl,
+    clip_fraction: o.clipFraction,
+    completion_length: o.completionLength,
+    grad_norm: o.gradNorm,
+    time_generation_s: o.genSecs,
+    time_update_s: o.updSecs,
+  };
+}
+
 /** What makes a train-rl run the same run: its data, SFT checkpoint, every setting that shapes it, and the seed. */
 export async function rlIdentity(o: RlOptions): Promise<RunIdentity> {
   const w = o.rewards?.weights;
@@ -285,23 +306,7 @@ async function rlInto(run: RunDir, o: RlOptions): Promise<{ steps: number; eval?
       tf.dispose([ids, mask, px, adv, oldLogp, refLogp]);
       const updSecs = (performance.now() - tUpd) / 1000;
       state.step += 1;
-      const stat = (f: (r: RewardParts) => number) => rewardStat(parts, f);
-      const m: Record<string, unknown> = {
-        step: state.step,
-        loss,
-        reward: stat((r) => r.total),
-        reward_accuracy: stat((r) => r.accuracy),
-        reward_format: stat((r) => r.format),
-        reward_length: stat((r) => r.length),
-        ...(o.rewardExec ? { reward_exec: stat((r) => r.exec) } : {}),
-        zero_std_groups: zeroStd / P,
-        kl,
-        clip_fraction: clipFraction,
-        completion_length: rows.reduce((a, r) => a + r.completion.length, 0) / rows.length,
-        grad_norm: gradNorm,
-        time_generation_s: genSecs,
-        time_update_s: updSecs,
-      };
+      const m = stepMetrics({ step: state.step, loss, parts, exec: Boolean(o.rewardExec), zeroStdShare: zeroStd / P, kl, clipFraction, completionLength: rows.reduce((a, r) => a + r.completion.length, 0) / rows.length, gradNorm, genSecs, updSecs });
       if (o.evalEvery && held.length && (state.step % o.evalEvery === 0 || state.step === total)) {
         const e = await evaluateRl(runner, held, rewarder, maxNew);
         evals.after = e;
