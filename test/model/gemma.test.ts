@@ -147,3 +147,23 @@ describe('gemma3', () => {
     expect(bad({ image_token_index: 300000 })).toThrow(/outside the vocabulary/);
   });
 });
+
+describe('LoRA on the Gemma-based VLMs', () => {
+  it('gemma3 with --freeze-vision adapts the text model only, by layer; PaliGemma (a prefix-LM) is refused until training passes the prompt length', async () => {
+    const { selectBackend } = await import('../../src/lib/model/backend.js');
+    const { loadHfCheckpoint } = await import('../../src/lib/model/arch/hf.js');
+    const { HfLoraModel } = await import('../../src/lib/train/hf-model.js');
+    await selectBackend('cpu');
+    const ck = loadHfCheckpoint(path.join(REF, 'gemma3-tiny'));
+    const all = new HfLoraModel(ck, { r: 2, alpha: 4, targets: ['q', 'v'] });
+    const text = new HfLoraModel(ck, { r: 2, alpha: 4, targets: ['q', 'v'], freezeVision: true });
+    const late = new HfLoraModel(ck, { r: 2, alpha: 4, targets: ['q', 'v'], freezeVision: true, freezeLayers: 1 });
+    expect(all.modules.some((m) => m.startsWith('vision_tower.'))).toBe(true);
+    expect(text.modules.length).toBeGreaterThan(0);
+    expect(text.modules.every((m) => m.startsWith('language_model.model.layers.'))).toBe(true);
+    expect(late.modules.every((m) => !m.startsWith('language_model.model.layers.0.'))).toBe(true);
+    expect(late.modules.length).toBeLessThan(text.modules.length);
+    const pali = loadHfCheckpoint(path.join(REF, 'paligemma-tiny'));
+    expect(() => new HfLoraModel(pali, { r: 2, alpha: 4, targets: ['q'] })).toThrow(/prefix-LM/);
+  });
+});

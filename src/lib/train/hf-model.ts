@@ -72,7 +72,7 @@ export class HfLoraModel {
     if (this.freezeVision && !vision) throw new VlakitError('E_USAGE', `--freeze-vision: ${ckpt.arch.modelType} has no vision tower`);
     const names = loraTargetNames(o.targets);
     const targets = new Set(names);
-    const textPrefix = vision ? 'model.text_model.' : 'model.';
+    if (ckpt.arch.prefixLm) throw new VlakitError('E_USAGE', `training ${ckpt.arch.modelType} is not supported yet: its prefix-LM attention (the prompt attends both ways) needs each example's prompt length in the training forward, which vlakit does not pass yet (generation and export do)`);
     const modules: string[] = [];
     const candidates = new Set<string>();
     for (const [name, t] of ckpt.tensors) {
@@ -82,7 +82,7 @@ export class HfLoraModel {
       const last = module.split('.').pop()!;
       if (!targets.has(last) || !/\.layers\.\d+\./.test(module)) continue;
       candidates.add(module);
-      const inText = module.startsWith(textPrefix);
+      const inText = !/(^|\.)(vision_model|vision_tower)\./.test(module); // Idefics3: model.vision_model; Gemma 3, PaliGemma: vision_tower
       if (this.freezeVision && !inText) continue;
       const layer = Number(LAYER.exec(module)?.[1]);
       if (inText && layer < (o.freezeLayers ?? 0)) continue;

@@ -7,6 +7,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { canonicalTensorName } from './registry.js';
 import { VlakitError } from '../../errors.js';
 import { readJsonFile } from '../../io/json-file.js';
 import { type NamedArray, readSafetensors, writeSafetensors } from '../safetensors.js';
@@ -59,7 +60,8 @@ export function applyPeftAdapter(ck: HfCheckpoint, dir: string): AppliedAdapter 
     }
     const b = tensors.get(name.replace('.lora_A.', '.lora_B.'));
     if (!b) throw new VlakitError('E_MODEL', `${name} has no lora_B partner`, { file: weights, field: name });
-    const module = m[1].startsWith(PREFIX) ? m[1].slice(PREFIX.length) : m[1];
+    // the module as the base model names it (an adapter trained on transformers >= 4.52 uses its newer names)
+    const module = canonicalTensorName(ck.arch, `${m[1].startsWith(PREFIX) ? m[1].slice(PREFIX.length) : m[1]}.weight`).slice(0, -'.weight'.length);
     const w = ck.tensors.get(`${module}.weight`);
     if (!w) throw new VlakitError('E_MODEL', `the adapter changes ${module}, which the base model (${ck.arch.modelType}) does not have: an adapter of another model?`, { file: weights, field: name });
     const [out, inp] = [w.shape[0], w.data.length / w.shape[0]];

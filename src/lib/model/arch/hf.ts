@@ -2,6 +2,8 @@
  * Hugging Face checkpoints as they are on disk: config.json (its `model_type` picks the architecture) and
  * model.safetensors or its shards (F32, F16 or BF16, computed in float32). Names and shapes are checked against
  * the architecture's tensor list in one place: a missing, extra or mis-shaped tensor is an error naming it.
+ * Names saved by transformers >= 4.52 / 5 (`model.language_model.*`, `model.vision_tower.*`, `lm_head.*`) are
+ * renamed to the architecture's (`Architecture.renames`) before the checks.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -9,7 +11,7 @@ import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import { readJsonFile } from '../../io/json-file.js';
 import { type FloatDtype, type NamedArray, readSafetensorsDir } from '../safetensors.js';
-import { type Architecture, architectureOf } from './registry.js';
+import { type Architecture, architectureOf, canonicalTensorName } from './registry.js';
 
 export interface HfCheckpoint<C = unknown> {
   dir: string;
@@ -51,7 +53,8 @@ export function readHfConfig(dir: string): { arch: Architecture<unknown>; config
  */
 export function loadHfCheckpoint(dir: string): HfCheckpoint {
   const { arch, config, rawConfig } = readHfConfig(dir);
-  const { tensors, dtypes } = readSafetensorsDir(dir);
+  const saved = readSafetensorsDir(dir);
+  const { tensors, dtypes } = renameTensors(arch, saved.tensors, saved.dtypes, dir);
   const expected = arch.tensors(config);
   const want = new Set(expected.map((t) => t.name));
   for (const t of expected) {
@@ -65,12 +68,35 @@ export function loadHfCheckpoint(dir: string): HfCheckpoint {
       tensors.delete(name);
       continue;
     }
-    // a tied head saved anyway: the same values as the embedding
-    if (name === 'lm_head.weight' && !want.has(name)) {
+    // a tied head saved anyway (under either layout's name): the same values as the embedding
+    if (isTiedHead(name, want)) {
       tensors.delete(name);
       continue;
     }
     throw new VlakitError('E_MODEL', `tensor ${name} is not part of ${arch.modelType} as configured (a different architecture or config?)`, { file: dir });
   }
   return { dir, arch, config, rawConfig, tensors, dtypes };
+}
+
+/** Whether `name` is a head the architecture ties to its embedding (so lists no tensor for). */
+export function isTiedHead(name: string, want: Set<string>): boolean {
+  return /(^|\.)lm_head\.weight$/.test(name) && !want.has(name) && ![...want].some((w) => w.endsWith('lm_head.weight'));
+}
+
+/** The tensors under the architecture's names; two saved names for one tensor (mixed layouts) are an error. */
+function renameTensors(arch: Architecture<unknown>, tensors: Map<string, NamedArray>, dtypes: Map<string, FloatDtype>, dir: string): { tensors: Map<string, NamedArray>; dtypes: Map<string, FloatDtype> } {
+  if (!arch.renames?.length) return { tensors, dtypes };
+  const out = new Map<string, NamedArray>();
+  const outTypes = new Map<string, FloatDtype>();
+  const from = new Map<string, string>();
+  for (const [name, t] of tensors) {
+    const to = canonicalTensorName(arch, name);
+    const other = from.get(to);
+    if (other !== undefined) throw new VlakitError('E_MODEL', `tensors ${other} and ${name} are both ${to}: the checkpoint mixes transformers' old and new (>= 4.52) names`, { file: dir });
+    from.set(to, name);
+    out.set(to, t);
+    const d = dtypes.get(name);
+    if (d !== undefined) outTypes.set(to, d);
+  }
+  return { tensors: out, dtypes: outTypes };
 }

@@ -11,7 +11,8 @@ import { type OutputOptions, claimOutput, writeOutputDir } from '../../io/output
 import { writeFileAtomic } from '../../io/writer.js';
 import { Rng } from '../../util/rng.js';
 import { INDEX_FILE, type FloatDtype, type NamedArray, readSafetensorsHeader, writeSafetensorsDir } from '../safetensors.js';
-import { architectureOf } from './registry.js';
+import { isTiedHead } from './hf.js';
+import { type Architecture, architectureOf, canonicalTensorName } from './registry.js';
 
 const PROCESSOR_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.json', 'chat_template.jinja', 'preprocessor_config.json', 'processor_config.json', 'generation_config.json'];
 
@@ -40,8 +41,9 @@ export function describeCheckpoint(dir: string): ModelInfo {
   const problems: string[] = [];
   let expected: Map<string, number[]> | undefined;
   let classes: string[] = [];
+  let arch: Architecture<unknown> | undefined;
   try {
-    const arch = architectureOf(config, cfgFile);
+    arch = architectureOf(config, cfgFile);
     classes = arch.classes;
     expected = new Map(arch.tensors(arch.parseConfig(config, cfgFile)).map((t) => [t.name, t.shape]));
   } catch (err) {
@@ -63,9 +65,10 @@ export function describeCheckpoint(dir: string): ModelInfo {
       parameters += n;
       tensors += 1;
       dtypes[t.dtype] = (dtypes[t.dtype] ?? 0) + n;
-      seen.add(name);
-      const want = expected?.get(name);
-      if (expected && !want && !/rotary_emb\.inv_freq$|^lm_head\.weight$/.test(name)) problems.push(`unexpected tensor ${name}`);
+      const canon = arch ? canonicalTensorName(arch, name) : name; // transformers >= 4.52 names as the architecture's
+      seen.add(canon);
+      const want = expected?.get(canon);
+      if (expected && !want && !/rotary_emb\.inv_freq$/.test(name) && !isTiedHead(canon, new Set(expected.keys()))) problems.push(`unexpected tensor ${name}`);
       if (want && want.join(',') !== t.shape.join(',')) problems.push(`tensor ${name} has shape [${t.shape}], the config says [${want}]`);
     }
   }

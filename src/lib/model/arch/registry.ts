@@ -35,11 +35,35 @@ export interface Architecture<C = unknown> {
   /** For a vision-language model: the image tile side, channels and tokens per tile; undefined for text only. */
   vision?(c: C): { imageSize: number; channels: number; tokensPerImage: number; imageTokenId: number };
   cache(c: C): CacheLayout;
+  /** A prefix-LM (PaliGemma): the prompt's positions attend both ways; generation passes the prompt length. */
+  prefixLm?: boolean;
   vocabSize(c: C): number;
   maxPositions(c: C): number;
   eosIds(c: C): number[];
   bosId(c: C): number | undefined;
   initializerRange(c: C): number;
+  /**
+   * Other checkpoint layouts of the same weights: [pattern, replacement] pairs that rename a tensor name as saved
+   * (transformers >= 4.52 / 5: `model.language_model.*`) into the one `tensors` lists; the first match applies.
+   */
+  renames?: [RegExp, string][];
+}
+
+/**
+ * Checkpoints saved by transformers >= 4.52 (and 5) of the *ForConditionalGeneration models that gained a `model`
+ * submodule (Gemma 3, PaliGemma): the inverse of their `_checkpoint_conversion_mapping`.
+ */
+const CONDITIONAL_GENERATION_RENAMES: [RegExp, string][] = [
+  [/^model\.language_model\./, 'language_model.model.'],
+  [/^model\.vision_tower\./, 'vision_tower.'],
+  [/^model\.multi_modal_projector\./, 'multi_modal_projector.'],
+  [/^lm_head\./, 'language_model.lm_head.'],
+];
+
+/** A tensor name as saved -> the name the architecture's tensor list uses (unchanged when no rename applies). */
+export function canonicalTensorName(arch: Pick<Architecture<unknown>, 'renames'>, name: string): string {
+  for (const [re, to] of arch.renames ?? []) if (re.test(name)) return name.replace(re, to);
+  return name;
 }
 
 /** Parses a config with a zod schema; the first problem names the field. */
@@ -133,6 +157,7 @@ interface GemmaVlmSpec<C, S extends z.ZodType> {
   forward: Architecture<C>['forward'];
   features: NonNullable<Architecture<C>['features']>;
   tokensPerImage(c: C): number;
+  prefixLm?: boolean;
 }
 
 /**
@@ -160,6 +185,8 @@ function gemmaVlm<C extends { text: GemmaTextConfig; vision: SiglipVisionConfig;
     eosIds: (c) => c.text.eos_token_id,
     bosId: (c) => c.text.bos_token_id,
     initializerRange: (c) => c.initializer_range,
+    renames: CONDITIONAL_GENERATION_RENAMES,
+    prefixLm: a.prefixLm,
   };
 }
 
@@ -183,6 +210,7 @@ export const paligemma: Architecture<PaliGemmaConfig> = gemmaVlm({
   forward: (ops, c, x, pixels) => paliGemmaForward(ops, c, x, pixels),
   features: (ops, c, pixels) => paliGemmaVision(ops, c, pixels),
   tokensPerImage: (c) => c.tokensPerImage,
+  prefixLm: true,
 });
 
 const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>, gemma3Text as Architecture<never>, gemma3 as Architecture<never>, paligemma as Architecture<never>];

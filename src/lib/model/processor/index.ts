@@ -4,10 +4,11 @@
  */
 import { readHfConfig } from '../arch/hf.js';
 import type { Idefics3Config } from '../arch/idefics3.js';
-import type { Gemma3Config } from '../arch/gemma.js';
+import type { Gemma3Config, PaliGemmaConfig } from '../arch/gemma.js';
 import { type Gemma3ImageConfig, gemma3Processor, readGemma3Image } from './gemma3.js';
 import { VlakitError } from '../../errors.js';
 import { type ImageOptions, idefics3Processor, readIdefics3Image } from './idefics3.js';
+import { type PaliGemmaImageConfig, paliGemmaProcessor, readPaliGemmaImage } from './paligemma.js';
 import { plainTextProcessor, readTextParts, textProcessor } from './text.js';
 import type { ChatMessage, Processor } from './types.js';
 
@@ -40,14 +41,19 @@ const BUILDERS: Record<string, Builder> = {
       return text.encode(prompt);
     });
   },
-  // PaliGemma's processor (image tokens first, then bos + prefix + "\n") is not written yet: text and token ids only
   paligemma: async (dir, arch, config) => {
-    const t = await readTextParts(dir, arch, config);
-    const text = plainTextProcessor(t);
-    return textProcessor(t, async (prompt, images = []) => {
-      if (images.length) throw new VlakitError('E_USAGE', 'vlakit has no PaliGemma processor yet: run it on text or token ids');
-      return text.encode(prompt);
-    });
+    const c = config as PaliGemmaConfig;
+    const t = await readTextParts(dir, arch, config, '<image>');
+    // without preprocessor_config.json the model still runs on text prompts (in the prefix format) and token ids
+    let image: PaliGemmaImageConfig | undefined;
+    let missing: VlakitError | undefined;
+    try {
+      if (t.tokenizer) image = readPaliGemmaImage(dir, c);
+    } catch (err) {
+      if (!(err instanceof VlakitError && err.code === 'E_NOT_FOUND')) throw err;
+      missing = err;
+    }
+    return paliGemmaProcessor(t, c, image, missing);
   },
   idefics3: async (dir, arch, config, o) => {
     const c = config as Idefics3Config;
