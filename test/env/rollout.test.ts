@@ -141,5 +141,8 @@ describe('vlakit rollout', () => {
     const e = await execa('node', [BIN, 'rollout', '--env', 'tcp://robot', '-o', path.join(dir, 'x.jsonl')], { reject: false });
     expect(e.exitCode).toBe(2);
     expect(e.stderr).toMatch(/unknown env "tcp:\/\/robot"/);
+    const d = await execa('node', [BIN, 'rollout', '--policy', 'ws://localhost:1', '--dart', '0.003', '-o', path.join(dir, 'x.jsonl')], { reject: false });
+    expect(d.exitCode).toBe(2);
+    expect(d.stderr).toMatch(/--dart.*--policy scripted/);
   });
 });
