@@ -22,7 +22,7 @@ export default class TrainSft extends VlakitCommand {
   ];
   static flags = {
     output: Flags.string({ char: 'o', description: 'run directory (run.json, checkpoints, final model, metrics.jsonl); one run per directory', required: true, helpValue: 'DIR' }),
-    preset: Flags.string({ description: 'model size when starting from scratch', options: ['tiny', 'small', 'base'], default: 'tiny' }),
+    preset: Flags.string({ description: 'model size when starting from scratch', options: ['tiny', 'mini', 'small', 'base'], default: 'tiny' }),
     init: Flags.string({ description: 'start from this checkpoint: a vlakit checkpoint, or a Hugging Face checkpoint (config.json + safetensors; LoRA only, inputs through its processor, adapters saved in PEFT\'s layout)', helpValue: 'DIR' }),
     resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint, exactly (the same data, settings and seed)' }),
     overwrite: sharedFlags.overwrite,
@@ -108,7 +108,7 @@ export default class TrainSft extends VlakitCommand {
         seed: flags.seed,
         saveEvery: flags['save-every'],
         evalEvery: flags['eval-every'],
-        codec: textCodecFor(examples[0].meta.representation), // tokens and bins: evaluated by token accuracy only
+        codec: textCodecFor(examples[0].meta.representation, examples[0].meta.codec), // tokens and bins: evaluated by token accuracy only
         actionStats: stats,
         signal: this.abort.signal,
         onMetrics: (m) => progress.update({ records: m.step as number, unit: 'steps', detail: `loss ${(m.loss as number).toFixed(4)}, ${(m.tokens_per_s as number).toFixed(0)} tokens/s` }),

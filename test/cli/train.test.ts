@@ -82,4 +82,17 @@ describe('train-rl run directories', () => {
     expect(again.code).toBe(2);
     expect(again.err).toMatch(/already holds a train-rl run \(finished at step 1, 0 checkpoint\(s\), started [^)]*\); it differs from this one: --beta 0.04 vs 0.5; pass --resume/);
   }, 120_000);
+
+  it('keeps the examples\' action units in the model (centimeters stay centimeters), and builds the mini preset', async () => {
+    const ex = (await toyExamples()).map((e) => ({ ...e, meta: { ...e.meta, codec: { codec: 'text', precision: 1, units: 'cm' } } }));
+    const cm = path.join(dir, 'cm.jsonl');
+    writeFileSync(cm, ex.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    const run = path.join(dir, 'sft-cm');
+    const r = await vlakit(['train-sft', cm, '--preset', 'mini', '--vocab-size', '128', '--batch-size', '2', '-q', '--steps', '1', '-o', run]);
+    expect(r.err).toBe('');
+    const cfg = JSON.parse(readFileSync(path.join(run, 'config.json'), 'utf8'));
+    expect(cfg.vlakit.action_codec).toEqual({ codec: 'text', precision: 1, units: 'cm' });
+    expect(cfg.vision_config).toMatchObject({ image_size: 64, patch_size: 16 });
+    expect(cfg.text_config).toMatchObject({ hidden_size: 48, num_hidden_layers: 2 });
+  }, 120_000);
 });

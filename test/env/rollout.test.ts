@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { SafetyFilter, ScriptedPolicy, TabletopEnv, report, runEpisodes, wilson } from '../../src/lib/env/index.js';
+import { DartPolicy, SafetyFilter, ScriptedPolicy, TabletopEnv, report, runEpisodes, wilson } from '../../src/lib/env/index.js';
+import type { Policy, PolicyStep } from '../../src/lib/env/rollout.js';
+import { shortFloat32 } from '../../src/lib/io/json.js';
 import { decodeJsonl, encodeJsonl, groupEpisodes, openRlds, parseStepRecord, readRlds, writeRlds, type StepRecord } from '../../src/lib/io/index.js';
 import { collect, tempDir } from '../helpers.js';
 
@@ -76,6 +78,40 @@ describe('runEpisodes with the scripted expert', () => {
     await env.close();
   });
 
+  it('DART: executes the expert\'s move plus noise, records the expert\'s own action, and still succeeds', async () => {
+    const env = new SafetyFilter(new TabletopEnv({ width: 32, height: 32 }));
+    // the noise-free expert reads the same world at every step: its action is the label DART must record
+    const dart = new DartPolicy({ dart: 0.002 });
+    const ref = new ScriptedPolicy();
+    const log: { clean: number[]; out: PolicyStep }[] = [];
+    const probe: Policy = {
+      name: 'scripted',
+      reset: (ctx) => {
+        ref.reset(ctx);
+        dart.reset(ctx);
+      },
+      act: () => {
+        const clean = ref.act();
+        const out = dart.act();
+        log.push({ clean, out });
+        return out;
+      },
+    };
+    const eps = await collect(runEpisodes({ env, policy: probe, families: ['pick'], episodes: 4, seed: 3 }));
+    const recorded = eps.flatMap((e) => e.records.slice(0, -1).map((r) => r.action as number[]));
+    expect(recorded).toEqual(log.map((l) => l.clean.map((v) => shortFloat32(Math.fround(v)))));
+    // what was executed is not the label: translations moved by the noise, the gripper command kept
+    const moved = log.filter((l) => Math.hypot(l.out.action[0] - l.clean[0], l.out.action[1] - l.clean[1], l.out.action[2] - l.clean[2]) > 1e-5);
+    expect(moved.length).toBeGreaterThan(log.length / 2);
+    expect(log.every((l) => l.out.action[3] === l.clean[3])).toBe(true);
+    // the states follow the executed moves, not the labels (the end-effector is kinematic)
+    const r = eps[0].records;
+    const s = (t: number) => (r[t].observation as { state: number[] }).state;
+    expect(Math.hypot(...[0, 1, 2].map((k) => s(1)[k] - s(0)[k] - log[0].out.action[k]))).toBeLessThan(1e-4);
+    expect(eps.filter((e) => e.success).length).toBeGreaterThanOrEqual(3);
+    await env.close();
+  });
+
   it('the scripted policy refuses an env it cannot see into', async () => {
     const fake = { name: 'exec:sim', reset: async () => ({ observation: {}, instruction: 'x' }), step: async () => ({ observation: {}, reward: 0, done: true, info: {} }), close: async () => {} };
     await expect(collect(runEpisodes({ env: fake, policy: new ScriptedPolicy(), families: ['pick'], episodes: 1, seed: 0 }))).rejects.toThrow(
@@ -105,5 +141,8 @@ describe('vlakit rollout', () => {
     const e = await execa('node', [BIN, 'rollout', '--env', 'tcp://robot', '-o', path.join(dir, 'x.jsonl')], { reject: false });
     expect(e.exitCode).toBe(2);
     expect(e.stderr).toMatch(/unknown env "tcp:\/\/robot"/);
+    const d = await execa('node', [BIN, 'rollout', '--policy', 'ws://localhost:1', '--dart', '0.003', '-o', path.join(dir, 'x.jsonl')], { reject: false });
+    expect(d.exitCode).toBe(2);
+    expect(d.stderr).toMatch(/--dart.*--policy scripted/);
   });
 });

@@ -8,6 +8,7 @@ import {
   FAMILIES,
   type Policy,
   SafetyFilter,
+  DartPolicy,
   ScriptedPolicy,
   TabletopEnv,
   formatReport,
@@ -77,6 +78,7 @@ export default class Rollout extends VlakitCommand {
     'max-steps': int({ description: 'cut episodes after this many steps (default by family)', min: 1, max: 100_000 }),
     'step-size': decimal({ description: 'scripted expert: largest move per step, meters', default: '0.015', min: 0, minExclusive: true, max: 1 }),
     noise: decimal({ description: 'scripted expert: Gaussian noise on each move, meters (std)', default: '0', min: 0, max: 1 }),
+    dart: decimal({ description: 'scripted expert: DART: Gaussian noise on each executed move, meters (std), while the expert\'s own action is recorded', default: '0', min: 0, max: 1 }),
     safety: Flags.boolean({ description: 'the safety filter (bounds, step limit, e-stop on bad actions)', default: true, allowNo: true }),
     'max-translation': decimal({ description: 'safety: largest translation per step, meters', default: '0.03', min: 0, minExclusive: true, max: 1 }),
     'contact-guard': Flags.boolean({ description: 'safety: no downward/forward motion while in contact', default: true, allowNo: true }),
@@ -88,7 +90,7 @@ export default class Rollout extends VlakitCommand {
   };
 
   static flagRules: FlagRule[] = [
-    ...allOnlyWith(['step-size', 'noise'], '--policy scripted', (i) => i.flags.policy === 'scripted'),
+    ...allOnlyWith(['step-size', 'noise', 'dart'], '--policy scripted', (i) => i.flags.policy === 'scripted'),
     ...allOnlyWith(Object.keys(policyFlags), 'a learned --policy (a checkpoint or export directory)', (i) => i.flags.policy !== 'scripted' && !/^wss?:\/\//.test(String(i.flags.policy))),
     ...policyRules,
     ...allOnlyWith(['width', 'height', 'wrist', 'masks', 'hz', 'distractors', 'max-steps'], '--env builtin:tabletop (another env makes its own scenes)', (i) => i.flags.env === 'builtin:tabletop'),
@@ -118,8 +120,11 @@ export default class Rollout extends VlakitCommand {
     let policy: Policy;
     let runner: { dispose(): Promise<void> | void } | undefined;
     const learned = flags.policy !== 'scripted';
-    if (flags.policy === 'scripted') policy = new ScriptedPolicy({ stepSize: num(flags['step-size'], 'step-size'), noise: num(flags.noise, 'noise') });
-    else if (/^wss?:\/\//.test(flags.policy)) {
+    if (flags.policy === 'scripted') {
+      const expert = { stepSize: num(flags['step-size'], 'step-size'), noise: num(flags.noise, 'noise') };
+      const dart = num(flags.dart, 'dart');
+      policy = dart > 0 ? new DartPolicy({ ...expert, dart }) : new ScriptedPolicy(expert);
+    } else if (/^wss?:\/\//.test(flags.policy)) {
       const { RemotePolicy } = await import('../../lib/policy/index.js');
       policy = new RemotePolicy(flags.policy);
     } else {

@@ -43,6 +43,8 @@ export const TrainingExampleSchema = z
       stage: z.string(),
       method: z.string(),
       representation: z.string(),
+      /** Text and words: the codec's settings (`describe()`: precision, units), so training and replay decode alike. */
+      codec: z.record(z.string(), z.unknown()).optional(),
       split: z.string(),
     }),
     /** Built-in world only: the oracle facts of the (first) image's step, pixel masks included when recorded. */
@@ -125,7 +127,8 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
   const ep = chunks[0].episode_id;
   const split = splitOf(ep, opts.valFraction ?? 0, opts.seed);
   const rep = opts.codec.name;
-  const meta = (stage: string, a: number, b: number): TrainingExample['meta'] => ({ episode_id: ep, steps: [a, b], stage, method: opts.method, representation: rep, split });
+  const codec = rep === 'text' || rep === 'words' ? opts.codec.describe() : undefined;
+  const meta = (stage: string, a: number, b: number): TrainingExample['meta'] => ({ episode_id: ep, steps: [a, b], stage, method: opts.method, representation: rep, ...(codec ? { codec } : {}), split });
   const instr = chunks[0].language_instruction;
   const out: TrainingExample[] = [];
 

@@ -164,8 +164,8 @@ export async function replay(examples: Iterable<TrainingExample> | AsyncIterable
     let acc = accs.get(split);
     if (!acc) accs.set(split, (acc = new Acc()));
     if (o.limit !== undefined && acc.examples >= o.limit) continue;
-    const codec = o.codec ?? textCodecFor(ex.meta.representation);
-    const own = textCodecFor(ex.meta.representation);
+    const codec = o.codec ?? textCodecFor(ex.meta.representation, ex.meta.codec);
+    const own = textCodecFor(ex.meta.representation, ex.meta.codec);
     if (!codec || !own) throw new VlakitError('E_USAGE', `replay reads actions written as text or words; example ${ex.id} uses "${ex.meta.representation}"`);
     const target = targetTextOf(ex);
     const span = ex.spans.find((s) => s.kind === 'action')!;

@@ -18,6 +18,11 @@ export interface PolicyStep {
   info?: Record<string, unknown>;
   /** Milliseconds this act() spent in the model itself (the rest of act() counts as vlakit's own time). */
   modelMs?: number;
+  /**
+   * The action to record instead of the executed one (the scripted expert's DART data: a perturbed action is
+   * executed, the expert's own action is the label).
+   */
+  label?: number[];
 }
 
 export interface ActContext {
@@ -64,6 +69,38 @@ export class ScriptedPolicy implements Policy {
   act(): number[] {
     const w = this.world!;
     return this.expert!.act(w.world!, w.task!, w.subtask);
+  }
+}
+
+/**
+ * The scripted expert with DART noise (Laskey et al. 2017): each step executes the expert's action plus Gaussian
+ * noise on the translation (std `dart` meters for a full step, scaled down with shorter moves) and records the
+ * expert's own action as the label, so the data shows how the expert recovers from the states that a slightly wrong
+ * policy reaches.
+ */
+export class DartPolicy implements Policy {
+  readonly name = 'scripted';
+  private readonly expert: ScriptedPolicy;
+  private rng: Rng | undefined;
+  private readonly step: number;
+  constructor(private readonly opts: ExpertOptions & { dart: number }) {
+    this.expert = new ScriptedPolicy(opts);
+    this.step = opts.stepSize ?? 0.015;
+  }
+
+  reset(ctx: { env: Env; instruction: string; seed: number }): void {
+    this.expert.reset(ctx);
+    this.rng = new Rng(subSeed(ctx.seed, 8));
+  }
+
+  act(): PolicyStep {
+    const label = this.expert.act();
+    const rng = this.rng!;
+    // scaled by the move's length (a full step gets the full noise): the expert's last small moves onto a
+    // waypoint stay precise, so it still reaches them
+    const k = Math.min(1, Math.hypot(label[0], label[1], label[2]) / this.step);
+    const action = label.map((v, i) => (i < 3 ? v + rng.normal() * this.opts.dart * k : v));
+    return { action, label };
   }
 }
 
@@ -149,7 +186,8 @@ export async function* runEpisodes(opts: RolloutOptions): AsyncGenerator<Episode
       const modelMs = step.modelMs ?? 0;
       // vlakit's own time: act() beyond the model, plus this loop's bookkeeping since the previous env step
       const timing = { model_ms: round2(modelMs), env_ms: round2(t2 - t1), vlakit_ms: round2(Math.max(0, t1 - t0 - modelMs) + (t0 - tLoop)) };
-      rows.push({ obs, oracle: info?.oracle, action: sent ?? (Array.isArray(action) && action.every(Number.isFinite) ? action : undefined), reward: last.reward, policy: step.info, timing, safety: interventions?.length ? interventions : undefined });
+      const executed = sent ?? (Array.isArray(action) && action.every(Number.isFinite) ? action : undefined);
+      rows.push({ obs, oracle: info?.oracle, action: step.label ? step.label.map(Math.fround) : executed, reward: last.reward, policy: step.info, timing, safety: interventions?.length ? interventions : undefined });
       obs = last.observation;
       info = last.info;
       tLoop = performance.now();
