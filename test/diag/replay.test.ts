@@ -83,6 +83,9 @@ describe('open-loop replay', () => {
     expect(bad.splits.map((s) => [s.examples, s.parsed])).toEqual([[2, 0], [2, 0]]);
     expect(bad.failures).toHaveLength(4);
     expect(bad.failures[0]).toMatchObject({ text: 'the robot should move left', error: expect.stringMatching(/text/) });
+    const table = formatReplay(bad);
+    expect(table).not.toMatch(/NaN/);
+    expect(table).toMatch(/train\s+2\s+0\s+0\s+no decoded actions/);
   });
 
   it('runs a model: a tiny random checkpoint, whose output does not decode', async () => {

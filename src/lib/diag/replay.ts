@@ -196,6 +196,11 @@ export function formatReplay(r: ReplayReport): string {
   const lines = [`${'split'.padEnd(8)} ${'examples'.padStart(8)} ${'parsed'.padStart(7)} ${'actions'.padStart(8)} ${dims.slice(0, -1).map((d) => `${d} mm`.padStart(9)).join(' ')} ${'trans mm'.padStart(9)} ${'gripper'.padStart(8)} ${'first gripper'.padStart(13)}`];
   const mm = (x: number) => (x * 1000).toFixed(2).padStart(9);
   for (const s of r.splits) {
+    if (!s.actions) {
+      // nothing decoded: no error to show (not 0, and not NaN)
+      lines.push(`${s.split.padEnd(8)} ${String(s.examples).padStart(8)} ${String(s.parsed).padStart(7)} ${String(s.actions).padStart(8)}   no decoded actions to compare`);
+      continue;
+    }
     lines.push(`${s.split.padEnd(8)} ${String(s.examples).padStart(8)} ${String(s.parsed).padStart(7)} ${String(s.actions).padStart(8)} ${s.meanAbsError.slice(0, -1).map(mm).join(' ')} ${mm(s.translationError)} ${`${(s.gripperAccuracy * 100).toFixed(1)}%`.padStart(8)} ${`${(s.firstAction.gripperAccuracy * 100).toFixed(1)}%`.padStart(13)}`);
     lines.push(`${'  (no motion)'.padEnd(35)} ${s.zeroBaseline.slice(0, -1).map(mm).join(' ')} ${''.padStart(9)} ${`${((1 - s.zeroBaseline.at(-1)!) * 100).toFixed(1)}%`.padStart(8)}`);
   }
