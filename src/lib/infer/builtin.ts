@@ -46,3 +46,28 @@ export function builtinPrompting(cfg: VlaConfig, tok: Tokenizer): BuiltinPrompti
     }),
   };
 }
+
+/**
+ * The members both built-in runners (tfjs checkpoint, onnxruntime export) take from `builtinPrompting`: they
+ * extend this instead of forwarding each member.
+ */
+export abstract class BuiltinPromptingRunner implements BuiltinPrompting {
+  readonly maxPositions: number;
+  readonly stopIds: number[];
+  readonly answerEnd: number[];
+  readonly maxImages: number;
+  readonly encodeText: BuiltinPrompting['encodeText'];
+  readonly decode: BuiltinPrompting['decode'];
+  readonly prepare: BuiltinPrompting['prepare'];
+
+  constructor(cfg: VlaConfig, tok: Tokenizer) {
+    const p = builtinPrompting(cfg, tok);
+    this.maxPositions = p.maxPositions;
+    this.stopIds = p.stopIds;
+    this.answerEnd = p.answerEnd;
+    this.maxImages = p.maxImages;
+    this.encodeText = p.encodeText;
+    this.decode = p.decode;
+    this.prepare = p.prepare;
+  }
+}

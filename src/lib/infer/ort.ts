@@ -14,7 +14,7 @@ import type { Int8Path } from '../util/cpu.js';
 import { hostInt8 } from './int8.js';
 import { type Tokenizer, loadTokenizer } from '../model/tokenizer.js';
 import type { DecodeState, RunnerInfo, StepOutput, VlaRunner } from './runner.js';
-import { type BuiltinPrompting, builtinPrompting } from './builtin.js';
+import { BuiltinPromptingRunner } from './builtin.js';
 import { ActionStatsSchema } from '../actions/stats.js';
 import { readJsonFile } from '../io/json-file.js';
 import { ExportConfigSchema } from './export-config.js';
@@ -228,9 +228,8 @@ class KvBuffers implements KvCache {
   }
 }
 
-export class OrtRunner implements VlaRunner {
+export class OrtRunner extends BuiltinPromptingRunner implements VlaRunner {
   readonly info: RunnerInfo;
-  private readonly prompting: BuiltinPrompting;
 
   private constructor(
     private readonly ort: Ort,
@@ -245,30 +244,8 @@ export class OrtRunner implements VlaRunner {
     readonly actionCodec?: Record<string, unknown>,
     readonly actionStats?: unknown,
   ) {
+    super(config, tokenizer);
     this.info = { engine: 'onnxruntime', device, dir, model: 'vlakit' };
-    this.prompting = builtinPrompting(config, tokenizer);
-  }
-
-  get maxPositions() {
-    return this.prompting.maxPositions;
-  }
-  get stopIds() {
-    return this.prompting.stopIds;
-  }
-  get answerEnd() {
-    return this.prompting.answerEnd;
-  }
-  get maxImages() {
-    return this.prompting.maxImages;
-  }
-  encodeText(text: string): number[] {
-    return this.prompting.encodeText(text);
-  }
-  decode(ids: number[]): string {
-    return this.prompting.decode(ids);
-  }
-  prepare(...a: Parameters<BuiltinPrompting['prepare']>) {
-    return this.prompting.prepare(...a);
   }
 
   /**

@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { type ForwardOutput, type KvCache, type VlaModel, disposeCache } from '../model/model.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import type { DecodeState, RunnerInfo, StepOutput, VlaRunner } from './runner.js';
-import { type BuiltinPrompting, builtinPrompting } from './builtin.js';
+import { BuiltinPromptingRunner } from './builtin.js';
 
 /** The last position's logits and attention rows of a forward pass (inside a tidy). */
 function lastStep(r: ForwardOutput, attentions: boolean): StepOutput {
@@ -14,12 +14,11 @@ function lastStep(r: ForwardOutput, attentions: boolean): StepOutput {
   return { logits, attentions: rows };
 }
 
-export class TfjsRunner implements VlaRunner {
+export class TfjsRunner extends BuiltinPromptingRunner implements VlaRunner {
   readonly info: RunnerInfo;
   readonly actionCodec?: Record<string, unknown>;
   readonly actionStats?: unknown;
   private readonly owned: boolean;
-  private readonly prompting: BuiltinPrompting;
 
   /** `owned`: dispose the model with the runner. */
   constructor(
@@ -27,8 +26,8 @@ export class TfjsRunner implements VlaRunner {
     readonly tokenizer: Tokenizer,
     extras: { actionCodec?: Record<string, unknown>; actionStats?: unknown; dir?: string; owned?: boolean } = {},
   ) {
+    super(model.config, tokenizer);
     this.info = { engine: 'tfjs', device: tf.getBackend(), dir: extras.dir, model: 'vlakit' };
-    this.prompting = builtinPrompting(model.config, tokenizer);
     this.actionCodec = extras.actionCodec;
     this.actionStats = extras.actionStats;
     this.owned = extras.owned ?? false;
@@ -36,28 +35,6 @@ export class TfjsRunner implements VlaRunner {
 
   get config() {
     return this.model.config;
-  }
-
-  get maxPositions() {
-    return this.prompting.maxPositions;
-  }
-  get stopIds() {
-    return this.prompting.stopIds;
-  }
-  get answerEnd() {
-    return this.prompting.answerEnd;
-  }
-  get maxImages() {
-    return this.prompting.maxImages;
-  }
-  encodeText(text: string): number[] {
-    return this.prompting.encodeText(text);
-  }
-  decode(ids: number[]): string {
-    return this.prompting.decode(ids);
-  }
-  prepare(...a: Parameters<BuiltinPrompting['prepare']>) {
-    return this.prompting.prepare(...a);
   }
 
   private pixels(p: Float32Array): tf.Tensor5D {
