@@ -20,12 +20,12 @@ import type { Processor } from '../model/processor/types.js';
 import { readSafetensors } from '../model/safetensors.js';
 import { subSeed } from '../util/rng.js';
 import { disposeBatch, makeBatch, type Prepared } from './data.js';
-import { groupAdvantages, grpoObjective, tokenLogProbs } from './grpo.js';
+import { groupAdvantages, tokenLogProbs } from './grpo.js';
 import { HfLoraModel } from './hf-model.js';
 import { HfTrainee, VLAKIT_ADAPTER_FILE, type VlakitAdapter, VlakitAdapterSchema } from './hf-sft.js';
 import { AdamW, lrAt } from './optim.js';
 import type { RewardParts, Rewarder } from './rewards.js';
-import { type Prompt, type RlEval, type RlOptions, promptsOf, rewardStat, rewarderFor, stepMetrics } from './rl.js';
+import { type Prompt, type RlEval, type RlOptions, grpoUpdate, promptsOf, rewardStat, rewarderFor, stepMetrics } from './rl.js';
 import { type RunDir, TrainerStateBase } from './run-dir.js';
 import { streamItem } from './sft.js';
 
@@ -157,22 +157,7 @@ export async function hfRlInto(run: RunDir, o: RlOptions): Promise<{ steps: numb
       const adv = tf.tensor1d(advantages);
       const oldLogp = tf.tidy(() => tokenLogProbs(trainee.logits(batch, items), batch.ids));
       const refLogp = tf.tidy(() => tokenLogProbs(trainee.logits(batch, items, { adapter: reference }), batch.ids));
-      let kl = 0;
-      let clipFraction = 0;
-      let loss = 0;
-      let gradNorm = 0;
-      for (let k = 0; k < (o.innerSteps ?? 1); k++) {
-        const { value, grads } = tf.variableGrads(() => {
-          const obj = grpoObjective(tokenLogProbs(trainee.logits(batch, items), batch.ids), oldLogp, refLogp, mask, adv, o.clipEps ?? 0.2, o.beta ?? 0.04);
-          kl = obj.kl.dataSync()[0];
-          clipFraction = obj.clipFraction.dataSync()[0];
-          return obj.loss;
-        }, vars);
-        loss = value.dataSync()[0];
-        value.dispose();
-        gradNorm = opt.apply(vars, new Map(Object.entries(grads)), lrAt(state.step, peak, o.warmup ?? 0, total), 1);
-        tf.dispose(Object.values(grads));
-      }
+      const { loss, kl, clipFraction, gradNorm } = grpoUpdate(() => trainee.logits(batch, items), batch.ids, { oldLogp, refLogp, mask, adv }, vars, opt, lrAt(state.step, peak, o.warmup ?? 0, total), o);
       disposeBatch(batch);
       tf.dispose([mask, adv, oldLogp, refLogp]);
       const updSecs = (performance.now() - tUpd) / 1000;

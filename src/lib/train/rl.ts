@@ -146,6 +146,39 @@ export function rewardStat(parts: RewardParts[], f: (r: RewardParts) => number):
   return { mean: m, std: Math.sqrt(xs.reduce((a, x) => a + (x - m) ** 2, 0) / xs.length) };
 }
 
+/**
+ * The policy update of one GRPO step: `innerSteps` gradient steps of the clipped objective (with the KL penalty to
+ * the reference) on the step's completions, for the built-in model and Hugging Face checkpoints alike. `logits`
+ * recomputes the policy's logits [B, T, V] of `ids` [B, T] under the gradient tape.
+ */
+export function grpoUpdate(
+  logits: () => tf.Tensor3D,
+  ids: tf.Tensor2D,
+  t: { oldLogp: tf.Tensor2D; refLogp: tf.Tensor2D; mask: tf.Tensor2D; adv: tf.Tensor1D },
+  vars: tf.Variable[],
+  opt: AdamW,
+  lr: number,
+  o: Pick<RlOptions, 'innerSteps' | 'clipEps' | 'beta'>,
+): { loss: number; kl: number; clipFraction: number; gradNorm: number } {
+  let kl = 0;
+  let clipFraction = 0;
+  let loss = 0;
+  let gradNorm = 0;
+  for (let k = 0; k < (o.innerSteps ?? 1); k++) {
+    const { value, grads } = tf.variableGrads(() => {
+      const obj = grpoObjective(tokenLogProbs(logits(), ids), t.oldLogp, t.refLogp, t.mask, t.adv, o.clipEps ?? 0.2, o.beta ?? 0.04);
+      kl = obj.kl.dataSync()[0];
+      clipFraction = obj.clipFraction.dataSync()[0];
+      return obj.loss;
+    }, vars);
+    loss = value.dataSync()[0];
+    value.dispose();
+    gradNorm = opt.apply(vars, new Map(Object.entries(grads)), lr, 1);
+    tf.dispose(Object.values(grads));
+  }
+  return { loss, kl, clipFraction, gradNorm };
+}
+
 /** One GRPO step's metrics record (metrics.jsonl), for the built-in model and Hugging Face checkpoints alike. */
 export function stepMetrics(o: { step: number; loss: number; parts: RewardParts[]; exec: boolean; zeroStdShare: number; kl: number; clipFraction: number; completionLength: number; gradNorm: number; genSecs: number; updSecs: number }): Record<string, unknown> {
   const stat = (f: (r: RewardParts) => number) => rewardStat(o.parts, f);
@@ -287,22 +320,7 @@ async function rlInto(run: RunDir, o: RlOptions): Promise<{ steps: number; eval?
       model.lora!.enabled = false;
       const refLogp = tf.tidy(() => tokenLogProbs(model.forward(px, ids).logits, ids));
       model.lora!.enabled = true;
-      let kl = 0;
-      let clipFraction = 0;
-      let loss = 0;
-      let gradNorm = 0;
-      for (let k = 0; k < (o.innerSteps ?? 1); k++) {
-        const { value, grads } = tf.variableGrads(() => {
-          const obj = grpoObjective(tokenLogProbs(model.forward(px, ids).logits, ids), oldLogp, refLogp, mask, adv, o.clipEps ?? 0.2, o.beta ?? 0.04);
-          kl = obj.kl.dataSync()[0];
-          clipFraction = obj.clipFraction.dataSync()[0];
-          return obj.loss;
-        }, vars);
-        loss = value.dataSync()[0];
-        value.dispose();
-        gradNorm = opt.apply(vars, new Map(Object.entries(grads)), lrAt(state.step, peak, o.warmup ?? 0, total), 1);
-        tf.dispose(Object.values(grads));
-      }
+      const { loss, kl, clipFraction, gradNorm } = grpoUpdate(() => model.forward(px, ids).logits, ids, { oldLogp, refLogp, mask, adv }, vars, opt, lrAt(state.step, peak, o.warmup ?? 0, total), o);
       tf.dispose([ids, mask, px, adv, oldLogp, refLogp]);
       const updSecs = (performance.now() - tUpd) / 1000;
       state.step += 1;
