@@ -15,24 +15,10 @@ import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import { readJsonFile } from '../../io/json-file.js';
 import type { Gemma3Config } from '../arch/gemma.js';
-import { normalizeRgb, resampleKernel, resizeRgbPil, toRgb } from './image.js';
+import { type SquareImageConfig, imagePositionsOf, readSquareImage, squarePixels } from './square.js';
 import { type TextParts, encodePrompt, textProcessor } from './text.js';
 import type { Processor, ProcessorImage, ProcessorInputs } from './types.js';
 
-const Triple = z.tuple([z.number(), z.number(), z.number()]);
-const PreprocessorSchema = z.looseObject({
-  do_resize: z.boolean().nullish(),
-  do_rescale: z.boolean().nullish(),
-  do_normalize: z.boolean().nullish(),
-  do_pan_and_scan: z.boolean().nullish(),
-  rescale_factor: z.number().positive().default(1 / 255),
-  image_mean: Triple.default([0.5, 0.5, 0.5]),
-  image_std: Triple.default([0.5, 0.5, 0.5]),
-  resample: z.number().int().default(2),
-  size: z.looseObject({ height: z.number().int().positive(), width: z.number().int().positive() }).default({ height: 896, width: 896 }),
-  image_seq_length: z.number().int().positive().optional(),
-});
-const ProcessorConfigSchema = z.looseObject({ image_seq_length: z.number().int().positive().optional() });
 const TokenText = z.union([z.string(), z.looseObject({ content: z.string() })]).nullish();
 const TokenizerConfigSchema = z.looseObject({
   boi_token: TokenText,
@@ -41,13 +27,7 @@ const TokenizerConfigSchema = z.looseObject({
   extra_special_tokens: z.union([z.record(z.string(), z.unknown()), z.array(z.unknown())]).nullish(),
 });
 
-export interface Gemma3ImageConfig {
-  size: number;
-  resample: number;
-  rescale?: number;
-  mean?: number[];
-  std?: number[];
-  seqLen: number;
+export interface Gemma3ImageConfig extends SquareImageConfig {
   tokens: { boi: string; eoi: string; image: string };
 }
 
@@ -68,38 +48,14 @@ function imageTokens(dir: string): Gemma3ImageConfig['tokens'] {
 
 /** Reads the image side of a Gemma 3 checkpoint and checks it against the model (image size, tokens per image). */
 export function readGemma3Image(dir: string, config: Gemma3Config): Gemma3ImageConfig {
-  const preFile = path.join(dir, 'preprocessor_config.json');
-  const pre = readJsonFile(preFile, PreprocessorSchema, { what: 'image preprocessor config', code: 'E_MODEL' });
-  const procFile = path.join(dir, 'processor_config.json');
-  const proc = existsSync(procFile) ? readJsonFile(procFile, ProcessorConfigSchema, { what: 'processor config', code: 'E_MODEL' }) : {};
-  const seqLen = proc.image_seq_length ?? pre.image_seq_length ?? config.mm_tokens_per_image;
-  if (seqLen !== config.mm_tokens_per_image) throw new VlakitError('E_MODEL', `image_seq_length ${seqLen} does not match the model's mm_tokens_per_image ${config.mm_tokens_per_image}`, { file: proc.image_seq_length === undefined ? preFile : procFile, field: 'image_seq_length' });
-  const S = config.vision.image_size;
-  if (pre.size.height !== S || pre.size.width !== S) throw new VlakitError('E_MODEL', `size ${pre.size.height} x ${pre.size.width} is not the vision model's image_size ${S}`, { file: preFile, field: 'size' });
-  if (pre.do_resize === false) throw new VlakitError('E_MODEL', 'do_resize false is not supported: images must be resized to the vision image_size', { file: preFile, field: 'do_resize' });
+  const { image, pre, preFile } = readSquareImage(dir, { imageSize: config.vision.image_size, tokens: config.mm_tokens_per_image, tokensName: 'mm_tokens_per_image', resample: 2, size: 896, seqLenFrom: 'processor' });
   if (pre.do_pan_and_scan) throw new VlakitError('E_MODEL', 'pan-and-scan crops (do_pan_and_scan) are not supported', { file: preFile, field: 'do_pan_and_scan' });
-  resampleKernel(pre.resample, preFile);
-  const norm = pre.do_normalize ?? true;
-  return {
-    size: S,
-    resample: pre.resample,
-    rescale: pre.do_rescale ?? true ? pre.rescale_factor : undefined,
-    mean: norm ? pre.image_mean : undefined,
-    std: norm ? pre.image_std : undefined,
-    seqLen,
-    tokens: imageTokens(dir),
-  };
+  return { ...image, tokens: imageTokens(dir) };
 }
 
 /** What one boi token of the prompt stands for (transformers' Gemma3Processor.full_image_sequence). */
 export function gemma3ImageText(c: Pick<Gemma3ImageConfig, 'seqLen' | 'tokens'>): string {
   return `\n\n${c.tokens.boi}${c.tokens.image.repeat(c.seqLen)}${c.tokens.eoi}\n\n`;
-}
-
-/** One image as pixel_values [3, S, S]. */
-export async function gemma3Pixels(img: ProcessorImage, c: Gemma3ImageConfig, what = 'image'): Promise<Float32Array> {
-  const rgb = await resizeRgbPil(await toRgb(img, what), c.size, c.size, c.resample);
-  return normalizeRgb(rgb, { rescale: c.rescale, mean: c.mean, std: c.std }).data;
 }
 
 /** The Gemma 3 processor over the shared text parts. */
@@ -111,16 +67,12 @@ export function gemma3Processor(t: TextParts, config: Gemma3Config, img: Gemma3I
   if (boiId !== config.boi_token_id) throw new VlakitError('E_MODEL', `the tokenizer's ${img.tokens.boi} is id ${boiId}; config.json's boi_token_index is ${config.boi_token_id}`, { file, field: 'boi_token_index' });
   t.idOf(img.tokens.eoi, 'image end token');
   t.special.image = imageId;
-  const S = img.size;
   const encode = async (prompt: string, images: ProcessorImage[] = []): Promise<ProcessorInputs> => {
     const pieces = prompt.split(img.tokens.boi);
     if (pieces.length - 1 !== images.length) throw new VlakitError('E_USAGE', `the prompt has ${pieces.length - 1} ${img.tokens.boi} placeholders for ${images.length} images`);
-    const pixels = new Float32Array(images.length * 3 * S * S); // [N, 3, S, S]
-    for (let i = 0; i < images.length; i++) pixels.set(await gemma3Pixels(images[i], img, `image ${i}`), i * 3 * S * S);
+    const pixels = await squarePixels(images, img); // [N, 3, S, S]
     const ids = encodePrompt(t, pieces.join(gemma3ImageText(img)));
-    const imagePositions: number[] = [];
-    ids.forEach((id, i) => id === imageId && imagePositions.push(i));
-    if (imagePositions.length !== images.length * img.seqLen) throw new VlakitError('E_MODEL', `the tokenizer gave ${imagePositions.length} image tokens for ${images.length} images of ${img.seqLen}`, { file: path.join(t.dir, 'tokenizer.json') });
+    const imagePositions = imagePositionsOf(ids, imageId, images.length, img.seqLen, t.dir);
     return { ids, pixels, tiles: images.length, grids: images.map(() => ({ rows: 0, cols: 0 })), imagePositions };
   };
   return textProcessor(t, encode);

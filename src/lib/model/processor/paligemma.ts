@@ -20,63 +20,25 @@ import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
 import { readJsonFile } from '../../io/json-file.js';
 import type { PaliGemmaConfig } from '../arch/gemma.js';
-import { normalizeRgb, resampleKernel, resizeRgbPil, toRgb } from './image.js';
+import { type SquareImageConfig, imagePositionsOf, readSquareImage, squarePixels } from './square.js';
 import type { TextParts } from './text.js';
 import { textProcessor } from './text.js';
 import type { Processor, ProcessorImage, ProcessorInputs } from './types.js';
 
-const Triple = z.tuple([z.number(), z.number(), z.number()]);
-const PreprocessorSchema = z.looseObject({
-  do_resize: z.boolean().nullish(),
-  do_rescale: z.boolean().nullish(),
-  do_normalize: z.boolean().nullish(),
-  rescale_factor: z.number().positive().default(1 / 255),
-  image_mean: Triple.default([0.5, 0.5, 0.5]),
-  image_std: Triple.default([0.5, 0.5, 0.5]),
-  resample: z.number().int().default(3),
-  size: z.looseObject({ height: z.number().int().positive(), width: z.number().int().positive() }).optional(),
-  image_seq_length: z.number().int().positive().optional(),
-});
-const ProcessorConfigSchema = z.looseObject({ image_seq_length: z.number().int().positive().optional() });
 const TokenizerConfigSchema = z.looseObject({ image_token: z.union([z.string(), z.looseObject({ content: z.string() })]).nullish() });
 
-export interface PaliGemmaImageConfig {
-  size: number;
-  resample: number;
-  rescale?: number;
-  mean?: number[];
-  std?: number[];
-  seqLen: number;
+export interface PaliGemmaImageConfig extends SquareImageConfig {
   /** The image token string (`<image>`). */
   token: string;
 }
 
 /** Reads the image side of a PaliGemma checkpoint and checks it against the model (image size, tokens per image). */
 export function readPaliGemmaImage(dir: string, config: PaliGemmaConfig): PaliGemmaImageConfig {
-  const preFile = path.join(dir, 'preprocessor_config.json');
-  const pre = readJsonFile(preFile, PreprocessorSchema, { what: 'image preprocessor config', code: 'E_MODEL' });
-  const procFile = path.join(dir, 'processor_config.json');
-  const proc = existsSync(procFile) ? readJsonFile(procFile, ProcessorConfigSchema, { what: 'processor config', code: 'E_MODEL' }) : {};
-  const seqLen = pre.image_seq_length ?? proc.image_seq_length ?? config.tokensPerImage;
-  if (seqLen !== config.tokensPerImage) throw new VlakitError('E_MODEL', `image_seq_length ${seqLen} is not the model's ${config.tokensPerImage} image tokens ((image_size / patch_size)^2)`, { file: pre.image_seq_length === undefined ? procFile : preFile, field: 'image_seq_length' });
-  const S = config.vision.image_size;
-  const size = pre.size ?? { height: S, width: S };
-  if (size.height !== S || size.width !== S) throw new VlakitError('E_MODEL', `size ${size.height} x ${size.width} is not the vision model's image_size ${S}`, { file: preFile, field: 'size' });
-  if (pre.do_resize === false) throw new VlakitError('E_MODEL', 'do_resize false is not supported: images must be resized to the vision image_size', { file: preFile, field: 'do_resize' });
-  resampleKernel(pre.resample, preFile);
+  const { image } = readSquareImage(dir, { imageSize: config.vision.image_size, tokens: config.tokensPerImage, tokensName: '(image_size / patch_size)^2', resample: 3, seqLenFrom: 'preprocessor' });
   const tokFile = path.join(dir, 'tokenizer_config.json');
   const tc = existsSync(tokFile) ? readJsonFile(tokFile, TokenizerConfigSchema, { what: 'tokenizer config', code: 'E_MODEL' }) : {};
   const token = tc.image_token === null || tc.image_token === undefined ? '<image>' : typeof tc.image_token === 'string' ? tc.image_token : tc.image_token.content;
-  const norm = pre.do_normalize ?? true;
-  return {
-    size: S,
-    resample: pre.resample,
-    rescale: pre.do_rescale ?? true ? pre.rescale_factor : undefined,
-    mean: norm ? pre.image_mean : undefined,
-    std: norm ? pre.image_std : undefined,
-    seqLen,
-    token,
-  };
+  return { ...image, token };
 }
 
 /**
@@ -91,12 +53,6 @@ export function paliGemmaPromptText(prompt: string, images: number, c: Pick<Pali
   const expanded = prompt.split(c.token).join(block);
   const at = expanded.lastIndexOf(c.token) + c.token.length;
   return `${expanded.slice(0, at)}${bos}${expanded.slice(at)}\n`;
-}
-
-/** One image as pixel_values [3, S, S]. */
-export async function paliGemmaPixels(img: ProcessorImage, c: PaliGemmaImageConfig, what = 'image'): Promise<Float32Array> {
-  const rgb = await resizeRgbPil(await toRgb(img, what), c.size, c.size, c.resample);
-  return normalizeRgb(rgb, { rescale: c.rescale, mean: c.mean, std: c.std }).data;
 }
 
 /**
@@ -116,13 +72,9 @@ export function paliGemmaProcessor(t: TextParts, config: PaliGemmaConfig, img: P
     if (!t.bosToken) throw new VlakitError('E_MODEL', "the tokenizer files name no bos_token, which PaliGemma's prompt format needs", { file: path.join(t.dir, 'tokenizer_config.json'), field: 'bos_token' });
     if (images.length && !img) throw missing ?? new VlakitError('E_NOT_FOUND', 'the model has no preprocessor_config.json', { file: t.dir });
     const c = img ?? { seqLen: config.tokensPerImage, token, size: 0, resample: 3 };
-    const S = c.size;
-    const pixels = new Float32Array(images.length * 3 * S * S); // [N, 3, S, S]
-    for (let i = 0; i < images.length; i++) pixels.set(await paliGemmaPixels(images[i], img!, `image ${i}`), i * 3 * S * S);
+    const pixels = images.length ? await squarePixels(images, img!) : new Float32Array(0); // [N, 3, S, S]
     const ids = t.tokenizer.encode(paliGemmaPromptText(prompt, images.length, c, t.bosToken), false);
-    const imagePositions: number[] = [];
-    ids.forEach((id, i) => id === config.image_token_id && imagePositions.push(i));
-    if (imagePositions.length !== images.length * c.seqLen) throw new VlakitError('E_MODEL', `the tokenizer gave ${imagePositions.length} image tokens for ${images.length} images of ${c.seqLen}`, { file: path.join(t.dir, 'tokenizer.json') });
+    const imagePositions = imagePositionsOf(ids, config.image_token_id, images.length, c.seqLen, t.dir);
     return { ids, pixels, tiles: images.length, grids: images.map(() => ({ rows: 0, cols: 0 })), imagePositions };
   };
   return textProcessor(t, encode);
