@@ -3,17 +3,17 @@
  * stories260K (Llama), saved as PEFT saves them and folded back by applyPeftAdapter to the logits of the unmerged
  * adapters; the frozen vision tower's feature cache; exact resume.
  */
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers.js';
 import { toyExamples } from './examples.js';
+import { makeTinyIdefics3 } from './tiny-idefics3.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
 import { type HfCheckpoint, loadHfCheckpoint } from '../../src/lib/model/arch/hf.js';
 import { applyPeftAdapter, readPeftAdapter } from '../../src/lib/model/arch/adapter.js';
-import { initCheckpoint } from '../../src/lib/model/arch/manage.js';
 import { TfjsOps, type TfjsParams } from '../../src/lib/model/arch/tfjs-ops.js';
 import { readSafetensors } from '../../src/lib/model/safetensors.js';
 import { type Processor, openProcessor } from '../../src/lib/model/processor/index.js';
@@ -21,18 +21,9 @@ import { HfLoraModel } from '../../src/lib/train/hf-model.js';
 import { trainSft } from '../../src/lib/train/sft.js';
 import type { TrainingExample } from '../../src/lib/actions/index.js';
 
-const SMOLVLM = path.resolve('../shared/models/smolvlm-256m-instruct');
 const STORIES = path.resolve('../shared/models/stories260k');
 const dir = tempDir('vlakit-hf-train-');
 
-const TINY = {
-  architectures: ['Idefics3ForConditionalGeneration'],
-  model_type: 'idefics3',
-  image_token_id: 49190,
-  scale_factor: 2,
-  vision_config: { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, image_size: 32, patch_size: 8 },
-  text_config: { model_type: 'llama', vocab_size: 49280, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, max_position_embeddings: 256, rms_norm_eps: 1e-5, bos_token_id: 1, eos_token_id: 2, initializer_range: 0.05 },
-};
 
 /** stories260K has no tokenizer files: characters as ids, `<s>` first, `</s>` ends a turn. */
 function charProcessor(): Processor {
@@ -82,13 +73,7 @@ const base = path.join(dir, 'tiny-idefics3');
 beforeAll(async () => {
   await selectBackend();
   examples = await toyExamples();
-  await initCheckpoint(TINY, base, { seed: 3 });
-  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.json', 'generation_config.json']) copyFileSync(path.join(SMOLVLM, f), path.join(base, f));
-  // SmolVLM's image processing at the tiny model's 32-pixel tiles (4 image tokens each), images not split
-  const pre = JSON.parse(readFileSync(path.join(SMOLVLM, 'preprocessor_config.json'), 'utf8'));
-  writeFileSync(path.join(base, 'preprocessor_config.json'), JSON.stringify({ ...pre, max_image_size: { longest_edge: 32 }, size: { longest_edge: 32 }, do_image_splitting: false }));
-  const pc = JSON.parse(readFileSync(path.join(SMOLVLM, 'processor_config.json'), 'utf8'));
-  writeFileSync(path.join(base, 'processor_config.json'), JSON.stringify({ ...pc, image_seq_len: 4 }));
+  await makeTinyIdefics3(base, 3);
   proc = await openProcessor(base);
 }, 120_000);
 
