@@ -29,6 +29,7 @@ export default class Relabel extends VlakitCommand {
     'stats-out': Flags.string({ description: 'write per-dimension mean, std, min, max, q01, q99 of the actions', helpValue: 'FILE' }),
     report: Flags.boolean({ description: 'print the round-trip error of the representation per dimension' }),
     'no-reasoning': Flags.boolean({ description: 'actions only (VLM2VLA-NR, the SFT baseline)' }),
+    state: Flags.boolean({ description: "the action prompts carry the robot state (observation.state: position in the codec's units, gripper opening); recorded in the codec, so rollout writes it too" }),
     format: Flags.string({ description: 'vlakit JSONL, or trl (a directory: data.jsonl + images/)', options: ['vlakit', 'trl'], default: 'vlakit' }),
     split: decimal({ description: 'share of episodes for validation, by a seeded hash of the episode id', default: '0', min: 0, max: 1, maxExclusive: true }),
     seed: int({ description: 'seed of the split hash', default: 0, min: 0, max: 2 ** 32 - 1 }),
@@ -45,6 +46,7 @@ export default class Relabel extends VlakitCommand {
     onlyWith('token-list', '--actions tokens', (i) => i.flags.actions === 'tokens'),
     onlyWith('bins', '--actions bins', (i) => i.flags.actions === 'bins'),
     onlyWith('stats', '--actions bins', (i) => i.flags.actions === 'bins'),
+    onlyWith('state', '--actions text or words', (i) => i.flags.actions === 'text' || i.flags.actions === 'words'),
     onlyWith('seed', 'a validation share (--split)', (i) => Number(i.flags.split) > 0),
   ];
 
@@ -53,7 +55,7 @@ export default class Relabel extends VlakitCommand {
     const inputs = argv.length ? (argv as string[]) : ['-'];
     const stats: ActionStats | undefined = flags.stats ? readActionStats(flags.stats) : undefined;
     const wantsExamples = flags.output !== undefined || !flags['stats-out'];
-    const codec = wantsExamples || flags.report ? await makeCodec({ actions: flags.actions as 'text', precision: flags.precision, units: flags.units as 'm', tokenizer: flags.tokenizer, tokenList: flags['token-list'], bins: flags.bins, stats }) : undefined;
+    const codec = wantsExamples || flags.report ? await makeCodec({ actions: flags.actions as 'text', precision: flags.precision, units: flags.units as 'm', tokenizer: flags.tokenizer, tokenList: flags['token-list'], bins: flags.bins, stats, state: flags.state }) : undefined;
     if (flags.format === 'trl' && (!flags.output || flags.output === '-')) throw new VlakitError('E_USAGE', '--format trl writes a directory: give it with -o DIR');
     // both outputs are claimed before any work: never an input, never each other, existing ones need --overwrite
     const read = [...inputs, flags.stats, flags['token-list'], flags.tokenizer];

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ChunkRecordSchema, TextCodec, TrainingExampleSchema, WordsCodec, chunkEpisode, episodeExamples, splitOf, targetOf, textCodecFor, type ChunkRecord, type TrainingExample } from '../../src/lib/actions/index.js';
+import { ChunkRecordSchema, TextCodec, stateText, TrainingExampleSchema, WordsCodec, chunkEpisode, episodeExamples, splitOf, targetOf, textCodecFor, type ChunkRecord, type TrainingExample } from '../../src/lib/actions/index.js';
 import { AnnotatedStepSchema } from '../../src/lib/teacher/index.js';
 import { ScriptedPolicy, TabletopEnv, runEpisodes } from '../../src/lib/env/index.js';
 import { encodeJsonl, type StepRecord } from '../../src/lib/io/index.js';
@@ -102,6 +102,32 @@ describe('training examples', () => {
     expect(codec.decode('[[1.5, 0.0, 0.0, 1]]')[0][0]).toBeCloseTo(0.015, 9);
   });
 
+  it('--state: the action prompts carry the step\'s robot state in the codec\'s units, and the codec says so', () => {
+    const chunks = chunkEpisode(planned[0], { mode: 'fixed', horizon: 2 });
+    const codec = new TextCodec(1, 'cm', true);
+    const direct = episodeExamples(chunks, { method: 'vlm2vla', codec, noReasoning: true });
+    expect(direct[0].meta.codec).toEqual({ codec: 'text', precision: 1, units: 'cm', state: true });
+    expect(textCodecFor('text', direct[0].meta.codec)!.state).toBe(true);
+    chunks.forEach((c, i) => {
+      const st = (c.observation as { state: number[] }).state;
+      const want = `Robot state: [${st.slice(0, 3).map((v) => { const s = (v * 100).toFixed(1); return s === '-0.0' ? '0.0' : s; }).join(', ')}, ${st[3].toFixed(2)}]`;
+      const prompt = (direct[i].messages[0].content.at(-1) as { text: string }).text;
+      expect(prompt.split('\n')[1]).toBe(want);
+    });
+    expect(stateText([0.35, -0.00001, 0.18, 1], 'cm', 1)).toBe('[35.0, 0.0, 18.0, 1.00]');
+    expect(stateText([0.5, 0.25, 0.1234, 0.375])).toBe('[0.500, 0.250, 0.123, 0.38]');
+    // VLM2VLA: only the action stage carries it; ReFineVLA: its one prompt
+    const hier = episodeExamples(chunkEpisode(planned[0], { mode: 'merge' }), { method: 'vlm2vla', codec });
+    for (const e of hier) expect((e.messages[0].content.at(-1) as { text: string }).text.includes('Robot state: [')).toBe(e.meta.stage === 'actions');
+    const refine = episodeExamples(chunkEpisode(reasoned[0], { mode: 'fixed', horizon: 4 }), { method: 'refinevla', codec });
+    expect((refine[0].messages[0].content.at(-1) as { text: string }).text).toMatch(/^Instruction: .+\nRobot state: \[[-\d., ]+\]\n/);
+    // without the state in the data, a clear error naming the chunk
+    const bare = chunks.map((c) => ({ ...c, observation: { image_0: (c.observation as { image_0: unknown }).image_0 } }));
+    expect(() => episodeExamples(bare, { method: 'vlm2vla', codec, noReasoning: true })).toThrow(/relabel --state: chunk 0 of episode .+ has no numeric observation.state/);
+    // the codecs without it are unchanged
+    expect(new TextCodec(1, 'cm').describe()).toEqual({ codec: 'text', precision: 1, units: 'cm' });
+  });
+
   it('ReFineVLA: rationale then actions, two spans; --no-reasoning keeps the actions only', () => {
     const codec = new WordsCodec(1);
     const chunks = chunkEpisode(reasoned[0], { mode: 'fixed', horizon: 4 });
@@ -156,6 +182,14 @@ describe('vlakit chunk and relabel', () => {
     const nobins = await execa('node', [BIN, 'relabel', chunks, '--actions', 'bins', '-o', path.join(dir, 'b.jsonl')], { reject: false });
     expect(nobins.exitCode).toBe(2);
     expect(nobins.stderr).toMatch(/--actions bins needs --stats FILE/);
+    const binsState = await execa('node', [BIN, 'relabel', chunks, '--actions', 'bins', '--stats', stats, '--state', '-o', path.join(dir, 'bs.jsonl')], { reject: false });
+    expect(binsState.exitCode).toBe(2);
+    expect(binsState.stderr).toMatch(/--state applies only with --actions text or words/);
+    const withState = path.join(dir, 'state.jsonl');
+    expect((await execa('node', [BIN, 'relabel', chunks, '--state', '--units', 'cm', '--precision', '1', '-o', withState], { reject: false })).exitCode).toBe(0);
+    const act = readFileSync(withState, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).find((e) => e.meta.stage === 'actions');
+    expect(act.meta.codec).toEqual({ codec: 'text', precision: 1, units: 'cm', state: true });
+    expect(act.messages[0].content.at(-1).text).toMatch(/\nRobot state: \[\d+\.\d, -?\d+\.\d, \d+\.\d, [01]\.\d\d\]\n/);
 
     const trl = path.join(dir, 'trl');
     expect((await execa('node', [BIN, 'relabel', chunks, '--format', 'trl', '-o', trl], { reject: false })).exitCode).toBe(0);

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import sharp from 'sharp';
 import { WebSocket } from 'ws';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { PROMPTS, TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
+import { PROMPTS, TextCodec, stateText, type TrainingExample } from '../../src/lib/actions/index.js';
 import { SafetyFilter, TabletopEnv, runEpisodes, type EpisodeResult } from '../../src/lib/env/index.js';
 import { exportModel } from '../../src/lib/export/index.js';
 import { type VlaRunner, openModel } from '../../src/lib/infer/index.js';
@@ -161,6 +161,28 @@ describe('direct mode', () => {
     expect(info(s[0]).text).toBe(`<Observation>: a block ahead\n<Actions>: ${CHUNKS[0]}`);
     for (const r of s) expect(info(r).chunk_step).toBe(0); // --execute 1: a new generation every step
     expect(s[0].action).toEqual([0.01, 0, -0.01, 1]);
+  }, 120_000);
+});
+
+describe('a model trained with the robot state in its prompts (relabel --state)', () => {
+  it('gets each step\'s observation.state in the prompt, written as in training; an observation without it is a data error', async () => {
+    const prompts: string[] = [];
+    const spy = new Proxy(runner, {
+      get(t, k, r) {
+        if (k === 'prepare') return (prompt: string, ...rest: unknown[]) => (prompts.push(prompt), (t.prepare as (...a: unknown[]) => unknown).call(t, prompt, ...rest));
+        const v = Reflect.get(t, k, r);
+        return typeof v === 'function' ? v.bind(t) : v;
+      },
+    }) as VlaRunner;
+    const codec = new TextCodec(3, 'm', true);
+    const eps = await runSeeds(new ModelPolicy(spy, options({ mode: 'direct', prompt: 'task', codec, verifier: undefined, execute: 1, resample: 0 })));
+    const s = steps(eps);
+    expect(prompts.length).toBeGreaterThanOrEqual(s.length);
+    const st = (s[0].observation as { state: number[] }).state;
+    expect(prompts[0]).toBe(PROMPTS.task(eps[0].records[0].language_instruction as string, stateText(st, 'm', 3)));
+    expect(prompts[0]).toContain(`Robot state: [${st.slice(0, 3).map((v) => v.toFixed(3)).join(', ')}, ${st[3].toFixed(2)}]`);
+    const policy = new ModelPolicy(runner, options({ mode: 'direct', prompt: 'task', codec, verifier: undefined }));
+    await expect(policy.cycle({ image_0: s[0].observation.image_0 }, { instruction: 'pick it up', step: 0 })).rejects.toThrow(/trained with the robot state in its prompts, but the observation has no numeric `state`/);
   }, 120_000);
 });
 

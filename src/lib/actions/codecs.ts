@@ -15,6 +15,29 @@ export interface ActionCodec {
   decode(text: string): number[][];
   /** A description stored with checkpoints, enough to rebuild the codec. */
   describe(): Record<string, unknown>;
+  /**
+   * True when the model's prompts also carry the robot's proprioceptive state (`observation.state`), written by
+   * `stateText` in this codec's units: relabel `--state` sets it, and it travels in the description
+   * (`"state": true`) so that rollout writes the same prompt.
+   */
+  readonly state?: boolean;
+}
+
+/**
+ * The robot state as prompt text: positions (all but the last value) in the codec's units with its precision,
+ * the gripper opening (the last value, 0 closed .. 1 open) with two decimals. `[0.35, 0, 0.18, 1]` in cm with one
+ * decimal: `[35.0, 0.0, 18.0, 1.00]`.
+ */
+export function stateText(state: readonly number[], units: 'm' | 'cm' = 'm', precision = 3): string {
+  const scale = units === 'cm' ? 100 : 1;
+  return `[${state.map((v, i) => (i === state.length - 1 ? fixed(v, 2) : fixed(v * scale, precision))).join(', ')}]`;
+}
+
+/** The state text of a codec (text codecs: their units and precision; words: cm with their precision). */
+export function codecStateText(codec: ActionCodec, state: readonly number[]): string {
+  if (codec instanceof TextCodec) return stateText(state, codec.units, codec.precision);
+  if (codec instanceof WordsCodec) return stateText(state, 'cm', codec.precision);
+  throw new VlakitError('E_USAGE', `the robot state in the prompt is written with the text or words codecs, not ${codec.name}`);
 }
 
 function fixed(v: number, digits: number): string {
@@ -31,6 +54,7 @@ export class TextCodec implements ActionCodec {
   constructor(
     readonly precision = 3,
     readonly units: 'm' | 'cm' = 'm',
+    readonly state = false,
   ) {}
   private get scale(): number {
     return this.units === 'cm' ? 100 : 1;
@@ -51,7 +75,7 @@ export class TextCodec implements ActionCodec {
     return (v as number[][]).map((a) => a.map((x, i) => (i === a.length - 1 ? x : x / this.scale)));
   }
   describe(): Record<string, unknown> {
-    return { codec: 'text', precision: this.precision, units: this.units };
+    return { codec: 'text', precision: this.precision, units: this.units, ...(this.state ? { state: true } : {}) };
   }
 }
 
@@ -63,7 +87,10 @@ const AXES: [string, string][] = [
 
 export class WordsCodec implements ActionCodec {
   readonly name = 'words';
-  constructor(readonly precision = 1) {}
+  constructor(
+    readonly precision = 1,
+    readonly state = false,
+  ) {}
   encode(chunk: number[][]): string {
     return chunk
       .map((a) => {
@@ -96,7 +123,7 @@ export class WordsCodec implements ActionCodec {
       });
   }
   describe(): Record<string, unknown> {
-    return { codec: 'words', precision: this.precision };
+    return { codec: 'words', precision: this.precision, ...(this.state ? { state: true } : {}) };
   }
 }
 

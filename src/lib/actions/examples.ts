@@ -14,7 +14,8 @@ import { z } from 'zod';
 import { type ImageJson, imagesOf } from '../io/json.js';
 import { EpisodeIdSchema, expected, ImageSchema } from '../io/records.js';
 import { directionWords } from '../teacher/kinematic.js';
-import type { ActionCodec } from './codecs.js';
+import { type ActionCodec, codecStateText } from './codecs.js';
+import { VlakitError } from '../errors.js';
 import { ACTIONS_MARKER, PROMPTS } from './prompts.js';
 import type { ChunkRecord } from './records.js';
 
@@ -131,13 +132,21 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
   const meta = (stage: string, a: number, b: number): TrainingExample['meta'] => ({ episode_id: ep, steps: [a, b], stage, method: opts.method, representation: rep, ...(codec ? { codec } : {}), split });
   const instr = chunks[0].language_instruction;
   const out: TrainingExample[] = [];
+  const stateOf = (c: ChunkRecord): string | undefined => {
+    if (!opts.codec.state) return undefined;
+    const st = (c.observation as Record<string, unknown>).state;
+    if (!Array.isArray(st) || st.length < 2 || !st.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+      throw new VlakitError('E_RECORD_INVALID', `relabel --state: chunk ${c.chunk_index} of episode ${String(ep)} has no numeric observation.state (the robot state the prompt is to carry)`, { field: 'observation.state' });
+    }
+    return codecStateText(opts.codec, st as number[]);
+  };
 
   if (opts.method === 'refinevla') {
     for (const c of chunks) {
       const imgs = imagesOf(c.observation);
       const r = c.reasoning ?? undefined;
       const withReasoning = !opts.noReasoning && r && !r.error;
-      const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning));
+      const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning), stateOf(c));
       out.push(
         example(`${ep}/refinevla/${c.chunk_index}`, imgs, prompt, [...(withReasoning ? [{ text: rationaleText(r), kind: 'reasoning' as const }] : []), { text: `${ACTIONS_MARKER} ${opts.codec.encode(c.actions)}`, kind: 'action' }], meta('refinevla', c.start_step, c.end_step), c.oracle),
       );
@@ -147,7 +156,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
 
   if (opts.noReasoning) {
     for (const c of chunks) {
-      out.push(example(`${ep}/actions/${c.chunk_index}`, imagesOf(c.observation).slice(0, 1), PROMPTS.task(instr), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
+      out.push(example(`${ep}/actions/${c.chunk_index}`, imagesOf(c.observation).slice(0, 1), PROMPTS.task(instr, stateOf(c)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
     }
     return out;
   }
@@ -164,7 +173,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
       out.push(example(`${ep}/motion/${i}`, img, PROMPTS.motionPlan(sub), [{ text: plan, kind: 'reasoning' }], meta('motion_plan', c.start_step, c.end_step), c.oracle));
     }
     out.push(
-      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), c.oracle),
+      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan, stateOf(c)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), c.oracle),
     );
     const after = imagesOf(c.next_observation).slice(0, 1);
     const verify = PROMPTS.verify(sub);

@@ -7,7 +7,7 @@ import { GEMMA3_DIGIT_TOKENS, lastTokens, loadVocab, verifySingleTokens } from '
 
 export { mergeActions, fixedChunks } from './chunk.js';
 export type { MergedAction, FixedChunk, MergeOptions } from './chunk.js';
-export { TextCodec, WordsCodec, TokensCodec, BinsCodec, roundTripError } from './codecs.js';
+export { TextCodec, WordsCodec, TokensCodec, BinsCodec, roundTripError, stateText, codecStateText } from './codecs.js';
 export type { ActionCodec } from './codecs.js';
 export { StatsAccumulator, quantile, readActionStats, ActionStatsSchema } from './stats.js';
 export type { ActionStats, DimStats } from './stats.js';
@@ -23,8 +23,8 @@ export type { TrainingExample, ExampleOptions, Span } from './examples.js';
  * representation name, defaults then); undefined for tokens and bins, which need their tokenizer and statistics.
  */
 export function textCodecFor(kind: string, desc?: Record<string, unknown>): ActionCodec | undefined {
-  if (kind === 'text') return new TextCodec((desc?.precision as number) ?? 3, ((desc?.units as string) ?? 'm') as 'm' | 'cm');
-  if (kind === 'words') return new WordsCodec((desc?.precision as number) ?? 1);
+  if (kind === 'text') return new TextCodec((desc?.precision as number) ?? 3, ((desc?.units as string) ?? 'm') as 'm' | 'cm', desc?.state === true);
+  if (kind === 'words') return new WordsCodec((desc?.precision as number) ?? 1, desc?.state === true);
   return undefined;
 }
 
@@ -38,6 +38,8 @@ export interface CodecOptions {
   tokenList?: string;
   bins?: number;
   stats?: ActionStats;
+  /** Prompts carry the robot state (text and words only). */
+  state?: boolean;
 }
 
 /** The 10 digit tokens of a --token-list file, one per line. */
@@ -49,9 +51,9 @@ function readTokenList(file: string): string[] {
 export async function makeCodec(o: CodecOptions): Promise<ActionCodec> {
   switch (o.actions) {
     case 'text':
-      return new TextCodec(o.precision ?? 3, o.units ?? 'm');
+      return new TextCodec(o.precision ?? 3, o.units ?? 'm', o.state ?? false);
     case 'words':
-      return new WordsCodec(o.precision ?? 1);
+      return new WordsCodec(o.precision ?? 1, o.state ?? false);
     case 'tokens': {
       const spec = o.tokenizer ?? 'gemma3';
       const tokens = o.tokenList ? readTokenList(o.tokenList) : spec === 'gemma3' ? GEMMA3_DIGIT_TOKENS : undefined;

@@ -18,25 +18,30 @@ export function withoutActionsMarker(text: string): string {
   return text.startsWith(`${ACTIONS_MARKER} `) ? text.slice(ACTIONS_MARKER.length + 1) : text;
 }
 
+/** The robot-state line of a prompt (`stateText`: the end-effector position, then the gripper opening), or nothing. */
+function stateLine(state?: string): string {
+  return state ? `Robot state: ${state}\n` : '';
+}
+
 export const PROMPTS = {
   /** VLM2VLA stage 1: the subtask list from the first image. */
   subtasks: (instruction: string) => `Task: ${instruction}\nList, in order, the subtasks the robot arm must carry out to complete the task.`,
   /** VLM2VLA stage 2: the motion plan of a subtask. */
   motionPlan: (subtask: string) => `Subtask: ${subtask}\nDescribe the motion of the end-effector for this subtask (${CONVENTIONS}).`,
   /** VLM2VLA stage 3: the action chunk of a subtask, given its motion plan. */
-  actions: (subtask: string, plan?: string) => `Subtask: ${subtask}\n${plan ? `Motion plan: ${plan}\n` : ''}${ACTIONS}`,
+  actions: (subtask: string, plan?: string, state?: string) => `Subtask: ${subtask}\n${plan ? `Motion plan: ${plan}\n` : ''}${stateLine(state)}${ACTIONS}`,
   /** The verifier question over the frames before and after a subtask: "yes" or "no". */
   verify: (subtask: string) => `Subtask: ${subtask}\nThe first image was taken before and the second after the robot attempted the subtask. Was the subtask completed? Answer yes or no.`,
   /** Direction prediction (an auxiliary VLM2VLA example). */
   direction: (subtask: string) => `Subtask: ${subtask}\nIn which directions must the end-effector move for this subtask (${CONVENTIONS})?`,
   /** ReFineVLA: reason (observation, situation analysis, spatial reasoning, task planning), then act. */
-  refinevla: (instruction: string, reasoning: boolean) =>
-    `Instruction: ${instruction}\n${reasoning ? 'Reason step by step about the scene (observation, situation analysis, spatial reasoning, task planning), then give the next actions.' : 'Give the next actions.'} ${ACTIONS}`,
+  refinevla: (instruction: string, reasoning: boolean, state?: string) =>
+    `Instruction: ${instruction}\n${stateLine(state)}${reasoning ? 'Reason step by step about the scene (observation, situation analysis, spatial reasoning, task planning), then give the next actions.' : 'Give the next actions.'} ${ACTIONS}`,
   /** A visual question: a short answer, or (with choices) the option's letter. */
   vqa: (question: string, choices?: string[], hint?: string) =>
     `${hint ? `Hint: ${hint}\n` : ''}Question: ${question}\n${choices?.length ? `${choices.map((c, i) => `${LETTERS[i]}. ${c}`).join('\n')}\nAnswer with the letter of the right option.` : 'Answer with one word or a short phrase.'}`,
   /** Image + instruction -> actions, with no reasoning (VLM2VLA-NR). */
-  task: (instruction: string) => `Task: ${instruction}\n${ACTIONS}`,
+  task: (instruction: string, state?: string) => `Task: ${instruction}\n${stateLine(state)}${ACTIONS}`,
 };
 
 /** Parses a numbered subtask list ("1. grasp the carrot\n2. ..."); empty when the text holds none. */

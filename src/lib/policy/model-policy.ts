@@ -8,7 +8,7 @@
  * Output that does not parse is sampled again (up to `resample` times); then the cycle is a safe no-op (no motion,
  * the gripper held). Nothing unparsed ever reaches the env; every such event is recorded.
  */
-import type { ActionCodec } from '../actions/codecs.js';
+import { type ActionCodec, codecStateText } from '../actions/codecs.js';
 import { ACTIONS_MARKER, PROMPTS, parseSubtaskList } from '../actions/prompts.js';
 import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
@@ -16,6 +16,7 @@ import { actionProblem } from '../env/safety.js';
 import { type ImageJson, imagesOf } from '../io/json.js';
 import { type VlaRunner, generateFrom } from '../infer/index.js';
 import { subSeed } from '../util/rng.js';
+import { VlakitError } from '../errors.js';
 import type { Verifier } from './verifiers.js';
 
 export interface Sampling {
@@ -198,6 +199,16 @@ export class ModelPolicy extends ChunkPolicy {
    * The next chunk for an observation (null when the plan is finished): what rollout executes step by step and
    * what `rollout serve` answers.
    */
+  /** The robot-state text of the prompts, when the model was trained with it (its codec says `state`). */
+  private stateText(obs: Record<string, unknown>): string | undefined {
+    if (!this.o.codec.state) return undefined;
+    const st = obs.state;
+    if (!Array.isArray(st) || st.length < 2 || !st.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+      throw new VlakitError('E_RECORD_INVALID', 'this model was trained with the robot state in its prompts, but the observation has no numeric `state`', { field: 'observation.state' });
+    }
+    return codecStateText(this.o.codec, st as number[]);
+  }
+
   async cycle(obs: Record<string, unknown>, ctx: ActContext): Promise<Cycle | null> {
     const images = imagesOf(obs);
     if (!images.length) throw new Error('the observation holds no camera image');
@@ -205,7 +216,8 @@ export class ModelPolicy extends ChunkPolicy {
     let ms = 0;
     if (this.o.mode === 'direct') {
       const style = this.o.prompt ?? 'refinevla';
-      const prompt = style === 'task' ? PROMPTS.task(ctx.instruction) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla');
+      const state = this.stateText(obs);
+      const prompt = style === 'task' ? PROMPTS.task(ctx.instruction, state) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla', state);
       const a = await this.actions(prompt, style === 'task' ? images.slice(0, 1) : images, style !== 'task', info);
       this.cycles++;
       return { actions: a.actions, info, modelMs: a.ms };
@@ -262,7 +274,7 @@ export class ModelPolicy extends ChunkPolicy {
       info.motion_plan = r.texts.at(-1);
       if (r.texts.length > 1) info.plan_resampled = r.texts.length - 1;
     }
-    const a = await this.actions(PROMPTS.actions(subtask, plan), frames, false, info);
+    const a = await this.actions(PROMPTS.actions(subtask, plan, this.stateText(obs)), frames, false, info);
     ms += a.ms;
     this.pending = { image, info: ctx.info };
     this.cycles++;
