@@ -25,6 +25,7 @@ export default class Replay extends VlakitCommand {
     seed: int({ description: 'seed of sampling', default: 0, min: 0, max: 2 ** 32 - 1 }),
     device: Flags.string({ description: 'onnxruntime execution provider for an export', options: ['cpu', 'cuda'], default: 'cpu' }),
     backend: Flags.string({ description: 'tfjs backend for a checkpoint', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
+    'blank-images': Flags.boolean({ description: 'answer each example again with blank images: how many answers change and how the errors compare (does the policy read its images?)' }),
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the report as JSON on stderr' }),
   };
@@ -53,7 +54,7 @@ export default class Replay extends VlakitCommand {
       const examples = (async function* (): AsyncGenerator<TrainingExample> {
         for await (const r of readValidated(inputs, 'training_example', TrainingExampleSchema, 'replay reads training examples (from vlakit relabel)', { signal })) yield r.value;
       })();
-      const report = await replay(examples, predict, { codec, limit: flags.limit, signal, onExample: () => progress.update({ records: ++n, unit: 'examples' }) });
+      const report = await replay(examples, predict, { codec, limit: flags.limit, blankImages: flags['blank-images'], signal, onExample: () => progress.update({ records: ++n, unit: 'examples' }) });
       progress.stop();
       if (flags.json) process.stderr.write(`${JSON.stringify(report)}\n`);
       else this.note(formatReplay(report), flags.quiet);

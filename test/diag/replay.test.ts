@@ -73,6 +73,32 @@ describe('open-loop replay', () => {
     expect(formatReplay(r)).toMatch(/train\s+\d+\s+\d+\s+\d+\s+10\.00\s+0\.00\s+0\.00\s+10\.00/);
   });
 
+  it('blank images: a policy that ignores its images changes nothing; one that reads them changes its answers and does worse blind', async () => {
+    const blind = await replay(examples, expertPredictor, { blankImages: true });
+    for (const s of blind.splits) {
+      expect(s.blank).toEqual({ examples: s.examples, changed: 0, meanAbsError: [0, 0, 0, 0], gripperAccuracy: 1 });
+    }
+    expect(formatReplay(blind)).toMatch(/no answer changed when the images were blanked: the policy does not read its images/);
+    // a "policy" that acts from its image: the expert's actions when it sees the scene, standing still when the image is grey
+    const grey = (ex: TrainingExample) => Buffer.from(ex.images[0].b64, 'base64').length < 200; // the 16 x 16 blank PNG is ~80 bytes
+    const seeing = (ex: TrainingExample) => (grey(ex) ? '[[0.000, 0.000, 0.000, 1]]' : (expertPredictor(ex) as string));
+    const r = await replay(examples, seeing, { blankImages: true });
+    for (const s of r.splits) {
+      expect(s.meanAbsError).toEqual([0, 0, 0, 0]);
+      expect(s.blank!.examples).toBe(s.examples);
+      const own = examples.filter((e) => hasActions(e) && e.meta.split === s.split).slice(0, s.examples);
+      expect(s.blank!.changed).toBe(own.filter((e) => expertPredictor(e) !== '[[0.000, 0.000, 0.000, 1]]').length);
+      expect(s.blank!.changed).toBeGreaterThan(s.examples / 2);
+      // blind, it never moves: its error is the never-move baseline of the first action of each chunk
+      const chunks = examples.filter((e) => hasActions(e) && e.meta.split === s.split).map((e) => new TextCodec(3).decode(actionText(expertPredictor(e) as string)));
+      const firsts = chunks.map((c) => c[0]);
+      for (let k = 0; k < 3; k++) expect(s.blank!.meanAbsError[k]).toBeCloseTo(firsts.reduce((a, x) => a + Math.abs(x[k]), 0) / firsts.length, 12);
+    }
+    const text = formatReplay(r);
+    expect(text).toMatch(/\(blank images: \d+\/\d+ changed\)/);
+    expect(text).not.toMatch(/does not read its images/);
+  });
+
   it('never moving scores the baseline; output that does not decode is counted and shown', async () => {
     const r = await replay(examples, () => '[[0, 0, 0, 1]]', { limit: 3 });
     for (const s of r.splits) {

@@ -11,6 +11,8 @@ import type { TrainingExample } from '../actions/examples.js';
 import { ACTIONS_MARKER } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
 import { type VlaRunner, generateFrom } from '../infer/index.js';
+import type { ImageJson } from '../io/json.js';
+import sharp from 'sharp';
 
 /** Text a policy writes for an example's prompt (and images): the model's generation, or, for checks, the expert's own target. */
 export type Predictor = (ex: TrainingExample) => Promise<string> | string;
@@ -61,6 +63,20 @@ export interface SplitReport {
   gripperAccuracy: number;
   /** The same over the first action of each chunk only (what the robot does first). */
   firstAction: { meanAbsError: number[]; gripperAccuracy: number };
+  /**
+   * With `blankImages`: the same examples answered with every image replaced by a blank (mid-grey) one. A policy
+   * that reads its images changes its answers and does worse blind; one whose answers do not change has learned the
+   * action text's marginal distribution, not a function of the scene.
+   */
+  blank?: {
+    /** Examples answered both ways. */
+    examples: number;
+    /** Of them, how many answers changed (text). */
+    changed: number;
+    /** Mean |error| per dimension of the blind answers that decoded (gripper: share of wrong commands). */
+    meanAbsError: number[];
+    gripperAccuracy: number;
+  };
 }
 
 export interface ReplayReport {
@@ -77,6 +93,18 @@ export interface ReplayOptions {
   signal?: AbortSignal;
   /** Called after each example. */
   onExample?: () => void;
+  /** Answer each example a second time with blank images (see SplitReport.blank). */
+  blankImages?: boolean;
+}
+
+/** A 16 x 16 mid-grey PNG: the blank image of the image ablation (the model resizes it to its own size). */
+let BLANK: Promise<ImageJson> | undefined;
+function blankImage(): Promise<ImageJson> {
+  BLANK ??= sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 128, g: 128, b: 128 } } })
+    .png()
+    .toBuffer()
+    .then((b) => ({ mime: 'image/png', b64: b.toString('base64') }));
+  return BLANK;
 }
 
 function dimNames(n: number): string[] {
@@ -96,6 +124,9 @@ class Acc {
   firstN = 0;
   firstAbs: number[] = [];
   firstGrip = 0;
+  blind?: Acc;
+  blindExamples = 0;
+  changed = 0;
 
   add(pred: number[][], expert: number[][]): void {
     this.parsed++;
@@ -145,6 +176,7 @@ class Acc {
       translationError: this.actions ? this.trans / this.actions : 0,
       gripperAccuracy: this.actions ? this.grip / this.actions : 0,
       firstAction: { meanAbsError: mean(this.firstAbs, this.firstN), gripperAccuracy: this.firstN ? this.firstGrip / this.firstN : 0 },
+      ...(this.blind ? { blank: { examples: this.blindExamples, changed: this.changed, meanAbsError: mean(this.blind.abs, this.blind.actions), gripperAccuracy: this.blind.actions ? this.blind.grip / this.blind.actions : 0 } } : {}),
     };
   }
 }
@@ -182,6 +214,18 @@ export async function replay(examples: Iterable<TrainingExample> | AsyncIterable
       continue;
     }
     acc.add(pred, expert);
+    if (o.blankImages) {
+      const blank = await blankImage();
+      const blindText = await predict({ ...ex, images: ex.images.map(() => blank) });
+      acc.blind ??= new Acc();
+      acc.blindExamples++;
+      if (blindText !== text) acc.changed++;
+      try {
+        acc.blind.add(codec.decode(actionText(blindText)), expert);
+      } catch {
+        // a blind answer that does not decode counts as changed and adds no error
+      }
+    }
     o.onExample?.();
   }
   // train first, then the held-out splits by name
@@ -203,7 +247,13 @@ export function formatReplay(r: ReplayReport): string {
     }
     lines.push(`${s.split.padEnd(8)} ${String(s.examples).padStart(8)} ${String(s.parsed).padStart(7)} ${String(s.actions).padStart(8)} ${s.meanAbsError.slice(0, -1).map(mm).join(' ')} ${mm(s.translationError)} ${`${(s.gripperAccuracy * 100).toFixed(1)}%`.padStart(8)} ${`${(s.firstAction.gripperAccuracy * 100).toFixed(1)}%`.padStart(13)}`);
     lines.push(`${'  (no motion)'.padEnd(35)} ${s.zeroBaseline.slice(0, -1).map(mm).join(' ')} ${''.padStart(9)} ${`${((1 - s.zeroBaseline.at(-1)!) * 100).toFixed(1)}%`.padStart(8)}`);
+    if (s.blank) {
+      const b = s.blank;
+      lines.push(`${`  (blank images: ${b.changed}/${b.examples} changed)`.padEnd(35)} ${b.meanAbsError.slice(0, -1).map(mm).join(' ')} ${''.padStart(9)} ${`${(b.gripperAccuracy * 100).toFixed(1)}%`.padStart(8)}`);
+    }
   }
+  const blind = r.splits.filter((s) => s.blank);
+  if (blind.length && blind.every((s) => s.blank!.changed === 0)) lines.push('no answer changed when the images were blanked: the policy does not read its images');
   if (r.failures.length) lines.push(`${r.failures.length} generation(s) did not decode, e.g. ${r.failures[0].id}: ${r.failures[0].error}`);
   return lines.join('\n');
 }
