@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { VlakitError } from '../../errors.js';
 import { readJsonFile } from '../../io/json-file.js';
 import { type OutputOptions, claimOutput, writeOutputDir } from '../../io/outputs.js';
 import { writeFileAtomic } from '../../io/writer.js';
@@ -106,6 +107,7 @@ export interface InitOptions {
  */
 export async function initCheckpoint(config: Record<string, unknown>, outDir: string, o: InitOptions = {}): Promise<{ files: string[]; parameters: number }> {
   const arch = architectureOf(config);
+  if (arch.builtin) throw new VlakitError('E_USAGE', `model init writes Hugging Face checkpoints; vlakit's own ${arch.modelType} model starts from train-sft --preset`, { field: 'model_type' });
   const c = arch.parseConfig(config);
   claimOutput(outDir, 'dir', o.output ?? {});
   const rng = new Rng(o.seed ?? 0);

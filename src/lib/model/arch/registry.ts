@@ -10,6 +10,9 @@ import { type PaliGemmaConfig, PaliGemmaConfigSchema, paliGemmaConfig, paliGemma
 import { type SiglipVisionConfig, SiglipVisionSchema, checkSiglip } from './siglip.js';
 import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
 import type { ImageFeatures, Ops, TensorSpec } from './ops.js';
+import { type VlaConfig, CheckpointConfigSchema } from '../config.js';
+import { BOS, EOS } from '../tokenizer.js';
+import { vlaForward, vlaImageTokens, vlaTensors } from './vlakit-vla.js';
 
 /** A text decoder's cache layout: layers, key/value heads and head size. */
 export interface CacheLayout {
@@ -47,6 +50,13 @@ export interface Architecture<C = unknown> {
    * (transformers >= 4.52 / 5: `model.language_model.*`) into the one `tensors` lists; the first match applies.
    */
   renames?: [RegExp, string][];
+  /** How the checkpoint stores linear weights: Hugging Face's [out, in] (default), or [in, out] (vlakit's own). */
+  linearLayout?: 'out_in' | 'in_out';
+  /**
+   * vlakit's own model: its checkpoints are train-sft/train-rl runs (tokenizer.json, action codec, LoRA as PEFT
+   * files) loaded by model/checkpoint.ts, not Hugging Face checkpoints (see isHfCheckpoint).
+   */
+  builtin?: boolean;
 }
 
 /**
@@ -213,7 +223,31 @@ export const paligemma: Architecture<PaliGemmaConfig> = gemmaVlm({
   prefixLm: true,
 });
 
-const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>, gemma3Text as Architecture<never>, gemma3 as Architecture<never>, paligemma as Architecture<never>];
+/**
+ * vlakit's built-in VLA (train-sft --preset): ViT per camera + projector + Llama decoder, image tokens first.
+ * `forward` takes pixels [B, C, S, S, 3] in [-1, 1] and returns the logits of the text positions.
+ */
+export const vlakitVla: Architecture<VlaConfig> = {
+  modelType: 'vlakit-vla',
+  classes: ['VlaForCausalLM'],
+  parseConfig(raw, file) {
+    const { vlakit: _own, ...c } = parseWith(CheckpointConfigSchema, raw, file);
+    return c as VlaConfig;
+  },
+  tensors: vlaTensors,
+  forward: (ops, c, x, pixels) => vlaForward(ops, c, x, pixels === undefined ? undefined : (pixels as never)),
+  vision: (c) => ({ imageSize: c.vision_config.image_size, channels: 3, tokensPerImage: vlaImageTokens(c), imageTokenId: -1 }),
+  cache: (c) => ({ layers: c.text_config.num_hidden_layers, kvHeads: c.text_config.num_key_value_heads, headDim: c.text_config.hidden_size / c.text_config.num_attention_heads }),
+  vocabSize: (c) => c.text_config.vocab_size,
+  maxPositions: (c) => c.text_config.max_position_embeddings,
+  eosIds: () => [EOS], // the built-in tokenizer's fixed special ids
+  bosId: () => BOS,
+  initializerRange: (c) => c.initializer_range,
+  linearLayout: 'in_out',
+  builtin: true,
+};
+
+const REGISTRY: Architecture<never>[] = [vlakitVla as Architecture<never>, llama as Architecture<never>, idefics3 as Architecture<never>, gemma3Text as Architecture<never>, gemma3 as Architecture<never>, paligemma as Architecture<never>];
 
 /** The architecture of a config.json (by model_type), or a clear error listing what vlakit supports. */
 export function architectureOf(raw: unknown, file = 'config.json'): Architecture<unknown> {

@@ -121,6 +121,8 @@ export class TfjsOps implements Ops<tf.Tensor> {
     private readonly lora?: TfjsLora,
     /** The prefix-LM prefix length (positions below it attend both ways); default 0. */
     private readonly prefix = 0,
+    /** How linear weights are stored: HF's [out, in] (default) or [in, out] (vlakit's built-in model). */
+    private readonly linearLayout: 'out_in' | 'in_out' = 'out_in',
   ) {
     this.next = cache ? { k: [...cache.k], v: [...cache.v], length: cache.length } : undefined;
   }
@@ -151,6 +153,20 @@ export class TfjsOps implements Ops<tf.Tensor> {
     return tf.transpose(x, perm);
   }
 
+  concat(xs: tf.Tensor[], axis: number): tf.Tensor {
+    return tf.concat(xs, axis);
+  }
+
+  slice(x: tf.Tensor, axis: number, start: number, end?: number): tf.Tensor {
+    const begin = x.shape.map((_, i) => (i === axis ? start : 0));
+    const size = x.shape.map((d, i) => (i === axis ? (end ?? d!) - start : -1));
+    return tf.slice(x, begin, size);
+  }
+
+  split(x: tf.Tensor, sizes: number[]): tf.Tensor[] {
+    return tf.split(x, sizes, -1);
+  }
+
   mergeTokens(text: tf.Tensor, ids: tf.Tensor, features: tf.Tensor, tokenId: number): tf.Tensor {
     const D = text.shape[text.shape.length - 1];
     const rows = tf.reshape(features, [-1, D]); // [N*L, D]
@@ -170,7 +186,8 @@ export class TfjsOps implements Ops<tf.Tensor> {
   linear(x: tf.Tensor, prefix: string): tf.Tensor {
     const inDim = x.shape[x.shape.length - 1];
     const x2 = tf.reshape(x, [-1, inDim]) as tf.Tensor2D; // [N, in]
-    let y = this.project(x2, `${prefix}.weight`); // [N, out]
+    // a weight stored [in, out] (a variable of vlakit's built-in model): a plain matMul, differentiable in both operands
+    let y = this.linearLayout === 'in_out' ? tf.matMul(x2, this.p(`${prefix}.weight`) as tf.Tensor2D) : this.project(x2, `${prefix}.weight`); // [N, out]
     const b = this.params.get(`${prefix}.bias`);
     if (b) y = tf.add(y, b);
     const lora = this.lora;
@@ -180,6 +197,10 @@ export class TfjsOps implements Ops<tf.Tensor> {
       if (a && bb) y = tf.add(y, tf.mul(tf.matMul(tf.matMul(x2, tf.transpose(a)), tf.transpose(bb)), lora.alpha / lora.r)); // [N, in] x [in, r] x [r, out]
     }
     return tf.reshape(y, [...x.shape.slice(0, -1), y.shape[1]!]);
+  }
+
+  linears(x: tf.Tensor, prefixes: string[]): tf.Tensor[] {
+    return prefixes.map((p) => this.linear(x, p));
   }
 
   /** x [N, in] times the weight `name` ([out, in], or [in, out] from TfjsParams.linear) transposed: [N, out]. */
