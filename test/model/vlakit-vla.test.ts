@@ -1,9 +1,12 @@
 /**
  * vlakit's built-in model in the architecture registry: its checkpoints are recognized (and kept apart from
- * Hugging Face ones), their tensors match the registry's list, and the one definition (arch/vlakit-vla.ts) run on
- * the TensorFlow.js backend gives the logits and KV cache of VlaModel (model.ts, written separately), with and
- * without images, with a cache, for GQA and two cameras. The ONNX side is checked in test/export/.
+ * Hugging Face ones), their tensors match the registry's list (checked on load), the definition run over the
+ * checkpoint's tensors as read (TfjsWeights, as Hugging Face checkpoints run) gives VlaModel's logits and KV cache
+ * (its trainable variables), with images, then a decode step; and the definition against an independent float64 NumPy reference
+ * (test/reference/hf_reference.py, dump in test/fixtures/reference/vlakit-vla-tiny) on tfjs and through both ONNX
+ * exports (standard and onnxruntime operators).
  */
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -12,11 +15,14 @@ import { initCheckpoint } from '../../src/lib/model/arch/manage.js';
 import { architectureOf, vlakitVla } from '../../src/lib/model/arch/registry.js';
 import { TfjsOps, TfjsWeights } from '../../src/lib/model/arch/tfjs-ops.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
-import { writeModelFiles } from '../../src/lib/model/checkpoint.js';
+import { loadCheckpoint, writeModelFiles } from '../../src/lib/model/checkpoint.js';
 import { type VlaConfig, preset } from '../../src/lib/model/config.js';
 import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
 import { writeOutputDir } from '../../src/lib/io/outputs.js';
+import { exportModel } from '../../src/lib/export/index.js';
+import { openBuiltinModel } from '../../src/lib/infer/index.js';
+import { readSafetensors } from '../../src/lib/model/safetensors.js';
 import { tempDir } from '../helpers.js';
 
 const dir = tempDir('vlakit-vla-');
@@ -45,11 +51,21 @@ describe('vlakit-vla in the registry', () => {
     expect(loaded.tensors.get('vision.layers.0.attn.qkv.weight')!.shape).toEqual([32, 96]);
   });
 
+  it('loading a checkpoint checks every tensor against the registry\'s list for its config', () => {
+    const bad = path.join(dir, 'bad');
+    cpSync(ck, bad, { recursive: true });
+    const raw = JSON.parse(readFileSync(path.join(bad, 'config.json'), 'utf8'));
+    raw.text_config.intermediate_size = 100;
+    writeFileSync(path.join(bad, 'config.json'), JSON.stringify(raw));
+    expect(() => loadCheckpoint(bad)).toThrow(/tensor model\.layers\.0\.mlp\.(down|gate|up)_proj\.weight has shape \[(88,32|32,88)\]; the config says \[(100,32|32,100)\]/);
+    expect(() => loadCheckpoint(ck)).not.toThrow();
+  });
+
   it('model init refuses it (the built-in model starts from train-sft --preset)', async () => {
     await expect(initCheckpoint(cfg as unknown as Record<string, unknown>, path.join(dir, 'init'))).rejects.toThrow(/train-sft --preset/);
   });
 
-  it('the definition on tfjs gives VlaModel\'s logits, with images, then a decode step through the cache', async () => {
+  it('over the tensors as read (TfjsWeights) it gives VlaModel\'s logits, with images, then a decode step through the cache', async () => {
     const loaded = loadHfCheckpoint(ck);
     const model = VlaModel.init(cfg, 0);
     for (const [n, t] of loaded.tensors) model.params.get(n)!.assign(tf.tensor(t.data, t.shape));
@@ -81,5 +97,35 @@ describe('vlakit-vla in the registry', () => {
     weights.dispose();
     expect(tf.memory().numTensors).toBe(before); // the tfjs path leaks nothing
     model.dispose();
+  });
+});
+
+describe('vlakit-vla against the NumPy float64 reference', () => {
+  const REF = path.resolve('test/fixtures/reference/vlakit-vla-tiny');
+  it('logits of the text positions within 1e-4 relative: the checkpoint (tfjs) and its exports (onnxruntime)', async () => {
+    const config = JSON.parse(readFileSync(path.join(REF, 'config.json'), 'utf8')) as VlaConfig;
+    const inp = JSON.parse(readFileSync(path.join(REF, 'inputs.json'), 'utf8')) as { input_ids: number[]; pixel_values: number[] };
+    const { logits: expected } = JSON.parse(readFileSync(path.join(REF, 'expected.json'), 'utf8')) as { logits: number[][] };
+    const m = VlaModel.init(config, 0);
+    for (const [n, t] of readSafetensors(path.join(REF, 'model.safetensors')).tensors) m.params.get(n)!.assign(tf.tensor(t.data, t.shape));
+    const tok = await buildTokenizer(['grasp the red block'], 40);
+    const ref = path.join(dir, 'ref');
+    await writeOutputDir(ref, (d) => writeModelFiles(d, m, tok.json));
+    m.dispose();
+    const scale = Math.max(...expected.flat().map(Math.abs));
+    const worst = (got: Float32Array) => Math.max(...expected.flatMap((row, t) => row.map((v, j) => Math.abs(got[t * row.length + j] - v) / scale)));
+    const pixels = Float32Array.from(inp.pixel_values);
+    const runs: [string, string][] = [['checkpoint', ref]];
+    for (const ops of ['standard', 'onnxruntime'] as const) {
+      await exportModel(ref, `${ref}-${ops}`, { ops });
+      runs.push([ops, `${ref}-${ops}`]);
+    }
+    for (const [what, at] of runs) {
+      const r = await openBuiltinModel(at);
+      const got = await r.logits(pixels, inp.input_ids);
+      await r.dispose();
+      expect(got.length).toBe(inp.input_ids.length * config.text_config.vocab_size);
+      expect(worst(got), what).toBeLessThan(1e-4);
+    }
   });
 });

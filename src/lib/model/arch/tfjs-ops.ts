@@ -5,7 +5,7 @@
  * as targets. Each block runs in its own tf.tidy, so a forward holds one layer's temporaries at a time.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { applyRope, causalMask, embed, mergeHeads, repeatKv, ropeTables, splitHeads } from '../layers.js';
+import { applyRope, attention, causalMask, embed, gelu, layerNorm, linear, mergeHeads, repeatKv, rmsNorm, ropeTables, splitHeads } from '../layers.js';
 import { VlakitError } from '../../errors.js';
 import type { NamedArray } from '../safetensors.js';
 import type { AttentionSpec, Ops } from './ops.js';
@@ -184,10 +184,11 @@ export class TfjsOps implements Ops<tf.Tensor> {
   }
 
   linear(x: tf.Tensor, prefix: string): tf.Tensor {
+    // weights stored [in, out] (vlakit's built-in model, its variables): a plain matMul, LoRA as A [in, r], B [r, out]
+    if (this.linearLayout === 'in_out') return linear(this.params, prefix, x, this.lora);
     const inDim = x.shape[x.shape.length - 1];
     const x2 = tf.reshape(x, [-1, inDim]) as tf.Tensor2D; // [N, in]
-    // a weight stored [in, out] (a variable of vlakit's built-in model): a plain matMul, differentiable in both operands
-    let y = this.linearLayout === 'in_out' ? tf.matMul(x2, this.p(`${prefix}.weight`) as tf.Tensor2D) : this.project(x2, `${prefix}.weight`); // [N, out]
+    let y = this.project(x2, `${prefix}.weight`); // [N, out]
     const b = this.params.get(`${prefix}.bias`);
     if (b) y = tf.add(y, b);
     const lora = this.lora;
@@ -217,14 +218,11 @@ export class TfjsOps implements Ops<tf.Tensor> {
   }
 
   rmsNorm(x: tf.Tensor, weight: string, eps: number, offset?: number): tf.Tensor {
-    const ms = tf.mean(tf.square(x), -1, true);
-    const w = offset === undefined ? this.p(weight) : tf.add(this.p(weight), offset);
-    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), w);
+    return rmsNorm(x, offset === undefined ? this.p(weight) : tf.add(this.p(weight), offset), eps);
   }
 
   layerNorm(x: tf.Tensor, prefix: string, eps: number): tf.Tensor {
-    const { mean, variance } = tf.moments(x, -1, true);
-    return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), this.p(`${prefix}.weight`)), this.p(`${prefix}.bias`));
+    return layerNorm(x, this.p(`${prefix}.weight`), this.p(`${prefix}.bias`), eps);
   }
 
   add(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
@@ -248,10 +246,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
   }
 
   gelu(x: tf.Tensor, approximate: 'none' | 'tanh'): tf.Tensor {
-    if (approximate === 'tanh') {
-      const c = Math.sqrt(2 / Math.PI);
-      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), c))));
-    }
+    if (approximate === 'tanh') return gelu(x);
     return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.div(x, Math.SQRT2))));
   }
 
@@ -278,13 +273,11 @@ export class TfjsOps implements Ops<tf.Tensor> {
       this.next.length = past + T;
     }
     const n = s.heads / s.kvHeads;
-    let scores = tf.mul(tf.matMul(qh, repeatKv(kh, n), false, true), s.scale ?? 1 / Math.sqrt(s.headDim)); // [B, H, T, past + T]
-    if (s.softcap !== undefined) scores = tf.mul(tf.tanh(tf.div(scores, s.softcap)), s.softcap);
-    if (s.causal && (s.window !== undefined || s.blocks || s.prefix)) scores = tf.add(scores, tf.mul(tf.sub(1, tf.cast(this.allowed(T, past, s), 'float32')), -1e9)); // + [B, 1, T, past + T]
-    else if (s.causal) scores = tf.add(scores, causalMask(T, past + T));
-    const probs = tf.softmax(scores) as tf.Tensor4D; // [B, H, T, past + T]
-    if (this.recordAttentions && s.layer >= 0) this.recordAttentions[s.layer] = tf.keep(probs); // kept out of the block's tidy: the caller disposes them
-    const out = tf.matMul(probs, repeatKv(vh, n)) as tf.Tensor4D; // [B, H, T, hd]
+    let mask: tf.Tensor | undefined;
+    if (s.causal && (s.window !== undefined || s.blocks || s.prefix)) mask = tf.mul(tf.sub(1, tf.cast(this.allowed(T, past, s), 'float32')), -1e9); // [B or 1, 1, T, past + T]
+    else if (s.causal) mask = causalMask(T, past + T); // [T, past + T]
+    const { out, weights } = attention(qh, repeatKv(kh, n), repeatKv(vh, n), mask, { scale: s.scale, softcap: s.softcap }); // [B, H, T, hd], [B, H, T, past + T]
+    if (this.recordAttentions && s.layer >= 0) this.recordAttentions[s.layer] = tf.keep(weights); // kept out of the block's tidy: the caller disposes them
     return mergeHeads(out); // [B, T, H*hd]
   }
 
