@@ -81,14 +81,14 @@ export default class Export extends VlakitCommand {
     }
   }
 
-  /** A Hugging Face checkpoint: its architecture's prefill and decode graphs, float32, standard operators. */
+  /** A Hugging Face checkpoint: its architecture's prefill and decode graphs, float32, standard operators (with --attentions, attention outputs). */
   private async exportHf(dir: string, flags: { output: string; overwrite?: boolean; adapter?: string; parity: boolean; tolerance?: string; device: string; backend?: string; quantize: string; attentions: boolean; quiet: boolean; json: boolean }): Promise<void> {
-    if (flags.quantize !== 'none' || flags.attentions) throw new VlakitError('E_USAGE', '--quantize and --attentions are not supported yet for Hugging Face checkpoints (float32, standard operators)');
+    if (flags.quantize !== 'none') throw new VlakitError('E_USAGE', '--quantize is not supported yet for Hugging Face checkpoints (float32, standard operators)');
     const tolerance = flags.tolerance === undefined ? undefined : Number(flags.tolerance);
     if (tolerance !== undefined && !(tolerance >= 0)) throw new VlakitError('E_USAGE', `--tolerance must be a number >= 0 for a Hugging Face checkpoint, got "${flags.tolerance}"`);
     const { exportHfChecked } = await import('../lib/export/hf.js');
     const t0 = performance.now();
-    const res = await exportHfChecked(dir, flags.output, { parity: flags.parity, tolerance, device: flags.device as 'cpu', backend: flags.backend, output: this.outputOptions(flags, [dir]), adapter: flags.adapter });
+    const res = await exportHfChecked(dir, flags.output, { parity: flags.parity, tolerance, device: flags.device as 'cpu', backend: flags.backend, output: this.outputOptions(flags, [dir]), adapter: flags.adapter, attentions: flags.attentions });
     const seconds = (performance.now() - t0) / 1000;
     if (flags.json) return void process.stderr.write(`${JSON.stringify({ ...res, seconds })}\n`);
     this.note(`vlakit export: ${(res.parameters / 1e6).toFixed(2)}M parameters, standard operators -> ${flags.output} (${res.files.map((f) => f.name).join(', ')}) in ${seconds.toFixed(1)} s`, flags.quiet);

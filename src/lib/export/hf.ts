@@ -22,8 +22,11 @@ const CARRIED = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.
 
 const DIMS = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length' } as const;
 
-/** One graph of a causal LM: prefill (no past) or decode (past_key_values.* in). */
-export function causalLmGraph(ck: HfCheckpoint, kind: 'prefill' | 'decode', store: WeightStore): ModelProto {
+/**
+ * One graph of a causal LM: prefill (no past) or decode (past_key_values.* in); with `attentions`, each decoder
+ * layer's attention weights too (attentions.{i} [batch, heads, queries, keys]).
+ */
+export function causalLmGraph(ck: HfCheckpoint, kind: 'prefill' | 'decode', store: WeightStore, o: { attentions?: boolean } = {}): ModelProto {
   const b = new GraphBuilder(kind, store);
   const layout = ck.arch.cache(ck.config);
   const ids = b.input('input_ids', 'int64', [DIMS.batch, DIMS.seq]);
@@ -31,7 +34,7 @@ export function causalLmGraph(ck: HfCheckpoint, kind: 'prefill' | 'decode', stor
   const vision = ck.arch.vision?.(ck.config);
   // a vision-language model's prefill takes the image tiles of the prompt: pixel_values [N, C, S, S]
   const pixels = kind === 'prefill' && vision ? b.input('pixel_values', 'float', ['num_images', vision.channels, vision.imageSize, vision.imageSize]) : undefined;
-  const ops = new OnnxOps(b, ck.tensors, { past, present: [] }, ck.arch.maxPositions(ck.config));
+  const ops = new OnnxOps(b, ck.tensors, { past, present: [] }, { maxPositions: ck.arch.maxPositions(ck.config), attentions: o.attentions });
   const logits = ck.arch.forward(ops, ck.config, ids, pixels); // [B, T, V]
   const keys = kind === 'decode' ? `${DIMS.past} + ${DIMS.seq}` : DIMS.seq;
   b.output(logits, 'logits', 'float', [DIMS.batch, DIMS.seq, ck.arch.vocabSize(ck.config)]);
@@ -39,6 +42,7 @@ export function causalLmGraph(ck: HfCheckpoint, kind: 'prefill' | 'decode', stor
     b.output(p.k, `present.${i}.key`, 'float', [DIMS.batch, layout.kvHeads, keys, layout.headDim]);
     b.output(p.v, `present.${i}.value`, 'float', [DIMS.batch, layout.kvHeads, keys, layout.headDim]);
   });
+  if (o.attentions) ops.cache.attentions?.forEach((a, i) => b.output(a, `attentions.${i}`, 'float', [DIMS.batch, layout.heads, DIMS.seq, keys]));
   return b.model(`vlakit ${ck.arch.modelType} ${kind}`, { vlakit_graph: kind, model_type: ck.arch.modelType });
 }
 
@@ -53,17 +57,17 @@ export interface HfExportResult {
  * Exports a loaded checkpoint to `outDir` (written whole or not at all); `verify` runs on the finished files first.
  * @example await exportHfModel(loadHfCheckpoint('models/stories260k'), 'out/stories-onnx')
  */
-export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void>; output?: OutputOptions; meta?: PolicyMeta } = {}): Promise<HfExportResult> {
+export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void>; output?: OutputOptions; meta?: PolicyMeta; attentions?: boolean } = {}): Promise<HfExportResult> {
   const src = path.resolve(ck.dir);
   const output: OutputOptions = { ...o.output, inputs: [ck.dir, ...(o.output?.inputs ?? [])] };
   claimOutput(outDir, 'dir', output);
   const store = new WeightStore(HF_EXPORT_FILES.data);
-  const graphs = { [HF_EXPORT_FILES.prefill]: causalLmGraph(ck, 'prefill', store), [HF_EXPORT_FILES.decode]: causalLmGraph(ck, 'decode', store) };
+  const graphs = { [HF_EXPORT_FILES.prefill]: causalLmGraph(ck, 'prefill', store, o), [HF_EXPORT_FILES.decode]: causalLmGraph(ck, 'decode', store, o) };
   let out: ExportFiles | undefined;
   await writeOutputDir(outDir, async (tmp) => {
     const ex = (out = new ExportFiles(tmp));
     await ex.graphs(store, HF_EXPORT_FILES.data, graphs);
-    const vlakit = { export: { format: 'onnx', kind: 'causal-lm', opset: OPSET, ops: 'standard', quantization: 'none', graphs: { prefill: HF_EXPORT_FILES.prefill, decode: HF_EXPORT_FILES.decode }, external_data: HF_EXPORT_FILES.data, source: src } };
+    const vlakit = { export: { format: 'onnx', kind: 'causal-lm', opset: OPSET, ops: 'standard', quantization: 'none', graphs: { prefill: HF_EXPORT_FILES.prefill, decode: HF_EXPORT_FILES.decode }, external_data: HF_EXPORT_FILES.data, attentions: Boolean(o.attentions), source: src } };
     // a policy's action codec and statistics (from the checkpoint or its adapter) travel with the export
     const codec = o.meta?.actionCodec ? { action_codec: o.meta.actionCodec } : {};
     await ex.write('config.json', `${JSON.stringify({ ...ck.rawConfig, vlakit: { ...vlakit, ...codec } }, null, 2)}\n`);
@@ -129,6 +133,8 @@ export interface HfExportOptions {
   output?: OutputOptions;
   /** A PEFT LoRA adapter directory folded into the weights before the export. */
   adapter?: string;
+  /** attentions.{i} outputs (each decoder layer's attention weights, for attn-viz). */
+  attentions?: boolean;
   backend?: string;
   device?: 'cpu' | 'cuda';
 }
@@ -169,6 +175,6 @@ export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExpo
   const own = readPolicyMeta(ckptDir);
   const fromAdapter = o.adapter ? readPolicyMeta(o.adapter) : {};
   const meta: PolicyMeta = { actionCodec: fromAdapter.actionCodec ?? own.actionCodec, actionStats: fromAdapter.actionStats ?? own.actionStats };
-  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify, output, meta });
+  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify, output, meta, attentions: o.attentions });
   return { ...res, parity };
 }

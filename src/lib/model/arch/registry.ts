@@ -14,11 +14,12 @@ import { type VlaConfig, CheckpointConfigSchema } from '../config.js';
 import { BOS, EOS } from '../tokenizer.js';
 import { vlaForward, vlaImageTokens, vlaTensors } from './vlakit-vla.js';
 
-/** A text decoder's cache layout: layers, key/value heads and head size. */
+/** A text decoder's cache layout: layers, key/value heads and head size; and its query heads (attention maps). */
 export interface CacheLayout {
   layers: number;
   kvHeads: number;
   headDim: number;
+  heads: number;
 }
 
 export interface Architecture<C = unknown> {
@@ -97,8 +98,8 @@ export const llama: Architecture<LlamaConfig> = {
   tensors: (c) => [...llamaTensors(c), ...(c.tie_word_embeddings ? [] : [{ name: 'lm_head.weight', shape: [c.vocab_size, c.hidden_size], init: 'normal' as const }])],
   forward: (ops, c, x) => llamaForward(ops, c, x),
   cache: (c) => {
-    const { KV, hd } = llamaHeads(c);
-    return { layers: c.num_hidden_layers, kvHeads: KV, headDim: hd };
+    const { H, KV, hd } = llamaHeads(c);
+    return { layers: c.num_hidden_layers, kvHeads: KV, headDim: hd, heads: H };
   },
   vocabSize: (c) => c.vocab_size,
   maxPositions: (c) => c.max_position_embeddings,
@@ -131,8 +132,8 @@ export const idefics3: Architecture<Idefics3Config> = {
   features: (ops, c, pixels) => idefics3Vision(ops, c, pixels),
   vision: (c) => ({ imageSize: c.vision_config.image_size, channels: c.vision_config.num_channels, tokensPerImage: idefics3Grid(c).tokensPerImage, imageTokenId: c.image_token_id }),
   cache: (c) => {
-    const { KV, hd } = llamaHeads(c.text_config);
-    return { layers: c.text_config.num_hidden_layers, kvHeads: KV, headDim: hd };
+    const { H, KV, hd } = llamaHeads(c.text_config);
+    return { layers: c.text_config.num_hidden_layers, kvHeads: KV, headDim: hd, heads: H };
   },
   vocabSize: (c) => c.text_config.vocab_size,
   maxPositions: (c) => c.text_config.max_position_embeddings,
@@ -149,7 +150,7 @@ export const gemma3Text: Architecture<GemmaTextConfig> = {
   },
   tensors: (c) => [...gemmaTextTensors(c, 'model'), ...(c.tie_word_embeddings ? [] : [{ name: 'lm_head.weight', shape: [c.vocab_size, c.hidden_size], init: 'normal' as const }])],
   forward: (ops, c, x) => gemma3TextForward(ops, c, x),
-  cache: (c) => ({ layers: c.num_hidden_layers, kvHeads: c.num_key_value_heads, headDim: c.head_dim }),
+  cache: (c) => ({ layers: c.num_hidden_layers, kvHeads: c.num_key_value_heads, headDim: c.head_dim, heads: c.num_attention_heads }),
   vocabSize: (c) => c.vocab_size,
   maxPositions: (c) => c.max_position_embeddings,
   eosIds: (c) => c.eos_token_id,
@@ -189,7 +190,7 @@ function gemmaVlm<C extends { text: GemmaTextConfig; vision: SiglipVisionConfig;
     forward: a.forward,
     features: a.features,
     vision: (c) => ({ imageSize: c.vision.image_size, channels: c.vision.num_channels, tokensPerImage: a.tokensPerImage(c), imageTokenId: c.image_token_id }),
-    cache: (c) => ({ layers: c.text.num_hidden_layers, kvHeads: c.text.num_key_value_heads, headDim: c.text.head_dim }),
+    cache: (c) => ({ layers: c.text.num_hidden_layers, kvHeads: c.text.num_key_value_heads, headDim: c.text.head_dim, heads: c.text.num_attention_heads }),
     vocabSize: (c) => c.text.vocab_size,
     maxPositions: (c) => c.text.max_position_embeddings,
     eosIds: (c) => c.text.eos_token_id,
@@ -237,7 +238,7 @@ export const vlakitVla: Architecture<VlaConfig> = {
   tensors: vlaTensors,
   forward: (ops, c, x, pixels) => vlaForward(ops, c, x, pixels === undefined ? undefined : (pixels as never)),
   vision: (c) => ({ imageSize: c.vision_config.image_size, channels: 3, tokensPerImage: vlaImageTokens(c), imageTokenId: -1 }),
-  cache: (c) => ({ layers: c.text_config.num_hidden_layers, kvHeads: c.text_config.num_key_value_heads, headDim: c.text_config.hidden_size / c.text_config.num_attention_heads }),
+  cache: (c) => ({ layers: c.text_config.num_hidden_layers, kvHeads: c.text_config.num_key_value_heads, headDim: c.text_config.hidden_size / c.text_config.num_attention_heads, heads: c.text_config.num_attention_heads }),
   vocabSize: (c) => c.text_config.vocab_size,
   maxPositions: (c) => c.text_config.max_position_embeddings,
   eosIds: () => [EOS], // the built-in tokenizer's fixed special ids
