@@ -110,7 +110,12 @@ export class OrtCausalLm implements CausalLm {
     for (let i = 0; i < this.layers; i++) {
       for (const kind of ['key', 'value']) empty[`past_key_values.${i}.${kind}`] = new this.ort.Tensor('float32', new Float32Array(0), [1, this.kv.kvHeads, 0, this.kv.headDim]);
     }
-    return this.decodeSession.run({ input_ids: this.idsTensor(ids), ...empty, ...this.prefixFeed(this.decodeSession, prefix) });
+    return this.decodeSession.run({ input_ids: this.idsTensor(ids), ...empty, ...this.prefixFeed(this.decodeSession, prefix), ...this.maskFeed(ids.length) });
+  }
+
+  /** A fused decode graph's attention_mask: ones over the `total` positions of past and new tokens; nothing for standard graphs. */
+  private maskFeed(total: number): Record<string, OrtTypes.Tensor> {
+    return this.decodeSession.inputNames.includes('attention_mask') ? { attention_mask: new this.ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total]) } : {};
   }
 
   /** A prefix-LM graph's `prefix_length` input (PaliGemma); nothing for graphs without one. */
@@ -157,7 +162,7 @@ export class OrtCausalLm implements CausalLm {
       next: async (id) => {
         if (length + 1 > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
         checkPrompt(this, [id], undefined, { step: true });
-        return keep(await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...past, ...this.prefixFeed(this.decodeSession, prompt) }), 1);
+        return keep(await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...past, ...this.prefixFeed(this.decodeSession, prompt), ...this.maskFeed(length + 1) }), 1);
       },
       dispose: () => {
         for (const t of Object.values(past)) t.dispose();
