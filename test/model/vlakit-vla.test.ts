@@ -9,6 +9,7 @@
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { isHfCheckpoint, loadHfCheckpoint } from '../../src/lib/model/arch/hf.js';
 import { initCheckpoint } from '../../src/lib/model/arch/manage.js';
@@ -59,6 +60,14 @@ describe('vlakit-vla in the registry', () => {
     writeFileSync(path.join(bad, 'config.json'), JSON.stringify(raw));
     expect(() => loadCheckpoint(bad)).toThrow(/tensor model\.layers\.0\.mlp\.(down|gate|up)_proj\.weight has shape \[(88,32|32,88)\]; the config says \[(100,32|32,100)\]/);
     expect(() => loadCheckpoint(ck)).not.toThrow();
+  });
+
+  it('model info describes a built-in checkpoint as vlakit\'s own model (no processor to build)', async () => {
+    const r = await execa('node', [path.resolve('bin/run.js'), 'model', 'info', ck], { reject: false });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toMatch(/vlakit-vla \(VlaForCausalLM\)/);
+    expect(r.stdout).toMatch(/vlakit: its own model, a train-sft\/train-rl checkpoint/);
+    expect(r.stdout).not.toMatch(/processor: cannot be built/);
   });
 
   it('model init refuses it (the built-in model starts from train-sft --preset)', async () => {

@@ -23,6 +23,8 @@ export interface ModelInfo {
   classes: string[];
   /** Whether vlakit can run it, and what it lacks when not. */
   supported: boolean;
+  /** vlakit's own model (a train-sft/train-rl checkpoint), not a Hugging Face one. */
+  builtin: boolean;
   problems: string[];
   parameters: number;
   tensors: number;
@@ -79,6 +81,7 @@ export function describeCheckpoint(dir: string): ModelInfo {
     model_type: String(config.model_type),
     classes: classes.length ? classes : ((config.architectures as string[] | undefined) ?? []),
     supported: problems.length === 0,
+    builtin: Boolean(arch?.builtin),
     problems: problems.slice(0, 20),
     parameters,
     tensors,

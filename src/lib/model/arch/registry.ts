@@ -9,7 +9,7 @@ import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forwa
 import { type PaliGemmaConfig, PaliGemmaConfigSchema, paliGemmaConfig, paliGemmaForward, paliGemmaTensors, paliGemmaVision, type Gemma3Config, Gemma3ConfigSchema, type GemmaTextConfig, GemmaTextSchema, gemma3Config, gemma3Forward, gemma3Vision, gemma3Tensors, gemma3TextForward, gemmaText, gemmaTextTensors } from './gemma.js';
 import { type SiglipVisionConfig, SiglipVisionSchema, checkSiglip } from './siglip.js';
 import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
-import type { ImageFeatures, Ops, TensorSpec } from './ops.js';
+import { type ImageFeatures, type Ops, type TensorSpec, isFeatures } from './ops.js';
 import { type VlaConfig, CheckpointConfigSchema } from '../config.js';
 import { BOS, EOS } from '../tokenizer.js';
 import { vlaForward, vlaImageTokens, vlaTensors } from './vlakit-vla.js';
@@ -236,7 +236,10 @@ export const vlakitVla: Architecture<VlaConfig> = {
     return c as VlaConfig;
   },
   tensors: vlaTensors,
-  forward: (ops, c, x, pixels) => vlaForward(ops, c, x, pixels === undefined ? undefined : (pixels as never)),
+  forward: (ops, c, x, pixels) => {
+    if (pixels !== undefined && isFeatures(pixels)) throw new VlakitError('E_USAGE', 'vlakit-vla runs its vision tower in the forward: it takes pixels, not image features');
+    return vlaForward(ops, c, x, pixels);
+  },
   vision: (c) => ({ imageSize: c.vision_config.image_size, channels: 3, tokensPerImage: vlaImageTokens(c), imageTokenId: -1 }),
   cache: (c) => ({ layers: c.text_config.num_hidden_layers, kvHeads: c.text_config.num_key_value_heads, headDim: c.text_config.hidden_size / c.text_config.num_attention_heads, heads: c.text_config.num_attention_heads }),
   vocabSize: (c) => c.text_config.vocab_size,
