@@ -275,22 +275,74 @@ export class OnnxOps implements Ops<string> {
     return this.b.o('Transpose', [this.b.o('Reshape', [x, this.b.ints([0, 0, heads, hd])])], { perm: [0, 2, 1, 3] }); // [B, T, heads, hd] -> [B, heads, T, hd]
   }
 
-  /** Rotary embedding of x [B, heads, T, hd] at positions [past, past + T): x1 c - x2 s | x2 c + x1 s. */
-  private rope(x: string, positions: string, hd: number, theta: number, factor = 1): string {
+  /** Gathered rotary rows per table, shared by the decoder layers of the graph (their positions are the same). */
+  private readonly ropeRows = new Map<string, { c: string; s: string }>();
+
+  /**
+   * Rotary embedding of x [B, heads, T, hd] at `positions` [T]: x cos + rotate_half(x) sin, with cos and sin rows
+   * [T, hd] (both halves of a head share a frequency) and rotate_half as a MatMul by a constant signed permutation
+   * [hd, hd] ([x1, x2] -> [-x2, x1]: sums of one term and zeros, so exact). `shared`: the rows are the same for
+   * every call of this graph (decoder layers), so they are gathered once.
+   */
+  private rope(x: string, positions: string, hd: number, theta: number, factor = 1, shared = false): string {
     const b = this.b;
     const half = hd / 2;
     const name = `rope.${hd}.${theta}${factor === 1 ? '' : `.x${factor}`}`;
     const table = (part: 'cos' | 'sin'): string => {
       const done = b.weights.entries.get(`${name}.${part}`);
       if (done) return b.weight(`${name}.${part}`, done.data, done.dims);
-      const angles = ropeAngles(this.maxPositions, hd, theta, 0, factor); // [maxPos, hd/2]
-      return b.weight(`${name}.${part}`, angles[part], [this.maxPositions, half]);
+      const angles = ropeAngles(this.maxPositions, hd, theta, 0, factor)[part]; // [maxPos, hd/2]
+      const full = new Float32Array(this.maxPositions * hd); // [maxPos, hd]: the row twice
+      for (let p = 0; p < this.maxPositions; p++) for (let i = 0; i < half; i++) full[p * hd + i] = full[p * hd + half + i] = angles[p * half + i];
+      return b.weight(`${name}.${part}`, full, [this.maxPositions, hd]);
     };
-    const c = b.o('Gather', [table('cos'), positions], { axis: 0 }); // [T, hd/2]
-    const s = b.o('Gather', [table('sin'), positions], { axis: 0 });
-    const x1 = b.o('Slice', [x, b.ints([0]), b.ints([half]), b.ints([3])]); // [B, heads, T, hd/2]
-    const x2 = b.o('Slice', [x, b.ints([half]), b.ints([hd]), b.ints([3])]);
-    return b.o('Concat', [b.o('Sub', [b.o('Mul', [x1, c]), b.o('Mul', [x2, s])]), b.o('Add', [b.o('Mul', [x2, c]), b.o('Mul', [x1, s])])], { axis: 3 });
+    let rows = shared ? this.ropeRows.get(name) : undefined;
+    if (!rows) {
+      rows = { c: b.o('Gather', [table('cos'), positions], { axis: 0 }), s: b.o('Gather', [table('sin'), positions], { axis: 0 }) }; // [T, hd]
+      if (shared) this.ropeRows.set(name, rows);
+    }
+    const rotName = `rope.rotate_half.${hd}`;
+    const have = b.weights.entries.get(rotName);
+    let rot: Float32Array;
+    if (have) rot = have.data as Float32Array;
+    else {
+      rot = new Float32Array(hd * hd); // [hd, hd]: column j < half takes -x[j + half], column j + half takes x[j]
+      for (let j = 0; j < half; j++) {
+        rot[(j + half) * hd + j] = -1;
+        rot[j * hd + j + half] = 1;
+      }
+    }
+    const rotated = b.o('MatMul', [x, b.weight(rotName, rot, [hd, hd])]); // [B, heads, T, hd]
+    return b.o('Add', [b.o('Mul', [x, rows.c]), b.o('Mul', [rotated, rows.s])]);
+  }
+
+  /** The shared sequence of the decoder layers (past, total, positions), made by the first one. */
+  private decoderSeq: { past: string; total: string; positions: string } | undefined;
+  /** Additive causal masks of the decoder layers by their spec (window, prefix, blocks). */
+  private readonly masks = new Map<string, string>();
+
+  /** A call's sequence: `past` cached positions, total = past + T, positions [past, total). */
+  private sequence(q: string, past: string): { past: string; total: string; positions: string } {
+    const b = this.b;
+    const total = b.o('Add', [past, this.dim(q, 1)]);
+    return { past, total, positions: b.o('Range', [past, total, b.ints([1], true)]) }; // [T]
+  }
+
+  /** -1e9 where a query may not see a key, else 0: [T, P + T] (or [B, 1, T, P + T] with blocks). */
+  private causalMask(s: AttentionSpec<string>, seq: { past: string; total: string; positions: string }, key: string, shared: boolean): string {
+    const b = this.b;
+    const { past, total } = seq;
+    const one = b.ints([1], true);
+    const keys = b.o('Unsqueeze', [b.o('Range', [b.ints([0], true), total, one]), b.ints([0])]); // [1, P + T]
+    const queries = b.o('Unsqueeze', [seq.positions, b.ints([1])]); // [T, 1]
+    let blocked = b.o('Greater', [keys, queries]); // [T, P + T]: future keys
+    // outside the sliding window: query - key >= window
+    if (s.window !== undefined) blocked = b.o('Or', [blocked, b.o('GreaterOrEqual', [b.o('Sub', [queries, keys]), b.ints([s.window], true)])]);
+    if (s.prefix) blocked = b.o('And', [blocked, b.o('Not', [b.o('And', [b.o('Less', [queries, s.prefix]), b.o('Less', [keys, s.prefix])])])]); // both in the prefix: seen
+    if (s.blocks) blocked = b.o('And', [b.o('Unsqueeze', [blocked, b.ints([0, 1])]), b.o('Not', [this.blockMask(s.blocks.ids, s.blocks.tokenId, past)])]); // [B, 1, T, P + T]
+    const mask = b.o('Where', [blocked, b.floats([-1e9]), b.floats([0])]);
+    if (shared) this.masks.set(key, mask);
+    return mask;
   }
 
   attention(q: string, k: string, v: string, s: AttentionSpec<string>): string {
@@ -298,16 +350,15 @@ export class OnnxOps implements Ops<string> {
     const b = this.b;
     const { heads: H, kvHeads: KV, headDim: hd } = s;
     const cached = s.layer >= 0;
-    const past = cached ? this.past() : b.ints([0], true);
-    const T = this.dim(q, 1);
-    const total = b.o('Add', [past, T]);
+    // the decoder layers of a graph share their sequence: past, total and positions are computed once
+    const seq = cached ? (this.decoderSeq ??= this.sequence(q, this.past())) : s.rope || s.causal ? this.sequence(q, b.ints([0], true)) : undefined;
     let qh = this.heads(q, H, hd); // [B, H, T, hd]
     let kh = this.heads(k, KV, hd); // [B, KV, T, hd]
     let vh = this.heads(v, KV, hd);
     if (s.rope) {
-      const positions = b.o('Range', [past, total, b.ints([1], true)]); // [T]
-      qh = this.rope(qh, positions, hd, s.rope.theta, s.rope.factor);
-      kh = this.rope(kh, positions, hd, s.rope.theta, s.rope.factor);
+      const positions = seq!.positions;
+      qh = this.rope(qh, positions, hd, s.rope.theta, s.rope.factor, cached);
+      kh = this.rope(kh, positions, hd, s.rope.theta, s.rope.factor, cached);
     }
     if (cached) {
       (this.cache.fresh ??= [])[s.layer] = { k: kh, v: vh };
@@ -324,15 +375,10 @@ export class OnnxOps implements Ops<string> {
     let scores = b.o('Mul', [b.o('MatMul', [qh, b.o('Transpose', [repeat(kh)], { perm: [0, 1, 3, 2] })]), b.floats([s.scale ?? 1 / Math.sqrt(hd)])]); // [B, H, T, P + T]
     if (s.softcap !== undefined) scores = b.o('Mul', [b.o('Tanh', [b.o('Div', [scores, b.floats([s.softcap])])]), b.floats([s.softcap])]);
     if (s.causal) {
-      const one = b.ints([1], true);
-      const keys = b.o('Unsqueeze', [b.o('Range', [b.ints([0], true), total, one]), b.ints([0])]); // [1, P + T]
-      const queries = b.o('Unsqueeze', [b.o('Range', [past, total, one]), b.ints([1])]); // [T, 1]
-      let blocked = b.o('Greater', [keys, queries]); // [T, P + T]: future keys
-      // outside the sliding window: query - key >= window
-      if (s.window !== undefined) blocked = b.o('Or', [blocked, b.o('GreaterOrEqual', [b.o('Sub', [queries, keys]), b.ints([s.window], true)])]);
-      if (s.prefix) blocked = b.o('And', [blocked, b.o('Not', [b.o('And', [b.o('Less', [queries, s.prefix]), b.o('Less', [keys, s.prefix])])])]); // both in the prefix: seen
-      if (s.blocks) blocked = b.o('And', [b.o('Unsqueeze', [blocked, b.ints([0, 1])]), b.o('Not', [this.blockMask(s.blocks.ids, s.blocks.tokenId, past)])]); // [B, 1, T, P + T]
-      scores = b.o('Add', [scores, b.o('Where', [blocked, b.floats([-1e9]), b.floats([0])])]);
+      const maskKey = `${s.window ?? ''}|${s.prefix ?? ''}|${s.blocks ? `${s.blocks.ids}:${s.blocks.tokenId}` : ''}`;
+      const shared = cached ? this.masks.get(maskKey) : undefined;
+      if (shared) scores = b.o('Add', [scores, shared]);
+      else scores = b.o('Add', [scores, this.causalMask(s, seq!, maskKey, cached)]);
     }
     const probs = b.o('Softmax', [scores], { axis: -1 }); // [B, H, T, P + T]
     if (this.o.attentions && cached) (this.cache.attentions ??= [])[s.layer] = probs;
