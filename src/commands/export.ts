@@ -18,7 +18,7 @@ export default class Export extends VlakitCommand {
     output: Flags.string({ char: 'o', description: 'the export directory (an existing one only with --overwrite, replaced whole once the export is checked)', required: true, helpValue: 'DIR' }),
     overwrite: sharedFlags.overwrite,
     attentions: Flags.boolean({ description: 'add attentions.{i} outputs (for attn-viz); with --ops onnxruntime, as a second pair of graphs' }),
-    ops: Flags.string({ description: 'onnxruntime: its fused operators (GroupQueryAttention, SkipSimplifiedLayerNormalization), fastest; standard: the default ONNX domain only, for any runtime', options: ['onnxruntime', 'standard'], default: 'onnxruntime' }),
+    ops: Flags.string({ description: 'onnxruntime: its fused operators (GroupQueryAttention, SimplifiedLayerNormalization) where the model allows them, fastest; standard: the default ONNX domain only, for any runtime', options: ['onnxruntime', 'standard'], default: 'onnxruntime' }),
     quantize: Flags.string({ description: 'int8: matmul weights as int8 with a scale per output column, activations quantized at run time (onnxruntime dynamic quantization); none: float32', options: ['none', 'int8'], default: 'none' }),
     'full-range': Flags.boolean({ description: 'with --quantize int8: full-range weights (-127..127) instead of 7-bit ones (-63..63): half the weight rounding error, but only for CPUs that add int8 products in 32 bits (x86-64 with AVX-512 VNNI, AVX-VNNI or AMX; arm64): refused on others, and runners warn on them' }),
     'reduce-range': Flags.boolean({ description: 'with --quantize int8: 7-bit weights, the default now', hidden: true }),

@@ -29,7 +29,7 @@ export interface ExportOptions {
   /** Add attentions.{i} outputs (attn-viz): with fused operators, as a second pair of graphs beside the fast one. */
   attentions?: boolean;
   /**
-   * onnxruntime (default): onnxruntime's fused operators (GroupQueryAttention, SkipSimplifiedLayerNormalization);
+   * onnxruntime (default): onnxruntime's fused operators (GroupQueryAttention, SimplifiedLayerNormalization);
    * standard: the default ONNX domain only, for any runtime.
    */
   ops?: 'onnxruntime' | 'standard';
