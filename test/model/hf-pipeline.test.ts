@@ -3,7 +3,7 @@
  * (`vlakit model init`, SmolVLM's real tokenizer, template and processor files at a tiny tile size), training data
  * from the built-in pipeline (scripted demonstrations -> plans -> merged chunks -> VLM2VLA examples), `train-sft
  * --init --lora` (a PEFT adapter), `export --adapter` (merged, checked against the checkpoint), then `rollout`,
- * `eval-vqa` and `attn-viz` on the checkpoint with its adapter and on the export. The tiny random model writes
+ * `eval-vqa` and `attn-viz` on the checkpoint with its adapter and on the export (exported with --attentions). The tiny random model writes
  * nonsense; the test checks that every stage runs, agrees between engines and keeps the processor's layout.
  */
 import { copyFileSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -78,7 +78,7 @@ describe('a LoRA VLA from a Hugging Face VLM: train-sft -> export -> rollout -> 
   }, 300_000);
 
   it('export --adapter merges it and passes the parity check against the checkpoint with its adapter', async () => {
-    await ok(['export', base, '--adapter', run, '-o', onnx]);
+    await ok(['export', base, '--adapter', run, '--attentions', '-o', onnx]);
     expect(readdirSync(onnx)).toEqual(expect.arrayContaining(['prefill.onnx', 'decode.onnx', 'config.json', 'tokenizer.json', 'preprocessor_config.json']));
   }, 300_000);
 
@@ -105,12 +105,22 @@ describe('a LoRA VLA from a Hugging Face VLM: train-sft -> export -> rollout -> 
     expect(by('export')).toEqual(by('vla'));
   }, 300_000);
 
-  it('attn-viz: action-token attention over the image of each example, from the checkpoint with its adapter', async () => {
+  it('attn-viz: action-token attention over the image of each example, from the checkpoint with its adapter and from the export', async () => {
     const out = path.join(dir, 'attn');
     await ok(['attn-viz', '--model', base, '--adapter', run, '--input', examples, '--stage', 'actions', '--limit', '2', '--tokens', 'action', '--json', '-o', out]);
     const files = readdirSync(out);
     expect(files.filter((f) => f.endsWith('.png')).length).toBeGreaterThanOrEqual(2);
     const maps = jsonl(path.join(out, 'maps.jsonl'));
     expect(maps.length).toBeGreaterThanOrEqual(2);
+    // the export (with --attentions) draws the same maps
+    await ok(['attn-viz', '--model', onnx, '--input', examples, '--stage', 'actions', '--limit', '2', '--tokens', 'action', '--json', '-o', `${out}-onnx`]);
+    const fromExport = jsonl(path.join(`${out}-onnx`, 'maps.jsonl'));
+    const worst = (a: unknown, b: unknown): number => {
+      if (typeof a === 'number' && typeof b === 'number') return Math.abs(a - b);
+      if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length ? Math.max(0, ...a.map((x, i) => worst(x, b[i]))) : Infinity;
+      if (a && b && typeof a === 'object' && typeof b === 'object') return Math.max(0, ...Object.keys(a).filter((k) => !['name', 'file'].includes(k)).map((k) => worst((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])));
+      return a === b ? 0 : Infinity;
+    };
+    expect(worst(fromExport, maps)).toBeLessThan(1e-4);
   }, 300_000);
 });

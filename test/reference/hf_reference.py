@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """
 A float64 NumPy reference of the Hugging Face architectures vlakit runs, written from transformers' modeling
-files (LlamaForCausalLM; Idefics3ForConditionalGeneration = SigLIP vision tower, pixel-shuffle connector, Llama
+files (LlamaForCausalLM; vlakit's own vlakit-vla, a ViT + projector + that Llama; Idefics3ForConditionalGeneration = SigLIP vision tower, pixel-shuffle connector, Llama
 text model; Gemma3ForCausalLM; Gemma3ForConditionalGeneration; PaliGemmaForConditionalGeneration = SigLIP, linear
 projector, Gemma 2 text model with prefix-LM attention), in their formulation: rotate_half with cat(freqs, freqs), repeat_kv by repeat, the patch convolution
 as a strided window sum, the pixel shuffle as transformers' view/permute sequence, image features scattered into
@@ -275,11 +275,54 @@ def gemma3_projector(W, c, vision_outputs):
     return normed @ W["multi_modal_projector.mm_input_projection_weight"]
 
 
+def vlakit_vla(W, c, ids, pixels):
+    """
+    vlakit's built-in VLA (model_type vlakit-vla; no transformers counterpart, written from docs/MODEL.md): a ViT
+    over each camera image (patches in row-major grid order, each flattened as row, column, channel), a two-layer
+    projector plus a learned vector per camera, then a Llama decoder over [image tokens, text] with the head tied to
+    the embedding; the logits of the text positions. Linear weights are stored [in, out]: x @ W + b.
+    pixels: [C, S, S, 3] of one example.
+    """
+    v, t = c["vision_config"], c["text_config"]
+    P, S, C = v["patch_size"], v["image_size"], c["num_cameras"]
+    g = S // P
+    Dv, Hv = v["hidden_size"], v["num_attention_heads"]
+    hv = Dv // Hv
+    eps = v["layer_norm_eps"]
+    patches = np.zeros((C, g * g, P * P * 3))
+    for cam in range(C):
+        for gy in range(g):
+            for gx in range(g):
+                patches[cam, gy * g + gx] = pixels[cam, gy * P : (gy + 1) * P, gx * P : (gx + 1) * P, :].reshape(-1)
+    lin = lambda x, n: x @ W[f"{n}.weight"] + W[f"{n}.bias"]
+    x = lin(patches, "vision.patch_embed") + W["vision.pos_embed"]  # [C, Np, Dv]
+    heads = lambda a: a.reshape(C, -1, Hv, hv).transpose(0, 2, 1, 3)  # [C, Hv, Np, hv]
+    for i in range(v["num_hidden_layers"]):
+        p = f"vision.layers.{i}"
+        h = layer_norm(x, W[f"{p}.ln1.weight"], W[f"{p}.ln1.bias"], eps)
+        qkv = lin(h, f"{p}.attn.qkv")
+        q, k, vv = qkv[..., :Dv], qkv[..., Dv : 2 * Dv], qkv[..., 2 * Dv :]
+        att = softmax(heads(q) @ heads(k).transpose(0, 1, 3, 2) / np.sqrt(hv)) @ heads(vv)  # bidirectional
+        x = x + lin(att.transpose(0, 2, 1, 3).reshape(C, -1, Dv), f"{p}.attn.proj")
+        h = layer_norm(x, W[f"{p}.ln2.weight"], W[f"{p}.ln2.bias"], eps)
+        x = x + lin(gelu_tanh(lin(h, f"{p}.mlp.fc1")), f"{p}.mlp.fc2")
+    x = layer_norm(x, W["vision.post_ln.weight"], W["vision.post_ln.bias"], eps)
+    feats = lin(gelu_tanh(lin(x, "projector.fc1")), "projector.fc2") + W["projector.camera_embed"][:, None, :]  # [C, Np, D]
+    D = t["hidden_size"]
+    emb = np.concatenate([feats.reshape(-1, D), W["model.embed_tokens.weight"][ids]])
+    # the decoder's weights in transformers' [out, in] layout, for llama_model
+    Wt = {n: (a.T if n.startswith("model.layers.") and a.ndim == 2 else a) for n, a in W.items()}
+    h = llama_model(Wt, t, emb, "model")
+    return (h @ W["model.embed_tokens.weight"].T)[C * g * g :]
+
+
 def forward(d):
     c = json.load(open(f"{d}/config.json"))
     W = load_safetensors(f"{d}/model.safetensors")
     inp = json.load(open(f"{d}/inputs.json"))
     ids = np.array(inp["input_ids"])
+    if c["model_type"] == "vlakit-vla":
+        return vlakit_vla(W, c, ids, np.array(inp["pixel_values"], dtype=np.float64).reshape(inp["pixel_shape"]))
     if c["model_type"] == "llama":
         x = W["model.embed_tokens.weight"][ids]
         h = llama_model(W, c, x, "model")

@@ -2,6 +2,7 @@
 # Remakes the reference dumps under test/fixtures/reference/: random weights from `vlakit model init` at each
 # config (transformers' tensor names), seeded inputs, and the logits of the float64 NumPy reference
 # (test/reference/hf_reference.py). Needs numpy; `make test` only reads the committed results.
+# vlakit-vla-tiny: VlaModel.init's weights (model init is for Hugging Face layouts), its norms and biases noised too.
 # Arguments: the dump directories to remake (default: all). Gemma's norm weights, which model init sets to 0 as
 # transformers does (the model multiplies by 1 + w), get seeded noise so the dumps exercise them.
 set -euo pipefail
@@ -11,14 +12,26 @@ dirs=("$@")
 for d in "${dirs[@]}"; do
   d=${d%/}
   rm -f "$d/model.safetensors"
-  rm -rf "$d.tmp"; node bin/run.js model init --config "$d/config.json" --seed 7 -o "$d.tmp" -q
-  mv "$d.tmp/model.safetensors" "$d/" && rm -rf "$d.tmp"
+  if grep -q '"vlakit-vla"' "$d/config.json"; then
+    # vlakit's own model: VlaModel.init's weights ([in, out] linears), as a train-sft run starts
+    node --input-type=module -e '
+      import { readFileSync } from "node:fs";
+      import { VlaModel } from "./dist/lib/model/model.js";
+      import { writeSafetensors } from "./dist/lib/model/safetensors.js";
+      const d = process.argv[1];
+      const m = VlaModel.init(JSON.parse(readFileSync(`${d}/config.json`, "utf8")), 7);
+      await writeSafetensors(`${d}/model.safetensors`, new Map([...m.params].map(([n, v]) => [n, { shape: v.shape, data: v.dataSync() }])));
+    ' "$d"
+  else
+    rm -rf "$d.tmp"; node bin/run.js model init --config "$d/config.json" --seed 7 -o "$d.tmp" -q
+    mv "$d.tmp/model.safetensors" "$d/" && rm -rf "$d.tmp"
+  fi
   python3 - "$d" <<'PY'
 import json, struct, sys
 import numpy as np
 d = sys.argv[1]
 c = json.load(open(f"{d}/config.json"))
-if c["model_type"] in ("gemma3_text", "gemma3", "paligemma"):
+if c["model_type"] in ("gemma3_text", "gemma3", "paligemma", "vlakit-vla"):
     path = f"{d}/model.safetensors"
     raw = open(path, "rb").read()
     (n,) = struct.unpack("<Q", raw[:8])
@@ -30,7 +43,7 @@ if c["model_type"] in ("gemma3_text", "gemma3", "paligemma"):
         assert info["dtype"] == "F32"
         a, b = info["data_offsets"]
         x = np.frombuffer(raw[8 + n + a : 8 + n + b], dtype="<f4").reshape(info["shape"]).copy()
-        if "norm" in name and len(info["shape"]) == 1:
+        if len(info["shape"]) == 1 and ("norm" in name or (c["model_type"] == "vlakit-vla" and (".ln" in name or name.endswith(".bias")))):
             x += rng.normal(0, 0.3, size=x.shape).astype(np.float32)
         arrays[name] = x
     meta, off = {}, 0
@@ -65,6 +78,11 @@ elif c["model_type"] == "idefics3":
     v = c["vision_config"]; s = v["image_size"]; per = (s // v["patch_size"]) ** 2 // c["scale_factor"] ** 2
     ids = [1, 5, 7] + [c["image_token_id"]] * per + [9, 11] + [c["image_token_id"]] * per + list(rng.randint(3, 59, 6))
     pix = rng.uniform(-1, 1, size=(2, 3, s, s))
+    inp = {"input_ids": [int(i) for i in ids], "pixel_shape": list(pix.shape), "pixel_values": [round(float(x), 6) for x in pix.ravel()]}
+elif c["model_type"] == "vlakit-vla":
+    v = c["vision_config"]; s = v["image_size"]
+    pix = rng.uniform(-1, 1, size=(c["num_cameras"], s, s, 3))
+    ids = [2] + list(rng.randint(5, c["text_config"]["vocab_size"], 9))
     inp = {"input_ids": [int(i) for i in ids], "pixel_shape": list(pix.shape), "pixel_values": [round(float(x), 6) for x in pix.ravel()]}
 else:
     inp = {"input_ids": [1] + [int(i) for i in rng.randint(3, c["vocab_size"], 17)]}

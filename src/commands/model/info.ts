@@ -23,7 +23,7 @@ export default class ModelInfo extends VlakitCommand {
     const { describeCheckpoint } = await import('../../lib/model/arch/manage.js');
     const info = describeCheckpoint(args.dir);
     let proc: ProcessorSummary | { error: string } | undefined;
-    if (info.model_type) {
+    if (info.model_type && !info.builtin) {
       const { describeProcessor } = await import('../../lib/model/processor/index.js');
       try {
         proc = await describeProcessor(args.dir);
@@ -40,7 +40,7 @@ export default class ModelInfo extends VlakitCommand {
         `  weights: ${info.files.join(', ') || 'none'}`,
         `  processor files: ${info.processor.join(', ') || 'none'}`,
         ...(proc ? [`  processor: ${processorLine(proc)}`] : []),
-        info.supported ? '  vlakit: supported (generate, export, train-sft --init)' : `  vlakit: not supported: ${info.problems.join('; ')}`,
+        !info.supported ? `  vlakit: not supported: ${info.problems.join('; ')}` : info.builtin ? '  vlakit: its own model, a train-sft/train-rl checkpoint (export, rollout, eval-vqa, attn-viz, train-sft/train-rl --init)' : '  vlakit: supported (generate, export, train-sft --init)',
       ];
       process.stdout.write(`${lines.join('\n')}\n`);
     }

@@ -12,6 +12,8 @@ import { type OutputOptions, claimOutput, writeOutputDir } from '../io/outputs.j
 import type { CheckReport } from './check.js';
 import { ExportFiles } from './files.js';
 import { GraphBuilder, type ModelProto, OPSET, WeightStore } from './onnx.js';
+import { type Int8Quantization, int8Quantization } from './quantize.js';
+import { PRESENT_DIM } from './vla.js';
 import { type CausalLm, generateIds } from '../infer/causal.js';
 import { Rng } from '../util/rng.js';
 import { type PolicyMeta, readPolicyMeta } from '../infer/hf-runner.js';
@@ -20,31 +22,49 @@ export const HF_EXPORT_FILES = { prefill: 'prefill.onnx', decode: 'decode.onnx',
 /** Files of a checkpoint directory that an export carries over unchanged. */
 const CARRIED = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'generation_config.json', 'chat_template.json', 'chat_template.jinja', 'vocab.json', 'merges.txt', 'tokenizer.model', 'preprocessor_config.json', 'processor_config.json'];
 
-const DIMS = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length' } as const;
+const DIMS = { batch: 'batch_size', seq: 'sequence_length', past: 'past_sequence_length', total: 'total_sequence_length' } as const;
 
-/** One graph of a causal LM: prefill (no past) or decode (past_key_values.* in). */
-export function causalLmGraph(ck: HfCheckpoint, kind: 'prefill' | 'decode', store: WeightStore): ModelProto {
+/** The variants of a causal LM's graphs (OnnxOps' options). */
+export interface CausalGraphOptions {
+  /** attentions.{i} [batch, heads, queries, keys] outputs: each decoder layer's attention weights. */
+  attentions?: boolean;
+  /** onnxruntime's fused operators; the decode step then also takes attention_mask [batch, total] (all ones). */
+  fused?: boolean;
+  /** int8 linear weights (7-bit: correct on every CPU), activations quantized at run time. */
+  quantize?: 'int8';
+}
+
+/**
+ * One graph of a causal LM: prefill (no past) or decode (past_key_values.* in); with `attentions`, each decoder
+ * layer's attention weights too (attentions.{i} [batch, heads, queries, keys]).
+ */
+export function causalLmGraph(ck: HfCheckpoint, kind: 'prefill' | 'decode', store: WeightStore, o: CausalGraphOptions = {}): ModelProto {
   const b = new GraphBuilder(kind, store);
   const layout = ck.arch.cache(ck.config);
   const ids = b.input('input_ids', 'int64', [DIMS.batch, DIMS.seq]);
   const past = kind === 'decode' ? Array.from({ length: layout.layers }, (_, i) => ({ k: b.input(`past_key_values.${i}.key`, 'float', [DIMS.batch, layout.kvHeads, DIMS.past, layout.headDim]), v: b.input(`past_key_values.${i}.value`, 'float', [DIMS.batch, layout.kvHeads, DIMS.past, layout.headDim]) })) : undefined;
+  const mask = kind === 'decode' && o.fused ? b.input('attention_mask', 'int64', [DIMS.batch, DIMS.total]) : undefined;
   const vision = ck.arch.vision?.(ck.config);
   // a vision-language model's prefill takes the image tiles of the prompt: pixel_values [N, C, S, S]
   const pixels = kind === 'prefill' && vision ? b.input('pixel_values', 'float', ['num_images', vision.channels, vision.imageSize, vision.imageSize]) : undefined;
-  const ops = new OnnxOps(b, ck.tensors, { past, present: [] }, ck.arch.maxPositions(ck.config));
+  const ops = new OnnxOps(b, ck.tensors, { past, mask, present: [] }, { maxPositions: ck.arch.maxPositions(ck.config), linearLayout: ck.arch.linearLayout, attentions: o.attentions, fused: o.fused, quantize: o.quantize });
   const logits = ck.arch.forward(ops, ck.config, ids, pixels); // [B, T, V]
-  const keys = kind === 'decode' ? `${DIMS.past} + ${DIMS.seq}` : DIMS.seq;
+  const keys = kind === 'decode' ? (o.fused ? PRESENT_DIM : `${DIMS.past} + ${DIMS.seq}`) : DIMS.seq;
   b.output(logits, 'logits', 'float', [DIMS.batch, DIMS.seq, ck.arch.vocabSize(ck.config)]);
   ops.cache.present.forEach((p, i) => {
     b.output(p.k, `present.${i}.key`, 'float', [DIMS.batch, layout.kvHeads, keys, layout.headDim]);
     b.output(p.v, `present.${i}.value`, 'float', [DIMS.batch, layout.kvHeads, keys, layout.headDim]);
   });
+  if (o.attentions) ops.cache.attentions?.forEach((a, i) => b.output(a, `attentions.${i}`, 'float', [DIMS.batch, layout.heads, DIMS.seq, keys]));
   return b.model(`vlakit ${ck.arch.modelType} ${kind}`, { vlakit_graph: kind, model_type: ck.arch.modelType });
 }
 
 export interface HfExportResult {
   dir: string;
   parameters: number;
+  /** The operators used: onnxruntime's fused ones, or standard (asked for, or what the architecture needs). */
+  ops: 'onnxruntime' | 'standard';
+  quantization: Int8Quantization | 'none';
   files: { name: string; bytes: number }[];
   checks: CheckReport[];
 }
@@ -53,17 +73,33 @@ export interface HfExportResult {
  * Exports a loaded checkpoint to `outDir` (written whole or not at all); `verify` runs on the finished files first.
  * @example await exportHfModel(loadHfCheckpoint('models/stories260k'), 'out/stories-onnx')
  */
-export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void>; output?: OutputOptions; meta?: PolicyMeta } = {}): Promise<HfExportResult> {
+export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void>; output?: OutputOptions; meta?: PolicyMeta; attentions?: boolean; ops?: 'onnxruntime' | 'standard'; quantize?: 'int8' } = {}): Promise<HfExportResult> {
   const src = path.resolve(ck.dir);
   const output: OutputOptions = { ...o.output, inputs: [ck.dir, ...(o.output?.inputs ?? [])] };
   claimOutput(outDir, 'dir', output);
-  const store = new WeightStore(HF_EXPORT_FILES.data);
-  const graphs = { [HF_EXPORT_FILES.prefill]: causalLmGraph(ck, 'prefill', store), [HF_EXPORT_FILES.decode]: causalLmGraph(ck, 'decode', store) };
+  const quantization = o.quantize === 'int8' ? int8Quantization('7-bit') : 'none';
+  const build = (fused: boolean) => {
+    const store = new WeightStore(HF_EXPORT_FILES.data);
+    const g = { attentions: o.attentions, fused, quantize: o.quantize };
+    return { store, graphs: { [HF_EXPORT_FILES.prefill]: causalLmGraph(ck, 'prefill', store, g), [HF_EXPORT_FILES.decode]: causalLmGraph(ck, 'decode', store, g) } };
+  };
+  // onnxruntime's fused attention: causal rotary layers with head sizes a multiple of 8, and no attention outputs;
+  // an architecture with sliding windows, soft caps, image blocks or a prefix gets standard operators
+  let fused = o.ops === 'onnxruntime' && !o.attentions && ck.arch.cache(ck.config).headDim % 8 === 0;
+  let built: ReturnType<typeof build>;
+  try {
+    built = build(fused);
+  } catch (err) {
+    if (!(fused && err instanceof VlakitError && err.code === 'E_USAGE')) throw err;
+    fused = false;
+    built = build(false);
+  }
+  const { store, graphs } = built;
   let out: ExportFiles | undefined;
   await writeOutputDir(outDir, async (tmp) => {
     const ex = (out = new ExportFiles(tmp));
     await ex.graphs(store, HF_EXPORT_FILES.data, graphs);
-    const vlakit = { export: { format: 'onnx', kind: 'causal-lm', opset: OPSET, ops: 'standard', quantization: 'none', graphs: { prefill: HF_EXPORT_FILES.prefill, decode: HF_EXPORT_FILES.decode }, external_data: HF_EXPORT_FILES.data, source: src } };
+    const vlakit = { export: { format: 'onnx', kind: 'causal-lm', opset: OPSET, ops: fused ? 'onnxruntime' : 'standard', quantization, graphs: { prefill: HF_EXPORT_FILES.prefill, decode: HF_EXPORT_FILES.decode }, external_data: HF_EXPORT_FILES.data, attentions: Boolean(o.attentions), source: src } };
     // a policy's action codec and statistics (from the checkpoint or its adapter) travel with the export
     const codec = o.meta?.actionCodec ? { action_codec: o.meta.actionCodec } : {};
     await ex.write('config.json', `${JSON.stringify({ ...ck.rawConfig, vlakit: { ...vlakit, ...codec } }, null, 2)}\n`);
@@ -73,7 +109,7 @@ export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verif
   }, output);
   let parameters = 0;
   for (const t of ck.tensors.values()) parameters += t.data.length;
-  return { dir: outDir, parameters, files: out!.files, checks: out!.checks };
+  return { dir: outDir, parameters, ops: fused ? 'onnxruntime' : 'standard', quantization, files: out!.files, checks: out!.checks };
 }
 
 export interface CausalParity {
@@ -129,6 +165,12 @@ export interface HfExportOptions {
   output?: OutputOptions;
   /** A PEFT LoRA adapter directory folded into the weights before the export. */
   adapter?: string;
+  /** attentions.{i} outputs (each decoder layer's attention weights, for attn-viz); standard operators. */
+  attentions?: boolean;
+  /** onnxruntime's fused operators where the architecture allows them, or standard ones (the default). */
+  ops?: 'onnxruntime' | 'standard';
+  /** int8 linear weights (7-bit); the parity check then allows 5% of the largest |logit| and counts greedy ids only. */
+  quantize?: 'int8';
   backend?: string;
   device?: 'cpu' | 'cuda';
 }
@@ -160,8 +202,8 @@ export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExpo
       reference.dispose();
       await candidate.dispose();
     }
-    const tolerance = o.tolerance ?? 1e-4 * Math.max(1, parity.maxAbsLogit);
-    if (parity.maxAbsDiff > tolerance || !parity.greedyMatch) {
+    const tolerance = o.tolerance ?? (o.quantize ? 0.05 * parity.maxAbsLogit : 1e-4 * Math.max(1, parity.maxAbsLogit));
+    if (parity.maxAbsDiff > tolerance || (!o.quantize && !parity.greedyMatch)) {
       const m = parity.mismatch;
       throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${tolerance.toExponential(2)})${m ? `; greedy ids after ${m.prompt.join(',')}: checkpoint ${m.reference.join(',')}, export ${m.export.join(',')}` : ''}`, { file: outDir });
     }
@@ -169,6 +211,6 @@ export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExpo
   const own = readPolicyMeta(ckptDir);
   const fromAdapter = o.adapter ? readPolicyMeta(o.adapter) : {};
   const meta: PolicyMeta = { actionCodec: fromAdapter.actionCodec ?? own.actionCodec, actionStats: fromAdapter.actionStats ?? own.actionStats };
-  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify, output, meta });
+  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify, output, meta, attentions: o.attentions, ops: o.ops, quantize: o.quantize });
   return { ...res, parity };
 }

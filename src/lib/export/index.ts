@@ -12,7 +12,7 @@ import { claimOutput, type OutputOptions, writeOutputDir } from '../io/outputs.j
 import { loadCheckpoint } from '../model/checkpoint.js';
 import type { CheckReport } from './check.js';
 import { ExportFiles } from './files.js';
-import { decodeGraph, prefillGraph } from './graph.js';
+import { type VlaWeights, vlaGraph } from './vla.js';
 import { OPSET, WeightStore } from './onnx.js';
 import { type Int8Quantization, type WeightRange, int8Quantization } from './quantize.js';
 import type { Int8Path } from '../util/cpu.js';
@@ -29,7 +29,7 @@ export interface ExportOptions {
   /** Add attentions.{i} outputs (attn-viz): with fused operators, as a second pair of graphs beside the fast one. */
   attentions?: boolean;
   /**
-   * onnxruntime (default): onnxruntime's fused operators (GroupQueryAttention, SkipSimplifiedLayerNormalization);
+   * onnxruntime (default): onnxruntime's fused operators (GroupQueryAttention, SimplifiedLayerNormalization);
    * standard: the default ONNX domain only, for any runtime.
    */
   ops?: 'onnxruntime' | 'standard';
@@ -93,11 +93,13 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
     const quantize = o.quantize;
     const weightRange = quantization === 'none' ? undefined : quantization.weight_range;
     const main = { attentions: fused ? false : o.attentions, fused, quantize, weightRange };
-    const graphs: Record<string, ReturnType<typeof prefillGraph>> = { [EXPORT_FILES.prefill]: prefillGraph(model, store, main), [EXPORT_FILES.decode]: decodeGraph(model, store, main) };
+    // the weights as the registry's definition reads them (vlakit's names, linear weights [in, out])
+    const weights: VlaWeights = new Map([...model.params].map(([n, v]) => [n, { shape: v.shape, data: v.dataSync() as Float32Array }]));
+    const graphs: Record<string, ReturnType<typeof vlaGraph>> = { [EXPORT_FILES.prefill]: vlaGraph(model.config, weights, 'prefill', store, main), [EXPORT_FILES.decode]: vlaGraph(model.config, weights, 'decode', store, main) };
     const separate = fused && o.attentions; // the fused attention returns no weights: a standard pair for attn-viz
     if (separate) {
-      graphs[EXPORT_FILES.prefillAttentions] = prefillGraph(model, store, { attentions: true, quantize, weightRange });
-      graphs[EXPORT_FILES.decodeAttentions] = decodeGraph(model, store, { attentions: true, quantize, weightRange });
+      graphs[EXPORT_FILES.prefillAttentions] = vlaGraph(model.config, weights, 'prefill', store, { attentions: true, quantize, weightRange });
+      graphs[EXPORT_FILES.decodeAttentions] = vlaGraph(model.config, weights, 'decode', store, { attentions: true, quantize, weightRange });
     }
     let out: ExportFiles | undefined;
     await writeOutputDir(outDir, async (tmp) => {

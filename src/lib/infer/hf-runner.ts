@@ -150,7 +150,7 @@ export class HfRunner implements VlaRunner {
   }
 
   async attentions(pixels: Float32Array, ids: number[]): Promise<{ layers: Float32Array[]; heads: number; positions: number }> {
-    if (!this.lm.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs: run attn-viz on the checkpoint it was exported from (with its --adapter)', { file: this.info.dir });
+    if (!this.lm.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs: export it again with --attentions, or run attn-viz on the checkpoint it was exported from (with its --adapter)', { file: this.info.dir });
     return this.lm.attentions(ids, pixels.length ? pixels : undefined);
   }
 

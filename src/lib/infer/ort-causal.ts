@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { VlakitError } from '../errors.js';
 import { readJsonFile } from '../io/json-file.js';
 import { type Architecture, architectureOf } from '../model/arch/registry.js';
-import { type CausalLm, type CausalState, checkPrompt, uncachedState } from './causal.js';
+import { type AttentionMaps, type CausalLm, type CausalState, checkPrompt, uncachedState } from './causal.js';
 import { type Device, loadOrt, openGraph, openGraphPair } from './ort.js';
 
 const ExportConfig = z.looseObject({
@@ -40,6 +40,8 @@ export class OrtCausalLm implements CausalLm {
   readonly vision?: CausalLm['vision'];
   private readonly layers: number;
   private readonly kv: { kvHeads: number; headDim: number };
+  /** Every decoder attention weight of one forward pass: only an export with attentions.{i} outputs has them. */
+  readonly attentions?: (ids: number[], images?: Float32Array, prefix?: number) => Promise<AttentionMaps>;
 
   private constructor(
     private readonly ort: typeof OrtTypes,
@@ -56,6 +58,25 @@ export class OrtCausalLm implements CausalLm {
     this.layers = layout.layers;
     this.kv = layout;
     this.vision = arch.vision?.(config);
+    if (prefillSession.outputNames.includes('attentions.0')) this.attentions = (ids, images, prefix) => this.attentionMaps(ids, images, prefix);
+  }
+
+  private async attentionMaps(ids: number[], images?: Float32Array, prefix?: number): Promise<AttentionMaps> {
+    const out = await this.runPrompt(ids, images, prefix);
+    const layers = Array.from({ length: this.layers }, (_, i) => out[`attentions.${i}`].data as Float32Array); // [1, H, N, N]
+    const [, heads, positions] = out['attentions.0'].dims;
+    for (const t of Object.values(out)) t.dispose();
+    return { layers, heads, positions };
+  }
+
+  /** The last query's row of each layer's attentions.{i} [1, H, T, K]: [layer][head][key]. */
+  private lastRows(out: OrtTypes.InferenceSession.OnnxValueMapType): number[][][] {
+    return Array.from({ length: this.layers }, (_, i) => {
+      const a = out[`attentions.${i}`];
+      const [, H, T, K] = a.dims;
+      const d = a.data as Float32Array;
+      return Array.from({ length: H }, (_, h) => Array.from(d.subarray((h * T + T - 1) * K, (h * T + T) * K)));
+    });
   }
 
   /**
@@ -89,7 +110,12 @@ export class OrtCausalLm implements CausalLm {
     for (let i = 0; i < this.layers; i++) {
       for (const kind of ['key', 'value']) empty[`past_key_values.${i}.${kind}`] = new this.ort.Tensor('float32', new Float32Array(0), [1, this.kv.kvHeads, 0, this.kv.headDim]);
     }
-    return this.decodeSession.run({ input_ids: this.idsTensor(ids), ...empty, ...this.prefixFeed(this.decodeSession, prefix) });
+    return this.decodeSession.run({ input_ids: this.idsTensor(ids), ...empty, ...this.prefixFeed(this.decodeSession, prefix), ...this.maskFeed(ids.length) });
+  }
+
+  /** A fused decode graph's attention_mask: ones over the `total` positions of past and new tokens; nothing for standard graphs. */
+  private maskFeed(total: number): Record<string, OrtTypes.Tensor> {
+    return this.decodeSession.inputNames.includes('attention_mask') ? { attention_mask: new this.ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total]) } : {};
   }
 
   /** A prefix-LM graph's `prefix_length` input (PaliGemma); nothing for graphs without one. */
@@ -105,14 +131,17 @@ export class OrtCausalLm implements CausalLm {
   }
 
   start(o: { useCache?: boolean; attentions?: boolean } = {}): CausalState {
-    if (o.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs: run attn-viz on the checkpoint it was exported from (with its --adapter)');
+    if (o.attentions && !this.attentions) throw new VlakitError('E_USAGE', 'this export has no attention outputs: export it again with --attentions, or run attn-viz on the checkpoint it was exported from (with its --adapter)');
     const V = this.vocabSize;
     const last = (l: Float32Array) => l.slice(l.length - V);
-    if (o.useCache === false) return uncachedState(this);
+    if (o.useCache === false) return uncachedState(this, o.attentions);
     let past: Record<string, OrtTypes.Tensor> = {};
     let length = 0;
     let prompt = 0;
+    let rows: number[][][] = [];
     const keep = (out: OrtTypes.InferenceSession.OnnxValueMapType, n: number): Float32Array => {
+      if (o.attentions) rows = this.lastRows(out);
+      for (let i = 0; i < this.layers; i++) out[`attentions.${i}`]?.dispose();
       for (const t of Object.values(past)) t.dispose();
       past = {};
       for (let i = 0; i < this.layers; i++) {
@@ -133,12 +162,13 @@ export class OrtCausalLm implements CausalLm {
       next: async (id) => {
         if (length + 1 > this.maxPositions) throw new VlakitError('E_USAGE', `the sequence would pass the model's ${this.maxPositions} positions`);
         checkPrompt(this, [id], undefined, { step: true });
-        return keep(await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...past, ...this.prefixFeed(this.decodeSession, prompt) }), 1);
+        return keep(await this.decodeSession.run({ input_ids: this.idsTensor([id]), ...past, ...this.prefixFeed(this.decodeSession, prompt), ...this.maskFeed(length + 1) }), 1);
       },
       dispose: () => {
         for (const t of Object.values(past)) t.dispose();
         past = {};
       },
+      attentions: o.attentions ? () => rows : undefined,
     };
   }
 

@@ -13,6 +13,7 @@ import { readJsonFile } from '../io/json-file.js';
 import { AdapterConfigSchema, CheckpointConfigSchema, type VlaConfig } from './config.js';
 import { newVar } from './layers.js';
 import { VlaModel } from './model.js';
+import { vlakitVla } from './arch/registry.js';
 import { type NamedArray, readSafetensors, writeSafetensors } from './safetensors.js';
 
 /** The files of a checkpoint's model (what export and inference read); the optimizer and trainer state are beside them. */
@@ -86,6 +87,19 @@ function readText(file: string, what: string): string {
   }
 }
 
+/** The checkpoint's tensors against the registry's list for its config: a missing, extra or mis-shaped one is named. */
+function checkTensors(tensors: Map<string, NamedArray>, config: VlaConfig, dir: string): void {
+  const expected = vlakitVla.tensors(config);
+  for (const t of expected) {
+    const got = tensors.get(t.name);
+    if (!got) throw new VlakitError('E_MODEL', `model.safetensors has no tensor ${t.name} (shape [${t.shape}]), which the config needs`, { file: dir });
+    if (got.shape.join(',') !== t.shape.join(',')) throw new VlakitError('E_MODEL', `tensor ${t.name} has shape [${got.shape}]; the config says [${t.shape}]`, { file: dir });
+  }
+  const want = new Set(expected.map((t) => t.name));
+  const extra = [...tensors.keys()].find((n) => !want.has(n));
+  if (extra !== undefined) throw new VlakitError('E_MODEL', `tensor ${extra} of model.safetensors is not part of the model as configured`, { file: dir });
+}
+
 /**
  * Loads a checkpoint directory, with its LoRA adapters when config.json records them (checkpoints written before
  * that record: when adapter files are present). Adapter files that config.json does not record are refused.
@@ -103,7 +117,9 @@ export function loadCheckpoint(dir: string): LoadedCheckpoint {
   }
   if (recorded && !existsSync(adapterCfg)) throw new VlakitError('E_MODEL', 'config.json records LoRA adapters, but adapter_config.json is missing', { file: dir });
   const model = new VlaModel(config as VlaConfig);
-  for (const [n, a] of readSafetensors(path.join(dir, 'model.safetensors')).tensors) model.params.set(n, newVar(tf.tensor(a.data, a.shape), n));
+  const tensors = readSafetensors(path.join(dir, 'model.safetensors')).tensors;
+  checkTensors(tensors, config as VlaConfig, dir);
+  for (const [n, a] of tensors) model.params.set(n, newVar(tf.tensor(a.data, a.shape), n));
   if (recorded || (recorded === undefined && existsSync(adapterCfg))) {
     const ac = readJsonFile(adapterCfg, AdapterConfigSchema, { what: 'LoRA adapter config', code: 'E_MODEL' });
     if (recorded && (ac.r !== recorded.r || ac.lora_alpha !== recorded.alpha || [...ac.target_modules].sort().join(',') !== [...recorded.target_modules].sort().join(','))) {

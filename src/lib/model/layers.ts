@@ -1,8 +1,8 @@
 /**
- * The building blocks of the VLA model, one function per concept: linear layers (with optional LoRA), RMSNorm,
- * LayerNorm, rotary position embeddings, causal grouped-query attention, SwiGLU and GELU MLPs, and the
- * embedding lookup as a one-hot matmul (the WebAssembly backend has no gradient for gather).
- * Weights are stored [in, out]: y = x W + b.
+ * The TensorFlow.js building blocks of the tfjs backend of `Ops` (arch/tfjs-ops.ts), one function per concept:
+ * linear layers over weights stored [in, out] (y = x W + b, with optional LoRA), RMSNorm, LayerNorm, rotary
+ * position embeddings, grouped-query attention, GELU, and the embedding lookup with a scatter-add gradient (the
+ * WebAssembly backend has no gradient for gather).
  */
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -34,15 +34,18 @@ export function paramName(v: tf.Variable): string {
   return v.name.replace(/@\d+$/, '');
 }
 
-export function param(p: Params, name: string): tf.Variable {
-  const v = p.get(name);
-  if (!v) throw new Error(`missing parameter ${name}`);
-  return v;
+/** Where `linear` reads its weights: a Params map, or any lookup by name. */
+export interface WeightLookup {
+  get(name: string): tf.Tensor | undefined;
 }
 
-/** x [.., in] -> [.., out]; adds the LoRA update (x A) B * alpha / r when the module is a target. */
-export function linear(p: Params, name: string, x: tf.Tensor, lora?: LoraSpec): tf.Tensor {
-  const w = param(p, `${name}.weight`);
+/**
+ * x [.., in] -> [.., out] with `${name}.weight` [in, out] and `${name}.bias`; adds the LoRA update (x A) B * alpha / r
+ * (A [in, r], B [r, out]) when the module is a target.
+ */
+export function linear(p: WeightLookup, name: string, x: tf.Tensor, lora?: LoraSpec): tf.Tensor {
+  const w = p.get(`${name}.weight`);
+  if (!w) throw new Error(`missing parameter ${name}.weight`);
   const shape = x.shape;
   const inDim = shape[shape.length - 1];
   const x2 = tf.reshape(x, [-1, inDim]); // [N, in]
@@ -140,12 +143,16 @@ export function causalMask(Tq: number, Tk: number): tf.Tensor2D {
 }
 
 /**
- * Scaled dot-product attention. q [B, H, Tq, hd], k and v [B, H, Tk, hd], mask [Tq, Tk] or none.
- * Returns the output [B, H, Tq, hd] and the weights [B, H, Tq, Tk].
+ * Scaled dot-product attention. q [B, H, Tq, hd], k and v [B, H, Tk, hd], an additive mask broadcast to the scores
+ * ([Tq, Tk], [B, 1, Tq, Tk]) or none; scores divided by sqrt(hd) unless `scale` multiplies them, and with `softcap`
+ * mapped to cap * tanh(scores / cap) before the mask. Returns the output [B, H, Tq, hd] and the weights
+ * [B, H, Tq, Tk].
  */
-export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask?: tf.Tensor2D): { out: tf.Tensor4D; weights: tf.Tensor4D } {
+export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, mask?: tf.Tensor, o: { scale?: number; softcap?: number } = {}): { out: tf.Tensor4D; weights: tf.Tensor4D } {
   const hd = q.shape[3];
-  let scores = tf.div(tf.matMul(q, k, false, true), Math.sqrt(hd)); // [B, H, Tq, Tk]
+  const qk = tf.matMul(q, k, false, true); // [B, H, Tq, Tk]
+  let scores = o.scale === undefined ? tf.div(qk, Math.sqrt(hd)) : tf.mul(qk, o.scale);
+  if (o.softcap !== undefined) scores = tf.mul(tf.tanh(tf.div(scores, o.softcap)), o.softcap);
   if (mask) scores = tf.add(scores, mask);
   const weights = tf.softmax(scores) as tf.Tensor4D;
   return { out: tf.matMul(weights, v) as tf.Tensor4D, weights };

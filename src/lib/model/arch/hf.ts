@@ -27,13 +27,15 @@ export interface HfCheckpoint<C = unknown> {
 /** Tensors that checkpoints may carry and the model recomputes (old Llama exports saved the rotary frequencies). */
 const DERIVED = /\.rotary_emb\.inv_freq$/;
 
-/** True when `dir` holds a Hugging Face checkpoint of an architecture vlakit knows (config.json with model_type). */
+/**
+ * True when `dir` holds a Hugging Face checkpoint of an architecture vlakit knows (config.json with model_type);
+ * false for vlakit's own checkpoints (model_type vlakit-vla, loaded by model/checkpoint.ts).
+ */
 export function isHfCheckpoint(dir: string): boolean {
   const cfg = path.join(dir, 'config.json');
   if (!existsSync(cfg)) return false;
   try {
-    architectureOf(readJsonFile(cfg, z.record(z.string(), z.unknown())));
-    return true;
+    return !architectureOf(readJsonFile(cfg, z.record(z.string(), z.unknown()))).builtin;
   } catch {
     return false;
   }

@@ -67,13 +67,12 @@ export function llamaDecoder<T>(ops: Ops<T>, c: LlamaConfig, x: T, prefix = 'mod
     const input = x;
     x = ops.block(() => {
       const h = ops.rmsNorm(input, `${n}.input_layernorm.weight`, c.rms_norm_eps);
-      const q = ops.linear(h, `${n}.self_attn.q_proj`); // [B, T, H*hd]
-      const k = ops.linear(h, `${n}.self_attn.k_proj`); // [B, T, KV*hd]
-      const v = ops.linear(h, `${n}.self_attn.v_proj`);
+      const [q, k, v] = ops.linears(h, [`${n}.self_attn.q_proj`, `${n}.self_attn.k_proj`, `${n}.self_attn.v_proj`]); // [B, T, H*hd], [B, T, KV*hd] x 2
       const a = ops.attention(q, k, v, { layer: i, heads: H, kvHeads: KV, headDim: hd, causal: true, rope: { theta: c.rope_theta } });
       const y = ops.add(input, ops.linear(a, `${n}.self_attn.o_proj`));
       const h2 = ops.rmsNorm(y, `${n}.post_attention_layernorm.weight`, c.rms_norm_eps);
-      const mlp = ops.mul(ops.silu(ops.linear(h2, `${n}.mlp.gate_proj`)), ops.linear(h2, `${n}.mlp.up_proj`)); // SwiGLU
+      const [gate, up] = ops.linears(h2, [`${n}.mlp.gate_proj`, `${n}.mlp.up_proj`]);
+      const mlp = ops.mul(ops.silu(gate), up); // SwiGLU
       return ops.add(y, ops.linear(mlp, `${n}.mlp.down_proj`));
     });
   }

@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { VlakitError } from '../../errors.js';
 import { readJsonFile } from '../../io/json-file.js';
 import { type OutputOptions, claimOutput, writeOutputDir } from '../../io/outputs.js';
 import { writeFileAtomic } from '../../io/writer.js';
@@ -22,6 +23,8 @@ export interface ModelInfo {
   classes: string[];
   /** Whether vlakit can run it, and what it lacks when not. */
   supported: boolean;
+  /** vlakit's own model (a train-sft/train-rl checkpoint), not a Hugging Face one. */
+  builtin: boolean;
   problems: string[];
   parameters: number;
   tensors: number;
@@ -78,6 +81,7 @@ export function describeCheckpoint(dir: string): ModelInfo {
     model_type: String(config.model_type),
     classes: classes.length ? classes : ((config.architectures as string[] | undefined) ?? []),
     supported: problems.length === 0,
+    builtin: Boolean(arch?.builtin),
     problems: problems.slice(0, 20),
     parameters,
     tensors,
@@ -106,6 +110,7 @@ export interface InitOptions {
  */
 export async function initCheckpoint(config: Record<string, unknown>, outDir: string, o: InitOptions = {}): Promise<{ files: string[]; parameters: number }> {
   const arch = architectureOf(config);
+  if (arch.builtin) throw new VlakitError('E_USAGE', `model init writes Hugging Face checkpoints; vlakit's own ${arch.modelType} model starts from train-sft --preset`, { field: 'model_type' });
   const c = arch.parseConfig(config);
   claimOutput(outDir, 'dir', o.output ?? {});
   const rng = new Rng(o.seed ?? 0);

@@ -1,11 +1,19 @@
 /**
- * The ONNX backend of `Ops`: each operation adds standard (opset 17) nodes to a graph. Linear weights are stored
- * transposed ([in, out], named `<hf name>.T`) so a MatMul broadcasts over the leading axes; everything else keeps
- * its Hugging Face name and layout. Attention reads `past_key_values.{layer}.key/value` [B, KV, P, hd] when the
- * graph is a decode step and returns `present.{layer}.*` [B, KV, P + T, hd].
+ * The ONNX backend of `Ops`: each operation adds (opset 17) nodes to a graph. Linear weights are stored
+ * transposed ([in, out], named `<hf name>.T`; a checkpoint already stored [in, out] keeps its names) so a MatMul
+ * broadcasts over the leading axes; everything else keeps its Hugging Face name and layout. Attention reads
+ * `past_key_values.{layer}.key/value` [B, KV, P, hd] when the graph is a decode step and returns
+ * `present.{layer}.*` [B, KV, P + T, hd] and this step's keys/values alone (`fresh`).
+ *
+ * Variants, chosen per graph (`OnnxOpsOptions`): `attentions` also returns each decoder layer's attention weights;
+ * `quantize: 'int8'` stores every linear weight as int8 with a scale per output column (activations quantized at
+ * run time, see export/quantize.ts); `fused` uses onnxruntime's operators for the decoder (GroupQueryAttention with
+ * the rotary embedding, SimplifiedLayerNormalization), whose decode step takes attention_mask [B, total] and past
+ * buffers that may be longer than the filled past (a preallocated cache): present.* is then [B, KV, max(P, total), hd].
  */
 import { VlakitError } from '../../errors.js';
 import type { GraphBuilder } from '../../export/onnx.js';
+import { WEIGHT_MAX, type WeightRange, int8MatMul, quantizeColumns } from '../../export/quantize.js';
 import { ropeAngles } from '../layers.js';
 import type { NamedArray } from '../safetensors.js';
 import type { AttentionSpec, Ops } from './ops.js';
@@ -13,19 +21,59 @@ import type { AttentionSpec, Ops } from './ops.js';
 export interface OnnxCacheIo {
   /** Per layer: the past inputs (decode) or none (prefill). */
   past?: { k: string; v: string }[];
+  /** With fused operators, in a decode step: attention_mask [B, total] (ones over the filled past and the new positions). */
+  mask?: string;
   /** Filled per layer: the present values to declare as outputs. */
   present: { k: string; v: string }[];
+  /** Filled per layer: this call's keys/values alone [B, KV, T, hd] (a runner that keeps its own cache appends them). */
+  fresh?: { k: string; v: string }[];
+  /** Filled per decoder layer with `attentions`: the attention weights [B, H, T, P + T]. */
+  attentions?: string[];
+}
+
+export interface OnnxOpsOptions {
+  /** Rows of the rotary tables (the model's longest sequence). */
+  maxPositions: number;
+  /** How the tensors store linear weights: Hugging Face's [out, in] (default) or [in, out]. */
+  linearLayout?: 'out_in' | 'in_out';
+  /** Return the decoder layers' attention weights (`cache.attentions`); not with `fused`. */
+  attentions?: boolean;
+  /** onnxruntime's fused operators for the decoder (causal, rotary, no window, soft cap, blocks or prefix). */
+  fused?: boolean;
+  /** int8 weights for every linear layer. */
+  quantize?: 'int8';
+  /** With int8: 7-bit weights (the default, correct on every CPU) or full range (see quantize.ts). */
+  weightRange?: WeightRange;
+}
+
+/** What the fused attention of every decoder layer shares, computed once per graph. */
+interface FusedShared {
+  seqlens: string;
+  total32: string;
+  first: string;
+  last: string;
+  cos: string;
+  sin: string;
 }
 
 export class OnnxOps implements Ops<string> {
   private pastLen: string | undefined;
+  private fusedShared: FusedShared | undefined;
+  private readonly o: OnnxOpsOptions;
 
   constructor(
     private readonly b: GraphBuilder,
     private readonly tensors: Map<string, NamedArray>,
     readonly cache: OnnxCacheIo,
-    private readonly maxPositions: number,
-  ) {}
+    options: number | OnnxOpsOptions,
+  ) {
+    this.o = typeof options === 'number' ? { maxPositions: options } : options;
+    if (this.o.fused && this.o.attentions) throw new Error('the fused attention returns no weights: attentions need standard operators');
+  }
+
+  private get maxPositions(): number {
+    return this.o.maxPositions;
+  }
 
   private t(name: string): NamedArray {
     const t = this.tensors.get(name);
@@ -39,16 +87,38 @@ export class OnnxOps implements Ops<string> {
     return this.b.weight(name, t.data, t.shape);
   }
 
-  /** A linear weight [out, in] stored transposed: [in, out], named `<name>.T`. */
-  private wT(name: string): string {
+  /**
+   * A linear weight as [in, out]: a checkpoint's [out, in] stored transposed (named `<name>.T`), or one stored
+   * [in, out] as it is. Returns its graph name and its data and shape (read only when the store lacks it).
+   */
+  private linearWeight(name: string): { stored: string; data: () => Float32Array; dims: [number, number] } {
+    if (this.o.linearLayout === 'in_out') {
+      const { data, shape } = this.t(name);
+      return { stored: name, data: () => data, dims: [shape[0], data.length / shape[0]] };
+    }
     const stored = `${name}.T`;
-    const done = this.b.weights.entries.get(stored);
-    if (done) return this.b.weight(stored, done.data, done.dims);
     const { data, shape } = this.t(name);
     const [o, i] = [shape[0], data.length / shape[0]]; // a convolution's [out, c, kh, kw] as [out, c*kh*kw]
-    const out = new Float32Array(data.length);
-    for (let r = 0; r < o; r++) for (let c = 0; c < i; c++) out[c * o + r] = data[r * i + c];
-    return this.b.weight(stored, out, [i, o]);
+    const transposed = () => {
+      const out = new Float32Array(data.length);
+      for (let r = 0; r < o; r++) for (let c = 0; c < i; c++) out[c * o + r] = data[r * i + c];
+      return out;
+    };
+    return { stored, data: transposed, dims: [i, o] };
+  }
+
+  /**
+   * x [.., K] times a constant [K, N] weight: MatMul, or with int8 quantization DynamicQuantizeLinear(x) ->
+   * MatMulInteger -> Cast -> Mul by the column scales (`<name>.int8`, `<name>.scale`).
+   */
+  private matmulConst(x: string, w: { stored: string; data: () => Float32Array; dims: [number, number] }): string {
+    const b = this.b;
+    const have = (n: string) => b.weights.entries.get(n)?.data;
+    const [K, N] = w.dims;
+    if (this.o.quantize !== 'int8') return b.o('MatMul', [x, b.weight(w.stored, have(w.stored) ?? w.data(), [K, N])]);
+    const [qName, sName] = [`${w.stored}.int8`, `${w.stored}.scale`];
+    const { q, scale } = have(qName) ? { q: have(qName)!, scale: have(sName)! } : quantizeColumns(w.data(), K, N, WEIGHT_MAX[this.o.weightRange ?? '7-bit']);
+    return int8MatMul(b, x, b.weight(qName, q, [K, N]), b.weight(sName, scale, [N]));
   }
 
   private prefixInput: string | undefined;
@@ -74,6 +144,19 @@ export class OnnxOps implements Ops<string> {
     return this.b.o('Transpose', [x], { perm });
   }
 
+  concat(xs: string[], axis: number): string {
+    return this.b.o('Concat', xs, { axis });
+  }
+
+  slice(x: string, axis: number, start: number, end?: number): string {
+    const b = this.b;
+    return b.o('Slice', [x, b.ints([start]), b.ints([end ?? Number.MAX_SAFE_INTEGER]), b.ints([axis])]);
+  }
+
+  split(x: string, sizes: number[]): string[] {
+    return this.b.op('Split', [x, this.b.ints(sizes)], { axis: -1 }, sizes.length);
+  }
+
   mergeTokens(text: string, ids: string, features: string, tokenId: number): string {
     const b = this.b;
     const D = this.b.o('Gather', [b.o('Shape', [text]), b.ints([-1])], { axis: 0 }); // [1]
@@ -91,12 +174,52 @@ export class OnnxOps implements Ops<string> {
   }
 
   linear(x: string, prefix: string): string {
-    const y = this.b.o('MatMul', [x, this.wT(`${prefix}.weight`)]); // [.., in] x [in, out]
+    const y = this.matmulConst(x, this.linearWeight(`${prefix}.weight`)); // [.., in] x [in, out]
     return this.has(`${prefix}.bias`) ? this.b.o('Add', [y, this.w(`${prefix}.bias`)]) : y;
   }
 
+  /**
+   * One MatMul over the weights side by side ([in, sum of outs], named after the modules: `self_attn.qkv`,
+   * `mlp.gate_up`), then Split; biases likewise, when every layer has one.
+   */
+  linears(x: string, prefixes: string[]): string[] {
+    if (prefixes.length === 1) return [this.linear(x, prefixes[0])];
+    const b = this.b;
+    const parts = prefixes.map((p) => this.linearWeight(`${p}.weight`));
+    const K = parts[0].dims[0];
+    if (parts.some((p) => p.dims[0] !== K)) throw new Error(`${prefixes.join(', ')} do not share an input width`);
+    const widths = parts.map((p) => p.dims[1]);
+    const width = widths.reduce((a, c) => a + c, 0);
+    const dot = prefixes[0].lastIndexOf('.');
+    const stems = prefixes.map((p) => p.slice(p.lastIndexOf('.') + 1).replace(/_proj$/, ''));
+    const name = `${prefixes[0].slice(0, dot + 1)}${stems.join(stems.every((s) => s.length === 1) ? '' : '_')}`; // model.layers.0.self_attn.qkv
+    const data = () => {
+      const out = new Float32Array(K * width);
+      let at = 0;
+      for (const p of parts) {
+        const [w, c] = [p.data(), p.dims[1]];
+        for (let r = 0; r < K; r++) out.set(w.subarray(r * c, (r + 1) * c), r * width + at);
+        at += c;
+      }
+      return out;
+    };
+    let y = this.matmulConst(x, { stored: `${name}.weight`, data, dims: [K, width] }); // [.., in] x [in, sum of outs]
+    const biases = prefixes.map((p) => `${p}.bias`);
+    if (biases.every((n) => this.has(n))) {
+      const have = b.weights.entries.get(`${name}.bias`);
+      y = b.o('Add', [y, b.weight(`${name}.bias`, have?.data ?? Float32Array.from(biases.flatMap((n) => [...this.t(n).data])), [width])]);
+    } else if (biases.some((n) => this.has(n))) {
+      const ys = b.op('Split', [y, b.ints(widths)], { axis: -1 }, widths.length);
+      return ys.map((v, i) => (this.has(biases[i]) ? b.o('Add', [v, this.w(biases[i])]) : v));
+    }
+    return b.op('Split', [y, b.ints(widths)], { axis: -1 }, widths.length);
+  }
+
   rmsNorm(x: string, weight: string, eps: number, offset?: number): string {
-    return this.b.rmsNorm(x, offset === undefined ? this.w(weight) : this.shifted(weight, offset), eps);
+    const w = offset === undefined ? this.w(weight) : this.shifted(weight, offset);
+    // onnxruntime's RMSNorm kernel (it fuses a preceding residual Add into SkipSimplifiedLayerNormalization)
+    if (this.o.fused) return this.b.op('SimplifiedLayerNormalization', [x, w], { axis: -1, epsilon: { float: eps } }, 1)[0];
+    return this.b.rmsNorm(x, w, eps);
   }
 
   /** A norm weight stored as offset + w (named `<name>+<offset>`), so the graph multiplies once. */
@@ -152,40 +275,93 @@ export class OnnxOps implements Ops<string> {
     return this.b.o('Transpose', [this.b.o('Reshape', [x, this.b.ints([0, 0, heads, hd])])], { perm: [0, 2, 1, 3] }); // [B, T, heads, hd] -> [B, heads, T, hd]
   }
 
-  /** Rotary embedding of x [B, heads, T, hd] at positions [past, past + T): x1 c - x2 s | x2 c + x1 s. */
-  private rope(x: string, positions: string, hd: number, theta: number, factor = 1): string {
+  /** Gathered rotary rows per table, shared by the decoder layers of the graph (their positions are the same). */
+  private readonly ropeRows = new Map<string, { c: string; s: string }>();
+
+  /**
+   * Rotary embedding of x [B, heads, T, hd] at `positions` [T]: x cos + rotate_half(x) sin, with cos and sin rows
+   * [T, hd] (both halves of a head share a frequency) and rotate_half as a MatMul by a constant signed permutation
+   * [hd, hd] ([x1, x2] -> [-x2, x1]: sums of one term and zeros, so exact). `shared`: the rows are the same for
+   * every call of this graph (decoder layers), so they are gathered once.
+   */
+  private rope(x: string, positions: string, hd: number, theta: number, factor = 1, shared = false): string {
     const b = this.b;
     const half = hd / 2;
     const name = `rope.${hd}.${theta}${factor === 1 ? '' : `.x${factor}`}`;
     const table = (part: 'cos' | 'sin'): string => {
       const done = b.weights.entries.get(`${name}.${part}`);
       if (done) return b.weight(`${name}.${part}`, done.data, done.dims);
-      const angles = ropeAngles(this.maxPositions, hd, theta, 0, factor); // [maxPos, hd/2]
-      return b.weight(`${name}.${part}`, angles[part], [this.maxPositions, half]);
+      const angles = ropeAngles(this.maxPositions, hd, theta, 0, factor)[part]; // [maxPos, hd/2]
+      const full = new Float32Array(this.maxPositions * hd); // [maxPos, hd]: the row twice
+      for (let p = 0; p < this.maxPositions; p++) for (let i = 0; i < half; i++) full[p * hd + i] = full[p * hd + half + i] = angles[p * half + i];
+      return b.weight(`${name}.${part}`, full, [this.maxPositions, hd]);
     };
-    const c = b.o('Gather', [table('cos'), positions], { axis: 0 }); // [T, hd/2]
-    const s = b.o('Gather', [table('sin'), positions], { axis: 0 });
-    const x1 = b.o('Slice', [x, b.ints([0]), b.ints([half]), b.ints([3])]); // [B, heads, T, hd/2]
-    const x2 = b.o('Slice', [x, b.ints([half]), b.ints([hd]), b.ints([3])]);
-    return b.o('Concat', [b.o('Sub', [b.o('Mul', [x1, c]), b.o('Mul', [x2, s])]), b.o('Add', [b.o('Mul', [x2, c]), b.o('Mul', [x1, s])])], { axis: 3 });
+    let rows = shared ? this.ropeRows.get(name) : undefined;
+    if (!rows) {
+      rows = { c: b.o('Gather', [table('cos'), positions], { axis: 0 }), s: b.o('Gather', [table('sin'), positions], { axis: 0 }) }; // [T, hd]
+      if (shared) this.ropeRows.set(name, rows);
+    }
+    const rotName = `rope.rotate_half.${hd}`;
+    const have = b.weights.entries.get(rotName);
+    let rot: Float32Array;
+    if (have) rot = have.data as Float32Array;
+    else {
+      rot = new Float32Array(hd * hd); // [hd, hd]: column j < half takes -x[j + half], column j + half takes x[j]
+      for (let j = 0; j < half; j++) {
+        rot[(j + half) * hd + j] = -1;
+        rot[j * hd + j + half] = 1;
+      }
+    }
+    const rotated = b.o('MatMul', [x, b.weight(rotName, rot, [hd, hd])]); // [B, heads, T, hd]
+    return b.o('Add', [b.o('Mul', [x, rows.c]), b.o('Mul', [rotated, rows.s])]);
+  }
+
+  /** The shared sequence of the decoder layers (past, total, positions), made by the first one. */
+  private decoderSeq: { past: string; total: string; positions: string } | undefined;
+  /** Additive causal masks of the decoder layers by their spec (window, prefix, blocks). */
+  private readonly masks = new Map<string, string>();
+
+  /** A call's sequence: `past` cached positions, total = past + T, positions [past, total). */
+  private sequence(q: string, past: string): { past: string; total: string; positions: string } {
+    const b = this.b;
+    const total = b.o('Add', [past, this.dim(q, 1)]);
+    return { past, total, positions: b.o('Range', [past, total, b.ints([1], true)]) }; // [T]
+  }
+
+  /** -1e9 where a query may not see a key, else 0: [T, P + T] (or [B, 1, T, P + T] with blocks). */
+  private causalMask(s: AttentionSpec<string>, seq: { past: string; total: string; positions: string }, key: string, shared: boolean): string {
+    const b = this.b;
+    const { past, total } = seq;
+    const one = b.ints([1], true);
+    const keys = b.o('Unsqueeze', [b.o('Range', [b.ints([0], true), total, one]), b.ints([0])]); // [1, P + T]
+    const queries = b.o('Unsqueeze', [seq.positions, b.ints([1])]); // [T, 1]
+    let blocked = b.o('Greater', [keys, queries]); // [T, P + T]: future keys
+    // outside the sliding window: query - key >= window
+    if (s.window !== undefined) blocked = b.o('Or', [blocked, b.o('GreaterOrEqual', [b.o('Sub', [queries, keys]), b.ints([s.window], true)])]);
+    if (s.prefix) blocked = b.o('And', [blocked, b.o('Not', [b.o('And', [b.o('Less', [queries, s.prefix]), b.o('Less', [keys, s.prefix])])])]); // both in the prefix: seen
+    if (s.blocks) blocked = b.o('And', [b.o('Unsqueeze', [blocked, b.ints([0, 1])]), b.o('Not', [this.blockMask(s.blocks.ids, s.blocks.tokenId, past)])]); // [B, 1, T, P + T]
+    const mask = b.o('Where', [blocked, b.floats([-1e9]), b.floats([0])]);
+    if (shared) this.masks.set(key, mask);
+    return mask;
   }
 
   attention(q: string, k: string, v: string, s: AttentionSpec<string>): string {
+    if (this.o.fused && s.layer >= 0) return this.fusedAttention(q, k, v, s);
     const b = this.b;
     const { heads: H, kvHeads: KV, headDim: hd } = s;
     const cached = s.layer >= 0;
-    const past = cached ? this.past() : b.ints([0], true);
-    const T = this.dim(q, 1);
-    const total = b.o('Add', [past, T]);
+    // the decoder layers of a graph share their sequence: past, total and positions are computed once
+    const seq = cached ? (this.decoderSeq ??= this.sequence(q, this.past())) : s.rope || s.causal ? this.sequence(q, b.ints([0], true)) : undefined;
     let qh = this.heads(q, H, hd); // [B, H, T, hd]
     let kh = this.heads(k, KV, hd); // [B, KV, T, hd]
     let vh = this.heads(v, KV, hd);
     if (s.rope) {
-      const positions = b.o('Range', [past, total, b.ints([1], true)]); // [T]
-      qh = this.rope(qh, positions, hd, s.rope.theta, s.rope.factor);
-      kh = this.rope(kh, positions, hd, s.rope.theta, s.rope.factor);
+      const positions = seq!.positions;
+      qh = this.rope(qh, positions, hd, s.rope.theta, s.rope.factor, cached);
+      kh = this.rope(kh, positions, hd, s.rope.theta, s.rope.factor, cached);
     }
     if (cached) {
+      (this.cache.fresh ??= [])[s.layer] = { k: kh, v: vh };
       const p = this.cache.past?.[s.layer];
       if (p) {
         kh = b.o('Concat', [p.k, kh], { axis: 2 }); // [B, KV, P + T, hd]
@@ -199,18 +375,68 @@ export class OnnxOps implements Ops<string> {
     let scores = b.o('Mul', [b.o('MatMul', [qh, b.o('Transpose', [repeat(kh)], { perm: [0, 1, 3, 2] })]), b.floats([s.scale ?? 1 / Math.sqrt(hd)])]); // [B, H, T, P + T]
     if (s.softcap !== undefined) scores = b.o('Mul', [b.o('Tanh', [b.o('Div', [scores, b.floats([s.softcap])])]), b.floats([s.softcap])]);
     if (s.causal) {
-      const one = b.ints([1], true);
-      const keys = b.o('Unsqueeze', [b.o('Range', [b.ints([0], true), total, one]), b.ints([0])]); // [1, P + T]
-      const queries = b.o('Unsqueeze', [b.o('Range', [past, total, one]), b.ints([1])]); // [T, 1]
-      let blocked = b.o('Greater', [keys, queries]); // [T, P + T]: future keys
-      // outside the sliding window: query - key >= window
-      if (s.window !== undefined) blocked = b.o('Or', [blocked, b.o('GreaterOrEqual', [b.o('Sub', [queries, keys]), b.ints([s.window], true)])]);
-      if (s.prefix) blocked = b.o('And', [blocked, b.o('Not', [b.o('And', [b.o('Less', [queries, s.prefix]), b.o('Less', [keys, s.prefix])])])]); // both in the prefix: seen
-      if (s.blocks) blocked = b.o('And', [b.o('Unsqueeze', [blocked, b.ints([0, 1])]), b.o('Not', [this.blockMask(s.blocks.ids, s.blocks.tokenId, past)])]); // [B, 1, T, P + T]
-      scores = b.o('Add', [scores, b.o('Where', [blocked, b.floats([-1e9]), b.floats([0])])]);
+      const maskKey = `${s.window ?? ''}|${s.prefix ?? ''}|${s.blocks ? `${s.blocks.ids}:${s.blocks.tokenId}` : ''}`;
+      const shared = cached ? this.masks.get(maskKey) : undefined;
+      if (shared) scores = b.o('Add', [scores, shared]);
+      else scores = b.o('Add', [scores, this.causalMask(s, seq!, maskKey, cached)]);
     }
-    const out = b.o('MatMul', [b.o('Softmax', [scores], { axis: -1 }), repeat(vh)]); // [B, H, T, hd]
+    const probs = b.o('Softmax', [scores], { axis: -1 }); // [B, H, T, P + T]
+    if (this.o.attentions && cached) (this.cache.attentions ??= [])[s.layer] = probs;
+    const out = b.o('MatMul', [probs, repeat(vh)]); // [B, H, T, hd]
     return b.o('Reshape', [b.o('Transpose', [out], { perm: [0, 2, 1, 3] }), b.ints([0, 0, H * hd])]); // [B, T, H, hd] -> [B, T, H*hd]
+  }
+
+  /**
+   * A decoder layer's attention as onnxruntime's GroupQueryAttention (the causal mask, the KV cache, grouped heads,
+   * and the rotary embedding when the head size is a multiple of 16, else RotaryEmbedding before it). A decode step
+   * reads `cache.mask`: the past buffers may be longer than the filled past (total - T positions).
+   */
+  private fusedAttention(q: string, k: string, v: string, s: AttentionSpec<string>): string {
+    const b = this.b;
+    const { heads: H, kvHeads: KV, headDim: hd } = s;
+    if (!s.causal || !s.rope || s.window !== undefined || s.softcap !== undefined || s.blocks || s.prefix) {
+      throw new VlakitError('E_USAGE', 'onnxruntime\'s fused attention covers causal rotary attention only (no sliding window, soft cap, image blocks or prefix-LM): export with standard operators');
+    }
+    const sh = this.fused(q, hd, s.rope.theta, s.rope.factor);
+    const innerRotary = hd % 16 === 0;
+    let qkv = [q, k, v];
+    if (!innerRotary) {
+      const pos = this.cache.mask ? sh.first : b.ints([0]); // RotaryEmbedding counts on from the first new position
+      const rotary = (x: string, heads: number) => b.op('RotaryEmbedding', [x, pos, sh.cos, sh.sin], { num_heads: heads, interleaved: 0 }, 1, 'com.microsoft')[0];
+      qkv = [rotary(q, H), rotary(k, KV), v];
+    }
+    const past = this.cache.past?.[s.layer];
+    const [out, pk, pv] = b.op(
+      'GroupQueryAttention',
+      [...qkv, past?.k ?? '', past?.v ?? '', sh.seqlens, sh.total32, ...(innerRotary ? [sh.cos, sh.sin] : [])],
+      { num_heads: H, kv_num_heads: KV, scale: { float: s.scale ?? 1 / Math.sqrt(hd) }, ...(innerRotary ? { do_rotary: 1, rotary_interleaved: 0 } : {}) },
+      3,
+      'com.microsoft',
+    ); // [B, T, H*hd], [B, KV, max(past, total), hd] x 2
+    this.cache.present[s.layer] = { k: pk, v: pv };
+    // this step's keys/values alone: positions [total - T, total) of present
+    if (this.cache.mask) (this.cache.fresh ??= [])[s.layer] = { k: b.o('Slice', [pk, sh.first, sh.last, b.ints([2])]), v: b.o('Slice', [pv, sh.first, sh.last, b.ints([2])]) };
+    return out;
+  }
+
+  /** The inputs every fused attention of the graph shares: sequence lengths, the new positions' bounds, rotary caches. */
+  private fused(q: string, hd: number, theta: number, factor = 1): FusedShared {
+    if (this.fusedShared) return this.fusedShared;
+    const b = this.b;
+    const mask = this.cache.mask;
+    const T = this.dim(q, 1);
+    const total = mask ? this.dim(mask, 1) : T; // int64 scalar: past + T
+    const total32 = b.o('Cast', [total], { to: 6 }); // int32
+    const seqlens = mask
+      ? b.o('Cast', [b.o('Sub', [b.o('ReduceSum', [mask, b.ints([1])], { keepdims: 0 }), b.ints([1], true)])], { to: 6 }) // [B]: positions per row - 1
+      : b.o('Expand', [b.o('Sub', [total32, b.ints32([1], true)]), b.o('Unsqueeze', [this.dim(q, 0), b.ints([0])])]); // [B]: total - 1
+    const [first, last] = mask ? [b.unsqueezed(b.o('Sub', [total, T])), b.unsqueezed(total)] : [b.ints([0]), '']; // [1]: the new positions' bounds
+    // the model's own rotary angles for every position: [max_positions, hd/2] (the rotary operators' caches)
+    const angles = ropeAngles(this.maxPositions, hd, theta, 0, factor);
+    const cos = b.weight('rope.cos_cache', angles.cos, [this.maxPositions, hd / 2]);
+    const sin = b.weight('rope.sin_cache', angles.sin, [this.maxPositions, hd / 2]);
+    this.fusedShared = { seqlens, total32, first, last, cos, sin };
+    return this.fusedShared;
   }
 
   /**
@@ -243,7 +469,8 @@ export class OnnxOps implements Ops<string> {
   }
 
   matmul(x: string, weight: string): string {
-    return this.b.o('MatMul', [x, this.w(weight)]); // [.., in] x [in, out]
+    const { data, shape } = this.t(weight);
+    return this.matmulConst(x, { stored: weight, data: () => data, dims: [shape[0], shape[1]] }); // [.., in] x [in, out]
   }
 
   block(fn: () => string): string {

@@ -51,6 +51,12 @@ export interface Ops<T> {
   /** ONNX Reshape semantics: 0 copies the input's dimension, -1 is inferred. */
   reshape(x: T, dims: number[]): T;
   transpose(x: T, perm: number[]): T;
+  /** Joins tensors along `axis` (their other dimensions agree). */
+  concat(xs: T[], axis: number): T;
+  /** Positions [start, end) of `axis` (to the end when `end` is omitted). */
+  slice(x: T, axis: number, start: number, end?: number): T;
+  /** The last axis cut into consecutive parts of the given widths. */
+  split(x: T, sizes: number[]): T[];
   /**
    * The rows of `text` [B, T, D] at positions where `ids` [B, T] equals `tokenId` replaced, in order, by the rows
    * of `features` [N, L, D] (the image tokens of a prompt take the image features; the processor makes the counts
@@ -61,9 +67,15 @@ export interface Ops<T> {
   embed(table: string, ids: T): T;
   /**
    * x [.., in] -> x W^T + b [.., out], W = `${prefix}.weight` [out, in] (a convolution's [out, c, kh, kw] is read
-   * as [out, c*kh*kw]), b = `${prefix}.bias` when present.
+   * as [out, c*kh*kw]; a checkpoint whose architecture says `linearLayout: 'in_out'` stores W^T [in, out]),
+   * b = `${prefix}.bias` when present.
    */
   linear(x: T, prefix: string): T;
+  /**
+   * Several linear layers over the same input (a layer's q, k and v projections): the same as `linear` for each;
+   * a backend may run them as one matmul over their weights side by side (the ONNX export does).
+   */
+  linears(x: T, prefixes: string[]): T[];
   /**
    * x / sqrt(mean(x^2) + eps) * w over the last axis; with `offset` the weight is used as (offset + w) (Gemma's
    * RMSNorm stores w around 0 and multiplies by 1 + w).

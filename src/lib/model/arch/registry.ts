@@ -9,13 +9,17 @@ import { type Idefics3Config, Idefics3ConfigSchema, checkIdefics3, idefics3Forwa
 import { type PaliGemmaConfig, PaliGemmaConfigSchema, paliGemmaConfig, paliGemmaForward, paliGemmaTensors, paliGemmaVision, type Gemma3Config, Gemma3ConfigSchema, type GemmaTextConfig, GemmaTextSchema, gemma3Config, gemma3Forward, gemma3Vision, gemma3Tensors, gemma3TextForward, gemmaText, gemmaTextTensors } from './gemma.js';
 import { type SiglipVisionConfig, SiglipVisionSchema, checkSiglip } from './siglip.js';
 import { type LlamaConfig, LlamaConfigSchema, llamaForward, llamaHeads, llamaTensors } from './llama.js';
-import type { ImageFeatures, Ops, TensorSpec } from './ops.js';
+import { type ImageFeatures, type Ops, type TensorSpec, isFeatures } from './ops.js';
+import { type VlaConfig, CheckpointConfigSchema } from '../config.js';
+import { BOS, EOS } from '../tokenizer.js';
+import { vlaForward, vlaImageTokens, vlaTensors } from './vlakit-vla.js';
 
-/** A text decoder's cache layout: layers, key/value heads and head size. */
+/** A text decoder's cache layout: layers, key/value heads and head size; and its query heads (attention maps). */
 export interface CacheLayout {
   layers: number;
   kvHeads: number;
   headDim: number;
+  heads: number;
 }
 
 export interface Architecture<C = unknown> {
@@ -47,6 +51,13 @@ export interface Architecture<C = unknown> {
    * (transformers >= 4.52 / 5: `model.language_model.*`) into the one `tensors` lists; the first match applies.
    */
   renames?: [RegExp, string][];
+  /** How the checkpoint stores linear weights: Hugging Face's [out, in] (default), or [in, out] (vlakit's own). */
+  linearLayout?: 'out_in' | 'in_out';
+  /**
+   * vlakit's own model: its checkpoints are train-sft/train-rl runs (tokenizer.json, action codec, LoRA as PEFT
+   * files) loaded by model/checkpoint.ts, not Hugging Face checkpoints (see isHfCheckpoint).
+   */
+  builtin?: boolean;
 }
 
 /**
@@ -87,8 +98,8 @@ export const llama: Architecture<LlamaConfig> = {
   tensors: (c) => [...llamaTensors(c), ...(c.tie_word_embeddings ? [] : [{ name: 'lm_head.weight', shape: [c.vocab_size, c.hidden_size], init: 'normal' as const }])],
   forward: (ops, c, x) => llamaForward(ops, c, x),
   cache: (c) => {
-    const { KV, hd } = llamaHeads(c);
-    return { layers: c.num_hidden_layers, kvHeads: KV, headDim: hd };
+    const { H, KV, hd } = llamaHeads(c);
+    return { layers: c.num_hidden_layers, kvHeads: KV, headDim: hd, heads: H };
   },
   vocabSize: (c) => c.vocab_size,
   maxPositions: (c) => c.max_position_embeddings,
@@ -121,8 +132,8 @@ export const idefics3: Architecture<Idefics3Config> = {
   features: (ops, c, pixels) => idefics3Vision(ops, c, pixels),
   vision: (c) => ({ imageSize: c.vision_config.image_size, channels: c.vision_config.num_channels, tokensPerImage: idefics3Grid(c).tokensPerImage, imageTokenId: c.image_token_id }),
   cache: (c) => {
-    const { KV, hd } = llamaHeads(c.text_config);
-    return { layers: c.text_config.num_hidden_layers, kvHeads: KV, headDim: hd };
+    const { H, KV, hd } = llamaHeads(c.text_config);
+    return { layers: c.text_config.num_hidden_layers, kvHeads: KV, headDim: hd, heads: H };
   },
   vocabSize: (c) => c.text_config.vocab_size,
   maxPositions: (c) => c.text_config.max_position_embeddings,
@@ -139,7 +150,7 @@ export const gemma3Text: Architecture<GemmaTextConfig> = {
   },
   tensors: (c) => [...gemmaTextTensors(c, 'model'), ...(c.tie_word_embeddings ? [] : [{ name: 'lm_head.weight', shape: [c.vocab_size, c.hidden_size], init: 'normal' as const }])],
   forward: (ops, c, x) => gemma3TextForward(ops, c, x),
-  cache: (c) => ({ layers: c.num_hidden_layers, kvHeads: c.num_key_value_heads, headDim: c.head_dim }),
+  cache: (c) => ({ layers: c.num_hidden_layers, kvHeads: c.num_key_value_heads, headDim: c.head_dim, heads: c.num_attention_heads }),
   vocabSize: (c) => c.vocab_size,
   maxPositions: (c) => c.max_position_embeddings,
   eosIds: (c) => c.eos_token_id,
@@ -179,7 +190,7 @@ function gemmaVlm<C extends { text: GemmaTextConfig; vision: SiglipVisionConfig;
     forward: a.forward,
     features: a.features,
     vision: (c) => ({ imageSize: c.vision.image_size, channels: c.vision.num_channels, tokensPerImage: a.tokensPerImage(c), imageTokenId: c.image_token_id }),
-    cache: (c) => ({ layers: c.text.num_hidden_layers, kvHeads: c.text.num_key_value_heads, headDim: c.text.head_dim }),
+    cache: (c) => ({ layers: c.text.num_hidden_layers, kvHeads: c.text.num_key_value_heads, headDim: c.text.head_dim, heads: c.text.num_attention_heads }),
     vocabSize: (c) => c.text.vocab_size,
     maxPositions: (c) => c.text.max_position_embeddings,
     eosIds: (c) => c.text.eos_token_id,
@@ -213,7 +224,34 @@ export const paligemma: Architecture<PaliGemmaConfig> = gemmaVlm({
   prefixLm: true,
 });
 
-const REGISTRY: Architecture<never>[] = [llama as Architecture<never>, idefics3 as Architecture<never>, gemma3Text as Architecture<never>, gemma3 as Architecture<never>, paligemma as Architecture<never>];
+/**
+ * vlakit's built-in VLA (train-sft --preset): ViT per camera + projector + Llama decoder, image tokens first.
+ * `forward` takes pixels [B, C, S, S, 3] in [-1, 1] and returns the logits of the text positions.
+ */
+export const vlakitVla: Architecture<VlaConfig> = {
+  modelType: 'vlakit-vla',
+  classes: ['VlaForCausalLM'],
+  parseConfig(raw, file) {
+    const { vlakit: _own, ...c } = parseWith(CheckpointConfigSchema, raw, file);
+    return c as VlaConfig;
+  },
+  tensors: vlaTensors,
+  forward: (ops, c, x, pixels) => {
+    if (pixels !== undefined && isFeatures(pixels)) throw new VlakitError('E_USAGE', 'vlakit-vla runs its vision tower in the forward: it takes pixels, not image features');
+    return vlaForward(ops, c, x, pixels);
+  },
+  vision: (c) => ({ imageSize: c.vision_config.image_size, channels: 3, tokensPerImage: vlaImageTokens(c), imageTokenId: -1 }),
+  cache: (c) => ({ layers: c.text_config.num_hidden_layers, kvHeads: c.text_config.num_key_value_heads, headDim: c.text_config.hidden_size / c.text_config.num_attention_heads, heads: c.text_config.num_attention_heads }),
+  vocabSize: (c) => c.text_config.vocab_size,
+  maxPositions: (c) => c.text_config.max_position_embeddings,
+  eosIds: () => [EOS], // the built-in tokenizer's fixed special ids
+  bosId: () => BOS,
+  initializerRange: (c) => c.initializer_range,
+  linearLayout: 'in_out',
+  builtin: true,
+};
+
+const REGISTRY: Architecture<never>[] = [vlakitVla as Architecture<never>, llama as Architecture<never>, idefics3 as Architecture<never>, gemma3Text as Architecture<never>, gemma3 as Architecture<never>, paligemma as Architecture<never>];
 
 /** The architecture of a config.json (by model_type), or a clear error listing what vlakit supports. */
 export function architectureOf(raw: unknown, file = 'config.json'): Architecture<unknown> {

@@ -5,7 +5,7 @@
  * as targets. Each block runs in its own tf.tidy, so a forward holds one layer's temporaries at a time.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { applyRope, causalMask, embed, mergeHeads, repeatKv, ropeTables, splitHeads } from '../layers.js';
+import { applyRope, attention, causalMask, embed, gelu, layerNorm, linear, mergeHeads, repeatKv, rmsNorm, ropeTables, splitHeads } from '../layers.js';
 import { VlakitError } from '../../errors.js';
 import type { NamedArray } from '../safetensors.js';
 import type { AttentionSpec, Ops } from './ops.js';
@@ -121,6 +121,8 @@ export class TfjsOps implements Ops<tf.Tensor> {
     private readonly lora?: TfjsLora,
     /** The prefix-LM prefix length (positions below it attend both ways); default 0. */
     private readonly prefix = 0,
+    /** How linear weights are stored: HF's [out, in] (default) or [in, out] (vlakit's built-in model). */
+    private readonly linearLayout: 'out_in' | 'in_out' = 'out_in',
   ) {
     this.next = cache ? { k: [...cache.k], v: [...cache.v], length: cache.length } : undefined;
   }
@@ -151,6 +153,20 @@ export class TfjsOps implements Ops<tf.Tensor> {
     return tf.transpose(x, perm);
   }
 
+  concat(xs: tf.Tensor[], axis: number): tf.Tensor {
+    return tf.concat(xs, axis);
+  }
+
+  slice(x: tf.Tensor, axis: number, start: number, end?: number): tf.Tensor {
+    const begin = x.shape.map((_, i) => (i === axis ? start : 0));
+    const size = x.shape.map((d, i) => (i === axis ? (end ?? d!) - start : -1));
+    return tf.slice(x, begin, size);
+  }
+
+  split(x: tf.Tensor, sizes: number[]): tf.Tensor[] {
+    return tf.split(x, sizes, -1);
+  }
+
   mergeTokens(text: tf.Tensor, ids: tf.Tensor, features: tf.Tensor, tokenId: number): tf.Tensor {
     const D = text.shape[text.shape.length - 1];
     const rows = tf.reshape(features, [-1, D]); // [N*L, D]
@@ -168,6 +184,8 @@ export class TfjsOps implements Ops<tf.Tensor> {
   }
 
   linear(x: tf.Tensor, prefix: string): tf.Tensor {
+    // weights stored [in, out] (vlakit's built-in model, its variables): a plain matMul, LoRA as A [in, r], B [r, out]
+    if (this.linearLayout === 'in_out') return linear(this.params, prefix, x, this.lora);
     const inDim = x.shape[x.shape.length - 1];
     const x2 = tf.reshape(x, [-1, inDim]) as tf.Tensor2D; // [N, in]
     let y = this.project(x2, `${prefix}.weight`); // [N, out]
@@ -180,6 +198,10 @@ export class TfjsOps implements Ops<tf.Tensor> {
       if (a && bb) y = tf.add(y, tf.mul(tf.matMul(tf.matMul(x2, tf.transpose(a)), tf.transpose(bb)), lora.alpha / lora.r)); // [N, in] x [in, r] x [r, out]
     }
     return tf.reshape(y, [...x.shape.slice(0, -1), y.shape[1]!]);
+  }
+
+  linears(x: tf.Tensor, prefixes: string[]): tf.Tensor[] {
+    return prefixes.map((p) => this.linear(x, p));
   }
 
   /** x [N, in] times the weight `name` ([out, in], or [in, out] from TfjsParams.linear) transposed: [N, out]. */
@@ -196,14 +218,11 @@ export class TfjsOps implements Ops<tf.Tensor> {
   }
 
   rmsNorm(x: tf.Tensor, weight: string, eps: number, offset?: number): tf.Tensor {
-    const ms = tf.mean(tf.square(x), -1, true);
-    const w = offset === undefined ? this.p(weight) : tf.add(this.p(weight), offset);
-    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), w);
+    return rmsNorm(x, offset === undefined ? this.p(weight) : tf.add(this.p(weight), offset), eps);
   }
 
   layerNorm(x: tf.Tensor, prefix: string, eps: number): tf.Tensor {
-    const { mean, variance } = tf.moments(x, -1, true);
-    return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, eps))), this.p(`${prefix}.weight`)), this.p(`${prefix}.bias`));
+    return layerNorm(x, this.p(`${prefix}.weight`), this.p(`${prefix}.bias`), eps);
   }
 
   add(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
@@ -227,10 +246,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
   }
 
   gelu(x: tf.Tensor, approximate: 'none' | 'tanh'): tf.Tensor {
-    if (approximate === 'tanh') {
-      const c = Math.sqrt(2 / Math.PI);
-      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), c))));
-    }
+    if (approximate === 'tanh') return gelu(x);
     return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.div(x, Math.SQRT2))));
   }
 
@@ -257,13 +273,11 @@ export class TfjsOps implements Ops<tf.Tensor> {
       this.next.length = past + T;
     }
     const n = s.heads / s.kvHeads;
-    let scores = tf.mul(tf.matMul(qh, repeatKv(kh, n), false, true), s.scale ?? 1 / Math.sqrt(s.headDim)); // [B, H, T, past + T]
-    if (s.softcap !== undefined) scores = tf.mul(tf.tanh(tf.div(scores, s.softcap)), s.softcap);
-    if (s.causal && (s.window !== undefined || s.blocks || s.prefix)) scores = tf.add(scores, tf.mul(tf.sub(1, tf.cast(this.allowed(T, past, s), 'float32')), -1e9)); // + [B, 1, T, past + T]
-    else if (s.causal) scores = tf.add(scores, causalMask(T, past + T));
-    const probs = tf.softmax(scores) as tf.Tensor4D; // [B, H, T, past + T]
-    if (this.recordAttentions && s.layer >= 0) this.recordAttentions[s.layer] = tf.keep(probs); // kept out of the block's tidy: the caller disposes them
-    const out = tf.matMul(probs, repeatKv(vh, n)) as tf.Tensor4D; // [B, H, T, hd]
+    let mask: tf.Tensor | undefined;
+    if (s.causal && (s.window !== undefined || s.blocks || s.prefix)) mask = tf.mul(tf.sub(1, tf.cast(this.allowed(T, past, s), 'float32')), -1e9); // [B or 1, 1, T, past + T]
+    else if (s.causal) mask = causalMask(T, past + T); // [T, past + T]
+    const { out, weights } = attention(qh, repeatKv(kh, n), repeatKv(vh, n), mask, { scale: s.scale, softcap: s.softcap }); // [B, H, T, hd], [B, H, T, past + T]
+    if (this.recordAttentions && s.layer >= 0) this.recordAttentions[s.layer] = tf.keep(weights); // kept out of the block's tidy: the caller disposes them
     return mergeHeads(out); // [B, T, H*hd]
   }
 

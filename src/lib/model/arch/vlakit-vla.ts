@@ -1,0 +1,132 @@
+/**
+ * vlakit's built-in VLA (model_type `vlakit-vla`), written once over `Ops`: a ViT over each camera image (patch
+ * embedding, learned positions, pre-norm blocks with one qkv projection, tanh-GELU MLPs, a final LayerNorm), a
+ * two-layer projector into the language width plus a learned vector per camera, and a Llama decoder (the Llama
+ * architecture's own, under `model.*`) with the head tied to the embedding. Image tokens come first, camera after
+ * camera, then the text; the logits are those of the text positions.
+ *
+ * Its checkpoints (train-sft/train-rl) store linear weights [in, out] (`linearLayout: 'in_out'`), under vlakit's
+ * names (`vision.layers.{i}.attn.qkv.weight`, `projector.fc1.weight`, ...) and Llama's (`model.layers.{i}.*`).
+ */
+import { type VlaConfig, patchesPerImage } from '../config.js';
+import type { LlamaConfig } from './llama.js';
+import { llamaDecoder } from './llama.js';
+import type { Ops, TensorSpec } from './ops.js';
+
+/** The decoder's config as a Llama config (the same layers, names and rotary positions). */
+export function vlaTextConfig(c: VlaConfig): LlamaConfig {
+  const t = c.text_config;
+  return {
+    model_type: 'llama',
+    vocab_size: t.vocab_size,
+    hidden_size: t.hidden_size,
+    intermediate_size: t.intermediate_size,
+    num_hidden_layers: t.num_hidden_layers,
+    num_attention_heads: t.num_attention_heads,
+    num_key_value_heads: t.num_key_value_heads,
+    max_position_embeddings: t.max_position_embeddings,
+    rms_norm_eps: t.rms_norm_eps,
+    rope_theta: t.rope_theta,
+    hidden_act: 'silu',
+    attention_bias: false,
+    mlp_bias: false,
+    tie_word_embeddings: true,
+    initializer_range: c.initializer_range,
+  };
+}
+
+/** Every tensor of a checkpoint, as stored: linear weights [in, out]. */
+export function vlaTensors(c: VlaConfig): TensorSpec[] {
+  const v = c.vision_config;
+  const t = c.text_config;
+  const P = v.patch_size;
+  const hd = t.hidden_size / t.num_attention_heads;
+  const out: TensorSpec[] = [];
+  const normal = (name: string, shape: number[]) => out.push({ name, shape, init: 'normal' });
+  const lin = (name: string, i: number, o: number, bias = true) => {
+    normal(`${name}.weight`, [i, o]);
+    if (bias) out.push({ name: `${name}.bias`, shape: [o], init: 'zeros' });
+  };
+  const norm = (name: string, n: number, bias = true) => {
+    out.push({ name: `${name}.weight`, shape: [n], init: 'ones' });
+    if (bias) out.push({ name: `${name}.bias`, shape: [n], init: 'zeros' });
+  };
+  lin('vision.patch_embed', P * P * 3, v.hidden_size);
+  normal('vision.pos_embed', [patchesPerImage(c), v.hidden_size]);
+  for (let i = 0; i < v.num_hidden_layers; i++) {
+    const n = `vision.layers.${i}`;
+    norm(`${n}.ln1`, v.hidden_size);
+    lin(`${n}.attn.qkv`, v.hidden_size, 3 * v.hidden_size);
+    lin(`${n}.attn.proj`, v.hidden_size, v.hidden_size);
+    norm(`${n}.ln2`, v.hidden_size);
+    lin(`${n}.mlp.fc1`, v.hidden_size, v.intermediate_size);
+    lin(`${n}.mlp.fc2`, v.intermediate_size, v.hidden_size);
+  }
+  norm('vision.post_ln', v.hidden_size);
+  lin('projector.fc1', v.hidden_size, t.hidden_size);
+  lin('projector.fc2', t.hidden_size, t.hidden_size);
+  normal('projector.camera_embed', [c.num_cameras, t.hidden_size]);
+  normal('model.embed_tokens.weight', [t.vocab_size, t.hidden_size]);
+  for (let i = 0; i < t.num_hidden_layers; i++) {
+    const n = `model.layers.${i}`;
+    norm(`${n}.input_layernorm`, t.hidden_size, false);
+    lin(`${n}.self_attn.q_proj`, t.hidden_size, t.num_attention_heads * hd, false);
+    lin(`${n}.self_attn.k_proj`, t.hidden_size, t.num_key_value_heads * hd, false);
+    lin(`${n}.self_attn.v_proj`, t.hidden_size, t.num_key_value_heads * hd, false);
+    lin(`${n}.self_attn.o_proj`, t.num_attention_heads * hd, t.hidden_size, false);
+    norm(`${n}.post_attention_layernorm`, t.hidden_size, false);
+    lin(`${n}.mlp.gate_proj`, t.hidden_size, t.intermediate_size, false);
+    lin(`${n}.mlp.up_proj`, t.hidden_size, t.intermediate_size, false);
+    lin(`${n}.mlp.down_proj`, t.intermediate_size, t.hidden_size, false);
+  }
+  norm('model.norm', t.hidden_size, false);
+  return out;
+}
+
+/** Image tokens of one example: patches per image times cameras. */
+export function vlaImageTokens(c: VlaConfig): number {
+  return patchesPerImage(c) * c.num_cameras;
+}
+
+/** pixels [B, C, S, S, 3] in [-1, 1] -> image tokens [B, C*Np, D]. */
+export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T): T {
+  const v = c.vision_config;
+  const P = v.patch_size;
+  const g = v.image_size / P;
+  const Np = g * g;
+  const C = c.num_cameras;
+  const D = c.text_config.hidden_size;
+  const Dv = v.hidden_size;
+  const hd = Dv / v.num_attention_heads;
+  // [B, C, S, S, 3] -> [B*C, g, P, g, P, 3] -> [B*C, g, g, P, P, 3] -> [B*C, Np, P*P*3]
+  const patches = ops.reshape(ops.transpose(ops.reshape(pixels, [-1, g, P, g, P, 3]), [0, 1, 3, 2, 4, 5]), [-1, Np, P * P * 3]);
+  let x = ops.add(ops.linear(patches, 'vision.patch_embed'), ops.param('vision.pos_embed')); // [B*C, Np, Dv]
+  for (let i = 0; i < v.num_hidden_layers; i++) {
+    const n = `vision.layers.${i}`;
+    const input = x;
+    x = ops.block(() => {
+      const h = ops.layerNorm(input, `${n}.ln1`, v.layer_norm_eps);
+      const [q, k, vv] = ops.split(ops.linear(h, `${n}.attn.qkv`), [Dv, Dv, Dv]); // 3 x [B*C, Np, Dv]
+      const a = ops.attention(q, k, vv, { layer: -1, heads: v.num_attention_heads, kvHeads: v.num_attention_heads, headDim: hd, causal: false }); // bidirectional
+      const y = ops.add(input, ops.linear(a, `${n}.attn.proj`));
+      const h2 = ops.layerNorm(y, `${n}.ln2`, v.layer_norm_eps);
+      return ops.add(y, ops.linear(ops.gelu(ops.linear(h2, `${n}.mlp.fc1`), 'tanh'), `${n}.mlp.fc2`));
+    });
+  }
+  x = ops.layerNorm(x, 'vision.post_ln', v.layer_norm_eps);
+  const proj = ops.linear(ops.gelu(ops.linear(x, 'projector.fc1'), 'tanh'), 'projector.fc2'); // [B*C, Np, D]
+  const cam = ops.reshape(ops.param('projector.camera_embed'), [1, C, 1, D]); // one vector per camera
+  return ops.reshape(ops.add(ops.reshape(proj, [-1, C, Np, D]), cam), [-1, C * Np, D]); // [B, C, Np, D] -> [B, C*Np, D]
+}
+
+/**
+ * ids [B, T] (text) and, for a prefill, pixels [B, C, S, S, 3] (their tokens go first) -> logits [B, T, V] of the
+ * text positions. Without pixels the positions continue after the cache (a decode step).
+ */
+export function vlaForward<T>(ops: Ops<T>, c: VlaConfig, ids: T, pixels?: T): T {
+  const text = ops.embed('model.embed_tokens.weight', ids); // [B, T, D]
+  const x = pixels === undefined ? text : ops.concat([vlaVision(ops, c, pixels), text], 1); // [B, Ni + T, D]
+  let h = llamaDecoder(ops, vlaTextConfig(c), x, 'model');
+  if (pixels !== undefined) h = ops.slice(h, 1, vlaImageTokens(c)); // [B, T, D]
+  return ops.head(h, 'model.embed_tokens.weight');
+}
