@@ -45,3 +45,4 @@ export { checkOutputFormat, extensionFormat, writeEpisodes, writeJsonl, writeStd
 export type { WriteJsonlOptions, WriteEpisodesOptions } from './output.js';
 export { readJsonFile, decodeUtf8Strict, zodProblem } from './json-file.js';
 export type { ReadJsonFileOptions } from './json-file.js';
+export { PRIMARY_CAMERAS, cameraNames, camerasOf, keepCameras, parseCameraList } from './cameras.js';
