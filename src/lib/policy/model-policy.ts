@@ -9,6 +9,7 @@
  * the gripper held). Nothing unparsed ever reaches the env; every such event is recorded.
  */
 import type { ActionCodec } from '../actions/codecs.js';
+import type { ActionLayout } from '../actions/layout.js';
 import { ACTIONS_MARKER, PROMPTS, parseSubtaskList } from '../actions/prompts.js';
 import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
@@ -54,10 +55,10 @@ export interface Cycle {
 }
 
 /** Actions the env can take: [dx, dy, dz, gripper] or 7-D, every value finite. */
-function checkActions(chunk: number[][]): number[][] {
+function checkActions(chunk: number[][], layout?: ActionLayout): number[][] {
   if (!chunk.length) throw new Error('an empty chunk');
   for (const a of chunk) {
-    const problem = actionProblem(a);
+    const problem = actionProblem(a, layout);
     if (problem) throw new Error(problem);
   }
   return chunk;
@@ -79,6 +80,11 @@ export abstract class ChunkPolicy implements Policy {
 
   abstract cycle(obs: Record<string, unknown>, ctx: ActContext): Promise<Cycle | null>;
 
+  /** The gripper command of an action (the last number unless a layout says otherwise). */
+  protected gripperOf(action: number[]): number {
+    return action[action.length - 1];
+  }
+
   reset(_ctx: { env?: Env; instruction: string; seed: number }): Promise<void> | void {
     this.queue = [];
     this.chunkStep = 0;
@@ -96,7 +102,7 @@ export abstract class ChunkPolicy implements Policy {
     }
     const action = this.queue.shift();
     if (!action) throw new Error(`${this.name} decided on an empty chunk`);
-    this.gripper = action[action.length - 1];
+    this.gripper = this.gripperOf(action);
     const first = this.chunkStep === 0;
     const info = { cycle: this.queueInfo.cycle, chunk_step: this.chunkStep++, ...(first ? this.queueInfo : {}) };
     return { action, info, modelMs: first ? this.queueModelMs : 0 };
@@ -113,6 +119,11 @@ export class ModelPolicy extends ChunkPolicy {
   private index = 0;
   private retries: number[] = [];
   private pending: { image: ImageJson; info?: Record<string, unknown> } | undefined;
+
+  protected override gripperOf(action: number[]): number {
+    const g = this.o.codec.layout?.gripper;
+    return g === null ? this.gripper : (action[g ?? action.length - 1] ?? this.gripper);
+  }
 
   constructor(
     readonly runner: VlaRunner,
@@ -174,11 +185,11 @@ export class ModelPolicy extends ChunkPolicy {
     body = body.trim();
     const max = this.o.maxChunk ?? 64;
     try {
-      return checkActions(this.o.codec.decode(body)).slice(0, max);
+      return checkActions(this.o.codec.decode(body), this.o.codec.layout).slice(0, max);
     } catch (err) {
       const cut = body.lastIndexOf('],');
       if (!truncated || this.o.codec.name !== 'text' || cut < 0) throw err;
-      const kept = checkActions(this.o.codec.decode(`${body.slice(0, cut + 1)}]`)).slice(0, max);
+      const kept = checkActions(this.o.codec.decode(`${body.slice(0, cut + 1)}]`), this.o.codec.layout).slice(0, max);
       info.truncated = { kept: kept.length };
       return kept;
     }
@@ -191,7 +202,10 @@ export class ModelPolicy extends ChunkPolicy {
     if (r.texts.length > 1) info.resampled = { texts: r.texts.slice(0, -1), errors: r.errors.slice(0, r.texts.length - 1) };
     if (r.value) return { actions: r.value, ms: r.ms };
     info.noop = { reason: r.errors.at(-1) };
-    return { actions: [[0, 0, 0, this.gripper]], ms: r.ms };
+    // a no-op in the codec's layout: zero deltas, the gripper held
+    const L = this.o.codec.layout;
+    const noop = L && L.mode === 'delta' ? Array.from({ length: L.dims }, (_, k) => (k === L.gripper ? this.gripper : 0)) : [0, 0, 0, this.gripper];
+    return { actions: [noop], ms: r.ms };
   }
 
   /**
