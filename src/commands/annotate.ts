@@ -3,7 +3,7 @@ import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith, size } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
-import { checkOutputFormat, claimOutput, groupEpisodes, newStats, outputFormatFor, readValidated, type StepRecord, writeEpisodes } from '../lib/io/index.js';
+import { checkOutputFormat, claimOutput, groupEpisodes, newStats, outputFormatFor, parseCameraList, readValidated, type StepRecord, writeEpisodes } from '../lib/io/index.js';
 import { ActionStepSchema, AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
@@ -55,6 +55,7 @@ export default class Annotate extends VlakitCommand {
     overwrite: sharedFlags.overwrite,
     to: Flags.string({ description: 'output format (default: rlds for a directory, else jsonl)', options: ['rlds', 'jsonl'] }),
     'shard-size': size({ description: 'RLDS shard size limit', min: 1024 }),
+    camera: Flags.string({ description: 'cameras the teacher sees, in order (default: all, the primary camera first: image, image_0, ...; plans: the primary one)', helpValue: 'NAME[,NAME...]' }),
     split: sharedFlags.split,
     'skip-corrupt': sharedFlags['skip-corrupt'],
     quiet: sharedFlags.quiet,
@@ -74,6 +75,7 @@ export default class Annotate extends VlakitCommand {
     checkOutputFormat(flags.to, flags.output);
     const to = (flags.to as 'rlds' | 'jsonl' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
     const temperature = Number(flags.temperature);
+    const cameras = parseCameraList(flags.camera);
     const teacher = makeTeacher(flags.teacher, {
       url: flags['teacher-url'],
       retries: flags.retries,
@@ -109,6 +111,7 @@ export default class Annotate extends VlakitCommand {
           concurrency: flags.concurrency,
           repair: flags.repair,
           price: parsePrice(flags.price),
+          cameras,
           signal,
           onUsage: (u) => progress.update({ records: u.steps, unit: 'steps', detail: `${u.requests} requests, ${u.cacheHits} cached, ${u.retries} retries, ${u.inputTokens + u.outputTokens} tokens${u.cost !== undefined ? `, $${u.cost.toFixed(3)}` : ''}` }),
         },
