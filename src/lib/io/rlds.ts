@@ -9,8 +9,8 @@ import { decodeEpisode, encodeEpisode, inferFeatures } from './episode.js';
 import { decodeExample, encodeExample } from './example.js';
 import { type FeatureNode, type Leaf, featuresToJson, flattenFeatures, parseFeatures } from './features.js';
 import type { StepRecord } from './records.js';
-import { readBytes } from './sources.js';
-import { decodeTfrecord, type TfrecordStats } from './tfrecord.js';
+import { openBytes } from './sources.js';
+import { decodeTfrecord, isSourceFailure, type TfrecordStats } from './tfrecord.js';
 import { type OutputOptions, writeOutputDir } from './outputs.js';
 import { ShardedTfrecordWriter, shardSuffix, writeFileAtomic } from './writer.js';
 
@@ -163,7 +163,19 @@ export async function* readRlds(ds: RldsDataset, opts: ReadRldsOptions = {}): As
     }
     let seen = 0;
     let stats: TfrecordStats | undefined;
-    const records = decodeTfrecord(readBytes(shard.file, opts.signal), {
+    // shards may be gzip (TFDS's GZIP compression, or a re-compressed download): sniffed like any input
+    let bytes: AsyncIterable<Uint8Array>;
+    try {
+      bytes = (await openBytes(shard.file, opts.signal)).bytes;
+    } catch (err) {
+      // a gzip stream that fails before its first bytes: nothing of this shard can be read
+      if (!isSourceFailure(err)) throw err;
+      const e = withContext(err, { file: shard.file, record: 0 }) as VlakitError;
+      if (!opts.skipCorrupt) throw e;
+      opts.onSkip?.(e);
+      continue;
+    }
+    const records = decodeTfrecord(bytes, {
       source: shard.file,
       verify: opts.verify,
       skipCorrupt: opts.skipCorrupt,
