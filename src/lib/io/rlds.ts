@@ -235,6 +235,11 @@ export interface WriteRldsOptions extends OutputOptions {
   split?: string;
   /** Features to write with; inferred from the first episode when absent. */
   features?: FeatureNode;
+  /**
+   * The source dataset's features, when episodes are written back with fields added (annotate): every field they
+   * name keeps its dtype and shape (an int32 episode_id stays int32); the others are inferred.
+   */
+  baseFeatures?: FeatureNode;
   /** Other dataset_info.json fields to carry over (description, citation, ...). */
   info?: Partial<DatasetInfo>;
   maxShardBytes?: number;
@@ -246,6 +251,25 @@ export interface WriteRldsResult {
   episodes: number;
   steps: number;
   files: string[];
+}
+
+/**
+ * The inferred features with every node `base` has at the same path and of the same kind taken from `base` (its
+ * dtype, shape, encoding); fields only `base` has are dropped (the episodes do not carry them).
+ */
+export function overlayFeatures(base: FeatureNode, inferred: FeatureNode): FeatureNode {
+  if (base.kind !== inferred.kind) return inferred;
+  if (inferred.kind === 'dict' && base.kind === 'dict') {
+    const features: Record<string, FeatureNode> = {};
+    for (const [k, v] of Object.entries(inferred.features)) features[k] = base.features[k] ? overlayFeatures(base.features[k], v) : v;
+    const same = Object.keys(features).length === Object.keys(base.features).length && Object.keys(features).every((k) => features[k] === base.features[k]);
+    return same ? base : { kind: 'dict', features };
+  }
+  if (inferred.kind === 'dataset' && base.kind === 'dataset') {
+    const feature = overlayFeatures(base.feature, inferred.feature);
+    return feature === base.feature ? base : { kind: 'dataset', feature };
+  }
+  return base;
 }
 
 /** Writes episodes as an RLDS dataset directory that tfds.builder_from_directory can load. Whole or not at all. */
@@ -270,7 +294,7 @@ export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: Wri
         for await (const ep of episodes) {
           opts.signal?.throwIfAborted();
           if (!features) {
-            features = inferFeatures(ep);
+            features = opts.baseFeatures ? overlayFeatures(opts.baseFeatures, inferFeatures(ep)) : inferFeatures(ep);
             leaves = flattenFeatures(features);
           }
           let bytes: Uint8Array;
