@@ -57,6 +57,7 @@ export default class Annotate extends VlakitCommand {
     'shard-size': size({ description: 'RLDS shard size limit', min: 1024 }),
     camera: Flags.string({ description: 'cameras the teacher sees, in order (default: all, the primary camera first: image, image_0, ...; plans: the primary one)', helpValue: 'NAME[,NAME...]' }),
     split: sharedFlags.split,
+    'add-split': Flags.boolean({ description: 'rlds output: add the split to an existing dataset directory (same name and features) instead of refusing it' }),
     'skip-corrupt': sharedFlags['skip-corrupt'],
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the usage summary as JSON on stderr' }),
@@ -86,7 +87,8 @@ export default class Annotate extends VlakitCommand {
     const cacheDir = teacher.local || flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir());
     const output = this.outputOptions(flags, [...inputs, cacheDir]);
     // refused before a single request is paid for
-    if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', output);
+    // --add-split writes into an existing dataset (checked by the RLDS writer)
+    if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', flags['add-split'] && to === 'rlds' ? { ...output, overwrite: true } : output);
     const cache = cacheDir === undefined ? undefined : await AnswerCache.open(cacheDir);
     const progress = await startProgress('annotate', !flags.quiet && !flags.json);
     const signal = this.abort.signal;
@@ -124,7 +126,7 @@ export default class Annotate extends VlakitCommand {
     try {
       // one RLDS input: its fields keep their dtypes and shapes in an RLDS output (the annotations are inferred)
       const sources = to === 'rlds' && inputs.length === 1 ? rldsInputs(inputs) : [];
-      const res = await writeEpisodes(out, { ...output, output: flags.output, to, baseFeatures: sources[0]?.features, split: flags.split, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
+      const res = await writeEpisodes(out, { ...output, output: flags.output, to, baseFeatures: sources[0]?.features, split: flags.split, addSplit: flags['add-split'], maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
       progress.stop();
       const score = flags.kind === 'plan' ? scorePlans(light) : undefined;
       if (flags.json) {

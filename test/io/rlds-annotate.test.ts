@@ -36,3 +36,27 @@ describe('annotate -o DIR on an RLDS dataset', () => {
     expect(statSync(path.join(dir, 'out/1.0.0')).mode & 0o777).toBe(0o775);
   }, 60_000);
 });
+
+describe('--add-split', () => {
+  it('adds a second split to an existing dataset directory, refuses an existing split, and the result reads as both', async () => {
+    expect((await sh(`node ${BIN} convert src/1.0.0 --split train -q -o two/1.0.0`)).code).toBe(0);
+    const refused = await sh(`node ${BIN} convert src/1.0.0 --split val -q -o two/1.0.0`);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/the output \(-o\) exists/);
+    const added = await sh(`node ${BIN} convert src/1.0.0 --split val --add-split -q -o two/1.0.0`);
+    expect(added.code, added.err).toBe(0);
+    const info = JSON.parse(readFileSync(path.join(dir, 'two/1.0.0/dataset_info.json'), 'utf8'));
+    expect(info.splits.map((s: { name: string; shardLengths: string[] }) => [s.name, s.shardLengths])).toEqual([
+      ['train', ['1']],
+      ['val', ['1']],
+    ]);
+    for (const split of ['train', 'val']) {
+      const a = await execa('node', [BIN, 'convert', 'src/1.0.0', '--split', split, '-q'], { cwd: dir });
+      const b = await execa('node', [BIN, 'convert', 'two/1.0.0', '--split', split, '-q'], { cwd: dir });
+      expect(b.stdout).toBe(a.stdout);
+    }
+    const again = await sh(`node ${BIN} convert src/1.0.0 --split val --add-split -q -o two/1.0.0`);
+    expect(again.code).toBe(2);
+    expect(again.err).toMatch(/already has a "val" split/);
+  }, 60_000);
+});

@@ -2,7 +2,7 @@
  * RLDS datasets as TensorFlow Datasets prepares them: a version directory with features.json, dataset_info.json and
  * TFRecord shards named by the split's filepathTemplate, one tf.train.Example per episode.
  */
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { VlakitError, withContext } from '../errors.js';
 import { decodeEpisode, encodeEpisode, inferFeatures } from './episode.js';
@@ -240,6 +240,12 @@ export interface WriteRldsOptions extends OutputOptions {
    * name keeps its dtype and shape (an int32 episode_id stays int32); the others are inferred.
    */
   baseFeatures?: FeatureNode;
+  /**
+   * When `dir` already holds an RLDS dataset: add `split` to it (its name, version and features; the split must be
+   * new) instead of refusing it. The dataset is rebuilt in a temporary directory (existing files hard-linked) and
+   * swapped in whole.
+   */
+  addSplit?: boolean;
   /** Other dataset_info.json fields to carry over (description, citation, ...). */
   info?: Partial<DatasetInfo>;
   maxShardBytes?: number;
@@ -280,15 +286,27 @@ export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: Wri
   let files: string[] = [];
   let nEpisodes = 0;
   let nSteps = 0;
+  const existing = opts.addSplit && existsSync(final) && isRldsDir(final) ? openRlds(final) : undefined;
+  if (existing) {
+    if (path.resolve(existing.dir) !== final) throw new VlakitError('E_USAGE', `--add-split needs the version directory itself (${existing.dir})`, { file: opts.dir });
+    if (splitNames(existing).includes(split)) throw new VlakitError('E_USAGE', `the dataset already has a "${split}" split; --add-split adds a new one (--overwrite replaces the whole dataset)`, { file: path.join(final, 'dataset_info.json') });
+    if (opts.name && opts.name !== existing.info.name) throw new VlakitError('E_USAGE', `the dataset is named "${existing.info.name}", not "${opts.name}"`, { file: opts.dir });
+  }
   await writeOutputDir(
     opts.dir,
     async (tmp) => {
+      if (existing) {
+        // the dataset as it is, hard-linked (copied across devices), then the new split's shards and info
+        for (const f of await fsp.readdir(final)) {
+          await fsp.link(path.join(final, f), path.join(tmp, f)).catch(() => fsp.copyFile(path.join(final, f), path.join(tmp, f)));
+        }
+      }
       const writer = new ShardedTfrecordWriter({
         shardName: (i, n) => path.join(tmp, `${name}-${split}.tfrecord-${shardSuffix(i, n)}`),
         maxShardBytes: opts.maxShardBytes ?? 256 * 2 ** 20,
         output: { overwrite: true, signal: opts.signal }, // inside the fresh temporary directory
       });
-      let features = opts.features;
+      let features = existing ? existing.features : opts.features;
       let leaves = features ? flattenFeatures(features) : undefined;
       try {
         for await (const ep of episodes) {
@@ -309,6 +327,14 @@ export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: Wri
         }
         if (!features) throw new VlakitError('E_USAGE', 'no episodes to write: the input holds no step records');
         const shards = await writer.commit();
+        const entry = { filepathTemplate: DEFAULT_TEMPLATE, name: split, numBytes: String(shards.shardBytes.reduce((a, b) => a + b, 0)), shardLengths: shards.shardLengths.map(String) };
+        if (existing) {
+          // features.json stays the dataset's; dataset_info.json gains the split
+          await fsp.rm(path.join(tmp, 'dataset_info.json'), { force: true });
+          await writeFileAtomic(path.join(tmp, 'dataset_info.json'), JSON.stringify(sortKeys({ ...existing.info, splits: [...(existing.info.splits ?? []), entry] }), null, 2));
+          files = shards.files.map((f) => path.join(final, path.basename(f)));
+          return;
+        }
         const info: DatasetInfo = {
           citation: '',
           description: 'Written by vlakit.',
@@ -316,14 +342,7 @@ export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: Wri
           fileFormat: 'tfrecord',
           name,
           releaseNotes: { [opts.version ?? '1.0.0']: 'Written by vlakit.' },
-          splits: [
-            {
-              filepathTemplate: DEFAULT_TEMPLATE,
-              name: split,
-              numBytes: String(shards.shardBytes.reduce((a, b) => a + b, 0)),
-              shardLengths: shards.shardLengths.map(String),
-            },
-          ],
+          splits: [entry],
           version: opts.version ?? '1.0.0',
         };
         await writeFileAtomic(path.join(tmp, 'features.json'), JSON.stringify(featuresToJson(features), null, 4));
@@ -334,7 +353,7 @@ export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: Wri
         throw err;
       }
     },
-    opts,
+    existing ? { ...opts, overwrite: true } : opts,
   );
   return { dir: final, episodes: nEpisodes, steps: nSteps, files };
 }
