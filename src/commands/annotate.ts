@@ -96,8 +96,14 @@ export default class Annotate extends VlakitCommand {
     let usage: UsageStats | undefined;
     const read = newStats();
     const note = (m: string): void => this.note(`vlakit annotate: ${m}`);
+    let checked = teacher.id !== 'kinematic';
     const steps = (async function* () {
       for await (const r of readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
+        if (!checked) {
+          checked = true;
+          // steps of the built-in world carry its oracle; anything else is data the kinematic teacher cannot see
+          if (r.value.oracle === undefined && !flags.quiet) note('warning: these steps are not from the built-in world; the kinematic teacher reads only the actions, the state and the instruction (never the images): its plans and reasoning name what the motion shows, and objects only as the instruction names them. A VLM teacher (--teacher gemini:MODEL, openai:MODEL) sees the images.');
+        }
         yield { record: r.value, line: r.line, file: r.file };
       }
     })();

@@ -77,6 +77,9 @@ describe('--camera through the binary', () => {
     const bad = await vlakit(['relabel', 'chunks.jsonl', '--camera', 'front', '-q', '-o', 'bad.jsonl']);
     expect(bad.code).toBe(1);
     expect(bad.err).toMatch(/no camera "front" in the observation \(cameras: image_0, wrist_image\)/);
+    const warned = await vlakit(['annotate', 'ds/1.0.0', '--kind', 'plan', '--camera', 'wrist_image', '-o', 'ann.jsonl']);
+    expect(warned.code).toBe(0);
+    expect(warned.err).toMatch(/warning: these steps are not from the built-in world; the kinematic teacher reads only the actions/);
     const dup = await vlakit(['annotate', 'ds/1.0.0', '--kind', 'plan', '--camera', 'image_0,image_0', '-o', 'a.jsonl']);
     expect(dup.code).toBe(2);
     expect(dup.err).toMatch(/--camera "image_0,image_0" names a camera twice/);
