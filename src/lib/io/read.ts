@@ -13,6 +13,7 @@ import { decodeJsonl } from './jsonl.js';
 import { type AnyRecord, parseStepRecord, recordKind } from './records.js';
 import { isRldsDir, openRlds, readRlds, type RldsDataset } from './rlds.js';
 import { isHdf5, readHdf5 } from './hdf5.js';
+import { isLeRobotDir, readLeRobot } from './lerobot.js';
 import { displayName, expandInputs, isDirectory, openBytes, sniffHead } from './sources.js';
 import { decodeTfrecord, isSourceFailure, looksLikeTfrecord, type TfrecordStats } from './tfrecord.js';
 
@@ -114,10 +115,12 @@ async function* readAll(inputs: string[], opts: ReadOptions, stats: ReadStats): 
     opts.onWarning?.(`skipped: ${e.message}`);
   };
   const ctx: ReadContext = { files: [], formats: new Map(), episodeBase: 0, warnedIds: false };
-  const expanded: (string[] | RldsDataset)[] = [];
+  const expanded: (string[] | RldsDataset | { lerobot: string })[] = [];
   for (const input of inputs) {
     if (input !== '-' && isDirectory(input) && isRldsDir(input)) {
       expanded.push(openRlds(input));
+    } else if (input !== '-' && isDirectory(input) && isLeRobotDir(input)) {
+      expanded.push({ lerobot: input });
     } else {
       const files = await expandInputs([input]);
       expanded.push(files);
@@ -125,6 +128,14 @@ async function* readAll(inputs: string[], opts: ReadOptions, stats: ReadStats): 
     }
   }
   for (const item of expanded) {
+    if ('lerobot' in item) {
+      stats.files += 1;
+      for await (const step of readLeRobot(item.lerobot, { signal: opts.signal, onWarning: opts.onWarning })) {
+        stats.records += 1;
+        yield { kind: 'step', value: step, file: item.lerobot };
+      }
+      continue;
+    }
     if (!Array.isArray(item)) {
       const ds = item;
       stats.files += 1;
