@@ -89,11 +89,13 @@ beforeAll(async () => {
         action: Array.from({ length: 7 }, (_, k) => Math.fround(0.01 * (k + 1) * (e + 1) - t * 0.002)),
         state: [Math.fround(0.1 * t), Math.fround(e), Math.fround(-0.5)],
         png: await sharp(raw, { raw: { width: 6, height: 4, channels: 3 } }).png().toBuffer(),
-        wrist: Buffer.alloc(16 * 16 * 3).map((_, i) => {
-          const p = Math.floor(i / 3);
-          const [y, x, c] = [Math.floor(p / 16), p % 16, i % 3];
-          return Math.min(255, 40 + x * 6 + y * 4 + c * 30 + e * 40 + t * 10);
-        }),
+        wrist: Buffer.from(
+          Array.from({ length: 16 * 16 * 3 }, (_, i) => {
+            const p = Math.floor(i / 3);
+            const [y, x, c] = [Math.floor(p / 16), p % 16, i % 3];
+            return Math.min(255, 40 + x * 6 + y * 4 + c * 30 + e * 40 + t * 10);
+          }),
+        ),
         reward: t === T - 1 ? 1 : 0,
         done: t === T - 1,
         task: e,
@@ -162,6 +164,11 @@ describe('LeRobot datasets', () => {
     expect(steps).toHaveLength(frames.length);
     expect(steps[0].observation['images.wrist']).toBeUndefined();
     expect(steps[0].action).toEqual(frames[0].action);
+    // inspect reads the metadata and parquet only: no video decoded, no warning
+    const ins = await vlakit(['inspect', 'v30']);
+    expect(ins.code, ins.err).toBe(0);
+    expect(ins.err + ins.out).not.toMatch(/video file missing|no ffmpeg/);
+    expect(ins.out).toMatch(/records +5 \(5 step\)\nepisodes +2/);
   }, 60_000);
 
   for (const v of ['v21', 'v30']) {

@@ -136,15 +136,17 @@ async function episodeVideoIndex(root: string): Promise<Map<number, Row>> {
  * frame_index).
  * @example for await (const s of readLeRobot('lerobot/pusht')) ...
  */
-export async function* readLeRobot(root: string, opts: { signal?: AbortSignal; onWarning?: (m: string) => void } = {}): AsyncGenerator<StepRecord> {
+export async function* readLeRobot(root: string, opts: { signal?: AbortSignal; onWarning?: (m: string) => void; videos?: boolean } = {}): AsyncGenerator<StepRecord> {
   const info = readJsonFile(path.join(root, 'meta', 'info.json'), InfoSchema, { what: 'LeRobot info.json' });
   const tasks = await readTasks(root);
   const videos = Object.entries(info.features).filter(([, f]) => f.dtype === 'video').map(([k]) => k);
   const fps = info.fps ?? 0;
   const v3 = info.codebase_version.startsWith('v3');
-  const ffmpeg = videos.length ? findFfmpeg() : undefined;
-  let decodeVideos = videos.length > 0 && !!info.video_path && fps > 0;
-  if (videos.length && !decodeVideos) opts.onWarning?.(`${root}: info.json gives no video_path or fps; camera features stored as video are left out: ${videos.join(', ')}`);
+  const ffmpeg = videos.length && opts.videos !== false ? findFfmpeg() : undefined;
+  let decodeVideos = opts.videos !== false && videos.length > 0 && !!info.video_path && fps > 0;
+  if (opts.videos === false) {
+    // metadata and parquet only (inspect)
+  } else if (videos.length && !decodeVideos) opts.onWarning?.(`${root}: info.json gives no video_path or fps; camera features stored as video are left out: ${videos.join(', ')}`);
   else if (decodeVideos && !ffmpeg) {
     decodeVideos = false;
     opts.onWarning?.(`${root}: no ffmpeg found (@ffmpeg-installer/linux-x64, the PATH or VLAKIT_FFMPEG); camera features stored as video are left out: ${videos.join(', ')}`);

@@ -48,6 +48,8 @@ export interface ReadOptions {
   decode?: DecodeMode;
   signal?: AbortSignal;
   onWarning?: (msg: string) => void;
+  /** Decode LeRobot camera features stored as video (default true; inspect reads metadata and parquet only). */
+  videos?: boolean;
   /** Called every few hundred records and at the end, for progress views. */
   onProgress?: (stats: ReadStats) => void;
   /**
@@ -130,7 +132,7 @@ async function* readAll(inputs: string[], opts: ReadOptions, stats: ReadStats): 
   for (const item of expanded) {
     if ('lerobot' in item) {
       stats.files += 1;
-      for await (const step of readLeRobot(item.lerobot, { signal: opts.signal, onWarning: opts.onWarning })) {
+      for await (const step of readLeRobot(item.lerobot, { signal: opts.signal, onWarning: opts.onWarning, videos: opts.videos })) {
         stats.records += 1;
         yield { kind: 'step', value: step, file: item.lerobot };
       }
