@@ -85,3 +85,22 @@ describe('--camera through the binary', () => {
     expect(dup.err).toMatch(/--camera "image_0,image_0" names a camera twice/);
   }, 60_000);
 });
+
+describe('a learned policy sees the primary camera first', () => {
+  it('ModelPolicy hands the runner image_0 before image_1 whatever the observation order', async () => {
+    const { ModelPolicy, OracleVerifier } = await import('../../src/lib/policy/index.js');
+    let seen: unknown[] = [];
+    const runner = {
+      info: { engine: 'stub', device: 'cpu' },
+      prepare: async (_prompt: string, images: unknown[]) => {
+        seen = images;
+        throw new Error('stop here');
+      },
+    };
+    const sampling = { temperature: 0, topP: 1, maxNewTokens: 8 };
+    const policy = new ModelPolicy(runner as never, { mode: 'direct', codec: new TextCodec(), verifier: new OracleVerifier(), sampling: { subtasks: sampling, plan: sampling, actions: sampling } } as never);
+    policy.reset({ instruction: 'put the carrot on the plate', seed: 0 });
+    await expect(policy.cycle({ image_1: A, image_0: B, state: [0, 0, 0, 1] }, { instruction: 'put the carrot on the plate', step: 0 } as never)).rejects.toThrow(/stop here/);
+    expect(seen).toEqual([B, A]);
+  });
+});

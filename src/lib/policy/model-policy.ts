@@ -14,7 +14,8 @@ import { ACTIONS_MARKER, PROMPTS, parseSubtaskList } from '../actions/prompts.js
 import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
 import { actionProblem } from '../env/safety.js';
-import { type ImageJson, imagesOf } from '../io/json.js';
+import { camerasOf } from '../io/cameras.js';
+import { type ImageJson } from '../io/json.js';
 import { type VlaRunner, generateFrom } from '../infer/index.js';
 import { subSeed } from '../util/rng.js';
 import type { Verifier } from './verifiers.js';
@@ -213,7 +214,7 @@ export class ModelPolicy extends ChunkPolicy {
    * what `rollout serve` answers.
    */
   async cycle(obs: Record<string, unknown>, ctx: ActContext): Promise<Cycle | null> {
-    const images = imagesOf(obs);
+    const images = camerasOf(obs); // the primary camera first, as the training examples take it
     if (!images.length) throw new Error('the observation holds no camera image');
     const info: Record<string, unknown> = { cycle: this.cycles };
     let ms = 0;
