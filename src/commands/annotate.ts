@@ -3,7 +3,7 @@ import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith, size } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
-import { checkOutputFormat, claimOutput, groupEpisodes, newStats, outputFormatFor, readValidated, type StepRecord, writeEpisodes } from '../lib/io/index.js';
+import { checkOutputFormat, claimOutput, groupEpisodes, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
 import { ActionStepSchema, AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
@@ -55,7 +55,9 @@ export default class Annotate extends VlakitCommand {
     overwrite: sharedFlags.overwrite,
     to: Flags.string({ description: 'output format (default: rlds for a directory, else jsonl)', options: ['rlds', 'jsonl'] }),
     'shard-size': size({ description: 'RLDS shard size limit', min: 1024 }),
+    camera: Flags.string({ description: 'cameras the teacher sees, in order (default: all, the primary camera first: image, image_0, ...; plans: the primary one)', helpValue: 'NAME[,NAME...]' }),
     split: sharedFlags.split,
+    'add-split': Flags.boolean({ description: 'rlds output: add the split to an existing dataset directory (same name and features) instead of refusing it' }),
     'skip-corrupt': sharedFlags['skip-corrupt'],
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the usage summary as JSON on stderr' }),
@@ -74,6 +76,7 @@ export default class Annotate extends VlakitCommand {
     checkOutputFormat(flags.to, flags.output);
     const to = (flags.to as 'rlds' | 'jsonl' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
     const temperature = Number(flags.temperature);
+    const cameras = parseCameraList(flags.camera);
     const teacher = makeTeacher(flags.teacher, {
       url: flags['teacher-url'],
       retries: flags.retries,
@@ -84,7 +87,8 @@ export default class Annotate extends VlakitCommand {
     const cacheDir = teacher.local || flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir());
     const output = this.outputOptions(flags, [...inputs, cacheDir]);
     // refused before a single request is paid for
-    if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', output);
+    // --add-split writes into an existing dataset (checked by the RLDS writer)
+    if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', flags['add-split'] && to === 'rlds' ? { ...output, overwrite: true } : output);
     const cache = cacheDir === undefined ? undefined : await AnswerCache.open(cacheDir);
     const progress = await startProgress('annotate', !flags.quiet && !flags.json);
     const signal = this.abort.signal;
@@ -92,8 +96,14 @@ export default class Annotate extends VlakitCommand {
     let usage: UsageStats | undefined;
     const read = newStats();
     const note = (m: string): void => this.note(`vlakit annotate: ${m}`);
+    let checked = teacher.id !== 'kinematic';
     const steps = (async function* () {
       for await (const r of readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
+        if (!checked) {
+          checked = true;
+          // steps of the built-in world carry its oracle; anything else is data the kinematic teacher cannot see
+          if (r.value.oracle === undefined && !flags.quiet) note('warning: these steps are not from the built-in world; the kinematic teacher reads only the actions, the state and the instruction (never the images): its plans and reasoning name what the motion shows, and objects only as the instruction names them. A VLM teacher (--teacher gemini:MODEL, openai:MODEL) sees the images.');
+        }
         yield { record: r.value, line: r.line, file: r.file };
       }
     })();
@@ -109,6 +119,7 @@ export default class Annotate extends VlakitCommand {
           concurrency: flags.concurrency,
           repair: flags.repair,
           price: parsePrice(flags.price),
+          cameras,
           signal,
           onUsage: (u) => progress.update({ records: u.steps, unit: 'steps', detail: `${u.requests} requests, ${u.cacheHits} cached, ${u.retries} retries, ${u.inputTokens + u.outputTokens} tokens${u.cost !== undefined ? `, $${u.cost.toFixed(3)}` : ''}` }),
         },
@@ -119,7 +130,9 @@ export default class Annotate extends VlakitCommand {
       }
     })();
     try {
-      const res = await writeEpisodes(out, { ...output, output: flags.output, to, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
+      // one RLDS input: its fields keep their dtypes and shapes in an RLDS output (the annotations are inferred)
+      const sources = to === 'rlds' && inputs.length === 1 ? rldsInputs(inputs) : [];
+      const res = await writeEpisodes(out, { ...output, output: flags.output, to, baseFeatures: sources[0]?.features, split: flags.split, addSplit: flags['add-split'], maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
       progress.stop();
       const score = flags.kind === 'plan' ? scorePlans(light) : undefined;
       if (flags.json) {

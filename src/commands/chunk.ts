@@ -3,14 +3,14 @@ import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, allOnlyWith, decimal, int } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
-import { chunkEpisode, type ChunkRecord } from '../lib/actions/index.js';
-import { groupEpisodes, newStats, readValidated, writeJsonl } from '../lib/io/index.js';
+import { chunkEpisode, type ChunkRecord, parseLayout } from '../lib/actions/index.js';
+import { groupEpisodes, newStats, parseCameraList, readValidated, writeJsonl } from '../lib/io/index.js';
 import { AnnotatedStepSchema } from '../lib/teacher/index.js';
 
 export default class Chunk extends VlakitCommand {
   static summary = 'Cut episodes into action chunks: merged per subtask (VLM2VLA) or the next H actions of every step.';
   static description =
-    '--mode merge sums consecutive deltas within each subtask (from a plan annotation, else the whole episode) while they move along one dominant dimension without a sign change, up to --axis-limit along it and --total-limit in all; a gripper change always ends a merged action. --mode fixed gives, for every --stride-th step, the next --horizon actions, padded at the end and masked.';
+    'Every action dimension is kept (--action-layout says which are translation, rotation and gripper; 4-D and 7-D actions are recognised). --mode merge sums consecutive deltas (translation and rotation) within each subtask (from a plan annotation, else the whole episode) while the translation moves along one dominant dimension without a sign change, up to --axis-limit along it and --total-limit in all; a gripper change (beyond --gripper-tolerance) ends a merged action, which keeps the gripper of its last step. --mode fixed gives, for every --stride-th step, the next --horizon actions, padded at the end and masked.';
   static strict = false;
   static args = { input: Args.string({ description: 'step records (RLDS, TFRecord, JSONL); "-" or nothing for stdin', required: false, ignoreStdin: true }) };
   static examples = [
@@ -23,6 +23,9 @@ export default class Chunk extends VlakitCommand {
     stride: int({ description: 'fixed: a chunk every S steps', default: 1, min: 1, max: 1_000_000 }),
     'axis-limit': decimal({ description: 'merge: largest travel along the dominant dimension, meters', default: '0.025', min: 0, minExclusive: true, max: 10 }),
     'total-limit': decimal({ description: 'merge: largest translation of a merged action, meters', default: '0.05', min: 0, minExclusive: true, max: 10 }),
+    'gripper-tolerance': decimal({ description: 'merge: a gripper change larger than this ends a merged action (continuous grippers)', default: '0', min: 0, max: 1 }),
+    'action-layout': Flags.string({ description: 'which action dimensions are translation, rotation, gripper: xyz-g, xyz-rpy-g (optionally :continuous), a JSON object or file (default: 4-D xyz-g, 7-D xyz-rpy-g)', helpValue: 'LAYOUT' }),
+    camera: Flags.string({ description: 'cameras to keep, in order (default: all; examples take the primary camera: image, image_0, ... first)', helpValue: 'NAME[,NAME...]' }),
     output: sharedFlags.output,
     overwrite: sharedFlags.overwrite,
     split: sharedFlags.split,
@@ -32,7 +35,7 @@ export default class Chunk extends VlakitCommand {
 
   static flagRules: FlagRule[] = [
     ...allOnlyWith(['horizon', 'stride'], '--mode fixed', (i) => i.flags.mode === 'fixed'),
-    ...allOnlyWith(['axis-limit', 'total-limit'], '--mode merge', (i) => i.flags.mode === 'merge'),
+    ...allOnlyWith(['axis-limit', 'total-limit', 'gripper-tolerance'], '--mode merge', (i) => i.flags.mode === 'merge'),
   ];
 
   async run(): Promise<void> {
@@ -42,6 +45,9 @@ export default class Chunk extends VlakitCommand {
     const totalLimit = Number(flags['total-limit']);
     if (!(axisLimit > 0) || !(totalLimit > 0)) throw new VlakitError('E_USAGE', '--axis-limit and --total-limit must be positive numbers of meters');
     if (flags.mode === 'fixed' && !flags.horizon) throw new VlakitError('E_USAGE', '--mode fixed needs --horizon H');
+    const layout = flags['action-layout'] ? parseLayout(flags['action-layout']) : undefined;
+    const cameras = parseCameraList(flags.camera);
+    const gripperTolerance = Number(flags['gripper-tolerance']);
     const progress = await startProgress('chunk', !flags.quiet);
     const signal = this.abort.signal;
     let episodes = 0;
@@ -57,7 +63,7 @@ export default class Chunk extends VlakitCommand {
     })();
     const out = (async function* (): AsyncGenerator<ChunkRecord> {
       for await (const ep of groupEpisodes(records)) {
-        const cs = chunkEpisode(ep, { mode: flags.mode as 'merge' | 'fixed', horizon: flags.horizon, stride: flags.stride, axisLimit, totalLimit });
+        const cs = chunkEpisode(ep, { mode: flags.mode as 'merge' | 'fixed', horizon: flags.horizon, stride: flags.stride, axisLimit, totalLimit, gripperTolerance, layout, cameras });
         episodes += 1;
         steps += ep.length;
         chunks += cs.length;

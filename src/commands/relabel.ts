@@ -2,9 +2,9 @@ import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
 import { VlakitError } from '../lib/errors.js';
-import { type ActionStats, ChunkRecordSchema, makeCodec, readActionStats } from '../lib/actions/index.js';
+import { type ActionStats, ChunkRecordSchema, makeCodec, parseLayout, readActionStats } from '../lib/actions/index.js';
 import { relabel } from '../lib/actions/relabel.js';
-import { checkDistinctOutputs, claimOutput, readValidated, writeOutputFile } from '../lib/io/index.js';
+import { checkDistinctOutputs, claimOutput, parseCameraList, readValidated, writeOutputFile } from '../lib/io/index.js';
 
 export default class Relabel extends VlakitCommand {
   static summary = 'Turn action chunks into training examples, with actions written as text, words, tokens or bins.';
@@ -27,6 +27,8 @@ export default class Relabel extends VlakitCommand {
     bins: int({ description: 'bins: number of bins per dimension', default: 256, min: 2, max: 4096 }),
     stats: Flags.string({ description: 'bins: statistics from --stats-out', helpValue: 'FILE' }),
     'stats-out': Flags.string({ description: 'write per-dimension mean, std, min, max, q01, q99 of the actions', helpValue: 'FILE' }),
+    'action-layout': Flags.string({ description: 'which action dimensions are translation, rotation, gripper: xyz-g, xyz-rpy-g (optionally :continuous), a JSON object or file (default: the chunk records\' layout)', helpValue: 'LAYOUT' }),
+    camera: Flags.string({ description: 'cameras of every example, in order (default: the primary camera, image/image_0 first; refinevla: all)', helpValue: 'NAME[,NAME...]' }),
     report: Flags.boolean({ description: 'print the round-trip error of the representation per dimension' }),
     'no-reasoning': Flags.boolean({ description: 'actions only (VLM2VLA-NR, the SFT baseline)' }),
     state: Flags.boolean({ description: "the action prompts carry the robot state (observation.state: position in the codec's units, gripper opening); recorded in the codec, so rollout writes it too" }),
@@ -54,8 +56,10 @@ export default class Relabel extends VlakitCommand {
     const { argv, flags } = await this.parse(Relabel);
     const inputs = argv.length ? (argv as string[]) : ['-'];
     const stats: ActionStats | undefined = flags.stats ? readActionStats(flags.stats) : undefined;
+    const layout = flags['action-layout'] ? parseLayout(flags['action-layout']) : undefined;
+    const cameras = parseCameraList(flags.camera);
     const wantsExamples = flags.output !== undefined || !flags['stats-out'];
-    const codec = wantsExamples || flags.report ? await makeCodec({ actions: flags.actions as 'text', precision: flags.precision, units: flags.units as 'm', tokenizer: flags.tokenizer, tokenList: flags['token-list'], bins: flags.bins, stats, state: flags.state }) : undefined;
+    const codec = wantsExamples || flags.report ? await makeCodec({ actions: flags.actions as 'text', precision: flags.precision, units: flags.units as 'm', tokenizer: flags.tokenizer, tokenList: flags['token-list'], bins: flags.bins, stats, layout, state: flags.state }) : undefined;
     if (flags.format === 'trl' && (!flags.output || flags.output === '-')) throw new VlakitError('E_USAGE', '--format trl writes a directory: give it with -o DIR');
     // both outputs are claimed before any work: never an input, never each other, existing ones need --overwrite
     const read = [...inputs, flags.stats, flags['token-list'], flags.tokenizer];
@@ -71,6 +75,8 @@ export default class Relabel extends VlakitCommand {
     const s = await relabel(chunks, {
       method: flags.method as 'vlm2vla',
       codec,
+      layout,
+      cameras,
       noReasoning: flags['no-reasoning'],
       valFraction: Number(flags.split),
       seed: flags.seed,
@@ -91,7 +97,8 @@ export default class Relabel extends VlakitCommand {
     if (s.roundTrip) {
       const rt = s.roundTrip;
       const f = (x: number) => x.toExponential(2);
-      this.note(`vlakit relabel: round trip of ${rt.actions} actions as ${codec!.name}, per dimension max |error|: ${rt.max.map(f).join(', ')}; mean: ${rt.mean.map(f).join(', ')}`, flags.quiet);
+      const names = s.dims ?? rt.max.map((_, k) => `a${k}`);
+      this.note(`vlakit relabel: round trip of ${rt.actions} actions as ${codec!.name}, per dimension max |error|: ${rt.max.map((v, k) => `${names[k]} ${f(v)}`).join(', ')}; mean: ${rt.mean.map((v, k) => `${names[k]} ${f(v)}`).join(', ')}`, flags.quiet);
     }
   }
 }

@@ -3,13 +3,13 @@ import { VlakitCommand, parseNumber, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
-import { textCodecFor, type ActionCodec, type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
+import { codecFor, type ActionCodec, type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
 import { readValidated } from '../lib/io/index.js';
 
 function codecFrom(desc: Record<string, unknown> | undefined, ex: TrainingExample): ActionCodec {
   const kind = (desc?.codec as string | undefined) ?? ex.meta.representation;
-  const codec = textCodecFor(kind, desc);
-  if (!codec) throw new VlakitError('E_USAGE', `train-rl scores actions written as text or words; these examples use "${kind}"`);
+  const codec = codecFor(kind, desc);
+  if (!codec) throw new VlakitError('E_USAGE', `train-rl cannot rebuild the action codec of these examples ("${kind}" with no codec spec in meta.codec)`);
   return codec;
 }
 

@@ -3,7 +3,7 @@ import { VlakitCommand, parseNumber, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, allOnlyWith, decimal, exclusive, int } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { VlakitError } from '../lib/errors.js';
-import { readActionStats, textCodecFor, type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
+import { codecFor, readActionStats, type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
 import { readValidated } from '../lib/io/index.js';
 
 export default class TrainSft extends VlakitCommand {
@@ -108,7 +108,7 @@ export default class TrainSft extends VlakitCommand {
         seed: flags.seed,
         saveEvery: flags['save-every'],
         evalEvery: flags['eval-every'],
-        codec: textCodecFor(examples[0].meta.representation, examples[0].meta.codec), // tokens and bins: evaluated by token accuracy only
+        codec: codecFor(examples[0].meta.representation, examples[0].meta.codec), // every codec from its spec; older token/bin examples without one: token accuracy only
         actionStats: stats,
         signal: this.abort.signal,
         onMetrics: (m) => progress.update({ records: m.step as number, unit: 'steps', detail: `loss ${(m.loss as number).toFixed(4)}, ${(m.tokens_per_s as number).toFixed(0)} tokens/s` }),

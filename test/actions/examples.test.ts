@@ -2,7 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ChunkRecordSchema, TextCodec, stateText, TrainingExampleSchema, WordsCodec, chunkEpisode, episodeExamples, splitOf, targetOf, textCodecFor, type ChunkRecord, type TrainingExample } from '../../src/lib/actions/index.js';
+import { ChunkRecordSchema, TextCodec, stateText, TrainingExampleSchema, WordsCodec, chunkEpisode, episodeExamples, splitOf, targetOf, codecFor, type ChunkRecord, type TrainingExample } from '../../src/lib/actions/index.js';
 import { AnnotatedStepSchema } from '../../src/lib/teacher/index.js';
 import { ScriptedPolicy, TabletopEnv, runEpisodes } from '../../src/lib/env/index.js';
 import { encodeJsonl, type StepRecord } from '../../src/lib/io/index.js';
@@ -94,20 +94,20 @@ describe('training examples', () => {
     const chunks = chunkEpisode(planned[0], { mode: 'fixed', horizon: 2 });
     const exs = episodeExamples(chunks, { method: 'vlm2vla', codec: new TextCodec(1, 'cm'), noReasoning: true });
     expect(exs[0].meta).toMatchObject({ representation: 'text', codec: { codec: 'text', precision: 1, units: 'cm' } });
-    const codec = textCodecFor(exs[0].meta.representation, exs[0].meta.codec)!;
+    const codec = codecFor(exs[0].meta.representation, exs[0].meta.codec)!;
     const back = codec.decode(targetOf(exs[0]));
     chunks[0].actions.forEach((a, j) => a.slice(0, 3).forEach((v, k) => expect(Math.abs(back[j][k] - v)).toBeLessThanOrEqual(0.0005 + 1e-9)));
     // without the settings, the same text would read as meters: 100 times too far
-    expect(Math.abs(textCodecFor('text')!.decode('[[1.5, 0.0, 0.0, 1]]')[0][0])).toBe(1.5);
+    expect(Math.abs(codecFor('text')!.decode('[[1.5, 0.0, 0.0, 1]]')[0][0])).toBe(1.5);
     expect(codec.decode('[[1.5, 0.0, 0.0, 1]]')[0][0]).toBeCloseTo(0.015, 9);
   });
 
   it('--state: the action prompts carry the step\'s robot state in the codec\'s units, and the codec says so', () => {
     const chunks = chunkEpisode(planned[0], { mode: 'fixed', horizon: 2 });
-    const codec = new TextCodec(1, 'cm', true);
+    const codec = new TextCodec(1, 'cm', undefined, true);
     const direct = episodeExamples(chunks, { method: 'vlm2vla', codec, noReasoning: true });
     expect(direct[0].meta.codec).toEqual({ codec: 'text', precision: 1, units: 'cm', state: true });
-    expect(textCodecFor('text', direct[0].meta.codec)!.state).toBe(true);
+    expect(codecFor('text', direct[0].meta.codec)!.state).toBe(true);
     chunks.forEach((c, i) => {
       const st = (c.observation as { state: number[] }).state;
       const want = `Robot state: [${st.slice(0, 3).map((v) => { const s = (v * 100).toFixed(1); return s === '-0.0' ? '0.0' : s; }).join(', ')}, ${st[3].toFixed(2)}]`;

@@ -81,3 +81,18 @@ describe('safety filter in the built-in world', () => {
     await env.close();
   });
 });
+
+describe('safety with an action layout', () => {
+  it('7-D: translation limited, rotations untouched, the gripper clipped; a wrong length is an e-stop', async () => {
+    const { filterAction } = await import('../../src/lib/env/safety.js');
+    const { parseLayout } = await import('../../src/lib/actions/index.js');
+    const layout = parseLayout('xyz-rpy-g');
+    const r = filterAction([0.06, 0, 0, 0.5, -0.2, 0.1, 1.5], undefined, undefined, { maxStep: 0.03, layout });
+    expect(r.action!.map((v) => +v.toFixed(9))).toEqual([0.03, 0, 0, 0.5, -0.2, 0.1, 1]);
+    expect(r.interventions).toEqual(['step', 'gripper']);
+    expect(filterAction([0, 0, 0, 1], undefined, undefined, { layout }).estop).toMatch(/action has 4 numbers; the action layout has 7/);
+    // a layout with the gripper first and translation after it
+    const other = parseLayout('{"dims": 5, "translation": [1, 2, 3], "rotation": [], "gripper": 0}');
+    expect(filterAction([2, 0.06, 0, 0, 0.5], undefined, undefined, { maxStep: 0.03, layout: other }).action!.map((v) => +v.toFixed(9))).toEqual([1, 0.03, 0, 0, 0.5]);
+  });
+});

@@ -176,3 +176,29 @@ describe('bad input', () => {
     await expect(writeRlds((async function* () {})(), { dir: src })).rejects.toThrow(/E_USAGE in .*1\.0\.0: the output \(-o\) exists \(a directory holding \d+ entries\); pass --overwrite/);
   });
 });
+
+describe('gzip shards in a dataset directory', () => {
+  it('are read like plain ones; a truncated one keeps its complete episodes under skipCorrupt and names record and offsets', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const { makeEpisode, buildRlds } = await import('../rlds-builder.js');
+    const gz = path.join(dir, 'gz', '1.0.0');
+    const eps = [];
+    for (let s = 1; s <= 6; s++) eps.push(await makeEpisode(s, 3));
+    await buildRlds(gz, { train: [eps] });
+    const shard = path.join(gz, readdirSync(gz).find((f) => f.includes('.tfrecord-'))!);
+    const plain = readFileSync(shard);
+    const whole = gzipSync(plain);
+    writeFileSync(shard, whole);
+    expect((await collect(readRlds(openRlds(gz)))).length).toBe(18);
+    const cut = whole.subarray(0, Math.floor(whole.length * 0.6));
+    writeFileSync(shard, cut);
+    await expect(collect(readRlds(openRlds(gz)))).rejects.toThrow(/^E_TFRECORD_TRUNCATED at record \d+ \(compressed byte \d+, uncompressed byte \d+\) of .*: gzip stream ends early/);
+    const skipped: string[] = [];
+    const steps = await collect(readRlds(openRlds(gz), { skipCorrupt: true, onSkip: (e) => skipped.push(e.message) }));
+    const complete = steps.length / 3;
+    expect(complete).toBeGreaterThan(0);
+    expect(steps.every((s) => Array.isArray(s.action))).toBe(true);
+    expect(skipped).toHaveLength(1);
+    expect(skipped[0]).toMatch(new RegExp(`E_TFRECORD_TRUNCATED at record ${complete} \\(compressed byte ${cut.length}, uncompressed byte \\d+\\)`));
+  });
+});

@@ -174,7 +174,7 @@ describe('a model trained with the robot state in its prompts (relabel --state)'
         return typeof v === 'function' ? v.bind(t) : v;
       },
     }) as VlaRunner;
-    const codec = new TextCodec(3, 'm', true);
+    const codec = new TextCodec(3, 'm', undefined, true);
     const eps = await runSeeds(new ModelPolicy(spy, options({ mode: 'direct', prompt: 'task', codec, verifier: undefined, execute: 1, resample: 0 })));
     const s = steps(eps);
     expect(prompts.length).toBeGreaterThanOrEqual(s.length);

@@ -277,3 +277,31 @@ describe('rate limit', () => {
     }
   });
 });
+
+describe('kinematic teacher on data from outside the built-in world', () => {
+  it('names the object from instructions without articles or a place verb; never calls a downward motion "lift"; reads the gripper from the state', async () => {
+    const { parseInstruction, kinematicPlan, kinematicReasoning } = await import('../../src/lib/teacher/kinematic.js');
+    expect(parseInstruction('put corn in pot which is in sink')).toMatchObject({ object: 'corn', relation: 'in', target: 'pot which is in sink' });
+    expect(parseInstruction('Place the spoon on top of the towel.')).toMatchObject({ object: 'spoon', relation: 'on', target: 'towel' });
+    expect(parseInstruction('pick up a red block from the table')).toMatchObject({ object: 'red block' });
+    expect(parseInstruction('open the drawer').object).toBe('drawer');
+    expect(parseInstruction('wipe table with the cloth').object).toBe('table');
+    // closed without a rise, then moving down: no "lift"
+    const acts = [
+      [0.01, 0, 0, 1],
+      [0.01, 0, 0, 1],
+      [0, 0, 0, 0],
+      [0.002, 0, -0.01, 0],
+      [0.002, 0, -0.01, 0],
+    ];
+    const plan = kinematicPlan(acts, 'put corn in pot');
+    const names = plan.subtasks.map((s) => s.step_description as string);
+    expect(names[0]).toBe('move to the corn');
+    expect(names.some((n) => n.startsWith('lift'))).toBe(false);
+    // step 2 closes the gripper: the frame of step 2 still shows it open (state), whatever the step's own command
+    const states = acts.map((_, t) => [0.3, 0, 0.1, t <= 2 ? 1 : 0]);
+    expect(kinematicReasoning(acts, states, 'put corn in pot', 2).observation).toMatch(/^The gripper is open/);
+    expect(kinematicReasoning(acts, acts.map(() => undefined), 'put corn in pot', 2).observation).toMatch(/^The gripper is open/);
+    expect(kinematicReasoning(acts, acts.map(() => undefined), 'put corn in pot', 3).observation).toMatch(/^The gripper is closed/);
+  });
+});

@@ -24,6 +24,7 @@ import { checkDistinctOutputs, checkOutputFormat, claimOutput, outputFormatFor, 
 import { policyFlags, policyOptions, policyRules } from '../../lib/cli/policy-flags.js';
 import { type FlagRule, allOnlyWith, decimal, int, onlyWith, size } from '../../lib/cli/flags.js';
 import type { EpisodeSummary } from '../../lib/policy/index.js';
+import type { ActionLayout } from '../../lib/actions/index.js';
 
 /** The most distractors a scene takes: with more, some layouts find no room for every object. */
 const MAX_DISTRACTORS = 5;
@@ -119,6 +120,7 @@ export default class Rollout extends VlakitCommand {
     const num = (s: string, name: string) => parseNumber(s, name, 0);
     let policy: Policy;
     let runner: { dispose(): Promise<void> | void } | undefined;
+    let layout: ActionLayout | undefined; // the model's action layout (its codec spec), for the safety filter
     const learned = flags.policy !== 'scripted';
     if (flags.policy === 'scripted') {
       const expert = { stepSize: num(flags['step-size'], 'step-size'), noise: num(flags.noise, 'noise') };
@@ -132,13 +134,15 @@ export default class Rollout extends VlakitCommand {
       const { ModelPolicy } = await import('../../lib/policy/index.js');
       const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter });
       runner = r;
-      policy = new ModelPolicy(r, policyOptions(r, flags));
+      const po = policyOptions(r, flags);
+      layout = po.codec.layout;
+      policy = new ModelPolicy(r, po);
       this.note(`vlakit rollout: ${flags.policy}${flags.adapter ? ` + ${flags.adapter}` : ''}${r.info.model && r.info.model !== 'vlakit' ? ` (${r.info.model})` : ''} on ${r.info.engine} (${r.info.device}), ${flags.mode} mode${flags.mode === 'hierarchical' ? `, verifier ${flags.verifier}` : ''}`, flags.quiet || flags.json);
     }
     let env: Env = await openEnv(flags.env, async () =>
       new TabletopEnv({ width: flags.width, height: flags.height, wrist: flags.wrist, masks: flags.masks, controlHz: flags.hz, distractors: parseRange(flags.distractors), maxSteps: flags['max-steps'] }),
     );
-    if (flags.safety) env = new SafetyFilter(env, { maxStep: num(flags['max-translation'], 'max-translation'), contactGuard: flags['contact-guard'] });
+    if (flags.safety) env = new SafetyFilter(env, { maxStep: num(flags['max-translation'], 'max-translation'), contactGuard: flags['contact-guard'], layout });
 
     const progress = await startProgress('rollout', !flags.quiet && !flags.json);
     const outcomes: EpisodeOutcome[] = [];

@@ -38,7 +38,7 @@ export default class RolloutServe extends VlakitCommand {
       port: flags.port,
       host: flags.host,
       makePolicy: () => new ModelPolicy(runner, opts),
-      metadata: { model: flags.policy, engine: runner.info.engine, device: runner.info.device, mode: opts.mode, verifier: opts.verifier?.name, ...images, action_dim: 4, action_codec: opts.codec.describe() },
+      metadata: { model: flags.policy, engine: runner.info.engine, device: runner.info.device, mode: opts.mode, verifier: opts.verifier?.name, ...images, action_dim: opts.codec.layout?.dims ?? 4, action_layout: opts.codec.layout, action_codec: opts.codec.describe() },
       onRequest: (r) => this.note(`vlakit rollout serve: ${r.type} in ${r.ms.toFixed(1)} ms`, flags.quiet),
       onNotice: (m) => this.note(`vlakit rollout serve: ${m}`, flags.quiet),
       handshakeTimeoutMs: Number(flags['handshake-timeout']) * 1000,

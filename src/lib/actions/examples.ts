@@ -11,10 +11,11 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { type ImageJson, imagesOf } from '../io/json.js';
+import { camerasOf } from '../io/cameras.js';
+import { type ImageJson } from '../io/json.js';
 import { EpisodeIdSchema, expected, ImageSchema } from '../io/records.js';
 import { directionWords } from '../teacher/kinematic.js';
-import { type ActionCodec, codecStateText } from './codecs.js';
+import { type ActionCodec, ActionCodecSpecSchema, codecStateText } from './codecs.js';
 import { VlakitError } from '../errors.js';
 import { ACTIONS_MARKER, PROMPTS } from './prompts.js';
 import type { ChunkRecord } from './records.js';
@@ -44,8 +45,8 @@ export const TrainingExampleSchema = z
       stage: z.string(),
       method: z.string(),
       representation: z.string(),
-      /** Text and words: the codec's settings (`describe()`: precision, units), so training and replay decode alike. */
-      codec: z.record(z.string(), z.unknown()).optional(),
+      /** The codec's spec (`describe()`: every codec, with its layout), so training, export and rollout decode alike. */
+      codec: ActionCodecSpecSchema.optional(),
       split: z.string(),
     }),
     /** Built-in world only: the oracle facts of the (first) image's step, pixel masks included when recorded. */
@@ -76,6 +77,8 @@ export interface ExampleOptions {
   method: 'vlm2vla' | 'refinevla';
   codec: ActionCodec;
   noReasoning?: boolean;
+  /** Cameras of every example, in order (default: the chunk's `cameras`, else the primary camera; refinevla: all). */
+  cameras?: string[];
   /** Share of episodes that go to the validation split (by a seeded hash of the episode id). */
   valFraction?: number;
   seed?: number;
@@ -128,8 +131,13 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
   const ep = chunks[0].episode_id;
   const split = splitOf(ep, opts.valFraction ?? 0, opts.seed);
   const rep = opts.codec.name;
-  const codec = rep === 'text' || rep === 'words' ? opts.codec.describe() : undefined;
-  const meta = (stage: string, a: number, b: number): TrainingExample['meta'] => ({ episode_id: ep, steps: [a, b], stage, method: opts.method, representation: rep, ...(codec ? { codec } : {}), split });
+  const codec = opts.codec.describe();
+  const meta = (stage: string, a: number, b: number): TrainingExample['meta'] => ({ episode_id: ep, steps: [a, b], stage, method: opts.method, representation: rep, codec, split });
+  // the images of an observation: the stated cameras, else the primary one (all of them with `all`)
+  const views = (c: ChunkRecord, obs: Record<string, unknown>, all = false): ImageJson[] => {
+    const names = opts.cameras ?? c.cameras;
+    return names ? camerasOf(obs, names) : all ? camerasOf(obs) : camerasOf(obs).slice(0, 1);
+  };
   const instr = chunks[0].language_instruction;
   const out: TrainingExample[] = [];
   const stateOf = (c: ChunkRecord): string | undefined => {
@@ -143,7 +151,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
 
   if (opts.method === 'refinevla') {
     for (const c of chunks) {
-      const imgs = imagesOf(c.observation);
+      const imgs = views(c, c.observation, true);
       const r = c.reasoning ?? undefined;
       const withReasoning = !opts.noReasoning && r && !r.error;
       const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning), stateOf(c));
@@ -156,17 +164,17 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
 
   if (opts.noReasoning) {
     for (const c of chunks) {
-      out.push(example(`${ep}/actions/${c.chunk_index}`, imagesOf(c.observation).slice(0, 1), PROMPTS.task(instr, stateOf(c)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
+      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), PROMPTS.task(instr, stateOf(c)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
     }
     return out;
   }
 
   // VLM2VLA: one subtask per merged chunk
-  const first = imagesOf(chunks[0].observation).slice(0, 1);
+  const first = views(chunks[0], chunks[0].observation);
   const list = chunks.map((c, i) => `${i + 1}. ${c.subtask.description}`).join('\n');
   out.push(example(`${ep}/subtasks`, first, PROMPTS.subtasks(instr), [{ text: list, kind: 'reasoning' }], meta('subtasks', chunks[0].start_step, chunks.at(-1)!.end_step)));
   chunks.forEach((c, i) => {
-    const img = imagesOf(c.observation).slice(0, 1);
+    const img = views(c, c.observation);
     const sub = c.subtask.description;
     const plan = c.subtask.motion_plan;
     if (plan) {
@@ -175,16 +183,16 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
     out.push(
       example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan, stateOf(c)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), c.oracle),
     );
-    const after = imagesOf(c.next_observation).slice(0, 1);
+    const after = views(c, c.next_observation);
     const verify = PROMPTS.verify(sub);
     out.push(example(`${ep}/verify/${i}/yes`, [...img, ...after], verify, [{ text: 'yes', kind: 'reasoning' }], meta('verifier', c.start_step, c.end_step)));
     // a mismatched pair: this subtask's "before" frame twice (nothing done), or the next subtask's frames
     const other = chunks[i + 1];
-    const negAfter = other ? imagesOf(other.next_observation).slice(0, 1) : img;
-    const negBefore = other ? imagesOf(other.observation).slice(0, 1) : img;
+    const negAfter = other ? views(other, other.next_observation) : img;
+    const negBefore = other ? views(other, other.observation) : img;
     out.push(example(`${ep}/verify/${i}/no`, other ? [...negBefore, ...negAfter] : [...img, ...img], verify, [{ text: 'no', kind: 'reasoning' }], meta('verifier', c.start_step, c.end_step)));
-    const total = c.actions.reduce((s, a) => [s[0] + a[0], s[1] + a[1], s[2] + a[2]], [0, 0, 0]);
-    const words = directionWords(total);
+    const [x, y, z] = c.action_layout?.translation ?? [0, 1, 2];
+    const words = x === undefined ? '' : directionWords(c.actions.reduce((s, a) => [s[0] + a[x], s[1] + a[y], s[2] + a[z]], [0, 0, 0]));
     if (words) {
       out.push(example(`${ep}/direction/${i}`, img, PROMPTS.direction(sub), [{ text: words, kind: 'reasoning' }], meta('direction', c.start_step, c.end_step)));
     }

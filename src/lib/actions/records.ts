@@ -1,10 +1,11 @@
 /** Chunk records: what `vlakit chunk` writes and `vlakit relabel` reads (docs/FORMATS.md). */
 import { z } from 'zod';
 import { VlakitError } from '../errors.js';
+import { keepCameras } from '../io/cameras.js';
 import { EpisodeIdSchema, expected, type StepRecord } from '../io/records.js';
-import { actionOf } from '../teacher/annotate.js';
 import { type PlanAnnotation, type ReasoningAnnotation, ReasoningAnnotationSchema, StepActionSchema } from '../teacher/records.js';
 import { fixedChunks, mergeActions, type MergeOptions } from './chunk.js';
+import { type ActionLayout, ActionLayoutSchema, layoutFor } from './layout.js';
 
 const index = z.number().int().nonnegative();
 const observation = z.record(z.string(), z.unknown(), { error: expected('an object (cameras and state)') });
@@ -21,8 +22,12 @@ export const ChunkRecordSchema = z
     /** The observation at the chunk's first step, and the one after its last step (the last one at the end). */
     observation,
     next_observation: observation,
-    /** [dx, dy, dz, gripper] each (finite numbers); merged actions (merge) or the next H actions (fixed). */
+    /** Actions in the source layout (`action_layout`), all dimensions kept; merged actions (merge) or the next H actions (fixed). */
     actions: z.array(StepActionSchema, { error: expected('a list of actions') }),
+    /** Which dimensions are translation, rotation and gripper (stated with --action-layout or inferred: 4-D, 7-D). */
+    action_layout: ActionLayoutSchema.optional(),
+    /** The cameras chosen with `chunk --camera`, in order (relabel's default cameras). */
+    cameras: z.array(z.string()).optional(),
     /** Source steps of each action (inclusive). */
     source_steps: z.array(z.tuple([index, index])),
     /** fixed: 1 for real actions, 0 for padding. */
@@ -36,12 +41,18 @@ export const ChunkRecordSchema = z
   .superRefine((c, ctx) => {
     if (c.source_steps.length !== c.actions.length) ctx.addIssue({ code: 'custom', path: ['source_steps'], message: `expected one [first, last] per action (${c.actions.length}), got ${c.source_steps.length}` });
     if (c.mask && c.mask.length !== c.actions.length) ctx.addIssue({ code: 'custom', path: ['mask'], message: `expected one entry per action (${c.actions.length}), got ${c.mask.length}` });
+    const L = c.action_layout;
+    if (L) c.actions.forEach((a, i) => {
+      if (a.length !== L.dims) ctx.addIssue({ code: 'custom', path: ['actions', i], message: `expected ${L.dims} numbers (action_layout.dims), got ${a.length}` });
+    });
     if (c.end_step < c.start_step) ctx.addIssue({ code: 'custom', path: ['end_step'], message: `end_step ${c.end_step} is before start_step ${c.start_step}` });
   });
 export type ChunkRecord = z.infer<typeof ChunkRecordSchema>;
 
 export interface ChunkOptions extends MergeOptions {
   mode: 'merge' | 'fixed';
+  /** Cameras to keep in the observations, in this order (default: all). */
+  cameras?: string[];
   horizon?: number;
   stride?: number;
 }
@@ -61,10 +72,24 @@ export function subtasksOf(steps: StepRecord[]): { index: number; count: number;
   return [{ index: 0, count: 1, description: steps[0].language_instruction ?? '', motion_plan: '', start: 0, end: steps.length - 1 }];
 }
 
-/** Cuts one episode into chunk records. */
+/** Every number of a step's action (all dimensions). */
+function fullAction(step: StepRecord): number[] {
+  const a = step.action;
+  if (!Array.isArray(a) || a.length < 1 || !a.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+    throw new VlakitError('E_RECORD_INVALID', `expected an action (a list of finite numbers), got ${JSON.stringify(a)?.slice(0, 60)}`, { field: 'action', record: step.step });
+  }
+  return a as number[];
+}
+
+/** Cuts one episode into chunk records; every action dimension is kept (merge sums deltas per dimension). */
 export function chunkEpisode(steps: StepRecord[], opts: ChunkOptions): ChunkRecord[] {
-  const actions = steps.map(actionOf);
+  const actions = steps.map(fullAction);
+  const layout: ActionLayout = layoutFor(actions[0].length, opts.layout);
+  actions.forEach((a, i) => {
+    if (a.length !== layout.dims) throw new VlakitError('E_RECORD_INVALID', `episode ${String(steps[0].episode_id)}: step ${steps[i].step} has a ${a.length}-D action, the episode's first step ${layout.dims}-D`, { field: 'action', record: steps[i].step });
+  });
   const subs = subtasksOf(steps);
+  const view = (obs: Record<string, unknown>) => (opts.cameras ? keepCameras(obs, opts.cameras) : obs);
   const beyond = subs.find((s) => s.end >= steps.length);
   if (beyond) {
     throw new VlakitError('E_RECORD_INVALID', `episode ${String(steps[0].episode_id)}: the plan's subtask ${beyond.index} ends at step ${beyond.end}, but the episode has ${steps.length} steps`, { field: 'plan.end' });
@@ -78,9 +103,11 @@ export function chunkEpisode(steps: StepRecord[], opts: ChunkOptions): ChunkReco
       mode: opts.mode,
       language_instruction: first.language_instruction ?? '',
       subtask: { index: sub.index, count: sub.count, description: sub.description, motion_plan: sub.motion_plan },
-      observation: first.observation ?? {},
-      next_observation: steps[Math.min(end + 1, steps.length - 1)].observation ?? {},
+      observation: view(first.observation ?? {}),
+      next_observation: view(steps[Math.min(end + 1, steps.length - 1)].observation ?? {}),
       actions: [],
+      action_layout: layout,
+      ...(opts.cameras ? { cameras: opts.cameras } : {}),
       source_steps: [],
       start_step: first.step,
       end_step: steps[end].step,
@@ -92,7 +119,7 @@ export function chunkEpisode(steps: StepRecord[], opts: ChunkOptions): ChunkReco
   const out: ChunkRecord[] = [];
   if (opts.mode === 'merge') {
     for (const sub of subs) {
-      const merged = mergeActions(actions.slice(sub.start, sub.end + 1), opts, sub.start);
+      const merged = mergeActions(actions.slice(sub.start, sub.end + 1), { ...opts, layout }, sub.start);
       const rec = base(sub.start, sub.end, out.length);
       rec.actions = merged.map((m) => m.action);
       rec.source_steps = merged.map((m) => [steps[m.start].step, steps[m.end].step]);
@@ -101,7 +128,7 @@ export function chunkEpisode(steps: StepRecord[], opts: ChunkOptions): ChunkReco
   } else {
     const H = opts.horizon ?? 0;
     if (!(H >= 1)) throw new VlakitError('E_USAGE', '--mode fixed needs --horizon H (at least 1)');
-    for (const c of fixedChunks(actions, H, opts.stride ?? 1)) {
+    for (const c of fixedChunks(actions, H, opts.stride ?? 1, layout)) {
       const rec = base(c.start, c.end, out.length);
       rec.actions = c.actions;
       rec.mask = c.mask;

@@ -11,11 +11,14 @@ import { writeJsonl } from '../io/output.js';
 import { type OutputOptions, writeOutputDir } from '../io/outputs.js';
 import { type ActionCodec, roundTripError } from './codecs.js';
 import { episodeExamples, type ExampleOptions, type TrainingExample } from './examples.js';
+import { type ActionLayout, dimNames, layoutFor } from './layout.js';
 import type { ChunkRecord } from './records.js';
 import { StatsAccumulator, type ActionStats } from './stats.js';
 
 export interface RelabelOptions extends Omit<ExampleOptions, 'codec'> {
   codec?: ActionCodec;
+  /** The action layout (--action-layout); default: the chunk records' `action_layout`, else inferred (4-D, 7-D). */
+  layout?: ActionLayout;
   /** Where examples go: a .jsonl file, '-' (stdout), or a directory for format trl; undefined: no examples. */
   output?: string;
   format?: 'vlakit' | 'trl';
@@ -35,6 +38,9 @@ export interface RelabelSummary {
   bySplit: Record<string, number>;
   stats?: ActionStats;
   roundTrip?: { max: number[]; mean: number[]; actions: number };
+  /** The action layout the examples were written with, and its dimension names (for the per-dimension reports). */
+  layout?: ActionLayout;
+  dims?: string[];
 }
 
 /** Groups consecutive chunk records by episode. */
@@ -92,13 +98,24 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
   const summary: RelabelSummary = { episodes: 0, chunks: 0, examples: 0, byStage: {}, bySplit: {} };
   const acc = opts.stats ? new StatsAccumulator() : undefined;
   const report: number[][][] = [];
-  const codec = opts.codec;
+  let codec = opts.codec;
   if (opts.output !== undefined && !codec) throw new VlakitError('E_USAGE', 'writing examples needs an action representation (--actions)');
+  let layout = opts.layout ?? codec?.layout;
+  // one layout for the whole set: stated, else the first chunk record's (written by chunk), else inferred
+  const settle = (c: ChunkRecord): void => {
+    if (!layout) layout = c.action_layout ?? layoutFor(c.actions[0]?.length ?? 0);
+    const dims = c.action_layout?.dims ?? c.actions[0]?.length;
+    if (dims !== undefined && dims !== layout.dims) {
+      throw new VlakitError('E_RECORD_INVALID', `episode ${String(c.episode_id)} chunk ${c.chunk_index}: ${dims}-D actions, but the actions so far (or --action-layout) are ${layout.dims}-D`, { field: 'actions' });
+    }
+    if (codec && codec.layout !== layout) codec = codec.withLayout(layout);
+  };
   const examples = (async function* (): AsyncGenerator<TrainingExample> {
     for await (const ep of byEpisode(chunks)) {
       summary.episodes += 1;
       summary.chunks += ep.length;
       for (const c of ep) {
+        settle(c);
         // fixed chunks overlap: each step's own action is the first of its chunk
         if (acc) for (const a of c.mode === 'fixed' ? c.actions.slice(0, 1) : c.actions) acc.add(a);
         if (opts.report && codec) report.push(c.mode === 'fixed' && c.mask ? c.actions.filter((_, i) => c.mask![i]) : c.actions);
@@ -133,5 +150,9 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
   }
   if (acc) summary.stats = acc.result();
   if (opts.report && codec && report.length) summary.roundTrip = roundTripError(codec, report);
+  if (layout) {
+    summary.layout = layout;
+    summary.dims = dimNames(layout);
+  }
   return summary;
 }

@@ -5,7 +5,7 @@
  * closed-loop run. The upstream stages are the expert's (teacher-forced): the subtask and motion plan in each
  * prompt are the recorded ones, not the model's.
  */
-import { textCodecFor } from '../actions/index.js';
+import { codecFor } from '../actions/index.js';
 import type { ActionCodec } from '../actions/codecs.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { ACTIONS_MARKER } from '../actions/prompts.js';
@@ -196,9 +196,9 @@ export async function replay(examples: Iterable<TrainingExample> | AsyncIterable
     let acc = accs.get(split);
     if (!acc) accs.set(split, (acc = new Acc()));
     if (o.limit !== undefined && acc.examples >= o.limit) continue;
-    const codec = o.codec ?? textCodecFor(ex.meta.representation, ex.meta.codec);
-    const own = textCodecFor(ex.meta.representation, ex.meta.codec);
-    if (!codec || !own) throw new VlakitError('E_USAGE', `replay reads actions written as text or words; example ${ex.id} uses "${ex.meta.representation}"`);
+    const codec = o.codec ?? codecFor(ex.meta.representation, ex.meta.codec);
+    const own = codecFor(ex.meta.representation, ex.meta.codec);
+    if (!codec || !own) throw new VlakitError('E_USAGE', `replay cannot rebuild the action codec of example ${ex.id} ("${ex.meta.representation}" with no codec spec in meta.codec)`);
     const target = targetTextOf(ex);
     const span = ex.spans.find((s) => s.kind === 'action')!;
     const expert = own.decode(actionText(target.slice(span.start, span.end)));

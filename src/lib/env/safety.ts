@@ -1,12 +1,16 @@
 /**
  * The safety filter between every policy and every env, on by default. Per step:
- * - an action that is not 4 or 7 finite numbers stops the episode (e-stop) with the reason; the env never sees it;
+ * - an action that does not fit the action layout (default: 4 or 7 finite numbers, gripper last) stops the episode
+ *   (e-stop) with the reason; the env never sees it;
+ * - the layout's translation dimensions (default the first three) are the ones scaled, clipped and guarded, its
+ *   gripper dimension (default the last) the one clipped to [0, 1]; rotations pass unchanged;
  * - the translation is scaled down to at most `maxStep` meters;
  * - the target position is clipped into the workspace bounds;
  * - the gripper command is clipped to [0, 1];
  * - with the contact guard, no further downward (forward) motion while the env reports contact below (ahead).
  * Every intervention is reported in `info.safety` and counted.
  */
+import type { ActionLayout } from '../actions/layout.js';
 import type { Env, Observation, StepResult, TaskRequest } from './protocol.js';
 import { eePosition } from './protocol.js';
 import { type Vec3, WORKSPACE } from './scene.js';
@@ -17,6 +21,8 @@ export interface SafetyOptions {
   maxStep?: number;
   /** Stop downward/forward motion while touching the table/a wall (default true). */
   contactGuard?: boolean;
+  /** The action layout the policy writes (its codec's); default: 4-D or 7-D, translation first, gripper last. */
+  layout?: ActionLayout;
 }
 
 export interface SafetyCounts {
@@ -41,10 +47,11 @@ export interface FilterResult {
  * Filters one action given the current end-effector position and contact flags. Pure: the same inputs give the
  * same output.
  */
-/** What makes `action` one the env cannot take (not 4 or 7 finite numbers), or undefined when it is fine. */
-export function actionProblem(action: unknown): string | undefined {
+/** What makes `action` one the env cannot take (not 4 or 7 finite numbers, or not `layout.dims`), or undefined when it is fine. */
+export function actionProblem(action: unknown, layout?: ActionLayout): string | undefined {
   if (!Array.isArray(action)) return `action is not an array (got ${typeof action})`;
-  if (action.length !== 4 && action.length !== 7) return `action has ${action.length} numbers; expected 4 [dx, dy, dz, gripper] or 7 [dx, dy, dz, droll, dpitch, dyaw, gripper]`;
+  if (layout && action.length !== layout.dims) return `action has ${action.length} numbers; the action layout has ${layout.dims}`;
+  if (!layout && action.length !== 4 && action.length !== 7) return `action has ${action.length} numbers; expected 4 [dx, dy, dz, gripper] or 7 [dx, dy, dz, droll, dpitch, dyaw, gripper]`;
   const bad = action.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
   return bad >= 0 ? `action[${bad}] is ${String(action[bad])}; every entry must be a finite number` : undefined;
 }
@@ -55,13 +62,17 @@ export function filterAction(
   contact: { down?: boolean; forward?: boolean } | undefined,
   opts: SafetyOptions = {},
 ): FilterResult {
-  const problem = actionProblem(action);
+  const problem = actionProblem(action, opts.layout);
   if (problem) return { estop: problem, interventions: [] };
-  const out = [...(action as number[])];
+  const a = [...(action as number[])];
   const interventions: Intervention[] = [];
-  const g = out.length - 1;
+  const g = opts.layout ? opts.layout.gripper : a.length - 1;
+  // absolute targets: only the gripper is checked here (step and bounds limits are for deltas)
+  const T = !opts.layout ? [0, 1, 2] : opts.layout.mode === 'absolute' ? [] : opts.layout.translation;
+  // the translation, [dx, dy, dz]
+  const out = T.map((k) => a[k]);
   const maxStep = opts.maxStep ?? 0.03;
-  const n = Math.hypot(out[0], out[1], out[2]);
+  const n = T.length ? Math.hypot(out[0], out[1], out[2]) : 0;
   if (n > maxStep) {
     const k = maxStep / n;
     out[0] *= k;
@@ -69,7 +80,7 @@ export function filterAction(
     out[2] *= k;
     interventions.push('step');
   }
-  if (opts.contactGuard !== false && contact) {
+  if (T.length && opts.contactGuard !== false && contact) {
     if (contact.down && out[2] < 0) {
       out[2] = 0;
       interventions.push('contact');
@@ -79,7 +90,7 @@ export function filterAction(
       if (!interventions.includes('contact')) interventions.push('contact');
     }
   }
-  if (ee) {
+  if (ee && T.length) {
     const { min, max } = opts.bounds ?? WORKSPACE;
     let clipped = false;
     for (let i = 0; i < 3; i++) {
@@ -93,11 +104,12 @@ export function filterAction(
     }
     if (clipped) interventions.push('bounds');
   }
-  if (out[g] < 0 || out[g] > 1) {
-    out[g] = Math.min(1, Math.max(0, out[g]));
+  T.forEach((k, i) => (a[k] = out[i]));
+  if (g !== null && (a[g] < 0 || a[g] > 1)) {
+    a[g] = Math.min(1, Math.max(0, a[g]));
     interventions.push('gripper');
   }
-  return { action: out, interventions };
+  return { action: a, interventions };
 }
 
 /** Wraps an env so that every action goes through `filterAction`. */

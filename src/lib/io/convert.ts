@@ -23,6 +23,8 @@ export interface ConvertOptions extends ReadOptions, Omit<OutputOptions, 'signal
   /** A path, or '-' / undefined for stdout (not for rlds). */
   output?: string;
   to?: OutputFormat;
+  /** rlds: add the split to an existing dataset directory (its features and name) instead of refusing it. */
+  addSplit?: boolean;
   compression?: 'none' | 'gzip';
   /** Shard size limit in bytes for tfrecord and rlds output. */
   maxShardBytes?: number;
@@ -73,6 +75,7 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
       dir: opts.output!,
       name: opts.name ?? (sources.length === 1 && opts.inputs.length === 1 ? sources[0].info.name : undefined),
       split: opts.split,
+      addSplit: opts.addSplit,
       features,
       info: carried,
       maxShardBytes: opts.maxShardBytes,

@@ -16,9 +16,9 @@ export * from './records.js';
 export { parseFeatures, featuresToJson, flattenFeatures } from './features.js';
 export type { FeatureNode, Leaf, Dtype } from './features.js';
 export { decodeEpisode, encodeEpisode, inferFeatures, inferFeaturesFromExample } from './episode.js';
-export { openRlds, readRlds, writeRlds, groupEpisodes, loadFeatures, isRldsDir, splitShards, splitNames } from './rlds.js';
+export { openRlds, readRlds, writeRlds, overlayFeatures, groupEpisodes, loadFeatures, isRldsDir, splitShards, splitNames } from './rlds.js';
 export type { RldsDataset, DatasetInfo } from './rlds.js';
-export { readRecords, readKind, sniffFormat, newStats } from './read.js';
+export { readRecords, readKind, sniffFormat, newStats, rldsInputs } from './read.js';
 export type { ReadOptions, ReadStats, SourceRecord, DecodeMode } from './read.js';
 export { readValidated } from './validated.js';
 export type { ValidatedRecord } from './validated.js';
@@ -45,3 +45,4 @@ export { checkOutputFormat, extensionFormat, writeEpisodes, writeJsonl, writeStd
 export type { WriteJsonlOptions, WriteEpisodesOptions } from './output.js';
 export { readJsonFile, decodeUtf8Strict, zodProblem } from './json-file.js';
 export type { ReadJsonFileOptions } from './json-file.js';
+export { PRIMARY_CAMERAS, cameraNames, camerasOf, keepCameras, parseCameraList } from './cameras.js';

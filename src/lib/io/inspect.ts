@@ -148,7 +148,7 @@ export async function inspect(inputs: string[], opts: ReadOptions & { samples?: 
     return f;
   };
 
-  for await (const r of readRecords(inputs, opts, stats)) {
+  for await (const r of readRecords(inputs, { ...opts, videos: false }, stats)) {
     kinds[r.kind] = (kinds[r.kind] ?? 0) + 1;
     if (r.kind === 'step') {
       const s = r.value;

@@ -12,10 +12,12 @@ import { exampleToJson, sequenceExampleToJson } from './json.js';
 import { decodeJsonl } from './jsonl.js';
 import { type AnyRecord, parseStepRecord, recordKind } from './records.js';
 import { isRldsDir, openRlds, readRlds, type RldsDataset } from './rlds.js';
+import { isHdf5, readHdf5 } from './hdf5.js';
+import { isLeRobotDir, readLeRobot } from './lerobot.js';
 import { displayName, expandInputs, isDirectory, openBytes, sniffHead } from './sources.js';
 import { decodeTfrecord, isSourceFailure, looksLikeTfrecord, type TfrecordStats } from './tfrecord.js';
 
-export type InputFormat = 'rlds' | 'tfrecord' | 'jsonl';
+export type InputFormat = 'rlds' | 'tfrecord' | 'jsonl' | 'hdf5';
 export type DecodeMode = 'auto' | 'rlds' | 'example' | 'sequence_example' | 'raw';
 
 /** A record with where it came from. `raw` holds the undecoded TFRecord payload when the input was TFRecord. */
@@ -46,6 +48,8 @@ export interface ReadOptions {
   decode?: DecodeMode;
   signal?: AbortSignal;
   onWarning?: (msg: string) => void;
+  /** Decode LeRobot camera features stored as video (default true; inspect reads metadata and parquet only). */
+  videos?: boolean;
   /** Called every few hundred records and at the end, for progress views. */
   onProgress?: (stats: ReadStats) => void;
   /**
@@ -62,6 +66,7 @@ export function newStats(): ReadStats {
 /** Detects an input's format without consuming it (directories: RLDS only). */
 export function sniffFormat(head: Uint8Array): InputFormat | undefined {
   if (looksLikeTfrecord(head)) return 'tfrecord';
+  if (isHdf5(head)) return 'hdf5';
   for (const b of head) {
     if (b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09) continue;
     return b === 0x7b ? 'jsonl' : undefined;
@@ -112,10 +117,12 @@ async function* readAll(inputs: string[], opts: ReadOptions, stats: ReadStats): 
     opts.onWarning?.(`skipped: ${e.message}`);
   };
   const ctx: ReadContext = { files: [], formats: new Map(), episodeBase: 0, warnedIds: false };
-  const expanded: (string[] | RldsDataset)[] = [];
+  const expanded: (string[] | RldsDataset | { lerobot: string })[] = [];
   for (const input of inputs) {
     if (input !== '-' && isDirectory(input) && isRldsDir(input)) {
       expanded.push(openRlds(input));
+    } else if (input !== '-' && isDirectory(input) && isLeRobotDir(input)) {
+      expanded.push({ lerobot: input });
     } else {
       const files = await expandInputs([input]);
       expanded.push(files);
@@ -123,6 +130,14 @@ async function* readAll(inputs: string[], opts: ReadOptions, stats: ReadStats): 
     }
   }
   for (const item of expanded) {
+    if ('lerobot' in item) {
+      stats.files += 1;
+      for await (const step of readLeRobot(item.lerobot, { signal: opts.signal, onWarning: opts.onWarning, videos: opts.videos })) {
+        stats.records += 1;
+        yield { kind: 'step', value: step, file: item.lerobot };
+      }
+      continue;
+    }
     if (!Array.isArray(item)) {
       const ds = item;
       stats.files += 1;
@@ -196,6 +211,16 @@ async function* readFile(file: string, opts: ReadOptions, stats: ReadStats, onSk
     let format = sniffFormat(head);
     ctx.formats.set(file, format);
     if (format !== 'tfrecord') format = await formatFromContext(file, format, ctx);
+    if (format === 'hdf5') {
+      // HDF5 is read by path (random access), not as a stream
+      if (file === '-') throw new VlakitError('E_USAGE', 'HDF5 is read from a file, not from stdin', { file: name });
+      await bytes.return();
+      for await (const step of readHdf5(file, { signal: opts.signal })) {
+        stats.records += 1;
+        yield { kind: 'step', value: step, file: name };
+      }
+      return;
+    }
     if (format === 'jsonl') {
       for await (const { value, line } of decodeJsonl(bytes, { source: name, skipInvalid: opts.skipCorrupt, onSkip, signal: opts.signal })) {
         const kind = recordKind(value, { line, file: name });
@@ -208,7 +233,7 @@ async function* readFile(file: string, opts: ReadOptions, stats: ReadStats, onSk
     if (format !== 'tfrecord') {
       throw new VlakitError(
         'E_FORMAT_UNKNOWN',
-        'unrecognised input: expected TFRecord (plain or gzip), JSON Lines, or an RLDS dataset directory (if it is a TFRecord file, the header of its first record is corrupt)',
+        'unrecognised input: expected TFRecord (plain or gzip), JSON Lines, HDF5 (robomimic/LIBERO layout), or an RLDS dataset directory (if it is a TFRecord file, the header of its first record is corrupt)',
         { file: name },
       );
     }

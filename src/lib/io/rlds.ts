@@ -2,15 +2,15 @@
  * RLDS datasets as TensorFlow Datasets prepares them: a version directory with features.json, dataset_info.json and
  * TFRecord shards named by the split's filepathTemplate, one tf.train.Example per episode.
  */
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { VlakitError, withContext } from '../errors.js';
 import { decodeEpisode, encodeEpisode, inferFeatures } from './episode.js';
 import { decodeExample, encodeExample } from './example.js';
 import { type FeatureNode, type Leaf, featuresToJson, flattenFeatures, parseFeatures } from './features.js';
 import type { StepRecord } from './records.js';
-import { readBytes } from './sources.js';
-import { decodeTfrecord, type TfrecordStats } from './tfrecord.js';
+import { openBytes } from './sources.js';
+import { decodeTfrecord, isSourceFailure, type TfrecordStats } from './tfrecord.js';
 import { type OutputOptions, writeOutputDir } from './outputs.js';
 import { ShardedTfrecordWriter, shardSuffix, writeFileAtomic } from './writer.js';
 
@@ -163,7 +163,19 @@ export async function* readRlds(ds: RldsDataset, opts: ReadRldsOptions = {}): As
     }
     let seen = 0;
     let stats: TfrecordStats | undefined;
-    const records = decodeTfrecord(readBytes(shard.file, opts.signal), {
+    // shards may be gzip (TFDS's GZIP compression, or a re-compressed download): sniffed like any input
+    let bytes: AsyncIterable<Uint8Array>;
+    try {
+      bytes = (await openBytes(shard.file, opts.signal)).bytes;
+    } catch (err) {
+      // a gzip stream that fails before its first bytes: nothing of this shard can be read
+      if (!isSourceFailure(err)) throw err;
+      const e = withContext(err, { file: shard.file, record: 0 }) as VlakitError;
+      if (!opts.skipCorrupt) throw e;
+      opts.onSkip?.(e);
+      continue;
+    }
+    const records = decodeTfrecord(bytes, {
       source: shard.file,
       verify: opts.verify,
       skipCorrupt: opts.skipCorrupt,
@@ -223,6 +235,17 @@ export interface WriteRldsOptions extends OutputOptions {
   split?: string;
   /** Features to write with; inferred from the first episode when absent. */
   features?: FeatureNode;
+  /**
+   * The source dataset's features, when episodes are written back with fields added (annotate): every field they
+   * name keeps its dtype and shape (an int32 episode_id stays int32); the others are inferred.
+   */
+  baseFeatures?: FeatureNode;
+  /**
+   * When `dir` already holds an RLDS dataset: add `split` to it (its name, version and features; the split must be
+   * new) instead of refusing it. The dataset is rebuilt in a temporary directory (existing files hard-linked) and
+   * swapped in whole.
+   */
+  addSplit?: boolean;
   /** Other dataset_info.json fields to carry over (description, citation, ...). */
   info?: Partial<DatasetInfo>;
   maxShardBytes?: number;
@@ -236,6 +259,25 @@ export interface WriteRldsResult {
   files: string[];
 }
 
+/**
+ * The inferred features with every node `base` has at the same path and of the same kind taken from `base` (its
+ * dtype, shape, encoding); fields only `base` has are dropped (the episodes do not carry them).
+ */
+export function overlayFeatures(base: FeatureNode, inferred: FeatureNode): FeatureNode {
+  if (base.kind !== inferred.kind) return inferred;
+  if (inferred.kind === 'dict' && base.kind === 'dict') {
+    const features: Record<string, FeatureNode> = {};
+    for (const [k, v] of Object.entries(inferred.features)) features[k] = base.features[k] ? overlayFeatures(base.features[k], v) : v;
+    const same = Object.keys(features).length === Object.keys(base.features).length && Object.keys(features).every((k) => features[k] === base.features[k]);
+    return same ? base : { kind: 'dict', features };
+  }
+  if (inferred.kind === 'dataset' && base.kind === 'dataset') {
+    const feature = overlayFeatures(base.feature, inferred.feature);
+    return feature === base.feature ? base : { kind: 'dataset', feature };
+  }
+  return base;
+}
+
 /** Writes episodes as an RLDS dataset directory that tfds.builder_from_directory can load. Whole or not at all. */
 export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: WriteRldsOptions): Promise<WriteRldsResult> {
   const split = opts.split ?? 'train';
@@ -244,21 +286,33 @@ export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: Wri
   let files: string[] = [];
   let nEpisodes = 0;
   let nSteps = 0;
+  const existing = opts.addSplit && existsSync(final) && isRldsDir(final) ? openRlds(final) : undefined;
+  if (existing) {
+    if (path.resolve(existing.dir) !== final) throw new VlakitError('E_USAGE', `--add-split needs the version directory itself (${existing.dir})`, { file: opts.dir });
+    if (splitNames(existing).includes(split)) throw new VlakitError('E_USAGE', `the dataset already has a "${split}" split; --add-split adds a new one (--overwrite replaces the whole dataset)`, { file: path.join(final, 'dataset_info.json') });
+    if (opts.name && opts.name !== existing.info.name) throw new VlakitError('E_USAGE', `the dataset is named "${existing.info.name}", not "${opts.name}"`, { file: opts.dir });
+  }
   await writeOutputDir(
     opts.dir,
     async (tmp) => {
+      if (existing) {
+        // the dataset as it is, hard-linked (copied across devices), then the new split's shards and info
+        for (const f of await fsp.readdir(final)) {
+          await fsp.link(path.join(final, f), path.join(tmp, f)).catch(() => fsp.copyFile(path.join(final, f), path.join(tmp, f)));
+        }
+      }
       const writer = new ShardedTfrecordWriter({
         shardName: (i, n) => path.join(tmp, `${name}-${split}.tfrecord-${shardSuffix(i, n)}`),
         maxShardBytes: opts.maxShardBytes ?? 256 * 2 ** 20,
         output: { overwrite: true, signal: opts.signal }, // inside the fresh temporary directory
       });
-      let features = opts.features;
+      let features = existing ? existing.features : opts.features;
       let leaves = features ? flattenFeatures(features) : undefined;
       try {
         for await (const ep of episodes) {
           opts.signal?.throwIfAborted();
           if (!features) {
-            features = inferFeatures(ep);
+            features = opts.baseFeatures ? overlayFeatures(opts.baseFeatures, inferFeatures(ep)) : inferFeatures(ep);
             leaves = flattenFeatures(features);
           }
           let bytes: Uint8Array;
@@ -273,6 +327,14 @@ export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: Wri
         }
         if (!features) throw new VlakitError('E_USAGE', 'no episodes to write: the input holds no step records');
         const shards = await writer.commit();
+        const entry = { filepathTemplate: DEFAULT_TEMPLATE, name: split, numBytes: String(shards.shardBytes.reduce((a, b) => a + b, 0)), shardLengths: shards.shardLengths.map(String) };
+        if (existing) {
+          // features.json stays the dataset's; dataset_info.json gains the split
+          await fsp.rm(path.join(tmp, 'dataset_info.json'), { force: true });
+          await writeFileAtomic(path.join(tmp, 'dataset_info.json'), JSON.stringify(sortKeys({ ...existing.info, splits: [...(existing.info.splits ?? []), entry] }), null, 2));
+          files = shards.files.map((f) => path.join(final, path.basename(f)));
+          return;
+        }
         const info: DatasetInfo = {
           citation: '',
           description: 'Written by vlakit.',
@@ -280,14 +342,7 @@ export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: Wri
           fileFormat: 'tfrecord',
           name,
           releaseNotes: { [opts.version ?? '1.0.0']: 'Written by vlakit.' },
-          splits: [
-            {
-              filepathTemplate: DEFAULT_TEMPLATE,
-              name: split,
-              numBytes: String(shards.shardBytes.reduce((a, b) => a + b, 0)),
-              shardLengths: shards.shardLengths.map(String),
-            },
-          ],
+          splits: [entry],
           version: opts.version ?? '1.0.0',
         };
         await writeFileAtomic(path.join(tmp, 'features.json'), JSON.stringify(featuresToJson(features), null, 4));
@@ -298,7 +353,7 @@ export async function writeRlds(episodes: AsyncIterable<StepRecord[]>, opts: Wri
         throw err;
       }
     },
-    opts,
+    existing ? { ...opts, overwrite: true } : opts,
   );
   return { dir: final, episodes: nEpisodes, steps: nSteps, files };
 }

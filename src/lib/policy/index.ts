@@ -2,7 +2,7 @@
  * Learned policies in closed loop (direct and the VLM2VLA hierarchy), their verifiers, the rollout report, and
  * the policy server and its client.
  */
-import { textCodecFor } from '../actions/index.js';
+import { codecFor } from '../actions/index.js';
 import type { ActionCodec } from '../actions/codecs.js';
 import { VlakitError } from '../errors.js';
 import type { VlaRunner } from '../infer/index.js';
@@ -27,7 +27,7 @@ export function codecOf(runner: VlaRunner, override?: string): ActionCodec {
   const desc = runner.actionCodec;
   const kind = override ?? (desc?.codec as string | undefined);
   if (!kind) throw new VlakitError('E_USAGE', `${runner.info.dir ?? 'the model'} does not say how it writes actions (no vlakit.action_codec in config.json); pass --actions text or words`);
-  const codec = textCodecFor(kind, override ? undefined : desc);
-  if (!codec) throw new VlakitError('E_USAGE', `rollout reads actions written as text or words; this model uses "${kind}"`);
+  const codec = codecFor(kind, override ? undefined : desc);
+  if (!codec) throw new VlakitError('E_USAGE', `cannot rebuild the model's action codec "${kind}" (its config.json has no full vlakit.action_codec spec); pass --actions text or words`);
   return codec;
 }

@@ -9,11 +9,13 @@
  * the gripper held). Nothing unparsed ever reaches the env; every such event is recorded.
  */
 import { type ActionCodec, codecStateText } from '../actions/codecs.js';
+import type { ActionLayout } from '../actions/layout.js';
 import { ACTIONS_MARKER, PROMPTS, parseSubtaskList } from '../actions/prompts.js';
 import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
 import { actionProblem } from '../env/safety.js';
-import { type ImageJson, imagesOf } from '../io/json.js';
+import { camerasOf } from '../io/cameras.js';
+import { type ImageJson } from '../io/json.js';
 import { type VlaRunner, generateFrom } from '../infer/index.js';
 import { subSeed } from '../util/rng.js';
 import { VlakitError } from '../errors.js';
@@ -55,10 +57,10 @@ export interface Cycle {
 }
 
 /** Actions the env can take: [dx, dy, dz, gripper] or 7-D, every value finite. */
-function checkActions(chunk: number[][]): number[][] {
+function checkActions(chunk: number[][], layout?: ActionLayout): number[][] {
   if (!chunk.length) throw new Error('an empty chunk');
   for (const a of chunk) {
-    const problem = actionProblem(a);
+    const problem = actionProblem(a, layout);
     if (problem) throw new Error(problem);
   }
   return chunk;
@@ -80,6 +82,11 @@ export abstract class ChunkPolicy implements Policy {
 
   abstract cycle(obs: Record<string, unknown>, ctx: ActContext): Promise<Cycle | null>;
 
+  /** The gripper command of an action (the last number unless a layout says otherwise). */
+  protected gripperOf(action: number[]): number {
+    return action[action.length - 1];
+  }
+
   reset(_ctx: { env?: Env; instruction: string; seed: number }): Promise<void> | void {
     this.queue = [];
     this.chunkStep = 0;
@@ -97,7 +104,7 @@ export abstract class ChunkPolicy implements Policy {
     }
     const action = this.queue.shift();
     if (!action) throw new Error(`${this.name} decided on an empty chunk`);
-    this.gripper = action[action.length - 1];
+    this.gripper = this.gripperOf(action);
     const first = this.chunkStep === 0;
     const info = { cycle: this.queueInfo.cycle, chunk_step: this.chunkStep++, ...(first ? this.queueInfo : {}) };
     return { action, info, modelMs: first ? this.queueModelMs : 0 };
@@ -114,6 +121,11 @@ export class ModelPolicy extends ChunkPolicy {
   private index = 0;
   private retries: number[] = [];
   private pending: { image: ImageJson; info?: Record<string, unknown> } | undefined;
+
+  protected override gripperOf(action: number[]): number {
+    const g = this.o.codec.layout?.gripper;
+    return g === null ? this.gripper : (action[g ?? action.length - 1] ?? this.gripper);
+  }
 
   constructor(
     readonly runner: VlaRunner,
@@ -175,11 +187,11 @@ export class ModelPolicy extends ChunkPolicy {
     body = body.trim();
     const max = this.o.maxChunk ?? 64;
     try {
-      return checkActions(this.o.codec.decode(body)).slice(0, max);
+      return checkActions(this.o.codec.decode(body), this.o.codec.layout).slice(0, max);
     } catch (err) {
       const cut = body.lastIndexOf('],');
       if (!truncated || this.o.codec.name !== 'text' || cut < 0) throw err;
-      const kept = checkActions(this.o.codec.decode(`${body.slice(0, cut + 1)}]`)).slice(0, max);
+      const kept = checkActions(this.o.codec.decode(`${body.slice(0, cut + 1)}]`), this.o.codec.layout).slice(0, max);
       info.truncated = { kept: kept.length };
       return kept;
     }
@@ -192,7 +204,10 @@ export class ModelPolicy extends ChunkPolicy {
     if (r.texts.length > 1) info.resampled = { texts: r.texts.slice(0, -1), errors: r.errors.slice(0, r.texts.length - 1) };
     if (r.value) return { actions: r.value, ms: r.ms };
     info.noop = { reason: r.errors.at(-1) };
-    return { actions: [[0, 0, 0, this.gripper]], ms: r.ms };
+    // a no-op in the codec's layout: zero deltas, the gripper held
+    const L = this.o.codec.layout;
+    const noop = L && L.mode === 'delta' ? Array.from({ length: L.dims }, (_, k) => (k === L.gripper ? this.gripper : 0)) : [0, 0, 0, this.gripper];
+    return { actions: [noop], ms: r.ms };
   }
 
   /**
@@ -210,7 +225,7 @@ export class ModelPolicy extends ChunkPolicy {
   }
 
   async cycle(obs: Record<string, unknown>, ctx: ActContext): Promise<Cycle | null> {
-    const images = imagesOf(obs);
+    const images = camerasOf(obs); // the primary camera first, as the training examples take it
     if (!images.length) throw new Error('the observation holds no camera image');
     const info: Record<string, unknown> = { cycle: this.cycles };
     let ms = 0;

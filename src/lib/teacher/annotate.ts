@@ -5,7 +5,8 @@
  */
 import pLimit from 'p-limit';
 import { VlakitError } from '../errors.js';
-import { imagesOf, type ImageJson } from '../io/json.js';
+import { camerasOf } from '../io/cameras.js';
+import { type ImageJson } from '../io/json.js';
 import type { StepRecord } from '../io/records.js';
 import { type AnswerCache, hashKey } from './cache.js';
 import { type ParsedPlan, ParseError, PROMPT_VERSIONS, planPrompt, parsePlan, parseReasoning, type Reasoning, reasoningPrompt, repairPrompt } from './prompts.js';
@@ -26,6 +27,8 @@ export interface AnnotateOptions {
   repair?: number;
   /** USD per million input and output tokens, for the cost figure. */
   price?: { input: number; output: number };
+  /** Cameras the teacher sees, in order (default: every camera, primary first; plans: the primary one). */
+  cameras?: string[];
   signal?: AbortSignal;
   onUsage?: (u: UsageStats) => void;
 }
@@ -53,9 +56,9 @@ export function newUsage(): UsageStats {
   return { episodes: 0, steps: 0, requests: 0, cacheHits: 0, retries: 0, failures: 0, reasks: 0, localRepairs: 0, errors: 0, inputTokens: 0, outputTokens: 0 };
 }
 
-/** The cameras of a step: every encoded image in its observation, in key order. */
-export function stepImages(step: StepRecord): ImageJson[] {
-  return imagesOf(step.observation ?? {});
+/** The cameras of a step: the named ones in order, else every encoded image, the primary camera first (io/cameras.ts). */
+export function stepImages(step: StepRecord, cameras?: string[]): ImageJson[] {
+  return camerasOf(step.observation ?? {}, cameras);
 }
 
 /** [dx, dy, dz, gripper] of a step's action (7-D actions drop their rotations). */
@@ -191,7 +194,7 @@ class Annotator {
     let out: StepRecord[];
     if (this.opts.kind === 'plan') {
       const frames = sampleFrames(steps.length, this.opts.frames ?? 8);
-      const images = frames.map((t) => stepImages(steps[t])[0]).filter(Boolean);
+      const images = frames.flatMap((t) => (this.opts.cameras ? stepImages(steps[t], this.opts.cameras) : stepImages(steps[t]).slice(0, 1)));
       const req: TeacherRequest = {
         kind: 'plan',
         json: true,
@@ -212,7 +215,7 @@ class Annotator {
       const results = await Promise.all(
         steps.map((s, t) => {
           if (t % stride !== 0) return undefined;
-          const images = stepImages(s);
+          const images = stepImages(s, this.opts.cameras);
           const req: TeacherRequest = {
             kind: 'reasoning',
             json: true,

@@ -14,18 +14,24 @@ export interface TaskWords {
   second?: string;
 }
 
-const REL: Record<string, 'on' | 'in' | 'near'> = { on: 'on', onto: 'on', in: 'in', into: 'in', inside: 'in', near: 'near', 'next to': 'near', 'close to': 'near', beside: 'near' };
+const REL: Record<string, 'on' | 'in' | 'near'> = { on: 'on', 'on top of': 'on', onto: 'on', in: 'in', into: 'in', inside: 'in', near: 'near', 'next to': 'near', 'close to': 'near', beside: 'near' };
 
-/** Object names from an instruction: "put the X in the Y, then lift the Z", "pick up the X", ... */
+/**
+ * Object names from an instruction: "put the X in the Y, then lift the Z", "pick up the X", "put X into Y" (no
+ * articles, as many real datasets write them), else the words after the verb ("wipe the table" -> table).
+ */
 export function parseInstruction(instruction: string): TaskWords {
-  const s = instruction.toLowerCase().replace(/\s+/g, ' ').trim();
+  const s = instruction.toLowerCase().replace(/\s+/g, ' ').trim().replace(/[.!]+$/, '');
   const [first, ...rest] = s.split(/,?\s*(?:and )?then /);
-  const second = rest.length ? /(?:lift|pick up|raise|grab|take) the (.+?)(?: up| off.*)?[.!]?$/.exec(rest.join(' '))?.[1] : undefined;
-  const place = /(?:put|place|move|transfer|bring|set)\s+the\s+(.+?)\s+(?:down\s+)?(on|onto|into|in|inside|near|next to|close to|beside)\s+the\s+(.+?)(?:\s+please)?[.!]?$/.exec(first);
-  if (place) return { object: place[1], relation: REL[place[2]], target: place[3], second };
-  const pick = /(?:pick up|lift|grab|take|raise|pick)\s+the\s+(.+?)(?:\s+(?:up|and .*|off .*))?[.!]?$/.exec(first);
+  const the = '(?:(?:the|a|an)\\s+)?';
+  const second = rest.length ? new RegExp(`(?:lift|pick up|raise|grab|take) ${the}(.+?)(?: up| off.*)?$`).exec(rest.join(' '))?.[1] : undefined;
+  const place = new RegExp(`(?:put|place|move|transfer|bring|set|stack)\\s+${the}(.+?)\\s+(?:down\\s+)?(on top of|onto|on|into|inside|in|near|next to|close to|beside)\\s+${the}(.+?)(?:\\s+please)?$`).exec(first);
+  if (place) return { object: place[1], relation: REL[place[2]] ?? 'on', target: place[3], second };
+  const pick = new RegExp(`(?:pick up|lift|grab|take|raise|pick)\\s+${the}(.+?)(?:\\s+(?:up|and .*|off .*|from .*))?$`).exec(first);
   if (pick) return { object: pick[1], second };
-  return { object: 'object', second };
+  // any other verb: the rest of the phrase names the object ("open the drawer", "wipe table", "turn on the stove")
+  const other = /^(?:please\s+)?[a-z]+(?:\s+(?:on|off|over|up|down))?\s+(?:(?:the|a|an)\s+)?([a-z][a-z ]*?)(?:\s+(?:to|with|from|using|towards?)\b.*)?$/.exec(first);
+  return { object: other?.[1]?.trim() || 'object', second };
 }
 
 export type Phase = 'reach' | 'grasp' | 'lift' | 'carry' | 'place' | 'retract';
@@ -193,9 +199,21 @@ function gripWord(actions: number[][], a: number, b: number): string {
   return g0 === g1 ? `gripper stays ${g0 ? 'open' : 'closed'}` : g1 ? 'gripper opens' : 'gripper closes';
 }
 
+/**
+ * The segments with names that agree with their actual motion: a "lift" whose net motion is not up is a move
+ * ("carry"), a "retract" that goes down likewise.
+ */
+function checkedSegments(actions: number[][]): Segment[] {
+  return segment(actions).map((s) => {
+    const dz = sum(actions, s.start, s.end)[2];
+    if ((s.phase === 'lift' && !(dz > EPS)) || (s.phase === 'retract' && dz < -EPS)) return { ...s, phase: s.phase === 'lift' ? 'carry' : 'reach' };
+    return s;
+  });
+}
+
 export function kinematicPlan(actions: number[][], instruction: string): { subtasks: Record<string, unknown>[] } {
   const w = parseInstruction(instruction);
-  const segs = segment(actions);
+  const segs = checkedSegments(actions);
   return {
     subtasks: segs.map((s) => {
       const moves = directionWords(sum(actions, s.start, s.end));
@@ -212,12 +230,15 @@ export function kinematicPlan(actions: number[][], instruction: string): { subta
 
 export function kinematicReasoning(actions: number[][], states: (number[] | undefined)[], instruction: string, step: number): Record<string, unknown> {
   const w = parseInstruction(instruction);
-  const segs = segment(actions);
+  const segs = checkedSegments(actions);
   const cur = segs.find((s) => step >= s.start && step <= s.end) ?? segs[segs.length - 1];
   const idx = segs.indexOf(cur);
   const labels = segs.map((s) => phaseText(s.phase, w, s.stage));
   const st = states[step];
-  const gripOpen = actions[step][actions[step].length - 1] >= 0.5;
+  // what the frame shows: the state's gripper when it has one ([x, y, z, opening] or [..., 7-D with gripper last]),
+  // else the command in force when it was taken (the previous step's); never this step's own action (the label)
+  const observed = st && (st.length === 4 || st.length === 7 || st.length === 8) && st[st.length - 1] >= 0 && st[st.length - 1] <= 1 ? st[st.length - 1] : undefined;
+  const gripOpen = (observed ?? (step > 0 ? actions[step - 1][actions[step - 1].length - 1] : 1)) >= 0.5;
   const holding = cur.phase === 'lift' || cur.phase === 'carry' || (cur.phase === 'place' && !gripOpen) || (cur.phase === 'grasp' && step > cur.start);
   const named = [w.object, w.target, w.second].filter(Boolean).map((n) => `the ${n}`).join(', ');
   const pos = st && st.length >= 3 ? ` at x ${st[0].toFixed(2)} m, y ${st[1].toFixed(2)} m, z ${st[2].toFixed(2)} m` : '';
