@@ -59,9 +59,9 @@ function readTokenList(file: string): string[] {
 export async function makeCodec(o: CodecOptions): Promise<ActionCodec> {
   switch (o.actions) {
     case 'text':
-      return new TextCodec(o.precision ?? 3, o.units ?? 'm', o.layout);
+      return new TextCodec(o.precision ?? 3, o.units ?? 'm', o.layout, o.state ?? false);
     case 'words':
-      return new WordsCodec(o.precision ?? 1, o.layout);
+      return new WordsCodec(o.precision ?? 1, o.layout, o.state ?? false);
     case 'tokens': {
       // digits: the --token-list, Gemma-3's VLM2VLA-AT tokens, or the last 10 unused tokens of a tokenizer.json
       const spec = o.tokenizer ?? 'gemma3';
