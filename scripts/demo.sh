@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on the embedded default: demonstrations from the scripted expert in the
 # built-in MuJoCo world (RLDS), teacher annotations (plans, rationales), action chunks and training examples,
-# fine-tuning a small VLA (the mini preset) on both kinds of examples (direct: image + task -> the next actions;
+# fine-tuning a small VLA (the mini preset) on both kinds of examples (direct: image + task + robot state -> the next actions;
 # hierarchical: VLM2VLA's subtasks, motion plans, actions and verifier), its ONNX export evaluated closed loop in the
 # world in both modes (with a video of every episode), a short RL stage, and round trips through RLDS/JSONL/TFRecord
 # (real TensorFlow files too). The closed-loop table is printed last.
@@ -15,8 +15,10 @@ vlakit() { node bin/run.js "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 EPISODES=${DEMO_EPISODES:-24}
+# DEMO_WRIST=1 adds the wrist camera to the demonstrations and the direct policy's input
+CAMS=$([ "${DEMO_WRIST:-0}" = 1 ] && echo --wrist || true)
 step "Demonstrations: the scripted expert in the built-in tabletop world ($EPISODES episodes, all task families)"
-vlakit rollout --policy scripted --env builtin:tabletop --tasks all --episodes "$EPISODES" --seed 0 --masks -o "$OUT/demos/tabletop_demos/1.0.0"
+vlakit rollout --policy scripted --env builtin:tabletop --tasks all --episodes "$EPISODES" --seed 0 --masks $CAMS -o "$OUT/demos/tabletop_demos/1.0.0"
 vlakit inspect "$OUT/demos/tabletop_demos" --samples 8
 vlakit convert "$OUT/demos/tabletop_demos" -o "$OUT/demos.jsonl"
 vlakit convert "$OUT/demos.jsonl" --to rlds -o "$OUT/demos_copy/tabletop_demos/1.0.0"
@@ -24,7 +26,7 @@ cmp <(vlakit convert "$OUT/demos_copy/tabletop_demos" -q) "$OUT/demos.jsonl"
 echo "RLDS -> JSONL -> RLDS -> JSONL: identical"
 DART=${DART_EPISODES:-48}
 echo "and $DART episodes with DART noise (3 mm std on each executed move; the expert's own action is recorded), so the data shows recoveries from the states a slightly wrong policy reaches:"
-vlakit rollout --policy scripted --env builtin:tabletop --tasks all --episodes "$DART" --seed 100 --dart 0.003 -q -o "$OUT/demos_dart.jsonl"
+vlakit rollout --policy scripted --env builtin:tabletop --tasks all --episodes "$DART" --seed 100 --dart 0.003 $CAMS -q -o "$OUT/demos_dart.jsonl"
 
 step "Annotation with the built-in kinematic teacher: subtask plans (VLM2VLA) and rationales (ReFineVLA)"
 vlakit annotate "$OUT/demos/tabletop_demos" --kind plan -o "$OUT/plans.jsonl"
@@ -36,13 +38,14 @@ console.log("step 10 of the first episode:", r.language_instruction);
 console.log("  plan subtask:", r.plan.description, "(steps " + r.plan.start + "-" + r.plan.end + "):", r.plan.main_movements);
 ' "$OUT/plans.jsonl"
 
-step "Training data: merged action chunks and VLM2VLA / ReFineVLA examples; direct examples (image + task -> the next 2 actions)"
+step "Training data: merged action chunks and VLM2VLA / ReFineVLA examples; direct examples (image + task + robot state -> the next action)"
 vlakit chunk "$OUT/plans.jsonl" --mode merge -o "$OUT/chunks.jsonl"
 vlakit relabel "$OUT/chunks.jsonl" --stats-out "$OUT/action_stats.json"
-# actions as text in centimeters with one decimal: half the tokens of meters with three, the same 1 mm resolution
-vlakit relabel "$OUT/chunks.jsonl" --method vlm2vla --actions text --units cm --precision 1 --split 0.2 --report -o "$OUT/examples_vlm2vla.jsonl"
-vlakit convert "$OUT/demos/tabletop_demos" -q | cat - "$OUT/demos_dart.jsonl" | vlakit chunk --mode fixed --horizon 2 -o "$OUT/chunks_direct.jsonl"
-vlakit relabel "$OUT/chunks_direct.jsonl" --method vlm2vla --no-reasoning --actions text --units cm --precision 1 --split 0.2 -o "$OUT/examples_direct.jsonl"
+# actions as text in centimeters with one decimal: half the tokens of meters with three, the same 1 mm resolution;
+# --state: the action prompts carry the robot state (gripper position and opening), which rollout writes the same way
+vlakit relabel "$OUT/chunks.jsonl" --method vlm2vla --actions text --units cm --precision 1 --state --split 0.2 --report -o "$OUT/examples_vlm2vla.jsonl"
+vlakit convert "$OUT/demos/tabletop_demos" -q | cat - "$OUT/demos_dart.jsonl" | vlakit chunk --mode fixed --horizon 1 -o "$OUT/chunks_direct.jsonl"
+vlakit relabel "$OUT/chunks_direct.jsonl" --method refinevla --no-reasoning --actions text --units cm --precision 1 --state --split 0.2 -o "$OUT/examples_direct.jsonl"
 cat "$OUT/examples_vlm2vla.jsonl" "$OUT/examples_direct.jsonl" > "$OUT/examples_both.jsonl"
 vlakit convert "$OUT/reasoning/tabletop_reasoning" -q | vlakit chunk --mode fixed --horizon 4 --stride 4 -o "$OUT/chunks_fixed.jsonl"
 vlakit relabel "$OUT/chunks_fixed.jsonl" --method refinevla --actions words --split 0.2 -o "$OUT/examples_refinevla.jsonl"
@@ -70,11 +73,11 @@ else
   fi
 fi
 
-step "Open-loop replay of the policy on the held-out direct examples: error per action dimension beside the never-move baseline"
-vlakit replay --model "$OUT/sft-onnx" "$OUT/examples_direct.jsonl" --limit 100
+step "Open-loop replay of the policy on the direct examples: error per action dimension beside the never-move baseline, and with blank images (does it read them?)"
+vlakit replay --model "$OUT/sft-onnx" "$OUT/examples_direct.jsonl" --limit 100 --blank-images
 
 step "Closed-loop evaluation of the exported policy in the built-in world (held-out seeds), a video of every episode in $OUT/videos: direct mode (a new chunk every step), then the VLM2VLA hierarchy (subtasks, motion plan, actions) with the model as its own verifier and with the world's oracle"
-vlakit rollout --policy "$OUT/sft-onnx" --mode direct --prompt task --execute 1 --tasks all --episodes ${EVAL_EPISODES:=8} --seed 1000 --video "$OUT/videos/direct" -o "$OUT/eval_direct.jsonl" 2> "$OUT/eval_direct.txt" || { cat "$OUT/eval_direct.txt" >&2; exit 1; }
+vlakit rollout --policy "$OUT/sft-onnx" --mode direct --prompt refinevla-nr $CAMS --execute 1 --tasks all --episodes ${EVAL_EPISODES:=8} --seed 1000 --video "$OUT/videos/direct" -o "$OUT/eval_direct.jsonl" 2> "$OUT/eval_direct.txt" || { cat "$OUT/eval_direct.txt" >&2; exit 1; }
 cat "$OUT/eval_direct.txt"
 vlakit rollout --policy "$OUT/sft-onnx" --mode hierarchical --verifier model --tasks all --episodes 4 --seed 1000 -o "$OUT/eval_model_verifier.jsonl"
 vlakit rollout --policy "$OUT/sft-onnx" --mode hierarchical --verifier oracle --max-retries 2 --tasks all --episodes "$EVAL_EPISODES" --seed 1000 --video "$OUT/videos/hierarchical" -o "$OUT/eval_oracle_verifier.jsonl" 2> "$OUT/eval_hierarchical.txt" || { cat "$OUT/eval_hierarchical.txt" >&2; exit 1; }
@@ -121,7 +124,7 @@ cmp <(vlakit convert "$OUT/toy_kitchen/1.0.0" -q) "$OUT/steps.jsonl"
 echo "RLDS -> JSONL -> RLDS -> JSONL: identical"
 
 step "Closed-loop success of the fine-tuned policy in the built-in world (held-out seeds 1000+, 95% Wilson intervals; videos in $OUT/videos)"
-echo "direct mode (image + task -> the next 2 actions, the first executed, every step):"
+echo "direct mode (image + task + robot state -> the next action, every step):"
 sed -n '/^task /,/^safety/p' "$OUT/eval_direct.txt"
 echo "hierarchical mode (VLM2VLA: subtasks, motion plan, actions; the world's oracle as verifier):"
 sed -n '/^task /,/^safety/p' "$OUT/eval_hierarchical.txt"
