@@ -24,7 +24,7 @@ vlakit convert "$OUT/demos/tabletop_demos" -o "$OUT/demos.jsonl"
 vlakit convert "$OUT/demos.jsonl" --to rlds -o "$OUT/demos_copy/tabletop_demos/1.0.0"
 cmp <(vlakit convert "$OUT/demos_copy/tabletop_demos" -q) "$OUT/demos.jsonl"
 echo "RLDS -> JSONL -> RLDS -> JSONL: identical"
-DART=${DART_EPISODES:-48}
+DART=${DART_EPISODES:-160}
 echo "and $DART episodes with DART noise (3 mm std on each executed move; the expert's own action is recorded), so the data shows recoveries from the states a slightly wrong policy reaches:"
 vlakit rollout --policy scripted --env builtin:tabletop --tasks all --episodes "$DART" --seed 100 --dart 0.003 $CAMS -q -o "$OUT/demos_dart.jsonl"
 
