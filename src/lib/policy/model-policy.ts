@@ -210,10 +210,6 @@ export class ModelPolicy extends ChunkPolicy {
     return { actions: [noop], ms: r.ms };
   }
 
-  /**
-   * The next chunk for an observation (null when the plan is finished): what rollout executes step by step and
-   * what `rollout serve` answers.
-   */
   /** The robot-state text of the prompts, when the model was trained with it (its codec says `state`). */
   private stateText(obs: Record<string, unknown>): string | undefined {
     if (!this.o.codec.state) return undefined;
@@ -224,6 +220,10 @@ export class ModelPolicy extends ChunkPolicy {
     return codecStateText(this.o.codec, st as number[]);
   }
 
+  /**
+   * The next chunk for an observation (null when the plan is finished): what rollout executes step by step and
+   * what `rollout serve` answers.
+   */
   async cycle(obs: Record<string, unknown>, ctx: ActContext): Promise<Cycle | null> {
     const images = camerasOf(obs); // the primary camera first, as the training examples take it
     if (!images.length) throw new Error('the observation holds no camera image');
