@@ -97,8 +97,12 @@ export function stateText(state: readonly number[], units: 'm' | 'cm' = 'm', pre
   return `[${state.map((v, i) => (i === state.length - 1 ? fixed(v, 2) : fixed(v * scale, precision))).join(', ')}]`;
 }
 
-/** The state text of a codec (text codecs: their units and precision; words: cm with their precision). */
-export function codecStateText(codec: ActionCodec, state: readonly number[]): string {
+/**
+ * The state text of a codec (text codecs: their units and precision; words: cm with their precision), or undefined
+ * when `state` is not a robot state (at least two finite numbers): the caller says where it came from.
+ */
+export function codecStateText(codec: ActionCodec, state: unknown): string | undefined {
+  if (!Array.isArray(state) || state.length < 2 || !state.every((v) => typeof v === 'number' && Number.isFinite(v))) return undefined;
   if (codec instanceof TextCodec) return stateText(state, codec.units, codec.precision);
   if (codec instanceof WordsCodec) return stateText(state, 'cm', codec.precision);
   throw new VlakitError('E_USAGE', `the robot state in the prompt is written with the text or words codecs, not ${codec.name}`);

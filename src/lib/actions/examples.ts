@@ -142,11 +142,11 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
   const out: TrainingExample[] = [];
   const stateOf = (c: ChunkRecord): string | undefined => {
     if (!opts.codec.state) return undefined;
-    const st = (c.observation as Record<string, unknown>).state;
-    if (!Array.isArray(st) || st.length < 2 || !st.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+    const text = codecStateText(opts.codec, (c.observation as Record<string, unknown>).state);
+    if (text === undefined) {
       throw new VlakitError('E_RECORD_INVALID', `relabel --state: chunk ${c.chunk_index} of episode ${String(ep)} has no numeric observation.state (the robot state the prompt is to carry)`, { field: 'observation.state' });
     }
-    return codecStateText(opts.codec, st as number[]);
+    return text;
   };
 
   if (opts.method === 'refinevla') {

@@ -213,11 +213,11 @@ export class ModelPolicy extends ChunkPolicy {
   /** The robot-state text of the prompts, when the model was trained with it (its codec says `state`). */
   private stateText(obs: Record<string, unknown>): string | undefined {
     if (!this.o.codec.state) return undefined;
-    const st = obs.state;
-    if (!Array.isArray(st) || st.length < 2 || !st.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+    const text = codecStateText(this.o.codec, obs.state);
+    if (text === undefined) {
       throw new VlakitError('E_RECORD_INVALID', 'this model was trained with the robot state in its prompts, but the observation has no numeric `state`', { field: 'observation.state' });
     }
-    return codecStateText(this.o.codec, st as number[]);
+    return text;
   }
 
   /**
