@@ -5,11 +5,11 @@
 import { readHfConfig } from '../arch/hf.js';
 import type { Idefics3Config } from '../arch/idefics3.js';
 import type { Gemma3Config, PaliGemmaConfig } from '../arch/gemma.js';
-import { type Gemma3ImageConfig, gemma3Processor, readGemma3Image } from './gemma3.js';
+import { gemma3Processor, readGemma3Image } from './gemma3.js';
 import { VlakitError } from '../../errors.js';
 import { type ImageOptions, idefics3Processor, readIdefics3Image } from './idefics3.js';
-import { type PaliGemmaImageConfig, paliGemmaProcessor, readPaliGemmaImage } from './paligemma.js';
-import { plainTextProcessor, readTextParts, textProcessor } from './text.js';
+import { paliGemmaProcessor, readPaliGemmaImage } from './paligemma.js';
+import { type TextParts, plainTextProcessor, readTextParts, textProcessor } from './text.js';
 import type { ChatMessage, Processor } from './types.js';
 
 export type { ChatMessage, ChatPart, Processor, ProcessorImage, ProcessorInputs, SpecialTokens } from './types.js';
@@ -19,6 +19,19 @@ export interface ProcessorOptions extends ImageOptions {}
 
 type Builder = (dir: string, arch: ReturnType<typeof readHfConfig>['arch'], config: unknown, o: ProcessorOptions) => Promise<Processor>;
 
+/**
+ * A model's image settings when it has a tokenizer and its preprocessor_config.json; a missing file is kept (thrown
+ * at the first image, so text prompts and token ids still run), any other error is thrown now.
+ */
+function optionalImage<T>(t: TextParts, read: () => T): { image?: T; missing?: VlakitError } {
+  try {
+    return { image: t.tokenizer ? read() : undefined };
+  } catch (err) {
+    if (!(err instanceof VlakitError && err.code === 'E_NOT_FOUND')) throw err;
+    return { missing: err };
+  }
+}
+
 const BUILDERS: Record<string, Builder> = {
   llama: async (dir, arch, config) => plainTextProcessor(await readTextParts(dir, arch, config)),
   gemma3_text: async (dir, arch, config) => plainTextProcessor(await readTextParts(dir, arch, config)),
@@ -26,14 +39,7 @@ const BUILDERS: Record<string, Builder> = {
     const c = config as Gemma3Config;
     const t = await readTextParts(dir, arch, config, '<start_of_image>');
     // without tokenizer.json or preprocessor_config.json the model still runs from token ids (or text without images)
-    let image: Gemma3ImageConfig | undefined;
-    let missing: VlakitError | undefined;
-    try {
-      if (t.tokenizer) image = readGemma3Image(dir, c);
-    } catch (err) {
-      if (!(err instanceof VlakitError && err.code === 'E_NOT_FOUND')) throw err;
-      missing = err;
-    }
+    const { image, missing } = optionalImage(t, () => readGemma3Image(dir, c));
     if (image) return gemma3Processor(t, c, image);
     const text = plainTextProcessor(t);
     return textProcessor(t, async (prompt, images = []) => {
@@ -45,14 +51,7 @@ const BUILDERS: Record<string, Builder> = {
     const c = config as PaliGemmaConfig;
     const t = await readTextParts(dir, arch, config, '<image>');
     // without preprocessor_config.json the model still runs on text prompts (in the prefix format) and token ids
-    let image: PaliGemmaImageConfig | undefined;
-    let missing: VlakitError | undefined;
-    try {
-      if (t.tokenizer) image = readPaliGemmaImage(dir, c);
-    } catch (err) {
-      if (!(err instanceof VlakitError && err.code === 'E_NOT_FOUND')) throw err;
-      missing = err;
-    }
+    const { image, missing } = optionalImage(t, () => readPaliGemmaImage(dir, c));
     return paliGemmaProcessor(t, c, image, missing);
   },
   idefics3: async (dir, arch, config, o) => {
