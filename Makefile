@@ -40,4 +40,4 @@ bench: build
 	node --import tsx bench/rollout.ts
 
 clean:
-	rm -rf dist demo-out bench/out
+	rm -rf dist oclif.manifest.json demo-out bench/out
