@@ -31,6 +31,7 @@ export default class Relabel extends VlakitCommand {
     camera: Flags.string({ description: 'cameras of every example, in order (default: the primary camera, image/image_0 first; refinevla: all)', helpValue: 'NAME[,NAME...]' }),
     report: Flags.boolean({ description: 'print the round-trip error of the representation per dimension' }),
     'no-reasoning': Flags.boolean({ description: 'actions only (VLM2VLA-NR, the SFT baseline)' }),
+    'compact-prompt': Flags.boolean({ description: 'with --method vlm2vla --no-reasoning: the task prompt without its sentence on the action format (for small models trained from scratch; rollout --prompt compact)' }),
     state: Flags.boolean({ description: "the action prompts carry the robot state (observation.state: position in the codec's units, gripper opening); recorded in the codec, so rollout writes it too" }),
     format: Flags.string({ description: 'vlakit JSONL, or trl (a directory: data.jsonl + images/)', options: ['vlakit', 'trl'], default: 'vlakit' }),
     split: decimal({ description: 'share of episodes for validation, by a seeded hash of the episode id', default: '0', min: 0, max: 1, maxExclusive: true }),
@@ -50,6 +51,7 @@ export default class Relabel extends VlakitCommand {
     onlyWith('stats', '--actions bins', (i) => i.flags.actions === 'bins'),
     onlyWith('state', '--actions text or words', (i) => i.flags.actions === 'text' || i.flags.actions === 'words'),
     onlyWith('seed', 'a validation share (--split)', (i) => Number(i.flags.split) > 0),
+    onlyWith('compact-prompt', '--method vlm2vla --no-reasoning (the VLM2VLA-NR task prompt)', (i) => i.flags.method === 'vlm2vla' && i.flags['no-reasoning'] === true),
   ];
 
   async run(): Promise<void> {
@@ -78,6 +80,7 @@ export default class Relabel extends VlakitCommand {
       layout,
       cameras,
       noReasoning: flags['no-reasoning'],
+      compactPrompt: flags['compact-prompt'],
       valFraction: Number(flags.split),
       seed: flags.seed,
       output: wantsExamples ? (flags.output ?? '-') : undefined,

@@ -77,6 +77,8 @@ export interface ExampleOptions {
   method: 'vlm2vla' | 'refinevla';
   codec: ActionCodec;
   noReasoning?: boolean;
+  /** VLM2VLA-NR examples (`noReasoning`) with the compact task prompt (PROMPTS.compact). */
+  compactPrompt?: boolean;
   /** Cameras of every example, in order (default: the chunk's `cameras`, else the primary camera; refinevla: all). */
   cameras?: string[];
   /** Share of episodes that go to the validation split (by a seeded hash of the episode id). */
@@ -164,7 +166,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
 
   if (opts.noReasoning) {
     for (const c of chunks) {
-      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), PROMPTS.task(instr, stateOf(c)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
+      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), (opts.compactPrompt ? PROMPTS.compact : PROMPTS.task)(instr, stateOf(c)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
     }
     return out;
   }

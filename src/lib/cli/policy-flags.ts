@@ -7,7 +7,7 @@ import { type FlagRule, allOnlyWith, decimal, int, onlyWith } from './flags.js';
 
 export const policyFlags = {
   mode: Flags.string({ description: 'learned policies: direct (reasoning + actions each cycle) or hierarchical (VLM2VLA: subtasks, motion plan, actions, verifier)', options: ['direct', 'hierarchical'], default: 'hierarchical' }),
-  prompt: Flags.string({ description: 'direct mode: the training prompt (relabel --method refinevla with or without reasoning, or VLM2VLA-NR "task")', options: ['refinevla', 'refinevla-nr', 'task'], default: 'refinevla' }),
+  prompt: Flags.string({ description: 'direct mode: the training prompt (relabel --method refinevla with or without reasoning, VLM2VLA-NR "task", or "compact": relabel --no-reasoning --compact-prompt, every camera of the observation)', options: ['refinevla', 'refinevla-nr', 'task', 'compact'], default: 'refinevla' }),
   verifier: Flags.string({ description: 'hierarchical mode: model (the policy answers its verification prompt), oracle (the built-in world), or teacher:SPEC', default: 'model', helpValue: 'SPEC' }),
   'teacher-url': Flags.string({ description: 'server of an openai:MODEL teacher verifier', helpValue: 'URL' }),
   'max-retries': int({ description: 'hierarchical: chunks per subtask the verifier may reject before moving on', default: 3, min: 0, max: 100 }),

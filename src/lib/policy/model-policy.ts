@@ -27,7 +27,7 @@ export interface Sampling {
   maxNewTokens: number;
 }
 
-export type DirectPrompt = 'refinevla' | 'refinevla-nr' | 'task';
+export type DirectPrompt = 'refinevla' | 'refinevla-nr' | 'task' | 'compact';
 
 export interface ModelPolicyOptions {
   mode: 'direct' | 'hierarchical';
@@ -232,8 +232,9 @@ export class ModelPolicy extends ChunkPolicy {
     if (this.o.mode === 'direct') {
       const style = this.o.prompt ?? 'refinevla';
       const state = this.stateText(obs);
-      const prompt = style === 'task' ? PROMPTS.task(ctx.instruction, state) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla', state);
-      const a = await this.actions(prompt, style === 'task' ? images.slice(0, 1) : images, style !== 'task', info);
+      const plain = style === 'task' || style === 'compact'; // VLM2VLA-NR targets: the actions without the ReFineVLA marker
+      const prompt = plain ? PROMPTS[style](ctx.instruction, state) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla', state);
+      const a = await this.actions(prompt, style === 'task' ? images.slice(0, 1) : images, !plain, info);
       this.cycles++;
       return { actions: a.actions, info, modelMs: a.ms };
     }
