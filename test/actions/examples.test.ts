@@ -190,6 +190,15 @@ describe('vlakit chunk and relabel', () => {
     const act = readFileSync(withState, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).find((e) => e.meta.stage === 'actions');
     expect(act.meta.codec).toMatchObject({ codec: 'text', precision: 1, units: 'cm', state: true });
     expect(act.messages[0].content.at(-1).text).toMatch(/\nRobot state: \[\d+\.\d, -?\d+\.\d, \d+\.\d, [01]\.\d\d\]\n/);
+    // --compact-prompt: the task prompt without its sentence on the action format; only for VLM2VLA-NR examples
+    const compact = path.join(dir, 'compact.jsonl');
+    expect((await execa('node', [BIN, 'relabel', chunks, '--no-reasoning', '--compact-prompt', '--state', '-o', compact], { reject: false })).exitCode).toBe(0);
+    const cex = readFileSync(compact, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(cex.every((e) => e.meta.stage === 'actions')).toBe(true);
+    expect(cex[0].messages[0].content.at(-1).text).toMatch(/^Task: [^\n]+\nRobot state: \[[^\]]+\]$/);
+    const refCompact = await execa('node', [BIN, 'relabel', chunks, '--method', 'refinevla', '--no-reasoning', '--compact-prompt', '-o', path.join(dir, 'rc.jsonl')], { reject: false });
+    expect(refCompact.exitCode).toBe(2);
+    expect(refCompact.stderr).toMatch(/--compact-prompt applies only with --method vlm2vla --no-reasoning/);
 
     const trl = path.join(dir, 'trl');
     expect((await execa('node', [BIN, 'relabel', chunks, '--format', 'trl', '-o', trl], { reject: false })).exitCode).toBe(0);

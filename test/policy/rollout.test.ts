@@ -181,6 +181,10 @@ describe('a model trained with the robot state in its prompts (relabel --state)'
     const st = (s[0].observation as { state: number[] }).state;
     expect(prompts[0]).toBe(PROMPTS.task(eps[0].records[0].language_instruction as string, stateText(st, 'm', 3)));
     expect(prompts[0]).toContain(`Robot state: [${st.slice(0, 3).map((v) => v.toFixed(3)).join(', ')}, ${st[3].toFixed(2)}]`);
+    // the compact task prompt (relabel --compact-prompt): the same state line, no sentence on the action format
+    prompts.length = 0;
+    await runSeeds(new ModelPolicy(spy, options({ mode: 'direct', prompt: 'compact', codec, verifier: undefined, execute: 1, resample: 0 })));
+    expect(prompts[0]).toBe(`Task: ${eps[0].records[0].language_instruction as string}\nRobot state: ${stateText(st, 'm', 3)}`);
     const policy = new ModelPolicy(runner, options({ mode: 'direct', prompt: 'task', codec, verifier: undefined }));
     await expect(policy.cycle({ image_0: (s[0].observation as Record<string, unknown>).image_0 }, { instruction: 'pick it up', step: 0 })).rejects.toThrow(/trained with the robot state in its prompts, but the observation has no numeric `state`/);
   }, 120_000);
