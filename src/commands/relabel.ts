@@ -31,6 +31,8 @@ export default class Relabel extends VlakitCommand {
     camera: Flags.string({ description: 'cameras of every example, in order (default: the primary camera, image/image_0 first; refinevla: all)', helpValue: 'NAME[,NAME...]' }),
     report: Flags.boolean({ description: 'print the round-trip error of the representation per dimension' }),
     'no-reasoning': Flags.boolean({ description: 'actions only (VLM2VLA-NR, the SFT baseline)' }),
+    waypoints: Flags.boolean({ description: 'each step\'s action becomes the absolute end-effector position its straight run of moves ends at (from observation.state; one action per chunk: chunk --mode fixed --horizon 1); rollout moves toward it in steps of --waypoint-step' }),
+    'waypoint-step': decimal({ description: 'with --waypoints: the largest move per step toward a target, meters (the built-in expert\'s step by default)', default: '0.015', min: 0, max: 1, minExclusive: true }),
     'compact-prompt': Flags.boolean({ description: 'with --method vlm2vla --no-reasoning: the task prompt without its sentence on the action format (for small models trained from scratch; rollout --prompt compact)' }),
     state: Flags.boolean({ description: "the action prompts carry the robot state (observation.state: position in the codec's units, gripper opening); recorded in the codec, so rollout writes it too" }),
     format: Flags.string({ description: 'vlakit JSONL, or trl (a directory: data.jsonl + images/)', options: ['vlakit', 'trl'], default: 'vlakit' }),
@@ -51,6 +53,8 @@ export default class Relabel extends VlakitCommand {
     onlyWith('stats', '--actions bins', (i) => i.flags.actions === 'bins'),
     onlyWith('state', '--actions text or words', (i) => i.flags.actions === 'text' || i.flags.actions === 'words'),
     onlyWith('seed', 'a validation share (--split)', (i) => Number(i.flags.split) > 0),
+    onlyWith('waypoints', '--actions text or words', (i) => i.flags.actions === 'text' || i.flags.actions === 'words'),
+    onlyWith('waypoint-step', '--waypoints', (i) => i.flags.waypoints === true),
     onlyWith('compact-prompt', '--method vlm2vla --no-reasoning (the VLM2VLA-NR task prompt)', (i) => i.flags.method === 'vlm2vla' && i.flags['no-reasoning'] === true),
   ];
 
@@ -81,6 +85,7 @@ export default class Relabel extends VlakitCommand {
       cameras,
       noReasoning: flags['no-reasoning'],
       compactPrompt: flags['compact-prompt'],
+      waypointStep: flags.waypoints ? Number(flags['waypoint-step']) : undefined,
       valFraction: Number(flags.split),
       seed: flags.seed,
       output: wantsExamples ? (flags.output ?? '-') : undefined,

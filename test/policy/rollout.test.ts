@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import sharp from 'sharp';
 import { WebSocket } from 'ws';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { PROMPTS, TextCodec, stateText, type TrainingExample } from '../../src/lib/actions/index.js';
+import { NAMED_LAYOUTS, PROMPTS, TextCodec, stateText, waypointDeltas, waypointLayout, type TrainingExample } from '../../src/lib/actions/index.js';
 import { SafetyFilter, TabletopEnv, runEpisodes, type EpisodeResult } from '../../src/lib/env/index.js';
 import { exportModel } from '../../src/lib/export/index.js';
 import { type VlaRunner, openModel } from '../../src/lib/infer/index.js';
@@ -161,6 +161,23 @@ describe('direct mode', () => {
     expect(info(s[0]).text).toBe(`<Observation>: a block ahead\n<Actions>: ${CHUNKS[0]}`);
     for (const r of s) expect(info(r).chunk_step).toBe(0); // --execute 1: a new generation every step
     expect(s[0].action).toEqual([0.01, 0, -0.01, 1]);
+  }, 120_000);
+});
+
+describe('a model that writes waypoint targets (relabel --waypoints)', () => {
+  it('its targets become steps of at most max_step from the observed position; the record keeps what it wrote', async () => {
+    const L = waypointLayout(NAMED_LAYOUTS['xyz-g'], 0.005);
+    const eps = await runSeeds(new ModelPolicy(runner, options({ mode: 'direct', prompt: 'refinevla', codec: new TextCodec(3, 'm', L), verifier: undefined, execute: 1 })));
+    const s = steps(eps);
+    const target = [0.01, 0, -0.01, 1]; // the first action the tiny policy writes, now a position
+    expect(info(s[0]).targets).toEqual([target, target]);
+    const st = (s[0].observation as { state: number[] }).state;
+    const want = waypointDeltas([target], L, st)[0];
+    const a = s[0].action as number[];
+    a.forEach((v, k) => expect(v).toBeCloseTo(want[k], 9));
+    expect(Math.hypot(a[0], a[1], a[2])).toBeCloseTo(0.005, 9); // the hand is far from (0.01, 0, -0.01)
+    const policy = new ModelPolicy(runner, options({ mode: 'direct', prompt: 'refinevla', codec: new TextCodec(3, 'm', L), verifier: undefined }));
+    await expect(policy.cycle({ image_0: (s[0].observation as Record<string, unknown>).image_0 }, { instruction: 'pick it up', step: 0 })).rejects.toThrow(/writes waypoint targets .* the observation has no numeric `state`/);
   }, 120_000);
 });
 

@@ -24,7 +24,7 @@ import { checkDistinctOutputs, checkOutputFormat, claimOutput, outputFormatFor, 
 import { policyFlags, policyOptions, policyRules } from '../../lib/cli/policy-flags.js';
 import { type FlagRule, allOnlyWith, decimal, int, onlyWith, size } from '../../lib/cli/flags.js';
 import type { EpisodeSummary } from '../../lib/policy/index.js';
-import type { ActionLayout } from '../../lib/actions/index.js';
+import { type ActionLayout, executedLayout } from '../../lib/actions/index.js';
 
 /** The most distractors a scene takes: with more, some layouts find no room for every object. */
 const MAX_DISTRACTORS = 5;
@@ -135,7 +135,7 @@ export default class Rollout extends VlakitCommand {
       const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter });
       runner = r;
       const po = policyOptions(r, flags);
-      layout = po.codec.layout;
+      layout = executedLayout(po.codec.layout); // waypoint targets reach the env as deltas
       policy = new ModelPolicy(r, po);
       this.note(`vlakit rollout: ${flags.policy}${flags.adapter ? ` + ${flags.adapter}` : ''}${r.info.model && r.info.model !== 'vlakit' ? ` (${r.info.model})` : ''} on ${r.info.engine} (${r.info.device}), ${flags.mode} mode${flags.mode === 'hierarchical' ? `, verifier ${flags.verifier}` : ''}`, flags.quiet || flags.json);
     }

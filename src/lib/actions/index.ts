@@ -20,6 +20,7 @@ export { chunkEpisode, subtasksOf, isChunkRecord, ChunkRecordSchema } from './re
 export type { ChunkRecord, ChunkOptions } from './records.js';
 export { episodeExamples, splitOf, rationaleText, targetOf, TrainingExampleSchema, SpanSchema } from './examples.js';
 export { ACTIONS_MARKER, CONVENTIONS, PROMPTS, parseSubtaskList } from './prompts.js';
+export { waypointTargets, waypointDeltas, waypointLayout, isWaypointLayout, executedLayout } from './waypoints.js';
 export type { TrainingExample, ExampleOptions, Span } from './examples.js';
 
 /**

@@ -28,6 +28,11 @@ export const ActionLayoutSchema = z
     gripper_kind: z.enum(['binary', 'continuous']).default('binary'),
     /** delta: per-step motions (summed when merged); absolute: targets (the last one kept when merged). */
     mode: z.enum(['delta', 'absolute']).default('delta'),
+    /**
+     * Absolute translation targets meant for a delta env (`relabel --waypoints`): rollout moves toward each in steps of
+     * at most this length (the actions' units), from the observation's state.
+     */
+    max_step: z.number().positive().optional(),
   })
   .superRefine((l, ctx) => {
     const used = [...l.translation, ...l.rotation, ...(l.gripper === null ? [] : [l.gripper])];

@@ -14,6 +14,7 @@ import { episodeExamples, type ExampleOptions, type TrainingExample } from './ex
 import { type ActionLayout, dimNames, layoutFor } from './layout.js';
 import type { ChunkRecord } from './records.js';
 import { StatsAccumulator, type ActionStats } from './stats.js';
+import { waypointLayout, waypointTargets } from './waypoints.js';
 
 export interface RelabelOptions extends Omit<ExampleOptions, 'codec'> {
   codec?: ActionCodec;
@@ -26,6 +27,8 @@ export interface RelabelOptions extends Omit<ExampleOptions, 'codec'> {
   stats?: boolean;
   /** Collect the round-trip error of the codec. */
   report?: boolean;
+  /** Waypoint targets (`--waypoints`): each step's action becomes its absolute waypoint, reached in steps of this length. */
+  waypointStep?: number;
   /** How the output is written: --overwrite, the inputs it must not replace, the AbortSignal. */
   outputOptions?: OutputOptions;
 }
@@ -90,6 +93,23 @@ class TrlWriter {
   }
 }
 
+/** An episode's step chunks (fixed, horizon 1, in order) with their actions replaced by waypoint targets. */
+function waypointChunks(ep: ChunkRecord[], layout: ActionLayout, wl: ActionLayout): ChunkRecord[] {
+  const steps = ep.map((c) => {
+    const state = (c.observation as Record<string, unknown>).state;
+    const where = `episode ${String(c.episode_id)} chunk ${c.chunk_index}`;
+    if (c.actions.length !== 1 || c.mode !== 'fixed') throw new VlakitError('E_USAGE', `relabel --waypoints takes one action per chunk (chunk --mode fixed --horizon 1); ${where} has ${c.actions.length}`);
+    if (!Array.isArray(state) || state.length < 3 || !state.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+      throw new VlakitError('E_RECORD_INVALID', `relabel --waypoints: ${where} has no numeric observation.state (its first three values are the end-effector position the targets are made from)`, { field: 'observation.state' });
+    }
+    return { state: state as number[], action: c.actions[0] };
+  });
+  const order = ep.map((c) => c.start_step);
+  if (order.some((t, i) => i > 0 && t !== order[i - 1] + 1)) throw new VlakitError('E_USAGE', `relabel --waypoints needs every step of an episode in order (chunk --mode fixed --horizon 1 --stride 1); episode ${String(ep[0].episode_id)} skips steps`);
+  const targets = waypointTargets(steps, layout);
+  return ep.map((c, i) => ({ ...c, actions: [targets[i]], action_layout: wl }));
+}
+
 /**
  * Turns chunk records into training examples.
  * @example await relabel(chunks, { method: 'vlm2vla', codec: new TextCodec(3), output: 'train.jsonl' })
@@ -111,7 +131,7 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
     if (codec && codec.layout !== layout) codec = codec.withLayout(layout);
   };
   const examples = (async function* (): AsyncGenerator<TrainingExample> {
-    for await (const ep of byEpisode(chunks)) {
+    for await (let ep of byEpisode(chunks)) {
       summary.episodes += 1;
       summary.chunks += ep.length;
       for (const c of ep) {
@@ -121,7 +141,13 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
         if (opts.report && codec) report.push(c.mode === 'fixed' && c.mask ? c.actions.filter((_, i) => c.mask![i]) : c.actions);
       }
       if (opts.output === undefined || !codec) continue;
-      for (const ex of episodeExamples(ep, { ...opts, codec })) {
+      let exCodec = codec;
+      if (opts.waypointStep !== undefined && layout) {
+        const wl = waypointLayout(layout, opts.waypointStep);
+        ep = waypointChunks(ep, layout, wl);
+        exCodec = codec.withLayout(wl);
+      }
+      for (const ex of episodeExamples(ep, { ...opts, codec: exCodec })) {
         summary.examples += 1;
         summary.byStage[ex.meta.stage] = (summary.byStage[ex.meta.stage] ?? 0) + 1;
         summary.bySplit[ex.meta.split] = (summary.bySplit[ex.meta.split] ?? 0) + 1;

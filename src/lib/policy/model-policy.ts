@@ -10,6 +10,7 @@
  */
 import { type ActionCodec, codecStateText } from '../actions/codecs.js';
 import type { ActionLayout } from '../actions/layout.js';
+import { isWaypointLayout, waypointDeltas } from '../actions/waypoints.js';
 import { ACTIONS_MARKER, PROMPTS, parseSubtaskList } from '../actions/prompts.js';
 import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
@@ -198,15 +199,23 @@ export class ModelPolicy extends ChunkPolicy {
   }
 
   /** The chunk of one cycle with its record; a no-op when nothing parsed. */
-  private async actions(prompt: string, images: ImageJson[], marker: boolean, info: Record<string, unknown>): Promise<{ actions: number[][]; ms: number }> {
+  private async actions(prompt: string, images: ImageJson[], marker: boolean, info: Record<string, unknown>, obs: Record<string, unknown>): Promise<{ actions: number[][]; ms: number }> {
+    const L = this.o.codec.layout;
+    const state = obs.state;
+    if (isWaypointLayout(L) && !(Array.isArray(state) && state.length >= 3 && state.every((v) => typeof v === 'number'))) {
+      throw new VlakitError('E_USAGE', 'this model writes waypoint targets (relabel --waypoints), which rollout turns into steps from the observation\'s end-effector position, but the observation has no numeric `state`');
+    }
     const r = await this.sample(prompt, images, this.o.sampling.actions, (t, truncated) => this.parseActions(t, marker, truncated, info));
     info.text = r.texts.at(-1);
     if (r.texts.length > 1) info.resampled = { texts: r.texts.slice(0, -1), errors: r.errors.slice(0, r.texts.length - 1) };
+    if (r.value && isWaypointLayout(L)) {
+      info.targets = r.value; // what the model wrote; the env gets steps of at most max_step toward them
+      return { actions: waypointDeltas(r.value, L, state as number[]), ms: r.ms };
+    }
     if (r.value) return { actions: r.value, ms: r.ms };
     info.noop = { reason: r.errors.at(-1) };
-    // a no-op in the codec's layout: zero deltas, the gripper held
-    const L = this.o.codec.layout;
-    const noop = L && L.mode === 'delta' ? Array.from({ length: L.dims }, (_, k) => (k === L.gripper ? this.gripper : 0)) : [0, 0, 0, this.gripper];
+    // a no-op in the layout the env takes: zero deltas, the gripper held
+    const noop = L && (L.mode === 'delta' || isWaypointLayout(L)) ? Array.from({ length: L.dims }, (_, k) => (k === L.gripper ? this.gripper : 0)) : [0, 0, 0, this.gripper];
     return { actions: [noop], ms: r.ms };
   }
 
@@ -234,7 +243,7 @@ export class ModelPolicy extends ChunkPolicy {
       const state = this.stateText(obs);
       const plain = style === 'task' || style === 'compact'; // VLM2VLA-NR targets: the actions without the ReFineVLA marker
       const prompt = plain ? PROMPTS[style](ctx.instruction, state) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla', state);
-      const a = await this.actions(prompt, style === 'task' ? images.slice(0, 1) : images, !plain, info);
+      const a = await this.actions(prompt, style === 'task' ? images.slice(0, 1) : images, !plain, info, obs);
       this.cycles++;
       return { actions: a.actions, info, modelMs: a.ms };
     }
@@ -290,7 +299,7 @@ export class ModelPolicy extends ChunkPolicy {
       info.motion_plan = r.texts.at(-1);
       if (r.texts.length > 1) info.plan_resampled = r.texts.length - 1;
     }
-    const a = await this.actions(PROMPTS.actions(subtask, plan, this.stateText(obs)), frames, false, info);
+    const a = await this.actions(PROMPTS.actions(subtask, plan, this.stateText(obs)), frames, false, info, obs);
     ms += a.ms;
     this.pending = { image, info: ctx.info };
     this.cycles++;

@@ -1,0 +1,91 @@
+/** Waypoint targets (relabel --waypoints) and the steps rollout takes toward them. */
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { NAMED_LAYOUTS, executedLayout, waypointDeltas, waypointLayout, waypointTargets } from '../../src/lib/actions/index.js';
+
+const XYZG = NAMED_LAYOUTS['xyz-g'];
+const BIN = path.resolve('bin/run.js');
+
+/** An expert that goes over (0.1, 0) at 0.1 m, down to 0.02 m, closes, then lifts: states and actions step by step. */
+function episode(): { state: number[]; action: number[] }[] {
+  const out: { state: number[]; action: number[] }[] = [];
+  let p = [0, 0, 0.1];
+  const go = (to: number[], g: number) => {
+    for (;;) {
+      const d = to.map((v, k) => v - p[k]);
+      const n = Math.hypot(...d);
+      if (n < 1e-9) return;
+      const k = n > 0.03 ? 0.03 / n : 1;
+      const a = [...d.map((v) => v * k), g];
+      out.push({ state: [...p, g], action: a });
+      p = p.map((v, i) => v + a[i]);
+    }
+  };
+  go([0.1, 0, 0.1], 1); // 4 steps: 0.03, 0.03, 0.03, 0.01
+  go([0.1, 0, 0.02], 1); // 3 steps
+  out.push({ state: [...p, 1], action: [0, 0, 0, 0] }); // close
+  go([0.1, 0, 0.08], 0);
+  return out;
+}
+
+describe('waypoint targets', () => {
+  it('each step targets the end of its straight run; the gripper command and a still step are their own runs', () => {
+    const ep = episode();
+    const t = waypointTargets(ep, XYZG);
+    const near = (a: number[], b: number[]) => a.forEach((v, k) => expect(v).toBeCloseTo(b[k], 12));
+    for (let i = 0; i < 4; i++) near(t[i], [0.1, 0, 0.1, 1]); // over the object
+    for (let i = 4; i < 7; i++) near(t[i], [0.1, 0, 0.02, 1]); // down to it
+    near(t[7], [0.1, 0, 0.02, 0]); // close where the hand is
+    for (let i = 8; i < t.length; i++) near(t[i], [0.1, 0, 0.08, 0]); // lift
+    expect(() => waypointTargets(ep, NAMED_LAYOUTS['xyz-rpy-g'])).toThrow(/no rotation/);
+  });
+
+  it('rollout steps toward a target: at most max_step, the last one lands on it; chunks continue from the previous target', () => {
+    const L = waypointLayout(XYZG, 0.015);
+    const [a] = waypointDeltas([[0.13, 0.04, 0.1, 1]], L, [0.1, 0, 0.1, 1]);
+    expect(Math.hypot(a[0], a[1], a[2])).toBeCloseTo(0.015, 12);
+    expect(a[0] / a[1]).toBeCloseTo(0.03 / 0.04, 12); // toward the target
+    expect(a[3]).toBe(1);
+    const two = waypointDeltas([[0.105, 0, 0.1, 0], [0.105, 0, 0.09, 0]], L, [0.1, 0, 0.1, 1]);
+    expect(two[0].map((v) => +v.toFixed(12))).toEqual([0.005, 0, 0, 0]);
+    expect(two[1].map((v) => +v.toFixed(12))).toEqual([0, 0, -0.01, 0]);
+    expect(executedLayout(L)).toEqual(XYZG);
+    expect(executedLayout(XYZG)).toBe(XYZG);
+  });
+
+  it('relabel --waypoints writes targets and an absolute layout with max_step; bad uses are clear errors', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'vlakit-wp-'));
+    const ep = episode();
+    const steps = path.join(dir, 'steps.jsonl');
+    const stepRecord = (i: number) => ({ episode_id: 'e', step: i, is_first: i === 0, is_last: i === ep.length - 1, is_terminal: i === ep.length - 1, language_instruction: 'pick the block up', observation: { state: ep[i].state }, action: ep[i].action });
+    writeFileSync(steps, ep.map((_, i) => JSON.stringify(stepRecord(i))).join('\n') + '\n');
+    const chunks = path.join(dir, 'chunks.jsonl');
+    const c = await execa('node', [BIN, 'chunk', steps, '--mode', 'fixed', '--horizon', '1', '-o', chunks], { reject: false });
+    expect(c.exitCode, c.stderr).toBe(0);
+    const chunkLines = readFileSync(chunks, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const out = path.join(dir, 'ex.jsonl');
+    const r = await execa('node', [BIN, 'relabel', chunks, '--no-reasoning', '--compact-prompt', '--state', '--units', 'cm', '--precision', '1', '--waypoints', '--waypoint-step', '0.02', '-o', out], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const ex = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(ex.map((e) => e.messages[1].content[0].text)).toEqual([...Array(4).fill('[[10.0, 0.0, 10.0, 1]]'), ...Array(3).fill('[[10.0, 0.0, 2.0, 1]]'), '[[10.0, 0.0, 2.0, 0]]', ...Array(ep.length - 8).fill('[[10.0, 0.0, 8.0, 0]]')]);
+    expect(ex[0].meta.codec.layout).toMatchObject({ mode: 'absolute', max_step: 0.02, translation: [0, 1, 2], gripper: 3 });
+    expect(ex[1].messages[0].content.at(-1).text).toBe('Task: pick the block up\nRobot state: [3.0, 0.0, 10.0, 1.00]');
+
+    const bins = await execa('node', [BIN, 'relabel', chunks, '--actions', 'bins', '--stats', chunks, '--waypoints', '-o', path.join(dir, 'b.jsonl')], { reject: false });
+    expect(bins.exitCode).toBe(2);
+    expect(bins.stderr).toMatch(/--waypoints applies only with --actions text or words/);
+    const noState = path.join(dir, 'nostate.jsonl');
+    writeFileSync(noState, chunkLines.map((l) => JSON.stringify({ ...l, observation: {} })).join('\n') + '\n');
+    const ns = await execa('node', [BIN, 'relabel', noState, '--waypoints', '-o', path.join(dir, 'n.jsonl')], { reject: false });
+    expect(ns.exitCode).toBe(1);
+    expect(ns.stderr).toMatch(/--waypoints: episode e chunk 0 has no numeric observation.state/);
+    const gap = path.join(dir, 'gap.jsonl');
+    writeFileSync(gap, [0, 2, 3].map((i) => JSON.stringify(chunkLines[i])).join('\n') + '\n');
+    const g = await execa('node', [BIN, 'relabel', gap, '--waypoints', '-o', path.join(dir, 'g.jsonl')], { reject: false });
+    expect(g.exitCode).toBe(2);
+    expect(g.stderr).toMatch(/needs every step of an episode in order/);
+  }, 60_000);
+});
