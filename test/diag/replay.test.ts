@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
+import { NAMED_LAYOUTS, TextCodec, waypointLayout, type TrainingExample } from '../../src/lib/actions/index.js';
+import { ex } from '../model/examples.js';
 import { actionText, expertPredictor, formatReplay, hasActions, replay } from '../../src/lib/diag/index.js';
 import { writeOutputDir } from '../../src/lib/io/outputs.js';
 import { writeModelFiles } from '../../src/lib/model/checkpoint.js';
@@ -97,6 +98,22 @@ describe('open-loop replay', () => {
     const text = formatReplay(r);
     expect(text).toMatch(/\(blank images: \d+\/\d+ changed\)/);
     expect(text).not.toMatch(/does not read its images/);
+  });
+
+  it('absolute targets (relabel --waypoints): never moving targets the robot state of the prompt', async () => {
+    const L = waypointLayout(NAMED_LAYOUTS['xyz-g'], 0.015);
+    const spec = new TextCodec(1, 'cm', L, true).describe();
+    const img = examples[0].images[0];
+    const wp = (id: string, state: string, target: string): TrainingExample => ({ ...ex(id, img, `Task: pick the block up\nRobot state: ${state}`, '', target), meta: { ...ex(id, img, '', '', target).meta, stage: 'actions', codec: spec } });
+    const set = [wp('a', '[3.0, 0.0, 10.0, 1.00]', '[[10.0, 0.0, 10.0, 1]]'), wp('b', '[10.0, 2.0, 4.0, 1.00]', '[[10.0, 0.0, 2.0, 1]]')];
+    const still = await replay(set, (e) => (e.id === 'a' ? '[[3.0, 0.0, 10.0, 1]]' : '[[10.0, 2.0, 4.0, 1]]'));
+    const s = still.splits[0];
+    [0.035, 0.01, 0.01].forEach((v, k) => expect(s.zeroBaseline[k]).toBeCloseTo(v, 12)); // |target - here| averaged
+    s.meanAbsError.slice(0, 3).forEach((v, k) => expect(v).toBeCloseTo(s.zeroBaseline[k], 12));
+    const right = await replay(set, expertPredictor);
+    expect(right.splits[0].meanAbsError).toEqual([0, 0, 0, 0]);
+    const noState = { ...set[0], messages: [{ role: 'user' as const, content: [{ type: 'image' as const }, { type: 'text' as const, text: 'Task: pick the block up' }] }, set[0].messages[1]] };
+    await expect(replay([noState], expertPredictor)).rejects.toThrow(/needs the robot state in the prompt .* example a has none/);
   });
 
   it('never moving scores the baseline; output that does not decode is counted and shown', async () => {

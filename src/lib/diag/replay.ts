@@ -55,7 +55,10 @@ export interface SplitReport {
   dims: string[];
   /** Per dimension, mean |policy - expert| (translations in meters, as the actions are). */
   meanAbsError: number[];
-  /** Per dimension, mean |expert|: the error of a policy that never moves (a baseline to beat). */
+  /**
+   * Per dimension, the error of a policy that never moves (a baseline to beat): mean |expert| for delta actions; for
+   * absolute targets (relabel --waypoints), mean |target - the position in the prompt's robot state|.
+   */
   zeroBaseline: number[];
   /** Mean Euclidean error of the translation (dx, dy, dz), meters. */
   translationError: number;
@@ -128,7 +131,8 @@ class Acc {
   blindExamples = 0;
   changed = 0;
 
-  add(pred: number[][], expert: number[][]): void {
+  /** `here`: for absolute targets, the current position (what "not moving" targets); undefined for deltas. */
+  add(pred: number[][], expert: number[][], here?: readonly number[]): void {
     this.parsed++;
     if (pred.length !== expert.length) this.lengthMismatches++;
     const n = Math.min(pred.length, expert.length);
@@ -146,7 +150,7 @@ class Acc {
       for (let k = 0; k < this.dims; k++) {
         // the gripper is compared as a command: open or closed
         const err = k === g ? Number(p[k] >= 0.5 !== e[k] >= 0.5) : Math.abs(p[k] - e[k]);
-        const zeroErr = k === g ? Number(e[k] < 0.5) : Math.abs(e[k]);
+        const zeroErr = k === g ? Number(e[k] < 0.5) : Math.abs(e[k] - (here?.[k] ?? 0));
         this.abs[k] += err;
         this.zero[k] += zeroErr;
         if (i === 0) this.firstAbs[k] += err;
@@ -182,6 +186,23 @@ class Acc {
 }
 
 /**
+ * For absolute targets: the end-effector position of the prompt's robot-state line (relabel --state), in meters
+ * at the translation dims of the codec's layout, so that "not moving" can be scored. An example without one is a
+ * data error: an absolute target has no never-move baseline without the position it starts from.
+ */
+function promptPosition(ex: TrainingExample, codec: ActionCodec): number[] {
+  const m = /Robot state: \[([^\]]+)\]/.exec(promptOf(ex));
+  const L = codec.layout!;
+  if (!m) throw new VlakitError('E_RECORD_INVALID', `replay of absolute targets needs the robot state in the prompt (relabel --state) to score a policy that does not move; example ${ex.id} has none`);
+  const spec = codec.describe() as { units?: string };
+  const scale = spec.units === 'cm' ? 0.01 : 1;
+  const values = m[1].split(',').map((v) => Number(v) * scale);
+  const out = new Array(L.dims).fill(0);
+  L.translation.forEach((k, n) => (out[k] = values[n]));
+  return out;
+}
+
+/**
  * Replays the action examples among `examples` through `predict` and compares with the expert's actions, by split.
  * In the gripper column the mean |error| is the share of wrong open/closed commands.
  * @example const r = await replay(examples, expertPredictor) // every meanAbsError is 0
@@ -202,6 +223,7 @@ export async function replay(examples: Iterable<TrainingExample> | AsyncIterable
     const target = targetTextOf(ex);
     const span = ex.spans.find((s) => s.kind === 'action')!;
     const expert = own.decode(actionText(target.slice(span.start, span.end)));
+    const here = own.layout?.mode === 'absolute' ? promptPosition(ex, own) : undefined;
     acc.examples++;
     const text = await predict(ex);
     let pred: number[][];
@@ -213,7 +235,7 @@ export async function replay(examples: Iterable<TrainingExample> | AsyncIterable
       o.onExample?.();
       continue;
     }
-    acc.add(pred, expert);
+    acc.add(pred, expert, here);
     if (o.blankImages) {
       const blank = await blankImage();
       const blindText = await predict({ ...ex, images: ex.images.map(() => blank) });
@@ -221,7 +243,7 @@ export async function replay(examples: Iterable<TrainingExample> | AsyncIterable
       acc.blindExamples++;
       if (blindText !== text) acc.changed++;
       try {
-        acc.blind.add(codec.decode(actionText(blindText)), expert);
+        acc.blind.add(codec.decode(actionText(blindText)), expert, here);
       } catch {
         // a blind answer that does not decode counts as changed and adds no error
       }
