@@ -50,6 +50,8 @@ const CODECS: { name: string; args: string[]; tol: [number, number, number] }[] 
 describe('7-D actions end to end', () => {
   it('annotate -> chunk keeps all 7 dimensions: per-dimension sums equal the source', async () => {
     expect((await vlakit(['annotate', 'ds/1.0.0', '--kind', 'plan', '-q', '-o', 'ann.jsonl'])).code).toBe(0);
+    // foreign data: the kinematic teacher's plans say what it could not read
+    expect(lines('ann.jsonl')[0].plan.unknown).toEqual(['wrist rotation: 3 action dimensions between translation and gripper are not read']);
     const r = await vlakit(['chunk', 'ann.jsonl', '--mode', 'merge', '-o', 'chunks.jsonl']);
     expect(r.code).toBe(0);
     const chunks = lines('chunks.jsonl');

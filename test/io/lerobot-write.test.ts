@@ -10,6 +10,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { StepRecord } from '../../src/lib/io/records.js';
 import { tempDir } from '../helpers.js';
 import { buildRlds, makeEpisode, type Painter } from '../rlds-builder.js';
 
@@ -240,7 +241,7 @@ describe('convert --to lerobot', () => {
     const { readLeRobot } = await import('../../src/lib/io/lerobot.js');
     const { groupEpisodes } = await import('../../src/lib/io/rlds.js');
     const steps = (async function* () {
-      for (const record of source) yield { record };
+      for (const record of source) yield { record: record as StepRecord };
     })();
     const root = path.join(dir, 'lrsplit');
     // a 1-byte limit: every episode starts a new file
