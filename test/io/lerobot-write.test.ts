@@ -259,6 +259,26 @@ describe('convert --to lerobot', () => {
     for (const [i, s] of back.entries()) expect(await meanError((s.observation as any).image_0.b64, source[i].observation.image_0.b64)).toBeLessThan(3);
   }, 60_000);
 
+  it('refusals: a later step that does not fit the first episode\'s features, odd frame sides for video; nothing written', async () => {
+    const { writeLeRobot } = await import('../../src/lib/io/lerobot-write.js');
+    const eps = (list: Record<string, any>[][]) =>
+      (async function* () {
+        yield* list as StepRecord[][];
+      })();
+    const step = (e: number, t: number, action: number[], extra: Record<string, unknown> = {}) => ({ episode_id: e, step: t, observation: { state: [0, 1] }, action, language_instruction: 'push', ...extra });
+    const bad = writeLeRobot(eps([[step(0, 0, [1, 2, 3, 4])], [step(1, 0, [1, 2, 3, 4]), step(1, 1, [1, 2, 3])]]), { dir: path.join(dir, 'bad1') });
+    await expect(bad).rejects.toMatchObject({ code: 'E_RECORD_INVALID', message: expect.stringMatching(/expected a list of 4 numbers \(as in the first episode\), found \[1,2,3\]/) });
+    await expect(bad).rejects.toMatchObject({ context: { record: 1, field: 'action of episode 1' } });
+    expect(existsSync(path.join(dir, 'bad1'))).toBe(false);
+    const odd = { mime: 'image/png', b64: (await sharp(Buffer.alloc(5 * 3 * 3, 90), { raw: { width: 5, height: 3, channels: 3 } }).png().toBuffer()).toString('base64') };
+    const video = writeLeRobot(eps([[{ ...step(0, 0, [1, 2, 3, 4]), observation: { image: odd } }]]), { dir: path.join(dir, 'bad2') });
+    await expect(video).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/5x3 pixels: yuv420p video needs even sides; .*--lerobot-images image/) });
+    expect(existsSync(path.join(dir, 'bad2'))).toBe(false);
+    // as images in the parquet, odd sides are fine
+    const ok = await writeLeRobot(eps([[{ ...step(0, 0, [1, 2, 3, 4]), observation: { image: odd } }]]), { dir: path.join(dir, 'odd'), images: 'image' });
+    expect(ok.steps).toBe(1);
+  });
+
   it('outputs: an existing directory is refused without --overwrite (and kept), never written over an input', async () => {
     writeFileSync(path.join(dir, 'lrimg', 'marker'), 'x');
     const r = await vlakit(['convert', 'rlds', '--to', 'lerobot', '--lerobot-images', 'image', '-o', 'lrimg']);

@@ -152,11 +152,10 @@ async function planColumns(first: StepRecord[], images: 'video' | 'image'): Prom
   const known = new Set(['episode_id', 'step', 'is_first', 'is_last', 'is_terminal', 'observation', 'action', 'reward', 'language_instruction', 'timestamp', ...LEROBOT_COLUMNS]);
   for (const k of new Set(first.flatMap((st) => Object.keys(st)))) {
     if (known.has(k)) continue;
-    const v = first.find((st) => st[k] !== undefined && st[k] !== null)?.[k];
     if (k.includes('/') || k.startsWith('observation.') || k.startsWith('next.')) leftOut.push(`${k} (not a name LeRobot allows here)`);
     else if (first.every((st) => typeof st[k] === 'number') || first.every((st) => isNumbers(st[k]))) numeric(k, (st) => st[k]);
     else if (first.every((st) => typeof st[k] === 'boolean')) columns.push({ key: k, dtype: 'bool', shape: [1], list: false, get: (st) => st[k] });
-    else columns.push({ key: k, dtype: 'string', shape: [1], list: false, json: typeof v !== 'string', get: (st) => st[k] });
+    else columns.push({ key: k, dtype: 'string', shape: [1], list: false, json: !first.every((st) => st[k] === undefined || st[k] === null || typeof st[k] === 'string'), get: (st) => st[k] });
   }
   return { columns, cameras, leftOut };
 }
