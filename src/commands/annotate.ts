@@ -3,7 +3,7 @@ import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith, lerobotFlags, lerobotOptions, size } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
-import { checkOutputFormat, claimOutput, groupEpisodes, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
+import { checkOutputFormat, claimOutput, groupEpisodes, isLeRobotDir, leRobotInfo, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
 import { ActionStepSchema, AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
@@ -133,7 +133,7 @@ export default class Annotate extends VlakitCommand {
     try {
       // one RLDS input: its fields keep their dtypes and shapes in an RLDS output (the annotations are inferred)
       const sources = to === 'rlds' && inputs.length === 1 ? rldsInputs(inputs) : [];
-      const res = await writeEpisodes(out, { ...output, output: flags.output, to, lerobot: { ...lerobotOptions(flags), onWarning: flags.quiet ? undefined : (m) => this.note(`vlakit annotate: ${m}`) }, baseFeatures: sources[0]?.features, split: flags.split, addSplit: flags['add-split'], maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
+      const res = await writeEpisodes(out, { ...output, output: flags.output, to, lerobot: { ...lerobotOptions(flags), fps: inputs.length === 1 && isLeRobotDir(inputs[0]) ? leRobotInfo(inputs[0]).fps : undefined, onWarning: flags.quiet ? undefined : (m) => this.note(`vlakit annotate: ${m}`) }, baseFeatures: sources[0]?.features, split: flags.split, addSplit: flags['add-split'], maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
       progress.stop();
       const score = flags.kind === 'plan' ? scorePlans(light) : undefined;
       if (flags.json) {

@@ -259,6 +259,16 @@ describe('convert --to lerobot', () => {
     for (const [i, s] of back.entries()) expect(await meanError((s.observation as any).image_0.b64, source[i].observation.image_0.b64)).toBeLessThan(3);
   }, 60_000);
 
+  it('v3.0 past the video file size: new files as well (a 0-byte limit: after every episode, whatever ffmpeg has flushed)', async () => {
+    const { writeLeRobot } = await import('../../src/lib/io/lerobot-write.js');
+    const { groupEpisodes } = await import('../../src/lib/io/rlds.js');
+    const steps = (async function* () {
+      for (const record of source) yield { record: record as StepRecord };
+    })();
+    const res = await writeLeRobot(groupEpisodes(steps), { dir: path.join(dir, 'lrvsplit'), fps: 5, videoCodec: 'h264', maxVideoFileBytes: 0 });
+    expect(res.files.filter((f) => f.startsWith('data/') || f.includes('wrist'))).toEqual(['data/chunk-000/file-000.parquet', 'data/chunk-000/file-001.parquet', 'videos/observation.wrist_image/chunk-000/file-000.mp4', 'videos/observation.wrist_image/chunk-000/file-001.mp4']);
+  }, 60_000);
+
   it('refusals: a later step that does not fit the first episode\'s features, odd frame sides for video; nothing written', async () => {
     const { writeLeRobot } = await import('../../src/lib/io/lerobot-write.js');
     const eps = (list: Record<string, any>[][]) =>

@@ -40,6 +40,8 @@ export interface WriteLeRobotOptions extends OutputOptions {
   robotType?: string;
   /** v3.0: start a new data file past this many bytes of rows (default 100 MB, LeRobot's). */
   maxDataFileBytes?: number;
+  /** v3.0: start new video files (and a new data file with them) past this many bytes (default 500 MB, LeRobot's). */
+  maxVideoFileBytes?: number;
   onWarning?: (msg: string) => void;
 }
 
@@ -348,6 +350,9 @@ export async function writeLeRobot(episodes: AsyncIterable<StepRecord[]>, opts: 
   const images = opts.images ?? 'video';
   const codec = opts.videoCodec ?? 'av1';
   const maxDataBytes = opts.maxDataFileBytes ?? DATA_FILE_MB * 1024 * 1024;
+  const maxVideoBytes = opts.maxVideoFileBytes ?? VIDEO_FILE_MB * 1024 * 1024;
+  /** The largest video file being written (ffmpeg writes the frames as it goes; the index comes at the end). */
+  const videoBytes = async (encs: Iterable<VideoEncoder>) => Math.max(0, ...(await Promise.all([...encs].map((e) => fsp.stat(e.file).then((st) => st.size, () => 0)))));
   if (!(fps > 0)) throw new VlakitError('E_USAGE', `fps must be positive, got ${fps}`);
   return writeOutputDir(
     opts.dir,
@@ -466,7 +471,7 @@ export async function writeLeRobot(episodes: AsyncIterable<StepRecord[]>, opts: 
           if (version === '2.1') {
             await flushData(fillLeRobotPath(LEROBOT_PATHS['2.1'].data, { episode_chunk: Math.floor(ep / CHUNKS_SIZE), episode_index: ep }));
             await closeVideos();
-          } else if (rowBytes >= maxDataBytes) {
+          } else if (rowBytes >= maxDataBytes || (encoders.size > 0 && (await videoBytes(encoders.values())) >= maxVideoBytes)) {
             await flushData(fillLeRobotPath(LEROBOT_PATHS['3.0'].data, { chunk_index: chunk, file_index: fileIdx }));
             await closeVideos();
             [chunk, fileIdx] = fileIdx === CHUNKS_SIZE - 1 ? [chunk + 1, 0] : [chunk, fileIdx + 1];
