@@ -181,6 +181,8 @@ describe('convert --to lerobot', () => {
     }
     expect(img.mean[0][0][0]).toBeCloseTo(sum / n, 9);
     expect(img.count).toEqual([5]);
+    expect(stats.episode_metadata).toBeUndefined();
+    expect(stats['next.done']).toMatchObject({ min: [0], max: [1], count: [5] });
   }, 60_000);
 
   it('v2.1 files: one parquet and one MP4 per episode from the templates, jsonl metadata', async () => {
@@ -205,6 +207,10 @@ describe('convert --to lerobot', () => {
     expect(es[1].episode_index).toBe(1);
     expect(es[1].stats.action.count).toEqual([2]);
     expect(es[1].stats.action.max).toEqual([0, 1, 2, 3, 4, 5, 6].map((d) => Math.max(source[3].action[d], source[4].action[d])));
+    // cameras per channel as [3][1][1] (LeRobot's aggregate_stats asserts that shape), strings without stats
+    expect(es[0].stats['observation.wrist_image'].std.map((c: number[][]) => [c.length, c[0].length])).toEqual([[1, 1], [1, 1], [1, 1]]);
+    expect(es[0].stats['observation.wrist_image'].count).toEqual([3]);
+    expect(es[0].stats.episode_metadata).toBeUndefined();
   });
 
   it('--lerobot-images image keeps the camera bytes in the parquet: an exact round trip', async () => {
