@@ -295,6 +295,19 @@ describe('convert --to lerobot', () => {
     expect(ok.steps).toBe(1);
   });
 
+  it('rollout --to lerobot: the built-in world\'s records (oracle, episode_metadata) read back the same; fps = --hz', async () => {
+    const common = ['rollout', '--episodes', '1', '--width', '32', '--height', '32', '--seed', '3', '--hz', '5', '-q'];
+    expect((await vlakit([...common, '-o', 'roll.jsonl'])).code).toBe(0);
+    const w = await vlakit([...common, '--to', 'lerobot', '-o', 'lrroll']);
+    expect(w.code, w.err).toBe(0);
+    expect(JSON.parse(readFileSync(path.join(dir, 'lrroll/meta/info.json'), 'utf8'))).toMatchObject({ fps: 5, features: { oracle: { dtype: 'string', info: { json: true } } } });
+    expect((await vlakit(['convert', 'lrroll', '-q', '-o', 'lrroll.jsonl'])).code).toBe(0);
+    const strip = ({ observation, episode_id, timestamp, ...rest }: Record<string, any>) => ({ ...rest, state: observation.state });
+    const [want, got] = [readJsonl('roll.jsonl'), readJsonl('lrroll.jsonl')];
+    expect(got.length).toBeGreaterThan(2);
+    expect(got.map(strip)).toEqual(want.map(strip));
+  }, 60_000);
+
   it('outputs: an existing directory is refused without --overwrite (and kept), never written over an input', async () => {
     writeFileSync(path.join(dir, 'lrimg', 'marker'), 'x');
     const r = await vlakit(['convert', 'rlds', '--to', 'lerobot', '--lerobot-images', 'image', '-o', 'lrimg']);
