@@ -1,9 +1,9 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
-import { type FlagRule, decimal, exclusive, int, onlyWith, size } from '../lib/cli/flags.js';
+import { type FlagRule, decimal, exclusive, int, onlyWith, lerobotFlags, lerobotOptions, size } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
-import { checkOutputFormat, claimOutput, groupEpisodes, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
+import { checkOutputFormat, claimOutput, groupEpisodes, isLeRobotDir, leRobotInfo, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
 import { ActionStepSchema, AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
@@ -53,7 +53,8 @@ export default class Annotate extends VlakitCommand {
     temperature: decimal({ description: 'sampling temperature of remote teachers', default: '0.2', min: 0, max: 2 }),
     output: sharedFlags.output,
     overwrite: sharedFlags.overwrite,
-    to: Flags.string({ description: 'output format (default: rlds for a directory, else jsonl)', options: ['rlds', 'jsonl'] }),
+    to: Flags.string({ description: 'output format (default: rlds for a directory, else jsonl)', options: ['rlds', 'jsonl', 'lerobot'] }),
+    ...lerobotFlags,
     'shard-size': size({ description: 'RLDS shard size limit', min: 1024 }),
     camera: Flags.string({ description: 'cameras the teacher sees, in order (default: all, the primary camera first: image, image_0, ...; plans: the primary one)', helpValue: 'NAME[,NAME...]' }),
     split: sharedFlags.split,
@@ -74,7 +75,7 @@ export default class Annotate extends VlakitCommand {
     const { argv, flags } = await this.parse(Annotate);
     const inputs = argv.length ? (argv as string[]) : ['-'];
     checkOutputFormat(flags.to, flags.output);
-    const to = (flags.to as 'rlds' | 'jsonl' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
+    const to = (flags.to as 'rlds' | 'jsonl' | 'lerobot' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
     const temperature = Number(flags.temperature);
     const cameras = parseCameraList(flags.camera);
     const teacher = makeTeacher(flags.teacher, {
@@ -132,7 +133,7 @@ export default class Annotate extends VlakitCommand {
     try {
       // one RLDS input: its fields keep their dtypes and shapes in an RLDS output (the annotations are inferred)
       const sources = to === 'rlds' && inputs.length === 1 ? rldsInputs(inputs) : [];
-      const res = await writeEpisodes(out, { ...output, output: flags.output, to, baseFeatures: sources[0]?.features, split: flags.split, addSplit: flags['add-split'], maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
+      const res = await writeEpisodes(out, { ...output, output: flags.output, to, lerobot: { ...lerobotOptions(flags), fps: inputs.length === 1 && isLeRobotDir(inputs[0]) ? leRobotInfo(inputs[0]).fps : undefined, onWarning: flags.quiet ? undefined : (m) => this.note(`vlakit annotate: ${m}`) }, baseFeatures: sources[0]?.features, split: flags.split, addSplit: flags['add-split'], maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
       progress.stop();
       const score = flags.kind === 'plan' ? scorePlans(light) : undefined;
       if (flags.json) {

@@ -1,14 +1,14 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
-import { size } from '../lib/cli/flags.js';
+import { decimal, lerobotFlags, lerobotOptions, size } from '../lib/cli/flags.js';
 import { startProgress } from '../lib/cli/progress.js';
 import { EXIT } from '../lib/errors.js';
 import { convert } from '../lib/io/index.js';
 
 export default class Convert extends VlakitCommand {
-  static summary = 'Convert records between RLDS datasets, TFRecord (plain, gzip, sharded) and JSON Lines.';
+  static summary = 'Convert records between RLDS datasets, LeRobot datasets, TFRecord (plain, gzip, sharded) and JSON Lines.';
   static description =
-    'Reads any supported input (sniffed: an RLDS/TFDS dataset directory, TFRecord files plain or gzip, directories and globs of shards, JSON Lines, stdin) and writes one output format. RLDS episodes become one JSON step record per line; step records become RLDS episodes again.';
+    'Reads any supported input (sniffed: an RLDS/TFDS dataset directory, TFRecord files plain or gzip, directories and globs of shards, JSON Lines, stdin) and writes one output format. RLDS episodes become one JSON step record per line; step records become RLDS episodes again, or a LeRobot dataset (v3.0, or v2.1 with --lerobot-version 2.1).';
   static strict = false;
   static args = {
     input: Args.string({ description: 'input files, directories or globs; "-" or nothing for stdin', required: false, ignoreStdin: true }),
@@ -17,12 +17,15 @@ export default class Convert extends VlakitCommand {
     { description: 'An RLDS dataset to step records', command: '<%= config.bin %> convert data/bridge_dataset/1.0.0 --split train -o steps.jsonl' },
     { description: 'Step records back to an RLDS dataset directory', command: '<%= config.bin %> convert steps.jsonl --to rlds -o out/my_dataset/1.0.0 --features data/bridge_dataset/1.0.0/features.json' },
     { description: 'Peek at a gzip TFRecord of tf.train.Examples', command: '<%= config.bin %> convert train.tfrecord.gz | head -3' },
+    { description: 'An RLDS dataset to a LeRobot v3.0 dataset (AV1 camera videos)', command: '<%= config.bin %> convert data/bridge_dataset/1.0.0 --to lerobot -o out/bridge_lerobot' },
     { description: 'Compress and shard', command: '<%= config.bin %> convert "shards/*.tfrecord" --to tfrecord --compression gzip --shard-size 256MB -o out/data.tfrecord.gz' },
   ];
   static flags = {
     output: sharedFlags.output,
     overwrite: sharedFlags.overwrite,
-    to: Flags.string({ description: 'output format (default: from the output name; stdout: jsonl)', options: ['jsonl', 'tfrecord', 'rlds'] }),
+    to: Flags.string({ description: 'output format (default: from the output name; stdout: jsonl)', options: ['jsonl', 'tfrecord', 'rlds', 'lerobot'] }),
+    ...lerobotFlags,
+    fps: decimal({ description: 'lerobot: frames per second; timestamps are frame_index / fps (default: a LeRobot input\'s, else 10)', min: 0, minExclusive: true }),
     split: sharedFlags.split,
     'add-split': Flags.boolean({ description: 'rlds: add --split to an existing dataset directory (same name and features) instead of refusing it' }),
     decode: Flags.string({ description: 'how TFRecord payloads are read', options: ['auto', 'rlds', 'example', 'sequence_example', 'raw'], default: 'auto' }),
@@ -45,7 +48,7 @@ export default class Convert extends VlakitCommand {
         ...this.outputOptions(flags),
         inputs,
         output: flags.output,
-        to: flags.to as 'jsonl' | 'tfrecord' | 'rlds' | undefined,
+        to: flags.to as 'jsonl' | 'tfrecord' | 'rlds' | 'lerobot' | undefined,
         split: flags.split,
         addSplit: flags['add-split'],
         decode: flags.decode as 'auto',
@@ -53,6 +56,7 @@ export default class Convert extends VlakitCommand {
         maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined,
         name: flags.name,
         featuresFile: flags.features,
+        lerobot: { ...lerobotOptions(flags), fps: flags.fps === undefined ? undefined : Number(flags.fps) },
         skipCorrupt: flags['skip-corrupt'],
         verify: flags.verify,
         signal: this.abort.signal,

@@ -4,9 +4,10 @@
  * against an exec: env that takes only 7-D actions. Checks: per-dimension sums of the chunked actions equal the
  * source's; every example and checkpoint/export carries the codec spec with the layout; the codec rebuilt from the
  * export decodes every action target back to the chunk's 7-D actions within the codec's resolution (the per-dimension
- * round-trip errors relabel --report prints); the env receives only 7-D actions.
+ * round-trip errors relabel --report prints); the env receives only 7-D actions. And one model trained long enough
+ * to write its target: the env receives exactly the codec's decode of the text the rollout records.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -50,6 +51,8 @@ const CODECS: { name: string; args: string[]; tol: [number, number, number] }[] 
 describe('7-D actions end to end', () => {
   it('annotate -> chunk keeps all 7 dimensions: per-dimension sums equal the source', async () => {
     expect((await vlakit(['annotate', 'ds/1.0.0', '--kind', 'plan', '-q', '-o', 'ann.jsonl'])).code).toBe(0);
+    // foreign data: the kinematic teacher's plans say what it could not read
+    expect(lines('ann.jsonl')[0].plan.unknown).toEqual(['wrist rotation: 3 action dimensions between translation and gripper are not read']);
     const r = await vlakit(['chunk', 'ann.jsonl', '--mode', 'merge', '-o', 'chunks.jsonl']);
     expect(r.code).toBe(0);
     const chunks = lines('chunks.jsonl');
@@ -119,4 +122,43 @@ describe('7-D actions end to end', () => {
       expect(sent.every((a) => a.length === 7 && a.every(Number.isFinite))).toBe(true);
     }
   }, 300_000);
+
+  it('rollout executes decoded model actions: a tiny model trained to one 7-D text target, the env gets its decode', async () => {
+    // VLM2VLA-NR examples (task prompt -> actions), text codec in cm with 1 digit
+    const rl = await vlakit(['relabel', 'chunks.jsonl', '--no-reasoning', '--actions', 'text', '--units', 'cm', '--precision', '1', '-q', '-o', 'ex-nr.jsonl']);
+    expect(rl.code, rl.err).toBe(0);
+    const examples = lines('ex-nr.jsonl');
+    const codec = codecFromSpec(examples[0].meta.codec);
+    // one target: a single action that moves and rotates, with the continuous gripper part-closed
+    const target = examples.find((e) => {
+      const a = codec.decode(e.messages[1].content[0].text);
+      return a.length === 1 && a[0][6] === 0.35 && a[0].slice(3, 6).every((v) => v !== 0);
+    });
+    expect(target).toBeDefined();
+    const text: string = target.messages[1].content[0].text;
+    writeFileSync(at('one.jsonl'), `${JSON.stringify(target)}\n`);
+    // memorised in 100 steps (about 7 s here; final loss ~0.02); the tokenizer covers every example's text
+    const tr = await vlakit(['train-sft', 'one.jsonl', '--vocab-from', 'ex-nr.jsonl', '--preset', 'tiny', '--vocab-size', '128', '--batch-size', '1', '--steps', '100', '--lr', '1e-2', '--seed', '1', '-q', '-o', 'run-one']);
+    expect(tr.code, tr.err).toBe(0);
+    expect((await vlakit(['export', 'run-one', '-q', '-o', 'exp-one'])).code).toBe(0);
+    const log = at('actions-one.log');
+    const ro = await vlakit(['rollout', '--policy', 'exp-one', '--env', `exec:node ${ENV7} ${log} 2`, '--episodes', '1', '--mode', 'direct', '--prompt', 'task', '--temperature-actions', '0', '--max-new-tokens', '64', '-q', '-o', 'roll-one.jsonl']);
+    expect(ro.code, ro.err).toBe(0);
+    const records = lines('roll-one.jsonl').filter((r) => r.policy);
+    const sent = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as number[]);
+    expect(sent).toHaveLength(2);
+    records.forEach((r, i) => {
+      // the model writes the trained target, and the env receives exactly its decode (as float32: the rollout loop
+      // rounds every action, as RLDS stores them)
+      expect(r.policy.text).toBe(text);
+      expect(r.policy.noop).toBeUndefined();
+      const decoded = codec.decode(r.policy.text);
+      expect(sent[i]).toEqual(decoded[0].map(Math.fround));
+    });
+    // all 7 dimensions: centimetres back to metres, rotations in radians, the gripper continuous
+    const [a] = codec.decode(text);
+    const m = /^\[\[(.+)\]\]$/.exec(text)![1].split(', ').map(Number);
+    expect(sent[0]).toEqual([m[0] / 100, m[1] / 100, m[2] / 100, m[3], m[4], m[5], m[6]].map(Math.fround));
+    expect(a[6]).toBe(0.35);
+  }, 120_000);
 });

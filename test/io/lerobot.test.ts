@@ -8,6 +8,7 @@ import { execa } from 'execa';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers.js';
+import { shortFloat32 } from '../../src/lib/io/json.js';
 
 const BIN = path.resolve('bin/run.js');
 const dir = tempDir();
@@ -163,7 +164,7 @@ describe('LeRobot datasets', () => {
     const steps = readFileSync(path.join(dir, 'novideo.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(steps).toHaveLength(frames.length);
     expect(steps[0].observation['images.wrist']).toBeUndefined();
-    expect(steps[0].action).toEqual(frames[0].action);
+    expect(steps[0].action).toEqual(frames[0].action.map(shortFloat32));
     // inspect reads the metadata and parquet only: no video decoded, no warning
     const ins = await vlakit(['inspect', 'v30']);
     expect(ins.code, ins.err).toBe(0);
@@ -181,8 +182,10 @@ describe('LeRobot datasets', () => {
       for (const [i, s] of steps.entries()) {
         const f = frames[i];
         expect([s.episode_id, s.step]).toEqual([f.episode, f.frame]);
-        expect(s.action).toEqual(f.action);
-        expect(s.observation.state).toEqual(f.state);
+        // float32 features read as the shortest decimals of the same float32s (vlakit's JSON convention)
+        expect(s.action).toEqual(f.action.map(shortFloat32));
+        expect(s.action.map(Math.fround)).toEqual(f.action);
+        expect(s.observation.state).toEqual(f.state.map(shortFloat32));
         expect(s.observation.image).toEqual({ mime: 'image/png', b64: f.png.toString('base64') });
         errors.push(await meanError(s.observation['images.wrist'].b64, f.wrist));
         expect(s.reward).toBe(f.reward);

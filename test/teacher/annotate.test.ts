@@ -21,6 +21,7 @@ import {
 } from '../../src/lib/teacher/index.js';
 import { ExecTeacher } from '../../src/lib/teacher/backends.js';
 import { collect, tempDir } from '../helpers.js';
+import { makeEpisode } from '../rlds-builder.js';
 import { type FakeServer, startFakeServer } from './fake-server.js';
 
 const dir = tempDir();
@@ -69,6 +70,54 @@ describe('kinematic teacher against the oracle', () => {
     expect(r[0].task_planning).toMatch(/then grasp the/);
     expect((r[0].logical_steps as string[])[0]).toBe(`move to the ${words[1]}`);
     expect(r[0].sub_action).toMatch(/^move /);
+  });
+});
+
+describe('the kinematic teacher says what it could not know', () => {
+  /** Steps of a 7-D dataset as test/rlds-builder.ts makes them ([dx, dy, dz, droll, dpitch, dyaw, gripper]). */
+  async function foreign(opts: { instruction?: string; state?: (t: number) => number[]; grip?: (t: number) => number } = {}): Promise<StepRecord[]> {
+    const ep = await makeEpisode(5, 8);
+    return ep.steps.map((s, t) => ({
+      episode_id: ep.episode_id,
+      step: t,
+      observation: { state: opts.state ? opts.state(t) : s.state },
+      action: [...s.action.slice(0, 6), opts.grip ? opts.grip(t) : t < 4 ? 1 : 0],
+      language_instruction: opts.instruction ?? s.instruction,
+    }));
+  }
+  const unknownOf = (out: StepRecord[][], field: 'reasoning' | 'plan') => out.flat().map((s) => (s[field] as { unknown?: string[] }).unknown);
+
+  it('built-in demonstrations (every family): no annotation carries `unknown`', async () => {
+    const eps = await demos(8, { seed: 3, images: false });
+    for (const kind of ['reasoning', 'plan'] as const) {
+      const { out } = await run(eps, { kind, teacher: new KinematicTeacher() });
+      expect(unknownOf(out, kind).every((u) => u === undefined), kind).toBe(true);
+    }
+  });
+
+  it('7-D foreign data: the rotations it does not read and the state layout it assumes', async () => {
+    // a 7-D state whose last entry is the gripper opening, an instruction naming item and place, a grasp
+    const ep = await foreign({ state: (t) => [0.4, 0, 0.2 - t * 0.01, 0, 0, 0, t < 4 ? 1 : 0] });
+    const { out } = await run([ep], { kind: 'reasoning', teacher: new KinematicTeacher() });
+    const u = unknownOf(out, 'reasoning');
+    expect(u[0]).toEqual(['wrist rotation: 3 action dimensions between translation and gripper are not read', 'state layout: not stated by the data; the state is read as [x, y, z, ...] in metres']);
+    expect(u.every((x) => JSON.stringify(x) === JSON.stringify(u[0]))).toBe(true);
+    const plan = await run([ep], { kind: 'plan', teacher: new KinematicTeacher() });
+    expect(unknownOf(plan.out, 'plan')[0]).toEqual(['wrist rotation: 3 action dimensions between translation and gripper are not read']);
+  });
+
+  it('no object named, no gripper reading, no grasp: each listed', async () => {
+    const ep = await foreign({ instruction: 'go', state: () => [0.4, 0, 0.2], grip: () => 1 });
+    const { out } = await run([ep], { kind: 'reasoning', teacher: new KinematicTeacher() });
+    const [first, later] = [unknownOf(out, 'reasoning')[0]!, unknownOf(out, 'reasoning')[3]!];
+    expect(first).toContain('object: the instruction names none; the item is called "the object"');
+    expect(first).toContain('gripper state: the state holds no gripper reading; taken from the default (open)');
+    expect(later).toContain("gripper state: the state holds no gripper reading; taken from the previous step's command");
+    expect(first).toContain('object position: the gripper never closes, so where the item lies is not located');
+    // without any state
+    const bare = (await foreign()).map((s) => ({ ...s, observation: {} }));
+    const r = await run([bare], { kind: 'reasoning', teacher: new KinematicTeacher() });
+    expect(unknownOf(r.out, 'reasoning')[0]).toContain('position: the step carries no state');
   });
 });
 

@@ -22,7 +22,7 @@ import { type EpisodeAnalysis, type RgbFrame, episodeAnalysis, findFfmpeg, forma
 import { builtinOf } from '../../lib/env/index.js';
 import { checkDistinctOutputs, checkOutputFormat, claimOutput, outputFormatFor, type StepRecord, writeEpisodes, writeOutputDir } from '../../lib/io/index.js';
 import { policyFlags, policyOptions, policyRules } from '../../lib/cli/policy-flags.js';
-import { type FlagRule, allOnlyWith, decimal, int, onlyWith, size } from '../../lib/cli/flags.js';
+import { type FlagRule, allOnlyWith, decimal, int, onlyWith, lerobotFlags, lerobotOptions, size } from '../../lib/cli/flags.js';
 import type { EpisodeSummary } from '../../lib/policy/index.js';
 import { type ActionLayout, executedLayout } from '../../lib/actions/index.js';
 
@@ -57,7 +57,8 @@ export default class Rollout extends VlakitCommand {
     seed: int({ description: 'seed of the run: the same seed gives the same episodes', default: 0, min: 0, max: 2 ** 32 - 1 }),
     output: sharedFlags.output,
     overwrite: sharedFlags.overwrite,
-    to: Flags.string({ description: 'output format (default: rlds for a directory, jsonl for a .jsonl file or stdout)', options: ['rlds', 'jsonl'] }),
+    to: Flags.string({ description: 'output format (default: rlds for a directory, jsonl for a .jsonl file or stdout)', options: ['rlds', 'jsonl', 'lerobot'] }),
+    ...lerobotFlags,
     name: Flags.string({ description: 'dataset name for RLDS output (default: from the directory name)' }),
     'shard-size': size({ description: 'RLDS shard size limit, e.g. 256MB', min: 1024 }),
     width: int({ description: 'camera image width, px', default: 128, min: 16, max: 1024 }),
@@ -104,7 +105,7 @@ export default class Rollout extends VlakitCommand {
     const { flags } = await this.parse(Rollout);
     const families = parseFamilies(flags.tasks);
     checkOutputFormat(flags.to, flags.output);
-    const to = (flags.to as 'rlds' | 'jsonl' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
+    const to = (flags.to as 'rlds' | 'jsonl' | 'lerobot' | undefined) ?? (outputFormatFor(flags.output) === 'rlds' ? 'rlds' : 'jsonl');
     const output = this.outputOptions(flags, [flags.policy === 'scripted' ? undefined : flags.policy, flags.adapter]);
     // refused before the policy is loaded and the episodes run
     if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', output);
@@ -168,7 +169,7 @@ export default class Rollout extends VlakitCommand {
       }
     })();
     try {
-      const write = () => writeEpisodes(episodes, { ...output, output: flags.output, to, name: flags.name, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
+      const write = () => writeEpisodes(episodes, { ...output, output: flags.output, to, lerobot: { ...lerobotOptions(flags), fps: flags.hz, onWarning: (m) => this.note(`vlakit rollout: ${m}`, flags.quiet || flags.json) }, name: flags.name, maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
       // the videos' directory, like every output, appears whole or not at all
       const res = video
         ? await writeOutputDir(video.dir, async (tmp) => {

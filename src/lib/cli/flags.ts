@@ -181,3 +181,15 @@ export function softLimitWarnings(defs: Record<string, unknown>, input: RuleInpu
   }
   return out;
 }
+
+/** The LeRobot output flags (convert, annotate, rollout: `--to lerobot`). */
+export const lerobotFlags = {
+  'lerobot-version': Flags.string({ description: 'lerobot output: the codebase version to write', options: ['3.0', '2.1'], default: '3.0' }),
+  'lerobot-images': Flags.string({ description: 'lerobot output: camera frames as MP4 videos (LeRobot\'s default) or as image bytes in the parquet files (lossless)', options: ['video', 'image'], default: 'video' }),
+  'video-codec': Flags.string({ description: 'lerobot output: the video codec (av1 through libaom-av1, h264 through libx264, hevc through libx265)', options: ['av1', 'h264', 'hevc'], default: 'av1' }),
+};
+
+/** The options of a LeRobot output, from lerobotFlags' values. */
+export function lerobotOptions(f: { 'lerobot-version': string; 'lerobot-images': string; 'video-codec': string }): { version: '3.0' | '2.1'; images: 'video' | 'image'; videoCodec: 'av1' | 'h264' | 'hevc' } {
+  return { version: f['lerobot-version'] as '3.0' | '2.1', images: f['lerobot-images'] as 'video' | 'image', videoCodec: f['video-codec'] as 'av1' | 'h264' | 'hevc' };
+}

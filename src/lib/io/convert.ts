@@ -14,9 +14,11 @@ import { claimOutput, type OutputOptions, tempNameFor } from './outputs.js';
 import { newStats, readRecords, rldsInputs, type ReadOptions, type ReadStats, type SourceRecord } from './read.js';
 import type { StepRecord } from './records.js';
 import { groupEpisodes, loadFeatures, writeRlds } from './rlds.js';
+import { isLeRobotDir, leRobotInfo } from './lerobot.js';
+import { writeLeRobot, type WriteLeRobotOptions } from './lerobot-write.js';
 import { ShardedTfrecordWriter, shardSuffix } from './writer.js';
 
-export type OutputFormat = 'jsonl' | 'tfrecord' | 'rlds';
+export type OutputFormat = 'jsonl' | 'tfrecord' | 'rlds' | 'lerobot';
 
 export interface ConvertOptions extends ReadOptions, Omit<OutputOptions, 'signal' | 'inputs'> {
   inputs: string[];
@@ -32,6 +34,8 @@ export interface ConvertOptions extends ReadOptions, Omit<OutputOptions, 'signal
   name?: string;
   /** A features.json to write RLDS/TFRecord episodes with (default: the input dataset's, else inferred). */
   featuresFile?: string;
+  /** lerobot output: version, fps (default: a LeRobot input's, else 10), camera storage and video codec. */
+  lerobot?: Pick<WriteLeRobotOptions, 'version' | 'fps' | 'images' | 'videoCodec' | 'robotType'>;
   /** Where stdout output goes (default process.stdout). */
   stdout?: Writable;
 }
@@ -66,6 +70,19 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
   const records = readRecords(opts.inputs, opts, stats);
   const toStdout = !opts.output || opts.output === '-';
   const gzip = opts.compression === 'gzip' || (opts.compression === undefined && !!opts.output?.endsWith('.gz'));
+  if (to === 'lerobot') {
+    if (toStdout) throw new VlakitError('E_USAGE', 'LeRobot output is a directory: give it with -o DIR');
+    const source = opts.inputs.length === 1 && isLeRobotDir(opts.inputs[0]) ? leRobotInfo(opts.inputs[0]) : undefined;
+    const res = await writeLeRobot(groupEpisodes(stepsOnly(records, 'a LeRobot dataset')), {
+      ...out,
+      ...opts.lerobot,
+      fps: opts.lerobot?.fps ?? source?.fps,
+      robotType: opts.lerobot?.robotType ?? source?.robot_type,
+      dir: opts.output!,
+      onWarning: opts.onWarning,
+    });
+    return { to, outputs: [res.dir], records: stats.records, episodes: res.episodes, steps: res.steps, read: stats };
+  }
   if (to === 'rlds') {
     if (toStdout) throw new VlakitError('E_USAGE', 'RLDS output is a directory: give it with -o DIR');
     const sources = rldsInputs(opts.inputs);

@@ -38,6 +38,7 @@ export {
 export type { OutputClaim, OutputKind, OutputOptions } from './outputs.js';
 export { imageInfo, sniffImageMime } from './images.js';
 export { convert, outputFormatFor } from './convert.js';
+export { isLeRobotDir, leRobotInfo } from './lerobot.js';
 export type { ConvertOptions, ConvertSummary, OutputFormat } from './convert.js';
 export { inspect, formatInspect } from './inspect.js';
 export type { InspectSummary } from './inspect.js';

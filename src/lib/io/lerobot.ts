@@ -18,6 +18,7 @@ import { z } from 'zod';
 import { VlakitError } from '../errors.js';
 import { readJsonFile } from './json-file.js';
 import { sniffImageMime } from './images.js';
+import { shortFloat32 } from './json.js';
 import type { StepRecord } from './records.js';
 
 const InfoSchema = z.looseObject({
@@ -46,7 +47,22 @@ export function isLeRobotDir(dir: string): boolean {
   }
 }
 
+/** A LeRobot dataset's fps and robot type, from its info.json (undefined where absent or unreadable). */
+export function leRobotInfo(dir: string): { fps?: number; robot_type?: string } {
+  try {
+    const j = JSON.parse(readFileSync(path.join(dir, 'meta', 'info.json'), 'utf8')) as { fps?: unknown; robot_type?: unknown };
+    return { fps: typeof j.fps === 'number' && j.fps > 0 ? j.fps : undefined, robot_type: typeof j.robot_type === 'string' ? j.robot_type : undefined };
+  } catch {
+    return {};
+  }
+}
+
 type Row = Record<string, unknown>;
+
+/** LeRobot's own per-frame columns (read into step fields of their own, or used to order the steps). */
+const STANDARD = new Set(['timestamp', 'frame_index', 'episode_index', 'index', 'task_index']);
+/** Step record fields a column may not replace. */
+const STEP_FIELDS = new Set(['episode_id', 'step', 'is_first', 'is_last', 'is_terminal', 'observation', 'reward', 'language_instruction']);
 
 async function readParquet(file: string): Promise<Row[]> {
   const { asyncBufferFromFile, parquetReadObjects } = await import('hyparquet');
@@ -60,11 +76,15 @@ async function readParquet(file: string): Promise<Row[]> {
 
 const num = (v: unknown): number => (typeof v === 'bigint' ? Number(v) : Number(v));
 
-/** A parquet value as JSON numbers (lists of float32 stay numbers; bigints become numbers). */
-function plain(v: unknown): unknown {
+/**
+ * A parquet value as JSON numbers (bigints become numbers); a float32 feature's numbers become the shortest decimals
+ * that read back as the same float32, as everywhere in vlakit's JSON (json.ts).
+ */
+function plain(v: unknown, float32 = false): unknown {
   if (typeof v === 'bigint') return Number(v);
-  if (Array.isArray(v)) return v.map(plain);
-  if (ArrayBuffer.isView(v) && !(v instanceof Uint8Array)) return Array.from(v as unknown as ArrayLike<number>);
+  if (typeof v === 'number') return float32 && Number.isFinite(v) ? shortFloat32(v) : v;
+  if (Array.isArray(v)) return v.map((x) => plain(x, float32));
+  if (ArrayBuffer.isView(v) && !(v instanceof Uint8Array)) return Array.from(v as unknown as ArrayLike<number>, (x) => plain(x, float32));
   return v;
 }
 
@@ -174,6 +194,7 @@ export async function* readLeRobot(root: string, opts: { signal?: AbortSignal; o
     return decodeFrames(ffmpeg!, file, start, count, h, w);
   };
   const images = new Set(Object.entries(info.features).filter(([, f]) => f.dtype === 'image').map(([k]) => k));
+  const f32 = new Set(Object.entries(info.features).filter(([, f]) => f.dtype === 'float32').map(([k]) => k));
   const files = (await fg('data/**/*.parquet', { cwd: root, onlyFiles: true })).sort();
   if (!files.length) throw new VlakitError('E_NOT_FOUND', 'a LeRobot dataset without parquet files under data/', { file: root });
   for (const rel of files) {
@@ -216,7 +237,21 @@ export async function* readLeRobot(root: string, opts: { signal?: AbortSignal; o
             const bytes = (v as { bytes?: unknown } | null)?.bytes;
             if (!(bytes instanceof Uint8Array)) throw new VlakitError('E_RECORD_INVALID', 'an image feature without bytes', { file, record: i, field: k });
             observation[name] = { mime: sniffImageMime(bytes) ?? 'application/octet-stream', b64: Buffer.from(bytes).toString('base64') };
-          } else observation[name] = plain(v);
+          } else observation[name] = plain(v, f32.has(k));
+        }
+        // other columns (discount, annotations, ...) become step fields of the same name; "string" features marked
+        // {"info": {"json": true}} hold JSON text (vlakit writes non-string step fields so)
+        const extra: Record<string, unknown> = {};
+        for (const [k, v] of Object.entries(r)) {
+          if (k.startsWith('observation.') || k.startsWith('next.') || k === 'action' || STANDARD.has(k) || STEP_FIELDS.has(k) || v === null || v === undefined) continue;
+          const f = info.features[k] as { dtype: string; info?: { json?: unknown } } | undefined;
+          if (f?.dtype === 'string' && f.info?.json === true && typeof v === 'string') {
+            try {
+              extra[k] = JSON.parse(v);
+            } catch {
+              throw new VlakitError('E_RECORD_INVALID', 'a JSON feature whose text is not JSON', { file, record: i, field: k });
+            }
+          } else extra[k] = plain(v, f32.has(k));
         }
         const task = tasks.get(num(r.task_index));
         const step: StepRecord = {
@@ -226,10 +261,11 @@ export async function* readLeRobot(root: string, opts: { signal?: AbortSignal; o
           is_last: i === frames.length - 1,
           is_terminal: i === frames.length - 1 && (r['next.done'] === undefined || Boolean(r['next.done'])),
           observation,
-          action: plain(r.action),
-          ...(r['next.reward'] !== undefined ? { reward: plain(r['next.reward']) } : {}),
+          action: plain(r.action, f32.has('action')),
+          ...(r['next.reward'] !== undefined ? { reward: plain(r['next.reward'], f32.has('next.reward')) } : {}),
           language_instruction: task ?? '',
-          ...(r.timestamp !== undefined ? { timestamp: plain(r.timestamp) } : {}),
+          ...(r.timestamp !== undefined ? { timestamp: plain(r.timestamp, f32.has('timestamp')) } : {}),
+          ...extra,
         };
         yield step;
       }

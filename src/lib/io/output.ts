@@ -1,4 +1,4 @@
-/** Writing step records: JSON Lines (file or stdout) or an RLDS dataset directory, whole or not at all. */
+/** Writing step records: JSON Lines (file or stdout), an RLDS or a LeRobot dataset directory, whole or not at all. */
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable, type Writable } from 'node:stream';
@@ -6,6 +6,7 @@ import { VlakitError } from '../errors.js';
 import { encodeJsonl } from './jsonl.js';
 import type { StepRecord } from './records.js';
 import { claimOutput, type OutputOptions } from './outputs.js';
+import { writeLeRobot, type WriteLeRobotOptions } from './lerobot-write.js';
 import { writeRlds, type WriteRldsOptions } from './rlds.js';
 import { AtomicFile } from './writer.js';
 
@@ -67,17 +68,24 @@ export async function writeJsonl(values: AsyncIterable<unknown>, output?: string
 }
 
 export interface WriteEpisodesOptions extends Omit<WriteRldsOptions, 'dir'>, OutputOptions {
-  /** A .jsonl path, '-' for stdout, or a directory for RLDS. */
+  /** A .jsonl path, '-' for stdout, or a directory for RLDS and LeRobot. */
   output?: string;
-  to: 'jsonl' | 'rlds';
+  to: 'jsonl' | 'rlds' | 'lerobot';
+  /** LeRobot output's version, fps, camera storage and codec. */
+  lerobot?: Omit<WriteLeRobotOptions, 'dir' | keyof OutputOptions>;
 }
 
-/** Writes episodes of step records as JSON Lines or as an RLDS dataset. */
+/** Writes episodes of step records as JSON Lines, an RLDS dataset or a LeRobot dataset. */
 export async function writeEpisodes(episodes: AsyncIterable<StepRecord[]>, opts: WriteEpisodesOptions): Promise<{ episodes: number; steps: number; outputs: string[] }> {
   checkOutputFormat(opts.to, opts.output);
   if (opts.to === 'rlds') {
     if (!opts.output || opts.output === '-') throw new VlakitError('E_USAGE', 'RLDS output is a directory: give it with -o DIR');
     const r = await writeRlds(episodes, { ...opts, dir: opts.output });
+    return { episodes: r.episodes, steps: r.steps, outputs: [r.dir] };
+  }
+  if (opts.to === 'lerobot') {
+    if (!opts.output || opts.output === '-') throw new VlakitError('E_USAGE', 'LeRobot output is a directory: give it with -o DIR');
+    const r = await writeLeRobot(episodes, { overwrite: opts.overwrite, inputs: opts.inputs, signal: opts.signal, onNote: opts.onNote, flag: opts.flag, ...opts.lerobot, dir: opts.output });
     return { episodes: r.episodes, steps: r.steps, outputs: [r.dir] };
   }
   let n = 0;

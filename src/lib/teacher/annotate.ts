@@ -11,7 +11,7 @@ import type { StepRecord } from '../io/records.js';
 import { type AnswerCache, hashKey } from './cache.js';
 import { type ParsedPlan, ParseError, PROMPT_VERSIONS, planPrompt, parsePlan, parseReasoning, type Reasoning, reasoningPrompt, repairPrompt } from './prompts.js';
 import type { PlanAnnotation, ReasoningAnnotation } from './records.js';
-import type { Teacher, TeacherMessage, TeacherRequest } from './types.js';
+import type { DataFacts, Teacher, TeacherMessage, TeacherRequest } from './types.js';
 
 export interface AnnotateOptions {
   kind: 'reasoning' | 'plan';
@@ -191,6 +191,12 @@ class Annotator {
     const actions = steps.map(actionOf);
     const states = steps.map(stateOf);
     const base = { teacher: this.teacherId, prompt_version: PROMPT_VERSIONS[this.opts.kind] };
+    const facts: DataFacts = { builtin: steps[0].oracle !== undefined, actionDims: Array.isArray(steps[0].action) ? steps[0].action.length : 0 };
+    // what the teacher could not determine (local teachers say so): carried as `unknown` when there is anything
+    const unknownOf = (req: TeacherRequest) => {
+      const u = this.opts.teacher.limits?.(req, facts) ?? [];
+      return u.length ? { unknown: u } : {};
+    };
     let out: StepRecord[];
     if (this.opts.kind === 'plan') {
       const frames = sampleFrames(steps.length, this.opts.frames ?? 8);
@@ -202,13 +208,14 @@ class Annotator {
         context: { actions, states, instruction },
       };
       const plan = await this.guarded(() => this.askParsed<ParsedPlan>(req, (text) => parsePlan(text, steps.length)));
+      const unknown = unknownOf(req);
       if ('error' in plan) this.usage.errors += 1;
       else if (plan.repairs.length) this.usage.localRepairs += 1;
       out = steps.map((s) => {
         if ('error' in plan) return { ...s, plan: { index: -1, description: '', reasoning: '', main_movements: '', start: 0, end: steps.length - 1, count: 0, repairs: [], ...base, error: plan.error } satisfies PlanAnnotation };
         const i = plan.steps.findIndex((p) => s.step >= p.start && s.step <= p.end);
         const p = plan.steps[i];
-        return { ...s, plan: { index: i, description: p.description, reasoning: p.reasoning, main_movements: p.main_movements, start: p.start, end: p.end, count: plan.steps.length, repairs: plan.repairs, ...base, error: '' } satisfies PlanAnnotation };
+        return { ...s, plan: { index: i, description: p.description, reasoning: p.reasoning, main_movements: p.main_movements, start: p.start, end: p.end, count: plan.steps.length, repairs: plan.repairs, ...unknown, ...base, error: '' } satisfies PlanAnnotation };
       });
     } else {
       const stride = Math.max(1, this.opts.stride ?? 1);
@@ -222,7 +229,7 @@ class Annotator {
             messages: [{ role: 'user', text: reasoningPrompt(instruction, Math.max(images.length, 1)), images }],
             context: { actions, states, instruction, step: t },
           };
-          return this.guarded(() => this.askParsed<Reasoning>(req, parseReasoning));
+          return this.guarded(() => this.askParsed<Reasoning>(req, parseReasoning)).then((r) => ('error' in r ? r : { ...r, ...unknownOf(req) }));
         }),
       );
       let last: { fields: Reasoning | { error: string }; at: number } | undefined;

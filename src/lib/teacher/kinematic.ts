@@ -4,7 +4,7 @@
  * at gripper events and direction changes into subtasks named with the objects of the instruction, and the four
  * reasoning sections filled with what can honestly be derived from those.
  */
-import type { Teacher, TeacherAnswer, TeacherRequest } from './types.js';
+import type { DataFacts, Teacher, TeacherAnswer, TeacherRequest } from './types.js';
 
 export interface TaskWords {
   object: string;
@@ -237,7 +237,7 @@ export function kinematicReasoning(actions: number[][], states: (number[] | unde
   const st = states[step];
   // what the frame shows: the state's gripper when it has one ([x, y, z, opening] or [..., 7-D with gripper last]),
   // else the command in force when it was taken (the previous step's); never this step's own action (the label)
-  const observed = st && (st.length === 4 || st.length === 7 || st.length === 8) && st[st.length - 1] >= 0 && st[st.length - 1] <= 1 ? st[st.length - 1] : undefined;
+  const observed = observedGripper(st);
   const gripOpen = (observed ?? (step > 0 ? actions[step - 1][actions[step - 1].length - 1] : 1)) >= 0.5;
   const holding = cur.phase === 'lift' || cur.phase === 'carry' || (cur.phase === 'place' && !gripOpen) || (cur.phase === 'grasp' && step > cur.start);
   const named = [w.object, w.target, w.second].filter(Boolean).map((n) => `the ${n}`).join(', ');
@@ -262,6 +262,32 @@ export function kinematicReasoning(actions: number[][], states: (number[] | unde
     logical_steps: labels,
     sub_action: primitive(actions[step], step > 0 ? actions[step - 1][actions[step - 1].length - 1] : 1),
   };
+}
+
+/** The gripper opening a state shows: the last of a 4-, 7- or 8-number state when it lies in [0, 1]. */
+function observedGripper(st: number[] | undefined): number | undefined {
+  return st && (st.length === 4 || st.length === 7 || st.length === 8) && st[st.length - 1] >= 0 && st[st.length - 1] <= 1 ? st[st.length - 1] : undefined;
+}
+
+/**
+ * What the kinematic teacher could not determine from the data it reads (actions, state, instruction), for a plan
+ * or for the reasoning of one step: on the built-in world's demonstrations, nothing.
+ * @example kinematicLimits('reasoning', { actions, states, instruction: 'wipe', step: 3 }, { builtin: false, actionDims: 7 })
+ */
+export function kinematicLimits(kind: 'reasoning' | 'plan', c: { actions: number[][]; states?: (number[] | undefined)[]; instruction: string; step?: number }, data: DataFacts): string[] {
+  const out: string[] = [];
+  const w = parseInstruction(c.instruction);
+  const segs = checkedSegments(c.actions);
+  if (w.object === 'object') out.push('object: the instruction names none; the item is called "the object"');
+  if (data.actionDims > 4) out.push(`wrist rotation: ${data.actionDims - 4} action dimensions between translation and gripper are not read`);
+  if (kind === 'plan') return out;
+  const step = c.step ?? 0;
+  const st = c.states?.[step];
+  if (!st) out.push('position: the step carries no state');
+  else if (!data.builtin && st.length >= 3) out.push('state layout: not stated by the data; the state is read as [x, y, z, ...] in metres');
+  if (observedGripper(st) === undefined) out.push(`gripper state: the state holds no gripper reading; taken from ${step > 0 ? "the previous step's command" : 'the default (open)'}`);
+  if (!segs.some((s) => s.phase === 'grasp')) out.push('object position: the gripper never closes, so where the item lies is not located');
+  return out;
 }
 
 /** A verdict from the world's facts (the privileged teacher sees the oracle, not the pixels). */
@@ -289,5 +315,10 @@ export class KinematicTeacher implements Teacher {
     const c = req.context as { actions: number[][]; states: (number[] | undefined)[]; instruction: string; step?: number };
     const body = req.kind === 'plan' ? kinematicPlan(c.actions, c.instruction) : kinematicReasoning(c.actions, c.states, c.instruction, c.step ?? 0);
     return answer(body);
+  }
+
+  limits(req: TeacherRequest, data: DataFacts): string[] {
+    if (req.kind !== 'reasoning' && req.kind !== 'plan') return [];
+    return kinematicLimits(req.kind, req.context as { actions: number[][]; states: (number[] | undefined)[]; instruction: string; step?: number }, data);
   }
 }

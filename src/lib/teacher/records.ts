@@ -16,6 +16,8 @@ export const ReasoningAnnotationSchema = z.looseObject({
   logical_steps: z.array(z.string()),
   sub_action: z.string(),
   source_step: step.optional(),
+  /** What the teacher could not determine (the kinematic teacher on data other than the built-in world's). */
+  unknown: z.array(z.string()).optional(),
   teacher: z.string().optional(),
   prompt_version: z.string().optional(),
   error: z.string().optional(),
@@ -33,6 +35,7 @@ export const PlanAnnotationSchema = z
     end: step,
     count: step.optional(),
     repairs: z.array(z.string()).optional(),
+    unknown: z.array(z.string()).optional(),
     teacher: z.string().optional(),
     prompt_version: z.string().optional(),
     error: z.string().optional(),

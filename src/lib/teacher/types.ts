@@ -30,6 +30,14 @@ export interface TeacherAnswer {
   retries: number;
 }
 
+/** What the annotator knows of the data besides the request: whether it is the built-in world's, the action size. */
+export interface DataFacts {
+  /** The steps carry the built-in world's oracle (its state layout is documented: [x, y, z, gripper opening]). */
+  builtin: boolean;
+  /** Numbers per action in the data (the kinematic teacher reads translation and gripper only). */
+  actionDims: number;
+}
+
 export interface Teacher {
   /** e.g. "kinematic", "gemini:gemini-2.5-flash", "openai:qwen2.5-vl". */
   readonly id: string;
@@ -38,5 +46,10 @@ export interface Teacher {
   /** Whether the answer depends on `context` (then it is part of the cache key; else only what is sent counts). */
   readonly readsContext: boolean;
   complete(req: TeacherRequest, signal?: AbortSignal): Promise<TeacherAnswer>;
+  /**
+   * What this teacher could not determine for the answer to `req` (local teachers that read `context`): short
+   * phrases, "gripper state: ...". Annotations carry them as `unknown` when there are any.
+   */
+  limits?(req: TeacherRequest, data: DataFacts): string[];
   close?(): Promise<void>;
 }
