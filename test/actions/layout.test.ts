@@ -163,3 +163,15 @@ describe('cameras', () => {
     expect(Object.keys(keepCameras(obs, ['wrist']))).toEqual(['wrist', 'state']);
   });
 });
+
+describe('the action prompts name the layout and units the codec writes', () => {
+  it('4-D meters as before; 7-D names the rotations; centimeters; absolute targets are positions', async () => {
+    const { PROMPTS, actionFormatOf, waypointLayout } = await import('../../src/lib/actions/index.js');
+    const four = PROMPTS.task('pick the block up');
+    expect(four).toBe('Task: pick the block up\nOutput the end-effector actions [dx, dy, dz, gripper] (+x is forward, +y is left, +z is up (meters per step); the gripper is 1 when open and 0 when closed).');
+    expect(PROMPTS.task('pick the block up', undefined, actionFormatOf(new TextCodec(3, 'm', parseLayout('xyz-g'))))).toBe(four);
+    expect(PROMPTS.task('pick', undefined, actionFormatOf(new TextCodec(1, 'cm', XYZRPYG)))).toContain('[dx, dy, dz, droll, dpitch, dyaw, gripper] (+x is forward, +y is left, +z is up (centimeters per step, rotations in radians);');
+    expect(PROMPTS.actions('reach', 'move down', undefined, actionFormatOf(new WordsCodec(1, XYZRPYG)))).toContain('[dx, dy, dz, droll, dpitch, dyaw, gripper] (+x is forward, +y is left, +z is up (meters per step, rotations in radians);');
+    expect(PROMPTS.refinevla('pick', false, undefined, actionFormatOf(new TextCodec(1, 'cm', waypointLayout(parseLayout('xyz-g'), 0.015))))).toContain('[x, y, z, gripper] (+x is forward, +y is left, +z is up (centimeters);');
+  });
+});

@@ -17,7 +17,7 @@ import { EpisodeIdSchema, expected, ImageSchema } from '../io/records.js';
 import { directionWords } from '../teacher/kinematic.js';
 import { type ActionCodec, ActionCodecSpecSchema, codecStateText } from './codecs.js';
 import { VlakitError } from '../errors.js';
-import { ACTIONS_MARKER, PROMPTS } from './prompts.js';
+import { ACTIONS_MARKER, PROMPTS, actionFormatOf } from './prompts.js';
 import type { ChunkRecord } from './records.js';
 
 const offset = z.number().int().nonnegative();
@@ -141,6 +141,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
     return names ? camerasOf(obs, names) : all ? camerasOf(obs) : camerasOf(obs).slice(0, 1);
   };
   const instr = chunks[0].language_instruction;
+  const format = actionFormatOf(opts.codec);
   const out: TrainingExample[] = [];
   const stateOf = (c: ChunkRecord): string | undefined => {
     if (!opts.codec.state) return undefined;
@@ -156,7 +157,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
       const imgs = views(c, c.observation, true);
       const r = c.reasoning ?? undefined;
       const withReasoning = !opts.noReasoning && r && !r.error;
-      const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning), stateOf(c));
+      const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning), stateOf(c), format);
       out.push(
         example(`${ep}/refinevla/${c.chunk_index}`, imgs, prompt, [...(withReasoning ? [{ text: rationaleText(r), kind: 'reasoning' as const }] : []), { text: `${ACTIONS_MARKER} ${opts.codec.encode(c.actions)}`, kind: 'action' }], meta('refinevla', c.start_step, c.end_step), c.oracle),
       );
@@ -166,7 +167,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
 
   if (opts.noReasoning) {
     for (const c of chunks) {
-      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), (opts.compactPrompt ? PROMPTS.compact : PROMPTS.task)(instr, stateOf(c)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
+      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), (opts.compactPrompt ? PROMPTS.compact(instr, stateOf(c)) : PROMPTS.task(instr, stateOf(c), format)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
     }
     return out;
   }
@@ -183,7 +184,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
       out.push(example(`${ep}/motion/${i}`, img, PROMPTS.motionPlan(sub), [{ text: plan, kind: 'reasoning' }], meta('motion_plan', c.start_step, c.end_step), c.oracle));
     }
     out.push(
-      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan, stateOf(c)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), c.oracle),
+      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan, stateOf(c), format), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), c.oracle),
     );
     const after = views(c, c.next_observation);
     const verify = PROMPTS.verify(sub);

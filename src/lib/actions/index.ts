@@ -19,7 +19,8 @@ export type { TokenVocab } from './tokenizers.js';
 export { chunkEpisode, subtasksOf, isChunkRecord, ChunkRecordSchema } from './records.js';
 export type { ChunkRecord, ChunkOptions } from './records.js';
 export { episodeExamples, splitOf, rationaleText, targetOf, TrainingExampleSchema, SpanSchema } from './examples.js';
-export { ACTIONS_MARKER, CONVENTIONS, PROMPTS, parseSubtaskList } from './prompts.js';
+export { ACTIONS_MARKER, CONVENTIONS, PROMPTS, actionFormatOf, parseSubtaskList } from './prompts.js';
+export type { ActionFormat } from './prompts.js';
 export { waypointTargets, waypointDeltas, waypointLayout, isWaypointLayout, executedLayout } from './waypoints.js';
 export type { TrainingExample, ExampleOptions, Span } from './examples.js';
 

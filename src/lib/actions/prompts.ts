@@ -3,9 +3,33 @@
  * exactly the words of training. VLM2VLA's three stages plus the verifier question; ReFineVLA's
  * reason-then-act prompt and its no-reasoning form; the plain task prompt (VLM2VLA-NR) and its compact form.
  */
+import type { ActionCodec } from './codecs.js';
+import { type ActionLayout, dimNames } from './layout.js';
+
 export const CONVENTIONS = '+x is forward, +y is left, +z is up (meters per step); the gripper is 1 when open and 0 when closed';
 
-const ACTIONS = `Output the end-effector actions [dx, dy, dz, gripper] (${CONVENTIONS}).`;
+/** What the action prompts say about the actions: their layout (default: 4-D deltas) and translation units (default: meters). */
+export interface ActionFormat {
+  layout?: ActionLayout;
+  units?: 'm' | 'cm';
+}
+
+/** The action format of a codec: its layout and (text and tokens) its translation units. */
+export function actionFormatOf(codec: ActionCodec): ActionFormat {
+  const units = (codec.describe() as { units?: unknown }).units;
+  return { layout: codec.layout, units: units === 'cm' ? 'cm' : 'm' };
+}
+
+/**
+ * The sentence on the action format: the dimension names of the layout (`[dx, dy, dz, gripper]` for the built-in
+ * world, `[dx, dy, dz, droll, dpitch, dyaw, gripper]` for 7-D data, `[x, y, z, gripper]` for absolute targets) and
+ * the units the codec writes.
+ */
+function actionsSentence(f: ActionFormat = {}): string {
+  const names = f.layout ? dimNames(f.layout).join(', ') : 'dx, dy, dz, gripper';
+  const units = `${f.units === 'cm' ? 'centimeters' : 'meters'}${!f.layout || f.layout.mode === 'delta' ? ' per step' : ''}${f.layout?.rotation.length ? ', rotations in radians' : ''}`;
+  return `Output the end-effector actions [${names}] (+x is forward, +y is left, +z is up (${units}); the gripper is 1 when open and 0 when closed).`;
+}
 
 /** The letters of multiple-choice options, in order. */
 export const LETTERS = 'ABCDEFGHIJ';
@@ -29,19 +53,19 @@ export const PROMPTS = {
   /** VLM2VLA stage 2: the motion plan of a subtask. */
   motionPlan: (subtask: string) => `Subtask: ${subtask}\nDescribe the motion of the end-effector for this subtask (${CONVENTIONS}).`,
   /** VLM2VLA stage 3: the action chunk of a subtask, given its motion plan. */
-  actions: (subtask: string, plan?: string, state?: string) => `Subtask: ${subtask}\n${plan ? `Motion plan: ${plan}\n` : ''}${stateLine(state)}${ACTIONS}`,
+  actions: (subtask: string, plan?: string, state?: string, format?: ActionFormat) => `Subtask: ${subtask}\n${plan ? `Motion plan: ${plan}\n` : ''}${stateLine(state)}${actionsSentence(format)}`,
   /** The verifier question over the frames before and after a subtask: "yes" or "no". */
   verify: (subtask: string) => `Subtask: ${subtask}\nThe first image was taken before and the second after the robot attempted the subtask. Was the subtask completed? Answer yes or no.`,
   /** Direction prediction (an auxiliary VLM2VLA example). */
   direction: (subtask: string) => `Subtask: ${subtask}\nIn which directions must the end-effector move for this subtask (${CONVENTIONS})?`,
   /** ReFineVLA: reason (observation, situation analysis, spatial reasoning, task planning), then act. */
-  refinevla: (instruction: string, reasoning: boolean, state?: string) =>
-    `Instruction: ${instruction}\n${stateLine(state)}${reasoning ? 'Reason step by step about the scene (observation, situation analysis, spatial reasoning, task planning), then give the next actions.' : 'Give the next actions.'} ${ACTIONS}`,
+  refinevla: (instruction: string, reasoning: boolean, state?: string, format?: ActionFormat) =>
+    `Instruction: ${instruction}\n${stateLine(state)}${reasoning ? 'Reason step by step about the scene (observation, situation analysis, spatial reasoning, task planning), then give the next actions.' : 'Give the next actions.'} ${actionsSentence(format)}`,
   /** A visual question: a short answer, or (with choices) the option's letter. */
   vqa: (question: string, choices?: string[], hint?: string) =>
     `${hint ? `Hint: ${hint}\n` : ''}Question: ${question}\n${choices?.length ? `${choices.map((c, i) => `${LETTERS[i]}. ${c}`).join('\n')}\nAnswer with the letter of the right option.` : 'Answer with one word or a short phrase.'}`,
   /** Image + instruction -> actions, with no reasoning (VLM2VLA-NR). */
-  task: (instruction: string, state?: string) => `Task: ${instruction}\n${stateLine(state)}${ACTIONS}`,
+  task: (instruction: string, state?: string, format?: ActionFormat) => `Task: ${instruction}\n${stateLine(state)}${actionsSentence(format)}`,
   /**
    * The task prompt without the sentence on the action format (`relabel --compact-prompt`): for small models trained
    * from scratch, to which those 50-odd tokens say nothing (the example's codec spec records the conventions) and cost a

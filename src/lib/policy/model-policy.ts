@@ -11,7 +11,7 @@
 import { type ActionCodec, codecStateText } from '../actions/codecs.js';
 import type { ActionLayout } from '../actions/layout.js';
 import { isWaypointLayout, waypointDeltas } from '../actions/waypoints.js';
-import { ACTIONS_MARKER, PROMPTS, parseSubtaskList } from '../actions/prompts.js';
+import { ACTIONS_MARKER, PROMPTS, actionFormatOf, parseSubtaskList } from '../actions/prompts.js';
 import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
 import { actionProblem } from '../env/safety.js';
@@ -242,7 +242,8 @@ export class ModelPolicy extends ChunkPolicy {
       const style = this.o.prompt ?? 'refinevla';
       const state = this.stateText(obs);
       const plain = style === 'task' || style === 'compact'; // VLM2VLA-NR targets: the actions without the ReFineVLA marker
-      const prompt = plain ? PROMPTS[style](ctx.instruction, state) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla', state);
+      const format = actionFormatOf(this.o.codec);
+      const prompt = style === 'compact' ? PROMPTS.compact(ctx.instruction, state) : style === 'task' ? PROMPTS.task(ctx.instruction, state, format) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla', state, format);
       const a = await this.actions(prompt, style === 'task' ? images.slice(0, 1) : images, !plain, info, obs);
       this.cycles++;
       return { actions: a.actions, info, modelMs: a.ms };
@@ -299,7 +300,7 @@ export class ModelPolicy extends ChunkPolicy {
       info.motion_plan = r.texts.at(-1);
       if (r.texts.length > 1) info.plan_resampled = r.texts.length - 1;
     }
-    const a = await this.actions(PROMPTS.actions(subtask, plan, this.stateText(obs)), frames, false, info, obs);
+    const a = await this.actions(PROMPTS.actions(subtask, plan, this.stateText(obs), actionFormatOf(this.o.codec)), frames, false, info, obs);
     ms += a.ms;
     this.pending = { image, info: ctx.info };
     this.cycles++;
