@@ -93,7 +93,7 @@ describe('7-D actions end to end', () => {
       expect(examples.every((e) => JSON.stringify(e.meta.codec) === JSON.stringify(spec))).toBe(true);
 
       const run = `run-${c.name}`;
-      const tr = await vlakit(['train-sft', `ex-${c.name}.jsonl`, '--preset', 'tiny', '--vocab-size', '128', '--batch-size', '2', '--steps', '2', '-q', '-o', run]);
+      const tr = await vlakit(['train-sft', `ex-${c.name}.jsonl`, '--preset', 'tiny', '--vocab-size', '256', '--batch-size', '2', '--steps', '2', '-q', '-o', run]);
       expect(tr.code, tr.err).toBe(0);
       expect(JSON.parse(readFileSync(at(`${run}/config.json`), 'utf8')).vlakit.action_codec).toEqual(spec);
       const ex = await vlakit(['export', run, '-q', '-o', `exp-${c.name}`]);
