@@ -331,6 +331,7 @@ const timingMs = (t: unknown): number | undefined => {
 export class OpenpiPolicy extends ChunkPolicy {
   readonly name: string;
   private client: OpenpiClient | undefined;
+  private cycles = 0;
 
   constructor(
     readonly url: string,
@@ -343,6 +344,7 @@ export class OpenpiPolicy extends ChunkPolicy {
 
   async reset(ctx: { instruction: string; seed: number }): Promise<void> {
     super.reset(ctx);
+    this.cycles = 0;
     // openpi has no reset message (its client's reset does nothing remotely): (re)connect when needed
     if (!this.client || this.client.failed) this.client = await OpenpiClient.connect(this.url, { apiKey: this.o.apiKey, timeoutMs: this.o.timeoutMs });
   }
@@ -356,7 +358,7 @@ export class OpenpiPolicy extends ChunkPolicy {
     const server = timingMs(r.server_timing);
     const model = timingMs(r.policy_timing) ?? server ?? 0;
     const raw = r.actions as NdArray;
-    return { actions, info: { server_ms: server, round_trip_ms: Math.round(rtt * 100) / 100, openpi_actions_shape: [...raw.shape] }, modelMs: model };
+    return { actions, info: { cycle: this.cycles++, server_ms: server, round_trip_ms: Math.round(rtt * 100) / 100, openpi_actions_shape: [...raw.shape] }, modelMs: model };
   }
 
   close(): void {
