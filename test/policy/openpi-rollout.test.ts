@@ -98,6 +98,9 @@ describe('rollout --policy ws://... --protocol openpi', () => {
     const notRemote = await execa('node', [BIN, 'rollout', '--protocol', 'openpi', '--episodes', '1'], { reject: false });
     expect(notRemote.exitCode).toBe(2);
     expect(notRemote.stderr).toMatch(/--protocol applies only with --policy ws:\/\/host:port/);
+    // a key in the environment does not get in the way of other policies
+    const scripted = await execa('node', [BIN, 'rollout', '--tasks', 'pick', '--episodes', '1', '--max-steps', '1', '--width', '16', '--height', '16', '-q', '-o', path.join(dir, 's.jsonl')], { reject: false, env: { VLAKIT_POLICY_API_KEY: 'k' } });
+    expect(scripted.exitCode).toBe(0);
   }, 30_000);
 
   it('the server\'s error frame (text, then close 1011) is reported as the error', async () => {

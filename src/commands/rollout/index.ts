@@ -99,7 +99,8 @@ export default class Rollout extends VlakitCommand {
     ...allOnlyWith(['step-size', 'noise', 'dart'], '--policy scripted', (i) => i.flags.policy === 'scripted'),
     ...allOnlyWith(Object.keys(policyFlags), 'a learned --policy (a checkpoint or export directory)', (i) => i.flags.policy !== 'scripted' && !/^wss?:\/\//.test(String(i.flags.policy))),
     ...policyRules,
-    ...allOnlyWith(Object.keys(protocolFlags), '--policy ws://host:port (a policy server)', (i) => /^wss?:\/\//.test(String(i.flags.policy))),
+    // --api-key is left out: VLAKIT_POLICY_API_KEY in the environment must not break other runs
+    ...allOnlyWith(['protocol'], '--policy ws://host:port (a policy server)', (i) => /^wss?:\/\//.test(String(i.flags.policy))),
     ...protocolRules,
     ...allOnlyWith(['width', 'height', 'wrist', 'masks', 'hz', 'distractors', 'max-steps'], '--env builtin:tabletop (another env makes its own scenes)', (i) => i.flags.env === 'builtin:tabletop'),
     onlyWith('name', 'RLDS output', (i) => i.flags.to !== 'jsonl'),
