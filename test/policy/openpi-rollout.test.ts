@@ -6,6 +6,7 @@ import { WebSocketServer } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Float64, NdArray, packb, unpackb } from '../../src/lib/io/msgpack-numpy.js';
 import { OpenpiClient, adaptActions } from '../../src/lib/policy/index.js';
+import { actionAdapterOf } from '../../src/lib/cli/protocol-flags.js';
 import { tempDir } from '../helpers.js';
 
 const dir = tempDir();
@@ -82,16 +83,10 @@ describe('rollout --policy ws://... --protocol openpi', () => {
     expect(report.safety.steps).toBe(10);
   }, 30_000);
 
-  it('states of the action space that cannot work are usage errors', async () => {
-    const three = await rollout(['--episodes', '1', '--action-dims', '0,1,2']);
-    expect(three.exitCode).toBe(2);
-    expect(three.stderr).toMatch(/--action-dims names 3 indices; vlakit's actions have 4/);
+  it('an action space that cannot work, and openpi flags without openpi, are usage errors', async () => {
     const nine = await rollout(['--episodes', '1', '--max-steps', '2', '--action-dims', '0,1,2,9']);
     expect(nine.exitCode).toBe(2);
     expect(nine.stderr).toMatch(/--action-dims names index 9, but the openpi server at ws:\/\/127\.0\.0\.1:\d+ answers 7-D actions/);
-    const range = await rollout(['--episodes', '1', '--gripper-range', '1,1']);
-    expect(range.exitCode).toBe(2);
-    expect(range.stderr).toMatch(/--gripper-range needs two different values/);
     const noProtocol = await execa('node', [BIN, 'rollout', '--policy', url, '--obs-map', 'droid', '--episodes', '1'], { reject: false });
     expect(noProtocol.exitCode).toBe(2);
     expect(noProtocol.stderr).toMatch(/--obs-map applies only with --protocol openpi/);
@@ -109,6 +104,18 @@ describe('rollout --policy ws://... --protocol openpi', () => {
     await expect(client.infer({ prompt: 'fail' })).rejects.toThrow(/the openpi server at ws:\/\/127\.0\.0\.1:\d+ reported an error:\nTraceback \(most recent call last\):\n  ValueError: bad observation/);
     expect(client.failed).toBe(true);
     client.close();
+  });
+});
+
+describe('the action-space flags (actionAdapterOf)', () => {
+  it('are checked before anything runs', () => {
+    expect(actionAdapterOf({ 'action-dims': '0,1,2,6', 'gripper-range': '-1,1', 'action-scale': '0.05' })).toEqual({ dims: [0, 1, 2, 6], gripper: [-1, 1], scale: [0.05] });
+    expect(() => actionAdapterOf({ 'action-dims': '0,1,2' })).toThrow(/E_USAGE: --action-dims names 3 indices; vlakit's actions have 4/);
+    expect(() => actionAdapterOf({ 'action-dims': '0,1,2,1' })).toThrow(/names an index twice/);
+    expect(() => actionAdapterOf({ 'action-dims': '0,1,x,2' })).toThrow(/--action-dims must be a comma-separated list of indices/);
+    expect(() => actionAdapterOf({ 'gripper-range': '1,1' })).toThrow(/--gripper-range needs two different values/);
+    expect(() => actionAdapterOf({ 'gripper-range': '1' })).toThrow(/--gripper-range takes two numbers/);
+    expect(() => actionAdapterOf({ 'action-dims': '0,1,2,6', 'action-scale': '1,2' })).toThrow(/one factor or one per non-gripper dimension \(3\), got 2/);
   });
 });
 

@@ -221,6 +221,7 @@ export async function servePolicy(o: ServeOptions): Promise<PolicyServer> {
           }
         } catch (err) {
           if (session) {
+            type = 'failed infer';
             // as openpi's server: the error as a text frame, then close 1011
             if (ws.readyState === WebSocket.OPEN) {
               ws.send((err as Error).message);
