@@ -26,7 +26,8 @@ export type ErrorCode =
   | 'E_TEACHER'
   | 'E_CACHE'
   | 'E_ONNX'
-  | 'E_MODEL';
+  | 'E_MODEL'
+  | 'E_MSGPACK';
 
 /** Where in the input an error happened; every field is optional and printed when present. */
 export interface ErrorContext {

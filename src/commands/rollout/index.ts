@@ -22,6 +22,7 @@ import { type EpisodeAnalysis, type RgbFrame, episodeAnalysis, findFfmpeg, forma
 import { builtinOf } from '../../lib/env/index.js';
 import { checkDistinctOutputs, checkOutputFormat, claimOutput, outputFormatFor, type StepRecord, writeEpisodes, writeOutputDir } from '../../lib/io/index.js';
 import { policyFlags, policyOptions, policyRules } from '../../lib/cli/policy-flags.js';
+import { actionAdapterOf, obsMapOf, openpiActionFlags, protocolFlags, protocolRules } from '../../lib/cli/protocol-flags.js';
 import { type FlagRule, allOnlyWith, decimal, int, onlyWith, lerobotFlags, lerobotOptions, size } from '../../lib/cli/flags.js';
 import type { EpisodeSummary } from '../../lib/policy/index.js';
 import { type ActionLayout, executedLayout } from '../../lib/actions/index.js';
@@ -46,10 +47,13 @@ export default class Rollout extends VlakitCommand {
     { description: 'ReFineVLA-style: reasoning and a chunk each cycle, the first 4 actions executed', command: '<%= config.bin %> rollout --policy runs/refinevla --mode direct --prompt refinevla --execute 4 --episodes 20' },
     { description: 'A failing policy, watched: one video per episode with the model\'s text and the verifier\'s decisions drawn on the frames', command: '<%= config.bin %> rollout --policy runs/sft-onnx --mode hierarchical --verifier oracle --tasks pick --episodes 4 --video videos -o eval.jsonl' },
     { description: 'A policy served elsewhere (vlakit rollout serve)', command: '<%= config.bin %> rollout --policy ws://gpu-box:8765 --episodes 20' },
+    { description: 'A policy served by openpi (LIBERO-style 7-D actions, gripper -1 open / 1 closed)', command: '<%= config.bin %> rollout --policy ws://gpu-box:8000 --protocol openpi --obs-map libero --action-dims 0,1,2,6 --gripper-range -1,1 --episodes 20' },
   ];
   static flags = {
-    policy: Flags.string({ description: 'scripted (the built-in expert), a checkpoint (vlakit\'s or a Hugging Face one, see --adapter) or export directory, or ws://host:port (vlakit rollout serve)', default: 'scripted', helpValue: 'scripted|DIR|ws://...' }),
+    policy: Flags.string({ description: 'scripted (the built-in expert), a checkpoint (vlakit\'s or a Hugging Face one, see --adapter) or export directory, or ws://host:port (vlakit rollout serve, or an openpi server with --protocol openpi)', default: 'scripted', helpValue: 'scripted|DIR|ws://...' }),
     ...policyFlags,
+    ...protocolFlags,
+    ...openpiActionFlags,
     timing: Flags.boolean({ description: 'record per-step time in the model, the env and vlakit (learned policies; on by default)', allowNo: true }),
     env: Flags.string({ description: 'builtin:tabletop, exec:COMMAND or ws://host:port', default: 'builtin:tabletop' }),
     tasks: Flags.string({ description: `task families, comma-separated, or all (${FAMILIES.join(', ')})`, default: 'all' }),
@@ -95,6 +99,9 @@ export default class Rollout extends VlakitCommand {
     ...allOnlyWith(['step-size', 'noise', 'dart'], '--policy scripted', (i) => i.flags.policy === 'scripted'),
     ...allOnlyWith(Object.keys(policyFlags), 'a learned --policy (a checkpoint or export directory)', (i) => i.flags.policy !== 'scripted' && !/^wss?:\/\//.test(String(i.flags.policy))),
     ...policyRules,
+    // --api-key is left out: VLAKIT_POLICY_API_KEY in the environment must not break other runs
+    ...allOnlyWith(['protocol'], '--policy ws://host:port (a policy server)', (i) => /^wss?:\/\//.test(String(i.flags.policy))),
+    ...protocolRules,
     ...allOnlyWith(['width', 'height', 'wrist', 'masks', 'hz', 'distractors', 'max-steps'], '--env builtin:tabletop (another env makes its own scenes)', (i) => i.flags.env === 'builtin:tabletop'),
     onlyWith('name', 'RLDS output', (i) => i.flags.to !== 'jsonl'),
     ...allOnlyWith(['max-translation', 'contact-guard'], 'the safety filter (not with --no-safety)', (i) => i.flags.safety === true),
@@ -128,8 +135,10 @@ export default class Rollout extends VlakitCommand {
       const dart = num(flags.dart, 'dart');
       policy = dart > 0 ? new DartPolicy({ ...expert, dart }) : new ScriptedPolicy(expert);
     } else if (/^wss?:\/\//.test(flags.policy)) {
-      const { RemotePolicy } = await import('../../lib/policy/index.js');
-      policy = new RemotePolicy(flags.policy);
+      const { OpenpiPolicy, RemotePolicy } = await import('../../lib/policy/index.js');
+      policy = flags.protocol === 'openpi'
+        ? new OpenpiPolicy(flags.policy, { obsMap: obsMapOf(flags), actions: actionAdapterOf(flags), apiKey: flags['api-key'] })
+        : new RemotePolicy(flags.policy, flags['api-key']);
     } else {
       const { openModel } = await import('../../lib/infer/index.js');
       const { ModelPolicy } = await import('../../lib/policy/index.js');

@@ -12,6 +12,7 @@ import { ModelVerifier, OracleVerifier, TeacherVerifier, type Verifier } from '.
 export { ChunkPolicy, ModelPolicy, type Cycle, type DirectPrompt, type ModelPolicyOptions, type Sampling } from './model-policy.js';
 export { ModelVerifier, OracleVerifier, TeacherVerifier, parseVerdict, verifierPrompt, type Verdict, type Verifier, type VerifyInput } from './verifiers.js';
 export { formatPolicyReport, policyReport, summarizeEpisode, type EpisodeSummary, type TaskReport } from './report.js';
+export { OBS_PRESETS, OpenpiClient, OpenpiPolicy, OpenpiSession, adaptActions, checkActionAdapter, fromOpenpiObservation, parseObsMap, toOpenpiObservation, type ActionAdapter, type ObsMapEntry } from './openpi.js';
 export { PROTOCOL, PolicyClient, RemotePolicy, servePolicy, type PolicyServer, type ServeOptions } from './server.js';
 
 /** The verifier named by --verifier: oracle, model, or teacher:SPEC (kinematic, gemini:M, openai:M, exec:CMD). */

@@ -23,6 +23,8 @@ import { sniffImageMime } from '../io/images.js';
 import { isImageJson } from '../io/json.js';
 import { zodProblem } from '../io/json-file.js';
 import { ChunkPolicy, type Cycle } from './model-policy.js';
+import { OPENPI_ERROR_REASON, type ObsMapEntry, OpenpiSession, plainMetadata } from './openpi.js';
+import { packb } from '../io/msgpack-numpy.js';
 
 export const PROTOCOL = 'vlakit-policy/1';
 
@@ -53,6 +55,12 @@ export interface ServeOptions {
   maxMessageBytes?: number;
   /** Requests of one connection queued or in progress; one more closes the connection, 1008 (default 4). */
   maxQueue?: number;
+  /** vlakit's protocol (default) or openpi's (src/lib/policy/openpi.ts). */
+  protocol?: 'vlakit' | 'openpi';
+  /** openpi: the key map of observations, and the instruction when a request has none. */
+  openpi?: { obsMap: readonly ObsMapEntry[]; defaultPrompt?: string; actionDim?: number };
+  /** Clients must send `Authorization: Api-Key KEY` (as openpi's client does); others get HTTP 401. */
+  apiKey?: string;
 }
 
 export interface PolicyServer {
@@ -100,11 +108,23 @@ export async function servePolicy(o: ServeOptions): Promise<PolicyServer> {
   const idleMs = o.idleTimeoutMs ?? 300_000;
   const maxQueue = o.maxQueue ?? 4;
   const maxMessage = o.maxMessageBytes ?? 64 * 2 ** 20;
-  const http = createServer((_req, res) => {
+  const http = createServer((req, res) => {
+    if (req.url === '/healthz') {
+      // openpi's health check
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('OK\n');
+      return;
+    }
     res.writeHead(426, { 'content-type': 'text/plain' });
     res.end('vlakit rollout serve speaks websocket (msgpack)\n');
   });
-  const wss = new WebSocketServer({ server: http, maxPayload: maxMessage });
+  const openpi = o.protocol === 'openpi' ? (o.openpi ?? (() => { throw new VlakitError('E_USAGE', 'the openpi protocol needs a key map (openpi.obsMap)'); })()) : undefined;
+  const wss = new WebSocketServer({
+    server: http,
+    maxPayload: maxMessage,
+    perMessageDeflate: false,
+    verifyClient: o.apiKey === undefined ? undefined : (info, done) => (info.req.headers.authorization === `Api-Key ${o.apiKey}` ? done(true) : done(false, 401, 'Unauthorized: send Authorization: Api-Key KEY')),
+  });
   // raw TCP connections that have not finished the websocket handshake, each with its deadline
   const handshakes = new Map<Socket, NodeJS.Timeout>();
   http.on('connection', (socket: Socket) => {
@@ -156,7 +176,9 @@ export async function servePolicy(o: ServeOptions): Promise<PolicyServer> {
       clearTimeout(failTimer);
     });
     const send = (m: Record<string, unknown>) => ws.readyState === WebSocket.OPEN && ws.send(encode(m, { ignoreUndefined: true }));
-    send({ type: 'metadata', protocol: PROTOCOL, ...o.metadata });
+    const session = openpi ? new OpenpiSession(policy, openpi) : undefined;
+    if (session) ws.send(packb(plainMetadata(o.metadata)));
+    else send({ type: 'metadata', protocol: PROTOCOL, ...o.metadata });
     armIdle();
     ws.on('message', (data: Buffer) => {
       if (ws.readyState !== WebSocket.OPEN) return;
@@ -172,6 +194,14 @@ export async function servePolicy(o: ServeOptions): Promise<PolicyServer> {
         let type = 'invalid';
         try {
           if (ws.readyState !== WebSocket.OPEN) return; // the connection is gone: its queued work is dropped
+          if (session) {
+            type = 'infer';
+            const reply = await session.handle(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+            if (ws.readyState === WebSocket.OPEN) ws.send(reply);
+            session.finished(performance.now() - t0);
+            o.onRequest?.({ type, ms: performance.now() - t0 });
+            return;
+          }
           let decoded: unknown;
           try {
             decoded = decode(data);
@@ -190,7 +220,15 @@ export async function servePolicy(o: ServeOptions): Promise<PolicyServer> {
             send({ type: 'actions', actions: c?.actions ?? [], done: c === null, info: c?.info ?? {}, timing: { model_ms: c?.modelMs ?? 0, server_ms: performance.now() - t0 } });
           }
         } catch (err) {
-          send({ type: 'error', message: (err as Error).message });
+          if (session) {
+            type = 'failed infer';
+            // as openpi's server: the error as a text frame, then close 1011
+            if (ws.readyState === WebSocket.OPEN) {
+              ws.send((err as Error).message);
+              ws.close(1011, OPENPI_ERROR_REASON);
+            }
+            o.onNotice?.(`closed a connection from ${who} after an error: ${(err as Error).message}`);
+          } else send({ type: 'error', message: (err as Error).message });
         } finally {
           pending -= 1;
           if (ws.readyState === WebSocket.OPEN) armIdle();
@@ -241,8 +279,8 @@ export class PolicyClient {
    * Connects and reads the server's metadata.
    * @example const c = await PolicyClient.connect('ws://localhost:8765'); const r = await c.infer(obs, 'put the carrot on the plate')
    */
-  static async connect(url: string, timeoutMs = 60_000): Promise<PolicyClient> {
-    const ws = new WebSocket(url);
+  static async connect(url: string, timeoutMs = 60_000, apiKey?: string): Promise<PolicyClient> {
+    const ws = new WebSocket(url, { headers: apiKey ? { Authorization: `Api-Key ${apiKey}` } : undefined });
     const c = new PolicyClient(ws, url, timeoutMs);
     ws.on('message', (data: Buffer) => {
       let m: Record<string, unknown>;
@@ -264,6 +302,10 @@ export class PolicyClient {
       c.fail(new VlakitError('E_IO', `the policy server at ${url} closed the connection${why}`));
     });
     ws.on('error', (err) => c.fail(new VlakitError('E_IO', `cannot talk to the policy server at ${url}: ${err.message}`)));
+    ws.on('unexpected-response', (_req, res) => {
+      c.fail(new VlakitError('E_IO', `the policy server at ${url} refused the connection: HTTP ${res.statusCode}${res.statusCode === 401 ? ' (a wrong or missing --api-key?)' : ''}`));
+      ws.terminate();
+    });
     let meta: Record<string, unknown>;
     try {
       meta = await c.next();
@@ -319,14 +361,17 @@ export class RemotePolicy extends ChunkPolicy {
   readonly name: string;
   private client: PolicyClient | undefined;
 
-  constructor(readonly url: string) {
+  constructor(
+    readonly url: string,
+    private readonly apiKey?: string,
+  ) {
     super();
     this.name = `remote:${url}`;
   }
 
   async reset(ctx: { instruction: string; seed: number }): Promise<void> {
     super.reset(ctx);
-    if (!this.client || this.client.failed) this.client = await PolicyClient.connect(this.url); // (re)connect
+    if (!this.client || this.client.failed) this.client = await PolicyClient.connect(this.url, undefined, this.apiKey); // (re)connect
     await this.client.reset(ctx.instruction, ctx.seed);
   }
 
