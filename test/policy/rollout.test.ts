@@ -167,7 +167,24 @@ describe('direct mode', () => {
 describe('a model that writes waypoint targets (relabel --waypoints)', () => {
   it('its targets become steps of at most max_step from the observed position; the record keeps what it wrote', async () => {
     const L = waypointLayout(NAMED_LAYOUTS['xyz-g'], 0.005);
-    const eps = await runSeeds(new ModelPolicy(runner, options({ mode: 'direct', prompt: 'refinevla', codec: new TextCodec(3, 'm', L), verifier: undefined, execute: 1 })));
+    // the prompt says the actions are positions; the tiny policy was trained on the 4-D delta wording, which this
+    // runner hands it instead, so that its trained output is read as targets
+    const prompts: string[] = [];
+    const asTrained = new Proxy(runner, {
+      get(t, k, r) {
+        if (k === 'prepare') {
+          return (prompt: string, ...rest: unknown[]) => {
+            prompts.push(prompt);
+            const instruction = /^Instruction: (.*)$/m.exec(prompt)![1];
+            return (t.prepare as (...a: unknown[]) => unknown).call(t, PROMPTS.refinevla(instruction, true), ...rest);
+          };
+        }
+        const v = Reflect.get(t, k, r);
+        return typeof v === 'function' ? v.bind(t) : v;
+      },
+    }) as VlaRunner;
+    const eps = await runSeeds(new ModelPolicy(asTrained, options({ mode: 'direct', prompt: 'refinevla', codec: new TextCodec(3, 'm', L), verifier: undefined, execute: 1 })));
+    expect(prompts[0]).toContain('Output the end-effector actions [x, y, z, gripper] (+x is forward, +y is left, +z is up (meters);');
     const s = steps(eps);
     const target = [0.01, 0, -0.01, 1]; // the first action the tiny policy writes, now a position
     expect(info(s[0]).targets).toEqual([target, target]);
