@@ -1,56 +1,94 @@
 /** The ink view behind progress.ts; loaded only when a terminal will show it (ink takes ~0.5 s to import). */
 import React from 'react';
-import { Box, Text, render, type Instance } from 'ink';
+import { Box, Static, Text, render, type Instance } from 'ink';
+import { timing, viewLines, type Baseline, type ProgressState } from './progress-format.js';
+import type { Progress } from './progress.js';
 
-function human(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const u = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes / 1024;
-  let i = 0;
-  while (v >= 1024 && i < u.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1)} ${u[i]}`;
+export interface ViewProps {
+  s: ProgressState;
+  /** Lines of their own (evaluations), kept above the live part. */
+  events: string[];
+  start: number;
+  base?: Baseline;
+  now: number;
+  columns: number;
+  color: boolean;
+  /** Ended: only the events stay, the live part is erased. */
+  done?: boolean;
 }
 
-function View({ s, started }: { s: ProgressState; started: number }): React.ReactElement {
-  const secs = Math.max((Date.now() - started) / 1000, 1e-3);
+export function ProgressView({ s, events, start, base, now, columns, color, done }: ViewProps): React.ReactElement {
+  const lines = done ? [] : viewLines(s, timing(s, start, base, now), columns);
   return (
-    <Box>
-      <Text color="cyan">{s.label} </Text>
-      <Text>
-        {s.records} {s.unit ?? 'records'} ({(s.records / secs).toFixed(0)}/s)
-      </Text>
-      {s.bytes !== undefined ? <Text> · {human(s.bytes)} ({human(s.bytes / secs)}/s)</Text> : null}
-      {s.skipped ? <Text color="yellow"> · {s.skipped} skipped</Text> : null}
-      {s.detail ? <Text> · {s.detail}</Text> : null}
-      <Text dimColor> · {secs.toFixed(1)}s</Text>
-    </Box>
+    <>
+      <Static items={events.map((e, i) => ({ e, i }))}>{({ e, i }) => <Text key={i}>{e}</Text>}</Static>
+      <Box flexDirection="column">
+        {lines.map((l, i) =>
+          l.bar ? (
+            <Text key={i} wrap="truncate-end">
+              <Text bold={color}>{l.bar.head}</Text>
+              <Text color={color ? 'cyan' : undefined}>{l.bar.filled}</Text>
+              <Text dimColor={color}>{l.bar.empty}</Text>
+              {l.bar.tail}
+            </Text>
+          ) : (
+            <Text key={i} wrap="truncate-end" dimColor={color && l.dim}>
+              {l.text}
+            </Text>
+          ),
+        )}
+      </Box>
+    </>
   );
 }
 
-import type { Progress, ProgressState } from './progress.js';
+export interface ViewOptions {
+  stream: NodeJS.WritableStream & { columns?: number };
+  color: boolean;
+  now: () => number;
+}
 
-/** Renders the view on stderr; redraws at most 10 times a second. */
-export function renderProgress(label: string): Progress {
-  const started = Date.now();
+/** Renders the view on the stream (stderr); redraws at most 10 times a second, and each second for the clock. */
+export function renderProgress(label: string, o: ViewOptions): Progress {
+  const start = o.now();
   let state: ProgressState = { label, records: 0 };
+  let base: Baseline | undefined;
+  const events: string[] = [];
   let last = 0;
   let stopped = false;
-  const ink: Instance = render(<View s={state} started={started} />, { stdout: process.stderr as never, patchConsole: false, exitOnCtrlC: false });
+  const columns = () => o.stream.columns || 80;
+  const el = (done = false) => <ProgressView s={state} events={[...events]} start={start} base={base} now={o.now()} columns={columns()} color={o.color} done={done} />;
+  const ink: Instance = render(el(), { stdout: o.stream as NodeJS.WriteStream, patchConsole: false, exitOnCtrlC: false, maxFps: 10 });
+  const draw = () => {
+    last = o.now();
+    ink.rerender(el());
+  };
+  const clock = setInterval(draw, 1000);
+  clock.unref();
+  // a hard exit (a second Ctrl-C) skips stop(): give the cursor back all the same
+  const onExit = () => {
+    if (!stopped) o.stream.write('\u001B[?25h');
+  };
+  process.once('exit', onExit);
   return {
     update(s) {
+      if (stopped) return;
+      if (!base && s.records !== undefined) base = { records: s.records, at: o.now() };
       state = { ...state, ...s };
-      const now = Date.now();
-      if (now - last < 100) return;
-      last = now;
-      ink.rerender(<View s={state} started={started} />);
+      if (o.now() - last >= 100) draw();
+    },
+    event(line) {
+      if (stopped) return;
+      events.push(line);
+      draw();
     },
     stop() {
       if (stopped) return;
       stopped = true;
-      ink.rerender(<View s={state} started={started} />);
+      clearInterval(clock);
+      process.off('exit', onExit);
+      ink.rerender(el(true));
+      ink.clear();
       ink.unmount();
     },
   };
