@@ -31,7 +31,7 @@ describe('figures as text', () => {
     expect([0.91, 0.9123, 2.4e-3, 1300, 12_345, 2_400_000, 123.4, 0].map(fmtNum)).toEqual(['0.91', '0.912', '2.4e-3', '1.3k', '12k', '2.4M', '123', '0']);
     expect([0, 42, 370, 3720, 86_399].map(fmtDuration)).toEqual(['0s', '42s', '6m10s', '1h02m', '23h59m']);
     expect(sparkline([4, 3, 2, 1], 10)).toBe('█▆▃▁');
-    expect(sparkline([1, 2, 3, 4, 5], 3)).toBe('▁▅█'); // the last values only
+    expect(sparkline([1, 2, 3, 4, 5, 6], 3)).toBe('▁▅█'); // averaged in pairs: 1.5, 3.5, 5.5
   });
 
   it('the log line: done/total, %, the job figures, rate, elapsed and ETA from the rate since the first update', () => {
@@ -161,6 +161,22 @@ describe('the live view', () => {
       expect(tty.written.endsWith('\u001B[?25h')).toBe(true); // the cursor shown again
     });
   }
+
+  it("the process's own writes while the view is live become lines above it, never torn into it", async () => {
+    const tty = new FakeTty(80);
+    const p = renderProgress('train-sft', { stream: tty as never, color: false, now: () => 0 });
+    p.update({ records: 1, total: 10, unit: 'steps', figures: ['loss 2'], lines: ['checkpoint: step 1'] });
+    tty.write('vlakit train-sft: backend wasm; ');
+    tty.write('3 examples\nwarning: one\n');
+    p.update({ records: 2 });
+    tty.write('tail without newline');
+    p.stop();
+    await tick();
+    const s = tty.screen();
+    expect(s.lines).toEqual(['vlakit train-sft: backend wasm; 3 examples', 'warning: one', 'tail without newline']);
+    tty.write('\nafter');
+    expect(tty.written.endsWith('tail without newline\nafter')).toBe(true); // the stream's own write is back
+  });
 
   it('NO_COLOR: no colour escapes in the view; without a total no bar', () => {
     const lines = viewLines({ label: 'convert', records: 1234, unit: 'records', bytes: 5 * 1024 * 1024 }, { elapsed: 3, rate: 411.3 }, 60);

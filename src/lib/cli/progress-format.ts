@@ -120,9 +120,18 @@ export function logLine(s: ProgressState, t: Timing): string {
 
 const SPARKS = '▁▂▃▄▅▆▇█';
 
-/** The last `width` values as block characters scaled between their min and max. */
+/** The series as block characters scaled between its min and max; a longer series is averaged into `width` columns. */
 export function sparkline(values: number[], width: number): string {
-  const v = values.filter(Number.isFinite).slice(-Math.max(0, width));
+  let v = values.filter(Number.isFinite);
+  const n = Math.max(1, Math.floor(width));
+  if (v.length > n) {
+    const src = v;
+    v = Array.from({ length: n }, (_, i) => {
+      const a = Math.floor((i * src.length) / n);
+      const b = Math.floor(((i + 1) * src.length) / n);
+      return src.slice(a, b).reduce((x, y) => x + y, 0) / (b - a);
+    });
+  }
   if (!v.length) return '';
   const lo = Math.min(...v);
   const hi = Math.max(...v);

@@ -8,11 +8,11 @@ import type { Progress } from './progress.js';
 export const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 const num = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? x : undefined);
 
-/** The loss (or reward) series the sparkline draws: the last 200 values. */
+/** The loss (or reward) series the sparkline draws: the last 5000 values. */
 function pushSeries(values: number[], x: number | undefined): number[] {
   if (x === undefined) return values;
   values.push(x);
-  if (values.length > 200) values.splice(0, values.length - 200);
+  if (values.length > 5000) values.splice(0, values.length - 5000);
   return values;
 }
 

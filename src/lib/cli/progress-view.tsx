@@ -48,9 +48,19 @@ export interface ViewOptions {
   now: () => number;
 }
 
-/** Renders the view on the stream (stderr); redraws at most 10 times a second, and each second for the clock. */
+/**
+ * Renders the view on the stream (stderr); redraws at most 10 times a second, and each second for the clock.
+ * While it is live, whatever else the process writes to the stream (a command's note, a warning) becomes a line
+ * above the view: written around ink, it would leave the view's old lines on the screen.
+ */
 export function renderProgress(label: string, o: ViewOptions): Progress {
   const start = o.now();
+  const stream = o.stream as NodeJS.WritableStream & { write: (...a: unknown[]) => boolean };
+  const own = stream.write;
+  const write = (d: string) => own.call(stream, d);
+  // ink's own stream: the real write, everything else (columns, resize events) the stream's
+  const inkOut = new Proxy(stream, { get: (t, k) => (k === 'write' ? (d: unknown, ...rest: unknown[]) => own.call(t, d, ...rest) : typeof Reflect.get(t, k) === 'function' ? (Reflect.get(t, k) as (...a: unknown[]) => unknown).bind(t) : Reflect.get(t, k)) });
+  let partial = '';
   let state: ProgressState = { label, records: 0 };
   let base: Baseline | undefined;
   const events: string[] = [];
@@ -58,16 +68,28 @@ export function renderProgress(label: string, o: ViewOptions): Progress {
   let stopped = false;
   const columns = () => o.stream.columns || 80;
   const el = (done = false) => <ProgressView s={state} events={[...events]} start={start} base={base} now={o.now()} columns={columns()} color={o.color} done={done} />;
-  const ink: Instance = render(el(), { stdout: o.stream as NodeJS.WriteStream, patchConsole: false, exitOnCtrlC: false, maxFps: 10 });
+  const ink: Instance = render(el(), { stdout: inkOut as unknown as NodeJS.WriteStream, patchConsole: false, exitOnCtrlC: false, maxFps: 10 });
   const draw = () => {
     last = o.now();
     ink.rerender(el());
+  };
+  stream.write = (d: unknown, ...rest: unknown[]) => {
+    const text = partial + (typeof d === 'string' ? d : Buffer.from(d as Uint8Array).toString('utf8'));
+    const lines = text.split('\n');
+    partial = lines.pop()!;
+    if (lines.length) {
+      events.push(...lines);
+      draw();
+    }
+    const cb = rest.find((x) => typeof x === 'function') as (() => void) | undefined;
+    if (cb) process.nextTick(cb);
+    return true;
   };
   const clock = setInterval(draw, 1000);
   clock.unref();
   // a hard exit (a second Ctrl-C) skips stop(): give the cursor back all the same
   const onExit = () => {
-    if (!stopped) o.stream.write('\u001B[?25h');
+    if (!stopped) write('\u001B[?25h');
   };
   process.once('exit', onExit);
   return {
@@ -90,6 +112,8 @@ export function renderProgress(label: string, o: ViewOptions): Progress {
       ink.rerender(el(true));
       ink.clear();
       ink.unmount();
+      stream.write = own;
+      if (partial) write(partial);
     },
   };
 }
