@@ -2,7 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith, lerobotFlags, lerobotOptions, size } from '../lib/cli/flags.js';
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
-import { annotateFigures } from '../lib/cli/progress-jobs.js';
+import { annotateProgress } from '../lib/cli/progress-jobs.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
 import { checkOutputFormat, claimOutput, groupEpisodes, isLeRobotDir, leRobotInfo, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
 import { ActionStepSchema, AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
@@ -124,7 +124,7 @@ export default class Annotate extends VlakitCommand {
           price: parsePrice(flags.price),
           cameras,
           signal,
-          onUsage: (u) => progress.update({ records: u.steps, unit: 'steps', figures: annotateFigures(u) }),
+          onUsage: (u) => progress.update(annotateProgress(u)),
         },
         (u) => (usage = u),
       )) {

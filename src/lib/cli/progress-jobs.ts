@@ -3,7 +3,7 @@
  * annotation run's requests. Kept out of the commands, which only pass their callbacks' records here.
  */
 import { fmtNum } from './progress-format.js';
-import type { Progress } from './progress.js';
+import type { Progress, ProgressState } from './progress.js';
 
 export const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 const num = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? x : undefined);
@@ -67,9 +67,16 @@ export function rlProgress(progress: Progress, o: { totalSteps: number; saveEver
   };
 }
 
-/** annotate's usage counters as figures: requests, cache hits, retries, failures, tokens, cost. */
-export function annotateFigures(u: { requests: number; cacheHits: number; retries: number; failures: number; inputTokens: number; outputTokens: number; cost?: number }): string[] {
-  return [`requests ${u.requests}`, `cached ${u.cacheHits}`, `retries ${u.retries}`, `failures ${u.failures}`, `tokens ${fmtNum(u.inputTokens + u.outputTokens)}`, ...(u.cost !== undefined ? [`cost $${u.cost.toFixed(3)}`] : [])];
+/**
+ * annotate's usage counters as progress: requests sent (the count and its rate; the input's length is not known
+ * ahead), then steps and episodes annotated, cache hits, retries, failures, re-asks, annotation errors, tokens, cost.
+ */
+export function annotateProgress(u: { episodes: number; steps: number; requests: number; cacheHits: number; retries: number; failures: number; reasks: number; errors: number; inputTokens: number; outputTokens: number; cost?: number }): Partial<ProgressState> {
+  return { records: u.requests, unit: 'requests', figures: annotateFigures(u) };
+}
+
+function annotateFigures(u: Parameters<typeof annotateProgress>[0]): string[] {
+  return [`steps ${u.steps}`, `episodes ${u.episodes}`, `cached ${u.cacheHits}`, `retries ${u.retries}`, `failures ${u.failures}`, `reasks ${u.reasks}`, `errors ${u.errors}`, `tokens ${fmtNum(u.inputTokens + u.outputTokens)}`, ...(u.cost !== undefined ? [`cost $${u.cost.toFixed(3)}`] : [])];
 }
 
 /** eval-vqa's samples as progress: questions done of all models' questions, the current model's mean score per benchmark so far. */
