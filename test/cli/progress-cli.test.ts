@@ -57,7 +57,7 @@ describe('progress lines without a terminal', () => {
 
   it.skipIf(!hasScript)('on a terminal (100x30): the bar and the training state while it runs; Ctrl-C leaves a clean screen and the cursor shown', async () => {
     const cmd = `stty cols 100 rows 30; node ${BIN} train-sft ${data} --preset tiny --vocab-size 128 --batch-size 2 --steps 3000 -o ${path.join(dir, 'tty')}`;
-    const p = execa('script', ['-q', '-e', '-c', cmd, '/dev/null'], { reject: false, stdin: 'pipe', env: { TERM: 'xterm-256color', NO_COLOR: '1' } });
+    const p = execa('script', ['-q', '-e', '-c', cmd, '/dev/null'], { reject: false, stdin: 'pipe', extendEnv: false, env: { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm-256color', NO_COLOR: '1' } });
     let out = '';
     let live: string[] | undefined;
     p.stdout!.on('data', (d) => {

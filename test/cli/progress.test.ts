@@ -50,6 +50,10 @@ describe('the plain log without a terminal', () => {
     let now = 0;
     const lines: string[] = [];
     const p = new LogProgress('train-sft', 10, () => now, (l) => lines.push(l), false);
+    now = 25_000; // loading the model: no line before the first update
+    p.tick();
+    expect(lines).toEqual([]);
+    now = 0;
     for (let step = 1; step <= 35; step++) {
       now = step * 1000; // one step a second
       p.update({ records: step, total: 100, unit: 'steps', figures: [`loss ${(1 / step).toFixed(2)}`] });

@@ -72,7 +72,8 @@ export class LogProgress implements Progress {
     this.start = now();
     this.last = this.start;
     if (heartbeat && every > 0) {
-      this.timer = setInterval(() => this.tick(), Math.max(1000, (every * 1000) / 2));
+      // checked each second: a due line is at most a second late
+      this.timer = setInterval(() => this.tick(), Math.min(1000, Math.max(100, every * 500)));
       this.timer.unref();
     }
   }
@@ -87,9 +88,9 @@ export class LogProgress implements Progress {
     this.tick();
   }
 
-  /** Writes the line when one is due. */
+  /** Writes the line when one is due (none before the first update: there is nothing to tell yet). */
   tick(): void {
-    if (this.stopped) return;
+    if (this.stopped || !this.base) return;
     const now = this.now();
     if (now - this.last < this.every * 1000) return;
     if (!this.changed && this.every === 0) return;
