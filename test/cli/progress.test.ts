@@ -3,7 +3,7 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { LogProgress, isLiveTerminal, startProgress, useColor, type Progress, type ProgressState } from '../../src/lib/cli/progress.js';
 import { fmtDuration, fmtNum, logLine, sparkline, timing, viewLines } from '../../src/lib/cli/progress-format.js';
-import { annotateProgress, rlProgress, sftProgress } from '../../src/lib/cli/progress-jobs.js';
+import { annotateProgress, rlProgress, sftProgress, vqaProgress } from '../../src/lib/cli/progress-jobs.js';
 import { RolloutProgress } from '../../src/lib/cli/progress-rollout.js';
 import { renderProgress } from '../../src/lib/cli/progress-view.js';
 import { FakeTty, applyTerminal } from './term.js';
@@ -218,6 +218,18 @@ describe("the jobs' figures", () => {
 
   it('annotate: requests, cache hits, retries, failures, tokens, cost', () => {
     expect(annotateProgress({ episodes: 2, steps: 40, requests: 12, cacheHits: 30, retries: 1, failures: 0, reasks: 2, errors: 1, inputTokens: 9000, outputTokens: 1000, cost: 0.0123 })).toEqual({ records: 12, unit: 'requests', figures: ['steps 40', 'episodes 2', 'cached 30', 'retries 1', 'failures 0', 'reasks 2', 'errors 1', 'tokens 10k', 'cost $0.012'] });
+  });
+
+  it('eval-vqa: questions of all models, the current model\'s mean score per benchmark so far', () => {
+    const r = recorder();
+    const forModel = vqaProgress(r, 6);
+    const a = forModel('base');
+    a({ benchmark: 'vqav2', score: 1 });
+    a({ benchmark: 'vqav2', score: 0 });
+    a({ benchmark: 'mmmu', score: 1 });
+    expect(r.state).toMatchObject({ records: 3, total: 6, unit: 'questions', figures: ['model base', 'vqav2 50.0%', 'mmmu 100.0%'] });
+    forModel('tuned')({ benchmark: 'vqav2', score: 0.3 });
+    expect(r.state).toMatchObject({ records: 4, figures: ['model tuned', 'vqav2 30.0%'] });
   });
 
   it('rollout: success so far per family with its Wilson interval, the current instruction and subtask, cycle latency', async () => {
