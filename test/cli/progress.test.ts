@@ -182,6 +182,23 @@ describe('the live view', () => {
     expect(tty.written.endsWith('tail without newline\nafter')).toBe(true); // the stream's own write is back
   });
 
+  it('a stdout on the same terminal: its data lines go above the view too, a partial line to stdout at the end', async () => {
+    const tty = new FakeTty(80);
+    const out = new FakeTty(80);
+    let now = 0;
+    const p = renderProgress('rollout', { stream: tty as never, color: false, now: () => (now += 200), alsoCapture: out as never });
+    p.update({ records: 1, total: 4, unit: 'episodes', figures: ['success 1/1'] });
+    out.write('{"step":0}\n{"step":1}\n{"st');
+    p.update({ records: 2 });
+    expect(tty.screen().lines).toEqual(['{"step":0}', '{"step":1}', expect.stringMatching(/^rollout ━+─+ 2\/4 episodes 50\.0%/), 'success 1/1']);
+    out.write('ep":2}\n');
+    p.stop();
+    await tick();
+    expect(tty.screen().lines).toEqual(['{"step":0}', '{"step":1}', '{"step":2}']);
+    out.write('{"st');
+    expect(out.written).toBe('{"st'); // its own write again
+  });
+
   it('NO_COLOR: no colour escapes in the view; without a total no bar', () => {
     const lines = viewLines({ label: 'convert', records: 1234, unit: 'records', bytes: 5 * 1024 * 1024 }, { elapsed: 3, rate: 411.3 }, 60);
     expect(lines.map((l) => l.text)).toEqual(['convert 1234 records · 411 records/s · 5.0 MiB · 3s']);

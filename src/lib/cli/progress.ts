@@ -121,7 +121,9 @@ export async function startProgress(label: string, enabled: boolean, o: Progress
   const now = o.now ?? (() => performance.now());
   if (isLiveTerminal(stream, env)) {
     const { renderProgress } = await import('./progress-view.js');
-    return renderProgress(label, { stream, color: useColor(env), now });
+    // data on a stdout that is the same terminal would tear the view: it goes above it (tests pass their own stream)
+    const alsoCapture = !o.stream && process.stdout.isTTY ? process.stdout : undefined;
+    return renderProgress(label, { stream, color: useColor(env), now, alsoCapture });
   }
   const every = typeof o.logEvery === 'string' ? Number(o.logEvery) : (o.logEvery ?? DEFAULT_LOG_EVERY);
   return new LogProgress(label, Number.isFinite(every) && every >= 0 ? every : DEFAULT_LOG_EVERY, now, (line) => stream.write(`${line}\n`), o.timer ?? true);
