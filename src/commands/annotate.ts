@@ -93,7 +93,7 @@ export default class Annotate extends VlakitCommand {
     // --add-split writes into an existing dataset (checked by the RLDS writer)
     if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', flags['add-split'] && to === 'rlds' ? { ...output, overwrite: true } : output);
     const cache = cacheDir === undefined ? undefined : await AnswerCache.open(cacheDir);
-    const progress = await startProgress('annotate', !flags.quiet && !flags.json, { logEvery: flags['log-every'] });
+    const progress = await startProgress('annotate', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'requests' } });
     const signal = this.abort.signal;
     const light: StepRecord[][] = [];
     let usage: UsageStats | undefined;

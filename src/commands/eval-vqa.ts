@@ -89,7 +89,7 @@ export default class EvalVqa extends VlakitCommand {
       return xs;
     });
     const benchmarks = [...new Set(items.map((i) => i.benchmark))];
-    const progress = await startProgress('eval-vqa', !flags.quiet && !flags.json, { logEvery: flags['log-every'] });
+    const progress = await startProgress('eval-vqa', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'questions', total: items.length * specs.length } });
     const onModel = vqaProgress(progress, items.length * specs.length);
     const all: import('../lib/eval/index.js').Sample[] = [];
     const results: { model: string; source: string; scores: import('../lib/eval/index.js').BenchmarkScore[] }[] = [];

@@ -87,7 +87,7 @@ export default class TrainRl extends VlakitCommand {
       probe.model.dispose();
     }
     const codec = codecFrom(desc, examples[0]);
-    const progress = await startProgress('train-rl', !flags.quiet && !flags.json, { logEvery: flags['log-every'] });
+    const progress = await startProgress('train-rl', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'steps', total: flags.steps } });
     try {
       const res = await trainRl({
         init: flags.init,

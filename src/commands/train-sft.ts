@@ -79,7 +79,7 @@ export default class TrainSft extends VlakitCommand {
     const vocabFrom: TrainingExample[] = [];
     if (flags['vocab-from']?.length) for await (const r of readValidated(flags['vocab-from'], 'training_example', TrainingExampleSchema, '--vocab-from reads training examples', { signal: this.abort.signal })) vocabFrom.push(r.value);
     const stats = flags.stats ? readActionStats(flags.stats) : undefined;
-    const progress = await startProgress('train-sft', !flags.quiet && !flags.json, { logEvery: flags['log-every'] });
+    const progress = await startProgress('train-sft', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'steps', total: flags.steps } });
     this.note(`vlakit train-sft: backend ${backend}; ${examples.length} examples`, flags.quiet || flags.json);
     try {
       const res = await trainSft({

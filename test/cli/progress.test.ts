@@ -109,11 +109,12 @@ describe('the plain log without a terminal', () => {
     expect(d).toBeInstanceOf(LogProgress);
     d.stop();
     const tty = new FakeTty(80);
-    const live = await startProgress('convert', true, { stream: tty as never, env: { TERM: 'xterm' } });
+    const live = await startProgress('convert', true, { stream: tty as never, env: { TERM: 'xterm' }, initial: { unit: 'records', total: 10 } });
     expect(live).not.toBeInstanceOf(LogProgress);
+    expect(tty.screen().lines).toEqual([expect.stringMatching(/^convert ─+ 0\/10 records 0\.0% · 0s$/)]); // before the first update
     live.update({ records: 7, unit: 'records' });
     live.stop();
-    expect(tty.written).toContain('convert 7 records');
+    expect(tty.written).toContain('7/10 records 70.0%');
     expect(tty.screen().lines).toEqual([]); // erased at the end
     const quiet = new FakeTty(80);
     (await startProgress('convert', false, { stream: quiet as never, env: {} })).update({ records: 1 });

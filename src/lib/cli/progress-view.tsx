@@ -48,6 +48,7 @@ export interface ViewOptions {
   now: () => number;
   /** Also take over this stream's writes (stdout, when it is the same terminal): data lines go above the view. */
   alsoCapture?: NodeJS.WritableStream;
+  initial?: Partial<ProgressState>;
 }
 
 /** Hands out ink's write-above-the-view function (it erases the view, writes, draws the view again). */
@@ -91,7 +92,7 @@ export function renderProgress(label: string, o: ViewOptions): Progress {
   // ink's own stream: the real write, everything else (columns, resize events) the stream's
   const inkOut = new Proxy(stream, { get: (t, k) => (k === 'write' ? (d: unknown, ...rest: unknown[]) => own.call(t, d, ...rest) : typeof Reflect.get(t, k) === 'function' ? (Reflect.get(t, k) as (...a: unknown[]) => unknown).bind(t) : Reflect.get(t, k)) });
   let above: (data: string) => void = write;
-  let state: ProgressState = { label, records: 0 };
+  let state: ProgressState = { label, records: 0, ...o.initial };
   let base: Baseline | undefined;
   const events: string[] = [];
   let last = 0;

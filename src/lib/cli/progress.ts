@@ -29,6 +29,8 @@ export const logEveryFlag = decimal({ description: 'without a terminal on stderr
 export interface ProgressOptions {
   /** Seconds between log lines without a terminal (default 10; 0: a line at every update). */
   logEvery?: number | string;
+  /** What the view shows before the first update (the unit, the total): not counted as an update. */
+  initial?: Partial<ProgressState>;
   /** Tests: the clock (ms), the stream and whether it is a terminal. */
   now?: () => number;
   stream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
@@ -67,8 +69,9 @@ export class LogProgress implements Progress {
     private readonly now: () => number,
     private readonly write: (line: string) => void,
     heartbeat = true,
+    initial: Partial<ProgressState> = {},
   ) {
-    this.state = { label, records: 0 };
+    this.state = { label, records: 0, ...initial };
     this.start = now();
     this.last = this.start;
     if (heartbeat && every > 0) {
@@ -123,8 +126,8 @@ export async function startProgress(label: string, enabled: boolean, o: Progress
     const { renderProgress } = await import('./progress-view.js');
     // data on a stdout that is the same terminal would tear the view: it goes above it (tests pass their own stream)
     const alsoCapture = !o.stream && process.stdout.isTTY ? process.stdout : undefined;
-    return renderProgress(label, { stream, color: useColor(env), now, alsoCapture });
+    return renderProgress(label, { stream, color: useColor(env), now, alsoCapture, initial: o.initial });
   }
   const every = typeof o.logEvery === 'string' ? Number(o.logEvery) : (o.logEvery ?? DEFAULT_LOG_EVERY);
-  return new LogProgress(label, Number.isFinite(every) && every >= 0 ? every : DEFAULT_LOG_EVERY, now, (line) => stream.write(`${line}\n`), o.timer ?? true);
+  return new LogProgress(label, Number.isFinite(every) && every >= 0 ? every : DEFAULT_LOG_EVERY, now, (line) => stream.write(`${line}\n`), o.timer ?? true, o.initial);
 }
