@@ -55,7 +55,7 @@ describe('progress lines without a terminal', () => {
     }
   })();
 
-  it.skipIf(!hasScript)('on a terminal (100x30): the bar and the training state while it runs; Ctrl-C leaves a clean screen and the cursor shown', async () => {
+  it.skipIf(!hasScript)('on a terminal (100x30): the bar and the training state while it runs; Ctrl-C leaves a clean screen and the cursor shown; NO_COLOR', async () => {
     const cmd = `stty cols 100 rows 30; node ${BIN} train-sft ${data} --preset tiny --vocab-size 128 --batch-size 2 --steps 3000 -o ${path.join(dir, 'tty')}`;
     const p = execa('script', ['-q', '-e', '-c', cmd, '/dev/null'], { reject: false, stdin: 'pipe', extendEnv: false, env: { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm-256color', NO_COLOR: '1' } });
     let out = '';
@@ -80,5 +80,6 @@ describe('progress lines without a terminal', () => {
     expect(end.wraps).toBe(0);
     expect(end.lines).toEqual(['vlakit train-sft: backend wasm; 3 examples', 'vlakit train-sft: interrupted by SIGINT; partial outputs were removed']);
     expect(out.lastIndexOf('\u001B[?25h')).toBeGreaterThan(out.lastIndexOf('\u001B[?25l'));
+    expect(out).not.toMatch(/\u001B\[[0-9;]*m/); // NO_COLOR: no colour or style at all (without it the bar is cyan)
   }, 120_000);
 });
