@@ -200,6 +200,21 @@ describe('the live view', () => {
     expect(out.written).toBe('{"st'); // its own write again
   });
 
+  it('a terminal made narrower: the lines are fitted to the new width at once', async () => {
+    const tty = new FakeTty(120);
+    let now = 0;
+    const p = renderProgress('train-sft', { stream: tty as never, color: false, now: () => (now += 200) });
+    p.update({ records: 1, total: 10, unit: 'steps', figures: ['loss 2'], lines: ['x'.repeat(110)] });
+    tty.columns = 60;
+    tty.written = ''; // the screen as the narrower terminal redraws it
+    tty.emit('resize');
+    await tick();
+    const s = tty.screen();
+    expect(s.wraps).toBe(0);
+    expect(s.lines.at(-1)).toBe(`${'x'.repeat(58)}…`);
+    p.stop();
+  });
+
   it('NO_COLOR: no colour escapes in the view; without a total no bar', () => {
     const lines = viewLines({ label: 'convert', records: 1234, unit: 'records', bytes: 5 * 1024 * 1024 }, { elapsed: 3, rate: 411.3 }, 60);
     expect(lines.map((l) => l.text)).toEqual(['convert 1234 records · 411 records/s · 5.0 MiB · 3s']);

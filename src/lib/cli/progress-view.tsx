@@ -112,6 +112,8 @@ export function renderProgress(label: string, o: ViewOptions): Progress {
   };
   const clock = setInterval(draw, 1000);
   clock.unref();
+  // a resized terminal: the lines are fitted to the new width at once
+  stream.on('resize', draw);
   // a hard exit (a second Ctrl-C) skips stop(): give the cursor back all the same
   const onExit = () => {
     if (!stopped) write('\u001B[?25h');
@@ -133,6 +135,7 @@ export function renderProgress(label: string, o: ViewOptions): Progress {
       if (stopped) return;
       stopped = true;
       clearInterval(clock);
+      stream.off('resize', draw);
       process.off('exit', onExit);
       ink.rerender(el(true));
       ink.clear();
