@@ -1,7 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith, lerobotFlags, lerobotOptions, size } from '../lib/cli/flags.js';
-import { startProgress } from '../lib/cli/progress.js';
+import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
+import { annotateProgress } from '../lib/cli/progress-jobs.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
 import { checkOutputFormat, claimOutput, groupEpisodes, isLeRobotDir, leRobotInfo, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
 import { ActionStepSchema, AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
@@ -61,6 +62,7 @@ export default class Annotate extends VlakitCommand {
     'add-split': Flags.boolean({ description: 'rlds output: add the split to an existing dataset directory (same name and features) instead of refusing it' }),
     'skip-corrupt': sharedFlags['skip-corrupt'],
     quiet: sharedFlags.quiet,
+    'log-every': logEveryFlag,
     json: Flags.boolean({ description: 'print the usage summary as JSON on stderr' }),
   };
 
@@ -91,7 +93,7 @@ export default class Annotate extends VlakitCommand {
     // --add-split writes into an existing dataset (checked by the RLDS writer)
     if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', flags['add-split'] && to === 'rlds' ? { ...output, overwrite: true } : output);
     const cache = cacheDir === undefined ? undefined : await AnswerCache.open(cacheDir);
-    const progress = await startProgress('annotate', !flags.quiet && !flags.json);
+    const progress = await startProgress('annotate', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'requests' } });
     const signal = this.abort.signal;
     const light: StepRecord[][] = [];
     let usage: UsageStats | undefined;
@@ -122,7 +124,7 @@ export default class Annotate extends VlakitCommand {
           price: parsePrice(flags.price),
           cameras,
           signal,
-          onUsage: (u) => progress.update({ records: u.steps, unit: 'steps', detail: `${u.requests} requests, ${u.cacheHits} cached, ${u.retries} retries, ${u.inputTokens + u.outputTokens} tokens${u.cost !== undefined ? `, $${u.cost.toFixed(3)}` : ''}` }),
+          onUsage: (u) => progress.update(annotateProgress(u)),
         },
         (u) => (usage = u),
       )) {

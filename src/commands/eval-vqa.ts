@@ -2,7 +2,8 @@ import path from 'node:path';
 import { Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, allOnlyWith, exclusive, int } from '../lib/cli/flags.js';
-import { startProgress } from '../lib/cli/progress.js';
+import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
+import { vqaProgress } from '../lib/cli/progress-jobs.js';
 import { adapterFlag, adaptersFor } from '../lib/cli/adapter-flag.js';
 import { VlakitError } from '../lib/errors.js';
 
@@ -41,6 +42,7 @@ export default class EvalVqa extends VlakitCommand {
     device: Flags.string({ description: 'onnxruntime execution provider for exports', options: ['cpu', 'cuda'], default: 'cpu' }),
     backend: Flags.string({ description: 'tfjs backend for checkpoints', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     quiet: Flags.boolean({ char: 'q', description: 'no progress and no report on stderr' }),
+    'log-every': logEveryFlag,
     json: Flags.boolean({ description: 'print the report as JSON on stderr' }),
   };
 
@@ -87,7 +89,8 @@ export default class EvalVqa extends VlakitCommand {
       return xs;
     });
     const benchmarks = [...new Set(items.map((i) => i.benchmark))];
-    const progress = await startProgress('eval-vqa', !flags.quiet && !flags.json);
+    const progress = await startProgress('eval-vqa', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'questions', total: items.length * specs.length } });
+    const onModel = vqaProgress(progress, items.length * specs.length);
     const all: import('../lib/eval/index.js').Sample[] = [];
     const results: { model: string; source: string; scores: import('../lib/eval/index.js').BenchmarkScore[] }[] = [];
     let cache: import('../lib/teacher/index.js').AnswerCache | undefined;
@@ -99,9 +102,8 @@ export default class EvalVqa extends VlakitCommand {
           cache ??= await AnswerCache.open(flags.cache ?? defaultCacheDir());
           return cache;
         });
-        let done = 0;
         try {
-          const samples = await ev.evaluateModel(model, items, { signal: this.abort.signal, onSample: () => progress.update({ records: ++done, unit: 'questions', label: `eval-vqa ${name}` }) });
+          const samples = await ev.evaluateModel(model, items, { signal: this.abort.signal, onSample: onModel(name) });
           all.push(...samples);
           results.push({ model: name, source: model.source, scores: ev.summarize(samples) });
         } finally {

@@ -1,7 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseNumber, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
-import { startProgress } from '../lib/cli/progress.js';
+import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
+import { rlProgress } from '../lib/cli/progress-jobs.js';
 import { VlakitError } from '../lib/errors.js';
 import { codecFor, type ActionCodec, type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
 import { readValidated } from '../lib/io/index.js';
@@ -54,6 +55,7 @@ export default class TrainRl extends VlakitCommand {
     'eval-every': int({ description: 'greedy evaluation on the val split every N steps', min: 1, max: 1_000_000 }),
     backend: Flags.string({ options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     quiet: sharedFlags.quiet,
+    'log-every': logEveryFlag,
     json: Flags.boolean({ description: 'print the result as JSON on stderr' }),
   };
 
@@ -85,7 +87,7 @@ export default class TrainRl extends VlakitCommand {
       probe.model.dispose();
     }
     const codec = codecFrom(desc, examples[0]);
-    const progress = await startProgress(`train-rl (${backend})`, !flags.quiet && !flags.json);
+    const progress = await startProgress('train-rl', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'steps', total: flags.steps } });
     try {
       const res = await trainRl({
         init: flags.init,
@@ -119,7 +121,7 @@ export default class TrainRl extends VlakitCommand {
         saveEvery: flags['save-every'],
         evalEvery: flags['eval-every'],
         signal: this.abort.signal,
-        onMetrics: (m) => progress.update({ records: m.step as number, unit: 'steps', detail: `reward ${((m.reward as { mean: number }).mean).toFixed(3)}, KL ${(m.kl as number).toFixed(4)}` }),
+        onMetrics: rlProgress(progress, { totalSteps: flags.steps, saveEvery: flags['save-every'] }),
       });
       progress.stop();
       if (flags.json) process.stderr.write(`${JSON.stringify({ backend, ...res })}\n`);

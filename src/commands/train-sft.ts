@@ -1,7 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseNumber, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, allOnlyWith, decimal, exclusive, int } from '../lib/cli/flags.js';
-import { startProgress } from '../lib/cli/progress.js';
+import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
+import { sftProgress } from '../lib/cli/progress-jobs.js';
 import { VlakitError } from '../lib/errors.js';
 import { codecFor, readActionStats, type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
 import { readValidated } from '../lib/io/index.js';
@@ -51,6 +52,7 @@ export default class TrainSft extends VlakitCommand {
     stats: Flags.string({ description: 'action statistics to keep with the model (relabel --stats-out)', helpValue: 'FILE' }),
     backend: Flags.string({ description: 'force a TensorFlow.js backend', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     quiet: sharedFlags.quiet,
+    'log-every': logEveryFlag,
     json: Flags.boolean({ description: 'print the result as JSON on stderr' }),
   };
 
@@ -77,7 +79,7 @@ export default class TrainSft extends VlakitCommand {
     const vocabFrom: TrainingExample[] = [];
     if (flags['vocab-from']?.length) for await (const r of readValidated(flags['vocab-from'], 'training_example', TrainingExampleSchema, '--vocab-from reads training examples', { signal: this.abort.signal })) vocabFrom.push(r.value);
     const stats = flags.stats ? readActionStats(flags.stats) : undefined;
-    const progress = await startProgress(`train-sft (${backend})`, !flags.quiet && !flags.json);
+    const progress = await startProgress('train-sft', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'steps', total: flags.steps } });
     this.note(`vlakit train-sft: backend ${backend}; ${examples.length} examples`, flags.quiet || flags.json);
     try {
       const res = await trainSft({
@@ -111,7 +113,7 @@ export default class TrainSft extends VlakitCommand {
         codec: codecFor(examples[0].meta.representation, examples[0].meta.codec), // every codec from its spec; older token/bin examples without one: token accuracy only
         actionStats: stats,
         signal: this.abort.signal,
-        onMetrics: (m) => progress.update({ records: m.step as number, unit: 'steps', detail: `loss ${(m.loss as number).toFixed(4)}, ${(m.tokens_per_s as number).toFixed(0)} tokens/s` }),
+        onMetrics: sftProgress(progress, { saveEvery: flags['save-every'] }),
       });
       progress.stop();
       if (flags.json) process.stderr.write(`${JSON.stringify({ backend, ...res })}\n`);

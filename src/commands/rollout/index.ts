@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { VlakitCommand, parseNumber, parseSize, sharedFlags } from '../../lib/cli/base.js';
-import { startProgress } from '../../lib/cli/progress.js';
+import { logEveryFlag, startProgress } from '../../lib/cli/progress.js';
+import { RolloutProgress } from '../../lib/cli/progress-rollout.js';
 import { VlakitError } from '../../lib/errors.js';
 import {
   type EpisodeOutcome,
@@ -92,6 +93,7 @@ export default class Rollout extends VlakitCommand {
     'video-format': Flags.string({ description: 'mp4 (H.264, needs ffmpeg: @ffmpeg-installer/linux-x64, the PATH or VLAKIT_FFMPEG) or gif; auto: mp4 when ffmpeg is found', options: ['auto', 'mp4', 'gif'], default: 'auto' }),
     'video-size': int({ description: 'side of the camera image in the video, px (the built-in world renders it at this size; other envs\' images are scaled)', default: 384, min: 64, max: 1024 }),
     quiet: sharedFlags.quiet,
+    'log-every': logEveryFlag,
     json: Flags.boolean({ description: 'print the report as JSON on stderr (with each episode\'s failure analysis)' }),
   };
 
@@ -154,7 +156,8 @@ export default class Rollout extends VlakitCommand {
     );
     if (flags.safety) env = new SafetyFilter(env, { maxStep: num(flags['max-translation'], 'max-translation'), contactGuard: flags['contact-guard'], layout });
 
-    const progress = await startProgress('rollout', !flags.quiet && !flags.json);
+    const progress = await startProgress('rollout', !flags.quiet && !flags.json, { logEvery: flags['log-every'] });
+    const shown = new RolloutProgress(progress, flags.episodes);
     const outcomes: EpisodeOutcome[] = [];
     const summaries: EpisodeSummary[] = [];
     const analyses: EpisodeAnalysis[] = [];
@@ -162,10 +165,9 @@ export default class Rollout extends VlakitCommand {
     const capture = video && builtinOf(env) ? (e: Env): RgbFrame | undefined => builtinOf(e)?.snapshot(video.size, video.size) : undefined;
     let videoTmp: string | undefined;
     const { summarizeEpisode, policyReport, formatPolicyReport } = await import('../../lib/policy/index.js');
-    let steps = 0;
     const signal = this.abort.signal;
     const episodes = (async function* (): AsyncGenerator<StepRecord[]> {
-      for await (const ep of runEpisodes({ env, policy, families, episodes: flags.episodes, seed: flags.seed, signal, capture, recordTiming: flags.timing ?? learned, onStep: () => progress.update({ records: ++steps, unit: 'steps' }) })) {
+      for await (const ep of runEpisodes({ env, policy: shown.watch(policy), families, episodes: flags.episodes, seed: flags.seed, signal, capture, recordTiming: flags.timing ?? learned, onStep: () => shown.step() })) {
         outcomes.push({ family: ep.family, success: ep.success, end: ep.end, steps: ep.records.length - 1 });
         analyses.push(episodeAnalysis(ep.records));
         if (learned) summaries.push(summarizeEpisode(ep.records, ep.timings));
@@ -173,7 +175,7 @@ export default class Rollout extends VlakitCommand {
           const frames = ep.captures as (RgbFrame | undefined)[] | undefined;
           await writeEpisodeVideo(ep.records, path.join(videoTmp, videoName(ep.records, ep.index, video.format)), { format: video.format, ffmpeg: video.ffmpeg, fps: flags.hz, size: video.size, frames, signal });
         }
-        progress.update({ label: `rollout ${outcomes.length}/${flags.episodes} episodes, ${outcomes.filter((o) => o.success).length} successes;` });
+        shown.episode(ep);
         yield ep.records;
       }
     })();

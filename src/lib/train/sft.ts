@@ -66,7 +66,8 @@ export interface SftOptions {
   evalEvery?: number;
   codec?: ActionCodec;
   actionStats?: unknown;
-  onMetrics?: (m: Record<string, unknown>) => void;
+  /** After each step's metrics record; `run.totalSteps` is the run's length (from --steps or the epochs). */
+  onMetrics?: (m: Record<string, unknown>, run: { totalSteps: number }) => void;
   signal?: AbortSignal;
 }
 
@@ -345,7 +346,7 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
       Object.assign(m, { val_action_token_accuracy: evalResult.actionTokenAccuracy, val_action_l1: evalResult.actionL1 ?? null, val_undecodable: evalResult.undecodable });
     }
     await run.appendMetrics(m);
-    o.onMetrics?.(m);
+    o.onMetrics?.(m, { totalSteps: total });
     if (o.saveEvery && state.step % o.saveEvery === 0 && state.step < total) await run.save(state.step, (d) => model.save(d, opt, state, o));
   }
   // the final model: the run directory itself holds it (and the trainer state)
