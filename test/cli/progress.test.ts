@@ -1,6 +1,13 @@
 /** Progress: the plain log lines without a terminal (format, cadence on a fake clock), the live view at several widths, and the jobs' figures. */
 import { PassThrough } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+
+// ink decides once, when it is imported, whether it runs under CI (is-in-ci: the CI variable), and then draws only
+// the last frame. These tests give the view a terminal of their own, so they must not inherit the CI variable of the
+// machine running them (.ci/run sets CI=true): it is removed before any import.
+vi.hoisted(() => {
+  for (const k of Object.keys(process.env)) if (k === 'CI' || k === 'CONTINUOUS_INTEGRATION' || k.startsWith('CI_')) delete process.env[k];
+});
 import { LogProgress, isLiveTerminal, startProgress, useColor, type Progress, type ProgressState } from '../../src/lib/cli/progress.js';
 import { fmtDuration, fmtNum, logLine, sparkline, timing, viewLines } from '../../src/lib/cli/progress-format.js';
 import { annotateProgress, rlProgress, sftProgress, vqaProgress } from '../../src/lib/cli/progress-jobs.js';
