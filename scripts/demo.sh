@@ -51,7 +51,7 @@ vlakit convert "$OUT/reasoning/tabletop_reasoning" -q | vlakit chunk --mode fixe
 vlakit relabel "$OUT/chunks_fixed.jsonl" --method refinevla --actions words --split 0.2 -o "$OUT/examples_refinevla.jsonl"
 
 step "Fine-tuning a small VLA (preset mini: 64-px images) on the VLM2VLA and direct examples together (TensorFlow.js; ${SFT_STEPS:=1500} steps)"
-vlakit train-sft "$OUT/examples_both.jsonl" --preset mini --steps "$SFT_STEPS" --batch-size 8 --lr 3e-3 --eval-every 500 --save-every 500 --stats "$OUT/action_stats.json" -o "$OUT/sft"
+vlakit train-sft "$OUT/examples_both.jsonl" --preset mini --steps "$SFT_STEPS" --batch-size 8 --lr 3e-3 --eval-every 750 --save-every 750 --stats "$OUT/action_stats.json" -o "$OUT/sft"
 tail -n 1 "$OUT/sft/metrics.jsonl"
 
 step "Export of the fine-tuned policy to ONNX (prefill + decode with a KV cache), checked against the checkpoint"

@@ -98,6 +98,11 @@ describe('open-loop replay', () => {
     const text = formatReplay(r);
     expect(text).toMatch(/\(blank images: \d+\/\d+ changed\)/);
     expect(text).not.toMatch(/does not read its images/);
+    // blind answers that never decode: said so, not shown as a 0% gripper
+    const lost = await replay(examples, (ex) => (grey(ex) ? 'I cannot see anything' : (expertPredictor(ex) as string)), { blankImages: true });
+    const lostText = formatReplay(lost);
+    expect(lostText).toMatch(/\(blank images: (\d+)\/\1 changed\)\s+no blind answer decoded as actions/);
+    expect(lostText).not.toMatch(/ 0\.0%/);
   });
 
   it('absolute targets (relabel --waypoints): never moving targets the robot state of the prompt', async () => {

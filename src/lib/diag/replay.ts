@@ -271,7 +271,10 @@ export function formatReplay(r: ReplayReport): string {
     lines.push(`${'  (no motion)'.padEnd(35)} ${s.zeroBaseline.slice(0, -1).map(mm).join(' ')} ${''.padStart(9)} ${`${((1 - s.zeroBaseline.at(-1)!) * 100).toFixed(1)}%`.padStart(8)}`);
     if (s.blank) {
       const b = s.blank;
-      lines.push(`${`  (blank images: ${b.changed}/${b.examples} changed)`.padEnd(35)} ${b.meanAbsError.slice(0, -1).map(mm).join(' ')} ${''.padStart(9)} ${`${(b.gripperAccuracy * 100).toFixed(1)}%`.padStart(8)}`);
+      const label = `  (blank images: ${b.changed}/${b.examples} changed)`.padEnd(35);
+      // blind answers that do not decode leave nothing to compare (not a 0% gripper)
+      if (!b.meanAbsError.length) lines.push(`${label} no blind answer decoded as actions`);
+      else lines.push(`${label} ${b.meanAbsError.slice(0, -1).map(mm).join(' ')} ${''.padStart(9)} ${`${(b.gripperAccuracy * 100).toFixed(1)}%`.padStart(8)}`);
     }
   }
   const blind = r.splits.filter((s) => s.blank);
