@@ -79,7 +79,7 @@ vlakit replay --model "$OUT/sft-onnx" "$OUT/examples_direct.jsonl" --limit 100 -
 step "Closed-loop evaluation of the exported policy in the built-in world (held-out seeds), a video of every episode in $OUT/videos: direct mode (a new chunk every step), then the VLM2VLA hierarchy (subtasks, motion plan, actions) with the model as its own verifier and with the world's oracle"
 vlakit rollout --policy "$OUT/sft-onnx" --mode direct --prompt refinevla-nr $CAMS --execute 1 --tasks all --episodes ${EVAL_EPISODES:=8} --seed 1000 --video "$OUT/videos/direct" -o "$OUT/eval_direct.jsonl" 2> "$OUT/eval_direct.txt" || { cat "$OUT/eval_direct.txt" >&2; exit 1; }
 cat "$OUT/eval_direct.txt"
-vlakit rollout --policy "$OUT/sft-onnx" --mode hierarchical --verifier model --tasks all --episodes 4 --seed 1000 -o "$OUT/eval_model_verifier.jsonl"
+vlakit rollout --policy "$OUT/sft-onnx" --mode hierarchical --verifier model --tasks all --episodes 2 --seed 1000 -o "$OUT/eval_model_verifier.jsonl"
 vlakit rollout --policy "$OUT/sft-onnx" --mode hierarchical --verifier oracle --max-retries 2 --tasks all --episodes "$EVAL_EPISODES" --seed 1000 --video "$OUT/videos/hierarchical" -o "$OUT/eval_oracle_verifier.jsonl" 2> "$OUT/eval_hierarchical.txt" || { cat "$OUT/eval_hierarchical.txt" >&2; exit 1; }
 cat "$OUT/eval_hierarchical.txt"
 node -e '
