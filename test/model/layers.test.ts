@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend } from '../../src/lib/model/backend.js';
-import { applyRope, attention, causalMask, embed, gelu, layerNorm, linear, newVar, repeatKv, rmsNorm, ropeTables, type Params } from '../../src/lib/model/layers.js';
+import { applyRope, attention, causalMask, embed, gelu, layerNorm, linear, matMul2d, newVar, repeatKv, rmsNorm, ropeTables, type Params } from '../../src/lib/model/layers.js';
 
 beforeAll(async () => {
   await selectBackend('cpu'); // plain float32 JS: the reference for gradient checks
@@ -49,6 +49,21 @@ describe('layers against finite differences', () => {
     gradCheck((q) => attention(q as tf.Tensor4D, repeatKv(k, 2), repeatKv(v, 2), mask).out, [1, 2, 5, 4]);
     gradCheck((kk) => attention(tf.ones([1, 2, 5, 4]) as tf.Tensor4D, repeatKv(kk as tf.Tensor4D, 2), repeatKv(v, 2), mask).out, [1, 1, 5, 4]);
     tf.dispose([cos, sin, mask, k, v]);
+  });
+
+  it('matMul2d (plain products with explicit transposes, forward and backward): values and both gradients', () => {
+    const a = tf.randomNormal([3, 4], 0, 1, 'float32', 11) as tf.Tensor2D;
+    const b = tf.randomNormal([4, 5], 0, 1, 'float32', 12) as tf.Tensor2D;
+    const bt = tf.transpose(b) as tf.Tensor2D; // [5, 4]
+    const ref = tf.matMul(a, b).arraySync() as number[][];
+    expect(matMul2d(a, b).arraySync()).toEqual(ref);
+    const viaT = matMul2d(a, bt, true).arraySync();
+    viaT.forEach((row, i) => row.forEach((v, j) => expect(v).toBeCloseTo(ref[i]![j]!, 5)));
+    gradCheck((x) => matMul2d(x as tf.Tensor2D, b), [3, 4]);
+    gradCheck((x) => matMul2d(a, x as tf.Tensor2D), [4, 5]);
+    gradCheck((x) => matMul2d(x as tf.Tensor2D, bt, true), [3, 4]);
+    gradCheck((x) => matMul2d(a, x as tf.Tensor2D, true), [5, 4]);
+    tf.dispose([a, b, bt]);
   });
 
   it('a linear layer with a LoRA adapter, in its input and in the adapter', () => {

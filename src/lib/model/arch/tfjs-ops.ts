@@ -5,7 +5,7 @@
  * as targets. Each block runs in its own tf.tidy, so a forward holds one layer's temporaries at a time.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { applyRope, attention, causalMask, embed, gelu, layerNorm, linear, mergeHeads, repeatKv, rmsNorm, ropeTables, splitHeads } from '../layers.js';
+import { applyRope, attention, causalMask, embed, gelu, layerNorm, linear, matMul2d, mergeHeads, repeatKv, rmsNorm, ropeTables, splitHeads } from '../layers.js';
 import { VlakitError } from '../../errors.js';
 import type { NamedArray } from '../safetensors.js';
 import type { AttentionSpec, Ops } from './ops.js';
@@ -174,7 +174,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
     const k = tf.sub(tf.cumsum(tf.cast(mask, 'int32')), tf.scalar(1, 'int32')); // the k-th image token takes row k
     const index = tf.maximum(tf.minimum(k, tf.scalar(rows.shape[0] - 1, 'int32')), tf.scalar(0, 'int32'));
     // the k-th row as a one-hot matmul, not a gather: the WebAssembly backend has no gradient for gather
-    const picked = tf.matMul(tf.oneHot(index, rows.shape[0]), rows); // [B*T, N*L] x [N*L, D]
+    const picked = matMul2d(tf.oneHot(index, rows.shape[0]) as tf.Tensor2D, rows as tf.Tensor2D); // [B*T, N*L] x [N*L, D]
     const merged = tf.where(tf.expandDims(mask, 1), picked, tf.reshape(text, [-1, D])); // [B*T, D]
     return tf.reshape(merged, text.shape);
   }
@@ -195,7 +195,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
     if (lora?.enabled && lora.targets.has(prefix.split('.').pop()!)) {
       const a = this.params.get(`${prefix}.lora_A.weight`) as tf.Tensor2D | undefined; // [r, in]
       const bb = this.params.get(`${prefix}.lora_B.weight`) as tf.Tensor2D | undefined; // [out, r]
-      if (a && bb) y = tf.add(y, tf.mul(tf.matMul(tf.matMul(x2, tf.transpose(a)), tf.transpose(bb)), lora.alpha / lora.r)); // [N, in] x [in, r] x [r, out]
+      if (a && bb) y = tf.add(y, tf.mul(matMul2d(matMul2d(x2, a, true), bb, true), lora.alpha / lora.r)); // [N, in] x [in, r] x [r, out]
     }
     return tf.reshape(y, [...x.shape.slice(0, -1), y.shape[1]!]);
   }
@@ -210,7 +210,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
     if (wt) return constMatMul(x2, wt);
     const stored = this.p(name); // [out, in] (or a convolution's [out, c, kh, kw])
     const w = stored.rank === 2 ? stored : tf.reshape(stored, [stored.shape[0], -1]);
-    return tf.matMul(x2, w as tf.Tensor2D, false, true);
+    return matMul2d(x2, w as tf.Tensor2D, true);
   }
 
   block(fn: () => tf.Tensor): tf.Tensor {
@@ -315,7 +315,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
   matmul(x: tf.Tensor, weight: string): tf.Tensor {
     const w = this.p(weight); // [in, out]
     const inDim = x.shape[x.shape.length - 1];
-    return tf.reshape(tf.matMul(tf.reshape(x, [-1, inDim]), w), [...x.shape.slice(0, -1), w.shape[1]!]);
+    return tf.reshape(matMul2d(tf.reshape(x, [-1, inDim]) as tf.Tensor2D, w as tf.Tensor2D), [...x.shape.slice(0, -1), w.shape[1]!]);
   }
 
   head(h: tf.Tensor, weight: string): tf.Tensor {
