@@ -2,7 +2,9 @@
  * Training throughput: tokens/s of train-sft steps for the tiny and small presets on the selected backend, and
  * model FLOP utilization: the model's FLOPs per second (forward + backward ~ 3x forward: 2 x multiply-adds of every
  * matmul, attention included) divided by the same backend's matmul FLOP/s measured in the same run.
- * Target: >= 40%. Run: `npx tsx bench/train.ts [--quick]`.
+ * Target: >= 40%. Also: forward + backward of the 2-D products of a mini step with tfjs's own matMul gradient
+ * (transposed operands) against matMul2d (plain products, explicit transposes), as a ratio in one run.
+ * Run: `npx tsx bench/train.ts [--quick]`.
  */
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
@@ -11,6 +13,7 @@ import { type Preset, preset, patchesPerImage, type VlaConfig } from '../src/lib
 import { VlaModel } from '../src/lib/model/model.js';
 import { sftLoss } from '../src/lib/train/loss.js';
 import { AdamW } from '../src/lib/train/optim.js';
+import { matMul2d } from '../src/lib/model/layers.js';
 
 const quick = process.argv.includes('--quick');
 const backend = await selectBackend(process.argv.find((a) => a.startsWith('--backend='))?.slice(10));
@@ -84,6 +87,31 @@ async function run(name: Preset, B: number, T: number, steps: number): Promise<v
   model.dispose();
 }
 
+/** Seconds per forward + backward of x [M, K] W (W [K, N], or [N, K] used transposed as a tied head does). */
+function productStep(M: number, K: number, N: number, transposed: boolean, plain: boolean, reps: number): number {
+  const x = tf.variable(tf.randomNormal([M, K]));
+  const w = tf.variable(tf.randomNormal(transposed ? [N, K] : [K, N]));
+  const f = () => tf.sum(plain ? matMul2d(x as tf.Tensor2D, w as tf.Tensor2D, transposed) : tf.matMul(x, w, false, transposed)) as tf.Scalar;
+  const once = () => tf.tidy(() => Object.values(tf.variableGrads(f, [x, w]).grads).forEach((g) => g.dataSync()));
+  once();
+  const t0 = now();
+  for (let i = 0; i < reps; i++) once();
+  const secs = (now() - t0) / reps;
+  tf.dispose([x, w]);
+  return secs;
+}
+
+function products(reps: number): void {
+  // the shapes of a mini step (batch 8 x 126 tokens): an MLP projection, an attention projection, the tied head
+  for (const [M, K, N, transposed] of [[1008, 48, 128, false], [1008, 48, 48, false], [880, 48, 600, true]] as const) {
+    const own = productStep(M, K, N, transposed, false, reps);
+    const plain = productStep(M, K, N, transposed, true, reps);
+    console.log(`product [${M}, ${K}] x ${transposed ? `[${N}, ${K}]^T` : `[${K}, ${N}]`}, forward + backward: tfjs matMul gradient ${(own * 1e3).toFixed(2)} ms, matMul2d ${(plain * 1e3).toFixed(2)} ms -> ${(own / plain).toFixed(1)}x`);
+  }
+}
+
 console.log(`vlakit train bench on ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, node ${process.version}, backend ${backend}${quick ? ' (quick)' : ''}`);
+products(quick ? 5 : 20);
 await run('tiny', 8, 64, quick ? 3 : 10);
+await run('mini', 8, 110, quick ? 3 : 10);
 await run('small', 4, 64, quick ? 1 : 3);
