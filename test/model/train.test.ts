@@ -85,6 +85,28 @@ describe('train-sft', () => {
   }, 120_000);
 });
 
+describe('train-sft --workers (data-parallel threads)', () => {
+  it('3 threads give the losses and the weights of one thread (the batch split, the gradients summed), with accumulation', async () => {
+    const one: number[] = [];
+    const three: number[] = [];
+    const a = await trainTiny(dir, 'dp1', examples, { steps: 4, gradAccum: 2, batchSize: 5, onMetrics: (m) => one.push(m.loss as number) });
+    const b = await trainTiny(dir, 'dp3', examples, { steps: 4, gradAccum: 2, batchSize: 5, workers: 3, onMetrics: (m) => three.push(m.loss as number) });
+    expect(three).toHaveLength(4);
+    three.forEach((l, i) => expect(Math.abs(l - one[i]), `step ${i + 1}`).toBeLessThanOrEqual(1e-5 * Math.max(1, one[i])));
+    const x = loadCheckpoint(a).model;
+    const y = loadCheckpoint(b).model;
+    let worst = 0;
+    for (const [n, v] of x.params) worst = Math.max(worst, tf.tidy(() => tf.max(tf.abs(tf.sub(v, y.params.get(n)!))).dataSync()[0]));
+    expect(worst).toBeLessThan(1e-5);
+    x.dispose();
+    y.dispose();
+  }, 120_000);
+
+  it('refuses more threads than examples per batch', async () => {
+    await expect(trainTiny(dir, 'dpbad', examples, { steps: 1, batchSize: 2, workers: 3 })).rejects.toMatchObject({ code: 'E_USAGE' });
+  });
+});
+
 describe('the loss', () => {
   it('is the mean CE over action tokens plus lambda_r x the mean CE over reasoning tokens; prompt tokens weigh nothing', async () => {
     const tok = await buildTokenizer(['Subtask: grasp the red block the red block is ahead\n[[0.012, -0.004, 0.000, 1]]'], 96);

@@ -20,6 +20,7 @@ import { buildTokenizer, loadTokenizer, loadTokenizerFile, type Tokenizer } from
 import { Rng } from '../util/rng.js';
 import { type Batch, type PixelLayout, type Prepared, disposeBatch, examplesText, makeBatch, prepare } from './data.js';
 import { HfTrainee, type Trainee } from './hf-sft.js';
+import { DataParallel, batchCounts, splitParts } from './data-parallel.js';
 import { HfLoraModel } from './hf-model.js';
 import { isHfCheckpoint, loadHfCheckpoint } from '../model/arch/hf.js';
 import type { Processor } from '../model/processor/types.js';
@@ -69,6 +70,10 @@ export interface SftOptions {
   /** After each step's metrics record; `run.totalSteps` is the run's length (from --steps or the epochs). */
   onMetrics?: (m: Record<string, unknown>, run: { totalSteps: number }) => void;
   signal?: AbortSignal;
+  /** Data-parallel threads (the built-in model): each batch split across them, gradients summed (default 1). */
+  workers?: number;
+  /** The TensorFlow.js backend the workers load (the coordinator's). */
+  backend?: string;
 }
 
 export interface SftResult {
@@ -292,6 +297,30 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
     state = run.readState(SftState);
     opt.load(readSafetensors(path.join(resumeDir, 'optimizer.safetensors')).tensors, state.step);
   }
+  const workers = o.workers ?? 1;
+  let dp: DataParallel | undefined;
+  if (workers > 1) {
+    if (!(model instanceof BuiltinTrainee)) throw new VlakitError('E_USAGE', '--workers above 1 trains the built-in model only (a Hugging Face checkpoint trains in one thread)');
+    if (B < workers) throw new VlakitError('E_USAGE', `--workers ${workers} needs a batch of at least ${workers} examples (--batch-size ${B}): each worker takes a part of every batch`);
+    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1 });
+  }
+  try {
+    return await steps(run, o, model, opt, state, { trainItems, valItems, total, peak, warmup, B, accum, seed, dp });
+  } finally {
+    await dp?.close();
+  }
+}
+
+async function steps(
+  run: RunDir,
+  o: SftOptions,
+  model: Trainee,
+  opt: AdamW,
+  state: TrainerState,
+  c: { trainItems: Prepared[]; valItems: Prepared[]; total: number; peak: number; warmup: number; B: number; accum: number; seed: number; dp: DataParallel | undefined },
+): Promise<SftResult> {
+  const { trainItems, valItems, total, peak, warmup, B, accum, seed, dp } = c;
+  const vars = model.vars;
   const orders = new Map<number, number[]>();
   let last = NaN;
   let evalResult: EvalResult | undefined;
@@ -304,9 +333,18 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
     let rSum = 0;
     let tokens = 0;
     for (let a = 0; a < accum; a++) {
-      const items = Array.from({ length: B }, (_, i) => trainItems[streamItem(state.consumed + i, trainItems.length, seed, orders)]);
+      const all = Array.from({ length: B }, (_, i) => trainItems[streamItem(state.consumed + i, trainItems.length, seed, orders)]);
       state.consumed += B;
+      // data-parallel: the replicas take parts 1.., this thread part 0, every part normalized by the batch's counts
+      const shares = dp ? splitParts(all, dp.workers) : [all];
+      const counts = dp ? batchCounts(all) : undefined;
+      const collect = dp ? await dp.dispatch(shares, counts!) : undefined;
+      const items = shares[0];
       const batch = makeBatch(items, model.layout);
+      if (counts) {
+        batch.actionCount = counts.action;
+        batch.reasoningCount = counts.reasoning;
+      }
       tokens += batch.tokens;
       let parts: [number, number] = [0, 0];
       const { value, grads } = tf.variableGrads(() => {
@@ -327,6 +365,16 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
         }
       }
       disposeBatch(batch);
+      if (collect) {
+        const results = await collect();
+        dp!.addGrads(sums, results);
+        for (const r of results) {
+          lossSum += r.loss;
+          aSum += r.action;
+          rSum += r.reasoning;
+          tokens += r.tokens;
+        }
+      }
     }
     if (accum > 1) {
       for (const [n, g] of [...sums]) {

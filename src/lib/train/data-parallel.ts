@@ -1,0 +1,199 @@
+/**
+ * Data-parallel gradients for `train-sft --workers N` (the built-in model): the TensorFlow.js WebAssembly backend
+ * runs on one core in Node (its threaded build needs browser workers), so a 2-core machine trains at half its speed.
+ * Each step, the coordinator splits the batch into N parts, computes the first itself and hands the others to worker
+ * threads, each holding a replica of the model; the gradients are summed in rank order, so the step is the full
+ * batch's step (up to float rounding), and the coordinator's optimizer applies it. The replicas receive the
+ * trainable weights at every step, so they never drift.
+ *
+ * Each part's loss is normalized by the whole batch's token counts (not the part's), so the sum of the parts'
+ * gradients is the gradient of the batch's loss.
+ */
+import { Worker } from 'node:worker_threads';
+import * as tf from '@tensorflow/tfjs-core';
+import { VlakitError } from '../errors.js';
+import type { VlaConfig } from '../model/config.js';
+import type { VlaModel } from '../model/model.js';
+import { paramName } from '../model/layers.js';
+import type { PixelLayout, Prepared } from './data.js';
+
+/** The whole batch's token counts, by which every part's loss is normalized. */
+export interface BatchCounts {
+  action: number;
+  reasoning: number;
+}
+
+/** Action and reasoning target tokens of `items` (position t-1 predicts token t, as makeBatch weighs them). */
+export function batchCounts(items: Prepared[]): BatchCounts {
+  let action = 0;
+  let reasoning = 0;
+  for (const x of items) {
+    for (let t = 1; t < x.ids.length; t++) {
+      action += x.action[t];
+      reasoning += x.reasoning[t];
+    }
+  }
+  return { action, reasoning };
+}
+
+/** `items` in `n` contiguous parts, as even as can be (the first parts take the remainder). */
+export function splitParts<T>(items: T[], n: number): T[][] {
+  const out: T[][] = [];
+  let at = 0;
+  for (let r = 0; r < n; r++) {
+    const size = Math.floor(items.length / n) + (r < items.length % n ? 1 : 0);
+    out.push(items.slice(at, at + size));
+    at += size;
+  }
+  return out;
+}
+
+/** What a worker needs to build its replica. */
+export interface ReplicaInit {
+  backend: string;
+  config: VlaConfig;
+  lora: { r: number; alpha: number; targets: string[] } | null;
+  /** Every parameter by name (trainable or not): shape and values. */
+  params: { name: string; shape: number[]; data: Float32Array }[];
+  /** Names of the trainable parameters, in the order of the coordinator's variables. */
+  trainable: string[];
+  layout: PixelLayout;
+  lambdaR: number;
+}
+
+/** One part of a step: the trainable weights now, the part's items, the batch's counts. */
+export interface PartRequest {
+  weights: Float32Array[];
+  items: Prepared[];
+  counts: BatchCounts;
+}
+
+/** A part's result: the gradients of the trainable parameters (in `trainable` order; null where there is none). */
+export interface PartResult {
+  grads: (Float32Array | null)[];
+  loss: number;
+  action: number;
+  reasoning: number;
+  tokens: number;
+}
+
+type Reply = { ok: true; result?: PartResult } | { ok: false; message: string };
+
+/** A worker thread holding a replica, answering one request at a time. */
+class Replica {
+  private pending: { resolve: (r: PartResult | undefined) => void; reject: (e: Error) => void } | undefined;
+  private failure: Error | undefined;
+
+  constructor(private readonly worker: Worker) {
+    worker.on('message', (m: Reply) => {
+      const p = this.pending;
+      this.pending = undefined;
+      if (!p) return;
+      if (m.ok) p.resolve(m.result);
+      else p.reject(new VlakitError('E_MODEL', `a data-parallel worker failed: ${m.message}`));
+    });
+    worker.on('error', (e) => this.fail(new VlakitError('E_MODEL', `a data-parallel worker failed: ${e.message}`)));
+    worker.on('exit', (code) => this.fail(new VlakitError('E_MODEL', `a data-parallel worker exited (code ${code})`)));
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    const p = this.pending;
+    this.pending = undefined;
+    p?.reject(e);
+  }
+
+  request(message: unknown, transfer: ArrayBuffer[] = []): Promise<PartResult | undefined> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject };
+      this.worker.postMessage(message, transfer);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.worker.removeAllListeners('exit');
+    await this.worker.terminate();
+  }
+}
+
+function workerUrl(): URL {
+  // dist/lib/train/data-parallel.js -> dp-worker.js beside it (the .ts source under tsx)
+  const self = new URL(import.meta.url);
+  return new URL(self.pathname.endsWith('.ts') ? './dp-worker.ts' : './dp-worker.js', self);
+}
+
+/** N-1 worker replicas of the built-in model; the coordinator computes part 0. */
+export class DataParallel {
+  private constructor(
+    private readonly replicas: Replica[],
+    private readonly vars: tf.Variable[],
+  ) {}
+
+  /** Starts `workers - 1` replicas of `model` (its current weights) training `vars`. */
+  static async start(workers: number, model: VlaModel, vars: tf.Variable[], o: { backend: string; layout: PixelLayout; lambdaR: number }): Promise<DataParallel> {
+    const params: ReplicaInit['params'] = [];
+    for (const [name, v] of model.params) params.push({ name, shape: v.shape, data: (await v.data()) as Float32Array });
+    const init: ReplicaInit = {
+      backend: o.backend,
+      config: model.config,
+      lora: model.lora ? { r: model.lora.r, alpha: model.lora.alpha, targets: [...model.lora.targets] } : null,
+      params,
+      trainable: vars.map(paramName),
+      layout: o.layout,
+      lambdaR: o.lambdaR,
+    };
+    const url = workerUrl();
+    const replicas: Replica[] = [];
+    try {
+      for (let r = 1; r < workers; r++) {
+        // from the TypeScript sources (tests under vitest, tsx), the worker registers tsx's loader first
+        const w = url.pathname.endsWith('.ts') ? new Worker(`import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(url.href)}); });`, { eval: true }) : new Worker(url);
+        const rep = new Replica(w);
+        replicas.push(rep);
+        await rep.request({ kind: 'init', init });
+      }
+    } catch (err) {
+      await Promise.all(replicas.map((x) => x.close()));
+      throw err;
+    }
+    return new DataParallel(replicas, vars);
+  }
+
+  get workers(): number {
+    return this.replicas.length + 1;
+  }
+
+  /**
+   * Sends parts 1.. of a step to the replicas (with the current weights); returns their results when awaited. Call
+   * before computing part 0, so that the replicas work while the coordinator does.
+   */
+  async dispatch(parts: Prepared[][], counts: BatchCounts): Promise<() => Promise<PartResult[]>> {
+    const weights = await Promise.all(this.vars.map(async (v) => (await v.data()) as Float32Array));
+    const pending = this.replicas.map((rep, i) => rep.request({ kind: 'part', request: { weights, items: parts[i + 1], counts } satisfies PartRequest }));
+    // a rejection is observed when the caller awaits; keep Node from reporting it as unhandled meanwhile
+    for (const p of pending) p.catch(() => undefined);
+    return async () => (await Promise.all(pending)) as PartResult[];
+  }
+
+  /** Adds the replicas' gradients to `sums` (by variable name), in rank order. */
+  addGrads(sums: Map<string, tf.Tensor>, results: PartResult[]): void {
+    for (const res of results) {
+      res.grads.forEach((g, i) => {
+        if (!g) return;
+        const v = this.vars[i];
+        const t = tf.tensor(g, v.shape);
+        const prev = sums.get(v.name);
+        if (prev) {
+          sums.set(v.name, tf.add(prev, t));
+          prev.dispose();
+          t.dispose();
+        } else sums.set(v.name, t);
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.replicas.map((r) => r.close()));
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * A data-parallel replica (data-parallel.ts): builds the built-in model from the coordinator's weights, then for
+ * each part of a step takes the trainable weights, computes the part's loss (normalized by the whole batch's token
+ * counts) and returns its gradients.
+ */
+import { parentPort } from 'node:worker_threads';
+import * as tf from '@tensorflow/tfjs-core';
+import { selectBackend } from '../model/backend.js';
+import { newVar } from '../model/layers.js';
+import { VlaModel } from '../model/model.js';
+import { disposeBatch, makeBatch } from './data.js';
+import type { PartRequest, PartResult, ReplicaInit } from './data-parallel.js';
+import { sftLoss } from './loss.js';
+
+let model: VlaModel | undefined;
+let init: ReplicaInit | undefined;
+let vars: tf.Variable[] = [];
+
+async function setup(i: ReplicaInit): Promise<void> {
+  await selectBackend(i.backend);
+  const m = new VlaModel(i.config);
+  for (const p of i.params) m.params.set(p.name, newVar(tf.tensor(p.data, p.shape), p.name));
+  if (i.lora) m.lora = { r: i.lora.r, alpha: i.lora.alpha, targets: new Set(i.lora.targets), enabled: true };
+  vars = i.trainable.map((n) => {
+    const v = m.params.get(n);
+    if (!v) throw new Error(`the replica has no parameter ${n}`);
+    return v;
+  });
+  model = m;
+  init = i;
+}
+
+function part(r: PartRequest): { result: PartResult; transfer: ArrayBuffer[] } {
+  if (!model || !init) throw new Error('the replica was not initialized');
+  const m = model;
+  vars.forEach((v, i) => v.assign(tf.tensor(r.weights[i], v.shape)));
+  const batch = makeBatch(r.items, init.layout);
+  batch.actionCount = r.counts.action; // the whole batch's counts: the parts' gradients add up to the batch's
+  batch.reasoningCount = r.counts.reasoning;
+  let parts: [number, number] = [0, 0];
+  const { value, grads } = tf.variableGrads(() => {
+    const l = sftLoss(m, batch, init!.lambdaR);
+    parts = [l.action.dataSync()[0], l.reasoning.dataSync()[0]];
+    return l.loss;
+  }, vars);
+  const loss = value.dataSync()[0];
+  value.dispose();
+  const out = vars.map((v) => {
+    const g = grads[v.name];
+    return g ? (g.dataSync() as Float32Array).slice() : null;
+  });
+  tf.dispose(Object.values(grads));
+  const tokens = batch.tokens;
+  disposeBatch(batch);
+  return { result: { grads: out, loss, action: parts[0], reasoning: parts[1], tokens }, transfer: out.flatMap((g) => (g ? [g.buffer as ArrayBuffer] : [])) };
+}
+
+parentPort?.on('message', async (msg: { kind: 'init'; init: ReplicaInit } | { kind: 'part'; request: PartRequest }) => {
+  try {
+    if (msg.kind === 'init') {
+      await setup(msg.init);
+      parentPort!.postMessage({ ok: true });
+    } else {
+      const { result, transfer } = part(msg.request);
+      parentPort!.postMessage({ ok: true, result }, transfer);
+    }
+  } catch (err) {
+    parentPort!.postMessage({ ok: false, message: err instanceof Error ? err.message : String(err) });
+  }
+});
