@@ -4,7 +4,8 @@
  * matmul, attention included) divided by the same backend's matmul FLOP/s measured in the same run.
  * Target: >= 40%. Also: forward + backward of the 2-D products of a mini step with tfjs's own matMul gradient
  * (transposed operands) against matMul2d (plain products, explicit transposes), as a ratio in one run.
- * Run: `npx tsx bench/train.ts [--quick]`.
+ * And `train-sft --workers`: steps/s of the mini preset with 1 and 2 data-parallel threads, in one run (on 2 idle
+ * cores, 2 threads should approach 2x). Run: `npx tsx bench/train.ts [--quick]`.
  */
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
@@ -14,6 +15,9 @@ import { VlaModel } from '../src/lib/model/model.js';
 import { sftLoss } from '../src/lib/train/loss.js';
 import { AdamW } from '../src/lib/train/optim.js';
 import { matMul2d } from '../src/lib/model/layers.js';
+import type { Prepared } from '../src/lib/train/data.js';
+import { DataParallel, batchCounts, splitParts } from '../src/lib/train/data-parallel.js';
+import { disposeBatch, makeBatch } from '../src/lib/train/data.js';
 
 const quick = process.argv.includes('--quick');
 const backend = await selectBackend(process.argv.find((a) => a.startsWith('--backend='))?.slice(10));
@@ -110,8 +114,55 @@ function products(reps: number): void {
   }
 }
 
+/** Steps/s of mini training steps (batch B of T tokens) with `workers` data-parallel threads. */
+async function dataParallel(workers: number, B: number, T: number, steps: number): Promise<number> {
+  const c = preset('mini', 512, 1);
+  const model = VlaModel.init(c, 0);
+  const vars = model.trainable();
+  const opt = new AdamW();
+  const S = c.vision_config.image_size;
+  const layout = { cameras: 1, size: S };
+  const items: Prepared[] = Array.from({ length: B }, (_, i) => ({
+    id: `x${i}`,
+    ids: Array.from({ length: T }, (_, t) => 5 + ((i * 31 + t * 7) % 500)),
+    action: Array.from({ length: T }, (_, t) => (t > T / 2 ? 1 : 0)),
+    reasoning: new Array<number>(T).fill(0),
+    pixels: Float32Array.from({ length: S * S * 3 }, (_, k) => Math.sin(k + i)),
+    actionText: '',
+    split: 'train',
+  }));
+  const dp = workers > 1 ? await DataParallel.start(workers, model, vars, { backend, layout, lambdaR: 1 }) : undefined;
+  const step = async () => {
+    const parts = dp ? splitParts(items, dp.workers) : [items];
+    const counts = batchCounts(items);
+    const collect = dp ? await dp.dispatch(parts, counts) : undefined;
+    const batch = makeBatch(parts[0], layout);
+    batch.actionCount = counts.action;
+    const { value, grads } = tf.variableGrads(() => sftLoss(model, batch, 1).loss, vars);
+    value.dispose();
+    const sums = new Map(Object.entries(grads));
+    if (collect) dp!.addGrads(sums, await collect());
+    opt.apply(vars, sums, 1e-4, 1);
+    tf.dispose([...sums.values()]);
+    disposeBatch(batch);
+  };
+  await step();
+  const t0 = now();
+  for (let i = 0; i < steps; i++) await step();
+  const rate = steps / (now() - t0);
+  await dp?.close();
+  opt.dispose();
+  model.dispose();
+  return rate;
+}
+
 console.log(`vlakit train bench on ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, node ${process.version}, backend ${backend}${quick ? ' (quick)' : ''}`);
 products(quick ? 5 : 20);
 await run('tiny', 8, 64, quick ? 3 : 10);
 await run('mini', 8, 110, quick ? 3 : 10);
 await run('small', 4, 64, quick ? 1 : 3);
+{
+  const one = await dataParallel(1, 8, 110, quick ? 5 : 30);
+  const two = await dataParallel(2, 8, 110, quick ? 5 : 30);
+  console.log(`train-sft --workers (mini, batch 8 x 110 tokens): 1 thread ${one.toFixed(2)} steps/s, 2 threads ${two.toFixed(2)} steps/s -> ${(two / one).toFixed(2)}x`);
+}
