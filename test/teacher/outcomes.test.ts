@@ -194,6 +194,19 @@ describe('item 4: the service says how long to wait, and when to stop', () => {
   });
 });
 
+describe('a fatal answer with requests in flight', () => {
+  it('ends every queued and in-flight request at once (no hang), and nothing is sent after it', async () => {
+    other.seen.length = 0;
+    other.faults = ['401'];
+    const t = new OpenAITeacher('m', { baseUrl: other.url, retries: 2, baseDelayMs: 1 });
+    await expect(run(eps, { kind: 'reasoning', teacher: t, concurrency: 4, stride: 5 })).rejects.toThrow(/E_TEACHER_FATAL .*credentials \(HTTP 401\)/);
+    other.faults = [];
+    const total = eps.reduce((a, e) => a + Math.ceil(e.length / 5), 0);
+    expect(total).toBeGreaterThan(20);
+    expect(other.seen.length).toBeLessThan(total);
+  });
+});
+
 describe('item 5 and 8: keys go only to their own service; cache keys name the server and the parameters', () => {
   it('--endpoint is never a gemini model\'s server; MODEL@URL gives each model its own', () => {
     expect(endpointUrlFor('gemini:gemini-2.5-flash', 'http://localhost:8000')).toBeUndefined();

@@ -175,6 +175,10 @@ class Annotator {
           this.signal.throwIfAborted();
           try {
             return await t.complete(req, this.signal);
+          } catch (err) {
+            // stopped before this slot frees: no queued request starts after a fatal answer
+            if (err instanceof TeacherFatalError) this.halt(err);
+            throw err;
           } finally {
             if (!t.local) this.usage.requests += 1;
           }
@@ -200,11 +204,11 @@ class Annotator {
     }
   }
 
-  /** Stops the job: nothing more is sent; requests in flight end. */
+  /** Stops the job: nothing more is sent; requests in flight are aborted. */
   private halt(err: TeacherFatalError): void {
     if (this.fatal) return;
     this.fatal = err;
-    this.limit.clearQueue();
+    // queued requests are not dropped (their promises would never settle): each ends at once with this error
     this.stop.abort(err);
   }
 
