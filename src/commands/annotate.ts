@@ -58,7 +58,7 @@ export default class Annotate extends VlakitCommand {
       },
     }),
     temperature: decimal({ description: 'sampling temperature of remote teachers (not sent to OpenAI reasoning models: gpt-5*, o1, o3, o4-mini)', default: '0.2', min: 0, max: 2 }),
-    'max-tokens': int({ description: 'output token budget of a remote teacher request, thinking included; a truncated answer is asked once more with 4x', default: 4096, min: 16, max: 1_000_000 }),
+    'max-tokens': int({ description: "output token budget of a remote teacher request, thinking included (default: the service's); a truncated answer is asked once more with 4x", min: 16, max: 1_000_000 }),
     'thinking-budget': int({ description: 'gemini: thinking tokens per request (0: off where the model allows it; -1: the model decides)', min: -1, max: 1_000_000 }),
     output: sharedFlags.output,
     overwrite: sharedFlags.overwrite,

@@ -156,6 +156,9 @@ describe('item 4: the service says how long to wait, and when to stop', () => {
     expect(classifyFailure({ status: 429, text: '', body, headers: h() })).toEqual({ kind: 'retry', why: 'HTTP 429', delayMs: 36_500 });
     expect(classifyFailure({ status: 429, text: '', body: {}, headers: h({ 'retry-after-ms': '250', 'retry-after': '1' }) })).toMatchObject({ delayMs: 250 });
     expect(classifyFailure({ status: 503, text: '', body: undefined, headers: h({ 'retry-after': '3' }) })).toMatchObject({ kind: 'retry', delayMs: 3000 });
+    // vLLM: prompt + max_tokens over --max-model-len is this item's problem, said how to fix
+    const ctx = { object: 'error', message: "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (904 in the messages, 4096 in the completion).", type: 'BadRequestError', code: 400 };
+    expect(classifyFailure({ status: 400, text: '', body: ctx, headers: h() })).toMatchObject({ kind: 'item', reason: 'rejected:400', why: expect.stringMatching(/smaller --max-tokens or --frames, or vLLM --max-model-len/) });
   });
 
   it('a 429 with RetryInfo is retried after the body\'s delay (never the 10-minute backoff)', async () => {

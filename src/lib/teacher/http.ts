@@ -106,7 +106,11 @@ export function classifyFailure(f: HttpFailure): FailureVerdict {
     return { kind: 'retry', why: http, delayMs: after !== null ? backoffMs(1, after) : undefined };
   }
   if (f.status === 400 && /response_format|json[ _]?mode|response_?mime_?type|json_object/i.test(msg)) return { kind: 'json-off', why: msg };
-  const hint = /at most \d+ image/i.test(msg) ? ' (vLLM allows one image per prompt unless started with --limit-mm-per-prompt, e.g. \'{"image": 8}\')' : '';
+  const hint = /at most \d+ image/i.test(msg)
+    ? ' (vLLM allows one image per prompt unless started with --limit-mm-per-prompt, e.g. \'{"image": 8}\')'
+    : /maximum context length|context length/i.test(msg)
+      ? ' (the prompt and the output budget exceed the server\'s context: a smaller --max-tokens or --frames, or vLLM --max-model-len)'
+      : '';
   return { kind: 'item', reason: `rejected:${f.status}`, why: `the server refused the request: ${http}: ${msg}${hint}` };
 }
 
