@@ -5,7 +5,7 @@ import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { annotateProgress } from '../lib/cli/progress-jobs.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
 import { checkOutputFormat, claimOutput, groupEpisodes, isLeRobotDir, leRobotInfo, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
-import { ActionStepSchema, AnswerCache, RateLimiter, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
+import { ActionStepSchema, AnswerCache, RateLimiter, TeacherFatalError, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
   if (!s) return undefined;
@@ -16,7 +16,13 @@ function parsePrice(s: string | undefined): { input: number; output: number } | 
 
 function usageLine(u: UsageStats): string {
   const cost = u.cost !== undefined ? `, $${u.cost.toFixed(4)}` : '';
-  return `${u.episodes} episodes, ${u.steps} steps; ${u.requests} requests, ${u.cacheHits} cache hits, ${u.retries} retries, ${u.failures} failures, ${u.reasks} re-asks, ${u.localRepairs} plans repaired, ${u.errors} annotation errors; tokens ${u.inputTokens} in / ${u.outputTokens} out${cost}`;
+  const reasons = Object.entries(u.reasons)
+    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
+  const thinking = u.thoughtTokens ? ` (${u.thoughtTokens} thinking)` : '';
+  const again = u.truncatedReasks || u.emptyRetries ? `, ${u.truncatedReasks} truncated re-asked, ${u.emptyRetries} empty re-asked` : '';
+  return `${u.episodes} episodes, ${u.steps} steps; ${u.requests} requests, ${u.cacheHits} cache hits, ${u.retries} retries, ${u.failures} failures, ${u.reasks} re-asks${again}, ${u.localRepairs} plans repaired, ${u.errors} annotation errors${reasons ? ` (${reasons})` : ''}; tokens ${u.inputTokens} in / ${u.outputTokens} out${thinking}${cost}`;
 }
 
 export default class Annotate extends VlakitCommand {
@@ -51,7 +57,9 @@ export default class Annotate extends VlakitCommand {
         return s;
       },
     }),
-    temperature: decimal({ description: 'sampling temperature of remote teachers', default: '0.2', min: 0, max: 2 }),
+    temperature: decimal({ description: 'sampling temperature of remote teachers (not sent to OpenAI reasoning models: gpt-5*, o1, o3, o4-mini)', default: '0.2', min: 0, max: 2 }),
+    'max-tokens': int({ description: "output token budget of a remote teacher request, thinking included (default: the service's); a truncated answer is asked once more with 4x", min: 16, max: 1_000_000 }),
+    'thinking-budget': int({ description: 'gemini: thinking tokens per request (0: off where the model allows it; -1: the model decides)', min: -1, max: 1_000_000 }),
     output: sharedFlags.output,
     overwrite: sharedFlags.overwrite,
     to: Flags.string({ description: 'output format (default: rlds for a directory, else jsonl)', options: ['rlds', 'jsonl', 'lerobot'] }),
@@ -71,6 +79,7 @@ export default class Annotate extends VlakitCommand {
     onlyWith('stride', '--kind reasoning', (i) => i.flags.kind === 'reasoning'),
     onlyWith('frames', '--kind plan', (i) => i.flags.kind === 'plan'),
     onlyWith('teacher-url', 'an openai: or gemini: teacher', (i) => /^(openai|gemini):/.test(String(i.flags.teacher))),
+    onlyWith('thinking-budget', 'a gemini: teacher', (i) => String(i.flags.teacher).startsWith('gemini:')),
   ];
 
   async run(): Promise<void> {
@@ -86,6 +95,9 @@ export default class Annotate extends VlakitCommand {
       timeoutMs: flags.timeout * 1000,
       limiter: new RateLimiter(flags.rpm),
       temperature,
+      maxTokens: flags['max-tokens'],
+      thinkingBudget: flags['thinking-budget'],
+      onWarning: flags.quiet ? undefined : (m) => this.note(`vlakit annotate: ${m}`),
     });
     const cacheDir = teacher.local || flags['no-cache'] ? undefined : (flags.cache ?? defaultCacheDir());
     const output = this.outputOptions(flags, [...inputs, cacheDir]);
@@ -151,6 +163,11 @@ export default class Annotate extends VlakitCommand {
       }
       if (read.skipped > 0) this.note(`vlakit annotate: skipped ${read.skipped} corrupt record(s)${read.skippedBytes ? `, ${read.skippedBytes} bytes` : ''}`, flags.quiet || flags.json);
       if ((usage && usage.errors > 0) || read.skipped > 0) process.exitCode = EXIT.partial;
+    } catch (err) {
+      if (!(err instanceof TeacherFatalError)) throw err;
+      const kept = cache ? `; every answer received so far is in the cache (${cache.file}): the same command resumes without paying for them again` : ' (--no-cache: nothing was kept)';
+      if (usage && !flags.quiet && !flags.json) this.note(`vlakit annotate: ${usageLine(usage)}`);
+      throw new TeacherFatalError(`the job stopped: ${err.detail}${kept}; no output was written`, err.context.file);
     } finally {
       progress.stop();
       await cache?.close();

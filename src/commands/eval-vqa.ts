@@ -5,7 +5,7 @@ import { type FlagRule, allOnlyWith, exclusive, int } from '../lib/cli/flags.js'
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { vqaProgress } from '../lib/cli/progress-jobs.js';
 import { adapterFlag, adaptersFor } from '../lib/cli/adapter-flag.js';
-import { VlakitError } from '../lib/errors.js';
+import { EXIT, VlakitError } from '../lib/errors.js';
 
 export default class EvalVqa extends VlakitCommand {
   static summary = 'VQA benchmarks for VLMs and VLAs, and the forgetting report; or generate scene questions from the built-in world.';
@@ -26,9 +26,9 @@ export default class EvalVqa extends VlakitCommand {
     'per-frame': int({ description: '--generate: questions per frame', default: 3, min: 1, max: 100 }),
     output: Flags.string({ char: 'o', description: '--generate: output file ("-" or absent: stdout)', helpValue: 'PATH' }),
     overwrite: sharedFlags.overwrite,
-    models: Flags.string({ description: 'models to compare, the first one the reference: NAME=DIR, NAME=openai:MODEL (with --endpoint), NAME=gemini:MODEL or NAME=exec:CMD, comma-separated', helpValue: 'base=A,vla=B' }),
+    models: Flags.string({ description: 'models to compare, the first one the reference: NAME=DIR, NAME=openai:MODEL (its server: --endpoint, or NAME=openai:MODEL@URL), NAME=gemini:MODEL or NAME=exec:CMD, comma-separated', helpValue: 'base=A,vla=B' }),
     model: Flags.string({ description: 'one model: a checkpoint or export directory, or (with --endpoint) the served model name', helpValue: 'DIR|NAME' }),
-    endpoint: Flags.string({ description: 'an OpenAI-compatible server (vLLM, Ollama, ...) for openai:MODEL models', helpValue: 'URL' }),
+    endpoint: Flags.string({ description: 'an OpenAI-compatible server (vLLM, Ollama, ...) for openai:MODEL models without their own @URL (never used for gemini: models)', helpValue: 'URL' }),
     data: Flags.string({ description: 'a VQAv2 directory, a .jsonl or a .tsv file (repeatable)', multiple: true }),
     circular: Flags.boolean({ description: 'multiple choice: circular evaluation (right under every rotation of the options)' }),
     limit: int({ description: 'at most N questions per dataset', min: 1, max: 1_000_000_000 }),
@@ -113,10 +113,12 @@ export default class EvalVqa extends VlakitCommand {
       progress.stop();
       if (flags['log-samples']) await writeJsonl((async function* () { yield* all; })(), flags['log-samples'], samplesOutput);
       const report = ev.forgettingReport(results);
+      if (results.some((r) => r.scores.some((s) => s.unanswered))) process.exitCode = EXIT.partial;
       if (flags.json) process.stderr.write(`${JSON.stringify({ benchmarks, models: results, report })}\n`);
       else if (!flags.quiet) {
         this.note(ev.formatForgetting(report));
         for (const r of results) for (const s of r.scores) if (s.vanilla !== undefined) this.note(`${r.model} ${s.benchmark}: circular ${(s.score * 100).toFixed(1)}%, over all rotations ${(s.vanilla * 100).toFixed(1)}%`);
+        for (const r of results) for (const s of r.scores) if (s.unanswered) this.note(`vlakit eval-vqa: ${r.model} ${s.benchmark}: ${Object.values(s.unanswered).reduce((a, b) => a + b, 0)} questions without a usable answer, scored 0 (${Object.entries(s.unanswered).map(([k, v]) => `${k} ${v}`).join(', ')})`);
         this.note(`vlakit eval-vqa: ${items.length} questions x ${specs.length} models${flags['log-samples'] ? `; samples in ${flags['log-samples']}` : ''}`);
       }
     } finally {
@@ -125,13 +127,14 @@ export default class EvalVqa extends VlakitCommand {
     }
   }
 
-  private async openVqaModel(name: string, spec: string, flags: { endpoint?: string; concurrency: number; device: string; backend?: string; 'max-new-tokens': number; adapter?: string }, cache: () => Promise<import('../lib/teacher/index.js').AnswerCache | undefined>): Promise<import('../lib/eval/index.js').VqaModel> {
+  private async openVqaModel(name: string, spec: string, flags: { endpoint?: string; quiet: boolean; concurrency: number; device: string; backend?: string; 'max-new-tokens': number; adapter?: string }, cache: () => Promise<import('../lib/teacher/index.js').AnswerCache | undefined>): Promise<import('../lib/eval/index.js').VqaModel> {
     const ev = await import('../lib/eval/index.js');
     if (/^(openai|gemini|exec):/.test(spec)) {
       if (flags.adapter) throw new VlakitError('E_USAGE', `--adapter for ${name}: an endpoint model (${spec}) takes no adapter`);
-      if (spec.startsWith('openai:') && !flags.endpoint) throw new VlakitError('E_USAGE', `model ${name} (${spec}) needs --endpoint URL, the OpenAI-compatible server`);
+      if (spec.startsWith('openai:') && !/@https?:\/\//.test(spec) && !flags.endpoint) throw new VlakitError('E_USAGE', `model ${name} (${spec}) needs --endpoint URL (or ${name}=${spec}@URL), its OpenAI-compatible server`);
       const { makeTeacher } = await import('../lib/teacher/index.js');
-      return new ev.EndpointModel(name, makeTeacher(spec, { url: flags.endpoint, temperature: 0 }), flags.concurrency, await cache());
+      const url = ev.endpointUrlFor(spec, flags.endpoint);
+      return new ev.EndpointModel(name, makeTeacher(spec, { url, temperature: 0, onWarning: flags.quiet ? undefined : (m) => this.note(`vlakit eval-vqa: ${m}`) }), flags.concurrency, await cache());
     }
     const { openModel } = await import('../lib/infer/index.js');
     return new ev.RunnerModel(name, await openModel(spec, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter }), flags['max-new-tokens']);

@@ -24,6 +24,7 @@ export type ErrorCode =
   | 'E_IMAGE'
   | 'E_ENV'
   | 'E_TEACHER'
+  | 'E_TEACHER_FATAL'
   | 'E_CACHE'
   | 'E_ONNX'
   | 'E_MODEL'

@@ -22,7 +22,7 @@ import {
 import { ExecTeacher } from '../../src/lib/teacher/backends.js';
 import { collect, tempDir } from '../helpers.js';
 import { makeEpisode } from '../rlds-builder.js';
-import { type FakeServer, startFakeServer } from './fake-server.js';
+import { type FakeServer, promptSize, startFakeServer } from './fake-server.js';
 
 const dir = tempDir();
 
@@ -206,8 +206,12 @@ describe('remote teachers against a server speaking their wire formats', () => {
     expect(parts[0].image_url!.url).toMatch(/^data:image\/png;base64,iVBORw0KGgo/);
     expect(parts.at(-1)!.text).toContain('+x is forward (away from the robot base), -x backward; +y is left, -y right; +z is up, -z down. The gripper value is 1 when open and 0 when closed.');
     expect(parts.at(-1)!.text).toContain(`t=${eps[0].length - 1}:`);
-    expect(usage).toMatchObject({ requests: 1, inputTokens: 100, outputTokens: 20, errors: 0 });
-    expect(usage.cost).toBeCloseTo(0.0003, 8);
+    // the fake server counts about 4 characters a token and 258 tokens an image
+    const { chars, images } = promptSize(server.seen[0].body, false);
+    expect(images).toBe(4);
+    const inputTokens = Math.ceil(chars / 4) + 258 * 4;
+    expect(usage).toMatchObject({ requests: 1, inputTokens, outputTokens: 20, errors: 0 });
+    expect(usage.cost).toBeCloseTo((inputTokens * 1 + 20 * 10) / 1e6, 12);
     const plan = out[0][0].plan as Record<string, unknown>;
     expect(plan).toMatchObject({ index: 0, description: 'move to the item', teacher: 'openai:qwen-vl', prompt_version: 'plan-v1', error: '' });
   });
@@ -224,7 +228,7 @@ describe('remote teachers against a server speaking their wire formats', () => {
     expect((out[0][0].reasoning as Record<string, unknown>).sub_action).toBe('move down');
   });
 
-  it('retries 429 (Retry-After), 500 and slow answers; a 400 is a clear error without retry', async () => {
+  it('retries 429 (Retry-After), 500 and slow answers; "model not found" stops the job at once, without retry', async () => {
     server.seen.length = 0;
     server.faults = ['429', '500', 'slow'];
     const teacher = new OpenAITeacher('m', { baseUrl: server.url, retries: 4, baseDelayMs: 1, timeoutMs: 400 });
@@ -234,12 +238,12 @@ describe('remote teachers against a server speaking their wire formats', () => {
     expect(usage.errors).toBe(0);
     server.faults = ['400'];
     server.seen.length = 0;
-    await expect(run([eps[1]], { kind: 'plan', teacher })).rejects.toThrow(/E_TEACHER .*the server refused the request: HTTP 400: .*model not found/);
+    await expect(run([eps[1]], { kind: 'plan', teacher })).rejects.toThrow(/E_TEACHER_FATAL .*model not found \(HTTP 400\)/);
     expect(server.seen).toHaveLength(1);
     server.faults = ['500', '500', '500'];
     const give = await run([eps[1]], { kind: 'plan', teacher: new OpenAITeacher('m', { baseUrl: server.url, retries: 2, baseDelayMs: 1 }) });
-    expect(give.usage).toMatchObject({ failures: 1, errors: 1 });
-    expect((give.out[0][0].plan as { error: string }).error).toMatch(/giving up after 3 attempts; last: HTTP 500/);
+    expect(give.usage).toMatchObject({ failures: 1, errors: 1, reasons: { failed: 1 } });
+    expect((give.out[0][0].plan as { error: string }).error).toMatch(/^failed: giving up after 3 attempts; last: HTTP 500/);
   });
 
   it('malformed answers and wrong segmentations are re-asked with the error; gaps are repaired locally', async () => {
@@ -263,7 +267,7 @@ describe('remote teachers against a server speaking their wire formats', () => {
     // malformed for good: the episode is marked, counted, and the job goes on
     server.faults = ['garbage', 'garbage', 'garbage'];
     const d = await run([eps[0]], { kind: 'reasoning', teacher, stride: 1000, repair: 2 });
-    expect(d.usage).toMatchObject({ errors: 1, reasks: 2, requests: 3 });
+    expect(d.usage).toMatchObject({ errors: 1, reasks: 2, requests: 3, reasons: { unusable: 1 } });
     expect((d.out[0][0].reasoning as { error: string }).error).toMatch(/unusable answer after 3 tries/);
     expect((d.out[0].at(-1)!.reasoning as { error: string }).error).toMatch(/unusable answer/);
   });

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -95,5 +95,58 @@ describe('vlakit annotate', () => {
     server.faults = [];
     expect(r.exitCode).toBe(3);
     expect(r.stderr).toMatch(/3 annotation errors/);
+  });
+
+  it('real service answers (issue 24): every job finishes, errors counted per reason, exit 3', async () => {
+    const env = { ...process.env, GEMINI_API_KEY: 'g-test' };
+    const base = ['annotate', demos, '--kind', 'plan', '--no-cache', '--concurrency', '1', '--frames', '2'];
+    server.faults = ['blocked', 'safety'];
+    const g = await execa('node', [BIN, ...base, '--teacher', 'gemini:models/gemini-2.5-flash', '--teacher-url', server.url, '--thinking-budget', '512', '-o', path.join(dir, 'g.jsonl')], { reject: false, env });
+    expect(g.exitCode).toBe(3);
+    expect(g.stderr).toMatch(/2 annotation errors \(blocked:SAFETY 1, refused:SAFETY 1\)/);
+    expect(g.stderr).toMatch(/wrote 3 episodes/);
+    server.faults = ['refusal', '400-images'];
+    const o = await execa('node', [BIN, ...base, '--teacher', 'openai:m', '--teacher-url', server.url, '-o', path.join(dir, 'o.jsonl')], { reject: false });
+    expect(o.exitCode).toBe(3);
+    expect(o.stderr).toMatch(/2 annotation errors \((refused:refusal 1, rejected:400 1|rejected:400 1, refused:refusal 1)\)/);
+    const lines = readFileSync(path.join(dir, 'o.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.plan.error === '').length).toBeGreaterThan(0);
+    server.faults = [];
+  });
+
+  it('a daily quota stops annotate with a clear message, no output, and the answers so far kept for the rerun', async () => {
+    const env = { ...process.env, GEMINI_API_KEY: 'g-test' };
+    const cache = path.join(dir, 'cache-quota');
+    const out = path.join(dir, 'quota.jsonl');
+    const args = [BIN, 'annotate', demos, '--kind', 'plan', '--concurrency', '1', '--frames', '2', '--teacher', 'gemini:gemini-2.5-flash', '--teacher-url', server.url, '--cache', cache, '-o', out];
+    server.seen.length = 0;
+    server.faults = ['none', '429-daily'];
+    const r = await execa('node', args, { reject: false, env });
+    server.faults = [];
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/E_TEACHER_FATAL .*the job stopped: the daily quota is exhausted \(GenerateRequestsPerDayPerProjectPerModel-FreeTier\).*every answer received so far is in the cache \(.*answers\.jsonl\): the same command resumes/);
+    expect(server.seen).toHaveLength(2);
+    expect(existsSync(out)).toBe(false);
+    const again = await execa('node', args, { reject: false, env });
+    expect(again.exitCode).toBe(0);
+    expect(again.stderr).toMatch(/; 2 requests, 1 cache hits/);
+  });
+
+  it('eval-vqa: each model on its own server (MODEL@URL); truncated answers scored 0 and said so, exit 3', async () => {
+    const other = await startFakeServer();
+    try {
+      const sq = path.join(dir, 'sq.jsonl');
+      expect((await execa('node', [BIN, 'eval-vqa', '--generate', '3', '--width', '16', '--height', '16', '-o', sq], { reject: false })).exitCode).toBe(0);
+      server.seen.length = 0;
+      server.faults = ['max-tokens'];
+      const r = await execa('node', [BIN, 'eval-vqa', '--models', `a=openai:m@${server.url},b=openai:m@${other.url}`, '--data', sq, '--no-cache', '--concurrency', '1'], { reject: false });
+      server.faults = [];
+      expect(server.seen).toHaveLength(3);
+      expect(other.seen).toHaveLength(3);
+      expect(r.stderr).toMatch(/a sq: 1 questions without a usable answer, scored 0 \(truncated:length 1\)/);
+      expect(r.exitCode).toBe(3);
+    } finally {
+      await other.close();
+    }
   });
 });

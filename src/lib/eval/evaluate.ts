@@ -10,6 +10,7 @@ import { VlakitError } from '../errors.js';
 import { type VlaRunner, generateFrom } from '../infer/index.js';
 import type { AnswerCache } from '../teacher/cache.js';
 import { hashKey } from '../teacher/cache.js';
+import { TeacherItemError } from '../teacher/outcome.js';
 import { PROMPT_VERSIONS } from '../teacher/prompts.js';
 import type { Teacher } from '../teacher/types.js';
 import { type VqaItem, loadImage } from './datasets.js';
@@ -55,6 +56,15 @@ export class RunnerModel implements VqaModel {
   }
 }
 
+/**
+ * The server `--endpoint` gives a model spec: only openai:MODEL specs without their own `@URL`. A gemini: model
+ * never goes there, so its key never leaves Google's API host.
+ * @example endpointUrlFor('gemini:gemini-2.5-flash', 'http://localhost:8000') // undefined
+ */
+export function endpointUrlFor(spec: string, endpoint: string | undefined): string | undefined {
+  return spec.startsWith('openai:') && !/@https?:\/\//.test(spec) ? endpoint : undefined;
+}
+
 /** An OpenAI-compatible endpoint (through the teacher backend), answers cached by model, prompt and images. */
 export class EndpointModel implements VqaModel {
   constructor(
@@ -71,11 +81,14 @@ export class EndpointModel implements VqaModel {
   async answer(item: VqaItem, signal?: AbortSignal): Promise<{ text: string; ms: number; cached?: boolean }> {
     const images = item.images.map(loadImage);
     const text = vqaPrompt(item);
-    const key = hashKey({ model: this.teacher.id, kind: PROMPT_VERSIONS.vqa, text, images: images.map((im) => hashKey(im.b64)) });
+    const req = { kind: 'vqa' as const, json: false, messages: [{ role: 'user' as const, text, images }] };
+    // the server, model and decoding parameters are part of the key: one model name on two servers shares nothing
+    const key = hashKey({ model: this.teacher.id, identity: this.teacher.cacheIdentity?.(req), kind: PROMPT_VERSIONS.vqa, text, images: images.map((im) => hashKey(im.b64)) });
     const hit = this.cache?.get(key);
     if (hit) return { text: hit.text.trim(), ms: 0, cached: true };
     const t0 = performance.now();
-    const a = await this.teacher.complete({ kind: 'vqa', json: false, messages: [{ role: 'user', text, images }] }, signal);
+    // refused, blocked, truncated or empty answers throw TeacherItemError: never cached, never scored as an answer
+    const a = await this.teacher.complete(req, signal);
     await this.cache?.put({ key, text: a.text, usage: a.usage });
     return { text: a.text.trim(), ms: performance.now() - t0 };
   }
@@ -101,6 +114,8 @@ export interface Sample {
   score: number;
   circular?: VqaItem['circular'];
   ms: number;
+  /** Why there is no answer (the endpoint refused, blocked or truncated it: `refused:refusal`, `truncated:length`); scored 0. */
+  error?: string;
 }
 
 /** The score of one prediction under the item's metric. */
@@ -137,6 +152,12 @@ export async function evaluateModel(model: VqaModel, items: VqaItem[], o: { sign
         try {
           a = await model.answer(item, o.signal);
         } catch (err) {
+          if (err instanceof TeacherItemError) {
+            // no usable answer: wrong, and said so (a truncated answer is not graded as if it were whole)
+            const sample: Sample = { model: model.name, benchmark: item.benchmark, id: item.id, type: item.type, question: item.question, answers: item.answers, choices: item.choices, answer: item.answer, prediction: '', metric: item.metric, score: 0, circular: item.circular, ms: 0, error: `${err.reason}: ${err.detail}` };
+            o.onSample?.(sample);
+            return sample;
+          }
           if (err instanceof VlakitError) throw new VlakitError(err.code, `${model.name} on ${item.benchmark} item ${item.id}: ${err.detail}`, err.context, { cause: err });
           throw err;
         }
@@ -158,6 +179,8 @@ export interface BenchmarkScore {
   score: number;
   /** Circular only: the plain accuracy over all rotations. */
   vanilla?: number;
+  /** Questions without a usable answer, by reason (refused, blocked, truncated, ...): each scored 0. */
+  unanswered?: Record<string, number>;
   byType?: Record<string, { n: number; score: number }>;
 }
 
@@ -194,7 +217,9 @@ export function summarize(samples: Sample[]): BenchmarkScore[] {
       t.score += s.score;
     }
     for (const t of Object.values(byType)) t.score /= t.n;
-    out.push({ benchmark, metric: circular ? 'circular' : metrics.join('+'), n, score, vanilla, byType: Object.keys(byType).length ? byType : undefined });
+    const unanswered: Record<string, number> = {};
+    for (const s of ss) if (s.error) unanswered[s.error.split(': ')[0]] = (unanswered[s.error.split(': ')[0]] ?? 0) + 1;
+    out.push({ benchmark, metric: circular ? 'circular' : metrics.join('+'), n, score, vanilla, byType: Object.keys(byType).length ? byType : undefined, ...(Object.keys(unanswered).length ? { unanswered } : {}) });
   }
   return out;
 }

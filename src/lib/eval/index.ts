@@ -2,4 +2,4 @@
 export { loadImage, readMmbenchTsv, readVqaDataset, readVqaJsonl, readVqav2, type ImageSource, type Metric, type VqaItem } from './datasets.js';
 export { LETTERS, anls, exactMatch, extractChoice, levenshtein, normalizeAnswer, processDigitArticle, processPunctuation, rotateChoices, vqaAccuracy } from './metrics.js';
 export { SIDE_MARGIN, generateSceneQa, sceneQaExample, sceneQuestions, type SceneFacts, type SceneQaItem } from './sceneqa.js';
-export { EndpointModel, RunnerModel, evaluateModel, forgettingReport, formatForgetting, scoreItem, summarize, vqaPrompt, type BenchmarkScore, type ForgettingReport, type Sample, type VqaModel } from './evaluate.js';
+export { EndpointModel, RunnerModel, endpointUrlFor, evaluateModel, forgettingReport, formatForgetting, scoreItem, summarize, vqaPrompt, type BenchmarkScore, type ForgettingReport, type Sample, type VqaModel } from './evaluate.js';

@@ -9,6 +9,7 @@ import { camerasOf } from '../io/cameras.js';
 import { type ImageJson } from '../io/json.js';
 import type { StepRecord } from '../io/records.js';
 import { type AnswerCache, hashKey } from './cache.js';
+import { TeacherFatalError, TeacherItemError } from './outcome.js';
 import { type ParsedPlan, ParseError, PROMPT_VERSIONS, planPrompt, parsePlan, parseReasoning, type Reasoning, reasoningPrompt, repairPrompt } from './prompts.js';
 import type { PlanAnnotation, ReasoningAnnotation } from './records.js';
 import type { DataFacts, Teacher, TeacherMessage, TeacherRequest } from './types.js';
@@ -25,6 +26,10 @@ export interface AnnotateOptions {
   concurrency?: number;
   /** Re-asks after an unusable answer. Default 2. */
   repair?: number;
+  /** Asks again after an empty answer (no text, no reason). Default 2. */
+  emptyRetries?: number;
+  /** A truncated answer is asked once more with this many times the output budget. Default 4. */
+  truncatedGrowth?: number;
   /** USD per million input and output tokens, for the cost figure. */
   price?: { input: number; output: number };
   /** Cameras the teacher sees, in order (default: every camera, primary first; plans: the primary one). */
@@ -40,20 +45,31 @@ export interface UsageStats {
   requests: number;
   cacheHits: number;
   retries: number;
-  /** Requests that failed for good (after retries). */
+  /** Steps or episodes whose request failed for good (retries exhausted). */
   failures: number;
   /** Re-asks after unusable answers, and plans fixed locally (gaps/overlaps snapped). */
   reasks: number;
   localRepairs: number;
   /** Steps (reasoning) or episodes (plan) left with an annotation error. */
   errors: number;
+  /**
+   * Annotation errors by reason: `blocked:SAFETY`, `refused:refusal`, `truncated:MAX_TOKENS`, `empty`,
+   * `rejected:400`, `failed` (retries exhausted), `unusable` (no valid JSON after the re-asks).
+   */
+  reasons: Record<string, number>;
+  /** Truncated answers asked again with a larger budget, and empty answers asked again. */
+  truncatedReasks: number;
+  emptyRetries: number;
   inputTokens: number;
+  /** Output tokens, thinking included (billed as output). */
   outputTokens: number;
+  /** Of `outputTokens`, those spent thinking (where the service reports them). */
+  thoughtTokens: number;
   cost?: number;
 }
 
 export function newUsage(): UsageStats {
-  return { episodes: 0, steps: 0, requests: 0, cacheHits: 0, retries: 0, failures: 0, reasks: 0, localRepairs: 0, errors: 0, inputTokens: 0, outputTokens: 0 };
+  return { episodes: 0, steps: 0, requests: 0, cacheHits: 0, retries: 0, failures: 0, reasks: 0, localRepairs: 0, errors: 0, reasons: {}, truncatedReasks: 0, emptyRetries: 0, inputTokens: 0, outputTokens: 0, thoughtTokens: 0 };
 }
 
 /** The cameras of a step: the named ones in order, else every encoded image, the primary camera first (io/cameras.ts). */
@@ -88,14 +104,23 @@ class Annotator {
   private readonly limit: ReturnType<typeof pLimit>;
   private readonly teacherId: string;
 
+  /** Aborted when the job must stop (a fatal outcome): no request starts after it. */
+  private readonly stop = new AbortController();
+  readonly signal: AbortSignal;
+  /** The first fatal outcome: every item after it ends with it. */
+  fatal: TeacherFatalError | undefined;
+
   constructor(private readonly opts: AnnotateOptions) {
     this.limit = pLimit(opts.concurrency ?? 4);
     this.teacherId = opts.teacher.id;
+    this.signal = opts.signal ? AbortSignal.any([opts.signal, this.stop.signal]) : this.stop.signal;
   }
 
   private key(req: TeacherRequest): string {
     return hashKey({
       teacher: this.teacherId,
+      // base URL, model and decoding parameters: the same model name on two servers never shares answers
+      identity: this.opts.teacher.cacheIdentity?.(req),
       version: PROMPT_VERSIONS[req.kind],
       json: req.json,
       context: this.opts.teacher.readsContext ? req.context : undefined,
@@ -132,29 +157,78 @@ class Annotator {
     return p;
   }
 
+  private count(u: { inputTokens: number; outputTokens: number; thoughtTokens?: number }, retries: number): void {
+    this.usage.retries += retries;
+    this.usage.inputTokens += u.inputTokens;
+    this.usage.outputTokens += u.outputTokens;
+    this.usage.thoughtTokens += u.thoughtTokens ?? 0;
+  }
+
+  /** One request to the teacher; empty answers are asked again a bounded number of times. Only usable answers are cached. */
   private async fetch(req: TeacherRequest, key: string): Promise<string> {
     const t = this.opts.teacher;
-    const ans = await this.limit(async () => {
-      this.opts.signal?.throwIfAborted();
+    for (let empties = 0; ; empties++) {
+      let ans;
       try {
-        return await t.complete(req, this.opts.signal);
-      } finally {
-        if (!t.local) this.usage.requests += 1;
+        ans = await this.limit(async () => {
+          if (this.fatal) throw this.fatal;
+          this.signal.throwIfAborted();
+          try {
+            return await t.complete(req, this.signal);
+          } catch (err) {
+            // stopped before this slot frees: no queued request starts after a fatal answer
+            if (err instanceof TeacherFatalError) this.halt(err);
+            throw err;
+          } finally {
+            if (!t.local) this.usage.requests += 1;
+          }
+        });
+      } catch (err) {
+        if (err instanceof TeacherItemError) {
+          this.count(err.usage, err.retries);
+          if (err.category === 'empty' && empties < (this.opts.emptyRetries ?? 2)) {
+            this.usage.emptyRetries += 1;
+            this.report();
+            continue;
+          }
+        }
+        if (err instanceof TeacherFatalError) this.halt(err);
+        // the job was stopped by a fatal outcome elsewhere: this item ends with that outcome
+        if (this.fatal && this.stop.signal.aborted && !this.opts.signal?.aborted) throw this.fatal;
+        throw err;
       }
-    });
-    this.usage.retries += ans.retries;
-    this.usage.inputTokens += ans.usage.inputTokens;
-    this.usage.outputTokens += ans.usage.outputTokens;
-    if (key && this.opts.cache) await this.opts.cache.put({ key, text: ans.text, usage: ans.usage });
-    this.report();
-    return ans.text;
+      this.count(ans.usage, ans.retries);
+      if (key && this.opts.cache) await this.opts.cache.put({ key, text: ans.text, usage: ans.usage });
+      this.report();
+      return ans.text;
+    }
+  }
+
+  /** Stops the job: nothing more is sent; requests in flight are aborted. */
+  private halt(err: TeacherFatalError): void {
+    if (this.fatal) return;
+    this.fatal = err;
+    // queued requests are not dropped (their promises would never settle): each ends at once with this error
+    this.stop.abort(err);
+  }
+
+  /** One answer; a truncated one is asked once more with a larger output budget. */
+  private async askGrown(req: TeacherRequest): Promise<string> {
+    try {
+      return await this.ask(req);
+    } catch (err) {
+      const budget = req.maxTokens ?? this.opts.teacher.maxTokens;
+      if (!(err instanceof TeacherItemError) || err.category !== 'truncated' || req.maxTokens !== undefined || budget === undefined) throw err;
+      this.usage.truncatedReasks += 1;
+      return this.ask({ ...req, maxTokens: budget * (this.opts.truncatedGrowth ?? 4) });
+    }
   }
 
   /** Asks, parses, and re-asks with the parse error up to `repair` times. */
   private async askParsed<T>(req: TeacherRequest, parse: (text: string) => T): Promise<T> {
     const messages: TeacherMessage[] = [...req.messages];
     for (let attempt = 0; ; attempt++) {
-      const text = await this.ask({ ...req, messages: [...messages] });
+      const text = await this.askGrown({ ...req, messages: [...messages] });
       try {
         return parse(text);
       } catch (err) {
@@ -166,18 +240,24 @@ class Annotator {
     }
   }
 
-  /** Runs `fn`; a parse failure or a teacher failing for good becomes an annotation error; anything else stops the job. */
-  private async guarded<T>(fn: () => Promise<T>): Promise<T | { error: string }> {
+  /**
+   * Runs `fn`; an unusable answer or an item outcome (refused, blocked, truncated, empty, rejected, failed) becomes
+   * an annotation error counted by reason; a fatal outcome or anything else stops the job.
+   */
+  private async guarded<T>(fn: () => Promise<T>): Promise<T | { error: string; reason: string }> {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof ParseError) return { error: `unusable answer after ${(this.opts.repair ?? 2) + 1} tries: ${err.message}` };
-      if (err instanceof VlakitError && err.code === 'E_TEACHER' && /giving up after/.test(err.message)) {
-        this.usage.failures += 1;
-        return { error: err.message };
-      }
+      if (err instanceof ParseError) return { error: `unusable answer after ${(this.opts.repair ?? 2) + 1} tries: ${err.message}`, reason: 'unusable' };
+      if (err instanceof TeacherItemError) return { error: `${err.reason}: ${err.detail}`, reason: err.reason };
       throw err;
     }
+  }
+
+  private failed(reason: string): void {
+    this.usage.errors += 1;
+    if (reason === 'failed') this.usage.failures += 1;
+    this.usage.reasons[reason] = (this.usage.reasons[reason] ?? 0) + 1;
   }
 
   report(): void {
@@ -209,7 +289,7 @@ class Annotator {
       };
       const plan = await this.guarded(() => this.askParsed<ParsedPlan>(req, (text) => parsePlan(text, steps.length)));
       const unknown = unknownOf(req);
-      if ('error' in plan) this.usage.errors += 1;
+      if ('error' in plan) this.failed(plan.reason);
       else if (plan.repairs.length) this.usage.localRepairs += 1;
       out = steps.map((s) => {
         if ('error' in plan) return { ...s, plan: { index: -1, description: '', reasoning: '', main_movements: '', start: 0, end: steps.length - 1, count: 0, repairs: [], ...base, error: plan.error } satisfies PlanAnnotation };
@@ -232,12 +312,12 @@ class Annotator {
           return this.guarded(() => this.askParsed<Reasoning>(req, parseReasoning)).then((r) => ('error' in r ? r : { ...r, ...unknownOf(req) }));
         }),
       );
-      let last: { fields: Reasoning | { error: string }; at: number } | undefined;
+      let last: { fields: Reasoning | { error: string; reason: string }; at: number } | undefined;
       out = steps.map((s, t) => {
         const r = results[t];
         if (r) {
           last = { fields: r, at: t };
-          if ('error' in r) this.usage.errors += 1;
+          if ('error' in r) this.failed(r.reason);
         }
         const f = last!.fields;
         const fields = 'error' in f ? { observation: '', situation_analysis: '', spatial_reasoning: '', task_planning: '', logical_steps: [], sub_action: '', error: f.error } : { ...f, error: '' };

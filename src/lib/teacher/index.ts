@@ -10,9 +10,10 @@ export { annotate, newUsage, sampleFrames, stepImages } from './annotate.js';
 export type { AnnotateOptions, UsageStats } from './annotate.js';
 export { AnswerCache, hashKey } from './cache.js';
 export { KinematicTeacher, segment, parseInstruction, kinematicPlan, kinematicReasoning } from './kinematic.js';
-export { GeminiTeacher, OpenAITeacher, ExecTeacher } from './backends.js';
-export { RateLimiter, backoffMs, postJson } from './http.js';
-export { PROMPT_VERSIONS, parsePlan, parseReasoning, planPrompt, reasoningPrompt } from './prompts.js';
+export { GeminiTeacher, OpenAITeacher, ExecTeacher, geminiModelName, isOpenAiReasoningModel, readGemini, readOpenAi } from './backends.js';
+export { RateLimiter, backoffMs, classifyFailure, durationMs, isLocalHost, postJson } from './http.js';
+export { TeacherFatalError, TeacherItemError, categoryOf } from './outcome.js';
+export { PROMPT_VERSIONS, extractJson, parsePlan, parseReasoning, planPrompt, reasoningPrompt } from './prompts.js';
 export { scorePlans, kindOf } from './score.js';
 export type { PlanScore } from './score.js';
 export type { Teacher, TeacherRequest, TeacherAnswer, Usage } from './types.js';
@@ -22,12 +23,21 @@ export function defaultCacheDir(): string {
   return path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'vlakit', 'teacher');
 }
 
-/** Builds the teacher named by `--teacher`: kinematic, gemini:MODEL, openai:MODEL (with a URL) or exec:COMMAND. */
+/**
+ * Builds the teacher named by `--teacher`: kinematic, gemini:MODEL, openai:MODEL (with a URL) or exec:COMMAND;
+ * `openai:MODEL@URL` and `gemini:MODEL@URL` name the model's server in the spec itself.
+ */
 export function makeTeacher(spec: string, opts: RemoteOptions & { url?: string }): Teacher {
   if (spec === 'kinematic') return new KinematicTeacher();
   const colon = spec.indexOf(':');
   const kind = colon < 0 ? spec : spec.slice(0, colon);
-  const rest = colon < 0 ? '' : spec.slice(colon + 1).trim();
+  let rest = colon < 0 ? '' : spec.slice(colon + 1).trim();
+  // MODEL@URL: this model's own server (eval-vqa compares models on different servers)
+  const at = kind === 'exec' ? null : /^(.+?)@(https?:\/\/\S+)$/.exec(rest);
+  if (at) {
+    rest = at[1];
+    opts = { ...opts, url: at[2] };
+  }
   if (kind === 'gemini') {
     if (!rest) throw new VlakitError('E_USAGE', 'gemini needs a model: --teacher gemini:gemini-2.5-flash');
     return new GeminiTeacher(rest, { ...opts, baseUrl: opts.url });

@@ -104,20 +104,77 @@ function normalizeKeys(v: unknown): unknown {
   return v;
 }
 
-/** The JSON object in an answer: the whole text, or the first {...} block (models like code fences). Never eval. */
-export function extractJson(answer: string): unknown {
-  const t = answer.trim();
-  try {
-    return JSON.parse(t);
-  } catch {
-    const fence = /```(?:json)?\s*([\s\S]*?)```/.exec(t);
-    const inner = fence ? fence[1] : t.slice(t.indexOf('{'), t.lastIndexOf('}') + 1);
-    try {
-      return JSON.parse(inner);
-    } catch (err) {
-      throw new ParseError(`the answer is not valid JSON (${(err as Error).message})`);
+/** Drops reasoning blocks: `<think>...</think>` anywhere, and everything up to a `</think>` whose opening tag was in the prompt. */
+export function stripThinking(answer: string): string {
+  let t = answer.replace(/<(think|thinking|reasoning)>[\s\S]*?<\/\1>/gi, '');
+  const close = t.search(/<\/(think|thinking|reasoning)>/i);
+  if (close >= 0) t = t.slice(t.indexOf('>', close) + 1);
+  // an unclosed block (the answer ended while thinking): nothing after it is the answer
+  const open = t.search(/<(think|thinking|reasoning)>/i);
+  if (open >= 0) t = t.slice(0, open);
+  return t;
+}
+
+/** The end (exclusive) of the balanced {...} starting at `i`, skipping JSON strings; -1 when it never closes. */
+function balancedEnd(t: string, i: number): number {
+  let depth = 0;
+  let inString = false;
+  for (let j = i; j < t.length; j++) {
+    const c = t[j];
+    if (inString) {
+      if (c === '\\') j += 1;
+      else if (c === '"') inString = false;
+    } else if (c === '"') inString = true;
+    else if (c === '{') depth += 1;
+    else if (c === '}') {
+      depth -= 1;
+      if (depth === 0) return j + 1;
     }
   }
+  return -1;
+}
+
+function parseObject(s: string): object | undefined {
+  try {
+    const v: unknown = JSON.parse(s);
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The JSON object in an answer, never eval'd: the whole text; else the first fenced block (```json, ```JSON, or no
+ * language; several fences: the first that holds an object); else the first balanced {...} that parses, so prose
+ * before or after it (braces included) does not matter. Reasoning blocks (`<think>...</think>`) are dropped first.
+ * @example extractJson('<think>{draft}</think>```JSON\n{"a": 1}\n``` Note: {x}') // {a: 1}
+ */
+export function extractJson(answer: string): unknown {
+  const t = stripThinking(answer).trim();
+  const whole = parseObject(t);
+  if (whole) return whole;
+  for (const m of t.matchAll(/```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?([\s\S]*?)```/g)) {
+    const v = parseObject(m[2].trim());
+    if (v) return v;
+  }
+  let firstError: string | undefined;
+  for (let i = t.indexOf('{'); i >= 0; i = t.indexOf('{', i + 1)) {
+    const end = balancedEnd(t, i);
+    if (end < 0) {
+      firstError ??= 'an object that never closes (the answer stops before its last "}")';
+      break;
+    }
+    const slice = t.slice(i, end);
+    const v = parseObject(slice);
+    if (v) return v;
+    try {
+      JSON.parse(slice);
+    } catch (err) {
+      firstError ??= (err as Error).message;
+    }
+    i = end - 1; // an invalid object: its inner braces are not the answer either
+  }
+  throw new ParseError(`the answer is not valid JSON (${firstError ?? 'no JSON object in it'})`);
 }
 
 export class ParseError extends Error {}

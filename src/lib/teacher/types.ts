@@ -3,7 +3,10 @@ import type { ImageJson } from '../io/json.js';
 
 export interface Usage {
   inputTokens: number;
+  /** Every billed output token, thinking included (Gemini `thoughtsTokenCount`, OpenAI `reasoning_tokens`). */
   outputTokens: number;
+  /** Of `outputTokens`, those spent thinking, where the service reports them. */
+  thoughtTokens?: number;
 }
 
 export interface TeacherMessage {
@@ -21,6 +24,8 @@ export interface TeacherRequest {
   json: boolean;
   /** Structured facts for local teachers (the kinematic teacher reads these instead of images). */
   context?: Record<string, unknown>;
+  /** Output token budget of this request (the teacher's own when absent); a truncated answer is re-asked with more. */
+  maxTokens?: number;
 }
 
 export interface TeacherAnswer {
@@ -45,6 +50,17 @@ export interface Teacher {
   readonly local: boolean;
   /** Whether the answer depends on `context` (then it is part of the cache key; else only what is sent counts). */
   readonly readsContext: boolean;
+  /** The output token budget sent with each request (undefined: the service's default). */
+  readonly maxTokens?: number;
+  /**
+   * What besides the messages decides the answer (service, base URL, model, decoding parameters): part of the
+   * cache key, so that the same model name on two servers, or at two temperatures, never shares answers.
+   */
+  cacheIdentity?(req: TeacherRequest): Record<string, unknown>;
+  /**
+   * One answer. Throws TeacherItemError (outcome.ts) for an answer that is refused, blocked, truncated, empty or
+   * rejected (this item only), TeacherFatalError when the job cannot go on.
+   */
   complete(req: TeacherRequest, signal?: AbortSignal): Promise<TeacherAnswer>;
   /**
    * What this teacher could not determine for the answer to `req` (local teachers that read `context`): short
