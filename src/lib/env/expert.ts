@@ -19,6 +19,9 @@ export interface ExpertOptions {
 
 const LIFT_Z = 0.13;
 
+/** The slope of the cone over a goal inside which the expert heads straight for it (lateral / height). */
+export const FUNNEL = 0.5;
+
 export class ScriptedExpert {
   private readonly step: number;
   private readonly noise: number;
@@ -88,9 +91,14 @@ export class ScriptedExpert {
     return w.state(sub.target!).pos;
   }
 
-  /** Rise to `safe` before moving sideways, then go straight to `goal`. */
+  /**
+   * Rise to `safe` before moving sideways, then go straight to `goal` once the hand is inside a cone over it (a
+   * lateral offset of at most FUNNEL x the height above the goal, and at least 6 mm): the hand converges on the goal
+   * while it descends instead of stopping above it, so a policy that misjudges the goal by a centimetre or two still
+   * goes down toward it (and corrects on the way) rather than hovering at the safe height.
+   */
   private approach(tcp: Vec3, goal: Vec3, safe: number): Vec3 {
-    const far = Math.hypot(goal[0] - tcp[0], goal[1] - tcp[1]) > 0.006;
+    const far = Math.hypot(goal[0] - tcp[0], goal[1] - tcp[1]) > Math.max(0.006, FUNNEL * (tcp[2] - goal[2]));
     if (far && tcp[2] < safe - 0.004) return [tcp[0], tcp[1], safe];
     if (far) return [goal[0], goal[1], Math.max(safe, goal[2])];
     return goal;
