@@ -256,8 +256,11 @@ describe("the jobs' figures", () => {
     expect(r.events).toEqual(['eval step 5/10: val reward 0.7, accuracy 0.5']);
   });
 
-  it('annotate: requests, cache hits, retries, failures, tokens, cost', () => {
-    expect(annotateProgress({ episodes: 2, steps: 40, requests: 12, cacheHits: 30, retries: 1, failures: 0, reasks: 2, errors: 1, inputTokens: 9000, outputTokens: 1000, cost: 0.0123 })).toEqual({ records: 12, unit: 'requests', figures: ['steps 40', 'episodes 2', 'cached 30', 'retries 1', 'failures 0', 'reasks 2', 'errors 1', 'tokens 10k', 'cost $0.012'] });
+  it('annotate: steps of the input total, requests and those in flight, cache hits, retries, failures, tokens, cost', () => {
+    const u = { episodes: 2, steps: 40, requests: 12, cacheHits: 30, retries: 1, failures: 0, reasks: 2, errors: 1, inputTokens: 9000, outputTokens: 1000, cost: 0.0123 };
+    expect(annotateProgress(u, { inFlight: 3, input: { total: 100 } })).toEqual({ records: 40, total: 100, unit: 'steps', figures: ['requests 12', 'in flight 3', 'episodes 2', 'cached 30', 'retries 1', 'failures 0', 'reasks 2', 'errors 1', 'tokens 10k', 'cost $0.012'] });
+    // a local teacher sends no requests: nothing in flight is shown; an unsized input (stdin): no total
+    expect(annotateProgress({ ...u, cost: undefined })).toEqual({ records: 40, unit: 'steps', figures: ['requests 12', 'episodes 2', 'cached 30', 'retries 1', 'failures 0', 'reasks 2', 'errors 1', 'tokens 10k'] });
   });
 
   it('eval-vqa: questions of all models, the current model\'s mean score per benchmark so far', () => {

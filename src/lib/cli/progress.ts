@@ -6,7 +6,7 @@
  * Events (an evaluation, a checkpoint) are lines of their own in both visible forms.
  */
 import { decimal } from './flags.js';
-import { logLine, timing, type Baseline, type ProgressState } from './progress-format.js';
+import { baseline, logLine, timing, type Baseline, type ProgressState } from './progress-format.js';
 
 export type { ProgressState } from './progress-format.js';
 
@@ -85,7 +85,7 @@ export class LogProgress implements Progress {
     if (this.stopped) return;
     const now = this.now();
     // the rate counts from the first update: setup time (loading a model) and a resumed run's earlier steps are not in it
-    if (!this.base && s.records !== undefined) this.base = { records: s.records, at: now };
+    this.base ??= baseline(s, now);
     this.state = { ...this.state, ...s };
     this.changed = true;
     this.tick();

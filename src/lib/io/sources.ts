@@ -16,8 +16,11 @@ const READ_AHEAD = 2;
 
 export type ByteSource = AsyncIterable<Uint8Array>;
 
-/** Reads a file as chunks; `-` reads stdin. */
-export function readBytes(file: string, signal?: AbortSignal): ByteSource {
+/**
+ * Reads a file as chunks; `-` reads stdin. `onRead` hears each chunk's size as the consumer takes it (the read-ahead
+ * is not counted): progress against the file's size.
+ */
+export function readBytes(file: string, signal?: AbortSignal, onRead?: (bytes: number) => void): ByteSource {
   if (file === '-') return process.stdin as AsyncIterable<Uint8Array>;
   return (async function* () {
     let fh: FileHandle;
@@ -39,6 +42,7 @@ export function readBytes(file: string, signal?: AbortSignal): ByteSource {
         const r = await ahead.shift()!;
         if (r.bytesRead === 0) break;
         issue();
+        onRead?.(r.bytesRead);
         // Each chunk is a fresh buffer: records handed out as views into it stay valid.
         yield r.bytesRead === READ_CHUNK ? r.buffer : r.buffer.subarray(0, r.bytesRead);
       }
@@ -190,9 +194,12 @@ function gzipError(err: Error & { code?: string }, file: string, compressedOffse
   return new VlakitError('E_GZIP', detail, { file, compressedOffset, offset }, { cause: err });
 }
 
-/** Bytes of a file or stdin, decompressed when gzip. `bytes.return()` closes the file when it is not read to the end. */
-export async function openBytes(file: string, signal?: AbortSignal): Promise<{ head: Uint8Array; bytes: ClosableSource; gzip: boolean }> {
-  const { head, rest } = await peek(readBytes(file, signal), 16);
+/**
+ * Bytes of a file or stdin, decompressed when gzip. `bytes.return()` closes the file when it is not read to the end.
+ * `onRead` counts the file's own (compressed) bytes as they are taken.
+ */
+export async function openBytes(file: string, signal?: AbortSignal, onRead?: (bytes: number) => void): Promise<{ head: Uint8Array; bytes: ClosableSource; gzip: boolean }> {
+  const { head, rest } = await peek(readBytes(file, signal, onRead), 16);
   if (!isGzip(head)) return { head, bytes: rest, gzip: false };
   const inner = await peek(gunzip(rest, displayName(file)), 16);
   return { head: inner.head, bytes: inner.rest, gzip: true };

@@ -1,0 +1,131 @@
+/** Progress against a sized input: its records counted ahead, or its bytes read of its size; annotate's requests in flight; export's stages. */
+import { statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { LogProgress, type Progress, type ProgressState } from '../../src/lib/cli/progress.js';
+import { fmtBytes, logLine, timing, viewLines } from '../../src/lib/cli/progress-format.js';
+import { InputMeter, countJsonlRecords, measureInputs } from '../../src/lib/cli/progress-input.js';
+import { stageProgress, watchInFlight } from '../../src/lib/cli/progress-jobs.js';
+import { frameTfrecord, readRecords } from '../../src/lib/io/index.js';
+import { tempDir } from '../helpers.js';
+
+const dir = tempDir();
+const MiB = 1024 * 1024;
+const KITCHEN = path.resolve('fixtures/toy_kitchen');
+
+function recorder(): Progress & { states: Partial<ProgressState>[] } {
+  const r = {
+    states: [] as Partial<ProgressState>[],
+    update(s: Partial<ProgressState>) {
+      r.states.push(s);
+    },
+    event() {},
+    stop() {},
+  };
+  return r;
+}
+
+const step = (ep: number, i: number) => JSON.stringify({ episode_id: `e${ep}`, step: i, action: [0, 0, 0, 1], is_first: i === 0, is_last: i === 4 });
+
+describe('the fraction of a sized input', () => {
+  it('log line and view: the bytes read of the size give %, bar and an ETA from the byte rate since the first update', () => {
+    const s: ProgressState = { label: 'convert', records: 5000, unit: 'records', size: { done: 30 * MiB, total: 120 * MiB } };
+    // first update after 2 s with 10 MiB read and 1000 records; 8 s later 30 MiB: 2.5 MiB/s, 90 MiB left: 36 s
+    const t = timing(s, 0, { records: 1000, at: 2000, sizeDone: 10 * MiB }, 10_000);
+    expect(t).toEqual({ elapsed: 10, rate: 500, eta: 36 });
+    expect(logLine(s, t)).toBe('vlakit convert: record 5000 25.0% 30.0 MiB/120.0 MiB 500 records/s elapsed 10s eta 36s');
+    const [bar] = viewLines(s, t, 100);
+    expect(bar.text).toBe(`convert ${'━'.repeat(5)}${'─'.repeat(16)} 5000 records 25.0% · 500 records/s · 30.0 MiB/120.0 MiB · 10s eta 36s`);
+    expect(bar.text.length).toBeLessThan(100);
+    // a known total of records wins over the bytes
+    expect(logLine({ ...s, total: 20_000 }, timing({ ...s, total: 20_000 }, 0, { records: 1000, at: 2000 }, 10_000))).toMatch(/^vlakit convert: record 5000\/20000 25\.0% 30\.0 MiB\/120\.0 MiB 500 records\/s elapsed 10s eta 30s$/);
+  });
+
+  it('LogProgress on a fake clock: a line every --log-every seconds with the bytes and ETA', () => {
+    let now = 0;
+    const lines: string[] = [];
+    const p = new LogProgress('inspect', 5, () => now, (l) => lines.push(l), false);
+    for (let sec = 1; sec <= 12; sec++) {
+      now = sec * 1000;
+      // 100 records and 1 MiB a second of a 20 MiB input
+      p.update({ records: sec * 100, size: { done: sec * MiB, total: 20 * MiB } });
+    }
+    p.stop();
+    // the clock starts at 0, the rate at the first update (second 1)
+    expect(lines).toEqual(['vlakit inspect: record 500 25.0% 5.0 MiB/20.0 MiB 100 records/s elapsed 5s eta 15s', 'vlakit inspect: record 1000 50.0% 10.0 MiB/20.0 MiB 100 records/s elapsed 10s eta 10s']);
+  });
+
+  it('measureInputs: plain JSON Lines counted (blank lines not), gzip and TFRecord by size, RLDS by its split, stdin unknown', async () => {
+    expect(countJsonlRecords(Buffer.from('{"a":1}\n\n  \r\n{"b":2}\r\n{"c":3}'))).toBe(3);
+    const jsonl = path.join(dir, 'steps.jsonl');
+    const text = `${[0, 1, 2].flatMap((e) => [0, 1, 2, 3, 4].map((i) => step(e, i))).join('\n')}\n\n`;
+    writeFileSync(jsonl, text);
+    expect(await measureInputs([jsonl])).toEqual({ records: 15, bytes: Buffer.byteLength(text) });
+    // over the counting limit: the bytes only
+    expect(await measureInputs([jsonl], { countLinesUpTo: 10 })).toEqual({ bytes: Buffer.byteLength(text) });
+    const gz = path.join(dir, 'steps.jsonl.gz');
+    writeFileSync(gz, gzipSync(text));
+    expect(await measureInputs([gz])).toEqual({ bytes: statSync(gz).size });
+    const tf = path.join(dir, 'raw.tfrecord');
+    writeFileSync(tf, Buffer.concat([frameTfrecord(Buffer.from('abc')), frameTfrecord(Buffer.from('defg'))]));
+    expect(await measureInputs([tf, jsonl])).toEqual({ bytes: statSync(tf).size + Buffer.byteLength(text) });
+    const train = ['00000', '00001'].map((i) => statSync(path.join(KITCHEN, '1.0.0', `toy_kitchen-train.tfrecord-${i}-of-00002`)).size);
+    expect(await measureInputs([KITCHEN], { split: 'train' })).toEqual({ bytes: train[0] + train[1] });
+    expect(await measureInputs([KITCHEN], { split: 'val' })).toEqual({ bytes: statSync(path.join(KITCHEN, '1.0.0', 'toy_kitchen-val.tfrecord-00000-of-00001')).size });
+    expect(await measureInputs(['-'])).toEqual({});
+    expect(await measureInputs([jsonl, '-'])).toEqual({});
+    // a missing file: nothing known (the reader names the problem)
+    expect(await measureInputs([path.join(dir, 'none.jsonl')])).toEqual({});
+  });
+
+  it('the reader hears every byte of the files as they are on disk (gzip compressed), so a whole read ends at 100%', async () => {
+    const text = `${[0, 1].flatMap((e) => [0, 1, 2, 3, 4].map((i) => step(e, i))).join('\n')}\n`;
+    const gz = path.join(dir, 'read.jsonl.gz');
+    writeFileSync(gz, gzipSync(text));
+    for (const [inputs, split] of [[[gz]], [[KITCHEN], 'train']] as [string[], string?][]) {
+      const meter = new InputMeter(await measureInputs(inputs, { split }));
+      expect(meter.state()).toEqual({ size: { done: 0, total: expect.any(Number) } });
+      for await (const _ of readRecords(inputs, { split, onRead: meter.onRead }));
+      const { size } = meter.state();
+      expect(size!.done).toBe(size!.total);
+      expect(fmtBytes(size!.total)).not.toBe('0 B');
+    }
+    const plain = path.join(dir, 'read.jsonl');
+    writeFileSync(plain, text);
+    expect(new InputMeter(await measureInputs([plain])).state()).toEqual({ total: 10 });
+  });
+});
+
+describe('annotate and export', () => {
+  it('watchInFlight: requests sent and not yet answered', async () => {
+    const waiting: (() => void)[] = [];
+    const teacher = {
+      id: 'fake',
+      complete: () => new Promise<{ text: string }>((resolve) => waiting.push(() => resolve({ text: 'ok' }))),
+    };
+    const w = watchInFlight(teacher as never as { complete: (r: unknown) => Promise<{ text: string }> });
+    expect(w.inFlight()).toBe(0);
+    const a = w.teacher.complete({} as never);
+    const b = w.teacher.complete({} as never);
+    expect(w.inFlight()).toBe(2);
+    waiting.shift()!();
+    await a;
+    expect(w.inFlight()).toBe(1);
+    waiting.shift()!();
+    expect((await b).text).toBe('ok');
+    expect(w.inFlight()).toBe(0);
+    expect((w.teacher as unknown as { id: string }).id).toBe('fake'); // the rest of the teacher as it was
+  });
+
+  it('stageProgress: the stages before the current one of all, the current one named', () => {
+    const r = recorder();
+    const on = stageProgress(r, ['loading the checkpoint', 'building the graphs', 'writing the files', 'checking parity']);
+    on('loading the checkpoint');
+    on('writing the files');
+    expect(r.states).toEqual([
+      { records: 0, total: 4, unit: 'stages', figures: ['loading the checkpoint'] },
+      { records: 2, total: 4, unit: 'stages', figures: ['writing the files'] },
+    ]);
+  });
+});
