@@ -1,11 +1,12 @@
 /** The progress lines of real commands without a terminal (stderr a pipe, as under make, nohup or CI). */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers.js';
 import { toyExamples } from '../model/examples.js';
+import { fmtBytes } from '../../src/lib/cli/progress-format.js';
 import { applyTerminal } from './term.js';
 
 const BIN = path.resolve('bin/run.js');
@@ -81,5 +82,69 @@ describe('progress lines without a terminal', () => {
     expect(end.lines).toEqual(['vlakit train-sft: backend wasm; 3 examples', 'vlakit train-sft: interrupted by SIGINT; partial outputs were removed']);
     expect(out.lastIndexOf('\u001B[?25h')).toBeGreaterThan(out.lastIndexOf('\u001B[?25l'));
     expect(out).not.toMatch(/\u001B\[[0-9;]*m/); // NO_COLOR: no colour or style at all (without it the bar is cyan)
+  }, 120_000);
+});
+
+describe('the dataset commands against the size of their input (no terminal, --log-every 0)', () => {
+  // 60 episodes of 10 steps: more than the 256 records between the reader's progress reports
+  const steps = path.join(dir, 'steps.jsonl');
+  const progressLines = (err: string, label: string) => err.split('\n').filter((l) => new RegExp(`^vlakit ${label}: (record|step|chunk|stage) \\d`).test(l));
+  beforeAll(() => {
+    const lines = [];
+    for (let e = 0; e < 60; e++) for (let i = 0; i < 10; i++) lines.push(JSON.stringify({ episode_id: `e${e}`, step: i, is_first: i === 0, is_last: i === 9, language_instruction: 'pick up the red block', action: [0.01 * i, 0, 0, i < 5 ? 1 : 0], observation: { state: [0, 0, 0, 0] } }));
+    writeFileSync(steps, `${lines.join('\n')}\n`);
+  });
+
+  it('convert: records of the JSON Lines counted ahead (done/total, %); inspect of the TFRecord written (60 episodes): its bytes read of its size', async () => {
+    const tf = path.join(dir, 'steps.tfrecord');
+    const r = await vlakit(['convert', steps, '-o', tf, '--log-every', '0']);
+    expect(r.code, r.err).toBe(0);
+    const lines = progressLines(r.err, 'convert');
+    expect(lines.map((l) => l.split(' ').slice(3, 5).join(' '))).toEqual(['256/600 42.7%', '512/600 85.3%', '600/600 100.0%']);
+    expect(lines[2]).toMatch(/^vlakit convert: record 600\/600 100\.0% [0-9.k]+ records\/s elapsed \d+s eta 0s$/);
+    const size = fmtBytes(statSync(tf).size);
+    const i = await vlakit(['inspect', tf, '--log-every', '0']);
+    expect(i.code, i.err).toBe(0);
+    expect(progressLines(i.err, 'inspect').at(-1)).toMatch(new RegExp(`^vlakit inspect: record 60 100\\.0% ${size.replace('.', '\\.')}/${size.replace('.', '\\.')} .*elapsed \\d+s`));
+  }, 60_000);
+
+  it('chunk: steps of the total; relabel: chunks of the total; the default cadence (10 s) prints none in a short run', async () => {
+    const chunks = path.join(dir, 'chunks.jsonl');
+    const c = await vlakit(['chunk', steps, '-o', chunks, '--log-every', '0']);
+    expect(c.code, c.err).toBe(0);
+    const cl = progressLines(c.err, 'chunk');
+    expect(cl).toHaveLength(60); // a line at each episode
+    expect(cl[0]).toMatch(/^vlakit chunk: step 10\/600 1\.7% 1 chunks elapsed \d+s$/);
+    expect(cl[59]).toMatch(/^vlakit chunk: step 600\/600 100\.0% 60 chunks .*eta 0s$/);
+    const r = await vlakit(['relabel', chunks, '-o', path.join(dir, 'chunk-examples.jsonl'), '--log-every', '0']);
+    expect(r.code, r.err).toBe(0);
+    expect(progressLines(r.err, 'relabel')).toEqual([expect.stringMatching(/^vlakit relabel: chunk 60\/60 100\.0% elapsed \d+s$/)]);
+    const quiet = await vlakit(['relabel', chunks, '-o', path.join(dir, 'chunk-examples2.jsonl')]);
+    expect(quiet.code, quiet.err).toBe(0);
+    expect(progressLines(quiet.err, 'relabel')).toEqual([]);
+  }, 60_000);
+
+  it('annotate: steps annotated of the input total, requests, episodes, cache hits, tokens; ETA from the rate', async () => {
+    const r = await vlakit(['annotate', steps, '--kind', 'plan', '-o', path.join(dir, 'plans.jsonl'), '--log-every', '0']);
+    expect(r.code, r.err).toBe(0);
+    const lines = progressLines(r.err, 'annotate');
+    expect(lines.at(-1)).toMatch(/^vlakit annotate: step 600\/600 100\.0% requests 0 episodes 60 cached 0 retries 0 failures 0 reasks 0 errors 0 tokens 0 .*elapsed \d+s eta 0s$/);
+    expect(lines.some((l) => /^vlakit annotate: step [1-5]\d\d\/600 \d+\.\d% .* eta \d+s$/.test(l))).toBe(true);
+  }, 60_000);
+
+  it('export: its stages of the total, the current one named', async () => {
+    const ex = path.join(dir, 'ex.jsonl');
+    const rl = await vlakit(['relabel', path.join(dir, 'chunks.jsonl'), '--method', 'vlm2vla', '--actions', 'text', '-o', ex, '-q']);
+    expect(rl.code, rl.err).toBe(0);
+    const t = await vlakit(['train-sft', ex, '--preset', 'tiny', '--vocab-size', '128', '--batch-size', '2', '--steps', '1', '-q', '-o', path.join(dir, 'sft-export')]);
+    expect(t.code, t.err).toBe(0);
+    const r = await vlakit(['export', path.join(dir, 'sft-export'), '-o', path.join(dir, 'onnx'), '--log-every', '0']);
+    expect(r.code, r.err).toBe(0);
+    expect(progressLines(r.err, 'export').map((l) => l.replace(/ [0-9.k]+ stages\/s/, '').replace(/ elapsed .*/, ''))).toEqual([
+      'vlakit export: stage 0/4 0.0% loading the checkpoint',
+      'vlakit export: stage 1/4 25.0% building the graphs',
+      'vlakit export: stage 2/4 50.0% writing the files',
+      'vlakit export: stage 3/4 75.0% checking parity',
+    ]);
   }, 120_000);
 });
