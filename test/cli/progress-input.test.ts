@@ -4,10 +4,11 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { LogProgress, type Progress, type ProgressState } from '../../src/lib/cli/progress.js';
-import { fmtBytes, logLine, timing, viewLines } from '../../src/lib/cli/progress-format.js';
+import { fmtBytes, logLine, timing, viewLines, wrapItems } from '../../src/lib/cli/progress-format.js';
 import { InputMeter, countJsonlRecords, measureInputs } from '../../src/lib/cli/progress-input.js';
 import { stageProgress, watchInFlight } from '../../src/lib/cli/progress-jobs.js';
 import { frameTfrecord, readRecords } from '../../src/lib/io/index.js';
+import type { TeacherAnswer, TeacherRequest } from '../../src/lib/teacher/types.js';
 import { tempDir } from '../helpers.js';
 
 const dir = tempDir();
@@ -98,16 +99,23 @@ describe('the fraction of a sized input', () => {
 });
 
 describe('annotate and export', () => {
+  it("the view's figures: two lines at most, an item never split, the rest cut", () => {
+    expect(wrapItems(['requests 88', 'in flight 4', 'cached 0', 'tokens 81k', 'cost $0.031'], 30, 2)).toEqual(['requests 88 · in flight 4', 'cached 0 · tokens 81k · cost …']);
+    expect(wrapItems(['a', 'b'], 30, 2)).toEqual(['a · b']);
+    expect(wrapItems([], 30, 2)).toEqual([]);
+  });
+
   it('watchInFlight: requests sent and not yet answered', async () => {
     const waiting: (() => void)[] = [];
     const teacher = {
       id: 'fake',
-      complete: () => new Promise<{ text: string }>((resolve) => waiting.push(() => resolve({ text: 'ok' }))),
+      complete: (_req: TeacherRequest) => new Promise<TeacherAnswer>((resolve) => waiting.push(() => resolve({ text: 'ok', usage: { inputTokens: 1, outputTokens: 1 }, retries: 0 }))),
     };
-    const w = watchInFlight(teacher as never as { complete: (r: unknown) => Promise<{ text: string }> });
+    const w = watchInFlight(teacher);
     expect(w.inFlight()).toBe(0);
-    const a = w.teacher.complete({} as never);
-    const b = w.teacher.complete({} as never);
+    const req = { kind: 'plan' as const, json: true, messages: [] };
+    const a = w.teacher.complete(req);
+    const b = w.teacher.complete(req);
     expect(w.inFlight()).toBe(2);
     waiting.shift()!();
     await a;
@@ -115,7 +123,7 @@ describe('annotate and export', () => {
     waiting.shift()!();
     expect((await b).text).toBe('ok');
     expect(w.inFlight()).toBe(0);
-    expect((w.teacher as unknown as { id: string }).id).toBe('fake'); // the rest of the teacher as it was
+    expect(w.teacher.id).toBe('fake'); // the rest of the teacher as it was
   });
 
   it('stageProgress: the stages before the current one of all, the current one named', () => {

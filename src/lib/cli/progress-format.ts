@@ -174,6 +174,21 @@ export function fit(line: string, width: number): string {
   return width <= 1 ? chars.slice(0, width).join('') : `${chars.slice(0, width - 1).join('')}…`;
 }
 
+/** Items joined by " · " in lines of at most `width` characters, an item never split; the last of `maxLines` lines takes the rest, cut. */
+export function wrapItems(items: string[], width: number, maxLines: number): string[] {
+  const lines: string[] = [];
+  let cur = '';
+  for (const item of items) {
+    if (cur && [...cur].length + 3 + [...item].length > width && lines.length < maxLines - 1) {
+      lines.push(cur);
+      cur = '';
+    }
+    cur = cur ? `${cur} · ${item}` : item;
+  }
+  if (cur) lines.push(cur);
+  return lines.map((l) => fit(l, width));
+}
+
 export interface ViewLine {
   text: string;
   /** The bar's filled and empty parts, for colouring: the text is `head + filled + empty + tail`. */
@@ -208,7 +223,7 @@ export function viewLines(s: ProgressState, t: Timing, width: number): ViewLine[
     } else out.push({ text: fit(`${s.label} ${counts} ${tail}`, w) });
   } else out.push({ text: fit(`${s.label} ${counts} · ${tail}`, w) });
   const figs = [...(s.figures ?? []), ...(s.detail ? [s.detail] : [])];
-  if (figs.length) out.push({ text: fit(figs.join(' · '), w) });
+  for (const text of wrapItems(figs, w, 2)) out.push({ text });
   if (s.spark && s.spark.values.length > 1) {
     const v = s.spark.values.filter(Number.isFinite);
     const head = `${s.spark.name} `;
