@@ -57,6 +57,19 @@ describe('the fraction of a sized input', () => {
     expect(lines).toEqual(['vlakit inspect: record 500 25.0% 5.0 MiB/20.0 MiB 100 records/s elapsed 5s eta 15s', 'vlakit inspect: record 1000 50.0% 10.0 MiB/20.0 MiB 100 records/s elapsed 10s eta 10s']);
   });
 
+  it('LogProgress: lines on the grid of the start, so a late one (a long step) does not delay the next', () => {
+    let now = 0;
+    const lines: string[] = [];
+    const p = new LogProgress('train-sft', 10, () => now, (l) => lines.push(l), false);
+    for (const [t, step] of [[1, 1], [10.9, 2], [13, 3], [20.2, 4], [29.5, 5], [30.1, 6]]) {
+      now = t * 1000;
+      p.update({ records: step, total: 10, unit: 'steps' });
+    }
+    p.stop();
+    // due at 10, 20, 30 s: written at 10.9, 20.2 and 30.1 s (not 10.9, 20.9, 30.9)
+    expect(lines.map((l) => l.split(' ')[3])).toEqual(['2/10', '4/10', '6/10']);
+  });
+
   it('measureInputs: plain JSON Lines counted (blank lines not), gzip and TFRecord by size, RLDS by its split, stdin unknown', async () => {
     expect(countJsonlRecords(Buffer.from('{"a":1}\n\n  \r\n{"b":2}\r\n{"c":3}'))).toBe(3);
     const jsonl = path.join(dir, 'steps.jsonl');

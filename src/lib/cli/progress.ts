@@ -95,9 +95,12 @@ export class LogProgress implements Progress {
   tick(): void {
     if (this.stopped || !this.base) return;
     const now = this.now();
-    if (now - this.last < this.every * 1000) return;
-    if (!this.changed && this.every === 0) return;
-    this.last = now;
+    const every = this.every * 1000;
+    if (now - this.last < every) return;
+    if (!this.changed && every === 0) return;
+    // on the grid of the start (10 s, 20 s, 30 s...): a line written late (a long step blocks the timer) does not
+    // push the next ones later
+    this.last = every === 0 ? now : this.last + every * Math.floor((now - this.last) / every);
     this.changed = false;
     this.write(logLine(this.state, timing(this.state, this.start, this.base, now)));
   }
