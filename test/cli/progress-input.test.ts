@@ -88,6 +88,8 @@ describe('the fraction of a sized input', () => {
     expect(await measureInputs([KITCHEN], { split: 'train' })).toEqual({ bytes: train[0] + train[1] });
     expect(await measureInputs([KITCHEN], { split: 'val' })).toEqual({ bytes: statSync(path.join(KITCHEN, '1.0.0', 'toy_kitchen-val.tfrecord-00000-of-00001')).size });
     expect(await measureInputs(['-'])).toEqual({});
+    // not a regular file (a device here; a pipe, whose head would be taken from the job, alike): no size
+    expect(await measureInputs(['/dev/null'])).toEqual({});
     expect(await measureInputs([jsonl, '-'])).toEqual({});
     // a missing file: nothing known (the reader names the problem)
     expect(await measureInputs([path.join(dir, 'none.jsonl')])).toEqual({});

@@ -86,7 +86,9 @@ export async function measureInputs(inputs: string[], o: { split?: string; count
         continue;
       }
       for (const file of await expandInputs([input])) {
-        if (file === '-') return {};
+        // a pipe or a device (`<(cmd)`, /dev/stdin) has no size, and reading its head here would take bytes from the job
+        const st = file === '-' ? undefined : statSync(file);
+        if (!st?.isFile()) return {};
         const h = head(file);
         if (h.length >= 3 && h[0] === 0x1f && h[1] === 0x8b && h[2] === 0x08) records = undefined;
         else {
@@ -95,7 +97,7 @@ export async function measureInputs(inputs: string[], o: { split?: string; count
           if (f === 'jsonl') plainJsonl.push(file);
           else records = undefined;
         }
-        bytes += statSync(file).size;
+        bytes += st.size;
       }
     }
     if (records !== undefined && plainJsonl.length && bytes <= (o.countLinesUpTo ?? COUNT_LINES_UP_TO)) {
