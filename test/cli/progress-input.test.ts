@@ -1,9 +1,10 @@
 /** Progress against a sized input: its records counted ahead, or its bytes read of its size; annotate's requests in flight; export's stages. */
 import { statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { LogProgress, type Progress, type ProgressState } from '../../src/lib/cli/progress.js';
+import { LogProgress, startProgress, type Progress, type ProgressState } from '../../src/lib/cli/progress.js';
 import { fmtBytes, logLine, timing, viewLines, wrapItems } from '../../src/lib/cli/progress-format.js';
 import { InputMeter, countJsonlRecords, measureInputs } from '../../src/lib/cli/progress-input.js';
 import { stageProgress, watchInFlight } from '../../src/lib/cli/progress-jobs.js';
@@ -68,6 +69,25 @@ describe('the fraction of a sized input', () => {
     p.stop();
     // due at 10, 20, 30 s: written at 10.9, 20.2 and 30.1 s (not 10.9, 20.9, 30.9)
     expect(lines.map((l) => l.split(' ')[3])).toEqual(['2/10', '4/10', '6/10']);
+  });
+
+  it('startProgress without --log-every: a line every 10 s of the clock (the default), none before', async () => {
+    let now = 0;
+    let out = '';
+    const pipe = new PassThrough();
+    pipe.on('data', (d) => (out += d));
+    const p = await startProgress('relabel', true, { stream: pipe, env: {}, now: () => now, timer: false });
+    for (const t of [1, 5, 9.9]) {
+      now = t * 1000;
+      p.update({ records: t * 10, total: 200, unit: 'chunks' });
+    }
+    await new Promise((r) => setImmediate(r));
+    expect(out).toBe('');
+    now = 10_000;
+    p.update({ records: 100 });
+    p.stop();
+    await new Promise((r) => setImmediate(r));
+    expect(out).toBe('vlakit relabel: chunk 100/200 50.0% 10 chunks/s elapsed 10s eta 10s\n');
   });
 
   it('measureInputs: plain JSON Lines counted (blank lines not), gzip and TFRecord by size, RLDS by its split, stdin unknown', async () => {
