@@ -140,7 +140,7 @@ describe('the dataset commands against the size of their input (no terminal, --l
       'vlakit export: stage 2/4 50.0% writing the files',
       'vlakit export: stage 3/4 75.0% checking parity',
     ]);
-  }, 120_000);
+  }, 240_000);
   it.skipIf(!hasScript)('annotate on a terminal (100x30): steps of the total, requests in flight; Ctrl-C stops the teacher and leaves no view behind', async () => {
     // a stand-in teacher process: each answer after 300 ms
     const teacher = path.join(dir, 'teacher.cjs');
