@@ -1,5 +1,5 @@
 /** Progress against a sized input: its records counted ahead, or its bytes read of its size; annotate's requests in flight; export's stages. */
-import { statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { gzipSync } from 'node:zlib';
@@ -108,6 +108,11 @@ describe('the fraction of a sized input', () => {
     expect(await measureInputs([KITCHEN], { split: 'train' })).toEqual({ bytes: train[0] + train[1] });
     expect(await measureInputs([KITCHEN], { split: 'val' })).toEqual({ bytes: statSync(path.join(KITCHEN, '1.0.0', 'toy_kitchen-val.tfrecord-00000-of-00001')).size });
     expect(await measureInputs(['-'])).toEqual({});
+    // a LeRobot dataset: its frames, from meta/info.json
+    const lr = path.join(dir, 'lerobot');
+    mkdirSync(path.join(lr, 'meta'), { recursive: true });
+    writeFileSync(path.join(lr, 'meta', 'info.json'), JSON.stringify({ codebase_version: 'v3.0', total_frames: 42, fps: 10 }));
+    expect(await measureInputs([lr])).toEqual({ records: 42 });
     // not a regular file (a device here; a pipe, whose head would be taken from the job, alike): no size
     expect(await measureInputs(['/dev/null'])).toEqual({});
     expect(await measureInputs([jsonl, '-'])).toEqual({});
