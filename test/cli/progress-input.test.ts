@@ -120,6 +120,24 @@ describe('the fraction of a sized input', () => {
     expect(await measureInputs([path.join(dir, 'none.jsonl')])).toEqual({});
   });
 
+  it('the reader counts the bytes the job is done with, a MiB at a time: none at the first record, all at the end', async () => {
+    // 2.5 MiB of JSON Lines
+    const line = JSON.stringify({ b64: 'A'.repeat(1000) });
+    const n = Math.ceil((2.5 * MiB) / (line.length + 1));
+    const file = path.join(dir, 'pad.jsonl');
+    writeFileSync(file, `${Array(n).fill(line).join('\n')}\n`);
+    let read = 0;
+    const seen = new Set<number>();
+    let first: number | undefined;
+    for await (const _ of readRecords([file], { onRead: (b) => (read += b) })) {
+      first ??= read;
+      seen.add(read);
+    }
+    expect(first).toBe(0);
+    expect([...seen]).toEqual([0, MiB, 2 * MiB]);
+    expect(read).toBe(statSync(file).size);
+  });
+
   it('the reader hears every byte of the files as they are on disk (gzip compressed), so a whole read ends at 100%', async () => {
     const text = `${[0, 1].flatMap((e) => [0, 1, 2, 3, 4].map((i) => step(e, i))).join('\n')}\n`;
     const gz = path.join(dir, 'read.jsonl.gz');
