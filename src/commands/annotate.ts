@@ -2,7 +2,8 @@ import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith, lerobotFlags, lerobotOptions, size } from '../lib/cli/flags.js';
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
-import { annotateProgress } from '../lib/cli/progress-jobs.js';
+import { annotateProgress, watchInFlight } from '../lib/cli/progress-jobs.js';
+import { meterInput } from '../lib/cli/progress-input.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
 import { checkOutputFormat, claimOutput, groupEpisodes, isLeRobotDir, leRobotInfo, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
 import { ActionStepSchema, AnswerCache, RateLimiter, TeacherFatalError, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
@@ -105,7 +106,9 @@ export default class Annotate extends VlakitCommand {
     // --add-split writes into an existing dataset (checked by the RLDS writer)
     if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', flags['add-split'] && to === 'rlds' ? { ...output, overwrite: true } : output);
     const cache = cacheDir === undefined ? undefined : await AnswerCache.open(cacheDir);
-    const progress = await startProgress('annotate', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'requests' } });
+    const input = await meterInput(inputs, { split: flags.split });
+    const watched = watchInFlight(teacher);
+    const progress = await startProgress('annotate', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'steps', ...input.state() } });
     const signal = this.abort.signal;
     const light: StepRecord[][] = [];
     let usage: UsageStats | undefined;
@@ -113,7 +116,7 @@ export default class Annotate extends VlakitCommand {
     const note = (m: string): void => this.note(`vlakit annotate: ${m}`);
     let checked = teacher.id !== 'kinematic';
     const steps = (async function* () {
-      for await (const r of readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
+      for await (const r of readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onRead: input.onRead, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
         if (!checked) {
           checked = true;
           // steps of the built-in world carry its oracle; anything else is data the kinematic teacher cannot see
@@ -127,7 +130,7 @@ export default class Annotate extends VlakitCommand {
         groupEpisodes(steps),
         {
           kind: flags.kind as 'reasoning' | 'plan',
-          teacher,
+          teacher: watched.teacher,
           stride: flags.stride,
           frames: flags.frames,
           cache,
@@ -136,7 +139,7 @@ export default class Annotate extends VlakitCommand {
           price: parsePrice(flags.price),
           cameras,
           signal,
-          onUsage: (u) => progress.update(annotateProgress(u)),
+          onUsage: (u) => progress.update(annotateProgress(u, { inFlight: teacher.local ? undefined : watched.inFlight(), input: input.state() })),
         },
         (u) => (usage = u),
       )) {

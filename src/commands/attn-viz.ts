@@ -2,7 +2,7 @@ import path from 'node:path';
 import { Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, decimal, exclusive, int, onlyWith } from '../lib/cli/flags.js';
-import { startProgress } from '../lib/cli/progress.js';
+import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { adapterFlag, adaptersFor } from '../lib/cli/adapter-flag.js';
 import { VlakitError } from '../lib/errors.js';
 import { type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
@@ -38,6 +38,7 @@ export default class AttnViz extends VlakitCommand {
     backend: Flags.string({ description: 'tfjs backend for checkpoints', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     adapter: adapterFlag('--compare'),
     quiet: Flags.boolean({ char: 'q', description: 'no progress and summary on stderr' }),
+    'log-every': logEveryFlag,
   };
 
   static flagRules: FlagRule[] = [
@@ -80,7 +81,7 @@ export default class AttnViz extends VlakitCommand {
     const models = [];
     try {
       for (const [name, dir] of specs) models.push({ name, runner: await openModel(dir, { device: flags.device as 'cpu', backend: flags.backend, adapter: adapters.get(name) }) });
-      const progress = await startProgress('attn-viz', !flags.quiet);
+      const progress = await startProgress('attn-viz', !flags.quiet, { logEvery: flags['log-every'], initial: { unit: 'examples', total: examples.length } });
       let done = 0;
       const res = await attnViz({
         models,
@@ -97,7 +98,7 @@ export default class AttnViz extends VlakitCommand {
         json: flags.json,
         signal: this.abort.signal,
         output,
-        onExample: () => progress.update({ records: ++done, unit: 'examples' }),
+        onExample: () => progress.update({ records: ++done }),
       });
       progress.stop();
       const scored = res.flatMap((r) => r.models.filter((m) => m.objectMass !== undefined));

@@ -1,7 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { type FlagRule, allOnlyWith, decimal, int } from '../lib/cli/flags.js';
-import { startProgress } from '../lib/cli/progress.js';
+import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
+import { meterInput } from '../lib/cli/progress-input.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
 import { chunkEpisode, type ChunkRecord, parseLayout } from '../lib/actions/index.js';
 import { groupEpisodes, newStats, parseCameraList, readValidated, writeJsonl } from '../lib/io/index.js';
@@ -31,6 +32,7 @@ export default class Chunk extends VlakitCommand {
     split: sharedFlags.split,
     'skip-corrupt': sharedFlags['skip-corrupt'],
     quiet: sharedFlags.quiet,
+    'log-every': logEveryFlag,
   };
 
   static flagRules: FlagRule[] = [
@@ -48,7 +50,8 @@ export default class Chunk extends VlakitCommand {
     const layout = flags['action-layout'] ? parseLayout(flags['action-layout']) : undefined;
     const cameras = parseCameraList(flags.camera);
     const gripperTolerance = Number(flags['gripper-tolerance']);
-    const progress = await startProgress('chunk', !flags.quiet);
+    const input = await meterInput(inputs, { split: flags.split });
+    const progress = await startProgress('chunk', !flags.quiet, { logEvery: flags['log-every'], initial: { unit: 'steps', ...input.state() } });
     const signal = this.abort.signal;
     let episodes = 0;
     let steps = 0;
@@ -57,7 +60,7 @@ export default class Chunk extends VlakitCommand {
     const read = newStats();
     const note = (m: string): void => this.note(`vlakit chunk: ${m}`);
     const records = (async function* () {
-      for await (const r of readValidated(inputs, 'step', AnnotatedStepSchema, 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
+      for await (const r of readValidated(inputs, 'step', AnnotatedStepSchema, 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onRead: input.onRead, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
         yield { record: r.value, line: r.line, file: r.file };
       }
     })();
@@ -68,7 +71,7 @@ export default class Chunk extends VlakitCommand {
         steps += ep.length;
         chunks += cs.length;
         actions += cs.reduce((a, c) => a + c.actions.length, 0);
-        progress.update({ records: steps, unit: 'steps', detail: `${chunks} chunks` });
+        progress.update({ records: steps, detail: `${chunks} chunks`, ...input.state() });
         yield* cs;
       }
     })();

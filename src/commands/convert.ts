@@ -1,7 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { decimal, lerobotFlags, lerobotOptions, size } from '../lib/cli/flags.js';
-import { startProgress } from '../lib/cli/progress.js';
+import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
+import { meterInput } from '../lib/cli/progress-input.js';
 import { EXIT } from '../lib/errors.js';
 import { convert } from '../lib/io/index.js';
 
@@ -37,12 +38,14 @@ export default class Convert extends VlakitCommand {
     verify: sharedFlags.verify,
     quiet: sharedFlags.quiet,
     json: sharedFlags.json,
+    'log-every': logEveryFlag,
   };
 
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(Convert);
     const inputs = argv.length ? (argv as string[]) : ['-'];
-    const progress = await startProgress('convert', !flags.quiet && !flags.json);
+    const input = await meterInput(inputs, { split: flags.split });
+    const progress = await startProgress('convert', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: input.state() });
     try {
       const summary = await convert({
         ...this.outputOptions(flags),
@@ -61,7 +64,8 @@ export default class Convert extends VlakitCommand {
         verify: flags.verify,
         signal: this.abort.signal,
         onWarning: flags.quiet ? undefined : (m) => this.note(`vlakit convert: ${m}`),
-        onProgress: (s) => progress.update({ records: s.records, bytes: s.bytes, skipped: s.skipped }),
+        onRead: input.onRead,
+        onProgress: (s) => progress.update({ records: s.records, bytes: s.bytes, skipped: s.skipped, ...input.state() }),
       });
       progress.stop();
       const { read, ...rest } = summary;

@@ -1,5 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
+import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
+import { stageProgress } from '../lib/cli/progress-jobs.js';
 import { VlakitError } from '../lib/errors.js';
 import type { ParityResult } from '../lib/export/index.js';
 
@@ -27,8 +29,9 @@ export default class Export extends VlakitCommand {
     tolerance: Flags.string({ description: 'largest allowed |logit difference| in the parity check: a number, or a percentage of the largest |logit| of the checkpoint (default: 1e-4; 5% with --quantize int8)', helpValue: 'X|P%' }),
     device: Flags.string({ description: 'onnxruntime execution provider for the parity check', options: ['cpu', 'cuda'], default: 'cpu' }),
     backend: Flags.string({ description: 'tfjs backend for the parity check', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
-    quiet: Flags.boolean({ char: 'q', description: 'no summary on stderr' }),
+    quiet: Flags.boolean({ char: 'q', description: 'no progress and summary on stderr' }),
     json: Flags.boolean({ description: 'print the summary as JSON on stderr' }),
+    'log-every': logEveryFlag,
   };
 
   async run(): Promise<void> {
@@ -44,11 +47,14 @@ export default class Export extends VlakitCommand {
     const relative = tolText.endsWith('%');
     const tolValue = Number(relative ? tolText.slice(0, -1) : tolText);
     if (!/\d/.test(tolText) || !Number.isFinite(tolValue) || tolValue < 0) throw new VlakitError('E_USAGE', `--tolerance must be a number >= 0 or a percentage such as 5%, got "${tolText}"`);
-    const { exportModel, checkParity, parityCases, hostInt8 } = await import('../lib/export/index.js');
+    const { exportModel, checkParity, parityCases, hostInt8, EXPORT_STAGES } = await import('../lib/export/index.js');
     const { openBuiltinModel, loadOrt } = await import('../lib/infer/index.js');
     const t0 = performance.now();
     let parity: (ParityResult & { tfjs: string; onnxruntime: string }) | undefined;
+    const progress = await startProgress('export', !flags.quiet && !flags.json, { logEvery: flags['log-every'] });
+    const onStage = stageProgress(progress, [...EXPORT_STAGES, ...(flags.parity ? ['checking parity'] : [])]);
     const verify = async (dir: string) => {
+      onStage('checking parity');
       const reference = await openBuiltinModel(args.checkpoint, { backend: flags.backend });
       let candidate: Awaited<ReturnType<typeof openBuiltinModel>> | undefined;
       try {
@@ -68,7 +74,7 @@ export default class Export extends VlakitCommand {
         throw new VlakitError('E_ONNX', `the export does not match its checkpoint, so it was not written: max |logit diff| ${parity.maxAbsDiff.toExponential(2)} (tolerance ${relative ? `${tolerance.toExponential(2)}: ${tolText} of the largest |logit| ${parity.maxAbsLogit.toFixed(2)}` : tolText})${m && !quantize ? `; greedy ids for "${m.prompt}": checkpoint ${m.reference.join(',')}, export ${m.cached.join(',')} (with the KV cache), ${m.uncached.join(',')} (without)` : ''}${int8}`, { file: flags.output });
       }
     };
-    const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, ops: flags.ops as 'onnxruntime', quantize, weightRange, backend: flags.backend, verify: flags.parity ? verify : undefined, output: this.outputOptions(flags, [args.checkpoint]) });
+    const res = await exportModel(args.checkpoint, flags.output, { attentions: flags.attentions, ops: flags.ops as 'onnxruntime', quantize, weightRange, backend: flags.backend, verify: flags.parity ? verify : undefined, output: this.outputOptions(flags, [args.checkpoint]), onStage }).finally(() => progress.stop());
     const seconds = (performance.now() - t0) / 1000;
     const bytes = res.files.reduce((a, f) => a + f.bytes, 0);
     if (flags.json) process.stderr.write(`${JSON.stringify({ ...res, seconds, parity })}\n`);

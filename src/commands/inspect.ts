@@ -1,7 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
 import { int } from '../lib/cli/flags.js';
-import { startProgress } from '../lib/cli/progress.js';
+import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
+import { meterInput } from '../lib/cli/progress-input.js';
 import { EXIT } from '../lib/errors.js';
 import { formatInspect, inspect } from '../lib/io/index.js';
 
@@ -24,12 +25,14 @@ export default class Inspect extends VlakitCommand {
     verify: sharedFlags.verify,
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the summary as JSON on stdout' }),
+    'log-every': logEveryFlag,
   };
 
   async run(): Promise<void> {
     const { argv, flags } = await this.parse(Inspect);
     const inputs = argv.length ? (argv as string[]) : ['-'];
-    const progress = await startProgress('inspect', !flags.quiet && !flags.json);
+    const input = await meterInput(inputs, { split: flags.split });
+    const progress = await startProgress('inspect', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: input.state() });
     try {
       const summary = await inspect(inputs, {
         split: flags.split,
@@ -37,7 +40,8 @@ export default class Inspect extends VlakitCommand {
         skipCorrupt: flags['skip-corrupt'],
         verify: flags.verify,
         signal: this.abort.signal,
-        onProgress: (s) => progress.update({ records: s.records, bytes: s.bytes, skipped: s.skipped }),
+        onRead: input.onRead,
+        onProgress: (s) => progress.update({ records: s.records, bytes: s.bytes, skipped: s.skipped, ...input.state() }),
       });
       progress.stop();
       process.stdout.write(flags.json ? `${JSON.stringify(summary, null, 2)}\n` : formatInspect(summary));

@@ -4,6 +4,8 @@ import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
 import { VlakitError } from '../lib/errors.js';
 import { type ActionStats, ChunkRecordSchema, makeCodec, parseLayout, readActionStats } from '../lib/actions/index.js';
 import { relabel } from '../lib/actions/relabel.js';
+import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
+import { meterInput } from '../lib/cli/progress-input.js';
 import { checkDistinctOutputs, claimOutput, parseCameraList, readValidated, writeOutputFile } from '../lib/io/index.js';
 
 export default class Relabel extends VlakitCommand {
@@ -42,6 +44,7 @@ export default class Relabel extends VlakitCommand {
     overwrite: sharedFlags.overwrite,
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the summary as JSON on stderr' }),
+    'log-every': logEveryFlag,
   };
 
   static flagRules: FlagRule[] = [
@@ -75,8 +78,11 @@ export default class Relabel extends VlakitCommand {
     if (wantsExamples && flags.output && flags.output !== '-') claimOutput(flags.output, flags.format === 'trl' ? 'dir' : 'file', output);
     if (flags['stats-out']) claimOutput(flags['stats-out'], 'file', statsOutput);
     const signal = this.abort.signal;
+    const input = await meterInput(inputs);
+    const progress = await startProgress('relabel', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'chunks', ...input.state() } });
+    const onProgress = (st: { records: number }) => progress.update({ records: st.records, ...input.state() });
     const chunks = (async function* () {
-      for await (const r of readValidated(inputs, 'chunk', ChunkRecordSchema, 'relabel reads chunk records (from vlakit chunk)', { signal })) yield r.value;
+      for await (const r of readValidated(inputs, 'chunk', ChunkRecordSchema, 'relabel reads chunk records (from vlakit chunk)', { signal, onRead: input.onRead, onProgress })) yield r.value;
     })();
     const s = await relabel(chunks, {
       method: flags.method as 'vlm2vla',
@@ -93,7 +99,7 @@ export default class Relabel extends VlakitCommand {
       stats: !!flags['stats-out'],
       report: flags.report,
       outputOptions: output,
-    });
+    }).finally(() => progress.stop());
     if (flags['stats-out'] && s.stats) await writeOutputFile(flags['stats-out'], `${JSON.stringify(s.stats, null, 2)}\n`, statsOutput);
     const { stats: st, ...rest } = s;
     if (flags.json) {

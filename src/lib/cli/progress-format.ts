@@ -12,6 +12,11 @@ export interface ProgressState {
   /** Plural noun of the units ("steps"). */
   unit?: string;
   bytes?: number;
+  /**
+   * The input's bytes read of its size (files, before decompression), when its records are not counted ahead: the
+   * bar, the percentage and the ETA then follow the bytes.
+   */
+  size?: { done: number; total: number };
   skipped?: number;
   /** The job's own figures, short "name value" items ("loss 0.912", "lr 2.4e-3"): on the log line and the view's second line. */
   figures?: string[];
@@ -27,6 +32,20 @@ export interface ProgressState {
 export interface Baseline {
   records: number;
   at: number;
+  /** The input's bytes read by then (with `size`). */
+  sizeDone?: number;
+}
+
+/** The baseline of the first update that brings the count. */
+export function baseline(s: Partial<ProgressState>, at: number): Baseline | undefined {
+  return s.records === undefined ? undefined : { records: s.records, at, sizeDone: s.size?.done };
+}
+
+/** The share of the job done: records of the total, else the input's bytes of its size; undefined when neither is known. */
+export function fraction(s: ProgressState): number | undefined {
+  if (s.total) return Math.min(1, s.records / s.total);
+  if (s.size && s.size.total > 0) return Math.min(1, s.size.done / s.size.total);
+  return undefined;
 }
 
 /** A number in at most ~4 characters: 0.912, 12.3, 1.3k, 2.4M, 2.4e-3. */
@@ -83,7 +102,9 @@ export function timing(s: ProgressState, start: number, base: Baseline | undefin
   const done = s.records - base.records;
   if (secs <= 0 || done <= 0) return { elapsed };
   const rate = done / secs;
-  const eta = s.total !== undefined ? Math.max(0, s.total - s.records) / rate : undefined;
+  let eta: number | undefined;
+  if (s.total !== undefined) eta = Math.max(0, s.total - s.records) / rate;
+  else if (s.size && base.sizeDone !== undefined && s.size.done > base.sizeDone) eta = Math.max(0, s.size.total - s.size.done) / ((s.size.done - base.sizeDone) / secs);
   return { elapsed, rate, eta };
 }
 
@@ -94,7 +115,14 @@ export function fmtRate(rate: number | undefined, unit: string): string | undefi
 }
 
 function pct(s: ProgressState): string | undefined {
-  return s.total ? `${((100 * s.records) / s.total).toFixed(1)}%` : undefined;
+  const f = fraction(s);
+  return f === undefined ? undefined : `${(100 * f).toFixed(1)}%`;
+}
+
+/** "45.1 MiB/120.0 MiB" of a sized input, else the bytes decoded. */
+function bytesText(s: ProgressState): string | undefined {
+  if (s.size) return `${fmtBytes(s.size.done)}/${fmtBytes(s.size.total)}`;
+  return s.bytes ? fmtBytes(s.bytes) : undefined;
 }
 
 /**
@@ -107,7 +135,8 @@ export function logLine(s: ProgressState, t: Timing): string {
   const parts = [`${singular(unit)} ${s.records}${s.total !== undefined ? `/${s.total}` : ''}`];
   const p = pct(s);
   if (p) parts.push(p);
-  if (s.bytes !== undefined) parts.push(fmtBytes(s.bytes));
+  const b = bytesText(s);
+  if (b) parts.push(b);
   if (s.skipped) parts.push(`skipped ${s.skipped}`);
   if (s.figures?.length) parts.push(...s.figures);
   if (s.detail) parts.push(s.detail);
@@ -145,6 +174,21 @@ export function fit(line: string, width: number): string {
   return width <= 1 ? chars.slice(0, width).join('') : `${chars.slice(0, width - 1).join('')}…`;
 }
 
+/** Items joined by " · " in lines of at most `width` characters, an item never split; the last of `maxLines` lines takes the rest, cut. */
+export function wrapItems(items: string[], width: number, maxLines: number): string[] {
+  const lines: string[] = [];
+  let cur = '';
+  for (const item of items) {
+    if (cur && [...cur].length + 3 + [...item].length > width && lines.length < maxLines - 1) {
+      lines.push(cur);
+      cur = '';
+    }
+    cur = cur ? `${cur} · ${item}` : item;
+  }
+  if (cur) lines.push(cur);
+  return lines.map((l) => fit(l, width));
+}
+
 export interface ViewLine {
   text: string;
   /** The bar's filled and empty parts, for colouring: the text is `head + filled + empty + tail`. */
@@ -163,22 +207,23 @@ export function viewLines(s: ProgressState, t: Timing, width: number): ViewLine[
   const counts = `${s.records}${s.total !== undefined ? `/${s.total}` : ''} ${unit}`;
   const clock = `${fmtDuration(t.elapsed)}${t.eta !== undefined ? ` eta ${fmtDuration(t.eta)}` : ''}`;
   const join = (xs: (string | undefined)[]) => xs.filter((x): x is string => x !== undefined).join(' · ');
-  const tail = join([pct(s), fmtRate(t.rate, unit), s.bytes !== undefined ? fmtBytes(s.bytes) : undefined, s.skipped ? `${s.skipped} skipped` : undefined, clock]);
+  const tail = join([pct(s), fmtRate(t.rate, unit), bytesText(s), s.skipped ? `${s.skipped} skipped` : undefined, clock]);
   const out: ViewLine[] = [];
-  if (s.total) {
+  const f = fraction(s);
+  if (f !== undefined) {
     const head = `${s.label} `;
     // a narrow terminal keeps the bar, the counts, the percentage and the clock; the rate goes first
     const room = (after: string) => w - [...head].length - [...after].length;
     const after = [` ${counts} ${tail}`, ` ${counts} ${join([pct(s), clock])}`].find((a) => room(a) >= 10) ?? ` ${counts} ${tail}`;
     const barW = Math.min(40, room(after));
     if (barW >= 10) {
-      const filled = Math.round(Math.min(1, s.records / s.total) * barW);
+      const filled = Math.round(f * barW);
       const bar = { head, filled: '━'.repeat(filled), empty: '─'.repeat(barW - filled), tail: after };
       out.push({ text: head + bar.filled + bar.empty + after, bar });
     } else out.push({ text: fit(`${s.label} ${counts} ${tail}`, w) });
   } else out.push({ text: fit(`${s.label} ${counts} · ${tail}`, w) });
   const figs = [...(s.figures ?? []), ...(s.detail ? [s.detail] : [])];
-  if (figs.length) out.push({ text: fit(figs.join(' · '), w) });
+  for (const text of wrapItems(figs, w, 2)) out.push({ text });
   if (s.spark && s.spark.values.length > 1) {
     const v = s.spark.values.filter(Number.isFinite);
     const head = `${s.spark.name} `;

@@ -3,6 +3,7 @@
  * annotation run's requests. Kept out of the commands, which only pass their callbacks' records here.
  */
 import { fmtNum } from './progress-format.js';
+import type { Teacher } from '../teacher/types.js';
 import type { Progress, ProgressState } from './progress.js';
 
 export const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
@@ -68,15 +69,33 @@ export function rlProgress(progress: Progress, o: { totalSteps: number; saveEver
 }
 
 /**
- * annotate's usage counters as progress: requests sent (the count and its rate; the input's length is not known
- * ahead), then steps and episodes annotated, cache hits, retries, failures, re-asks, annotation errors, tokens, cost.
+ * annotate's usage counters as progress: steps annotated (of the input's, when known ahead: the ETA then follows the
+ * observed rate), then requests sent and in flight, episodes, cache hits, retries, failures, re-asks, annotation
+ * errors, tokens and cost so far. `input` is the input meter's state (its total, or its bytes read of its size).
  */
-export function annotateProgress(u: { episodes: number; steps: number; requests: number; cacheHits: number; retries: number; failures: number; reasks: number; errors: number; inputTokens: number; outputTokens: number; cost?: number }): Partial<ProgressState> {
-  return { records: u.requests, unit: 'requests', figures: annotateFigures(u) };
+export function annotateProgress(u: AnnotateUsage, o: { inFlight?: number; input?: Partial<ProgressState> } = {}): Partial<ProgressState> {
+  return { records: u.steps, unit: 'steps', ...o.input, figures: annotateFigures(u, o.inFlight) };
 }
 
-function annotateFigures(u: Parameters<typeof annotateProgress>[0]): string[] {
-  return [`steps ${u.steps}`, `episodes ${u.episodes}`, `cached ${u.cacheHits}`, `retries ${u.retries}`, `failures ${u.failures}`, `reasks ${u.reasks}`, `errors ${u.errors}`, `tokens ${fmtNum(u.inputTokens + u.outputTokens)}`, ...(u.cost !== undefined ? [`cost $${u.cost.toFixed(3)}`] : [])];
+type AnnotateUsage = { episodes: number; steps: number; requests: number; cacheHits: number; retries: number; failures: number; reasks: number; errors: number; inputTokens: number; outputTokens: number; cost?: number };
+
+function annotateFigures(u: AnnotateUsage, inFlight: number | undefined): string[] {
+  return [`requests ${u.requests}`, ...(inFlight !== undefined ? [`in flight ${inFlight}`] : []), `episodes ${u.episodes}`, `cached ${u.cacheHits}`, `retries ${u.retries}`, `failures ${u.failures}`, `reasks ${u.reasks}`, `errors ${u.errors}`, `tokens ${fmtNum(u.inputTokens + u.outputTokens)}`, ...(u.cost !== undefined ? [`cost $${u.cost.toFixed(3)}`] : [])];
+}
+
+/** The teacher, watched: `inFlight()` tells the requests sent and not yet answered (a cache hit sends none). */
+export function watchInFlight<T extends Pick<Teacher, 'complete'>>(teacher: T): { teacher: T; inFlight: () => number } {
+  let n = 0;
+  const watched = Object.create(teacher) as T;
+  watched.complete = async (req, signal) => {
+    n++;
+    try {
+      return await teacher.complete(req, signal);
+    } finally {
+      n--;
+    }
+  };
+  return { teacher: watched, inFlight: () => n };
 }
 
 /** eval-vqa's samples as progress: questions done of all models' questions, the current model's mean score per benchmark so far. */
@@ -92,5 +111,13 @@ export function vqaProgress(progress: Progress, total: number): (model: string) 
       const figures = [`model ${model}`, ...[...by].map(([name, v]) => `${name} ${pct(v.sum / v.n)}`)];
       progress.update({ records: ++done, total, unit: 'questions', figures });
     };
+  };
+}
+
+/** A job made of named stages (export): the bar counts the stages before the current one, the figure names it. */
+export function stageProgress(progress: Progress, stages: readonly string[]): (stage: string) => void {
+  return (stage) => {
+    const i = stages.indexOf(stage);
+    progress.update({ records: Math.max(0, i), total: stages.length, unit: 'stages', figures: [`${stage}`] });
   };
 }

@@ -1,7 +1,7 @@
 /** The ink view behind progress.ts; loaded only when a terminal will show it (ink takes ~0.5 s to import). */
 import React from 'react';
 import { Box, Static, Text, render, useStderr, type Instance } from 'ink';
-import { timing, viewLines, type Baseline, type ProgressState } from './progress-format.js';
+import { baseline, timing, viewLines, type Baseline, type ProgressState } from './progress-format.js';
 import type { Progress } from './progress.js';
 
 export interface ViewProps {
@@ -122,7 +122,7 @@ export function renderProgress(label: string, o: ViewOptions): Progress {
   return {
     update(s) {
       if (stopped) return;
-      if (!base && s.records !== undefined) base = { records: s.records, at: o.now() };
+      base ??= baseline(s, o.now());
       state = { ...state, ...s };
       if (o.now() - last >= 100) draw();
     },

@@ -6,7 +6,7 @@
  * Events (an evaluation, a checkpoint) are lines of their own in both visible forms.
  */
 import { decimal } from './flags.js';
-import { logLine, timing, type Baseline, type ProgressState } from './progress-format.js';
+import { baseline, logLine, timing, type Baseline, type ProgressState } from './progress-format.js';
 
 export type { ProgressState } from './progress-format.js';
 
@@ -85,7 +85,7 @@ export class LogProgress implements Progress {
     if (this.stopped) return;
     const now = this.now();
     // the rate counts from the first update: setup time (loading a model) and a resumed run's earlier steps are not in it
-    if (!this.base && s.records !== undefined) this.base = { records: s.records, at: now };
+    this.base ??= baseline(s, now);
     this.state = { ...this.state, ...s };
     this.changed = true;
     this.tick();
@@ -95,9 +95,12 @@ export class LogProgress implements Progress {
   tick(): void {
     if (this.stopped || !this.base) return;
     const now = this.now();
-    if (now - this.last < this.every * 1000) return;
-    if (!this.changed && this.every === 0) return;
-    this.last = now;
+    const every = this.every * 1000;
+    if (now - this.last < every) return;
+    if (!this.changed && every === 0) return;
+    // on the grid of the start (10 s, 20 s, 30 s...): a line written late (a long step blocks the timer) does not
+    // push the next ones later
+    this.last = every === 0 ? now : this.last + every * Math.floor((now - this.last) / every);
     this.changed = false;
     this.write(logLine(this.state, timing(this.state, this.start, this.base, now)));
   }

@@ -49,9 +49,15 @@ export interface ExportOptions {
   backend?: string;
   /** Runs on the finished files before they are renamed into place (the parity check); throwing leaves no export. */
   verify?: (dir: string) => Promise<void>;
+  /** Hears each stage as it starts (EXPORT_STAGES, then the verification), for progress. */
+  onStage?: (stage: ExportStage) => void;
   /** How the export directory is written: --overwrite (an existing one is refused without), inputs, AbortSignal. */
   output?: OutputOptions;
 }
+
+/** The stages of an export, in order; `verify` runs after the last. */
+export const EXPORT_STAGES = ['loading the checkpoint', 'building the graphs', 'writing the files'] as const;
+export type ExportStage = (typeof EXPORT_STAGES)[number];
 
 export interface ExportResult {
   dir: string;
@@ -80,6 +86,7 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
   // decided (and a full range on a CPU that saturates refused) before any work
   const range = o.weightRange ?? '7-bit';
   const quantization = o.quantize === 'int8' ? int8Quantization(range, range === 'full' ? (o.cpu ?? (await hostInt8(await loadOrt()))) : undefined) : 'none';
+  o.onStage?.('loading the checkpoint');
   await selectBackend(o.backend); // the weights are read through tfjs
   const ck = loadCheckpoint(ckptDir);
   const model = ck.model;
@@ -94,6 +101,7 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
     const weightRange = quantization === 'none' ? undefined : quantization.weight_range;
     const main = { attentions: fused ? false : o.attentions, fused, quantize, weightRange };
     // the weights as the registry's definition reads them (vlakit's names, linear weights [in, out])
+    o.onStage?.('building the graphs');
     const weights: VlaWeights = new Map([...model.params].map(([n, v]) => [n, { shape: v.shape, data: v.dataSync() as Float32Array }]));
     const graphs: Record<string, ReturnType<typeof vlaGraph>> = { [EXPORT_FILES.prefill]: vlaGraph(model.config, weights, 'prefill', store, main), [EXPORT_FILES.decode]: vlaGraph(model.config, weights, 'decode', store, main) };
     const separate = fused && o.attentions; // the fused attention returns no weights: a standard pair for attn-viz
@@ -103,6 +111,7 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
     }
     let out: ExportFiles | undefined;
     await writeOutputDir(outDir, async (tmp) => {
+      o.onStage?.('writing the files');
       const ex = (out = new ExportFiles(tmp));
       const write = (name: string, data: Uint8Array | string) => ex.write(name, data);
       await ex.graphs(store, EXPORT_FILES.data, graphs);

@@ -52,6 +52,8 @@ export interface ReadOptions {
   videos?: boolean;
   /** Called every few hundred records and at the end, for progress views. */
   onProgress?: (stats: ReadStats) => void;
+  /** Hears the bytes of input files (TFRecord, JSON Lines, RLDS shards) as they are read, before decompression: progress against their sizes. */
+  onRead?: (bytes: number) => void;
   /**
    * What JSON Lines step records are validated with where they are read (default StepRecordSchema). readValidated
    * passes the command's step schema (an extension of StepRecordSchema), so that each step is validated once.
@@ -147,6 +149,7 @@ async function* readAll(inputs: string[], opts: ReadOptions, stats: ReadStats): 
         skipCorrupt: opts.skipCorrupt,
         onSkip,
         signal: opts.signal,
+        onRead: opts.onRead,
         onStats: (_f, s) => {
           stats.bytes += s.bytes;
           stats.skippedBytes += s.skippedBytes;
@@ -195,7 +198,7 @@ async function* readFile(file: string, opts: ReadOptions, stats: ReadStats, onSk
   const name = displayName(file);
   let opened: Awaited<ReturnType<typeof openBytes>>;
   try {
-    opened = await openBytes(file, opts.signal);
+    opened = await openBytes(file, opts.signal, opts.onRead);
   } catch (err) {
     // a gzip stream that fails before its first bytes: nothing of this file can be read
     if (!isSourceFailure(err)) throw err;

@@ -146,6 +146,8 @@ export interface ReadRldsOptions {
   skipCorrupt?: boolean;
   onSkip?: (err: VlakitError) => void;
   onStats?: (file: string, stats: TfrecordStats) => void;
+  /** Hears the shards' bytes as they are read (before decompression). */
+  onRead?: (bytes: number) => void;
   signal?: AbortSignal;
 }
 
@@ -166,7 +168,7 @@ export async function* readRlds(ds: RldsDataset, opts: ReadRldsOptions = {}): As
     // shards may be gzip (TFDS's GZIP compression, or a re-compressed download): sniffed like any input
     let bytes: AsyncIterable<Uint8Array>;
     try {
-      bytes = (await openBytes(shard.file, opts.signal)).bytes;
+      bytes = (await openBytes(shard.file, opts.signal, opts.onRead)).bytes;
     } catch (err) {
       // a gzip stream that fails before its first bytes: nothing of this shard can be read
       if (!isSourceFailure(err)) throw err;

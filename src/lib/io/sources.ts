@@ -16,8 +16,14 @@ const READ_AHEAD = 2;
 
 export type ByteSource = AsyncIterable<Uint8Array>;
 
-/** Reads a file as chunks; `-` reads stdin. */
-export function readBytes(file: string, signal?: AbortSignal): ByteSource {
+/** With a meter (progress): the slices a chunk is handed out in, so that the count moves every MiB. */
+const METER_SLICE = 1 << 20;
+
+/**
+ * Reads a file as chunks; `-` reads stdin. `onRead` hears the bytes the consumer is done with (the read-ahead is not
+ * counted; a slice counts when the next one is asked for): progress against the file's size.
+ */
+export function readBytes(file: string, signal?: AbortSignal, onRead?: (bytes: number) => void): ByteSource {
   if (file === '-') return process.stdin as AsyncIterable<Uint8Array>;
   return (async function* () {
     let fh: FileHandle;
@@ -40,7 +46,17 @@ export function readBytes(file: string, signal?: AbortSignal): ByteSource {
         if (r.bytesRead === 0) break;
         issue();
         // Each chunk is a fresh buffer: records handed out as views into it stay valid.
-        yield r.bytesRead === READ_CHUNK ? r.buffer : r.buffer.subarray(0, r.bytesRead);
+        const chunk = r.bytesRead === READ_CHUNK ? r.buffer : r.buffer.subarray(0, r.bytesRead);
+        if (!onRead) {
+          yield chunk;
+          continue;
+        }
+        // metered: in slices, each counted when the consumer asks for the next one (it is done with it by then)
+        for (let at = 0; at < chunk.length; at += METER_SLICE) {
+          const slice = chunk.subarray(at, at + METER_SLICE);
+          yield slice;
+          onRead(slice.length);
+        }
       }
       await Promise.allSettled(ahead);
     } catch (err) {
@@ -190,9 +206,12 @@ function gzipError(err: Error & { code?: string }, file: string, compressedOffse
   return new VlakitError('E_GZIP', detail, { file, compressedOffset, offset }, { cause: err });
 }
 
-/** Bytes of a file or stdin, decompressed when gzip. `bytes.return()` closes the file when it is not read to the end. */
-export async function openBytes(file: string, signal?: AbortSignal): Promise<{ head: Uint8Array; bytes: ClosableSource; gzip: boolean }> {
-  const { head, rest } = await peek(readBytes(file, signal), 16);
+/**
+ * Bytes of a file or stdin, decompressed when gzip. `bytes.return()` closes the file when it is not read to the end.
+ * `onRead` counts the file's own (compressed) bytes as they are used.
+ */
+export async function openBytes(file: string, signal?: AbortSignal, onRead?: (bytes: number) => void): Promise<{ head: Uint8Array; bytes: ClosableSource; gzip: boolean }> {
+  const { head, rest } = await peek(readBytes(file, signal, onRead), 16);
   if (!isGzip(head)) return { head, bytes: rest, gzip: false };
   const inner = await peek(gunzip(rest, displayName(file)), 16);
   return { head: inner.head, bytes: inner.rest, gzip: true };
