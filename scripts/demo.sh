@@ -5,9 +5,12 @@
 # hierarchical: VLM2VLA's subtasks, motion plans, actions and verifier), its ONNX export evaluated closed loop in the
 # world in both modes (with a video of every episode), a short RL stage, and round trips through RLDS/JSONL/TFRecord
 # (real TensorFlow files too). The closed-loop table is printed last.
-# About 15 minutes on 2 cores; DEMO_EPISODES, DART_EPISODES, SFT_STEPS, EVAL_EPISODES and RL_STEPS change the sizes.
+# About 15 minutes on 2 cores; DEMO_EPISODES, DART_EPISODES, SFT_STEPS, SFT_WORKERS, EVAL_EPISODES and RL_STEPS change
+# the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `make demo > log`: with stdout in a file, the progress (on stderr) goes there too, as plain lines every 10 s
+[ -t 1 ] || exec 2>&1
 OUT=demo-out
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -51,7 +54,9 @@ vlakit convert "$OUT/reasoning/tabletop_reasoning" -q | vlakit chunk --mode fixe
 vlakit relabel "$OUT/chunks_fixed.jsonl" --method refinevla --actions words --split 0.2 -o "$OUT/examples_refinevla.jsonl"
 
 step "Fine-tuning a small VLA (preset mini: 64-px images) on the VLM2VLA and direct examples together (TensorFlow.js; ${SFT_STEPS:=1500} steps)"
-vlakit train-sft "$OUT/examples_both.jsonl" --preset mini --steps "$SFT_STEPS" --batch-size 8 --lr 3e-3 --eval-every 750 --save-every 750 --stats "$OUT/action_stats.json" -o "$OUT/sft"
+# --workers: data-parallel threads (the WebAssembly backend runs on one core per thread in Node)
+WORKERS=${SFT_WORKERS:-$(node -e 'console.log(Math.min(4, require("os").availableParallelism()))')}
+vlakit train-sft "$OUT/examples_both.jsonl" --preset mini --steps "$SFT_STEPS" --batch-size 8 --lr 3e-3 --workers "$WORKERS" --eval-every 750 --save-every 750 --stats "$OUT/action_stats.json" -o "$OUT/sft"
 tail -n 1 "$OUT/sft/metrics.jsonl"
 
 step "Export of the fine-tuned policy to ONNX (prefill + decode with a KV cache), checked against the checkpoint"

@@ -114,13 +114,15 @@ export function streamItem(k: number, n: number, seed: number, orders: Map<numbe
 }
 
 /** Evaluates on prepared examples: accuracy of the argmax on action tokens, and L1 of the decoded actions. */
-export function evaluate(model: Trainee, items: Prepared[], codec: ActionCodec | undefined): EvalResult {
+export async function evaluate(model: Trainee, items: Prepared[], codec: ActionCodec | undefined): Promise<EvalResult> {
   let right = 0;
   let total = 0;
   let l1 = 0;
   let l1n = 0;
   let undecodable = 0;
-  for (const item of items) {
+  for (const [n, item] of items.entries()) {
+    // yield now and then: a val split of thousands of examples takes a minute, during which the progress log goes on
+    if (n % 32 === 31) await new Promise((r) => setImmediate(r));
     const b = makeBatch([item], model.layout);
     const pred = tf.tidy(() => tf.argMax(model.logits(b, [item]), -1).arraySync() as number[][])[0]; // [T]
     const predicted: number[] = [];
@@ -390,7 +392,7 @@ async function steps(
     const secs = (performance.now() - t0) / 1000;
     const m: Record<string, unknown> = { step: state.step, loss: last, action_loss: aSum / accum, reasoning_loss: rSum / accum, lr, grad_norm: gradNorm, tokens_per_s: tokens / secs };
     if (o.evalEvery && valItems.length && (state.step % o.evalEvery === 0 || state.step === total)) {
-      evalResult = evaluate(model, valItems, o.codec);
+      evalResult = await evaluate(model, valItems, o.codec);
       Object.assign(m, { val_action_token_accuracy: evalResult.actionTokenAccuracy, val_action_l1: evalResult.actionL1 ?? null, val_undecodable: evalResult.undecodable });
     }
     await run.appendMetrics(m);
