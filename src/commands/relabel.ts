@@ -1,10 +1,10 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
-import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
+import { type FlagRule, decimal, exclusive, int, onlyWith, shardFlag } from '../lib/cli/flags.js';
 import { VlakitError } from '../lib/errors.js';
 import { type ActionStats, ChunkRecordSchema, makeCodec, parseLayout, readActionStats } from '../lib/actions/index.js';
 import { relabel } from '../lib/actions/relabel.js';
-import { checkDistinctOutputs, claimOutput, parseCameraList, readValidated, writeOutputFile } from '../lib/io/index.js';
+import { ShardJob, checkDistinctOutputs, claimOutput, parseCameraList, readValidated, writeOutputFile } from '../lib/io/index.js';
 
 export default class Relabel extends VlakitCommand {
   static summary = 'Turn action chunks into training examples, with actions written as text, words, tokens or bins.';
@@ -40,6 +40,7 @@ export default class Relabel extends VlakitCommand {
     seed: int({ description: 'seed of the split hash', default: 0, min: 0, max: 2 ** 32 - 1 }),
     output: sharedFlags.output,
     overwrite: sharedFlags.overwrite,
+    shard: shardFlag(),
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the summary as JSON on stderr' }),
   };
@@ -55,6 +56,8 @@ export default class Relabel extends VlakitCommand {
     onlyWith('seed', 'a validation share (--split)', (i) => Number(i.flags.split) > 0),
     onlyWith('waypoints', '--actions text or words', (i) => i.flags.actions === 'text' || i.flags.actions === 'words'),
     onlyWith('waypoint-step', '--waypoints', (i) => i.flags.waypoints === true),
+    exclusive('shard', 'stats-out', 'the statistics of one shard are not the dataset\'s; compute them in an unsharded run (they read only the actions)'),
+    onlyWith('shard', '--format vlakit (vlakit merge joins JSON Lines parts)', (i) => i.flags.format === 'vlakit'),
     onlyWith('compact-prompt', '--method vlm2vla --no-reasoning (the VLM2VLA-NR task prompt)', (i) => i.flags.method === 'vlm2vla' && i.flags['no-reasoning'] === true),
   ];
 
@@ -75,8 +78,10 @@ export default class Relabel extends VlakitCommand {
     if (wantsExamples && flags.output && flags.output !== '-') claimOutput(flags.output, flags.format === 'trl' ? 'dir' : 'file', output);
     if (flags['stats-out']) claimOutput(flags['stats-out'], 'file', statsOutput);
     const signal = this.abort.signal;
+    const shard = ShardJob.start('relabel', flags.shard, flags.output, output);
     const chunks = (async function* () {
-      for await (const r of readValidated(inputs, 'chunk', ChunkRecordSchema, 'relabel reads chunk records (from vlakit chunk)', { signal })) yield r.value;
+      const all = readValidated(inputs, 'chunk', ChunkRecordSchema, 'relabel reads chunk records (from vlakit chunk)', { signal });
+      for await (const r of shard ? shard.filter(all, (r) => r.value.episode_id, (r) => r) : all) yield r.value;
     })();
     const s = await relabel(chunks, {
       method: flags.method as 'vlm2vla',
@@ -94,6 +99,7 @@ export default class Relabel extends VlakitCommand {
       report: flags.report,
       outputOptions: output,
     });
+    await shard?.finish();
     if (flags['stats-out'] && s.stats) await writeOutputFile(flags['stats-out'], `${JSON.stringify(s.stats, null, 2)}\n`, statsOutput);
     const { stats: st, ...rest } = s;
     if (flags.json) {
