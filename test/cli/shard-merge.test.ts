@@ -1,0 +1,168 @@
+/**
+ * --shard I/N and vlakit merge: for each command that reads a dataset, the parts of --shard 0/3 .. 2/3, merged,
+ * are byte for byte the unsharded output; merge refuses parts that do not make one whole job.
+ */
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { tempDir } from '../helpers.js';
+
+const BIN = path.resolve('bin/run.js');
+const dir = tempDir('vlakit-shard-');
+const at = (...p: string[]) => path.join(dir, ...p);
+const vlakit = (...args: string[]) => execa('node', [BIN, ...args], { cwd: dir, reject: false });
+const ROLLOUT = ['rollout', '--episodes', '5', '--tasks', 'pick,place', '--max-steps', '8', '--width', '32', '--height', '32', '--distractors', '1', '--quiet'];
+const SHARDS = [0, 1, 2];
+
+/** Every file under a directory, relative path -> bytes. */
+function tree(root: string): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else out.set(path.relative(root, p), readFileSync(p));
+    }
+  };
+  walk(root);
+  return out;
+}
+
+/** Runs `args` unsharded (-o name) and as 3 shards (-o name-I), merges the parts; returns [whole, merged] paths. */
+async function shardAndMerge(args: string[], name: string, ext: string): Promise<[string, string]> {
+  const whole = `${name}${ext}`;
+  const parts = SHARDS.map((i) => `${name}-${i}${ext}`);
+  const runs = await Promise.all([vlakit(...args, '-o', whole), ...SHARDS.map((i) => vlakit(...args, '--shard', `${i}/3`, '-o', parts[i]))]);
+  for (const r of runs) expect(r.stderr).toBe('');
+  for (const r of runs) expect(r.exitCode).toBe(0);
+  for (const p of parts) expect(existsSync(at(`${p.replace(/\/$/, '')}.shard.json`))).toBe(true);
+  // the parts in another order: their manifests say which is which
+  const m = await vlakit('merge', parts[2], parts[0], parts[1], '-o', `${name}-merged${ext}`, '--quiet');
+  expect(m.stderr).toBe('');
+  expect(m.exitCode).toBe(0);
+  return [at(whole), at(`${name}-merged${ext}`)];
+}
+
+beforeAll(async () => {
+  const r = await vlakit(...ROLLOUT, '-o', 'steps.jsonl');
+  expect(r.exitCode).toBe(0);
+  const c = await vlakit('chunk', 'steps.jsonl', '-o', 'chunks.jsonl', '--quiet');
+  expect(c.exitCode).toBe(0);
+}, 60_000);
+
+describe('--shard I/N, merged, equals the unsharded output', () => {
+  it('rollout, JSON Lines: shard I runs the episodes with index I mod 3, with the whole run\'s seeds', async () => {
+    const [whole, merged] = await shardAndMerge(ROLLOUT, 'roll', '.jsonl');
+    expect(readFileSync(merged).equals(readFileSync(whole))).toBe(true);
+    const manifest = JSON.parse(readFileSync(at('roll-1.jsonl.shard.json'), 'utf8'));
+    expect(manifest).toEqual({ vlakit_shard: 1, command: 'rollout', shard: 1, of: 3, episodes: 5, ids: ['0-1', '0-4'] });
+    const ids = readFileSync(at('roll-1.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).episode_id);
+    expect([...new Set(ids)]).toEqual(['0-1', '0-4']);
+  }, 60_000);
+
+  it('rollout, RLDS dataset directories: every file of the merged dataset equals the unsharded one\'s', async () => {
+    const [whole, merged] = await shardAndMerge(ROLLOUT, 'rlds', '/demo/1.0.0');
+    const a = tree(whole);
+    const b = tree(merged);
+    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
+    for (const [k, v] of a) expect(b.get(k)!.equals(v), k).toBe(true);
+  }, 60_000);
+
+  it('convert: an RLDS dataset to JSON Lines', async () => {
+    const [whole, merged] = await shardAndMerge(['convert', 'rlds/demo/1.0.0', '--quiet'], 'conv', '.jsonl');
+    expect(readFileSync(merged).equals(readFileSync(whole))).toBe(true);
+  }, 60_000);
+
+  it('annotate (kinematic plans)', async () => {
+    const [whole, merged] = await shardAndMerge(['annotate', 'steps.jsonl', '--kind', 'plan', '--teacher', 'kinematic', '--quiet'], 'ann', '.jsonl');
+    expect(readFileSync(merged).equals(readFileSync(whole))).toBe(true);
+  }, 60_000);
+
+  it('chunk', async () => {
+    const [whole, merged] = await shardAndMerge(['chunk', 'steps.jsonl', '--mode', 'fixed', '--horizon', '2', '--quiet'], 'chk', '.jsonl');
+    expect(readFileSync(merged).equals(readFileSync(whole))).toBe(true);
+  }, 60_000);
+
+  it('relabel', async () => {
+    const [whole, merged] = await shardAndMerge(['relabel', 'chunks.jsonl', '--quiet'], 'rel', '.jsonl');
+    const text = readFileSync(whole, 'utf8');
+    expect(text.trim().split('\n').length).toBeGreaterThan(5);
+    expect(readFileSync(merged, 'utf8')).toBe(text);
+  }, 60_000);
+});
+
+describe('merge refuses parts that are not one whole job', () => {
+  beforeAll(async () => {
+    const runs = await Promise.all(SHARDS.map((i) => vlakit('chunk', 'steps.jsonl', '--shard', `${i}/3`, '-o', `p-${i}.jsonl`, '--quiet')));
+    for (const r of runs) expect(r.exitCode).toBe(0);
+  }, 60_000);
+
+  it('a missing part: exit 1, names the shard, writes nothing', async () => {
+    const r = await vlakit('merge', 'p-0.jsonl', 'p-2.jsonl', '-o', 'bad.jsonl');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('E_SHARD');
+    expect(r.stderr).toContain('no part is shard 1/3');
+    expect(existsSync(at('bad.jsonl'))).toBe(false);
+  });
+
+  it('a part given twice', async () => {
+    const r = await vlakit('merge', 'p-0.jsonl', 'p-1.jsonl', 'p-2.jsonl', 'p-1.jsonl', '-o', 'bad.jsonl');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('p-1.jsonl and p-1.jsonl are both shard 1/3');
+    expect(existsSync(at('bad.jsonl'))).toBe(false);
+  });
+
+  it('an episode missing from its part: names the episode and the file', async () => {
+    const lines = readFileSync(at('p-1.jsonl'), 'utf8').trim().split('\n');
+    const first = JSON.parse(lines[0]).episode_id;
+    writeFileSync(at('q-1.jsonl'), `${lines.filter((l) => JSON.parse(l).episode_id !== first).join('\n')}\n`);
+    writeFileSync(at('q-1.jsonl.shard.json'), readFileSync(at('p-1.jsonl.shard.json')));
+    const r = await vlakit('merge', 'p-0.jsonl', 'q-1.jsonl', 'p-2.jsonl', '-o', 'bad.jsonl');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`episode ${JSON.stringify(first)} (the input's #1, shard 1/3) is missing from q-1.jsonl`);
+    expect(existsSync(at('bad.jsonl'))).toBe(false);
+  });
+
+  it('an episode found twice', async () => {
+    const p0 = readFileSync(at('p-0.jsonl'), 'utf8').trim().split('\n');
+    const id0 = JSON.parse(p0[0]).episode_id;
+    const lines = readFileSync(at('p-1.jsonl'), 'utf8').trim().split('\n');
+    const first = JSON.parse(lines[0]).episode_id;
+    // shard 1's first episode replaced by shard 0's first
+    writeFileSync(at('d-1.jsonl'), `${[...p0.filter((l) => JSON.parse(l).episode_id === id0), ...lines.filter((l) => JSON.parse(l).episode_id !== first)].join('\n')}\n`);
+    writeFileSync(at('d-1.jsonl.shard.json'), readFileSync(at('p-1.jsonl.shard.json')));
+    const r = await vlakit('merge', 'p-0.jsonl', 'd-1.jsonl', 'p-2.jsonl', '-o', 'bad.jsonl');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`episode ${JSON.stringify(id0)} appears twice: in p-0.jsonl and again in d-1.jsonl`);
+  });
+
+  it('a part without its manifest', async () => {
+    writeFileSync(at('n-1.jsonl'), readFileSync(at('p-1.jsonl')));
+    const r = await vlakit('merge', 'p-0.jsonl', 'n-1.jsonl', 'p-2.jsonl', '-o', 'bad.jsonl');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('no shard manifest');
+  });
+
+  it('the output exists: --overwrite rules as elsewhere; never over a part', async () => {
+    writeFileSync(at('exists.jsonl'), 'x\n');
+    const r = await vlakit('merge', 'p-0.jsonl', 'p-1.jsonl', 'p-2.jsonl', '-o', 'exists.jsonl');
+    expect(r.exitCode).toBe(2);
+    expect(readFileSync(at('exists.jsonl'), 'utf8')).toBe('x\n');
+    const o = await vlakit('merge', 'p-0.jsonl', 'p-1.jsonl', 'p-2.jsonl', '-o', 'p-0.jsonl', '--overwrite');
+    expect(o.exitCode).toBe(2);
+    const ok = await vlakit('merge', 'p-0.jsonl', 'p-1.jsonl', 'p-2.jsonl', '-o', 'exists.jsonl', '--overwrite', '--quiet');
+    expect(ok.exitCode).toBe(0);
+  });
+
+  it('--shard 3/3, 1/0, a/3, -1/3 and 1 are usage errors (exit 2) that name the flag', async () => {
+    const bad = ['3/3', '1/0', 'a/3', '-1/3', '1'];
+    const runs = await Promise.all(bad.map((s) => vlakit('chunk', 'steps.jsonl', `--shard=${s}`, '-o', 'never.jsonl')));
+    for (const r of runs) {
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toMatch(/--shard/);
+    }
+    expect(runs[0].stderr).toContain('must be below 3');
+    expect(existsSync(at('never.jsonl'))).toBe(false);
+  });
+});
