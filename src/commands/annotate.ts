@@ -103,7 +103,7 @@ export default class Annotate extends VlakitCommand {
     const note = (m: string): void => this.note(`vlakit annotate: ${m}`);
     let checked = teacher.id !== 'kinematic';
     const steps = (async function* () {
-      const all = readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read);
+      const all = readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m), skipEpisode: shard?.skipEpisode }, read);
       for await (const r of shard ? shard.filter(all, (r) => r.value.episode_id, (r) => r) : all) {
         if (!checked) {
           checked = true;

@@ -60,7 +60,7 @@ export default class Chunk extends VlakitCommand {
     const output = this.outputOptions(flags, inputs);
     const shard = ShardJob.start('chunk', flags.shard, flags.output, output);
     const records = (async function* () {
-      const read_ = readValidated(inputs, 'step', AnnotatedStepSchema, 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m) }, read);
+      const read_ = readValidated(inputs, 'step', AnnotatedStepSchema, 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onWarning: flags.quiet ? undefined : (m) => note(m), skipEpisode: shard?.skipEpisode }, read);
       for await (const r of shard ? shard.filter(read_, (r) => r.value.episode_id, (r) => r) : read_) {
         yield { record: r.value, line: r.line, file: r.file };
       }

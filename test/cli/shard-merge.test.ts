@@ -5,8 +5,11 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { tempDir } from '../helpers.js';
+
+// these tests run the CLI some 40 times; on a loaded machine each run takes seconds
+vi.setConfig({ testTimeout: 60_000 });
 
 const BIN = path.resolve('bin/run.js');
 const dir = tempDir('vlakit-shard-');
@@ -45,11 +48,11 @@ async function shardAndMerge(args: string[], name: string, ext: string): Promise
 }
 
 beforeAll(async () => {
-  const r = await vlakit(...ROLLOUT, '-o', 'steps.jsonl');
-  expect(r.exitCode).toBe(0);
+  const made = await Promise.all([vlakit(...ROLLOUT, '-o', 'steps.jsonl'), vlakit(...ROLLOUT, '-o', 'demo/1.0.0')]);
+  for (const r of made) expect(r.exitCode).toBe(0);
   const c = await vlakit('chunk', 'steps.jsonl', '-o', 'chunks.jsonl', '--quiet');
   expect(c.exitCode).toBe(0);
-}, 60_000);
+}, 180_000);
 
 describe('--shard I/N, merged, equals the unsharded output', () => {
   it('rollout, JSON Lines: shard I runs the episodes with index I mod 3, with the whole run\'s seeds', async () => {
@@ -59,7 +62,7 @@ describe('--shard I/N, merged, equals the unsharded output', () => {
     expect(manifest).toEqual({ vlakit_shard: 1, command: 'rollout', shard: 1, of: 3, episodes: 5, ids: ['0-1', '0-4'] });
     const ids = readFileSync(at('roll-1.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).episode_id);
     expect([...new Set(ids)]).toEqual(['0-1', '0-4']);
-  }, 60_000);
+  }, 180_000);
 
   it('rollout, RLDS dataset directories: every file of the merged dataset equals the unsharded one\'s', async () => {
     const [whole, merged] = await shardAndMerge(ROLLOUT, 'rlds', '/demo/1.0.0');
@@ -67,36 +70,36 @@ describe('--shard I/N, merged, equals the unsharded output', () => {
     const b = tree(merged);
     expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
     for (const [k, v] of a) expect(b.get(k)!.equals(v), k).toBe(true);
-  }, 60_000);
+  }, 180_000);
 
-  it('convert: an RLDS dataset to JSON Lines', async () => {
-    const [whole, merged] = await shardAndMerge(['convert', 'rlds/demo/1.0.0', '--quiet'], 'conv', '.jsonl');
+  it('convert: an RLDS dataset (each shard decodes only its own episodes) to JSON Lines', async () => {
+    const [whole, merged] = await shardAndMerge(['convert', 'demo/1.0.0', '--quiet'], 'conv', '.jsonl');
     expect(readFileSync(merged).equals(readFileSync(whole))).toBe(true);
-  }, 60_000);
+  }, 180_000);
 
   it('annotate (kinematic plans)', async () => {
     const [whole, merged] = await shardAndMerge(['annotate', 'steps.jsonl', '--kind', 'plan', '--teacher', 'kinematic', '--quiet'], 'ann', '.jsonl');
     expect(readFileSync(merged).equals(readFileSync(whole))).toBe(true);
-  }, 60_000);
+  }, 180_000);
 
-  it('chunk', async () => {
-    const [whole, merged] = await shardAndMerge(['chunk', 'steps.jsonl', '--mode', 'fixed', '--horizon', '2', '--quiet'], 'chk', '.jsonl');
+  it('chunk, from an RLDS dataset', async () => {
+    const [whole, merged] = await shardAndMerge(['chunk', 'demo/1.0.0', '--mode', 'fixed', '--horizon', '2', '--quiet'], 'chk', '.jsonl');
     expect(readFileSync(merged).equals(readFileSync(whole))).toBe(true);
-  }, 60_000);
+  }, 180_000);
 
   it('relabel', async () => {
     const [whole, merged] = await shardAndMerge(['relabel', 'chunks.jsonl', '--quiet'], 'rel', '.jsonl');
     const text = readFileSync(whole, 'utf8');
     expect(text.trim().split('\n').length).toBeGreaterThan(5);
     expect(readFileSync(merged, 'utf8')).toBe(text);
-  }, 60_000);
+  }, 180_000);
 });
 
 describe('merge refuses parts that are not one whole job', () => {
   beforeAll(async () => {
     const runs = await Promise.all(SHARDS.map((i) => vlakit('chunk', 'steps.jsonl', '--shard', `${i}/3`, '-o', `p-${i}.jsonl`, '--quiet')));
     for (const r of runs) expect(r.exitCode).toBe(0);
-  }, 60_000);
+  }, 180_000);
 
   it('a missing part: exit 1, names the shard, writes nothing', async () => {
     const r = await vlakit('merge', 'p-0.jsonl', 'p-2.jsonl', '-o', 'bad.jsonl');
@@ -155,8 +158,9 @@ describe('merge refuses parts that are not one whole job', () => {
     expect(ok.exitCode).toBe(0);
   });
 
-  it('--shard 3/3, 1/0, a/3, -1/3 and 1 are usage errors (exit 2) that name the flag', async () => {
-    const bad = ['3/3', '1/0', 'a/3', '-1/3', '1'];
+  // every form is checked by test/io/shard.test.ts; here, that the command refuses it before any work
+  it('--shard 3/3 and a/3 are usage errors (exit 2) that name the flag', async () => {
+    const bad = ['3/3', 'a/3'];
     const runs = await Promise.all(bad.map((s) => vlakit('chunk', 'steps.jsonl', `--shard=${s}`, '-o', 'never.jsonl')));
     for (const r of runs) {
       expect(r.exitCode).toBe(2);

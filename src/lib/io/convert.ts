@@ -72,7 +72,7 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
   const to = opts.to ?? outputFormatFor(opts.output);
   const out: OutputOptions = { overwrite: opts.overwrite, inputs: [...opts.inputs, opts.featuresFile], signal: opts.signal, onNote: opts.onNote, flag: opts.flag };
   const stats = newStats();
-  const read = opts.source ?? readRecords(opts.inputs, opts, stats);
+  const read = opts.source ?? readRecords(opts.inputs, opts.shard ? { ...opts, skipEpisode: opts.shard.skipEpisode } : opts, stats);
   const records = opts.shard ? opts.shard.filter(read, shardKey, (r) => r) : toGenerator(read);
   const toStdout = !opts.output || opts.output === '-';
   const gzip = opts.compression === 'gzip' || (opts.compression === undefined && !!opts.output?.endsWith('.gz'));

@@ -147,6 +147,8 @@ export interface ReadRldsOptions {
   onSkip?: (err: VlakitError) => void;
   onStats?: (file: string, stats: TfrecordStats) => void;
   signal?: AbortSignal;
+  /** Asked before each episode is decoded: true skips it (not decoded, not yielded); --shard's filter uses it. */
+  skipEpisode?: (id: string | number) => boolean;
 }
 
 /**
@@ -184,13 +186,14 @@ export async function* readRlds(ds: RldsDataset, opts: ReadRldsOptions = {}): As
       signal: opts.signal,
     });
     for await (const rec of records) {
+      seen = rec.index + 1;
+      if (opts.skipEpisode?.(`${split}-${episode + rec.index}`)) continue;
       let steps: StepRecord[];
       try {
         steps = decodeEpisode(decodeExample(rec.data), ds.leaves, `${split}-${episode + rec.index}`);
       } catch (err) {
         throw withContext(err, { file: shard.file, record: rec.index, offset: rec.offset });
       }
-      seen = rec.index + 1;
       yield* steps;
     }
     if (stats) opts.onStats?.(shard.file, stats);

@@ -68,19 +68,27 @@ export async function* shardByEpisode<T>(
   idOf: (item: T) => string | number,
   tally: ShardTally = newTally(),
   where: (item: T) => { file?: string; line?: number } = () => ({}),
+  counted?: (id: string | number) => boolean,
 ): AsyncGenerator<T> {
   const seen = new Set<string | number>();
   let current: string | number | undefined;
+  let started = false;
   let keep = false;
   for await (const item of items) {
     const id = idOf(item);
-    if (tally.episodes === 0 || id !== current) {
+    if (!started || id !== current) {
       if (seen.has(id)) throw new VlakitError('E_STEP_ORDER', `episode ${JSON.stringify(id)} appears again after other episodes; the records of an episode must be contiguous`, where(item));
       seen.add(id);
+      started = true;
       current = id;
-      keep = inShard(tally.episodes, shard);
-      tally.episodes += 1;
-      if (keep) tally.kept.push(id);
+      // an episode the reader already counted (and kept) when it chose not to decode the others
+      if (counted?.(id)) {
+        keep = true;
+      } else {
+        keep = inShard(tally.episodes, shard);
+        tally.episodes += 1;
+        if (keep) tally.kept.push(id);
+      }
     }
     if (keep) yield item;
   }
@@ -167,10 +175,31 @@ export class ShardJob {
     return new ShardJob(command, shard, output, opts);
   }
 
+  private announced: string | number | undefined;
+
   /** Keeps the items of this shard's episodes. */
   filter<T>(items: AsyncIterable<T>, idOf: (item: T) => string | number, where?: (item: T) => { file?: string; line?: number }): AsyncGenerator<T> {
-    return shardByEpisode(items, this.shard, idOf, this.tally, where);
+    return shardByEpisode(items, this.shard, idOf, this.tally, where, (id) => {
+      if (this.announced === undefined || id !== this.announced) return false;
+      this.announced = undefined;
+      return true;
+    });
   }
+
+  /**
+   * ReadOptions.skipEpisode: the readers of RLDS datasets and TFRecord episode files ask it before decoding each
+   * episode, so that a shard does not decode the others' episodes. It counts the episode here; the one it keeps
+   * is not counted again when its steps reach `filter`.
+   */
+  readonly skipEpisode = (id: string | number): boolean => {
+    const keep = inShard(this.tally.episodes, this.shard);
+    this.tally.episodes += 1;
+    if (keep) {
+      this.tally.kept.push(id);
+      this.announced = id;
+    }
+    return !keep;
+  };
 
   /** Writes the manifest (with `episodes` and `ids` when the caller counted them itself, as rollout does). */
   async finish(counted?: { episodes: number; ids: (string | number)[] }): Promise<string | undefined> {

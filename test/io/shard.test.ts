@@ -1,0 +1,105 @@
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { VlakitError } from '../../src/lib/errors.js';
+import {
+  ShardJob,
+  encodeEpisode,
+  encodeExample,
+  flattenFeatures,
+  frameTfrecord,
+  inferFeatures,
+  parseShard,
+  readRecords,
+  shardByEpisode,
+  shardSize,
+  type ShardTally,
+  type StepRecord,
+} from '../../src/lib/io/index.js';
+import { collect, tempDir } from '../helpers.js';
+
+const dir = tempDir('vlakit-shard-io-');
+
+async function* items<T>(xs: T[]): AsyncGenerator<T> {
+  yield* xs;
+}
+
+/** Steps of `n` episodes with 1..3 steps each. */
+function steps(n: number): { id: string; step: number }[] {
+  const out: { id: string; step: number }[] = [];
+  for (let e = 0; e < n; e++) for (let t = 0; t <= e % 3; t++) out.push({ id: `ep${e}`, step: t });
+  return out;
+}
+
+describe('parseShard', () => {
+  it('reads I/N', () => {
+    expect(parseShard('0/1')).toEqual({ index: 0, count: 1 });
+    expect(parseShard(' 7 / 8 ')).toEqual({ index: 7, count: 8 });
+  });
+
+  it.each(['8/8', '1/0', '0/0', '-1/3', '1.5/3', 'a/3', '3', '', '1/2/3', '0/1000001'])('refuses %j with a usage error that states the rule', (s) => {
+    let err: unknown;
+    try {
+      parseShard(s);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(VlakitError);
+    expect((err as VlakitError).exitCode).toBe(2);
+    expect((err as VlakitError).message).toMatch(/--shard/);
+  });
+});
+
+describe('shardByEpisode', () => {
+  it('splits by episode ordinal modulo N: the shards partition the episodes, whole, in order, sizes within one', async () => {
+    const all = steps(11);
+    for (const count of [1, 2, 3, 5, 11, 13]) {
+      const parts: { id: string; step: number }[][] = [];
+      const tallies: ShardTally[] = [];
+      for (let index = 0; index < count; index++) {
+        const tally: ShardTally = { episodes: 0, kept: [] };
+        parts.push(await collect(shardByEpisode(items(all), { index, count }, (s) => s.id, tally)));
+        tallies.push(tally);
+      }
+      for (let index = 0; index < count; index++) {
+        const ids = [...new Set(parts[index].map((s) => s.id))];
+        // episode k goes to shard k mod N, with all its steps
+        expect(ids).toEqual(Array.from({ length: 11 }, (_, k) => k).filter((k) => k % count === index).map((k) => `ep${k}`));
+        expect(parts[index]).toEqual(all.filter((s) => ids.includes(s.id)));
+        expect(tallies[index]).toEqual({ episodes: 11, kept: ids });
+        expect(ids.length).toBe(shardSize(11, { index, count }));
+      }
+    }
+  });
+
+  it('an episode that appears again after others is an E_STEP_ORDER error, whichever shard it falls in', async () => {
+    const bad = [...steps(3), { id: 'ep0', step: 0 }];
+    for (const index of [0, 1]) await expect(collect(shardByEpisode(items(bad), { index, count: 2 }, (s) => s.id))).rejects.toThrow(/E_STEP_ORDER.*"ep0" appears again/);
+  });
+});
+
+describe('a shard of a TFRecord file of episodes', () => {
+  it('does not decode the other shards\' episodes (an undecodable one fails only its own shard)', async () => {
+    const episodes: StepRecord[][] = [0, 1, 2, 3, 4].map((e) =>
+      [0, 1].map((t) => ({ episode_id: e, step: t, is_first: t === 0, is_last: t === 1, is_terminal: false, action: [e, t, 0.5], reward: 0, discount: 1, language_instruction: `task ${e}` })),
+    );
+    const leaves = flattenFeatures(inferFeatures(episodes[0]));
+    const records = episodes.map((ep) => frameTfrecord(encodeExample(encodeEpisode(ep, leaves))));
+    // episode 1 is no Example at all (its frame and CRCs are valid)
+    records[1] = frameTfrecord(new Uint8Array([0xff, 0xff, 0xff, 0xff]));
+    const file = path.join(dir, 'episodes.tfrecord');
+    writeFileSync(file, Buffer.concat(records));
+    const read = async (index: number): Promise<{ ids: unknown[]; job: ShardJob }> => {
+      const job = ShardJob.start('convert', { index, count: 3 }, undefined, {})!;
+      const got = await collect(job.filter(readRecords([file], { skipEpisode: job.skipEpisode }), (r) => (r.value as StepRecord).episode_id));
+      return { ids: [...new Set(got.map((r) => (r.value as StepRecord).episode_id))], job };
+    };
+    const s0 = await read(0);
+    expect(s0.ids).toEqual([0, 3]);
+    expect(s0.job.tally).toEqual({ episodes: 5, kept: [0, 3] });
+    const s2 = await read(2);
+    expect(s2.ids).toEqual([2]);
+    expect(s2.job.tally).toEqual({ episodes: 5, kept: [2] });
+    await expect(read(1)).rejects.toThrow(/at record 1 .*episodes\.tfrecord/);
+  });
+});
