@@ -9,6 +9,7 @@ import {
   flattenFeatures,
   frameTfrecord,
   inferFeatures,
+  mergeShards,
   parseShard,
   readRecords,
   shardByEpisode,
@@ -101,5 +102,57 @@ describe('a shard of a TFRecord file of episodes', () => {
     expect(s2.ids).toEqual([2]);
     expect(s2.job.tally).toEqual({ episodes: 5, kept: [2] });
     await expect(read(1)).rejects.toThrow(/at record 1 .*episodes\.tfrecord/);
+  });
+});
+
+describe('mergeShards', () => {
+  // 7 episodes of 1..3 steps, in 3 parts as --shard I/3 writes them, with their manifests
+  const ids = Array.from({ length: 7 }, (_, k) => `ep${k}`);
+  const stepsOf = (id: string) => Array.from({ length: (Number(id.slice(2)) % 3) + 1 }, (_, t) => ({ episode_id: id, step: t, action: [t, 0, 0, 1] }));
+  const part = (name: string, shard: number, episodes: string[], manifest: string[] = ids.filter((_, k) => k % 3 === shard)): string => {
+    const file = path.join(dir, name);
+    writeFileSync(file, episodes.flatMap(stepsOf).map((s) => `${JSON.stringify(s)}\n`).join(''));
+    writeFileSync(`${file}.shard.json`, JSON.stringify({ vlakit_shard: 1, command: 'chunk', shard, of: 3, episodes: 7, ids: manifest }));
+    return file;
+  };
+  const good = [0, 1, 2].map((s) => part(`good-${s}.jsonl`, s, ids.filter((_, k) => k % 3 === s)));
+  const merged = async (parts: string[]) => collect(mergeShards(parts));
+  const message = async (parts: string[]): Promise<string> => {
+    const err = await merged(parts).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(VlakitError);
+    expect((err as VlakitError).code).toBe('E_SHARD');
+    return (err as VlakitError).message;
+  };
+
+  it('joins the parts, given in any order, in the order of the input', async () => {
+    const recs = await merged([good[2], good[0], good[1]]);
+    expect(recs.map((r) => r.value)).toEqual(ids.flatMap(stepsOf));
+  });
+
+  it('refuses a missing part, a part given twice, parts of different jobs', async () => {
+    expect(await message([good[0], good[2]])).toContain("no part is shard 1/3: its episodes (the input's #1, #4) are missing");
+    expect(await message([good[0], good[1], good[2], good[1]])).toContain(`${good[1]} and ${good[1]} are both shard 1/3`);
+    const other = part('other-1.jsonl', 1, ['ep1', 'ep4']);
+    writeFileSync(`${other}.shard.json`, JSON.stringify({ vlakit_shard: 1, command: 'chunk', shard: 1, of: 3, episodes: 8, ids: ['ep1', 'ep4', 'ep7'] }));
+    expect(await message([good[0], other, good[2]])).toContain('the parts come from different jobs');
+  });
+
+  it('names an episode missing from its part, and the part', async () => {
+    expect(await message([good[0], part('miss-mid.jsonl', 1, ['ep4']), good[2]])).toContain(`episode "ep1" (the input's #1, shard 1/3) is missing from ${path.join(dir, 'miss-mid.jsonl')}`);
+    expect(await message([good[0], part('miss-end.jsonl', 1, ['ep1']), good[2]])).toContain(`episode "ep4" (the input's #4, shard 1/3) is missing: ${path.join(dir, 'miss-end.jsonl')} ends after 1 of its 2 episodes`);
+  });
+
+  it('names an episode found twice, one in a part it does not belong to, and one past the end', async () => {
+    expect(await message([good[0], part('dup.jsonl', 1, ['ep0', 'ep4']), good[2]])).toContain(`episode "ep0" appears twice: in ${good[0]} and again in ${path.join(dir, 'dup.jsonl')}`);
+    expect(await message([good[0], part('stray.jsonl', 1, ['ep2', 'ep4']), good[2]])).toMatch(/holds episode "ep2" where shard 1\/3 has "ep1"/);
+    expect(await message([good[0], part('extra.jsonl', 1, ['ep1', 'ep4', 'ep2']), good[2]])).toMatch(/holds more episodes than its manifest's 2: episode "ep2"/);
+  });
+
+  it('refuses a manifest that lists one episode in two shards, or the wrong number for its shard', async () => {
+    expect(await message([good[0], part('two.jsonl', 1, ['ep1', 'ep4'], ['ep1', 'ep0']), good[2]])).toMatch(/episode "ep0" is in two shards/);
+    expect(await message([good[0], part('short.jsonl', 1, ['ep1'], ['ep1']), good[2]])).toMatch(/shard 1\/3 of 7 episodes holds 2 episodes, but the manifest lists 1/);
   });
 });
