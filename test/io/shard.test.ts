@@ -1,9 +1,10 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { VlakitError } from '../../src/lib/errors.js';
 import {
   ShardJob,
+  convert,
   encodeEpisode,
   encodeExample,
   flattenFeatures,
@@ -154,5 +155,21 @@ describe('mergeShards', () => {
   it('refuses a manifest that lists one episode in two shards, or the wrong number for its shard', async () => {
     expect(await message([good[0], part('two.jsonl', 1, ['ep1', 'ep4'], ['ep1', 'ep0']), good[2]])).toMatch(/episode "ep0" is in two shards/);
     expect(await message([good[0], part('short.jsonl', 1, ['ep1'], ['ep1']), good[2]])).toMatch(/shard 1\/3 of 7 episodes holds 2 episodes, but the manifest lists 1/);
+  });
+});
+
+describe('convert --shard', () => {
+  it('refuses records without episodes (examples, raw records) with a usage error, writing nothing', async () => {
+    const file = path.join(dir, 'examples.jsonl');
+    writeFileSync(file, '{"features": {"x": {"int64List": {"value": ["1"]}}}}\n');
+    const out = path.join(dir, 'examples-out.jsonl');
+    const shard = ShardJob.start('convert', { index: 0, count: 2 }, out, {});
+    const err = await convert({ inputs: [file], output: out, shard }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as VlakitError).code).toBe('E_USAGE');
+    expect((err as VlakitError).message).toContain('--shard splits the input by episode, but example records have no episode id');
+    expect(existsSync(out)).toBe(false);
   });
 });
