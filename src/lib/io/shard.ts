@@ -171,6 +171,7 @@ export class ShardJob {
   /** undefined when the run is not sharded. */
   static start(command: string, shard: Shard | undefined, output: string | undefined, opts: OutputOptions): ShardJob | undefined {
     if (!shard) return undefined;
+    if (!output || output === '-') opts.onNote?.(`--shard ${shardText(shard)} to stdout: no manifest is written, and vlakit merge takes only parts written with -o`);
     claimShardManifest(output, opts);
     return new ShardJob(command, shard, output, opts);
   }
