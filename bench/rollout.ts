@@ -5,6 +5,10 @@
  * output does not parse, so every cycle is one full-length generation and a no-op): the cost of the toolkit per
  * cycle does not depend on what the model says.
  * Run: `npx tsx bench/rollout.ts [--quick] [--tokens=64]`.
+ *
+ * With `--workers[=N]`: the speed-up of `rollout --workers N` (default: the machine's cores) over one process, the
+ * scripted expert on the same episodes through the built CLI (`npm run build` first), checking that both wrote
+ * the same records. Run: `npx tsx bench/rollout.ts --workers [--episodes=16]`.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -22,6 +26,11 @@ import { buildTokenizer } from '../src/lib/model/tokenizer.js';
 import { ModelPolicy, policyReport, summarizeEpisode } from '../src/lib/policy/index.js';
 
 const quick = process.argv.includes('--quick');
+const workersArg = process.argv.find((a) => a === '--workers' || a.startsWith('--workers='));
+if (workersArg) {
+  await benchWorkers(Number(workersArg.split('=')[1] ?? os.cpus().length), Number(process.argv.find((a) => a.startsWith('--episodes='))?.slice(11) ?? 16));
+  process.exit(0);
+}
 const tokens = Number(process.argv.find((a) => a.startsWith('--tokens='))?.slice(9) ?? 64);
 await selectBackend('wasm');
 const dir = mkdtempSync(path.join(os.tmpdir(), 'vlakit-bench-rollout-'));
@@ -52,3 +61,25 @@ for (const name of ['tiny', 'small'] as Preset[]) {
   );
 }
 rmSync(dir, { recursive: true, force: true });
+
+/** Wall time of `rollout --workers 1` and `--workers N` on the same episodes; their records must be equal. */
+async function benchWorkers(workers: number, episodes: number): Promise<void> {
+  const { execFileSync } = await import('node:child_process');
+  const { readFileSync } = await import('node:fs');
+  const out = mkdtempSync(path.join(os.tmpdir(), 'vlakit-bench-workers-'));
+  const bin = path.resolve('bin/run.js');
+  const args = ['rollout', '--policy', 'scripted', '--tasks', 'pick,place,near', '--episodes', String(episodes), '--max-steps', '40', '--quiet'];
+  const load = os.loadavg()[0].toFixed(2);
+  console.log(`vlakit rollout --workers bench on ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, node ${process.version}, load ${load}: scripted expert, ${episodes} episodes of at most 40 steps, 128 px camera`);
+  const time = (w: number): number => {
+    const t0 = performance.now();
+    execFileSync(process.execPath, [bin, ...args, '--workers', String(w), '-o', path.join(out, `w${w}.jsonl`)], { stdio: 'inherit' });
+    return (performance.now() - t0) / 1000;
+  };
+  const one = time(1);
+  const many = time(workers);
+  const same = readFileSync(path.join(out, 'w1.jsonl')).equals(readFileSync(path.join(out, `w${workers}.jsonl`)));
+  console.log(`  --workers 1: ${one.toFixed(1)} s; --workers ${workers}: ${many.toFixed(1)} s -> speed-up ${(one / many).toFixed(2)}x (${((one / many / workers) * 100).toFixed(0)}% of linear); records equal: ${same}`);
+  rmSync(out, { recursive: true, force: true });
+  if (!same) process.exitCode = 1;
+}

@@ -1,11 +1,11 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
-import { type FlagRule, decimal, exclusive, int, onlyWith, lerobotFlags, lerobotOptions, size } from '../lib/cli/flags.js';
+import { type FlagRule, decimal, exclusive, int, onlyWith, lerobotFlags, lerobotOptions, size, shardFlag } from '../lib/cli/flags.js';
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { annotateProgress, watchInFlight } from '../lib/cli/progress-jobs.js';
 import { meterInput } from '../lib/cli/progress-input.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
-import { checkOutputFormat, claimOutput, groupEpisodes, isLeRobotDir, leRobotInfo, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
+import { ShardJob, checkOutputFormat, claimOutput, groupEpisodes, isLeRobotDir, leRobotInfo, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
 import { ActionStepSchema, AnswerCache, RateLimiter, TeacherFatalError, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
@@ -68,6 +68,7 @@ export default class Annotate extends VlakitCommand {
     'shard-size': size({ description: 'RLDS shard size limit', min: 1024 }),
     camera: Flags.string({ description: 'cameras the teacher sees, in order (default: all, the primary camera first: image, image_0, ...; plans: the primary one)', helpValue: 'NAME[,NAME...]' }),
     split: sharedFlags.split,
+    shard: shardFlag(),
     'add-split': Flags.boolean({ description: 'rlds output: add the split to an existing dataset directory (same name and features) instead of refusing it' }),
     'skip-corrupt': sharedFlags['skip-corrupt'],
     quiet: sharedFlags.quiet,
@@ -105,6 +106,7 @@ export default class Annotate extends VlakitCommand {
     // refused before a single request is paid for
     // --add-split writes into an existing dataset (checked by the RLDS writer)
     if (flags.output && flags.output !== '-') claimOutput(flags.output, to === 'rlds' ? 'dir' : 'file', flags['add-split'] && to === 'rlds' ? { ...output, overwrite: true } : output);
+    const shard = ShardJob.start('annotate', flags.shard, flags.output, output);
     const cache = cacheDir === undefined ? undefined : await AnswerCache.open(cacheDir);
     const input = await meterInput(inputs, { split: flags.split });
     const watched = watchInFlight(teacher);
@@ -116,7 +118,8 @@ export default class Annotate extends VlakitCommand {
     const note = (m: string): void => this.note(`vlakit annotate: ${m}`);
     let checked = teacher.id !== 'kinematic';
     const steps = (async function* () {
-      for await (const r of readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onRead: input.onRead, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
+      const all = readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onRead: input.onRead, onWarning: flags.quiet ? undefined : (m) => note(m), skipEpisode: shard?.skipEpisode }, read);
+      for await (const r of shard ? shard.filter(all, (r) => r.value.episode_id, (r) => r) : all) {
         if (!checked) {
           checked = true;
           // steps of the built-in world carry its oracle; anything else is data the kinematic teacher cannot see
@@ -151,6 +154,7 @@ export default class Annotate extends VlakitCommand {
       // one RLDS input: its fields keep their dtypes and shapes in an RLDS output (the annotations are inferred)
       const sources = to === 'rlds' && inputs.length === 1 ? rldsInputs(inputs) : [];
       const res = await writeEpisodes(out, { ...output, output: flags.output, to, lerobot: { ...lerobotOptions(flags), fps: inputs.length === 1 && isLeRobotDir(inputs[0]) ? leRobotInfo(inputs[0]).fps : undefined, onWarning: flags.quiet ? undefined : (m) => this.note(`vlakit annotate: ${m}`) }, baseFeatures: sources[0]?.features, split: flags.split, addSplit: flags['add-split'], maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });
+      await shard?.finish();
       progress.stop();
       const score = flags.kind === 'plan' ? scorePlans(light) : undefined;
       if (flags.json) {

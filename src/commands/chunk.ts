@@ -1,11 +1,11 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
-import { type FlagRule, allOnlyWith, decimal, int } from '../lib/cli/flags.js';
+import { type FlagRule, allOnlyWith, decimal, int, shardFlag } from '../lib/cli/flags.js';
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { meterInput } from '../lib/cli/progress-input.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
 import { chunkEpisode, type ChunkRecord, parseLayout } from '../lib/actions/index.js';
-import { groupEpisodes, newStats, parseCameraList, readValidated, writeJsonl } from '../lib/io/index.js';
+import { ShardJob, groupEpisodes, newStats, parseCameraList, readValidated, writeJsonl } from '../lib/io/index.js';
 import { AnnotatedStepSchema } from '../lib/teacher/index.js';
 
 export default class Chunk extends VlakitCommand {
@@ -30,6 +30,7 @@ export default class Chunk extends VlakitCommand {
     output: sharedFlags.output,
     overwrite: sharedFlags.overwrite,
     split: sharedFlags.split,
+    shard: shardFlag(),
     'skip-corrupt': sharedFlags['skip-corrupt'],
     quiet: sharedFlags.quiet,
     'log-every': logEveryFlag,
@@ -59,8 +60,11 @@ export default class Chunk extends VlakitCommand {
     let actions = 0;
     const read = newStats();
     const note = (m: string): void => this.note(`vlakit chunk: ${m}`);
+    const output = this.outputOptions(flags, inputs);
+    const shard = ShardJob.start('chunk', flags.shard, flags.output, output);
     const records = (async function* () {
-      for await (const r of readValidated(inputs, 'step', AnnotatedStepSchema, 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onRead: input.onRead, onWarning: flags.quiet ? undefined : (m) => note(m) }, read)) {
+      const read_ = readValidated(inputs, 'step', AnnotatedStepSchema, 'chunk reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onRead: input.onRead, onWarning: flags.quiet ? undefined : (m) => note(m), skipEpisode: shard?.skipEpisode }, read);
+      for await (const r of shard ? shard.filter(read_, (r) => r.value.episode_id, (r) => r) : read_) {
         yield { record: r.value, line: r.line, file: r.file };
       }
     })();
@@ -76,7 +80,8 @@ export default class Chunk extends VlakitCommand {
       }
     })();
     try {
-      await writeJsonl(out, flags.output, this.outputOptions(flags, inputs));
+      await writeJsonl(out, flags.output, output);
+      await shard?.finish();
       progress.stop();
       const extra = flags.mode === 'merge' ? `, ${actions} merged actions (${(steps / Math.max(actions, 1)).toFixed(2)} steps each)` : '';
       this.note(`vlakit chunk: ${episodes} episodes, ${steps} steps -> ${chunks} chunks${extra}`, flags.quiet);

@@ -1,10 +1,10 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
-import { decimal, lerobotFlags, lerobotOptions, size } from '../lib/cli/flags.js';
+import { decimal, lerobotFlags, lerobotOptions, shardFlag, size } from '../lib/cli/flags.js';
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { meterInput } from '../lib/cli/progress-input.js';
 import { EXIT } from '../lib/errors.js';
-import { convert } from '../lib/io/index.js';
+import { ShardJob, convert } from '../lib/io/index.js';
 
 export default class Convert extends VlakitCommand {
   static summary = 'Convert records between RLDS datasets, LeRobot datasets, TFRecord (plain, gzip, sharded) and JSON Lines.';
@@ -28,6 +28,7 @@ export default class Convert extends VlakitCommand {
     ...lerobotFlags,
     fps: decimal({ description: 'lerobot: frames per second; timestamps are frame_index / fps (default: a LeRobot input\'s, else 10)', min: 0, minExclusive: true }),
     split: sharedFlags.split,
+    shard: shardFlag(),
     'add-split': Flags.boolean({ description: 'rlds: add --split to an existing dataset directory (same name and features) instead of refusing it' }),
     decode: Flags.string({ description: 'how TFRecord payloads are read', options: ['auto', 'rlds', 'example', 'sequence_example', 'raw'], default: 'auto' }),
     compression: Flags.string({ description: 'compress jsonl/tfrecord output (default: gzip when the name ends in .gz)', options: ['none', 'gzip'] }),
@@ -46,9 +47,11 @@ export default class Convert extends VlakitCommand {
     const inputs = argv.length ? (argv as string[]) : ['-'];
     const input = await meterInput(inputs, { split: flags.split });
     const progress = await startProgress('convert', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: input.state() });
+    const shard = ShardJob.start('convert', flags.shard, flags.output, this.outputOptions(flags, inputs));
     try {
       const summary = await convert({
         ...this.outputOptions(flags),
+        shard,
         inputs,
         output: flags.output,
         to: flags.to as 'jsonl' | 'tfrecord' | 'rlds' | 'lerobot' | undefined,
@@ -67,6 +70,7 @@ export default class Convert extends VlakitCommand {
         onRead: input.onRead,
         onProgress: (s) => progress.update({ records: s.records, bytes: s.bytes, skipped: s.skipped, ...input.state() }),
       });
+      await shard?.finish();
       progress.stop();
       const { read, ...rest } = summary;
       if (flags.json) {

@@ -1,12 +1,12 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
-import { type FlagRule, decimal, int, onlyWith } from '../lib/cli/flags.js';
+import { type FlagRule, decimal, exclusive, int, onlyWith, shardFlag } from '../lib/cli/flags.js';
 import { VlakitError } from '../lib/errors.js';
 import { type ActionStats, ChunkRecordSchema, makeCodec, parseLayout, readActionStats } from '../lib/actions/index.js';
 import { relabel } from '../lib/actions/relabel.js';
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { meterInput } from '../lib/cli/progress-input.js';
-import { checkDistinctOutputs, claimOutput, parseCameraList, readValidated, writeOutputFile } from '../lib/io/index.js';
+import { ShardJob, checkDistinctOutputs, claimOutput, parseCameraList, readValidated, writeOutputFile } from '../lib/io/index.js';
 
 export default class Relabel extends VlakitCommand {
   static summary = 'Turn action chunks into training examples, with actions written as text, words, tokens or bins.';
@@ -42,6 +42,7 @@ export default class Relabel extends VlakitCommand {
     seed: int({ description: 'seed of the split hash', default: 0, min: 0, max: 2 ** 32 - 1 }),
     output: sharedFlags.output,
     overwrite: sharedFlags.overwrite,
+    shard: shardFlag(),
     quiet: sharedFlags.quiet,
     json: Flags.boolean({ description: 'print the summary as JSON on stderr' }),
     'log-every': logEveryFlag,
@@ -58,6 +59,8 @@ export default class Relabel extends VlakitCommand {
     onlyWith('seed', 'a validation share (--split)', (i) => Number(i.flags.split) > 0),
     onlyWith('waypoints', '--actions text or words', (i) => i.flags.actions === 'text' || i.flags.actions === 'words'),
     onlyWith('waypoint-step', '--waypoints', (i) => i.flags.waypoints === true),
+    exclusive('shard', 'stats-out', 'the statistics of one shard are not the dataset\'s; compute them in an unsharded run (they read only the actions)'),
+    onlyWith('shard', '--format vlakit (vlakit merge joins JSON Lines parts)', (i) => i.flags.format === 'vlakit'),
     onlyWith('compact-prompt', '--method vlm2vla --no-reasoning (the VLM2VLA-NR task prompt)', (i) => i.flags.method === 'vlm2vla' && i.flags['no-reasoning'] === true),
   ];
 
@@ -81,8 +84,10 @@ export default class Relabel extends VlakitCommand {
     const input = await meterInput(inputs);
     const progress = await startProgress('relabel', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'chunks', ...input.state() } });
     const onProgress = (st: { records: number }) => progress.update({ records: st.records, ...input.state() });
+    const shard = ShardJob.start('relabel', flags.shard, flags.output, output);
     const chunks = (async function* () {
-      for await (const r of readValidated(inputs, 'chunk', ChunkRecordSchema, 'relabel reads chunk records (from vlakit chunk)', { signal, onRead: input.onRead, onProgress })) yield r.value;
+      const all = readValidated(inputs, 'chunk', ChunkRecordSchema, 'relabel reads chunk records (from vlakit chunk)', { signal, onRead: input.onRead, onProgress });
+      for await (const r of shard ? shard.filter(all, (r) => r.value.episode_id, (r) => r) : all) yield r.value;
     })();
     const s = await relabel(chunks, {
       method: flags.method as 'vlm2vla',
@@ -100,6 +105,7 @@ export default class Relabel extends VlakitCommand {
       report: flags.report,
       outputOptions: output,
     }).finally(() => progress.stop());
+    await shard?.finish();
     if (flags['stats-out'] && s.stats) await writeOutputFile(flags['stats-out'], `${JSON.stringify(s.stats, null, 2)}\n`, statsOutput);
     const { stats: st, ...rest } = s;
     if (flags.json) {

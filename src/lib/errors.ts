@@ -28,7 +28,8 @@ export type ErrorCode =
   | 'E_CACHE'
   | 'E_ONNX'
   | 'E_MODEL'
-  | 'E_MSGPACK';
+  | 'E_MSGPACK'
+  | 'E_SHARD';
 
 /** Where in the input an error happened; every field is optional and printed when present. */
 export interface ErrorContext {

@@ -341,6 +341,16 @@ describe('vlakit rollout with a learned policy (the command)', () => {
     expect(bad.exitCode).toBe(2);
     expect(bad.stderr).toMatch(/unknown verifier "magic"; expected oracle, model or teacher:SPEC/);
   }, 180_000);
+
+  it('--workers 2: each worker loads the policy; sampled generations give the serial run\'s records (timing off)', async () => {
+    const args = ['rollout', '--policy', ckpt, '--mode', 'hierarchical', '--verifier', 'oracle', '--tasks', 'pick', '--episodes', '3', '--seed', '4', '--width', '32', '--height', '32', '--distractors', '0', '--max-steps', '6', '--no-timing', '-q'];
+    const [one, two] = await Promise.all([1, 2].map((w) => execa('node', [BIN, ...args, '--workers', String(w), '-o', path.join(dir, `workers-${w}.jsonl`)], { reject: false })));
+    expect(one.exitCode).toBe(0);
+    expect(two.exitCode).toBe(0);
+    const serial = readFileSync(path.join(dir, 'workers-1.jsonl'), 'utf8');
+    expect(serial).toContain('"subtasks"');
+    expect(readFileSync(path.join(dir, 'workers-2.jsonl'), 'utf8')).toBe(serial);
+  }, 180_000);
 });
 
 describe('verifiers', () => {

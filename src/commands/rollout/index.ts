@@ -1,19 +1,15 @@
 import { Flags } from '@oclif/core';
-import { VlakitCommand, parseNumber, parseSize, sharedFlags } from '../../lib/cli/base.js';
+import { VlakitCommand, parseSize, sharedFlags } from '../../lib/cli/base.js';
 import { logEveryFlag, startProgress } from '../../lib/cli/progress.js';
 import { RolloutProgress } from '../../lib/cli/progress-rollout.js';
 import { VlakitError } from '../../lib/errors.js';
 import {
   type EpisodeOutcome,
+  type EpisodeResult,
   type Env,
   FAMILIES,
-  type Policy,
   SafetyFilter,
-  DartPolicy,
-  ScriptedPolicy,
-  TabletopEnv,
   formatReport,
-  openEnv,
   parseFamilies,
   report,
   runEpisodes,
@@ -21,21 +17,12 @@ import {
 import path from 'node:path';
 import { type EpisodeAnalysis, type RgbFrame, episodeAnalysis, findFfmpeg, formatFailures, videoName, writeEpisodeVideo } from '../../lib/diag/index.js';
 import { builtinOf } from '../../lib/env/index.js';
-import { checkDistinctOutputs, checkOutputFormat, claimOutput, outputFormatFor, type StepRecord, writeEpisodes, writeOutputDir } from '../../lib/io/index.js';
+import { ShardJob, checkDistinctOutputs, checkOutputFormat, claimOutput, inShard, outputFormatFor, type StepRecord, writeEpisodes, writeOutputDir } from '../../lib/io/index.js';
 import { policyFlags, policyOptions, policyRules } from '../../lib/cli/policy-flags.js';
-import { actionAdapterOf, obsMapOf, openpiActionFlags, protocolFlags, protocolRules } from '../../lib/cli/protocol-flags.js';
-import { type FlagRule, allOnlyWith, decimal, int, onlyWith, lerobotFlags, lerobotOptions, size } from '../../lib/cli/flags.js';
+import { openpiActionFlags, protocolFlags, protocolRules } from '../../lib/cli/protocol-flags.js';
+import { MAX_DISTRACTORS, openRollout, parseRange } from '../../lib/cli/rollout-setup.js';
+import { type FlagRule, allOnlyWith, decimal, int, onlyWith, lerobotFlags, lerobotOptions, shardFlag, size } from '../../lib/cli/flags.js';
 import type { EpisodeSummary } from '../../lib/policy/index.js';
-import { type ActionLayout, executedLayout } from '../../lib/actions/index.js';
-
-/** The most distractors a scene takes: with more, some layouts find no room for every object. */
-const MAX_DISTRACTORS = 5;
-
-function parseRange(s: string): number | [number, number] {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(s.trim());
-  if (!m) throw new VlakitError('E_USAGE', `invalid --distractors "${s}"; expected N or MIN-MAX, e.g. 2 or 1-3`);
-  return m[2] === undefined ? Number(m[1]) : [Number(m[1]), Number(m[2])];
-}
 
 export default class Rollout extends VlakitCommand {
   static summary = 'Run a policy (the scripted expert, a checkpoint, an export or a policy server) in an environment and record every step.';
@@ -60,6 +47,8 @@ export default class Rollout extends VlakitCommand {
     tasks: Flags.string({ description: `task families, comma-separated, or all (${FAMILIES.join(', ')})`, default: 'all' }),
     episodes: int({ description: 'number of episodes (families take turns)', default: 10, min: 1, max: 1_000_000, warnAbove: 10_000 }),
     seed: int({ description: 'seed of the run: the same seed gives the same episodes', default: 0, min: 0, max: 2 ** 32 - 1 }),
+    shard: shardFlag({ description: 'run only shard I of N of the episodes: those whose index is I modulo N (same seeds as the whole run); writes OUTPUT.shard.json beside -o for vlakit merge (docs/SCALE.md)' }),
+    workers: int({ description: 'run the episodes in this many worker processes, each with its own env and policy (same records, in the same order, as one)', default: 1, min: 1, max: 256 }),
     output: sharedFlags.output,
     overwrite: sharedFlags.overwrite,
     to: Flags.string({ description: 'output format (default: rlds for a directory, jsonl for a .jsonl file or stdout)', options: ['rlds', 'jsonl', 'lerobot'] }),
@@ -108,6 +97,7 @@ export default class Rollout extends VlakitCommand {
     onlyWith('name', 'RLDS output', (i) => i.flags.to !== 'jsonl'),
     ...allOnlyWith(['max-translation', 'contact-guard'], 'the safety filter (not with --no-safety)', (i) => i.flags.safety === true),
     ...allOnlyWith(['video-format', 'video-size'], '--video', (i) => i.flags.video !== undefined),
+    (i) => (i.given.has('video') && Number(i.flags.workers) > 1 ? '--video needs --workers 1: the videos are drawn from the built-in world in this process' : undefined),
   ];
 
   async run(): Promise<void> {
@@ -127,34 +117,16 @@ export default class Rollout extends VlakitCommand {
       if (flags['video-format'] === 'mp4' && !ffmpeg) throw new VlakitError('E_USAGE', '--video-format mp4 needs ffmpeg: install @ffmpeg-installer/linux-x64 (npm), put ffmpeg on the PATH or set VLAKIT_FFMPEG; or use --video-format gif');
       video = { dir: flags.video, format: ffmpeg ? 'mp4' : 'gif', ffmpeg, size: flags['video-size'] };
     }
-    const num = (s: string, name: string) => parseNumber(s, name, 0);
-    let policy: Policy;
-    let runner: { dispose(): Promise<void> | void } | undefined;
-    let layout: ActionLayout | undefined; // the model's action layout (its codec spec), for the safety filter
+    const shard = ShardJob.start('rollout', flags.shard, flags.output, output);
+    const workers = flags.workers;
+    // with workers, each process opens its own; this one only reads and writes
+    const parts = workers > 1 ? undefined : await openRollout(flags);
     const learned = flags.policy !== 'scripted';
-    if (flags.policy === 'scripted') {
-      const expert = { stepSize: num(flags['step-size'], 'step-size'), noise: num(flags.noise, 'noise') };
-      const dart = num(flags.dart, 'dart');
-      policy = dart > 0 ? new DartPolicy({ ...expert, dart }) : new ScriptedPolicy(expert);
-    } else if (/^wss?:\/\//.test(flags.policy)) {
-      const { OpenpiPolicy, RemotePolicy } = await import('../../lib/policy/index.js');
-      policy = flags.protocol === 'openpi'
-        ? new OpenpiPolicy(flags.policy, { obsMap: obsMapOf(flags), actions: actionAdapterOf(flags), apiKey: flags['api-key'] })
-        : new RemotePolicy(flags.policy, flags['api-key']);
-    } else {
-      const { openModel } = await import('../../lib/infer/index.js');
-      const { ModelPolicy } = await import('../../lib/policy/index.js');
-      const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter });
-      runner = r;
-      const po = policyOptions(r, flags);
-      layout = executedLayout(po.codec.layout); // waypoint targets reach the env as deltas
-      policy = new ModelPolicy(r, po);
+    if (parts?.runner) {
+      const r = parts.runner;
       this.note(`vlakit rollout: ${flags.policy}${flags.adapter ? ` + ${flags.adapter}` : ''}${r.info.model && r.info.model !== 'vlakit' ? ` (${r.info.model})` : ''} on ${r.info.engine} (${r.info.device}), ${flags.mode} mode${flags.mode === 'hierarchical' ? `, verifier ${flags.verifier}` : ''}`, flags.quiet || flags.json);
     }
-    let env: Env = await openEnv(flags.env, async () =>
-      new TabletopEnv({ width: flags.width, height: flags.height, wrist: flags.wrist, masks: flags.masks, controlHz: flags.hz, distractors: parseRange(flags.distractors), maxSteps: flags['max-steps'] }),
-    );
-    if (flags.safety) env = new SafetyFilter(env, { maxStep: num(flags['max-translation'], 'max-translation'), contactGuard: flags['contact-guard'], layout });
+    const env: Env | undefined = parts?.env;
 
     const progress = await startProgress('rollout', !flags.quiet && !flags.json, { logEvery: flags['log-every'] });
     const shown = new RolloutProgress(progress, flags.episodes);
@@ -162,12 +134,24 @@ export default class Rollout extends VlakitCommand {
     const summaries: EpisodeSummary[] = [];
     const analyses: EpisodeAnalysis[] = [];
     // the built-in world renders the video frames at the video's size; other envs' camera images are scaled up
-    const capture = video && builtinOf(env) ? (e: Env): RgbFrame | undefined => builtinOf(e)?.snapshot(video.size, video.size) : undefined;
+    const capture = video && env && builtinOf(env) ? (e: Env): RgbFrame | undefined => builtinOf(e)?.snapshot(video.size, video.size) : undefined;
     let videoTmp: string | undefined;
     const { summarizeEpisode, policyReport, formatPolicyReport } = await import('../../lib/policy/index.js');
     const signal = this.abort.signal;
+    const only = flags.shard ? (i: number) => inShard(i, flags.shard!) : undefined;
+    const recordTiming = flags.timing ?? learned;
+    const pool: { counts?: Record<string, number> } = {};
+    const { runInWorkers } = await import('../../lib/policy/workers.js');
+    const run = (): AsyncIterable<EpisodeResult> => {
+      if (parts) return runEpisodes({ env: parts.env, policy: shown.watch(parts.policy), families, episodes: flags.episodes, seed: flags.seed, signal, capture, recordTiming, only, onStep: () => shown.step() });
+      const indices = Array.from({ length: flags.episodes }, (_, i) => i).filter((i) => !only || only(i));
+      const setup = { flags, families, episodes: flags.episodes, seed: flags.seed, recordTiming };
+      return runInWorkers({ script: new URL('../../lib/cli/rollout-worker.js', import.meta.url), workers, setup, indices, signal, onStep: () => shown.step() }, pool);
+    };
+    const ids: (string | number)[] = [];
     const episodes = (async function* (): AsyncGenerator<StepRecord[]> {
-      for await (const ep of runEpisodes({ env, policy: shown.watch(policy), families, episodes: flags.episodes, seed: flags.seed, signal, capture, recordTiming: flags.timing ?? learned, onStep: () => shown.step() })) {
+      for await (const ep of run()) {
+        ids.push(ep.records[0].episode_id);
         outcomes.push({ family: ep.family, success: ep.success, end: ep.end, steps: ep.records.length - 1 });
         analyses.push(episodeAnalysis(ep.records));
         if (learned) summaries.push(summarizeEpisode(ep.records, ep.timings));
@@ -188,10 +172,11 @@ export default class Rollout extends VlakitCommand {
             return write();
           }, { ...output, flag: '--video' })
         : await write();
+      await shard?.finish({ episodes: flags.episodes, ids });
       progress.stop();
       const rows = report(outcomes);
       const policyRows = learned ? policyReport(summaries) : undefined;
-      const counts = env instanceof SafetyFilter ? env.counts : undefined;
+      const counts = env instanceof SafetyFilter ? env.counts : (pool.counts as SafetyFilter['counts'] | undefined);
       if (flags.json) {
         process.stderr.write(`${JSON.stringify({ outputs: res.outputs, episodes: res.episodes, steps: res.steps, tasks: policyRows ?? rows, safety: counts, failures: analyses, ...(video ? { videos: { dir: video.dir, format: video.format } } : {}) })}\n`);
       } else if (!flags.quiet) {
@@ -204,9 +189,7 @@ export default class Rollout extends VlakitCommand {
       }
     } finally {
       progress.stop();
-      await env.close();
-      await policy.close?.();
-      await runner?.dispose();
+      await parts?.close();
     }
   }
 }

@@ -9,6 +9,7 @@
 import { Flags } from '@oclif/core';
 import type { OptionFlag } from '@oclif/core/interfaces';
 import { VlakitError } from '../errors.js';
+import { type Shard, parseShard } from '../io/shard.js';
 
 /** Parses sizes such as `256MB`, `64KiB`, `1G` into bytes. */
 export function parseSize(s: string): number {
@@ -193,3 +194,13 @@ export const lerobotFlags = {
 export function lerobotOptions(f: { 'lerobot-version': string; 'lerobot-images': string; 'video-codec': string }): { version: '3.0' | '2.1'; images: 'video' | 'image'; videoCodec: 'av1' | 'h264' | 'hevc' } {
   return { version: f['lerobot-version'] as '3.0' | '2.1', images: f['lerobot-images'] as 'video' | 'image', videoCodec: f['video-codec'] as 'av1' | 'h264' | 'hevc' };
 }
+
+/**
+ * `--shard I/N`: this run reads the whole input and keeps the episodes whose ordinal (place in reading order, from
+ * 0) is I modulo N; `vlakit merge` joins the N parts. Checked at parse time (exit 2).
+ */
+export const shardFlag = Flags.custom<Shard>({
+  description: 'process only shard I of N: the episodes whose place in the input (from 0) is I modulo N; writes OUTPUT.shard.json beside -o for vlakit merge (docs/SCALE.md)',
+  helpValue: 'I/N',
+  parse: async (input, _ctx, flag) => parseShard(input, flag.name),
+});

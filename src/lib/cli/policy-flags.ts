@@ -34,7 +34,7 @@ export const policyRules: FlagRule[] = [
   onlyWith('teacher-url', 'a teacher verifier (--verifier teacher:openai:MODEL)', (i) => String(i.flags.verifier).startsWith('teacher:')),
 ];
 
-type PolicyFlagValues = { [K in keyof typeof policyFlags]: unknown };
+export type PolicyFlagValues = { [K in keyof typeof policyFlags]: unknown };
 
 /** The options of a ModelPolicy from the parsed flags. */
 export function policyOptions(runner: VlaRunner, f: PolicyFlagValues): ModelPolicyOptions {

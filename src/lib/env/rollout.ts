@@ -115,6 +115,8 @@ export interface RolloutOptions {
   onStep?: () => void;
   /** Record per-step timing (model, env, vlakit) in the step records; off by default, as it makes runs differ. */
   recordTiming?: boolean;
+  /** Run only the episodes whose index passes (a --shard, a worker's share); the others are not run at all. */
+  only?: (index: number) => boolean;
   /** Called after the reset and after every step; what it returns is kept per record (`EpisodeResult.captures`), e.g. a video frame. */
   capture?: (env: Env) => unknown;
 }
@@ -154,6 +156,7 @@ function zeros(n: number): number[] {
 export async function* runEpisodes(opts: RolloutOptions): AsyncGenerator<EpisodeResult> {
   if (opts.episodes < 1) throw new VlakitError('E_USAGE', `--episodes must be at least 1, got ${opts.episodes}`);
   for (let i = 0; i < opts.episodes; i++) {
+    if (opts.only && !opts.only(i)) continue;
     opts.signal?.throwIfAborted();
     const family = opts.families[i % opts.families.length];
     const seed = subSeed(opts.seed, i);

@@ -17,6 +17,7 @@ import { groupEpisodes, loadFeatures, writeRlds } from './rlds.js';
 import { isLeRobotDir, leRobotInfo } from './lerobot.js';
 import { writeLeRobot, type WriteLeRobotOptions } from './lerobot-write.js';
 import { ShardedTfrecordWriter, shardSuffix } from './writer.js';
+import { episodeIdOf, type ShardJob } from './shard.js';
 
 export type OutputFormat = 'jsonl' | 'tfrecord' | 'rlds' | 'lerobot';
 
@@ -38,6 +39,10 @@ export interface ConvertOptions extends ReadOptions, Omit<OutputOptions, 'signal
   lerobot?: Pick<WriteLeRobotOptions, 'version' | 'fps' | 'images' | 'videoCodec' | 'robotType'>;
   /** Where stdout output goes (default process.stdout). */
   stdout?: Writable;
+  /** --shard I/N: keep the records of this shard's episodes (records without an episode id are refused). */
+  shard?: ShardJob;
+  /** The records to write, instead of reading `inputs` (merge); `inputs` are then only what the output must not be. */
+  source?: AsyncIterable<SourceRecord>;
 }
 
 export interface ConvertSummary {
@@ -67,7 +72,8 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
   const to = opts.to ?? outputFormatFor(opts.output);
   const out: OutputOptions = { overwrite: opts.overwrite, inputs: [...opts.inputs, opts.featuresFile], signal: opts.signal, onNote: opts.onNote, flag: opts.flag };
   const stats = newStats();
-  const records = readRecords(opts.inputs, opts, stats);
+  const read = opts.source ?? readRecords(opts.inputs, opts.shard ? { ...opts, skipEpisode: opts.shard.skipEpisode } : opts, stats);
+  const records = opts.shard ? opts.shard.filter(read, shardKey, (r) => r) : toGenerator(read);
   const toStdout = !opts.output || opts.output === '-';
   const gzip = opts.compression === 'gzip' || (opts.compression === undefined && !!opts.output?.endsWith('.gz'));
   if (to === 'lerobot') {
@@ -142,6 +148,17 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
     await writer.abort();
     throw err;
   }
+}
+
+/** The episode of a record, for --shard; a record kind without episodes cannot be split by episode. */
+function shardKey(r: SourceRecord): string | number {
+  const id = episodeIdOf(r.kind, r.value);
+  if (id === undefined) throw new VlakitError('E_USAGE', `--shard splits the input by episode, but ${r.kind} records have no episode id`, { file: r.file, line: r.line, record: r.index });
+  return id;
+}
+
+async function* toGenerator<T>(src: AsyncIterable<T>): AsyncGenerator<T> {
+  yield* src;
 }
 
 /** The shards of an earlier sharded write to `target` (`NAME-0000i-of-0000n`): refused without --overwrite. */

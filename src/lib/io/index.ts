@@ -47,3 +47,7 @@ export type { WriteJsonlOptions, WriteEpisodesOptions } from './output.js';
 export { readJsonFile, decodeUtf8Strict, zodProblem } from './json-file.js';
 export type { ReadJsonFileOptions } from './json-file.js';
 export { PRIMARY_CAMERAS, cameraNames, camerasOf, keepCameras, parseCameraList } from './cameras.js';
+export { MAX_SHARDS, ShardJob, ShardManifestSchema, episodeIdOf, inShard, manifestPathFor, newTally, parseShard, readShardManifest, shardByEpisode, shardSize, shardText } from './shard.js';
+export type { Shard, ShardManifest, ShardTally } from './shard.js';
+export { checkManifests, mergeShards } from './shard-merge.js';
+export type { MergeSummary } from './shard-merge.js';

@@ -59,6 +59,11 @@ export interface ReadOptions {
    * passes the command's step schema (an extension of StepRecordSchema), so that each step is validated once.
    */
   stepSchema?: z.ZodType;
+  /**
+   * Asked before each episode of an RLDS dataset or a TFRecord file of episodes is decoded: true skips it (neither
+   * decoded nor yielded). --shard's filter (io/shard.ts) answers it, so that a shard does not decode the others'.
+   */
+  skipEpisode?: (id: string | number) => boolean;
 }
 
 export function newStats(): ReadStats {
@@ -150,6 +155,7 @@ async function* readAll(inputs: string[], opts: ReadOptions, stats: ReadStats): 
         onSkip,
         signal: opts.signal,
         onRead: opts.onRead,
+        skipEpisode: opts.skipEpisode,
         onStats: (_f, s) => {
           stats.bytes += s.bytes;
           stats.skippedBytes += s.skippedBytes;
@@ -287,6 +293,10 @@ async function* readTfrecord(
           const msg = `episode ids from ${name} on may be lower than the source's: the tail lost from ${ctx.lostTailIn} held an unknown number of episodes (read the dataset directory, whose dataset_info.json has the shard lengths, to keep them)`;
           if (stats.problems.length < 20) stats.problems.push(msg);
           opts.onWarning?.(msg);
+        }
+        if (opts.skipEpisode?.(base + rec.index)) {
+          stats.episodes += 1;
+          continue;
         }
         let steps;
         try {

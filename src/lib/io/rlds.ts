@@ -149,6 +149,8 @@ export interface ReadRldsOptions {
   /** Hears the shards' bytes as they are read (before decompression). */
   onRead?: (bytes: number) => void;
   signal?: AbortSignal;
+  /** Asked before each episode is decoded: true skips it (not decoded, not yielded); --shard's filter uses it. */
+  skipEpisode?: (id: string | number) => boolean;
 }
 
 /**
@@ -186,13 +188,14 @@ export async function* readRlds(ds: RldsDataset, opts: ReadRldsOptions = {}): As
       signal: opts.signal,
     });
     for await (const rec of records) {
+      seen = rec.index + 1;
+      if (opts.skipEpisode?.(`${split}-${episode + rec.index}`)) continue;
       let steps: StepRecord[];
       try {
         steps = decodeEpisode(decodeExample(rec.data), ds.leaves, `${split}-${episode + rec.index}`);
       } catch (err) {
         throw withContext(err, { file: shard.file, record: rec.index, offset: rec.offset });
       }
-      seen = rec.index + 1;
       yield* steps;
     }
     if (stats) opts.onStats?.(shard.file, stats);

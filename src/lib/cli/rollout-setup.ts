@@ -1,0 +1,108 @@
+/**
+ * The env and policy of a rollout, built from its parsed flags: one definition for the command itself and for
+ * each of its --workers processes (src/lib/cli/rollout-worker.ts), which get the same flags as plain JSON.
+ */
+import { VlakitError } from '../errors.js';
+import { type Env, type Policy, DartPolicy, SafetyFilter, ScriptedPolicy, TabletopEnv, openEnv } from '../env/index.js';
+import { type ActionLayout, executedLayout } from '../actions/index.js';
+import { parseNumber } from './base.js';
+import { type PolicyFlagValues, policyOptions } from './policy-flags.js';
+import { actionAdapterOf, obsMapOf } from './protocol-flags.js';
+
+/** The most distractors a scene takes: with more, some layouts find no room for every object. */
+export const MAX_DISTRACTORS = 5;
+
+/** `2` or `1-3`, as --distractors takes it. */
+export function parseRange(s: string): number | [number, number] {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(s.trim());
+  if (!m) throw new VlakitError('E_USAGE', `invalid --distractors "${s}"; expected N or MIN-MAX, e.g. 2 or 1-3`);
+  return m[2] === undefined ? Number(m[1]) : [Number(m[1]), Number(m[2])];
+}
+
+/** rollout's parsed flags (plain JSON: they travel to worker processes). */
+export type RolloutFlags = PolicyFlagValues & {
+  policy: string;
+  protocol?: string;
+  'api-key'?: string;
+  'obs-map': string;
+  'action-dims'?: string;
+  'action-absolute'?: boolean;
+  'action-scale'?: string;
+  'gripper-range'?: string;
+  env: string;
+  width: number;
+  height: number;
+  wrist: boolean;
+  masks: boolean;
+  hz: number;
+  distractors: string;
+  'max-steps'?: number;
+  'step-size': string;
+  noise: string;
+  dart: string;
+  safety: boolean;
+  'max-translation': string;
+  'contact-guard': boolean;
+};
+
+export interface RolloutParts {
+  policy: Policy;
+  env: Env;
+  learned: boolean;
+  /** A learned policy's engine, to describe and dispose. */
+  runner?: { dispose(): Promise<void> | void; info: { model?: string; engine: string; device: string } };
+  /** Closes the env, the policy and its engine. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the policy and the env (behind the safety filter unless --no-safety) that the flags name.
+ * @example const { env, policy, close } = await openRollout(flags);
+ */
+export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
+  const num = (s: string, name: string) => parseNumber(s, name, 0);
+  let policy: Policy;
+  let runner: RolloutParts['runner'];
+  let layout: ActionLayout | undefined; // the model's action layout (its codec spec), for the safety filter
+  if (flags.policy === 'scripted') {
+    const expert = { stepSize: num(flags['step-size'], 'step-size'), noise: num(flags.noise, 'noise') };
+    const dart = num(flags.dart, 'dart');
+    policy = dart > 0 ? new DartPolicy({ ...expert, dart }) : new ScriptedPolicy(expert);
+  } else if (/^wss?:\/\//.test(flags.policy)) {
+    const { OpenpiPolicy, RemotePolicy } = await import('../policy/index.js');
+    policy = flags.protocol === 'openpi'
+      ? new OpenpiPolicy(flags.policy, { obsMap: obsMapOf(flags), actions: actionAdapterOf(flags), apiKey: flags['api-key'] })
+      : new RemotePolicy(flags.policy, flags['api-key']);
+  } else {
+    const { openModel } = await import('../infer/index.js');
+    const { ModelPolicy } = await import('../policy/index.js');
+    const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend as string | undefined, adapter: flags.adapter as string | undefined });
+    runner = r;
+    const po = policyOptions(r, flags);
+    layout = executedLayout(po.codec.layout); // waypoint targets reach the env as deltas
+    policy = new ModelPolicy(r, po);
+  }
+  let env: Env;
+  try {
+    env = await openEnv(flags.env, async () =>
+      new TabletopEnv({ width: flags.width, height: flags.height, wrist: flags.wrist, masks: flags.masks, controlHz: flags.hz, distractors: parseRange(flags.distractors), maxSteps: flags['max-steps'] }),
+    );
+  } catch (err) {
+    await policy.close?.();
+    await runner?.dispose();
+    throw err;
+  }
+  if (flags.safety) env = new SafetyFilter(env, { maxStep: num(flags['max-translation'], 'max-translation'), contactGuard: flags['contact-guard'], layout });
+  const opened = env;
+  return {
+    policy,
+    env,
+    learned: flags.policy !== 'scripted',
+    runner,
+    async close() {
+      await opened.close();
+      await policy.close?.();
+      await runner?.dispose();
+    },
+  };
+}
