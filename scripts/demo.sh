@@ -5,7 +5,7 @@
 # hierarchical: VLM2VLA's subtasks, motion plans, actions and verifier), its ONNX export evaluated closed loop in the
 # world in both modes (with a video of every episode), a short RL stage, and round trips through RLDS/JSONL/TFRecord
 # (real TensorFlow files too). The closed-loop table is printed last.
-# About 15 minutes on 2 cores; DEMO_EPISODES, DART_EPISODES, SFT_STEPS, SFT_WORKERS, EVAL_EPISODES and RL_STEPS change
+# About 10 minutes on 2 cores; DEMO_EPISODES, DART_EPISODES, SFT_STEPS, SFT_WORKERS, EVAL_EPISODES and RL_STEPS change
 # the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
