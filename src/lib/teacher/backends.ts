@@ -58,6 +58,25 @@ export function geminiModelName(model: string): string {
 /** Gemini finish reasons that mean the candidate was stopped by a filter (not a budget): refused. */
 const GEMINI_STOPS_OK = new Set(['STOP', 'FINISH_REASON_UNSPECIFIED']);
 
+/** Whether a backend asks for JSON mode: turned off once, with a warning, when the server rejects it. */
+class JsonMode {
+  constructor(
+    public on: boolean,
+    private readonly id: string,
+    private readonly warn?: (m: string) => void,
+  ) {}
+
+  /** postJson's onJsonOff: the request's payload without JSON mode, or undefined when it was off already. */
+  fallback(payload: () => unknown): (why: string) => unknown {
+    return (why) => {
+      if (!this.on) return undefined;
+      this.on = false;
+      this.warn?.(`warning: ${this.id} has no JSON mode (${why.slice(0, 120)}); asking for JSON in the prompt only`);
+      return payload();
+    };
+  }
+}
+
 /** Google's Gemini API: images inline, JSON response mode, thinking budget. Key from GEMINI_API_KEY. */
 export class GeminiTeacher implements Teacher {
   readonly id: string;
@@ -67,7 +86,7 @@ export class GeminiTeacher implements Teacher {
   readonly maxTokens?: number;
   private readonly base: string;
   private readonly key: string;
-  private jsonMode: boolean;
+  private readonly json: JsonMode;
   private readonly prompts: PromptCheck;
   constructor(
     model: string,
@@ -84,7 +103,7 @@ export class GeminiTeacher implements Teacher {
     if (!/(^|\.)googleapis\.com$/i.test(url.hostname) && !isLocalHost(url.hostname)) opts.onWarning?.(`warning: the Gemini API key goes to ${url.host}, which is not Google's API host`);
     checkKeyHost(url, 'Gemini API key', opts.onWarning);
     // Gemma models on the Gemini API have no JSON mode and no thinking: JSON is asked for in the prompt only
-    this.jsonMode = !/^gemma/i.test(this.model);
+    this.json = new JsonMode(!/^gemma/i.test(this.model), this.id, opts.onWarning);
     this.prompts = new PromptCheck(opts.onWarning);
   }
 
@@ -103,7 +122,7 @@ export class GeminiTeacher implements Teacher {
       generationConfig: {
         temperature: this.opts.temperature ?? 0.2,
         ...(budget !== undefined ? { maxOutputTokens: budget } : {}),
-        ...(req.json && this.jsonMode ? { responseMimeType: 'application/json' } : {}),
+        ...(req.json && this.json.on ? { responseMimeType: 'application/json' } : {}),
         ...(this.opts.thinkingBudget !== undefined ? { thinkingConfig: { thinkingBudget: this.opts.thinkingBudget } } : {}),
       },
     };
@@ -114,12 +133,7 @@ export class GeminiTeacher implements Teacher {
     const { body, retries } = await postJson(url, this.payload(req), { 'x-goog-api-key': this.key }, {
       ...this.opts,
       signal,
-      onJsonOff: (why) => {
-        if (!this.jsonMode) return undefined;
-        this.jsonMode = false;
-        this.opts.onWarning?.(`warning: ${this.id} has no JSON mode (${why.slice(0, 120)}); asking for JSON in the prompt only`);
-        return this.payload(req);
-      },
+      onJsonOff: this.json.fallback(() => this.payload(req)),
     });
     return readGemini(body, retries, this.id, (n) => this.prompts.check(n, req, this.id));
   }
@@ -180,7 +194,7 @@ export class OpenAITeacher implements Teacher {
   private readonly key?: string;
   private readonly official: boolean;
   private readonly reasoning: boolean;
-  private jsonMode = true;
+  private readonly json: JsonMode;
   private readonly prompts: PromptCheck;
   constructor(
     readonly model: string,
@@ -194,6 +208,7 @@ export class OpenAITeacher implements Teacher {
     this.key = opts.apiKey ?? (this.official ? process.env.OPENAI_API_KEY : process.env.VLAKIT_TEACHER_API_KEY);
     if (this.key) checkKeyHost(url, 'API key', opts.onWarning);
     this.reasoning = isOpenAiReasoningModel(model);
+    this.json = new JsonMode(true, this.id, opts.onWarning);
     this.prompts = new PromptCheck(opts.onWarning);
   }
 
@@ -221,7 +236,7 @@ export class OpenAITeacher implements Teacher {
       messages,
       ...(t !== undefined ? { temperature: t } : {}),
       ...(budget !== undefined ? { [this.official || this.reasoning ? 'max_completion_tokens' : 'max_tokens']: budget } : {}),
-      ...(req.json && this.jsonMode ? { response_format: { type: 'json_object' } } : {}),
+      ...(req.json && this.json.on ? { response_format: { type: 'json_object' } } : {}),
     };
   }
 
@@ -229,12 +244,7 @@ export class OpenAITeacher implements Teacher {
     const { body, retries } = await postJson(`${this.base}/v1/chat/completions`, this.payload(req), this.key ? { authorization: `Bearer ${this.key}` } : {}, {
       ...this.opts,
       signal,
-      onJsonOff: (why) => {
-        if (!this.jsonMode) return undefined;
-        this.jsonMode = false;
-        this.opts.onWarning?.(`warning: ${this.id} has no JSON mode (${why.slice(0, 120)}); asking for JSON in the prompt only`);
-        return this.payload(req);
-      },
+      onJsonOff: this.json.fallback(() => this.payload(req)),
     });
     return readOpenAi(body, retries, this.id, (n) => this.prompts.check(n, req, this.id));
   }
