@@ -2,8 +2,8 @@
  * Training throughput: tokens/s of train-sft steps for the tiny and small presets on the selected backend, and
  * model FLOP utilization: the model's FLOPs per second (forward + backward ~ 3x forward: 2 x multiply-adds of every
  * matmul, attention included) divided by the same backend's matmul FLOP/s measured in the same run.
- * Target: >= 40%. Also: forward + backward of the 2-D products of a mini step with tfjs's own matMul gradient
- * (transposed operands) against matMul2d (plain products, explicit transposes), as a ratio in one run.
+ * Target: >= 40%. Also: the products of a linear layer's forward + backward at a mini step's shapes with transposed
+ * operands (tfjs's own matMul gradient) against plain products with explicit transposes, as a ratio in one run.
  * And `train-sft --workers`: steps/s of the mini preset with 1 and 2 data-parallel threads, in one run (on 2 idle
  * cores, 2 threads should approach 2x). Run: `npx tsx bench/train.ts [--quick]`.
  */
@@ -14,7 +14,6 @@ import { type Preset, preset, patchesPerImage, type VlaConfig } from '../src/lib
 import { VlaModel } from '../src/lib/model/model.js';
 import { sftLoss } from '../src/lib/train/loss.js';
 import { AdamW } from '../src/lib/train/optim.js';
-import { matMul2d } from '../src/lib/model/layers.js';
 import type { Prepared } from '../src/lib/train/data.js';
 import { DataParallel, batchCounts, splitParts } from '../src/lib/train/data-parallel.js';
 import { disposeBatch, makeBatch } from '../src/lib/train/data.js';
@@ -97,26 +96,34 @@ async function run(name: Preset, B: number, T: number, steps: number): Promise<v
   model.dispose();
 }
 
-/** Seconds per forward + backward of x [M, K] W (W [K, N], or [N, K] used transposed as a tied head does). */
-function productStep(M: number, K: number, N: number, transposed: boolean, plain: boolean, reps: number): number {
-  const x = tf.variable(tf.randomNormal([M, K]));
-  const w = tf.variable(tf.randomNormal(transposed ? [N, K] : [K, N]));
-  const f = () => tf.sum(plain ? matMul2d(x as tf.Tensor2D, w as tf.Tensor2D, transposed) : tf.matMul(x, w, false, transposed)) as tf.Scalar;
-  const once = () => tf.tidy(() => Object.values(tf.variableGrads(f, [x, w]).grads).forEach((g) => g.dataSync()));
+/**
+ * Seconds for the three products of a linear layer's forward + backward (y = x W, dx = dy W^T, dW = x^T dy): with
+ * transposed operands, as tfjs's own matMul gradient multiplies, or plain with explicit transposes, as vlakit's
+ * gradient (backend.ts) does.
+ */
+function productStep(M: number, K: number, N: number, plain: boolean, reps: number): number {
+  const x = tf.randomNormal([M, K]);
+  const w = tf.randomNormal([K, N]);
+  const dy = tf.randomNormal([M, N]);
+  const once = () =>
+    tf.tidy(() => {
+      const outs = plain ? [tf.matMul(x, w), tf.matMul(dy, tf.transpose(w)), tf.matMul(tf.transpose(x), dy)] : [tf.matMul(x, w), tf.matMul(dy, w, false, true), tf.matMul(x, dy, true, false)];
+      for (const o of outs) o.dataSync();
+    });
   once();
   const t0 = now();
   for (let i = 0; i < reps; i++) once();
   const secs = (now() - t0) / reps;
-  tf.dispose([x, w]);
+  tf.dispose([x, w, dy]);
   return secs;
 }
 
 function products(reps: number): void {
   // the shapes of a mini step (batch 8 x 126 tokens): an MLP projection, an attention projection, the tied head
-  for (const [M, K, N, transposed] of [[1008, 48, 128, false], [1008, 48, 48, false], [880, 48, 600, true]] as const) {
-    const own = productStep(M, K, N, transposed, false, reps);
-    const plain = productStep(M, K, N, transposed, true, reps);
-    console.log(`product [${M}, ${K}] x ${transposed ? `[${N}, ${K}]^T` : `[${K}, ${N}]`}, forward + backward: tfjs matMul gradient ${(own * 1e3).toFixed(2)} ms, matMul2d ${(plain * 1e3).toFixed(2)} ms -> ${(own / plain).toFixed(1)}x`);
+  for (const [M, K, N] of [[1008, 48, 128], [1008, 48, 48], [880, 48, 600]] as const) {
+    const flags = productStep(M, K, N, false, reps);
+    const plain = productStep(M, K, N, true, reps);
+    console.log(`products of [${M}, ${K}] x [${K}, ${N}], forward + backward: transposed operands ${(flags * 1e3).toFixed(2)} ms, plain ${(plain * 1e3).toFixed(2)} ms -> ${(flags / plain).toFixed(1)}x`);
   }
 }
 

@@ -5,6 +5,7 @@
  * WebAssembly backend has no gradient for gather).
  */
 import * as tf from '@tensorflow/tfjs-core';
+import './backend.js'; // the plain-product gradient of matMul
 
 export type Params = Map<string, tf.Variable>;
 
@@ -40,28 +41,13 @@ export interface WeightLookup {
 }
 
 /**
- * a [M, K] times b [K, N] (or b [N, K] transposed when `transposeB`): [M, N]. The WebAssembly backend runs a matMul
- * with a transposed operand (transposeA/transposeB) about 10x slower than a plain one, and tfjs's own gradient of
- * matMul multiplies by transposed operands (dy b^T, a^T dy): here every product, forward and backward, is a plain
- * one, the transposes made explicit (a copy, cheap next to the product). Measured on a `mini` training step:
- * BatchMatMul kernels 342 of 447 ms before.
+ * a [M, K] times b [K, N] (or b [N, K] transposed when `transposeB`): [M, N], as a plain product. The WebAssembly
+ * backend runs a matMul with a transposed operand about 10x slower, so the transpose is made explicit (a copy, cheap
+ * next to the product); the gradient (registered in backend.ts) makes its products plain the same way. Measured on a
+ * `mini` training step: BatchMatMul kernels 342 of 447 ms before.
  */
 export function matMul2d(a: tf.Tensor2D, b: tf.Tensor2D, transposeB = false): tf.Tensor2D {
-  const f = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, save: tf.GradSaveFunc) => {
-    save([x, w]);
-    const value = tf.matMul(x, transposeB ? tf.transpose(w) : w); // [M, K] x [K, N]
-    const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [xs, ws] = saved as tf.Tensor2D[];
-      const d = dy as tf.Tensor2D; // [M, N]
-      // tidy: tfjs runs a custom gradient outside backprop's per-node scope, so the transposed copies would live on
-      return tf.tidy(() => [
-        tf.matMul(d, transposeB ? ws : tf.transpose(ws)), // [M, N] x [N, K] = dx [M, K]
-        transposeB ? tf.matMul(tf.transpose(d), xs) : tf.matMul(tf.transpose(xs), d), // dw: [N, M] x [M, K] or [K, M] x [M, N]
-      ]);
-    };
-    return { value, gradFunc };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return f(a, b) as tf.Tensor2D;
+  return tf.matMul(a, transposeB ? tf.transpose(b) : b); // [M, K] x [K, N]
 }
 
 /**

@@ -95,20 +95,6 @@ export class TfjsWeights implements TfjsParams {
   }
 }
 
-/**
- * x [N, in] W with W [in, out] a constant: the gradient to x is dy W^T, multiplied with W transposed explicitly
- * (a transposed operand is the slow path of the WebAssembly matMul).
- */
-function constMatMul(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-    value: tf.matMul(args[0] as tf.Tensor2D, w), // [N, in] x [in, out]
-    // tidy: tfjs runs a custom gradient outside the per-node scope of backprop, so the transposed copy would live
-    // until the whole gradient is done (every layer's at once)
-    gradFunc: (dy: tf.Tensor) => tf.tidy(() => tf.matMul(dy as tf.Tensor2D, tf.transpose(w))), // [N, out] x [out, in]
-  }));
-  return f(x) as tf.Tensor2D;
-}
-
 export class TfjsOps implements Ops<tf.Tensor> {
   /** The cache after this forward (new entries are kept out of tf.tidy by the caller). */
   readonly next: TfjsCache | undefined;
@@ -207,7 +193,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
   /** x [N, in] times the weight `name` ([out, in], or [in, out] from TfjsParams.linear) transposed: [N, out]. */
   private project(x2: tf.Tensor2D, name: string): tf.Tensor2D {
     const wt = this.params.linear?.(name); // [in, out]
-    if (wt) return constMatMul(x2, wt);
+    if (wt) return matMul2d(x2, wt); // [N, in] x [in, out]
     const stored = this.p(name); // [out, in] (or a convolution's [out, c, kh, kw])
     const w = stored.rank === 2 ? stored : tf.reshape(stored, [stored.shape[0], -1]);
     return matMul2d(x2, w as tf.Tensor2D, true);
