@@ -15,8 +15,7 @@ import { VlaModel } from '../src/lib/model/model.js';
 import { sftLoss } from '../src/lib/train/loss.js';
 import { AdamW } from '../src/lib/train/optim.js';
 import type { Prepared } from '../src/lib/train/data.js';
-import { DataParallel, batchCounts, splitParts } from '../src/lib/train/data-parallel.js';
-import { disposeBatch, makeBatch } from '../src/lib/train/data.js';
+import { DataParallel, batchCounts, partGrads, splitParts } from '../src/lib/train/data-parallel.js';
 
 const quick = process.argv.includes('--quick');
 const backend = await selectBackend(process.argv.find((a) => a.startsWith('--backend='))?.slice(10));
@@ -149,15 +148,10 @@ async function dataParallel(workers: number, B: number, T: number, steps: number
     const parts = dp ? splitParts(items, dp.workers) : [items];
     const counts = batchCounts(items);
     const collect = dp ? await dp.dispatch(parts, counts) : undefined;
-    const batch = makeBatch(parts[0], layout);
-    batch.actionCount = counts.action;
-    const { value, grads } = tf.variableGrads(() => sftLoss(model, batch, 1).loss, vars);
-    value.dispose();
-    const sums = new Map(Object.entries(grads));
+    const sums = new Map(Object.entries(partGrads(model, parts[0], layout, counts, vars, 1).grads));
     if (collect) dp!.addGrads(sums, await collect());
     opt.apply(vars, sums, 1e-4, 1);
     tf.dispose([...sums.values()]);
-    disposeBatch(batch);
   };
   await step();
   const t0 = now();

@@ -15,6 +15,7 @@ import { WebSocket } from 'ws';
 import { VlakitError } from '../errors.js';
 import { type ImageJson, isImageJson } from '../io/json.js';
 import { Float64, NdArray, type Packable, packb, unpackb } from '../io/msgpack-numpy.js';
+import { ReplyQueue } from '../util/reply-queue.js';
 import type { ActContext } from '../env/rollout.js';
 import { ChunkPolicy, type Cycle } from './model-policy.js';
 
@@ -218,28 +219,22 @@ export function adaptActions(actions: NdArray, a: ActionAdapter, state: readonly
 /** A client of an openpi policy server (openpi's `serve_policy.py`, or `vlakit rollout serve --protocol openpi`). */
 export class OpenpiClient {
   metadata: Record<string, unknown> = {};
-  private waiting: { resolve: (m: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | undefined;
-  private failure: Error | undefined;
+  private readonly replies: ReplyQueue<unknown>;
   private lastText: string | undefined;
 
   private constructor(
     private readonly ws: WebSocket,
     readonly url: string,
-    private readonly timeoutMs: number,
-  ) {}
-
-  get failed(): boolean {
-    return this.failure !== undefined;
+    timeoutMs: number,
+  ) {
+    this.replies = new ReplyQueue({
+      timeout: { ms: timeoutMs, error: () => new VlakitError('E_IO', `no answer from the openpi server at ${url} within ${timeoutMs} ms`), after: () => ws.terminate() },
+      capacity: { max: 1, error: () => new VlakitError('E_IO', 'OpenpiClient: one request at a time') },
+    });
   }
 
-  private fail(err: Error): void {
-    this.failure ??= err;
-    const w = this.waiting;
-    this.waiting = undefined;
-    if (w) {
-      clearTimeout(w.timer);
-      w.reject(this.failure);
-    }
+  get failed(): boolean {
+    return this.replies.failure !== undefined;
   }
 
   /**
@@ -253,34 +248,30 @@ export class OpenpiClient {
       if (!isBinary) {
         // openpi's server reports a failure as text, then closes
         c.lastText = data.toString();
-        c.fail(new VlakitError('E_IO', `the openpi server at ${url} reported an error:\n${c.lastText.trimEnd()}`));
+        c.replies.fail(new VlakitError('E_IO', `the openpi server at ${url} reported an error:\n${c.lastText.trimEnd()}`));
         return;
       }
       let m: unknown;
       try {
         m = unpackb(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
       } catch (err) {
-        c.fail(new VlakitError('E_IO', `the openpi server at ${url} sent a message that is not msgpack-numpy (${(err as Error).message})`));
+        c.replies.fail(new VlakitError('E_IO', `the openpi server at ${url} sent a message that is not msgpack-numpy (${(err as Error).message})`));
         ws.terminate();
         return;
       }
-      const w = c.waiting;
-      c.waiting = undefined;
-      if (!w) return;
-      clearTimeout(w.timer);
-      w.resolve(m);
+      c.replies.resolve(m); // dropped when nothing was asked
     });
     ws.on('unexpected-response', (_req, res) => {
-      c.fail(new VlakitError('E_IO', `the openpi server at ${url} refused the connection: HTTP ${res.statusCode}${res.statusCode === 401 || res.statusCode === 403 ? ' (a wrong or missing --api-key?)' : ''}`));
+      c.replies.fail(new VlakitError('E_IO', `the openpi server at ${url} refused the connection: HTTP ${res.statusCode}${res.statusCode === 401 || res.statusCode === 403 ? ' (a wrong or missing --api-key?)' : ''}`));
       ws.terminate();
     });
     ws.on('close', (code: number, reason: Buffer) => {
-      c.fail(new VlakitError('E_IO', `the openpi server at ${url} closed the connection${code === 1005 ? '' : ` (${code}${reason.length ? `: ${reason.toString()}` : ''})`}`));
+      c.replies.fail(new VlakitError('E_IO', `the openpi server at ${url} closed the connection${code === 1005 ? '' : ` (${code}${reason.length ? `: ${reason.toString()}` : ''})`}`));
     });
-    ws.on('error', (err) => c.fail(new VlakitError('E_IO', `cannot talk to the openpi server at ${url}: ${err.message}`)));
+    ws.on('error', (err) => c.replies.fail(new VlakitError('E_IO', `cannot talk to the openpi server at ${url}: ${err.message}`)));
     let meta: unknown;
     try {
-      meta = await c.next();
+      meta = await c.replies.wait();
     } catch (err) {
       ws.terminate();
       throw err;
@@ -293,21 +284,9 @@ export class OpenpiClient {
     return c;
   }
 
-  private next(): Promise<unknown> {
-    if (this.failure) return Promise.reject(this.failure);
-    if (this.waiting) return Promise.reject(new VlakitError('E_IO', 'OpenpiClient: one request at a time'));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.fail(new VlakitError('E_IO', `no answer from the openpi server at ${this.url} within ${this.timeoutMs} ms`));
-        this.ws.terminate();
-      }, this.timeoutMs);
-      this.waiting = { resolve, reject, timer };
-    });
-  }
-
   /** One observation dict in, the server's reply map out (`actions`, `server_timing`, ...). */
   async infer(obs: Record<string, Packable>): Promise<Record<string, unknown>> {
-    const answer = this.next();
+    const answer = this.replies.wait();
     this.ws.send(packb(obs));
     const r = await answer;
     if (r === null || typeof r !== 'object' || Array.isArray(r) || r instanceof NdArray || !((r as { actions?: unknown }).actions instanceof NdArray)) {
@@ -317,7 +296,7 @@ export class OpenpiClient {
   }
 
   close(): void {
-    this.fail(new VlakitError('E_IO', 'the client was closed'));
+    this.replies.fail(new VlakitError('E_IO', 'the client was closed'));
     this.ws.close();
   }
 }

@@ -22,6 +22,7 @@ import { VlakitError } from '../errors.js';
 import { sniffImageMime } from '../io/images.js';
 import { isImageJson } from '../io/json.js';
 import { zodProblem } from '../io/json-file.js';
+import { ReplyQueue } from '../util/reply-queue.js';
 import { ChunkPolicy, type Cycle } from './model-policy.js';
 import { OPENPI_ERROR_REASON, type ObsMapEntry, OpenpiSession, plainMetadata } from './openpi.js';
 import { packb } from '../io/msgpack-numpy.js';
@@ -254,25 +255,20 @@ export async function servePolicy(o: ServeOptions): Promise<PolicyServer> {
 /** A client of `vlakit rollout serve`: requests are queued and answered in order, each within a time limit. */
 export class PolicyClient {
   metadata: Record<string, unknown> = {};
-  private readonly pending: { resolve: (m: Record<string, unknown>) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout }[] = [];
-  private failure: Error | undefined;
+  private readonly replies: ReplyQueue<Record<string, unknown>>;
 
   private constructor(
     private readonly ws: WebSocket,
     readonly url: string,
-    private readonly timeoutMs: number,
-  ) {}
-
-  get failed(): boolean {
-    return this.failure !== undefined;
+    timeoutMs: number,
+  ) {
+    this.replies = new ReplyQueue({
+      timeout: { ms: timeoutMs, error: () => new VlakitError('E_IO', `no answer from the policy server at ${url} within ${timeoutMs} ms`), after: () => ws.terminate() },
+    });
   }
 
-  private fail(err: Error): void {
-    this.failure ??= err;
-    for (const p of this.pending.splice(0)) {
-      clearTimeout(p.timer);
-      p.reject(this.failure);
-    }
+  get failed(): boolean {
+    return this.replies.failure !== undefined;
   }
 
   /**
@@ -287,28 +283,26 @@ export class PolicyClient {
       try {
         m = decode(data) as Record<string, unknown>;
       } catch (err) {
-        c.fail(new VlakitError('E_IO', `the policy server at ${url} sent a message that is not msgpack (${(err as Error).message})`));
+        c.replies.fail(new VlakitError('E_IO', `the policy server at ${url} sent a message that is not msgpack (${(err as Error).message})`));
         ws.terminate();
         return;
       }
-      const p = c.pending.shift();
-      if (!p) return; // nothing asked: ignore
-      clearTimeout(p.timer);
-      if (m.type === 'error') p.reject(new VlakitError('E_IO', `the policy server: ${String(m.message)}`));
-      else p.resolve(m);
+      // a reply when nothing was asked is ignored
+      if (m.type === 'error') c.replies.reject(new VlakitError('E_IO', `the policy server: ${String(m.message)}`));
+      else c.replies.resolve(m);
     });
     ws.on('close', (code: number, reason: Buffer) => {
       const why = code === 1005 ? '' : ` (${code}${reason.length ? `: ${reason.toString()}` : code === CLOSE.tooBig ? ': a message larger than the server takes' : ''})`;
-      c.fail(new VlakitError('E_IO', `the policy server at ${url} closed the connection${why}`));
+      c.replies.fail(new VlakitError('E_IO', `the policy server at ${url} closed the connection${why}`));
     });
-    ws.on('error', (err) => c.fail(new VlakitError('E_IO', `cannot talk to the policy server at ${url}: ${err.message}`)));
+    ws.on('error', (err) => c.replies.fail(new VlakitError('E_IO', `cannot talk to the policy server at ${url}: ${err.message}`)));
     ws.on('unexpected-response', (_req, res) => {
-      c.fail(new VlakitError('E_IO', `the policy server at ${url} refused the connection: HTTP ${res.statusCode}${res.statusCode === 401 ? ' (a wrong or missing --api-key?)' : ''}`));
+      c.replies.fail(new VlakitError('E_IO', `the policy server at ${url} refused the connection: HTTP ${res.statusCode}${res.statusCode === 401 ? ' (a wrong or missing --api-key?)' : ''}`));
       ws.terminate();
     });
     let meta: Record<string, unknown>;
     try {
-      meta = await c.next();
+      meta = await c.replies.wait();
     } catch (err) {
       ws.terminate();
       throw err;
@@ -321,22 +315,9 @@ export class PolicyClient {
     return c;
   }
 
-  /** The next message, within the time limit. */
-  private next(): Promise<Record<string, unknown>> {
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => {
-      const entry: (typeof this.pending)[number] = { resolve, reject };
-      entry.timer = setTimeout(() => {
-        this.fail(new VlakitError('E_IO', `no answer from the policy server at ${this.url} within ${this.timeoutMs} ms`));
-        this.ws.terminate();
-      }, this.timeoutMs);
-      this.pending.push(entry);
-    });
-  }
-
   private request(m: Record<string, unknown>): Promise<Record<string, unknown>> {
-    if (this.failure) return Promise.reject(this.failure);
-    const answer = this.next();
+    if (this.replies.failure) return Promise.reject(this.replies.failure);
+    const answer = this.replies.wait(); // the next message, within the time limit
     this.ws.send(encode(m, { ignoreUndefined: true }));
     return answer;
   }
@@ -351,7 +332,7 @@ export class PolicyClient {
   }
 
   close(): void {
-    this.fail(new VlakitError('E_IO', 'the client was closed'));
+    this.replies.fail(new VlakitError('E_IO', 'the client was closed'));
     this.ws.close();
   }
 }

@@ -15,7 +15,9 @@ import { VlakitError } from '../errors.js';
 import type { VlaConfig } from '../model/config.js';
 import type { VlaModel } from '../model/model.js';
 import { paramName } from '../model/layers.js';
-import type { PixelLayout, Prepared } from './data.js';
+import { type Batch, disposeBatch, makeBatch, type PixelLayout, type Prepared } from './data.js';
+import { sftLoss } from './loss.js';
+import { ReplyQueue } from '../util/reply-queue.js';
 
 /** The whole batch's token counts, by which every part's loss is normalized. */
 export interface BatchCounts {
@@ -77,38 +79,65 @@ export interface PartResult {
   tokens: number;
 }
 
+/** A part's loss (its value and its action and reasoning terms), its text tokens, and the gradients of the variables. */
+export interface PartGrads {
+  grads: tf.NamedTensorMap;
+  loss: number;
+  action: number;
+  reasoning: number;
+  tokens: number;
+}
+
+/**
+ * The loss of `items` (one part of a batch) and its gradients with respect to `vars`: with `counts` (the whole batch's
+ * token counts), the loss is normalized by them, so the parts' gradients add up to the batch's; without, by the
+ * part's own. The caller disposes the gradients.
+ */
+export function partGrads(model: VlaModel | ((b: Batch) => tf.Tensor3D), items: Prepared[], layout: PixelLayout, counts: BatchCounts | undefined, vars: tf.Variable[], lambdaR: number): PartGrads {
+  const batch = makeBatch(items, layout);
+  try {
+    if (counts) {
+      batch.actionCount = counts.action;
+      batch.reasoningCount = counts.reasoning;
+    }
+    let parts: [number, number] = [0, 0];
+    const { value, grads } = tf.variableGrads(() => {
+      const l = sftLoss(model, batch, lambdaR);
+      parts = [l.action.dataSync()[0], l.reasoning.dataSync()[0]];
+      return l.loss;
+    }, vars);
+    const loss = value.dataSync()[0];
+    value.dispose();
+    return { grads, loss, action: parts[0], reasoning: parts[1], tokens: batch.tokens };
+  } finally {
+    disposeBatch(batch);
+  }
+}
+
 type Reply = { ok: true; result?: PartResult } | { ok: false; message: string };
 
 /** A worker thread holding a replica, answering one request at a time. */
 class Replica {
-  private pending: { resolve: (r: PartResult | undefined) => void; reject: (e: Error) => void } | undefined;
-  private failure: Error | undefined;
+  private readonly replies = new ReplyQueue<PartResult | undefined>();
 
   constructor(private readonly worker: Worker) {
     worker.on('message', (m: Reply) => {
-      const p = this.pending;
-      this.pending = undefined;
-      if (!p) return;
-      if (m.ok) p.resolve(m.result);
-      else p.reject(new VlakitError('E_MODEL', `a data-parallel worker failed: ${m.message}`));
+      if (m.ok) this.replies.resolve(m.result);
+      else this.replies.reject(new VlakitError('E_MODEL', `a data-parallel worker failed: ${m.message}`));
     });
-    worker.on('error', (e) => this.fail(new VlakitError('E_MODEL', `a data-parallel worker failed: ${e.message}`)));
-    worker.on('exit', (code) => this.fail(new VlakitError('E_MODEL', `a data-parallel worker exited (code ${code})`)));
-  }
-
-  private fail(e: Error): void {
-    this.failure ??= e;
-    const p = this.pending;
-    this.pending = undefined;
-    p?.reject(e);
+    worker.on('error', (e) => this.replies.fail(new VlakitError('E_MODEL', `a data-parallel worker failed: ${e.message}`)));
+    worker.on('exit', (code) => this.replies.fail(new VlakitError('E_MODEL', `a data-parallel worker exited (code ${code})`)));
   }
 
   request(message: unknown, transfer: ArrayBuffer[] = []): Promise<PartResult | undefined> {
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => {
-      this.pending = { resolve, reject };
+    if (this.replies.failure) return Promise.reject(this.replies.failure);
+    const answer = this.replies.wait();
+    try {
       this.worker.postMessage(message, transfer);
-    });
+    } catch (err) {
+      this.replies.fail(err as Error);
+    }
+    return answer;
   }
 
   async close(): Promise<void> {

@@ -8,9 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../model/backend.js';
 import { newVar } from '../model/layers.js';
 import { VlaModel } from '../model/model.js';
-import { disposeBatch, makeBatch } from './data.js';
-import type { PartRequest, PartResult, ReplicaInit } from './data-parallel.js';
-import { sftLoss } from './loss.js';
+import { type PartRequest, type PartResult, type ReplicaInit, partGrads } from './data-parallel.js';
 
 let model: VlaModel | undefined;
 let init: ReplicaInit | undefined;
@@ -32,27 +30,14 @@ async function setup(i: ReplicaInit): Promise<void> {
 
 function part(r: PartRequest): { result: PartResult; transfer: ArrayBuffer[] } {
   if (!model || !init) throw new Error('the replica was not initialized');
-  const m = model;
   vars.forEach((v, i) => v.assign(tf.tensor(r.weights[i], v.shape)));
-  const batch = makeBatch(r.items, init.layout);
-  batch.actionCount = r.counts.action; // the whole batch's counts: the parts' gradients add up to the batch's
-  batch.reasoningCount = r.counts.reasoning;
-  let parts: [number, number] = [0, 0];
-  const { value, grads } = tf.variableGrads(() => {
-    const l = sftLoss(m, batch, init!.lambdaR);
-    parts = [l.action.dataSync()[0], l.reasoning.dataSync()[0]];
-    return l.loss;
-  }, vars);
-  const loss = value.dataSync()[0];
-  value.dispose();
+  const { grads, loss, action, reasoning, tokens } = partGrads(model, r.items, init.layout, r.counts, vars, init.lambdaR);
   const out = vars.map((v) => {
     const g = grads[v.name];
     return g ? (g.dataSync() as Float32Array).slice() : null;
   });
   tf.dispose(Object.values(grads));
-  const tokens = batch.tokens;
-  disposeBatch(batch);
-  return { result: { grads: out, loss, action: parts[0], reasoning: parts[1], tokens }, transfer: out.flatMap((g) => (g ? [g.buffer as ArrayBuffer] : [])) };
+  return { result: { grads: out, loss, action, reasoning, tokens }, transfer: out.flatMap((g) => (g ? [g.buffer as ArrayBuffer] : [])) };
 }
 
 parentPort?.on('message', async (msg: { kind: 'init'; init: ReplicaInit } | { kind: 'part'; request: PartRequest }) => {

@@ -20,11 +20,10 @@ import { buildTokenizer, loadTokenizer, loadTokenizerFile, type Tokenizer } from
 import { Rng } from '../util/rng.js';
 import { type Batch, type PixelLayout, type Prepared, disposeBatch, examplesText, makeBatch, prepare } from './data.js';
 import { HfTrainee, type Trainee } from './hf-sft.js';
-import { DataParallel, batchCounts, splitParts } from './data-parallel.js';
+import { DataParallel, batchCounts, partGrads, splitParts } from './data-parallel.js';
 import { HfLoraModel } from './hf-model.js';
 import { isHfCheckpoint, loadHfCheckpoint } from '../model/arch/hf.js';
 import type { Processor } from '../model/processor/types.js';
-import { sftLoss, tokenCrossEntropy } from './loss.js';
 import { AdamW, lrAt } from './optim.js';
 import { type RunIdentity, RunDir, STATE_FILE, TrainerStateBase, hashCheckpoint, hashFile, hashRecords, hashValue } from './run-dir.js';
 
@@ -342,23 +341,12 @@ async function steps(
       const counts = dp ? batchCounts(all) : undefined;
       const collect = dp ? await dp.dispatch(shares, counts!) : undefined;
       const items = shares[0];
-      const batch = makeBatch(items, model.layout);
-      if (counts) {
-        batch.actionCount = counts.action;
-        batch.reasoningCount = counts.reasoning;
-      }
-      tokens += batch.tokens;
-      let parts: [number, number] = [0, 0];
-      const { value, grads } = tf.variableGrads(() => {
-        const l = sftLoss((b) => model.logits(b, items), batch, o.lambdaR ?? 1);
-        parts = [l.action.dataSync()[0], l.reasoning.dataSync()[0]];
-        return l.loss;
-      }, vars);
-      lossSum += value.dataSync()[0];
-      aSum += parts[0];
-      rSum += parts[1];
-      value.dispose();
-      for (const [n, g] of Object.entries(grads)) {
+      const part = partGrads((b) => model.logits(b, items), items, model.layout, counts, vars, o.lambdaR ?? 1);
+      tokens += part.tokens;
+      lossSum += part.loss;
+      aSum += part.action;
+      rSum += part.reasoning;
+      for (const [n, g] of Object.entries(part.grads)) {
         const prev = sums.get(n);
         sums.set(n, prev ? tf.add(prev, g) : g);
         if (prev) {
@@ -366,7 +354,6 @@ async function steps(
           g.dispose();
         }
       }
-      disposeBatch(batch);
       if (collect) {
         const results = await collect();
         dp!.addGrads(sums, results);
