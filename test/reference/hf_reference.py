@@ -295,6 +295,22 @@ def vlakit_vla(W, c, ids, pixels):
             for gx in range(g):
                 patches[cam, gy * g + gx] = pixels[cam, gy * P : (gy + 1) * P, gx * P : (gx + 1) * P, :].reshape(-1)
     lin = lambda x, n: x @ W[f"{n}.weight"] + W[f"{n}.bias"]
+    if v.get("stem_patch_size"):
+        # the patch stem: every s x s cell of a patch (cells row-major, each flattened row, column, channel) through
+        # one linear map and a tanh-GELU; the patch embedding reads the cells' features in cell order
+        s, Cs = v["stem_patch_size"], v["stem_channels"]
+        q = P // s
+        feats = np.zeros((C, g * g, q * q * Cs))
+        for cam in range(C):
+            for gy in range(g):
+                for gx in range(g):
+                    for cy in range(q):
+                        for cx in range(q):
+                            y0, x0 = gy * P + cy * s, gx * P + cx * s
+                            cell = pixels[cam, y0 : y0 + s, x0 : x0 + s, :].reshape(-1)
+                            k = cy * q + cx
+                            feats[cam, gy * g + gx, k * Cs : (k + 1) * Cs] = gelu_tanh(lin(cell, "vision.stem"))
+        patches = feats
     x = lin(patches, "vision.patch_embed") + W["vision.pos_embed"]  # [C, Np, Dv]
     heads = lambda a: a.reshape(C, -1, Hv, hv).transpose(0, 2, 1, 3)  # [C, Hv, Np, hv]
     for i in range(v["num_hidden_layers"]):

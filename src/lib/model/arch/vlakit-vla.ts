@@ -51,7 +51,11 @@ export function vlaTensors(c: VlaConfig): TensorSpec[] {
     out.push({ name: `${name}.weight`, shape: [n], init: 'ones' });
     if (bias) out.push({ name: `${name}.bias`, shape: [n], init: 'zeros' });
   };
-  lin('vision.patch_embed', P * P * 3, v.hidden_size);
+  if (v.stem_patch_size !== undefined && v.stem_channels !== undefined) {
+    const q = P / v.stem_patch_size;
+    lin('vision.stem', v.stem_patch_size * v.stem_patch_size * 3, v.stem_channels);
+    lin('vision.patch_embed', q * q * v.stem_channels, v.hidden_size);
+  } else lin('vision.patch_embed', P * P * 3, v.hidden_size);
   normal('vision.pos_embed', [patchesPerImage(c), v.hidden_size]);
   for (let i = 0; i < v.num_hidden_layers; i++) {
     const n = `vision.layers.${i}`;
@@ -99,7 +103,14 @@ export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T): T {
   const Dv = v.hidden_size;
   const hd = Dv / v.num_attention_heads;
   // [B, C, S, S, 3] -> [B*C, g, P, g, P, 3] -> [B*C, g, g, P, P, 3] -> [B*C, Np, P*P*3]
-  const patches = ops.reshape(ops.transpose(ops.reshape(pixels, [-1, g, P, g, P, 3]), [0, 1, 3, 2, 4, 5]), [-1, Np, P * P * 3]);
+  let patches = ops.reshape(ops.transpose(ops.reshape(pixels, [-1, g, P, g, P, 3]), [0, 1, 3, 2, 4, 5]), [-1, Np, P * P * 3]);
+  if (v.stem_patch_size !== undefined && v.stem_channels !== undefined) {
+    const s = v.stem_patch_size;
+    const q = P / s;
+    // each patch's cells: [B*C*Np, q, s, q, s, 3] -> [B*C*Np, q, q, s, s, 3] -> [B*C, Np, q*q, s*s*3]
+    const cells = ops.reshape(ops.transpose(ops.reshape(patches, [-1, q, s, q, s, 3]), [0, 1, 3, 2, 4, 5]), [-1, Np, q * q, s * s * 3]);
+    patches = ops.reshape(ops.gelu(ops.linear(cells, 'vision.stem'), 'tanh'), [-1, Np, q * q * v.stem_channels]); // [B*C, Np, q*q*Cs]
+  }
   let x = ops.add(ops.linear(patches, 'vision.patch_embed'), ops.param('vision.pos_embed')); // [B*C, Np, Dv]
   for (let i = 0; i < v.num_hidden_layers; i++) {
     const n = `vision.layers.${i}`;
