@@ -21,6 +21,12 @@ export interface VisionConfig {
    */
   stem_patch_size?: number;
   stem_channels?: number;
+  /**
+   * Keypoint tokens (absent: none; needs the stem): each of `keypoints` learned queries attends over the stem's cells
+   * (a spatial softmax over the image at the stem's resolution) and reads the expected cell position; each becomes one
+   * more image token after the patches. A named object's position is then one attention away for the decoder.
+   */
+  keypoints?: number;
 }
 
 export interface TextConfig {
@@ -87,6 +93,14 @@ export function patchesPerImage(c: VlaConfig): number {
   return patchGrid(c) ** 2;
 }
 
+/** Image tokens of one camera: its patches, then its keypoint tokens. */
+export function tokensPerImage(c: VlaConfig): number {
+  return patchesPerImage(c) + (c.vision_config.keypoints ?? 0);
+}
+
+/** The head size of the keypoint queries (each keypoint one attention head). */
+export const KEYPOINT_DIM = 8;
+
 export function validateConfig(c: VlaConfig): void {
   const v = c.vision_config;
   const t = c.text_config;
@@ -94,6 +108,7 @@ export function validateConfig(c: VlaConfig): void {
   if (v.image_size % v.patch_size !== 0) throw bad(`image_size ${v.image_size} is not a multiple of patch_size ${v.patch_size}`);
   if ((v.stem_patch_size === undefined) !== (v.stem_channels === undefined)) throw bad('stem_patch_size and stem_channels go together');
   if (v.stem_patch_size !== undefined && v.patch_size % v.stem_patch_size !== 0) throw bad(`patch_size ${v.patch_size} is not a multiple of stem_patch_size ${v.stem_patch_size}`);
+  if (v.keypoints !== undefined && v.stem_patch_size === undefined) throw bad('keypoints need the stem (stem_patch_size, stem_channels)');
   if (v.hidden_size % v.num_attention_heads !== 0) throw bad('vision hidden_size must be a multiple of num_attention_heads');
   if (t.hidden_size % t.num_attention_heads !== 0) throw bad('text hidden_size must be a multiple of num_attention_heads');
   if (t.num_attention_heads % t.num_key_value_heads !== 0) throw bad('num_attention_heads must be a multiple of num_key_value_heads');
@@ -114,6 +129,7 @@ const VisionConfigSchema = z.looseObject({
   layer_norm_eps: eps,
   stem_patch_size: positive.optional(),
   stem_channels: positive.optional(),
+  keypoints: positive.optional(),
 });
 
 const TextConfigSchema = z.looseObject({
@@ -153,6 +169,7 @@ export function withConfigChecks<S extends z.ZodType<VlaConfig>>(schema: S): S {
     if (v.image_size % v.patch_size !== 0) bad(['vision_config', 'patch_size'], `image_size ${v.image_size} is not a multiple of patch_size ${v.patch_size}`);
     if ((v.stem_patch_size === undefined) !== (v.stem_channels === undefined)) bad(['vision_config', v.stem_patch_size === undefined ? 'stem_patch_size' : 'stem_channels'], 'stem_patch_size and stem_channels go together');
     else if (v.stem_patch_size !== undefined && v.patch_size % v.stem_patch_size !== 0) bad(['vision_config', 'stem_patch_size'], `patch_size ${v.patch_size} is not a multiple of stem_patch_size ${v.stem_patch_size}`);
+    if (v.keypoints !== undefined && v.stem_patch_size === undefined) bad(['vision_config', 'keypoints'], 'keypoints need the stem (stem_patch_size, stem_channels)');
     if (v.hidden_size % v.num_attention_heads !== 0) bad(['vision_config', 'num_attention_heads'], 'vision hidden_size must be a multiple of num_attention_heads');
     if (t.hidden_size % t.num_attention_heads !== 0) bad(['text_config', 'num_attention_heads'], 'text hidden_size must be a multiple of num_attention_heads');
     else if (t.num_attention_heads % t.num_key_value_heads !== 0) bad(['text_config', 'num_key_value_heads'], 'num_attention_heads must be a multiple of num_key_value_heads');

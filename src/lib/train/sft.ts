@@ -13,7 +13,7 @@ import type { TrainingExample } from '../actions/examples.js';
 import { withoutActionsMarker } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
 import { loadCheckpoint, writeModelFiles } from '../model/checkpoint.js';
-import { type Preset, patchesPerImage, preset, type VlaConfig } from '../model/config.js';
+import { type Preset, preset, tokensPerImage, type VlaConfig } from '../model/config.js';
 import { VlaModel } from '../model/model.js';
 import { readSafetensors, writeSafetensors } from '../model/safetensors.js';
 import { buildTokenizer, loadTokenizer, loadTokenizerFile, type Tokenizer } from '../model/tokenizer.js';
@@ -173,7 +173,7 @@ class BuiltinTrainee implements Trainee {
 
   prepare(examples: TrainingExample[]): Promise<Prepared[]> {
     const cfg = this.model.config;
-    const maxTokens = cfg.text_config.max_position_embeddings - patchesPerImage(cfg) * cfg.num_cameras;
+    const maxTokens = cfg.text_config.max_position_embeddings - tokensPerImage(cfg) * cfg.num_cameras;
     return prepare(examples, this.tok, { cameras: cfg.num_cameras, imageSize: cfg.vision_config.image_size, maxTokens });
   }
 
