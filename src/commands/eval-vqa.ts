@@ -33,7 +33,7 @@ export default class EvalVqa extends VlakitCommand {
     data: Flags.string({ description: 'a VQAv2 directory, a .jsonl or a .tsv file (repeatable)', multiple: true }),
     circular: Flags.boolean({ description: 'multiple choice: circular evaluation (right under every rotation of the options)' }),
     limit: int({ description: 'at most N questions per dataset', min: 1, max: 1_000_000_000 }),
-    metric: Flags.string({ description: 'score every JSON Lines dataset with this metric instead of its own', options: ['vqa', 'exact', 'anls', 'mc'] }),
+    metric: Flags.string({ description: 'score every JSON Lines dataset with this metric instead of its own', options: ['vqa', 'exact', 'anls', 'mc', 'position'] }),
     'log-samples': Flags.string({ description: 'write every question, answer, prediction and score as JSON Lines', helpValue: 'FILE' }),
     concurrency: int({ description: 'parallel requests to an endpoint', default: 8, min: 1, max: 256 }),
     cache: Flags.string({ description: 'endpoint answer cache directory (default: the teacher cache)', helpValue: 'DIR' }),

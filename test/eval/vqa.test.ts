@@ -14,6 +14,7 @@ import {
   anls,
   evaluateModel,
   exactMatch,
+  positionError,
   extractChoice,
   forgettingReport,
   generateSceneQa,
@@ -285,12 +286,24 @@ describe('grounding questions (--types where,gripper)', () => {
         for (let k = 0; k < 3; k++) expect(Math.abs(answer[k] - state[k] * 100)).toBeLessThanOrEqual(0.05 + 1e-9);
       }
       expect(q.answer).toMatch(/^\[-?\d+\.\d(, -?\d+\.\d){1,2}\]$/);
+      expect(q.metric).toBe('position');
     }
     await env.close();
     // the default types are the exact-answer ones: no positions
     const plain = await collect(generateSceneQa({ count: 30, seed: 5, width: 32, height: 32 }));
     expect(plain.some((q) => q.type === 'where' || q.type === 'gripper')).toBe(false);
   }, 120_000);
+
+  it('are scored by position: the distance to the true position, right within 2 cm', () => {
+    expect(positionError('[45.1, 12.9]', '[46.0, 13.0]').error).toBeCloseTo(Math.sqrt(0.81 + 0.01), 9);
+    expect(positionError('[45.1, 12.9]', '[46.0, 13.0]').score).toBe(1);
+    const far = positionError('The spoon is at [49.0, 10.0] cm.', '[46.0, 13.0]');
+    expect(far.error).toBeCloseTo(Math.sqrt(18), 9);
+    expect(far.score).toBe(0);
+    expect(positionError('[35.0, 0.0, 16.5]', '[35.0, 0.0, 18.0]').score).toBe(1); // 1.5 cm, all three coordinates
+    expect(positionError('[35.0, 0.0]', '[35.0, 0.0, 18.0]')).toEqual({ score: 0 }); // too few numbers: wrong, no distance
+    expect(positionError('somewhere on the left', '[46.0, 13.0]')).toEqual({ score: 0 });
+  });
 
   it('eval-vqa --types refuses an unknown type (exit 2)', async () => {
     const r = await execa('node', [BIN, 'eval-vqa', '--generate', '3', '--types', 'where,colour'], { reject: false });

@@ -34,7 +34,8 @@ export interface SceneQaItem {
   image: ImageJson;
   question: string;
   answer: string;
-  metric: 'exact';
+  /** exact; position for the grounding types (within 2 cm, eval-vqa's position metric) */
+  metric: 'exact' | 'position';
   type: SceneQaType;
   scene: { seed: number; family: string; step: number };
   facts: SceneFacts;
@@ -149,7 +150,7 @@ export async function* generateSceneQa(o: SceneQaOptions): AsyncGenerator<SceneQ
       for (const q of all) if (!picked.includes(q) && picked.length < (o.perFrame ?? 3)) picked.push(q); // more of the same types
       for (const q of picked.slice(0, o.perFrame ?? 3)) {
         if (made >= o.count) break;
-        yield { id: `sceneqa-${o.seed}-${made}`, image: obs.image_0 as ImageJson, question: q.question, answer: q.answer, metric: 'exact', type: q.type, scene: { seed, family, step }, facts };
+        yield { id: `sceneqa-${o.seed}-${made}`, image: obs.image_0 as ImageJson, question: q.question, answer: q.answer, metric: q.type === 'where' || q.type === 'gripper' ? 'position' : 'exact', type: q.type, scene: { seed, family, step }, facts };
         made += 1;
       }
     }
