@@ -23,6 +23,7 @@ export default class EvalVqa extends VlakitCommand {
     as: Flags.string({ description: '--generate: vqa (JSON Lines for eval-vqa) or examples (training examples for train-sft)', options: ['vqa', 'examples'], default: 'vqa' }),
     width: int({ description: '--generate: image width, px', default: 128, min: 16, max: 1024 }),
     height: int({ description: '--generate: image height, px', default: 128, min: 16, max: 1024 }),
+    types: Flags.string({ description: `--generate: question types, comma-separated (${'color,count,exists,left_right,left_of,on,holding'} by default; where and gripper ask for positions in centimeters: grounding data for a base VLM)`, helpValue: 'LIST' }),
     'per-frame': int({ description: '--generate: questions per frame', default: 3, min: 1, max: 100 }),
     output: Flags.string({ char: 'o', description: '--generate: output file ("-" or absent: stdout)', helpValue: 'PATH' }),
     overwrite: sharedFlags.overwrite,
@@ -32,7 +33,7 @@ export default class EvalVqa extends VlakitCommand {
     data: Flags.string({ description: 'a VQAv2 directory, a .jsonl or a .tsv file (repeatable)', multiple: true }),
     circular: Flags.boolean({ description: 'multiple choice: circular evaluation (right under every rotation of the options)' }),
     limit: int({ description: 'at most N questions per dataset', min: 1, max: 1_000_000_000 }),
-    metric: Flags.string({ description: 'score every JSON Lines dataset with this metric instead of its own', options: ['vqa', 'exact', 'anls', 'mc'] }),
+    metric: Flags.string({ description: 'score every JSON Lines dataset with this metric instead of its own', options: ['vqa', 'exact', 'anls', 'mc', 'position'] }),
     'log-samples': Flags.string({ description: 'write every question, answer, prediction and score as JSON Lines', helpValue: 'FILE' }),
     concurrency: int({ description: 'parallel requests to an endpoint', default: 8, min: 1, max: 256 }),
     cache: Flags.string({ description: 'endpoint answer cache directory (default: the teacher cache)', helpValue: 'DIR' }),
@@ -50,7 +51,7 @@ export default class EvalVqa extends VlakitCommand {
     exclusive('model', 'models', 'one model, or several to compare'),
     exclusive('generate', 'data', '--generate writes questions, --data evaluates on them'),
     exclusive('cache', 'no-cache', '--no-cache reads and writes no cache'),
-    ...allOnlyWith(['seed', 'as', 'width', 'height', 'per-frame', 'output'], '--generate', (i) => i.given.has('generate')),
+    ...allOnlyWith(['seed', 'as', 'width', 'height', 'per-frame', 'types', 'output'], '--generate', (i) => i.given.has('generate')),
     ...allOnlyWith(['models', 'model', 'endpoint', 'circular', 'limit', 'metric', 'log-samples', 'concurrency', 'cache', 'no-cache', 'max-new-tokens', 'device', 'backend', 'adapter'], 'an evaluation (not with --generate)', (i) => !i.given.has('generate')),
   ];
 
@@ -140,15 +141,19 @@ export default class EvalVqa extends VlakitCommand {
     return new ev.RunnerModel(name, await openModel(spec, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter }), flags['max-new-tokens']);
   }
 
-  private async generateScenes(n: number, flags: { seed: number; as: string; width: number; height: number; 'per-frame': number; output?: string; overwrite: boolean; quiet: boolean }): Promise<void> {
-    const { generateSceneQa, sceneQaExample } = await import('../lib/eval/index.js');
+  private async generateScenes(n: number, flags: { seed: number; as: string; width: number; height: number; 'per-frame': number; types?: string; output?: string; overwrite: boolean; quiet: boolean }): Promise<void> {
+    const { generateSceneQa, sceneQaExample, SCENE_QA_TYPES } = await import('../lib/eval/index.js');
+    const askTypes = flags.types?.split(',').map((t) => t.trim());
+    for (const t of askTypes ?? []) {
+      if (!(SCENE_QA_TYPES as readonly string[]).includes(t)) throw new VlakitError('E_USAGE', `--types: unknown question type "${t}"; expected some of ${SCENE_QA_TYPES.join(', ')}`);
+    }
     const { writeJsonl } = await import('../lib/io/index.js');
     const progress = await startProgress('eval-vqa --generate', !flags.quiet);
     let made = 0;
     const types: Record<string, number> = {};
     const signal = this.abort.signal;
     const items = (async function* () {
-      for await (const q of generateSceneQa({ count: n, seed: flags.seed, width: flags.width, height: flags.height, perFrame: flags['per-frame'], signal })) {
+      for await (const q of generateSceneQa({ count: n, seed: flags.seed, width: flags.width, height: flags.height, perFrame: flags['per-frame'], types: askTypes as (typeof SCENE_QA_TYPES)[number][] | undefined, signal })) {
         types[q.type] = (types[q.type] ?? 0) + 1;
         progress.update({ records: ++made, unit: 'questions' });
         yield flags.as === 'examples' ? sceneQaExample(q) : q;

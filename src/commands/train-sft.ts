@@ -7,6 +7,14 @@ import { VlakitError } from '../lib/errors.js';
 import { codecFor, readActionStats, type TrainingExample, TrainingExampleSchema } from '../lib/actions/index.js';
 import { readValidated } from '../lib/io/index.js';
 
+/** --config: a model config.json (a checkpoint's works: its vlakit block is left out). */
+async function readModelConfig(file: string) {
+  const { readJsonFile } = await import('../lib/io/json-file.js');
+  const { VlaConfigSchema } = await import('../lib/model/config.js');
+  const { vlakit: _, ...config } = readJsonFile(file, VlaConfigSchema, { what: 'model config (--config)' }) as Record<string, unknown>;
+  return config as unknown as import('../lib/model/config.js').VlaConfig;
+}
+
 export default class TrainSft extends VlakitCommand {
   static summary = 'Fine-tune the VLA model on training examples: LoRA or full, frozen lower layers, action + lambda_r x reasoning loss.';
   static description =
@@ -24,6 +32,7 @@ export default class TrainSft extends VlakitCommand {
   static flags = {
     output: Flags.string({ char: 'o', description: 'run directory (run.json, checkpoints, final model, metrics.jsonl); one run per directory', required: true, helpValue: 'DIR' }),
     preset: Flags.string({ description: 'model size when starting from scratch', options: ['tiny', 'mini', 'small', 'base'], default: 'tiny' }),
+    config: Flags.string({ description: 'a model config.json for a new model instead of --preset (sizes, the patch stem, keypoint tokens: docs/MODEL.md); its vocab_size and num_cameras come from the tokenizer and the data', helpValue: 'FILE' }),
     init: Flags.string({ description: 'start from this checkpoint: a vlakit checkpoint, or a Hugging Face checkpoint (config.json + safetensors; LoRA only, inputs through its processor, adapters saved in PEFT\'s layout)', helpValue: 'DIR' }),
     resume: Flags.boolean({ description: 'continue the run in -o from its latest checkpoint, exactly (the same data, settings and seed)' }),
     overwrite: sharedFlags.overwrite,
@@ -61,7 +70,8 @@ export default class TrainSft extends VlakitCommand {
     ...allOnlyWith(['lora-r', 'lora-alpha', 'lora-targets'], '--lora', (i) => i.flags.lora === true),
     exclusive('steps', 'epochs', '--epochs sets the steps when --steps is not given'),
     exclusive('tokenizer', 'vocab-size', 'a tokenizer.json has its own vocabulary'),
-    ...allOnlyWith(['preset', 'vocab-size', 'tokenizer', 'vocab-from', 'cameras'], 'a new model (not with --init, whose checkpoint has them)', (i) => !i.given.has('init')),
+    exclusive('config', 'preset', '--config gives the sizes --preset would'),
+    ...allOnlyWith(['preset', 'config', 'vocab-size', 'tokenizer', 'vocab-from', 'cameras'], 'a new model (not with --init, whose checkpoint has them)', (i) => !i.given.has('init')),
   ];
 
   async run(): Promise<void> {
@@ -87,11 +97,12 @@ export default class TrainSft extends VlakitCommand {
         examples,
         outDir: flags.output,
         preset: flags.preset as 'tiny',
+        sizes: flags.config ? await readModelConfig(flags.config) : undefined,
         init: flags.init,
         processor,
         resume: flags.resume,
         overwrite: flags.overwrite,
-        inputs: [...inputs, ...(flags['vocab-from'] ?? []), ...(flags.stats ? [flags.stats] : []), ...(flags.tokenizer ? [flags.tokenizer] : [])],
+        inputs: [...inputs, ...(flags['vocab-from'] ?? []), ...(flags.config ? [flags.config] : []), ...(flags.stats ? [flags.stats] : []), ...(flags.tokenizer ? [flags.tokenizer] : [])],
         vocabSize: flags['vocab-size'],
         tokenizerFile: flags.tokenizer,
         vocabFrom,

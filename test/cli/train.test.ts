@@ -95,4 +95,30 @@ describe('train-rl run directories', () => {
     expect(cfg.vision_config).toMatchObject({ image_size: 64, patch_size: 16 });
     expect(cfg.text_config).toMatchObject({ hidden_size: 48, num_hidden_layers: 2 });
   }, 120_000);
+
+  it('--config: a new model of any size (here the stem and keypoint tokens), vocabulary and cameras from the data; the result exports and a bad config is named', async () => {
+    const sizes = {
+      model_type: 'vlakit-vla', architectures: ['VlaForCausalLM'], num_cameras: 4, tie_word_embeddings: true, initializer_range: 0.1, torch_dtype: 'float32',
+      vision_config: { image_size: 32, patch_size: 8, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, layer_norm_eps: 1e-6, stem_patch_size: 4, stem_channels: 8, keypoints: 4 },
+      text_config: { vocab_size: 9999, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, intermediate_size: 32, rms_norm_eps: 1e-6, rope_theta: 10000, max_position_embeddings: 256 },
+    };
+    const file = path.join(dir, 'sizes.json');
+    writeFileSync(file, JSON.stringify(sizes));
+    const run = path.join(dir, 'sft-config');
+    const r = await vlakit(['train-sft', data, '--config', file, '--vocab-size', '128', '--batch-size', '2', '-q', '--steps', '2', '-o', run]);
+    expect(r.err).toBe('');
+    const cfg = JSON.parse(readFileSync(path.join(run, 'config.json'), 'utf8'));
+    expect(cfg.vision_config).toMatchObject({ stem_patch_size: 4, stem_channels: 8, keypoints: 4 });
+    expect(cfg.num_cameras).toBe(1); // the toy examples have one image
+    const vocab = Object.keys(JSON.parse(readFileSync(path.join(run, 'tokenizer.json'), 'utf8')).model.vocab).length;
+    expect(cfg.text_config.vocab_size).toBeGreaterThanOrEqual(vocab);
+    expect(cfg.text_config.vocab_size).not.toBe(9999);
+    expect((await vlakit(['export', run, '-o', `${run}-onnx`, '-q'])).code).toBe(0);
+    writeFileSync(file, JSON.stringify({ ...sizes, vision_config: { ...sizes.vision_config, stem_patch_size: 3 } }));
+    const bad = await vlakit(['train-sft', data, '--config', file, '--steps', '1', '-q', '-o', path.join(dir, 'sft-bad')]);
+    expect(bad.code).toBe(1); // the file's content: a data error naming the field
+    expect(bad.err).toContain('"vision_config.stem_patch_size"');
+    expect(bad.err).toContain('not a multiple of stem_patch_size 3');
+    expect((await vlakit(['train-sft', data, '--config', file, '--preset', 'mini', '--steps', '1', '-o', path.join(dir, 'sft-bad2')])).code).toBe(2);
+  }, 120_000);
 });

@@ -14,6 +14,7 @@ import {
   anls,
   evaluateModel,
   exactMatch,
+  positionError,
   extractChoice,
   forgettingReport,
   generateSceneQa,
@@ -257,6 +258,57 @@ describe('scene questions from the built-in world', () => {
           break;
       }
     }
+  });
+});
+
+describe('grounding questions (--types where,gripper)', () => {
+  it("answer with the oracle's positions in centimeters (x forward, y left), one decimal, and only when asked for", async () => {
+    const items = await collect(generateSceneQa({ count: 24, seed: 5, width: 32, height: 32, perFrame: 4, types: ['where', 'gripper'] }));
+    expect(items).toHaveLength(24);
+    expect(new Set(items.map((i) => i.type))).toEqual(new Set(['where', 'gripper']));
+    const env = new TabletopEnv({ width: 32, height: 32 });
+    for (const q of items) {
+      const first = await env.reset(q.scene.seed, { family: q.scene.family });
+      const expert = new ScriptedPolicy();
+      expert.reset({ env, seed: q.scene.seed });
+      let obs = first.observation;
+      let info = first.info!;
+      for (let t = 0; t < q.scene.step; t++) ({ observation: obs, info } = await env.step(expert.act()));
+      const answer = JSON.parse(q.answer) as number[];
+      if (q.type === 'where') {
+        const name = /^Where is the (.+)\? Give its \[x, y\] position in centimeters\.$/.exec(q.question)![1];
+        const o = (info.oracle as { objects: { name: string; pos: number[] }[] }).objects.find((x) => x.name === name)!;
+        expect(answer).toHaveLength(2);
+        for (let k = 0; k < 2; k++) expect(Math.abs(answer[k] - o.pos[k] * 100)).toBeLessThanOrEqual(0.05 + 1e-9);
+      } else {
+        const state = obs.state as number[];
+        expect(answer).toHaveLength(3);
+        for (let k = 0; k < 3; k++) expect(Math.abs(answer[k] - state[k] * 100)).toBeLessThanOrEqual(0.05 + 1e-9);
+      }
+      expect(q.answer).toMatch(/^\[-?\d+\.\d(, -?\d+\.\d){1,2}\]$/);
+      expect(q.metric).toBe('position');
+    }
+    await env.close();
+    // the default types are the exact-answer ones: no positions
+    const plain = await collect(generateSceneQa({ count: 30, seed: 5, width: 32, height: 32 }));
+    expect(plain.some((q) => q.type === 'where' || q.type === 'gripper')).toBe(false);
+  }, 120_000);
+
+  it('are scored by position: the distance to the true position, right within 2 cm', () => {
+    expect(positionError('[45.1, 12.9]', '[46.0, 13.0]').error).toBeCloseTo(Math.sqrt(0.81 + 0.01), 9);
+    expect(positionError('[45.1, 12.9]', '[46.0, 13.0]').score).toBe(1);
+    const far = positionError('The spoon is at [49.0, 10.0] cm.', '[46.0, 13.0]');
+    expect(far.error).toBeCloseTo(Math.sqrt(18), 9);
+    expect(far.score).toBe(0);
+    expect(positionError('[35.0, 0.0, 16.5]', '[35.0, 0.0, 18.0]').score).toBe(1); // 1.5 cm, all three coordinates
+    expect(positionError('[35.0, 0.0]', '[35.0, 0.0, 18.0]')).toEqual({ score: 0 }); // too few numbers: wrong, no distance
+    expect(positionError('somewhere on the left', '[46.0, 13.0]')).toEqual({ score: 0 });
+  });
+
+  it('eval-vqa --types refuses an unknown type (exit 2)', async () => {
+    const r = await execa('node', [BIN, 'eval-vqa', '--generate', '3', '--types', 'where,colour'], { reject: false });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('unknown question type "colour"');
   });
 });
 

@@ -110,15 +110,17 @@ describe('vlakit-vla in the registry', () => {
 });
 
 describe('vlakit-vla against the NumPy float64 reference', () => {
-  const REF = path.resolve('test/fixtures/reference/vlakit-vla-tiny');
-  it('logits of the text positions within 1e-4 relative: the checkpoint (tfjs) and its exports (onnxruntime)', async () => {
+  // vlakit-vla-stem-tiny: the same with the patch stem (4-px cells, GELU features) before the patch embedding;
+  // vlakit-vla-kp-tiny: and keypoint tokens (a spatial softmax per learned query over the stem's cells)
+  it.each(['vlakit-vla-tiny', 'vlakit-vla-stem-tiny', 'vlakit-vla-kp-tiny'])('%s: logits of the text positions within 1e-4 relative: the checkpoint (tfjs) and its exports (onnxruntime)', async (name) => {
+    const REF = path.resolve('test/fixtures/reference', name);
     const config = JSON.parse(readFileSync(path.join(REF, 'config.json'), 'utf8')) as VlaConfig;
     const inp = JSON.parse(readFileSync(path.join(REF, 'inputs.json'), 'utf8')) as { input_ids: number[]; pixel_values: number[] };
     const { logits: expected } = JSON.parse(readFileSync(path.join(REF, 'expected.json'), 'utf8')) as { logits: number[][] };
     const m = VlaModel.init(config, 0);
     for (const [n, t] of readSafetensors(path.join(REF, 'model.safetensors')).tensors) m.params.get(n)!.assign(tf.tensor(t.data, t.shape));
     const tok = await buildTokenizer(['grasp the red block'], 40);
-    const ref = path.join(dir, 'ref');
+    const ref = path.join(dir, `ref-${name}`);
     await writeOutputDir(ref, (d) => writeModelFiles(d, m, tok.json));
     m.dispose();
     const scale = Math.max(...expected.flat().map(Math.abs));

@@ -295,7 +295,44 @@ def vlakit_vla(W, c, ids, pixels):
             for gx in range(g):
                 patches[cam, gy * g + gx] = pixels[cam, gy * P : (gy + 1) * P, gx * P : (gx + 1) * P, :].reshape(-1)
     lin = lambda x, n: x @ W[f"{n}.weight"] + W[f"{n}.bias"]
+    if v.get("stem_patch_size"):
+        # the patch stem: every s x s cell of a patch (cells row-major, each flattened row, column, channel) through
+        # one linear map and a tanh-GELU; the patch embedding reads the cells' features in cell order
+        s, Cs = v["stem_patch_size"], v["stem_channels"]
+        q = P // s
+        feats = np.zeros((C, g * g, q * q * Cs))
+        for cam in range(C):
+            for gy in range(g):
+                for gx in range(g):
+                    for cy in range(q):
+                        for cx in range(q):
+                            y0, x0 = gy * P + cy * s, gx * P + cx * s
+                            cell = pixels[cam, y0 : y0 + s, x0 : x0 + s, :].reshape(-1)
+                            k = cy * q + cx
+                            feats[cam, gy * g + gx, k * Cs : (k + 1) * Cs] = gelu_tanh(lin(cell, "vision.stem"))
+        patches = feats
     x = lin(patches, "vision.patch_embed") + W["vision.pos_embed"]  # [C, Np, Dv]
+    K = v.get("keypoints") or 0
+    if K:
+        # keypoint tokens: per keypoint k a softmax over the raster of stem cells of query_k . key_k(cell) / sqrt(8),
+        # the cells' (learned, grid-initialized) positions mapped by value_k and averaged, then proj + embed_k
+        dk, G = 8, S // s
+        kps = np.zeros((C, K, Dv))
+        for cam in range(C):
+            cellf = np.zeros((G * G, Cs))
+            for r in range(G):
+                for col in range(G):
+                    cell = pixels[cam, r * s : (r + 1) * s, col * s : (col + 1) * s, :].reshape(-1)
+                    cellf[r * G + col] = gelu_tanh(lin(cell, "vision.stem"))
+            key = lin(cellf, "vision.keypoints.key")  # [G*G, K*dk]
+            val = lin(W["vision.keypoints.grid"], "vision.keypoints.value")  # [G*G, K*dk]
+            for k in range(K):
+                sl = slice(k * dk, (k + 1) * dk)
+                logits = key[:, sl] @ W["vision.keypoints.query"][0, sl] / np.sqrt(dk)
+                w = np.exp(logits - logits.max())
+                w /= w.sum()
+                kps[cam, k] = lin(w @ val[:, sl], "vision.keypoints.proj") + W["vision.keypoints.embed"][k]
+        x = np.concatenate([x, kps], axis=1)  # [C, Np + K, Dv]
     heads = lambda a: a.reshape(C, -1, Hv, hv).transpose(0, 2, 1, 3)  # [C, Hv, Np, hv]
     for i in range(v["num_hidden_layers"]):
         p = f"vision.layers.{i}"
@@ -313,7 +350,7 @@ def vlakit_vla(W, c, ids, pixels):
     # the decoder's weights in transformers' [out, in] layout, for llama_model
     Wt = {n: (a.T if n.startswith("model.layers.") and a.ndim == 2 else a) for n, a in W.items()}
     h = llama_model(Wt, t, emb, "model")
-    return (h @ W["model.embed_tokens.weight"].T)[C * g * g :]
+    return (h @ W["model.embed_tokens.weight"].T)[C * (g * g + K) :]
 
 
 def forward(d):

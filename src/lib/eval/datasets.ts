@@ -21,7 +21,7 @@ import { JsonlDecoder } from '../io/jsonl.js';
 import { expected, FiniteNumberSchema, validateRecord } from '../io/records.js';
 import { LETTERS, rotateChoices } from './metrics.js';
 
-export type Metric = 'vqa' | 'exact' | 'anls' | 'mc';
+export type Metric = 'vqa' | 'exact' | 'anls' | 'mc' | 'position';
 
 export type ImageSource = ImageJson | { path: string };
 
@@ -116,7 +116,7 @@ export const VqaRowSchema = z
     answers: z.array(scalar).optional(),
     answer: scalar.optional(),
     choices: z.array(scalar).min(2, 'expected at least two choices').optional(),
-    metric: z.enum(['vqa', 'exact', 'anls', 'mc']).optional(),
+    metric: z.enum(['vqa', 'exact', 'anls', 'mc', 'position']).optional(),
     type: z.string().optional(),
   })
   .superRefine((r, ctx) => {

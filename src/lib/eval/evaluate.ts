@@ -14,7 +14,7 @@ import { TeacherItemError } from '../teacher/outcome.js';
 import { PROMPT_VERSIONS } from '../teacher/prompts.js';
 import type { Teacher } from '../teacher/types.js';
 import { type VqaItem, loadImage } from './datasets.js';
-import { anls, exactMatch, extractChoice, vqaAccuracy } from './metrics.js';
+import { anls, exactMatch, extractChoice, positionError, vqaAccuracy } from './metrics.js';
 
 export interface VqaModel {
   readonly name: string;
@@ -110,6 +110,8 @@ export interface Sample {
   prediction: string;
   /** Multiple choice: the letter read from the prediction. */
   picked?: string;
+  /** The position metric: the distance between the predicted and the true position (the answer's units). */
+  distance?: number;
   metric: VqaItem['metric'];
   score: number;
   circular?: VqaItem['circular'];
@@ -119,8 +121,10 @@ export interface Sample {
 }
 
 /** The score of one prediction under the item's metric. */
-export function scoreItem(item: VqaItem, prediction: string): { score: number; picked?: string } {
+export function scoreItem(item: VqaItem, prediction: string): { score: number; picked?: string; error?: number } {
   switch (item.metric) {
+    case 'position':
+      return positionError(prediction, item.answers[0]);
     case 'vqa':
       return { score: vqaAccuracy(prediction, item.answers) };
     case 'anls':
@@ -162,7 +166,7 @@ export async function evaluateModel(model: VqaModel, items: VqaItem[], o: { sign
           throw err;
         }
         const s = scoreItem(item, a.text);
-        const sample: Sample = { model: model.name, benchmark: item.benchmark, id: item.id, type: item.type, question: item.question, answers: item.answers, choices: item.choices, answer: item.answer, prediction: a.text, picked: s.picked, metric: item.metric, score: s.score, circular: item.circular, ms: Math.round(a.ms * 100) / 100 };
+        const sample: Sample = { model: model.name, benchmark: item.benchmark, id: item.id, type: item.type, question: item.question, answers: item.answers, choices: item.choices, answer: item.answer, prediction: a.text, picked: s.picked, metric: item.metric, score: s.score, ...(s.error !== undefined ? { distance: Math.round(s.error * 1000) / 1000 } : {}), circular: item.circular, ms: Math.round(a.ms * 100) / 100 };
         o.onSample?.(sample);
         return sample;
       }).catch(stop),

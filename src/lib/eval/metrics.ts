@@ -156,3 +156,20 @@ export function rotateChoices(choices: string[], answer: string, r: number): { c
   const from = LETTERS.indexOf(answer);
   return { choices: rotated, answer: LETTERS[(from - r + k) % k] };
 }
+
+/** The position metric's tolerance, in the answer's units (centimeters for scene questions): about a small item's half-width. */
+export const POSITION_TOLERANCE = 2;
+
+/**
+ * A position answer ("[x, y]" or "[x, y, z]") against the reference: the Euclidean distance over the reference's
+ * coordinates (the first numbers of the prediction), and whether it is within POSITION_TOLERANCE. A prediction with
+ * fewer numbers scores 0 with no distance.
+ * @example positionError('[45.1, 12.9]', '[46.0, 13.0]') // { error: 0.905..., score: 1 }
+ */
+export function positionError(prediction: string, reference: string): { error?: number; score: number } {
+  const ref = (reference.match(/-?\d+(?:\.\d+)?/g) ?? []).map(Number);
+  const got = (prediction.match(/-?\d+(?:\.\d+)?/g) ?? []).map(Number);
+  if (!ref.length || got.length < ref.length) return { score: 0 };
+  const error = Math.hypot(...ref.map((r, i) => got[i] - r));
+  return { error, score: error <= POSITION_TOLERANCE ? 1 : 0 };
+}

@@ -25,6 +25,8 @@ export interface SceneFacts {
   objects: SceneObject[];
   holding: string;
   relations: string[];
+  /** The tool centre point (m, the robot's frame), for the grounding questions. */
+  gripper?: number[];
 }
 
 export interface SceneQaItem {
@@ -32,10 +34,22 @@ export interface SceneQaItem {
   image: ImageJson;
   question: string;
   answer: string;
-  metric: 'exact';
-  type: 'color' | 'count' | 'exists' | 'left_right' | 'left_of' | 'on' | 'holding';
+  /** exact; position for the grounding types (within 2 cm, eval-vqa's position metric) */
+  metric: 'exact' | 'position';
+  type: SceneQaType;
   scene: { seed: number; family: string; step: number };
   facts: SceneFacts;
+}
+
+/** The question types: exact facts, and the grounding ones (positions as numbers, opt-in). */
+export const SCENE_QA_TYPES = ['color', 'count', 'exists', 'left_right', 'left_of', 'on', 'holding', 'where', 'gripper'] as const;
+export type SceneQaType = (typeof SCENE_QA_TYPES)[number];
+/** The types --generate writes by default (the grounding ones are asked for by name). */
+export const DEFAULT_SCENE_QA_TYPES: SceneQaType[] = ['color', 'count', 'exists', 'left_right', 'left_of', 'on', 'holding'];
+
+/** A position in the robot's frame written as the robot state is in prompts: centimeters, one decimal. */
+function cm(xs: number[]): string {
+  return `[${xs.map((v) => (v * 100).toFixed(1).replace(/^-0\.0$/, '0.0')).join(', ')}]`;
 }
 
 /** How far apart (m, along y) two objects must be for "left of" to be unambiguous. */
@@ -72,6 +86,9 @@ export function sceneQuestions(f: SceneFacts, rng: Rng): { type: SceneQaItem['ty
   }
   for (const [where, xs] of on) if (xs.length === 1) out.push({ type: 'on', question: `What is ${where.replace(/^(on|in) /, '$1 the ')}?`, answer: xs[0] });
   out.push({ type: 'holding', question: 'What is the gripper holding?', answer: f.holding || 'nothing' });
+  // grounding: where each object is on the table (x forward, y left, as in the robot state), and where the gripper is
+  for (const o of objs) out.push({ type: 'where', question: `Where is the ${o.name}? Give its [x, y] position in centimeters.`, answer: cm(o.pos.slice(0, 2)) });
+  if (f.gripper) out.push({ type: 'gripper', question: 'Where is the gripper? Give its [x, y, z] position in centimeters.', answer: cm(f.gripper.slice(0, 3)) });
   return out;
 }
 
@@ -82,6 +99,8 @@ export interface SceneQaOptions {
   height?: number;
   /** Questions per frame (default 3). */
   perFrame?: number;
+  /** The question types to ask (default DEFAULT_SCENE_QA_TYPES). */
+  types?: readonly SceneQaType[];
   signal?: AbortSignal;
 }
 
@@ -115,8 +134,10 @@ export async function* generateSceneQa(o: SceneQaOptions): AsyncGenerator<SceneQ
         if (r.done) break;
       }
       const oracle = info.oracle as { objects: SceneObject[]; holding: string; relations: string[] };
-      const facts: SceneFacts = { objects: oracle.objects.map(({ name, color, shape, role, pos }) => ({ name, color, shape, role, pos })), holding: oracle.holding, relations: oracle.relations };
-      const all = sceneQuestions(facts, rng);
+      const facts: SceneFacts = { objects: oracle.objects.map(({ name, color, shape, role, pos }) => ({ name, color, shape, role, pos })), holding: oracle.holding, relations: oracle.relations, gripper: Array.isArray(obs.state) ? (obs.state as number[]).slice(0, 3) : undefined };
+      const types = new Set(o.types ?? DEFAULT_SCENE_QA_TYPES);
+      const all = sceneQuestions(facts, rng).filter((q) => types.has(q.type));
+      if (!all.length) continue;
       // one question per type first, in a random order of types, then the rest
       const byType = new Map<string, typeof all>();
       for (const q of rng.shuffle(all)) {
@@ -129,7 +150,7 @@ export async function* generateSceneQa(o: SceneQaOptions): AsyncGenerator<SceneQ
       for (const q of all) if (!picked.includes(q) && picked.length < (o.perFrame ?? 3)) picked.push(q); // more of the same types
       for (const q of picked.slice(0, o.perFrame ?? 3)) {
         if (made >= o.count) break;
-        yield { id: `sceneqa-${o.seed}-${made}`, image: obs.image_0 as ImageJson, question: q.question, answer: q.answer, metric: 'exact', type: q.type, scene: { seed, family, step }, facts };
+        yield { id: `sceneqa-${o.seed}-${made}`, image: obs.image_0 as ImageJson, question: q.question, answer: q.answer, metric: q.type === 'where' || q.type === 'gripper' ? 'position' : 'exact', type: q.type, scene: { seed, family, step }, facts };
         made += 1;
       }
     }

@@ -4,7 +4,7 @@
  * camera, patch grids row-major), then the text.
  */
 import type { ImageJson } from '../io/json.js';
-import { type VlaConfig, patchGrid, patchesPerImage } from '../model/config.js';
+import { type VlaConfig, patchGrid, patchesPerImage, tokensPerImage } from '../model/config.js';
 import { BOS, EOS, SEP, type Tokenizer } from '../model/tokenizer.js';
 import { imagesToPixels } from './pixels.js';
 import type { ImageLayout, RunnerInput } from './runner.js';
@@ -20,15 +20,16 @@ export interface BuiltinPrompting {
   prepare(prompt: string, images: (ImageJson | Uint8Array)[], what?: string): Promise<RunnerInput>;
 }
 
-/** The camera grids of the built-in model: camera c owns key positions [c * P, (c + 1) * P). */
+/** The camera grids of the built-in model: camera c's patches are key positions [c * Nt, c * Nt + P) (its keypoint tokens follow). */
 export function builtinLayout(cfg: VlaConfig): ImageLayout[] {
   const grid = patchGrid(cfg);
   const P = patchesPerImage(cfg);
-  return Array.from({ length: cfg.num_cameras }, (_, c) => ({ grid, positions: Array.from({ length: P }, (_, i) => c * P + i) }));
+  const Nt = tokensPerImage(cfg);
+  return Array.from({ length: cfg.num_cameras }, (_, c) => ({ grid, positions: Array.from({ length: P }, (_, i) => c * Nt + i) }));
 }
 
 export function builtinPrompting(cfg: VlaConfig, tok: Tokenizer): BuiltinPrompting {
-  const Ni = cfg.num_cameras * patchesPerImage(cfg);
+  const Ni = cfg.num_cameras * tokensPerImage(cfg);
   const layout = builtinLayout(cfg);
   return {
     maxPositions: cfg.text_config.max_position_embeddings,

@@ -5,7 +5,7 @@
  */
 import { VlakitError } from '../errors.js';
 import { Rng } from '../util/rng.js';
-import { patchesPerImage } from '../model/config.js';
+import { tokensPerImage } from '../model/config.js';
 import { BOS, SEP } from '../model/tokenizer.js';
 import { type BuiltinRunner, type RunnerInput, type VlaRunner, isBuiltinRunner } from './runner.js';
 
@@ -91,7 +91,7 @@ export function promptIds(runner: BuiltinRunner, prompt: string): number[] {
 export async function generate(runner: VlaRunner, pixels: Float32Array, prompt: string, o: GenerateOptions = {}): Promise<Generation> {
   if (!isBuiltinRunner(runner)) throw new VlakitError('E_USAGE', `a ${runner.info.model ?? 'Hugging Face'} model builds its own prompt: generate from runner.prepare(prompt, images) (generateFrom)`);
   const cfg = runner.config;
-  const Ni = cfg.num_cameras * patchesPerImage(cfg);
+  const Ni = cfg.num_cameras * tokensPerImage(cfg);
   return generateFrom(runner, { ids: promptIds(runner, prompt), pixels, textOffset: Ni, imagePositions: Array.from({ length: Ni }, (_, i) => i), images: [] }, o);
 }
 

@@ -14,6 +14,19 @@ export interface VisionConfig {
   num_attention_heads: number;
   intermediate_size: number;
   layer_norm_eps: number;
+  /**
+   * A patch stem (absent: none): each patch is cut into stem_patch_size-px cells, each cell embedded into
+   * stem_channels features with a GELU (a convolution with kernel = stride = stem_patch_size), and the patch embedding
+   * reads the cells' features instead of raw pixels: a local non-linear detector for objects a few pixels wide.
+   */
+  stem_patch_size?: number;
+  stem_channels?: number;
+  /**
+   * Keypoint tokens (absent: none; needs the stem): each of `keypoints` learned queries attends over the stem's cells
+   * (a spatial softmax over the image at the stem's resolution) and reads the expected cell position; each becomes one
+   * more image token after the patches. A named object's position is then one attention away for the decoder.
+   */
+  keypoints?: number;
 }
 
 export interface TextConfig {
@@ -80,11 +93,22 @@ export function patchesPerImage(c: VlaConfig): number {
   return patchGrid(c) ** 2;
 }
 
+/** Image tokens of one camera: its patches, then its keypoint tokens. */
+export function tokensPerImage(c: VlaConfig): number {
+  return patchesPerImage(c) + (c.vision_config.keypoints ?? 0);
+}
+
+/** The head size of the keypoint queries (each keypoint one attention head). */
+export const KEYPOINT_DIM = 8;
+
 export function validateConfig(c: VlaConfig): void {
   const v = c.vision_config;
   const t = c.text_config;
   const bad = (m: string) => new VlakitError('E_USAGE', `invalid model config: ${m}`, { file: 'config.json' });
   if (v.image_size % v.patch_size !== 0) throw bad(`image_size ${v.image_size} is not a multiple of patch_size ${v.patch_size}`);
+  if ((v.stem_patch_size === undefined) !== (v.stem_channels === undefined)) throw bad('stem_patch_size and stem_channels go together');
+  if (v.stem_patch_size !== undefined && v.patch_size % v.stem_patch_size !== 0) throw bad(`patch_size ${v.patch_size} is not a multiple of stem_patch_size ${v.stem_patch_size}`);
+  if (v.keypoints !== undefined && v.stem_patch_size === undefined) throw bad('keypoints need the stem (stem_patch_size, stem_channels)');
   if (v.hidden_size % v.num_attention_heads !== 0) throw bad('vision hidden_size must be a multiple of num_attention_heads');
   if (t.hidden_size % t.num_attention_heads !== 0) throw bad('text hidden_size must be a multiple of num_attention_heads');
   if (t.num_attention_heads % t.num_key_value_heads !== 0) throw bad('num_attention_heads must be a multiple of num_key_value_heads');
@@ -103,6 +127,9 @@ const VisionConfigSchema = z.looseObject({
   num_attention_heads: positive,
   intermediate_size: positive,
   layer_norm_eps: eps,
+  stem_patch_size: positive.optional(),
+  stem_channels: positive.optional(),
+  keypoints: positive.optional(),
 });
 
 const TextConfigSchema = z.looseObject({
@@ -140,6 +167,9 @@ export function withConfigChecks<S extends z.ZodType<VlaConfig>>(schema: S): S {
     const t = c.text_config;
     const bad = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
     if (v.image_size % v.patch_size !== 0) bad(['vision_config', 'patch_size'], `image_size ${v.image_size} is not a multiple of patch_size ${v.patch_size}`);
+    if ((v.stem_patch_size === undefined) !== (v.stem_channels === undefined)) bad(['vision_config', v.stem_patch_size === undefined ? 'stem_patch_size' : 'stem_channels'], 'stem_patch_size and stem_channels go together');
+    else if (v.stem_patch_size !== undefined && v.patch_size % v.stem_patch_size !== 0) bad(['vision_config', 'stem_patch_size'], `patch_size ${v.patch_size} is not a multiple of stem_patch_size ${v.stem_patch_size}`);
+    if (v.keypoints !== undefined && v.stem_patch_size === undefined) bad(['vision_config', 'keypoints'], 'keypoints need the stem (stem_patch_size, stem_channels)');
     if (v.hidden_size % v.num_attention_heads !== 0) bad(['vision_config', 'num_attention_heads'], 'vision hidden_size must be a multiple of num_attention_heads');
     if (t.hidden_size % t.num_attention_heads !== 0) bad(['text_config', 'num_attention_heads'], 'text hidden_size must be a multiple of num_attention_heads');
     else if (t.num_attention_heads % t.num_key_value_heads !== 0) bad(['text_config', 'num_key_value_heads'], 'num_attention_heads must be a multiple of num_key_value_heads');

@@ -10,6 +10,7 @@ import './backend.js';
 import { type VlaConfig, validateConfig } from './config.js';
 import { type LoraSpec, type Params, newVar } from './layers.js';
 import { type TfjsCache, TfjsOps } from './arch/tfjs-ops.js';
+import { gridInit } from './arch/ops.js';
 import { vlakitVla } from './arch/registry.js';
 import { vlaImageTokens } from './arch/vlakit-vla.js';
 
@@ -47,7 +48,7 @@ export class VlaModel {
     const m = new VlaModel(config);
     let s = seed * 1000 + 1;
     for (const t of vlakitVla.tensors(config)) {
-      const value = t.init === 'normal' ? tf.randomNormal(t.shape, 0, config.initializer_range, 'float32', s++) : t.init === 'ones' ? tf.ones(t.shape) : tf.zeros(t.shape);
+      const value = t.init === 'normal' ? tf.randomNormal(t.shape, 0, config.initializer_range, 'float32', s++) : t.init === 'ones' ? tf.ones(t.shape) : t.init === 'grid' ? tf.tensor(gridInit(t.shape[0]), t.shape) : tf.zeros(t.shape);
       m.params.set(t.name, newVar(value, t.name));
     }
     return m;

@@ -13,7 +13,7 @@ import type { TrainingExample } from '../actions/examples.js';
 import { withoutActionsMarker } from '../actions/prompts.js';
 import { VlakitError } from '../errors.js';
 import { loadCheckpoint, writeModelFiles } from '../model/checkpoint.js';
-import { type Preset, patchesPerImage, preset, type VlaConfig } from '../model/config.js';
+import { type Preset, preset, tokensPerImage, type VlaConfig } from '../model/config.js';
 import { VlaModel } from '../model/model.js';
 import { readSafetensors, writeSafetensors } from '../model/safetensors.js';
 import { buildTokenizer, loadTokenizer, loadTokenizerFile, type Tokenizer } from '../model/tokenizer.js';
@@ -31,7 +31,10 @@ export interface SftOptions {
   examples: TrainingExample[];
   outDir: string;
   preset?: Preset;
+  /** A new model's config, used as given. */
   config?: VlaConfig;
+  /** A new model's sizes (train-sft --config): this config with the tokenizer's vocabulary and the cameras of the data. */
+  sizes?: VlaConfig;
   /** Start from this checkpoint: vlakit's own, or a Hugging Face checkpoint (LoRA through `processor`). */
   init?: string;
   /** The processor of a Hugging Face --init checkpoint (its inputs: chat template, special tokens, images). */
@@ -172,7 +175,7 @@ class BuiltinTrainee implements Trainee {
 
   prepare(examples: TrainingExample[]): Promise<Prepared[]> {
     const cfg = this.model.config;
-    const maxTokens = cfg.text_config.max_position_embeddings - patchesPerImage(cfg) * cfg.num_cameras;
+    const maxTokens = cfg.text_config.max_position_embeddings - tokensPerImage(cfg) * cfg.num_cameras;
     return prepare(examples, this.tok, { cameras: cfg.num_cameras, imageSize: cfg.vision_config.image_size, maxTokens });
   }
 
@@ -214,7 +217,8 @@ async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: n
   } else {
     tok = o.tokenizerFile ? await loadTokenizerFile(o.tokenizerFile) : await buildTokenizer(examplesText([...o.examples, ...(o.vocabFrom ?? [])]), o.vocabSize ?? 512);
     const cameras = o.cameras ?? Math.max(1, ...o.examples.map((e) => e.images.length));
-    model = VlaModel.init(o.config ?? preset(o.preset ?? 'tiny', tok.vocabSize, cameras), seed);
+    const sized = o.sizes && { ...o.sizes, text_config: { ...o.sizes.text_config, vocab_size: tok.vocabSize }, num_cameras: cameras };
+    model = VlaModel.init(o.config ?? sized ?? preset(o.preset ?? 'tiny', tok.vocabSize, cameras), seed);
     if (o.lora) model.addLora(o.lora.r, o.lora.alpha, o.lora.targets, seed);
   }
   return new BuiltinTrainee(model, tok, o);
@@ -237,8 +241,8 @@ export async function sftIdentity(o: SftOptions): Promise<RunIdentity> {
     init: o.init ? { path: o.init, hash: await hashCheckpoint(o.init) } : null,
     mode: o.lora || (o.init && existsSync(path.join(o.init, 'adapter_config.json'))) ? 'lora' : 'full',
     config: {
-      preset: scratch && !o.config ? (o.preset ?? 'tiny') : null,
-      'model-config': scratch && o.config ? hashValue(o.config) : null,
+      preset: scratch && !o.config && !o.sizes ? (o.preset ?? 'tiny') : null,
+      'model-config': scratch && (o.config ?? o.sizes) ? hashValue(o.config ?? o.sizes) : null,
       cameras: scratch ? (o.cameras ?? null) : null,
       'vocab-size': scratch && !o.tokenizerFile ? (o.vocabSize ?? 512) : null,
       tokenizer: scratch && o.tokenizerFile ? await hashFile(o.tokenizerFile) : null,

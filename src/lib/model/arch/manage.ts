@@ -14,6 +14,7 @@ import { Rng } from '../../util/rng.js';
 import { INDEX_FILE, type FloatDtype, type NamedArray, readSafetensorsHeader, writeSafetensorsDir } from '../safetensors.js';
 import { isTiedHead } from './hf.js';
 import { type Architecture, architectureOf, canonicalTensorName } from './registry.js';
+import { gridInit } from './ops.js';
 
 const PROCESSOR_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.json', 'chat_template.jinja', 'preprocessor_config.json', 'processor_config.json', 'generation_config.json'];
 
@@ -121,6 +122,7 @@ export async function initCheckpoint(config: Record<string, unknown>, outDir: st
     const n = t.shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
     if (t.init === 'ones') data.fill(1);
+    else if (t.init === 'grid') data.set(gridInit(t.shape[0]));
     else if (t.init === 'normal') for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
     tensors.set(t.name, { shape: t.shape, data });
     parameters += n;

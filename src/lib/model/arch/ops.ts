@@ -110,8 +110,22 @@ export interface Ops<T> {
   block(fn: () => T): T;
 }
 
-/** How a tensor of an architecture is initialized by `model init` (normal with the config's std, ones, zeros). */
-export type Init = 'normal' | 'ones' | 'zeros';
+/**
+ * How a tensor of an architecture is initialized by `model init` (normal with the config's std, ones, zeros; grid: a
+ * [N, 2] table of the (x, y) centres of a square raster of N cells, row-major, in [-1, 1]).
+ */
+export type Init = 'normal' | 'ones' | 'zeros' | 'grid';
+
+/** The `grid` initialization: [N, 2] flattened, cell (r, c) of a side x side raster at ((c + 0.5) / side * 2 - 1, (r + 0.5) / side * 2 - 1). */
+export function gridInit(n: number): Float32Array {
+  const side = Math.round(Math.sqrt(n));
+  const out = new Float32Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    out[2 * i] = ((i % side) + 0.5) / side * 2 - 1;
+    out[2 * i + 1] = (Math.floor(i / side) + 0.5) / side * 2 - 1;
+  }
+  return out;
+}
 
 /** A tensor the architecture expects: its Hugging Face name, shape and initialization. */
 export interface TensorSpec {

@@ -8,7 +8,7 @@
  * Its checkpoints (train-sft/train-rl) store linear weights [in, out] (`linearLayout: 'in_out'`), under vlakit's
  * names (`vision.layers.{i}.attn.qkv.weight`, `projector.fc1.weight`, ...) and Llama's (`model.layers.{i}.*`).
  */
-import { type VlaConfig, patchesPerImage } from '../config.js';
+import { KEYPOINT_DIM, type VlaConfig, patchesPerImage, tokensPerImage } from '../config.js';
 import type { LlamaConfig } from './llama.js';
 import { llamaDecoder } from './llama.js';
 import type { Ops, TensorSpec } from './ops.js';
@@ -51,7 +51,21 @@ export function vlaTensors(c: VlaConfig): TensorSpec[] {
     out.push({ name: `${name}.weight`, shape: [n], init: 'ones' });
     if (bias) out.push({ name: `${name}.bias`, shape: [n], init: 'zeros' });
   };
-  lin('vision.patch_embed', P * P * 3, v.hidden_size);
+  if (v.stem_patch_size !== undefined && v.stem_channels !== undefined) {
+    const q = P / v.stem_patch_size;
+    lin('vision.stem', v.stem_patch_size * v.stem_patch_size * 3, v.stem_channels);
+    lin('vision.patch_embed', q * q * v.stem_channels, v.hidden_size);
+    if (v.keypoints) {
+      const K = v.keypoints;
+      const cells = (v.image_size / v.stem_patch_size) ** 2;
+      normal('vision.keypoints.query', [1, K * KEYPOINT_DIM]);
+      lin('vision.keypoints.key', v.stem_channels, K * KEYPOINT_DIM);
+      out.push({ name: 'vision.keypoints.grid', shape: [cells, 2], init: 'grid' });
+      lin('vision.keypoints.value', 2, K * KEYPOINT_DIM);
+      lin('vision.keypoints.proj', KEYPOINT_DIM, v.hidden_size);
+      normal('vision.keypoints.embed', [K, v.hidden_size]);
+    }
+  } else lin('vision.patch_embed', P * P * 3, v.hidden_size);
   normal('vision.pos_embed', [patchesPerImage(c), v.hidden_size]);
   for (let i = 0; i < v.num_hidden_layers; i++) {
     const n = `vision.layers.${i}`;
@@ -85,22 +99,48 @@ export function vlaTensors(c: VlaConfig): TensorSpec[] {
 
 /** Image tokens of one example: patches per image times cameras. */
 export function vlaImageTokens(c: VlaConfig): number {
-  return patchesPerImage(c) * c.num_cameras;
+  return tokensPerImage(c) * c.num_cameras;
 }
 
-/** pixels [B, C, S, S, 3] in [-1, 1] -> image tokens [B, C*Np, D]. */
+/** pixels [B, C, S, S, 3] in [-1, 1] -> image tokens [B, C*Nt, D] (per camera its Np patches, then its keypoints). */
 export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T): T {
   const v = c.vision_config;
   const P = v.patch_size;
   const g = v.image_size / P;
   const Np = g * g;
+  const Nt = tokensPerImage(c);
   const C = c.num_cameras;
   const D = c.text_config.hidden_size;
   const Dv = v.hidden_size;
   const hd = Dv / v.num_attention_heads;
-  // [B, C, S, S, 3] -> [B*C, g, P, g, P, 3] -> [B*C, g, g, P, P, 3] -> [B*C, Np, P*P*3]
-  const patches = ops.reshape(ops.transpose(ops.reshape(pixels, [-1, g, P, g, P, 3]), [0, 1, 3, 2, 4, 5]), [-1, Np, P * P * 3]);
+  let patches: T;
+  let keypoints: T | undefined;
+  if (v.stem_patch_size !== undefined && v.stem_channels !== undefined) {
+    const s = v.stem_patch_size;
+    const Cs = v.stem_channels;
+    const q = P / s;
+    const G = g * q; // cells along a side
+    // the stem over the raster of cells: [B*C, G, s, G, s, 3] -> [B*C, G, G, s, s, 3] -> [B*C, G*G, s*s*3] -> [B*C, G*G, Cs]
+    const cells = ops.reshape(ops.transpose(ops.reshape(pixels, [-1, G, s, G, s, 3]), [0, 1, 3, 2, 4, 5]), [-1, G * G, s * s * 3]);
+    const f = ops.gelu(ops.linear(cells, 'vision.stem'), 'tanh'); // [B*C, G*G, Cs]
+    // each patch reads its cells row-major: [B*C, g, q, g, q, Cs] -> [B*C, g, g, q, q, Cs] -> [B*C, Np, q*q*Cs]
+    patches = ops.reshape(ops.transpose(ops.reshape(f, [-1, g, q, g, q, Cs]), [0, 1, 3, 2, 4, 5]), [-1, Np, q * q * Cs]);
+    if (v.keypoints) {
+      // a spatial softmax per keypoint: its learned query against every cell's key, averaging the cells' positions
+      const K = v.keypoints;
+      const key = ops.linear(f, 'vision.keypoints.key'); // [B*C, G*G, K*dk]
+      const zero = ops.scale(key, 0); // the batch's shape, to broadcast the learned query and the positions over it
+      const query = ops.add(ops.slice(zero, 1, 0, 1), ops.param('vision.keypoints.query')); // [B*C, 1, K*dk]
+      const value = ops.add(zero, ops.linear(ops.param('vision.keypoints.grid'), 'vision.keypoints.value')); // [B*C, G*G, K*dk]
+      const a = ops.attention(query, key, value, { layer: -1, heads: K, kvHeads: K, headDim: KEYPOINT_DIM, causal: false }); // [B*C, 1, K*dk]
+      keypoints = ops.add(ops.linear(ops.reshape(a, [-1, K, KEYPOINT_DIM]), 'vision.keypoints.proj'), ops.param('vision.keypoints.embed')); // [B*C, K, Dv]
+    }
+  } else {
+    // [B, C, S, S, 3] -> [B*C, g, P, g, P, 3] -> [B*C, g, g, P, P, 3] -> [B*C, Np, P*P*3]
+    patches = ops.reshape(ops.transpose(ops.reshape(pixels, [-1, g, P, g, P, 3]), [0, 1, 3, 2, 4, 5]), [-1, Np, P * P * 3]);
+  }
   let x = ops.add(ops.linear(patches, 'vision.patch_embed'), ops.param('vision.pos_embed')); // [B*C, Np, Dv]
+  if (keypoints !== undefined) x = ops.concat([x, keypoints], 1); // [B*C, Np + K, Dv]
   for (let i = 0; i < v.num_hidden_layers; i++) {
     const n = `vision.layers.${i}`;
     const input = x;
@@ -114,9 +154,9 @@ export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T): T {
     });
   }
   x = ops.layerNorm(x, 'vision.post_ln', v.layer_norm_eps);
-  const proj = ops.linear(ops.gelu(ops.linear(x, 'projector.fc1'), 'tanh'), 'projector.fc2'); // [B*C, Np, D]
+  const proj = ops.linear(ops.gelu(ops.linear(x, 'projector.fc1'), 'tanh'), 'projector.fc2'); // [B*C, Nt, D]
   const cam = ops.reshape(ops.param('projector.camera_embed'), [1, C, 1, D]); // one vector per camera
-  return ops.reshape(ops.add(ops.reshape(proj, [-1, C, Np, D]), cam), [-1, C * Np, D]); // [B, C, Np, D] -> [B, C*Np, D]
+  return ops.reshape(ops.add(ops.reshape(proj, [-1, C, Nt, D]), cam), [-1, C * Nt, D]); // [B, C, Nt, D] -> [B, C*Nt, D]
 }
 
 /**
