@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseNumber, sharedFlags } from '../lib/cli/base.js';
-import { type FlagRule, allOnlyWith, decimal, exclusive, int } from '../lib/cli/flags.js';
+import { type FlagRule, allOnlyWith, decimal, exclusive, int, onlyWith } from '../lib/cli/flags.js';
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { sftProgress } from '../lib/cli/progress-jobs.js';
 import { VlakitError } from '../lib/errors.js';
@@ -58,6 +58,7 @@ export default class TrainSft extends VlakitCommand {
     'inference-steps': int({ description: 'action head: denoising steps at inference (DDIM or Euler), stored with the head', default: 10, min: 1, max: 1000 }),
     'head-hidden': int({ description: 'action head: width of its MLP', default: 256, min: 8, max: 16_384 }),
     'head-layers': int({ description: 'action head: residual MLP blocks', default: 2, min: 0, max: 64 }),
+    'head-prediction': Flags.string({ description: 'action head, diffusion: what the denoiser predicts, the noise or the clean chunk', options: ['epsilon', 'sample'], default: 'epsilon' }),
     'head-horizon': int({ description: 'action head: actions per chunk (default: the longest chunk of the data; shorter chunks repeat their last action)', min: 1, max: 1024 }),
     'freeze-backbone': Flags.boolean({ description: 'action head: train the head alone' }),
     quiet: sharedFlags.quiet,
@@ -68,6 +69,7 @@ export default class TrainSft extends VlakitCommand {
   static flagRules: FlagRule[] = [
     ...allOnlyWith(['lora-r', 'lora-alpha', 'lora-targets'], '--lora', (i) => i.flags.lora === true),
     ...allOnlyWith(['lang-weight', 'inference-steps', 'head-hidden', 'head-layers', 'head-horizon', 'freeze-backbone'], '--action-head', (i) => i.given.has('action-head')),
+    onlyWith('head-prediction', '--action-head diffusion', (i) => i.flags['action-head'] === 'diffusion'),
     exclusive('steps', 'epochs', '--epochs sets the steps when --steps is not given'),
     exclusive('tokenizer', 'vocab-size', 'a tokenizer.json has its own vocabulary'),
     ...allOnlyWith(['preset', 'vocab-size', 'tokenizer', 'vocab-from', 'cameras'], 'a new model (not with --init, whose checkpoint has them)', (i) => !i.given.has('init')),
@@ -126,7 +128,7 @@ export default class TrainSft extends VlakitCommand {
         workers: flags.workers,
         backend,
         actionHead: flags['action-head']
-          ? { objective: flags['action-head'] as 'diffusion' | 'flow', langWeight: num(flags['lang-weight'], 'lang-weight'), inferenceSteps: flags['inference-steps'], hidden: flags['head-hidden'], layers: flags['head-layers'], horizon: flags['head-horizon'], freezeBackbone: flags['freeze-backbone'] }
+          ? { objective: flags['action-head'] as 'diffusion' | 'flow', langWeight: num(flags['lang-weight'], 'lang-weight'), inferenceSteps: flags['inference-steps'], hidden: flags['head-hidden'], layers: flags['head-layers'], horizon: flags['head-horizon'], prediction: flags['head-prediction'] as 'epsilon' | 'sample', freezeBackbone: flags['freeze-backbone'] }
           : undefined,
         onMetrics: sftProgress(progress, { saveEvery: flags['save-every'] }),
       });

@@ -45,6 +45,8 @@ export const ActionHeadConfigSchema = z
     time_dim: z.number().int().positive().multipleOf(2),
     /** Diffusion: timesteps of the training schedule. */
     train_timesteps: z.number().int().positive(),
+    /** Diffusion: what the denoiser predicts, the noise (epsilon, the default) or the clean chunk (sample). */
+    prediction: z.enum(['epsilon', 'sample']).default('epsilon'),
     /** Denoising steps at inference (DDIM steps or Euler steps). */
     inference_steps: z.number().int().positive(),
     /**
@@ -74,6 +76,7 @@ export function headConfig(o: Pick<ActionHeadConfig, 'objective' | 'horizon' | '
     num_layers: 2,
     time_dim: 32,
     train_timesteps: 100,
+    prediction: 'epsilon',
     inference_steps: 10,
     clip_sample: 5,
     layer_norm_eps: 1e-5,
@@ -182,7 +185,7 @@ export type Denoiser = (x: Float32Array, t: number) => Promise<Float32Array>;
  * inputs are float32.
  * @example const x0 = await sampleChunk(cfg, noise, (x, t) => head.predict(x, t, cond))
  */
-export async function sampleChunk(c: Pick<ActionHeadConfig, 'objective' | 'train_timesteps' | 'inference_steps' | 'clip_sample'>, noise: ArrayLike<number>, denoise: Denoiser, steps = c.inference_steps): Promise<Float64Array> {
+export async function sampleChunk(c: Pick<ActionHeadConfig, 'objective' | 'train_timesteps' | 'inference_steps' | 'clip_sample'> & { prediction?: 'epsilon' | 'sample' }, noise: ArrayLike<number>, denoise: Denoiser, steps = c.inference_steps): Promise<Float64Array> {
   const x = Float64Array.from(noise);
   if (c.objective === 'flow') {
     const dt = 1 / steps;
@@ -199,10 +202,13 @@ export async function sampleChunk(c: Pick<ActionHeadConfig, 'objective' | 'train
   for (let i = 0; i < taus.length; i++) {
     const a = abar[taus[i]];
     const aPrev = abar[taus[i + 1] ?? 0];
-    const eps = await denoise(Float32Array.from(x), taus[i] / T);
+    const pred = await denoise(Float32Array.from(x), taus[i] / T);
+    const clip = (v: number) => Math.min(c.clip_sample, Math.max(-c.clip_sample, v));
     for (let j = 0; j < x.length; j++) {
-      const x0 = Math.min(c.clip_sample, Math.max(-c.clip_sample, (x[j] - Math.sqrt(1 - a) * eps[j]) / Math.sqrt(a)));
-      x[j] = Math.sqrt(aPrev) * x0 + Math.sqrt(1 - aPrev) * eps[j];
+      // the clean estimate and the noise, one from the other
+      const x0 = clip(c.prediction === 'sample' ? pred[j] : (x[j] - Math.sqrt(1 - a) * pred[j]) / Math.sqrt(a));
+      const eps = c.prediction === 'sample' ? (x[j] - Math.sqrt(a) * x0) / Math.sqrt(1 - a) : pred[j];
+      x[j] = Math.sqrt(aPrev) * x0 + Math.sqrt(1 - aPrev) * eps;
     }
   }
   return x;
@@ -236,7 +242,7 @@ export function trainingPair(c: ActionHeadConfig, x0: Float32Array, rng: Rng): {
     for (let j = b * n; j < (b + 1) * n; j++) {
       const eps = rng.normal();
       xt[j] = sa * x0[j] + sn * eps;
-      target[j] = abar ? eps : eps - x0[j];
+      target[j] = !abar ? eps - x0[j] : c.prediction === 'sample' ? x0[j] : eps;
     }
   }
   return { xt, t, target };

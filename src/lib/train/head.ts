@@ -27,6 +27,8 @@ export interface HeadOptions {
   objective: HeadObjective;
   /** Weight of the language loss (action + lambda_r x reasoning tokens) next to the head's loss (default 1). */
   langWeight?: number;
+  /** Diffusion: predict the noise (default) or the clean chunk. */
+  prediction?: 'epsilon' | 'sample';
   /** Denoising steps at inference, stored in the head's config (default 10). */
   inferenceSteps?: number;
   hidden?: number;
@@ -88,6 +90,7 @@ export function newHeadConfig(examples: TrainingExample[], codec: ActionCodec, c
     hidden_size: o.hidden ?? 256,
     num_layers: o.layers ?? 2,
     inference_steps: o.inferenceSteps ?? 10,
+    prediction: o.prediction ?? 'epsilon',
   });
 }
 

@@ -272,6 +272,7 @@ export async function sftIdentity(o: SftOptions): Promise<RunIdentity> {
             'inference-steps': o.actionHead.inferenceSteps ?? 10,
             'head-hidden': o.actionHead.hidden ?? 256,
             'head-layers': o.actionHead.layers ?? 2,
+            'head-prediction': o.actionHead.prediction ?? 'epsilon',
             'head-horizon': o.actionHead.horizon ?? null,
             'freeze-backbone': o.actionHead.freezeBackbone ?? false,
           }
