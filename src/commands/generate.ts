@@ -30,7 +30,7 @@ export default class Generate extends VlakitCommand {
     'ignore-eos': Flags.boolean({ description: 'go on past the end-of-sequence token' }),
     backend: Flags.string({ description: 'tfjs backend for a checkpoint', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     device: Flags.string({ description: 'onnxruntime execution provider for an export', options: ['cpu', 'cuda'], default: 'cpu' }),
-    json: Flags.boolean({ description: 'print prompt ids, new ids, text and the stop reason as JSON' }),
+    json: Flags.boolean({ description: 'print prompt ids, new ids, text and the stop reason as JSON (a model with an action head: the sampled chunk, the objective, the denoising steps and the time)' }),
   };
 
   static flagRules: FlagRule[] = [
@@ -48,6 +48,15 @@ export default class Generate extends VlakitCommand {
       if (s.trim() === '' || !Number.isInteger(v) || v < 0) throw new VlakitError('E_USAGE', `--input-ids must be comma-separated integers >= 0, got "${flags['input-ids']}"`);
       return v;
     });
+    const { hasActionHead } = await import('../lib/model/action-head.js');
+    if (hasActionHead(flags.model)) {
+      // a model with an action head answers with a sampled action chunk
+      if (flags.prompt === undefined) throw new VlakitError('E_USAGE', `${flags.model} has an action head: pass the prompt as --prompt text`);
+      const { generateHeadChunk } = await import('../lib/policy/head-policy.js');
+      const r = await generateHeadChunk(flags.model, { prompt: flags.prompt, images: flags.image, seed: flags.seed, backend: flags.backend, device: flags.device as 'cpu' | 'cuda' });
+      process.stdout.write(flags.json ? `${JSON.stringify(r)}\n` : `${JSON.stringify(r.chunk)}\n`);
+      return;
+    }
     const { generateFromDir } = await import('../lib/infer/causal.js');
     const r = await generateFromDir(flags.model, {
       prompt: flags.prompt,

@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseNumber, sharedFlags } from '../lib/cli/base.js';
-import { type FlagRule, allOnlyWith, decimal, exclusive, int } from '../lib/cli/flags.js';
+import { type FlagRule, allOnlyWith, decimal, exclusive, int, onlyWith } from '../lib/cli/flags.js';
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { sftProgress } from '../lib/cli/progress-jobs.js';
 import { VlakitError } from '../lib/errors.js';
@@ -26,6 +26,7 @@ export default class TrainSft extends VlakitCommand {
     { description: 'VLM2VLA: LoRA on a base checkpoint', command: '<%= config.bin %> train-sft examples.jsonl --init runs/base --lora --lora-r 16 --lora-alpha 32 --lora-targets q,k,v,o,gate,up,down -o runs/vla' },
     { description: 'LoRA on a Hugging Face SmolVLM, vision tower frozen (features cached); the run directory is a PEFT adapter', command: '<%= config.bin %> train-sft examples.jsonl --init models/smolvlm-256m-instruct --lora --freeze-vision -o runs/smolvla' },
     { description: 'ReFineVLA: lower layers frozen, reasoning weighted 0.5', command: '<%= config.bin %> train-sft refinevla.jsonl --init runs/base --freeze-layers 4 --lambda-r 0.5 -o runs/refine' },
+    { description: 'A diffusion action head (RoboAlign\'s) on a trained backbone, the backbone frozen, 10 DDIM steps at inference', command: '<%= config.bin %> train-sft examples.jsonl --init runs/sft --action-head diffusion --freeze-backbone --inference-steps 10 -o runs/head' },
     { description: 'Continue an interrupted run exactly', command: '<%= config.bin %> train-sft examples.jsonl --resume -o runs/sft' },
     { description: 'Replace the run in runs/sft with a new one (the old one stays until the new one has a checkpoint)', command: '<%= config.bin %> train-sft examples.jsonl --lora --init runs/base --overwrite -o runs/sft' },
   ];
@@ -61,6 +62,14 @@ export default class TrainSft extends VlakitCommand {
     stats: Flags.string({ description: 'action statistics to keep with the model (relabel --stats-out)', helpValue: 'FILE' }),
     backend: Flags.string({ description: 'force a TensorFlow.js backend', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     workers: int({ description: 'data-parallel threads (the built-in model): each batch split across them and their gradients summed; the WebAssembly backend uses one core per thread, so 2 on a 2-core machine trains about twice as fast', default: 1, min: 1, max: 64 }),
+    'action-head': Flags.string({ description: 'train a continuous action head on the built-in model: a denoiser over the action chunk conditioned on the backbone\'s features (docs/MODEL.md)', options: ['diffusion', 'flow'] }),
+    'lang-weight': decimal({ description: 'action head: weight of the language loss next to the head\'s', default: '1', min: 0, max: 1000 }),
+    'inference-steps': int({ description: 'action head: denoising steps at inference (DDIM or Euler), stored with the head', default: 10, min: 1, max: 1000 }),
+    'head-hidden': int({ description: 'action head: width of its MLP', default: 256, min: 8, max: 16_384 }),
+    'head-layers': int({ description: 'action head: residual MLP blocks', default: 2, min: 0, max: 64 }),
+    'head-prediction': Flags.string({ description: 'action head, diffusion: what the denoiser predicts, the noise or the clean chunk', options: ['epsilon', 'sample'], default: 'epsilon' }),
+    'head-horizon': int({ description: 'action head: actions per chunk (default: the longest chunk of the data; shorter chunks repeat their last action)', min: 1, max: 1024 }),
+    'freeze-backbone': Flags.boolean({ description: 'action head: train the head alone' }),
     quiet: sharedFlags.quiet,
     'log-every': logEveryFlag,
     json: Flags.boolean({ description: 'print the result as JSON on stderr' }),
@@ -68,6 +77,8 @@ export default class TrainSft extends VlakitCommand {
 
   static flagRules: FlagRule[] = [
     ...allOnlyWith(['lora-r', 'lora-alpha', 'lora-targets'], '--lora', (i) => i.flags.lora === true),
+    ...allOnlyWith(['lang-weight', 'inference-steps', 'head-hidden', 'head-layers', 'head-horizon', 'freeze-backbone'], '--action-head', (i) => i.given.has('action-head')),
+    onlyWith('head-prediction', '--action-head diffusion', (i) => i.flags['action-head'] === 'diffusion'),
     exclusive('steps', 'epochs', '--epochs sets the steps when --steps is not given'),
     exclusive('tokenizer', 'vocab-size', 'a tokenizer.json has its own vocabulary'),
     exclusive('config', 'preset', '--config gives the sizes --preset would'),
@@ -127,6 +138,9 @@ export default class TrainSft extends VlakitCommand {
         signal: this.abort.signal,
         workers: flags.workers,
         backend,
+        actionHead: flags['action-head']
+          ? { objective: flags['action-head'] as 'diffusion' | 'flow', langWeight: num(flags['lang-weight'], 'lang-weight'), inferenceSteps: flags['inference-steps'], hidden: flags['head-hidden'], layers: flags['head-layers'], horizon: flags['head-horizon'], prediction: flags['head-prediction'] as 'epsilon' | 'sample', freezeBackbone: flags['freeze-backbone'] }
+          : undefined,
         onMetrics: sftProgress(progress, { saveEvery: flags['save-every'] }),
       });
       progress.stop();

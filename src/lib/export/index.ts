@@ -18,6 +18,9 @@ import { type Int8Quantization, type WeightRange, int8Quantization } from './qua
 import type { Int8Path } from '../util/cpu.js';
 import { hostInt8 } from '../infer/int8.js';
 import { loadOrt } from '../infer/ort.js';
+import { ACTION_HEAD_CONFIG, hasActionHead, readHeadConfig } from '../model/action-head.js';
+import { readSafetensors } from '../model/safetensors.js';
+import { headGraphs } from './head.js';
 
 export { checkModel, type CheckReport } from './check.js';
 export { decodeModel, encodeModel, OPSET } from './onnx.js';
@@ -109,6 +112,9 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
       graphs[EXPORT_FILES.prefillAttentions] = vlaGraph(model.config, weights, 'prefill', store, { attentions: true, quantize, weightRange });
       graphs[EXPORT_FILES.decodeAttentions] = vlaGraph(model.config, weights, 'decode', store, { attentions: true, quantize, weightRange });
     }
+    // an action head: the backbone up to its features and one denoiser step (float32, standard operators)
+    const head = hasActionHead(ckptDir) ? readHeadConfig(ckptDir) : undefined;
+    if (head) Object.assign(graphs, headGraphs(model.config, weights, head, readSafetensors(path.join(ckptDir, 'action_head.safetensors')).tensors, store));
     let out: ExportFiles | undefined;
     await writeOutputDir(outDir, async (tmp) => {
       o.onStage?.('writing the files');
@@ -119,6 +125,7 @@ export async function exportModel(ckptDir: string, outDir: string, o: ExportOpti
       const vlakit = { ...((cfgJson.vlakit as object | undefined) ?? {}), export: { format: 'onnx', opset: OPSET, ops: fused ? 'onnxruntime' : 'standard', quantization, graphs: { prefill: EXPORT_FILES.prefill, decode: EXPORT_FILES.decode, ...(separate ? { prefill_attentions: EXPORT_FILES.prefillAttentions, decode_attentions: EXPORT_FILES.decodeAttentions } : {}) }, external_data: EXPORT_FILES.data, attentions: Boolean(o.attentions), lora_merged: loraMerged, num_image_tokens: model.numImageTokens, source: path.resolve(ckptDir) } };
       await write('config.json', `${JSON.stringify({ ...model.config, vlakit }, null, 2)}\n`);
       await write('tokenizer.json', ck.tokenizerJson);
+      if (head) await write(ACTION_HEAD_CONFIG, `${JSON.stringify(head, null, 2)}\n`);
       if (ck.actionStats !== undefined) await write('action_stats.json', `${JSON.stringify(ck.actionStats, null, 2)}\n`);
       await o.verify?.(tmp);
     }, output);

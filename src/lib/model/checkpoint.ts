@@ -17,7 +17,7 @@ import { vlakitVla } from './arch/registry.js';
 import { type NamedArray, readSafetensors, writeSafetensors } from './safetensors.js';
 
 /** The files of a checkpoint's model (what export and inference read); the optimizer and trainer state are beside them. */
-export const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'action_stats.json', 'adapter_config.json', 'adapter_model.safetensors', 'vlakit.json'] as const;
+export const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'action_stats.json', 'adapter_config.json', 'adapter_model.safetensors', 'vlakit.json', 'action_head.json', 'action_head.safetensors'] as const;
 
 export interface CheckpointExtras {
   /** The action codec description (relabel's representation) and statistics, for decoding actions later. */

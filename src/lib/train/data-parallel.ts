@@ -16,7 +16,7 @@ import type { VlaConfig } from '../model/config.js';
 import type { VlaModel } from '../model/model.js';
 import { paramName } from '../model/layers.js';
 import { type Batch, disposeBatch, makeBatch, type PixelLayout, type Prepared } from './data.js';
-import { sftLoss } from './loss.js';
+import { type LossParts, sftLoss } from './loss.js';
 import { ReplyQueue } from '../util/reply-queue.js';
 
 /** The whole batch's token counts, by which every part's loss is normalized. */
@@ -91,9 +91,10 @@ export interface PartGrads {
 /**
  * The loss of `items` (one part of a batch) and its gradients with respect to `vars`: with `counts` (the whole batch's
  * token counts), the loss is normalized by them, so the parts' gradients add up to the batch's; without, by the
- * part's own. The caller disposes the gradients.
+ * part's own; `lossOf` replaces the language loss (an action head's loss, train/head.ts). The caller disposes the
+ * gradients.
  */
-export function partGrads(model: VlaModel | ((b: Batch) => tf.Tensor3D), items: Prepared[], layout: PixelLayout, counts: BatchCounts | undefined, vars: tf.Variable[], lambdaR: number): PartGrads {
+export function partGrads(model: VlaModel | ((b: Batch) => tf.Tensor3D), items: Prepared[], layout: PixelLayout, counts: BatchCounts | undefined, vars: tf.Variable[], lambdaR: number, lossOf?: (b: Batch) => LossParts): PartGrads {
   const batch = makeBatch(items, layout);
   try {
     if (counts) {
@@ -102,7 +103,7 @@ export function partGrads(model: VlaModel | ((b: Batch) => tf.Tensor3D), items: 
     }
     let parts: [number, number] = [0, 0];
     const { value, grads } = tf.variableGrads(() => {
-      const l = sftLoss(model, batch, lambdaR);
+      const l = lossOf ? lossOf(batch) : sftLoss(model, batch, lambdaR);
       parts = [l.action.dataSync()[0], l.reasoning.dataSync()[0]];
       return l.loss;
     }, vars);

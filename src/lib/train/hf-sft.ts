@@ -16,6 +16,7 @@ import type { AdamW } from './optim.js';
 import { type Batch, type PixelLayout, type Prepared, prepareWithProcessor } from './data.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { HfLoraModel } from './hf-model.js';
+import type { LossParts } from './loss.js';
 import { STATE_FILE } from './run-dir.js';
 
 /** The file beside a PEFT adapter that says what vlakit needs to run it. */
@@ -40,6 +41,8 @@ export interface Trainee {
   prepare(examples: TrainingExample[]): Promise<Prepared[]>;
   /** The batch (made from `items`) -> logits [B, T, V]. */
   logits(batch: Batch, items: Prepared[]): tf.Tensor3D;
+  /** The training loss when it is not the language loss of `logits` alone (an action head's); `key` seeds its noise. */
+  loss?(batch: Batch, items: Prepared[], lambdaR: number, key: number): LossParts;
   decode(ids: number[]): string;
   save(dir: string, opt: AdamW | undefined, state: object, o: { codec?: ActionCodec; actionStats?: unknown }): Promise<void>;
   dispose(): void;

@@ -25,6 +25,7 @@ import { HfLoraModel } from './hf-model.js';
 import { isHfCheckpoint, loadHfCheckpoint } from '../model/arch/hf.js';
 import type { Processor } from '../model/processor/types.js';
 import { AdamW, lrAt } from './optim.js';
+import { type HeadOptions, openHeadTrainee } from './head.js';
 import { type RunIdentity, RunDir, STATE_FILE, TrainerStateBase, hashCheckpoint, hashFile, hashRecords, hashValue } from './run-dir.js';
 
 export interface SftOptions {
@@ -76,6 +77,8 @@ export interface SftOptions {
   workers?: number;
   /** The TensorFlow.js backend the workers load (the coordinator's). */
   backend?: string;
+  /** Train a continuous action head (diffusion or flow matching) on the built-in model (train/head.ts). */
+  actionHead?: HeadOptions;
 }
 
 export interface SftResult {
@@ -199,6 +202,7 @@ class BuiltinTrainee implements Trainee {
 /** The model a run trains: a Hugging Face checkpoint (LoRA through its processor) or the built-in VLA model. */
 async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: number): Promise<Trainee> {
   if (o.init && isHfCheckpoint(o.init)) {
+    if (o.actionHead) throw new VlakitError('E_USAGE', `--action-head trains on vlakit's built-in model; --init ${o.init} is a Hugging Face checkpoint`);
     if (!o.lora) throw new VlakitError('E_USAGE', `--init ${o.init} is a Hugging Face checkpoint: vlakit trains LoRA adapters on it (pass --lora; full fine-tuning of Hugging Face checkpoints is not supported)`);
     if (!o.processor) throw new VlakitError('E_USAGE', `--init ${o.init}: training a Hugging Face checkpoint needs its processor (tokenizer and chat template files in the directory)`);
     const model = new HfLoraModel(loadHfCheckpoint(o.init), { ...o.lora, freezeVision: o.freezeVision, freezeLayers: o.freezeLayers, seed });
@@ -221,6 +225,7 @@ async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: n
     model = VlaModel.init(o.config ?? sized ?? preset(o.preset ?? 'tiny', tok.vocabSize, cameras), seed);
     if (o.lora) model.addLora(o.lora.r, o.lora.alpha, o.lora.targets, seed);
   }
+  if (o.actionHead) return openHeadTrainee(model, tok, { ...o, actionHead: o.actionHead }, start, resumeDir !== undefined);
   return new BuiltinTrainee(model, tok, o);
 }
 
@@ -262,6 +267,19 @@ export async function sftIdentity(o: SftOptions): Promise<RunIdentity> {
       clip: o.clip ?? 1,
       'weight-decay': o.weightDecay ?? 0.01,
       stats: o.actionStats === undefined ? null : hashValue(o.actionStats),
+      // only with a head: runs without one keep their fingerprints
+      ...(o.actionHead
+        ? {
+            'action-head': o.actionHead.objective,
+            'lang-weight': o.actionHead.langWeight ?? 1,
+            'inference-steps': o.actionHead.inferenceSteps ?? 10,
+            'head-hidden': o.actionHead.hidden ?? 256,
+            'head-layers': o.actionHead.layers ?? 2,
+            'head-prediction': o.actionHead.prediction ?? 'epsilon',
+            'head-horizon': o.actionHead.horizon ?? null,
+            'freeze-backbone': o.actionHead.freezeBackbone ?? false,
+          }
+        : {}),
     },
   };
 }
@@ -305,6 +323,7 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   const workers = o.workers ?? 1;
   let dp: DataParallel | undefined;
   if (workers > 1) {
+    if (o.actionHead) throw new VlakitError('E_USAGE', '--workers above 1 does not train an action head yet (train it in one thread)');
     if (!(model instanceof BuiltinTrainee)) throw new VlakitError('E_USAGE', '--workers above 1 trains the built-in model only (a Hugging Face checkpoint trains in one thread)');
     if (B < workers) throw new VlakitError('E_USAGE', `--workers ${workers} needs a batch of at least ${workers} examples (--batch-size ${B}): each worker takes a part of every batch`);
     dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1 });
@@ -345,7 +364,8 @@ async function steps(
       const counts = dp ? batchCounts(all) : undefined;
       const collect = dp ? await dp.dispatch(shares, counts!) : undefined;
       const items = shares[0];
-      const part = partGrads((b) => model.logits(b, items), items, model.layout, counts, vars, o.lambdaR ?? 1);
+      const lossOf = model.loss && ((b: Batch) => model.loss!(b, items, o.lambdaR ?? 1, state.consumed)); // an action head's loss
+      const part = partGrads((b) => model.logits(b, items), items, model.layout, counts, vars, o.lambdaR ?? 1, lossOf);
       tokens += part.tokens;
       lossSum += part.loss;
       aSum += part.action;

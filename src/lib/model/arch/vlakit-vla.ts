@@ -164,9 +164,17 @@ export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T): T {
  * text positions. Without pixels the positions continue after the cache (a decode step).
  */
 export function vlaForward<T>(ops: Ops<T>, c: VlaConfig, ids: T, pixels?: T): T {
-  const text = ops.embed('model.embed_tokens.weight', ids); // [B, T, D]
-  const x = pixels === undefined ? text : ops.concat([vlaVision(ops, c, pixels), text], 1); // [B, Ni + T, D]
-  let h = llamaDecoder(ops, vlaTextConfig(c), x, 'model');
+  let h = vlaHidden(ops, c, ids, pixels);
   if (pixels !== undefined) h = ops.slice(h, 1, vlaImageTokens(c)); // [B, T, D]
   return ops.head(h, 'model.embed_tokens.weight');
+}
+
+/**
+ * The decoder's final hidden states (after its last norm) of every position: [B, Ni + T, D] for a prefill (image
+ * tokens first), [B, T, D] without pixels. The action head's features come from them.
+ */
+export function vlaHidden<T>(ops: Ops<T>, c: VlaConfig, ids: T, pixels?: T): T {
+  const text = ops.embed('model.embed_tokens.weight', ids); // [B, T, D]
+  const x = pixels === undefined ? text : ops.concat([vlaVision(ops, c, pixels), text], 1); // [B, Ni + T, D]
+  return llamaDecoder(ops, vlaTextConfig(c), x, 'model');
 }

@@ -1,0 +1,105 @@
+/**
+ * The ONNX graphs of a model with an action head, from the same definitions as training (vlaHidden, headDenoise),
+ * standard operators, float32:
+ * - head_prefill.onnx: pixel_values [B, C, S, S, 3] + input_ids [B, T] (the prompt, `<bos> ... <sep>`) ->
+ *   features [B, 2D]: the last position's hidden state and the mean over every position (images and prompt);
+ * - head_denoise.onnx: x [B, H*D], time_embedding [B, E], features [B, 2D] (and state [B, S]) -> prediction [B, H*D].
+ * The denoising loop (DDIM or Euler) runs in the caller (policy/head-policy.ts), as for a checkpoint.
+ */
+import path from 'node:path';
+import type * as OrtTypes from 'onnxruntime-node';
+import type { VlaConfig } from '../model/config.js';
+import { OnnxOps } from '../model/arch/onnx-ops.js';
+import { vlakitVla } from '../model/arch/registry.js';
+import { vlaHidden } from '../model/arch/vlakit-vla.js';
+import { type ActionHeadConfig, chunkSize, headDenoise, readHeadConfig, timeEmbedding } from '../model/action-head.js';
+import type { NamedArray } from '../model/safetensors.js';
+import type { RunnerInput, VlaRunner } from '../infer/runner.js';
+import { loadOrt, openGraph, type Device } from '../infer/ort.js';
+import type { HeadEngine } from '../policy/head-policy.js';
+import { GraphBuilder, type ModelProto, type WeightStore } from './onnx.js';
+import { DIMS, type VlaWeights } from './vla.js';
+
+export const HEAD_FILES = { prefill: 'head_prefill.onnx', denoise: 'head_denoise.onnx' } as const;
+
+/** The backbone up to the head's features: images and prompt ids -> features [B, 2D]. */
+export function headPrefillGraph(config: VlaConfig, weights: VlaWeights, store: WeightStore): ModelProto {
+  const b = new GraphBuilder('head_prefill', store);
+  const S = config.vision_config.image_size;
+  const pixels = b.input('pixel_values', 'float', [DIMS.batch, config.num_cameras, S, S, 3]);
+  const ids = b.input('input_ids', 'int64', [DIMS.batch, DIMS.seq]);
+  const ops = new OnnxOps(b, weights, { present: [] }, { maxPositions: vlakitVla.maxPositions(config), linearLayout: 'in_out' });
+  const h = vlaHidden(ops, config, ids, pixels); // [B, Ni + T, D]
+  const D = config.text_config.hidden_size;
+  const last = ops.reshape(ops.slice(h, 1, -1), [0, D]); // [B, 1, D] -> [B, D]
+  const mean = b.o('ReduceMean', [h], { axes: [1], keepdims: 0 }); // [B, D]
+  b.output(ops.concat([last, mean], 1), 'features', 'float', [DIMS.batch, 2 * D]);
+  return b.model('vlakit action head: images and prompt ids to the backbone features of the head', { vlakit_graph: 'head_prefill' });
+}
+
+/** One denoiser step of the head. */
+export function headDenoiseGraph(c: ActionHeadConfig, weights: Map<string, NamedArray>, store: WeightStore): ModelProto {
+  const b = new GraphBuilder('head_denoise', store);
+  const n = chunkSize(c);
+  const x = b.input('x', 'float', [DIMS.batch, n]);
+  const temb = b.input('time_embedding', 'float', [DIMS.batch, c.time_dim]);
+  const cond = b.input('features', 'float', [DIMS.batch, c.cond_dim]);
+  const state = c.state_dim > 0 ? b.input('state', 'float', [DIMS.batch, c.state_dim]) : undefined;
+  const ops = new OnnxOps(b, weights, { present: [] }, { maxPositions: 1, linearLayout: 'in_out' });
+  b.output(headDenoise(ops, c, x, temb, cond, state), 'prediction', 'float', [DIMS.batch, n]);
+  return b.model(`vlakit action head: one ${c.objective} denoiser step`, { vlakit_graph: 'head_denoise', objective: c.objective });
+}
+
+/** Both graphs, by file name. */
+export function headGraphs(config: VlaConfig, weights: VlaWeights, head: ActionHeadConfig, headWeights: Map<string, NamedArray>, store: WeightStore): Record<string, ModelProto> {
+  return { [HEAD_FILES.prefill]: headPrefillGraph(config, weights, store), [HEAD_FILES.denoise]: headDenoiseGraph(head, headWeights, store) };
+}
+
+/** An export's action head on onnxruntime: the two graphs, the loop in the caller. */
+export class OrtHeadEngine implements HeadEngine {
+  private constructor(
+    private readonly ort: Awaited<ReturnType<typeof loadOrt>>,
+    readonly config: ActionHeadConfig,
+    private readonly vla: VlaConfig,
+    private readonly prefill: OrtTypes.InferenceSession,
+    private readonly step: OrtTypes.InferenceSession,
+  ) {}
+
+  static async open(dir: string, runner: VlaRunner, o: { device?: Device } = {}): Promise<OrtHeadEngine> {
+    const ort = await loadOrt();
+    const config = readHeadConfig(dir);
+    const prefill = await openGraph(ort, dir, HEAD_FILES.prefill, { device: o.device });
+    const step = await openGraph(ort, dir, HEAD_FILES.denoise, { device: o.device });
+    return new OrtHeadEngine(ort, config, (runner as unknown as { config: VlaConfig }).config, prefill, step);
+  }
+
+  async features(input: RunnerInput): Promise<Float32Array> {
+    const c = this.vla;
+    const S = c.vision_config.image_size;
+    const out = await this.prefill.run({
+      pixel_values: new this.ort.Tensor('float32', input.pixels, [1, c.num_cameras, S, S, 3]),
+      input_ids: new this.ort.Tensor('int64', BigInt64Array.from(input.ids, (v) => BigInt(v)), [1, input.ids.length]),
+    });
+    return out.features.data as Float32Array;
+  }
+
+  async denoise(x: Float32Array, t: number, cond: Float32Array, state?: Float32Array): Promise<Float32Array> {
+    const feeds: Record<string, OrtTypes.Tensor> = {
+      x: new this.ort.Tensor('float32', x, [1, x.length]),
+      time_embedding: new this.ort.Tensor('float32', timeEmbedding([t], this.config.time_dim), [1, this.config.time_dim]),
+      features: new this.ort.Tensor('float32', cond, [1, cond.length]),
+    };
+    if (state) feeds.state = new this.ort.Tensor('float32', state, [1, state.length]);
+    const out = await this.step.run(feeds);
+    return out.prediction.data as Float32Array;
+  }
+
+  async dispose(): Promise<void> {
+    await this.prefill.release();
+    await this.step.release();
+  }
+}
+
+export function headFilesOf(dir: string): string[] {
+  return [path.join(dir, HEAD_FILES.prefill), path.join(dir, HEAD_FILES.denoise)];
+}

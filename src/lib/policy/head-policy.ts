@@ -1,0 +1,196 @@
+/**
+ * A policy with a continuous action head: each control cycle the backbone runs the prompt (with the camera images)
+ * once, then the sampler (DDIM or Euler) denoises an action chunk with the head; the chunk is executed like a text
+ * policy's (the same ChunkPolicy: --execute, the chunk cut at --max-chunk, the env's safety filter). The backbone and
+ * the head run on TensorFlow.js (a checkpoint) or onnxruntime (an export: head_prefill.onnx and head_denoise.onnx,
+ * the loop here).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { ActionCodec } from '../actions/codecs.js';
+import { codecStateText } from '../actions/codecs.js';
+import { PROMPTS, actionFormatOf } from '../actions/prompts.js';
+import type { ActContext } from '../env/rollout.js';
+import type { Env } from '../env/protocol.js';
+import { actionProblem } from '../env/safety.js';
+import { VlakitError } from '../errors.js';
+import { camerasOf } from '../io/cameras.js';
+import type { ImageJson } from '../io/json.js';
+import type { RunnerInput, VlaRunner } from '../infer/runner.js';
+import { type ActionHeadConfig, ActionHead, chunkNoise, denormalizeChunk, loadActionHead, normalizeState, sampleChunk } from '../model/action-head.js';
+import { vlaHeadFeatures } from '../model/action-head-vla.js';
+import type { VlaModel } from '../model/model.js';
+import { subSeed } from '../util/rng.js';
+import { ChunkPolicy, type Cycle, type DirectPrompt } from './model-policy.js';
+
+/** The backbone features and the denoiser of a model with an action head, on some engine. */
+export interface HeadEngine {
+  readonly config: ActionHeadConfig;
+  /** The backbone's features [C] for a prompt's inputs (runner.prepare's; `<bos> prompt <sep>`). */
+  features(input: RunnerInput): Promise<Float32Array>;
+  /** One denoiser call: x [H*D], model time t, features [C], state [S] -> [H*D]. */
+  denoise(x: Float32Array, t: number, cond: Float32Array, state?: Float32Array): Promise<Float32Array>;
+  dispose(): Promise<void> | void;
+}
+
+/** A checkpoint's backbone (the runner's VlaModel) and head on TensorFlow.js. */
+export class TfjsHeadEngine implements HeadEngine {
+  readonly config: ActionHeadConfig;
+  constructor(
+    private readonly model: VlaModel,
+    readonly head: ActionHead,
+  ) {
+    this.config = head.config;
+  }
+
+  static open(model: VlaModel, dir: string): TfjsHeadEngine {
+    return new TfjsHeadEngine(model, loadActionHead(dir));
+  }
+
+  async features(input: RunnerInput): Promise<Float32Array> {
+    const c = this.model.config;
+    const S = c.vision_config.image_size;
+    const out = tf.tidy(() => {
+      const px = tf.tensor5d(input.pixels, [1, c.num_cameras, S, S, 3]);
+      const ids = tf.tensor2d([input.ids], undefined, 'int32');
+      return vlaHeadFeatures(this.model, px, ids, [input.ids.length - 1], { logits: false }).cond; // [1, C]
+    });
+    const data = (await out.data()) as Float32Array;
+    out.dispose();
+    return data;
+  }
+
+  async denoise(x: Float32Array, t: number, cond: Float32Array, state?: Float32Array): Promise<Float32Array> {
+    const out = tf.tidy(() => this.head.denoise(tf.tensor2d(x, [1, x.length]), [t], tf.tensor2d(cond, [1, cond.length]), state ? tf.tensor2d(state, [1, state.length]) : undefined));
+    const data = (await out.data()) as Float32Array;
+    out.dispose();
+    return data;
+  }
+
+  dispose(): void {
+    this.head.dispose();
+  }
+}
+
+export interface HeadPolicyOptions {
+  /** Which training prompt the model learned (as ModelPolicy's direct mode). */
+  prompt?: DirectPrompt;
+  codec: ActionCodec;
+  /** Execute at most this many actions of each chunk before the next cycle (default: the whole chunk). */
+  execute?: number;
+  /** Chunks longer than this are cut. */
+  maxChunk?: number;
+  /** Denoising steps (default: the head's inference_steps). */
+  steps?: number;
+}
+
+/**
+ * Samples one action chunk for a prompt and its images: the backbone's features, then the sampler from noise drawn
+ * from `seed`. Returns the chunk in action units [H][D] and the time spent.
+ * @example const { chunk } = await sampleHeadChunk(runner, engine, prompt, [image], { seed: 0 })
+ */
+export async function sampleHeadChunk(runner: VlaRunner, engine: HeadEngine, prompt: string, images: (ImageJson | Uint8Array)[], o: { seed: number; state?: unknown; steps?: number }): Promise<{ chunk: number[][]; ms: number; steps: number }> {
+  const input = await runner.prepare(prompt, images, 'camera image');
+  const t0 = performance.now();
+  const cond = await engine.features(input);
+  const c = engine.config;
+  const state = normalizeState(c, o.state);
+  const steps = o.steps ?? c.inference_steps;
+  const x = await sampleChunk(c, chunkNoise(c, 1, o.seed), (xt, t) => engine.denoise(xt, t, cond, state), steps);
+  return { chunk: denormalizeChunk(c, x), ms: performance.now() - t0, steps };
+}
+
+export class HeadPolicy extends ChunkPolicy {
+  readonly name: string;
+  private seed = 0;
+  private cycles = 0;
+
+  constructor(
+    readonly runner: VlaRunner,
+    readonly engine: HeadEngine,
+    readonly o: HeadPolicyOptions,
+  ) {
+    super();
+    this.name = `model:head-${engine.config.objective}`;
+    this.execute = o.execute;
+  }
+
+  protected override gripperOf(action: number[]): number {
+    const g = this.o.codec.layout?.gripper;
+    return g === null ? this.gripper : (action[g ?? action.length - 1] ?? this.gripper);
+  }
+
+  reset(ctx: { env?: Env; instruction: string; seed: number }): void {
+    super.reset(ctx);
+    this.seed = ctx.seed;
+    this.cycles = 0;
+  }
+
+  async close(): Promise<void> {
+    await this.engine.dispose();
+  }
+
+  async cycle(obs: Record<string, unknown>, ctx: ActContext): Promise<Cycle | null> {
+    const images = camerasOf(obs);
+    if (!images.length) throw new Error('the observation holds no camera image');
+    const style = this.o.prompt ?? 'refinevla';
+    let stateText: string | undefined;
+    if (this.o.codec.state) {
+      stateText = codecStateText(this.o.codec, obs.state);
+      if (stateText === undefined) throw new VlakitError('E_RECORD_INVALID', 'this model was trained with the robot state in its prompts, but the observation has no numeric `state`', { field: 'observation.state' });
+    }
+    const format = actionFormatOf(this.o.codec);
+    const prompt = style === 'compact' ? PROMPTS.compact(ctx.instruction, stateText) : style === 'task' ? PROMPTS.task(ctx.instruction, stateText, format) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla', stateText, format);
+    const info: Record<string, unknown> = { cycle: this.cycles };
+    const r = await sampleHeadChunk(this.runner, this.engine, prompt, style === 'task' ? images.slice(0, 1) : images, { seed: subSeed(this.seed, ++this.cycles), state: obs.state, steps: this.o.steps });
+    const chunk = r.chunk.slice(0, this.o.maxChunk ?? 64);
+    info.head = { objective: this.engine.config.objective, steps: r.steps };
+    info.chunk = chunk;
+    const L = this.o.codec.layout;
+    const problem = chunk.map((a) => actionProblem(a, L)).find((p) => p !== undefined);
+    if (problem) {
+      // nothing unchecked reaches the env: a safe no-op instead (zero motion, the gripper held)
+      info.noop = { reason: problem };
+      const dims = L?.dims ?? chunk[0]?.length ?? 4;
+      const g = L ? L.gripper : dims - 1;
+      return { actions: [Array.from({ length: dims }, (_, k) => (k === g ? this.gripper : 0))], info, modelMs: r.ms };
+    }
+    return { actions: chunk, info, modelMs: r.ms };
+  }
+}
+
+/**
+ * The head engine of an opened model directory: a checkpoint's (TensorFlow.js, over the runner's model) or an
+ * export's (onnxruntime).
+ */
+export async function openHeadEngine(runner: VlaRunner, dir: string): Promise<HeadEngine> {
+  const { TfjsRunner } = await import('../infer/tfjs.js');
+  if (runner instanceof TfjsRunner) return TfjsHeadEngine.open(runner.model, dir);
+  if (runner.info.engine === 'onnxruntime' && runner.info.model === 'vlakit') {
+    const { OrtHeadEngine } = await import('../export/head.js');
+    return OrtHeadEngine.open(dir, runner);
+  }
+  throw new VlakitError('E_USAGE', `${dir} has an action head, which runs on vlakit's built-in model only`, { file: dir });
+}
+
+/**
+ * generate on a model with an action head: the prompt (the built-in model's `<bos> prompt <sep>`) and image files
+ * -> one sampled chunk in action units.
+ * @example const r = await generateHeadChunk('runs/head', { prompt: 'Task: pick up the red block', images: ['frame.png'] })
+ */
+export async function generateHeadChunk(dir: string, o: { prompt: string; images?: string[]; seed?: number; steps?: number; backend?: string; device?: 'cpu' | 'cuda' }): Promise<{ chunk: number[][]; objective: string; steps: number; ms: number }> {
+  const { readFileSync } = await import('node:fs');
+  const { openModel } = await import('../infer/index.js');
+  const runner = await openModel(dir, { backend: o.backend, device: o.device });
+  try {
+    const engine = await openHeadEngine(runner, dir);
+    try {
+      const images = (o.images ?? []).map((f) => new Uint8Array(readFileSync(f)));
+      const r = await sampleHeadChunk(runner, engine, o.prompt, images, { seed: o.seed ?? 0, steps: o.steps });
+      return { chunk: r.chunk, objective: engine.config.objective, steps: r.steps, ms: r.ms };
+    } finally {
+      await engine.dispose();
+    }
+  } finally {
+    await runner.dispose();
+  }
+}

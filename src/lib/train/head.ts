@@ -1,0 +1,216 @@
+/**
+ * train-sft with a continuous action head (`--action-head diffusion|flow`) on the built-in VLA: each batch runs the
+ * backbone once over `<bos> prompt <sep> target <eos>`; the head's features come from the prompt's positions
+ * (model/action-head-vla.ts) and its loss from the example's action chunk (the target's action span decoded by the
+ * codec, normalized by the dataset's statistics); the loss is head + lang_weight x the usual language loss. The
+ * head always trains; the backbone trains as the other flags say (full, frozen layers, LoRA) or not at all
+ * (`freezeBackbone`). Checkpoints are the usual files plus action_head.json and action_head.safetensors.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { type ActionCodec, codecFromSpec } from '../actions/codecs.js';
+import type { TrainingExample } from '../actions/examples.js';
+import { withoutActionsMarker } from '../actions/prompts.js';
+import { ActionStatsSchema, StatsAccumulator } from '../actions/stats.js';
+import { VlakitError } from '../errors.js';
+import { ActionHead, type ActionHeadConfig, type HeadObjective, chunkSize, hasActionHead, headConfig, loadActionHead, normalizeChunk, normalizeState, writeActionHead } from '../model/action-head.js';
+import { vlaFeatureDim, vlaHeadFeatures } from '../model/action-head-vla.js';
+import { tokensPerImage } from '../model/config.js';
+import type { VlaModel } from '../model/model.js';
+import { SEP, type Tokenizer } from '../model/tokenizer.js';
+import { Rng } from '../util/rng.js';
+import { type Batch, type PixelLayout, type Prepared, prepare, targetText } from './data.js';
+import type { Trainee } from './hf-sft.js';
+import { type LossParts, sftLoss } from './loss.js';
+import type { AdamW } from './optim.js';
+
+export interface HeadOptions {
+  objective: HeadObjective;
+  /** Weight of the language loss (action + lambda_r x reasoning tokens) next to the head's loss (default 1). */
+  langWeight?: number;
+  /** Diffusion: predict the noise (default) or the clean chunk. */
+  prediction?: 'epsilon' | 'sample';
+  /** Denoising steps at inference, stored in the head's config (default 10). */
+  inferenceSteps?: number;
+  hidden?: number;
+  layers?: number;
+  /** Actions per chunk (default: the longest chunk of the training data). */
+  horizon?: number;
+  /** Train the head alone (the backbone's weights stay as they are). */
+  freezeBackbone?: boolean;
+}
+
+/** The action chunk of an example: its action spans' text decoded by the codec; undefined when it has none. */
+export function exampleChunk(ex: TrainingExample, codec: ActionCodec): number[][] | undefined {
+  const target = targetText(ex);
+  const text = ex.spans.filter((s) => s.kind === 'action').map((s) => target.slice(s.start, s.end)).join('');
+  if (!text) return undefined;
+  try {
+    const chunk = codec.decode(withoutActionsMarker(text).trim());
+    return chunk.length ? chunk : undefined;
+  } catch (err) {
+    throw new VlakitError('E_RECORD_INVALID', `example ${ex.id}: its action text does not decode with the ${codec.name} codec (${(err as Error).message})`);
+  }
+}
+
+/** The numeric proprioceptive state of an example (a top-level `state` array), when it has one. */
+function exampleState(ex: TrainingExample): number[] | undefined {
+  const s = (ex as Record<string, unknown>).state;
+  return Array.isArray(s) && s.length > 0 && s.every((v) => typeof v === 'number' && Number.isFinite(v)) ? (s as number[]) : undefined;
+}
+
+function meanStd(rows: number[][], dims: number): { mean: number[]; std: number[] } {
+  const acc = new StatsAccumulator();
+  for (const r of rows) acc.add(r.slice(0, dims));
+  const s = acc.result().dims;
+  // a constant dimension keeps a unit scale: its normalized value is 0 either way
+  return { mean: s.map((d) => d.mean), std: s.map((d) => (d.std > 1e-6 ? d.std : 1)) };
+}
+
+/**
+ * A new head's config for these training examples: the horizon (longest chunk), action width, the statistics
+ * (`stats` when it matches the width, else computed from the chunks) and the state width (when every example has one).
+ */
+export function newHeadConfig(examples: TrainingExample[], codec: ActionCodec, condDim: number, o: HeadOptions, stats?: unknown): ActionHeadConfig {
+  const chunks = examples.map((e) => exampleChunk(e, codec)).filter((c): c is number[][] => c !== undefined);
+  if (!chunks.length) throw new VlakitError('E_USAGE', '--action-head needs examples with action chunks: none of the training examples has an action span');
+  const D = chunks[0][0].length;
+  const horizon = o.horizon ?? Math.max(...chunks.map((c) => c.length));
+  const given = ActionStatsSchema.safeParse(stats);
+  const norm = given.success && given.data.dims.length === D ? { mean: given.data.dims.map((d) => d.mean), std: given.data.dims.map((d) => (d.std > 1e-6 ? d.std : 1)) } : meanStd(chunks.flat(), D);
+  const states = examples.map(exampleState);
+  const stateDim = states.every((s) => s !== undefined) ? Math.min(...states.map((s) => s!.length)) : 0;
+  return headConfig({
+    objective: o.objective,
+    horizon,
+    action_dim: D,
+    cond_dim: condDim,
+    action_norm: norm,
+    state_dim: stateDim,
+    state_norm: stateDim ? meanStd(states as number[][], stateDim) : null,
+    hidden_size: o.hidden ?? 256,
+    num_layers: o.layers ?? 2,
+    inference_steps: o.inferenceSteps ?? 10,
+    prediction: o.prediction ?? 'epsilon',
+  });
+}
+
+interface HeadItem {
+  /** The text position of the prompt's last token (<sep>). */
+  promptEnd: number;
+  /** The normalized chunk [H*D], when the example has one. */
+  x0?: Float32Array;
+  state?: Float32Array;
+}
+
+/** The built-in model with an action head, as train-sft trains it. */
+export class HeadTrainee implements Trainee {
+  readonly vars: tf.Variable[];
+  readonly layout: PixelLayout;
+  readonly parameters: number;
+  private readonly items = new WeakMap<Prepared, HeadItem>();
+  private readonly langWeight: number;
+
+  constructor(
+    readonly model: VlaModel,
+    readonly tok: Tokenizer,
+    readonly head: ActionHead,
+    readonly codec: ActionCodec,
+    private readonly o: HeadOptions & { freezeLayers?: number; freezeVision?: boolean; seed?: number },
+  ) {
+    this.vars = [...(o.freezeBackbone ? [] : model.trainable({ freezeLayers: o.freezeLayers, freezeVision: o.freezeVision })), ...head.vars()];
+    this.layout = { cameras: model.config.num_cameras, size: model.config.vision_config.image_size };
+    this.parameters = model.numParameters() + head.numParameters();
+    this.langWeight = o.langWeight ?? 1;
+  }
+
+  async prepare(examples: TrainingExample[]): Promise<Prepared[]> {
+    const cfg = this.model.config;
+    const maxTokens = cfg.text_config.max_position_embeddings - tokensPerImage(cfg) * cfg.num_cameras;
+    const out = await prepare(examples, this.tok, { cameras: cfg.num_cameras, imageSize: cfg.vision_config.image_size, maxTokens });
+    const hc = this.head.config;
+    out.forEach((p, i) => {
+      const promptEnd = p.ids.indexOf(SEP);
+      if (promptEnd < 0) throw new VlakitError('E_USAGE', `example ${p.id}: its prompt is longer than the model's ${maxTokens} text positions`);
+      const chunk = exampleChunk(examples[i], this.codec);
+      if (chunk && chunk[0].length !== hc.action_dim) throw new VlakitError('E_RECORD_INVALID', `example ${p.id}: actions of ${chunk[0].length} numbers; the action head takes ${hc.action_dim}`);
+      const state = hc.state_dim ? normalizeState(hc, exampleState(examples[i])) : undefined;
+      this.items.set(p, { promptEnd, x0: chunk ? normalizeChunk(hc, chunk) : undefined, state });
+    });
+    return out;
+  }
+
+  private item(p: Prepared): HeadItem {
+    const it = this.items.get(p);
+    if (!it) throw new Error(`example ${p.id} was not prepared by this trainee`);
+    return it;
+  }
+
+  logits(batch: Batch): tf.Tensor3D {
+    return this.model.forward(batch.pixels as tf.Tensor5D, batch.ids).logits;
+  }
+
+  /**
+   * head + lang_weight x language loss; `key` (the stream position of the batch) seeds the noise and times, so a
+   * resumed run draws what the uninterrupted one would.
+   */
+  loss(batch: Batch, items: Prepared[], lambdaR: number, key: number): LossParts {
+    const rows = items.map((p) => this.item(p));
+    const lang = !this.o.freezeBackbone && this.langWeight > 0;
+    const { cond, logits } = vlaHeadFeatures(this.model, batch.pixels as tf.Tensor5D, batch.ids, rows.map((r) => r.promptEnd), { logits: lang });
+    const language = logits ? sftLoss(() => logits, batch, lambdaR).loss : tf.scalar(0);
+    const chosen = rows.map((r, b) => (r.x0 ? b : -1)).filter((b) => b >= 0);
+    let headLoss: tf.Scalar = tf.scalar(0);
+    if (chosen.length) {
+      const n = chunkSize(this.head.config);
+      const B = rows.length;
+      // the rows with a chunk, as a one-hot product (the WebAssembly backend has no gradient for gather)
+      const pick = new Float32Array(chosen.length * B);
+      chosen.forEach((b, i) => (pick[i * B + b] = 1));
+      const sel = tf.tensor2d(pick, [chosen.length, B]);
+      const c = tf.matMul(sel, cond) as tf.Tensor2D; // [n, B] x [B, C] -> [n, C]
+      const x0 = new Float32Array(chosen.length * n);
+      chosen.forEach((b, i) => x0.set(rows[b].x0!, i * n));
+      const S = this.head.config.state_dim;
+      const state = S ? tf.tensor2d(Float32Array.from(chosen.flatMap((b) => [...rows[b].state!])), [chosen.length, S]) : undefined;
+      headLoss = this.head.loss(c, x0, new Rng((this.o.seed ?? 0) * 1_000_003 + key), state);
+    }
+    return { loss: tf.add(headLoss, tf.mul(language, this.langWeight)) as tf.Scalar, action: headLoss, reasoning: language as tf.Scalar };
+  }
+
+  decode(ids: number[]): string {
+    return this.tok.decode(ids);
+  }
+
+  async save(dir: string, opt: AdamW | undefined, state: object, o: { codec?: ActionCodec; actionStats?: unknown; init?: string }): Promise<void> {
+    const { writeCheckpointFiles } = await import('./sft.js');
+    await writeCheckpointFiles(dir, this.model, this.tok, opt, state, o);
+    await writeActionHead(dir, this.head);
+  }
+
+  dispose(): void {
+    this.model.dispose();
+    this.head.dispose();
+  }
+}
+
+/**
+ * The head trainee of a run: the head of `startDir` (a resumed run, or an --init checkpoint with a head of the same
+ * objective), else a new one for the training examples.
+ */
+export function openHeadTrainee(model: VlaModel, tok: Tokenizer, o: { examples: TrainingExample[]; codec?: ActionCodec; actionStats?: unknown; actionHead: HeadOptions; freezeLayers?: number; freezeVision?: boolean; seed?: number }, startDir: string | undefined, resume: boolean): HeadTrainee {
+  const spec = o.examples.find((e) => e.meta.codec)?.meta.codec;
+  const codec = o.codec ?? (spec ? codecFromSpec(spec) : undefined);
+  if (!codec) throw new VlakitError('E_USAGE', '--action-head needs the action codec of the examples (their meta.codec, or --actions)');
+  let head: ActionHead | undefined;
+  if (startDir && hasActionHead(startDir)) {
+    head = loadActionHead(startDir);
+    if (!resume && head.config.objective !== o.actionHead.objective) {
+      head.dispose();
+      head = undefined; // another objective: a new head on the --init backbone
+    }
+  }
+  if (resume && !head) throw new VlakitError('E_MODEL', 'the run to resume has no action head (action_head.json)', { file: startDir });
+  const train = o.examples.filter((e) => e.meta.split !== 'val');
+  head ??= ActionHead.init(newHeadConfig(train, codec, vlaFeatureDim(model.config), o.actionHead, o.actionStats), o.seed ?? 0);
+  return new HeadTrainee(model, tok, head, codec, { ...o.actionHead, freezeLayers: o.freezeLayers, freezeVision: o.freezeVision, seed: o.seed });
+}
