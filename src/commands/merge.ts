@@ -2,7 +2,7 @@ import path from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { size } from '../lib/cli/flags.js';
-import { type MergeSummary, convert, isRldsDir, manifestPathFor, mergeShards, newStats } from '../lib/io/index.js';
+import { type MergeSummary, convert, isRldsDir, manifestPathFor, mergeShards, newStats, resolveParts } from '../lib/io/index.js';
 import { existsSync } from 'node:fs';
 
 export default class Merge extends VlakitCommand {
@@ -37,7 +37,8 @@ export default class Merge extends VlakitCommand {
     const features = parts.length && isRldsDir(parts[0]) && existsSync(path.join(parts[0], 'features.json')) ? path.join(parts[0], 'features.json') : undefined;
     const res = await convert({
       ...this.outputOptions(flags),
-      inputs: [...parts, ...parts.map(manifestPathFor)],
+      // a part written with --shard-size is several files (NAME-0000i-of-0000n) beside one manifest
+      inputs: resolveParts(parts).flatMap((p) => [...p.files, manifestPathFor(p.name)]),
       source,
       output: flags.output,
       to: flags.to as 'jsonl' | 'tfrecord' | 'rlds' | undefined,

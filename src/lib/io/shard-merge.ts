@@ -5,6 +5,8 @@
  * it holds; a shard given twice or not at all, an episode missing from its part, one that appears twice or one
  * that belongs to no shard stops the merge (E_SHARD, exit 1) before the output is committed.
  */
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import { VlakitError } from '../errors.js';
 import { newStats, readRecords, type ReadOptions, type ReadStats, type SourceRecord } from './read.js';
 import { type ShardManifest, episodeIdOf, manifestPathFor, readShardManifest, shardSize } from './shard.js';
@@ -84,6 +86,58 @@ function idOf(r: SourceRecord): string | number {
 
 const show = (id: string | number): string => JSON.stringify(id);
 
+/** One part of a sharded job: the output name its manifest is named after, and its files. */
+export interface MergePart {
+  name: string;
+  files: string[];
+}
+
+const SIZE_SPLIT = /^(.*)-(\d{5,})-of-(\d{5,})$/;
+
+/**
+ * The parts named on the command line. A part written with --shard-size is several files `NAME-0000i-of-0000n`
+ * beside one manifest `NAME.shard.json`: it may be named by NAME or by its files (all of them, in any order).
+ * @example resolveParts(['p0.tfrecord', 'p1.tfrecord']) // p0.tfrecord-00000-of-00002, ... as one part each
+ */
+export function resolveParts(args: readonly string[]): MergePart[] {
+  const parts = new Map<string, { files: Set<string>; of?: number }>();
+  for (const arg of args) {
+    const m = SIZE_SPLIT.exec(arg);
+    if (m && !existsSync(manifestPathFor(arg)) && existsSync(manifestPathFor(m[1]))) {
+      const p = parts.get(m[1]) ?? { files: new Set<string>(), of: Number(m[3]) };
+      p.files.add(arg);
+      parts.set(m[1], p);
+      continue;
+    }
+    if (!existsSync(arg)) {
+      const dir = path.dirname(arg);
+      const base = path.basename(arg);
+      let names: string[] = [];
+      try {
+        names = readdirSync(dir).filter((f) => f.startsWith(base) && /^-\d{5,}-of-\d{5,}$/.test(f.slice(base.length)));
+      } catch {
+        names = [];
+      }
+      if (names.length) {
+        parts.set(arg, { files: new Set(names.map((f) => path.join(dir, f))), of: Number(SIZE_SPLIT.exec(names[0])![3]) });
+        continue;
+      }
+    }
+    const p = parts.get(arg) ?? { files: new Set<string>() };
+    p.files.add(arg);
+    parts.set(arg, p);
+  }
+  return [...parts].map(([name, p]) => {
+    const files = [...p.files].sort();
+    if (p.of !== undefined) {
+      const have = new Set(files.map((f) => Number(SIZE_SPLIT.exec(f)?.[2])));
+      const missing = Array.from({ length: p.of }, (_, i) => i).filter((i) => !have.has(i));
+      if (missing.length) throw new VlakitError('E_SHARD', `part ${name} was written as ${p.of} files (-of-${String(p.of).padStart(5, '0')}), but file ${missing.map((i) => String(i).padStart(5, '0')).join(', ')} of them is not given or not there`, { file: name });
+    }
+    return { name, files };
+  });
+}
+
 /** Checks that the manifests are the N shards of one job, each once; returns the parts by shard index. */
 export function checkManifests(parts: readonly string[], manifests: readonly ShardManifest[]): number[] {
   if (parts.length === 0) throw new VlakitError('E_USAGE', 'merge needs the parts: the outputs of --shard I/N runs');
@@ -124,14 +178,16 @@ export function checkManifests(parts: readonly string[], manifests: readonly Sha
  * as they are read.
  * @example await convert({ inputs: parts, source: mergeShards(parts), output: 'all.jsonl' })
  */
-export async function* mergeShards(parts: readonly string[], opts: ReadOptions = {}, summary: MergeSummary = { parts: 0, shards: 0, episodes: 0, records: 0, read: newStats() }): AsyncGenerator<SourceRecord> {
+export async function* mergeShards(args: readonly string[], opts: ReadOptions = {}, summary: MergeSummary = { parts: 0, shards: 0, episodes: 0, records: 0, read: newStats() }): AsyncGenerator<SourceRecord> {
+  const resolved = resolveParts(args);
+  const parts = resolved.map((p) => p.name);
   const manifests = parts.map((p) => readShardManifest(p));
   const byShard = checkManifests(parts, manifests);
   const n = byShard.length;
   const total = manifests[0].episodes;
   summary.parts = parts.length;
   summary.shards = n;
-  const readers = byShard.map((p) => new EpisodeReader(parts[p], readRecords([parts[p]], opts, summary.read)));
+  const readers = byShard.map((p) => new EpisodeReader(parts[p], readRecords(resolved[p].files, opts, summary.read)));
   const seen = new Map<string | number, string>();
   try {
     for (let k = 0; k < total; k++) {
