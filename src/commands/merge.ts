@@ -2,8 +2,9 @@ import path from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import { VlakitCommand, parseSize, sharedFlags } from '../lib/cli/base.js';
 import { size } from '../lib/cli/flags.js';
-import { type MergeSummary, convert, isRldsDir, manifestPathFor, mergeShards, newStats, resolveParts } from '../lib/io/index.js';
+import { type MergeSummary, convert, isRldsDir, manifestPathFor, mergeSampleShards, mergeShards, newStats, readShardManifest, resolveParts, writeJsonl } from '../lib/io/index.js';
 import { existsSync } from 'node:fs';
+import { VlakitError } from '../lib/errors.js';
 
 export default class Merge extends VlakitCommand {
   static summary = 'Join the parts of a --shard I/N job into one dataset, in the order of the unsharded run.';
@@ -32,6 +33,15 @@ export default class Merge extends VlakitCommand {
     const parts = (argv as string[]).map((p) => p.replace(/[/\\]+$/, ''));
     const summary: MergeSummary = { parts: 0, shards: 0, episodes: 0, records: 0, read: newStats() };
     const signal = this.abort.signal;
+    const resolved = parts.length ? resolveParts(parts) : [];
+    if (resolved.length && readShardManifest(resolved[0].name).command === 'eval-vqa') {
+      // eval-vqa --log-samples parts: samples, not records of episodes
+      if (flags.to && flags.to !== 'jsonl') throw new VlakitError('E_USAGE', `eval-vqa parts are samples: JSON Lines only, not --to ${flags.to}`);
+      await writeJsonl(mergeSampleShards(parts, summary), flags.output, this.outputOptions(flags, resolved.flatMap((p) => [...p.files, manifestPathFor(p.name)])));
+      if (flags.json) process.stderr.write(`${JSON.stringify({ outputs: [flags.output ?? '-'], to: 'jsonl', parts: summary.parts, episodes: summary.episodes, records: summary.records })}\n`);
+      else this.note(`vlakit merge: ${summary.parts} parts, ${summary.episodes} model-question units, ${summary.records} samples -> ${flags.output && flags.output !== '-' ? flags.output : 'stdout'}`, flags.quiet);
+      return;
+    }
     const source = mergeShards(parts, { split: flags.split, signal, onWarning: flags.quiet ? undefined : (m) => this.note(`vlakit merge: ${m}`) }, summary);
     // RLDS parts: the output keeps their features (the unsharded run's, inferred from the same first episode)
     const features = parts.length && isRldsDir(parts[0]) && existsSync(path.join(parts[0], 'features.json')) ? path.join(parts[0], 'features.json') : undefined;
