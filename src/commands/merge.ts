@@ -9,7 +9,7 @@ import { VlakitError } from '../lib/errors.js';
 export default class Merge extends VlakitCommand {
   static summary = 'Join the parts of a --shard I/N job into one dataset, in the order of the unsharded run.';
   static description =
-    'Reads the parts that N runs with --shard 0/N .. N-1/N wrote (JSON Lines, TFRecord or RLDS dataset directories, each with the OUTPUT.shard.json manifest beside it) and writes one output, the same as one unsharded run would have written: episode k of the input is taken from part k mod N. Every episode must appear exactly once: a missing part, a part given twice, an episode missing from its part or found twice stops the merge with E_SHARD (exit 1) and nothing is written. See docs/SCALE.md.';
+    'Reads the parts that N runs with --shard 0/N .. N-1/N wrote (JSON Lines, TFRecord or RLDS dataset directories, each with the OUTPUT.shard.json manifest beside it) and writes one output, the same as one unsharded run would have written: episode k of the input is taken from part k mod N. Every episode must appear exactly once: a missing part, a part given twice, an episode missing from its part or found twice stops the merge with E_SHARD (exit 1) and nothing is written. A part written with --shard-size is named by its output name or by all of its files. The --log-samples parts of eval-vqa --shard merge into the unsharded samples. See docs/SCALE.md.';
   static strict = false;
   static args = { parts: Args.string({ description: 'the parts, in any order (their manifests say which shard each is)', required: true }) };
   static examples = [
