@@ -101,13 +101,22 @@ const SIZE_SPLIT = /^(.*)-(\d{5,})-of-(\d{5,})$/;
  * @example resolveParts(['p0.tfrecord', 'p1.tfrecord']) // p0.tfrecord-00000-of-00002, ... as one part each
  */
 export function resolveParts(args: readonly string[]): MergePart[] {
-  const parts = new Map<string, { files: Set<string>; of?: number }>();
+  // a part named twice stays twice (checkManifests says so); the files of one split part are gathered into one
+  const parts: { name: string; files: Set<string>; of?: number }[] = [];
+  const split = new Map<string, (typeof parts)[number]>();
+  const splitPart = (name: string, of: number) => {
+    let p = split.get(name);
+    if (!p) {
+      p = { name, files: new Set<string>(), of };
+      split.set(name, p);
+      parts.push(p);
+    }
+    return p;
+  };
   for (const arg of args) {
     const m = SIZE_SPLIT.exec(arg);
     if (m && !existsSync(manifestPathFor(arg)) && existsSync(manifestPathFor(m[1]))) {
-      const p = parts.get(m[1]) ?? { files: new Set<string>(), of: Number(m[3]) };
-      p.files.add(arg);
-      parts.set(m[1], p);
+      splitPart(m[1], Number(m[3])).files.add(arg);
       continue;
     }
     if (!existsSync(arg)) {
@@ -120,20 +129,19 @@ export function resolveParts(args: readonly string[]): MergePart[] {
         names = [];
       }
       if (names.length) {
-        parts.set(arg, { files: new Set(names.map((f) => path.join(dir, f))), of: Number(SIZE_SPLIT.exec(names[0])![3]) });
+        const p = splitPart(arg, Number(SIZE_SPLIT.exec(names[0])![3]));
+        for (const f of names) p.files.add(path.join(dir, f));
         continue;
       }
     }
-    const p = parts.get(arg) ?? { files: new Set<string>() };
-    p.files.add(arg);
-    parts.set(arg, p);
+    parts.push({ name: arg, files: new Set([arg]) });
   }
-  return [...parts].map(([name, p]) => {
-    const files = [...p.files].sort();
-    if (p.of !== undefined) {
+  return parts.map(({ name, files: set, of }) => {
+    const files = [...set].sort();
+    if (of !== undefined) {
       const have = new Set(files.map((f) => Number(SIZE_SPLIT.exec(f)?.[2])));
-      const missing = Array.from({ length: p.of }, (_, i) => i).filter((i) => !have.has(i));
-      if (missing.length) throw new VlakitError('E_SHARD', `part ${name} was written as ${p.of} files (-of-${String(p.of).padStart(5, '0')}), but file ${missing.map((i) => String(i).padStart(5, '0')).join(', ')} of them is not given or not there`, { file: name });
+      const missing = Array.from({ length: of }, (_, i) => i).filter((i) => !have.has(i));
+      if (missing.length) throw new VlakitError('E_SHARD', `part ${name} was written as ${of} files (-of-${String(of).padStart(5, '0')}), but file ${missing.map((i) => String(i).padStart(5, '0')).join(', ')} of them is not given or not there`, { file: name });
     }
     return { name, files };
   });
