@@ -6,7 +6,7 @@ import { annotateProgress, watchInFlight } from '../lib/cli/progress-jobs.js';
 import { meterInput } from '../lib/cli/progress-input.js';
 import { EXIT, VlakitError } from '../lib/errors.js';
 import { ShardJob, checkOutputFormat, claimOutput, groupEpisodes, isLeRobotDir, leRobotInfo, newStats, outputFormatFor, parseCameraList, readValidated, rldsInputs, type StepRecord, writeEpisodes } from '../lib/io/index.js';
-import { ActionStepSchema, AnswerCache, RateLimiter, TeacherFatalError, annotate, defaultCacheDir, makeTeacher, scorePlans, type UsageStats } from '../lib/teacher/index.js';
+import { ActionStepSchema, AnswerCache, RateLimiter, TeacherFatalError, annotate, defaultCacheDir, makeTeacher, runBatch, scorePlans, type Teacher, type UsageStats } from '../lib/teacher/index.js';
 
 function parsePrice(s: string | undefined): { input: number; output: number } | undefined {
   if (!s) return undefined;
@@ -23,7 +23,8 @@ function usageLine(u: UsageStats): string {
     .join(', ');
   const thinking = u.thoughtTokens ? ` (${u.thoughtTokens} thinking)` : '';
   const again = u.truncatedReasks || u.emptyRetries ? `, ${u.truncatedReasks} truncated re-asked, ${u.emptyRetries} empty re-asked` : '';
-  return `${u.episodes} episodes, ${u.steps} steps; ${u.requests} requests, ${u.cacheHits} cache hits, ${u.retries} retries, ${u.failures} failures, ${u.reasks} re-asks${again}, ${u.localRepairs} plans repaired, ${u.errors} annotation errors${reasons ? ` (${reasons})` : ''}; tokens ${u.inputTokens} in / ${u.outputTokens} out${thinking}${cost}`;
+  const batch = u.batchAnswers ? ` (${u.batchAnswers} answered by batch jobs, ${u.batchInputTokens} in / ${u.batchOutputTokens} out at the batch price)` : '';
+  return `${u.episodes} episodes, ${u.steps} steps; ${u.requests} requests${batch}, ${u.cacheHits} cache hits, ${u.retries} retries, ${u.failures} failures, ${u.reasks} re-asks${again}, ${u.localRepairs} plans repaired, ${u.errors} annotation errors${reasons ? ` (${reasons})` : ''}; tokens ${u.inputTokens} in / ${u.outputTokens} out${thinking}${cost}`;
 }
 
 export default class Annotate extends VlakitCommand {
@@ -74,6 +75,9 @@ export default class Annotate extends VlakitCommand {
     quiet: sharedFlags.quiet,
     'log-every': logEveryFlag,
     json: Flags.boolean({ description: 'print the usage summary as JSON on stderr' }),
+    batch: Flags.boolean({ description: "gemini:/openai: teachers: send the requests as the provider's batch jobs (about half the price, answers within 24 h); the job ids are kept in the cache directory, so the same command resumes a killed run" }),
+    'batch-poll': decimal({ description: 'seconds between the first polls of a batch job (the interval grows 1.5x a round, up to 10 minutes)', default: '30', min: 0, minExclusive: true, max: 3600 }),
+    'batch-size': int({ description: "requests per batch job at most (default: the service's limit: 50,000 for OpenAI; and 200 MB, 2 GB for Gemini)", min: 1, max: 50_000 }),
   };
 
   static flagRules: FlagRule[] = [
@@ -82,6 +86,10 @@ export default class Annotate extends VlakitCommand {
     onlyWith('frames', '--kind plan', (i) => i.flags.kind === 'plan'),
     onlyWith('teacher-url', 'an openai: or gemini: teacher', (i) => /^(openai|gemini):/.test(String(i.flags.teacher))),
     onlyWith('thinking-budget', 'a gemini: teacher', (i) => String(i.flags.teacher).startsWith('gemini:')),
+    onlyWith('batch', 'a gemini: or openai: teacher', (i) => /^(openai|gemini):/.test(String(i.flags.teacher))),
+    exclusive('batch', 'no-cache', 'batch jobs are kept in the cache directory'),
+    onlyWith('batch-poll', '--batch', (i) => !!i.flags.batch),
+    onlyWith('batch-size', '--batch', (i) => !!i.flags.batch),
   ];
 
   async run(): Promise<void> {
@@ -117,9 +125,9 @@ export default class Annotate extends VlakitCommand {
     const read = newStats();
     const note = (m: string): void => this.note(`vlakit annotate: ${m}`);
     let checked = teacher.id !== 'kinematic';
-    const steps = (async function* () {
-      const all = readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onRead: input.onRead, onWarning: flags.quiet ? undefined : (m) => note(m), skipEpisode: shard?.skipEpisode }, read);
-      for await (const r of shard ? shard.filter(all, (r) => r.value.episode_id, (r) => r) : all) {
+    const readSteps = (job: typeof shard, first: boolean) => (async function* () {
+      const all = readValidated(inputs, 'step', ActionStepSchema, 'annotate reads step records', { split: flags.split, skipCorrupt: flags['skip-corrupt'], signal, onRead: first ? undefined : input.onRead, onWarning: flags.quiet || first ? undefined : (m) => note(m), skipEpisode: job?.skipEpisode }, first ? newStats() : read);
+      for await (const r of job ? job.filter(all, (r) => r.value.episode_id, (r) => r) : all) {
         if (!checked) {
           checked = true;
           // steps of the built-in world carry its oracle; anything else is data the kinematic teacher cannot see
@@ -128,12 +136,15 @@ export default class Annotate extends VlakitCommand {
         yield { record: r.value, line: r.line, file: r.file };
       }
     })();
+    const kind = flags.kind as 'reasoning' | 'plan';
+    let asked: Teacher = watched.teacher;
+    const steps = readSteps(shard, false);
     const out = (async function* () {
       for await (const ep of annotate(
         groupEpisodes(steps),
         {
-          kind: flags.kind as 'reasoning' | 'plan',
-          teacher: watched.teacher,
+          kind,
+          teacher: asked,
           stride: flags.stride,
           frames: flags.frames,
           cache,
@@ -151,6 +162,18 @@ export default class Annotate extends VlakitCommand {
       }
     })();
     try {
+      if (flags.batch) {
+        // a first reading of the input collects the requests for the batch jobs; the second one writes the output
+        const { teacher: answering } = await runBatch(groupEpisodes(readSteps(shard?.again(), true)), { kind, teacher: watched.teacher, stride: flags.stride, frames: flags.frames, cache, repair: flags.repair, cameras, signal }, {
+          dir: cacheDir!,
+          pollMs: Number(flags['batch-poll']) * 1000,
+          maxRequests: flags['batch-size'],
+          retry: { retries: flags.retries, timeoutMs: flags.timeout * 1000 },
+          signal,
+          onNote: flags.quiet ? undefined : note,
+        });
+        asked = answering;
+      }
       // one RLDS input: its fields keep their dtypes and shapes in an RLDS output (the annotations are inferred)
       const sources = to === 'rlds' && inputs.length === 1 ? rldsInputs(inputs) : [];
       const res = await writeEpisodes(out, { ...output, output: flags.output, to, lerobot: { ...lerobotOptions(flags), fps: inputs.length === 1 && isLeRobotDir(inputs[0]) ? leRobotInfo(inputs[0]).fps : undefined, onWarning: flags.quiet ? undefined : (m) => this.note(`vlakit annotate: ${m}`) }, baseFeatures: sources[0]?.features, split: flags.split, addSplit: flags['add-split'], maxShardBytes: flags['shard-size'] ? parseSize(flags['shard-size']) : undefined });

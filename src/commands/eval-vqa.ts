@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
-import { type FlagRule, allOnlyWith, exclusive, int } from '../lib/cli/flags.js';
+import { type FlagRule, allOnlyWith, exclusive, int, shardFlag } from '../lib/cli/flags.js';
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { vqaProgress } from '../lib/cli/progress-jobs.js';
 import { adapterFlag, adaptersFor } from '../lib/cli/adapter-flag.js';
@@ -45,6 +45,7 @@ export default class EvalVqa extends VlakitCommand {
     quiet: Flags.boolean({ char: 'q', description: 'no progress and no report on stderr' }),
     'log-every': logEveryFlag,
     json: Flags.boolean({ description: 'print the report as JSON on stderr' }),
+    shard: shardFlag({ description: 'evaluate part I of N (counting from 0) of the model-question pairs, in the unsharded order; needs --log-samples FILE, which vlakit merge joins into the unsharded samples' }),
   };
 
   static flagRules: FlagRule[] = [
@@ -52,7 +53,7 @@ export default class EvalVqa extends VlakitCommand {
     exclusive('generate', 'data', '--generate writes questions, --data evaluates on them'),
     exclusive('cache', 'no-cache', '--no-cache reads and writes no cache'),
     ...allOnlyWith(['seed', 'as', 'width', 'height', 'per-frame', 'types', 'output'], '--generate', (i) => i.given.has('generate')),
-    ...allOnlyWith(['models', 'model', 'endpoint', 'circular', 'limit', 'metric', 'log-samples', 'concurrency', 'cache', 'no-cache', 'max-new-tokens', 'device', 'backend', 'adapter'], 'an evaluation (not with --generate)', (i) => !i.given.has('generate')),
+    ...allOnlyWith(['models', 'model', 'endpoint', 'circular', 'limit', 'metric', 'log-samples', 'concurrency', 'cache', 'no-cache', 'max-new-tokens', 'device', 'backend', 'adapter', 'shard'], 'an evaluation (not with --generate)', (i) => !i.given.has('generate')),
   ];
 
   async run(): Promise<void> {
@@ -90,13 +91,25 @@ export default class EvalVqa extends VlakitCommand {
       return xs;
     });
     const benchmarks = [...new Set(items.map((i) => i.benchmark))];
-    const progress = await startProgress('eval-vqa', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'questions', total: items.length * specs.length } });
-    const onModel = vqaProgress(progress, items.length * specs.length);
+    // --shard: the unit is one model's answers to one question (every rotation of a circular one), numbered in the
+    // order of the unsharded run's samples (model by model, question by question): shard I keeps those I mod N
+    const { ShardJob, inShard, sampleUnitId } = await import('../lib/io/index.js');
+    const questionOf = (x: (typeof items)[number]) => sampleUnitId('', x.benchmark, x.circular?.group ?? x.id);
+    const named = new Map(items.map((x) => [questionOf(x), [x.benchmark, x.circular?.group ?? x.id] as const]));
+    const questions = [...named.keys()];
+    const ordinal = new Map(questions.map((q, i) => [q, i]));
+    const shard = flags.shard;
+    if (shard && (!flags['log-samples'] || flags['log-samples'] === '-')) throw new VlakitError('E_USAGE', '--shard needs --log-samples FILE: the samples are the part that vlakit merge joins');
+    const job = ShardJob.start('eval-vqa', shard, flags['log-samples'], samplesOutput);
+    const itemsOf = (m: number) => (shard ? items.filter((x) => inShard(m * questions.length + ordinal.get(questionOf(x))!, shard)) : items);
+    const total = specs.reduce((a, _, m) => a + itemsOf(m).length, 0);
+    const progress = await startProgress('eval-vqa', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'questions', total } });
+    const onModel = vqaProgress(progress, total);
     const all: import('../lib/eval/index.js').Sample[] = [];
     const results: { model: string; source: string; scores: import('../lib/eval/index.js').BenchmarkScore[] }[] = [];
     let cache: import('../lib/teacher/index.js').AnswerCache | undefined;
     try {
-      for (const [name, spec] of specs) {
+      for (const [m, [name, spec]] of specs.entries()) {
         const model = await this.openVqaModel(name, spec, { ...flags, adapter: adapters.get(name) }, async () => {
           if (flags['no-cache']) return undefined;
           const { AnswerCache, defaultCacheDir } = await import('../lib/teacher/index.js');
@@ -104,7 +117,7 @@ export default class EvalVqa extends VlakitCommand {
           return cache;
         });
         try {
-          const samples = await ev.evaluateModel(model, items, { signal: this.abort.signal, onSample: onModel(name) });
+          const samples = await ev.evaluateModel(model, itemsOf(m), { signal: this.abort.signal, onSample: onModel(name) });
           all.push(...samples);
           results.push({ model: name, source: model.source, scores: ev.summarize(samples) });
         } finally {
@@ -113,6 +126,10 @@ export default class EvalVqa extends VlakitCommand {
       }
       progress.stop();
       if (flags['log-samples']) await writeJsonl((async function* () { yield* all; })(), flags['log-samples'], samplesOutput);
+      if (job) {
+        const ids = specs.flatMap(([name], m) => questions.flatMap((q, u) => (inShard(m * questions.length + u, job.shard) ? [sampleUnitId(name, ...named.get(q)!)] : [])));
+        await job.finish({ episodes: specs.length * questions.length, ids });
+      }
       const report = ev.forgettingReport(results);
       if (results.some((r) => r.scores.some((s) => s.unanswered))) process.exitCode = EXIT.partial;
       if (flags.json) process.stderr.write(`${JSON.stringify({ benchmarks, models: results, report })}\n`);
@@ -120,7 +137,7 @@ export default class EvalVqa extends VlakitCommand {
         this.note(ev.formatForgetting(report));
         for (const r of results) for (const s of r.scores) if (s.vanilla !== undefined) this.note(`${r.model} ${s.benchmark}: circular ${(s.score * 100).toFixed(1)}%, over all rotations ${(s.vanilla * 100).toFixed(1)}%`);
         for (const r of results) for (const s of r.scores) if (s.unanswered) this.note(`vlakit eval-vqa: ${r.model} ${s.benchmark}: ${Object.values(s.unanswered).reduce((a, b) => a + b, 0)} questions without a usable answer, scored 0 (${Object.entries(s.unanswered).map(([k, v]) => `${k} ${v}`).join(', ')})`);
-        this.note(`vlakit eval-vqa: ${items.length} questions x ${specs.length} models${flags['log-samples'] ? `; samples in ${flags['log-samples']}` : ''}`);
+        this.note(`vlakit eval-vqa: ${shard ? `shard ${shard.index}/${shard.count}: ${total} of ` : ''}${items.length} questions x ${specs.length} models${flags['log-samples'] ? `; samples in ${flags['log-samples']}` : ''}`);
       }
     } finally {
       progress.stop();

@@ -2,7 +2,7 @@
  * rollout --workers N: the episodes run in N child processes, and the records and the report are those of the
  * serial run (same seeds -> same episodes, in the same order).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
@@ -53,9 +53,17 @@ describe('rollout --workers', () => {
     expect(existsSync(path.join(dir, 'never.jsonl'))).toBe(false);
   }, 60_000);
 
-  it('--video needs --workers 1', async () => {
-    const r = await vlakit('rollout', '--episodes', '2', '--workers', '2', '--video', 'v', '-o', 'never.jsonl');
-    expect(r.exitCode).toBe(2);
-    expect(r.stderr).toContain('--video needs --workers 1');
-  }, 30_000);
+  it('--video with --workers 2: the videos of --workers 1, file for file and byte for byte', async () => {
+    const VIDEO = ['rollout', '--episodes', '3', '--tasks', 'pick,place', '--max-steps', '6', '--width', '32', '--height', '32', '--video-format', 'gif', '--video-size', '64', '--quiet'];
+    const [one, two] = await Promise.all([1, 2].map((w) => vlakit(...VIDEO, '--workers', String(w), '--video', `v${w}`, '-o', `v${w}.jsonl`)));
+    expect(one.exitCode).toBe(0);
+    expect(two.exitCode).toBe(0);
+    const names = readdirSync(path.join(dir, 'v1')).sort();
+    expect(names.length).toBe(3);
+    expect(readdirSync(path.join(dir, 'v2')).sort()).toEqual(names);
+    for (const n of names) expect(readFileSync(path.join(dir, 'v2', n)).equals(readFileSync(path.join(dir, 'v1', n)))).toBe(true);
+    // frames drawn by the world, not the 32 px camera image: a 64 px GIF (logical screen width, bytes 6-7)
+    expect(readFileSync(path.join(dir, 'v2', names[0])).readUInt16LE(6)).toBeGreaterThanOrEqual(64);
+    expect(readFileSync(path.join(dir, 'v2.jsonl'), 'utf8')).toBe(readFileSync(path.join(dir, 'v1.jsonl'), 'utf8'));
+  }, 120_000);
 });

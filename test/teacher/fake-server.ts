@@ -62,7 +62,7 @@ export interface FakeServer {
   close(): Promise<void>;
 }
 
-function planFor(text: string, wrong: Fault): string {
+export function planFor(text: string, wrong: Fault): string {
   const T = (text.match(/^t=\d+:/gm) ?? []).length;
   const half = Math.max(1, Math.floor(T / 2));
   const a = { step_description: 'move to the item', reasoning: 'approach first', main_movements: 'forward; gripper open', start_step: 0, end_step: half - 1 };
@@ -131,7 +131,7 @@ function errorReply(fault: Fault, gemini: boolean): Reply | undefined {
 }
 
 /** A 200 answer: `text` as each service would carry it under `fault`. */
-function answerReply(fault: Fault, gemini: boolean, text: string, promptTokens: number): Reply {
+export function answerReply(fault: Fault, gemini: boolean, text: string, promptTokens: number): Reply {
   if (gemini) {
     const usage = (out: number, thoughts = 0) => ({ promptTokenCount: promptTokens, candidatesTokenCount: out, ...(thoughts ? { thoughtsTokenCount: thoughts } : {}), totalTokenCount: promptTokens + out + thoughts });
     switch (fault) {

@@ -97,7 +97,6 @@ export default class Rollout extends VlakitCommand {
     onlyWith('name', 'RLDS output', (i) => i.flags.to !== 'jsonl'),
     ...allOnlyWith(['max-translation', 'contact-guard'], 'the safety filter (not with --no-safety)', (i) => i.flags.safety === true),
     ...allOnlyWith(['video-format', 'video-size'], '--video', (i) => i.flags.video !== undefined),
-    (i) => (i.given.has('video') && Number(i.flags.workers) > 1 ? '--video needs --workers 1: the videos are drawn from the built-in world in this process' : undefined),
   ];
 
   async run(): Promise<void> {
@@ -145,7 +144,7 @@ export default class Rollout extends VlakitCommand {
     const run = (): AsyncIterable<EpisodeResult> => {
       if (parts) return runEpisodes({ env: parts.env, policy: shown.watch(parts.policy), families, episodes: flags.episodes, seed: flags.seed, signal, capture, recordTiming, only, onStep: () => shown.step() });
       const indices = Array.from({ length: flags.episodes }, (_, i) => i).filter((i) => !only || only(i));
-      const setup = { flags, families, episodes: flags.episodes, seed: flags.seed, recordTiming };
+      const setup = { flags, families, episodes: flags.episodes, seed: flags.seed, recordTiming, videoSize: video?.size };
       return runInWorkers({ script: new URL('../../lib/cli/rollout-worker.js', import.meta.url), workers, setup, indices, signal, onStep: () => shown.step() }, pool);
     };
     const ids: (string | number)[] = [];

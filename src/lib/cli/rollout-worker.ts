@@ -3,7 +3,7 @@
  * the command's flags, then runs the episode indices it is handed, one at a time, and sends each result back.
  */
 import { VlakitError } from '../errors.js';
-import { type EpisodeResult, SafetyFilter, runEpisodes } from '../env/index.js';
+import { type EpisodeResult, SafetyFilter, builtinOf, runEpisodes } from '../env/index.js';
 import type { ParentMessage, WorkerMessage } from '../policy/workers.js';
 import { type RolloutFlags, openRollout } from './rollout-setup.js';
 
@@ -14,6 +14,8 @@ export interface WorkerSetup {
   episodes: number;
   seed: number;
   recordTiming: boolean;
+  /** --video: the side of the frames the built-in world renders for each step (sent back with the episode). */
+  videoSize?: number;
 }
 
 const send = (m: WorkerMessage): Promise<void> => new Promise((resolve) => process.send!(m, undefined, undefined, () => resolve()));
@@ -41,6 +43,9 @@ async function main(): Promise<void> {
     let assigned = -1;
     // one generator for the whole run: it skips to each index handed out (they increase), so episode i is run
     // exactly as the serial run runs it
+    const size = setup.videoSize;
+    // as the serial run captures them: the built-in world renders each frame at the video's size
+    const capture = size && builtinOf(parts.env) ? (e: typeof parts.env) => builtinOf(e)?.snapshot(size, size) : undefined;
     const episodes = runEpisodes({
       env: parts.env,
       policy: parts.policy,
@@ -48,6 +53,7 @@ async function main(): Promise<void> {
       episodes: setup.episodes,
       seed: setup.seed,
       recordTiming: setup.recordTiming,
+      capture,
       only: (i) => i === assigned,
       onStep: () => void send({ type: 'step' }),
     });

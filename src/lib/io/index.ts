@@ -49,5 +49,5 @@ export type { ReadJsonFileOptions } from './json-file.js';
 export { PRIMARY_CAMERAS, cameraNames, camerasOf, keepCameras, parseCameraList } from './cameras.js';
 export { MAX_SHARDS, ShardJob, ShardManifestSchema, episodeIdOf, inShard, manifestPathFor, newTally, parseShard, readShardManifest, shardByEpisode, shardSize, shardText } from './shard.js';
 export type { Shard, ShardManifest, ShardTally } from './shard.js';
-export { checkManifests, mergeShards } from './shard-merge.js';
-export type { MergeSummary } from './shard-merge.js';
+export { checkManifests, mergeSampleShards, mergeShards, resolveParts, sampleUnitId } from './shard-merge.js';
+export type { MergePart, MergeSummary } from './shard-merge.js';

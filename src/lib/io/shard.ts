@@ -178,6 +178,11 @@ export class ShardJob {
 
   private announced: string | number | undefined;
 
+  /** The same split with a tally of its own, for a second reading of the input (annotate --batch reads it twice). */
+  again(): ShardJob {
+    return new ShardJob(this.command, this.shard, this.output, this.opts);
+  }
+
   /** Keeps the items of this shard's episodes. */
   filter<T>(items: AsyncIterable<T>, idOf: (item: T) => string | number, where?: (item: T) => { file?: string; line?: number }): AsyncGenerator<T> {
     return shardByEpisode(items, this.shard, idOf, this.tally, where, (id) => {

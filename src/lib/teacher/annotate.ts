@@ -12,7 +12,7 @@ import { type AnswerCache, hashKey } from './cache.js';
 import { TeacherFatalError, TeacherItemError } from './outcome.js';
 import { type ParsedPlan, ParseError, PROMPT_VERSIONS, planPrompt, parsePlan, parseReasoning, type Reasoning, reasoningPrompt, repairPrompt } from './prompts.js';
 import type { PlanAnnotation, ReasoningAnnotation } from './records.js';
-import type { DataFacts, Teacher, TeacherMessage, TeacherRequest } from './types.js';
+import type { DataFacts, Teacher, TeacherMessage, TeacherRequest, Usage } from './types.js';
 
 export interface AnnotateOptions {
   kind: 'reasoning' | 'plan';
@@ -65,11 +65,15 @@ export interface UsageStats {
   outputTokens: number;
   /** Of `outputTokens`, those spent thinking (where the service reports them). */
   thoughtTokens: number;
+  /** Answers that came from batch jobs (`--batch`), and their tokens (of the totals above; billed at half price). */
+  batchAnswers: number;
+  batchInputTokens: number;
+  batchOutputTokens: number;
   cost?: number;
 }
 
 export function newUsage(): UsageStats {
-  return { episodes: 0, steps: 0, requests: 0, cacheHits: 0, retries: 0, failures: 0, reasks: 0, localRepairs: 0, errors: 0, reasons: {}, truncatedReasks: 0, emptyRetries: 0, inputTokens: 0, outputTokens: 0, thoughtTokens: 0 };
+  return { episodes: 0, steps: 0, requests: 0, cacheHits: 0, retries: 0, failures: 0, reasks: 0, localRepairs: 0, errors: 0, reasons: {}, truncatedReasks: 0, emptyRetries: 0, inputTokens: 0, outputTokens: 0, thoughtTokens: 0, batchAnswers: 0, batchInputTokens: 0, batchOutputTokens: 0 };
 }
 
 /** The cameras of a step: the named ones in order, else every encoded image, the primary camera first (io/cameras.ts). */
@@ -99,6 +103,19 @@ export function sampleFrames(T: number, n: number): number[] {
   return [...out];
 }
 
+/** The cache key of a request to `teacher`: what the answer depends on (batch jobs name their requests by it). */
+export function requestKey(teacher: Teacher, req: TeacherRequest): string {
+  return hashKey({
+    teacher: teacher.id,
+    // base URL, model and decoding parameters: the same model name on two servers never shares answers
+    identity: teacher.cacheIdentity?.(req),
+    version: PROMPT_VERSIONS[req.kind],
+    json: req.json,
+    context: teacher.readsContext ? req.context : undefined,
+    messages: req.messages.map((m) => ({ role: m.role, text: m.text, images: (m.images ?? []).map((im) => hashKey(im.b64)) })),
+  });
+}
+
 class Annotator {
   readonly usage = newUsage();
   private readonly limit: ReturnType<typeof pLimit>;
@@ -117,15 +134,7 @@ class Annotator {
   }
 
   private key(req: TeacherRequest): string {
-    return hashKey({
-      teacher: this.teacherId,
-      // base URL, model and decoding parameters: the same model name on two servers never shares answers
-      identity: this.opts.teacher.cacheIdentity?.(req),
-      version: PROMPT_VERSIONS[req.kind],
-      json: req.json,
-      context: this.opts.teacher.readsContext ? req.context : undefined,
-      messages: req.messages.map((m) => ({ role: m.role, text: m.text, images: (m.images ?? []).map((im) => hashKey(im.b64)) })),
-    });
+    return requestKey(this.opts.teacher, req);
   }
 
   /** Requests in flight by key: the same request asked twice at once is paid once. */
@@ -157,11 +166,16 @@ class Annotator {
     return p;
   }
 
-  private count(u: { inputTokens: number; outputTokens: number; thoughtTokens?: number }, retries: number): void {
+  private count(u: Usage, retries: number): void {
     this.usage.retries += retries;
     this.usage.inputTokens += u.inputTokens;
     this.usage.outputTokens += u.outputTokens;
     this.usage.thoughtTokens += u.thoughtTokens ?? 0;
+    if (u.batch) {
+      this.usage.batchAnswers += 1;
+      this.usage.batchInputTokens += u.inputTokens;
+      this.usage.batchOutputTokens += u.outputTokens;
+    }
   }
 
   /** One request to the teacher; empty answers are asked again a bounded number of times. Only usable answers are cached. */
@@ -262,7 +276,9 @@ class Annotator {
 
   report(): void {
     const p = this.opts.price;
-    if (p) this.usage.cost = (this.usage.inputTokens * p.input + this.usage.outputTokens * p.output) / 1e6;
+    const u = this.usage;
+    // batch jobs are billed at half the online price (Gemini Batch Mode, the OpenAI Batch API)
+    if (p) this.usage.cost = ((u.inputTokens - u.batchInputTokens / 2) * p.input + (u.outputTokens - u.batchOutputTokens / 2) * p.output) / 1e6;
     this.opts.onUsage?.(this.usage);
   }
 

@@ -77,6 +77,19 @@ class JsonMode {
   }
 }
 
+/** A remote teacher as a batch service sees it (batch.ts): where to send, with which key, what each request is. */
+export interface BatchTarget {
+  service: 'gemini' | 'openai';
+  /** The base URL, without /v1 or /v1beta. */
+  base: string;
+  headers: Record<string, string>;
+  model: string;
+  /** The body of one online request (generateContent / chat completion), as the batch input file carries it. */
+  body(req: TeacherRequest): unknown;
+  /** One answer's outcome, read as the online path reads it (throws TeacherItemError). */
+  read(body: unknown): TeacherAnswer;
+}
+
 /** Google's Gemini API: images inline, JSON response mode, thinking budget. Key from GEMINI_API_KEY. */
 export class GeminiTeacher implements Teacher {
   readonly id: string;
@@ -109,6 +122,11 @@ export class GeminiTeacher implements Teacher {
 
   cacheIdentity(req: TeacherRequest): Record<string, unknown> {
     return { service: 'gemini', url: this.base, model: this.model, temperature: this.opts.temperature ?? 0.2, maxTokens: req.maxTokens ?? this.maxTokens, thinkingBudget: this.opts.thinkingBudget };
+  }
+
+  /** What a batch job needs: the service's base URL, the key header, one request's body, and how to read an answer. */
+  batchTarget(): BatchTarget {
+    return { service: 'gemini', base: this.base, headers: { 'x-goog-api-key': this.key }, model: this.model, body: (req) => this.payload(req), read: (body) => readGemini(body, 0, this.id) };
   }
 
   private payload(req: TeacherRequest): unknown {
@@ -218,6 +236,11 @@ export class OpenAITeacher implements Teacher {
 
   cacheIdentity(req: TeacherRequest): Record<string, unknown> {
     return { service: 'openai', url: this.base, model: this.model, temperature: this.temperature, maxTokens: req.maxTokens ?? this.maxTokens };
+  }
+
+  /** What a batch job needs: the service's base URL, the key header, one request's body, and how to read an answer. */
+  batchTarget(): BatchTarget {
+    return { service: 'openai', base: this.base, headers: this.key ? { authorization: `Bearer ${this.key}` } : {}, model: this.model, body: (req) => this.payload(req), read: (body) => readOpenAi(body, 0, this.id) };
   }
 
   private payload(req: TeacherRequest): unknown {

@@ -6,7 +6,9 @@ import { ExecTeacher, GeminiTeacher, OpenAITeacher, type RemoteOptions } from '.
 import { KinematicTeacher } from './kinematic.js';
 import type { Teacher } from './types.js';
 
-export { annotate, newUsage, sampleFrames, stepImages } from './annotate.js';
+export { annotate, newUsage, requestKey, sampleFrames, stepImages } from './annotate.js';
+export { batchTargetOf, runBatch } from './batch.js';
+export type { BatchOptions, BatchSummary } from './batch.js';
 export type { AnnotateOptions, UsageStats } from './annotate.js';
 export { AnswerCache, hashKey } from './cache.js';
 export { KinematicTeacher, segment, parseInstruction, kinematicPlan, kinematicReasoning } from './kinematic.js';

@@ -7,6 +7,8 @@ export interface Usage {
   outputTokens: number;
   /** Of `outputTokens`, those spent thinking, where the service reports them. */
   thoughtTokens?: number;
+  /** Billed at the batch price (an answer from a batch job). */
+  batch?: boolean;
 }
 
 export interface TeacherMessage {
