@@ -16,7 +16,7 @@
  */
 import { TeacherFatalError } from './outcome.js';
 import type { BatchTarget } from './backends.js';
-import { type RetryPolicy, backoffMs, classifyFailure, errorMessage, redact } from './http.js';
+import { type RetryPolicy, backoffMs, classifyFailure, errorMessage, redact, sleep } from './http.js';
 
 /** One line of a job's results: the answer body (read by the online path's reader), or why there is none. */
 export type BatchResult = { key: string; body: unknown } | { key: string; error: string };
@@ -48,21 +48,6 @@ interface Sent {
   status: number;
   text: string;
   headers: Headers;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**

@@ -22,7 +22,7 @@ import type { StepRecord } from '../io/records.js';
 import { type AnnotateOptions, annotate, requestKey } from './annotate.js';
 import type { BatchTarget } from './backends.js';
 import { type BatchResult, type BatchService, geminiBatch, openaiBatch } from './batch-services.js';
-import type { RetryPolicy } from './http.js';
+import { type RetryPolicy, sleep } from './http.js';
 import { TeacherItemError } from './outcome.js';
 import type { Teacher, TeacherAnswer, TeacherRequest } from './types.js';
 
@@ -189,21 +189,6 @@ function answering(teacher: Teacher, target: BatchTarget, results: Map<string, B
     },
   };
   return t;
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**

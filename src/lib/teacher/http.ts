@@ -119,7 +119,7 @@ export function classifyFailure(f: HttpFailure): FailureVerdict {
  * caller's (AbortSignal.any adds no listener to its sources), and removes its listener when the time is up: many
  * concurrent or successive waits on one signal neither leak listeners nor trip MaxListenersExceededWarning.
  */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   if (signal?.aborted) return Promise.reject(signal.reason);
   const own = signal && AbortSignal.any([signal]);
   return new Promise((resolve, reject) => {
