@@ -12,8 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { type Fault, REASONING, answerReply, planFor, promptSize } from './fake-server.js';
+import { type Fault, REASONING, answerReply, listenLocal, planFor, promptSize } from './fake-server.js';
 
 /** What the fake does with one request of a batch: answer (with a fault of the online fake), or an error line. */
 export type LineFate = Fault | 'error-line';
@@ -224,16 +223,7 @@ export async function startFakeBatch(): Promise<FakeBatch> {
     if (req.method === 'GET' && m && url.searchParams.get('alt') === 'media' && files.has(m[1])) return res.writeHead(200, { 'content-type': 'application/jsonl' }).end(files.get(m[1]));
     send(404, { error: { code: 404, message: `no route ${req.method} ${p}`, status: 'NOT_FOUND' } });
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const port = (server.address() as AddressInfo).port;
-  return Object.assign(state, {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  });
+  return Object.assign(state, await listenLocal(server));
 }
 
 function extractFirstText(body: Record<string, unknown>, gemini: boolean): string {

@@ -203,16 +203,21 @@ export async function startFakeServer(opts: { latencyMs?: number } = {}): Promis
     const [status, headers, payload] = answerReply(fault, gemini, text, promptTokens);
     res.writeHead(status, headers).end(JSON.stringify(payload));
   });
+  return Object.assign(state, await listenLocal(server));
+}
+
+/** Starts `server` on a free local port: its URL, and a close that also ends open keep-alive connections. */
+export async function listenLocal(server: Server): Promise<{ url: string; close: () => Promise<void> }> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as AddressInfo).port;
-  return Object.assign(state, {
+  return {
     url: `http://127.0.0.1:${port}`,
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();
         server.close(() => r());
       }),
-  });
+  };
 }
 
 /** Characters of text and number of images in a request. */

@@ -97,6 +97,12 @@ export function stateText(state: readonly number[], units: 'm' | 'cm' = 'm', pre
   return `[${state.map((v, i) => (i === state.length - 1 ? fixed(v, 2) : fixed(v * scale, precision))).join(', ')}]`;
 }
 
+/** A position (m) as prompt text, written as the robot state's positions are: `[0.46, -0.18]` in cm with one decimal: `[46.0, -18.0]`. */
+export function positionText(pos: readonly number[], units: 'm' | 'cm' = 'm', precision = 3): string {
+  const scale = units === 'cm' ? 100 : 1;
+  return `[${pos.map((v) => fixed(v * scale, precision)).join(', ')}]`;
+}
+
 /**
  * The state text of a codec (text codecs: their units and precision; words: cm with their precision), or undefined
  * when `state` is not a robot state (at least two finite numbers): the caller says where it came from.

@@ -8,7 +8,7 @@ import { GEMMA3_DIGIT_TOKENS, loadVocab, unusedTokens, verifySingleTokens } from
 
 export { mergeActions, fixedChunks } from './chunk.js';
 export type { MergedAction, FixedChunk, MergeOptions } from './chunk.js';
-export { TextCodec, WordsCodec, TokensCodec, BinsCodec, roundTripError, codecFromSpec, ActionCodecSpecSchema, stateText, codecStateText } from './codecs.js';
+export { TextCodec, WordsCodec, TokensCodec, BinsCodec, roundTripError, codecFromSpec, ActionCodecSpecSchema, stateText, positionText, codecStateText } from './codecs.js';
 export type { ActionCodec, ActionCodecSpec } from './codecs.js';
 export { ActionLayoutSchema, NAMED_LAYOUTS, inferLayout, layoutFor, parseLayout, dimKinds, dimNames, gripperKindOf } from './layout.js';
 export type { ActionLayout } from './layout.js';

@@ -5,6 +5,7 @@
  * demonstration (so the gripper sometimes holds something and objects sit on others). The items are generic VQA
  * JSON Lines (`readVqaJsonl`) and, as training examples, can pre-train a small base VLM.
  */
+import { positionText } from '../actions/codecs.js';
 import { PROMPTS } from '../actions/prompts.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { CATALOG } from '../env/catalog.js';
@@ -47,11 +48,6 @@ export type SceneQaType = (typeof SCENE_QA_TYPES)[number];
 /** The types --generate writes by default (the grounding ones are asked for by name). */
 export const DEFAULT_SCENE_QA_TYPES: SceneQaType[] = ['color', 'count', 'exists', 'left_right', 'left_of', 'on', 'holding'];
 
-/** A position in the robot's frame written as the robot state is in prompts: centimeters, one decimal. */
-function cm(xs: number[]): string {
-  return `[${xs.map((v) => (v * 100).toFixed(1).replace(/^-0\.0$/, '0.0')).join(', ')}]`;
-}
-
 /** How far apart (m, along y) two objects must be for "left of" to be unambiguous. */
 export const SIDE_MARGIN = 0.06;
 
@@ -87,8 +83,8 @@ export function sceneQuestions(f: SceneFacts, rng: Rng): { type: SceneQaItem['ty
   for (const [where, xs] of on) if (xs.length === 1) out.push({ type: 'on', question: `What is ${where.replace(/^(on|in) /, '$1 the ')}?`, answer: xs[0] });
   out.push({ type: 'holding', question: 'What is the gripper holding?', answer: f.holding || 'nothing' });
   // grounding: where each object is on the table (x forward, y left, as in the robot state), and where the gripper is
-  for (const o of objs) out.push({ type: 'where', question: `Where is the ${o.name}? Give its [x, y] position in centimeters.`, answer: cm(o.pos.slice(0, 2)) });
-  if (f.gripper) out.push({ type: 'gripper', question: 'Where is the gripper? Give its [x, y, z] position in centimeters.', answer: cm(f.gripper.slice(0, 3)) });
+  for (const o of objs) out.push({ type: 'where', question: `Where is the ${o.name}? Give its [x, y] position in centimeters.`, answer: positionText(o.pos.slice(0, 2), 'cm', 1) });
+  if (f.gripper) out.push({ type: 'gripper', question: 'Where is the gripper? Give its [x, y, z] position in centimeters.', answer: positionText(f.gripper.slice(0, 3), 'cm', 1) });
   return out;
 }
 

@@ -26,19 +26,16 @@ export function vlaHeadFeatures(model: VlaModel, pixels: tf.Tensor5D, ids: tf.Te
   const h = vlaHidden(ops, c, ids, pixels) as tf.Tensor3D; // [B, Ni + T, D]
   const [B, L] = h.shape;
   const Ni = vlaImageTokens(c);
-  // per example, weights over positions: one-hot at <sep>, and uniform over the images and the prompt
-  const last = new Float32Array(B * L);
-  const mean = new Float32Array(B * L);
+  // per example, two weightings of the positions: one-hot at <sep>, and uniform over the images and the prompt
+  const weights = new Float32Array(B * 2 * L);
   promptEnd.forEach((p, b) => {
     const end = Ni + p; // position of <sep> among all positions
-    last[b * L + end] = 1;
-    for (let j = 0; j <= end; j++) mean[b * L + j] = 1 / (end + 1);
+    weights[(2 * b) * L + end] = 1;
+    for (let j = 0; j <= end; j++) weights[(2 * b + 1) * L + j] = 1 / (end + 1);
   });
-  const w = tf.tensor3d([...last, ...mean], [2 * B, 1, L]); // rows: B one-hots, then B means
-  const hh = tf.concat([h, h], 0) as tf.Tensor3D; // [2B, L, D]
+  const w = tf.tensor3d(weights, [B, 2, L]);
   const D = h.shape[2];
-  const pooled = tf.reshape(tf.matMul(w, hh), [2 * B, D]); // [2B, 1, L] x [2B, L, D] -> [2B, 1, D] -> [2B, D]
-  const cond = tf.concat([tf.slice(pooled, [0, 0], [B, D]), tf.slice(pooled, [B, 0], [B, D])], 1) as tf.Tensor2D; // [B, 2D]
+  const cond = tf.reshape(tf.matMul(w, h), [B, 2 * D]) as tf.Tensor2D; // [B, 2, L] x [B, L, D] -> [B, 2, D] -> [B, 2D]: [at <sep>, mean]
   if (o.logits === false) return { cond };
   const logits = ops.head(ops.slice(h, 1, Ni), 'model.embed_tokens.weight') as tf.Tensor3D; // [B, T, V]
   return { cond, logits };
