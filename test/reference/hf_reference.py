@@ -326,9 +326,17 @@ def vlakit_vla(W, c, ids, pixels):
                     cellf[r * G + col] = gelu_tanh(lin(cell, "vision.stem"))
             key = lin(cellf, "vision.keypoints.key")  # [G*G, K*dk]
             val = lin(W["vision.keypoints.grid"], "vision.keypoints.value")  # [G*G, K*dk]
+            query = W["vision.keypoints.query"][0].copy()  # [K*dk]
+            if v.get("keypoint_query") == "prompt":
+                # plus a linear map (no bias) of the mean embedding of the prompt: the ids after <bos> (2) and before
+                # the first <sep> (4), pads (0) skipped
+                end = int(np.argmax(ids == 4)) if (ids == 4).any() else len(ids)
+                toks = [i for i in ids[:end] if i not in (0, 2)]
+                mean = W["model.embed_tokens.weight"][toks].mean(axis=0) if toks else np.zeros(t["hidden_size"])
+                query = query + mean @ W["vision.keypoints.prompt.weight"]
             for k in range(K):
                 sl = slice(k * dk, (k + 1) * dk)
-                logits = key[:, sl] @ W["vision.keypoints.query"][0, sl] / np.sqrt(dk)
+                logits = key[:, sl] @ query[sl] / np.sqrt(dk)
                 w = np.exp(logits - logits.max())
                 w /= w.sum()
                 kps[cam, k] = lin(w @ val[:, sl], "vision.keypoints.proj") + W["vision.keypoints.embed"][k]

@@ -45,6 +45,8 @@ if c["model_type"] in ("gemma3_text", "gemma3", "paligemma", "vlakit-vla"):
         x = np.frombuffer(raw[8 + n + a : 8 + n + b], dtype="<f4").reshape(info["shape"]).copy()
         if len(info["shape"]) == 1 and ("norm" in name or (c["model_type"] == "vlakit-vla" and (".ln" in name or name.endswith(".bias")))):
             x += rng.normal(0, 0.3, size=x.shape).astype(np.float32)
+        if c["model_type"] == "vlakit-vla" and c["vision_config"].get("keypoint_query") and name.startswith("vision.keypoints."):
+            x *= 8  # peaked spatial softmaxes and large keypoint tokens, so the prompt's part of each query shows in the logits
         arrays[name] = x
     meta, off = {}, 0
     for name, x in arrays.items():
@@ -83,6 +85,8 @@ elif c["model_type"] == "vlakit-vla":
     v = c["vision_config"]; s = v["image_size"]
     pix = rng.uniform(-1, 1, size=(c["num_cameras"], s, s, 3))
     ids = [2] + list(rng.randint(5, c["text_config"]["vocab_size"], 9))
+    if v.get("keypoint_query") == "prompt":  # <bos> prompt <sep> answer: the keypoint queries read the prompt only
+        ids = ids[:6] + [4] + ids[6:]
     inp = {"input_ids": [int(i) for i in ids], "pixel_shape": list(pix.shape), "pixel_values": [round(float(x), 6) for x in pix.ravel()]}
 else:
     inp = {"input_ids": [1] + [int(i) for i in rng.randint(3, c["vocab_size"], 17)]}

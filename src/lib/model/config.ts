@@ -27,6 +27,12 @@ export interface VisionConfig {
    * more image token after the patches. A named object's position is then one attention away for the decoder.
    */
   keypoints?: number;
+  /**
+   * What the keypoint queries are (absent: 'learned'): 'learned' vectors, the same for every example, or 'prompt':
+   * each keypoint's learned vector plus a linear map of the mean embedding of the prompt's tokens, so the spatial
+   * softmax looks for what the instruction names (FiLM-style conditioning of vision on language, as RT-1 and BC-Z do).
+   */
+  keypoint_query?: 'learned' | 'prompt';
 }
 
 export interface TextConfig {
@@ -109,6 +115,7 @@ export function validateConfig(c: VlaConfig): void {
   if ((v.stem_patch_size === undefined) !== (v.stem_channels === undefined)) throw bad('stem_patch_size and stem_channels go together');
   if (v.stem_patch_size !== undefined && v.patch_size % v.stem_patch_size !== 0) throw bad(`patch_size ${v.patch_size} is not a multiple of stem_patch_size ${v.stem_patch_size}`);
   if (v.keypoints !== undefined && v.stem_patch_size === undefined) throw bad('keypoints need the stem (stem_patch_size, stem_channels)');
+  if (v.keypoint_query !== undefined && v.keypoints === undefined) throw bad('keypoint_query needs keypoints');
   if (v.hidden_size % v.num_attention_heads !== 0) throw bad('vision hidden_size must be a multiple of num_attention_heads');
   if (t.hidden_size % t.num_attention_heads !== 0) throw bad('text hidden_size must be a multiple of num_attention_heads');
   if (t.num_attention_heads % t.num_key_value_heads !== 0) throw bad('num_attention_heads must be a multiple of num_key_value_heads');
@@ -130,6 +137,7 @@ const VisionConfigSchema = z.looseObject({
   stem_patch_size: positive.optional(),
   stem_channels: positive.optional(),
   keypoints: positive.optional(),
+  keypoint_query: z.enum(['learned', 'prompt']).optional(),
 });
 
 const TextConfigSchema = z.looseObject({
@@ -170,6 +178,7 @@ export function withConfigChecks<S extends z.ZodType<VlaConfig>>(schema: S): S {
     if ((v.stem_patch_size === undefined) !== (v.stem_channels === undefined)) bad(['vision_config', v.stem_patch_size === undefined ? 'stem_patch_size' : 'stem_channels'], 'stem_patch_size and stem_channels go together');
     else if (v.stem_patch_size !== undefined && v.patch_size % v.stem_patch_size !== 0) bad(['vision_config', 'stem_patch_size'], `patch_size ${v.patch_size} is not a multiple of stem_patch_size ${v.stem_patch_size}`);
     if (v.keypoints !== undefined && v.stem_patch_size === undefined) bad(['vision_config', 'keypoints'], 'keypoints need the stem (stem_patch_size, stem_channels)');
+    if (v.keypoint_query !== undefined && v.keypoints === undefined) bad(['vision_config', 'keypoint_query'], 'keypoint_query needs keypoints');
     if (v.hidden_size % v.num_attention_heads !== 0) bad(['vision_config', 'num_attention_heads'], 'vision hidden_size must be a multiple of num_attention_heads');
     if (t.hidden_size % t.num_attention_heads !== 0) bad(['text_config', 'num_attention_heads'], 'text hidden_size must be a multiple of num_attention_heads');
     else if (t.num_attention_heads % t.num_key_value_heads !== 0) bad(['text_config', 'num_key_value_heads'], 'num_attention_heads must be a multiple of num_key_value_heads');

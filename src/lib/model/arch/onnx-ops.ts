@@ -169,6 +169,17 @@ export class OnnxOps implements Ops<string> {
     return b.o('Reshape', [merged, b.o('Shape', [text])]);
   }
 
+  promptMean(x: string, ids: string, sep: number, skip: number[]): string {
+    const b = this.b;
+    // 1 before the first <sep> (an inclusive running count of <sep> still 0), 0 on skipped ids: [B, T]
+    const seps = b.o('CumSum', [b.o('Cast', [b.o('Equal', [ids, b.ints([sep], true)])], { to: 7 }), b.ints([1], true)]);
+    let keep = b.o('Cast', [b.o('Equal', [seps, b.ints([0], true)])], { to: 1 });
+    for (const s of skip) keep = b.o('Mul', [keep, b.o('Cast', [b.o('Not', [b.o('Equal', [ids, b.ints([s], true)])])], { to: 1 })]);
+    const sum = b.o('ReduceSum', [b.o('Mul', [x, b.o('Unsqueeze', [keep, b.ints([2])])]), b.ints([1])], { keepdims: 0 }); // [B, D]
+    const n = b.o('Max', [b.o('ReduceSum', [keep, b.ints([1])], { keepdims: 1 }), b.floats([1])]); // [B, 1]
+    return b.o('Div', [sum, n]);
+  }
+
   embed(table: string, ids: string): string {
     return this.b.o('Gather', [this.w(table), ids], { axis: 0 }); // [B, T] -> [B, T, D]
   }

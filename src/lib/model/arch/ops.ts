@@ -101,6 +101,11 @@ export interface Ops<T> {
    * (H and W multiples of k).
    */
   avgPool(x: T, kernel: number): T;
+  /**
+   * x [B, T, D] and ids [B, T] -> [B, D]: the mean of x over the prompt's tokens, the positions before the first
+   * `sep` whose ids are not in `skip` (<bos>, pads); an example with none gives zeros.
+   */
+  promptMean(x: T, ids: T, sep: number, skip: number[]): T;
   /** x [.., in] -> x W [.., out] with W = `weight` stored [in, out] (a bare projection matrix, not a linear layer). */
   matmul(x: T, weight: string): T;
   /**

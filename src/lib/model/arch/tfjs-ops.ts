@@ -165,6 +165,15 @@ export class TfjsOps implements Ops<tf.Tensor> {
     return tf.reshape(merged, text.shape);
   }
 
+  promptMean(x: tf.Tensor, ids: tf.Tensor, sep: number, skip: number[]): tf.Tensor {
+    const ids2 = tf.cast(ids, 'int32');
+    // 1 before the first <sep> (an inclusive running count of <sep> still 0), 0 on skipped ids: [B, T]
+    let keep = tf.cast(tf.equal(tf.cumsum(tf.cast(tf.equal(ids2, sep), 'int32'), 1), 0), 'float32');
+    for (const s of skip) keep = tf.mul(keep, tf.cast(tf.notEqual(ids2, s), 'float32'));
+    const sum = tf.sum(tf.mul(x, tf.expandDims(keep, 2)), 1); // [B, D]
+    return tf.div(sum, tf.maximum(tf.sum(keep, 1, true), 1)); // [B, D] / [B, 1]
+  }
+
   embed(table: string, ids: tf.Tensor): tf.Tensor {
     return embed(this.p(table) as tf.Tensor2D, ids as tf.Tensor2D); // [B, T] -> [B, T, D]
   }

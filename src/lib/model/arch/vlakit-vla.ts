@@ -12,6 +12,7 @@ import { KEYPOINT_DIM, type VlaConfig, patchesPerImage, tokensPerImage } from '.
 import type { LlamaConfig } from './llama.js';
 import { llamaDecoder } from './llama.js';
 import type { Ops, TensorSpec } from './ops.js';
+import { BOS, PAD, SEP } from '../tokenizer.js';
 
 /** The decoder's config as a Llama config (the same layers, names and rotary positions). */
 export function vlaTextConfig(c: VlaConfig): LlamaConfig {
@@ -59,6 +60,7 @@ export function vlaTensors(c: VlaConfig): TensorSpec[] {
       const K = v.keypoints;
       const cells = (v.image_size / v.stem_patch_size) ** 2;
       normal('vision.keypoints.query', [1, K * KEYPOINT_DIM]);
+      if (v.keypoint_query === 'prompt') lin('vision.keypoints.prompt', t.hidden_size, K * KEYPOINT_DIM, false);
       lin('vision.keypoints.key', v.stem_channels, K * KEYPOINT_DIM);
       out.push({ name: 'vision.keypoints.grid', shape: [cells, 2], init: 'grid' });
       lin('vision.keypoints.value', 2, K * KEYPOINT_DIM);
@@ -102,8 +104,11 @@ export function vlaImageTokens(c: VlaConfig): number {
   return tokensPerImage(c) * c.num_cameras;
 }
 
-/** pixels [B, C, S, S, 3] in [-1, 1] -> image tokens [B, C*Nt, D] (per camera its Np patches, then its keypoints). */
-export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T): T {
+/**
+ * pixels [B, C, S, S, 3] in [-1, 1] -> image tokens [B, C*Nt, D] (per camera its Np patches, then its keypoints).
+ * `prompt` [B, D], the mean embedding of the prompt's tokens, conditions the keypoint queries (keypoint_query 'prompt').
+ */
+export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T, prompt?: T): T {
   const v = c.vision_config;
   const P = v.patch_size;
   const g = v.image_size / P;
@@ -130,7 +135,13 @@ export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T): T {
       const K = v.keypoints;
       const key = ops.linear(f, 'vision.keypoints.key'); // [B*C, G*G, K*dk]
       const zero = ops.scale(key, 0); // the batch's shape, to broadcast the learned query and the positions over it
-      const query = ops.add(ops.slice(zero, 1, 0, 1), ops.param('vision.keypoints.query')); // [B*C, 1, K*dk]
+      let query = ops.add(ops.slice(zero, 1, 0, 1), ops.param('vision.keypoints.query')); // [B*C, 1, K*dk]
+      if (v.keypoint_query === 'prompt') {
+        if (prompt === undefined) throw new Error('vlaVision: keypoint_query "prompt" needs the prompt');
+        // the same prompt vector for every camera of an example: [B, C, 1, K*dk] + [B, 1, 1, K*dk]
+        const byPrompt = ops.reshape(ops.linear(prompt, 'vision.keypoints.prompt'), [-1, 1, 1, K * KEYPOINT_DIM]);
+        query = ops.reshape(ops.add(ops.reshape(query, [-1, C, 1, K * KEYPOINT_DIM]), byPrompt), [-1, 1, K * KEYPOINT_DIM]); // [B*C, 1, K*dk]
+      }
       const value = ops.add(zero, ops.linear(ops.param('vision.keypoints.grid'), 'vision.keypoints.value')); // [B*C, G*G, K*dk]
       const a = ops.attention(query, key, value, { layer: -1, heads: K, kvHeads: K, headDim: KEYPOINT_DIM, causal: false }); // [B*C, 1, K*dk]
       keypoints = ops.add(ops.linear(ops.reshape(a, [-1, K, KEYPOINT_DIM]), 'vision.keypoints.proj'), ops.param('vision.keypoints.embed')); // [B*C, K, Dv]
@@ -175,6 +186,7 @@ export function vlaForward<T>(ops: Ops<T>, c: VlaConfig, ids: T, pixels?: T): T 
  */
 export function vlaHidden<T>(ops: Ops<T>, c: VlaConfig, ids: T, pixels?: T): T {
   const text = ops.embed('model.embed_tokens.weight', ids); // [B, T, D]
-  const x = pixels === undefined ? text : ops.concat([vlaVision(ops, c, pixels), text], 1); // [B, Ni + T, D]
+  const prompt = pixels !== undefined && c.vision_config.keypoint_query === 'prompt' ? ops.promptMean(text, ids, SEP, [PAD, BOS]) : undefined; // [B, D]
+  const x = pixels === undefined ? text : ops.concat([vlaVision(ops, c, pixels, prompt), text], 1); // [B, Ni + T, D]
   return llamaDecoder(ops, vlaTextConfig(c), x, 'model');
 }
