@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { DartPolicy, SafetyFilter, ScriptedPolicy, TabletopEnv, report, runEpisodes, wilson } from '../../src/lib/env/index.js';
+import { DaggerPolicy, DartPolicy, SafetyFilter, ScriptedPolicy, TabletopEnv, report, runEpisodes, wilson } from '../../src/lib/env/index.js';
 import type { Policy, PolicyStep } from '../../src/lib/env/rollout.js';
 import { shortFloat32 } from '../../src/lib/io/json.js';
 import { decodeJsonl, encodeJsonl, groupEpisodes, openRlds, parseStepRecord, readRlds, writeRlds, type StepRecord } from '../../src/lib/io/index.js';
@@ -112,6 +112,42 @@ describe('runEpisodes with the scripted expert', () => {
     await env.close();
   });
 
+  it('DAgger: the policy\'s moves are executed and the expert\'s action for each visited state recorded; with beta 1 it is the expert\'s own demonstration', async () => {
+    const env = new SafetyFilter(new TabletopEnv({ width: 32, height: 32 }));
+    // a "learned" policy that always drifts to +y with the gripper open: it never reaches its item
+    const drift: Policy = { name: 'drift', reset: () => {}, act: () => ({ action: [0, 0.01, 0, 1], info: { text: 'drift' } }) };
+    const ref = new ScriptedPolicy();
+    const labels: number[][] = [];
+    const dagger = new DaggerPolicy(drift, 0);
+    const probe: Policy = {
+      name: 'probe',
+      reset: async (ctx) => {
+        ref.reset(ctx);
+        await dagger.reset(ctx);
+      },
+      act: async (obs, ctx) => {
+        labels.push(ref.act()); // the expert, asked at the same state before DAgger steps
+        return dagger.act(obs, ctx);
+      },
+    };
+    const eps = await collect(runEpisodes({ env, policy: probe, families: ['pick'], episodes: 2, seed: 4 }));
+    const recs = eps.flatMap((e) => e.records.slice(0, -1));
+    expect(recs.map((r) => r.action)).toEqual(labels.map((a) => a.map((v) => shortFloat32(Math.fround(v)))));
+    expect(recs.every((r) => (r.policy as { dagger: { executed: string; action: number[] }; text: string }).dagger.executed === 'policy')).toBe(true);
+    expect((recs[0].policy as { text: string }).text).toBe('drift');
+    // the states follow the policy's drift (+1 cm of y a step, up to the workspace bound), not the labels
+    const y = (r: StepRecord) => (r.observation as { state: number[] }).state[1];
+    expect(y(eps[0].records[1]) - y(eps[0].records[0])).toBeCloseTo(0.01, 4);
+    expect(eps.some((e) => e.success)).toBe(false);
+    // beta 1: the expert drives every step, so the records are the expert's own rollout, step for step
+    const expertEps = await collect(runEpisodes({ env, policy: new ScriptedPolicy(), families: ['pick'], episodes: 2, seed: 4 }));
+    const led = await collect(runEpisodes({ env, policy: new DaggerPolicy(drift, 1), families: ['pick'], episodes: 2, seed: 4 }));
+    const strip = (es: typeof led) => es.flatMap((e) => e.records.map((r) => ({ action: r.action, state: (r.observation as { state: number[] }).state })));
+    expect(strip(led)).toEqual(strip(expertEps));
+    expect(led.every((e) => e.success)).toBe(true);
+    await env.close();
+  });
+
   it('the scripted policy refuses an env it cannot see into', async () => {
     const fake = { name: 'exec:sim', reset: async () => ({ observation: {}, instruction: 'x' }), step: async () => ({ observation: {}, reward: 0, done: true, info: {} }), close: async () => {} };
     await expect(collect(runEpisodes({ env: fake, policy: new ScriptedPolicy(), families: ['pick'], episodes: 1, seed: 0 }))).rejects.toThrow(
@@ -144,5 +180,11 @@ describe('vlakit rollout', () => {
     const d = await execa('node', [BIN, 'rollout', '--policy', 'ws://localhost:1', '--dart', '0.003', '-o', path.join(dir, 'x.jsonl')], { reject: false });
     expect(d.exitCode).toBe(2);
     expect(d.stderr).toMatch(/--dart.*--policy scripted/);
+    const g = await execa('node', [BIN, 'rollout', '--dagger', '-o', path.join(dir, 'x.jsonl')], { reject: false });
+    expect(g.exitCode).toBe(2);
+    expect(g.stderr).toMatch(/--dagger applies only with a learned --policy in builtin:tabletop/);
+    const b = await execa('node', [BIN, 'rollout', '--policy', 'ws://localhost:1', '--dagger-beta', '0.5', '-o', path.join(dir, 'x.jsonl')], { reject: false });
+    expect(b.exitCode).toBe(2);
+    expect(b.stderr).toMatch(/--dagger-beta applies only with --dagger/);
   });
 });

@@ -3,7 +3,7 @@
  * each of its --workers processes (src/lib/cli/rollout-worker.ts), which get the same flags as plain JSON.
  */
 import { VlakitError } from '../errors.js';
-import { type Env, type Policy, DartPolicy, SafetyFilter, ScriptedPolicy, TabletopEnv, openEnv } from '../env/index.js';
+import { type Env, type Policy, DaggerPolicy, DartPolicy, SafetyFilter, ScriptedPolicy, TabletopEnv, openEnv } from '../env/index.js';
 import { type ActionLayout, executedLayout } from '../actions/index.js';
 import { parseNumber } from './base.js';
 import { type PolicyFlagValues, policyOptions } from './policy-flags.js';
@@ -40,6 +40,8 @@ export type RolloutFlags = PolicyFlagValues & {
   'step-size': string;
   noise: string;
   dart: string;
+  dagger: boolean;
+  'dagger-beta': string;
   safety: boolean;
   'max-translation': string;
   'contact-guard': boolean;
@@ -92,6 +94,8 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
       policy = new ModelPolicy(r, po);
     }
   }
+  // DAgger: the learned policy drives, the scripted expert's action is recorded
+  if (flags.dagger) policy = new DaggerPolicy(policy, num(flags['dagger-beta'], 'dagger-beta'), { stepSize: num(flags['step-size'], 'step-size') });
   let env: Env;
   try {
     env = await openEnv(flags.env, async () =>

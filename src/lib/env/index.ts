@@ -15,5 +15,5 @@ export type { Env, Observation, StepResult, TaskRequest } from './protocol.js';
 export { SafetyFilter, filterAction } from './safety.js';
 export type { SafetyOptions } from './safety.js';
 export { ExecEnv, WsEnv, openEnv, serveLines, serveWebsocket, handleMessage } from './transports.js';
-export { runEpisodes, ScriptedPolicy, DartPolicy, wilson, report, formatReport, builtinOf } from './rollout.js';
+export { runEpisodes, ScriptedPolicy, DartPolicy, DaggerPolicy, wilson, report, formatReport, builtinOf } from './rollout.js';
 export type { Policy, EpisodeResult, FamilyReport, EpisodeOutcome } from './rollout.js';

@@ -104,6 +104,46 @@ export class DartPolicy implements Policy {
   }
 }
 
+/**
+ * DAgger's data collection (Ross et al. 2011) with the scripted expert as the labeler: the learned policy drives
+ * (or, with probability `beta` per step, the expert), and every visited state is recorded with the expert's action
+ * for it as the label, so the data covers the states the policy itself reaches: its drifts, overshoots and missed
+ * grasps, each with the expert's way back. The executed action and who chose it stay in the record's `policy` info.
+ */
+export class DaggerPolicy implements Policy {
+  readonly name: string;
+  private readonly expert: ScriptedPolicy;
+  private rng: Rng | undefined;
+  constructor(
+    private readonly inner: Policy,
+    private readonly beta: number,
+    opts: ExpertOptions = {},
+  ) {
+    this.name = `dagger(${inner.name})`;
+    this.expert = new ScriptedPolicy(opts);
+  }
+
+  async reset(ctx: { env: Env; instruction: string; seed: number }): Promise<void> {
+    this.expert.reset(ctx);
+    await this.inner.reset(ctx);
+    this.rng = new Rng(subSeed(ctx.seed, 9));
+  }
+
+  async act(obs: Record<string, unknown>, ctx: ActContext): Promise<PolicyStep | null> {
+    const label = this.expert.act();
+    const got = await this.inner.act(obs, ctx);
+    if (got === null) return null;
+    const step: PolicyStep = Array.isArray(got) ? { action: got } : got;
+    const byExpert = this.beta > 0 && this.rng!.next() < this.beta;
+    const action = byExpert ? label : step.action;
+    return { ...step, action, label, info: { ...step.info, dagger: { executed: byExpert ? 'expert' : 'policy', action: step.action.map(shortFloat32) } } };
+  }
+
+  async close(): Promise<void> {
+    await this.inner.close?.();
+  }
+}
+
 export interface RolloutOptions {
   env: Env;
   policy: Policy;
