@@ -148,6 +148,8 @@ export default class TrainSft extends VlakitCommand {
       else {
         this.note(`vlakit train-sft: ${res.steps} steps, final loss ${res.finalLoss.toFixed(4)}; ${res.parameters} parameters, ${res.trainable} trained; model in ${res.outDir}`, flags.quiet);
         if (res.eval) this.note(`vlakit train-sft: val: action token accuracy ${(res.eval.actionTokenAccuracy * 100).toFixed(1)}%${res.eval.actionL1 !== undefined ? `, action L1 ${res.eval.actionL1.toFixed(4)} m` : ''} (${res.eval.examples} examples, ${res.eval.undecodable} undecodable)`, flags.quiet);
+        const h = res.eval?.head;
+        if (h) this.note(`vlakit train-sft: val: action head loss ${h.loss.toFixed(4)}, chunk MAE ${h.mae.toFixed(4)} (per dimension ${h.maeDims.map((v) => v.toFixed(4)).join(', ')})${h.gripperAccuracy !== undefined ? `, gripper accuracy ${(h.gripperAccuracy * 100).toFixed(1)}%` : ''} (${h.examples} examples)`, flags.quiet);
       }
     } finally {
       progress.stop();

@@ -10,15 +10,16 @@ import * as tf from '@tensorflow/tfjs-core';
 import { type ActionCodec, codecFromSpec } from '../actions/codecs.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { withoutActionsMarker } from '../actions/prompts.js';
+import { inferLayout } from '../actions/layout.js';
 import { ActionStatsSchema, StatsAccumulator } from '../actions/stats.js';
 import { VlakitError } from '../errors.js';
-import { ActionHead, type ActionHeadConfig, type HeadObjective, chunkSize, hasActionHead, headConfig, loadActionHead, normalizeChunk, normalizeState, writeActionHead } from '../model/action-head.js';
+import { ActionHead, type ActionHeadConfig, type HeadObjective, chunkNoise, chunkSize, denormalizeChunk, hasActionHead, headConfig, loadActionHead, normalizeChunk, normalizeState, writeActionHead } from '../model/action-head.js';
 import { vlaFeatureDim, vlaHeadFeatures } from '../model/action-head-vla.js';
 import { tokensPerImage } from '../model/config.js';
 import type { VlaModel } from '../model/model.js';
 import { SEP, type Tokenizer } from '../model/tokenizer.js';
 import { Rng } from '../util/rng.js';
-import { type Batch, type PixelLayout, type Prepared, prepare, targetText } from './data.js';
+import { type Batch, type PixelLayout, type Prepared, disposeBatch, makeBatch, prepare, targetText } from './data.js';
 import type { Trainee } from './hf-sft.js';
 import { type LossParts, sftLoss } from './loss.js';
 import type { AdamW } from './optim.js';
@@ -99,7 +100,56 @@ interface HeadItem {
   promptEnd: number;
   /** The normalized chunk [H*D], when the example has one. */
   x0?: Float32Array;
+  /** The chunk in action units, cut or padded to the horizon as x0 [H][D]. */
+  chunk?: number[][];
   state?: Float32Array;
+}
+
+/** The head's held-out error (train-sft's validation with an action head). */
+export interface HeadEvalResult {
+  /** Validation examples with an action chunk (the others have no target for the head). */
+  examples: number;
+  /** The head's loss on them, at fixed noise and times. */
+  loss: number;
+  /** Mean absolute error of the sampled chunks, in the dataset's units, over every dimension but a binary gripper. */
+  mae: number;
+  /** Mean absolute error per dimension (a binary gripper's too). */
+  maeDims: number[];
+  /** The binary gripper's dimension (the codec's layout, else the one inferred from the action width), when there is one. */
+  gripper?: number;
+  /** Fraction of the chunks' actions whose gripper is on the target's side of 0.5. */
+  gripperAccuracy?: number;
+}
+
+/** Seeds of the validation noise and times: the same for every checkpoint of a run, so its metrics compare. */
+export const EVAL_SEED = 7_000_003;
+
+/**
+ * Errors of predicted chunks against target chunks (both [H][D] in action units, the same H): the mean absolute
+ * error per dimension over every action of every chunk, their mean over the dimensions other than `gripper`, and the
+ * gripper's accuracy (predicted and target on the same side of 0.5).
+ * @example chunkErrors([{ pred: [[0.1, 1]], target: [[0, 1]] }], 1) // { mae: 0.1, maeDims: [0.1, 0], gripperAccuracy: 1 }
+ */
+export function chunkErrors(pairs: { pred: number[][]; target: number[][] }[], gripper?: number): Pick<HeadEvalResult, 'mae' | 'maeDims' | 'gripperAccuracy'> {
+  const D = pairs[0]?.target[0]?.length ?? 0;
+  const sums = new Array<number>(D).fill(0);
+  let n = 0;
+  let right = 0;
+  for (const { pred, target } of pairs) {
+    target.forEach((a, i) => {
+      n += 1;
+      for (let k = 0; k < D; k++) sums[k] += Math.abs(pred[i][k] - a[k]);
+      if (gripper !== undefined && pred[i][gripper] >= 0.5 === a[gripper] >= 0.5) right += 1;
+    });
+  }
+  const maeDims = sums.map((s) => (n ? s / n : 0));
+  const cont = maeDims.filter((_, k) => k !== gripper);
+  return { mae: cont.length ? cont.reduce((a, b) => a + b, 0) / cont.length : 0, maeDims, ...(gripper !== undefined ? { gripperAccuracy: n ? right / n : 0 } : {}) };
+}
+
+/** A chunk cut to `horizon` actions or padded by repeating its last, as normalizeChunk does. */
+function fitChunk(chunk: number[][], horizon: number): number[][] {
+  return Array.from({ length: horizon }, (_, i) => chunk[Math.min(i, chunk.length - 1)]);
 }
 
 /** The built-in model with an action head, as train-sft trains it. */
@@ -134,7 +184,7 @@ export class HeadTrainee implements Trainee {
       const chunk = exampleChunk(examples[i], this.codec);
       if (chunk && chunk[0].length !== hc.action_dim) throw new VlakitError('E_RECORD_INVALID', `example ${p.id}: actions of ${chunk[0].length} numbers; the action head takes ${hc.action_dim}`);
       const state = hc.state_dim ? normalizeState(hc, exampleState(examples[i])) : undefined;
-      this.items.set(p, { promptEnd, x0: chunk ? normalizeChunk(hc, chunk) : undefined, state });
+      this.items.set(p, { promptEnd, x0: chunk ? normalizeChunk(hc, chunk) : undefined, chunk: chunk ? fitChunk(chunk, hc.horizon) : undefined, state });
     });
     return out;
   }
@@ -175,6 +225,37 @@ export class HeadTrainee implements Trainee {
       headLoss = this.head.loss(c, x0, new Rng((this.o.seed ?? 0) * 1_000_003 + key), state);
     }
     return { loss: tf.add(headLoss, tf.mul(language, this.langWeight)) as tf.Scalar, action: headLoss, reasoning: language as tf.Scalar };
+  }
+
+  /**
+   * The head on held-out examples: per example with a chunk, its loss and a chunk sampled with the head's inference
+   * steps, both from noise seeded by the example's position, so every checkpoint of a run is measured alike.
+   */
+  async evaluateHead(items: Prepared[]): Promise<HeadEvalResult | undefined> {
+    const hc = this.head.config;
+    const pairs: { pred: number[][]; target: number[][] }[] = [];
+    let loss = 0;
+    for (const [i, p] of items.entries()) {
+      const r = this.item(p);
+      if (!r.x0 || !r.chunk) continue;
+      if (i % 16 === 15) await new Promise((res) => setImmediate(res));
+      const batch = makeBatch([p], this.layout);
+      const cond = tf.tidy(() => vlaHeadFeatures(this.model, batch.pixels as tf.Tensor5D, batch.ids, [r.promptEnd], { logits: false }).cond); // [1, C]
+      disposeBatch(batch);
+      const state = r.state ? tf.tensor2d(r.state, [1, r.state.length]) : undefined;
+      try {
+        loss += tf.tidy(() => this.head.loss(cond, r.x0!, new Rng(EVAL_SEED + i), state).dataSync()[0]);
+        const x = await this.head.sample(cond, chunkNoise(hc, 1, EVAL_SEED + i), { state });
+        pairs.push({ pred: denormalizeChunk(hc, x), target: r.chunk });
+      } finally {
+        cond.dispose();
+        state?.dispose();
+      }
+    }
+    if (!pairs.length) return undefined;
+    const layout = this.codec.layout ?? inferLayout(hc.action_dim);
+    const gripper = layout && layout.gripper !== null && layout.gripper_kind === 'binary' ? layout.gripper : undefined;
+    return { examples: pairs.length, loss: loss / pairs.length, ...chunkErrors(pairs, gripper), ...(gripper !== undefined ? { gripper } : {}) };
   }
 
   decode(ids: number[]): string {

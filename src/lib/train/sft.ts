@@ -25,7 +25,7 @@ import { HfLoraModel } from './hf-model.js';
 import { isHfCheckpoint, loadHfCheckpoint } from '../model/arch/hf.js';
 import type { Processor } from '../model/processor/types.js';
 import { AdamW, lrAt } from './optim.js';
-import { type HeadOptions, openHeadTrainee } from './head.js';
+import { type HeadEvalResult, type HeadOptions, openHeadTrainee } from './head.js';
 import { type RunIdentity, RunDir, STATE_FILE, TrainerStateBase, hashCheckpoint, hashFile, hashRecords, hashValue } from './run-dir.js';
 
 export interface SftOptions {
@@ -96,6 +96,8 @@ export interface EvalResult {
   /** Mean |error| (meters) of the decoded translations (teacher-forced argmax tokens), over examples that decode. */
   actionL1?: number;
   undecodable: number;
+  /** With an action head: its held-out loss and the error of its sampled chunks (train/head.ts). */
+  head?: HeadEvalResult;
 }
 
 const SftState = TrainerStateBase.extend({
@@ -405,6 +407,11 @@ async function steps(
     if (o.evalEvery && valItems.length && (state.step % o.evalEvery === 0 || state.step === total)) {
       evalResult = await evaluate(model, valItems, o.codec);
       Object.assign(m, { val_action_token_accuracy: evalResult.actionTokenAccuracy, val_action_l1: evalResult.actionL1 ?? null, val_undecodable: evalResult.undecodable });
+      const head = model.evaluateHead && (await model.evaluateHead(valItems));
+      if (head) {
+        evalResult.head = head;
+        Object.assign(m, { val_head_loss: head.loss, val_head_mae: head.mae, val_head_mae_dims: head.maeDims, val_head_gripper_accuracy: head.gripperAccuracy ?? null });
+      }
     }
     await run.appendMetrics(m);
     o.onMetrics?.(m, { totalSteps: total });
