@@ -19,7 +19,7 @@ import { tokensPerImage } from '../model/config.js';
 import type { VlaModel } from '../model/model.js';
 import { SEP, type Tokenizer } from '../model/tokenizer.js';
 import { Rng } from '../util/rng.js';
-import { type Batch, type PixelLayout, type Prepared, disposeBatch, makeBatch, prepare, targetText } from './data.js';
+import { type Batch, type HeadTarget, type PixelLayout, type Prepared, disposeBatch, makeBatch, prepare, targetText } from './data.js';
 import type { Trainee } from './hf-sft.js';
 import { type LossParts, sftLoss } from './loss.js';
 import type { AdamW } from './optim.js';
@@ -95,15 +95,6 @@ export function newHeadConfig(examples: TrainingExample[], codec: ActionCodec, c
   });
 }
 
-interface HeadItem {
-  /** The text position of the prompt's last token (<sep>). */
-  promptEnd: number;
-  /** The normalized chunk [H*D], when the example has one. */
-  x0?: Float32Array;
-  /** The chunk in action units, cut or padded to the horizon as x0 [H][D]. */
-  chunk?: number[][];
-  state?: Float32Array;
-}
 
 /** The head's held-out error (train-sft's validation with an action head). */
 export interface HeadEvalResult {
@@ -152,13 +143,54 @@ function fitChunk(chunk: number[][], horizon: number): number[][] {
   return Array.from({ length: horizon }, (_, i) => chunk[Math.min(i, chunk.length - 1)]);
 }
 
+/** The settings of a head trainee's loss. */
+export interface HeadLossSettings {
+  seed: number;
+  langWeight: number;
+  freezeBackbone: boolean;
+}
+
+function headTarget(p: Prepared): HeadTarget {
+  if (!p.head) throw new Error(`example ${p.id} was not prepared for an action head`);
+  return p.head;
+}
+
+/**
+ * The loss of a batch for the built-in model with an action head: the head's loss + lang_weight x the language loss.
+ * Each row's noise and time are seeded by its position in the data stream (`key` + its row), so a resumed run draws
+ * what the uninterrupted one would, and a batch split across data-parallel workers draws what one thread would.
+ * With `batch.chunkCount` (the whole batch's rows with a chunk), the head's loss is this part's share of the batch's.
+ */
+export function headLoss(model: VlaModel, head: ActionHead, s: HeadLossSettings, batch: Batch, items: Prepared[], lambdaR: number, key: number): LossParts {
+  const rows = items.map(headTarget);
+  const lang = !s.freezeBackbone && s.langWeight > 0;
+  const { cond, logits } = vlaHeadFeatures(model, batch.pixels as tf.Tensor5D, batch.ids, rows.map((r) => r.promptEnd), { logits: lang });
+  const language = logits ? sftLoss(() => logits, batch, lambdaR).loss : tf.scalar(0);
+  const chosen = rows.map((r, b) => (r.x0 ? b : -1)).filter((b) => b >= 0);
+  let hl: tf.Scalar = tf.scalar(0);
+  if (chosen.length) {
+    const n = chunkSize(head.config);
+    const B = rows.length;
+    // the rows with a chunk, as a one-hot product (the WebAssembly backend has no gradient for gather)
+    const pick = new Float32Array(chosen.length * B);
+    chosen.forEach((b, i) => (pick[i * B + b] = 1));
+    const sel = tf.tensor2d(pick, [chosen.length, B]);
+    const c = tf.matMul(sel, cond) as tf.Tensor2D; // [n, B] x [B, C] -> [n, C]
+    const x0 = new Float32Array(chosen.length * n);
+    chosen.forEach((b, i) => x0.set(rows[b].x0!, i * n));
+    const S = head.config.state_dim;
+    const state = S ? tf.tensor2d(Float32Array.from(chosen.flatMap((b) => [...rows[b].state!])), [chosen.length, S]) : undefined;
+    const rngs = chosen.map((b) => new Rng(s.seed * 1_000_003 + key + b));
+    hl = head.loss(c, x0, rngs, state, batch.chunkCount);
+  }
+  return { loss: tf.add(hl, tf.mul(language, s.langWeight)) as tf.Scalar, action: hl, reasoning: language as tf.Scalar };
+}
+
 /** The built-in model with an action head, as train-sft trains it. */
 export class HeadTrainee implements Trainee {
   readonly vars: tf.Variable[];
   readonly layout: PixelLayout;
   readonly parameters: number;
-  private readonly items = new WeakMap<Prepared, HeadItem>();
-  private readonly langWeight: number;
 
   constructor(
     readonly model: VlaModel,
@@ -170,7 +202,11 @@ export class HeadTrainee implements Trainee {
     this.vars = [...(o.freezeBackbone ? [] : model.trainable({ freezeLayers: o.freezeLayers, freezeVision: o.freezeVision })), ...head.vars()];
     this.layout = { cameras: model.config.num_cameras, size: model.config.vision_config.image_size };
     this.parameters = model.numParameters() + head.numParameters();
-    this.langWeight = o.langWeight ?? 1;
+  }
+
+  /** What a data-parallel replica needs to compute this trainee's loss. */
+  get lossSettings(): HeadLossSettings {
+    return { seed: this.o.seed ?? 0, langWeight: this.o.langWeight ?? 1, freezeBackbone: this.o.freezeBackbone ?? false };
   }
 
   async prepare(examples: TrainingExample[]): Promise<Prepared[]> {
@@ -184,47 +220,19 @@ export class HeadTrainee implements Trainee {
       const chunk = exampleChunk(examples[i], this.codec);
       if (chunk && chunk[0].length !== hc.action_dim) throw new VlakitError('E_RECORD_INVALID', `example ${p.id}: actions of ${chunk[0].length} numbers; the action head takes ${hc.action_dim}`);
       const state = hc.state_dim ? normalizeState(hc, exampleState(examples[i])) : undefined;
-      this.items.set(p, { promptEnd, x0: chunk ? normalizeChunk(hc, chunk) : undefined, chunk: chunk ? fitChunk(chunk, hc.horizon) : undefined, state });
+      p.head = { promptEnd, x0: chunk ? normalizeChunk(hc, chunk) : undefined, chunk: chunk ? fitChunk(chunk, hc.horizon) : undefined, state };
     });
     return out;
   }
 
-  private item(p: Prepared): HeadItem {
-    const it = this.items.get(p);
-    if (!it) throw new Error(`example ${p.id} was not prepared by this trainee`);
-    return it;
-  }
 
   logits(batch: Batch): tf.Tensor3D {
     return this.model.forward(batch.pixels as tf.Tensor5D, batch.ids).logits;
   }
 
-  /**
-   * head + lang_weight x language loss; `key` (the stream position of the batch) seeds the noise and times, so a
-   * resumed run draws what the uninterrupted one would.
-   */
+  /** head + lang_weight x language loss (headLoss); `key` is the stream position of the first item. */
   loss(batch: Batch, items: Prepared[], lambdaR: number, key: number): LossParts {
-    const rows = items.map((p) => this.item(p));
-    const lang = !this.o.freezeBackbone && this.langWeight > 0;
-    const { cond, logits } = vlaHeadFeatures(this.model, batch.pixels as tf.Tensor5D, batch.ids, rows.map((r) => r.promptEnd), { logits: lang });
-    const language = logits ? sftLoss(() => logits, batch, lambdaR).loss : tf.scalar(0);
-    const chosen = rows.map((r, b) => (r.x0 ? b : -1)).filter((b) => b >= 0);
-    let headLoss: tf.Scalar = tf.scalar(0);
-    if (chosen.length) {
-      const n = chunkSize(this.head.config);
-      const B = rows.length;
-      // the rows with a chunk, as a one-hot product (the WebAssembly backend has no gradient for gather)
-      const pick = new Float32Array(chosen.length * B);
-      chosen.forEach((b, i) => (pick[i * B + b] = 1));
-      const sel = tf.tensor2d(pick, [chosen.length, B]);
-      const c = tf.matMul(sel, cond) as tf.Tensor2D; // [n, B] x [B, C] -> [n, C]
-      const x0 = new Float32Array(chosen.length * n);
-      chosen.forEach((b, i) => x0.set(rows[b].x0!, i * n));
-      const S = this.head.config.state_dim;
-      const state = S ? tf.tensor2d(Float32Array.from(chosen.flatMap((b) => [...rows[b].state!])), [chosen.length, S]) : undefined;
-      headLoss = this.head.loss(c, x0, new Rng((this.o.seed ?? 0) * 1_000_003 + key), state);
-    }
-    return { loss: tf.add(headLoss, tf.mul(language, this.langWeight)) as tf.Scalar, action: headLoss, reasoning: language as tf.Scalar };
+    return headLoss(this.model, this.head, this.lossSettings, batch, items, lambdaR, key);
   }
 
   /**
@@ -236,7 +244,7 @@ export class HeadTrainee implements Trainee {
     const pairs: { pred: number[][]; target: number[][] }[] = [];
     let loss = 0;
     for (const [i, p] of items.entries()) {
-      const r = this.item(p);
+      const r = headTarget(p);
       if (!r.x0 || !r.chunk) continue;
       if (i % 16 === 15) await new Promise((res) => setImmediate(res));
       const batch = makeBatch([p], this.layout);

@@ -25,7 +25,7 @@ import { HfLoraModel } from './hf-model.js';
 import { isHfCheckpoint, loadHfCheckpoint } from '../model/arch/hf.js';
 import type { Processor } from '../model/processor/types.js';
 import { AdamW, lrAt } from './optim.js';
-import { type HeadEvalResult, type HeadOptions, openHeadTrainee } from './head.js';
+import { type HeadEvalResult, type HeadOptions, HeadTrainee, openHeadTrainee } from './head.js';
 import { type RunIdentity, RunDir, STATE_FILE, TrainerStateBase, hashCheckpoint, hashFile, hashRecords, hashValue } from './run-dir.js';
 
 export interface SftOptions {
@@ -325,10 +325,10 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   const workers = o.workers ?? 1;
   let dp: DataParallel | undefined;
   if (workers > 1) {
-    if (o.actionHead) throw new VlakitError('E_USAGE', '--workers above 1 does not train an action head yet (train it in one thread)');
-    if (!(model instanceof BuiltinTrainee)) throw new VlakitError('E_USAGE', '--workers above 1 trains the built-in model only (a Hugging Face checkpoint trains in one thread)');
+    if (!(model instanceof BuiltinTrainee) && !(model instanceof HeadTrainee)) throw new VlakitError('E_USAGE', '--workers above 1 trains the built-in model only (a Hugging Face checkpoint trains in one thread)');
     if (B < workers) throw new VlakitError('E_USAGE', `--workers ${workers} needs a batch of at least ${workers} examples (--batch-size ${B}): each worker takes a part of every batch`);
-    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1 });
+    const head = model instanceof HeadTrainee ? { head: model.head, settings: model.lossSettings } : undefined;
+    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1, head });
   }
   try {
     return await steps(run, o, model, opt, state, { trainItems, valItems, total, peak, warmup, B, accum, seed, dp });
@@ -360,13 +360,14 @@ async function steps(
     let tokens = 0;
     for (let a = 0; a < accum; a++) {
       const all = Array.from({ length: B }, (_, i) => trainItems[streamItem(state.consumed + i, trainItems.length, seed, orders)]);
+      const key = state.consumed; // the stream position of the batch's first item
       state.consumed += B;
       // data-parallel: the replicas take parts 1.., this thread part 0, every part normalized by the batch's counts
       const shares = dp ? splitParts(all, dp.workers) : [all];
       const counts = dp ? batchCounts(all) : undefined;
-      const collect = dp ? await dp.dispatch(shares, counts!) : undefined;
+      const collect = dp ? await dp.dispatch(shares, counts!, key) : undefined;
       const items = shares[0];
-      const lossOf = model.loss && ((b: Batch) => model.loss!(b, items, o.lambdaR ?? 1, state.consumed)); // an action head's loss
+      const lossOf = model.loss && ((b: Batch) => model.loss!(b, items, o.lambdaR ?? 1, key)); // an action head's loss
       const part = partGrads((b) => model.logits(b, items), items, model.layout, counts, vars, o.lambdaR ?? 1, lossOf);
       tokens += part.tokens;
       lossSum += part.loss;
