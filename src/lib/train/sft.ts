@@ -25,7 +25,9 @@ import { HfLoraModel } from './hf-model.js';
 import { isHfCheckpoint, loadHfCheckpoint } from '../model/arch/hf.js';
 import type { Processor } from '../model/processor/types.js';
 import { AdamW, lrAt } from './optim.js';
-import { type HeadEvalResult, type HeadOptions, HeadTrainee, openHeadTrainee } from './head.js';
+import { type HeadEvalResult, type HeadOptions, HeadTrainee, headCodec, openHead, openHeadTrainee } from './head.js';
+import { HfHeadTrainee } from './hf-head.js';
+import { hfFeatureDim } from '../model/action-head-hf.js';
 import { type RunIdentity, RunDir, STATE_FILE, TrainerStateBase, hashCheckpoint, hashFile, hashRecords, hashValue } from './run-dir.js';
 
 export interface SftOptions {
@@ -77,7 +79,7 @@ export interface SftOptions {
   workers?: number;
   /** The TensorFlow.js backend the workers load (the coordinator's). */
   backend?: string;
-  /** Train a continuous action head (diffusion or flow matching) on the built-in model (train/head.ts). */
+  /** Train a continuous action head (diffusion or flow matching) on the built-in model (train/head.ts) or a Hugging Face checkpoint with LoRA (train/hf-head.ts). */
   actionHead?: HeadOptions;
 }
 
@@ -204,11 +206,18 @@ class BuiltinTrainee implements Trainee {
 /** The model a run trains: a Hugging Face checkpoint (LoRA through its processor) or the built-in VLA model. */
 async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: number): Promise<Trainee> {
   if (o.init && isHfCheckpoint(o.init)) {
-    if (o.actionHead) throw new VlakitError('E_USAGE', `--action-head trains on vlakit's built-in model; --init ${o.init} is a Hugging Face checkpoint`);
     if (!o.lora) throw new VlakitError('E_USAGE', `--init ${o.init} is a Hugging Face checkpoint: vlakit trains LoRA adapters on it (pass --lora; full fine-tuning of Hugging Face checkpoints is not supported)`);
     if (!o.processor) throw new VlakitError('E_USAGE', `--init ${o.init}: training a Hugging Face checkpoint needs its processor (tokenizer and chat template files in the directory)`);
     const model = new HfLoraModel(loadHfCheckpoint(o.init), { ...o.lora, freezeVision: o.freezeVision, freezeLayers: o.freezeLayers, seed });
     const t = new HfTrainee(model, o.processor, o.init);
+    if (o.actionHead) {
+      // the head on the checkpoint's hidden states (train/hf-head.ts); its adapters train unless --freeze-backbone
+      const codec = headCodec(o.examples, o.codec);
+      const head = openHead({ ...o, actionHead: o.actionHead, seed }, codec, hfFeatureDim(model.arch, model.config), resumeDir, resumeDir !== undefined);
+      const ht = new HfHeadTrainee(model, t, head, codec, { ...o.actionHead, seed });
+      if (resumeDir) ht.resume(resumeDir);
+      return ht;
+    }
     if (resumeDir) t.resume(resumeDir);
     return t;
   }
