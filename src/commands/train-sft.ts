@@ -69,7 +69,7 @@ export default class TrainSft extends VlakitCommand {
     'head-layers': int({ description: 'action head: residual MLP blocks', default: 2, min: 0, max: 64 }),
     'head-prediction': Flags.string({ description: 'action head, diffusion: what the denoiser predicts, the noise or the clean chunk', options: ['epsilon', 'sample'], default: 'epsilon' }),
     'head-horizon': int({ description: 'action head: actions per chunk (default: the longest chunk of the data; shorter chunks repeat their last action)', min: 1, max: 1024 }),
-    'freeze-backbone': Flags.boolean({ description: 'action head: train the head alone (the backbone, or a Hugging Face checkpoint's LoRA adapters, as they start)' }),
+    'freeze-backbone': Flags.boolean({ description: 'action head: train the head alone (the backbone, or the LoRA adapters of a Hugging Face checkpoint, as they start)' }),
     quiet: sharedFlags.quiet,
     'log-every': logEveryFlag,
     json: Flags.boolean({ description: 'print the result as JSON on stderr' }),
