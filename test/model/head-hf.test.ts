@@ -4,7 +4,7 @@
  * the logits are linear in the hidden states), the inference engine (adapter folded) gives the training path's
  * features, and generate --json prints a chunk.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import * as tf from '@tensorflow/tfjs-core';
@@ -12,7 +12,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
 import { hfFeatureDim, hfHeadFeatures } from '../../src/lib/model/action-head-hf.js';
 import { readHeadConfig } from '../../src/lib/model/action-head.js';
-import { readPeftAdapter } from '../../src/lib/model/arch/adapter.js';
+import { applyPeftAdapter, readPeftAdapter } from '../../src/lib/model/arch/adapter.js';
+import { hfHeadParity } from '../../src/lib/export/hf.js';
 import { loadHfCheckpoint } from '../../src/lib/model/arch/hf.js';
 import { initCheckpoint } from '../../src/lib/model/arch/manage.js';
 import { TfjsOps, TfjsWeights } from '../../src/lib/model/arch/tfjs-ops.js';
@@ -96,6 +97,15 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     const B = [...readPeftAdapter(run).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs)));
     expect(Math.max(...B)).toBeGreaterThan(0); // the adapters trained
 
+    // a text model's head exported: features and denoiser against the checkpoint with the adapter folded
+    const onnx = path.join(dir, 'llama-head-onnx');
+    const e = await execa('node', [BIN, 'export', llama, '--adapter', run, '-o', onnx, '--json'], { reject: false });
+    expect(e.exitCode, e.stderr).toBe(0);
+    const ck = loadHfCheckpoint(llama);
+    applyPeftAdapter(ck, run);
+    const parity = await hfHeadParity(ck, { config: readHeadConfig(run), weights: readSafetensors(path.join(run, 'action_head.safetensors')).tensors }, onnx);
+    expect(parity).toBeLessThan(1e-4);
+
     const frozen = path.join(dir, 'llama-frozen');
     await trainSft({ examples, outDir: frozen, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 2, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, freezeBackbone: true } });
     const Bf = [...readPeftAdapter(frozen).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs)));
@@ -140,5 +150,15 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     expect(out.chunk).toHaveLength(1);
     expect(out.chunk[0]).toHaveLength(4);
     expect(out.chunk.flat().every(Number.isFinite)).toBe(true);
-  }, 240_000);
+
+    // export --adapter <run>: the LM graphs and the head's, checked against the checkpoint; the export's chunk is the run's
+    const onnx = path.join(dir, 'idefics-head-onnx');
+    const e = await execa('node', [BIN, 'export', idefics, '--adapter', run, '--ops', 'standard', '-o', onnx], { reject: false });
+    expect(e.exitCode, e.stderr).toBe(0);
+    for (const f of ['head_prefill.onnx', 'head_denoise.onnx', 'action_head.json', 'prefill.onnx']) expect(existsSync(path.join(onnx, f)), f).toBe(true);
+    const ge = await execa('node', [BIN, 'generate', '--model', onnx, '--prompt', 'Subtask: grasp the red block', '--image', png, '--json'], { reject: false });
+    expect(ge.exitCode, ge.stderr).toBe(0);
+    const fromExport = JSON.parse(ge.stdout).chunk.flat() as number[];
+    out.chunk.flat().forEach((v: number, i: number) => expect(Math.abs(v - fromExport[i])).toBeLessThan(1e-4));
+  }, 300_000);
 });

@@ -238,7 +238,13 @@ export async function openHeadEngine(runner: VlaRunner, dir: string): Promise<He
     const { OrtHeadEngine } = await import('../export/head.js');
     return OrtHeadEngine.open(dir, runner);
   }
-  throw new VlakitError('E_USAGE', `${dir} has an action head, which runs on vlakit's built-in model only`, { file: dir });
+  if (runner.info.engine === 'onnxruntime') {
+    // a Hugging Face export with a head (export --adapter <head run>)
+    const { HfRunner } = await import('../infer/hf-runner.js');
+    const { OrtHeadEngine } = await import('../export/head.js');
+    if (runner instanceof HfRunner) return OrtHeadEngine.openHf(dir, runner.lm.vision);
+  }
+  throw new VlakitError('E_USAGE', `${dir} has an action head, which runs on vlakit's built-in model, its export, or an export of a Hugging Face head run; a Hugging Face head run itself opens through generate --model <run>`, { file: dir });
 }
 
 /**
