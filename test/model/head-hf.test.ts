@@ -160,5 +160,13 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     expect(ge.exitCode, ge.stderr).toBe(0);
     const fromExport = JSON.parse(ge.stdout).chunk.flat() as number[];
     out.chunk.flat().forEach((v: number, i: number) => expect(Math.abs(v - fromExport[i])).toBeLessThan(1e-4));
+
+    // rollout --policy <base> --adapter <run>: the head acts in the built-in world
+    const steps = path.join(dir, 'idefics-rollout.jsonl');
+    const r = await execa('node', [BIN, 'rollout', '--policy', idefics, '--adapter', run, '--mode', 'direct', '--prompt', 'task', '--tasks', 'pick', '--episodes', '1', '--max-steps', '2', '--width', '32', '--height', '32', '-o', steps], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const withHead = readFileSync(steps, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.policy?.head);
+    expect(withHead.length).toBeGreaterThan(0);
+    expect(withHead[0].policy.chunk[0]).toHaveLength(4);
   }, 300_000);
 });

@@ -238,6 +238,8 @@ export async function openHeadEngine(runner: VlaRunner, dir: string): Promise<He
     const { OrtHeadEngine } = await import('../export/head.js');
     return OrtHeadEngine.open(dir, runner);
   }
+  const base = hfHeadBase(dir);
+  if (base) return HfHeadEngine.open(base, dir); // a head run on a Hugging Face checkpoint (the runner: base + its adapter)
   if (runner.info.engine === 'onnxruntime') {
     // a Hugging Face export with a head (export --adapter <head run>)
     const { HfRunner } = await import('../infer/hf-runner.js');
