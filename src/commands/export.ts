@@ -24,7 +24,7 @@ export default class Export extends VlakitCommand {
     quantize: Flags.string({ description: 'int8: matmul weights as int8 with a scale per output column, activations quantized at run time (onnxruntime dynamic quantization); none: float32', options: ['none', 'int8'], default: 'none' }),
     'full-range': Flags.boolean({ description: 'with --quantize int8: full-range weights (-127..127) instead of 7-bit ones (-63..63): half the weight rounding error, but only for CPUs that add int8 products in 32 bits (x86-64 with AVX-512 VNNI, AVX-VNNI or AMX; arm64): refused on others, and runners warn on them' }),
     'reduce-range': Flags.boolean({ description: 'with --quantize int8: 7-bit weights, the default now', hidden: true }),
-    adapter: Flags.string({ description: 'a Hugging Face checkpoint only: a PEFT LoRA adapter directory folded into the weights before the export', helpValue: 'DIR' }),
+    adapter: Flags.string({ description: 'a Hugging Face checkpoint only: a PEFT LoRA adapter directory folded into the weights before the export (a train-sft --action-head run: its head graphs too)', helpValue: 'DIR' }),
     parity: Flags.boolean({ description: 'compare the export with the checkpoint on a few images and prompts', default: true, allowNo: true }),
     tolerance: Flags.string({ description: 'largest allowed |logit difference| in the parity check: a number, or a percentage of the largest |logit| of the checkpoint (default: 1e-4; 5% with --quantize int8)', helpValue: 'X|P%' }),
     device: Flags.string({ description: 'onnxruntime execution provider for the parity check', options: ['cpu', 'cuda'], default: 'cpu' }),

@@ -30,6 +30,7 @@ export default class Generate extends VlakitCommand {
     'ignore-eos': Flags.boolean({ description: 'go on past the end-of-sequence token' }),
     backend: Flags.string({ description: 'tfjs backend for a checkpoint', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     device: Flags.string({ description: 'onnxruntime execution provider for an export', options: ['cpu', 'cuda'], default: 'cpu' }),
+    state: Flags.string({ description: 'the robot state for a model whose action head takes one (trained on relabel --state examples): a JSON array of numbers, as observation.state', helpValue: '[x,y,z,g]' }),
     json: Flags.boolean({ description: 'print prompt ids, new ids, text and the stop reason as JSON (a model with an action head: the sampled chunk, the objective, the denoising steps and the time)' }),
   };
 
@@ -39,6 +40,7 @@ export default class Generate extends VlakitCommand {
     onlyWith('chat', '--prompt', (i) => i.given.has('prompt')),
     onlyWith('image-size', '--image', (i) => i.given.has('image')),
     onlyWith('image-splitting', '--image', (i) => i.given.has('image')),
+    onlyWith('state', '--prompt', (i) => i.given.has('prompt')),
   ];
 
   async run(): Promise<void> {
@@ -53,7 +55,7 @@ export default class Generate extends VlakitCommand {
       // a model with an action head answers with a sampled action chunk
       if (flags.prompt === undefined) throw new VlakitError('E_USAGE', `${flags.model} has an action head: pass the prompt as --prompt text`);
       const { generateHeadChunk } = await import('../lib/policy/head-policy.js');
-      const r = await generateHeadChunk(flags.model, { prompt: flags.prompt, images: flags.image, seed: flags.seed, backend: flags.backend, device: flags.device as 'cpu' | 'cuda' });
+      const r = await generateHeadChunk(flags.model, { prompt: flags.prompt, images: flags.image, seed: flags.seed, state: flags.state === undefined ? undefined : parseState(flags.state), backend: flags.backend, device: flags.device as 'cpu' | 'cuda' });
       process.stdout.write(flags.json ? `${JSON.stringify(r)}\n` : `${JSON.stringify(r.chunk)}\n`);
       return;
     }
@@ -77,4 +79,16 @@ export default class Generate extends VlakitCommand {
     });
     process.stdout.write(flags.json ? `${JSON.stringify(r)}\n` : `${r.text ?? r.ids.join(' ')}\n`);
   }
+}
+
+/** --state: a JSON array of finite numbers. */
+function parseState(text: string): number[] {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    v = undefined;
+  }
+  if (!Array.isArray(v) || !v.length || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) throw new VlakitError('E_USAGE', `--state must be a JSON array of numbers, e.g. [0.4, 0, 0.2, 1]; got ${JSON.stringify(text)}`);
+  return v as number[];
 }

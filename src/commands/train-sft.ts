@@ -61,15 +61,15 @@ export default class TrainSft extends VlakitCommand {
     'eval-every': int({ description: 'evaluate on the val split every N steps', min: 1, max: 10_000_000 }),
     stats: Flags.string({ description: 'action statistics to keep with the model (relabel --stats-out)', helpValue: 'FILE' }),
     backend: Flags.string({ description: 'force a TensorFlow.js backend', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
-    workers: int({ description: 'data-parallel threads (the built-in model): each batch split across them and their gradients summed; the WebAssembly backend uses one core per thread, so 2 on a 2-core machine trains about twice as fast', default: 1, min: 1, max: 64 }),
-    'action-head': Flags.string({ description: 'train a continuous action head on the built-in model: a denoiser over the action chunk conditioned on the backbone\'s features (docs/MODEL.md)', options: ['diffusion', 'flow'] }),
+    workers: int({ description: 'data-parallel threads (the built-in model, with or without an action head): each batch split across them and their gradients summed; the WebAssembly backend uses one core per thread, so 2 on a 2-core machine trains about twice as fast', default: 1, min: 1, max: 64 }),
+    'action-head': Flags.string({ description: 'train a continuous action head (the built-in model, or a Hugging Face checkpoint with --lora): a denoiser over the action chunk conditioned on the backbone\'s features (docs/MODEL.md)', options: ['diffusion', 'flow'] }),
     'lang-weight': decimal({ description: 'action head: weight of the language loss next to the head\'s', default: '1', min: 0, max: 1000 }),
     'inference-steps': int({ description: 'action head: denoising steps at inference (DDIM or Euler), stored with the head', default: 10, min: 1, max: 1000 }),
     'head-hidden': int({ description: 'action head: width of its MLP', default: 256, min: 8, max: 16_384 }),
     'head-layers': int({ description: 'action head: residual MLP blocks', default: 2, min: 0, max: 64 }),
     'head-prediction': Flags.string({ description: 'action head, diffusion: what the denoiser predicts, the noise or the clean chunk', options: ['epsilon', 'sample'], default: 'epsilon' }),
     'head-horizon': int({ description: 'action head: actions per chunk (default: the longest chunk of the data; shorter chunks repeat their last action)', min: 1, max: 1024 }),
-    'freeze-backbone': Flags.boolean({ description: 'action head: train the head alone' }),
+    'freeze-backbone': Flags.boolean({ description: 'action head: train the head alone (the backbone, or the LoRA adapters of a Hugging Face checkpoint, as they start)' }),
     quiet: sharedFlags.quiet,
     'log-every': logEveryFlag,
     json: Flags.boolean({ description: 'print the result as JSON on stderr' }),
@@ -148,6 +148,8 @@ export default class TrainSft extends VlakitCommand {
       else {
         this.note(`vlakit train-sft: ${res.steps} steps, final loss ${res.finalLoss.toFixed(4)}; ${res.parameters} parameters, ${res.trainable} trained; model in ${res.outDir}`, flags.quiet);
         if (res.eval) this.note(`vlakit train-sft: val: action token accuracy ${(res.eval.actionTokenAccuracy * 100).toFixed(1)}%${res.eval.actionL1 !== undefined ? `, action L1 ${res.eval.actionL1.toFixed(4)} m` : ''} (${res.eval.examples} examples, ${res.eval.undecodable} undecodable)`, flags.quiet);
+        const h = res.eval?.head;
+        if (h) this.note(`vlakit train-sft: val: action head loss ${h.loss.toFixed(4)}, chunk MAE ${h.mae.toFixed(4)} (per dimension ${h.maeDims.map((v) => v.toFixed(4)).join(', ')})${h.gripperAccuracy !== undefined ? `, gripper accuracy ${(h.gripperAccuracy * 100).toFixed(1)}%` : ''} (${h.examples} examples)`, flags.quiet);
       }
     } finally {
       progress.stop();

@@ -49,6 +49,11 @@ export const TrainingExampleSchema = z
       codec: ActionCodecSpecSchema.optional(),
       split: z.string(),
     }),
+    /**
+     * `relabel --state`: the robot state of the example's observation (its `observation.state` numbers, as they are),
+     * on the examples whose prompt carries it; an action head takes it as its state input.
+     */
+    state: z.array(z.number().finite()).optional(),
     /** Built-in world only: the oracle facts of the (first) image's step, pixel masks included when recorded. */
     oracle: z.unknown().optional(),
   })
@@ -94,7 +99,7 @@ export function splitOf(episodeId: string | number, valFraction: number, seed = 
   return h.readUInt32LE(0) / 2 ** 32 < valFraction ? 'val' : 'train';
 }
 
-function example(id: string, images: ImageJson[], prompt: string, parts: { text: string; kind: Span['kind'] }[], meta: TrainingExample['meta'], oracle?: unknown): TrainingExample {
+function example(id: string, images: ImageJson[], prompt: string, parts: { text: string; kind: Span['kind'] }[], meta: TrainingExample['meta'], oracle?: unknown, state?: number[]): TrainingExample {
   const spans: Span[] = [];
   let target = '';
   for (const p of parts) {
@@ -112,6 +117,7 @@ function example(id: string, images: ImageJson[], prompt: string, parts: { text:
     ],
     spans,
     meta,
+    ...(state !== undefined ? { state } : {}),
     ...(oracle !== undefined ? { oracle } : {}),
   };
 }
@@ -151,6 +157,8 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
     }
     return text;
   };
+  // the same state as numbers (stateOf has checked it), for an action head's state input
+  const stateNumbers = (c: ChunkRecord): number[] | undefined => (opts.codec.state ? [...((c.observation as Record<string, unknown>).state as number[])] : undefined);
 
   if (opts.method === 'refinevla') {
     for (const c of chunks) {
@@ -159,7 +167,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
       const withReasoning = !opts.noReasoning && r && !r.error;
       const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning), stateOf(c), format);
       out.push(
-        example(`${ep}/refinevla/${c.chunk_index}`, imgs, prompt, [...(withReasoning ? [{ text: rationaleText(r), kind: 'reasoning' as const }] : []), { text: `${ACTIONS_MARKER} ${opts.codec.encode(c.actions)}`, kind: 'action' }], meta('refinevla', c.start_step, c.end_step), c.oracle),
+        example(`${ep}/refinevla/${c.chunk_index}`, imgs, prompt, [...(withReasoning ? [{ text: rationaleText(r), kind: 'reasoning' as const }] : []), { text: `${ACTIONS_MARKER} ${opts.codec.encode(c.actions)}`, kind: 'action' }], meta('refinevla', c.start_step, c.end_step), c.oracle, stateNumbers(c)),
       );
     }
     return out;
@@ -167,7 +175,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
 
   if (opts.noReasoning) {
     for (const c of chunks) {
-      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), (opts.compactPrompt ? PROMPTS.compact(instr, stateOf(c)) : PROMPTS.task(instr, stateOf(c), format)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step)));
+      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), (opts.compactPrompt ? PROMPTS.compact(instr, stateOf(c)) : PROMPTS.task(instr, stateOf(c), format)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), undefined, stateNumbers(c)));
     }
     return out;
   }
@@ -184,7 +192,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
       out.push(example(`${ep}/motion/${i}`, img, PROMPTS.motionPlan(sub), [{ text: plan, kind: 'reasoning' }], meta('motion_plan', c.start_step, c.end_step), c.oracle));
     }
     out.push(
-      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan, stateOf(c), format), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), c.oracle),
+      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan, stateOf(c), format), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), c.oracle, stateNumbers(c)),
     );
     const after = views(c, c.next_observation);
     const verify = PROMPTS.verify(sub);

@@ -81,13 +81,15 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
     const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend as string | undefined, adapter: flags.adapter as string | undefined });
     runner = r;
     const { hasActionHead } = await import('../model/action-head.js');
-    if (hasActionHead(flags.policy)) {
+    // the head is in the model directory, or in the --adapter run of a Hugging Face checkpoint trained with one
+    const headDir = flags.adapter && hasActionHead(flags.adapter as string) ? (flags.adapter as string) : flags.policy;
+    if (hasActionHead(headDir)) {
       // a continuous action head: one backbone pass and the sampler per cycle (direct prompting only)
       if (flags.mode !== 'direct') throw new VlakitError('E_USAGE', `${flags.policy} has an action head, which acts in direct mode: pass --mode direct (and --prompt as it was trained)`);
       const { HeadPolicy, openHeadEngine } = await import('../policy/head-policy.js');
       const po = policyOptions(r, flags);
       layout = executedLayout(po.codec.layout);
-      policy = new HeadPolicy(r, await openHeadEngine(r, flags.policy), { prompt: po.prompt, codec: po.codec, execute: po.execute, maxChunk: po.maxChunk });
+      policy = new HeadPolicy(r, await openHeadEngine(r, headDir), { prompt: po.prompt, codec: po.codec, execute: po.execute, maxChunk: po.maxChunk });
     } else {
       const po = policyOptions(r, flags);
       layout = executedLayout(po.codec.layout); // waypoint targets reach the env as deltas

@@ -9,6 +9,9 @@
 import path from 'node:path';
 import type * as OrtTypes from 'onnxruntime-node';
 import type { VlaConfig } from '../model/config.js';
+import { VlakitError } from '../errors.js';
+import { hfHiddenSize } from '../model/action-head-hf.js';
+import type { HfCheckpoint } from '../model/arch/hf.js';
 import { OnnxOps } from '../model/arch/onnx-ops.js';
 import { vlakitVla } from '../model/arch/registry.js';
 import { vlaHidden } from '../model/arch/vlakit-vla.js';
@@ -37,6 +40,36 @@ export function headPrefillGraph(config: VlaConfig, weights: VlaWeights, store: 
   return b.model('vlakit action head: images and prompt ids to the backbone features of the head', { vlakit_graph: 'head_prefill' });
 }
 
+/** OnnxOps that stop at the hidden states an architecture hands to its LM head (no logits). */
+class HiddenOnnxOps extends OnnxOps {
+  hidden?: string;
+  override head(h: string): string {
+    this.hidden = h;
+    return h;
+  }
+}
+
+/**
+ * A Hugging Face backbone up to the head's features: the prompt's ids (and, for a vision-language model, its image
+ * tiles pixel_values [N, C, S, S]; at least one) -> features [B, 2D]: the final hidden state at the last position and
+ * the mean over every position, as model/action-head-hf.ts computes them.
+ */
+export function hfHeadPrefillGraph(ck: HfCheckpoint, store: WeightStore): ModelProto {
+  const b = new GraphBuilder('head_prefill', store);
+  const ids = b.input('input_ids', 'int64', [DIMS.batch, DIMS.seq]);
+  const vision = ck.arch.vision?.(ck.config);
+  const pixels = vision ? b.input('pixel_values', 'float', ['num_images', vision.channels, vision.imageSize, vision.imageSize]) : undefined;
+  const ops = new HiddenOnnxOps(b, ck.tensors, { present: [] }, { maxPositions: ck.arch.maxPositions(ck.config), linearLayout: ck.arch.linearLayout });
+  ck.arch.forward(ops, ck.config, ids, pixels);
+  const h = ops.hidden; // [B, T, D]
+  if (!h) throw new VlakitError('E_MODEL', `${ck.arch.modelType}: its forward gave no hidden states to the LM head`);
+  const D = hfHiddenSize(ck.arch, ck.config);
+  const last = ops.reshape(ops.slice(h, 1, -1), [0, D]); // [B, 1, D] -> [B, D]
+  const mean = b.o('ReduceMean', [h], { axes: [1], keepdims: 0 }); // [B, D]
+  b.output(ops.concat([last, mean], 1), 'features', 'float', [DIMS.batch, 2 * D]);
+  return b.model(`vlakit action head: the prompt to the ${ck.arch.modelType} features of the head`, { vlakit_graph: 'head_prefill', model_type: ck.arch.modelType });
+}
+
 /** One denoiser step of the head. */
 export function headDenoiseGraph(c: ActionHeadConfig, weights: Map<string, NamedArray>, store: WeightStore): ModelProto {
   const b = new GraphBuilder('head_denoise', store);
@@ -60,7 +93,8 @@ export class OrtHeadEngine implements HeadEngine {
   private constructor(
     private readonly ort: Awaited<ReturnType<typeof loadOrt>>,
     readonly config: ActionHeadConfig,
-    private readonly vla: VlaConfig,
+    /** The built-in model's config, or a Hugging Face export's image tiles (null: text only). */
+    private readonly vla: VlaConfig | { tiles: { channels: number; size: number } | null },
     private readonly prefill: OrtTypes.InferenceSession,
     private readonly step: OrtTypes.InferenceSession,
   ) {}
@@ -73,8 +107,27 @@ export class OrtHeadEngine implements HeadEngine {
     return new OrtHeadEngine(ort, config, (runner as unknown as { config: VlaConfig }).config, prefill, step);
   }
 
+  /** A Hugging Face export's head (head_prefill.onnx over the prompt and its tiles); `vision`: the model's tiles. */
+  static async openHf(dir: string, vision: { imageSize: number; channels: number } | undefined, o: { device?: Device } = {}): Promise<OrtHeadEngine> {
+    const ort = await loadOrt();
+    const config = readHeadConfig(dir);
+    const prefill = await openGraph(ort, dir, HEAD_FILES.prefill, { device: o.device });
+    const step = await openGraph(ort, dir, HEAD_FILES.denoise, { device: o.device });
+    return new OrtHeadEngine(ort, config, { tiles: vision ? { channels: vision.channels, size: vision.imageSize } : null }, prefill, step);
+  }
+
   async features(input: RunnerInput): Promise<Float32Array> {
     const c = this.vla;
+    const ids = new this.ort.Tensor('int64', BigInt64Array.from(input.ids, (v) => BigInt(v)), [1, input.ids.length]);
+    if ('tiles' in c) {
+      const feeds: Record<string, OrtTypes.Tensor> = { input_ids: ids };
+      if (c.tiles) {
+        const per = c.tiles.channels * c.tiles.size * c.tiles.size;
+        if (!input.pixels.length) throw new VlakitError('E_USAGE', 'the exported action head of a vision-language model takes at least one image');
+        feeds.pixel_values = new this.ort.Tensor('float32', input.pixels, [input.pixels.length / per, c.tiles.channels, c.tiles.size, c.tiles.size]);
+      }
+      return (await this.prefill.run(feeds)).features.data as Float32Array;
+    }
     const S = c.vision_config.image_size;
     const out = await this.prefill.run({
       pixel_values: new this.ort.Tensor('float32', input.pixels, [1, c.num_cameras, S, S, 3]),

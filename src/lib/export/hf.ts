@@ -17,6 +17,9 @@ import { PRESENT_DIM } from './vla.js';
 import { type CausalLm, generateIds } from '../infer/causal.js';
 import { Rng } from '../util/rng.js';
 import { type PolicyMeta, readPolicyMeta } from '../infer/hf-runner.js';
+import { ACTION_HEAD_CONFIG, ACTION_HEAD_WEIGHTS, ActionHead, type ActionHeadConfig, chunkSize, hasActionHead, readHeadConfig } from '../model/action-head.js';
+import { type NamedArray, readSafetensors } from '../model/safetensors.js';
+import { HEAD_FILES, headDenoiseGraph, hfHeadPrefillGraph } from './head.js';
 
 export const HF_EXPORT_FILES = { prefill: 'prefill.onnx', decode: 'decode.onnx', data: 'model.onnx_data' } as const;
 /** Files of a checkpoint directory that an export carries over unchanged. */
@@ -73,7 +76,7 @@ export interface HfExportResult {
  * Exports a loaded checkpoint to `outDir` (written whole or not at all); `verify` runs on the finished files first.
  * @example await exportHfModel(loadHfCheckpoint('models/stories260k'), 'out/stories-onnx')
  */
-export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void>; output?: OutputOptions; meta?: PolicyMeta; attentions?: boolean; ops?: 'onnxruntime' | 'standard'; quantize?: 'int8' } = {}): Promise<HfExportResult> {
+export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verify?: (dir: string) => Promise<void>; output?: OutputOptions; meta?: PolicyMeta; attentions?: boolean; ops?: 'onnxruntime' | 'standard'; quantize?: 'int8'; head?: HeadArrays } = {}): Promise<HfExportResult> {
   const src = path.resolve(ck.dir);
   const output: OutputOptions = { ...o.output, inputs: [ck.dir, ...(o.output?.inputs ?? [])] };
   claimOutput(outDir, 'dir', output);
@@ -81,7 +84,9 @@ export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verif
   const build = (fused: boolean) => {
     const store = new WeightStore(HF_EXPORT_FILES.data);
     const g = { attentions: o.attentions, fused, quantize: o.quantize };
-    return { store, graphs: { [HF_EXPORT_FILES.prefill]: causalLmGraph(ck, 'prefill', store, g), [HF_EXPORT_FILES.decode]: causalLmGraph(ck, 'decode', store, g) } };
+    // an action head: its prefill (the prompt to the head's features) and denoiser graphs beside the LM's
+    const head: Record<string, ModelProto> = o.head ? { [HEAD_FILES.prefill]: hfHeadPrefillGraph(ck, store), [HEAD_FILES.denoise]: headDenoiseGraph(o.head.config, o.head.weights, store) } : {};
+    return { store, graphs: { [HF_EXPORT_FILES.prefill]: causalLmGraph(ck, 'prefill', store, g), [HF_EXPORT_FILES.decode]: causalLmGraph(ck, 'decode', store, g), ...head } };
   };
   // onnxruntime's fused attention: causal rotary layers with head sizes a multiple of 8, and no attention outputs;
   // an architecture with sliding windows, soft caps, image blocks or a prefix gets standard operators
@@ -105,6 +110,7 @@ export async function exportHfModel(ck: HfCheckpoint, outDir: string, o: { verif
     await ex.write('config.json', `${JSON.stringify({ ...ck.rawConfig, vlakit: { ...vlakit, ...codec } }, null, 2)}\n`);
     for (const f of CARRIED) ex.copy(path.join(ck.dir, f));
     if (o.meta?.actionStats !== undefined) await ex.write('action_stats.json', `${JSON.stringify(o.meta.actionStats, null, 2)}\n`);
+    if (o.head) await ex.write(ACTION_HEAD_CONFIG, `${JSON.stringify(o.head.config, null, 2)}\n`);
     await o.verify?.(tmp);
   }, output);
   let parameters = 0;
@@ -211,6 +217,68 @@ export async function exportHfChecked(ckptDir: string, outDir: string, o: HfExpo
   const own = readPolicyMeta(ckptDir);
   const fromAdapter = o.adapter ? readPolicyMeta(o.adapter) : {};
   const meta: PolicyMeta = { actionCodec: fromAdapter.actionCodec ?? own.actionCodec, actionStats: fromAdapter.actionStats ?? own.actionStats };
-  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verify, output, meta, attentions: o.attentions, ops: o.ops, quantize: o.quantize });
-  return { ...res, parity };
+  // a head run (train-sft --action-head on this checkpoint): its head graphs, checked against the checkpoint too
+  const headDir = o.adapter && hasActionHead(o.adapter) ? o.adapter : undefined;
+  const head = headDir ? { config: readHeadConfig(headDir), weights: readSafetensors(path.join(headDir, ACTION_HEAD_WEIGHTS)).tensors } : undefined;
+  let headParity: number | undefined;
+  const verifyAll = async (dir: string) => {
+    await verify(dir);
+    if (!head) return;
+    headParity = await hfHeadParity(ck, head, dir, o.device);
+    const tolerance = o.tolerance ?? 1e-4;
+    if (headParity > tolerance) throw new VlakitError('E_ONNX', `the exported action head does not match its checkpoint, so nothing was written: max |diff| ${headParity.toExponential(2)} (tolerance ${tolerance.toExponential(2)})`, { file: outDir });
+  };
+  const res = await exportHfModel(ck, outDir, { verify: o.parity === false ? undefined : verifyAll, output, meta, attentions: o.attentions, ops: o.ops, quantize: o.quantize, head });
+  return { ...res, parity, ...(headParity !== undefined ? { headParity } : {}) };
+}
+
+/** An action head as stored: its config and weights. */
+export interface HeadArrays {
+  config: ActionHeadConfig;
+  weights: Map<string, NamedArray>;
+}
+
+/**
+ * The largest difference between an exported head (head_prefill.onnx, head_denoise.onnx in `dir`) and the checkpoint
+ * (TensorFlow.js): the features of two seeded prompts (with one random image tile for a vision-language model), and
+ * the denoiser's prediction at three times on those features.
+ */
+export async function hfHeadParity(ck: HfCheckpoint, head: HeadArrays, dir: string, device?: string): Promise<number> {
+  const tf = await import('@tensorflow/tfjs-core');
+  const { TfjsWeights } = await import('../model/arch/tfjs-ops.js');
+  const { hfHeadFeatures } = await import('../model/action-head-hf.js');
+  const { OrtHeadEngine } = await import('./head.js');
+  const vision = ck.arch.vision?.(ck.config);
+  const params = new TfjsWeights(ck.tensors);
+  const h = ActionHead.fromArrays(head.config, head.weights);
+  const engine = await OrtHeadEngine.openHf(dir, vision, { device: device as 'cpu' });
+  const rng = new Rng(11);
+  const V = Math.min(ck.arch.vocabSize(ck.config), 1000);
+  let worst = 0;
+  const diff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  };
+  try {
+    for (let c = 0; c < 2; c++) {
+      const text = () => Array.from({ length: 3 + c }, () => rng.int(3, V - 1));
+      const ids = vision ? [...text(), ...new Array<number>(vision.tokensPerImage).fill(vision.imageTokenId), ...text()] : [...text(), ...text()];
+      const pixels = vision ? Float32Array.from({ length: vision.channels * vision.imageSize * vision.imageSize }, () => rng.next() * 2 - 1) : new Float32Array(0);
+      const ref = tf.tidy(() => {
+        const px = vision ? tf.tensor4d(pixels, [1, vision.channels, vision.imageSize, vision.imageSize]) : undefined;
+        return hfHeadFeatures({ arch: ck.arch, config: ck.config, params }, tf.tensor2d([ids], undefined, 'int32'), px, [ids.length - 1], { logits: false }).cond.dataSync() as Float32Array;
+      });
+      diff(ref, await engine.features({ ids, pixels, textOffset: 0, imagePositions: [], images: [] }));
+      const x = Float32Array.from({ length: chunkSize(head.config) }, () => rng.normal());
+      const state = head.config.state_dim ? Float32Array.from({ length: head.config.state_dim }, () => rng.normal()) : undefined;
+      for (const t of [1, 0.5, 0.01]) {
+        const want = tf.tidy(() => h.denoise(tf.tensor2d(x, [1, x.length]), [t], tf.tensor2d(ref, [1, ref.length]), state && tf.tensor2d(state, [1, state.length])).dataSync() as Float32Array);
+        diff(want, await engine.denoise(x, t, ref, state));
+      }
+    }
+  } finally {
+    await engine.dispose();
+    h.dispose();
+    params.dispose();
+  }
+  return worst;
 }

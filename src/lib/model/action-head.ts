@@ -218,7 +218,7 @@ export async function sampleChunk(c: Pick<ActionHeadConfig, 'objective' | 'train
  * One training example's noisy input and target per chunk: x0 [B*n] (normalized chunks) -> x_t, the model times
  * [B] and the targets (the noise, or the velocity noise - x0), drawn from `rng`.
  */
-export function trainingPair(c: ActionHeadConfig, x0: Float32Array, rng: Rng): { xt: Float32Array; t: number[]; target: Float32Array } {
+export function trainingPair(c: ActionHeadConfig, x0: Float32Array, rng: Rng | Rng[]): { xt: Float32Array; t: number[]; target: Float32Array } {
   const n = chunkSize(c);
   const B = x0.length / n;
   const xt = new Float32Array(x0.length);
@@ -226,21 +226,22 @@ export function trainingPair(c: ActionHeadConfig, x0: Float32Array, rng: Rng): {
   const t: number[] = [];
   const abar = c.objective === 'diffusion' ? cosineAlphaBars(c.train_timesteps) : undefined;
   for (let b = 0; b < B; b++) {
+    const r = Array.isArray(rng) ? rng[b] : rng;
     let sa = 0;
     let sn = 0;
     if (abar) {
-      const k = rng.int(1, c.train_timesteps);
+      const k = r.int(1, c.train_timesteps);
       t.push(k / c.train_timesteps);
       sa = Math.sqrt(abar[k]);
       sn = Math.sqrt(1 - abar[k]);
     } else {
-      const tt = rng.next();
+      const tt = r.next();
       t.push(tt);
       sa = 1 - tt;
       sn = tt;
     }
     for (let j = b * n; j < (b + 1) * n; j++) {
-      const eps = rng.normal();
+      const eps = r.normal();
       xt[j] = sa * x0[j] + sn * eps;
       target[j] = !abar ? eps - x0[j] : c.prediction === 'sample' ? x0[j] : eps;
     }
@@ -315,14 +316,15 @@ export class ActionHead {
 
   /**
    * The objective's loss: mean squared error of the prediction against the noise (diffusion) or the velocity
-   * (flow) at a random time, for normalized chunks x0 [B, H*D]; noise and times drawn from `rng`.
+   * (flow) at a random time, for normalized chunks x0 [B, H*D]; noise and times drawn from `rng` (one for all
+   * rows, or one per row). `rows` divides the summed squares instead of B (a part of a larger batch).
    */
-  loss(cond: tf.Tensor2D, x0: Float32Array, rng: Rng, state?: tf.Tensor2D): tf.Scalar {
+  loss(cond: tf.Tensor2D, x0: Float32Array, rng: Rng | Rng[], state?: tf.Tensor2D, rows?: number): tf.Scalar {
     const n = chunkSize(this.config);
     const B = x0.length / n;
     const p = trainingPair(this.config, x0, rng);
     const pred = this.denoise(tf.tensor2d(p.xt, [B, n]), p.t, cond, state);
-    return tf.mean(tf.square(tf.sub(pred, tf.tensor2d(p.target, [B, n])))) as tf.Scalar;
+    return tf.div(tf.sum(tf.square(tf.sub(pred, tf.tensor2d(p.target, [B, n])))), (rows ?? B) * n) as tf.Scalar;
   }
 
   /** Samples normalized chunks for cond [B, C] (kept by the caller) from `noise` [B*H*D]. */

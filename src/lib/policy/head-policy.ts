@@ -5,7 +5,14 @@
  * the head run on TensorFlow.js (a checkpoint) or onnxruntime (an export: head_prefill.onnx and head_denoise.onnx,
  * the loop here).
  */
+import { existsSync, readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { readJsonFile } from '../io/json-file.js';
+import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { hfFeatureDim, hfHeadFeatures } from '../model/action-head-hf.js';
+import type { HfCheckpoint } from '../model/arch/hf.js';
+import { TfjsWeights } from '../model/arch/tfjs-ops.js';
 import type { ActionCodec } from '../actions/codecs.js';
 import { codecStateText } from '../actions/codecs.js';
 import { PROMPTS, actionFormatOf } from '../actions/prompts.js';
@@ -69,6 +76,68 @@ export class TfjsHeadEngine implements HeadEngine {
   dispose(): void {
     this.head.dispose();
   }
+}
+
+/**
+ * A Hugging Face backbone trained with a head (train-sft --init <HF checkpoint> --action-head): the base checkpoint
+ * with the run's adapter folded in, its final hidden states as the head's features (model/action-head-hf.ts).
+ */
+export class HfHeadEngine implements HeadEngine {
+  readonly config: ActionHeadConfig;
+  private constructor(
+    private readonly ckpt: HfCheckpoint,
+    private readonly params: TfjsWeights,
+    readonly head: ActionHead,
+  ) {
+    this.config = head.config;
+  }
+
+  /** The engine of a head run `dir` on the base checkpoint `base` (its adapter folded in when it has one). */
+  static async open(base: string, dir: string): Promise<HfHeadEngine> {
+    const { existsSync } = await import('node:fs');
+    const path = await import('node:path');
+    const { loadHfCheckpoint } = await import('../model/arch/hf.js');
+    const ckpt = loadHfCheckpoint(base);
+    if (existsSync(path.join(dir, 'adapter_config.json'))) {
+      const { applyPeftAdapter } = await import('../model/arch/adapter.js');
+      applyPeftAdapter(ckpt, dir);
+    }
+    const head = loadActionHead(dir);
+    const want = hfFeatureDim(ckpt.arch, ckpt.config);
+    if (head.config.cond_dim !== want) throw new VlakitError('E_MODEL', `the action head takes features of ${head.config.cond_dim} numbers; ${base} gives ${want}`, { file: dir });
+    return new HfHeadEngine(ckpt, new TfjsWeights(ckpt.tensors), head);
+  }
+
+  async features(input: RunnerInput): Promise<Float32Array> {
+    const v = this.ckpt.arch.vision?.(this.ckpt.config);
+    const out = tf.tidy(() => {
+      const ids = tf.tensor2d([input.ids], undefined, 'int32');
+      const px = v && input.pixels.length ? tf.tensor4d(input.pixels, [input.pixels.length / (v.channels * v.imageSize * v.imageSize), v.channels, v.imageSize, v.imageSize]) : undefined;
+      return hfHeadFeatures({ arch: this.ckpt.arch, config: this.ckpt.config, params: this.params }, ids, px, [input.ids.length - 1], { logits: false }).cond; // [1, C]
+    });
+    const data = (await out.data()) as Float32Array;
+    out.dispose();
+    return data;
+  }
+
+  async denoise(x: Float32Array, t: number, cond: Float32Array, state?: Float32Array): Promise<Float32Array> {
+    const out = tf.tidy(() => this.head.denoise(tf.tensor2d(x, [1, x.length]), [t], tf.tensor2d(cond, [1, cond.length]), state ? tf.tensor2d(state, [1, state.length]) : undefined));
+    const data = (await out.data()) as Float32Array;
+    out.dispose();
+    return data;
+  }
+
+  dispose(): void {
+    this.head.dispose();
+    this.params.dispose();
+  }
+}
+
+/** The base checkpoint of a head run on a Hugging Face backbone (its vlakit.json), or undefined for other models. */
+export function hfHeadBase(dir: string): string | undefined {
+  const file = path.join(dir, 'vlakit.json');
+  if (!existsSync(file) || existsSync(path.join(dir, 'config.json'))) return undefined;
+  return readJsonFile(file, z.looseObject({ base_model: z.string() }), { what: 'vlakit adapter metadata', code: 'E_MODEL' }).base_model;
 }
 
 export interface HeadPolicyOptions {
@@ -169,7 +238,15 @@ export async function openHeadEngine(runner: VlaRunner, dir: string): Promise<He
     const { OrtHeadEngine } = await import('../export/head.js');
     return OrtHeadEngine.open(dir, runner);
   }
-  throw new VlakitError('E_USAGE', `${dir} has an action head, which runs on vlakit's built-in model only`, { file: dir });
+  const base = hfHeadBase(dir);
+  if (base) return HfHeadEngine.open(base, dir); // a head run on a Hugging Face checkpoint (the runner: base + its adapter)
+  if (runner.info.engine === 'onnxruntime') {
+    // a Hugging Face export with a head (export --adapter <head run>)
+    const { HfRunner } = await import('../infer/hf-runner.js');
+    const { OrtHeadEngine } = await import('../export/head.js');
+    if (runner instanceof HfRunner) return OrtHeadEngine.openHf(dir, runner.lm.vision);
+  }
+  throw new VlakitError('E_USAGE', `${dir} has an action head, which runs on vlakit's built-in model, its export, or an export of a Hugging Face head run; a Hugging Face head run itself opens through generate --model <run>`, { file: dir });
 }
 
 /**
@@ -177,15 +254,16 @@ export async function openHeadEngine(runner: VlaRunner, dir: string): Promise<He
  * -> one sampled chunk in action units.
  * @example const r = await generateHeadChunk('runs/head', { prompt: 'Task: pick up the red block', images: ['frame.png'] })
  */
-export async function generateHeadChunk(dir: string, o: { prompt: string; images?: string[]; seed?: number; steps?: number; backend?: string; device?: 'cpu' | 'cuda' }): Promise<{ chunk: number[][]; objective: string; steps: number; ms: number }> {
-  const { readFileSync } = await import('node:fs');
+export async function generateHeadChunk(dir: string, o: { prompt: string; images?: string[]; seed?: number; steps?: number; state?: number[]; backend?: string; device?: 'cpu' | 'cuda' }): Promise<{ chunk: number[][]; objective: string; steps: number; ms: number }> {
   const { openModel } = await import('../infer/index.js');
-  const runner = await openModel(dir, { backend: o.backend, device: o.device });
+  // a head on a Hugging Face backbone: the base checkpoint with the run's adapter, the head from the run
+  const base = hfHeadBase(dir);
+  const runner = await openModel(base ?? dir, { backend: o.backend, device: o.device, adapter: base && existsSync(path.join(dir, 'adapter_config.json')) ? dir : undefined });
   try {
-    const engine = await openHeadEngine(runner, dir);
+    const engine = base ? await HfHeadEngine.open(base, dir) : await openHeadEngine(runner, dir);
     try {
       const images = (o.images ?? []).map((f) => new Uint8Array(readFileSync(f)));
-      const r = await sampleHeadChunk(runner, engine, o.prompt, images, { seed: o.seed ?? 0, steps: o.steps });
+      const r = await sampleHeadChunk(runner, engine, o.prompt, images, { seed: o.seed ?? 0, steps: o.steps, state: o.state });
       return { chunk: r.chunk, objective: engine.config.objective, steps: r.steps, ms: r.ms };
     } finally {
       await engine.dispose();

@@ -17,25 +17,31 @@ import type { VlaModel } from '../model/model.js';
 import { paramName } from '../model/layers.js';
 import { type Batch, disposeBatch, makeBatch, type PixelLayout, type Prepared } from './data.js';
 import { type LossParts, sftLoss } from './loss.js';
+import type { ActionHead, ActionHeadConfig } from '../model/action-head.js';
+import type { HeadLossSettings } from './head.js';
 import { ReplyQueue } from '../util/reply-queue.js';
 
 /** The whole batch's token counts, by which every part's loss is normalized. */
 export interface BatchCounts {
   action: number;
   reasoning: number;
+  /** Examples with an action head's chunk. */
+  chunks: number;
 }
 
 /** Action and reasoning target tokens of `items` (position t-1 predicts token t, as makeBatch weighs them). */
 export function batchCounts(items: Prepared[]): BatchCounts {
   let action = 0;
   let reasoning = 0;
+  let chunks = 0;
   for (const x of items) {
+    if (x.head?.x0) chunks += 1;
     for (let t = 1; t < x.ids.length; t++) {
       action += x.action[t];
       reasoning += x.reasoning[t];
     }
   }
-  return { action, reasoning };
+  return { action, reasoning, chunks };
 }
 
 /** `items` in `n` contiguous parts, as even as can be (the first parts take the remainder). */
@@ -61,6 +67,8 @@ export interface ReplicaInit {
   trainable: string[];
   layout: PixelLayout;
   lambdaR: number;
+  /** An action head (train/head.ts): its config, every weight, and its loss's settings. */
+  head?: { config: ActionHeadConfig; params: { name: string; shape: number[]; data: Float32Array }[]; settings: HeadLossSettings };
 }
 
 /** One part of a step: the trainable weights now, the part's items, the batch's counts. */
@@ -68,6 +76,8 @@ export interface PartRequest {
   weights: Float32Array[];
   items: Prepared[];
   counts: BatchCounts;
+  /** The stream position of the part's first item (it seeds an action head's noise). */
+  key: number;
 }
 
 /** A part's result: the gradients of the trainable parameters (in `trainable` order; null where there is none). */
@@ -100,6 +110,7 @@ export function partGrads(model: VlaModel | ((b: Batch) => tf.Tensor3D), items: 
     if (counts) {
       batch.actionCount = counts.action;
       batch.reasoningCount = counts.reasoning;
+      batch.chunkCount = counts.chunks;
     }
     let parts: [number, number] = [0, 0];
     const { value, grads } = tf.variableGrads(() => {
@@ -153,17 +164,21 @@ function workerUrl(): URL {
   return new URL(self.pathname.endsWith('.ts') ? './dp-worker.ts' : './dp-worker.js', self);
 }
 
-/** N-1 worker replicas of the built-in model; the coordinator computes part 0. */
+/** N-1 worker replicas of the built-in model (with its action head, when it has one); the coordinator computes part 0. */
 export class DataParallel {
   private constructor(
     private readonly replicas: Replica[],
     private readonly vars: tf.Variable[],
   ) {}
 
-  /** Starts `workers - 1` replicas of `model` (its current weights) training `vars`. */
-  static async start(workers: number, model: VlaModel, vars: tf.Variable[], o: { backend: string; layout: PixelLayout; lambdaR: number }): Promise<DataParallel> {
-    const params: ReplicaInit['params'] = [];
-    for (const [name, v] of model.params) params.push({ name, shape: v.shape, data: (await v.data()) as Float32Array });
+  /** Starts `workers - 1` replicas of `model` (its current weights; and `o.head`'s) training `vars`. */
+  static async start(workers: number, model: VlaModel, vars: tf.Variable[], o: { backend: string; layout: PixelLayout; lambdaR: number; head?: { head: ActionHead; settings: HeadLossSettings } }): Promise<DataParallel> {
+    const values = async (m: Map<string, tf.Variable>): Promise<ReplicaInit['params']> => {
+      const out: ReplicaInit['params'] = [];
+      for (const [name, v] of m) out.push({ name, shape: v.shape, data: (await v.data()) as Float32Array });
+      return out;
+    };
+    const params = await values(model.params);
     const init: ReplicaInit = {
       backend: o.backend,
       config: model.config,
@@ -172,6 +187,7 @@ export class DataParallel {
       trainable: vars.map(paramName),
       layout: o.layout,
       lambdaR: o.lambdaR,
+      head: o.head ? { config: o.head.head.config, params: await values(o.head.head.params), settings: o.head.settings } : undefined,
     };
     const url = workerUrl();
     const replicas: Replica[] = [];
@@ -198,9 +214,10 @@ export class DataParallel {
    * Sends parts 1.. of a step to the replicas (with the current weights); returns their results when awaited. Call
    * before computing part 0, so that the replicas work while the coordinator does.
    */
-  async dispatch(parts: Prepared[][], counts: BatchCounts): Promise<() => Promise<PartResult[]>> {
+  async dispatch(parts: Prepared[][], counts: BatchCounts, key = 0): Promise<() => Promise<PartResult[]>> {
     const weights = await Promise.all(this.vars.map(async (v) => (await v.data()) as Float32Array));
-    const pending = this.replicas.map((rep, i) => rep.request({ kind: 'part', request: { weights, items: parts[i + 1], counts } satisfies PartRequest }));
+    const keys = parts.map((_, r) => key + parts.slice(0, r).reduce((a, p) => a + p.length, 0)); // each part's first stream position
+    const pending = this.replicas.map((rep, i) => rep.request({ kind: 'part', request: { weights, items: parts[i + 1], counts, key: keys[i + 1] } satisfies PartRequest }));
     // a rejection is observed when the caller awaits; keep Node from reporting it as unhandled meanwhile
     for (const p of pending) p.catch(() => undefined);
     return async () => (await Promise.all(pending)) as PartResult[];

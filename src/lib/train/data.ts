@@ -28,6 +28,20 @@ export interface Prepared {
   /** The target's action text, for decoding (L1 against `actions`). */
   actionText: string;
   split: string;
+  /** An action head's inputs (train/head.ts): kept on the item, so they travel with it to data-parallel workers. */
+  head?: HeadTarget;
+}
+
+/** What an action head trains on for one example. */
+export interface HeadTarget {
+  /** The text position of the prompt's last token (<sep>). */
+  promptEnd: number;
+  /** The normalized chunk [H*D], when the example has one. */
+  x0?: Float32Array;
+  /** The chunk in action units, cut or padded to the horizon as x0 [H][D]. */
+  chunk?: number[][];
+  /** The normalized state [S], when the head takes one. */
+  state?: Float32Array;
 }
 
 export function promptText(ex: TrainingExample): string {
@@ -146,6 +160,8 @@ export interface Batch {
   reasoning: tf.Tensor2D;
   actionCount: number;
   reasoningCount: number;
+  /** Examples with an action chunk in the whole batch (a data-parallel part's head loss is normalized by it). */
+  chunkCount?: number;
   tokens: number;
 }
 

@@ -1,5 +1,5 @@
 /**
- * A data-parallel replica (data-parallel.ts): builds the built-in model from the coordinator's weights, then for
+ * A data-parallel replica (data-parallel.ts): builds the built-in model (and its action head) from the coordinator's weights, then for
  * each part of a step takes the trainable weights, computes the part's loss (normalized by the whole batch's token
  * counts) and returns its gradients.
  */
@@ -8,9 +8,12 @@ import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../model/backend.js';
 import { newVar } from '../model/layers.js';
 import { VlaModel } from '../model/model.js';
+import { ActionHead } from '../model/action-head.js';
 import { type PartRequest, type PartResult, type ReplicaInit, partGrads } from './data-parallel.js';
+import { headLoss } from './head.js';
 
 let model: VlaModel | undefined;
+let head: ActionHead | undefined;
 let init: ReplicaInit | undefined;
 let vars: tf.Variable[] = [];
 
@@ -19,8 +22,12 @@ async function setup(i: ReplicaInit): Promise<void> {
   const m = new VlaModel(i.config);
   for (const p of i.params) m.params.set(p.name, newVar(tf.tensor(p.data, p.shape), p.name));
   if (i.lora) m.lora = { r: i.lora.r, alpha: i.lora.alpha, targets: new Set(i.lora.targets), enabled: true };
+  if (i.head) {
+    head = new ActionHead(i.head.config);
+    for (const p of i.head.params) head.params.set(p.name, newVar(tf.tensor(p.data, p.shape), p.name));
+  }
   vars = i.trainable.map((n) => {
-    const v = m.params.get(n);
+    const v = m.params.get(n) ?? head?.params.get(n);
     if (!v) throw new Error(`the replica has no parameter ${n}`);
     return v;
   });
@@ -31,7 +38,9 @@ async function setup(i: ReplicaInit): Promise<void> {
 function part(r: PartRequest): { result: PartResult; transfer: ArrayBuffer[] } {
   if (!model || !init) throw new Error('the replica was not initialized');
   vars.forEach((v, i) => v.assign(tf.tensor(r.weights[i], v.shape)));
-  const { grads, loss, action, reasoning, tokens } = partGrads(model, r.items, init.layout, r.counts, vars, init.lambdaR);
+  const h = head && init.head ? { head, settings: init.head.settings } : undefined;
+  const lossOf = h && ((b: Parameters<typeof headLoss>[3]) => headLoss(model!, h.head, h.settings, b, r.items, init!.lambdaR, r.key));
+  const { grads, loss, action, reasoning, tokens } = partGrads(model, r.items, init.layout, r.counts, vars, init.lambdaR, lossOf);
   const out = vars.map((v) => {
     const g = grads[v.name];
     return g ? (g.dataSync() as Float32Array).slice() : null;

@@ -16,6 +16,7 @@ import type { AdamW } from './optim.js';
 import { type Batch, type PixelLayout, type Prepared, prepareWithProcessor } from './data.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { HfLoraModel } from './hf-model.js';
+import type { HeadEvalResult } from './head.js';
 import type { LossParts } from './loss.js';
 import { STATE_FILE } from './run-dir.js';
 
@@ -43,6 +44,8 @@ export interface Trainee {
   logits(batch: Batch, items: Prepared[]): tf.Tensor3D;
   /** The training loss when it is not the language loss of `logits` alone (an action head's); `key` seeds its noise. */
   loss?(batch: Batch, items: Prepared[], lambdaR: number, key: number): LossParts;
+  /** An action head's held-out error (train/head.ts); undefined when no example has a chunk. */
+  evaluateHead?(items: Prepared[]): Promise<HeadEvalResult | undefined>;
   decode(ids: number[]): string;
   save(dir: string, opt: AdamW | undefined, state: object, o: { codec?: ActionCodec; actionStats?: unknown }): Promise<void>;
   dispose(): void;

@@ -25,7 +25,9 @@ import { HfLoraModel } from './hf-model.js';
 import { isHfCheckpoint, loadHfCheckpoint } from '../model/arch/hf.js';
 import type { Processor } from '../model/processor/types.js';
 import { AdamW, lrAt } from './optim.js';
-import { type HeadOptions, openHeadTrainee } from './head.js';
+import { type HeadEvalResult, type HeadOptions, HeadTrainee, headCodec, openHead, openHeadTrainee } from './head.js';
+import { HfHeadTrainee } from './hf-head.js';
+import { hfFeatureDim } from '../model/action-head-hf.js';
 import { type RunIdentity, RunDir, STATE_FILE, TrainerStateBase, hashCheckpoint, hashFile, hashRecords, hashValue } from './run-dir.js';
 
 export interface SftOptions {
@@ -77,7 +79,7 @@ export interface SftOptions {
   workers?: number;
   /** The TensorFlow.js backend the workers load (the coordinator's). */
   backend?: string;
-  /** Train a continuous action head (diffusion or flow matching) on the built-in model (train/head.ts). */
+  /** Train a continuous action head (diffusion or flow matching) on the built-in model (train/head.ts) or a Hugging Face checkpoint with LoRA (train/hf-head.ts). */
   actionHead?: HeadOptions;
 }
 
@@ -96,6 +98,8 @@ export interface EvalResult {
   /** Mean |error| (meters) of the decoded translations (teacher-forced argmax tokens), over examples that decode. */
   actionL1?: number;
   undecodable: number;
+  /** With an action head: its held-out loss and the error of its sampled chunks (train/head.ts). */
+  head?: HeadEvalResult;
 }
 
 const SftState = TrainerStateBase.extend({
@@ -202,11 +206,18 @@ class BuiltinTrainee implements Trainee {
 /** The model a run trains: a Hugging Face checkpoint (LoRA through its processor) or the built-in VLA model. */
 async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: number): Promise<Trainee> {
   if (o.init && isHfCheckpoint(o.init)) {
-    if (o.actionHead) throw new VlakitError('E_USAGE', `--action-head trains on vlakit's built-in model; --init ${o.init} is a Hugging Face checkpoint`);
     if (!o.lora) throw new VlakitError('E_USAGE', `--init ${o.init} is a Hugging Face checkpoint: vlakit trains LoRA adapters on it (pass --lora; full fine-tuning of Hugging Face checkpoints is not supported)`);
     if (!o.processor) throw new VlakitError('E_USAGE', `--init ${o.init}: training a Hugging Face checkpoint needs its processor (tokenizer and chat template files in the directory)`);
     const model = new HfLoraModel(loadHfCheckpoint(o.init), { ...o.lora, freezeVision: o.freezeVision, freezeLayers: o.freezeLayers, seed });
     const t = new HfTrainee(model, o.processor, o.init);
+    if (o.actionHead) {
+      // the head on the checkpoint's hidden states (train/hf-head.ts); its adapters train unless --freeze-backbone
+      const codec = headCodec(o.examples, o.codec);
+      const head = openHead({ ...o, actionHead: o.actionHead, seed }, codec, hfFeatureDim(model.arch, model.config), resumeDir, resumeDir !== undefined);
+      const ht = new HfHeadTrainee(model, t, head, codec, { ...o.actionHead, seed });
+      if (resumeDir) ht.resume(resumeDir);
+      return ht;
+    }
     if (resumeDir) t.resume(resumeDir);
     return t;
   }
@@ -323,10 +334,10 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   const workers = o.workers ?? 1;
   let dp: DataParallel | undefined;
   if (workers > 1) {
-    if (o.actionHead) throw new VlakitError('E_USAGE', '--workers above 1 does not train an action head yet (train it in one thread)');
-    if (!(model instanceof BuiltinTrainee)) throw new VlakitError('E_USAGE', '--workers above 1 trains the built-in model only (a Hugging Face checkpoint trains in one thread)');
+    if (!(model instanceof BuiltinTrainee) && !(model instanceof HeadTrainee)) throw new VlakitError('E_USAGE', '--workers above 1 trains the built-in model only (a Hugging Face checkpoint trains in one thread)');
     if (B < workers) throw new VlakitError('E_USAGE', `--workers ${workers} needs a batch of at least ${workers} examples (--batch-size ${B}): each worker takes a part of every batch`);
-    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1 });
+    const head = model instanceof HeadTrainee ? { head: model.head, settings: model.lossSettings } : undefined;
+    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1, head });
   }
   try {
     return await steps(run, o, model, opt, state, { trainItems, valItems, total, peak, warmup, B, accum, seed, dp });
@@ -358,13 +369,14 @@ async function steps(
     let tokens = 0;
     for (let a = 0; a < accum; a++) {
       const all = Array.from({ length: B }, (_, i) => trainItems[streamItem(state.consumed + i, trainItems.length, seed, orders)]);
+      const key = state.consumed; // the stream position of the batch's first item
       state.consumed += B;
       // data-parallel: the replicas take parts 1.., this thread part 0, every part normalized by the batch's counts
       const shares = dp ? splitParts(all, dp.workers) : [all];
       const counts = dp ? batchCounts(all) : undefined;
-      const collect = dp ? await dp.dispatch(shares, counts!) : undefined;
+      const collect = dp ? await dp.dispatch(shares, counts!, key) : undefined;
       const items = shares[0];
-      const lossOf = model.loss && ((b: Batch) => model.loss!(b, items, o.lambdaR ?? 1, state.consumed)); // an action head's loss
+      const lossOf = model.loss && ((b: Batch) => model.loss!(b, items, o.lambdaR ?? 1, key)); // an action head's loss
       const part = partGrads((b) => model.logits(b, items), items, model.layout, counts, vars, o.lambdaR ?? 1, lossOf);
       tokens += part.tokens;
       lossSum += part.loss;
@@ -405,6 +417,11 @@ async function steps(
     if (o.evalEvery && valItems.length && (state.step % o.evalEvery === 0 || state.step === total)) {
       evalResult = await evaluate(model, valItems, o.codec);
       Object.assign(m, { val_action_token_accuracy: evalResult.actionTokenAccuracy, val_action_l1: evalResult.actionL1 ?? null, val_undecodable: evalResult.undecodable });
+      const head = model.evaluateHead && (await model.evaluateHead(valItems));
+      if (head) {
+        evalResult.head = head;
+        Object.assign(m, { val_head_loss: head.loss, val_head_mae: head.mae, val_head_mae_dims: head.maeDims, val_head_gripper_accuracy: head.gripperAccuracy ?? null });
+      }
     }
     await run.appendMetrics(m);
     o.onMetrics?.(m, { totalSteps: total });

@@ -1,0 +1,172 @@
+/**
+ * The action head on Hugging Face backbones: a tiny-random Llama (text only) and a tiny-random Idefics3 (SmolVLM's
+ * processor), trained with LoRA or frozen; the features are the LM head's input (checked through the tied head:
+ * the logits are linear in the hidden states), the inference engine (adapter folded) gives the training path's
+ * features, and generate --json prints a chunk.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import * as tf from '@tensorflow/tfjs-core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
+import { hfFeatureDim, hfHeadFeatures } from '../../src/lib/model/action-head-hf.js';
+import { readHeadConfig } from '../../src/lib/model/action-head.js';
+import { applyPeftAdapter, readPeftAdapter } from '../../src/lib/model/arch/adapter.js';
+import { hfHeadParity } from '../../src/lib/export/hf.js';
+import { loadHfCheckpoint } from '../../src/lib/model/arch/hf.js';
+import { initCheckpoint } from '../../src/lib/model/arch/manage.js';
+import { TfjsOps, TfjsWeights } from '../../src/lib/model/arch/tfjs-ops.js';
+import { selectBackend } from '../../src/lib/model/backend.js';
+import { type Processor, openProcessor } from '../../src/lib/model/processor/index.js';
+import { readSafetensors } from '../../src/lib/model/safetensors.js';
+import { HfHeadEngine } from '../../src/lib/policy/head-policy.js';
+import { HfLoraModel } from '../../src/lib/train/hf-model.js';
+import { trainSft } from '../../src/lib/train/sft.js';
+import { tempDir } from '../helpers.js';
+import { toyExamples } from './examples.js';
+import { makeTinyIdefics3 } from './tiny-idefics3.js';
+
+const dir = tempDir('vlakit-head-hf-');
+const BIN = path.resolve('bin/run.js');
+const LORA = { r: 4, alpha: 8, targets: ['q', 'v'] };
+const HEAD = { objective: 'flow' as const, hidden: 16, layers: 1, inferenceSteps: 3 };
+const llama = path.join(dir, 'tiny-llama');
+const idefics = path.join(dir, 'tiny-idefics3');
+let examples: TrainingExample[];
+
+/** Characters as ids (`<s>` first, `</s>` ends a turn), for a text model without tokenizer files. */
+function charProcessor(): Processor {
+  const encodeText = (t: string) => [...t].map((c) => 3 + (c.charCodeAt(0) % 250));
+  return {
+    modelType: 'llama',
+    special: { bos: 1, eos: [2], pad: 0 },
+    hasTokenizer: true,
+    encodeText,
+    decode: (ids) => ids.map((i) => String.fromCharCode(i - 3)).join(''),
+    renderChat: (messages) => `${messages.map((m) => (typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join(''))).join('\n')}\nA:`,
+    turnEnd: [2],
+    encode: async (prompt) => ({ ids: [1, ...encodeText(prompt)], pixels: new Float32Array(0), tiles: 0, grids: [], imagePositions: [] }),
+  };
+}
+
+beforeAll(async () => {
+  await selectBackend('cpu');
+  examples = await toyExamples();
+  await initCheckpoint({ architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: 256, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 256, rms_norm_eps: 1e-5, tie_word_embeddings: true, initializer_range: 0.05 }, llama, { seed: 2 });
+  await makeTinyIdefics3(idefics, 3);
+}, 120_000);
+
+describe('the head features of a Hugging Face backbone', () => {
+  it('are the LM head\'s input: through the tied head they give the logits at the prompt end and their mean over the prompt', () => {
+    const ck = loadHfCheckpoint(llama);
+    const params = new TfjsWeights(ck.tensors);
+    const ids = [1, 40, 41, 42, 43, 44, 45, 2, 9];
+    const P = 6; // the prompt ends at position 6
+    const [cond, logits] = tf.tidy(() => {
+      const idt = tf.tensor2d([ids], undefined, 'int32');
+      const f = hfHeadFeatures({ arch: ck.arch, config: ck.config, params }, idt, undefined, [P]);
+      const plain = ck.arch.forward(new TfjsOps(params), ck.config, idt) as tf.Tensor3D;
+      expect(f.logits!.shape).toEqual(plain.shape);
+      return [f.cond.arraySync()[0], plain.arraySync()[0]];
+    });
+    expect(cond).toHaveLength(hfFeatureDim(ck.arch, ck.config));
+    const D = 32;
+    const E = ck.tensors.get('model.embed_tokens.weight')!; // [V, D]
+    const project = (h: number[]) => Array.from({ length: 256 }, (_, v) => h.reduce((a, x, k) => a + x * E.data[v * D + k], 0));
+    const atEnd = project(cond.slice(0, D));
+    const mean = project(cond.slice(D));
+    for (let v = 0; v < 256; v += 17) {
+      expect(atEnd[v]).toBeCloseTo(logits[P][v], 4);
+      expect(mean[v]).toBeCloseTo(logits.slice(0, P + 1).reduce((a, row) => a + row[v], 0) / (P + 1), 4);
+    }
+    params.dispose();
+  });
+});
+
+describe('train-sft --action-head on a Hugging Face checkpoint', () => {
+  it('Llama with LoRA: the head and the adapters train; the val metric is reported; a frozen backbone keeps its adapter at zero', async () => {
+    const run = path.join(dir, 'llama-head');
+    const res = await trainSft({ examples, outDir: run, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 3, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, evalEvery: 3, actionHead: { ...HEAD, langWeight: 0.5 } });
+    expect(readHeadConfig(run)).toMatchObject({ objective: 'flow', cond_dim: 64, action_dim: 4, horizon: 1 });
+    const metrics = readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    for (const m of metrics) expect(m.loss).toBeCloseTo(m.action_loss + 0.5 * m.reasoning_loss, 4);
+    expect(metrics[0].reasoning_loss).toBeGreaterThan(0);
+    expect(res.eval?.head?.examples).toBe(1);
+    expect(metrics[2].val_head_mae_dims).toHaveLength(4);
+    const B = [...readPeftAdapter(run).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs)));
+    expect(Math.max(...B)).toBeGreaterThan(0); // the adapters trained
+
+    // a text model's head exported: features and denoiser against the checkpoint with the adapter folded
+    const onnx = path.join(dir, 'llama-head-onnx');
+    const e = await execa('node', [BIN, 'export', llama, '--adapter', run, '-o', onnx, '--json'], { reject: false });
+    expect(e.exitCode, e.stderr).toBe(0);
+    const ck = loadHfCheckpoint(llama);
+    applyPeftAdapter(ck, run);
+    const parity = await hfHeadParity(ck, { config: readHeadConfig(run), weights: readSafetensors(path.join(run, 'action_head.safetensors')).tensors }, onnx);
+    expect(parity).toBeLessThan(1e-4);
+
+    const frozen = path.join(dir, 'llama-frozen');
+    await trainSft({ examples, outDir: frozen, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 2, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, freezeBackbone: true } });
+    const Bf = [...readPeftAdapter(frozen).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs)));
+    expect(Math.max(...Bf)).toBe(0);
+    const fm = readFileSync(path.join(frozen, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(fm.every((m) => m.reasoning_loss === 0 && m.action_loss > 0)).toBe(true);
+  }, 180_000);
+
+  it('Idefics3 with LoRA: the inference engine (adapter folded) gives the training features; generate --json prints the chunk', async () => {
+    const proc = await openProcessor(idefics);
+    const run = path.join(dir, 'idefics-head');
+    await trainSft({ examples, outDir: run, init: idefics, processor: proc, codec: new TextCodec(3), lora: LORA, steps: 2, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, langWeight: 0 } }); // no language loss: no logits over the 49k vocabulary; the adapters train through the features
+    expect(readHeadConfig(run).cond_dim).toBe(64);
+    // the adapters trained (through the head's loss alone), so the folded weights differ from the base
+    expect(Math.max(...[...readPeftAdapter(run).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs))))).toBeGreaterThan(0);
+    expect(readSafetensors(path.join(run, 'action_head.safetensors')).tensors.size).toBeGreaterThan(0);
+
+    // the training path (LoRA unmerged) and the inference engine (folded) on one prompt with its image
+    const img = new Uint8Array(Buffer.from(examples[0].images[0].b64, 'base64'));
+    const prompt = proc.renderChat([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'Subtask: grasp the red block' }] }], { addGenerationPrompt: true });
+    const inp = await proc.encode(prompt, [img]);
+    const model = new HfLoraModel(loadHfCheckpoint(idefics), LORA);
+    model.loadAdapter(readPeftAdapter(run).tensors, run);
+    const train = tf.tidy(() => {
+      const px = tf.tensor4d(inp.pixels, [inp.tiles, 3, 32, 32]);
+      return hfHeadFeatures(model, tf.tensor2d([inp.ids], undefined, 'int32'), px, [inp.ids.length - 1], { logits: false }).cond.dataSync() as Float32Array;
+    });
+    model.dispose();
+    const engine = await HfHeadEngine.open(idefics, run);
+    const served = await engine.features({ ids: inp.ids, pixels: inp.pixels, textOffset: 0, imagePositions: inp.imagePositions, images: [] });
+    engine.dispose();
+    let worst = 0;
+    train.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - served[i]))));
+    expect(worst).toBeLessThan(1e-4);
+
+    const png = path.join(dir, 'red.png');
+    writeFileSync(png, img);
+    const g = await execa('node', [BIN, 'generate', '--model', run, '--prompt', 'Subtask: grasp the red block', '--image', png, '--json'], { reject: false });
+    expect(g.exitCode, g.stderr).toBe(0);
+    const out = JSON.parse(g.stdout);
+    expect(out.objective).toBe('flow');
+    expect(out.chunk).toHaveLength(1);
+    expect(out.chunk[0]).toHaveLength(4);
+    expect(out.chunk.flat().every(Number.isFinite)).toBe(true);
+
+    // export --adapter <run>: the LM graphs and the head's, checked against the checkpoint; the export's chunk is the run's
+    const onnx = path.join(dir, 'idefics-head-onnx');
+    const e = await execa('node', [BIN, 'export', idefics, '--adapter', run, '--ops', 'standard', '-o', onnx], { reject: false });
+    expect(e.exitCode, e.stderr).toBe(0);
+    for (const f of ['head_prefill.onnx', 'head_denoise.onnx', 'action_head.json', 'prefill.onnx']) expect(existsSync(path.join(onnx, f)), f).toBe(true);
+    const ge = await execa('node', [BIN, 'generate', '--model', onnx, '--prompt', 'Subtask: grasp the red block', '--image', png, '--json'], { reject: false });
+    expect(ge.exitCode, ge.stderr).toBe(0);
+    const fromExport = JSON.parse(ge.stdout).chunk.flat() as number[];
+    out.chunk.flat().forEach((v: number, i: number) => expect(Math.abs(v - fromExport[i])).toBeLessThan(1e-4));
+
+    // rollout --policy <base> --adapter <run>: the head acts in the built-in world
+    const steps = path.join(dir, 'idefics-rollout.jsonl');
+    const r = await execa('node', [BIN, 'rollout', '--policy', idefics, '--adapter', run, '--mode', 'direct', '--prompt', 'task', '--tasks', 'pick', '--episodes', '1', '--max-steps', '2', '--width', '32', '--height', '32', '-o', steps], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const withHead = readFileSync(steps, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.policy?.head);
+    expect(withHead.length).toBeGreaterThan(0);
+    expect(withHead[0].policy.chunk[0]).toHaveLength(4);
+  }, 300_000);
+});
