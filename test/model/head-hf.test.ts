@@ -112,7 +112,24 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     expect(Math.max(...Bf)).toBe(0);
     const fm = readFileSync(path.join(frozen, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(fm.every((m) => m.reasoning_loss === 0 && m.action_loss > 0)).toBe(true);
-  }, 180_000);
+  }, 300_000);
+
+  it('Llama: an interrupted head run resumed from its checkpoint ends with the same head, adapter and losses', async () => {
+    const o = { examples, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 4, batchSize: 2, lr: 1e-2, warmup: 0, seed: 4, saveEvery: 2, actionHead: HEAD };
+    const whole = path.join(dir, 'llama-whole');
+    await trainSft({ ...o, outDir: whole });
+    const cut = path.join(dir, 'llama-cut');
+    const stop = new AbortController();
+    await expect(trainSft({ ...o, outDir: cut, signal: stop.signal, onMetrics: (m) => m.step === 3 && stop.abort() })).rejects.toThrow();
+    await trainSft({ ...o, outDir: cut, resume: true });
+    const losses = (d: string) => readFileSync(path.join(d, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss);
+    expect(losses(cut)).toEqual(losses(whole));
+    for (const f of ['action_head.safetensors', 'adapter_model.safetensors']) {
+      const a = readSafetensors(path.join(whole, f)).tensors;
+      const b = readSafetensors(path.join(cut, f)).tensors;
+      for (const [n, t] of a) t.data.forEach((v, i) => expect(Math.abs(v - b.get(n)!.data[i]), n).toBeLessThan(1e-6));
+    }
+  }, 300_000);
 
   it('Idefics3 with LoRA: the inference engine (adapter folded) gives the training features; generate --json prints the chunk', async () => {
     const proc = await openProcessor(idefics);

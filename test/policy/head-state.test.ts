@@ -74,7 +74,7 @@ describe('relabel --state and the action head', () => {
     const r = await vlakit('rollout', '--policy', run, '--mode', 'direct', '--prompt', 'compact', '--tasks', 'pick', '--episodes', '1', '--max-steps', '3', '--width', '32', '--height', '32', '-o', out);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(lines(out).some((s) => s.policy?.head)).toBe(true);
-  }, 180_000);
+  }, 300_000);
 
   it('an example with a chunk but no state, beside ones with: the head gets no state input', async () => {
     const exs = lines(file('examples.jsonl'));
