@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { selectBackend } from '../../src/lib/model/backend.js';
-import { applyRope, attention, causalMask, embed, gelu, layerNorm, linear, matMul2d, newVar, repeatKv, rmsNorm, ropeTables, type Params } from '../../src/lib/model/layers.js';
+import { applyRope, assignValues, attention, causalMask, embed, gelu, layerNorm, linear, matMul2d, newVar, repeatKv, rmsNorm, ropeTables, type Params } from '../../src/lib/model/layers.js';
 
 beforeAll(async () => {
   await selectBackend('cpu'); // plain float32 JS: the reference for gradient checks
@@ -29,6 +29,19 @@ function gradCheck(f: (x: tf.Tensor) => tf.Tensor, shape: number[], tol = 2e-2):
   tf.dispose([x0, r]);
   expect(bad.slice(0, 5), `${bad.length} mismatches`).toEqual([]);
 }
+
+describe('assignValues', () => {
+  it('sets a variable step after step without keeping the old values (a data-parallel worker does it every step)', () => {
+    const v = newVar(tf.zeros([3, 4]));
+    const before = tf.memory();
+    for (let step = 1; step <= 5; step++) assignValues(v, Float32Array.from({ length: 12 }, (_, i) => step * 100 + i));
+    expect(tf.memory().numTensors).toBe(before.numTensors);
+    expect(tf.memory().numBytes).toBe(before.numBytes);
+    expect(Array.from(v.dataSync())).toEqual(Array.from({ length: 12 }, (_, i) => 500 + i));
+    expect(v.shape).toEqual([3, 4]);
+    v.dispose();
+  });
+});
 
 describe('layers against finite differences', () => {
   it('RMSNorm, LayerNorm and GELU', () => {

@@ -30,6 +30,16 @@ export function newVar(init: tf.Tensor, name?: string, trainable = true): tf.Var
   return v;
 }
 
+/**
+ * Sets a variable to new values (the data of a checkpoint, a worker's copy of the weights). The temporary tensor is
+ * disposed once the variable holds its data: `v.assign(tf.tensor(..))` alone keeps every old value alive.
+ */
+export function assignValues(v: tf.Variable, data: Float32Array, shape: number[] = v.shape): void {
+  const t = tf.tensor(data, shape, 'float32');
+  v.assign(t);
+  t.dispose();
+}
+
 /** The parameter name of a variable made by newVar. */
 export function paramName(v: tf.Variable): string {
   return v.name.replace(/@\d+$/, '');

@@ -79,7 +79,9 @@ export class VlaModel {
       const a = this.params.get(name)!;
       const b = this.params.get(`${m[1]}.lora_B.weight`)!;
       const w = this.params.get(`${m[1]}.weight`)!;
-      w.assign(tf.tidy(() => tf.add(w, tf.mul(tf.matMul(a, b), scale)))); // [in, r] x [r, out]
+      const folded = tf.tidy(() => tf.add(w, tf.mul(tf.matMul(a, b), scale))); // [in, r] x [r, out]
+      w.assign(folded);
+      folded.dispose();
       a.dispose();
       b.dispose();
       this.params.delete(name);

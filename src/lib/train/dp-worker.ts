@@ -6,7 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../model/backend.js';
-import { newVar } from '../model/layers.js';
+import { assignValues, newVar } from '../model/layers.js';
 import { VlaModel } from '../model/model.js';
 import { ActionHead } from '../model/action-head.js';
 import { type PartRequest, type PartResult, type ReplicaInit, partGrads } from './data-parallel.js';
@@ -37,7 +37,7 @@ async function setup(i: ReplicaInit): Promise<void> {
 
 function part(r: PartRequest): { result: PartResult; transfer: ArrayBuffer[] } {
   if (!model || !init) throw new Error('the replica was not initialized');
-  vars.forEach((v, i) => v.assign(tf.tensor(r.weights[i], v.shape)));
+  vars.forEach((v, i) => assignValues(v, r.weights[i]));
   const h = head && init.head ? { head, settings: init.head.settings } : undefined;
   const lossOf = h && ((b: Parameters<typeof headLoss>[3]) => headLoss(model!, h.head, h.settings, b, r.items, init!.lambdaR, r.key));
   const { grads, loss, action, reasoning, tokens } = partGrads(model, r.items, init.layout, r.counts, vars, init.lambdaR, lossOf);

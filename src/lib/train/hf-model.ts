@@ -12,7 +12,7 @@ import type { PeftAdapter } from '../model/arch/adapter.js';
 import type { HfCheckpoint } from '../model/arch/hf.js';
 import type { Architecture } from '../model/arch/registry.js';
 import { TfjsOps, type TfjsLora, type TfjsParams, TfjsWeights } from '../model/arch/tfjs-ops.js';
-import { newVar } from '../model/layers.js';
+import { assignValues, newVar } from '../model/layers.js';
 import type { NamedArray } from '../model/safetensors.js';
 
 /** The short names vlakit's --lora-targets has always taken, as the HF module names they stand for. */
@@ -183,7 +183,7 @@ export class HfLoraModel {
       for (const [part, arr] of [['A', t.a], ['B', t.b]] as const) {
         const v = this.params.get(`${module}.lora_${part}.weight`) as tf.Variable;
         if (arr.shape.join(',') !== v.shape.join(',')) throw new VlakitError('E_MODEL', `${module}.lora_${part}: saved shape [${arr.shape}], the run's [${v.shape}]`, { file });
-        v.assign(tf.tensor(arr.data, arr.shape));
+        assignValues(v, arr.data, arr.shape);
       }
     }
     if (tensors.size !== this.modules.length) throw new VlakitError('E_MODEL', `the saved adapter has ${tensors.size} modules; this run adapts ${this.modules.length}`, { file });
