@@ -179,11 +179,18 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     out.chunk.flat().forEach((v: number, i: number) => expect(Math.abs(v - fromExport[i])).toBeLessThan(1e-4));
 
     // rollout --policy <base> --adapter <run>: the head acts in the built-in world
+    const ROLL = ['rollout', '--mode', 'direct', '--prompt', 'task', '--tasks', 'pick,place', '--episodes', '2', '--max-steps', '2', '--width', '32', '--height', '32', '--no-timing'];
     const steps = path.join(dir, 'idefics-rollout.jsonl');
-    const r = await execa('node', [BIN, 'rollout', '--policy', idefics, '--adapter', run, '--mode', 'direct', '--prompt', 'task', '--tasks', 'pick', '--episodes', '1', '--max-steps', '2', '--width', '32', '--height', '32', '-o', steps], { reject: false });
+    const r = await execa('node', [BIN, ...ROLL, '--policy', idefics, '--adapter', run, '-o', steps], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
-    const withHead = readFileSync(steps, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.policy?.head);
+    const serial = readFileSync(steps, 'utf8');
+    const withHead = serial.trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.policy?.head);
     expect(withHead.length).toBeGreaterThan(0);
     expect(withHead[0].policy.chunk[0]).toHaveLength(4);
+    // rollout --policy <run> opens the base named in its vlakit.json, and 2 worker processes write the same records
+    const direct = path.join(dir, 'idefics-rollout-w2.jsonl');
+    const w = await execa('node', [BIN, ...ROLL, '--policy', run, '--workers', '2', '-o', direct], { reject: false });
+    expect(w.exitCode, w.stderr).toBe(0);
+    expect(readFileSync(direct, 'utf8')).toBe(serial);
   }, 300_000);
 });
