@@ -114,6 +114,34 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     expect(fm.every((m) => m.reasoning_loss === 0 && m.action_loss > 0)).toBe(true);
   }, 300_000);
 
+  it('Llama without --lora, the backbone frozen: the head alone trains (its loss falls on two examples); the run stores a zero adapter, so it serves and exports the base model', async () => {
+    const two = examples.slice(0, 2); // the train split: two prompts, two chunks
+    const run = path.join(dir, 'llama-head-only');
+    // sample prediction: the target is the clean chunk, which the head can fit exactly from the prompt's features
+    await trainSft({ examples: two, outDir: run, init: llama, processor: charProcessor(), codec: new TextCodec(3), steps: 60, batchSize: 2, lr: 3e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, objective: 'diffusion', prediction: 'sample', hidden: 32, freezeBackbone: true } });
+    const m = readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    // the median of 10 steps: each step's noise level is drawn at random, so single losses jump
+    const median = (xs: { action_loss: number }[]) => xs.map((x) => x.action_loss).sort((a, b) => a - b)[5];
+    expect(median(m.slice(-10))).toBeLessThan(0.3 * median(m.slice(0, 10)));
+    expect(m.every((x) => x.reasoning_loss === 0)).toBe(true);
+    const adapter = readPeftAdapter(run).tensors;
+    expect(adapter.size).toBeGreaterThan(0);
+    for (const t of adapter.values()) expect(Math.max(...t.b.data.map(Math.abs))).toBe(0);
+    // the served features (the run's adapter folded) are the untouched base checkpoint's
+    const ck = loadHfCheckpoint(llama);
+    const params = new TfjsWeights(ck.tensors);
+    const ids = [1, 40, 41, 42, 43, 2];
+    const base = tf.tidy(() => hfHeadFeatures({ arch: ck.arch, config: ck.config, params }, tf.tensor2d([ids], undefined, 'int32'), undefined, [ids.length - 1], { logits: false }).cond.dataSync() as Float32Array);
+    params.dispose();
+    const engine = await HfHeadEngine.open(llama, run);
+    const served = await engine.features({ ids, pixels: new Float32Array(0), textOffset: 0, imagePositions: [], images: [] });
+    engine.dispose();
+    base.forEach((v, i) => expect(served[i]).toBe(v));
+    // export --adapter <run>: the head's graphs, checked against the checkpoint before writing
+    const e = await execa('node', [BIN, 'export', llama, '--adapter', run, '-o', path.join(dir, 'llama-head-only-onnx')], { reject: false });
+    expect(e.exitCode, e.stderr).toBe(0);
+  }, 300_000);
+
   it('Llama: an interrupted head run resumed from its checkpoint ends with the same head, adapter and losses', async () => {
     const o = { examples, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 4, batchSize: 2, lr: 1e-2, warmup: 0, seed: 4, saveEvery: 2, actionHead: HEAD };
     const whole = path.join(dir, 'llama-whole');
