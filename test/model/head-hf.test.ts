@@ -142,6 +142,24 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     expect(e.exitCode, e.stderr).toBe(0);
   }, 300_000);
 
+  it('Llama with LoRA, --workers 2: the losses, the head and the adapter of one thread (within 1e-5)', async () => {
+    const o = { examples, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 3, batchSize: 3, gradAccum: 2, lr: 1e-2, warmup: 0, seed: 5, backend: 'cpu', actionHead: { ...HEAD, langWeight: 0.5 } };
+    const losses: Record<number, number[]> = { 1: [], 2: [] };
+    const runs = { 1: path.join(dir, 'llama-dp1'), 2: path.join(dir, 'llama-dp2') };
+    for (const w of [1, 2] as const) await trainSft({ ...o, outDir: runs[w], workers: w, onMetrics: (m) => losses[w].push(m.loss as number) });
+    expect(losses[2]).toHaveLength(3);
+    losses[2].forEach((l, i) => expect(Math.abs(l - losses[1][i]), `step ${i + 1}`).toBeLessThanOrEqual(1e-5 * Math.max(1, losses[1][i])));
+    for (const f of ['action_head.safetensors', 'adapter_model.safetensors']) {
+      const a = readSafetensors(path.join(runs[1], f)).tensors;
+      const b = readSafetensors(path.join(runs[2], f)).tensors;
+      let worst = 0;
+      for (const [n, t] of a) t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - b.get(n)!.data[i]))));
+      expect(worst, f).toBeLessThan(1e-5);
+    }
+    // the adapters trained (the language loss and the head's through the features): not the zero they start from
+    expect(Math.max(...[...readPeftAdapter(runs[2]).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs))))).toBeGreaterThan(1e-4);
+  }, 300_000);
+
   it('Llama: an interrupted head run resumed from its checkpoint ends with the same head, adapter and losses', async () => {
     const o = { examples, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 4, batchSize: 2, lr: 1e-2, warmup: 0, seed: 4, saveEvery: 2, actionHead: HEAD };
     const whole = path.join(dir, 'llama-whole');
