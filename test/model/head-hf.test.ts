@@ -114,6 +114,52 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     expect(fm.every((m) => m.reasoning_loss === 0 && m.action_loss > 0)).toBe(true);
   }, 300_000);
 
+  it('Llama without --lora, the backbone frozen: the head alone trains (its loss falls on two examples); the run stores a zero adapter, so it serves and exports the base model', async () => {
+    const two = examples.slice(0, 2); // the train split: two prompts, two chunks
+    const run = path.join(dir, 'llama-head-only');
+    // sample prediction: the target is the clean chunk, which the head can fit exactly from the prompt's features
+    await trainSft({ examples: two, outDir: run, init: llama, processor: charProcessor(), codec: new TextCodec(3), steps: 60, batchSize: 2, lr: 3e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, objective: 'diffusion', prediction: 'sample', hidden: 32, freezeBackbone: true } });
+    const m = readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    // the median of 10 steps: each step's noise level is drawn at random, so single losses jump
+    const median = (xs: { action_loss: number }[]) => xs.map((x) => x.action_loss).sort((a, b) => a - b)[5];
+    expect(median(m.slice(-10))).toBeLessThan(0.3 * median(m.slice(0, 10)));
+    expect(m.every((x) => x.reasoning_loss === 0)).toBe(true);
+    const adapter = readPeftAdapter(run).tensors;
+    expect(adapter.size).toBeGreaterThan(0);
+    for (const t of adapter.values()) expect(Math.max(...t.b.data.map(Math.abs))).toBe(0);
+    // the served features (the run's adapter folded) are the untouched base checkpoint's
+    const ck = loadHfCheckpoint(llama);
+    const params = new TfjsWeights(ck.tensors);
+    const ids = [1, 40, 41, 42, 43, 2];
+    const base = tf.tidy(() => hfHeadFeatures({ arch: ck.arch, config: ck.config, params }, tf.tensor2d([ids], undefined, 'int32'), undefined, [ids.length - 1], { logits: false }).cond.dataSync() as Float32Array);
+    params.dispose();
+    const engine = await HfHeadEngine.open(llama, run);
+    const served = await engine.features({ ids, pixels: new Float32Array(0), textOffset: 0, imagePositions: [], images: [] });
+    engine.dispose();
+    base.forEach((v, i) => expect(served[i]).toBe(v));
+    // export --adapter <run>: the head's graphs, checked against the checkpoint before writing
+    const e = await execa('node', [BIN, 'export', llama, '--adapter', run, '-o', path.join(dir, 'llama-head-only-onnx')], { reject: false });
+    expect(e.exitCode, e.stderr).toBe(0);
+  }, 300_000);
+
+  it('Llama with LoRA, --workers 2: the losses, the head and the adapter of one thread (within 1e-5)', async () => {
+    const o = { examples, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 3, batchSize: 3, gradAccum: 2, lr: 1e-2, warmup: 0, seed: 5, backend: 'cpu', actionHead: { ...HEAD, langWeight: 0.5 } };
+    const losses: Record<number, number[]> = { 1: [], 2: [] };
+    const runs = { 1: path.join(dir, 'llama-dp1'), 2: path.join(dir, 'llama-dp2') };
+    for (const w of [1, 2] as const) await trainSft({ ...o, outDir: runs[w], workers: w, onMetrics: (m) => losses[w].push(m.loss as number) });
+    expect(losses[2]).toHaveLength(3);
+    losses[2].forEach((l, i) => expect(Math.abs(l - losses[1][i]), `step ${i + 1}`).toBeLessThanOrEqual(1e-5 * Math.max(1, losses[1][i])));
+    for (const f of ['action_head.safetensors', 'adapter_model.safetensors']) {
+      const a = readSafetensors(path.join(runs[1], f)).tensors;
+      const b = readSafetensors(path.join(runs[2], f)).tensors;
+      let worst = 0;
+      for (const [n, t] of a) t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - b.get(n)!.data[i]))));
+      expect(worst, f).toBeLessThan(1e-5);
+    }
+    // the adapters trained (the language loss and the head's through the features): not the zero they start from
+    expect(Math.max(...[...readPeftAdapter(runs[2]).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs))))).toBeGreaterThan(1e-4);
+  }, 300_000);
+
   it('Llama: an interrupted head run resumed from its checkpoint ends with the same head, adapter and losses', async () => {
     const o = { examples, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 4, batchSize: 2, lr: 1e-2, warmup: 0, seed: 4, saveEvery: 2, actionHead: HEAD };
     const whole = path.join(dir, 'llama-whole');
@@ -179,11 +225,18 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     out.chunk.flat().forEach((v: number, i: number) => expect(Math.abs(v - fromExport[i])).toBeLessThan(1e-4));
 
     // rollout --policy <base> --adapter <run>: the head acts in the built-in world
+    const ROLL = ['rollout', '--mode', 'direct', '--prompt', 'task', '--tasks', 'pick,place', '--episodes', '2', '--max-steps', '2', '--width', '32', '--height', '32', '--no-timing'];
     const steps = path.join(dir, 'idefics-rollout.jsonl');
-    const r = await execa('node', [BIN, 'rollout', '--policy', idefics, '--adapter', run, '--mode', 'direct', '--prompt', 'task', '--tasks', 'pick', '--episodes', '1', '--max-steps', '2', '--width', '32', '--height', '32', '-o', steps], { reject: false });
+    const r = await execa('node', [BIN, ...ROLL, '--policy', idefics, '--adapter', run, '-o', steps], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
-    const withHead = readFileSync(steps, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.policy?.head);
+    const serial = readFileSync(steps, 'utf8');
+    const withHead = serial.trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.policy?.head);
     expect(withHead.length).toBeGreaterThan(0);
     expect(withHead[0].policy.chunk[0]).toHaveLength(4);
+    // rollout --policy <run> opens the base named in its vlakit.json, and 2 worker processes write the same records
+    const direct = path.join(dir, 'idefics-rollout-w2.jsonl');
+    const w = await execa('node', [BIN, ...ROLL, '--policy', run, '--workers', '2', '-o', direct], { reject: false });
+    expect(w.exitCode, w.stderr).toBe(0);
+    expect(readFileSync(direct, 'utf8')).toBe(serial);
   }, 300_000);
 });

@@ -93,4 +93,15 @@ describe('generate and rollout with the head', () => {
     expect(h.exitCode).toBe(2);
     expect(h.stderr).toMatch(/action head.*--mode direct/);
   }, 180_000);
+
+  it('rollout --workers 2 with a head policy writes the records of --workers 1 (same seeds, same chunks)', async () => {
+    const RUN = ['rollout', '--policy', ckpt, '--mode', 'direct', '--prompt', 'task', '--tasks', 'pick,place', '--episodes', '3', '--max-steps', '3', '--width', '32', '--height', '32', '--no-timing'];
+    const one = await execa('node', [BIN, ...RUN, '--workers', '1', '-o', path.join(dir, 'w1.jsonl')], { reject: false });
+    expect(one.exitCode, one.stderr).toBe(0);
+    const two = await execa('node', [BIN, ...RUN, '--workers', '2', '-o', path.join(dir, 'w2.jsonl')], { reject: false });
+    expect(two.exitCode, two.stderr).toBe(0);
+    const serial = readFileSync(path.join(dir, 'w1.jsonl'), 'utf8');
+    expect(serial.split('\n').filter((l) => l.includes('"chunk"')).length).toBeGreaterThan(2);
+    expect(readFileSync(path.join(dir, 'w2.jsonl'), 'utf8')).toBe(serial);
+  }, 180_000);
 });

@@ -38,7 +38,7 @@ export default class Rollout extends VlakitCommand {
     { description: 'A policy served by openpi (LIBERO-style 7-D actions, gripper -1 open / 1 closed)', command: '<%= config.bin %> rollout --policy ws://gpu-box:8000 --protocol openpi --obs-map libero --action-dims 0,1,2,6 --gripper-range -1,1 --episodes 20' },
   ];
   static flags = {
-    policy: Flags.string({ description: 'scripted (the built-in expert), a checkpoint (vlakit\'s or a Hugging Face one, see --adapter) or export directory, or ws://host:port (vlakit rollout serve, or an openpi server with --protocol openpi)', default: 'scripted', helpValue: 'scripted|DIR|ws://...' }),
+    policy: Flags.string({ description: 'scripted (the built-in expert), a checkpoint (vlakit\'s or a Hugging Face one, see --adapter), a head run of train-sft --action-head on a Hugging Face checkpoint (its base from its vlakit.json) or export directory, or ws://host:port (vlakit rollout serve, or an openpi server with --protocol openpi)', default: 'scripted', helpValue: 'scripted|DIR|ws://...' }),
     ...policyFlags,
     ...protocolFlags,
     ...openpiActionFlags,

@@ -78,11 +78,18 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
   } else {
     const { openModel } = await import('../infer/index.js');
     const { ModelPolicy } = await import('../policy/index.js');
-    const r = await openModel(flags.policy, { device: flags.device as 'cpu', backend: flags.backend as string | undefined, adapter: flags.adapter as string | undefined });
-    runner = r;
+    const { existsSync } = await import('node:fs');
+    const path = await import('node:path');
+    const { hfHeadBase } = await import('../policy/head-policy.js');
     const { hasActionHead } = await import('../model/action-head.js');
+    // a head run on a Hugging Face backbone opens as generate opens it: its base (vlakit.json) with the run as adapter
+    const base = flags.adapter || !hasActionHead(flags.policy) ? undefined : hfHeadBase(flags.policy);
+    const model = base ?? flags.policy;
+    const adapter = base ? (existsSync(path.join(flags.policy, 'adapter_config.json')) ? flags.policy : undefined) : (flags.adapter as string | undefined);
+    const r = await openModel(model, { device: flags.device as 'cpu', backend: flags.backend as string | undefined, adapter });
+    runner = r;
     // the head is in the model directory, or in the --adapter run of a Hugging Face checkpoint trained with one
-    const headDir = flags.adapter && hasActionHead(flags.adapter as string) ? (flags.adapter as string) : flags.policy;
+    const headDir = base ? flags.policy : flags.adapter && hasActionHead(flags.adapter as string) ? (flags.adapter as string) : flags.policy;
     if (hasActionHead(headDir)) {
       // a continuous action head: one backbone pass and the sampler per cycle (direct prompting only)
       if (flags.mode !== 'direct') throw new VlakitError('E_USAGE', `${flags.policy} has an action head, which acts in direct mode: pass --mode direct (and --prompt as it was trained)`);

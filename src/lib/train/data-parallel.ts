@@ -1,5 +1,5 @@
 /**
- * Data-parallel gradients for `train-sft --workers N` (the built-in model): the TensorFlow.js WebAssembly backend
+ * Data-parallel gradients for `train-sft --workers N` (the built-in model, or an action head on a Hugging Face checkpoint): the TensorFlow.js WebAssembly backend
  * runs on one core in Node (its threaded build needs browser workers), so a 2-core machine trains at half its speed.
  * Each step, the coordinator splits the batch into N parts, computes the first itself and hands the others to worker
  * threads, each holding a replica of the model; the gradients are summed in rank order, so the step is the full
@@ -18,6 +18,7 @@ import { paramName } from '../model/layers.js';
 import { type Batch, disposeBatch, makeBatch, type PixelLayout, type Prepared } from './data.js';
 import { type LossParts, sftLoss } from './loss.js';
 import type { ActionHead, ActionHeadConfig } from '../model/action-head.js';
+import type { HfLoraModel, HfLoraOptions } from './hf-model.js';
 import type { HeadLossSettings } from './head.js';
 import { ReplyQueue } from '../util/reply-queue.js';
 
@@ -59,7 +60,13 @@ export function splitParts<T>(items: T[], n: number): T[][] {
 /** What a worker needs to build its replica. */
 export interface ReplicaInit {
   backend: string;
-  config: VlaConfig;
+  /** The built-in model's config (null for a Hugging Face checkpoint, see `hf`). */
+  config: VlaConfig | null;
+  /**
+   * A Hugging Face checkpoint: its directory and LoRA options (the adapters' initial values follow from their seed),
+   * and whether the forward applies the adapters; `params` is then empty and the trainable weights come each step.
+   */
+  hf?: { dir: string; lora: HfLoraOptions; loraEnabled: boolean };
   lora: { r: number; alpha: number; targets: string[] } | null;
   /** Every parameter by name (trainable or not): shape and values. */
   params: { name: string; shape: number[]; data: Float32Array }[];
@@ -171,19 +178,24 @@ export class DataParallel {
     private readonly vars: tf.Variable[],
   ) {}
 
-  /** Starts `workers - 1` replicas of `model` (its current weights; and `o.head`'s) training `vars`. */
-  static async start(workers: number, model: VlaModel, vars: tf.Variable[], o: { backend: string; layout: PixelLayout; lambdaR: number; head?: { head: ActionHead; settings: HeadLossSettings } }): Promise<DataParallel> {
+  /**
+   * Starts `workers - 1` replicas of `model` (its current weights; and `o.head`'s) training `vars`: the built-in
+   * model, or a LoRA model on the Hugging Face checkpoint in `o.hfDir` (each replica loads the checkpoint).
+   */
+  static async start(workers: number, model: VlaModel | HfLoraModel, vars: tf.Variable[], o: { backend: string; layout: PixelLayout; lambdaR: number; head?: { head: ActionHead; settings: HeadLossSettings }; hfDir?: string }): Promise<DataParallel> {
     const values = async (m: Map<string, tf.Variable>): Promise<ReplicaInit['params']> => {
       const out: ReplicaInit['params'] = [];
       for (const [name, v] of m) out.push({ name, shape: v.shape, data: (await v.data()) as Float32Array });
       return out;
     };
-    const params = await values(model.params);
+    const hf = 'options' in model;
+    if (hf && !o.hfDir) throw new VlakitError('E_USAGE', 'data-parallel training of a Hugging Face checkpoint needs its directory');
     const init: ReplicaInit = {
       backend: o.backend,
-      config: model.config,
-      lora: model.lora ? { r: model.lora.r, alpha: model.lora.alpha, targets: [...model.lora.targets] } : null,
-      params,
+      config: hf ? null : model.config,
+      hf: hf ? { dir: o.hfDir!, lora: model.options, loraEnabled: model.lora.enabled } : undefined,
+      lora: hf ? null : model.lora ? { r: model.lora.r, alpha: model.lora.alpha, targets: [...model.lora.targets] } : null,
+      params: hf ? [] : await values(model.params),
       trainable: vars.map(paramName),
       layout: o.layout,
       lambdaR: o.lambdaR,

@@ -1,25 +1,32 @@
 /**
- * A data-parallel replica (data-parallel.ts): builds the built-in model (and its action head) from the coordinator's weights, then for
+ * A data-parallel replica (data-parallel.ts): builds the built-in model (and its action head) from the coordinator's
+ * weights, or a LoRA model on a Hugging Face checkpoint from the coordinator's options, then for
  * each part of a step takes the trainable weights, computes the part's loss (normalized by the whole batch's token
  * counts) and returns its gradients.
  */
 import { parentPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../model/backend.js';
-import { assignValues, newVar } from '../model/layers.js';
+import { assignValues, newVar, paramName } from '../model/layers.js';
 import { VlaModel } from '../model/model.js';
 import { ActionHead } from '../model/action-head.js';
 import { type PartRequest, type PartResult, type ReplicaInit, partGrads } from './data-parallel.js';
-import { headLoss } from './head.js';
+import { headLoss, headLossWith } from './head.js';
+import { hfFeaturesOf } from './hf-head.js';
+import { HfLoraModel } from './hf-model.js';
+import { hfLogits } from './hf-sft.js';
+import { loadHfCheckpoint } from '../model/arch/hf.js';
 
 let model: VlaModel | undefined;
+let hfModel: HfLoraModel | undefined;
 let head: ActionHead | undefined;
 let init: ReplicaInit | undefined;
 let vars: tf.Variable[] = [];
 
 async function setup(i: ReplicaInit): Promise<void> {
   await selectBackend(i.backend);
-  const m = new VlaModel(i.config);
+  if (i.hf) return setupHf(i, i.hf);
+  const m = new VlaModel(i.config!);
   for (const p of i.params) m.params.set(p.name, newVar(tf.tensor(p.data, p.shape), p.name));
   if (i.lora) m.lora = { r: i.lora.r, alpha: i.lora.alpha, targets: new Set(i.lora.targets), enabled: true };
   if (i.head) {
@@ -35,12 +42,34 @@ async function setup(i: ReplicaInit): Promise<void> {
   init = i;
 }
 
+/** A LoRA model on a Hugging Face checkpoint (and the head): the coordinator's, from the same options. */
+function setupHf(i: ReplicaInit, hf: NonNullable<ReplicaInit['hf']>): void {
+  const m = new HfLoraModel(loadHfCheckpoint(hf.dir), hf.lora);
+  m.lora.enabled = hf.loraEnabled;
+  if (i.head) {
+    head = new ActionHead(i.head.config);
+    for (const p of i.head.params) head.params.set(p.name, newVar(tf.tensor(p.data, p.shape), p.name));
+  }
+  const byName = new Map([...m.trainable(), ...(head?.vars() ?? [])].map((v) => [paramName(v), v]));
+  vars = i.trainable.map((n) => {
+    const v = byName.get(n);
+    if (!v) throw new Error(`the replica has no parameter ${n}`);
+    return v;
+  });
+  hfModel = m;
+  init = i;
+}
+
 function part(r: PartRequest): { result: PartResult; transfer: ArrayBuffer[] } {
-  if (!model || !init) throw new Error('the replica was not initialized');
+  if (!(model || hfModel) || !init) throw new Error('the replica was not initialized');
   vars.forEach((v, i) => assignValues(v, r.weights[i]));
   const h = head && init.head ? { head, settings: init.head.settings } : undefined;
-  const lossOf = h && ((b: Parameters<typeof headLoss>[3]) => headLoss(model!, h.head, h.settings, b, r.items, init!.lambdaR, r.key));
-  const { grads, loss, action, reasoning, tokens } = partGrads(model, r.items, init.layout, r.counts, vars, init.lambdaR, lossOf);
+  const hm = hfModel;
+  const lossOf = hm
+    ? h && ((b: Parameters<typeof headLoss>[3]) => headLossWith(hfFeaturesOf(hm, b, r.items), h.head, h.settings, b, r.items, init!.lambdaR, r.key))
+    : h && ((b: Parameters<typeof headLoss>[3]) => headLoss(model!, h.head, h.settings, b, r.items, init!.lambdaR, r.key));
+  const forward = hm ? (b: Parameters<typeof headLoss>[3]) => hfLogits(hm, b, r.items) : model!;
+  const { grads, loss, action, reasoning, tokens } = partGrads(forward, r.items, init.layout, r.counts, vars, init.lambdaR, lossOf);
   const out = vars.map((v) => {
     const g = grads[v.name];
     return g ? (g.dataSync() as Float32Array).slice() : null;

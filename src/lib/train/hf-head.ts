@@ -20,6 +20,19 @@ import { HfTrainee, type Trainee } from './hf-sft.js';
 import type { LossParts } from './loss.js';
 import type { AdamW } from './optim.js';
 
+/** The images of a batch as the model takes them: pixel_values, or a frozen vision tower's cached features. */
+function imageInput(model: HfLoraModel, batch: Batch, items: Prepared[]): tf.Tensor | ImageFeatures<tf.Tensor> | undefined {
+  if (!batch.pixels) return undefined;
+  if (!model.freezeVision) return batch.pixels;
+  const parts = items.filter((x) => x.tiles).map((x) => model.features(x.pixels, x.tiles!));
+  return { features: parts.length === 1 ? parts[0] : tf.concat(parts, 0) };
+}
+
+/** The head's features of a batch on a LoRA model (and its logits when asked), as headLossWith takes them. */
+export function hfFeaturesOf(model: HfLoraModel, batch: Batch, items: Prepared[]): FeaturesOf {
+  return (promptEnd, logits) => hfHeadFeatures(model, batch.ids, imageInput(model, batch, items), promptEnd, { logits });
+}
+
 export class HfHeadTrainee implements Trainee {
   readonly vars: tf.Variable[];
   readonly layout: PixelLayout;
@@ -50,16 +63,8 @@ export class HfHeadTrainee implements Trainee {
     return out;
   }
 
-  /** The images of a batch as the model takes them: pixel_values, or a frozen vision tower's cached features. */
-  private image(batch: Batch, items: Prepared[]): tf.Tensor | ImageFeatures<tf.Tensor> | undefined {
-    if (!batch.pixels) return undefined;
-    if (!this.model.freezeVision) return batch.pixels;
-    const parts = items.filter((x) => x.tiles).map((x) => this.model.features(x.pixels, x.tiles!));
-    return { features: parts.length === 1 ? parts[0] : tf.concat(parts, 0) };
-  }
-
   private featuresOf(batch: Batch, items: Prepared[]): FeaturesOf {
-    return (promptEnd, logits) => hfHeadFeatures(this.model, batch.ids, this.image(batch, items), promptEnd, { logits });
+    return hfFeaturesOf(this.model, batch, items);
   }
 
   logits(batch: Batch, items: Prepared[]): tf.Tensor3D {

@@ -63,8 +63,10 @@ export class HfLoraModel {
 
   constructor(
     readonly ckpt: HfCheckpoint,
-    o: HfLoraOptions,
+    /** As given (a data-parallel replica builds the same model from them). */
+    readonly options: HfLoraOptions,
   ) {
+    const o = options;
     this.arch = ckpt.arch;
     this.config = ckpt.config;
     this.freezeVision = o.freezeVision ?? false;

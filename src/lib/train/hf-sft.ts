@@ -52,6 +52,15 @@ export interface Trainee {
 }
 
 /** A Hugging Face checkpoint with LoRA adapters, fed by its processor. */
+/** The logits of a batch on a LoRA model [B, T, V] (a frozen vision tower: each image's cached features). */
+export function hfLogits(model: HfLoraModel, batch: Batch, items: Prepared[], o: { adapter?: Map<string, tf.Tensor> } = {}): tf.Tensor3D {
+  if (!batch.pixels) return model.forward(batch.ids, undefined, o);
+  if (!model.freezeVision) return model.forward(batch.ids, batch.pixels, o);
+  // a frozen vision tower: each image's features come from the run's cache; [sum tiles, L, D] in batch order
+  const parts = items.filter((x) => x.tiles).map((x) => model.features(x.pixels, x.tiles!));
+  return model.forward(batch.ids, { features: parts.length === 1 ? parts[0] : tf.concat(parts, 0) }, o);
+}
+
 export class HfTrainee implements Trainee {
   readonly vars: tf.Variable[];
   readonly layout: PixelLayout;
@@ -75,11 +84,7 @@ export class HfTrainee implements Trainee {
 
   /** `o.adapter`: other LoRA matrices in place of the trained ones (train-rl's frozen reference). */
   logits(batch: Batch, items: Prepared[], o: { adapter?: Map<string, tf.Tensor> } = {}): tf.Tensor3D {
-    if (!batch.pixels) return this.model.forward(batch.ids, undefined, o);
-    if (!this.model.freezeVision) return this.model.forward(batch.ids, batch.pixels, o);
-    // a frozen vision tower: each image's features come from the run's cache; [sum tiles, L, D] in batch order
-    const parts = items.filter((x) => x.tiles).map((x) => this.model.features(x.pixels, x.tiles!));
-    return this.model.forward(batch.ids, { features: parts.length === 1 ? parts[0] : tf.concat(parts, 0) }, o);
+    return hfLogits(this.model, batch, items, o);
   }
 
   decode(ids: number[]): string {

@@ -203,12 +203,22 @@ class BuiltinTrainee implements Trainee {
   }
 }
 
+/**
+ * The adapter a head-only run on a Hugging Face checkpoint (--action-head --freeze-backbone without --lora) stores:
+ * rank 1 on the attention queries, B zero (never trained), so the folded weights are the base's.
+ */
+export const HEAD_ONLY_LORA = { r: 1, alpha: 1, targets: ['q'] };
+
 /** The model a run trains: a Hugging Face checkpoint (LoRA through its processor) or the built-in VLA model. */
 async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: number): Promise<Trainee> {
   if (o.init && isHfCheckpoint(o.init)) {
-    if (!o.lora) throw new VlakitError('E_USAGE', `--init ${o.init} is a Hugging Face checkpoint: vlakit trains LoRA adapters on it (pass --lora; full fine-tuning of Hugging Face checkpoints is not supported)`);
+    // an action head over the frozen base needs no adapter: the run keeps a zero one (HEAD_ONLY_LORA), so it opens as any adapter run
+    const headOnly = !o.lora && o.actionHead?.freezeBackbone === true;
+    if (!o.lora && !headOnly) throw new VlakitError('E_USAGE', `--init ${o.init} is a Hugging Face checkpoint: vlakit trains LoRA adapters on it (pass --lora, or --action-head with --freeze-backbone to train a head alone; full fine-tuning of Hugging Face checkpoints is not supported)`);
     if (!o.processor) throw new VlakitError('E_USAGE', `--init ${o.init}: training a Hugging Face checkpoint needs its processor (tokenizer and chat template files in the directory)`);
-    const model = new HfLoraModel(loadHfCheckpoint(o.init), { ...o.lora, freezeVision: o.freezeVision, freezeLayers: o.freezeLayers, seed });
+    const model = new HfLoraModel(loadHfCheckpoint(o.init), { ...(o.lora ?? HEAD_ONLY_LORA), freezeVision: o.freezeVision, freezeLayers: o.freezeLayers, seed });
+    // a frozen backbone's adapters keep B zero, so the forward skips them: exactly the base model, at the base's cost
+    if (o.actionHead?.freezeBackbone) model.lora.enabled = false;
     const t = new HfTrainee(model, o.processor, o.init);
     if (o.actionHead) {
       // the head on the checkpoint's hidden states (train/hf-head.ts); its adapters train unless --freeze-backbone
@@ -334,10 +344,10 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   const workers = o.workers ?? 1;
   let dp: DataParallel | undefined;
   if (workers > 1) {
-    if (!(model instanceof BuiltinTrainee) && !(model instanceof HeadTrainee)) throw new VlakitError('E_USAGE', '--workers above 1 trains the built-in model only (a Hugging Face checkpoint trains in one thread)');
+    if (!(model instanceof BuiltinTrainee) && !(model instanceof HeadTrainee) && !(model instanceof HfHeadTrainee)) throw new VlakitError('E_USAGE', '--workers above 1 trains the built-in model, or an action head on a Hugging Face checkpoint (its LoRA text training runs in one thread)');
     if (B < workers) throw new VlakitError('E_USAGE', `--workers ${workers} needs a batch of at least ${workers} examples (--batch-size ${B}): each worker takes a part of every batch`);
-    const head = model instanceof HeadTrainee ? { head: model.head, settings: model.lossSettings } : undefined;
-    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1, head });
+    const head = model instanceof HeadTrainee || model instanceof HfHeadTrainee ? { head: model.head, settings: model.lossSettings } : undefined;
+    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1, head, hfDir: model instanceof HfHeadTrainee ? o.init : undefined });
   }
   try {
     return await steps(run, o, model, opt, state, { trainItems, valItems, total, peak, warmup, B, accum, seed, dp });
