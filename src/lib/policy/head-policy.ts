@@ -39,6 +39,18 @@ export interface HeadEngine {
   dispose(): Promise<void> | void;
 }
 
+/** A tensor's values, the tensor disposed. */
+async function readOut(t: tf.Tensor): Promise<Float32Array> {
+  const data = (await t.data()) as Float32Array;
+  t.dispose();
+  return data;
+}
+
+/** One call of a head's denoiser on TensorFlow.js: x [H*D], model time t, features [C], state [S] -> [H*D]. */
+function denoiseOnce(head: ActionHead, x: Float32Array, t: number, cond: Float32Array, state?: Float32Array): Promise<Float32Array> {
+  return readOut(tf.tidy(() => head.denoise(tf.tensor2d(x, [1, x.length]), [t], tf.tensor2d(cond, [1, cond.length]), state ? tf.tensor2d(state, [1, state.length]) : undefined)));
+}
+
 /** A checkpoint's backbone (the runner's VlaModel) and head on TensorFlow.js. */
 export class TfjsHeadEngine implements HeadEngine {
   readonly config: ActionHeadConfig;
@@ -61,16 +73,11 @@ export class TfjsHeadEngine implements HeadEngine {
       const ids = tf.tensor2d([input.ids], undefined, 'int32');
       return vlaHeadFeatures(this.model, px, ids, [input.ids.length - 1], { logits: false }).cond; // [1, C]
     });
-    const data = (await out.data()) as Float32Array;
-    out.dispose();
-    return data;
+    return readOut(out);
   }
 
-  async denoise(x: Float32Array, t: number, cond: Float32Array, state?: Float32Array): Promise<Float32Array> {
-    const out = tf.tidy(() => this.head.denoise(tf.tensor2d(x, [1, x.length]), [t], tf.tensor2d(cond, [1, cond.length]), state ? tf.tensor2d(state, [1, state.length]) : undefined));
-    const data = (await out.data()) as Float32Array;
-    out.dispose();
-    return data;
+  denoise(x: Float32Array, t: number, cond: Float32Array, state?: Float32Array): Promise<Float32Array> {
+    return denoiseOnce(this.head, x, t, cond, state);
   }
 
   dispose(): void {
@@ -115,16 +122,11 @@ export class HfHeadEngine implements HeadEngine {
       const px = v && input.pixels.length ? tf.tensor4d(input.pixels, [input.pixels.length / (v.channels * v.imageSize * v.imageSize), v.channels, v.imageSize, v.imageSize]) : undefined;
       return hfHeadFeatures({ arch: this.ckpt.arch, config: this.ckpt.config, params: this.params }, ids, px, [input.ids.length - 1], { logits: false }).cond; // [1, C]
     });
-    const data = (await out.data()) as Float32Array;
-    out.dispose();
-    return data;
+    return readOut(out);
   }
 
-  async denoise(x: Float32Array, t: number, cond: Float32Array, state?: Float32Array): Promise<Float32Array> {
-    const out = tf.tidy(() => this.head.denoise(tf.tensor2d(x, [1, x.length]), [t], tf.tensor2d(cond, [1, cond.length]), state ? tf.tensor2d(state, [1, state.length]) : undefined));
-    const data = (await out.data()) as Float32Array;
-    out.dispose();
-    return data;
+  denoise(x: Float32Array, t: number, cond: Float32Array, state?: Float32Array): Promise<Float32Array> {
+    return denoiseOnce(this.head, x, t, cond, state);
   }
 
   dispose(): void {
