@@ -18,7 +18,8 @@ import { loadHfCheckpoint } from '../../src/lib/model/arch/hf.js';
 import { initCheckpoint } from '../../src/lib/model/arch/manage.js';
 import { TfjsOps, TfjsWeights } from '../../src/lib/model/arch/tfjs-ops.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
-import { type Processor, openProcessor } from '../../src/lib/model/processor/index.js';
+import { openProcessor } from '../../src/lib/model/processor/index.js';
+import { charProcessor } from './char-processor.js';
 import { readSafetensors } from '../../src/lib/model/safetensors.js';
 import { HfHeadEngine } from '../../src/lib/policy/head-policy.js';
 import { HfLoraModel } from '../../src/lib/train/hf-model.js';
@@ -35,20 +36,6 @@ const llama = path.join(dir, 'tiny-llama');
 const idefics = path.join(dir, 'tiny-idefics3');
 let examples: TrainingExample[];
 
-/** Characters as ids (`<s>` first, `</s>` ends a turn), for a text model without tokenizer files. */
-function charProcessor(): Processor {
-  const encodeText = (t: string) => [...t].map((c) => 3 + (c.charCodeAt(0) % 250));
-  return {
-    modelType: 'llama',
-    special: { bos: 1, eos: [2], pad: 0 },
-    hasTokenizer: true,
-    encodeText,
-    decode: (ids) => ids.map((i) => String.fromCharCode(i - 3)).join(''),
-    renderChat: (messages) => `${messages.map((m) => (typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join(''))).join('\n')}\nA:`,
-    turnEnd: [2],
-    encode: async (prompt) => ({ ids: [1, ...encodeText(prompt)], pixels: new Float32Array(0), tiles: 0, grids: [], imagePositions: [] }),
-  };
-}
 
 beforeAll(async () => {
   await selectBackend('cpu');
@@ -87,7 +74,7 @@ describe('the head features of a Hugging Face backbone', () => {
 describe('train-sft --action-head on a Hugging Face checkpoint', () => {
   it('Llama with LoRA: the head and the adapters train; the val metric is reported; a frozen backbone keeps its adapter at zero', async () => {
     const run = path.join(dir, 'llama-head');
-    const res = await trainSft({ examples, outDir: run, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 3, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, evalEvery: 3, actionHead: { ...HEAD, langWeight: 0.5 } });
+    const res = await trainSft({ examples, outDir: run, init: llama, processor: charProcessor(250, '\nA:'), codec: new TextCodec(3), lora: LORA, steps: 3, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, evalEvery: 3, actionHead: { ...HEAD, langWeight: 0.5 } });
     expect(readHeadConfig(run)).toMatchObject({ objective: 'flow', cond_dim: 64, action_dim: 4, horizon: 1 });
     const metrics = readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     for (const m of metrics) expect(m.loss).toBeCloseTo(m.action_loss + 0.5 * m.reasoning_loss, 4);
@@ -107,7 +94,7 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     expect(parity).toBeLessThan(1e-4);
 
     const frozen = path.join(dir, 'llama-frozen');
-    await trainSft({ examples, outDir: frozen, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 2, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, freezeBackbone: true } });
+    await trainSft({ examples, outDir: frozen, init: llama, processor: charProcessor(250, '\nA:'), codec: new TextCodec(3), lora: LORA, steps: 2, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, freezeBackbone: true } });
     const Bf = [...readPeftAdapter(frozen).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs)));
     expect(Math.max(...Bf)).toBe(0);
     const fm = readFileSync(path.join(frozen, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -118,7 +105,7 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     const two = examples.slice(0, 2); // the train split: two prompts, two chunks
     const run = path.join(dir, 'llama-head-only');
     // sample prediction: the target is the clean chunk, which the head can fit exactly from the prompt's features
-    await trainSft({ examples: two, outDir: run, init: llama, processor: charProcessor(), codec: new TextCodec(3), steps: 60, batchSize: 2, lr: 3e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, objective: 'diffusion', prediction: 'sample', hidden: 32, freezeBackbone: true } });
+    await trainSft({ examples: two, outDir: run, init: llama, processor: charProcessor(250, '\nA:'), codec: new TextCodec(3), steps: 60, batchSize: 2, lr: 3e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, objective: 'diffusion', prediction: 'sample', hidden: 32, freezeBackbone: true } });
     const m = readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     // the median of 10 steps: each step's noise level is drawn at random, so single losses jump
     const median = (xs: { action_loss: number }[]) => xs.map((x) => x.action_loss).sort((a, b) => a - b)[5];
@@ -143,7 +130,7 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
   }, 300_000);
 
   it('Llama with LoRA, --workers 2: the losses, the head and the adapter of one thread (within 1e-5)', async () => {
-    const o = { examples, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 3, batchSize: 3, gradAccum: 2, lr: 1e-2, warmup: 0, seed: 5, backend: 'cpu', actionHead: { ...HEAD, langWeight: 0.5 } };
+    const o = { examples, init: llama, processor: charProcessor(250, '\nA:'), codec: new TextCodec(3), lora: LORA, steps: 3, batchSize: 3, gradAccum: 2, lr: 1e-2, warmup: 0, seed: 5, backend: 'cpu', actionHead: { ...HEAD, langWeight: 0.5 } };
     const losses: Record<number, number[]> = { 1: [], 2: [] };
     const runs = { 1: path.join(dir, 'llama-dp1'), 2: path.join(dir, 'llama-dp2') };
     for (const w of [1, 2] as const) await trainSft({ ...o, outDir: runs[w], workers: w, onMetrics: (m) => losses[w].push(m.loss as number) });
@@ -161,7 +148,7 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
   }, 300_000);
 
   it('Llama: an interrupted head run resumed from its checkpoint ends with the same head, adapter and losses', async () => {
-    const o = { examples, init: llama, processor: charProcessor(), codec: new TextCodec(3), lora: LORA, steps: 4, batchSize: 2, lr: 1e-2, warmup: 0, seed: 4, saveEvery: 2, actionHead: HEAD };
+    const o = { examples, init: llama, processor: charProcessor(250, '\nA:'), codec: new TextCodec(3), lora: LORA, steps: 4, batchSize: 2, lr: 1e-2, warmup: 0, seed: 4, saveEvery: 2, actionHead: HEAD };
     const whole = path.join(dir, 'llama-whole');
     await trainSft({ ...o, outDir: whole });
     const cut = path.join(dir, 'llama-cut');

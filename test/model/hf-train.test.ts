@@ -17,6 +17,7 @@ import { applyPeftAdapter, readPeftAdapter } from '../../src/lib/model/arch/adap
 import { TfjsOps, type TfjsParams } from '../../src/lib/model/arch/tfjs-ops.js';
 import { readSafetensors } from '../../src/lib/model/safetensors.js';
 import { type Processor, openProcessor } from '../../src/lib/model/processor/index.js';
+import { charProcessor } from './char-processor.js';
 import { HfLoraModel } from '../../src/lib/train/hf-model.js';
 import { trainSft } from '../../src/lib/train/sft.js';
 import type { TrainingExample } from '../../src/lib/actions/index.js';
@@ -25,20 +26,6 @@ const STORIES = path.resolve('../shared/models/stories260k');
 const dir = tempDir('vlakit-hf-train-');
 
 
-/** stories260K has no tokenizer files: characters as ids, `<s>` first, `</s>` ends a turn. */
-function charProcessor(): Processor {
-  const encodeText = (t: string) => [...t].map((c) => 3 + (c.charCodeAt(0) % 500));
-  return {
-    modelType: 'llama',
-    special: { bos: 1, eos: [2], pad: 0 },
-    hasTokenizer: true,
-    encodeText,
-    decode: (ids) => ids.map((i) => String.fromCharCode(i - 3)).join(''),
-    renderChat: (messages) => messages.map((m) => (typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '')).join(''))).join('\n'),
-    turnEnd: [2],
-    encode: async (prompt) => ({ ids: [1, ...encodeText(prompt)], pixels: new Float32Array(0), tiles: 0, grids: [], imagePositions: [] }),
-  };
-}
 
 const losses = (run: string) =>
   readFileSync(path.join(run, 'metrics.jsonl'), 'utf8')
@@ -180,7 +167,7 @@ describe('train-sft --init a Hugging Face Llama (stories260K)', () => {
   it('trains LoRA on the text model and saves it under Llama\'s module names', async () => {
     const run = path.join(dir, 'stories');
     const text = examples.map((e) => ({ ...e, images: [], messages: [{ ...e.messages[0], content: e.messages[0].content.filter((c) => c.type === 'text') }, e.messages[1]] }));
-    await trainSft({ examples: text, outDir: run, init: STORIES, processor: charProcessor(), lora: { r: 2, alpha: 4, targets: ['q_proj', 'v_proj'] }, steps: 6, batchSize: 2, lr: 3e-2, warmup: 0, seed: 2 });
+    await trainSft({ examples: text, outDir: run, init: STORIES, processor: charProcessor(500), lora: { r: 2, alpha: 4, targets: ['q_proj', 'v_proj'] }, steps: 6, batchSize: 2, lr: 3e-2, warmup: 0, seed: 2 });
     const l = losses(run);
     expect(l[5]).toBeLessThan(l[0]);
     const names = [...readSafetensors(path.join(run, 'adapter_model.safetensors')).tensors.keys()].sort();
@@ -192,8 +179,8 @@ describe('train-sft --init a Hugging Face Llama (stories260K)', () => {
 
   it('refuses full fine-tuning and unknown modules with usage errors', async () => {
     const text = examples.map((e) => ({ ...e, images: [] }));
-    await expect(trainSft({ examples: text, outDir: path.join(dir, 'full'), init: STORIES, processor: charProcessor(), steps: 1 })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/pass --lora/) });
-    await expect(trainSft({ examples: text, outDir: path.join(dir, 'bad'), init: STORIES, processor: charProcessor(), lora: { r: 2, alpha: 4, targets: ['fc1'] }, steps: 1 })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/no module named fc1.*q_proj/) });
+    await expect(trainSft({ examples: text, outDir: path.join(dir, 'full'), init: STORIES, processor: charProcessor(500), steps: 1 })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/pass --lora/) });
+    await expect(trainSft({ examples: text, outDir: path.join(dir, 'bad'), init: STORIES, processor: charProcessor(500), lora: { r: 2, alpha: 4, targets: ['fc1'] }, steps: 1 })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/no module named fc1.*q_proj/) });
   });
 });
 
