@@ -19,6 +19,7 @@ import { selectBackend } from '../../src/lib/model/backend.js';
 import { loadCheckpoint, writeModelFiles } from '../../src/lib/model/checkpoint.js';
 import { type VlaConfig, preset } from '../../src/lib/model/config.js';
 import { VlaModel } from '../../src/lib/model/model.js';
+import { assignValues } from '../../src/lib/model/layers.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
 import { writeOutputDir } from '../../src/lib/io/outputs.js';
 import { exportModel } from '../../src/lib/export/index.js';
@@ -77,7 +78,7 @@ describe('vlakit-vla in the registry', () => {
   it('over the tensors as read (TfjsWeights) it gives VlaModel\'s logits, with images, then a decode step through the cache', async () => {
     const loaded = loadHfCheckpoint(ck);
     const model = VlaModel.init(cfg, 0);
-    for (const [n, t] of loaded.tensors) model.params.get(n)!.assign(tf.tensor(t.data, t.shape));
+    for (const [n, t] of loaded.tensors) assignValues(model.params.get(n)!, t.data, t.shape);
     const before = tf.memory().numTensors;
     const weights = new TfjsWeights(loaded.tensors);
     const pixels = tf.randomUniform([2, 2, 32, 32, 3], -1, 1, 'float32', 3) as tf.Tensor5D;
@@ -119,7 +120,7 @@ describe('vlakit-vla against the NumPy float64 reference', () => {
     const inp = JSON.parse(readFileSync(path.join(REF, 'inputs.json'), 'utf8')) as { input_ids: number[]; pixel_values: number[] };
     const { logits: expected } = JSON.parse(readFileSync(path.join(REF, 'expected.json'), 'utf8')) as { logits: number[][] };
     const m = VlaModel.init(config, 0);
-    for (const [n, t] of readSafetensors(path.join(REF, 'model.safetensors')).tensors) m.params.get(n)!.assign(tf.tensor(t.data, t.shape));
+    for (const [n, t] of readSafetensors(path.join(REF, 'model.safetensors')).tensors) assignValues(m.params.get(n)!, t.data, t.shape);
     const tok = await buildTokenizer(['grasp the red block'], 40);
     const ref = path.join(dir, `ref-${name}`);
     await writeOutputDir(ref, (d) => writeModelFiles(d, m, tok.json));

@@ -23,21 +23,30 @@ let head: ActionHead | undefined;
 let init: ReplicaInit | undefined;
 let vars: tf.Variable[] = [];
 
+/** The action head of the coordinator, when it trains one: its config and weights. */
+function setupHead(i: ReplicaInit): void {
+  if (!i.head) return;
+  head = new ActionHead(i.head.config);
+  for (const p of i.head.params) head.params.set(p.name, newVar(tf.tensor(p.data, p.shape), p.name));
+}
+
+/** The replica's variables for the coordinator's trainable names, in their order. */
+function byNames(names: string[], find: (name: string) => tf.Variable | undefined): tf.Variable[] {
+  return names.map((n) => {
+    const v = find(n);
+    if (!v) throw new Error(`the replica has no parameter ${n}`);
+    return v;
+  });
+}
+
 async function setup(i: ReplicaInit): Promise<void> {
   await selectBackend(i.backend);
   if (i.hf) return setupHf(i, i.hf);
   const m = new VlaModel(i.config!);
   for (const p of i.params) m.params.set(p.name, newVar(tf.tensor(p.data, p.shape), p.name));
   if (i.lora) m.lora = { r: i.lora.r, alpha: i.lora.alpha, targets: new Set(i.lora.targets), enabled: true };
-  if (i.head) {
-    head = new ActionHead(i.head.config);
-    for (const p of i.head.params) head.params.set(p.name, newVar(tf.tensor(p.data, p.shape), p.name));
-  }
-  vars = i.trainable.map((n) => {
-    const v = m.params.get(n) ?? head?.params.get(n);
-    if (!v) throw new Error(`the replica has no parameter ${n}`);
-    return v;
-  });
+  setupHead(i);
+  vars = byNames(i.trainable, (n) => m.params.get(n) ?? head?.params.get(n));
   model = m;
   init = i;
 }
@@ -46,16 +55,9 @@ async function setup(i: ReplicaInit): Promise<void> {
 function setupHf(i: ReplicaInit, hf: NonNullable<ReplicaInit['hf']>): void {
   const m = new HfLoraModel(loadHfCheckpoint(hf.dir), hf.lora);
   m.lora.enabled = hf.loraEnabled;
-  if (i.head) {
-    head = new ActionHead(i.head.config);
-    for (const p of i.head.params) head.params.set(p.name, newVar(tf.tensor(p.data, p.shape), p.name));
-  }
+  setupHead(i);
   const byName = new Map([...m.trainable(), ...(head?.vars() ?? [])].map((v) => [paramName(v), v]));
-  vars = i.trainable.map((n) => {
-    const v = byName.get(n);
-    if (!v) throw new Error(`the replica has no parameter ${n}`);
-    return v;
-  });
+  vars = byNames(i.trainable, (n) => byName.get(n));
   hfModel = m;
   init = i;
 }

@@ -53,20 +53,23 @@ export class ReplyQueue<T> {
 
   /** Resolves the oldest waiting request with `value`; false when none waits (the reply is dropped). */
   resolve(value: T): boolean {
-    const w = this.waiting.shift();
-    if (!w) return false;
-    clearTimeout(w.timer);
-    w.resolve(value);
-    return true;
+    const w = this.oldest();
+    w?.resolve(value);
+    return w !== undefined;
   }
 
   /** Rejects the oldest waiting request with `err` (a reply that reports an error); false when none waits. */
   reject(err: Error): boolean {
+    const w = this.oldest();
+    w?.reject(err);
+    return w !== undefined;
+  }
+
+  /** The oldest waiting request, taken off the queue with its timer stopped. */
+  private oldest(): Waiter<T> | undefined {
     const w = this.waiting.shift();
-    if (!w) return false;
-    clearTimeout(w.timer);
-    w.reject(err);
-    return true;
+    if (w) clearTimeout(w.timer);
+    return w;
   }
 
   /** Fails the queue: every waiting request, and every later one, is rejected with the first error given. */
