@@ -87,4 +87,31 @@ describe('relabel --state and the action head', () => {
     expect(t.exitCode, t.stderr).toBe(0);
     expect(JSON.parse(readFileSync(path.join(run, 'action_head.json'), 'utf8')).state_dim).toBe(0);
   }, 120_000);
+
+  it('a head trained on waypoint targets (relabel --waypoints): rollout steps toward the sampled targets from the observed position', async () => {
+    const ch = file('chunks1.jsonl');
+    const c = await vlakit('chunk', file('demos.jsonl'), '--mode', 'fixed', '--horizon', '1', '-o', ch);
+    expect(c.exitCode, c.stderr).toBe(0);
+    const ex = file('waypoints.jsonl');
+    const r0 = await vlakit('relabel', ch, '--no-reasoning', '--compact-prompt', '--state', '--waypoints', '--waypoint-step', '0.01', '-o', ex);
+    expect(r0.exitCode, r0.stderr).toBe(0);
+    const run = file('run-waypoints');
+    const t = await vlakit('train-sft', ex, '--preset', 'tiny', '--vocab-size', '128', '--steps', '2', '--batch-size', '4', '--action-head', 'flow', '--head-hidden', '16', '--head-layers', '1', '--inference-steps', '2', '--backend', 'cpu', '-o', run);
+    expect(t.exitCode, t.stderr).toBe(0);
+    const out = file('rollout-waypoints.jsonl');
+    const r = await vlakit('rollout', '--policy', run, '--mode', 'direct', '--prompt', 'compact', '--execute', '1', '--tasks', 'pick', '--episodes', '1', '--max-steps', '4', '--width', '32', '--height', '32', '-o', out);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const steps = lines(out).filter((s) => s.policy?.head);
+    expect(steps.length).toBeGreaterThan(1);
+    for (const s of steps) {
+      // the chunk holds the sampled targets (absolute positions); the env got a step of at most 1 cm toward the first
+      const target = s.policy.chunk[0] as number[];
+      const here = s.observation.state as number[];
+      const d = [0, 1, 2].map((k) => target[k] - here[k]);
+      const n = Math.hypot(...d);
+      const want = d.map((v) => (n > 0.01 ? (v * 0.01) / n : v));
+      want.forEach((v, k) => expect(s.action[k]).toBeCloseTo(v, 5));
+      expect(s.action[3]).toBeCloseTo(Math.min(1, Math.max(0, target[3])), 6); // the gripper command as written (clipped to [0, 1])
+    }
+  }, 180_000);
 });

@@ -86,6 +86,17 @@ export function waypointDeltas(targets: readonly number[][], layout: ActionLayou
   });
 }
 
+/**
+ * The end-effector position a policy writing waypoint targets steps from: the observation's `state` (its first
+ * three values). A usage error when the observation has none, since the targets cannot be executed without it.
+ */
+export function waypointOrigin(state: unknown): number[] {
+  if (!(Array.isArray(state) && state.length >= 3 && state.every((v) => typeof v === 'number' && Number.isFinite(v)))) {
+    throw new VlakitError('E_USAGE', "this model writes waypoint targets (relabel --waypoints), which rollout turns into steps from the observation's end-effector position, but the observation has no numeric `state`");
+  }
+  return state as number[];
+}
+
 /** Whether a layout holds waypoint targets for a delta env (absolute, with `max_step`). */
 export function isWaypointLayout(layout: ActionLayout | undefined): layout is ActionLayout & { max_step: number } {
   return layout?.mode === 'absolute' && layout.max_step !== undefined;

@@ -15,6 +15,7 @@ import type { HfCheckpoint } from '../model/arch/hf.js';
 import { TfjsWeights } from '../model/arch/tfjs-ops.js';
 import type { ActionCodec } from '../actions/codecs.js';
 import { codecStateText } from '../actions/codecs.js';
+import { isWaypointLayout, waypointDeltas, waypointOrigin } from '../actions/waypoints.js';
 import { PROMPTS, actionFormatOf } from '../actions/prompts.js';
 import type { ActContext } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
@@ -212,11 +213,12 @@ export class HeadPolicy extends ChunkPolicy {
     const format = actionFormatOf(this.o.codec);
     const prompt = style === 'compact' ? PROMPTS.compact(ctx.instruction, stateText) : style === 'task' ? PROMPTS.task(ctx.instruction, stateText, format) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla', stateText, format);
     const info: Record<string, unknown> = { cycle: this.cycles };
+    const L = this.o.codec.layout;
+    const origin = isWaypointLayout(L) ? waypointOrigin(obs.state) : undefined;
     const r = await sampleHeadChunk(this.runner, this.engine, prompt, style === 'task' ? images.slice(0, 1) : images, { seed: subSeed(this.seed, ++this.cycles), state: obs.state, steps: this.o.steps });
     const chunk = r.chunk.slice(0, this.o.maxChunk ?? 64);
     info.head = { objective: this.engine.config.objective, steps: r.steps };
     info.chunk = chunk;
-    const L = this.o.codec.layout;
     const problem = chunk.map((a) => actionProblem(a, L)).find((p) => p !== undefined);
     if (problem) {
       // nothing unchecked reaches the env: a safe no-op instead (zero motion, the gripper held)
@@ -225,6 +227,8 @@ export class HeadPolicy extends ChunkPolicy {
       const g = L ? L.gripper : dims - 1;
       return { actions: [Array.from({ length: dims }, (_, k) => (k === g ? this.gripper : 0))], info, modelMs: r.ms };
     }
+    // waypoint targets reach the env as steps of at most max_step toward them, as a text policy's do
+    if (origin) return { actions: waypointDeltas(chunk, L!, origin), info, modelMs: r.ms };
     return { actions: chunk, info, modelMs: r.ms };
   }
 }

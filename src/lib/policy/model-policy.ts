@@ -10,7 +10,7 @@
  */
 import { type ActionCodec, codecStateText } from '../actions/codecs.js';
 import type { ActionLayout } from '../actions/layout.js';
-import { isWaypointLayout, waypointDeltas } from '../actions/waypoints.js';
+import { isWaypointLayout, waypointDeltas, waypointOrigin } from '../actions/waypoints.js';
 import { ACTIONS_MARKER, PROMPTS, actionFormatOf, parseSubtaskList } from '../actions/prompts.js';
 import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
@@ -202,15 +202,13 @@ export class ModelPolicy extends ChunkPolicy {
   private async actions(prompt: string, images: ImageJson[], marker: boolean, info: Record<string, unknown>, obs: Record<string, unknown>): Promise<{ actions: number[][]; ms: number }> {
     const L = this.o.codec.layout;
     const state = obs.state;
-    if (isWaypointLayout(L) && !(Array.isArray(state) && state.length >= 3 && state.every((v) => typeof v === 'number'))) {
-      throw new VlakitError('E_USAGE', 'this model writes waypoint targets (relabel --waypoints), which rollout turns into steps from the observation\'s end-effector position, but the observation has no numeric `state`');
-    }
+    const origin = isWaypointLayout(L) ? waypointOrigin(state) : undefined;
     const r = await this.sample(prompt, images, this.o.sampling.actions, (t, truncated) => this.parseActions(t, marker, truncated, info));
     info.text = r.texts.at(-1);
     if (r.texts.length > 1) info.resampled = { texts: r.texts.slice(0, -1), errors: r.errors.slice(0, r.texts.length - 1) };
     if (r.value && isWaypointLayout(L)) {
       info.targets = r.value; // what the model wrote; the env gets steps of at most max_step toward them
-      return { actions: waypointDeltas(r.value, L, state as number[]), ms: r.ms };
+      return { actions: waypointDeltas(r.value, L, origin!), ms: r.ms };
     }
     if (r.value) return { actions: r.value, ms: r.ms };
     info.noop = { reason: r.errors.at(-1) };
