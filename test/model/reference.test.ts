@@ -2,7 +2,8 @@
  * vlakit's architectures against an independent reference: a float64 NumPy implementation written from
  * transformers' modeling files (test/reference/hf_reference.py), run on tiny random checkpoints with transformers'
  * tensor names (test/fixtures/reference/, remade by test/reference/make.sh). The TypeScript is compared with
- * the dumps, on TensorFlow.js and through the ONNX export on onnxruntime.
+ * the dumps, on TensorFlow.js and through the ONNX export on onnxruntime; the Hugging Face ones also with the
+ * logits of transformers itself on the same files (transformers.json, from test/reference/transformers_check.py).
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -16,11 +17,11 @@ import { tempDir } from '../helpers.js';
 
 const REF = path.resolve('test/fixtures/reference');
 
-function load(name: string): { dir: string; ids: number[]; pixels?: Float32Array; prefix?: number; expected: number[][] } {
+function load(name: string): { dir: string; ids: number[]; pixels?: Float32Array; prefix?: number; expected: number[][]; transformers: number[][] } {
   const dir = path.join(REF, name);
   const inp = JSON.parse(readFileSync(path.join(dir, 'inputs.json'), 'utf8')) as { input_ids: number[]; pixel_values?: number[]; prefix_length?: number };
-  const { logits } = JSON.parse(readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { logits: number[][] };
-  return { dir, ids: inp.input_ids, pixels: inp.pixel_values ? Float32Array.from(inp.pixel_values) : undefined, prefix: inp.prefix_length, expected: logits };
+  const logits = (f: string) => (JSON.parse(readFileSync(path.join(dir, f), 'utf8')) as { logits: number[][] }).logits;
+  return { dir, ids: inp.input_ids, pixels: inp.pixel_values ? Float32Array.from(inp.pixel_values) : undefined, prefix: inp.prefix_length, expected: logits('expected.json'), transformers: logits('transformers.json') };
 }
 
 /** max |a - b| relative to max |b|, with the first mismatches above `tol` for the message. */
@@ -44,16 +45,20 @@ beforeAll(async () => {
   await selectBackend();
 });
 
-describe.each(['llama-tiny', 'idefics3-tiny', 'gemma3-text-tiny', 'gemma3-tiny', 'paligemma-tiny'])('%s against the NumPy float64 reference', (name) => {
+describe.each(['llama-tiny', 'idefics3-tiny', 'gemma3-text-tiny', 'gemma3-tiny', 'paligemma-tiny'])('%s against the NumPy float64 reference and transformers', (name) => {
   const out = tempDir('vlakit-ref-');
   it('logits on TensorFlow.js and on onnxruntime (the export) within 1e-4 relative; greedy ids agree with the cache', async () => {
     // paligemma-tiny: a prefix (images, bos, prefix, "\n") attending both ways and a causal suffix
-    const { dir, ids, pixels, prefix, expected } = load(name);
+    const { dir, ids, pixels, prefix, expected, transformers } = load(name);
     expect(expected.length).toBe(ids.length);
     const ck = loadHfCheckpoint(dir);
     const tfjs = new TfjsCausalLm(ck);
-    const a = compare(await tfjs.logits(ids, pixels, prefix), expected, 1e-4);
+    const got = await tfjs.logits(ids, pixels, prefix);
+    const a = compare(got, expected, 1e-4);
     expect(a.bad, `tfjs: max relative difference ${a.rel.toExponential(2)}`).toEqual([]);
+    // and against transformers itself (its logits on the same checkpoint and inputs, dumped on a GPU machine)
+    const t = compare(got, transformers, 1e-4);
+    expect(t.bad, `tfjs vs transformers: max relative difference ${t.rel.toExponential(2)}`).toEqual([]);
     await exportHfModel(ck, path.join(out, name));
     const ort = await OrtCausalLm.open(path.join(out, name));
     try {

@@ -242,7 +242,7 @@ def gemma_text_model(W, c, inputs_embeds, prefix, token_type_ids=None, prefix_le
         k = np.repeat(k, H // KV, axis=0)
         v = np.repeat(v, H // KV, axis=0)
         w = q @ k.transpose(0, 2, 1) * c["query_pre_attn_scalar"] ** -0.5
-        if c["attn_logit_softcapping"] is not None:
+        if c["attn_logit_softcapping"] is not None and not g3:  # Gemma3Attention passes no softcap (transformers 5.17)
             w = np.tanh(w / c["attn_logit_softcapping"]) * c["attn_logit_softcapping"]
         att = softmax(w + masks[kind]) @ v  # [H, T, hd]
         o = att.transpose(1, 0, 2).reshape(T, H * hd) @ W[f"{p}.self_attn.o_proj.weight"].T
@@ -421,7 +421,7 @@ def forward(d):
         x = x * np.sqrt(D)  # Gemma2Model: inputs_embeds * normalizer
         h, tc = gemma_text_model(W, t, x, "language_model.model", None, inp["prefix_length"])
         head = W["language_model.model.embed_tokens.weight"] if tc["tie_word_embeddings"] else W["language_model.lm_head.weight"]
-        return gemma_logits(h, head, tc)
+        return h @ head.T  # PaliGemmaForConditionalGeneration: no final_logit_softcapping (transformers 5.17)
     raise ValueError(c["model_type"])
 
 

@@ -6,7 +6,8 @@
  * the families' defaults), a final norm and an output head tied to the embeddings unless configured otherwise.
  * Gemma 3 adds per-head RMSNorms of q and k (q_norm, k_norm) and a separate rotary base for sliding layers
  * (rope_local_base_freq; a "linear" rope_scaling applies to full layers only); Gemma 2 soft-caps attention scores
- * and logits (attn_logit_softcapping, final_logit_softcapping).
+ * and logits (attn_logit_softcapping, final_logit_softcapping). As in transformers (checked against 5.17 itself):
+ * Gemma 3's attention ignores attn_logit_softcapping, and PaliGemma's head does not soft-cap its logits.
  */
 import { z } from 'zod';
 import { VlakitError } from '../../errors.js';
@@ -126,7 +127,8 @@ export function gemmaText(t: z.infer<typeof GemmaTextSchema>, file?: string, fie
     layer_types,
     rope,
     final_logit_softcapping: t.final_logit_softcapping ?? (g3 || 'final_logit_softcapping' in t ? undefined : 30),
-    attn_logit_softcapping: t.attn_logit_softcapping ?? (g3 || 'attn_logit_softcapping' in t ? undefined : 50),
+    // Gemma3Attention passes no softcap to its attention (transformers 5.17), whatever the config says
+    attn_logit_softcapping: g3 ? undefined : (t.attn_logit_softcapping ?? ('attn_logit_softcapping' in t ? undefined : 50)),
     tie_word_embeddings: t.tie_word_embeddings,
     initializer_range: t.initializer_range,
     bos_token_id: t.bos_token_id ?? 2,
@@ -380,5 +382,6 @@ export function paliGemmaForward<T>(ops: Ops<T>, c: PaliGemmaConfig, ids: T, ima
   if (image !== undefined) x = ops.mergeTokens(x, ids, isFeatures(image) ? image.features : paliGemmaVision(ops, c, image), c.image_token_id);
   x = ops.scale(x, Math.sqrt(D));
   const h = gemmaDecoder(ops, c.text, x, P.text, undefined, ops.prefixLength());
-  return gemmaLogits(ops, c.text, h, c.text.tie_word_embeddings ? `${P.text}.embed_tokens.weight` : P.head);
+  // PaliGemmaForConditionalGeneration's head: plain logits, the text config's final_logit_softcapping unused (transformers 5.17)
+  return gemmaLogits(ops, { ...c.text, final_logit_softcapping: undefined }, h, c.text.tie_word_embeddings ? `${P.text}.embed_tokens.weight` : P.head);
 }
