@@ -100,6 +100,8 @@ for name, targets in PEFT.items():
                     p.normal_(0, 0.1)
         d = f"{OUT}/peft-{name}"
         model.save_pretrained(d)
+        if os.path.exists(f"{d}/README.md"):
+            os.remove(f"{d}/README.md")  # peft's model card: not needed
         kw = inputs(name, cfg)
         labels = kw["input_ids"].clone()
         labels[0, : labels.shape[1] // 2] = -100  # the first half is the prompt
@@ -107,7 +109,7 @@ for name, targets in PEFT.items():
         res = model(**kw, labels=labels)
         res.loss.backward()
         grads = {hf_name(n): p.grad.tolist() for n, p in model.named_parameters() if "lora_" in n and p.grad is not None}
-        out[name] = {"targets": targets, "logits": res.logits[0].tolist(), "labels": labels[0].tolist(), "loss": float(res.loss), "grads": grads, "names": sorted(grads)[:6]}
+        out[name] = {"targets": targets, "logits": res.logits[0].tolist(), "labels": labels[0].tolist(), "loss": float(res.loss.detach()), "grads": grads, "names": sorted(grads)[:6]}
         print("peft", name, "loss", float(res.loss), len(grads), "LoRA matrices, e.g.", sorted(grads)[:2], flush=True)
     except Exception:
         out[name] = {"error": traceback.format_exc()}
