@@ -4,6 +4,8 @@
  * - adapters that peft wrote (save_pretrained) on the tiny Llama, Idefics3 (its vision tower adapted too) and Gemma 3
  *   text checkpoints: vlakit's logits with each adapter folded in, and the training loss and the gradient of every
  *   LoRA matrix on a labelled prompt, against peft's;
+ * - three steps of vlakit's AdamW (global-norm clipping, decoupled decay) against torch.optim.AdamW with
+ *   clip_grad_norm_, from the same adapter and batch;
  * - adapters that vlakit wrote (writePeftAdapter): the logits peft gets when it loads them.
  */
 import { readFileSync } from 'node:fs';
@@ -16,6 +18,7 @@ import { applyPeftAdapter, readPeftAdapter } from '../../src/lib/model/arch/adap
 import { TfjsCausalLm } from '../../src/lib/infer/causal.js';
 import { HfLoraModel } from '../../src/lib/train/hf-model.js';
 import { paramName } from '../../src/lib/model/layers.js';
+import { AdamW } from '../../src/lib/train/optim.js';
 
 const REF = path.resolve('test/fixtures/reference');
 
@@ -26,6 +29,8 @@ interface Inputs {
 }
 
 interface PeftRef {
+  /** llama-tiny: three steps of torch.optim.AdamW from the adapter, gradients clipped by clip_grad_norm_. */
+  adamw?: { lr: number; weight_decay: number; max_norm: number; steps: { loss: number; grad_norm: number; params: Record<string, number[][]> }[] };
   targets: string[];
   labels: number[];
   loss: number;
@@ -103,6 +108,36 @@ describe.each(['llama-tiny', 'idefics3-tiny', 'gemma3-text-tiny'])('a LoRA adapt
       }
       tf.dispose([ids, image, value, ...Object.values(grads)].filter((t) => t !== undefined) as tf.Tensor[]);
     } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe('vlakit\'s AdamW against torch.optim.AdamW', () => {
+  it('three LoRA training steps on llama-tiny (clipped to norm 1, decay 0.01): the losses, norms and weights of torch', () => {
+    const name = 'llama-tiny';
+    const dir = path.join(REF, 'peft', name);
+    const ref = json<PeftRef>(path.join(dir, 'reference.json'));
+    const run = ref.adamw!;
+    const inp = json<Inputs>(path.join(REF, name, 'inputs.json'));
+    const saved = readPeftAdapter(dir);
+    const model = new HfLoraModel(loadHfCheckpoint(path.join(REF, name)), { r: saved.config.r, alpha: saved.config.lora_alpha, targets: ref.targets });
+    const opt = new AdamW({ weightDecay: run.weight_decay });
+    try {
+      model.loadAdapter(saved.tensors, path.join(dir, 'adapter_model.safetensors'));
+      const ids = tf.tensor2d(inp.input_ids, [1, inp.input_ids.length], 'int32');
+      const vars = model.trainable();
+      for (const [i, want] of run.steps.entries()) {
+        const { value, grads } = tf.variableGrads(() => causalLmLoss(model.forward(ids), ref.labels), vars);
+        expect(Math.abs(value.dataSync()[0] - want.loss) / want.loss, `step ${i} loss`).toBeLessThan(1e-5);
+        const norm = opt.apply(vars, new Map(Object.entries(grads)), run.lr, run.max_norm);
+        expect(Math.abs(norm - want.grad_norm) / want.grad_norm, `step ${i} norm`).toBeLessThan(1e-4);
+        for (const v of vars) expect(rel(v.dataSync(), want.params[paramName(v)].flat()), `step ${i} ${v.name}`).toBeLessThan(1e-4);
+        tf.dispose([value, ...Object.values(grads)]);
+      }
+      ids.dispose();
+    } finally {
+      opt.dispose();
       model.dispose();
     }
   });

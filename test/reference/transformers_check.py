@@ -10,7 +10,8 @@ OUT/transformers.json  per checkpoint: transformers' logits (float64, eager atte
                        difference from expected.json, and what from_pretrained reported (missing/unexpected keys)
 OUT/peft-<name>/       an adapter written by peft's save_pretrained (r 4, alpha 8, A and B seeded random)
 OUT/peft.json          per adapter: the logits with it, and for a labelled copy of the inputs transformers' loss and
-                       the gradient of every LoRA matrix (by HF module name), float64; and, for each adapter that
+                       the gradient of every LoRA matrix (by HF module name), float64; for llama-tiny three steps of
+                       torch's AdamW (lr 1e-2, decay 0.01, clipped to norm 1) from it; and, for each adapter that
                        vlakit wrote (VLAKIT_ADAPTERS/vlakit-adapter-<name>/), the logits peft gets with it
 """
 import json
@@ -98,6 +99,7 @@ for name, targets in PEFT.items():
             if "lora_" in n:
                 with torch.no_grad():
                     p.normal_(0, 0.1)
+                    p.copy_(p.float().double())  # float32 values, so that the F32 copy of the adapter is exact
         d = f"{OUT}/peft-{name}"
         model.save_pretrained(d)
         if os.path.exists(f"{d}/README.md"):
@@ -109,7 +111,19 @@ for name, targets in PEFT.items():
         res = model(**kw, labels=labels)
         res.loss.backward()
         grads = {hf_name(n): p.grad.tolist() for n, p in model.named_parameters() if "lora_" in n and p.grad is not None}
-        out[name] = {"targets": targets, "logits": res.logits[0].tolist(), "labels": labels[0].tolist(), "loss": float(res.loss.detach()), "grads": grads, "names": sorted(grads)[:6]}
+        adamw = []
+        if name == "llama-tiny":
+            # three AdamW steps (lr 1e-2, weight decay 0.01, gradients clipped to a global norm of 1) from the saved adapter
+            lora = [(hf_name(n), p) for n, p in model.named_parameters() if "lora_" in n]
+            opt = torch.optim.AdamW([p for _, p in lora], lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+            for _ in range(3):
+                opt.zero_grad()
+                loss = model(**kw, labels=labels).loss
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_([p for _, p in lora], 1.0)
+                opt.step()
+                adamw.append({"loss": float(loss.detach()), "grad_norm": float(norm), "params": {n: p.detach().tolist() for n, p in lora}})
+        out[name] = {"adamw": adamw, "targets": targets, "logits": res.logits[0].tolist(), "labels": labels[0].tolist(), "loss": float(res.loss.detach()), "grads": grads, "names": sorted(grads)[:6]}
         print("peft", name, "loss", float(res.loss), len(grads), "LoRA matrices, e.g.", sorted(grads)[:2], flush=True)
     except Exception:
         out[name] = {"error": traceback.format_exc()}
