@@ -57,7 +57,7 @@ function causalLmLoss(logits: tf.Tensor3D, labels: number[]): tf.Scalar {
   return tf.tidy(() => {
     const T = labels.length;
     const V = logits.shape[2];
-    const keep = labels.slice(1).map((l) => (l === -100 ? 0 : 1));
+    const keep = labels.slice(1).map((l): number => (l === -100 ? 0 : 1));
     const target = tf.oneHot(labels.slice(1).map((l) => Math.max(l, 0)), V); // [T-1, V]
     const logp = tf.logSoftmax(logits.reshape([T, V]).slice([0, 0], [T - 1, V])); // [T-1, V]
     const nll = tf.neg(tf.sum(tf.mul(logp, target), 1)); // [T-1]
