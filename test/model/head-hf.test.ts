@@ -111,6 +111,8 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     const median = (xs: { action_loss: number }[]) => xs.map((x) => x.action_loss).sort((a, b) => a - b)[5];
     expect(median(m.slice(-10))).toBeLessThan(0.3 * median(m.slice(0, 10)));
     expect(m.every((x) => x.reasoning_loss === 0)).toBe(true);
+    // run.json says what trained: the head alone (not LoRA, not every weight)
+    expect(JSON.parse(readFileSync(path.join(run, 'run.json'), 'utf8')).identity.mode).toBe('frozen');
     const adapter = readPeftAdapter(run).tensors;
     expect(adapter.size).toBeGreaterThan(0);
     for (const t of adapter.values()) expect(Math.max(...t.b.data.map(Math.abs))).toBe(0);

@@ -44,6 +44,7 @@ describe('train-sft with an action head', () => {
     const before = readSafetensors(path.join(base, 'model.safetensors')).tensors;
     const after = readSafetensors(path.join(run, 'model.safetensors')).tensors;
     for (const [n, a] of before) expect(Buffer.from(after.get(n)!.data.buffer).equals(Buffer.from(a.data.buffer)), n).toBe(true);
+    expect(JSON.parse(readFileSync(path.join(run, 'run.json'), 'utf8')).identity.mode).toBe('frozen'); // the head alone trained
     const metrics = readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(metrics).toHaveLength(6);
     expect(metrics.every((m) => Number.isFinite(m.action_loss) && m.action_loss > 0 && m.reasoning_loss === 0)).toBe(true);

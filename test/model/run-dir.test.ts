@@ -165,7 +165,7 @@ describe('--resume', () => {
     const err = await trainSft({ ...o, examples: examples.slice(0, 2), lr: 2e-2, seed: 4, resume: true }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'E_USAGE', exitCode: 2 });
     expect((err as Error).message).toMatch(/^E_USAGE: --resume: the run in .*run was started with other inputs \(the run's vs this command's\): the training data differ \(hash [0-9a-f]{12} vs [0-9a-f]{12}\), --seed 3 vs 4, --lr 0.01 vs 0.02; start a new run elsewhere, or replace it with --overwrite$/);
-    await expect(trainSft({ ...o, lora: LORA, resume: true })).rejects.toThrow(/full vs LoRA fine-tuning, --lora-r \(none\) vs 4, --lora-alpha \(none\) vs 8, --lora-targets \(none\) vs "q,v"/);
+    await expect(trainSft({ ...o, lora: LORA, resume: true })).rejects.toThrow(/full fine-tuning vs LoRA fine-tuning, --lora-r \(none\) vs 4, --lora-alpha \(none\) vs 8, --lora-targets \(none\) vs "q,v"/);
     expect(snapshot(run)).toEqual(before);
     await trainSft({ ...o, resume: true });
     expect(metricSteps(run)).toEqual([1, 2, 3, 4]);

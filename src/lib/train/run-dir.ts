@@ -31,7 +31,8 @@ export interface RunIdentity {
   seed: number;
   /** The checkpoint the run starts from (its path, and the sha256 of its model files); null from scratch. */
   init: { path: string; hash: string } | null;
-  mode: 'lora' | 'full';
+  /** What trains: LoRA adapters, every weight, or (an action head over a frozen backbone) the head alone. */
+  mode: 'lora' | 'full' | 'frozen';
   /** Every setting that shapes the trajectory, by its flag name; files as `sha256:<hex>`. */
   config: Record<string, ConfigValue>;
 }
@@ -42,7 +43,7 @@ const IdentitySchema = z.object({
   data: z.string(),
   seed: z.number(),
   init: z.object({ path: z.string(), hash: z.string() }).nullable(),
-  mode: z.enum(['lora', 'full']),
+  mode: z.enum(['lora', 'full', 'frozen']),
   config: z.record(z.string(), ConfigValueSchema),
 });
 const RunFileSchema = z.object({
@@ -150,7 +151,8 @@ export function identityDifferences(a: RunIdentity, b: RunIdentity): string[] {
     const side = (i: RunIdentity['init']) => (i ? `${i.path} (hash ${short(i.hash)})` : '(none)');
     out.push(`the --init checkpoint differs: ${side(a.init)} vs ${side(b.init)}`);
   }
-  if (a.mode !== b.mode) out.push(`${a.mode === 'lora' ? 'LoRA' : 'full'} vs ${b.mode === 'lora' ? 'LoRA' : 'full'} fine-tuning`);
+  const modeText = { lora: 'LoRA fine-tuning', full: 'full fine-tuning', frozen: 'the head alone over a frozen backbone' } as const;
+  if (a.mode !== b.mode) out.push(`${modeText[a.mode]} vs ${modeText[b.mode]}`);
   if (a.seed !== b.seed) out.push(`--seed ${a.seed} vs ${b.seed}`);
   const keys = [...new Set([...Object.keys(a.config), ...Object.keys(b.config)])];
   for (const k of keys) if ((a.config[k] ?? null) !== (b.config[k] ?? null)) out.push(`--${k} ${short(a.config[k])} vs ${short(b.config[k])}`);

@@ -265,7 +265,7 @@ export async function sftIdentity(o: SftOptions): Promise<RunIdentity> {
     data: hashRecords(o.examples),
     seed: o.seed ?? 0,
     init: o.init ? { path: o.init, hash: await hashCheckpoint(o.init) } : null,
-    mode: o.lora || (o.init && existsSync(path.join(o.init, 'adapter_config.json'))) ? 'lora' : 'full',
+    mode: o.actionHead?.freezeBackbone ? 'frozen' : o.lora || (o.init && existsSync(path.join(o.init, 'adapter_config.json'))) ? 'lora' : 'full',
     config: {
       preset: scratch && !o.config && !o.sizes ? (o.preset ?? 'tiny') : null,
       'model-config': scratch && (o.config ?? o.sizes) ? hashValue(o.config ?? o.sizes) : null,
