@@ -166,6 +166,25 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     }
   }, 300_000);
 
+  it('Gemma 3 (text) with LoRA: the head and the adapters train, and the export\'s head graphs match the checkpoint', async () => {
+    const gemma = path.join(dir, 'tiny-gemma3');
+    // sliding and full layers, q/k norms, a final soft cap: the head reads the final norm's output, before the cap
+    await initCheckpoint({ architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', vocab_size: 256, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, max_position_embeddings: 256, sliding_window: 4, sliding_window_pattern: 2, query_pre_attn_scalar: 8, final_logit_softcapping: 5, rms_norm_eps: 1e-6, initializer_range: 0.05 }, gemma, { seed: 4 });
+    const run = path.join(dir, 'gemma3-head');
+    await trainSft({ examples, outDir: run, init: gemma, processor: charProcessor(250, '\nA:'), codec: new TextCodec(3), lora: LORA, steps: 3, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, langWeight: 0.5 } });
+    expect(readHeadConfig(run)).toMatchObject({ objective: 'flow', cond_dim: 64, action_dim: 4 });
+    const metrics = readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(metrics.every((m) => Number.isFinite(m.action_loss) && m.reasoning_loss > 0)).toBe(true);
+    const B = [...readPeftAdapter(run).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs)));
+    expect(Math.max(...B)).toBeGreaterThan(0);
+    const onnx = path.join(dir, 'gemma3-head-onnx');
+    const e = await execa('node', [BIN, 'export', gemma, '--adapter', run, '-o', onnx], { reject: false });
+    expect(e.exitCode, e.stderr).toBe(0);
+    const ck = loadHfCheckpoint(gemma);
+    applyPeftAdapter(ck, run);
+    expect(await hfHeadParity(ck, { config: readHeadConfig(run), weights: readSafetensors(path.join(run, 'action_head.safetensors')).tensors }, onnx)).toBeLessThan(1e-4);
+  }, 300_000);
+
   it('Idefics3 with LoRA: the inference engine (adapter folded) gives the training features; generate --json prints the chunk', async () => {
     const proc = await openProcessor(idefics);
     const run = path.join(dir, 'idefics-head');
