@@ -61,7 +61,7 @@ export default class TrainSft extends VlakitCommand {
     'eval-every': int({ description: 'evaluate on the val split every N steps', min: 1, max: 10_000_000 }),
     stats: Flags.string({ description: 'action statistics to keep with the model (relabel --stats-out)', helpValue: 'FILE' }),
     backend: Flags.string({ description: 'force a TensorFlow.js backend', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
-    workers: int({ description: 'data-parallel threads (the built-in model, with or without an action head, or an action head on a Hugging Face checkpoint): each batch split across them and their gradients summed; the WebAssembly backend uses one core per thread, so 2 on a 2-core machine trains about twice as fast', default: 1, min: 1, max: 64 }),
+    workers: int({ description: 'data-parallel threads (the built-in model or a Hugging Face checkpoint\'s LoRA adapters, with or without an action head): each batch split across them and their gradients summed; the WebAssembly backend uses one core per thread, so 2 on a 2-core machine trains about twice as fast', default: 1, min: 1, max: 64 }),
     'action-head': Flags.string({ description: 'train a continuous action head (the built-in model, or a Hugging Face checkpoint with --lora or --freeze-backbone): a denoiser over the action chunk conditioned on the backbone\'s features (docs/MODEL.md)', options: ['diffusion', 'flow'] }),
     'lang-weight': decimal({ description: 'action head: weight of the language loss next to the head\'s', default: '1', min: 0, max: 1000 }),
     'inference-steps': int({ description: 'action head: denoising steps at inference (DDIM or Euler), stored with the head', default: 10, min: 1, max: 1000 }),

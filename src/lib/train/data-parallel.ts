@@ -1,5 +1,5 @@
 /**
- * Data-parallel gradients for `train-sft --workers N` (the built-in model, or an action head on a Hugging Face checkpoint): the TensorFlow.js WebAssembly backend
+ * Data-parallel gradients for `train-sft --workers N` (the built-in model, or LoRA on a Hugging Face checkpoint): the TensorFlow.js WebAssembly backend
  * runs on one core in Node (its threaded build needs browser workers), so a 2-core machine trains at half its speed.
  * Each step, the coordinator splits the batch into N parts, computes the first itself and hands the others to worker
  * threads, each holding a replica of the model; the gradients are summed in rank order, so the step is the full

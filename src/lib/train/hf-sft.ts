@@ -16,6 +16,7 @@ import type { AdamW } from './optim.js';
 import { type Batch, type PixelLayout, type Prepared, prepareWithProcessor } from './data.js';
 import type { TrainingExample } from '../actions/examples.js';
 import { HfLoraModel } from './hf-model.js';
+import type { VlaModel } from '../model/model.js';
 import type { HeadEvalResult } from './head.js';
 import type { LossParts } from './loss.js';
 import { STATE_FILE } from './run-dir.js';
@@ -36,6 +37,8 @@ export type VlakitAdapter = z.infer<typeof VlakitAdapterSchema>;
 
 /** What train-sft needs of a model, whichever kind it is. */
 export interface Trainee {
+  /** The model the trainable weights belong to (what a data-parallel replica rebuilds). */
+  readonly model: VlaModel | HfLoraModel;
   readonly vars: tf.Variable[];
   readonly layout: PixelLayout;
   readonly parameters: number;

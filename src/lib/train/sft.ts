@@ -344,10 +344,10 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   const workers = o.workers ?? 1;
   let dp: DataParallel | undefined;
   if (workers > 1) {
-    if (!(model instanceof BuiltinTrainee) && !(model instanceof HeadTrainee) && !(model instanceof HfHeadTrainee)) throw new VlakitError('E_USAGE', '--workers above 1 trains the built-in model, or an action head on a Hugging Face checkpoint (its LoRA text training runs in one thread)');
     if (B < workers) throw new VlakitError('E_USAGE', `--workers ${workers} needs a batch of at least ${workers} examples (--batch-size ${B}): each worker takes a part of every batch`);
     const head = model instanceof HeadTrainee || model instanceof HfHeadTrainee ? { head: model.head, settings: model.lossSettings } : undefined;
-    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1, head, hfDir: model instanceof HfHeadTrainee ? o.init : undefined });
+    const hf = model instanceof HfHeadTrainee || model instanceof HfTrainee;
+    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1, head, hfDir: hf ? o.init : undefined });
   }
   try {
     return await steps(run, o, model, opt, state, { trainItems, valItems, total, peak, warmup, B, accum, seed, dp });
