@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Flags } from '@oclif/core';
 import { VlakitCommand, sharedFlags } from '../lib/cli/base.js';
-import { type FlagRule, allOnlyWith, exclusive, int, shardFlag } from '../lib/cli/flags.js';
+import { type FlagRule, allOnlyWith, distractorsFlag, exclusive, int, parseRange, shardFlag } from '../lib/cli/flags.js';
 import { logEveryFlag, startProgress } from '../lib/cli/progress.js';
 import { vqaProgress } from '../lib/cli/progress-jobs.js';
 import { adapterFlag, adaptersFor } from '../lib/cli/adapter-flag.js';
@@ -25,6 +25,8 @@ export default class EvalVqa extends VlakitCommand {
     height: int({ description: '--generate: image height, px', default: 128, min: 16, max: 1024 }),
     types: Flags.string({ description: `--generate: question types, comma-separated (${'color,count,exists,left_right,left_of,on,holding'} by default; where and gripper ask for positions in centimeters: grounding data for a base VLM)`, helpValue: 'LIST' }),
     'per-frame': int({ description: '--generate: questions per frame', default: 3, min: 1, max: 100 }),
+    tasks: Flags.string({ description: '--generate: the task families whose scenes are asked about, comma-separated (as rollout --tasks), or all', default: 'all' }),
+    distractors: distractorsFlag('--generate: distractor objects per scene'),
     output: Flags.string({ char: 'o', description: '--generate: output file ("-" or absent: stdout)', helpValue: 'PATH' }),
     overwrite: sharedFlags.overwrite,
     models: Flags.string({ description: 'models to compare, the first one the reference: NAME=DIR, NAME=openai:MODEL (its server: --endpoint, or NAME=openai:MODEL@URL), NAME=gemini:MODEL or NAME=exec:CMD, comma-separated', helpValue: 'base=A,vla=B' }),
@@ -52,7 +54,7 @@ export default class EvalVqa extends VlakitCommand {
     exclusive('model', 'models', 'one model, or several to compare'),
     exclusive('generate', 'data', '--generate writes questions, --data evaluates on them'),
     exclusive('cache', 'no-cache', '--no-cache reads and writes no cache'),
-    ...allOnlyWith(['seed', 'as', 'width', 'height', 'per-frame', 'types', 'output'], '--generate', (i) => i.given.has('generate')),
+    ...allOnlyWith(['seed', 'as', 'width', 'height', 'per-frame', 'types', 'tasks', 'distractors', 'output'], '--generate', (i) => i.given.has('generate')),
     ...allOnlyWith(['models', 'model', 'endpoint', 'circular', 'limit', 'metric', 'log-samples', 'concurrency', 'cache', 'no-cache', 'max-new-tokens', 'device', 'backend', 'adapter', 'shard'], 'an evaluation (not with --generate)', (i) => !i.given.has('generate')),
   ];
 
@@ -158,19 +160,22 @@ export default class EvalVqa extends VlakitCommand {
     return new ev.RunnerModel(name, await openModel(spec, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter }), flags['max-new-tokens']);
   }
 
-  private async generateScenes(n: number, flags: { seed: number; as: string; width: number; height: number; 'per-frame': number; types?: string; output?: string; overwrite: boolean; quiet: boolean }): Promise<void> {
+  private async generateScenes(n: number, flags: { seed: number; as: string; width: number; height: number; 'per-frame': number; types?: string; tasks: string; distractors: string; output?: string; overwrite: boolean; quiet: boolean }): Promise<void> {
     const { generateSceneQa, sceneQaExample, SCENE_QA_TYPES } = await import('../lib/eval/index.js');
     const askTypes = flags.types?.split(',').map((t) => t.trim());
     for (const t of askTypes ?? []) {
       if (!(SCENE_QA_TYPES as readonly string[]).includes(t)) throw new VlakitError('E_USAGE', `--types: unknown question type "${t}"; expected some of ${SCENE_QA_TYPES.join(', ')}`);
     }
+    const { parseFamilies } = await import('../lib/env/index.js');
+    const families = parseFamilies(flags.tasks);
+    const distractors = parseRange(flags.distractors);
     const { writeJsonl } = await import('../lib/io/index.js');
     const progress = await startProgress('eval-vqa --generate', !flags.quiet);
     let made = 0;
     const types: Record<string, number> = {};
     const signal = this.abort.signal;
     const items = (async function* () {
-      for await (const q of generateSceneQa({ count: n, seed: flags.seed, width: flags.width, height: flags.height, perFrame: flags['per-frame'], types: askTypes as (typeof SCENE_QA_TYPES)[number][] | undefined, signal })) {
+      for await (const q of generateSceneQa({ count: n, seed: flags.seed, width: flags.width, height: flags.height, perFrame: flags['per-frame'], types: askTypes as (typeof SCENE_QA_TYPES)[number][] | undefined, families, distractors, signal })) {
         types[q.type] = (types[q.type] ?? 0) + 1;
         progress.update({ records: ++made, unit: 'questions' });
         yield flags.as === 'examples' ? sceneQaExample(q) : q;

@@ -305,6 +305,25 @@ describe('grounding questions (--types where,gripper)', () => {
     expect(positionError('somewhere on the left', '[46.0, 13.0]')).toEqual({ score: 0 });
   });
 
+  it('eval-vqa --generate --tasks pick --distractors 0: one item per scene, pick scenes only (grounding data for one object)', async () => {
+    const out = path.join(dir, 'single.jsonl');
+    const r = await execa('node', [BIN, 'eval-vqa', '--generate', '6', '--types', 'where', '--tasks', 'pick', '--distractors', '0', '--per-frame', '1', '--width', '32', '--height', '32', '-o', out], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const qs = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l)) as SceneQaItem[];
+    expect(qs).toHaveLength(6);
+    for (const q of qs) {
+      expect(q.scene.family).toBe('pick');
+      expect(q.facts.objects).toHaveLength(1); // the item alone
+      expect(q.question).toBe(`Where is the ${q.facts.objects[0].name}? Give its [x, y] position in centimeters.`);
+    }
+    // the same scenes with the world's default 1-3 distractors have more objects
+    const many = await collect(generateSceneQa({ count: 6, seed: 0, width: 32, height: 32, perFrame: 1, types: ['where'], families: ['pick'] }));
+    expect(many.every((q) => q.facts.objects.length >= 2)).toBe(true);
+    const bad = await execa('node', [BIN, 'eval-vqa', '--generate', '3', '--tasks', 'stack'], { reject: false });
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toContain('unknown task family "stack"');
+  }, 120_000);
+
   it('eval-vqa --types refuses an unknown type (exit 2)', async () => {
     const r = await execa('node', [BIN, 'eval-vqa', '--generate', '3', '--types', 'where,colour'], { reject: false });
     expect(r.exitCode).toBe(2);

@@ -20,8 +20,8 @@ import { builtinOf } from '../../lib/env/index.js';
 import { ShardJob, checkDistinctOutputs, checkOutputFormat, claimOutput, inShard, outputFormatFor, type StepRecord, writeEpisodes, writeOutputDir } from '../../lib/io/index.js';
 import { policyFlags, policyOptions, policyRules } from '../../lib/cli/policy-flags.js';
 import { openpiActionFlags, protocolFlags, protocolRules } from '../../lib/cli/protocol-flags.js';
-import { MAX_DISTRACTORS, openRollout, parseRange } from '../../lib/cli/rollout-setup.js';
-import { type FlagRule, allOnlyWith, decimal, int, onlyWith, lerobotFlags, lerobotOptions, shardFlag, size } from '../../lib/cli/flags.js';
+import { openRollout } from '../../lib/cli/rollout-setup.js';
+import { type FlagRule, allOnlyWith, decimal, distractorsFlag, int, onlyWith, lerobotFlags, lerobotOptions, shardFlag, size } from '../../lib/cli/flags.js';
 import type { EpisodeSummary } from '../../lib/policy/index.js';
 
 export default class Rollout extends VlakitCommand {
@@ -60,17 +60,7 @@ export default class Rollout extends VlakitCommand {
     wrist: Flags.boolean({ description: 'add a wrist camera (observation.wrist_image)' }),
     masks: Flags.boolean({ description: 'add object pixel masks of the main camera to the oracle (attention scores of attn-viz)' }),
     hz: int({ description: 'control rate, Hz', default: 5, min: 1, max: 100 }),
-    distractors: Flags.string({
-      description: `distractor objects per scene: N or MIN-MAX (MIN <= MAX <= ${MAX_DISTRACTORS})`,
-      default: '1-3',
-      parse: async (s) => {
-        const r = parseRange(s);
-        const [lo, hi] = typeof r === 'number' ? [r, r] : r;
-        if (lo > hi) throw new VlakitError('E_USAGE', `--distractors ${s} is an empty range: MIN must not exceed MAX (e.g. 2-5)`);
-        if (hi > MAX_DISTRACTORS) throw new VlakitError('E_USAGE', `--distractors must be at most ${MAX_DISTRACTORS}, got "${s}"`);
-        return s;
-      },
-    }),
+    distractors: distractorsFlag(),
     'max-steps': int({ description: 'cut episodes after this many steps (default by family)', min: 1, max: 100_000 }),
     'step-size': decimal({ description: 'scripted expert: largest move per step, meters', default: '0.015', min: 0, minExclusive: true, max: 1 }),
     noise: decimal({ description: 'scripted expert: Gaussian noise on each move, meters (std)', default: '0', min: 0, max: 1 }),

@@ -204,3 +204,28 @@ export const shardFlag = Flags.custom<Shard>({
   helpValue: 'I/N',
   parse: async (input, _ctx, flag) => parseShard(input, flag.name),
 });
+
+/** The most distractors a scene takes: with more, some layouts find no room for every object. */
+export const MAX_DISTRACTORS = 5;
+
+/** `2` or `1-3`, as --distractors takes it. */
+export function parseRange(s: string): number | [number, number] {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(s.trim());
+  if (!m) throw new VlakitError('E_USAGE', `invalid --distractors "${s}"; expected N or MIN-MAX, e.g. 2 or 1-3`);
+  return m[2] === undefined ? Number(m[1]) : [Number(m[1]), Number(m[2])];
+}
+
+/** --distractors N or MIN-MAX (rollout, eval-vqa --generate): checked as given, parsed with parseRange. */
+export function distractorsFlag(description = 'distractor objects per scene') {
+  return Flags.string({
+    description: `${description}: N or MIN-MAX (MIN <= MAX <= ${MAX_DISTRACTORS})`,
+    default: '1-3',
+    parse: async (s) => {
+      const r = parseRange(s);
+      const [lo, hi] = typeof r === 'number' ? [r, r] : r;
+      if (lo > hi) throw new VlakitError('E_USAGE', `--distractors ${s} is an empty range: MIN must not exceed MAX (e.g. 2-5)`);
+      if (hi > MAX_DISTRACTORS) throw new VlakitError('E_USAGE', `--distractors must be at most ${MAX_DISTRACTORS}, got "${s}"`);
+      return s;
+    },
+  });
+}

@@ -6,18 +6,9 @@ import { VlakitError } from '../errors.js';
 import { type Env, type Policy, DaggerPolicy, DartPolicy, SafetyFilter, ScriptedPolicy, TabletopEnv, openEnv } from '../env/index.js';
 import { type ActionLayout, executedLayout } from '../actions/index.js';
 import { parseNumber } from './base.js';
+import { parseRange } from './flags.js';
 import { type PolicyFlagValues, policyOptions } from './policy-flags.js';
 import { actionAdapterOf, obsMapOf } from './protocol-flags.js';
-
-/** The most distractors a scene takes: with more, some layouts find no room for every object. */
-export const MAX_DISTRACTORS = 5;
-
-/** `2` or `1-3`, as --distractors takes it. */
-export function parseRange(s: string): number | [number, number] {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(s.trim());
-  if (!m) throw new VlakitError('E_USAGE', `invalid --distractors "${s}"; expected N or MIN-MAX, e.g. 2 or 1-3`);
-  return m[2] === undefined ? Number(m[1]) : [Number(m[1]), Number(m[2])];
-}
 
 /** rollout's parsed flags (plain JSON: they travel to worker processes). */
 export type RolloutFlags = PolicyFlagValues & {

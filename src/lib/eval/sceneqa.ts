@@ -11,6 +11,7 @@ import type { TrainingExample } from '../actions/examples.js';
 import { CATALOG } from '../env/catalog.js';
 import { ScriptedPolicy } from '../env/rollout.js';
 import { TabletopEnv } from '../env/tabletop.js';
+import { FAMILIES, type Family } from '../env/tasks.js';
 import type { ImageJson } from '../io/json.js';
 import { Rng, subSeed } from '../util/rng.js';
 
@@ -97,6 +98,10 @@ export interface SceneQaOptions {
   perFrame?: number;
   /** The question types to ask (default DEFAULT_SCENE_QA_TYPES). */
   types?: readonly SceneQaType[];
+  /** The task families whose scenes are shown, taking turns (default all four). */
+  families?: readonly Family[];
+  /** Distractor objects per scene (default the world's, 1-3). */
+  distractors?: number | [number, number];
   signal?: AbortSignal;
 }
 
@@ -105,8 +110,8 @@ export interface SceneQaOptions {
  * @example for await (const q of generateSceneQa({ count: 100, seed: 0 })) ...
  */
 export async function* generateSceneQa(o: SceneQaOptions): AsyncGenerator<SceneQaItem> {
-  const env = new TabletopEnv({ width: o.width ?? 128, height: o.height ?? 128 });
-  const families = ['pick', 'place', 'near', 'place_then_lift'];
+  const env = new TabletopEnv({ width: o.width ?? 128, height: o.height ?? 128, distractors: o.distractors });
+  const families = o.families ?? FAMILIES;
   let made = 0;
   try {
     for (let scene = 0; made < o.count; scene++) {
