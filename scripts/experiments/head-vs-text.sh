@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Issue 25's experiment: actions as text vs a diffusion head vs a flow-matching head, on the same backbone, data and
+# budget, 3 training seeds each, closed loop on the same 16 held-out single-item pick episodes (docs/RESULTS.md,
+# "Actions as text vs a continuous action head").
+#
+#   scripts/experiments/head-vs-text.sh [OUT]        (default OUT: exp-head-vs-text)
+#
+# Stages (each skipped when its output is there, so an interrupted run continues):
+#   1. data: pick with the item alone on the table, 24 plain + 320 DART (3 mm) scripted episodes, chunks of 4
+#      actions, the robot state in the prompt and as numbers (relabel --state), 20% of the episodes held out
+#   2. base: a `mini`-sized model with the patch stem and 16 keypoints, trained 4000 steps (batch 16, lr 1e-3) on
+#      12,000 "Where is the X?" questions about single-item pick scenes: the one-object grounding model
+#      (BASE=DIR uses an existing one instead)
+#   3. for seeds 0 1 2: text / diffusion / flow, each 2500 steps (batch 8, lr 1e-3, --workers 2) from the base; the
+#      heads with the language loss at weight 0.1; text policies run from their ONNX export, heads from the checkpoint
+#   4. the table (success, 95% Wilson interval, median closest approach, cycle ms) on stdout
+#
+# Wall time on an idle 2-core machine: stage 1 about 5 min, stage 2 about 17 min, each of the 9 runs 8-11 min
+# (training) + 1-2 min (rollout): about 2 hours in all.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+V="node $(pwd)/bin/run.js"
+OUT=${1:-exp-head-vs-text}
+mkdir -p "$OUT" && cd "$OUT"
+
+if [ ! -s examples.jsonl ]; then
+  $V rollout --policy scripted --tasks pick --episodes 24 --seed 0 --distractors 0 -q -o plain.jsonl --overwrite
+  $V rollout --policy scripted --tasks pick --episodes 320 --seed 100 --dart 0.003 --distractors 0 -q -o dart.jsonl --overwrite
+  cat plain.jsonl dart.jsonl | $V chunk --mode fixed --horizon 4 -q -o chunks.jsonl --overwrite
+  $V relabel chunks.jsonl --method refinevla --no-reasoning --actions text --units cm --precision 1 --state --split 0.2 -q -o examples.jsonl --overwrite
+fi
+
+BASE=${BASE:-base}
+if [ "$BASE" = base ] && [ ! -s base/model.safetensors ]; then
+  $V eval-vqa --generate 12000 --seed 7 --types where --tasks pick --distractors 0 --per-frame 1 --as examples -q -o where.jsonl --overwrite
+  cat > base-config.json <<'EOF'
+{"model_type": "vlakit-vla", "architectures": ["VlaForCausalLM"], "vision_config": {"image_size": 64, "patch_size": 16, "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 128, "layer_norm_eps": 1e-06, "stem_patch_size": 4, "stem_channels": 32, "keypoints": 16}, "text_config": {"vocab_size": 512, "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000, "max_position_embeddings": 256}, "num_cameras": 1, "tie_word_embeddings": true, "initializer_range": 0.1, "torch_dtype": "float32"}
+EOF
+  # the vocabulary from both the questions and the action examples, so that the fine-tuning runs reuse it
+  $V train-sft where.jsonl --config base-config.json --vocab-size 512 --vocab-from examples.jsonl --steps 4000 --batch-size 16 --lr 1e-3 --workers 2 --eval-every 100000 --save-every 100000 -q -o base --overwrite
+fi
+
+for seed in 0 1 2; do
+  for kind in text diffusion flow; do
+    N=$kind-s$seed
+    if [ ! -s "roll-$N.txt" ]; then
+      extra=()
+      [ "$kind" = text ] || extra=(--action-head "$kind" --lang-weight 0.1)
+      $V train-sft examples.jsonl --init "$BASE" --steps 2500 --batch-size 8 --lr 1e-3 --workers 2 --seed "$seed" --eval-every 100000 --save-every 100000 -q -o "$N" --overwrite "${extra[@]}"
+      P=$N
+      if [ "$kind" = text ]; then $V export "$N" -o "$N-onnx" -q --overwrite && P=$N-onnx; fi
+      $V rollout --policy "$P" --mode direct --prompt refinevla-nr --execute 1 --tasks pick --episodes 16 --seed 2000 --distractors 0 --json -o "roll-$N.jsonl" --overwrite 2> "roll-$N.txt"
+    fi
+  done
+done
+
+# the table: one row per run, from rollout's --json report (the last line of each roll-*.txt)
+node --input-type=module -e '
+  import { readFileSync } from "node:fs";
+  console.log("| run | pick | 95% CI (Wilson) | closest approach of the failed episodes, median (cm) | cycle ms, median |");
+  console.log("| --- | --- | --- | --- | --- |");
+  for (const seed of [0, 1, 2]) for (const kind of ["text", "diffusion", "flow"]) {
+    const r = JSON.parse(readFileSync(`roll-${kind}-s${seed}.txt`, "utf8").trim().split("\n").at(-1));
+    const t = r.tasks[0];
+    const d = r.failures.filter((f) => !f.success && f.min_distance_m != null).map((f) => 100 * f.min_distance_m).sort((a, b) => a - b);
+    const med = d.length ? d[Math.floor(d.length / 2)].toFixed(1) : "-";
+    console.log(`| ${kind}, seed ${seed} | ${t.successes}/${t.episodes} | [${(100 * t.ci95[0]).toFixed(1)}, ${(100 * t.ci95[1]).toFixed(1)}] | ${med} | ${Math.round(t.latencyMs.median)} |`);
+  }
+'
