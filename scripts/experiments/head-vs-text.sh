@@ -13,10 +13,14 @@
 #      (BASE=DIR uses an existing one instead)
 #   3. for seeds 0 1 2: text / diffusion / flow, each 2500 steps (batch 8, lr 1e-3, --workers 2) from the base; the
 #      heads with the language loss at weight 0.1; text policies run from their ONNX export, heads from the checkpoint
-#   4. the table (success, 95% Wilson interval, median closest approach, cycle ms) on stdout
+#   4. RoboAlign's order, per seed: GRPO (train-rl, rewarding action accuracy) on the text run of stage 3, then a
+#      flow head over the frozen backbone, against the same head over the text run directly (the backbone frozen in
+#      both, so the comparison is of the features GRPO leaves)
+#   5. the table (success, 95% Wilson interval, median closest approach, cycle ms) on stdout
 #
-# Wall time on an idle 2-core machine: stage 1 about 5 min, stage 2 about 17 min, each of the 9 runs 8-11 min
-# (training) + 1-2 min (rollout): about 2 hours in all.
+# Wall time on an idle 2-core machine: stage 1 about 5 min, stage 2 about 17 min, each of the 9 runs of stage 3
+# 8-11 min (training) + 1-2 min (rollout), stage 4 not yet measured: about 2 hours for stages 1-3.
+# STAGES="1 2 3" (the default: "1 2 3 4") stops before RoboAlign's order.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 V="node $(pwd)/bin/run.js"
@@ -54,12 +58,29 @@ for seed in 0 1 2; do
   done
 done
 
+if [[ " ${STAGES:-1 2 3 4} " == *" 4 "* ]]; then
+  for seed in 0 1 2; do
+    if [ ! -s "rl-s$seed/model.safetensors" ]; then
+      $V train-rl examples.jsonl --init "text-s$seed" --max-prompts 64 --group 8 --prompts-per-step 4 --steps 30 --temperature 0.7 --max-new-tokens 60 --seed "$seed" -q -o "rl-s$seed" --overwrite
+    fi
+    for from in text rl; do
+      N=$from-flow-frozen-s$seed
+      if [ ! -s "roll-$N.txt" ]; then
+        $V train-sft examples.jsonl --init "$from-s$seed" --action-head flow --freeze-backbone --steps 2500 --batch-size 8 --lr 1e-3 --workers 2 --seed "$seed" --eval-every 100000 --save-every 100000 -q -o "$N" --overwrite
+        $V rollout --policy "$N" --mode direct --prompt refinevla-nr --execute 1 --tasks pick --episodes 16 --seed 2000 --distractors 0 --json -o "roll-$N.jsonl" --overwrite 2> "roll-$N.txt"
+      fi
+    done
+  done
+fi
+
 # the table: one row per run, from rollout's --json report (the last line of each roll-*.txt)
 node --input-type=module -e '
-  import { readFileSync } from "node:fs";
+  import { existsSync, readFileSync } from "node:fs";
   console.log("| run | pick | 95% CI (Wilson) | closest approach of the failed episodes, median (cm) | cycle ms, median |");
   console.log("| --- | --- | --- | --- | --- |");
-  for (const seed of [0, 1, 2]) for (const kind of ["text", "diffusion", "flow"]) {
+  const kinds = ["text", "diffusion", "flow", "text-flow-frozen", "rl-flow-frozen"];
+  for (const seed of [0, 1, 2]) for (const kind of kinds) {
+    if (!existsSync(`roll-${kind}-s${seed}.txt`)) continue;
     const r = JSON.parse(readFileSync(`roll-${kind}-s${seed}.txt`, "utf8").trim().split("\n").at(-1));
     const t = r.tasks[0];
     const d = r.failures.filter((f) => !f.success && f.min_distance_m != null).map((f) => 100 * f.min_distance_m).sort((a, b) => a - b);
