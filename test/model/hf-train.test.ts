@@ -140,11 +140,11 @@ describe('train-sft --init a Hugging Face Idefics3 with LoRA', () => {
 describe('train-sft --workers 2 on a Hugging Face Idefics3 with LoRA', () => {
   it('gives the losses and the adapter of one thread (within 1e-5), with the vision tower adapted or frozen (each replica caches its own features)', async () => {
     for (const freezeVision of [false, true]) {
-      const o = { examples, init: base, processor: proc, lora: LORA, freezeVision, steps: 3, batchSize: 3, lr: 2e-2, warmup: 0, seed: 6 };
+      const o = { examples, init: base, processor: proc, lora: LORA, freezeVision, steps: 2, batchSize: 3, lr: 2e-2, warmup: 0, seed: 6 };
       const runs = { 1: path.join(dir, `dp1-${freezeVision}`), 2: path.join(dir, `dp2-${freezeVision}`) };
       for (const w of [1, 2] as const) await trainSft({ ...o, outDir: runs[w], workers: w });
       const [l1, l2] = [losses(runs[1]), losses(runs[2])];
-      expect(l2).toHaveLength(3);
+      expect(l2).toHaveLength(2);
       l2.forEach((l, i) => expect(Math.abs(l - l1[i]), `frozen vision ${freezeVision}, step ${i + 1}`).toBeLessThanOrEqual(1e-5 * Math.max(1, l1[i])));
       const a = readSafetensors(path.join(runs[1], 'adapter_model.safetensors')).tensors;
       const b = readSafetensors(path.join(runs[2], 'adapter_model.safetensors')).tensors;
