@@ -344,6 +344,8 @@ export function paliGemmaConfig(outer: z.infer<typeof PaliGemmaConfigSchema>, vi
   const text = gemmaText(GemmaTextSchema.parse({ ...outer.text_config, model_type: 'gemma2' }), file);
   if (outer.eos_token_id !== undefined && outer.eos_token_id !== null) text.eos_token_id = Array.isArray(outer.eos_token_id) ? outer.eos_token_id : [outer.eos_token_id];
   if (outer.bos_token_id !== undefined && outer.bos_token_id !== null) text.bos_token_id = outer.bos_token_id;
+  // PaliGemmaForConditionalGeneration's head gives plain logits: the text config's final_logit_softcapping is unused (transformers 5.17)
+  text.final_logit_softcapping = undefined;
   const proj = outer.vision_config.projection_dim ?? outer.projection_dim ?? text.hidden_size;
   if (proj !== text.hidden_size) throw bad(`the projector's projection_dim ${proj} is not the text hidden_size ${text.hidden_size}`, 'vision_config.projection_dim');
   const image_token_id = outer.image_token_index ?? outer.image_token_id ?? 256_000;
@@ -382,6 +384,5 @@ export function paliGemmaForward<T>(ops: Ops<T>, c: PaliGemmaConfig, ids: T, ima
   if (image !== undefined) x = ops.mergeTokens(x, ids, isFeatures(image) ? image.features : paliGemmaVision(ops, c, image), c.image_token_id);
   x = ops.scale(x, Math.sqrt(D));
   const h = gemmaDecoder(ops, c.text, x, P.text, undefined, ops.prefixLength());
-  // PaliGemmaForConditionalGeneration's head: plain logits, the text config's final_logit_softcapping unused (transformers 5.17)
-  return gemmaLogits(ops, { ...c.text, final_logit_softcapping: undefined }, h, c.text.tie_word_embeddings ? `${P.text}.embed_tokens.weight` : P.head);
+  return gemmaLogits(ops, c.text, h, c.text.tie_word_embeddings ? `${P.text}.embed_tokens.weight` : P.head);
 }
