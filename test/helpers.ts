@@ -13,6 +13,18 @@ export function tempDir(prefix = 'vlakit-test-'): string {
   return dir;
 }
 
+/** max |got - want| over max |want| (a reference's scale); the lengths must agree. */
+export function maxRelDiff(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  if (got.length !== want.length) throw new Error(`maxRelDiff: ${got.length} values against ${want.length}`);
+  let scale = 0;
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    scale = Math.max(scale, Math.abs(want[i]));
+    worst = Math.max(worst, Math.abs(got[i] - want[i]));
+  }
+  return worst / scale;
+}
+
 export async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const x of it) out.push(x);

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from '../helpers.js';
+import { maxRelDiff, tempDir } from '../helpers.js';
 import { toyExamples } from './examples.js';
 import { makeTinyIdefics3 } from './tiny-idefics3.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
@@ -41,16 +41,6 @@ function logitsOf(ck: HfCheckpoint, params: TfjsParams, ids: number[], pixels?: 
     const out = model ? model.forward(idt, px) : ck.arch.forward(new TfjsOps(params), ck.config, idt, px);
     return out.dataSync() as Float32Array;
   });
-}
-
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let scale = 0;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) {
-    scale = Math.max(scale, Math.abs(b[i]));
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-  }
-  return d / scale;
 }
 
 let examples: TrainingExample[];

@@ -19,6 +19,7 @@ import { TfjsCausalLm } from '../../src/lib/infer/causal.js';
 import { HfLoraModel } from '../../src/lib/train/hf-model.js';
 import { paramName } from '../../src/lib/model/layers.js';
 import { AdamW } from '../../src/lib/train/optim.js';
+import { maxRelDiff } from '../helpers.js';
 
 const REF = path.resolve('test/fixtures/reference');
 
@@ -39,18 +40,6 @@ interface PeftRef {
 }
 
 const json = <T>(f: string): T => JSON.parse(readFileSync(f, 'utf8')) as T;
-
-/** max |got - want| over max |want|. */
-function rel(got: ArrayLike<number>, want: number[]): number {
-  expect(got.length).toBe(want.length);
-  let scale = 0;
-  let worst = 0;
-  for (let i = 0; i < want.length; i++) {
-    scale = Math.max(scale, Math.abs(want[i]));
-    worst = Math.max(worst, Math.abs(got[i] - want[i]));
-  }
-  return worst / scale;
-}
 
 /** transformers' causal-LM loss: each position predicts the next label; -100 is ignored; the mean over the rest. */
 function causalLmLoss(logits: tf.Tensor3D, labels: number[]): tf.Scalar {
@@ -81,7 +70,7 @@ describe.each(['llama-tiny', 'idefics3-tiny', 'gemma3-text-tiny'])('a LoRA adapt
     expect(applied.modules).toHaveLength(Object.keys(ref.grads).length / 2);
     const lm = new TfjsCausalLm(ck);
     try {
-      expect(rel(await lm.logits(inp.input_ids, pixels), ref.logits.flat())).toBeLessThan(1e-4);
+      expect(maxRelDiff(await lm.logits(inp.input_ids, pixels), ref.logits.flat())).toBeLessThan(1e-4);
     } finally {
       lm.dispose();
     }
@@ -104,7 +93,7 @@ describe.each(['llama-tiny', 'idefics3-tiny', 'gemma3-text-tiny'])('a LoRA adapt
       for (const v of vars) {
         const want = ref.grads[paramName(v)];
         expect(want, v.name).toBeDefined();
-        expect(rel(grads[v.name].dataSync(), want.flat()), v.name).toBeLessThan(1e-4);
+        expect(maxRelDiff(grads[v.name].dataSync(), want.flat()), v.name).toBeLessThan(1e-4);
       }
       tf.dispose([ids, image, value, ...Object.values(grads)].filter((t) => t !== undefined) as tf.Tensor[]);
     } finally {
@@ -132,7 +121,7 @@ describe('vlakit\'s AdamW against torch.optim.AdamW', () => {
         expect(Math.abs(value.dataSync()[0] - want.loss) / want.loss, `step ${i} loss`).toBeLessThan(1e-5);
         const norm = opt.apply(vars, new Map(Object.entries(grads)), run.lr, run.max_norm);
         expect(Math.abs(norm - want.grad_norm) / want.grad_norm, `step ${i} norm`).toBeLessThan(1e-4);
-        for (const v of vars) expect(rel(v.dataSync(), want.params[paramName(v)].flat()), `step ${i} ${v.name}`).toBeLessThan(1e-4);
+        for (const v of vars) expect(maxRelDiff(v.dataSync(), want.params[paramName(v)].flat()), `step ${i} ${v.name}`).toBeLessThan(1e-4);
         tf.dispose([value, ...Object.values(grads)]);
       }
       ids.dispose();
@@ -152,7 +141,7 @@ describe.each(['llama-tiny', 'idefics3-tiny'])('a LoRA adapter written by vlakit
     expect(applyPeftAdapter(ck, dir).modules).toHaveLength(ref.lora_modules);
     const lm = new TfjsCausalLm(ck);
     try {
-      expect(rel(await lm.logits(inp.input_ids, inp.pixel_values ? Float32Array.from(inp.pixel_values) : undefined), ref.logits.flat())).toBeLessThan(1e-4);
+      expect(maxRelDiff(await lm.logits(inp.input_ids, inp.pixel_values ? Float32Array.from(inp.pixel_values) : undefined), ref.logits.flat())).toBeLessThan(1e-4);
     } finally {
       lm.dispose();
     }
