@@ -69,6 +69,7 @@ export default class TrainSft extends VlakitCommand {
     'head-layers': int({ description: 'action head: residual MLP blocks', default: 2, min: 0, max: 64 }),
     'head-prediction': Flags.string({ description: 'action head, diffusion: what the denoiser predicts, the noise or the clean chunk', options: ['epsilon', 'sample'], default: 'epsilon' }),
     'head-horizon': int({ description: 'action head: actions per chunk (default: the longest chunk of the data; shorter chunks repeat their last action)', min: 1, max: 1024 }),
+    'head-keypoints': Flags.boolean({ description: 'action head, built-in model with keypoints: the vision tower\'s keypoint readouts (spatial softmax) go to the head\'s features directly, beside the decoder\'s hidden states' }),
     'freeze-backbone': Flags.boolean({ description: 'action head: train the head alone (the backbone, or the LoRA adapters of a Hugging Face checkpoint, as they start; a Hugging Face checkpoint without --lora: the run stores a zero rank-1 adapter)' }),
     quiet: sharedFlags.quiet,
     'log-every': logEveryFlag,
@@ -77,7 +78,7 @@ export default class TrainSft extends VlakitCommand {
 
   static flagRules: FlagRule[] = [
     ...allOnlyWith(['lora-r', 'lora-alpha', 'lora-targets'], '--lora', (i) => i.flags.lora === true),
-    ...allOnlyWith(['lang-weight', 'inference-steps', 'head-hidden', 'head-layers', 'head-horizon', 'freeze-backbone'], '--action-head', (i) => i.given.has('action-head')),
+    ...allOnlyWith(['lang-weight', 'inference-steps', 'head-hidden', 'head-layers', 'head-horizon', 'head-keypoints', 'freeze-backbone'], '--action-head', (i) => i.given.has('action-head')),
     onlyWith('head-prediction', '--action-head diffusion', (i) => i.flags['action-head'] === 'diffusion'),
     exclusive('steps', 'epochs', '--epochs sets the steps when --steps is not given'),
     exclusive('tokenizer', 'vocab-size', 'a tokenizer.json has its own vocabulary'),
@@ -139,7 +140,7 @@ export default class TrainSft extends VlakitCommand {
         workers: flags.workers,
         backend,
         actionHead: flags['action-head']
-          ? { objective: flags['action-head'] as 'diffusion' | 'flow', langWeight: num(flags['lang-weight'], 'lang-weight'), inferenceSteps: flags['inference-steps'], hidden: flags['head-hidden'], layers: flags['head-layers'], horizon: flags['head-horizon'], prediction: flags['head-prediction'] as 'epsilon' | 'sample', freezeBackbone: flags['freeze-backbone'] }
+          ? { objective: flags['action-head'] as 'diffusion' | 'flow', langWeight: num(flags['lang-weight'], 'lang-weight'), inferenceSteps: flags['inference-steps'], hidden: flags['head-hidden'], layers: flags['head-layers'], horizon: flags['head-horizon'], prediction: flags['head-prediction'] as 'epsilon' | 'sample', freezeBackbone: flags['freeze-backbone'], keypoints: flags['head-keypoints'] }
           : undefined,
         onMetrics: sftProgress(progress, { saveEvery: flags['save-every'] }),
       });

@@ -149,7 +149,7 @@ describe('gemma3', () => {
 });
 
 describe('LoRA on the Gemma-based VLMs', () => {
-  it('gemma3 with --freeze-vision adapts the text model only, by layer; PaliGemma (a prefix-LM) is refused until training passes the prompt length', async () => {
+  it('gemma3 with --freeze-vision adapts the text model only, by layer; PaliGemma (a prefix-LM) adapts both towers and its training forward needs each row\'s prompt length', async () => {
     const { selectBackend } = await import('../../src/lib/model/backend.js');
     const { loadHfCheckpoint } = await import('../../src/lib/model/arch/hf.js');
     const { HfLoraModel } = await import('../../src/lib/train/hf-model.js');
@@ -163,7 +163,11 @@ describe('LoRA on the Gemma-based VLMs', () => {
     expect(text.modules.every((m) => m.startsWith('language_model.model.layers.'))).toBe(true);
     expect(late.modules.every((m) => !m.startsWith('language_model.model.layers.0.'))).toBe(true);
     expect(late.modules.length).toBeLessThan(text.modules.length);
-    const pali = loadHfCheckpoint(path.join(REF, 'paligemma-tiny'));
-    expect(() => new HfLoraModel(pali, { r: 2, alpha: 4, targets: ['q'] })).toThrow(/prefix-LM/);
+    const pali = new HfLoraModel(loadHfCheckpoint(path.join(REF, 'paligemma-tiny')), { r: 2, alpha: 4, targets: ['q'] });
+    expect(pali.modules.some((m) => m.startsWith('vision_tower.'))).toBe(true);
+    expect(pali.modules.some((m) => m.startsWith('language_model.'))).toBe(true);
+    const tf = await import('@tensorflow/tfjs-core');
+    expect(() => pali.forward(tf.tensor2d([[2, 5, 6]], undefined, 'int32'))).toThrow(/prompt length/); // test/model/train-paligemma.test.ts trains it
+    pali.dispose();
   });
 });

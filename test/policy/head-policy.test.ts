@@ -6,7 +6,9 @@ import { exportModel } from '../../src/lib/export/index.js';
 import { OrtHeadEngine } from '../../src/lib/export/head.js';
 import { openModel, type VlaRunner } from '../../src/lib/infer/index.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
-import { chunkNoise, chunkSize, sampleChunk } from '../../src/lib/model/action-head.js';
+import { chunkNoise, chunkSize, readHeadConfig, sampleChunk } from '../../src/lib/model/action-head.js';
+import { preset } from '../../src/lib/model/config.js';
+import { readSafetensors, writeSafetensors } from '../../src/lib/model/safetensors.js';
 import { TfjsHeadEngine, openHeadEngine } from '../../src/lib/policy/head-policy.js';
 import { TfjsRunner } from '../../src/lib/infer/tfjs.js';
 import { tempDir } from '../helpers.js';
@@ -104,4 +106,87 @@ describe('generate and rollout with the head', () => {
     expect(serial.split('\n').filter((l) => l.includes('"chunk"')).length).toBeGreaterThan(2);
     expect(readFileSync(path.join(dir, 'w2.jsonl'), 'utf8')).toBe(serial);
   }, 180_000);
+});
+
+/**
+ * The keypoint readouts of one camera in plain float64 from the checkpoint's weights: the stem (GELU, tanh form)
+ * over each s x s cell, per keypoint a softmax of query . key / sqrt(8) over the cells, the expected value
+ * (a linear map of the cells' grid positions). pixels [S, S, 3] -> [K*8].
+ */
+function keypointReadouts(w: Map<string, { data: Float32Array; shape: number[] }>, pixels: Float32Array, S: number, s: number, K: number): number[] {
+  const G = S / s;
+  const get = (n: string) => w.get(n)!.data;
+  const [stemW, stemB, keyW, keyB, query, grid, valW, valB] = ['vision.stem.weight', 'vision.stem.bias', 'vision.keypoints.key.weight', 'vision.keypoints.key.bias', 'vision.keypoints.query', 'vision.keypoints.grid', 'vision.keypoints.value.weight', 'vision.keypoints.value.bias'].map(get);
+  const Cs = stemB.length;
+  const dk = 8;
+  const gelu = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+  const keys: number[][] = [];
+  for (let gy = 0; gy < G; gy++) {
+    for (let gx = 0; gx < G; gx++) {
+      const cell: number[] = [];
+      for (let y = 0; y < s; y++) for (let x = 0; x < s; x++) for (let ch = 0; ch < 3; ch++) cell.push(pixels[((gy * s + y) * S + gx * s + x) * 3 + ch]);
+      const f = Array.from({ length: Cs }, (_, o) => gelu(cell.reduce((a, v, i) => a + v * stemW[i * Cs + o], stemB[o])));
+      keys.push(Array.from({ length: K * dk }, (_, o) => f.reduce((a, v, i) => a + v * keyW[i * K * dk + o], keyB[o])));
+    }
+  }
+  const out: number[] = [];
+  for (let k = 0; k < K; k++) {
+    const scores = keys.map((key) => { let d = 0; for (let j = 0; j < dk; j++) d += query[k * dk + j] * key[k * dk + j]; return d / Math.sqrt(dk); });
+    const m = Math.max(...scores);
+    const e = scores.map((v) => Math.exp(v - m));
+    const z = e.reduce((a, b) => a + b, 0);
+    for (let j = 0; j < dk; j++) {
+      const o = k * dk + j;
+      out.push(e.reduce((a, wt, c) => a + (wt / z) * (grid[2 * c] * valW[o] + grid[2 * c + 1] * valW[K * dk + o] + valB[o]), 0));
+    }
+  }
+  return out;
+}
+
+describe('an action head fed the keypoint readouts (--head-keypoints)', () => {
+  it('features end with the spatial softmax\'s readouts (a float64 reference); the export matches the checkpoint', async () => {
+    const base = preset('tiny', 128, 1);
+    const sizes = { ...base, vision_config: { ...base.vision_config, stem_patch_size: 4, stem_channels: 8, keypoints: 4 } };
+    const run = await trainTiny(dir, 'head-kp', await toyExamples(), { steps: 2, sizes, actionHead: { objective: 'flow', hidden: 16, layers: 1, inferenceSteps: 2, keypoints: true } });
+    const hc = readHeadConfig(run);
+    const D = base.text_config.hidden_size;
+    expect(hc.keypoint_features).toBe(true);
+    expect(hc.cond_dim).toBe(2 * D + 4 * 8);
+    // sharpen the spatial softmax (a tiny run's attention is nearly uniform, where a wrong score would not show)
+    const wfile = path.join(run, 'model.safetensors');
+    const st = readSafetensors(wfile);
+    for (const n of ['vision.keypoints.query', 'vision.keypoints.key.weight', 'vision.stem.weight', 'vision.keypoints.value.weight']) {
+      const t = st.tensors.get(n)!;
+      st.tensors.set(n, { ...t, data: t.data.map((v) => v * 30) });
+    }
+    await writeSafetensors(wfile, st.tensors, st.metadata);
+    const out = path.join(dir, 'head-kp-onnx');
+    await exportModel(run, out, { ops: 'standard' });
+    const ck = (await openModel(run)) as TfjsRunner;
+    const ex = await openModel(out);
+    const a = await openHeadEngine(ck, run);
+    const b = await openHeadEngine(ex, out);
+    const img = [new Uint8Array(readFileSync(image))];
+    // a patterned image (a plain one gives every cell the same key, and any softmax is uniform over them)
+    const prepared = await ck.prepare('Subtask: grasp the red block', img);
+    const input = { ...prepared, pixels: Float32Array.from(prepared.pixels, (_, i) => Math.sin(i * 0.37) * Math.cos(i * 0.011)) };
+    expect((await ex.prepare('Subtask: grasp the red block', img)).ids).toEqual(input.ids);
+    const fa = await a.features(input);
+    expect(fa.length).toBe(hc.cond_dim);
+    expect(maxDiff(fa, await b.features(input))).toBeLessThan(1e-4);
+    const S = base.vision_config.image_size;
+    const ref = keypointReadouts(readSafetensors(path.join(run, 'model.safetensors')).tensors, input.pixels, S, 4, 4);
+    expect(maxDiff(fa.slice(2 * D), ref)).toBeLessThan(1e-4);
+    // the readouts are far from the uniform average over the cells (what any softmax of tiny scores gives)
+    const flat = keypointReadouts(new Map([...st.tensors].map(([n, t]) => [n, n === 'vision.keypoints.query' ? { ...t, data: t.data.map(() => 0) } : t])), input.pixels, S, 4, 4);
+    expect(maxDiff(ref, flat)).toBeGreaterThan(0.05);
+    await a.dispose();
+    await b.dispose();
+    await ck.dispose();
+    await ex.dispose();
+  }, 120_000);
+
+  it('is refused for a backbone without keypoints', async () => {
+    await expect(trainTiny(dir, 'head-kp-none', await toyExamples(), { steps: 1, actionHead: { objective: 'flow', hidden: 16, layers: 1, keypoints: true } })).rejects.toThrow(/keypoints/);
+  }, 60_000);
 });

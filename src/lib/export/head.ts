@@ -14,7 +14,8 @@ import { hfHiddenSize } from '../model/action-head-hf.js';
 import type { HfCheckpoint } from '../model/arch/hf.js';
 import { OnnxOps } from '../model/arch/onnx-ops.js';
 import { vlakitVla } from '../model/arch/registry.js';
-import { vlaHidden } from '../model/arch/vlakit-vla.js';
+import { type VlaTap, vlaHidden } from '../model/arch/vlakit-vla.js';
+import { vlaFeatureDim } from '../model/action-head-vla.js';
 import { type ActionHeadConfig, chunkSize, headDenoise, readHeadConfig, timeEmbedding } from '../model/action-head.js';
 import type { NamedArray } from '../model/safetensors.js';
 import type { RunnerInput, VlaRunner } from '../infer/runner.js';
@@ -25,18 +26,20 @@ import { DIMS, type VlaWeights } from './vla.js';
 
 export const HEAD_FILES = { prefill: 'head_prefill.onnx', denoise: 'head_denoise.onnx' } as const;
 
-/** The backbone up to the head's features: images and prompt ids -> features [B, 2D]. */
-export function headPrefillGraph(config: VlaConfig, weights: VlaWeights, store: WeightStore): ModelProto {
+/** The backbone up to the head's features: images and prompt ids -> features [B, 2D] (and, with `keypoints`, the keypoint readouts [B, C*K*8] after them). */
+export function headPrefillGraph(config: VlaConfig, weights: VlaWeights, store: WeightStore, keypoints = false): ModelProto {
   const b = new GraphBuilder('head_prefill', store);
   const S = config.vision_config.image_size;
   const pixels = b.input('pixel_values', 'float', [DIMS.batch, config.num_cameras, S, S, 3]);
   const ids = b.input('input_ids', 'int64', [DIMS.batch, DIMS.seq]);
   const ops = new OnnxOps(b, weights, { present: [] }, { maxPositions: vlakitVla.maxPositions(config), linearLayout: 'in_out' });
-  const h = vlaHidden(ops, config, ids, pixels); // [B, Ni + T, D]
+  const tap: VlaTap<string> = {};
+  const h = vlaHidden(ops, config, ids, pixels, keypoints ? tap : undefined); // [B, Ni + T, D]
   const D = config.text_config.hidden_size;
   const last = ops.reshape(ops.slice(h, 1, -1), [0, D]); // [B, 1, D] -> [B, D]
   const mean = b.o('ReduceMean', [h], { axes: [1], keepdims: 0 }); // [B, D]
-  b.output(ops.concat([last, mean], 1), 'features', 'float', [DIMS.batch, 2 * D]);
+  const parts = keypoints ? [last, mean, tap.keypoints!] : [last, mean]; // the keypoint readouts [B, C*K*8] last
+  b.output(ops.concat(parts, 1), 'features', 'float', [DIMS.batch, vlaFeatureDim(config, keypoints)]);
   return b.model('vlakit action head: images and prompt ids to the backbone features of the head', { vlakit_graph: 'head_prefill' });
 }
 
@@ -85,7 +88,7 @@ export function headDenoiseGraph(c: ActionHeadConfig, weights: Map<string, Named
 
 /** Both graphs, by file name. */
 export function headGraphs(config: VlaConfig, weights: VlaWeights, head: ActionHeadConfig, headWeights: Map<string, NamedArray>, store: WeightStore): Record<string, ModelProto> {
-  return { [HEAD_FILES.prefill]: headPrefillGraph(config, weights, store), [HEAD_FILES.denoise]: headDenoiseGraph(head, headWeights, store) };
+  return { [HEAD_FILES.prefill]: headPrefillGraph(config, weights, store, head.keypoint_features), [HEAD_FILES.denoise]: headDenoiseGraph(head, headWeights, store) };
 }
 
 /** An export's action head on onnxruntime: the two graphs, the loop in the caller. */
@@ -126,6 +129,8 @@ export class OrtHeadEngine implements HeadEngine {
         if (!input.pixels.length) throw new VlakitError('E_USAGE', 'the exported action head of a vision-language model takes at least one image');
         feeds.pixel_values = new this.ort.Tensor('float32', input.pixels, [input.pixels.length / per, c.tiles.channels, c.tiles.size, c.tiles.size]);
       }
+      // a prefix-LM (PaliGemma): the whole prompt is the prefix
+      if (this.prefill.inputNames.includes('prefix_length')) feeds.prefix_length = new this.ort.Tensor('int64', BigInt64Array.from([BigInt(input.ids.length)]), [1]);
       return (await this.prefill.run(feeds)).features.data as Float32Array;
     }
     const S = c.vision_config.image_size;

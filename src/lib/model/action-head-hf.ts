@@ -18,8 +18,9 @@ class HiddenOps extends TfjsOps {
     params: TfjsParams,
     lora: TfjsLora | undefined,
     private readonly logits: boolean,
+    prefix: number[] | number = 0,
   ) {
-    super(params, undefined, lora);
+    super(params, undefined, lora, prefix);
   }
 
   override head(h: tf.Tensor, weight: string): tf.Tensor {
@@ -51,7 +52,8 @@ export function hfHeadFeatures(
   promptEnd: number[],
   o: { logits?: boolean } = {},
 ): { cond: tf.Tensor2D; logits?: tf.Tensor3D } {
-  const ops = new HiddenOps(b.params, b.lora, o.logits !== false);
+  // a prefix-LM (PaliGemma): each row's prompt, up to its last token, attends both ways
+  const ops = new HiddenOps(b.params, b.lora, o.logits !== false, b.arch.prefixLm ? promptEnd.map((p) => p + 1) : 0);
   const out = b.arch.forward(ops, b.config, ids, image) as tf.Tensor3D;
   const h = ops.hidden as tf.Tensor3D; // [B, T, D]
   if (!h) throw new VlakitError('E_MODEL', `${b.arch.modelType}: its forward gave no hidden states to the LM head`);

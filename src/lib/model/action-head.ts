@@ -39,6 +39,12 @@ export const ActionHeadConfigSchema = z
     state_dim: z.number().int().nonnegative(),
     /** Width of the backbone features the head takes. */
     cond_dim: z.number().int().positive(),
+    /**
+     * The built-in backbone's features include its keypoint readouts (each camera's spatial-softmax outputs, K x 8
+     * numbers, linear in the expected image position of each keypoint), a direct path from where things are in the
+     * image to the head, as visuomotor policies feed spatial-softmax coordinates to their controller.
+     */
+    keypoint_features: z.boolean().default(false),
     hidden_size: z.number().int().positive(),
     num_layers: z.number().int().nonnegative(),
     /** Sinusoidal time features (even). */
@@ -72,6 +78,7 @@ export function headConfig(o: Pick<ActionHeadConfig, 'objective' | 'horizon' | '
   return ActionHeadConfigSchema.parse({
     format: 'vlakit-action-head/1',
     state_dim: 0,
+    keypoint_features: false,
     hidden_size: 128,
     num_layers: 2,
     time_dim: 32,

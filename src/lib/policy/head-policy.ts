@@ -72,7 +72,7 @@ export class TfjsHeadEngine implements HeadEngine {
     const out = tf.tidy(() => {
       const px = tf.tensor5d(input.pixels, [1, c.num_cameras, S, S, 3]);
       const ids = tf.tensor2d([input.ids], undefined, 'int32');
-      return vlaHeadFeatures(this.model, px, ids, [input.ids.length - 1], { logits: false }).cond; // [1, C]
+      return vlaHeadFeatures(this.model, px, ids, [input.ids.length - 1], { logits: false, keypoints: this.config.keypoint_features }).cond; // [1, C]
     });
     return readOut(out);
   }

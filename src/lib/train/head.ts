@@ -13,7 +13,7 @@ import { withoutActionsMarker } from '../actions/prompts.js';
 import { inferLayout } from '../actions/layout.js';
 import { ActionStatsSchema, StatsAccumulator } from '../actions/stats.js';
 import { VlakitError } from '../errors.js';
-import { ActionHead, type ActionHeadConfig, type HeadObjective, chunkNoise, chunkSize, denormalizeChunk, hasActionHead, headConfig, loadActionHead, normalizeChunk, normalizeState, writeActionHead } from '../model/action-head.js';
+import { ActionHead, type ActionHeadConfig, type HeadObjective, chunkNoise, chunkSize, denormalizeChunk, hasActionHead, headConfig, loadActionHead, readHeadConfig, normalizeChunk, normalizeState, writeActionHead } from '../model/action-head.js';
 import { vlaFeatureDim, vlaHeadFeatures } from '../model/action-head-vla.js';
 import { tokensPerImage } from '../model/config.js';
 import type { VlaModel } from '../model/model.js';
@@ -38,6 +38,8 @@ export interface HeadOptions {
   horizon?: number;
   /** Train the head alone (the backbone's weights stay as they are). */
   freezeBackbone?: boolean;
+  /** The built-in backbone's keypoint readouts among the head's features (keypoint_features). */
+  keypoints?: boolean;
 }
 
 /** The action chunk of an example: its action spans' text decoded by the codec; undefined when it has none. */
@@ -90,6 +92,7 @@ export function newHeadConfig(examples: TrainingExample[], codec: ActionCodec, c
     action_norm: norm,
     state_dim: stateDim,
     state_norm: stateDim ? meanStd(states as number[][], stateDim) : null,
+    keypoint_features: o.keypoints ?? false,
     hidden_size: o.hidden ?? 256,
     num_layers: o.layers ?? 2,
     inference_steps: o.inferenceSteps ?? 10,
@@ -164,7 +167,7 @@ function headTarget(p: Prepared): HeadTarget {
  * With `batch.chunkCount` (the whole batch's rows with a chunk), the head's loss is this part's share of the batch's.
  */
 export function headLoss(model: VlaModel, head: ActionHead, s: HeadLossSettings, batch: Batch, items: Prepared[], lambdaR: number, key: number): LossParts {
-  return headLossWith((promptEnd, logits) => vlaHeadFeatures(model, batch.pixels as tf.Tensor5D, batch.ids, promptEnd, { logits }), head, s, batch, items, lambdaR, key);
+  return headLossWith((promptEnd, logits) => vlaHeadFeatures(model, batch.pixels as tf.Tensor5D, batch.ids, promptEnd, { logits, keypoints: head.config.keypoint_features }), head, s, batch, items, lambdaR, key);
 }
 
 /** A batch's backbone features [B, C] at each example's prompt end (and its logits [B, T, V] when asked). */
@@ -291,7 +294,7 @@ export class HeadTrainee implements Trainee {
   }
 
   evaluateHead(items: Prepared[]): Promise<HeadEvalResult | undefined> {
-    return evaluateHead(this.head, this.codec, items, this.layout, (b) => (promptEnd, logits) => vlaHeadFeatures(this.model, b.pixels as tf.Tensor5D, b.ids, promptEnd, { logits }));
+    return evaluateHead(this.head, this.codec, items, this.layout, (b) => (promptEnd, logits) => vlaHeadFeatures(this.model, b.pixels as tf.Tensor5D, b.ids, promptEnd, { logits, keypoints: this.head.config.keypoint_features }));
   }
 
   decode(ids: number[]): string {
@@ -327,9 +330,10 @@ export function openHead(o: { examples: TrainingExample[]; actionStats?: unknown
   let head: ActionHead | undefined;
   if (startDir && hasActionHead(startDir)) {
     head = loadActionHead(startDir);
-    if (!resume && head.config.objective !== o.actionHead.objective) {
+    const otherFeatures = o.actionHead.keypoints !== undefined && head.config.keypoint_features !== o.actionHead.keypoints;
+    if (!resume && (head.config.objective !== o.actionHead.objective || otherFeatures)) {
       head.dispose();
-      head = undefined; // another objective: a new head on the --init backbone
+      head = undefined; // another objective or other features: a new head on the --init backbone
     }
   }
   if (resume && !head) throw new VlakitError('E_MODEL', 'the run to resume has no action head (action_head.json)', { file: startDir });
@@ -341,6 +345,7 @@ export function openHead(o: { examples: TrainingExample[]; actionStats?: unknown
 /** The head trainee of a run on the built-in model (openHead). */
 export function openHeadTrainee(model: VlaModel, tok: Tokenizer, o: { examples: TrainingExample[]; codec?: ActionCodec; actionStats?: unknown; actionHead: HeadOptions; freezeLayers?: number; freezeVision?: boolean; seed?: number }, startDir: string | undefined, resume: boolean): HeadTrainee {
   const codec = headCodec(o.examples, o.codec);
-  const head = openHead(o, codec, vlaFeatureDim(model.config), startDir, resume);
+  const keypoints = o.actionHead.keypoints ?? (startDir && hasActionHead(startDir) ? readHeadConfig(startDir).keypoint_features : false);
+  const head = openHead(o, codec, vlaFeatureDim(model.config, keypoints), startDir, resume);
   return new HeadTrainee(model, tok, head, codec, { ...o.actionHead, freezeLayers: o.freezeLayers, freezeVision: o.freezeVision, seed: o.seed });
 }

@@ -74,7 +74,6 @@ export class HfLoraModel {
     if (this.freezeVision && !vision) throw new VlakitError('E_USAGE', `--freeze-vision: ${ckpt.arch.modelType} has no vision tower`);
     const names = loraTargetNames(o.targets);
     const targets = new Set(names);
-    if (ckpt.arch.prefixLm) throw new VlakitError('E_USAGE', `training ${ckpt.arch.modelType} is not supported yet: its prefix-LM attention (the prompt attends both ways) needs each example's prompt length in the training forward, which vlakit does not pass yet (generation and export do)`);
     const modules: string[] = [];
     const candidates = new Set<string>();
     for (const [name, t] of ckpt.tensors) {
@@ -137,10 +136,12 @@ export class HfLoraModel {
   /**
    * ids [B, T] and pixel_values [N, C, S, S] (or, with a frozen vision tower, the cached features of the batch's
    * images) -> logits [B, T, V]. `o.adapter`: other LoRA matrices in place of the trained ones (a frozen reference
-   * copy, see `frozenAdapter`).
+   * copy, see `frozenAdapter`). `o.prefix`: a prefix-LM's prompt length per row (PaliGemma: the prompt attends both
+   * ways, as transformers' token_type_ids mask makes it in training).
    */
-  forward(ids: tf.Tensor2D, image?: tf.Tensor | { features: tf.Tensor }, o: { adapter?: Map<string, tf.Tensor> } = {}): tf.Tensor3D {
-    const ops = new TfjsOps(o.adapter ? overlay(this.params, o.adapter) : this.params, undefined, this.lora);
+  forward(ids: tf.Tensor2D, image?: tf.Tensor | { features: tf.Tensor }, o: { adapter?: Map<string, tf.Tensor>; prefix?: number[] } = {}): tf.Tensor3D {
+    if (this.arch.prefixLm && o.prefix?.length !== ids.shape[0]) throw new Error(`${this.arch.modelType}: a prefix-LM forward needs each row's prompt length`);
+    const ops = new TfjsOps(o.adapter ? overlay(this.params, o.adapter) : this.params, undefined, this.lora, o.prefix ?? 0);
     return this.arch.forward(ops, this.config, ids, image) as tf.Tensor3D;
   }
 

@@ -57,11 +57,21 @@ export interface Trainee {
 /** A Hugging Face checkpoint with LoRA adapters, fed by its processor. */
 /** The logits of a batch on a LoRA model [B, T, V] (a frozen vision tower: each image's cached features). */
 export function hfLogits(model: HfLoraModel, batch: Batch, items: Prepared[], o: { adapter?: Map<string, tf.Tensor> } = {}): tf.Tensor3D {
-  if (!batch.pixels) return model.forward(batch.ids, undefined, o);
-  if (!model.freezeVision) return model.forward(batch.ids, batch.pixels, o);
+  const f = { ...o, prefix: prefixesOf(model, items) };
+  if (!batch.pixels) return model.forward(batch.ids, undefined, f);
+  if (!model.freezeVision) return model.forward(batch.ids, batch.pixels, f);
   // a frozen vision tower: each image's features come from the run's cache; [sum tiles, L, D] in batch order
   const parts = items.filter((x) => x.tiles).map((x) => model.features(x.pixels, x.tiles!));
-  return model.forward(batch.ids, { features: parts.length === 1 ? parts[0] : tf.concat(parts, 0) }, o);
+  return model.forward(batch.ids, { features: parts.length === 1 ? parts[0] : tf.concat(parts, 0) }, f);
+}
+
+/** A prefix-LM's prefix per row (each item's prompt length); undefined for the other architectures. */
+export function prefixesOf(model: HfLoraModel, items: Prepared[]): number[] | undefined {
+  if (!model.arch.prefixLm) return undefined;
+  return items.map((x) => {
+    if (x.promptLength === undefined) throw new Error(`example ${x.id}: no prompt length for ${model.arch.modelType}'s prefix`);
+    return x.promptLength;
+  });
 }
 
 export class HfTrainee implements Trainee {

@@ -222,6 +222,7 @@ async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: n
     const t = new HfTrainee(model, o.processor, o.init);
     if (o.actionHead) {
       // the head on the checkpoint's hidden states (train/hf-head.ts); its adapters train unless --freeze-backbone
+      if (o.actionHead.keypoints) throw new VlakitError('E_USAGE', `--head-keypoints: ${o.init} is a Hugging Face checkpoint; keypoint features are the built-in model's (vision_config.keypoints)`);
       const codec = headCodec(o.examples, o.codec);
       const head = openHead({ ...o, actionHead: o.actionHead, seed }, codec, hfFeatureDim(model.arch, model.config), resumeDir, resumeDir !== undefined);
       const ht = new HfHeadTrainee(model, t, head, codec, { ...o.actionHead, seed });
@@ -299,6 +300,8 @@ export async function sftIdentity(o: SftOptions): Promise<RunIdentity> {
             'head-prediction': o.actionHead.prediction ?? 'epsilon',
             'head-horizon': o.actionHead.horizon ?? null,
             'freeze-backbone': o.actionHead.freezeBackbone ?? false,
+            // only when given: earlier head runs keep their fingerprints
+            ...(o.actionHead.keypoints !== undefined ? { 'head-keypoints': o.actionHead.keypoints } : {}),
           }
         : {}),
     },

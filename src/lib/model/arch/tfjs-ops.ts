@@ -105,8 +105,11 @@ export class TfjsOps implements Ops<tf.Tensor> {
     private readonly params: TfjsParams,
     private readonly cache?: TfjsCache,
     private readonly lora?: TfjsLora,
-    /** The prefix-LM prefix length (positions below it attend both ways); default 0. */
-    private readonly prefix = 0,
+    /**
+     * The prefix-LM prefix length (positions below it attend both ways); default 0. One per batch row when the rows'
+     * prompts differ (training a prefix-LM on a padded batch).
+     */
+    private readonly prefix: number | number[] = 0,
     /** How linear weights are stored: HF's [out, in] (default) or [in, out] (vlakit's built-in model). */
     private readonly linearLayout: 'out_in' | 'in_out' = 'out_in',
   ) {
@@ -120,7 +123,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
   }
 
   prefixLength(): tf.Tensor {
-    return tf.tensor1d([this.prefix], 'int32');
+    return tf.tensor1d(Array.isArray(this.prefix) ? this.prefix : [this.prefix], 'int32'); // [1] or [B]
   }
 
   has(name: string): boolean {
@@ -284,10 +287,13 @@ export class TfjsOps implements Ops<tf.Tensor> {
     const L = past + T;
     const qPos = tf.reshape(tf.range(past, L, 1, 'int32'), [T, 1]); // [T, 1]
     const kPos = tf.reshape(tf.range(0, L, 1, 'int32'), [1, L]); // [1, L]
-    let ok = tf.lessEqual(kPos, qPos); // [T, L]
+    let ok: tf.Tensor = tf.lessEqual(kPos, qPos); // [T, L]
     if (s.window !== undefined) ok = tf.logicalAnd(ok, tf.less(tf.sub(qPos, kPos), s.window));
-    if (s.prefix) ok = tf.logicalOr(ok, tf.logicalAnd(tf.less(qPos, s.prefix), tf.less(kPos, s.prefix))); // [T, L]: both in the prefix
-    if (!s.blocks) return tf.reshape(ok, [1, 1, T, L]);
+    if (s.prefix) {
+      const p = tf.reshape(s.prefix, [-1, 1, 1]); // [B or 1, 1, 1]: one prefix per row, or one for all
+      ok = tf.logicalOr(ok, tf.logicalAnd(tf.less(qPos, p), tf.less(kPos, p))); // [B or 1, T, L]: both in the row's prefix
+    }
+    if (!s.blocks) return tf.reshape(ok, [-1, 1, T, L]);
     const ids = s.blocks.ids; // [B, T]
     const B = ids.shape[0];
     const img = tf.equal(ids, s.blocks.tokenId); // [B, T]
@@ -295,7 +301,7 @@ export class TfjsOps implements Ops<tf.Tensor> {
     const group = tf.cumsum(tf.cast(tf.logicalAnd(img, tf.logicalNot(prev)), 'int32'), 1); // [B, T]: the run number of each token
     const same = tf.logicalAnd(tf.logicalAnd(tf.expandDims(img, 2), tf.expandDims(img, 1)), tf.equal(tf.expandDims(group, 2), tf.expandDims(group, 1))); // [B, T, T]
     const block = past > 0 ? tf.concat([tf.zeros([B, T, past], 'bool'), same], 2) : same; // [B, T, L]: past keys are never in a block of this call
-    return tf.expandDims(tf.logicalOr(tf.expandDims(ok, 0), block), 1); // [B, 1, T, L]
+    return tf.expandDims(tf.logicalOr(ok.rank === 2 ? tf.expandDims(ok, 0) : ok, block), 1); // [B, 1, T, L]
   }
 
   avgPool(x: tf.Tensor, kernel: number): tf.Tensor {

@@ -104,11 +104,17 @@ export function vlaImageTokens(c: VlaConfig): number {
   return tokensPerImage(c) * c.num_cameras;
 }
 
+/** Intermediate values a forward hands out on the way (filled when asked for). */
+export interface VlaTap<T> {
+  /** The keypoint readouts of every camera, [B, C*K*8] (models with keypoints). */
+  keypoints?: T;
+}
+
 /**
  * pixels [B, C, S, S, 3] in [-1, 1] -> image tokens [B, C*Nt, D] (per camera its Np patches, then its keypoints).
  * `prompt` [B, D], the mean embedding of the prompt's tokens, conditions the keypoint queries (keypoint_query 'prompt').
  */
-export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T, prompt?: T): T {
+export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T, prompt?: T, tap?: VlaTap<T>): T {
   const v = c.vision_config;
   const P = v.patch_size;
   const g = v.image_size / P;
@@ -144,6 +150,7 @@ export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T, prompt?: T): 
       }
       const value = ops.add(zero, ops.linear(ops.param('vision.keypoints.grid'), 'vision.keypoints.value')); // [B*C, G*G, K*dk]
       const a = ops.attention(query, key, value, { layer: -1, heads: K, kvHeads: K, headDim: KEYPOINT_DIM, causal: false }); // [B*C, 1, K*dk]
+      if (tap) tap.keypoints = ops.reshape(a, [-1, C * K * KEYPOINT_DIM]); // [B*C, 1, K*dk] -> [B, C*K*dk]
       keypoints = ops.add(ops.linear(ops.reshape(a, [-1, K, KEYPOINT_DIM]), 'vision.keypoints.proj'), ops.param('vision.keypoints.embed')); // [B*C, K, Dv]
     }
   } else {
@@ -184,9 +191,9 @@ export function vlaForward<T>(ops: Ops<T>, c: VlaConfig, ids: T, pixels?: T): T 
  * The decoder's final hidden states (after its last norm) of every position: [B, Ni + T, D] for a prefill (image
  * tokens first), [B, T, D] without pixels. The action head's features come from them.
  */
-export function vlaHidden<T>(ops: Ops<T>, c: VlaConfig, ids: T, pixels?: T): T {
+export function vlaHidden<T>(ops: Ops<T>, c: VlaConfig, ids: T, pixels?: T, tap?: VlaTap<T>): T {
   const text = ops.embed('model.embed_tokens.weight', ids); // [B, T, D]
   const prompt = pixels !== undefined && c.vision_config.keypoint_query === 'prompt' ? ops.promptMean(text, ids, SEP, [PAD, BOS]) : undefined; // [B, D]
-  const x = pixels === undefined ? text : ops.concat([vlaVision(ops, c, pixels, prompt), text], 1); // [B, Ni + T, D]
+  const x = pixels === undefined ? text : ops.concat([vlaVision(ops, c, pixels, prompt, tap), text], 1); // [B, Ni + T, D]
   return llamaDecoder(ops, vlaTextConfig(c), x, 'model');
 }
