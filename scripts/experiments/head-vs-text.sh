@@ -12,7 +12,8 @@
 #      12,000 "Where is the X?" questions about single-item pick scenes: the one-object grounding model
 #      (BASE=DIR uses an existing one instead)
 #   3. for seeds 0 1 2: text / diffusion / flow, each 2500 steps (batch 8, lr 1e-3, --workers 2) from the base; the
-#      heads with the language loss at weight 0.1; text policies run from their ONNX export, heads from the checkpoint
+#      heads with the language loss at weight 0.1; every policy runs from its ONNX export (a head's export gives the
+#      checkpoint's episodes: same chunks to 1e-4; about half the cycle time of tfjs)
 #   4. RoboAlign's order, per seed: GRPO (train-rl, rewarding action accuracy) on the text run of stage 3, then a
 #      flow head over the frozen backbone, against the same head over the text run directly (the backbone frozen in
 #      both, so the comparison is of the features GRPO leaves)
@@ -51,9 +52,8 @@ for seed in 0 1 2; do
       extra=()
       [ "$kind" = text ] || extra=(--action-head "$kind" --lang-weight 0.1)
       $V train-sft examples.jsonl --init "$BASE" --steps 2500 --batch-size 8 --lr 1e-3 --workers 2 --seed "$seed" --eval-every 100000 --save-every 100000 -q -o "$N" --overwrite "${extra[@]}"
-      P=$N
-      if [ "$kind" = text ]; then $V export "$N" -o "$N-onnx" -q --overwrite && P=$N-onnx; fi
-      $V rollout --policy "$P" --mode direct --prompt refinevla-nr --execute 1 --tasks pick --episodes 16 --seed 2000 --distractors 0 --json -o "roll-$N.jsonl" --overwrite 2> "roll-$N.txt"
+      $V export "$N" -o "$N-onnx" -q --overwrite
+      $V rollout --policy "$N-onnx" --mode direct --prompt refinevla-nr --execute 1 --tasks pick --episodes 16 --seed 2000 --distractors 0 --json -o "roll-$N.jsonl" --overwrite 2> "roll-$N.txt"
     fi
   done
 done
@@ -61,13 +61,14 @@ done
 if [[ " ${STAGES:-1 2 3 4} " == *" 4 "* ]]; then
   for seed in 0 1 2; do
     if [ ! -s "rl-s$seed/model.safetensors" ]; then
-      $V train-rl examples.jsonl --init "text-s$seed" --max-prompts 64 --group 8 --prompts-per-step 4 --steps 30 --temperature 0.7 --max-new-tokens 60 --seed "$seed" -q -o "rl-s$seed" --overwrite
+      $V train-rl examples.jsonl --init "text-s$seed" --max-prompts 64 --group 8 --prompts-per-step 4 --steps 30 --temperature 0.7 --max-new-tokens 120 --seed "$seed" -q -o "rl-s$seed" --overwrite
     fi
     for from in text rl; do
       N=$from-flow-frozen-s$seed
       if [ ! -s "roll-$N.txt" ]; then
         $V train-sft examples.jsonl --init "$from-s$seed" --action-head flow --freeze-backbone --steps 2500 --batch-size 8 --lr 1e-3 --workers 2 --seed "$seed" --eval-every 100000 --save-every 100000 -q -o "$N" --overwrite
-        $V rollout --policy "$N" --mode direct --prompt refinevla-nr --execute 1 --tasks pick --episodes 16 --seed 2000 --distractors 0 --json -o "roll-$N.jsonl" --overwrite 2> "roll-$N.txt"
+        $V export "$N" -o "$N-onnx" -q --overwrite
+        $V rollout --policy "$N-onnx" --mode direct --prompt refinevla-nr --execute 1 --tasks pick --episodes 16 --seed 2000 --distractors 0 --json -o "roll-$N.jsonl" --overwrite 2> "roll-$N.txt"
       fi
     done
   done

@@ -87,7 +87,9 @@ export default class TrainRl extends VlakitCommand {
       probe.model.dispose();
     }
     const codec = codecFrom(desc, examples[0]);
+    let truncationNoted = false;
     const progress = await startProgress('train-rl', !flags.quiet && !flags.json, { logEvery: flags['log-every'], initial: { unit: 'steps', total: flags.steps } });
+    const onMetrics = rlProgress(progress, { totalSteps: flags.steps, saveEvery: flags['save-every'] });
     try {
       const res = await trainRl({
         init: flags.init,
@@ -121,7 +123,14 @@ export default class TrainRl extends VlakitCommand {
         saveEvery: flags['save-every'],
         evalEvery: flags['eval-every'],
         signal: this.abort.signal,
-        onMetrics: rlProgress(progress, { totalSteps: flags.steps, saveEvery: flags['save-every'] }),
+        onMetrics: (m) => {
+          // once: every completion of a step cut off at --max-new-tokens scores no format reward, so GRPO has nothing to compare
+          if (m.truncated === 1 && !truncationNoted) {
+            truncationNoted = true;
+            this.note(`vlakit train-rl: warning: step ${m.step}: every completion reached --max-new-tokens ${flags['max-new-tokens']} without an end token; cut-off answers fail the format reward (raise --max-new-tokens)`, flags.quiet);
+          }
+          onMetrics(m);
+        },
       });
       progress.stop();
       if (flags.json) process.stderr.write(`${JSON.stringify({ backend, ...res })}\n`);

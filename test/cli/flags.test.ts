@@ -118,6 +118,8 @@ describe('flag values out of range: exit 2 with the rule, before any work', () =
       expectUsage(['rollout', 'serve', '--policy', MODEL, '--port', '70000'], /--port must be an integer from 0 to 65535, got "70000"/, vlakit),
       expectUsage(['rollout', '--episodes', '1e12'], /--episodes must be an integer from 1 to 1000000, got "1e12"/, vlakit),
       expectUsage(['annotate', NOPE, '--kind', 'plan', '--temperature', 'hot'], /--temperature must be a number from 0 to 2, got "hot"/, vlakit),
+      // a single-valued flag given twice (oclif throws a plain Error for it)
+      expectUsage(['train-rl', NOPE, '--init', MODEL, '-o', MODEL, '--steps', '1', '--steps', '2'], /--steps can only be specified once \(it takes one value\)/, vlakit),
     ]);
   });
 });

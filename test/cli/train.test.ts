@@ -81,6 +81,13 @@ describe('train-rl run directories', () => {
     const again = await vlakit(['train-rl', data, ...RL, '--beta', '0.5', '-o', rl]);
     expect(again.code).toBe(2);
     expect(again.err).toMatch(/already holds a train-rl run \(finished at step 1, 0 checkpoint\(s\), started [^)]*\); it differs from this one: --beta 0.04 vs 0.5; pass --resume/);
+    // one new token: every answer is cut off, which metrics.jsonl records and the run warns about (once)
+    const cut = path.join(dir, 'rl-cut');
+    const loud = await vlakit(['train-rl', data, '--init', sft, '--steps', '2', '--group', '2', '--prompts-per-step', '1', '--max-new-tokens', '1', '-o', cut]);
+    expect(loud.code, loud.err).toBe(0);
+    const metrics = readFileSync(path.join(cut, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(metrics.map((m) => m.truncated)).toEqual([1, 1]);
+    expect(loud.err.match(/warning: step 1: every completion reached --max-new-tokens 1 without an end token/g)).toHaveLength(1);
   }, 120_000);
 
   it('keeps the examples\' action units in the model (centimeters stay centimeters), and builds the mini preset', async () => {

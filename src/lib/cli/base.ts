@@ -161,6 +161,12 @@ export abstract class VlakitCommand extends Command {
       return;
     }
     if (err instanceof Errors.ExitError) throw err;
+    if (/^Flag --[\w-]+ can only be specified once$/.test(err.message)) {
+      // oclif's parser throws a plain Error for a repeated single-valued flag: a usage error all the same
+      process.stderr.write(`vlakit ${this.displayName}: E_USAGE: ${err.message.replace('Flag ', '')} (it takes one value)\n`);
+      process.exitCode = EXIT.usage;
+      return;
+    }
     process.stderr.write(`vlakit ${this.displayName}: internal error: ${err.stack ?? err.message}\n`);
     process.exitCode = EXIT.error;
   }

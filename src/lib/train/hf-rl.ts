@@ -59,6 +59,8 @@ interface Row {
   item: Prepared;
   /** Where the completion starts in item.ids. */
   start: number;
+  /** The sampler stopped at an end token (not at --max-new-tokens). */
+  eos: boolean;
 }
 
 /** Greedy evaluation on held-out prompts through the processor: mean reward, accuracy, L1 and format. */
@@ -139,7 +141,7 @@ export async function hfRlInto(run: RunDir, o: RlOptions): Promise<{ steps: numb
           parts.push(r);
           groupRewards.push(r.total);
           const ids = [...prompt, ...gen.ids];
-          rows.push({ item: { ...pr.item, ids, action: ids.map(() => 0), reasoning: ids.map(() => 0) }, start: prompt.length }); // an eos the sampler stopped at is scored too
+          rows.push({ item: { ...pr.item, ids, action: ids.map(() => 0), reasoning: ids.map(() => 0) }, start: prompt.length, eos: gen.stop === 'eos' }); // an eos the sampler stopped at is scored too
         }
         if (Math.max(...groupRewards) - Math.min(...groupRewards) < 1e-12) zeroStd += 1;
         advantages.push(...groupAdvantages(groupRewards, o.noStdScaling));
@@ -162,7 +164,7 @@ export async function hfRlInto(run: RunDir, o: RlOptions): Promise<{ steps: numb
       tf.dispose([mask, adv, oldLogp, refLogp]);
       const updSecs = (performance.now() - tUpd) / 1000;
       state.step += 1;
-      const m = stepMetrics({ step: state.step, loss, parts, exec: Boolean(o.rewardExec), zeroStdShare: zeroStd / P, kl, clipFraction, completionLength: rows.reduce((a, r) => a + r.item.ids.length - r.start, 0) / rows.length, gradNorm, genSecs, updSecs });
+      const m = stepMetrics({ step: state.step, loss, parts, exec: Boolean(o.rewardExec), zeroStdShare: zeroStd / P, kl, clipFraction, completionLength: rows.reduce((a, r) => a + r.item.ids.length - r.start, 0) / rows.length, truncatedShare: rows.filter((r) => !r.eos).length / rows.length, gradNorm, genSecs, updSecs });
       if (o.evalEvery && held.length && (state.step % o.evalEvery === 0 || state.step === total)) {
         const e = await evaluateHf(lm, proc, held, rewarder, maxNew);
         evals.after = e;

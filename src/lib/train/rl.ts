@@ -180,7 +180,7 @@ export function grpoUpdate(
 }
 
 /** One GRPO step's metrics record (metrics.jsonl), for the built-in model and Hugging Face checkpoints alike. */
-export function stepMetrics(o: { step: number; loss: number; parts: RewardParts[]; exec: boolean; zeroStdShare: number; kl: number; clipFraction: number; completionLength: number; gradNorm: number; genSecs: number; updSecs: number }): Record<string, unknown> {
+export function stepMetrics(o: { step: number; loss: number; parts: RewardParts[]; exec: boolean; zeroStdShare: number; kl: number; clipFraction: number; completionLength: number; truncatedShare: number; gradNorm: number; genSecs: number; updSecs: number }): Record<string, unknown> {
   const stat = (f: (r: RewardParts) => number) => rewardStat(o.parts, f);
   return {
     step: o.step,
@@ -194,6 +194,8 @@ export function stepMetrics(o: { step: number; loss: number; parts: RewardParts[
     kl: o.kl,
     clip_fraction: o.clipFraction,
     completion_length: o.completionLength,
+    // the share of completions cut at --max-new-tokens (no end token): an answer cut off fails the format reward
+    truncated: o.truncatedShare,
     grad_norm: o.gradNorm,
     time_generation_s: o.genSecs,
     time_update_s: o.updSecs,
@@ -324,7 +326,7 @@ async function rlInto(run: RunDir, o: RlOptions): Promise<{ steps: number; eval?
       tf.dispose([ids, mask, px, adv, oldLogp, refLogp]);
       const updSecs = (performance.now() - tUpd) / 1000;
       state.step += 1;
-      const m = stepMetrics({ step: state.step, loss, parts, exec: Boolean(o.rewardExec), zeroStdShare: zeroStd / P, kl, clipFraction, completionLength: rows.reduce((a, r) => a + r.completion.length, 0) / rows.length, gradNorm, genSecs, updSecs });
+      const m = stepMetrics({ step: state.step, loss, parts, exec: Boolean(o.rewardExec), zeroStdShare: zeroStd / P, kl, clipFraction, completionLength: rows.reduce((a, r) => a + r.completion.length, 0) / rows.length, truncatedShare: rows.filter((r) => !r.eos).length / rows.length, gradNorm, genSecs, updSecs });
       if (o.evalEvery && held.length && (state.step % o.evalEvery === 0 || state.step === total)) {
         const e = await evaluateRl(runner, held, rewarder, maxNew);
         evals.after = e;
