@@ -22,12 +22,12 @@ import { openProcessor } from '../../src/lib/model/processor/index.js';
 import { charProcessor } from './char-processor.js';
 import { readSafetensors } from '../../src/lib/model/safetensors.js';
 import { HfHeadEngine } from '../../src/lib/policy/head-policy.js';
-import { HfLoraModel } from '../../src/lib/train/hf-model.js';
 import { trainSft } from '../../src/lib/train/sft.js';
 import { tempDir } from '../helpers.js';
 import { toyExamples } from './examples.js';
 import { makeTinyIdefics3 } from './tiny-idefics3.js';
 import { GEMMA3_PREPROCESSOR } from './gemma3-files.js';
+import { exportedHeadParity, trainingVsServedFeatures } from './head-checks.js';
 
 const dir = tempDir('vlakit-head-hf-');
 const BIN = path.resolve('bin/run.js');
@@ -178,12 +178,7 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     expect(metrics.every((m) => Number.isFinite(m.action_loss) && m.reasoning_loss > 0)).toBe(true);
     const B = [...readPeftAdapter(run).tensors.values()].map((t) => Math.max(...t.b.data.map(Math.abs)));
     expect(Math.max(...B)).toBeGreaterThan(0);
-    const onnx = path.join(dir, 'gemma3-head-onnx');
-    const e = await execa('node', [BIN, 'export', gemma, '--adapter', run, '-o', onnx], { reject: false });
-    expect(e.exitCode, e.stderr).toBe(0);
-    const ck = loadHfCheckpoint(gemma);
-    applyPeftAdapter(ck, run);
-    expect(await hfHeadParity(ck, { config: readHeadConfig(run), weights: readSafetensors(path.join(run, 'action_head.safetensors')).tensors }, onnx)).toBeLessThan(1e-4);
+    expect(await exportedHeadParity(gemma, run, path.join(dir, 'gemma3-head-onnx'))).toBeLessThan(1e-4);
   }, 300_000);
 
   it('Gemma 3 with images (SigLIP tower, image blocks attending both ways), LoRA on text and vision: the engine gives the training features; the export\'s head graphs match', async () => {
@@ -206,31 +201,11 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     expect(moved(/vision_tower/)).toBeGreaterThan(0);
     expect(moved(/language_model/)).toBeGreaterThan(0);
 
-    // the training path (LoRA unmerged) and the inference engine (folded) on one prompt with its image
-    const img = new Uint8Array(Buffer.from(examples[0].images[0].b64, 'base64'));
-    const prompt = proc.renderChat([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'Subtask: grasp the red block' }] }], { addGenerationPrompt: true });
-    const inp = await proc.encode(prompt, [img]);
+    // the processor puts the image's 4 soft tokens in the prompt; the training path and the engine agree on it
+    const inp = await proc.encode(proc.renderChat([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'Subtask: grasp the red block' }] }], { addGenerationPrompt: true }), [new Uint8Array(Buffer.from(examples[0].images[0].b64, 'base64'))]);
     expect(inp.ids.filter((t) => t === 262144)).toHaveLength(4);
-    const model = new HfLoraModel(loadHfCheckpoint(gemma), LORA);
-    model.loadAdapter(adapter, run);
-    const train = tf.tidy(() => {
-      const px = tf.tensor4d(inp.pixels, [inp.tiles, 3, 32, 32]);
-      return hfHeadFeatures(model, tf.tensor2d([inp.ids], undefined, 'int32'), px, [inp.ids.length - 1], { logits: false }).cond.dataSync() as Float32Array;
-    });
-    model.dispose();
-    const engine = await HfHeadEngine.open(gemma, run);
-    const served = await engine.features({ ids: inp.ids, pixels: inp.pixels, textOffset: 0, imagePositions: inp.imagePositions, images: [] });
-    engine.dispose();
-    let worst = 0;
-    train.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - served[i]))));
-    expect(worst).toBeLessThan(1e-4);
-
-    const onnx = path.join(dir, 'gemma3-vlm-head-onnx');
-    const e = await execa('node', [BIN, 'export', gemma, '--adapter', run, '-o', onnx], { reject: false });
-    expect(e.exitCode, e.stderr).toBe(0);
-    const ck = loadHfCheckpoint(gemma);
-    applyPeftAdapter(ck, run);
-    expect(await hfHeadParity(ck, { config: readHeadConfig(run), weights: readSafetensors(path.join(run, 'action_head.safetensors')).tensors }, onnx)).toBeLessThan(1e-4);
+    expect(await trainingVsServedFeatures(gemma, run, proc, examples[0], LORA)).toBeLessThan(1e-4);
+    expect(await exportedHeadParity(gemma, run, path.join(dir, 'gemma3-vlm-head-onnx'))).toBeLessThan(1e-4);
   }, 300_000);
 
   it('Idefics3 with LoRA: the inference engine (adapter folded) gives the training features; generate --json prints the chunk', async () => {
@@ -243,23 +218,9 @@ describe('train-sft --action-head on a Hugging Face checkpoint', () => {
     expect(readSafetensors(path.join(run, 'action_head.safetensors')).tensors.size).toBeGreaterThan(0);
 
     // the training path (LoRA unmerged) and the inference engine (folded) on one prompt with its image
-    const img = new Uint8Array(Buffer.from(examples[0].images[0].b64, 'base64'));
-    const prompt = proc.renderChat([{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'Subtask: grasp the red block' }] }], { addGenerationPrompt: true });
-    const inp = await proc.encode(prompt, [img]);
-    const model = new HfLoraModel(loadHfCheckpoint(idefics), LORA);
-    model.loadAdapter(readPeftAdapter(run).tensors, run);
-    const train = tf.tidy(() => {
-      const px = tf.tensor4d(inp.pixels, [inp.tiles, 3, 32, 32]);
-      return hfHeadFeatures(model, tf.tensor2d([inp.ids], undefined, 'int32'), px, [inp.ids.length - 1], { logits: false }).cond.dataSync() as Float32Array;
-    });
-    model.dispose();
-    const engine = await HfHeadEngine.open(idefics, run);
-    const served = await engine.features({ ids: inp.ids, pixels: inp.pixels, textOffset: 0, imagePositions: inp.imagePositions, images: [] });
-    engine.dispose();
-    let worst = 0;
-    train.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - served[i]))));
-    expect(worst).toBeLessThan(1e-4);
+    expect(await trainingVsServedFeatures(idefics, run, proc, examples[0], LORA)).toBeLessThan(1e-4);
 
+    const img = new Uint8Array(Buffer.from(examples[0].images[0].b64, 'base64'));
     const png = path.join(dir, 'red.png');
     writeFileSync(png, img);
     const g = await execa('node', [BIN, 'generate', '--model', run, '--prompt', 'Subtask: grasp the red block', '--image', png, '--json'], { reject: false });

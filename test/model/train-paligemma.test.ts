@@ -7,28 +7,25 @@
  */
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TextCodec, type TrainingExample } from '../../src/lib/actions/index.js';
-import { hfHeadParity } from '../../src/lib/export/hf.js';
 import { openCausalLm } from '../../src/lib/infer/causal.js';
 import { readHeadConfig } from '../../src/lib/model/action-head.js';
-import { applyPeftAdapter, readPeftAdapter } from '../../src/lib/model/arch/adapter.js';
+import { readPeftAdapter } from '../../src/lib/model/arch/adapter.js';
 import { loadHfCheckpoint } from '../../src/lib/model/arch/hf.js';
 import { initCheckpoint } from '../../src/lib/model/arch/manage.js';
 import { selectBackend } from '../../src/lib/model/backend.js';
 import { openProcessor } from '../../src/lib/model/processor/index.js';
-import { readSafetensors } from '../../src/lib/model/safetensors.js';
 import { makeBatch, disposeBatch } from '../../src/lib/train/data.js';
 import { HfLoraModel } from '../../src/lib/train/hf-model.js';
 import { HfTrainee } from '../../src/lib/train/hf-sft.js';
 import { trainSft } from '../../src/lib/train/sft.js';
 import { tempDir } from '../helpers.js';
 import { ex, toyExamples } from './examples.js';
+import { exportedHeadParity, trainingVsServedFeatures } from './head-checks.js';
 import { PALIGEMMA_PREPROCESSOR, paliGemmaConfig, writePaliGemmaTokenizer } from './paligemma-files.js';
 
-const BIN = path.resolve('bin/run.js');
 const dir = tempDir('vlakit-trainpali-');
 const ckpt = path.join(dir, 'ckpt');
 const LORA = { r: 4, alpha: 8, targets: ['q', 'v'] };
@@ -74,18 +71,15 @@ describe('training PaliGemma 2 (prefix-LM)', () => {
     await lm.dispose();
   }, 120_000);
 
-  it('LoRA and a flow head train on it; the export\'s head graphs (prefix_length fed) match the checkpoint', async () => {
+  it('LoRA and a flow head train on it; the engine gives the training features, and the export\'s head graphs (prefix_length fed) match the checkpoint', async () => {
     const proc = await openProcessor(ckpt);
     const run = path.join(dir, 'head');
     await trainSft({ examples, outDir: run, init: ckpt, processor: proc, codec: new TextCodec(3), lora: LORA, steps: 3, batchSize: 2, lr: 1e-2, warmup: 0, seed: 1, actionHead: { objective: 'flow', hidden: 16, layers: 1, inferenceSteps: 3, langWeight: 0 } }); // no language loss: no logits over the 262k vocabulary; the adapters train through the head
     expect(readHeadConfig(run)).toMatchObject({ objective: 'flow', cond_dim: 32, action_dim: 4 });
     const B = [...readPeftAdapter(run).tensors.values()].map((x) => Math.max(...x.b.data.map(Math.abs)));
     expect(Math.max(...B)).toBeGreaterThan(0);
-    const onnx = path.join(dir, 'head-onnx');
-    const e = await execa('node', [BIN, 'export', ckpt, '--adapter', run, '-o', onnx], { reject: false });
-    expect(e.exitCode, e.stderr).toBe(0);
-    const ck = loadHfCheckpoint(ckpt);
-    applyPeftAdapter(ck, run);
-    expect(await hfHeadParity(ck, { config: readHeadConfig(run), weights: readSafetensors(path.join(run, 'action_head.safetensors')).tensors }, onnx)).toBeLessThan(1e-4);
+    // the training path (each row's prefix) and the engine (the prompt as the prefix); then the export (prefix_length fed)
+    expect(await trainingVsServedFeatures(ckpt, run, proc, examples[0], LORA)).toBeLessThan(1e-4);
+    expect(await exportedHeadParity(ckpt, run, path.join(dir, 'head-onnx'))).toBeLessThan(1e-4);
   }, 300_000);
 });
