@@ -25,25 +25,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 V="node $(pwd)/bin/run.js"
+. scripts/experiments/common.sh
 OUT=${1:-exp-head-vs-text}
 mkdir -p "$OUT" && cd "$OUT"
 
-if [ ! -s examples.jsonl ]; then
-  $V rollout --policy scripted --tasks pick --episodes 24 --seed 0 --distractors 0 -q -o plain.jsonl --overwrite
-  $V rollout --policy scripted --tasks pick --episodes 320 --seed 100 --dart 0.003 --distractors 0 -q -o dart.jsonl --overwrite
-  cat plain.jsonl dart.jsonl | $V chunk --mode fixed --horizon 4 -q -o chunks.jsonl --overwrite
-  $V relabel chunks.jsonl --method refinevla --no-reasoning --actions text --units cm --precision 1 --state --split 0.2 -q -o examples.jsonl --overwrite
-fi
-
+pick_data 4 examples.jsonl
 BASE=${BASE:-base}
-if [ "$BASE" = base ] && [ ! -s base/model.safetensors ]; then
-  $V eval-vqa --generate 12000 --seed 7 --types where --tasks pick --distractors 0 --per-frame 1 --as examples -q -o where.jsonl --overwrite
-  cat > base-config.json <<'EOF'
-{"model_type": "vlakit-vla", "architectures": ["VlaForCausalLM"], "vision_config": {"image_size": 64, "patch_size": 16, "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 128, "layer_norm_eps": 1e-06, "stem_patch_size": 4, "stem_channels": 32, "keypoints": 16}, "text_config": {"vocab_size": 512, "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000, "max_position_embeddings": 256}, "num_cameras": 1, "tie_word_embeddings": true, "initializer_range": 0.1, "torch_dtype": "float32"}
-EOF
-  # the vocabulary from both the questions and the action examples, so that the fine-tuning runs reuse it
-  $V train-sft where.jsonl --config base-config.json --vocab-size 512 --vocab-from examples.jsonl --steps 4000 --batch-size 16 --lr 1e-3 --workers 2 --eval-every 100000 --save-every 100000 -q -o base --overwrite
-fi
+[ "$BASE" = base ] && grounding_base examples.jsonl
 
 for seed in 0 1 2; do
   for kind in text diffusion flow; do
@@ -53,7 +41,7 @@ for seed in 0 1 2; do
       [ "$kind" = text ] || extra=(--action-head "$kind" --lang-weight 0.1)
       $V train-sft examples.jsonl --init "$BASE" --steps 2500 --batch-size 8 --lr 1e-3 --workers 2 --seed "$seed" --eval-every 100000 --save-every 100000 -q -o "$N" --overwrite "${extra[@]}"
       $V export "$N" -o "$N-onnx" -q --overwrite
-      $V rollout --policy "$N-onnx" --mode direct --prompt refinevla-nr --execute 1 --tasks pick --episodes 16 --seed 2000 --distractors 0 --json -o "roll-$N.jsonl" --overwrite 2> "roll-$N.txt"
+      roll "$N-onnx" "$N"
     fi
   done
 done
@@ -68,24 +56,13 @@ if [[ " ${STAGES:-1 2 3 4} " == *" 4 "* ]]; then
       if [ ! -s "roll-$N.txt" ]; then
         $V train-sft examples.jsonl --init "$from-s$seed" --action-head flow --freeze-backbone --steps 2500 --batch-size 8 --lr 1e-3 --workers 2 --seed "$seed" --eval-every 100000 --save-every 100000 -q -o "$N" --overwrite
         $V export "$N" -o "$N-onnx" -q --overwrite
-        $V rollout --policy "$N-onnx" --mode direct --prompt refinevla-nr --execute 1 --tasks pick --episodes 16 --seed 2000 --distractors 0 --json -o "roll-$N.jsonl" --overwrite 2> "roll-$N.txt"
+        roll "$N-onnx" "$N"
       fi
     done
   done
 fi
 
 # the table: one row per run, from rollout's --json report (the last line of each roll-*.txt)
-node --input-type=module -e '
-  import { existsSync, readFileSync } from "node:fs";
-  console.log("| run | pick | 95% CI (Wilson) | closest approach of the failed episodes, median (cm) | cycle ms, median |");
-  console.log("| --- | --- | --- | --- | --- |");
-  const kinds = ["text", "diffusion", "flow", "text-flow-frozen", "rl-flow-frozen"];
-  for (const seed of [0, 1, 2]) for (const kind of kinds) {
-    if (!existsSync(`roll-${kind}-s${seed}.txt`)) continue;
-    const r = JSON.parse(readFileSync(`roll-${kind}-s${seed}.txt`, "utf8").trim().split("\n").at(-1));
-    const t = r.tasks[0];
-    const d = r.failures.filter((f) => !f.success && f.min_distance_m != null).map((f) => 100 * f.min_distance_m).sort((a, b) => a - b);
-    const med = d.length ? d[Math.floor(d.length / 2)].toFixed(1) : "-";
-    console.log(`| ${kind}, seed ${seed} | ${t.successes}/${t.episodes} | [${(100 * t.ci95[0]).toFixed(1)}, ${(100 * t.ci95[1]).toFixed(1)}] | ${med} | ${Math.round(t.latencyMs.median)} |`);
-  }
-'
+runs=()
+for seed in 0 1 2; do for kind in text diffusion flow text-flow-frozen rl-flow-frozen; do runs+=("$kind-s$seed"); done; done
+table "${runs[@]}"
