@@ -32,7 +32,7 @@ export function vlaFeatureDim(c: VlaConfig, keypoints = false): number {
 export function vlaHeadFeatures(model: VlaModel, pixels: tf.Tensor5D, ids: tf.Tensor2D, promptEnd: number[], o: { logits?: boolean; keypoints?: boolean } = {}): { cond: tf.Tensor2D; logits?: tf.Tensor3D } {
   const c = model.config;
   const ops = new TfjsOps(model.params, undefined, model.lora, 0, 'in_out');
-  if (o.keypoints) vlaKeypointDim(c);
+  if (o.keypoints) vlaKeypointDim(c); // a usage error when the backbone has no keypoints
   const tap: VlaTap<tf.Tensor> = {};
   const h = vlaHidden(ops, c, ids, pixels, o.keypoints ? tap : undefined) as tf.Tensor3D; // [B, Ni + T, D]
   const [B, L] = h.shape;
