@@ -20,7 +20,8 @@
 #   5. the table (success, 95% Wilson interval, median closest approach, cycle ms) on stdout
 #
 # Wall time on an idle 2-core machine: stage 1 about 5 min, stage 2 about 17 min, each of the 9 runs of stage 3
-# 8-11 min (training) + 1-2 min (rollout), stage 4 not yet measured: about 2 hours for stages 1-3.
+# 11-15 min (training) + 1 min (export and rollout); stage 4 per seed: GRPO 4-6 min and two frozen-backbone heads of
+# 8-11 min each: about 2.5 hours for stages 1-3 and 75 minutes more for stage 4.
 # STAGES="1 2 3" (the default: "1 2 3 4") stops before RoboAlign's order.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
