@@ -74,6 +74,19 @@ describe('waypoint targets', () => {
     expect(ex[0].meta.codec.layout).toMatchObject({ mode: 'absolute', max_step: 0.02, translation: [0, 1, 2], gripper: 3 });
     expect(ex[1].messages[0].content.at(-1).text).toBe('Task: pick the block up\nRobot state: [3.0, 0.0, 10.0, 1.00]');
 
+    // DAgger steps carry the expert's own target (rollout --dagger: policy.dagger.target); chunk keeps it, relabel uses it
+    const dsteps = path.join(dir, 'dagger-steps.jsonl');
+    writeFileSync(dsteps, ep.map((_, i) => JSON.stringify({ ...stepRecord(i), policy: { dagger: { executed: 'policy', action: [0, 0, 0, 1], target: [0.07, -0.05, 0.03 + i / 100] } } })).join('\n') + '\n');
+    const dchunks = path.join(dir, 'dagger-chunks.jsonl');
+    expect((await execa('node', [BIN, 'chunk', dsteps, '--mode', 'fixed', '--horizon', '1', '-o', dchunks], { reject: false })).exitCode).toBe(0);
+    expect(JSON.parse(readFileSync(dchunks, 'utf8').split('\n')[2]).expert_target).toEqual([0.07, -0.05, 0.05]);
+    const dout = path.join(dir, 'dagger-ex.jsonl');
+    const d = await execa('node', [BIN, 'relabel', dchunks, '--no-reasoning', '--compact-prompt', '--state', '--units', 'cm', '--precision', '1', '--waypoints', '-o', dout], { reject: false });
+    expect(d.exitCode, d.stderr).toBe(0);
+    const dex = readFileSync(dout, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    // the expert's target with each step's own gripper command
+    expect(dex.slice(6, 9).map((e) => e.messages[1].content[0].text)).toEqual(['[[7.0, -5.0, 9.0, 1]]', '[[7.0, -5.0, 10.0, 0]]', '[[7.0, -5.0, 11.0, 0]]']);
+
     const bins = await execa('node', [BIN, 'relabel', chunks, '--actions', 'bins', '--stats', chunks, '--waypoints', '-o', path.join(dir, 'b.jsonl')], { reject: false });
     expect(bins.exitCode).toBe(2);
     expect(bins.stderr).toMatch(/--waypoints applies only with --actions text or words/);

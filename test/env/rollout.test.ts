@@ -135,6 +135,14 @@ describe('runEpisodes with the scripted expert', () => {
     expect(recs.map((r) => r.action)).toEqual(labels.map((a) => a.map((v) => shortFloat32(Math.fround(v)))));
     expect(recs.every((r) => (r.policy as { dagger: { executed: string; action: number[] }; text: string }).dagger.executed === 'policy')).toBe(true);
     expect((recs[0].policy as { text: string }).text).toBe('drift');
+    // each record also holds where the expert was heading from that state; its label is the step toward it
+    const target = (r: StepRecord) => (r.policy as { dagger: { target: number[] } }).dagger.target;
+    for (const r of recs.filter((x) => (x.action as number[])[3] === 1).slice(0, 5)) {
+      const s = (r.observation as { state: number[] }).state;
+      const d = [0, 1, 2].map((k) => target(r)[k] - s[k]);
+      const n = Math.hypot(...d);
+      [0, 1, 2].forEach((k) => expect((r.action as number[])[k]).toBeCloseTo((d[k] * Math.min(n, 0.015)) / n, 4));
+    }
     // the states follow the policy's drift (+1 cm of y a step, up to the workspace bound), not the labels
     const y = (r: StepRecord) => (r.observation as { state: number[] }).state[1];
     expect(y(eps[0].records[1]) - y(eps[0].records[0])).toBeCloseTo(0.01, 4);

@@ -37,6 +37,11 @@ export const ChunkRecordSchema = z
     /** Carried from the chunk's first step when the steps were annotated. */
     reasoning: ReasoningAnnotationSchema.nullable().optional(),
     oracle: z.unknown().optional(),
+    /**
+     * DAgger records (`rollout --dagger`): where the scripted expert was heading at the chunk's first step, [x, y, z]
+     * in the state's frame (meters); relabel --waypoints uses it as that step's target.
+     */
+    expert_target: z.array(z.number()).length(3).optional(),
   })
   .superRefine((c, ctx) => {
     if (c.source_steps.length !== c.actions.length) ctx.addIssue({ code: 'custom', path: ['source_steps'], message: `expected one [first, last] per action (${c.actions.length}), got ${c.source_steps.length}` });
@@ -114,6 +119,8 @@ export function chunkEpisode(steps: StepRecord[], opts: ChunkOptions): ChunkReco
     };
     if (first.reasoning !== undefined) rec.reasoning = first.reasoning as ReasoningAnnotation | null; // validated where the steps were read
     if (first.oracle !== undefined) rec.oracle = first.oracle;
+    const target = (first.policy as { dagger?: { target?: unknown } } | undefined)?.dagger?.target;
+    if (Array.isArray(target) && target.length === 3 && target.every((v) => typeof v === 'number' && Number.isFinite(v))) rec.expert_target = target as number[];
     return rec;
   };
   const out: ChunkRecord[] = [];

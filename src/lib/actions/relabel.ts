@@ -107,7 +107,9 @@ function waypointChunks(ep: ChunkRecord[], layout: ActionLayout, wl: ActionLayou
   const order = ep.map((c) => c.start_step);
   if (order.some((t, i) => i > 0 && t !== order[i - 1] + 1)) throw new VlakitError('E_USAGE', `relabel --waypoints needs every step of an episode in order (chunk --mode fixed --horizon 1 --stride 1); episode ${String(ep[0].episode_id)} skips steps`);
   const targets = waypointTargets(steps, layout);
-  return ep.map((c, i) => ({ ...c, actions: [targets[i]], action_layout: wl }));
+  // a DAgger step's own expert target (where the expert was heading from the policy's state) replaces the run-based one
+  const own = (c: ChunkRecord, t: number[]) => (c.expert_target ? t.map((v, k) => { const j = layout.translation.indexOf(k); return j >= 0 ? c.expert_target![j] : v; }) : t);
+  return ep.map((c, i) => ({ ...c, actions: [own(c, targets[i])], action_layout: wl }));
 }
 
 /**

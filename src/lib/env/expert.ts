@@ -45,6 +45,11 @@ export class ScriptedExpert {
     return [a[0], a[1], a[2], gripper];
   }
 
+  /** Where the expert is heading now (the end of its current straight move) and its gripper command; none without a subtask. */
+  target(w: World, task: Task, sub: Subtask | undefined): { target: Vec3; gripper: number } | undefined {
+    return sub ? this.waypoint(w, task, sub) : undefined;
+  }
+
   private waypoint(w: World, task: Task, sub: Subtask): { target: Vec3; gripper: number } {
     const tcp = w.tcp;
     const x = w.state(sub.object);

@@ -70,6 +70,12 @@ export class ScriptedPolicy implements Policy {
     const w = this.world!;
     return this.expert!.act(w.world!, w.task!, w.subtask);
   }
+
+  /** The point the expert is heading for now, [x, y, z] in meters (undefined without a subtask). */
+  target(): number[] | undefined {
+    const w = this.world!;
+    return this.expert!.target(w.world!, w.task!, w.subtask)?.target;
+  }
 }
 
 /**
@@ -131,12 +137,15 @@ export class DaggerPolicy implements Policy {
 
   async act(obs: Record<string, unknown>, ctx: ActContext): Promise<PolicyStep | null> {
     const label = this.expert.act();
+    // the expert's own target at this state: relabel --waypoints prefers it to a target made from consecutive
+    // labels, which along the policy's states (not the expert's) can end a step away instead of where the expert heads
+    const target = this.expert.target();
     const got = await this.inner.act(obs, ctx);
     if (got === null) return null;
     const step: PolicyStep = Array.isArray(got) ? { action: got } : got;
     const byExpert = this.beta > 0 && this.rng!.next() < this.beta;
     const action = byExpert ? label : step.action;
-    return { ...step, action, label, info: { ...step.info, dagger: { executed: byExpert ? 'expert' : 'policy', action: step.action.map(shortFloat32) } } };
+    return { ...step, action, label, info: { ...step.info, dagger: { executed: byExpert ? 'expert' : 'policy', action: step.action.map(shortFloat32), ...(target ? { target: target.map(shortFloat32) } : {}) } } };
   }
 
   async close(): Promise<void> {
