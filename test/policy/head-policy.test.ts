@@ -186,6 +186,20 @@ describe('an action head fed the keypoint readouts (--head-keypoints)', () => {
     await ex.dispose();
   }, 120_000);
 
+  it('a run from it keeps its head (and the keypoint features) with the same objective; another objective starts a new head without them unless asked', async () => {
+    const base = preset('tiny', 128, 1);
+    const sizes = { ...base, vision_config: { ...base.vision_config, stem_patch_size: 4, stem_channels: 8, keypoints: 4 } };
+    const D = base.text_config.hidden_size;
+    const head = { hidden: 16, layers: 1, inferenceSteps: 2 };
+    const kp = await trainTiny(dir, 'head-kp-init', await toyExamples(), { steps: 1, sizes, actionHead: { objective: 'flow', ...head, keypoints: true } });
+    const same = await trainTiny(dir, 'head-kp-same', await toyExamples(), { steps: 1, init: kp, actionHead: { objective: 'flow', ...head } });
+    expect(readHeadConfig(same)).toMatchObject({ keypoint_features: true, cond_dim: 2 * D + 4 * 8 });
+    const other = await trainTiny(dir, 'head-kp-other', await toyExamples(), { steps: 1, init: kp, actionHead: { objective: 'diffusion', ...head } });
+    expect(readHeadConfig(other)).toMatchObject({ objective: 'diffusion', keypoint_features: false, cond_dim: 2 * D });
+    const asked = await trainTiny(dir, 'head-kp-asked', await toyExamples(), { steps: 1, init: kp, actionHead: { objective: 'diffusion', ...head, keypoints: true } });
+    expect(readHeadConfig(asked)).toMatchObject({ keypoint_features: true, cond_dim: 2 * D + 4 * 8 });
+  }, 120_000);
+
   it('is refused for a backbone without keypoints', async () => {
     await expect(trainTiny(dir, 'head-kp-none', await toyExamples(), { steps: 1, actionHead: { objective: 'flow', hidden: 16, layers: 1, keypoints: true } })).rejects.toThrow(/keypoints/);
   }, 60_000);

@@ -13,7 +13,7 @@ import { withoutActionsMarker } from '../actions/prompts.js';
 import { inferLayout } from '../actions/layout.js';
 import { ActionStatsSchema, StatsAccumulator } from '../actions/stats.js';
 import { VlakitError } from '../errors.js';
-import { ActionHead, type ActionHeadConfig, type HeadObjective, chunkNoise, chunkSize, denormalizeChunk, hasActionHead, headConfig, loadActionHead, readHeadConfig, normalizeChunk, normalizeState, writeActionHead } from '../model/action-head.js';
+import { ActionHead, type ActionHeadConfig, type HeadObjective, chunkNoise, chunkSize, denormalizeChunk, hasActionHead, headConfig, loadActionHead, normalizeChunk, normalizeState, writeActionHead } from '../model/action-head.js';
 import { vlaFeatureDim, vlaHeadFeatures } from '../model/action-head-vla.js';
 import { tokensPerImage } from '../model/config.js';
 import type { VlaModel } from '../model/model.js';
@@ -324,9 +324,10 @@ export function headCodec(examples: TrainingExample[], codec?: ActionCodec): Act
 
 /**
  * The head of a run: the head of `startDir` (a resumed run, or an --init checkpoint with a head of the same
- * objective), else a new one for the training examples with features of `condDim` numbers.
+ * objective and features), else a new one for the training examples. `condDim(keypoints)`: the backbone's feature
+ * width with or without the keypoint readouts; a kept head keeps its own choice, a new one takes the options' (default none).
  */
-export function openHead(o: { examples: TrainingExample[]; actionStats?: unknown; actionHead: HeadOptions; seed?: number }, codec: ActionCodec, condDim: number, startDir: string | undefined, resume: boolean): ActionHead {
+export function openHead(o: { examples: TrainingExample[]; actionStats?: unknown; actionHead: HeadOptions; seed?: number }, codec: ActionCodec, condDim: (keypoints: boolean) => number, startDir: string | undefined, resume: boolean): ActionHead {
   let head: ActionHead | undefined;
   if (startDir && hasActionHead(startDir)) {
     head = loadActionHead(startDir);
@@ -337,15 +338,19 @@ export function openHead(o: { examples: TrainingExample[]; actionStats?: unknown
     }
   }
   if (resume && !head) throw new VlakitError('E_MODEL', 'the run to resume has no action head (action_head.json)', { file: startDir });
-  if (head && head.config.cond_dim !== condDim) throw new VlakitError('E_MODEL', `the action head takes features of ${head.config.cond_dim} numbers; this backbone gives ${condDim}`, { file: startDir });
+  if (head) {
+    const want = condDim(head.config.keypoint_features);
+    if (head.config.cond_dim !== want) throw new VlakitError('E_MODEL', `the action head takes features of ${head.config.cond_dim} numbers; this backbone gives ${want}`, { file: startDir });
+    return head;
+  }
   const train = o.examples.filter((e) => e.meta.split !== 'val');
-  return head ?? ActionHead.init(newHeadConfig(train, codec, condDim, o.actionHead, o.actionStats), o.seed ?? 0);
+  const keypoints = o.actionHead.keypoints ?? false;
+  return ActionHead.init(newHeadConfig(train, codec, condDim(keypoints), { ...o.actionHead, keypoints }, o.actionStats), o.seed ?? 0);
 }
 
 /** The head trainee of a run on the built-in model (openHead). */
 export function openHeadTrainee(model: VlaModel, tok: Tokenizer, o: { examples: TrainingExample[]; codec?: ActionCodec; actionStats?: unknown; actionHead: HeadOptions; freezeLayers?: number; freezeVision?: boolean; seed?: number }, startDir: string | undefined, resume: boolean): HeadTrainee {
   const codec = headCodec(o.examples, o.codec);
-  const keypoints = o.actionHead.keypoints ?? (startDir && hasActionHead(startDir) ? readHeadConfig(startDir).keypoint_features : false);
-  const head = openHead(o, codec, vlaFeatureDim(model.config, keypoints), startDir, resume);
+  const head = openHead(o, codec, (keypoints) => vlaFeatureDim(model.config, keypoints), startDir, resume);
   return new HeadTrainee(model, tok, head, codec, { ...o.actionHead, freezeLayers: o.freezeLayers, freezeVision: o.freezeVision, seed: o.seed });
 }

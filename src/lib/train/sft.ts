@@ -224,7 +224,7 @@ async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: n
       // the head on the checkpoint's hidden states (train/hf-head.ts); its adapters train unless --freeze-backbone
       if (o.actionHead.keypoints) throw new VlakitError('E_USAGE', `--head-keypoints: ${o.init} is a Hugging Face checkpoint; keypoint features are the built-in model's (vision_config.keypoints)`);
       const codec = headCodec(o.examples, o.codec);
-      const head = openHead({ ...o, actionHead: o.actionHead, seed }, codec, hfFeatureDim(model.arch, model.config), resumeDir, resumeDir !== undefined);
+      const head = openHead({ ...o, actionHead: o.actionHead, seed }, codec, () => hfFeatureDim(model.arch, model.config), resumeDir, resumeDir !== undefined);
       const ht = new HfHeadTrainee(model, t, head, codec, { ...o.actionHead, seed });
       if (resumeDir) ht.resume(resumeDir);
       return ht;
