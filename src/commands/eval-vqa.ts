@@ -27,6 +27,8 @@ export default class EvalVqa extends VlakitCommand {
     'per-frame': int({ description: '--generate: questions per frame', default: 3, min: 1, max: 100 }),
     tasks: Flags.string({ description: '--generate: the task families whose scenes are asked about, comma-separated (as rollout --tasks), or all', default: 'all' }),
     distractors: distractorsFlag('--generate: distractor objects per scene'),
+    'ground-all': Flags.boolean({ description: '--generate --ground: after the objects the question names, every other visible object too (for vision_config.keypoint_names)' }),
+    ground: Flags.boolean({ description: '--generate --as examples: each example records where the objects its question names are in the image (`ground`, from the world\'s pixel masks), for train-sft --ground-weight' }),
     output: Flags.string({ char: 'o', description: '--generate: output file ("-" or absent: stdout)', helpValue: 'PATH' }),
     overwrite: sharedFlags.overwrite,
     models: Flags.string({ description: 'models to compare, the first one the reference: NAME=DIR, NAME=openai:MODEL (its server: --endpoint, or NAME=openai:MODEL@URL), NAME=gemini:MODEL or NAME=exec:CMD, comma-separated', helpValue: 'base=A,vla=B' }),
@@ -54,7 +56,7 @@ export default class EvalVqa extends VlakitCommand {
     exclusive('model', 'models', 'one model, or several to compare'),
     exclusive('generate', 'data', '--generate writes questions, --data evaluates on them'),
     exclusive('cache', 'no-cache', '--no-cache reads and writes no cache'),
-    ...allOnlyWith(['seed', 'as', 'width', 'height', 'per-frame', 'types', 'tasks', 'distractors', 'output'], '--generate', (i) => i.given.has('generate')),
+    ...allOnlyWith(['seed', 'as', 'width', 'height', 'per-frame', 'types', 'tasks', 'distractors', 'output', 'ground', 'ground-all'], '--generate', (i) => i.given.has('generate')),
     ...allOnlyWith(['models', 'model', 'endpoint', 'circular', 'limit', 'metric', 'log-samples', 'concurrency', 'cache', 'no-cache', 'max-new-tokens', 'device', 'backend', 'adapter', 'shard'], 'an evaluation (not with --generate)', (i) => !i.given.has('generate')),
   ];
 
@@ -160,7 +162,9 @@ export default class EvalVqa extends VlakitCommand {
     return new ev.RunnerModel(name, await openModel(spec, { device: flags.device as 'cpu', backend: flags.backend, adapter: flags.adapter }), flags['max-new-tokens']);
   }
 
-  private async generateScenes(n: number, flags: { seed: number; as: string; width: number; height: number; 'per-frame': number; types?: string; tasks: string; distractors: string; output?: string; overwrite: boolean; quiet: boolean }): Promise<void> {
+  private async generateScenes(n: number, flags: { seed: number; as: string; width: number; height: number; 'per-frame': number; types?: string; tasks: string; distractors: string; ground: boolean; 'ground-all': boolean; output?: string; overwrite: boolean; quiet: boolean }): Promise<void> {
+    if (flags['ground-all'] && !flags.ground) throw new VlakitError('E_USAGE', '--ground-all goes with --ground');
+    if (flags.ground && flags.as !== 'examples') throw new VlakitError('E_USAGE', '--ground records grounding targets in training examples: use it with --as examples');
     const { generateSceneQa, sceneQaExample, SCENE_QA_TYPES } = await import('../lib/eval/index.js');
     const askTypes = flags.types?.split(',').map((t) => t.trim());
     for (const t of askTypes ?? []) {
@@ -175,7 +179,7 @@ export default class EvalVqa extends VlakitCommand {
     const types: Record<string, number> = {};
     const signal = this.abort.signal;
     const items = (async function* () {
-      for await (const q of generateSceneQa({ count: n, seed: flags.seed, width: flags.width, height: flags.height, perFrame: flags['per-frame'], types: askTypes as (typeof SCENE_QA_TYPES)[number][] | undefined, families, distractors, signal })) {
+      for await (const q of generateSceneQa({ count: n, seed: flags.seed, width: flags.width, height: flags.height, perFrame: flags['per-frame'], types: askTypes as (typeof SCENE_QA_TYPES)[number][] | undefined, families, distractors, ground: flags['ground-all'] ? 'all' : flags.ground, signal })) {
         types[q.type] = (types[q.type] ?? 0) + 1;
         progress.update({ records: ++made, unit: 'questions' });
         yield flags.as === 'examples' ? sceneQaExample(q) : q;

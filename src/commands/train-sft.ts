@@ -48,6 +48,7 @@ export default class TrainSft extends VlakitCommand {
     'freeze-layers': int({ description: 'freeze the first N decoder layers', default: 0, min: 0, max: 1000 }),
     'freeze-vision': Flags.boolean({ description: 'freeze the vision tower (a Hugging Face VLM: no adapters on it, and each image\'s features computed once, cached by content)' }),
     'lambda-r': decimal({ description: 'weight of the reasoning loss', default: '1', min: 0, max: 1000 }),
+    'ground-weight': decimal({ description: 'built-in model with keypoints: weight of the grounding loss, which teaches keypoint k to look at the k-th object the prompt names (examples with `ground` targets: relabel --ground, eval-vqa --ground)', min: 0, max: 1000, minExclusive: true }),
     lr: decimal({ description: 'peak learning rate', default: '3e-4', min: 0, minExclusive: true, max: 1 }),
     warmup: int({ description: 'warmup steps (default: 10% of the steps, at most 10)', min: 0, max: 10_000_000 }),
     steps: int({ description: 'optimizer steps (default: from --epochs)', min: 1, max: 10_000_000, warnAbove: 100_000 }),
@@ -69,6 +70,7 @@ export default class TrainSft extends VlakitCommand {
     'head-layers': int({ description: 'action head: residual MLP blocks', default: 2, min: 0, max: 64 }),
     'head-prediction': Flags.string({ description: 'action head, diffusion: what the denoiser predicts, the noise or the clean chunk', options: ['epsilon', 'sample'], default: 'epsilon' }),
     'head-horizon': int({ description: 'action head: actions per chunk (default: the longest chunk of the data; shorter chunks repeat their last action)', min: 1, max: 1024 }),
+    'head-named-keypoints': int({ description: 'action head, built-in model whose keypoints are named (vision_config.keypoint_names, trained with --ground-weight): the readouts of the keypoints of the first N objects the prompt names are appended to the head\'s features (implies --head-keypoints)', min: 1, max: 8, helpValue: 'N' }),
     'head-keypoints': Flags.boolean({ description: 'action head, built-in model with keypoints: the vision tower\'s keypoint readouts (spatial softmax) go to the head\'s features directly, beside the decoder\'s hidden states' }),
     'freeze-backbone': Flags.boolean({ description: 'action head: train the head alone (the backbone, or the LoRA adapters of a Hugging Face checkpoint, as they start; a Hugging Face checkpoint without --lora: the run stores a zero rank-1 adapter)' }),
     quiet: sharedFlags.quiet,
@@ -78,7 +80,7 @@ export default class TrainSft extends VlakitCommand {
 
   static flagRules: FlagRule[] = [
     ...allOnlyWith(['lora-r', 'lora-alpha', 'lora-targets'], '--lora', (i) => i.flags.lora === true),
-    ...allOnlyWith(['lang-weight', 'inference-steps', 'head-hidden', 'head-layers', 'head-horizon', 'head-keypoints', 'freeze-backbone'], '--action-head', (i) => i.given.has('action-head')),
+    ...allOnlyWith(['lang-weight', 'inference-steps', 'head-hidden', 'head-layers', 'head-horizon', 'head-keypoints', 'head-named-keypoints', 'freeze-backbone'], '--action-head', (i) => i.given.has('action-head')),
     onlyWith('head-prediction', '--action-head diffusion', (i) => i.flags['action-head'] === 'diffusion'),
     exclusive('steps', 'epochs', '--epochs sets the steps when --steps is not given'),
     exclusive('tokenizer', 'vocab-size', 'a tokenizer.json has its own vocabulary'),
@@ -123,6 +125,7 @@ export default class TrainSft extends VlakitCommand {
         freezeLayers: flags['freeze-layers'],
         freezeVision: flags['freeze-vision'],
         lambdaR: num(flags['lambda-r'], 'lambda-r'),
+        groundWeight: flags['ground-weight'] === undefined ? undefined : num(flags['ground-weight'], 'ground-weight'),
         lr: num(flags.lr, 'lr'),
         warmup: flags.warmup,
         steps: flags.steps,
@@ -140,7 +143,7 @@ export default class TrainSft extends VlakitCommand {
         workers: flags.workers,
         backend,
         actionHead: flags['action-head']
-          ? { objective: flags['action-head'] as 'diffusion' | 'flow', langWeight: num(flags['lang-weight'], 'lang-weight'), inferenceSteps: flags['inference-steps'], hidden: flags['head-hidden'], layers: flags['head-layers'], horizon: flags['head-horizon'], prediction: flags['head-prediction'] as 'epsilon' | 'sample', freezeBackbone: flags['freeze-backbone'], keypoints: flags['head-keypoints'] }
+          ? { objective: flags['action-head'] as 'diffusion' | 'flow', langWeight: num(flags['lang-weight'], 'lang-weight'), inferenceSteps: flags['inference-steps'], hidden: flags['head-hidden'], layers: flags['head-layers'], horizon: flags['head-horizon'], prediction: flags['head-prediction'] as 'epsilon' | 'sample', freezeBackbone: flags['freeze-backbone'], keypoints: flags['head-keypoints'], namedKeypoints: flags['head-named-keypoints'] }
           : undefined,
         onMetrics: sftProgress(progress, { saveEvery: flags['save-every'] }),
       });

@@ -13,6 +13,7 @@ import { TfjsHeadEngine, openHeadEngine } from '../../src/lib/policy/head-policy
 import { TfjsRunner } from '../../src/lib/infer/tfjs.js';
 import { tempDir } from '../helpers.js';
 import { png, toyExamples } from '../model/examples.js';
+import { keypointReadouts } from '../model/keypoint-reference.js';
 import { trainTiny } from '../model/runs.js';
 
 const dir = tempDir('vlakit-head-policy-');
@@ -107,41 +108,6 @@ describe('generate and rollout with the head', () => {
     expect(readFileSync(path.join(dir, 'w2.jsonl'), 'utf8')).toBe(serial);
   }, 180_000);
 });
-
-/**
- * The keypoint readouts of one camera in plain float64 from the checkpoint's weights: the stem (GELU, tanh form)
- * over each s x s cell, per keypoint a softmax of query . key / sqrt(8) over the cells, the expected value
- * (a linear map of the cells' grid positions). pixels [S, S, 3] -> [K*8].
- */
-function keypointReadouts(w: Map<string, { data: Float32Array; shape: number[] }>, pixels: Float32Array, S: number, s: number, K: number): number[] {
-  const G = S / s;
-  const get = (n: string) => w.get(n)!.data;
-  const [stemW, stemB, keyW, keyB, query, grid, valW, valB] = ['vision.stem.weight', 'vision.stem.bias', 'vision.keypoints.key.weight', 'vision.keypoints.key.bias', 'vision.keypoints.query', 'vision.keypoints.grid', 'vision.keypoints.value.weight', 'vision.keypoints.value.bias'].map(get);
-  const Cs = stemB.length;
-  const dk = 8;
-  const gelu = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
-  const keys: number[][] = [];
-  for (let gy = 0; gy < G; gy++) {
-    for (let gx = 0; gx < G; gx++) {
-      const cell: number[] = [];
-      for (let y = 0; y < s; y++) for (let x = 0; x < s; x++) for (let ch = 0; ch < 3; ch++) cell.push(pixels[((gy * s + y) * S + gx * s + x) * 3 + ch]);
-      const f = Array.from({ length: Cs }, (_, o) => gelu(cell.reduce((a, v, i) => a + v * stemW[i * Cs + o], stemB[o])));
-      keys.push(Array.from({ length: K * dk }, (_, o) => f.reduce((a, v, i) => a + v * keyW[i * K * dk + o], keyB[o])));
-    }
-  }
-  const out: number[] = [];
-  for (let k = 0; k < K; k++) {
-    const scores = keys.map((key) => { let d = 0; for (let j = 0; j < dk; j++) d += query[k * dk + j] * key[k * dk + j]; return d / Math.sqrt(dk); });
-    const m = Math.max(...scores);
-    const e = scores.map((v) => Math.exp(v - m));
-    const z = e.reduce((a, b) => a + b, 0);
-    for (let j = 0; j < dk; j++) {
-      const o = k * dk + j;
-      out.push(e.reduce((a, wt, c) => a + (wt / z) * (grid[2 * c] * valW[o] + grid[2 * c + 1] * valW[K * dk + o] + valB[o]), 0));
-    }
-  }
-  return out;
-}
 
 describe('an action head fed the keypoint readouts (--head-keypoints)', () => {
   it('features end with the spatial softmax\'s readouts (a float64 reference); the export matches the checkpoint', async () => {

@@ -11,7 +11,8 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { camerasOf } from '../io/cameras.js';
+import { cameraNames, camerasOf } from '../io/cameras.js';
+import { type GroundTarget, groundTargets } from '../env/ground.js';
 import { type ImageJson } from '../io/json.js';
 import { EpisodeIdSchema, expected, ImageSchema } from '../io/records.js';
 import { directionWords } from '../teacher/kinematic.js';
@@ -56,6 +57,11 @@ export const TrainingExampleSchema = z
     state: z.array(z.number().finite()).optional(),
     /** Built-in world only: the oracle facts of the (first) image's step, pixel masks included when recorded. */
     oracle: z.unknown().optional(),
+    /**
+     * `relabel --ground` / `eval-vqa --ground`: where the objects the prompt names are, in the order it names them
+     * (entry k trains keypoint k with `train-sft --ground-weight`): the image's slot and the point in [0, 1]^2.
+     */
+    ground: z.array(z.object({ object: z.string(), image: z.number().int().nonnegative(), point: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]) })).optional(),
   })
   .superRefine((ex, ctx) => {
     const [user, assistant] = ex.messages;
@@ -89,6 +95,8 @@ export interface ExampleOptions {
   /** Share of episodes that go to the validation split (by a seeded hash of the episode id). */
   valFraction?: number;
   seed?: number;
+  /** Grounding targets (`ground`) of the objects each action prompt names (`all`: then every other visible object), from the chunk's oracle masks (rollout --masks). */
+  ground?: boolean | 'all';
 }
 
 
@@ -99,7 +107,7 @@ export function splitOf(episodeId: string | number, valFraction: number, seed = 
   return h.readUInt32LE(0) / 2 ** 32 < valFraction ? 'val' : 'train';
 }
 
-function example(id: string, images: ImageJson[], prompt: string, parts: { text: string; kind: Span['kind'] }[], meta: TrainingExample['meta'], oracle?: unknown, state?: number[]): TrainingExample {
+function example(id: string, images: ImageJson[], prompt: string, parts: { text: string; kind: Span['kind'] }[], meta: TrainingExample['meta'], oracle?: unknown, state?: number[], ground?: GroundTarget[]): TrainingExample {
   const spans: Span[] = [];
   let target = '';
   for (const p of parts) {
@@ -119,6 +127,7 @@ function example(id: string, images: ImageJson[], prompt: string, parts: { text:
     meta,
     ...(state !== undefined ? { state } : {}),
     ...(oracle !== undefined ? { oracle } : {}),
+    ...(ground !== undefined ? { ground } : {}),
   };
 }
 
@@ -146,6 +155,14 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
     const names = opts.cameras ?? c.cameras;
     return names ? camerasOf(obs, names) : all ? camerasOf(obs) : camerasOf(obs).slice(0, 1);
   };
+  // the grounding targets of a prompt over an observation's images (--ground), from the chunk's oracle masks
+  const grounded = (c: ChunkRecord, obs: Record<string, unknown>, prompt: string, all = false): GroundTarget[] | undefined => {
+    if (!opts.ground) return undefined;
+    const names = opts.cameras ?? c.cameras ?? (all ? cameraNames(obs) : cameraNames(obs).slice(0, 1));
+    const g = groundTargets(c.oracle, prompt, names, opts.ground === 'all');
+    if (!g) throw new VlakitError('E_RECORD_INVALID', `relabel --ground: chunk ${c.chunk_index} of episode ${String(ep)} has no oracle pixel masks (record the episodes with rollout --masks)`, { field: 'oracle.masks' });
+    return g;
+  };
   const instr = chunks[0].language_instruction;
   const format = actionFormatOf(opts.codec);
   const out: TrainingExample[] = [];
@@ -167,7 +184,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
       const withReasoning = !opts.noReasoning && r && !r.error;
       const prompt = PROMPTS.refinevla(instr, Boolean(withReasoning), stateOf(c), format);
       out.push(
-        example(`${ep}/refinevla/${c.chunk_index}`, imgs, prompt, [...(withReasoning ? [{ text: rationaleText(r), kind: 'reasoning' as const }] : []), { text: `${ACTIONS_MARKER} ${opts.codec.encode(c.actions)}`, kind: 'action' }], meta('refinevla', c.start_step, c.end_step), c.oracle, stateNumbers(c)),
+        example(`${ep}/refinevla/${c.chunk_index}`, imgs, prompt, [...(withReasoning ? [{ text: rationaleText(r), kind: 'reasoning' as const }] : []), { text: `${ACTIONS_MARKER} ${opts.codec.encode(c.actions)}`, kind: 'action' }], meta('refinevla', c.start_step, c.end_step), c.oracle, stateNumbers(c), grounded(c, c.observation, instr, true)),
       );
     }
     return out;
@@ -175,7 +192,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
 
   if (opts.noReasoning) {
     for (const c of chunks) {
-      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), (opts.compactPrompt ? PROMPTS.compact(instr, stateOf(c)) : PROMPTS.task(instr, stateOf(c), format)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), undefined, stateNumbers(c)));
+      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), (opts.compactPrompt ? PROMPTS.compact(instr, stateOf(c)) : PROMPTS.task(instr, stateOf(c), format)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), undefined, stateNumbers(c), grounded(c, c.observation, instr)));
     }
     return out;
   }
@@ -189,10 +206,10 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
     const sub = c.subtask.description;
     const plan = c.subtask.motion_plan;
     if (plan) {
-      out.push(example(`${ep}/motion/${i}`, img, PROMPTS.motionPlan(sub), [{ text: plan, kind: 'reasoning' }], meta('motion_plan', c.start_step, c.end_step), c.oracle));
+      out.push(example(`${ep}/motion/${i}`, img, PROMPTS.motionPlan(sub), [{ text: plan, kind: 'reasoning' }], meta('motion_plan', c.start_step, c.end_step), c.oracle, undefined, grounded(c, c.observation, sub)));
     }
     out.push(
-      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan, stateOf(c), format), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), c.oracle, stateNumbers(c)),
+      example(`${ep}/actions/${i}`, img, PROMPTS.actions(sub, plan, stateOf(c), format), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), c.oracle, stateNumbers(c), grounded(c, c.observation, sub)),
     );
     const after = views(c, c.next_observation);
     const verify = PROMPTS.verify(sub);

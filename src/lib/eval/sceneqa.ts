@@ -11,6 +11,7 @@ import type { TrainingExample } from '../actions/examples.js';
 import { CATALOG } from '../env/catalog.js';
 import { ScriptedPolicy } from '../env/rollout.js';
 import { TabletopEnv } from '../env/tabletop.js';
+import { type GroundTarget, groundTargets } from '../env/ground.js';
 import { FAMILIES, type Family } from '../env/tasks.js';
 import type { ImageJson } from '../io/json.js';
 import { Rng, subSeed } from '../util/rng.js';
@@ -41,6 +42,8 @@ export interface SceneQaItem {
   type: SceneQaType;
   scene: { seed: number; family: string; step: number };
   facts: SceneFacts;
+  /** With the `ground` option: where the objects the question names are in the image (env/ground.ts). */
+  ground?: GroundTarget[];
 }
 
 /** The question types: exact facts, and the grounding ones (positions as numbers, opt-in). */
@@ -102,6 +105,8 @@ export interface SceneQaOptions {
   families?: readonly Family[];
   /** Distractor objects per scene (default the world's, 1-3). */
   distractors?: number | [number, number];
+  /** Record each question's grounding targets (the named objects' centres in the image, from the pixel masks). */
+  ground?: boolean | 'all';
   signal?: AbortSignal;
 }
 
@@ -110,7 +115,7 @@ export interface SceneQaOptions {
  * @example for await (const q of generateSceneQa({ count: 100, seed: 0 })) ...
  */
 export async function* generateSceneQa(o: SceneQaOptions): AsyncGenerator<SceneQaItem> {
-  const env = new TabletopEnv({ width: o.width ?? 128, height: o.height ?? 128, distractors: o.distractors });
+  const env = new TabletopEnv({ width: o.width ?? 128, height: o.height ?? 128, distractors: o.distractors, masks: Boolean(o.ground) });
   const families = o.families ?? FAMILIES;
   let made = 0;
   try {
@@ -151,7 +156,8 @@ export async function* generateSceneQa(o: SceneQaOptions): AsyncGenerator<SceneQ
       for (const q of all) if (!picked.includes(q) && picked.length < (o.perFrame ?? 3)) picked.push(q); // more of the same types
       for (const q of picked.slice(0, o.perFrame ?? 3)) {
         if (made >= o.count) break;
-        yield { id: `sceneqa-${o.seed}-${made}`, image: obs.image_0 as ImageJson, question: q.question, answer: q.answer, metric: q.type === 'where' || q.type === 'gripper' ? 'position' : 'exact', type: q.type, scene: { seed, family, step }, facts };
+        const ground = o.ground ? (groundTargets(info.oracle, q.question, ['image_0'], o.ground === 'all') ?? []) : undefined;
+        yield { id: `sceneqa-${o.seed}-${made}`, image: obs.image_0 as ImageJson, question: q.question, answer: q.answer, metric: q.type === 'where' || q.type === 'gripper' ? 'position' : 'exact', type: q.type, scene: { seed, family, step }, facts, ...(ground ? { ground } : {}) };
         made += 1;
       }
     }
@@ -171,5 +177,6 @@ export function sceneQaExample(q: SceneQaItem, split = 'train'): TrainingExample
     ],
     spans: [{ kind: 'reasoning', start: 0, end: q.answer.length }],
     meta: { episode_id: q.id, steps: [q.scene.step, q.scene.step], stage: 'vqa', method: 'sceneqa', representation: 'none', split },
+    ...(q.ground ? { ground: q.ground } : {}),
   };
 }

@@ -29,12 +29,12 @@ export function vlaFeatureDim(c: VlaConfig, keypoints = false): number {
  * pixels [B, C, S, S, 3], ids [B, T] and, per example, the text position of its prompt's last token (<sep>) ->
  * the head's features [B, 2D] ([B, 2D + C*K*8] with `keypoints`) and, unless `logits` is false, the text positions' logits [B, T, V].
  */
-export function vlaHeadFeatures(model: VlaModel, pixels: tf.Tensor5D, ids: tf.Tensor2D, promptEnd: number[], o: { logits?: boolean; keypoints?: boolean } = {}): { cond: tf.Tensor2D; logits?: tf.Tensor3D } {
+export function vlaHeadFeatures(model: VlaModel, pixels: tf.Tensor5D, ids: tf.Tensor2D, promptEnd: number[], o: { logits?: boolean; keypoints?: boolean; tap?: VlaTap<tf.Tensor> } = {}): { cond: tf.Tensor2D; logits?: tf.Tensor3D } {
   const c = model.config;
   const ops = new TfjsOps(model.params, undefined, model.lora, 0, 'in_out');
   if (o.keypoints) vlaKeypointDim(c); // a usage error when the backbone has no keypoints
-  const tap: VlaTap<tf.Tensor> = {};
-  const h = vlaHidden(ops, c, ids, pixels, o.keypoints ? tap : undefined) as tf.Tensor3D; // [B, Ni + T, D]
+  const tap: VlaTap<tf.Tensor> = o.tap ?? {};
+  const h = vlaHidden(ops, c, ids, pixels, o.keypoints || o.tap ? tap : undefined) as tf.Tensor3D; // [B, Ni + T, D]
   const [B, L] = h.shape;
   const Ni = vlaImageTokens(c);
   // per example, two weightings of the positions: one-hot at <sep>, and uniform over the images and the prompt

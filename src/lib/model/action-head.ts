@@ -22,6 +22,8 @@ import { TfjsOps } from './arch/tfjs-ops.js';
 import { type Params, newVar } from './layers.js';
 import { type NamedArray, readSafetensors, writeSafetensors } from './safetensors.js';
 import { Rng } from '../util/rng.js';
+import { namedObjects } from '../util/names.js';
+import { KEYPOINT_DIM } from './config.js';
 
 export const ACTION_HEAD_CONFIG = 'action_head.json';
 export const ACTION_HEAD_WEIGHTS = 'action_head.safetensors';
@@ -45,6 +47,15 @@ export const ActionHeadConfigSchema = z
      * image to the head, as visuomotor policies feed spatial-softmax coordinates to their controller.
      */
     keypoint_features: z.boolean().default(false),
+    /**
+     * The readouts of the keypoints of the objects the prompt names, appended to the features (so the head need not
+     * find them among all K): per slot (the prompt's first, second... named object), the 8 readout numbers of the
+     * main camera's keypoint that detects it (`names[k]`: the backbone's vision_config.keypoint_names, trained by
+     * train-sft --ground-weight) and a 1, or 9 zeros when the prompt names fewer objects or one without a keypoint.
+     * `offset`: where the main camera's readouts start in the backbone features. The backbone's features are the
+     * first cond_dim - 9 x slots numbers.
+     */
+    named_keypoints: z.object({ names: z.array(z.string().min(1)).min(1), slots: z.number().int().positive(), offset: z.number().int().nonnegative() }).nullable().default(null),
     hidden_size: z.number().int().positive(),
     num_layers: z.number().int().nonnegative(),
     /** Sinusoidal time features (even). */
@@ -79,6 +90,7 @@ export function headConfig(o: Pick<ActionHeadConfig, 'objective' | 'horizon' | '
     format: 'vlakit-action-head/1',
     state_dim: 0,
     keypoint_features: false,
+    named_keypoints: null,
     hidden_size: 128,
     num_layers: 2,
     time_dim: 32,
@@ -91,6 +103,64 @@ export function headConfig(o: Pick<ActionHeadConfig, 'objective' | 'horizon' | '
     state_norm: null,
     ...o,
   });
+}
+
+/** The numbers the named keypoints add to the backbone's features (9 per slot). */
+export function namedDim(c: ActionHeadConfig): number {
+  return c.named_keypoints ? c.named_keypoints.slots * (KEYPOINT_DIM + 1) : 0;
+}
+
+/** The width of the backbone's own features (cond_dim without the named keypoints). */
+export function backboneDim(c: ActionHeadConfig): number {
+  return c.cond_dim - namedDim(c);
+}
+
+/** Per slot, the keypoint of the object the prompt names in that place (-1: none); empty without named keypoints. */
+export function namedKeypoints(c: ActionHeadConfig, prompt: string): number[] {
+  const n = c.named_keypoints;
+  if (!n) return [];
+  const names = n.names.map((name, k) => ({ name, k }));
+  const found = namedObjects(prompt, names).map((x) => x.k);
+  return Array.from({ length: n.slots }, (_, i) => found[i] ?? -1);
+}
+
+/** The features with the named keypoints' readouts appended: features [backboneDim] -> [cond_dim] (the prompt's named objects). */
+export function withNamedKeypoints(c: ActionHeadConfig, features: Float32Array, prompt: string): Float32Array {
+  const n = c.named_keypoints;
+  if (!n) return features;
+  const base = backboneDim(c);
+  if (features.length !== base) throw new Error(`withNamedKeypoints: ${features.length} features, the head's backbone gives ${base}`);
+  const out = new Float32Array(c.cond_dim);
+  out.set(features);
+  namedKeypoints(c, prompt).forEach((k, s) => {
+    if (k < 0) return;
+    out.set(features.subarray(n.offset + k * KEYPOINT_DIM, n.offset + (k + 1) * KEYPOINT_DIM), base + s * (KEYPOINT_DIM + 1));
+    out[base + s * (KEYPOINT_DIM + 1) + KEYPOINT_DIM] = 1;
+  });
+  return out;
+}
+
+/**
+ * The same for a batch: features [B, backboneDim] and each row's keypoints per slot (namedKeypoints) -> [B, cond_dim],
+ * the readouts picked by a one-hot product (differentiable; the WebAssembly backend has no gradient for gather).
+ */
+export function withNamedKeypointsTf(c: ActionHeadConfig, features: tf.Tensor2D, named: number[][]): tf.Tensor2D {
+  const n = c.named_keypoints;
+  if (!n) return features;
+  const [B, base] = features.shape;
+  const S = n.slots;
+  const pick = new Float32Array(B * base * S * KEYPOINT_DIM);
+  const present = new Float32Array(B * S);
+  named.forEach((ks, b) =>
+    ks.forEach((k, s) => {
+      if (k < 0) return;
+      present[b * S + s] = 1;
+      for (let j = 0; j < KEYPOINT_DIM; j++) pick[(b * base + n.offset + k * KEYPOINT_DIM + j) * S * KEYPOINT_DIM + s * KEYPOINT_DIM + j] = 1;
+    }),
+  );
+  const read = tf.reshape(tf.matMul(tf.reshape(features, [B, 1, base]), tf.tensor3d(pick, [B, base, S * KEYPOINT_DIM])), [B, S, KEYPOINT_DIM]); // [B, 1, base] x [B, base, S*8] -> [B, S, 8]
+  const slots = tf.concat([read, tf.tensor3d(present, [B, S, 1])], 2); // [B, S, 9]
+  return tf.concat([features, tf.reshape(slots, [B, S * (KEYPOINT_DIM + 1)])], 1) as tf.Tensor2D; // [B, cond_dim]
 }
 
 /** The flattened chunk width H*D. */

@@ -33,6 +33,12 @@ export interface VisionConfig {
    * softmax looks for what the instruction names (FiLM-style conditioning of vision on language, as RT-1 and BC-Z do).
    */
   keypoint_query?: 'learned' | 'prompt';
+  /**
+   * Which object each keypoint is a detector of (absent: none named): keypoint k's grounding targets
+   * (`train-sft --ground-weight`) are those of the object named `keypoint_names[k]`, whatever the prompt names, so each
+   * keypoint learns to find one kind of object and the decoder picks among their tokens. At most `keypoints` names.
+   */
+  keypoint_names?: string[];
 }
 
 export interface TextConfig {
@@ -116,6 +122,7 @@ export function validateConfig(c: VlaConfig): void {
   if (v.stem_patch_size !== undefined && v.patch_size % v.stem_patch_size !== 0) throw bad(`patch_size ${v.patch_size} is not a multiple of stem_patch_size ${v.stem_patch_size}`);
   if (v.keypoints !== undefined && v.stem_patch_size === undefined) throw bad('keypoints need the stem (stem_patch_size, stem_channels)');
   if (v.keypoint_query !== undefined && v.keypoints === undefined) throw bad('keypoint_query needs keypoints');
+  if (v.keypoint_names !== undefined && v.keypoint_names.length > (v.keypoints ?? 0)) throw bad(`keypoint_names has ${v.keypoint_names.length} names for ${v.keypoints ?? 0} keypoints`);
   if (v.hidden_size % v.num_attention_heads !== 0) throw bad('vision hidden_size must be a multiple of num_attention_heads');
   if (t.hidden_size % t.num_attention_heads !== 0) throw bad('text hidden_size must be a multiple of num_attention_heads');
   if (t.num_attention_heads % t.num_key_value_heads !== 0) throw bad('num_attention_heads must be a multiple of num_key_value_heads');
@@ -138,6 +145,7 @@ const VisionConfigSchema = z.looseObject({
   stem_channels: positive.optional(),
   keypoints: positive.optional(),
   keypoint_query: z.enum(['learned', 'prompt']).optional(),
+  keypoint_names: z.array(z.string().min(1)).optional(),
 });
 
 const TextConfigSchema = z.looseObject({
@@ -179,6 +187,7 @@ export function withConfigChecks<S extends z.ZodType<VlaConfig>>(schema: S): S {
     else if (v.stem_patch_size !== undefined && v.patch_size % v.stem_patch_size !== 0) bad(['vision_config', 'stem_patch_size'], `patch_size ${v.patch_size} is not a multiple of stem_patch_size ${v.stem_patch_size}`);
     if (v.keypoints !== undefined && v.stem_patch_size === undefined) bad(['vision_config', 'keypoints'], 'keypoints need the stem (stem_patch_size, stem_channels)');
     if (v.keypoint_query !== undefined && v.keypoints === undefined) bad(['vision_config', 'keypoint_query'], 'keypoint_query needs keypoints');
+    if (v.keypoint_names !== undefined && v.keypoint_names.length > (v.keypoints ?? 0)) bad(['vision_config', 'keypoint_names'], `${v.keypoint_names.length} names for ${v.keypoints ?? 0} keypoints`);
     if (v.hidden_size % v.num_attention_heads !== 0) bad(['vision_config', 'num_attention_heads'], 'vision hidden_size must be a multiple of num_attention_heads');
     if (t.hidden_size % t.num_attention_heads !== 0) bad(['text_config', 'num_attention_heads'], 'text hidden_size must be a multiple of num_attention_heads');
     else if (t.num_attention_heads % t.num_key_value_heads !== 0) bad(['text_config', 'num_key_value_heads'], 'num_attention_heads must be a multiple of num_key_value_heads');

@@ -24,7 +24,7 @@ import { VlakitError } from '../errors.js';
 import { camerasOf } from '../io/cameras.js';
 import type { ImageJson } from '../io/json.js';
 import type { RunnerInput, VlaRunner } from '../infer/runner.js';
-import { type ActionHeadConfig, ActionHead, chunkNoise, denormalizeChunk, loadActionHead, normalizeState, sampleChunk } from '../model/action-head.js';
+import { type ActionHeadConfig, ActionHead, backboneDim, chunkNoise, denormalizeChunk, loadActionHead, normalizeState, sampleChunk, withNamedKeypoints } from '../model/action-head.js';
 import { vlaHeadFeatures } from '../model/action-head-vla.js';
 import type { VlaModel } from '../model/model.js';
 import { subSeed } from '../util/rng.js';
@@ -112,7 +112,7 @@ export class HfHeadEngine implements HeadEngine {
     }
     const head = loadActionHead(dir);
     const want = hfFeatureDim(ckpt.arch, ckpt.config);
-    if (head.config.cond_dim !== want) throw new VlakitError('E_MODEL', `the action head takes features of ${head.config.cond_dim} numbers; ${base} gives ${want}`, { file: dir });
+    if (backboneDim(head.config) !== want) throw new VlakitError('E_MODEL', `the action head takes features of ${head.config.cond_dim} numbers; ${base} gives ${want}`, { file: dir });
     return new HfHeadEngine(ckpt, new TfjsWeights(ckpt.tensors), head);
   }
 
@@ -163,8 +163,8 @@ export interface HeadPolicyOptions {
 export async function sampleHeadChunk(runner: VlaRunner, engine: HeadEngine, prompt: string, images: (ImageJson | Uint8Array)[], o: { seed: number; state?: unknown; steps?: number }): Promise<{ chunk: number[][]; ms: number; steps: number }> {
   const input = await runner.prepare(prompt, images, 'camera image');
   const t0 = performance.now();
-  const cond = await engine.features(input);
   const c = engine.config;
+  const cond = withNamedKeypoints(c, await engine.features(input), prompt); // [cond_dim]: the prompt's named objects' readouts appended
   const state = normalizeState(c, o.state);
   const steps = o.steps ?? c.inference_steps;
   const x = await sampleChunk(c, chunkNoise(c, 1, o.seed), (xt, t) => engine.denoise(xt, t, cond, state), steps);

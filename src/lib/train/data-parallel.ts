@@ -28,6 +28,8 @@ export interface BatchCounts {
   reasoning: number;
   /** Examples with an action head's chunk. */
   chunks: number;
+  /** Grounding targets (train/ground.ts). */
+  ground: number;
 }
 
 /** Action and reasoning target tokens of `items` (position t-1 predicts token t, as makeBatch weighs them). */
@@ -35,14 +37,16 @@ export function batchCounts(items: Prepared[]): BatchCounts {
   let action = 0;
   let reasoning = 0;
   let chunks = 0;
+  let ground = 0;
   for (const x of items) {
     if (x.head?.x0) chunks += 1;
+    ground += x.ground?.length ?? 0;
     for (let t = 1; t < x.ids.length; t++) {
       action += x.action[t];
       reasoning += x.reasoning[t];
     }
   }
-  return { action, reasoning, chunks };
+  return { action, reasoning, chunks, ground };
 }
 
 /** `items` in `n` contiguous parts, as even as can be (the first parts take the remainder). */
@@ -74,6 +78,8 @@ export interface ReplicaInit {
   trainable: string[];
   layout: PixelLayout;
   lambdaR: number;
+  /** The grounding loss's weight (train/ground.ts; 0 or absent: none). */
+  groundWeight?: number;
   /** An action head (train/head.ts): its config, every weight, and its loss's settings. */
   head?: { config: ActionHeadConfig; params: { name: string; shape: number[]; data: Float32Array }[]; settings: HeadLossSettings };
 }
@@ -93,6 +99,8 @@ export interface PartResult {
   loss: number;
   action: number;
   reasoning: number;
+  /** The part's grounding loss term (0 without one). */
+  ground: number;
   tokens: number;
 }
 
@@ -102,6 +110,7 @@ export interface PartGrads {
   loss: number;
   action: number;
   reasoning: number;
+  ground: number;
   tokens: number;
 }
 
@@ -118,16 +127,17 @@ export function partGrads(model: VlaModel | ((b: Batch) => tf.Tensor3D), items: 
       batch.actionCount = counts.action;
       batch.reasoningCount = counts.reasoning;
       batch.chunkCount = counts.chunks;
+      if (batch.ground) batch.ground.count = counts.ground;
     }
-    let parts: [number, number] = [0, 0];
+    let parts: [number, number, number] = [0, 0, 0];
     const { value, grads } = tf.variableGrads(() => {
       const l = lossOf ? lossOf(batch) : sftLoss(model, batch, lambdaR);
-      parts = [l.action.dataSync()[0], l.reasoning.dataSync()[0]];
+      parts = [l.action.dataSync()[0], l.reasoning.dataSync()[0], l.ground?.dataSync()[0] ?? 0];
       return l.loss;
     }, vars);
     const loss = value.dataSync()[0];
     value.dispose();
-    return { grads, loss, action: parts[0], reasoning: parts[1], tokens: batch.tokens };
+    return { grads, loss, action: parts[0], reasoning: parts[1], ground: parts[2], tokens: batch.tokens };
   } finally {
     disposeBatch(batch);
   }
@@ -182,7 +192,7 @@ export class DataParallel {
    * Starts `workers - 1` replicas of `model` (its current weights; and `o.head`'s) training `vars`: the built-in
    * model, or a LoRA model on the Hugging Face checkpoint in `o.hfDir` (each replica loads the checkpoint).
    */
-  static async start(workers: number, model: VlaModel | HfLoraModel, vars: tf.Variable[], o: { backend: string; layout: PixelLayout; lambdaR: number; head?: { head: ActionHead; settings: HeadLossSettings }; hfDir?: string }): Promise<DataParallel> {
+  static async start(workers: number, model: VlaModel | HfLoraModel, vars: tf.Variable[], o: { backend: string; layout: PixelLayout; lambdaR: number; groundWeight?: number; head?: { head: ActionHead; settings: HeadLossSettings }; hfDir?: string }): Promise<DataParallel> {
     const values = async (m: Map<string, tf.Variable>): Promise<ReplicaInit['params']> => {
       const out: ReplicaInit['params'] = [];
       for (const [name, v] of m) out.push({ name, shape: v.shape, data: (await v.data()) as Float32Array });
@@ -199,6 +209,7 @@ export class DataParallel {
       trainable: vars.map(paramName),
       layout: o.layout,
       lambdaR: o.lambdaR,
+      groundWeight: o.groundWeight,
       head: o.head ? { config: o.head.head.config, params: await values(o.head.head.params), settings: o.head.settings } : undefined,
     };
     const url = workerUrl();

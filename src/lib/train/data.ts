@@ -12,6 +12,7 @@ import { imagesToPixels } from '../infer/pixels.js';
 import { BOS, EOS, PAD, SEP, type Tokenizer } from '../model/tokenizer.js';
 import type { ChatPart, Processor } from '../model/processor/types.js';
 import { VlakitError } from '../errors.js';
+import { type GroundCells, groundTarget } from './ground.js';
 
 export interface Prepared {
   id: string;
@@ -30,6 +31,8 @@ export interface Prepared {
   split: string;
   /** An action head's inputs (train/head.ts): kept on the item, so they travel with it to data-parallel workers. */
   head?: HeadTarget;
+  /** Grounding targets of the keypoints (train/ground.ts, `--ground-weight`). */
+  ground?: GroundCells[];
 }
 
 /** What an action head trains on for one example. */
@@ -42,6 +45,8 @@ export interface HeadTarget {
   chunk?: number[][];
   /** The normalized state [S], when the head takes one. */
   state?: Float32Array;
+  /** Per slot, the keypoint of the object the prompt names (a head with named_keypoints). */
+  named?: number[];
 }
 
 export function promptText(ex: TrainingExample): string {
@@ -97,7 +102,7 @@ function targetTokens(ex: TrainingExample, encode: (text: string) => number[]): 
 }
 
 /** Tokenizes and resizes; sequences are cut at `maxTokens`. */
-export async function prepare(examples: TrainingExample[], tok: Tokenizer, opts: { cameras: number; imageSize: number; maxTokens: number }): Promise<Prepared[]> {
+export async function prepare(examples: TrainingExample[], tok: Tokenizer, opts: { cameras: number; imageSize: number; maxTokens: number; ground?: (ex: TrainingExample) => GroundCells[] | undefined }): Promise<Prepared[]> {
   const out: Prepared[] = [];
   for (const ex of examples) {
     const t = targetTokens(ex, (s) => tok.encode(s));
@@ -105,7 +110,8 @@ export async function prepare(examples: TrainingExample[], tok: Tokenizer, opts:
     const action = [...ids.slice(0, ids.length - t.ids.length - 1).map(() => 0), ...t.action, t.lastKind === 'action' ? 1 : 0];
     const reasoning = [...ids.slice(0, ids.length - t.ids.length - 1).map(() => 0), ...t.reasoning, t.lastKind === 'reasoning' ? 1 : 0];
     const n = Math.min(ids.length, opts.maxTokens);
-    out.push({ id: ex.id, ids: ids.slice(0, n), action: action.slice(0, n), reasoning: reasoning.slice(0, n), pixels: await pixelsOf(ex, opts.cameras, opts.imageSize), actionText: t.actionText, split: ex.meta.split });
+    const ground = opts.ground?.(ex);
+    out.push({ id: ex.id, ids: ids.slice(0, n), action: action.slice(0, n), reasoning: reasoning.slice(0, n), pixels: await pixelsOf(ex, opts.cameras, opts.imageSize), actionText: t.actionText, split: ex.meta.split, ...(ground ? { ground } : {}) });
   }
   return out;
 }
@@ -162,6 +168,8 @@ export interface Batch {
   reasoningCount: number;
   /** Examples with an action chunk in the whole batch (a data-parallel part's head loss is normalized by it). */
   chunkCount?: number;
+  /** The keypoints' grounding targets [B*C, Kg, G*G] and the whole batch's count of them (train/ground.ts). */
+  ground?: { target: tf.Tensor3D; count: number };
   tokens: number;
 }
 
@@ -186,8 +194,10 @@ export function makeBatch(items: Prepared[], layout: PixelLayout): Batch {
     }
     tokens += x.ids.length;
   });
+  const ground = 'cameras' in layout ? groundTarget(items.map((x) => x.ground), layout.cameras) : undefined;
   return {
     pixels: batchPixels(items, layout),
+    ...(ground ? { ground: { target: ground.target, count: ground.count } } : {}),
     ids: tf.tensor2d(ids, [B, T], 'int32'),
     action: tf.tensor2d(wa, [B, T - 1]),
     reasoning: tf.tensor2d(wr, [B, T - 1]),
@@ -218,5 +228,6 @@ function batchPixels(items: Prepared[], layout: PixelLayout): tf.Tensor | undefi
 
 export function disposeBatch(b: Batch): void {
   tf.dispose([b.ids, b.action, b.reasoning]);
+  b.ground?.target.dispose();
   b.pixels?.dispose();
 }

@@ -12,6 +12,7 @@ import { VlaModel } from '../model/model.js';
 import { ActionHead } from '../model/action-head.js';
 import { type PartRequest, type PartResult, type ReplicaInit, partGrads } from './data-parallel.js';
 import { headLoss, headLossWith } from './head.js';
+import { groundedSftLoss } from './ground.js';
 import { hfFeaturesOf } from './hf-head.js';
 import { HfLoraModel } from './hf-model.js';
 import { hfLogits } from './hf-sft.js';
@@ -69,15 +70,19 @@ function part(r: PartRequest): { result: PartResult; transfer: ArrayBuffer[] } {
   const hm = hfModel;
   const lossOf = hm
     ? h && ((b: Parameters<typeof headLoss>[3]) => headLossWith(hfFeaturesOf(hm, b, r.items), h.head, h.settings, b, r.items, init!.lambdaR, r.key))
-    : h && ((b: Parameters<typeof headLoss>[3]) => headLoss(model!, h.head, h.settings, b, r.items, init!.lambdaR, r.key));
+    : h
+      ? (b: Parameters<typeof headLoss>[3]) => headLoss(model!, h.head, h.settings, b, r.items, init!.lambdaR, r.key)
+      : init.groundWeight
+        ? (b: Parameters<typeof headLoss>[3]) => groundedSftLoss(model!, b, init!.lambdaR, init!.groundWeight!)
+        : undefined;
   const forward = hm ? (b: Parameters<typeof headLoss>[3]) => hfLogits(hm, b, r.items) : model!;
-  const { grads, loss, action, reasoning, tokens } = partGrads(forward, r.items, init.layout, r.counts, vars, init.lambdaR, lossOf);
+  const { grads, loss, action, reasoning, ground, tokens } = partGrads(forward, r.items, init.layout, r.counts, vars, init.lambdaR, lossOf);
   const out = vars.map((v) => {
     const g = grads[v.name];
     return g ? (g.dataSync() as Float32Array).slice() : null;
   });
   tf.dispose(Object.values(grads));
-  return { result: { grads: out, loss, action, reasoning, tokens }, transfer: out.flatMap((g) => (g ? [g.buffer as ArrayBuffer] : [])) };
+  return { result: { grads: out, loss, action, reasoning, ground, tokens }, transfer: out.flatMap((g) => (g ? [g.buffer as ArrayBuffer] : [])) };
 }
 
 parentPort?.on('message', async (msg: { kind: 'init'; init: ReplicaInit } | { kind: 'part'; request: PartRequest }) => {

@@ -13,15 +13,17 @@ import { withoutActionsMarker } from '../actions/prompts.js';
 import { inferLayout } from '../actions/layout.js';
 import { ActionStatsSchema, StatsAccumulator } from '../actions/stats.js';
 import { VlakitError } from '../errors.js';
-import { ActionHead, type ActionHeadConfig, type HeadObjective, chunkNoise, chunkSize, denormalizeChunk, hasActionHead, headConfig, loadActionHead, normalizeChunk, normalizeState, writeActionHead } from '../model/action-head.js';
+import { ActionHead, type ActionHeadConfig, type HeadObjective, backboneDim, chunkNoise, chunkSize, denormalizeChunk, hasActionHead, headConfig, loadActionHead, namedKeypoints, normalizeChunk, normalizeState, withNamedKeypointsTf, writeActionHead } from '../model/action-head.js';
 import { vlaFeatureDim, vlaHeadFeatures } from '../model/action-head-vla.js';
-import { tokensPerImage } from '../model/config.js';
+import type { VlaTap } from '../model/arch/vlakit-vla.js';
+import { KEYPOINT_DIM, tokensPerImage } from '../model/config.js';
 import type { VlaModel } from '../model/model.js';
 import { SEP, type Tokenizer } from '../model/tokenizer.js';
 import { Rng } from '../util/rng.js';
-import { type Batch, type HeadTarget, type PixelLayout, type Prepared, disposeBatch, makeBatch, prepare, targetText } from './data.js';
+import { type Batch, type HeadTarget, type PixelLayout, type Prepared, disposeBatch, makeBatch, prepare, promptText, targetText } from './data.js';
 import type { Trainee } from './hf-sft.js';
 import { type LossParts, sftLoss } from './loss.js';
+import { groundCellsOf, groundGrid, withGround } from './ground.js';
 import type { AdamW } from './optim.js';
 
 export interface HeadOptions {
@@ -40,6 +42,8 @@ export interface HeadOptions {
   freezeBackbone?: boolean;
   /** The built-in backbone's keypoint readouts among the head's features (keypoint_features). */
   keypoints?: boolean;
+  /** Slots of named keypoints (named_keypoints): the readouts of the objects the prompt names, appended (implies keypoints). */
+  namedKeypoints?: number;
 }
 
 /** The action chunk of an example: its action spans' text decoded by the codec; undefined when it has none. */
@@ -73,7 +77,7 @@ function meanStd(rows: number[][], dims: number): { mean: number[]; std: number[
  * A new head's config for these training examples: the horizon (longest chunk), action width, the statistics
  * (`stats` when it matches the width, else computed from the chunks) and the state width (when every example with a chunk has a `state`).
  */
-export function newHeadConfig(examples: TrainingExample[], codec: ActionCodec, condDim: number, o: HeadOptions, stats?: unknown): ActionHeadConfig {
+export function newHeadConfig(examples: TrainingExample[], codec: ActionCodec, condDim: number, o: HeadOptions, stats?: unknown, named?: { names: string[]; offset: number }): ActionHeadConfig {
   const withChunks = examples.map((e) => ({ e, chunk: exampleChunk(e, codec) })).filter((x) => x.chunk !== undefined);
   const chunks = withChunks.map((x) => x.chunk!);
   if (!chunks.length) throw new VlakitError('E_USAGE', '--action-head needs examples with action chunks: none of the training examples has an action span');
@@ -88,11 +92,12 @@ export function newHeadConfig(examples: TrainingExample[], codec: ActionCodec, c
     objective: o.objective,
     horizon,
     action_dim: D,
-    cond_dim: condDim,
+    cond_dim: condDim + (o.namedKeypoints && named ? o.namedKeypoints * (KEYPOINT_DIM + 1) : 0),
     action_norm: norm,
     state_dim: stateDim,
     state_norm: stateDim ? meanStd(states as number[][], stateDim) : null,
     keypoint_features: o.keypoints ?? false,
+    named_keypoints: o.namedKeypoints && named ? { ...named, slots: o.namedKeypoints } : null,
     hidden_size: o.hidden ?? 256,
     num_layers: o.layers ?? 2,
     inference_steps: o.inferenceSteps ?? 10,
@@ -153,6 +158,8 @@ export interface HeadLossSettings {
   seed: number;
   langWeight: number;
   freezeBackbone: boolean;
+  /** The grounding loss's weight (train/ground.ts; 0 or absent: none). */
+  groundWeight?: number;
 }
 
 function headTarget(p: Prepared): HeadTarget {
@@ -167,7 +174,9 @@ function headTarget(p: Prepared): HeadTarget {
  * With `batch.chunkCount` (the whole batch's rows with a chunk), the head's loss is this part's share of the batch's.
  */
 export function headLoss(model: VlaModel, head: ActionHead, s: HeadLossSettings, batch: Batch, items: Prepared[], lambdaR: number, key: number): LossParts {
-  return headLossWith((promptEnd, logits) => vlaHeadFeatures(model, batch.pixels as tf.Tensor5D, batch.ids, promptEnd, { logits, keypoints: head.config.keypoint_features }), head, s, batch, items, lambdaR, key);
+  const tap: VlaTap<tf.Tensor> | undefined = s.groundWeight && batch.ground ? {} : undefined;
+  const parts = headLossWith((promptEnd, logits) => vlaHeadFeatures(model, batch.pixels as tf.Tensor5D, batch.ids, promptEnd, { logits, keypoints: head.config.keypoint_features, tap }), head, s, batch, items, lambdaR, key);
+  return tap ? withGround(parts, tap, batch, s.groundWeight!) : parts;
 }
 
 /** A batch's backbone features [B, C] at each example's prompt end (and its logits [B, T, V] when asked). */
@@ -177,7 +186,9 @@ export type FeaturesOf = (promptEnd: number[], logits: boolean) => { cond: tf.Te
 export function headLossWith(features: FeaturesOf, head: ActionHead, s: HeadLossSettings, batch: Batch, items: Prepared[], lambdaR: number, key: number): LossParts {
   const rows = items.map(headTarget);
   const lang = !s.freezeBackbone && s.langWeight > 0;
-  const { cond, logits } = features(rows.map((r) => r.promptEnd), lang);
+  const f = features(rows.map((r) => r.promptEnd), lang);
+  const { logits } = f;
+  const cond = withNamedKeypointsTf(head.config, f.cond, rows.map((r) => r.named ?? [])); // [B, cond_dim]
   const language = logits ? sftLoss(() => logits, batch, lambdaR).loss : tf.scalar(0);
   const chosen = rows.map((r, b) => (r.x0 ? b : -1)).filter((b) => b >= 0);
   let hl: tf.Scalar = tf.scalar(0);
@@ -214,7 +225,8 @@ export function attachHeadTargets(out: Prepared[], examples: TrainingExample[], 
     } catch (err) {
       throw new VlakitError('E_RECORD_INVALID', `example ${p.id}: ${(err as Error).message} (its \`state\`; relabel --state writes it)`, { field: 'state' });
     }
-    p.head = { promptEnd, x0: chunk ? normalizeChunk(hc, chunk) : undefined, chunk: chunk ? fitChunk(chunk, hc.horizon) : undefined, state };
+    const named = hc.named_keypoints ? namedKeypoints(hc, promptText(examples[i])) : undefined;
+    p.head = { promptEnd, x0: chunk ? normalizeChunk(hc, chunk) : undefined, chunk: chunk ? fitChunk(chunk, hc.horizon) : undefined, state, ...(named ? { named } : {}) };
   });
 }
 
@@ -231,7 +243,7 @@ export async function evaluateHead(head: ActionHead, codec: ActionCodec, items: 
     if (!r.x0 || !r.chunk) continue;
     if (i % 16 === 15) await new Promise((res) => setImmediate(res));
     const batch = makeBatch([p], layout);
-    const cond = tf.tidy(() => featuresOf(batch, [p])([r.promptEnd], false).cond); // [1, C]
+    const cond = tf.tidy(() => withNamedKeypointsTf(hc, featuresOf(batch, [p])([r.promptEnd], false).cond, [r.named ?? []])); // [1, C]
     disposeBatch(batch);
     const state = r.state ? tf.tensor2d(r.state, [1, r.state.length]) : undefined;
     try {
@@ -260,7 +272,7 @@ export class HeadTrainee implements Trainee {
     readonly tok: Tokenizer,
     readonly head: ActionHead,
     readonly codec: ActionCodec,
-    private readonly o: HeadOptions & { freezeLayers?: number; freezeVision?: boolean; seed?: number },
+    private readonly o: HeadOptions & { freezeLayers?: number; freezeVision?: boolean; seed?: number; groundWeight?: number },
   ) {
     this.vars = [...(o.freezeBackbone ? [] : model.trainable({ freezeLayers: o.freezeLayers, freezeVision: o.freezeVision })), ...head.vars()];
     this.layout = { cameras: model.config.num_cameras, size: model.config.vision_config.image_size };
@@ -269,13 +281,13 @@ export class HeadTrainee implements Trainee {
 
   /** What a data-parallel replica needs to compute this trainee's loss. */
   get lossSettings(): HeadLossSettings {
-    return { seed: this.o.seed ?? 0, langWeight: this.o.langWeight ?? 1, freezeBackbone: this.o.freezeBackbone ?? false };
+    return { seed: this.o.seed ?? 0, langWeight: this.o.langWeight ?? 1, freezeBackbone: this.o.freezeBackbone ?? false, ...(this.o.groundWeight ? { groundWeight: this.o.groundWeight } : {}) };
   }
 
   async prepare(examples: TrainingExample[]): Promise<Prepared[]> {
     const cfg = this.model.config;
     const maxTokens = cfg.text_config.max_position_embeddings - tokensPerImage(cfg) * cfg.num_cameras;
-    const out = await prepare(examples, this.tok, { cameras: cfg.num_cameras, imageSize: cfg.vision_config.image_size, maxTokens });
+    const out = await prepare(examples, this.tok, { cameras: cfg.num_cameras, imageSize: cfg.vision_config.image_size, maxTokens, ground: this.o.groundWeight ? (ex) => groundCellsOf(ex, cfg) : undefined });
     attachHeadTargets(out, examples, this.head.config, this.codec, (p) => {
       const promptEnd = p.ids.indexOf(SEP);
       if (promptEnd < 0) throw new VlakitError('E_USAGE', `example ${p.id}: its prompt is longer than the model's ${maxTokens} text positions`);
@@ -327,11 +339,11 @@ export function headCodec(examples: TrainingExample[], codec?: ActionCodec): Act
  * objective and features), else a new one for the training examples. `condDim(keypoints)`: the backbone's feature
  * width with or without the keypoint readouts; a kept head keeps its own choice, a new one takes the options' (default none).
  */
-export function openHead(o: { examples: TrainingExample[]; actionStats?: unknown; actionHead: HeadOptions; seed?: number }, codec: ActionCodec, condDim: (keypoints: boolean) => number, startDir: string | undefined, resume: boolean): ActionHead {
+export function openHead(o: { examples: TrainingExample[]; actionStats?: unknown; actionHead: HeadOptions; seed?: number }, codec: ActionCodec, condDim: (keypoints: boolean) => number, startDir: string | undefined, resume: boolean, named?: () => { names: string[]; offset: number }): ActionHead {
   let head: ActionHead | undefined;
   if (startDir && hasActionHead(startDir)) {
     head = loadActionHead(startDir);
-    const otherFeatures = o.actionHead.keypoints !== undefined && head.config.keypoint_features !== o.actionHead.keypoints;
+    const otherFeatures = (o.actionHead.keypoints !== undefined && head.config.keypoint_features !== o.actionHead.keypoints) || (o.actionHead.namedKeypoints !== undefined && (head.config.named_keypoints?.slots ?? 0) !== o.actionHead.namedKeypoints);
     if (!resume && (head.config.objective !== o.actionHead.objective || otherFeatures)) {
       head.dispose();
       head = undefined; // another objective or other features: a new head on the --init backbone
@@ -340,17 +352,24 @@ export function openHead(o: { examples: TrainingExample[]; actionStats?: unknown
   if (resume && !head) throw new VlakitError('E_MODEL', 'the run to resume has no action head (action_head.json)', { file: startDir });
   if (head) {
     const want = condDim(head.config.keypoint_features);
-    if (head.config.cond_dim !== want) throw new VlakitError('E_MODEL', `the action head takes features of ${head.config.cond_dim} numbers; this backbone gives ${want}`, { file: startDir });
+    if (backboneDim(head.config) !== want) throw new VlakitError('E_MODEL', `the action head takes features of ${head.config.cond_dim} numbers; this backbone gives ${want}`, { file: startDir });
     return head;
   }
   const train = o.examples.filter((e) => e.meta.split !== 'val');
-  const keypoints = o.actionHead.keypoints ?? false;
-  return ActionHead.init(newHeadConfig(train, codec, condDim(keypoints), { ...o.actionHead, keypoints }, o.actionStats), o.seed ?? 0);
+  // named keypoints read the keypoint readouts among the features
+  const keypoints = (o.actionHead.keypoints ?? false) || Boolean(o.actionHead.namedKeypoints);
+  return ActionHead.init(newHeadConfig(train, codec, condDim(keypoints), { ...o.actionHead, keypoints }, o.actionStats, o.actionHead.namedKeypoints ? named?.() : undefined), o.seed ?? 0);
 }
 
 /** The head trainee of a run on the built-in model (openHead). */
-export function openHeadTrainee(model: VlaModel, tok: Tokenizer, o: { examples: TrainingExample[]; codec?: ActionCodec; actionStats?: unknown; actionHead: HeadOptions; freezeLayers?: number; freezeVision?: boolean; seed?: number }, startDir: string | undefined, resume: boolean): HeadTrainee {
+export function openHeadTrainee(model: VlaModel, tok: Tokenizer, o: { examples: TrainingExample[]; codec?: ActionCodec; actionStats?: unknown; actionHead: HeadOptions; freezeLayers?: number; freezeVision?: boolean; seed?: number; groundWeight?: number }, startDir: string | undefined, resume: boolean): HeadTrainee {
   const codec = headCodec(o.examples, o.codec);
-  const head = openHead(o, codec, (keypoints) => vlaFeatureDim(model.config, keypoints), startDir, resume);
-  return new HeadTrainee(model, tok, head, codec, { ...o.actionHead, freezeLayers: o.freezeLayers, freezeVision: o.freezeVision, seed: o.seed });
+  const named = () => {
+    const names = model.config.vision_config.keypoint_names;
+    if (!names?.length) throw new VlakitError('E_USAGE', '--head-named-keypoints: the backbone\'s keypoints have no names (vision_config.keypoint_names, trained with --ground-weight; docs/MODEL.md)');
+    return { names, offset: vlaFeatureDim(model.config, false) };
+  };
+  const head = openHead(o, codec, (keypoints) => vlaFeatureDim(model.config, keypoints), startDir, resume, named);
+  if (o.groundWeight) groundGrid(model.config); // a usage error when the backbone has no keypoints
+  return new HeadTrainee(model, tok, head, codec, { ...o.actionHead, freezeLayers: o.freezeLayers, freezeVision: o.freezeVision, seed: o.seed, groundWeight: o.groundWeight });
 }

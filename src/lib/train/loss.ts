@@ -18,6 +18,8 @@ export interface LossParts {
   loss: tf.Scalar;
   action: tf.Scalar;
   reasoning: tf.Scalar;
+  /** The grounding loss (train/ground.ts), when the batch has grounding targets and the run weighs them. */
+  ground?: tf.Scalar;
 }
 
 /** The loss of a batch under the built-in model, or under any forward (batch -> logits [B, T, V]). */

@@ -27,6 +27,7 @@ import type { Processor } from '../model/processor/types.js';
 import { AdamW, lrAt } from './optim.js';
 import { type HeadEvalResult, type HeadOptions, HeadTrainee, headCodec, openHead, openHeadTrainee } from './head.js';
 import { HfHeadTrainee } from './hf-head.js';
+import { groundCellsOf, groundGrid, groundedSftLoss } from './ground.js';
 import { hfFeatureDim } from '../model/action-head-hf.js';
 import { type RunIdentity, RunDir, STATE_FILE, TrainerStateBase, hashCheckpoint, hashFile, hashRecords, hashValue } from './run-dir.js';
 
@@ -59,6 +60,8 @@ export interface SftOptions {
   freezeLayers?: number;
   freezeVision?: boolean;
   lambdaR?: number;
+  /** Weight of the keypoints' grounding loss (train/ground.ts) on examples with `ground` targets (default 0: none). */
+  groundWeight?: number;
   lr?: number;
   warmup?: number;
   steps?: number;
@@ -178,12 +181,19 @@ class BuiltinTrainee implements Trainee {
     this.vars = model.trainable({ freezeLayers: o.freezeLayers, freezeVision: o.freezeVision });
     this.layout = { cameras: model.config.num_cameras, size: model.config.vision_config.image_size };
     this.parameters = model.numParameters();
+    this.groundWeight = o.groundWeight ?? 0;
+    if (this.groundWeight > 0) groundGrid(model.config); // a usage error when the model has no keypoints
+    // the language loss + the grounding loss, in one forward that hands out the keypoint tap
+    if (this.groundWeight > 0) this.loss = (batch, _items, lambdaR) => groundedSftLoss(this.model, batch, lambdaR, this.groundWeight);
   }
+
+  private readonly groundWeight: number;
+  readonly loss?: Trainee['loss'];
 
   prepare(examples: TrainingExample[]): Promise<Prepared[]> {
     const cfg = this.model.config;
     const maxTokens = cfg.text_config.max_position_embeddings - tokensPerImage(cfg) * cfg.num_cameras;
-    return prepare(examples, this.tok, { cameras: cfg.num_cameras, imageSize: cfg.vision_config.image_size, maxTokens });
+    return prepare(examples, this.tok, { cameras: cfg.num_cameras, imageSize: cfg.vision_config.image_size, maxTokens, ground: this.groundWeight > 0 ? (ex) => groundCellsOf(ex, cfg) : undefined });
   }
 
   logits(batch: Batch): tf.Tensor3D {
@@ -212,6 +222,7 @@ export const HEAD_ONLY_LORA = { r: 1, alpha: 1, targets: ['q'] };
 /** The model a run trains: a Hugging Face checkpoint (LoRA through its processor) or the built-in VLA model. */
 async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: number): Promise<Trainee> {
   if (o.init && isHfCheckpoint(o.init)) {
+    if (o.groundWeight) throw new VlakitError('E_USAGE', `--ground-weight: ${o.init} is a Hugging Face checkpoint; the grounding loss trains the built-in model's keypoints (vision_config.keypoints)`);
     // an action head over the frozen base needs no adapter: the run keeps a zero one (HEAD_ONLY_LORA), so it opens as any adapter run
     const headOnly = !o.lora && o.actionHead?.freezeBackbone === true;
     if (!o.lora && !headOnly) throw new VlakitError('E_USAGE', `--init ${o.init} is a Hugging Face checkpoint: vlakit trains LoRA adapters on it (pass --lora, or --action-head with --freeze-backbone to train a head alone; full fine-tuning of Hugging Face checkpoints is not supported)`);
@@ -222,6 +233,7 @@ async function openTrainee(o: SftOptions, resumeDir: string | undefined, seed: n
     const t = new HfTrainee(model, o.processor, o.init);
     if (o.actionHead) {
       // the head on the checkpoint's hidden states (train/hf-head.ts); its adapters train unless --freeze-backbone
+      if (o.actionHead.namedKeypoints) throw new VlakitError('E_USAGE', `--head-named-keypoints: ${o.init} is a Hugging Face checkpoint; named keypoints are the built-in model's (vision_config.keypoint_names)`);
       if (o.actionHead.keypoints) throw new VlakitError('E_USAGE', `--head-keypoints: ${o.init} is a Hugging Face checkpoint; keypoint features are the built-in model's (vision_config.keypoints)`);
       const codec = headCodec(o.examples, o.codec);
       const head = openHead({ ...o, actionHead: o.actionHead, seed }, codec, () => hfFeatureDim(model.arch, model.config), resumeDir, resumeDir !== undefined);
@@ -280,6 +292,8 @@ export async function sftIdentity(o: SftOptions): Promise<RunIdentity> {
       'freeze-layers': o.freezeLayers ?? 0,
       'freeze-vision': o.freezeVision ?? false,
       'lambda-r': o.lambdaR ?? 1,
+      // only when given: earlier runs keep their fingerprints
+      ...(o.groundWeight ? { 'ground-weight': o.groundWeight } : {}),
       lr: o.lr ?? 3e-4,
       warmup: o.warmup ?? null,
       steps: o.steps ?? null,
@@ -302,6 +316,7 @@ export async function sftIdentity(o: SftOptions): Promise<RunIdentity> {
             'freeze-backbone': o.actionHead.freezeBackbone ?? false,
             // only when given: earlier head runs keep their fingerprints
             ...(o.actionHead.keypoints !== undefined ? { 'head-keypoints': o.actionHead.keypoints } : {}),
+            ...(o.actionHead.namedKeypoints !== undefined ? { 'head-named-keypoints': o.actionHead.namedKeypoints } : {}),
           }
         : {}),
     },
@@ -350,7 +365,7 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
     if (B < workers) throw new VlakitError('E_USAGE', `--workers ${workers} needs a batch of at least ${workers} examples (--batch-size ${B}): each worker takes a part of every batch`);
     const head = model instanceof HeadTrainee || model instanceof HfHeadTrainee ? { head: model.head, settings: model.lossSettings } : undefined;
     const hf = model instanceof HfHeadTrainee || model instanceof HfTrainee;
-    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1, head, hfDir: hf ? o.init : undefined });
+    dp = await DataParallel.start(workers, model.model, vars, { backend: o.backend ?? 'wasm', layout: model.layout, lambdaR: o.lambdaR ?? 1, groundWeight: o.groundWeight, head, hfDir: hf ? o.init : undefined });
   }
   try {
     return await steps(run, o, model, opt, state, { trainItems, valItems, total, peak, warmup, B, accum, seed, dp });
@@ -379,6 +394,7 @@ async function steps(
     let lossSum = 0;
     let aSum = 0;
     let rSum = 0;
+    let gSum = 0;
     let tokens = 0;
     for (let a = 0; a < accum; a++) {
       const all = Array.from({ length: B }, (_, i) => trainItems[streamItem(state.consumed + i, trainItems.length, seed, orders)]);
@@ -395,6 +411,7 @@ async function steps(
       lossSum += part.loss;
       aSum += part.action;
       rSum += part.reasoning;
+      gSum += part.ground;
       for (const [n, g] of Object.entries(part.grads)) {
         const prev = sums.get(n);
         sums.set(n, prev ? tf.add(prev, g) : g);
@@ -410,6 +427,7 @@ async function steps(
           lossSum += r.loss;
           aSum += r.action;
           rSum += r.reasoning;
+          gSum += r.ground;
           tokens += r.tokens;
         }
       }
@@ -426,7 +444,7 @@ async function steps(
     state.step += 1;
     last = lossSum / accum;
     const secs = (performance.now() - t0) / 1000;
-    const m: Record<string, unknown> = { step: state.step, loss: last, action_loss: aSum / accum, reasoning_loss: rSum / accum, lr, grad_norm: gradNorm, tokens_per_s: tokens / secs };
+    const m: Record<string, unknown> = { step: state.step, loss: last, action_loss: aSum / accum, reasoning_loss: rSum / accum, ...(o.groundWeight ? { ground_loss: gSum / accum } : {}), lr, grad_norm: gradNorm, tokens_per_s: tokens / secs };
     if (o.evalEvery && valItems.length && (state.step % o.evalEvery === 0 || state.step === total)) {
       evalResult = await evaluate(model, valItems, o.codec);
       Object.assign(m, { val_action_token_accuracy: evalResult.actionTokenAccuracy, val_action_l1: evalResult.actionL1 ?? null, val_undecodable: evalResult.undecodable });

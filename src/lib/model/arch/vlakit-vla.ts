@@ -108,6 +108,9 @@ export function vlaImageTokens(c: VlaConfig): number {
 export interface VlaTap<T> {
   /** The keypoint readouts of every camera, [B, C*K*8] (models with keypoints). */
   keypoints?: T;
+  /** The keypoints' spatial-softmax queries [B*C, 1, K*8] and the stem cells' keys [B*C, G*G, K*8] (grounding loss). */
+  keypointQuery?: T;
+  keypointKey?: T;
 }
 
 /**
@@ -150,7 +153,11 @@ export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T, prompt?: T, t
       }
       const value = ops.add(zero, ops.linear(ops.param('vision.keypoints.grid'), 'vision.keypoints.value')); // [B*C, G*G, K*dk]
       const a = ops.attention(query, key, value, { layer: -1, heads: K, kvHeads: K, headDim: KEYPOINT_DIM, causal: false }); // [B*C, 1, K*dk]
-      if (tap) tap.keypoints = ops.reshape(a, [-1, C * K * KEYPOINT_DIM]); // [B*C, 1, K*dk] -> [B, C*K*dk]
+      if (tap) {
+        tap.keypoints = ops.reshape(a, [-1, C * K * KEYPOINT_DIM]); // [B*C, 1, K*dk] -> [B, C*K*dk]
+        tap.keypointQuery = query;
+        tap.keypointKey = key;
+      }
       keypoints = ops.add(ops.linear(ops.reshape(a, [-1, K, KEYPOINT_DIM]), 'vision.keypoints.proj'), ops.param('vision.keypoints.embed')); // [B*C, K, Dv]
     }
   } else {
@@ -181,8 +188,8 @@ export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T, prompt?: T, t
  * ids [B, T] (text) and, for a prefill, pixels [B, C, S, S, 3] (their tokens go first) -> logits [B, T, V] of the
  * text positions. Without pixels the positions continue after the cache (a decode step).
  */
-export function vlaForward<T>(ops: Ops<T>, c: VlaConfig, ids: T, pixels?: T): T {
-  let h = vlaHidden(ops, c, ids, pixels);
+export function vlaForward<T>(ops: Ops<T>, c: VlaConfig, ids: T, pixels?: T, tap?: VlaTap<T>): T {
+  let h = vlaHidden(ops, c, ids, pixels, tap);
   if (pixels !== undefined) h = ops.slice(h, 1, vlaImageTokens(c)); // [B, T, D]
   return ops.head(h, 'model.embed_tokens.weight');
 }
