@@ -13,13 +13,16 @@ import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
 import { type Batch, type Prepared, makeBatch, prepare } from '../../src/lib/train/data.js';
 import { groundCellsOf, groundLoss, groundTarget, keypointPoints, pointCells } from '../../src/lib/train/ground.js';
+import { namedReadoutNorm } from '../../src/lib/train/head.js';
+import { vlaHeadFeatures } from '../../src/lib/model/action-head-vla.js';
+import { SEP } from '../../src/lib/model/tokenizer.js';
 import { exportModel } from '../../src/lib/export/index.js';
 import { openModel } from '../../src/lib/infer/index.js';
 import { backboneDim, namedKeypoints, readHeadConfig, withNamedKeypoints, withNamedKeypointsTf } from '../../src/lib/model/action-head.js';
 import { openHeadEngine, sampleHeadChunk } from '../../src/lib/policy/head-policy.js';
 import { tempDir } from '../helpers.js';
 import { ex } from './examples.js';
-import { keypointSoftmax } from './keypoint-reference.js';
+import { keypointReadouts, keypointSoftmax } from './keypoint-reference.js';
 import { trainTiny } from './runs.js';
 
 const dir = tempDir('vlakit-ground-');
@@ -221,6 +224,33 @@ describe('train-sft --ground-weight', () => {
 });
 
 describe('an action head with named keypoints (--head-named-keypoints)', () => {
+  it('standardizes the named readouts by their mean and std over the training examples (a float64 reference from the weights)', async () => {
+    const c = sizes();
+    const model = VlaModel.init(c, 4);
+    for (const n of ['vision.keypoints.query', 'vision.keypoints.key.weight', 'vision.stem.weight', 'vision.keypoints.value.weight']) {
+      const v = model.params.get(n)!;
+      v.assign(tf.mul(v, 30));
+    }
+    const examples = await squares(20, 8, 'train');
+    const tok = await buildTokenizer(['Subtask: grasp the red block [[0.010, 0.000, 0.000, 1]]'], 96);
+    const items = await prepare(examples, tok, { cameras: 1, imageSize: 32, maxTokens: 200 });
+    items.forEach((p, i) => (p.head = { promptEnd: p.ids.indexOf(SEP), named: [i % 2, i % 3 === 0 ? 0 : -1] })); // some slots empty
+    const D = c.text_config.hidden_size;
+    const layout = { cameras: 1, size: 32 };
+    const norm = await namedReadoutNorm(items, layout, 2 * D, (b, ends) => vlaHeadFeatures(model, b.pixels as tf.Tensor5D, b.ids, ends, { logits: false, keypoints: true }).cond);
+    const w = new Map([...model.params].map(([n, v]) => [n, { data: v.dataSync() as Float32Array, shape: v.shape }]));
+    const rows = items.flatMap((p) => p.head!.named!.filter((k) => k >= 0).map((k) => keypointReadouts(w, p.pixels, 32, 4, 2).slice(k * 8, k * 8 + 8)));
+    expect(rows.length).toBe(20 + 7);
+    for (let j = 0; j < 8; j++) {
+      const m = rows.reduce((a, r) => a + r[j], 0) / rows.length;
+      const sd = Math.sqrt(rows.reduce((a, r) => a + (r[j] - m) ** 2, 0) / rows.length);
+      expect(Math.abs(norm.mean[j] - m)).toBeLessThan(1e-5);
+      expect(Math.abs(norm.std[j] - sd)).toBeLessThan(1e-4 * Math.max(sd, 1e-2));
+      expect(sd).toBeGreaterThan(1e-4); // the readouts vary between images
+    }
+    model.dispose();
+  });
+
   it('appends the readouts of the keypoints of the objects the prompt names; the export samples the checkpoint\'s chunk', async () => {
     const c = sizes();
     const named = { ...c, vision_config: { ...c.vision_config, keypoint_names: ['red block', 'blue block'] } };
@@ -229,14 +259,17 @@ describe('an action head with named keypoints (--head-named-keypoints)', () => {
     const hc = readHeadConfig(run);
     const D = c.text_config.hidden_size;
     expect(hc.keypoint_features).toBe(true); // implied
-    expect(hc.named_keypoints).toEqual({ names: ['red block', 'blue block'], slots: 2, offset: 2 * D });
+    expect(hc.named_keypoints).toMatchObject({ names: ['red block', 'blue block'], slots: 2, offset: 2 * D });
+    expect(hc.named_keypoints!.norm!.std).toHaveLength(8);
     expect(hc.cond_dim).toBe(2 * D + 2 * 8 + 2 * 9);
     expect(backboneDim(hc)).toBe(2 * D + 2 * 8);
     // the appended numbers: per slot the readouts of the named object's keypoint and a 1; nothing named, zeros
+    const nn = hc.named_keypoints!.norm!;
     const f = Float32Array.from({ length: backboneDim(hc) }, (_, i) => i);
     const one = withNamedKeypoints(hc, f, 'put the blue block on the red block');
     expect(Array.from(one.subarray(0, f.length))).toEqual(Array.from(f));
-    expect(Array.from(one.subarray(f.length))).toEqual([...Array.from(f.subarray(2 * D + 8, 2 * D + 16)), 1, ...Array.from(f.subarray(2 * D, 2 * D + 8)), 1]);
+    const std = (x: Float32Array) => Array.from(x, (v, j) => Math.fround((v - nn.mean[j]) / nn.std[j]));
+    expect(Array.from(one.subarray(f.length))).toEqual([...std(f.subarray(2 * D + 8, 2 * D + 16)), 1, ...std(f.subarray(2 * D, 2 * D + 8)), 1]);
     expect(Array.from(withNamedKeypoints(hc, f, 'grasp the spoon').subarray(f.length)).every((v) => v === 0)).toBe(true);
     // the training path's batch version picks the same numbers
     const prompts = ['put the blue block on the red block', 'grasp the red block', 'grasp the spoon'];

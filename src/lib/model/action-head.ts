@@ -53,9 +53,13 @@ export const ActionHeadConfigSchema = z
      * main camera's keypoint that detects it (`names[k]`: the backbone's vision_config.keypoint_names, trained by
      * train-sft --ground-weight) and a 1, or 9 zeros when the prompt names fewer objects or one without a keypoint.
      * `offset`: where the main camera's readouts start in the backbone features. The backbone's features are the
-     * first cond_dim - 9 x slots numbers.
+     * first cond_dim - 9 x slots numbers. `norm`: the readouts are standardized by these (the training data's, measured
+     * when the head is made: the readouts are about ten times smaller than the hidden states, and would be drowned).
      */
-    named_keypoints: z.object({ names: z.array(z.string().min(1)).min(1), slots: z.number().int().positive(), offset: z.number().int().nonnegative() }).nullable().default(null),
+    named_keypoints: z
+      .object({ names: z.array(z.string().min(1)).min(1), slots: z.number().int().positive(), offset: z.number().int().nonnegative(), norm: z.object({ mean: z.array(z.number()).length(KEYPOINT_DIM), std: z.array(z.number().positive()).length(KEYPOINT_DIM) }).optional() })
+      .nullable()
+      .default(null),
     hidden_size: z.number().int().positive(),
     num_layers: z.number().int().nonnegative(),
     /** Sinusoidal time features (even). */
@@ -134,7 +138,7 @@ export function withNamedKeypoints(c: ActionHeadConfig, features: Float32Array, 
   out.set(features);
   namedKeypoints(c, prompt).forEach((k, s) => {
     if (k < 0) return;
-    out.set(features.subarray(n.offset + k * KEYPOINT_DIM, n.offset + (k + 1) * KEYPOINT_DIM), base + s * (KEYPOINT_DIM + 1));
+    for (let j = 0; j < KEYPOINT_DIM; j++) out[base + s * (KEYPOINT_DIM + 1) + j] = (features[n.offset + k * KEYPOINT_DIM + j] - (n.norm?.mean[j] ?? 0)) / (n.norm?.std[j] ?? 1);
     out[base + s * (KEYPOINT_DIM + 1) + KEYPOINT_DIM] = 1;
   });
   return out;
@@ -158,7 +162,9 @@ export function withNamedKeypointsTf(c: ActionHeadConfig, features: tf.Tensor2D,
       for (let j = 0; j < KEYPOINT_DIM; j++) pick[(b * base + n.offset + k * KEYPOINT_DIM + j) * S * KEYPOINT_DIM + s * KEYPOINT_DIM + j] = 1;
     }),
   );
-  const read = tf.reshape(tf.matMul(tf.reshape(features, [B, 1, base]), tf.tensor3d(pick, [B, base, S * KEYPOINT_DIM])), [B, S, KEYPOINT_DIM]); // [B, 1, base] x [B, base, S*8] -> [B, S, 8]
+  let read = tf.reshape(tf.matMul(tf.reshape(features, [B, 1, base]), tf.tensor3d(pick, [B, base, S * KEYPOINT_DIM])), [B, S, KEYPOINT_DIM]); // [B, 1, base] x [B, base, S*8] -> [B, S, 8]
+  // standardized where a slot is filled (an empty slot stays zeros)
+  if (n.norm) read = tf.mul(tf.div(tf.sub(read, tf.tensor1d(n.norm.mean)), tf.tensor1d(n.norm.std)), tf.tensor3d(present, [B, S, 1]));
   const slots = tf.concat([read, tf.tensor3d(present, [B, S, 1])], 2); // [B, S, 9]
   return tf.concat([features, tf.reshape(slots, [B, S * (KEYPOINT_DIM + 1)])], 1) as tf.Tensor2D; // [B, cond_dim]
 }

@@ -293,6 +293,9 @@ export class HeadTrainee implements Trainee {
       if (promptEnd < 0) throw new VlakitError('E_USAGE', `example ${p.id}: its prompt is longer than the model's ${maxTokens} text positions`);
       return promptEnd;
     });
+    // a new head with named keypoints standardizes their readouts by the training data's (the first examples prepared)
+    const named = this.head.config.named_keypoints;
+    if (named && !named.norm) named.norm = await namedReadoutNorm(out, this.layout, named.offset, (b, ends) => vlaHeadFeatures(this.model, b.pixels as tf.Tensor5D, b.ids, ends, { logits: false, keypoints: true }).cond);
     return out;
   }
 
@@ -359,6 +362,27 @@ export function openHead(o: { examples: TrainingExample[]; actionStats?: unknown
   // named keypoints read the keypoint readouts among the features
   const keypoints = (o.actionHead.keypoints ?? false) || Boolean(o.actionHead.namedKeypoints);
   return ActionHead.init(newHeadConfig(train, codec, condDim(keypoints), { ...o.actionHead, keypoints }, o.actionStats, o.actionHead.namedKeypoints ? named?.() : undefined), o.seed ?? 0);
+}
+
+/**
+ * The mean and std of the named keypoints' readouts over (up to 512 of) the examples: the backbone's features of
+ * each, the 8 readouts of every filled slot's keypoint. A std below 1e-6 becomes 1.
+ */
+export async function namedReadoutNorm(items: Prepared[], layout: PixelLayout, offset: number, features: (b: Batch, promptEnds: number[]) => tf.Tensor2D): Promise<{ mean: number[]; std: number[] }> {
+  const rows: number[][] = [];
+  const some = items.filter((p) => p.head?.named?.some((k) => k >= 0)).slice(0, 512);
+  for (let i = 0; i < some.length; i += 16) {
+    const part = some.slice(i, i + 16);
+    const batch = makeBatch(part, layout);
+    const f = tf.tidy(() => features(batch, part.map((p) => p.head!.promptEnd)).arraySync()); // [B, C]
+    disposeBatch(batch);
+    part.forEach((p, b) => {
+      for (const k of p.head!.named!) if (k >= 0) rows.push(f[b].slice(offset + k * KEYPOINT_DIM, offset + (k + 1) * KEYPOINT_DIM));
+    });
+    await new Promise((r) => setImmediate(r));
+  }
+  if (!rows.length) return { mean: new Array<number>(KEYPOINT_DIM).fill(0), std: new Array<number>(KEYPOINT_DIM).fill(1) };
+  return meanStd(rows, KEYPOINT_DIM);
 }
 
 /** The head trainee of a run on the built-in model (openHead). */
