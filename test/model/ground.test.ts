@@ -218,8 +218,10 @@ describe('train-sft --ground-weight', () => {
     two.forEach((l, i) => l.forEach((v, j) => expect(Math.abs(v - one[i][j]), `step ${i + 1}`).toBeLessThanOrEqual(1e-5 * Math.max(1, one[i][j]))));
   }, 120_000);
 
-  it('refuses a model without keypoints (a usage error)', async () => {
+  it('refuses a model without keypoints, or examples without targets (usage errors)', async () => {
     await expect(trainTiny(dir, 'nokp', train.slice(0, 4), { steps: 1, groundWeight: 1 })).rejects.toMatchObject({ code: 'E_USAGE' });
+    const bare = train.slice(0, 4).map(({ ground: _g, ...e }) => e);
+    await expect(trainTiny(dir, 'notargets', bare, { sizes: sizes(), steps: 1, groundWeight: 1 })).rejects.toMatchObject({ code: 'E_USAGE', message: expect.stringMatching(/no training example has grounding targets/) });
   });
 });
 

@@ -349,6 +349,7 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   const model = await openTrainee(o, resumeDir, seed);
   const trainItems = await model.prepare(train);
   const valItems = await model.prepare(val);
+  if (o.groundWeight && !trainItems.some((p) => p.ground)) throw new VlakitError('E_USAGE', '--ground-weight: no training example has grounding targets the model can take (`ground`: relabel --ground or eval-vqa --ground; with vision_config.keypoint_names, objects of those names)');
   const vars = model.vars;
   const total = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * trainItems.length) / (B * accum)));
   const peak = o.lr ?? 3e-4;
