@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { groundTargets, namedObjects } from '../../src/lib/env/ground.js';
+import { groundTargets } from '../../src/lib/env/ground.js';
+import { namedObjects } from '../../src/lib/util/names.js';
 
 const BIN = path.resolve('bin/run.js');
 

@@ -7,8 +7,6 @@
 import { namedObjects } from '../util/names.js';
 import { type ObjectMasks } from './tabletop.js';
 
-export { namedObjects };
-
 /** One grounding target: an object, the example image it is seen in, and its centre there. */
 export interface GroundTarget {
   /** The object's name as the text says it. */

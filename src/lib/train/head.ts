@@ -23,7 +23,7 @@ import { Rng } from '../util/rng.js';
 import { type Batch, type HeadTarget, type PixelLayout, type Prepared, disposeBatch, makeBatch, prepare, promptText, targetText } from './data.js';
 import type { Trainee } from './hf-sft.js';
 import { type LossParts, sftLoss } from './loss.js';
-import { groundCellsOf, groundGrid, withGround } from './ground.js';
+import { groundCellsOf, withGround } from './ground.js';
 import type { AdamW } from './optim.js';
 
 export interface HeadOptions {
@@ -394,6 +394,5 @@ export function openHeadTrainee(model: VlaModel, tok: Tokenizer, o: { examples: 
     return { names, offset: vlaFeatureDim(model.config, false) };
   };
   const head = openHead(o, codec, (keypoints) => vlaFeatureDim(model.config, keypoints), startDir, resume, named);
-  if (o.groundWeight) groundGrid(model.config); // a usage error when the backbone has no keypoints
   return new HeadTrainee(model, tok, head, codec, { ...o.actionHead, freezeLayers: o.freezeLayers, freezeVision: o.freezeVision, seed: o.seed, groundWeight: o.groundWeight });
 }

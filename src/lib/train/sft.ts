@@ -182,7 +182,6 @@ class BuiltinTrainee implements Trainee {
     this.layout = { cameras: model.config.num_cameras, size: model.config.vision_config.image_size };
     this.parameters = model.numParameters();
     this.groundWeight = o.groundWeight ?? 0;
-    if (this.groundWeight > 0) groundGrid(model.config); // a usage error when the model has no keypoints
     // the language loss + the grounding loss, in one forward that hands out the keypoint tap
     if (this.groundWeight > 0) this.loss = (batch, _items, lambdaR) => groundedSftLoss(this.model, batch, lambdaR, this.groundWeight);
   }
@@ -347,6 +346,8 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   const resumeDir = run.resumeFrom;
 
   const model = await openTrainee(o, resumeDir, seed);
+  // the grounding loss trains the built-in model's keypoints: a usage error when it has none (Hugging Face checkpoints are refused when opened)
+  if (o.groundWeight && model.model instanceof VlaModel) groundGrid(model.model.config);
   const trainItems = await model.prepare(train);
   const valItems = await model.prepare(val);
   if (o.groundWeight && !trainItems.some((p) => p.ground)) throw new VlakitError('E_USAGE', '--ground-weight: no training example has grounding targets the model can take (`ground`: relabel --ground or eval-vqa --ground; with vision_config.keypoint_names, objects of those names)');

@@ -17,6 +17,6 @@ export function namedObjects<O extends { name: string }>(text: string, objects: 
   // longer names first, so that "red cup" claims its span before "cup" does
   hits.sort((a, b) => b.end - b.at - (a.end - a.at) || a.at - b.at);
   const kept: typeof hits = [];
-  for (const h of hits) if (!kept.some((k) => h.at < k.end && k.at < h.end) && !kept.some((k) => k.o === h.o)) kept.push(h);
+  for (const h of hits) if (!kept.some((k) => h.at < k.end && k.at < h.end)) kept.push(h);
   return kept.sort((a, b) => a.at - b.at).map((h) => h.o);
 }
