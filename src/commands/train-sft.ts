@@ -60,6 +60,7 @@ export default class TrainSft extends VlakitCommand {
     seed: int({ description: 'seed: the same seed gives the same run', default: 0, min: 0, max: 2 ** 32 - 1 }),
     'save-every': int({ description: 'checkpoint every N steps', min: 1, max: 10_000_000 }),
     'eval-every': int({ description: 'evaluate on the val split every N steps', min: 1, max: 10_000_000 }),
+    'eval-limit': int({ description: 'evaluate on at most N val examples, evenly spread over the split (default: all; a val split of thousands takes minutes on the CPU)', min: 1, max: 10_000_000, helpValue: 'N' }),
     stats: Flags.string({ description: 'action statistics to keep with the model (relabel --stats-out)', helpValue: 'FILE' }),
     backend: Flags.string({ description: 'force a TensorFlow.js backend', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     workers: int({ description: 'data-parallel threads (the built-in model or a Hugging Face checkpoint\'s LoRA adapters, with or without an action head): each batch split across them and their gradients summed; the WebAssembly backend uses one core per thread, so 2 on a 2-core machine trains about twice as fast', default: 1, min: 1, max: 64 }),
@@ -137,6 +138,7 @@ export default class TrainSft extends VlakitCommand {
         seed: flags.seed,
         saveEvery: flags['save-every'],
         evalEvery: flags['eval-every'],
+        evalLimit: flags['eval-limit'],
         codec: codecFor(examples[0].meta.representation, examples[0].meta.codec), // every codec from its spec; older token/bin examples without one: token accuracy only
         actionStats: stats,
         signal: this.abort.signal,

@@ -10,7 +10,7 @@ import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
 import { makeBatch, prepare } from '../../src/lib/train/data.js';
 import { sftLoss, tokenCrossEntropy } from '../../src/lib/train/loss.js';
-import { trainSft } from '../../src/lib/train/sft.js';
+import { evenlySpread, trainSft } from '../../src/lib/train/sft.js';
 import { tempDir } from '../helpers.js';
 import { toyExamples } from './examples.js';
 import { TINY, freshDir, trainTiny } from './runs.js';
@@ -82,6 +82,30 @@ describe('train-sft', () => {
     // the resumed run's metrics: steps 1-6 once each (step 4 of the cut run was dropped and run again)
     const steps = readFileSync(path.join(cut, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
     expect(steps).toEqual([1, 2, 3, 4, 5, 6]);
+  }, 120_000);
+});
+
+describe('train-sft --eval-limit', () => {
+  it('takes N val examples evenly spread over the split, in order; all of them without a limit or when there are fewer', () => {
+    const xs = Array.from({ length: 10 }, (_, i) => i);
+    expect(evenlySpread(xs, 4)).toEqual([0, 2, 5, 7]);
+    expect(evenlySpread(xs, 1)).toEqual([0]);
+    expect(evenlySpread(xs, 10)).toBe(xs);
+    expect(evenlySpread(xs, 50)).toBe(xs);
+    expect(evenlySpread(xs, undefined)).toBe(xs);
+  });
+
+  it('evaluates on that many examples, and the run keeps its identity (eval settings are not part of it)', async () => {
+    const base = await toyExamples();
+    const vals = [0, 1, 2, 3].map((i) => ({ ...base[2], id: `v${i}` }));
+    const examples = [base[0], base[1], ...vals];
+    const dir = tempDir('vlakit-eval-limit-');
+    const all = await trainSft({ ...TINY, examples, outDir: path.join(dir, 'all'), steps: 1, evalEvery: 1 });
+    const two = await trainSft({ ...TINY, examples, outDir: path.join(dir, 'two'), steps: 1, evalEvery: 1, evalLimit: 2 });
+    expect(all.eval?.examples).toBe(4);
+    expect(two.eval?.examples).toBe(2);
+    const id = (d: string) => JSON.parse(readFileSync(path.join(dir, d, 'run.json'), 'utf8')).fingerprint;
+    expect(id('two')).toBe(id('all'));
   }, 120_000);
 });
 

@@ -9,7 +9,7 @@ import { selectBackend } from '../../src/lib/model/backend.js';
 import { chunkNoise, chunkSize, readHeadConfig, sampleChunk } from '../../src/lib/model/action-head.js';
 import { preset } from '../../src/lib/model/config.js';
 import { readSafetensors, writeSafetensors } from '../../src/lib/model/safetensors.js';
-import { TfjsHeadEngine, openHeadEngine } from '../../src/lib/policy/head-policy.js';
+import { TfjsHeadEngine, openHeadEngine, sampleHeadChunk } from '../../src/lib/policy/head-policy.js';
 import { TfjsRunner } from '../../src/lib/infer/tfjs.js';
 import { tempDir } from '../helpers.js';
 import { png, toyExamples } from '../model/examples.js';
@@ -95,6 +95,37 @@ describe('generate and rollout with the head', () => {
     const h = await execa('node', [BIN, 'rollout', '--policy', ckpt, '--episodes', '1', '--max-steps', '2', '-o', path.join(dir, 'h.jsonl')], { reject: false });
     expect(h.exitCode).toBe(2);
     expect(h.stderr).toMatch(/action head.*--mode direct/);
+  }, 180_000);
+
+  it('--head-noise 0 starts every chunk from the prior\'s mean: one chunk per observation whatever the seed; rollout takes it, a text policy refuses it', async () => {
+    const ck = (await openModel(ckpt)) as TfjsRunner;
+    const a = await openHeadEngine(ck, ckpt);
+    const img = [new Uint8Array(readFileSync(image))];
+    const at = (seed: number, noiseScale?: number) => sampleHeadChunk(ck, a, 'Subtask: grasp the red block', img, { seed, noiseScale });
+    const z1 = (await at(1, 0)).chunk.flat();
+    const z2 = (await at(2, 0)).chunk.flat();
+    expect(maxDiff(z1, z2)).toBe(0);
+    // the sampler itself from zeros: the same chunk
+    const fa = await a.features(await ck.prepare('Subtask: grasp the red block', img));
+    const fromZeros = await sampleChunk(a.config, new Float64Array(chunkSize(a.config)), (xt, t) => a.denoise(xt, t, fa));
+    const { denormalizeChunk } = await import('../../src/lib/model/action-head.js');
+    expect(maxDiff(z1, denormalizeChunk(a.config, fromZeros).flat())).toBeLessThan(1e-6);
+    // the default scale (1) draws a different chunk per seed; scale 1 given explicitly is the default
+    const n1 = (await at(1)).chunk.flat();
+    expect(maxDiff(n1, (await at(2)).chunk.flat())).toBeGreaterThan(1e-4);
+    expect(maxDiff(n1, (await at(1, 1)).chunk.flat())).toBe(0);
+    await a.dispose();
+    await (ck as VlaRunner).dispose();
+    const RUN = ['rollout', '--mode', 'direct', '--prompt', 'task', '--tasks', 'pick', '--episodes', '1', '--max-steps', '3', '--width', '32', '--height', '32', '--head-noise', '0'];
+    const out = path.join(dir, 'noise0.jsonl');
+    const r = await execa('node', [BIN, ...RUN, '--policy', ckpt, '-o', out], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(readFileSync(out, 'utf8')).toContain('"chunk"');
+    const text = await trainTiny(dir, 'text', await toyExamples(), { steps: 1 });
+    const t = await execa('node', [BIN, ...RUN, '--policy', text, '-o', path.join(dir, 'noise-text.jsonl')], { reject: false });
+    expect(t.exitCode).toBe(2);
+    expect(t.stderr).toMatch(/--head-noise.*no action head/);
+    expect(t.stderr).not.toMatch(/\n\s+at /);
   }, 180_000);
 
   it('rollout --workers 2 with a head policy writes the records of --workers 1 (same seeds, same chunks)', async () => {

@@ -153,6 +153,8 @@ export interface HeadPolicyOptions {
   maxChunk?: number;
   /** Denoising steps (default: the head's inference_steps). */
   steps?: number;
+  /** The scale of the sampler's starting noise (default 1; 0: from the prior's mean, deterministic). */
+  noiseScale?: number;
 }
 
 /**
@@ -160,14 +162,17 @@ export interface HeadPolicyOptions {
  * from `seed`. Returns the chunk in action units [H][D] and the time spent.
  * @example const { chunk } = await sampleHeadChunk(runner, engine, prompt, [image], { seed: 0 })
  */
-export async function sampleHeadChunk(runner: VlaRunner, engine: HeadEngine, prompt: string, images: (ImageJson | Uint8Array)[], o: { seed: number; state?: unknown; steps?: number }): Promise<{ chunk: number[][]; ms: number; steps: number }> {
+export async function sampleHeadChunk(runner: VlaRunner, engine: HeadEngine, prompt: string, images: (ImageJson | Uint8Array)[], o: { seed: number; state?: unknown; steps?: number; noiseScale?: number }): Promise<{ chunk: number[][]; ms: number; steps: number }> {
   const input = await runner.prepare(prompt, images, 'camera image');
   const t0 = performance.now();
   const c = engine.config;
   const cond = withNamedKeypoints(c, await engine.features(input), prompt); // [cond_dim]: the prompt's named objects' readouts appended
   const state = normalizeState(c, o.state);
   const steps = o.steps ?? c.inference_steps;
-  const x = await sampleChunk(c, chunkNoise(c, 1, o.seed), (xt, t) => engine.denoise(xt, t, cond, state), steps);
+  const noise = chunkNoise(c, 1, o.seed); // [1, H*D] from N(0, 1)
+  const scale = o.noiseScale ?? 1;
+  if (scale !== 1) noise.forEach((v, i) => (noise[i] = v * scale));
+  const x = await sampleChunk(c, noise, (xt, t) => engine.denoise(xt, t, cond, state), steps);
   return { chunk: denormalizeChunk(c, x), ms: performance.now() - t0, steps };
 }
 
@@ -215,7 +220,7 @@ export class HeadPolicy extends ChunkPolicy {
     const info: Record<string, unknown> = { cycle: this.cycles };
     const L = this.o.codec.layout;
     const origin = isWaypointLayout(L) ? waypointOrigin(obs.state) : undefined;
-    const r = await sampleHeadChunk(this.runner, this.engine, prompt, style === 'task' ? images.slice(0, 1) : images, { seed: subSeed(this.seed, ++this.cycles), state: obs.state, steps: this.o.steps });
+    const r = await sampleHeadChunk(this.runner, this.engine, prompt, style === 'task' ? images.slice(0, 1) : images, { seed: subSeed(this.seed, ++this.cycles), state: obs.state, steps: this.o.steps, noiseScale: this.o.noiseScale });
     const chunk = r.chunk.slice(0, this.o.maxChunk ?? 64);
     info.head = { objective: this.engine.config.objective, steps: r.steps };
     info.chunk = chunk;

@@ -73,6 +73,8 @@ export interface SftOptions {
   seed?: number;
   saveEvery?: number;
   evalEvery?: number;
+  /** Evaluate on at most this many val examples, evenly spread over the split (default: all of them). */
+  evalLimit?: number;
   codec?: ActionCodec;
   actionStats?: unknown;
   /** After each step's metrics record; `run.totalSteps` is the run's length (from --steps or the epochs). */
@@ -123,6 +125,12 @@ export function streamItem(k: number, n: number, seed: number, orders: Map<numbe
     orders.set(epoch, order);
   }
   return order[k % n];
+}
+
+/** At most `limit` of the items, evenly spaced (the first always in), in their order; all of them without a limit. */
+export function evenlySpread<T>(items: T[], limit: number | undefined): T[] {
+  if (limit === undefined || items.length <= limit) return items;
+  return Array.from({ length: limit }, (_, i) => items[Math.floor((i * items.length) / limit)]);
 }
 
 /** Evaluates on prepared examples: accuracy of the argmax on action tokens, and L1 of the decoded actions. */
@@ -349,7 +357,7 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   // the grounding loss trains the built-in model's keypoints: a usage error when it has none (Hugging Face checkpoints are refused when opened)
   if (o.groundWeight && model.model instanceof VlaModel) groundGrid(model.model.config);
   const trainItems = await model.prepare(train);
-  const valItems = await model.prepare(val);
+  const valItems = await model.prepare(evenlySpread(val, o.evalLimit));
   if (o.groundWeight && !trainItems.some((p) => p.ground)) throw new VlakitError('E_USAGE', '--ground-weight: no training example has grounding targets the model can take (`ground`: relabel --ground or eval-vqa --ground; with vision_config.keypoint_names, objects of those names)');
   const vars = model.vars;
   const total = o.steps ?? Math.max(1, Math.ceil(((o.epochs ?? 1) * trainItems.length) / (B * accum)));
