@@ -5,7 +5,9 @@
 # (rollout --masks, relabel --ground --ground-all); a flow-matching action head reads the keypoint of the object the
 # instruction names (--head-named-keypoints 1) and writes waypoint targets (relabel --waypoints).
 #
-#   scripts/experiments/pick-grounded.sh [OUT]        (default OUT: exp-pick-grounded; SEEDS="0 1 2", STEPS=2500)
+#   scripts/experiments/pick-grounded.sh [OUT]        (default OUT: exp-pick-grounded; SEEDS="0 1 2", STEPS=2500,
+#                                                     EPISODES=16 closed-loop episodes from EVAL_SEED=2000; session
+#                                                     11's second table: EPISODES=64 EVAL_SEED=3000, the same OUT)
 #
 # Stages (each skipped when its output is there):
 #   1. data: 24 plain + 320 DART (3 mm) scripted pick episodes with 1-3 distractors and pixel masks, one action per
@@ -17,8 +19,9 @@
 #      questions about pick scenes with 1-3 distractors, every visible object grounded; its tokenizer from the
 #      questions and the same pick examples with session 10's ReFineVLA prompt
 #   3. per seed: from the base, the flow head reading the named item's keypoint, STEPS steps (batch 8, lr 3e-3,
-#      --workers 2, grounding weight 1, language weight 0.1), then 16 held-out pick episodes (seeds 2000+, 1-3
-#      distractors) closed loop from the checkpoint, with the sampler's noise (--head-noise 1) and from its mean (0)
+#      --workers 2, grounding weight 1, language weight 0.1), then EPISODES held-out pick episodes (seeds
+#      EVAL_SEED+, 1-3 distractors) closed loop from the checkpoint, with the sampler's noise (--head-noise 1) and
+#      from its mean (0)
 #   4. the table on stdout
 #
 # Wall time on an idle 2-core machine: stage 1 about 1 min; per seed about 6 min of training and 1 min of rollouts:
@@ -31,6 +34,8 @@ V="node $ROOT/bin/run.js"
 OUT=${1:-exp-pick-grounded}
 SEEDS=${SEEDS:-0 1 2}
 STEPS=${STEPS:-2500}
+EPISODES=${EPISODES:-16}
+EVAL_SEED=${EVAL_SEED:-2000}
 mkdir -p "$OUT" && cd "$OUT"
 
 [ -s plain.jsonl ] || $V rollout --policy scripted --tasks pick --episodes 24 --seed 0 --masks --workers 2 -q -o plain.jsonl --overwrite
@@ -53,12 +58,11 @@ fi
 names=()
 for seed in $SEEDS; do
   N=grounded-s$seed
-  if [ ! -s "roll-$N-noise0.txt" ]; then
-    $V train-sft grounded.jsonl --init "$BASE" --steps "$STEPS" --batch-size 8 --lr 3e-3 --workers 2 --seed "$seed" --ground-weight 1 --action-head flow --head-named-keypoints 1 --lang-weight 0.1 --eval-every "$STEPS" --eval-limit 200 --save-every 100000 -q -o "$N" --overwrite
-    for z in 1 0; do
-      $V rollout --policy "$N" --mode direct --prompt compact --execute 1 --head-noise $z --tasks pick --episodes 16 --seed 2000 --json -o "roll-$N-noise$z.jsonl" --overwrite 2> "roll-$N-noise$z.txt"
-    done
-  fi
-  names+=("$N-noise1" "$N-noise0")
+  [ -s "$N/action_head.json" ] || $V train-sft grounded.jsonl --init "$BASE" --steps "$STEPS" --batch-size 8 --lr 3e-3 --workers 2 --seed "$seed" --ground-weight 1 --action-head flow --head-named-keypoints 1 --lang-weight 0.1 --eval-every "$STEPS" --eval-limit 200 --save-every 100000 -q -o "$N" --overwrite
+  for z in 1 0; do
+    R=$N-noise$z-seeds$EVAL_SEED-x$EPISODES
+    [ -s "roll-$R.txt" ] || $V rollout --policy "$N" --mode direct --prompt compact --execute 1 --head-noise $z --tasks pick --episodes "$EPISODES" --seed "$EVAL_SEED" --json -o "roll-$R.jsonl" --overwrite 2> "roll-$R.txt"
+    names+=("$R")
+  done
 done
 table "${names[@]}"
