@@ -126,6 +126,9 @@ describe('generate and rollout with the head', () => {
     expect(t.exitCode).toBe(2);
     expect(t.stderr).toMatch(/--head-noise.*no action head/);
     expect(t.stderr).not.toMatch(/\n\s+at /);
+    const scripted = await execa('node', [BIN, 'rollout', '--policy', 'scripted', '--episodes', '1', '--head-noise', '0', '-o', path.join(dir, 'noise-scripted.jsonl')], { reject: false });
+    expect(scripted.exitCode).toBe(2);
+    expect(scripted.stderr).toMatch(/--head-noise applies only with a learned --policy/);
   }, 180_000);
 
   it('rollout --workers 2 with a head policy writes the records of --workers 1 (same seeds, same chunks)', async () => {

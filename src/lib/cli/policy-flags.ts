@@ -20,7 +20,6 @@ export const policyFlags = {
   'temperature-plan': decimal({ description: 'temperature of motion plans', default: '0.1', min: 0, max: 10 }),
   'temperature-actions': decimal({ description: 'temperature of action chunks (and direct-mode reasoning)', default: '0.5', min: 0, max: 10 }),
   'temperature-verifier': decimal({ description: 'temperature of the model verifier', default: '0', min: 0, max: 10 }),
-  'head-noise': decimal({ description: 'action heads: the scale of the sampler\'s starting noise (default 1, the trained prior; 0: every chunk starts from the prior\'s mean, one deterministic chunk per observation, as the mode of a unimodal policy)', min: 0, max: 10 }),
   'max-new-tokens': int({ description: 'longest generation of a stage (actions with reasoning need the most)', default: 256, min: 1, max: 8192 }),
   actions: Flags.string({ description: 'how the model writes actions, when its config does not say', options: ['text', 'words'] }),
   device: Flags.string({ description: 'onnxruntime execution provider for an export (a checkpoint: cuda picks tfjs-node-gpu)', options: ['cpu', 'cuda'], default: 'cpu' }),

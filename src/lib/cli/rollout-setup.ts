@@ -36,6 +36,7 @@ export type RolloutFlags = PolicyFlagValues & {
   safety: boolean;
   'max-translation': string;
   'contact-guard': boolean;
+  'head-noise'?: string;
 };
 
 export interface RolloutParts {
@@ -87,7 +88,7 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
       const { HeadPolicy, openHeadEngine } = await import('../policy/head-policy.js');
       const po = policyOptions(r, flags);
       layout = executedLayout(po.codec.layout);
-      const noiseScale = flags['head-noise'] === undefined ? undefined : num(flags['head-noise'] as string, 'head-noise');
+      const noiseScale = flags['head-noise'] === undefined ? undefined : num(flags['head-noise'], 'head-noise');
       policy = new HeadPolicy(r, await openHeadEngine(r, headDir), { prompt: po.prompt, codec: po.codec, execute: po.execute, maxChunk: po.maxChunk, noiseScale });
     } else {
       if (flags['head-noise'] !== undefined) throw new VlakitError('E_USAGE', `--head-noise scales an action head's starting noise: ${flags.policy} has no action head (it writes its actions as text; see --temperature-actions)`);
