@@ -1,31 +1,33 @@
 #!/usr/bin/env bash
-# Issue 18: pick the named item among 1-3 distractors with grounded keypoints (docs/RESULTS.md, sessions 10-11). The
+# Issue 18: pick the named item among 1-3 distractors with grounded keypoints (docs/RESULTS.md, sessions 10-12). The
 # vision tower's keypoints are named after the world's 14 kinds of objects (vision_config.keypoint_names) and trained
 # by the grounding loss (train-sft --ground-weight) to find their object, from the pixel masks of the demonstrations
 # (rollout --masks, relabel --ground --ground-all); a flow-matching action head reads the keypoint of the object the
 # instruction names (--head-named-keypoints 1) and writes waypoint targets (relabel --waypoints).
 #
 #   scripts/experiments/pick-grounded.sh [OUT]        (default OUT: exp-pick-grounded; SEEDS="0 1 2", STEPS=2500,
-#                                                     EPISODES=16 closed-loop episodes from EVAL_SEED=2000; session
-#                                                     11's second table: EPISODES=64 EVAL_SEED=3000, the same OUT)
+#                                                     DART_EPISODES=960, EPISODES=16 closed-loop episodes from
+#                                                     EVAL_SEED=2000; session 12's table: EPISODES=64 EVAL_SEED=3000;
+#                                                     session 11's: DART_EPISODES=320, another OUT)
 #
 # Stages (each skipped when its output is there):
-#   1. data: 24 plain + 320 DART (3 mm) scripted pick episodes with 1-3 distractors and pixel masks, one action per
-#      chunk, waypoint targets in cm with the robot state in the compact task prompt, every visible object's centre
-#      as a grounding target
+#   1. data: 24 plain + DART_EPISODES DART (3 mm) scripted pick episodes with 1-3 distractors and pixel masks, one
+#      action per chunk, waypoint targets in cm (where the expert was heading, which DART records per step) with the
+#      robot state in the compact task prompt, every visible object's centre as a grounding target
 #   2. the grounding base: models/ground-base (shipped; README inside), or with MAKE_BASE=1 made again here: a
 #      `mini`-sized model on 128-px images (8-px stem cells, 16 x 16 of them; 16 keypoints, 14 of them named after the
 #      world's kinds of objects) trained 2000 steps (batch 16, lr 1e-3, grounding weight 1) on 12,000 "where is the X"
 #      questions about pick scenes with 1-3 distractors, every visible object grounded; its tokenizer from the
-#      questions and the same pick examples with session 10's ReFineVLA prompt
+#      questions and the same pick examples with session 10's ReFineVLA prompt (the shipped base: DART_EPISODES=320)
 #   3. per seed: from the base, the flow head reading the named item's keypoint, STEPS steps (batch 8, lr 3e-3,
 #      --workers 2, grounding weight 1, language weight 0.1), then EPISODES held-out pick episodes (seeds
 #      EVAL_SEED+, 1-3 distractors) closed loop from the checkpoint, with the sampler's noise (--head-noise 1) and
 #      from its mean (0)
 #   4. the table on stdout
 #
-# Wall time on an idle 2-core machine: stage 1 about 1 min; per seed about 6 min of training and 1 min of rollouts:
-# about 22 minutes with the shipped base (MAKE_BASE=1: 7 min of questions and 8 min of training more).
+# Wall time on an idle 2-core machine: stage 1 about 1 min; per seed about 7 min of training and 1 min of rollouts
+# (EPISODES=64: 2 min): about 25 minutes with the shipped base (MAKE_BASE=1: 7 min of questions and 8 min of
+# training more).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -36,10 +38,11 @@ SEEDS=${SEEDS:-0 1 2}
 STEPS=${STEPS:-2500}
 EPISODES=${EPISODES:-16}
 EVAL_SEED=${EVAL_SEED:-2000}
+DART_EPISODES=${DART_EPISODES:-960}
 mkdir -p "$OUT" && cd "$OUT"
 
 [ -s plain.jsonl ] || $V rollout --policy scripted --tasks pick --episodes 24 --seed 0 --masks --workers 2 -q -o plain.jsonl --overwrite
-[ -s dart.jsonl ] || $V rollout --policy scripted --tasks pick --episodes 320 --seed 100 --dart 0.003 --masks --workers 2 -q -o dart.jsonl --overwrite
+[ -s dart.jsonl ] || $V rollout --policy scripted --tasks pick --episodes "$DART_EPISODES" --seed 100 --dart 0.003 --masks --workers 2 -q -o dart.jsonl --overwrite
 [ -s chunks.jsonl ] || cat plain.jsonl dart.jsonl | $V chunk --mode fixed --horizon 1 -q -o chunks.jsonl --overwrite
 [ -s grounded.jsonl ] || $V relabel chunks.jsonl --method vlm2vla --no-reasoning --compact-prompt --actions text --units cm --precision 1 --state --split 0.2 --waypoints --ground --ground-all -q -o grounded.jsonl --overwrite
 

@@ -80,6 +80,12 @@ describe('waypoint targets', () => {
     const dchunks = path.join(dir, 'dagger-chunks.jsonl');
     expect((await execa('node', [BIN, 'chunk', dsteps, '--mode', 'fixed', '--horizon', '1', '-o', dchunks], { reject: false })).exitCode).toBe(0);
     expect(JSON.parse(readFileSync(dchunks, 'utf8').split('\n')[2]).expert_target).toEqual([0.07, -0.05, 0.05]);
+    // so do DART steps (rollout --dart: policy.dart.target)
+    const tsteps = path.join(dir, 'dart-steps.jsonl');
+    writeFileSync(tsteps, ep.map((_, i) => JSON.stringify({ ...stepRecord(i), policy: { dart: { target: [0.06, 0.01, 0.02 + i / 100] } } })).join('\n') + '\n');
+    const tchunks = path.join(dir, 'dart-chunks.jsonl');
+    expect((await execa('node', [BIN, 'chunk', tsteps, '--mode', 'fixed', '--horizon', '1', '-o', tchunks], { reject: false })).exitCode).toBe(0);
+    expect(JSON.parse(readFileSync(tchunks, 'utf8').split('\n')[3]).expert_target).toEqual([0.06, 0.01, 0.05]);
     const dout = path.join(dir, 'dagger-ex.jsonl');
     const d = await execa('node', [BIN, 'relabel', dchunks, '--no-reasoning', '--compact-prompt', '--state', '--units', 'cm', '--precision', '1', '--waypoints', '-o', dout], { reject: false });
     expect(d.exitCode, d.stderr).toBe(0);

@@ -109,6 +109,19 @@ describe('runEpisodes with the scripted expert', () => {
     const s = (t: number) => (r[t].observation as { state: number[] }).state;
     expect(Math.hypot(...[0, 1, 2].map((k) => s(1)[k] - s(0)[k] - log[0].out.action[k]))).toBeLessThan(1e-4);
     expect(eps.filter((e) => e.success).length).toBeGreaterThanOrEqual(3);
+    // each step also says where the expert was heading from the state it was in (relabel --waypoints' target)
+    const targets = eps.flatMap((e) => e.records.slice(0, -1).map((x) => (x.policy as { dart: { target: number[] } }).dart.target));
+    expect(targets.length).toBe(log.length);
+    expect(targets.every((t) => t.length === 3 && t.every(Number.isFinite))).toBe(true);
+    // on a straight move the label points at the target: a step of at most 1.5 cm along the way to it
+    const along = eps[0].records.slice(0, 3).map((x) => {
+      const t = (x.policy as { dart: { target: number[] } }).dart.target;
+      const st = (x.observation as { state: number[] }).state;
+      const a = x.action as number[];
+      const d = [0, 1, 2].map((k) => t[k] - st[k]);
+      return (d[0] * a[0] + d[1] * a[1] + d[2] * a[2]) / (Math.hypot(...d) * Math.hypot(a[0], a[1], a[2]));
+    });
+    expect(Math.min(...along)).toBeGreaterThan(0.99);
     await env.close();
   });
 

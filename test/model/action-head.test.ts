@@ -148,3 +148,26 @@ describe('the denoiser overfits one example', () => {
     }, 600_000); // epsilon: about 40 s of training on an idle 2-core machine, the others about 20 s
   }
 });
+
+describe('named keypoints join after the features\' LayerNorm (named_keypoints.past_norm)', () => {
+  // 6 backbone features + one slot of 8 readouts and its flag
+  const named = (pastNorm: boolean) => headConfig({ objective: 'flow', horizon: 1, action_dim: 4, cond_dim: 6 + 9, hidden_size: 16, num_layers: 1, initializer_range: 0.5, action_norm: { mean: [0, 0, 0, 0], std: [1, 1, 1, 1] }, named_keypoints: { names: ['red block'], slots: 1, offset: 0, past_norm: pastNorm } });
+  const slot = [0.3, -1.2, 0.8, 0.1, -0.4, 1.5, 0.2, -0.7, 1];
+  const denoise = (head: ActionHead, features: number[]) => tf.tidy(() => head.denoise(tf.tensor2d([[0.1, -0.2, 0.3, 0.5]]), [0.6], tf.tensor2d([[...features, ...slot]])).arraySync()[0]);
+
+  it('the LayerNorm covers the backbone\'s features alone: scaling them leaves the output; before, it rescaled the readouts', () => {
+    const f = [0.5, -1, 2, 0.3, -0.8, 1.1];
+    const head = ActionHead.init(named(true), 4);
+    // with the flag, cond_norm is as wide as the backbone's features
+    expect(head.params.get('action_head.cond_norm.weight')!.shape).toEqual([6]);
+    const a = denoise(head, f);
+    const b = denoise(head, f.map((v) => v * 3 + 2)); // LayerNorm removes a shift and a scale
+    expect(maxDiff(a, b)).toBeLessThan(1e-3); // float32 and the norm's eps
+    // the head made before the flag: the same scaling moves the readouts inside the norm, so the output changes
+    const old = ActionHead.init(named(false), 4);
+    expect(old.params.get('action_head.cond_norm.weight')!.shape).toEqual([15]);
+    expect(maxDiff(denoise(old, f), denoise(old, f.map((v) => v * 3 + 2)))).toBeGreaterThan(1);
+    head.dispose();
+    old.dispose();
+  });
+});

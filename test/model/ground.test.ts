@@ -261,7 +261,7 @@ describe('an action head with named keypoints (--head-named-keypoints)', () => {
     const hc = readHeadConfig(run);
     const D = c.text_config.hidden_size;
     expect(hc.keypoint_features).toBe(true); // implied
-    expect(hc.named_keypoints).toMatchObject({ names: ['red block', 'blue block'], slots: 2, offset: 2 * D });
+    expect(hc.named_keypoints).toMatchObject({ names: ['red block', 'blue block'], slots: 2, offset: 2 * D, past_norm: true });
     expect(hc.named_keypoints!.norm!.std).toHaveLength(8);
     expect(hc.cond_dim).toBe(2 * D + 2 * 8 + 2 * 9);
     expect(backboneDim(hc)).toBe(2 * D + 2 * 8);

@@ -38,8 +38,8 @@ export const ChunkRecordSchema = z
     reasoning: ReasoningAnnotationSchema.nullable().optional(),
     oracle: z.unknown().optional(),
     /**
-     * DAgger records (`rollout --dagger`): where the scripted expert was heading at the chunk's first step, [x, y, z]
-     * in the state's frame (meters); relabel --waypoints uses it as that step's target.
+     * DAgger and DART records (`rollout --dagger`, `--dart`): where the scripted expert was heading at the chunk's
+     * first step, [x, y, z] in the state's frame (meters); relabel --waypoints uses it as that step's target.
      */
     expert_target: z.array(z.number()).length(3).optional(),
   })
@@ -119,7 +119,8 @@ export function chunkEpisode(steps: StepRecord[], opts: ChunkOptions): ChunkReco
     };
     if (first.reasoning !== undefined) rec.reasoning = first.reasoning as ReasoningAnnotation | null; // validated where the steps were read
     if (first.oracle !== undefined) rec.oracle = first.oracle;
-    const target = (first.policy as { dagger?: { target?: unknown } } | undefined)?.dagger?.target;
+    const info = first.policy as { dagger?: { target?: unknown }; dart?: { target?: unknown } } | undefined;
+    const target = info?.dagger?.target ?? info?.dart?.target;
     if (Array.isArray(target) && target.length === 3 && target.every((v) => typeof v === 'number' && Number.isFinite(v))) rec.expert_target = target as number[];
     return rec;
   };

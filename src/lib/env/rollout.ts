@@ -82,7 +82,8 @@ export class ScriptedPolicy implements Policy {
  * The scripted expert with DART noise (Laskey et al. 2017): each step executes the expert's action plus Gaussian
  * noise on the translation (std `dart` meters for a full step, scaled down with shorter moves) and records the
  * expert's own action as the label, so the data shows how the expert recovers from the states that a slightly wrong
- * policy reaches.
+ * policy reaches. Each step's info holds where the expert was heading (`dart.target`, [x, y, z]): relabel --waypoints
+ * takes it as the step's target, since along perturbed states the runs of labels break up.
  */
 export class DartPolicy implements Policy {
   readonly name = 'scripted';
@@ -101,12 +102,13 @@ export class DartPolicy implements Policy {
 
   act(): PolicyStep {
     const label = this.expert.act();
+    const target = this.expert.target();
     const rng = this.rng!;
     // scaled by the move's length (a full step gets the full noise): the expert's last small moves onto a
     // waypoint stay precise, so it still reaches them
     const k = Math.min(1, Math.hypot(label[0], label[1], label[2]) / this.step);
     const action = label.map((v, i) => (i < 3 ? v + rng.normal() * this.opts.dart * k : v));
-    return { action, label };
+    return { action, label, ...(target ? { info: { dart: { target: target.map(shortFloat32) } } } : {}) };
   }
 }
 

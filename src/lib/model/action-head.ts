@@ -55,9 +55,12 @@ export const ActionHeadConfigSchema = z
      * `offset`: where the main camera's readouts start in the backbone features. The backbone's features are the
      * first cond_dim - 9 x slots numbers. `norm`: the readouts are standardized by these (the training data's, measured
      * when the head is made: the readouts are about ten times smaller than the hidden states, and would be drowned).
+     * `past_norm`: the slots join after cond_norm, which then normalizes the backbone's features alone. Inside it,
+     * each example's readouts were divided by the spread of all its features, a scale that changes with the image,
+     * so the same position in the image could read as another; heads made before it have false.
      */
     named_keypoints: z
-      .object({ names: z.array(z.string().min(1)).min(1), slots: z.number().int().positive(), offset: z.number().int().nonnegative(), norm: z.object({ mean: z.array(z.number()).length(KEYPOINT_DIM), std: z.array(z.number().positive()).length(KEYPOINT_DIM) }).optional() })
+      .object({ names: z.array(z.string().min(1)).min(1), slots: z.number().int().positive(), offset: z.number().int().nonnegative(), norm: z.object({ mean: z.array(z.number()).length(KEYPOINT_DIM), std: z.array(z.number().positive()).length(KEYPOINT_DIM) }).optional(), past_norm: z.boolean().default(false) })
       .nullable()
       .default(null),
     hidden_size: z.number().int().positive(),
@@ -180,7 +183,7 @@ export function headTensors(c: ActionHeadConfig): TensorSpec[] {
   const lin = (name: string, i: number, o: number) => out.push({ name: `${name}.weight`, shape: [i, o], init: 'normal' }, { name: `${name}.bias`, shape: [o], init: 'zeros' });
   const norm = (name: string, n: number) => out.push({ name: `${name}.weight`, shape: [n], init: 'ones' }, { name: `${name}.bias`, shape: [n], init: 'zeros' });
   const h = c.hidden_size;
-  norm('action_head.cond_norm', c.cond_dim);
+  norm('action_head.cond_norm', c.named_keypoints?.past_norm ? backboneDim(c) : c.cond_dim);
   lin('action_head.cond_in', c.time_dim + c.cond_dim + c.state_dim, h);
   lin('action_head.in', chunkSize(c), h);
   for (let i = 0; i < c.num_layers; i++) {
@@ -201,7 +204,11 @@ export function headTensors(c: ActionHeadConfig): TensorSpec[] {
  * time-dependent multiples of x, which a plain MLP over concatenated inputs fits poorly.
  */
 export function headDenoise<T>(ops: Ops<T>, c: ActionHeadConfig, x: T, temb: T, cond: T, state?: T): T {
-  const parts = [temb, ops.layerNorm(cond, 'action_head.cond_norm', c.layer_norm_eps)];
+  let parts: T[];
+  if (c.named_keypoints?.past_norm) {
+    const [features, named] = ops.split(cond, [backboneDim(c), namedDim(c)]); // [B, C] -> [B, C - 9 slots], [B, 9 slots]
+    parts = [temb, ops.layerNorm(features, 'action_head.cond_norm', c.layer_norm_eps), named];
+  } else parts = [temb, ops.layerNorm(cond, 'action_head.cond_norm', c.layer_norm_eps)];
   if (c.state_dim > 0) {
     if (state === undefined) throw new VlakitError('E_USAGE', `the action head takes a ${c.state_dim}-number state`);
     parts.push(state);

@@ -97,7 +97,7 @@ export function newHeadConfig(examples: TrainingExample[], codec: ActionCodec, c
     state_dim: stateDim,
     state_norm: stateDim ? meanStd(states as number[][], stateDim) : null,
     keypoint_features: o.keypoints ?? false,
-    named_keypoints: o.namedKeypoints && named ? { ...named, slots: o.namedKeypoints } : null,
+    named_keypoints: o.namedKeypoints && named ? { ...named, slots: o.namedKeypoints, past_norm: true } : null,
     hidden_size: o.hidden ?? 256,
     num_layers: o.layers ?? 2,
     inference_steps: o.inferenceSteps ?? 10,
