@@ -7,7 +7,7 @@
 # base, models/ground-base, on pick episodes recorded with pixel masks) exported and evaluated closed loop in direct
 # mode, a video of every episode, a short RL stage, and round trips through RLDS/JSONL/TFRecord (real TensorFlow files
 # too). The closed-loop tables are printed last.
-# About 13 minutes on 2 cores (the two trainings take 3 and 7 of them); DEMO_EPISODES, DART_EPISODES, SFT_STEPS,
+# About 14 minutes on 2 cores (the two trainings take 4 and 6 of them); DEMO_EPISODES, DART_EPISODES, SFT_STEPS,
 # SFT_WORKERS, EVAL_EPISODES, RL_STEPS, PICK_EPISODES, PICK_DART_EPISODES, HEAD_STEPS and PICK_EVAL_EPISODES change the
 # sizes; DEMO_TEXT_DIRECT=1 also runs the text model in direct mode.
 set -euo pipefail
