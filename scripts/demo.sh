@@ -106,8 +106,8 @@ step "The grounded pick policy (direct mode): a flow-matching action head that r
 # objects (trained on 12,000 "where is the X?" scenes; making it takes about 15 minutes, so it ships with vlakit).
 # Its data: pick among 1-3 distractors recorded with the world's pixel masks, so each step also says where the
 # objects are (relabel --ground --ground-all); each action becomes the position the expert was heading for (--waypoints:
-# DART records it per step). About 1,000 episodes (a minute): three times the scenes of 320 lift success from about
-# half to about two thirds at the same training length (docs/RESULTS.md).
+# DART records it per step). About 1,000 episodes (a minute): three times the scenes of 320 lift success from 45% to
+# 57% (3 seeds) at the same training length (docs/RESULTS.md).
 PICK_DART=${PICK_DART_EPISODES:-960}
 echo "data: ${PICK_EPISODES:=24} plain + $PICK_DART DART pick episodes with masks, seeds 0+ and 100+"
 vlakit rollout --policy scripted --tasks pick --episodes "$PICK_EPISODES" --seed 0 --masks --workers "$WORKERS" -q -o "$OUT/pick_plain.jsonl"
