@@ -204,11 +204,9 @@ export function headTensors(c: ActionHeadConfig): TensorSpec[] {
  * time-dependent multiples of x, which a plain MLP over concatenated inputs fits poorly.
  */
 export function headDenoise<T>(ops: Ops<T>, c: ActionHeadConfig, x: T, temb: T, cond: T, state?: T): T {
-  let parts: T[];
-  if (c.named_keypoints?.past_norm) {
-    const [features, named] = ops.split(cond, [backboneDim(c), namedDim(c)]); // [B, C] -> [B, C - 9 slots], [B, 9 slots]
-    parts = [temb, ops.layerNorm(features, 'action_head.cond_norm', c.layer_norm_eps), named];
-  } else parts = [temb, ops.layerNorm(cond, 'action_head.cond_norm', c.layer_norm_eps)];
+  // past_norm: [B, C] -> [B, C - 9 slots] normalized, [B, 9 slots] as they are
+  const [features, ...named] = c.named_keypoints?.past_norm ? ops.split(cond, [backboneDim(c), namedDim(c)]) : [cond];
+  const parts = [temb, ops.layerNorm(features, 'action_head.cond_norm', c.layer_norm_eps), ...named];
   if (c.state_dim > 0) {
     if (state === undefined) throw new VlakitError('E_USAGE', `the action head takes a ${c.state_dim}-number state`);
     parts.push(state);
