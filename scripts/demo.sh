@@ -101,31 +101,31 @@ step "Where the policy looks when it writes actions (ReFineVLA attention maps; a
 vlakit attn-viz --model "$OUT/sft-onnx" --input "$OUT/examples_vlm2vla.jsonl" --stage actions --limit 6 --tokens action --top-k 5 --fusion max -o "$OUT/attn"
 ls "$OUT/attn"
 
-step "The grounded pick policy (direct mode): a flow-matching action head that reads where the named item is, fine-tuned from a grounding base (${HEAD_STEPS:=2500} steps)"
+step "The grounded policy in the VLM2VLA hierarchy: a flow-matching action head that reads where the named objects are, trained on every subtask of every family, fine-tuned from a grounding base (${HEAD_STEPS:=2500} steps)"
 # models/ground-base (README inside): a model made by this project whose 14 named keypoints find the world's kinds of
 # objects (trained on 12,000 "where is the X?" scenes; making it takes about 15 minutes, so it ships with vlakit).
-# Its data: pick among 1-3 distractors recorded with the world's pixel masks, so each step also says where the
-# objects are (relabel --ground --ground-all); each action becomes the position the expert was heading for (--waypoints:
-# DART records it per step). About 1,000 episodes (a minute): three times the scenes of 320 lift success from 45% to
-# 57% (3 seeds) at the same training length (docs/RESULTS.md).
-PICK_DART=${PICK_DART_EPISODES:-960}
-echo "data: ${PICK_EPISODES:=24} plain + $PICK_DART DART pick episodes with masks, seeds 0+ and 100+"
-vlakit rollout --policy scripted --tasks pick --episodes "$PICK_EPISODES" --seed 0 --masks --workers "$WORKERS" -q -o "$OUT/pick_plain.jsonl"
-vlakit rollout --policy scripted --tasks pick --episodes "$PICK_DART" --seed 100 --dart 0.003 --masks --workers "$WORKERS" -q -o "$OUT/pick_dart.jsonl"
-cat "$OUT/pick_plain.jsonl" "$OUT/pick_dart.jsonl" | vlakit chunk --mode fixed --horizon 1 -q -o "$OUT/chunks_pick.jsonl"
-vlakit relabel "$OUT/chunks_pick.jsonl" --method vlm2vla --no-reasoning --compact-prompt --actions text --units cm --precision 1 --state --split 0.2 --waypoints --ground --ground-all -o "$OUT/examples_pick.jsonl"
+# Its data: episodes of all four families among 1-3 distractors, recorded with the world's pixel masks, so each step
+# also says where the objects are (relabel --ground --ground-all). Each step's task is the subtask under way ("move to
+# the spoon", "put the spoon on the towel": relabel --subtask-prompts), the low level of the hierarchy, so every family
+# teaches the skills the others share; each action is the position the expert was heading for (--waypoints). The head
+# reads the keypoints of the first two objects its subtask names (--head-named-keypoints 2).
+HEAD_DART=${HEAD_DART_EPISODES:-480}
+echo "data: ${HEAD_EPISODES:=24} plain + $HEAD_DART DART episodes of every family with masks, seeds 0+ and 100+"
+vlakit rollout --policy scripted --tasks all --episodes "$HEAD_EPISODES" --seed 0 --masks --workers "$WORKERS" -q -o "$OUT/head_plain.jsonl"
+vlakit rollout --policy scripted --tasks all --episodes "$HEAD_DART" --seed 100 --dart 0.003 --masks --workers "$WORKERS" -q -o "$OUT/head_dart.jsonl"
+cat "$OUT/head_plain.jsonl" "$OUT/head_dart.jsonl" | vlakit chunk --mode fixed --horizon 1 -q -o "$OUT/chunks_head.jsonl"
+vlakit relabel "$OUT/chunks_head.jsonl" --method vlm2vla --no-reasoning --compact-prompt --subtask-prompts --actions text --units cm --precision 1 --state --split 0.2 --waypoints --ground --ground-all -o "$OUT/examples_head.jsonl"
 node -e '
-const e = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8").split("\n")[5]);
+const e = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8").split("\n")[40]);
 console.log("an example:", JSON.stringify(e.messages[0].content.at(-1).text), "->", e.messages[1].content[0].text, "; where:", JSON.stringify(e.ground));
-' "$OUT/examples_pick.jsonl"
-# the head reads the readouts of the named item's keypoint (--head-named-keypoints 1); the grounding loss keeps the
-# keypoints on their objects in the pick frames, where the hand covers the item (--ground-weight 1)
-vlakit train-sft "$OUT/examples_pick.jsonl" --init models/ground-base --action-head flow --head-named-keypoints 1 --ground-weight 1 --lang-weight 0.1 --steps "$HEAD_STEPS" --batch-size 8 --lr 3e-3 --workers "$WORKERS" --eval-every "$HEAD_STEPS" --eval-limit 200 -o "$OUT/pick-head"
-tail -n 1 "$OUT/pick-head/metrics.jsonl"
-vlakit export "$OUT/pick-head" -o "$OUT/pick-head-onnx"
-echo "closed loop on ${PICK_EVAL_EPISODES:=16} held-out pick episodes (seeds 1000+), each chunk from the prior's mean (--head-noise 0):"
-vlakit rollout --policy "$OUT/pick-head-onnx" --mode direct --prompt compact --execute 1 --head-noise 0 --tasks pick --episodes "$PICK_EVAL_EPISODES" --seed 1000 --video "$OUT/videos/direct" -o "$OUT/eval_direct.jsonl" 2> "$OUT/eval_direct.txt" || { cat "$OUT/eval_direct.txt" >&2; exit 1; }
-cat "$OUT/eval_direct.txt"
+' "$OUT/examples_head.jsonl"
+# the grounding loss keeps the keypoints on their objects where the hand covers them (--ground-weight 1)
+vlakit train-sft "$OUT/examples_head.jsonl" --init models/ground-base --action-head flow --head-named-keypoints 2 --ground-weight 1 --lang-weight 0.1 --steps "$HEAD_STEPS" --batch-size 8 --lr 3e-3 --workers "$WORKERS" --eval-every "$HEAD_STEPS" --eval-limit 200 -o "$OUT/head"
+tail -n 1 "$OUT/head/metrics.jsonl"
+vlakit export "$OUT/head" -o "$OUT/head-onnx"
+echo "closed loop on ${HEAD_EVAL_EPISODES:=48} held-out episodes (seeds 1000+), every family: the world's subtask list as the plan and its oracle as the verifier (--planner oracle --verifier oracle), every action from the head, sampled from its prior (the gripper's open/close is bimodal: the prior's mean would average it away):"
+vlakit rollout --policy "$OUT/head-onnx" --mode hierarchical --planner oracle --verifier oracle --max-retries 100 --prompt compact --execute 1 --tasks all --episodes "$HEAD_EVAL_EPISODES" --seed 1000 --workers "$WORKERS" --video "$OUT/videos/head" -o "$OUT/eval_head.jsonl" 2> "$OUT/eval_head.txt" || { cat "$OUT/eval_head.txt" >&2; exit 1; }
+cat "$OUT/eval_head.txt"
 
 step "VQA: scene questions with exact answers from the world, asked of the policy (eval-vqa; scripts/forgetting-experiment.sh runs the full base-vs-VLA comparison)"
 vlakit eval-vqa --generate 60 --seed 7 -o "$OUT/sceneqa.jsonl"
@@ -160,8 +160,8 @@ cmp <(vlakit convert "$OUT/toy_kitchen/1.0.0" -q) "$OUT/steps.jsonl"
 echo "RLDS -> JSONL -> RLDS -> JSONL: identical"
 
 step "Closed-loop success in the built-in world (held-out seeds 1000+, 95% Wilson intervals; videos in $OUT/videos)"
-echo "direct mode: the grounded pick policy (a flow head reading the named item's keypoint; pick among 1-3 distractors):"
-sed -n '/^task /,/^safety/p' "$OUT/eval_direct.txt"
-echo "hierarchical mode (VLM2VLA: subtasks, motion plan, actions as text; the world's oracle as verifier), every family:"
+echo "the grounded policy in the hierarchy (the world's subtask list and oracle as planner and verifier, every action from the flow head; 1-3 distractors), every family:"
+sed -n '/^task /,/^safety/p' "$OUT/eval_head.txt"
+echo "the text policy in the hierarchy (VLM2VLA: subtasks, motion plan, actions as text, all from the model; the world's oracle as verifier), every family:"
 sed -n '/^task /,/^safety/p' "$OUT/eval_hierarchical.txt"
 echo "Done: outputs in $OUT/"

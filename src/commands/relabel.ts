@@ -36,6 +36,7 @@ export default class Relabel extends VlakitCommand {
     waypoints: Flags.boolean({ description: 'each step\'s action becomes the absolute end-effector position its straight run of moves ends at (from observation.state; one action per chunk: chunk --mode fixed --horizon 1); rollout moves toward it in steps of --waypoint-step' }),
     'waypoint-step': decimal({ description: 'with --waypoints: the largest move per step toward a target, meters (the built-in expert\'s step by default)', default: '0.015', min: 0, max: 1, minExclusive: true }),
     'compact-prompt': Flags.boolean({ description: 'with --method vlm2vla --no-reasoning: the task prompt without its sentence on the action format (for small models trained from scratch; rollout --prompt compact)' }),
+    'subtask-prompts': Flags.boolean({ description: 'with --no-reasoning: each example\'s task is the subtask under way at its step (the built-in world\'s oracle.subtask) instead of the episode\'s instruction, the low level of a hierarchy (rollout --mode hierarchical with an action head); steps after the last subtask give none' }),
     'ground-all': Flags.boolean({ description: 'with --ground: after the named objects, every other visible object too (for models whose keypoints are detectors of kinds of objects: vision_config.keypoint_names)' }),
     ground: Flags.boolean({ description: 'each action (and motion-plan) example records where the objects its prompt names are in the main camera image (`ground`: the centre of their pixels, from the oracle masks of rollout --masks), for train-sft --ground-weight' }),
     state: Flags.boolean({ description: "the action prompts carry the robot state (observation.state: position in the codec's units, gripper opening); recorded in the codec, so rollout writes it too" }),
@@ -64,6 +65,7 @@ export default class Relabel extends VlakitCommand {
     onlyWith('ground-all', '--ground', (i) => i.flags.ground === true),
     exclusive('shard', 'stats-out', 'the statistics of one shard are not the dataset\'s; compute them in an unsharded run (they read only the actions)'),
     onlyWith('shard', '--format vlakit (vlakit merge joins JSON Lines parts)', (i) => i.flags.format === 'vlakit'),
+    onlyWith('subtask-prompts', '--method vlm2vla --no-reasoning (one skill per subtask)', (i) => i.flags.method === 'vlm2vla' && i.flags['no-reasoning'] === true),
     onlyWith('compact-prompt', '--method vlm2vla --no-reasoning (the VLM2VLA-NR task prompt)', (i) => i.flags.method === 'vlm2vla' && i.flags['no-reasoning'] === true),
   ];
 
@@ -99,6 +101,7 @@ export default class Relabel extends VlakitCommand {
       cameras,
       noReasoning: flags['no-reasoning'],
       compactPrompt: flags['compact-prompt'],
+      subtaskPrompts: flags['subtask-prompts'],
       ground: flags['ground-all'] ? 'all' : flags.ground,
       waypointStep: flags.waypoints ? Number(flags['waypoint-step']) : undefined,
       valFraction: Number(flags.split),

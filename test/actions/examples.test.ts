@@ -128,6 +128,32 @@ describe('training examples', () => {
     expect(new TextCodec(1, 'cm').describe()).not.toHaveProperty('state');
   });
 
+  it('--subtask-prompts: each step\'s task is the subtask under way in the world (its oracle), steps after the last give none', () => {
+    // planned[0] is a place episode of the scripted expert: six subtasks, then the task done
+    const ep = planned[0];
+    const chunks = chunkEpisode(ep, { mode: 'fixed', horizon: 1 });
+    const codec = new TextCodec(1, 'cm', undefined, true);
+    const exs = episodeExamples(chunks, { method: 'vlm2vla', codec, noReasoning: true, compactPrompt: true, subtaskPrompts: true });
+    const subs = ep.map((s) => (s.oracle as { subtask: { kind: string; text: string } }).subtask);
+    const working = chunks.filter((c) => subs[c.start_step].kind !== 'done');
+    expect(working.length).toBeGreaterThan(10);
+    expect(working.length).toBeLessThan(chunks.length + 1);
+    expect(exs).toHaveLength(working.length);
+    exs.forEach((e, i) => {
+      const prompt = (e.messages[0].content.at(-1) as { text: string }).text;
+      expect(prompt.split('\n')[0]).toBe(`Task: ${subs[working[i].start_step].text}`);
+      expect(e.meta.steps[0]).toBe(working[i].start_step);
+    });
+    // every subtask of the world's list is somebody's task, in order
+    const tasks = [...new Set(exs.map((e) => (e.messages[0].content.at(-1) as { text: string }).text.split('\n')[0].slice(6)))];
+    expect(tasks).toEqual(ep[0].episode_metadata!.task.subtasks.filter((t: string) => tasks.includes(t)));
+    expect(tasks.length).toBeGreaterThanOrEqual(5);
+    expect(tasks).not.toContain(ep[0].language_instruction);
+    // records without the world's oracle: a clear error naming the chunk
+    const bare = chunks.map((c) => ({ ...c, oracle: undefined }));
+    expect(() => episodeExamples(bare, { method: 'vlm2vla', codec, noReasoning: true, subtaskPrompts: true })).toThrow(/relabel --subtask-prompts: chunk 0 of episode .+ has no oracle.subtask/);
+  });
+
   it('ReFineVLA: rationale then actions, two spans; --no-reasoning keeps the actions only', () => {
     const codec = new WordsCodec(1);
     const chunks = chunkEpisode(reasoned[0], { mode: 'fixed', horizon: 4 });

@@ -91,10 +91,70 @@ describe('generate and rollout with the head', () => {
     expect(withHead.length).toBeGreaterThan(0);
     expect(withHead[0].policy.head).toEqual({ objective: 'flow', steps: 3 });
     expect(withHead[0].policy.chunk[0]).toHaveLength(4);
-    // hierarchical mode is refused with a usage error (exit 2)
+    // the hierarchy needs a planner and a verifier other than the head itself: usage errors (exit 2)
     const h = await execa('node', [BIN, 'rollout', '--policy', ckpt, '--episodes', '1', '--max-steps', '2', '-o', path.join(dir, 'h.jsonl')], { reject: false });
     expect(h.exitCode).toBe(2);
-    expect(h.stderr).toMatch(/action head.*--mode direct/);
+    expect(h.stderr).toMatch(/action head, which writes no subtask list: .*--planner oracle/);
+    const v = await execa('node', [BIN, 'rollout', '--policy', ckpt, '--planner', 'oracle', '--episodes', '1', '--max-steps', '2', '-o', path.join(dir, 'h.jsonl')], { reject: false });
+    expect(v.exitCode).toBe(2);
+    expect(v.stderr).toMatch(/answers no verification question: .*--verifier oracle/);
+    expect(v.stderr).not.toMatch(/\n\s+at /);
+  }, 180_000);
+
+  it('in the hierarchy (--planner oracle --verifier oracle) the head is prompted with each subtask, moved on by the verifier', async () => {
+    const { HeadPolicy } = await import('../../src/lib/policy/head-policy.js');
+    const { Hierarchy, OraclePlanner } = await import('../../src/lib/policy/hierarchy.js');
+    const { OracleVerifier, codecOf } = await import('../../src/lib/policy/index.js');
+    const ck = await openModel(ckpt);
+    const prompts: string[] = [];
+    // the runner, its prompts recorded
+    const spy = new Proxy(ck, {
+      get(t, k) {
+        if (k === 'prepare') return (p: string, ...rest: unknown[]) => (prompts.push(p), (t.prepare as (...a: unknown[]) => unknown).call(t, p, ...rest));
+        const v = Reflect.get(t, k) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+      },
+    }) as VlaRunner;
+    const policy = new HeadPolicy(spy, await openHeadEngine(ck, ckpt), { prompt: 'task', codec: codecOf(ck), hierarchy: new Hierarchy(new OraclePlanner(), new OracleVerifier(), 1) });
+    const subtasks = ['move to the red block', 'grasp the red block', 'lift the red block'];
+    const obs = { image_0: { mime: 'image/png', b64: readFileSync(image).toString('base64') }, state: [0.35, 0, 0.18, 1] };
+    const instruction = 'pick up the red block';
+    const at = (done: number, extra: Record<string, unknown> = {}) => ({ instruction, step: 0, info: { task: { subtasks }, oracle: { subtasks_done: done, subtask: { kind: 'reach' } }, ...extra } });
+    policy.reset({ instruction, seed: 3 });
+    const c0 = await policy.cycle(obs, at(0));
+    expect(c0!.info).toMatchObject({ subtasks, planner: 'oracle', subtask_index: 0, subtask: subtasks[0] });
+    expect(prompts.at(-1)!.split('\n')[0]).toContain('move to the red block');
+    expect(prompts.at(-1)).not.toContain(instruction);
+    // the world reports the first subtask done: the next one is the task
+    const c1 = await policy.cycle(obs, at(1));
+    expect(c1!.info).toMatchObject({ verifier: { verifier: 'oracle', subtask_index: 0, success: true }, subtask_index: 1 });
+    expect(prompts.at(-1)).toContain('grasp the red block');
+    // not done: one retry (--max-retries 1), then the policy gives up on it and says so
+    expect((await policy.cycle(obs, at(1)))!.info).toMatchObject({ verifier: { success: false, retry: 1 }, subtask_index: 1 });
+    expect((await policy.cycle(obs, at(1)))!.info).toMatchObject({ verifier: { success: false, gave_up: true }, subtask_index: 2 });
+    expect(prompts.at(-1)).toContain('lift the red block');
+    // the task done: the plan is finished
+    expect(await policy.cycle(obs, at(3, { success: true }))).toBeNull();
+    // an env without a subtask list: a usage error naming what is missing
+    policy.reset({ instruction, seed: 3 });
+    await expect(policy.cycle(obs, { instruction, step: 0, info: {} })).rejects.toThrow(/oracle planner reads the env's subtask list \(info.task.subtasks/);
+    await policy.close();
+    await ck.dispose();
+    // through the CLI: another model as the planner (its subtask list, sampled), the world's oracle as verifier
+    const text = await trainTiny(dir, 'planner', await toyExamples(), { steps: 1 });
+    const out = path.join(dir, 'planned.jsonl');
+    const RUN = ['rollout', '--policy', ckpt, '--mode', 'hierarchical', '--verifier', 'oracle', '--prompt', 'task', '--execute', '1', '--tasks', 'place', '--episodes', '1', '--max-steps', '3', '--width', '32', '--height', '32'];
+    const r = await execa('node', [BIN, ...RUN, '--planner', text, '-o', out], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const first = JSON.parse(readFileSync(out, 'utf8').split('\n')[0]);
+    expect(first.policy.planner).toBe(text);
+    expect(typeof first.policy.subtasks_text).toBe('string');
+    expect(first.policy.subtasks.length).toBeGreaterThan(0);
+    expect(first.policy.subtask).toBe(first.policy.subtasks[0]);
+    expect(first.episode_metadata.policy).toBe('model:head-flow-hierarchical');
+    const bad = await execa('node', [BIN, ...RUN, '--planner', path.join(dir, 'nope'), '-o', path.join(dir, 'bad.jsonl')], { reject: false });
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/--planner: expected model, oracle or a model directory/);
   }, 180_000);
 
   it('--head-noise 0 starts every chunk from the prior\'s mean: one chunk per observation whatever the seed; rollout takes it, a text policy refuses it', async () => {

@@ -90,6 +90,12 @@ export interface ExampleOptions {
   noReasoning?: boolean;
   /** VLM2VLA-NR examples (`noReasoning`) with the compact task prompt (PROMPTS.compact). */
   compactPrompt?: boolean;
+  /**
+   * VLM2VLA-NR examples (`noReasoning`) whose task is the subtask under way at the chunk's first step (the built-in
+   * world's `oracle.subtask.text`) instead of the episode's instruction: the low level of a hierarchy, one skill per
+   * subtask. Steps after the last subtask (the task done) give no example.
+   */
+  subtaskPrompts?: boolean;
   /** Cameras of every example, in order (default: the chunk's `cameras`, else the primary camera; refinevla: all). */
   cameras?: string[];
   /** Share of episodes that go to the validation split (by a seeded hash of the episode id). */
@@ -129,6 +135,14 @@ function example(id: string, images: ImageJson[], prompt: string, parts: { text:
     ...(oracle !== undefined ? { oracle } : {}),
     ...(ground !== undefined ? { ground } : {}),
   };
+}
+
+const OracleSubtaskSchema = z.looseObject({ subtask: z.looseObject({ kind: z.string(), text: z.string() }) });
+
+/** The subtask under way in a built-in world record's oracle ({kind, text}), or undefined when it has none. */
+export function oracleSubtask(oracle: unknown): { kind: string; text: string } | undefined {
+  const r = OracleSubtaskSchema.safeParse(oracle);
+  return r.success ? r.data.subtask : undefined;
 }
 
 /** The four ReFineVLA sections and the plan, as one text. */
@@ -192,7 +206,14 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
 
   if (opts.noReasoning) {
     for (const c of chunks) {
-      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), (opts.compactPrompt ? PROMPTS.compact(instr, stateOf(c)) : PROMPTS.task(instr, stateOf(c), format)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), undefined, stateNumbers(c), grounded(c, c.observation, instr)));
+      let task = instr;
+      if (opts.subtaskPrompts) {
+        const sub = oracleSubtask(c.oracle);
+        if (sub === undefined) throw new VlakitError('E_RECORD_INVALID', `relabel --subtask-prompts: chunk ${c.chunk_index} of episode ${String(ep)} has no oracle.subtask (record the episodes in the built-in world, which writes it)`, { field: 'oracle.subtask' });
+        if (sub.kind === 'done') continue;
+        task = sub.text;
+      }
+      out.push(example(`${ep}/actions/${c.chunk_index}`, views(c, c.observation), (opts.compactPrompt ? PROMPTS.compact(task, stateOf(c)) : PROMPTS.task(task, stateOf(c), format)), [{ text: opts.codec.encode(c.actions), kind: 'action' }], meta('actions', c.start_step, c.end_step), undefined, stateNumbers(c), grounded(c, c.observation, task)));
     }
     return out;
   }

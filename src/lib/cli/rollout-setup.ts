@@ -9,6 +9,21 @@ import { parseNumber } from './base.js';
 import { parseRange } from './flags.js';
 import { type PolicyFlagValues, policyOptions } from './policy-flags.js';
 import { actionAdapterOf, obsMapOf } from './protocol-flags.js';
+import type { ModelPolicyOptions } from '../policy/index.js';
+import type { Planner } from '../policy/hierarchy.js';
+
+/**
+ * The planner named by --planner: oracle (the env's own subtask list) or a model directory that writes subtask lists
+ * (sampled as the policy's subtask stage).
+ */
+async function makePlanner(spec: string, po: ModelPolicyOptions): Promise<Planner> {
+  const { ModelPlanner, OraclePlanner } = await import('../policy/hierarchy.js');
+  if (spec === 'oracle') return new OraclePlanner();
+  const { existsSync } = await import('node:fs');
+  if (!existsSync(spec)) throw new VlakitError('E_USAGE', `--planner: expected model, oracle or a model directory, got "${spec}" (no such directory)`);
+  const { openModel } = await import('../infer/index.js');
+  return new ModelPlanner(spec, await openModel(spec, {}), po.sampling.subtasks, po.resample ?? 3, true);
+}
 
 /** rollout's parsed flags (plain JSON: they travel to worker processes). */
 export type RolloutFlags = PolicyFlagValues & {
@@ -37,6 +52,7 @@ export type RolloutFlags = PolicyFlagValues & {
   'max-translation': string;
   'contact-guard': boolean;
   'head-noise'?: string;
+  planner?: string;
 };
 
 export interface RolloutParts {
@@ -82,19 +98,31 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
     runner = r;
     // the head is in the model directory, or in the --adapter run of a Hugging Face checkpoint trained with one
     const headDir = base ? flags.policy : flags.adapter && hasActionHead(flags.adapter as string) ? (flags.adapter as string) : flags.policy;
-    if (hasActionHead(headDir)) {
-      // a continuous action head: one backbone pass and the sampler per cycle (direct prompting only)
-      if (flags.mode !== 'direct') throw new VlakitError('E_USAGE', `${flags.policy} has an action head, which acts in direct mode: pass --mode direct (and --prompt as it was trained)`);
-      const { HeadPolicy, openHeadEngine } = await import('../policy/head-policy.js');
-      const po = policyOptions(r, flags);
-      layout = executedLayout(po.codec.layout);
-      const noiseScale = flags['head-noise'] === undefined ? undefined : num(flags['head-noise'], 'head-noise');
-      policy = new HeadPolicy(r, await openHeadEngine(r, headDir), { prompt: po.prompt, codec: po.codec, execute: po.execute, maxChunk: po.maxChunk, noiseScale });
-    } else {
-      if (flags['head-noise'] !== undefined) throw new VlakitError('E_USAGE', `--head-noise scales an action head's starting noise: ${flags.policy} has no action head (it writes its actions as text; see --temperature-actions)`);
-      const po = policyOptions(r, flags);
-      layout = executedLayout(po.codec.layout); // waypoint targets reach the env as deltas
-      policy = new ModelPolicy(r, po);
+    const planner = flags.mode === 'hierarchical' && flags.planner !== undefined && flags.planner !== 'model' ? await makePlanner(flags.planner, policyOptions(r, flags)) : undefined;
+    try {
+      if (hasActionHead(headDir)) {
+        // a continuous action head: one backbone pass and the sampler per cycle; in the hierarchy, the current subtask
+        // is its task (the plan from --planner, the verifier an oracle or a teacher: the head writes no text)
+        const hierarchical = flags.mode === 'hierarchical';
+        if (hierarchical && !planner) throw new VlakitError('E_USAGE', `${flags.policy} has an action head, which writes no subtask list: in --mode hierarchical give --planner oracle or --planner DIR (a model that writes them), or use --mode direct`);
+        if (hierarchical && flags.verifier === 'model') throw new VlakitError('E_USAGE', `${flags.policy} has an action head, which answers no verification question: in --mode hierarchical give --verifier oracle or teacher:SPEC`);
+        const { HeadPolicy, openHeadEngine } = await import('../policy/head-policy.js');
+        const { Hierarchy } = await import('../policy/hierarchy.js');
+        const po = policyOptions(r, flags);
+        layout = executedLayout(po.codec.layout);
+        const noiseScale = flags['head-noise'] === undefined ? undefined : num(flags['head-noise'], 'head-noise');
+        const hierarchy = hierarchical ? new Hierarchy(planner!, po.verifier!, po.maxRetries ?? 3) : undefined;
+        policy = new HeadPolicy(r, await openHeadEngine(r, headDir), { prompt: po.prompt ?? 'compact', codec: po.codec, execute: po.execute, maxChunk: po.maxChunk, noiseScale, hierarchy });
+      } else {
+        if (flags['head-noise'] !== undefined) throw new VlakitError('E_USAGE', `--head-noise scales an action head's starting noise: ${flags.policy} has no action head (it writes its actions as text; see --temperature-actions)`);
+        const po = policyOptions(r, flags);
+        layout = executedLayout(po.codec.layout); // waypoint targets reach the env as deltas
+        policy = new ModelPolicy(r, { ...po, planner });
+      }
+    } catch (err) {
+      await planner?.close?.();
+      await r.dispose();
+      throw err;
     }
   }
   // DAgger: the learned policy drives, the scripted expert's action is recorded

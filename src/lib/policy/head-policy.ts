@@ -29,6 +29,7 @@ import { vlaHeadFeatures } from '../model/action-head-vla.js';
 import type { VlaModel } from '../model/model.js';
 import { subSeed } from '../util/rng.js';
 import { ChunkPolicy, type Cycle, type DirectPrompt } from './model-policy.js';
+import type { Hierarchy } from './hierarchy.js';
 
 /** The backbone features and the denoiser of a model with an action head, on some engine. */
 export interface HeadEngine {
@@ -155,6 +156,11 @@ export interface HeadPolicyOptions {
   steps?: number;
   /** The scale of the sampler's starting noise (default 1; 0: from the prior's mean, deterministic). */
   noiseScale?: number;
+  /**
+   * The VLM2VLA hierarchy (rollout --mode hierarchical): each cycle's task is the current subtask of the plan instead
+   * of the instruction (a head trained on relabel --subtask-prompts), the verifier moving it on after each chunk.
+   */
+  hierarchy?: Hierarchy;
 }
 
 /**
@@ -180,6 +186,7 @@ export class HeadPolicy extends ChunkPolicy {
   readonly name: string;
   private seed = 0;
   private cycles = 0;
+  private calls = 0;
 
   constructor(
     readonly runner: VlaRunner,
@@ -187,7 +194,7 @@ export class HeadPolicy extends ChunkPolicy {
     readonly o: HeadPolicyOptions,
   ) {
     super();
-    this.name = `model:head-${engine.config.objective}`;
+    this.name = `model:head-${engine.config.objective}${o.hierarchy ? '-hierarchical' : ''}`;
     this.execute = o.execute;
   }
 
@@ -200,9 +207,12 @@ export class HeadPolicy extends ChunkPolicy {
     super.reset(ctx);
     this.seed = ctx.seed;
     this.cycles = 0;
+    this.calls = 0;
+    this.o.hierarchy?.reset();
   }
 
   async close(): Promise<void> {
+    await this.o.hierarchy?.close();
     await this.engine.dispose();
   }
 
@@ -216,8 +226,18 @@ export class HeadPolicy extends ChunkPolicy {
       if (stateText === undefined) throw new VlakitError('E_RECORD_INVALID', 'this model was trained with the robot state in its prompts, but the observation has no numeric `state`', { field: 'observation.state' });
     }
     const format = actionFormatOf(this.o.codec);
-    const prompt = style === 'compact' ? PROMPTS.compact(ctx.instruction, stateText) : style === 'task' ? PROMPTS.task(ctx.instruction, stateText, format) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla', stateText, format);
     const info: Record<string, unknown> = { cycle: this.cycles };
+    // the hierarchy: the current subtask is the task (null: the plan is done)
+    let task = ctx.instruction;
+    let planMs = 0;
+    if (this.o.hierarchy) {
+      const h = await this.o.hierarchy.current(images[0], ctx, info, () => subSeed(this.seed ^ 0x5eed, ++this.calls));
+      if (h.subtask === null) return null;
+      task = h.subtask;
+      planMs = h.ms;
+      this.o.hierarchy.chunkStarted(images[0], ctx.info);
+    }
+    const prompt = style === 'compact' ? PROMPTS.compact(task, stateText) : style === 'task' ? PROMPTS.task(task, stateText, format) : PROMPTS.refinevla(task, style === 'refinevla', stateText, format);
     const L = this.o.codec.layout;
     const origin = isWaypointLayout(L) ? waypointOrigin(obs.state) : undefined;
     const r = await sampleHeadChunk(this.runner, this.engine, prompt, style === 'task' ? images.slice(0, 1) : images, { seed: subSeed(this.seed, ++this.cycles), state: obs.state, steps: this.o.steps, noiseScale: this.o.noiseScale });
@@ -230,11 +250,11 @@ export class HeadPolicy extends ChunkPolicy {
       info.noop = { reason: problem };
       const dims = L?.dims ?? chunk[0]?.length ?? 4;
       const g = L ? L.gripper : dims - 1;
-      return { actions: [Array.from({ length: dims }, (_, k) => (k === g ? this.gripper : 0))], info, modelMs: r.ms };
+      return { actions: [Array.from({ length: dims }, (_, k) => (k === g ? this.gripper : 0))], info, modelMs: r.ms + planMs };
     }
     // waypoint targets reach the env as steps of at most max_step toward them, as a text policy's do
-    if (origin) return { actions: waypointDeltas(chunk, L!, origin), info, modelMs: r.ms };
-    return { actions: chunk, info, modelMs: r.ms };
+    if (origin) return { actions: waypointDeltas(chunk, L!, origin), info, modelMs: r.ms + planMs };
+    return { actions: chunk, info, modelMs: r.ms + planMs };
   }
 }
 

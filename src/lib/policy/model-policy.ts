@@ -11,22 +11,19 @@
 import { type ActionCodec, codecStateText } from '../actions/codecs.js';
 import type { ActionLayout } from '../actions/layout.js';
 import { isWaypointLayout, waypointDeltas, waypointOrigin } from '../actions/waypoints.js';
-import { ACTIONS_MARKER, PROMPTS, actionFormatOf, parseSubtaskList } from '../actions/prompts.js';
+import { ACTIONS_MARKER, PROMPTS, actionFormatOf } from '../actions/prompts.js';
 import type { ActContext, Policy, PolicyStep } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
 import { actionProblem } from '../env/safety.js';
 import { camerasOf } from '../io/cameras.js';
 import { type ImageJson } from '../io/json.js';
-import { type VlaRunner, generateFrom } from '../infer/index.js';
+import type { VlaRunner } from '../infer/index.js';
 import { subSeed } from '../util/rng.js';
 import { VlakitError } from '../errors.js';
 import type { Verifier } from './verifiers.js';
+import { Hierarchy, ModelPlanner, type Planner, type Sampling, sampleUntil } from './hierarchy.js';
 
-export interface Sampling {
-  temperature: number;
-  topP: number;
-  maxNewTokens: number;
-}
+export type { Sampling };
 
 export type DirectPrompt = 'refinevla' | 'refinevla-nr' | 'task' | 'compact';
 
@@ -36,6 +33,8 @@ export interface ModelPolicyOptions {
   prompt?: DirectPrompt;
   codec: ActionCodec;
   verifier?: Verifier;
+  /** Hierarchical: who writes the subtask list (default: the policy model itself). */
+  planner?: Planner;
   /** Hierarchical: chunks per subtask the verifier may reject before the policy moves on anyway. */
   maxRetries?: number;
   /** Extra samples when the output does not parse. */
@@ -117,11 +116,9 @@ export class ModelPolicy extends ChunkPolicy {
   private seed = 0;
   private calls = 0;
   private cycles = 0;
-  // hierarchical state
-  private subtasks: string[] | undefined;
-  private index = 0;
-  private retries: number[] = [];
-  private pending: { image: ImageJson; info?: Record<string, unknown> } | undefined;
+  /** Hierarchical mode: the plan and the verifier. */
+  private readonly hierarchy: Hierarchy | undefined;
+  private readonly nextSeed = () => subSeed(this.seed, ++this.calls);
 
   protected override gripperOf(action: number[]): number {
     const g = this.o.codec.layout?.gripper;
@@ -135,6 +132,10 @@ export class ModelPolicy extends ChunkPolicy {
     super();
     this.name = `model:${o.mode}`;
     this.execute = o.execute;
+    if (o.mode === 'hierarchical') {
+      if (!o.verifier) throw new Error('the hierarchical mode needs a verifier');
+      this.hierarchy = new Hierarchy(o.planner ?? new ModelPlanner('model', runner, o.sampling.subtasks, o.resample ?? 3), o.verifier, o.maxRetries ?? 3);
+    }
   }
 
   reset(ctx: { env?: Env; instruction: string; seed: number }): void {
@@ -142,36 +143,18 @@ export class ModelPolicy extends ChunkPolicy {
     this.seed = ctx.seed;
     this.calls = 0;
     this.cycles = 0;
-    this.subtasks = undefined;
-    this.index = 0;
-    this.retries = [];
-    this.pending = undefined;
+    this.hierarchy?.reset();
   }
 
-  /** Ends the verifier's resources (a teacher's child process). */
+  /** Ends the verifier's and planner's resources (a teacher's child process, a planner model). */
   async close(): Promise<void> {
-    await this.o.verifier?.close?.();
+    if (this.hierarchy) await this.hierarchy.close();
+    else await this.o.verifier?.close?.();
   }
 
   /** Generates until `parse` accepts the text (1 + resample tries). */
-  private async sample<T>(prompt: string, images: ImageJson[], s: Sampling, parse: (text: string, truncated: boolean) => T): Promise<{ value?: T; texts: string[]; errors: string[]; ms: number }> {
-    const texts: string[] = [];
-    const errors: string[] = [];
-    const input = await this.runner.prepare(prompt, images, 'camera image');
-    let ms = 0;
-    for (let attempt = 0; attempt <= (this.o.resample ?? 3); attempt++) {
-      // a re-sample must be able to differ: greedy settings get some temperature for the retries
-      const temperature = attempt > 0 && s.temperature < 0.3 ? 0.7 : s.temperature;
-      const g = await generateFrom(this.runner, input, { maxNewTokens: s.maxNewTokens, temperature, topP: s.topP, seed: subSeed(this.seed, ++this.calls) });
-      ms += g.timing.prefillMs + g.timing.decodeMs;
-      texts.push(g.text);
-      try {
-        return { value: parse(g.text, g.stop === 'length'), texts, errors, ms };
-      } catch (err) {
-        errors.push((err as Error).message);
-      }
-    }
-    return { texts, errors, ms };
+  private sample<T>(prompt: string, images: ImageJson[], s: Sampling, parse: (text: string, truncated: boolean) => T): Promise<{ value?: T; texts: string[]; errors: string[]; ms: number }> {
+    return sampleUntil(this.runner, prompt, images, s, { resample: this.o.resample ?? 3, seed: this.nextSeed }, parse);
   }
 
   /**
@@ -248,45 +231,10 @@ export class ModelPolicy extends ChunkPolicy {
     }
     const image = images[0];
     const frames = [image];
-    if (!this.subtasks) {
-      const r = await this.sample(PROMPTS.subtasks(ctx.instruction), frames, this.o.sampling.subtasks, (t) => {
-        const list = parseSubtaskList(t);
-        if (!list.length) throw new Error('no numbered subtask list in the output');
-        return list;
-      });
-      ms += r.ms;
-      this.subtasks = r.value ?? [ctx.instruction]; // no usable list: the whole task as one subtask
-      this.retries = this.subtasks.map(() => 0);
-      info.subtasks = this.subtasks;
-      info.subtasks_text = r.texts.at(-1);
-      if (r.texts.length > 1) info.subtasks_resampled = r.texts.length - 1;
-      if (!r.value) info.subtasks_fallback = true;
-    } else if (this.pending) {
-      const v = await this.o.verifier!.verify({
-        before: this.pending.image,
-        after: image,
-        subtask: this.subtasks[this.index],
-        next: this.subtasks[this.index + 1],
-        index: this.index,
-        total: this.subtasks.length,
-        beforeInfo: this.pending.info,
-        afterInfo: ctx.info,
-        seed: subSeed(this.seed, ++this.calls),
-      });
-      ms += v.ms;
-      const decision: Record<string, unknown> = { verifier: this.o.verifier!.name, subtask_index: this.index, success: v.success, text: v.text };
-      if (v.success) this.index++;
-      else if (++this.retries[this.index] > (this.o.maxRetries ?? 3)) {
-        decision.gave_up = true; // out of retries: move on, and say so
-        this.index++;
-      } else decision.retry = this.retries[this.index];
-      info.verifier = decision;
-      this.pending = undefined;
-    }
-    if (this.index >= this.subtasks.length) return null;
-    const subtask = this.subtasks[this.index];
-    info.subtask_index = this.index;
-    info.subtask = subtask;
+    const h = await this.hierarchy!.current(image, ctx, info, this.nextSeed);
+    ms += h.ms;
+    if (h.subtask === null) return null;
+    const subtask = h.subtask;
     let plan: string | undefined;
     if (this.o.motionPlan ?? true) {
       const r = await this.sample(PROMPTS.motionPlan(subtask), frames, this.o.sampling.plan, (t) => {
@@ -300,7 +248,7 @@ export class ModelPolicy extends ChunkPolicy {
     }
     const a = await this.actions(PROMPTS.actions(subtask, plan, this.stateText(obs), actionFormatOf(this.o.codec)), frames, false, info, obs);
     ms += a.ms;
-    this.pending = { image, info: ctx.info };
+    this.hierarchy!.chunkStarted(image, ctx.info);
     this.cycles++;
     return { actions: a.actions, info, modelMs: ms };
   }
