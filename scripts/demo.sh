@@ -3,13 +3,14 @@
 # built-in MuJoCo world (RLDS), teacher annotations (plans, rationales), action chunks and training examples,
 # fine-tuning a small VLA (the mini preset) on both kinds of examples (direct: image + task + robot state -> the next
 # actions; hierarchical: VLM2VLA's subtasks, motion plans, actions and verifier), its ONNX export evaluated closed loop
-# in the hierarchical mode, the grounded pick policy (a flow-matching action head fine-tuned from the shipped grounding
-# base, models/ground-base, on pick episodes recorded with pixel masks) exported and evaluated closed loop in direct
-# mode, a video of every episode, a short RL stage, and round trips through RLDS/JSONL/TFRecord (real TensorFlow files
-# too). The closed-loop tables are printed last.
-# About 14 minutes on 2 cores (the two trainings take 4 and 6 of them); DEMO_EPISODES, DART_EPISODES, SFT_STEPS,
-# SFT_WORKERS, EVAL_EPISODES, RL_STEPS, PICK_EPISODES, PICK_DART_EPISODES, HEAD_STEPS and PICK_EVAL_EPISODES change the
-# sizes; DEMO_TEXT_DIRECT=1 also runs the text model in direct mode.
+# in the hierarchical mode, the grounded policy (a flow-matching action head fine-tuned from the shipped grounding
+# base, models/ground-base, on episodes of every family recorded with pixel masks, each step's task the subtask under
+# way) exported and evaluated closed loop as the low level of the hierarchy on every family, a video of every episode,
+# a short RL stage, and round trips through RLDS/JSONL/TFRecord (real TensorFlow files too). The closed-loop tables are
+# printed last.
+# About 15 minutes on 2 cores (the two trainings take 3 and 7 of them, the grounded policy's closed loop 2-3);
+# DEMO_EPISODES, DART_EPISODES, SFT_STEPS, SFT_WORKERS, EVAL_EPISODES, RL_STEPS, HEAD_EPISODES, HEAD_DART_EPISODES,
+# HEAD_STEPS and HEAD_EVAL_EPISODES change the sizes; DEMO_TEXT_DIRECT=1 also runs the text model in direct mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # `make demo > log`: with stdout in a file, the progress (on stderr) goes there too, as plain lines every 10 s
@@ -30,7 +31,7 @@ vlakit convert "$OUT/demos/tabletop_demos" -o "$OUT/demos.jsonl"
 vlakit convert "$OUT/demos.jsonl" --to rlds -o "$OUT/demos_copy/tabletop_demos/1.0.0"
 cmp <(vlakit convert "$OUT/demos_copy/tabletop_demos" -q) "$OUT/demos.jsonl"
 echo "RLDS -> JSONL -> RLDS -> JSONL: identical"
-DART=${DART_EPISODES:-160}
+DART=${DART_EPISODES:-96}
 echo "and $DART episodes with DART noise (3 mm std on each executed move; the expert's own action is recorded), so the data shows recoveries from the states a slightly wrong policy reaches:"
 vlakit rollout --policy scripted --env builtin:tabletop --tasks all --episodes "$DART" --seed 100 --dart 0.003 $CAMS -q -o "$OUT/demos_dart.jsonl"
 
@@ -56,7 +57,7 @@ cat "$OUT/examples_vlm2vla.jsonl" "$OUT/examples_direct.jsonl" > "$OUT/examples_
 vlakit convert "$OUT/reasoning/tabletop_reasoning" -q | vlakit chunk --mode fixed --horizon 4 --stride 4 -o "$OUT/chunks_fixed.jsonl"
 vlakit relabel "$OUT/chunks_fixed.jsonl" --method refinevla --actions words --split 0.2 -o "$OUT/examples_refinevla.jsonl"
 
-step "Fine-tuning a small VLA (preset mini: 64-px images) on the VLM2VLA and direct examples together (TensorFlow.js; ${SFT_STEPS:=1200} steps)"
+step "Fine-tuning a small VLA (preset mini: 64-px images) on the VLM2VLA and direct examples together (TensorFlow.js; ${SFT_STEPS:=800} steps)"
 # --workers: data-parallel threads (the WebAssembly backend runs on one core per thread in Node)
 WORKERS=${SFT_WORKERS:-$(node -e 'console.log(Math.min(4, require("os").availableParallelism()))')}
 vlakit train-sft "$OUT/examples_both.jsonl" --preset mini --steps "$SFT_STEPS" --batch-size 8 --lr 3e-3 --workers "$WORKERS" --eval-every 1000 --eval-limit 400 --save-every 1000 --stats "$OUT/action_stats.json" -o "$OUT/sft"
@@ -109,7 +110,7 @@ step "The grounded policy in the VLM2VLA hierarchy: a flow-matching action head 
 # the spoon", "put the spoon on the towel": relabel --subtask-prompts), the low level of the hierarchy, so every family
 # teaches the skills the others share; each action is the position the expert was heading for (--waypoints). The head
 # reads the keypoints of the first two objects its subtask names (--head-named-keypoints 2).
-HEAD_DART=${HEAD_DART_EPISODES:-480}
+HEAD_DART=${HEAD_DART_EPISODES:-400}
 echo "data: ${HEAD_EPISODES:=24} plain + $HEAD_DART DART episodes of every family with masks, seeds 0+ and 100+"
 vlakit rollout --policy scripted --tasks all --episodes "$HEAD_EPISODES" --seed 0 --masks --workers "$WORKERS" -q -o "$OUT/head_plain.jsonl"
 vlakit rollout --policy scripted --tasks all --episodes "$HEAD_DART" --seed 100 --dart 0.003 --masks --workers "$WORKERS" -q -o "$OUT/head_dart.jsonl"
@@ -123,7 +124,7 @@ console.log("an example:", JSON.stringify(e.messages[0].content.at(-1).text), "-
 vlakit train-sft "$OUT/examples_head.jsonl" --init models/ground-base --action-head flow --head-named-keypoints 2 --ground-weight 1 --lang-weight 0.1 --steps "$HEAD_STEPS" --batch-size 8 --lr 3e-3 --workers "$WORKERS" --eval-every "$HEAD_STEPS" --eval-limit 200 -o "$OUT/head"
 tail -n 1 "$OUT/head/metrics.jsonl"
 vlakit export "$OUT/head" -o "$OUT/head-onnx"
-echo "closed loop on ${HEAD_EVAL_EPISODES:=48} held-out episodes (seeds 1000+), every family: the world's subtask list as the plan and its oracle as the verifier (--planner oracle --verifier oracle), every action from the head, sampled from its prior (the gripper's open/close is bimodal: the prior's mean would average it away):"
+echo "closed loop on ${HEAD_EVAL_EPISODES:=40} held-out episodes (seeds 1000+), every family: the world's subtask list as the plan and its oracle as the verifier (--planner oracle --verifier oracle), every action from the head, sampled from its prior (the gripper's open/close is bimodal: the prior's mean would average it away):"
 vlakit rollout --policy "$OUT/head-onnx" --mode hierarchical --planner oracle --verifier oracle --max-retries 100 --prompt compact --execute 1 --tasks all --episodes "$HEAD_EVAL_EPISODES" --seed 1000 --workers "$WORKERS" --video "$OUT/videos/head" -o "$OUT/eval_head.jsonl" 2> "$OUT/eval_head.txt" || { cat "$OUT/eval_head.txt" >&2; exit 1; }
 cat "$OUT/eval_head.txt"
 
