@@ -57,7 +57,7 @@ cat "$OUT/examples_vlm2vla.jsonl" "$OUT/examples_direct.jsonl" > "$OUT/examples_
 vlakit convert "$OUT/reasoning/tabletop_reasoning" -q | vlakit chunk --mode fixed --horizon 4 --stride 4 -o "$OUT/chunks_fixed.jsonl"
 vlakit relabel "$OUT/chunks_fixed.jsonl" --method refinevla --actions words --split 0.2 -o "$OUT/examples_refinevla.jsonl"
 
-step "Fine-tuning a small VLA (preset mini: 64-px images) on the VLM2VLA and direct examples together (TensorFlow.js; ${SFT_STEPS:=800} steps)"
+step "Fine-tuning a small VLA (preset mini: 64-px images) on the VLM2VLA and direct examples together (TensorFlow.js; ${SFT_STEPS:=600} steps)"
 # --workers: data-parallel threads (the WebAssembly backend runs on one core per thread in Node)
 WORKERS=${SFT_WORKERS:-$(node -e 'console.log(Math.min(4, require("os").availableParallelism()))')}
 vlakit train-sft "$OUT/examples_both.jsonl" --preset mini --steps "$SFT_STEPS" --batch-size 8 --lr 3e-3 --workers "$WORKERS" --eval-every 1000 --eval-limit 400 --save-every 1000 --stats "$OUT/action_stats.json" -o "$OUT/sft"
@@ -124,7 +124,7 @@ console.log("an example:", JSON.stringify(e.messages[0].content.at(-1).text), "-
 vlakit train-sft "$OUT/examples_head.jsonl" --init models/ground-base --action-head flow --head-named-keypoints 2 --ground-weight 1 --lang-weight 0.1 --steps "$HEAD_STEPS" --batch-size 8 --lr 3e-3 --workers "$WORKERS" --eval-every "$HEAD_STEPS" --eval-limit 200 -o "$OUT/head"
 tail -n 1 "$OUT/head/metrics.jsonl"
 vlakit export "$OUT/head" -o "$OUT/head-onnx"
-echo "closed loop on ${HEAD_EVAL_EPISODES:=40} held-out episodes (seeds 1000+), every family: the world's subtask list as the plan and its oracle as the verifier (--planner oracle --verifier oracle), every action from the head, sampled from its prior (the gripper's open/close is bimodal: the prior's mean would average it away):"
+echo "closed loop on ${HEAD_EVAL_EPISODES:=32} held-out episodes (seeds 1000+), every family: the world's subtask list as the plan and its oracle as the verifier (--planner oracle --verifier oracle), every action from the head, sampled from its prior (the gripper's open/close is bimodal: the prior's mean would average it away):"
 vlakit rollout --policy "$OUT/head-onnx" --mode hierarchical --planner oracle --verifier oracle --max-retries 100 --prompt compact --execute 1 --tasks all --episodes "$HEAD_EVAL_EPISODES" --seed 1000 --workers "$WORKERS" --video "$OUT/videos/head" -o "$OUT/eval_head.jsonl" 2> "$OUT/eval_head.txt" || { cat "$OUT/eval_head.txt" >&2; exit 1; }
 cat "$OUT/eval_head.txt"
 

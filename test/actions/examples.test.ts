@@ -146,7 +146,7 @@ describe('training examples', () => {
     });
     // every subtask of the world's list is somebody's task, in order
     const tasks = [...new Set(exs.map((e) => (e.messages[0].content.at(-1) as { text: string }).text.split('\n')[0].slice(6)))];
-    expect(tasks).toEqual(ep[0].episode_metadata!.task.subtasks.filter((t: string) => tasks.includes(t)));
+    expect(tasks).toEqual((ep[0].episode_metadata as { task: { subtasks: string[] } }).task.subtasks.filter((t) => tasks.includes(t)));
     expect(tasks.length).toBeGreaterThanOrEqual(5);
     expect(tasks).not.toContain(ep[0].language_instruction);
     // records without the world's oracle: a clear error naming the chunk

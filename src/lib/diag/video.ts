@@ -183,22 +183,36 @@ async function cameraImage(r: StepRecord, frame: RgbFrame | undefined, size: num
   return img.removeAlpha().resize(size, size, { fit: 'contain', kernel: 'nearest', background: '#000' }).png({ compressionLevel: 0 }).toBuffer();
 }
 
+/** Frames drawn ahead of the one being written (sharp draws them on its own threads). */
+const AHEAD = 3;
+
 /** The frames of an episode as RGB buffers, in order. */
 async function* episodeFrames(records: StepRecord[], o: VideoOptions): AsyncGenerator<Buffer> {
   const size = o.size ?? 384;
   const height = Math.max(size, 384);
   const texts = panels(records);
-  for (const [t, r] of records.entries()) {
-    o.signal?.throwIfAborted();
-    const cam = await cameraImage(r, o.frames?.[t], size);
-    yield await sharp({ create: { width: size + PANEL, height, channels: 3, background: '#000' } })
+  const draw = async (t: number): Promise<Buffer> =>
+    sharp({ create: { width: size + PANEL, height, channels: 3, background: '#000' } })
       .composite([
-        { input: cam, left: 0, top: 0 },
+        { input: await cameraImage(records[t], o.frames?.[t], size), left: 0, top: 0 },
         { input: panelSvg(texts[t], height), left: size, top: 0 },
       ])
       .removeAlpha()
       .raw()
       .toBuffer();
+  const pending: Promise<Buffer>[] = [];
+  let next = 0;
+  const more = () => {
+    const p = draw(next++);
+    p.catch(() => undefined); // awaited in order below; a frame given up on (an error or abort before it) must not be an unhandled rejection
+    pending.push(p);
+  };
+  while (next < records.length && pending.length < AHEAD) more();
+  while (pending.length) {
+    o.signal?.throwIfAborted();
+    const frame = await pending.shift()!;
+    if (next < records.length) more();
+    yield frame;
   }
 }
 
