@@ -20,9 +20,9 @@
 #   3. the table on stdout: per run and family, successes, the 95% Wilson interval and the subtask kinds where the
 #      failures ended
 #
-# Wall time on an idle 2-core machine: stage 1 about 4 min (DART_EPISODES=480: 2); per seed about 9 min of training
-# (STEPS=5000: about 15) and 2 min of rollouts per noise scale: about 45 minutes for 3 seeds at 2500 steps with both
-# scales, about 70 at 5000 steps with one.
+# Wall time on an idle 2-core machine: stage 1 about 4 min (DART_EPISODES=480: 2); per seed about 10 min of training
+# (STEPS=5000: about 16) and 2 min of rollouts per noise scale: about 45 minutes for 3 seeds at 2500 steps with both
+# scales, about 60 at 5000 steps with one (the longer recipe: STEPS=5000 NOISES=1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
