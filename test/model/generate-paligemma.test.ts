@@ -56,5 +56,5 @@ describe('vlakit generate --image on a tiny-random PaliGemma 2', () => {
     expect(ex.code, ex.err).toBe(0);
     const b = await gen(path.join(dir, 'onnx'));
     expect(b).toMatchObject({ engine: 'onnxruntime', prompt_ids: a.prompt_ids, ids: a.ids, tiles: 1 });
-  });
+  }, 180_000); // five CLI runs (about 26 s on an idle 2-core machine; over 60 s beside a training job)
 });
