@@ -98,8 +98,12 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
     runner = r;
     // the head is in the model directory, or in the --adapter run of a Hugging Face checkpoint trained with one
     const headDir = base ? flags.policy : flags.adapter && hasActionHead(flags.adapter as string) ? (flags.adapter as string) : flags.policy;
-    const planner = flags.mode === 'hierarchical' && flags.planner !== undefined && flags.planner !== 'model' ? await makePlanner(flags.planner, policyOptions(r, flags)) : undefined;
+    // one set of options (and one verifier) for the planner and the policy
+    let po: ModelPolicyOptions | undefined;
+    let planner: Planner | undefined;
     try {
+      po = policyOptions(r, flags);
+      if (flags.mode === 'hierarchical' && flags.planner !== undefined && flags.planner !== 'model') planner = await makePlanner(flags.planner, po);
       if (hasActionHead(headDir)) {
         // a continuous action head: one backbone pass and the sampler per cycle; in the hierarchy, the current subtask
         // is its task (the plan from --planner, the verifier an oracle or a teacher: the head writes no text)
@@ -108,19 +112,18 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
         if (hierarchical && flags.verifier === 'model') throw new VlakitError('E_USAGE', `${flags.policy} has an action head, which answers no verification question: in --mode hierarchical give --verifier oracle or teacher:SPEC`);
         const { HeadPolicy, openHeadEngine } = await import('../policy/head-policy.js');
         const { Hierarchy } = await import('../policy/hierarchy.js');
-        const po = policyOptions(r, flags);
         layout = executedLayout(po.codec.layout);
         const noiseScale = flags['head-noise'] === undefined ? undefined : num(flags['head-noise'], 'head-noise');
         const hierarchy = hierarchical ? new Hierarchy(planner!, po.verifier!, po.maxRetries ?? 3) : undefined;
         policy = new HeadPolicy(r, await openHeadEngine(r, headDir), { prompt: po.prompt ?? 'compact', codec: po.codec, execute: po.execute, maxChunk: po.maxChunk, noiseScale, hierarchy });
       } else {
         if (flags['head-noise'] !== undefined) throw new VlakitError('E_USAGE', `--head-noise scales an action head's starting noise: ${flags.policy} has no action head (it writes its actions as text; see --temperature-actions)`);
-        const po = policyOptions(r, flags);
         layout = executedLayout(po.codec.layout); // waypoint targets reach the env as deltas
         policy = new ModelPolicy(r, { ...po, planner });
       }
     } catch (err) {
       await planner?.close?.();
+      await po?.verifier?.close?.();
       await r.dispose();
       throw err;
     }
