@@ -14,9 +14,7 @@ import { hfFeatureDim, hfHeadFeatures } from '../model/action-head-hf.js';
 import type { HfCheckpoint } from '../model/arch/hf.js';
 import { TfjsWeights } from '../model/arch/tfjs-ops.js';
 import type { ActionCodec } from '../actions/codecs.js';
-import { codecStateText } from '../actions/codecs.js';
 import { isWaypointLayout, waypointDeltas, waypointOrigin } from '../actions/waypoints.js';
-import { PROMPTS, actionFormatOf } from '../actions/prompts.js';
 import type { ActContext } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
 import { actionProblem } from '../env/safety.js';
@@ -28,7 +26,7 @@ import { type ActionHeadConfig, ActionHead, backboneDim, chunkNoise, denormalize
 import { vlaHeadFeatures } from '../model/action-head-vla.js';
 import type { VlaModel } from '../model/model.js';
 import { subSeed } from '../util/rng.js';
-import { ChunkPolicy, type Cycle, type DirectPrompt } from './model-policy.js';
+import { ChunkPolicy, type Cycle, type DirectPrompt, directPrompt, promptStateText } from './model-policy.js';
 import type { Hierarchy } from './hierarchy.js';
 
 /** The backbone features and the denoiser of a model with an action head, on some engine. */
@@ -187,6 +185,8 @@ export class HeadPolicy extends ChunkPolicy {
   private seed = 0;
   private cycles = 0;
   private calls = 0;
+  /** Seeds of the hierarchy's planner and verifier, apart from the sampler's. */
+  private readonly nextSeed = () => subSeed(this.seed ^ 0x5eed, ++this.calls);
 
   constructor(
     readonly runner: VlaRunner,
@@ -220,24 +220,19 @@ export class HeadPolicy extends ChunkPolicy {
     const images = camerasOf(obs);
     if (!images.length) throw new Error('the observation holds no camera image');
     const style = this.o.prompt ?? 'refinevla';
-    let stateText: string | undefined;
-    if (this.o.codec.state) {
-      stateText = codecStateText(this.o.codec, obs.state);
-      if (stateText === undefined) throw new VlakitError('E_RECORD_INVALID', 'this model was trained with the robot state in its prompts, but the observation has no numeric `state`', { field: 'observation.state' });
-    }
-    const format = actionFormatOf(this.o.codec);
+    const stateText = promptStateText(this.o.codec, obs);
     const info: Record<string, unknown> = { cycle: this.cycles };
     // the hierarchy: the current subtask is the task (null: the plan is done)
     let task = ctx.instruction;
     let planMs = 0;
     if (this.o.hierarchy) {
-      const h = await this.o.hierarchy.current(images[0], ctx, info, () => subSeed(this.seed ^ 0x5eed, ++this.calls));
+      const h = await this.o.hierarchy.current(images[0], ctx, info, this.nextSeed);
       if (h.subtask === null) return null;
       task = h.subtask;
       planMs = h.ms;
       this.o.hierarchy.chunkStarted(images[0], ctx.info);
     }
-    const prompt = style === 'compact' ? PROMPTS.compact(task, stateText) : style === 'task' ? PROMPTS.task(task, stateText, format) : PROMPTS.refinevla(task, style === 'refinevla', stateText, format);
+    const prompt = directPrompt(style, task, this.o.codec, stateText);
     const L = this.o.codec.layout;
     const origin = isWaypointLayout(L) ? waypointOrigin(obs.state) : undefined;
     const r = await sampleHeadChunk(this.runner, this.engine, prompt, style === 'task' ? images.slice(0, 1) : images, { seed: subSeed(this.seed, ++this.cycles), state: obs.state, steps: this.o.steps, noiseScale: this.o.noiseScale });

@@ -56,6 +56,26 @@ export interface Cycle {
   modelMs: number;
 }
 
+/**
+ * The robot-state text of the prompts, when the model was trained with it (its codec says `state`); a data error
+ * when the observation has none.
+ */
+export function promptStateText(codec: ActionCodec, obs: Record<string, unknown>): string | undefined {
+  if (!codec.state) return undefined;
+  const text = codecStateText(codec, obs.state);
+  if (text === undefined) {
+    throw new VlakitError('E_RECORD_INVALID', 'this model was trained with the robot state in its prompts, but the observation has no numeric `state`', { field: 'observation.state' });
+  }
+  return text;
+}
+
+/** The prompt of one direct-mode cycle in the training prompt's `style`, for a task (the instruction or a subtask). */
+export function directPrompt(style: DirectPrompt, task: string, codec: ActionCodec, state?: string): string {
+  if (style === 'compact') return PROMPTS.compact(task, state);
+  const format = actionFormatOf(codec);
+  return style === 'task' ? PROMPTS.task(task, state, format) : PROMPTS.refinevla(task, style === 'refinevla', state, format);
+}
+
 /** Actions the env can take: [dx, dy, dz, gripper] or 7-D, every value finite. */
 function checkActions(chunk: number[][], layout?: ActionLayout): number[][] {
   if (!chunk.length) throw new Error('an empty chunk');
@@ -202,12 +222,7 @@ export class ModelPolicy extends ChunkPolicy {
 
   /** The robot-state text of the prompts, when the model was trained with it (its codec says `state`). */
   private stateText(obs: Record<string, unknown>): string | undefined {
-    if (!this.o.codec.state) return undefined;
-    const text = codecStateText(this.o.codec, obs.state);
-    if (text === undefined) {
-      throw new VlakitError('E_RECORD_INVALID', 'this model was trained with the robot state in its prompts, but the observation has no numeric `state`', { field: 'observation.state' });
-    }
-    return text;
+    return promptStateText(this.o.codec, obs);
   }
 
   /**
@@ -221,10 +236,8 @@ export class ModelPolicy extends ChunkPolicy {
     let ms = 0;
     if (this.o.mode === 'direct') {
       const style = this.o.prompt ?? 'refinevla';
-      const state = this.stateText(obs);
       const plain = style === 'task' || style === 'compact'; // VLM2VLA-NR targets: the actions without the ReFineVLA marker
-      const format = actionFormatOf(this.o.codec);
-      const prompt = style === 'compact' ? PROMPTS.compact(ctx.instruction, state) : style === 'task' ? PROMPTS.task(ctx.instruction, state, format) : PROMPTS.refinevla(ctx.instruction, style === 'refinevla', state, format);
+      const prompt = directPrompt(style, ctx.instruction, this.o.codec, this.stateText(obs));
       const a = await this.actions(prompt, style === 'task' ? images.slice(0, 1) : images, !plain, info, obs);
       this.cycles++;
       return { actions: a.actions, info, modelMs: a.ms };
