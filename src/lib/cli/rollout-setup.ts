@@ -16,13 +16,14 @@ import type { Planner } from '../policy/hierarchy.js';
  * The planner named by --planner: oracle (the env's own subtask list) or a model directory that writes subtask lists
  * (sampled as the policy's subtask stage).
  */
-async function makePlanner(spec: string, po: ModelPolicyOptions): Promise<Planner> {
+async function makePlanner(spec: string, po: ModelPolicyOptions, engine: { device?: string; backend?: string }): Promise<Planner> {
   const { ModelPlanner, OraclePlanner } = await import('../policy/hierarchy.js');
   if (spec === 'oracle') return new OraclePlanner();
   const { existsSync } = await import('node:fs');
   if (!existsSync(spec)) throw new VlakitError('E_USAGE', `--planner: expected model, oracle or a model directory, got "${spec}" (no such directory)`);
   const { openModel } = await import('../infer/index.js');
-  return new ModelPlanner(spec, await openModel(spec, {}), po.sampling.subtasks, po.resample ?? 3, true);
+  // on the policy's device and backend
+  return new ModelPlanner(spec, await openModel(spec, { device: engine.device as 'cpu' | undefined, backend: engine.backend }), po.sampling.subtasks, po.resample ?? 3, true);
 }
 
 /** rollout's parsed flags (plain JSON: they travel to worker processes). */
@@ -103,7 +104,7 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
     let planner: Planner | undefined;
     try {
       po = policyOptions(r, flags);
-      if (flags.mode === 'hierarchical' && flags.planner !== undefined && flags.planner !== 'model') planner = await makePlanner(flags.planner, po);
+      if (flags.mode === 'hierarchical' && flags.planner !== undefined && flags.planner !== 'model') planner = await makePlanner(flags.planner, po, { device: flags.device as string | undefined, backend: flags.backend as string | undefined });
       if (hasActionHead(headDir)) {
         // a continuous action head: one backbone pass and the sampler per cycle; in the hierarchy, the current subtask
         // is its task (the plan from --planner, the verifier an oracle or a teacher: the head writes no text)
