@@ -155,6 +155,20 @@ describe('generate and rollout with the head', () => {
     const bad = await execa('node', [BIN, ...RUN, '--planner', path.join(dir, 'nope'), '-o', path.join(dir, 'bad.jsonl')], { reject: false });
     expect(bad.exitCode).toBe(2);
     expect(bad.stderr).toMatch(/--planner: expected model, oracle or a model directory/);
+    // --max-retries when not given: a head's chunk here is one step, so it gets room for a whole subtask (100), not
+    // the text policy's 3; the untrained head never reaches the block, and the oracle rejects every step
+    const verdicts = async (name: string, extra: string[]) => {
+      const o = path.join(dir, name);
+      const longer = RUN.map((a, i) => (RUN[i - 1] === '--max-steps' ? '7' : a)); // 7 steps instead of 3
+      const v = await execa('node', [BIN, ...longer, '--planner', 'oracle', ...extra, '-o', o], { reject: false });
+      expect(v.exitCode, v.stderr).toBe(0);
+      return readFileSync(o, 'utf8').trim().split('\n').map((l) => JSON.parse(l).policy?.verifier as { retry?: number; gave_up?: boolean } | undefined).filter((x) => x !== undefined);
+    };
+    const patient = await verdicts('retries-default.jsonl', []);
+    expect(patient.map((x) => x.retry)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(patient.some((x) => x.gave_up)).toBe(false);
+    const hasty = await verdicts('retries-2.jsonl', ['--max-retries', '2']);
+    expect(hasty[2]).toMatchObject({ gave_up: true });
   }, 180_000);
 
   it('--head-noise 0 starts every chunk from the prior\'s mean: one chunk per observation whatever the seed; rollout takes it, a text policy refuses it', async () => {

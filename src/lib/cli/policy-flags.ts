@@ -2,6 +2,7 @@
 import { Flags } from '@oclif/core';
 import type { VlaRunner } from '../infer/index.js';
 import { type ModelPolicyOptions, codecOf, makeVerifier } from '../policy/index.js';
+import { HEAD_MAX_RETRIES, TEXT_MAX_RETRIES } from '../policy/hierarchy.js';
 import { parseNumber } from './base.js';
 import { type FlagRule, allOnlyWith, decimal, int, onlyWith } from './flags.js';
 
@@ -10,7 +11,7 @@ export const policyFlags = {
   prompt: Flags.string({ description: 'direct mode (and an action head in the hierarchy, each subtask its task): the training prompt (relabel --method refinevla with or without reasoning, VLM2VLA-NR "task", or "compact": relabel --no-reasoning --compact-prompt, every camera of the observation)', options: ['refinevla', 'refinevla-nr', 'task', 'compact'], default: 'refinevla' }),
   verifier: Flags.string({ description: 'hierarchical mode: model (the policy answers its verification prompt), oracle (the built-in world), or teacher:SPEC', default: 'model', helpValue: 'SPEC' }),
   'teacher-url': Flags.string({ description: 'server of an openai:MODEL teacher verifier', helpValue: 'URL' }),
-  'max-retries': int({ description: 'hierarchical: chunks per subtask the verifier may reject before moving on', default: 3, min: 0, max: 100 }),
+  'max-retries': int({ description: `hierarchical: chunks per subtask the verifier may reject before moving on (default ${TEXT_MAX_RETRIES} for a policy that writes its actions as text; ${HEAD_MAX_RETRIES} for one with an action head, whose chunk is often a single step: then the episode's step limit is what bounds a subtask)`, min: 0, max: 100 }),
   resample: int({ description: 'extra samples when the model output does not parse (then a safe no-op)', default: 3, min: 0, max: 100 }),
   execute: int({ description: 'execute at most N actions of each chunk before asking the model again', min: 1, max: 1024 }),
   'max-chunk': int({ description: 'cut action chunks longer than this', default: 32, min: 1, max: 1024 }),
@@ -49,7 +50,7 @@ export function policyOptions(runner: VlaRunner, f: PolicyFlagValues): ModelPoli
     prompt: f.prompt as 'refinevla',
     codec: codecOf(runner, f.actions as string | undefined),
     verifier: mode === 'hierarchical' ? makeVerifier(f.verifier as string, runner, { temperature: num('temperature-verifier'), topP, teacherUrl: f['teacher-url'] as string | undefined }) : undefined,
-    maxRetries: f['max-retries'] as number,
+    maxRetries: f['max-retries'] as number | undefined,
     resample: f.resample as number,
     execute: f.execute as number | undefined,
     maxChunk: f['max-chunk'] as number,

@@ -10,7 +10,7 @@ import { parseRange } from './flags.js';
 import { type PolicyFlagValues, policyOptions } from './policy-flags.js';
 import { actionAdapterOf, obsMapOf } from './protocol-flags.js';
 import type { ModelPolicyOptions } from '../policy/index.js';
-import type { Planner } from '../policy/hierarchy.js';
+import { HEAD_MAX_RETRIES, type Planner } from '../policy/hierarchy.js';
 
 /**
  * The planner named by --planner: oracle (the env's own subtask list) or a model directory that writes subtask lists
@@ -115,7 +115,7 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
         const { Hierarchy } = await import('../policy/hierarchy.js');
         layout = executedLayout(po.codec.layout);
         const noiseScale = flags['head-noise'] === undefined ? undefined : num(flags['head-noise'], 'head-noise');
-        const hierarchy = hierarchical ? new Hierarchy(planner!, po.verifier!, po.maxRetries ?? 3) : undefined;
+        const hierarchy = hierarchical ? new Hierarchy(planner!, po.verifier!, po.maxRetries ?? HEAD_MAX_RETRIES) : undefined;
         policy = new HeadPolicy(r, await openHeadEngine(r, headDir), { prompt: po.prompt ?? 'compact', codec: po.codec, execute: po.execute, maxChunk: po.maxChunk, noiseScale, hierarchy });
       } else {
         if (flags['head-noise'] !== undefined) throw new VlakitError('E_USAGE', `--head-noise scales an action head's starting noise: ${flags.policy} has no action head (it writes its actions as text; see --temperature-actions)`);

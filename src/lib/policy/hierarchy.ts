@@ -13,6 +13,13 @@ import { type VlaRunner, generateFrom } from '../infer/index.js';
 import type { ImageJson } from '../io/json.js';
 import type { Verifier } from './verifiers.js';
 
+/**
+ * Rejections of one subtask before the policy moves on, when not given: a text policy's chunk is several steps, a
+ * head's (with --execute 1) often one, so a head gets room for a whole subtask (the episode's step limit bounds it).
+ */
+export const TEXT_MAX_RETRIES = 3;
+export const HEAD_MAX_RETRIES = 100;
+
 export interface Sampling {
   temperature: number;
   topP: number;

@@ -21,7 +21,7 @@ import type { VlaRunner } from '../infer/index.js';
 import { subSeed } from '../util/rng.js';
 import { VlakitError } from '../errors.js';
 import type { Verifier } from './verifiers.js';
-import { Hierarchy, ModelPlanner, type Planner, type Sampling, sampleUntil } from './hierarchy.js';
+import { Hierarchy, ModelPlanner, type Planner, type Sampling, TEXT_MAX_RETRIES, sampleUntil } from './hierarchy.js';
 
 export type { Sampling };
 
@@ -154,7 +154,7 @@ export class ModelPolicy extends ChunkPolicy {
     this.execute = o.execute;
     if (o.mode === 'hierarchical') {
       if (!o.verifier) throw new Error('the hierarchical mode needs a verifier');
-      this.hierarchy = new Hierarchy(o.planner ?? new ModelPlanner('model', runner, o.sampling.subtasks, o.resample ?? 3), o.verifier, o.maxRetries ?? 3);
+      this.hierarchy = new Hierarchy(o.planner ?? new ModelPlanner('model', runner, o.sampling.subtasks, o.resample ?? 3), o.verifier, o.maxRetries ?? TEXT_MAX_RETRIES);
     }
   }
 
