@@ -37,6 +37,7 @@ export default class Relabel extends VlakitCommand {
     'waypoint-step': decimal({ description: 'with --waypoints: the largest move per step toward a target, meters (the built-in expert\'s step by default)', default: '0.015', min: 0, max: 1, minExclusive: true }),
     'compact-prompt': Flags.boolean({ description: 'with --method vlm2vla --no-reasoning: the task prompt without its sentence on the action format (for small models trained from scratch; rollout --prompt compact)' }),
     'subtask-prompts': Flags.boolean({ description: 'with --no-reasoning: each example\'s task is the subtask under way at its step (the built-in world\'s oracle.subtask) instead of the episode\'s instruction, the low level of a hierarchy (rollout --mode hierarchical with an action head); steps after the last subtask give none' }),
+    'subtask-lists': Flags.boolean({ description: 'only the planner\'s examples (VLM2VLA\'s subtasks stage): per episode, its first frame and instruction -> the built-in world\'s numbered subtask list (episode_metadata.task.subtasks, which chunk carries as task_subtasks). Trains a planner for a policy that writes no text (rollout --planner DIR)' }),
     'ground-all': Flags.boolean({ description: 'with --ground: after the named objects, every other visible object too (for models whose keypoints are detectors of kinds of objects: vision_config.keypoint_names)' }),
     ground: Flags.boolean({ description: 'each action (and motion-plan) example records where the objects its prompt names are in the main camera image (`ground`: the centre of their pixels, from the oracle masks of rollout --masks), for train-sft --ground-weight' }),
     state: Flags.boolean({ description: "the action prompts carry the robot state (observation.state: position in the codec's units, gripper opening); recorded in the codec, so rollout writes it too" }),
@@ -66,6 +67,7 @@ export default class Relabel extends VlakitCommand {
     exclusive('shard', 'stats-out', 'the statistics of one shard are not the dataset\'s; compute them in an unsharded run (they read only the actions)'),
     onlyWith('shard', '--format vlakit (vlakit merge joins JSON Lines parts)', (i) => i.flags.format === 'vlakit'),
     onlyWith('subtask-prompts', '--method vlm2vla --no-reasoning (one skill per subtask)', (i) => i.flags.method === 'vlm2vla' && i.flags['no-reasoning'] === true),
+    onlyWith('subtask-lists', '--method vlm2vla (its subtasks stage), without --no-reasoning', (i) => i.flags.method === 'vlm2vla' && i.flags['no-reasoning'] !== true),
     onlyWith('compact-prompt', '--method vlm2vla --no-reasoning (the VLM2VLA-NR task prompt)', (i) => i.flags.method === 'vlm2vla' && i.flags['no-reasoning'] === true),
   ];
 
@@ -102,6 +104,7 @@ export default class Relabel extends VlakitCommand {
       noReasoning: flags['no-reasoning'],
       compactPrompt: flags['compact-prompt'],
       subtaskPrompts: flags['subtask-prompts'],
+      subtaskLists: flags['subtask-lists'],
       ground: flags['ground-all'] ? 'all' : flags.ground,
       waypointStep: flags.waypoints ? Number(flags['waypoint-step']) : undefined,
       valFraction: Number(flags.split),

@@ -154,6 +154,33 @@ describe('training examples', () => {
     expect(() => episodeExamples(bare, { method: 'vlm2vla', codec, noReasoning: true, subtaskPrompts: true })).toThrow(/relabel --subtask-prompts: chunk 0 of episode .+ has no oracle.subtask/);
   });
 
+  it('--subtask-lists: one planner example per episode, the first frame and instruction -> the world\'s numbered list', async () => {
+    // planned[0] is a place episode of the scripted expert, planned[1] a pick one; chunk carries the world's list
+    const lists = planned.slice(0, 2).map((ep) => (ep[0].episode_metadata as { task: { subtasks: string[] } }).task.subtasks);
+    expect(lists[0]).toHaveLength(6);
+    expect(lists[1]).toHaveLength(3);
+    const codec = new TextCodec(1, 'cm');
+    for (const [k, ep] of planned.slice(0, 2).entries()) {
+      const chunks = chunkEpisode(ep, { mode: 'fixed', horizon: 1 });
+      expect(chunks.every((c) => c.task_subtasks?.join('|') === lists[k].join('|'))).toBe(true);
+      const exs = episodeExamples(chunks, { method: 'vlm2vla', codec, subtaskLists: true });
+      expect(exs).toHaveLength(1);
+      const [ex] = exs;
+      expect(ex.id).toBe(`${ep[0].episode_id}/subtasks`);
+      expect(ex.meta.stage).toBe('subtasks');
+      expect((ex.messages[0].content.at(-1) as { text: string }).text).toContain(`Task: ${ep[0].language_instruction}`);
+      expect(ex.images).toEqual([(ep[0].observation as { image_0: unknown }).image_0]);
+      // the list as the planner parses it back (the hierarchy's own parser)
+      const { parseSubtaskList } = await import('../../src/lib/actions/prompts.js');
+      expect(parseSubtaskList(targetOf(ex))).toEqual(lists[k]);
+      expect(ex.spans).toEqual([{ kind: 'reasoning', start: 0, end: targetOf(ex).length }]);
+    }
+    // chunks without the world's list: a clear error naming the episode
+    const bare = chunkEpisode(planned[0].map((s) => ({ ...s, episode_metadata: undefined })), { mode: 'fixed', horizon: 1 });
+    expect(bare[0].task_subtasks).toBeUndefined();
+    expect(() => episodeExamples(bare, { method: 'vlm2vla', codec, subtaskLists: true })).toThrow(/relabel --subtask-lists: episode .+ has no task_subtasks/);
+  });
+
   it('ReFineVLA: rationale then actions, two spans; --no-reasoning keeps the actions only', () => {
     const codec = new WordsCodec(1);
     const chunks = chunkEpisode(reasoned[0], { mode: 'fixed', horizon: 4 });

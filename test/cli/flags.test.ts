@@ -140,6 +140,8 @@ describe('flags that contradict each other: exit 2 with the rule', () => {
     [['chunk', NOPE, '--mode', 'fixed', '--horizon', '4', '--total-limit', '0.1'], /--total-limit applies only with --mode merge/],
     [['relabel', NOPE, '--bins', '128'], /--bins applies only with --actions bins/],
     [['relabel', NOPE, '--subtask-prompts'], /--subtask-prompts applies only with --method vlm2vla --no-reasoning/],
+    [['relabel', NOPE, '--method', 'refinevla', '--subtask-lists'], /--subtask-lists applies only with --method vlm2vla \(its subtasks stage\), without --no-reasoning/],
+    [['relabel', NOPE, '--no-reasoning', '--subtask-lists'], /--subtask-lists applies only with --method vlm2vla/],
     [['relabel', NOPE, '--actions', 'bins', '--precision', '2'], /--precision applies only with --actions text, tokens or words/],
     [['rollout', '--mode', 'direct'], /--mode applies only with a learned --policy/],
     [['rollout', '--policy', MODEL, '--prompt', 'task'], /--prompt applies only with --mode direct, or --mode hierarchical with --planner/],

@@ -96,6 +96,12 @@ export interface ExampleOptions {
    * subtask. Steps after the last subtask (the task done) give no example.
    */
   subtaskPrompts?: boolean;
+  /**
+   * Only the planner's examples (VLM2VLA's subtasks stage): per episode, its first frame and instruction -> the built-in
+   * world's numbered subtask list (the chunks' `task_subtasks`). A planner for a policy that writes no text (rollout
+   * --planner DIR).
+   */
+  subtaskLists?: boolean;
   /** Cameras of every example, in order (default: the chunk's `cameras`, else the primary camera; refinevla: all). */
   cameras?: string[];
   /** Share of episodes that go to the validation split (by a seeded hash of the episode id). */
@@ -202,6 +208,12 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
       );
     }
     return out;
+  }
+
+  if (opts.subtaskLists) {
+    const list = chunks[0].task_subtasks;
+    if (!list) throw new VlakitError('E_RECORD_INVALID', `relabel --subtask-lists: episode ${String(ep)} has no task_subtasks (chunk carries the built-in world's list from episode_metadata.task.subtasks: record the episodes with vlakit rollout)`, { field: 'task_subtasks' });
+    return [example(`${ep}/subtasks`, views(chunks[0], chunks[0].observation), PROMPTS.subtasks(instr), [{ text: list.map((t, i) => `${i + 1}. ${t}`).join('\n'), kind: 'reasoning' }], meta('subtasks', chunks[0].start_step, chunks.at(-1)!.end_step))];
   }
 
   if (opts.noReasoning) {

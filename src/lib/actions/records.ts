@@ -42,6 +42,8 @@ export const ChunkRecordSchema = z
      * first step, [x, y, z] in the state's frame (meters); relabel --waypoints uses it as that step's target.
      */
     expert_target: z.array(z.number()).length(3).optional(),
+    /** The built-in world's subtask list of the episode (`episode_metadata.task.subtasks`); relabel --subtask-lists uses it. */
+    task_subtasks: z.array(z.string()).optional(),
   })
   .superRefine((c, ctx) => {
     if (c.source_steps.length !== c.actions.length) ctx.addIssue({ code: 'custom', path: ['source_steps'], message: `expected one [first, last] per action (${c.actions.length}), got ${c.source_steps.length}` });
@@ -122,6 +124,8 @@ export function chunkEpisode(steps: StepRecord[], opts: ChunkOptions): ChunkReco
     const info = first.policy as { dagger?: { target?: unknown }; dart?: { target?: unknown } } | undefined;
     const target = info?.dagger?.target ?? info?.dart?.target;
     if (Array.isArray(target) && target.length === 3 && target.every((v) => typeof v === 'number' && Number.isFinite(v))) rec.expert_target = target as number[];
+    const list = (first.episode_metadata as { task?: { subtasks?: unknown } } | undefined)?.task?.subtasks;
+    if (Array.isArray(list) && list.length && list.every((t) => typeof t === 'string')) rec.task_subtasks = list as string[];
     return rec;
   };
   const out: ChunkRecord[] = [];
