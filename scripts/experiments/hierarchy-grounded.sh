@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
 # Issue 18: every task family with the grounded flow head as the low level of the VLM2VLA hierarchy (docs/RESULTS.md,
-# session 13). Each training step's task is the subtask under way (relabel --subtask-prompts: "move to the spoon",
-# "put the spoon on the towel"), so the four families share their skills; the head reads the keypoints of the first
-# two objects its subtask names (--head-named-keypoints 2). In closed loop the plan is the world's subtask list and
-# the verifier its oracle (--planner oracle --verifier oracle); every action comes from the head.
+# sessions 13 and 14). Each training step's task is the subtask under way (relabel --subtask-prompts: "move to the
+# spoon", "put the spoon on the towel"), so the four families share their skills; the head reads the keypoints of the
+# first two objects its subtask names (--head-named-keypoints 2). In closed loop the verifier is the world's oracle
+# and the plan the world's subtask list (--planner oracle) or a text model's (PLANNERS=learned: trained on the world's
+# lists, relabel --subtask-lists); every action comes from the head.
 #
-#   scripts/experiments/hierarchy-grounded.sh [OUT]   (default OUT: exp-hierarchy-grounded; SEEDS="0 1 2",
-#                                                     STEPS=2500, DART_EPISODES=960, EPISODES=96 closed-loop episodes
-#                                                     (24 per family) from EVAL_SEED=3000, NOISES="1 0": the head's
-#                                                     starting noise in closed loop)
+#   scripts/experiments/hierarchy-grounded.sh [OUT]   (default OUT: exp-hierarchy-grounded)
+#
+# Settings (environment): SEEDS="0 1 2"; STEPS=2500; DART_EPISODES=960; EPISODES=96 closed-loop episodes (24 per
+# family) from EVAL_SEED=3000; NOISES="1 0" (the head's starting noise in closed loop); MODES="hierarchical" (add
+# direct: the instruction as the head's task, no plan); PLANNERS="oracle" (add learned: the planner model, trained
+# PLANNER_STEPS=600 steps); DAGGER_EPISODES=0 (above 0: one DAgger round per seed, then DAGGER_STEPS=2500 more steps).
 #
 # Stages (each skipped when its output is there):
 #   1. data: 24 plain + DART_EPISODES DART (3 mm) scripted episodes of all four families with 1-3 distractors and
 #      pixel masks, one action per chunk, waypoint targets in cm with the robot state in the compact prompt of the
-#      subtask, every visible object's centre as a grounding target
+#      subtask, every visible object's centre as a grounding target; with PLANNERS=learned, one subtask-list example
+#      per episode and the planner trained on them (from models/ground-base, batch 8, lr 3e-3)
 #   2. per seed: from the shipped base (models/ground-base), the flow head, STEPS steps (batch 8, lr 3e-3,
-#      --workers 2, grounding weight 1, language weight 0.1), then EPISODES held-out episodes (seeds EVAL_SEED+)
-#      closed loop from the checkpoint, once per noise scale in NOISES
+#      --workers 2, grounding weight 1, language weight 0.1); the optional DAgger round (the head drives the hierarchy
+#      on DAGGER_EPISODES training episodes while the scripted expert labels its states, then DAGGER_STEPS steps at lr
+#      1e-3 on those labels and the data above); then EPISODES held-out episodes (seeds EVAL_SEED+) closed loop from
+#      the checkpoint, per noise scale, mode and planner
 #   3. the table on stdout: per run and family, successes, the 95% Wilson interval and the subtask kinds where the
 #      failures ended
 #
-# Wall time on an idle 2-core machine: stage 1 about 4 min (DART_EPISODES=480: 2); per seed about 10 min of training
-# (STEPS=5000: about 16) and 2 min of rollouts per noise scale: about 45 minutes for 3 seeds at 2500 steps with both
-# scales, about 60 at 5000 steps with one (the longer recipe: STEPS=5000 NOISES=1).
+# Wall time on an idle 2-core machine: stage 1 about 4 min (DART_EPISODES=480: 2; the planner of 1500 steps 4 more);
+# per seed about 10 min of training (STEPS=5000: about 16), 2 min per closed-loop run of 96 episodes, and for a
+# DAgger round of 384 episodes about 14 min. The longer recipe (STEPS=5000 NOISES=1 MODES="hierarchical direct"
+# PLANNERS="oracle learned" PLANNER_STEPS=1500): about 4 + 4 + 3 x (16 + 3 x 2) = 74 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -34,6 +41,11 @@ EPISODES=${EPISODES:-96}
 EVAL_SEED=${EVAL_SEED:-3000}
 DART_EPISODES=${DART_EPISODES:-960}
 NOISES=${NOISES:-1 0}
+DAGGER_EPISODES=${DAGGER_EPISODES:-0}
+DAGGER_STEPS=${DAGGER_STEPS:-2500}
+MODES=${MODES:-hierarchical}
+PLANNERS=${PLANNERS:-oracle}
+PLANNER_STEPS=${PLANNER_STEPS:-600}
 mkdir -p "$OUT" && cd "$OUT"
 
 [ -s plain.jsonl ] || $V rollout --policy scripted --tasks all --episodes 24 --seed 0 --masks --workers 2 -q -o plain.jsonl --overwrite
@@ -41,14 +53,41 @@ mkdir -p "$OUT" && cd "$OUT"
 [ -s chunks.jsonl ] || cat plain.jsonl dart.jsonl | $V chunk --mode fixed --horizon 1 -q -o chunks.jsonl --overwrite
 [ -s subtasks.jsonl ] || $V relabel chunks.jsonl --method vlm2vla --no-reasoning --compact-prompt --subtask-prompts --actions text --units cm --precision 1 --state --split 0.2 --waypoints --ground --ground-all -q -o subtasks.jsonl --overwrite
 
+HIER="--mode hierarchical --planner oracle --verifier oracle"
+if [[ " $PLANNERS " == *" learned "* ]]; then
+  # the planner: a text model trained on the world's subtask lists of the same episodes (one example per episode)
+  [ -s lists.jsonl ] || $V relabel chunks.jsonl --method vlm2vla --subtask-lists --split 0.2 -q -o lists.jsonl --overwrite
+  [ -s planner/model.safetensors ] || $V train-sft lists.jsonl --init "$ROOT/models/ground-base" --steps "$PLANNER_STEPS" --batch-size 8 --lr 3e-3 --workers 2 --eval-every "$PLANNER_STEPS" --eval-limit 100 --save-every 100000 -q -o planner --overwrite
+fi
 names=()
 for seed in $SEEDS; do
   N=sub-s$seed-$STEPS
   [ -s "$N/action_head.json" ] || $V train-sft subtasks.jsonl --init "$ROOT/models/ground-base" --steps "$STEPS" --batch-size 8 --lr 3e-3 --workers 2 --seed "$seed" --ground-weight 1 --action-head flow --head-named-keypoints 2 --lang-weight 0.1 --eval-every "$STEPS" --eval-limit 200 --save-every 100000 -q -o "$N" --overwrite
+  if [ "$DAGGER_EPISODES" -gt 0 ]; then
+    # one DAgger round: the head drives the hierarchy on training seeds (5000 + 1000 x seed: apart from the data's and
+    # the evaluation's) while the scripted expert labels every state it visits; then the head trains on its own
+    # states' labels and the data above, from where it was
+    D=dagger-s$seed-$STEPS
+    [ -s "$D.jsonl" ] || $V rollout --policy "$N" $HIER --prompt compact --execute 1 --dagger --tasks all --episodes "$DAGGER_EPISODES" --seed $((5000 + 1000 * seed)) --masks --workers 2 -q -o "$D.jsonl" --overwrite
+    [ -s "$D-examples.jsonl" ] || $V chunk "$D.jsonl" --mode fixed --horizon 1 -q | $V relabel --method vlm2vla --no-reasoning --compact-prompt --subtask-prompts --actions text --units cm --precision 1 --state --split 0.2 --waypoints --ground --ground-all -q -o "$D-examples.jsonl" --overwrite
+    P=$N-dagger$DAGGER_STEPS
+    [ -s "$P/action_head.json" ] || cat subtasks.jsonl "$D-examples.jsonl" | $V train-sft --init "$N" --steps "$DAGGER_STEPS" --batch-size 8 --lr 1e-3 --workers 2 --seed "$seed" --ground-weight 1 --action-head flow --head-named-keypoints 2 --lang-weight 0.1 --eval-every "$DAGGER_STEPS" --eval-limit 200 --save-every 100000 -q -o "$P" --overwrite
+    N=$P
+  fi
   for z in $NOISES; do
-    R=$N-noise$z-seeds$EVAL_SEED-x$EPISODES
-    [ -s "roll-$R.txt" ] || $V rollout --policy "$N" --mode hierarchical --planner oracle --verifier oracle --max-retries 100 --prompt compact --execute 1 --head-noise "$z" --tasks all --episodes "$EPISODES" --seed "$EVAL_SEED" --workers 2 --json -o "roll-$R.jsonl" --overwrite 2> "roll-$R.txt"
-    names+=("$R")
+    for mode in $MODES; do
+      if [ "$mode" = hierarchical ]; then runs=$PLANNERS; else runs=direct; fi
+      for planner in $runs; do
+        case $planner in
+          oracle) M=$HIER ;;
+          learned) M="--mode hierarchical --planner planner --verifier oracle" ;;
+          *) M="--mode direct" ;;
+        esac
+        R=$N-noise$z-$mode-$planner-seeds$EVAL_SEED-x$EPISODES
+        [ -s "roll-$R.txt" ] || $V rollout --policy "$N" $M --prompt compact --execute 1 --head-noise "$z" --tasks all --episodes "$EPISODES" --seed "$EVAL_SEED" --workers 2 --json -o "roll-$R.jsonl" --overwrite 2> "roll-$R.txt"
+        names+=("$R")
+      done
+    done
   done
 done
 
