@@ -51,7 +51,10 @@ mkdir -p "$OUT" && cd "$OUT"
 [ -s plain.jsonl ] || $V rollout --policy scripted --tasks all --episodes 24 --seed 0 --masks --workers 2 -q -o plain.jsonl --overwrite
 [ -s dart.jsonl ] || $V rollout --policy scripted --tasks all --episodes "$DART_EPISODES" --seed 100 --dart 0.003 --masks --workers 2 -q -o dart.jsonl --overwrite
 [ -s chunks.jsonl ] || cat plain.jsonl dart.jsonl | $V chunk --mode fixed --horizon 1 -q -o chunks.jsonl --overwrite
-[ -s subtasks.jsonl ] || $V relabel chunks.jsonl --method vlm2vla --no-reasoning --compact-prompt --subtask-prompts --actions text --units cm --precision 1 --state --split 0.2 --waypoints --ground --ground-all -q -o subtasks.jsonl --overwrite
+# the head's examples (the data above and a DAgger round's alike) and the head's training settings
+RELABEL="--method vlm2vla --no-reasoning --compact-prompt --subtask-prompts --actions text --units cm --precision 1 --state --split 0.2 --waypoints --ground --ground-all"
+HEAD="--batch-size 8 --workers 2 --ground-weight 1 --action-head flow --head-named-keypoints 2 --lang-weight 0.1 --eval-limit 200 --save-every 100000"
+[ -s subtasks.jsonl ] || $V relabel chunks.jsonl $RELABEL -q -o subtasks.jsonl --overwrite
 
 HIER="--mode hierarchical --planner oracle --verifier oracle"
 if [[ " $PLANNERS " == *" learned "* ]]; then
@@ -62,16 +65,16 @@ fi
 names=()
 for seed in $SEEDS; do
   N=sub-s$seed-$STEPS
-  [ -s "$N/action_head.json" ] || $V train-sft subtasks.jsonl --init "$ROOT/models/ground-base" --steps "$STEPS" --batch-size 8 --lr 3e-3 --workers 2 --seed "$seed" --ground-weight 1 --action-head flow --head-named-keypoints 2 --lang-weight 0.1 --eval-every "$STEPS" --eval-limit 200 --save-every 100000 -q -o "$N" --overwrite
+  [ -s "$N/action_head.json" ] || $V train-sft subtasks.jsonl --init "$ROOT/models/ground-base" --steps "$STEPS" --lr 3e-3 --seed "$seed" $HEAD --eval-every "$STEPS" -q -o "$N" --overwrite
   if [ "$DAGGER_EPISODES" -gt 0 ]; then
     # one DAgger round: the head drives the hierarchy on training seeds (5000 + 1000 x seed: apart from the data's and
     # the evaluation's) while the scripted expert labels every state it visits; then the head trains on its own
     # states' labels and the data above, from where it was
     D=dagger-s$seed-$STEPS
     [ -s "$D.jsonl" ] || $V rollout --policy "$N" $HIER --prompt compact --execute 1 --dagger --tasks all --episodes "$DAGGER_EPISODES" --seed $((5000 + 1000 * seed)) --masks --workers 2 -q -o "$D.jsonl" --overwrite
-    [ -s "$D-examples.jsonl" ] || $V chunk "$D.jsonl" --mode fixed --horizon 1 -q | $V relabel --method vlm2vla --no-reasoning --compact-prompt --subtask-prompts --actions text --units cm --precision 1 --state --split 0.2 --waypoints --ground --ground-all -q -o "$D-examples.jsonl" --overwrite
+    [ -s "$D-examples.jsonl" ] || $V chunk "$D.jsonl" --mode fixed --horizon 1 -q | $V relabel $RELABEL -q -o "$D-examples.jsonl" --overwrite
     P=$N-dagger$DAGGER_STEPS
-    [ -s "$P/action_head.json" ] || cat subtasks.jsonl "$D-examples.jsonl" | $V train-sft --init "$N" --steps "$DAGGER_STEPS" --batch-size 8 --lr 1e-3 --workers 2 --seed "$seed" --ground-weight 1 --action-head flow --head-named-keypoints 2 --lang-weight 0.1 --eval-every "$DAGGER_STEPS" --eval-limit 200 --save-every 100000 -q -o "$P" --overwrite
+    [ -s "$P/action_head.json" ] || cat subtasks.jsonl "$D-examples.jsonl" | $V train-sft --init "$N" --steps "$DAGGER_STEPS" --lr 1e-3 --seed "$seed" $HEAD --eval-every "$DAGGER_STEPS" -q -o "$P" --overwrite
     N=$P
   fi
   for z in $NOISES; do

@@ -18,7 +18,7 @@ import { EpisodeIdSchema, expected, ImageSchema } from '../io/records.js';
 import { directionWords } from '../teacher/kinematic.js';
 import { type ActionCodec, ActionCodecSpecSchema, codecStateText } from './codecs.js';
 import { VlakitError } from '../errors.js';
-import { ACTIONS_MARKER, PROMPTS, actionFormatOf } from './prompts.js';
+import { ACTIONS_MARKER, PROMPTS, actionFormatOf, formatSubtaskList } from './prompts.js';
 import type { ChunkRecord } from './records.js';
 
 const offset = z.number().int().nonnegative();
@@ -210,10 +210,13 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
     return out;
   }
 
+  // the planner's example (VLM2VLA's subtasks stage): the first frame and the instruction -> the numbered list
+  const subtasksExample = (list: string[]): TrainingExample => example(`${ep}/subtasks`, views(chunks[0], chunks[0].observation), PROMPTS.subtasks(instr), [{ text: formatSubtaskList(list), kind: 'reasoning' }], meta('subtasks', chunks[0].start_step, chunks.at(-1)!.end_step));
+
   if (opts.subtaskLists) {
     const list = chunks[0].task_subtasks;
     if (!list) throw new VlakitError('E_RECORD_INVALID', `relabel --subtask-lists: episode ${String(ep)} has no task_subtasks (chunk carries the built-in world's list from episode_metadata.task.subtasks: record the episodes with vlakit rollout)`, { field: 'task_subtasks' });
-    return [example(`${ep}/subtasks`, views(chunks[0], chunks[0].observation), PROMPTS.subtasks(instr), [{ text: list.map((t, i) => `${i + 1}. ${t}`).join('\n'), kind: 'reasoning' }], meta('subtasks', chunks[0].start_step, chunks.at(-1)!.end_step))];
+    return [subtasksExample(list)];
   }
 
   if (opts.noReasoning) {
@@ -231,9 +234,7 @@ export function episodeExamples(chunks: ChunkRecord[], opts: ExampleOptions): Tr
   }
 
   // VLM2VLA: one subtask per merged chunk
-  const first = views(chunks[0], chunks[0].observation);
-  const list = chunks.map((c, i) => `${i + 1}. ${c.subtask.description}`).join('\n');
-  out.push(example(`${ep}/subtasks`, first, PROMPTS.subtasks(instr), [{ text: list, kind: 'reasoning' }], meta('subtasks', chunks[0].start_step, chunks.at(-1)!.end_step)));
+  out.push(subtasksExample(chunks.map((c) => c.subtask.description)));
   chunks.forEach((c, i) => {
     const img = views(c, c.observation);
     const sub = c.subtask.description;

@@ -74,6 +74,11 @@ export const PROMPTS = {
   compact: (instruction: string, state?: string) => `Task: ${instruction}${state ? `\nRobot state: ${state}` : ''}`,
 };
 
+/** A subtask list as the planner writes it, one numbered line each ("1. grasp the carrot\n2. ..."): what parseSubtaskList reads. */
+export function formatSubtaskList(subtasks: string[]): string {
+  return subtasks.map((t, i) => `${i + 1}. ${t}`).join('\n');
+}
+
 /** Parses a numbered subtask list ("1. grasp the carrot\n2. ..."); empty when the text holds none. */
 export function parseSubtaskList(text: string): string[] {
   const out: string[] = [];
