@@ -11,7 +11,9 @@
 # Settings (environment): SEEDS="0 1 2"; STEPS=2500; DART_EPISODES=960; EPISODES=96 closed-loop episodes (24 per
 # family) from EVAL_SEED=3000; NOISES="1 0" (the head's starting noise in closed loop); MODES="hierarchical" (add
 # direct: the instruction as the head's task, no plan); PLANNERS="oracle" (add learned: the planner model, trained
-# PLANNER_STEPS=600 steps); DAGGER_EPISODES=0 (above 0: one DAgger round per seed, then DAGGER_STEPS=2500 more steps).
+# PLANNER_STEPS=600 steps); DAGGER_EPISODES=0 (above 0: one DAgger round of that many episodes). DAGGER=finetune: a
+# round per seed, after which the seed's head trains DAGGER_STEPS=2500 more steps; DAGGER=aggregate: one round with a
+# collector head (seed 0, COLLECT_STEPS=2500 steps), whose labelled states join every seed's data before it trains.
 #
 # Stages (each skipped when its output is there):
 #   1. data: 24 plain + DART_EPISODES DART (3 mm) scripted episodes of all four families with 1-3 distractors and
@@ -28,8 +30,9 @@
 #
 # Wall time on an idle 2-core machine: stage 1 about 4 min (DART_EPISODES=480: 2; the planner of 1500 steps 4 more);
 # per seed about 10 min of training (STEPS=5000: about 16), 2 min per closed-loop run of 96 episodes, and for a
-# DAgger round of 384 episodes about 14 min. The longer recipe (STEPS=5000 NOISES=1 MODES="hierarchical direct"
-# PLANNERS="oracle learned" PLANNER_STEPS=1500): about 4 + 4 + 3 x (16 + 3 x 2) = 74 minutes.
+# DAgger round of 384 episodes about 14 min. DAGGER=aggregate, measured on a slower machine (session 17, where
+# STEPS=2500 on the plain data took 12.5 min): the collector 11 min, its round of 384 episodes 9 min, each seed's
+# STEPS=5000 on the aggregate data 25 min.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -43,6 +46,8 @@ DART_EPISODES=${DART_EPISODES:-960}
 NOISES=${NOISES:-1 0}
 DAGGER_EPISODES=${DAGGER_EPISODES:-0}
 DAGGER_STEPS=${DAGGER_STEPS:-2500}
+DAGGER=${DAGGER:-finetune}
+COLLECT_STEPS=${COLLECT_STEPS:-2500}
 MODES=${MODES:-hierarchical}
 PLANNERS=${PLANNERS:-oracle}
 PLANNER_STEPS=${PLANNER_STEPS:-600}
@@ -62,17 +67,35 @@ if [[ " $PLANNERS " == *" learned "* ]]; then
   [ -s lists.jsonl ] || $V relabel chunks.jsonl --method vlm2vla --subtask-lists --split 0.2 -q -o lists.jsonl --overwrite
   [ -s planner/model.safetensors ] || $V train-sft lists.jsonl --init "$ROOT/models/ground-base" --steps "$PLANNER_STEPS" --batch-size 8 --lr 3e-3 --workers 2 --eval-every "$PLANNER_STEPS" --eval-limit 100 --save-every 100000 -q -o planner --overwrite
 fi
+# a DAgger round's states: the head drives the hierarchy on training seeds (apart from the data's and the evaluation's)
+# while the scripted expert labels every state it visits (its own target: policy.dagger.target); $1 head, $2 first seed,
+# $3 output name
+dagger() {
+  [ -s "$3.jsonl" ] || $V rollout --policy "$1" $HIER --prompt compact --execute 1 --dagger --tasks all --episodes "$DAGGER_EPISODES" --seed "$2" --masks --workers 2 -q -o "$3.jsonl" --overwrite
+  [ -s "$3-examples.jsonl" ] || $V chunk "$3.jsonl" --mode fixed --horizon 1 -q | $V relabel $RELABEL -q -o "$3-examples.jsonl" --overwrite
+}
+DATA=subtasks.jsonl
+SUFFIX=
+if [ "$DAGGER_EPISODES" -gt 0 ] && [ "$DAGGER" = aggregate ]; then
+  # DAgger with aggregation (Ross et al. 2011): one collector head's mistakes, labelled by the expert, join the data
+  # every seed's head then trains on from the base
+  C=collect-s0-$COLLECT_STEPS
+  [ -s "$C/action_head.json" ] || $V train-sft subtasks.jsonl --init "$ROOT/models/ground-base" --steps "$COLLECT_STEPS" --lr 3e-3 --seed 0 $HEAD --eval-every "$COLLECT_STEPS" -q -o "$C" --overwrite
+  dagger "$C" 5000 "dagger-$C"
+  [ -s aggregate.jsonl ] || cat subtasks.jsonl "dagger-$C-examples.jsonl" > aggregate.jsonl
+  DATA=aggregate.jsonl
+  SUFFIX=-agg$DAGGER_EPISODES
+fi
 names=()
 for seed in $SEEDS; do
-  N=sub-s$seed-$STEPS
-  [ -s "$N/action_head.json" ] || $V train-sft subtasks.jsonl --init "$ROOT/models/ground-base" --steps "$STEPS" --lr 3e-3 --seed "$seed" $HEAD --eval-every "$STEPS" -q -o "$N" --overwrite
-  if [ "$DAGGER_EPISODES" -gt 0 ]; then
+  N=sub-s$seed-$STEPS$SUFFIX
+  [ -s "$N/action_head.json" ] || $V train-sft "$DATA" --init "$ROOT/models/ground-base" --steps "$STEPS" --lr 3e-3 --seed "$seed" $HEAD --eval-every "$STEPS" -q -o "$N" --overwrite
+  if [ "$DAGGER_EPISODES" -gt 0 ] && [ "$DAGGER" = finetune ]; then
     # one DAgger round: the head drives the hierarchy on training seeds (5000 + 1000 x seed: apart from the data's and
     # the evaluation's) while the scripted expert labels every state it visits; then the head trains on its own
     # states' labels and the data above, from where it was
     D=dagger-s$seed-$STEPS
-    [ -s "$D.jsonl" ] || $V rollout --policy "$N" $HIER --prompt compact --execute 1 --dagger --tasks all --episodes "$DAGGER_EPISODES" --seed $((5000 + 1000 * seed)) --masks --workers 2 -q -o "$D.jsonl" --overwrite
-    [ -s "$D-examples.jsonl" ] || $V chunk "$D.jsonl" --mode fixed --horizon 1 -q | $V relabel $RELABEL -q -o "$D-examples.jsonl" --overwrite
+    dagger "$N" $((5000 + 1000 * seed)) "$D"
     P=$N-dagger$DAGGER_STEPS
     [ -s "$P/action_head.json" ] || cat subtasks.jsonl "$D-examples.jsonl" | $V train-sft --init "$N" --steps "$DAGGER_STEPS" --lr 1e-3 --seed "$seed" $HEAD --eval-every "$DAGGER_STEPS" -q -o "$P" --overwrite
     N=$P
