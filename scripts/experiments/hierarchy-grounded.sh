@@ -30,7 +30,8 @@
 #
 # Wall time on an idle 2-core machine: stage 1 about 4 min (DART_EPISODES=480: 2; the planner of 1500 steps 4 more);
 # per seed about 10 min of training (STEPS=5000: about 16), 2 min per closed-loop run of 96 episodes, and for a
-# DAgger round of 384 episodes about 14 min. DAGGER=aggregate, measured on a slower machine (session 17, where
+# DAgger round of 384 episodes about 14 min. The longer recipe (STEPS=5000 NOISES=1 MODES="hierarchical direct"
+# PLANNERS="oracle learned" PLANNER_STEPS=1500): about 4 + 4 + 3 x (16 + 3 x 2) = 74 minutes. DAGGER=aggregate, measured on a slower machine (session 17, where
 # STEPS=2500 on the plain data took 12.5 min): the collector 11 min, its round of 384 episodes 9 min, each seed's
 # STEPS=5000 on the aggregate data 25 min.
 set -euo pipefail
@@ -48,6 +49,7 @@ DAGGER_EPISODES=${DAGGER_EPISODES:-0}
 DAGGER_STEPS=${DAGGER_STEPS:-2500}
 DAGGER=${DAGGER:-finetune}
 COLLECT_STEPS=${COLLECT_STEPS:-2500}
+case $DAGGER in finetune | aggregate) ;; *) echo "hierarchy-grounded.sh: DAGGER=$DAGGER: expected finetune or aggregate" >&2; exit 2 ;; esac
 MODES=${MODES:-hierarchical}
 PLANNERS=${PLANNERS:-oracle}
 PLANNER_STEPS=${PLANNER_STEPS:-600}
@@ -74,13 +76,17 @@ dagger() {
   [ -s "$3.jsonl" ] || $V rollout --policy "$1" $HIER --prompt compact --execute 1 --dagger --tasks all --episodes "$DAGGER_EPISODES" --seed "$2" --masks --workers 2 -q -o "$3.jsonl" --overwrite
   [ -s "$3-examples.jsonl" ] || $V chunk "$3.jsonl" --mode fixed --horizon 1 -q | $V relabel $RELABEL -q -o "$3-examples.jsonl" --overwrite
 }
+# a head trained from the shipped base: $1 data, $2 steps, $3 seed, $4 output
+from_base() {
+  [ -s "$4/action_head.json" ] || $V train-sft "$1" --init "$ROOT/models/ground-base" --steps "$2" --lr 3e-3 --seed "$3" $HEAD --eval-every "$2" -q -o "$4" --overwrite
+}
 DATA=subtasks.jsonl
 SUFFIX=
 if [ "$DAGGER_EPISODES" -gt 0 ] && [ "$DAGGER" = aggregate ]; then
   # DAgger with aggregation (Ross et al. 2011): one collector head's mistakes, labelled by the expert, join the data
   # every seed's head then trains on from the base
   C=collect-s0-$COLLECT_STEPS
-  [ -s "$C/action_head.json" ] || $V train-sft subtasks.jsonl --init "$ROOT/models/ground-base" --steps "$COLLECT_STEPS" --lr 3e-3 --seed 0 $HEAD --eval-every "$COLLECT_STEPS" -q -o "$C" --overwrite
+  from_base subtasks.jsonl "$COLLECT_STEPS" 0 "$C"
   dagger "$C" 5000 "dagger-$C"
   [ -s aggregate.jsonl ] || cat subtasks.jsonl "dagger-$C-examples.jsonl" > aggregate.jsonl
   DATA=aggregate.jsonl
@@ -89,11 +95,10 @@ fi
 names=()
 for seed in $SEEDS; do
   N=sub-s$seed-$STEPS$SUFFIX
-  [ -s "$N/action_head.json" ] || $V train-sft "$DATA" --init "$ROOT/models/ground-base" --steps "$STEPS" --lr 3e-3 --seed "$seed" $HEAD --eval-every "$STEPS" -q -o "$N" --overwrite
+  from_base "$DATA" "$STEPS" "$seed" "$N"
   if [ "$DAGGER_EPISODES" -gt 0 ] && [ "$DAGGER" = finetune ]; then
-    # one DAgger round: the head drives the hierarchy on training seeds (5000 + 1000 x seed: apart from the data's and
-    # the evaluation's) while the scripted expert labels every state it visits; then the head trains on its own
-    # states' labels and the data above, from where it was
+    # one DAgger round on the seed's own head (seeds 5000 + 1000 x seed); then the head trains on its states' labels
+    # and the data above, from where it was
     D=dagger-s$seed-$STEPS
     dagger "$N" $((5000 + 1000 * seed)) "$D"
     P=$N-dagger$DAGGER_STEPS
