@@ -11,7 +11,9 @@
 # Settings (environment): SEEDS="0 1 2"; STEPS=2500; DART_EPISODES=960; EPISODES=96 closed-loop episodes (24 per
 # family) from EVAL_SEED=3000; NOISES="1 0" (the head's starting noise in closed loop); MODES="hierarchical" (add
 # direct: the instruction as the head's task, no plan); PLANNERS="oracle" (add learned: the planner model, trained
-# PLANNER_STEPS=600 steps); DAGGER_EPISODES=0 (above 0: one DAgger round of that many episodes). DAGGER=finetune: a
+# PLANNER_STEPS=600 steps); BASE=models/ground-base (the checkpoint the heads and the planner start from, relative
+# to the repository; the run names do not say it, so another base needs another OUT);
+# DAGGER_EPISODES=0 (above 0: one DAgger round of that many episodes). DAGGER=finetune: a
 # round per seed, after which the seed's head trains DAGGER_STEPS=2500 more steps; DAGGER=aggregate: one round with a
 # collector head (seed 0, COLLECT_STEPS=2500 steps), whose labelled states join every seed's data before it trains.
 #
@@ -53,6 +55,7 @@ case $DAGGER in finetune | aggregate) ;; *) echo "hierarchy-grounded.sh: DAGGER=
 MODES=${MODES:-hierarchical}
 PLANNERS=${PLANNERS:-oracle}
 PLANNER_STEPS=${PLANNER_STEPS:-600}
+BASE=$(cd "${BASE:-$ROOT/models/ground-base}" && pwd)
 mkdir -p "$OUT" && cd "$OUT"
 
 [ -s plain.jsonl ] || $V rollout --policy scripted --tasks all --episodes 24 --seed 0 --masks --workers 2 -q -o plain.jsonl --overwrite
@@ -67,7 +70,7 @@ HIER="--mode hierarchical --planner oracle --verifier oracle"
 if [[ " $PLANNERS " == *" learned "* ]]; then
   # the planner: a text model trained on the world's subtask lists of the same episodes (one example per episode)
   [ -s lists.jsonl ] || $V relabel chunks.jsonl --method vlm2vla --subtask-lists --split 0.2 -q -o lists.jsonl --overwrite
-  [ -s planner/model.safetensors ] || $V train-sft lists.jsonl --init "$ROOT/models/ground-base" --steps "$PLANNER_STEPS" --batch-size 8 --lr 3e-3 --workers 2 --eval-every "$PLANNER_STEPS" --eval-limit 100 --save-every 100000 -q -o planner --overwrite
+  [ -s planner/model.safetensors ] || $V train-sft lists.jsonl --init "$BASE" --steps "$PLANNER_STEPS" --batch-size 8 --lr 3e-3 --workers 2 --eval-every "$PLANNER_STEPS" --eval-limit 100 --save-every 100000 -q -o planner --overwrite
 fi
 # a DAgger round's states: the head drives the hierarchy on training seeds (apart from the data's and the evaluation's)
 # while the scripted expert labels every state it visits (its own target: policy.dagger.target); $1 head, $2 first seed,
@@ -78,7 +81,7 @@ dagger() {
 }
 # a head trained from the shipped base: $1 data, $2 steps, $3 seed, $4 output
 from_base() {
-  [ -s "$4/action_head.json" ] || $V train-sft "$1" --init "$ROOT/models/ground-base" --steps "$2" --lr 3e-3 --seed "$3" $HEAD --eval-every "$2" -q -o "$4" --overwrite
+  [ -s "$4/action_head.json" ] || $V train-sft "$1" --init "$BASE" --steps "$2" --lr 3e-3 --seed "$3" $HEAD --eval-every "$2" -q -o "$4" --overwrite
 }
 DATA=subtasks.jsonl
 SUFFIX=

@@ -156,6 +156,8 @@ export default class TrainSft extends VlakitCommand {
         if (res.eval) this.note(`vlakit train-sft: val: action token accuracy ${(res.eval.actionTokenAccuracy * 100).toFixed(1)}%${res.eval.actionL1 !== undefined ? `, action L1 ${res.eval.actionL1.toFixed(4)} m` : ''} (${res.eval.examples} examples, ${res.eval.undecodable} undecodable)`, flags.quiet);
         const h = res.eval?.head;
         if (h) this.note(`vlakit train-sft: val: action head loss ${h.loss.toFixed(4)}, chunk MAE ${h.mae.toFixed(4)} (per dimension ${h.maeDims.map((v) => v.toFixed(4)).join(', ')})${h.gripperAccuracy !== undefined ? `, gripper accuracy ${(h.gripperAccuracy * 100).toFixed(1)}%` : ''} (${h.examples} examples)`, flags.quiet);
+        const g = res.eval?.ground;
+        if (g) this.note(`vlakit train-sft: val: keypoints a median ${(g.medianError * 100).toFixed(1)}% of the image from their grounding targets, ${(g.missRate * 100).toFixed(1)}% more than a stem cell off (${g.targets} targets; per object in metrics.jsonl)`, flags.quiet);
       }
     } finally {
       progress.stop();

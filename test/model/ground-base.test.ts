@@ -1,5 +1,6 @@
-// The grounding base shipped with vlakit (models/ground-base, `make demo` fine-tunes from it): its named keypoints
-// find the objects of scenes it never saw, as its README says, measured against the world's pixel masks.
+// The grounding bases shipped with vlakit (models/ground-base, which `make demo` fine-tunes from, and
+// models/ground-base-wide, its 128-channel stem trained on every family's frames): their named keypoints find the
+// objects of scenes they never saw, as their READMEs say, measured against the world's pixel masks.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -16,7 +17,6 @@ import { makeBatch, prepare } from '../../src/lib/train/data.js';
 import { groundCellsOf, keypointPoints } from '../../src/lib/train/ground.js';
 import { tempDir } from '../helpers.js';
 
-const BASE = path.resolve('models/ground-base');
 const BIN = path.resolve('bin/run.js');
 const dir = tempDir('vlakit-ground-base-');
 let questions: TrainingExample[];
@@ -30,12 +30,17 @@ beforeAll(async () => {
   questions = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as TrainingExample);
 }, 300_000);
 
-describe('models/ground-base', () => {
-  it('is a valid checkpoint: 128-px images, 16 keypoints of which 14 are named after the world\'s kinds of objects', () => {
+describe.each([
+  ['models/ground-base', 32],
+  ['models/ground-base-wide', 128],
+])('%s', (dir, stem) => {
+  const BASE = path.resolve(dir);
+  it('is a valid checkpoint: 128-px images, 16 keypoints of which 14 are named after the world\'s kinds of objects, the same tokenizer', () => {
     const { model } = loadCheckpoint(BASE);
     validateConfig(model.config);
     const v = model.config.vision_config;
-    expect([v.image_size, v.stem_patch_size, v.keypoints]).toEqual([128, 8, 16]);
+    expect([v.image_size, v.stem_patch_size, v.stem_channels, v.keypoints]).toEqual([128, 8, stem, 16]);
+    expect(readFileSync(path.join(BASE, 'tokenizer.json'), 'utf8')).toBe(readFileSync(path.resolve('models/ground-base/tokenizer.json'), 'utf8'));
     expect(v.keypoint_names).toHaveLength(14);
     expect(v.keypoint_names).toContain('spoon');
     model.dispose();

@@ -12,7 +12,7 @@ import { preset, validateConfig, type VlaConfig, VlaConfigSchema } from '../../s
 import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
 import { type Batch, type Prepared, makeBatch, prepare } from '../../src/lib/train/data.js';
-import { groundCellsOf, groundLoss, groundTarget, keypointPoints, pointCells } from '../../src/lib/train/ground.js';
+import { evaluateGround, groundCellsOf, groundLoss, groundTarget, keypointPoints, pointCells } from '../../src/lib/train/ground.js';
 import { namedReadoutNorm } from '../../src/lib/train/head.js';
 import { vlaHeadFeatures } from '../../src/lib/model/action-head-vla.js';
 import { SEP } from '../../src/lib/model/tokenizer.js';
@@ -145,6 +145,54 @@ describe('the grounding loss', () => {
   });
 });
 
+describe('the grounding evaluation (train-sft --eval-every with --ground-weight)', () => {
+  it('measures each keypoint against its target as a float64 reference does: the median distance, the misses beyond a stem cell, per object', async () => {
+    const c = { ...sizes(), vision_config: { ...sizes().vision_config, keypoint_names: ['red block', 'blue block'] } };
+    const model = VlaModel.init(c, 6);
+    for (const n of ['vision.keypoints.query', 'vision.keypoints.key.weight', 'vision.stem.weight']) {
+      const v = model.params.get(n)!;
+      v.assign(tf.mul(v, 30));
+    }
+    const tok = await buildTokenizer(['Subtask: grasp the red block [[0.010, 0.000, 0.000, 1]]'], 96);
+    const w = new Map([...model.params].map(([n, v]) => [n, { data: v.dataSync() as Float32Array, shape: v.shape }]));
+    const pattern = (it: Prepared, b: number) => (it.pixels = Float32Array.from(it.pixels, (_, i) => Math.sin(i * 0.29 + b) * Math.cos(i * 0.013)));
+    /** Each keypoint's expected cell centre in float64 from the weights: [x, y] per keypoint. */
+    const reference = (pixels: Float32Array): [number, number][] =>
+      keypointSoftmax(w, pixels, 32, 4, 2).map((pk) => [pk.reduce((a, v, n) => a + v * (((n % 8) + 0.5) / 8), 0), pk.reduce((a, v, n) => a + v * ((Math.floor(n / 8) + 0.5) / 8), 0)]);
+    const examples = await squares(5, 3, 'val');
+    const seen = (await prepare(examples, tok, { cameras: 1, imageSize: 32, maxTokens: 200 })).map((it, b) => reference(pattern(it, b)));
+    // targets a keypoint finds (within a stem cell) and ones it misses: 0 and 2 near the red block's keypoint, 1 and 3
+    // across the image from it; the first also grounds the blue block (keypoint 1) just off its keypoint; the last none
+    // (every point stays between the outer cells' centres, where a target's cells average to it)
+    const far = (p: [number, number]): [number, number] => [p[0] > 0.5 ? 0.1 : 0.9, p[1] > 0.5 ? 0.1 : 0.9];
+    const near = (p: [number, number], d: number): [number, number] => [p[0] + (p[0] < 0.5 ? d : -d), p[1] + (p[1] < 0.5 ? d / 2 : -d / 2)];
+    examples.forEach((e, b) => (e.ground = [{ object: 'red block', image: 0, point: b % 2 ? far(seen[b][0]) : near(seen[b][0], 0.03) }]));
+    examples[0].ground!.push({ object: 'blue block', image: 0, point: near(seen[0][1], 0.05) });
+    delete examples[4].ground;
+    const items = await prepare(examples, tok, { cameras: 1, imageSize: 32, maxTokens: 200, ground: (e) => groundCellsOf(e, c) });
+    items.forEach(pattern);
+    const got = (await evaluateGround(model, items, { cameras: 1, size: 32 }, 3))!;
+    const errors: { object: string; e: number }[] = [];
+    examples.forEach((e, b) => {
+      const p = reference(items[b].pixels);
+      for (const g of e.ground ?? []) {
+        const [mx, my] = p[g.object === 'red block' ? 0 : 1];
+        errors.push({ object: g.object, e: Math.hypot(mx - g.point[0], my - g.point[1]) });
+      }
+    });
+    expect(errors).toHaveLength(5);
+    expect(got.targets).toBe(5);
+    const sorted = errors.map((x) => x.e).sort((a, b) => a - b);
+    expect(Math.abs(got.medianError - sorted[2])).toBeLessThan(1e-5);
+    const miss = errors.filter((x) => x.e > 1 / 8);
+    expect(miss.map((x) => x.object)).toEqual(['red block', 'red block']);
+    expect(got.missRate).toBeCloseTo(miss.length / 5, 10);
+    expect(got.byObject).toEqual({ 'red block': { targets: 4, misses: miss.filter((x) => x.object === 'red block').length }, 'blue block': { targets: 1, misses: miss.filter((x) => x.object === 'blue block').length } });
+    expect(await evaluateGround(model, items.slice(4), { cameras: 1, size: 32 })).toBeUndefined();
+    model.dispose();
+  });
+});
+
 describe('train-sft --ground-weight', () => {
   let train: TrainingExample[];
   let val: TrainingExample[];
@@ -202,8 +250,14 @@ describe('train-sft --ground-weight', () => {
 
   it('train-sft records the setting and its loss: a run with another weight is another run', async () => {
     const losses: number[] = [];
-    const run = await trainTiny(dir, 'ground', train.slice(0, 8), { sizes: sizes(), steps: 2, batchSize: 4, groundWeight: 1, onMetrics: (m) => losses.push(m.ground_loss as number) });
+    const last: Record<string, unknown>[] = [];
+    const run = await trainTiny(dir, 'ground', [...train.slice(0, 8), ...val.slice(0, 4)], { sizes: sizes(), steps: 2, batchSize: 4, groundWeight: 1, evalEvery: 2, onMetrics: (m) => (losses.push(m.ground_loss as number), last.push(m)) });
     expect(losses).toHaveLength(2);
+    // the evaluation measures the keypoints on the val split: 4 targets of keypoint 0 (unnamed)
+    expect(last[1].val_ground_error).toBeGreaterThan(0);
+    expect(last[1].val_ground_miss).toBeGreaterThanOrEqual(0);
+    expect(Object.keys(last[1].val_ground_miss_by_object as object)).toEqual(['keypoint 0']);
+    expect(last[0].val_ground_error).toBeUndefined();
     expect(losses[0]).toBeGreaterThan(0);
     expect(readFileSync(path.join(run, 'run.json'), 'utf8')).toContain('"ground-weight": 1');
   }, 60_000);

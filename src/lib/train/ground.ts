@@ -16,7 +16,7 @@ import { VlakitError } from '../errors.js';
 import { TfjsOps } from '../model/arch/tfjs-ops.js';
 import { type VlaTap, vlaForward } from '../model/arch/vlakit-vla.js';
 import type { VlaModel } from '../model/model.js';
-import type { Batch } from './data.js';
+import { type Batch, type PixelLayout, type Prepared, disposeBatch, makeBatch } from './data.js';
 import { type LossParts, sftLoss } from './loss.js';
 
 /** One grounding target of a prepared example: keypoint k, camera slot `image`, the target distribution [G*G]. */
@@ -136,4 +136,61 @@ export function withGround(parts: LossParts, tap: VlaTap<tf.Tensor>, batch: Batc
   if (!tap.keypointQuery || !tap.keypointKey) throw new Error('withGround: the forward handed out no keypoint tap');
   const g = groundLoss(tap.keypointQuery, tap.keypointKey, batch.ground.target, batch.ground.count);
   return { ...parts, loss: tf.add(parts.loss, tf.mul(g, weight)) as tf.Scalar, ground: g };
+}
+
+/** How well the keypoints find their grounding targets on held-out examples (train-sft's evaluation, --ground-weight). */
+export interface GroundEvalResult {
+  /** Grounding targets measured. */
+  targets: number;
+  /** Median distance of a keypoint's expected position from its target, as a fraction of the image's side. */
+  medianError: number;
+  /** Share of targets whose keypoint is more than one stem cell from them: it found another object, or nothing. */
+  missRate: number;
+  /** Per object (the keypoint's name, or "keypoint k"): its targets and their misses. */
+  byObject: Record<string, { targets: number; misses: number }>;
+}
+
+/**
+ * The keypoints' error on prepared examples with grounding targets (undefined when none has one): the expected
+ * position of keypoint k against its target's point (the mean of the target's cells, which is the point itself away
+ * from the image's border), over batches of `batchSize`.
+ */
+export async function evaluateGround(model: VlaModel, items: Prepared[], layout: PixelLayout, batchSize = 16): Promise<GroundEvalResult | undefined> {
+  const withTargets = items.filter((x) => x.ground?.length);
+  if (!withTargets.length) return undefined;
+  const c = model.config;
+  const side = groundGrid(c);
+  const names = c.vision_config.keypoint_names;
+  const ops = new TfjsOps(model.params, undefined, model.lora, 0, 'in_out');
+  const errors: number[] = [];
+  const byObject: GroundEvalResult['byObject'] = {};
+  for (let i = 0; i < withTargets.length; i += batchSize) {
+    const part = withTargets.slice(i, i + batchSize);
+    const b = makeBatch(part, layout);
+    const Kg = Math.max(...part.flatMap((x) => x.ground!.map((g) => g.k))) + 1;
+    const points = tf.tidy(() => {
+      const tap: VlaTap<tf.Tensor> = {};
+      vlaForward(ops, c, b.ids, b.pixels, tap);
+      return keypointPoints(tap.keypointQuery!, tap.keypointKey!, Kg).arraySync(); // [B*C, Kg, 2]
+    });
+    disposeBatch(b);
+    part.forEach((x, j) => {
+      for (const g of x.ground!) {
+        let tx = 0;
+        let ty = 0;
+        g.cells.forEach((w, n) => {
+          tx += (w * ((n % side) + 0.5)) / side;
+          ty += (w * (Math.floor(n / side) + 0.5)) / side;
+        });
+        const [px, py] = points[j * c.num_cameras + g.image][g.k];
+        const e = Math.hypot(px - tx, py - ty);
+        errors.push(e);
+        const o = (byObject[names?.[g.k] ?? `keypoint ${g.k}`] ??= { targets: 0, misses: 0 });
+        o.targets += 1;
+        if (e > 1 / side) o.misses += 1;
+      }
+    });
+  }
+  const sorted = [...errors].sort((a, b) => a - b);
+  return { targets: errors.length, medianError: sorted[Math.floor(sorted.length / 2)], missRate: errors.filter((e) => e > 1 / side).length / errors.length, byObject };
 }

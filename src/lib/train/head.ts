@@ -23,7 +23,7 @@ import { Rng } from '../util/rng.js';
 import { type Batch, type HeadTarget, type PixelLayout, type Prepared, disposeBatch, makeBatch, prepare, promptText, targetText } from './data.js';
 import type { Trainee } from './hf-sft.js';
 import { type LossParts, sftLoss } from './loss.js';
-import { groundCellsOf, withGround } from './ground.js';
+import { type GroundEvalResult, evaluateGround, groundCellsOf, withGround } from './ground.js';
 import type { AdamW } from './optim.js';
 
 export interface HeadOptions {
@@ -310,6 +310,10 @@ export class HeadTrainee implements Trainee {
 
   evaluateHead(items: Prepared[]): Promise<HeadEvalResult | undefined> {
     return evaluateHead(this.head, this.codec, items, this.layout, (b) => (promptEnd, logits) => vlaHeadFeatures(this.model, b.pixels as tf.Tensor5D, b.ids, promptEnd, { logits, keypoints: this.head.config.keypoint_features }));
+  }
+
+  evaluateGround(items: Prepared[]): Promise<GroundEvalResult | undefined> {
+    return evaluateGround(this.model, items, this.layout);
   }
 
   decode(ids: number[]): string {

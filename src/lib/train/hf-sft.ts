@@ -18,6 +18,7 @@ import type { TrainingExample } from '../actions/examples.js';
 import { HfLoraModel } from './hf-model.js';
 import type { VlaModel } from '../model/model.js';
 import type { HeadEvalResult } from './head.js';
+import type { GroundEvalResult } from './ground.js';
 import type { LossParts } from './loss.js';
 import { STATE_FILE } from './run-dir.js';
 
@@ -49,6 +50,8 @@ export interface Trainee {
   loss?(batch: Batch, items: Prepared[], lambdaR: number, key: number): LossParts;
   /** An action head's held-out error (train/head.ts); undefined when no example has a chunk. */
   evaluateHead?(items: Prepared[]): Promise<HeadEvalResult | undefined>;
+  /** The keypoints' held-out grounding error (train/ground.ts); undefined when no example has a grounding target. */
+  evaluateGround?(items: Prepared[]): Promise<GroundEvalResult | undefined>;
   decode(ids: number[]): string;
   save(dir: string, opt: AdamW | undefined, state: object, o: { codec?: ActionCodec; actionStats?: unknown }): Promise<void>;
   dispose(): void;

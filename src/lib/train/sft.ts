@@ -27,7 +27,7 @@ import type { Processor } from '../model/processor/types.js';
 import { AdamW, lrAt } from './optim.js';
 import { type HeadEvalResult, type HeadOptions, HeadTrainee, headCodec, openHead, openHeadTrainee } from './head.js';
 import { HfHeadTrainee } from './hf-head.js';
-import { groundCellsOf, groundGrid, groundedSftLoss } from './ground.js';
+import { type GroundEvalResult, evaluateGround, groundCellsOf, groundGrid, groundedSftLoss } from './ground.js';
 import { hfFeatureDim } from '../model/action-head-hf.js';
 import { type RunIdentity, RunDir, STATE_FILE, TrainerStateBase, hashCheckpoint, hashFile, hashRecords, hashValue } from './run-dir.js';
 
@@ -105,6 +105,8 @@ export interface EvalResult {
   undecodable: number;
   /** With an action head: its held-out loss and the error of its sampled chunks (train/head.ts). */
   head?: HeadEvalResult;
+  /** With --ground-weight: how far the keypoints are from their grounding targets (train/ground.ts). */
+  ground?: GroundEvalResult;
 }
 
 const SftState = TrainerStateBase.extend({
@@ -205,6 +207,10 @@ class BuiltinTrainee implements Trainee {
 
   logits(batch: Batch): tf.Tensor3D {
     return this.model.forward(batch.pixels as tf.Tensor5D, batch.ids).logits;
+  }
+
+  evaluateGround(items: Prepared[]): Promise<GroundEvalResult | undefined> {
+    return evaluateGround(this.model, items, this.layout);
   }
 
   decode(ids: number[]): string {
@@ -462,6 +468,11 @@ async function steps(
       if (head) {
         evalResult.head = head;
         Object.assign(m, { val_head_loss: head.loss, val_head_mae: head.mae, val_head_mae_dims: head.maeDims, val_head_gripper_accuracy: head.gripperAccuracy ?? null });
+      }
+      const ground = model.evaluateGround && (await model.evaluateGround(valItems));
+      if (ground) {
+        evalResult.ground = ground;
+        Object.assign(m, { val_ground_error: ground.medianError, val_ground_miss: ground.missRate, val_ground_miss_by_object: Object.fromEntries(Object.entries(ground.byObject).map(([k, v]) => [k, v.misses / v.targets])) });
       }
     }
     await run.appendMetrics(m);
