@@ -62,6 +62,7 @@ export default class TrainSft extends VlakitCommand {
     'eval-every': int({ description: 'evaluate on the val split every N steps', min: 1, max: 10_000_000 }),
     'eval-limit': int({ description: 'evaluate on at most N val examples, evenly spread over the split (default: all; a val split of thousands takes minutes on the CPU)', min: 1, max: 10_000_000, helpValue: 'N' }),
     stats: Flags.string({ description: 'action statistics to keep with the model (relabel --stats-out)', helpValue: 'FILE' }),
+    oversample: Flags.string({ description: 'training examples whose prompt contains TEXT come K times in every epoch (the first rule that matches; repeatable): a rare skill of the mixture seen more often, e.g. "up and away=8" for the few steps of each episode that retract the hand', multiple: true, helpValue: 'TEXT=K' }),
     backend: Flags.string({ description: 'force a TensorFlow.js backend', options: ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] }),
     workers: int({ description: 'data-parallel threads (the built-in model or a Hugging Face checkpoint\'s LoRA adapters, with or without an action head): each batch split across them and their gradients summed; the WebAssembly backend uses one core per thread, so 2 on a 2-core machine trains about twice as fast', default: 1, min: 1, max: 64 }),
     'action-head': Flags.string({ description: 'train a continuous action head (the built-in model, or a Hugging Face checkpoint with --lora or --freeze-backbone): a denoiser over the action chunk conditioned on the backbone\'s features (docs/MODEL.md)', options: ['diffusion', 'flow'] }),
@@ -95,6 +96,8 @@ export default class TrainSft extends VlakitCommand {
     const num = (s: string, name: string) => parseNumber(s, name, 0);
     const { selectBackend } = await import('../lib/model/backend.js');
     const { trainSft } = await import('../lib/train/sft.js');
+    const { parseOversample } = await import('../lib/train/data.js');
+    const oversample = flags.oversample?.map(parseOversample);
     const { isHfCheckpoint } = await import('../lib/model/arch/hf.js');
     const hf = flags.init !== undefined && isHfCheckpoint(flags.init);
     const processor = hf ? await (await import('../lib/model/processor/index.js')).openProcessor(flags.init!) : undefined;
@@ -127,6 +130,7 @@ export default class TrainSft extends VlakitCommand {
         freezeVision: flags['freeze-vision'],
         lambdaR: num(flags['lambda-r'], 'lambda-r'),
         groundWeight: flags['ground-weight'] === undefined ? undefined : num(flags['ground-weight'], 'ground-weight'),
+        oversample,
         lr: num(flags.lr, 'lr'),
         warmup: flags.warmup,
         steps: flags.steps,

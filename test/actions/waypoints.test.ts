@@ -61,7 +61,9 @@ describe('waypoint targets', () => {
     const ep = episode();
     const steps = path.join(dir, 'steps.jsonl');
     const stepRecord = (i: number) => ({ episode_id: 'e', step: i, is_first: i === 0, is_last: i === ep.length - 1, is_terminal: i === ep.length - 1, language_instruction: 'pick the block up', observation: { state: ep[i].state }, action: ep[i].action });
-    writeFileSync(steps, ep.map((_, i) => JSON.stringify(stepRecord(i))).join('\n') + '\n');
+    // the final observation with a no-op, as rollout records it: no label is made from it
+    const final = { ...stepRecord(ep.length - 1), step: ep.length, observation: { state: [0.1, 0, 0.08, 0] }, action: [0, 0, 0, 0] };
+    writeFileSync(steps, [...ep.map((_, i) => JSON.stringify({ ...stepRecord(i), is_last: false, is_terminal: false })), JSON.stringify(final)].join('\n') + '\n');
     const chunks = path.join(dir, 'chunks.jsonl');
     const c = await execa('node', [BIN, 'chunk', steps, '--mode', 'fixed', '--horizon', '1', '-o', chunks], { reject: false });
     expect(c.exitCode, c.stderr).toBe(0);

@@ -77,6 +77,29 @@ describe('the scripted expert', () => {
   });
 });
 
+describe('a dropped item', () => {
+  it('sends the subtasks back to its reach (once it is at rest), and the expert picks it up again', async () => {
+    const env = new TabletopEnv({ images: false });
+    await env.reset(3, { family: 'place' });
+    const ex = new ScriptedExpert(new Rng(3));
+    const kind = (r: { info: Record<string, unknown> }) => (r.info.oracle as { subtask: { kind: string }; subtasks_done: number }).subtask.kind;
+    let r = await env.step(ex.act(env.world!, env.task!, env.subtask));
+    while (kind(r) !== 'carry') r = await env.step(ex.act(env.world!, env.task!, env.subtask));
+    expect(env.world!.grasped).toBe(env.task!.objects[0]);
+    // the hand opens high above the table: the item falls (within a step or two) and comes to rest
+    r = await env.step([0, 0, 0, 1]);
+    expect(env.world!.grasped).toBeUndefined();
+    let n = 0;
+    while (kind(r) === 'carry' && n++ < 30) r = await env.step([0, 0, 0, 1]);
+    expect(kind(r)).toBe('reach');
+    expect((r.info.oracle as { subtasks_done: number }).subtasks_done).toBe(0);
+    expect(env.world!.state(env.task!.objects[0]).speed).toBeLessThan(0.05);
+    while (!r.done) r = await env.step(ex.act(env.world!, env.task!, env.subtask));
+    expect(r.info.success).toBe(true);
+    await env.close();
+  });
+});
+
 describe('predicates', () => {
   async function world(names: string[], seed = 3): Promise<World> {
     return World.create(sampleLayout(new Rng(seed), names.map((n) => objectSpec(n)!)));

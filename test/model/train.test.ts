@@ -8,7 +8,7 @@ import { loadCheckpoint } from '../../src/lib/model/checkpoint.js';
 import { preset } from '../../src/lib/model/config.js';
 import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
-import { makeBatch, prepare } from '../../src/lib/train/data.js';
+import { makeBatch, oversampled, parseOversample, prepare } from '../../src/lib/train/data.js';
 import { sftLoss, tokenCrossEntropy } from '../../src/lib/train/loss.js';
 import { evenlySpread, trainSft } from '../../src/lib/train/sft.js';
 import { tempDir } from '../helpers.js';
@@ -82,6 +82,35 @@ describe('train-sft', () => {
     // the resumed run's metrics: steps 1-6 once each (step 4 of the cut run was dropped and run again)
     const steps = readFileSync(path.join(cut, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
     expect(steps).toEqual([1, 2, 3, 4, 5, 6]);
+  }, 120_000);
+});
+
+describe('train-sft --oversample', () => {
+  it('parses TEXT=K; repeats the examples whose prompt has the first matching text; a rule that matches nothing is an error', async () => {
+    expect(parseOversample('move the gripper up and away=8')).toEqual({ pattern: 'move the gripper up and away', times: 8 });
+    expect(parseOversample('a=b=3')).toEqual({ pattern: 'a=b', times: 3 });
+    for (const bad of ['up and away', '=3', 'x=0', 'x=1.5', 'x=101']) expect(() => parseOversample(bad)).toThrow(/expected TEXT=K/);
+    const [a, b, c] = await toyExamples();
+    const { items, matched } = oversampled(['A', 'B', 'C'], [a, b, c], [{ pattern: 'red block', times: 3 }, { pattern: 'grasp', times: 2 }]);
+    // a and c name the red block (first rule, 3 times); b only the second rule
+    expect(items).toEqual(['A', 'A', 'A', 'B', 'B', 'C', 'C', 'C']);
+    expect(matched).toEqual([2, 1]);
+    expect(oversampled(['A'], [a], []).items).toEqual(['A']);
+    expect(() => oversampled(['A'], [a], [{ pattern: 'spoon', times: 2 }])).toThrow(/"spoon": no training example's prompt contains it/);
+  });
+
+  it('trains as if the matching examples were in the data that many times (the same losses)', async () => {
+    const [a, b] = await toyExamples();
+    const dir = tempDir('vlakit-oversample-');
+    const losses = (d: string) => readFileSync(path.join(dir, d, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss);
+    // one checkpoint to start from (a new model's tokenizer is learned from its data, which a copy would change)
+    const init = await trainTiny(dir, 'init', [a, b], { steps: 1 });
+    const from = { ...TINY, preset: undefined, vocabSize: undefined, init, steps: 4 };
+    await trainSft({ ...from, examples: [a, b], outDir: path.join(dir, 'rule'), oversample: [{ pattern: 'blue', times: 2 }] });
+    await trainSft({ ...from, examples: [a, b, { ...b, id: 'b2' }], outDir: path.join(dir, 'copy') });
+    await trainSft({ ...from, examples: [a, b], outDir: path.join(dir, 'plain') });
+    expect(losses('rule')).toEqual(losses('copy'));
+    expect(losses('rule')).not.toEqual(losses('plain'));
   }, 120_000);
 });
 

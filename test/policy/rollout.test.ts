@@ -368,4 +368,29 @@ describe('verifiers', () => {
     expect(() => parseVerdict('{"success": "yes"}')).toThrow(/no boolean "success"/);
     await expect(new OracleVerifier().verify({ ...base, afterInfo: {} })).rejects.toThrow(/does not report; use --verifier model or teacher:SPEC/);
   });
+
+  it('the oracle verifier sends the plan back when the world went back (a dropped item: its reach again)', async () => {
+    const { Hierarchy, OraclePlanner } = await import('../../src/lib/policy/hierarchy.js');
+    const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: 'grey' } }).png().toBuffer();
+    const img = { mime: 'image/png', b64: png.toString('base64') };
+    const base = { before: img, after: img, subtask: 'move the block above the plate', index: 3, total: 6, seed: 0 };
+    expect(await new OracleVerifier().verify({ ...base, afterInfo: { oracle: { subtasks_done: 3 } } })).toEqual({ success: false, text: 'subtasks_done=3', ms: 0 });
+    expect(await new OracleVerifier().verify({ ...base, afterInfo: { oracle: { subtasks_done: 0 } } })).toEqual({ success: false, resume: 0, text: 'subtasks_done=0', ms: 0 });
+    // the hierarchy follows: reach, grasp, lift done one by one, then the item falls during the carry
+    const subtasks = ['move to the block', 'grasp the block', 'lift the block', 'move the block above the plate', 'put the block on the plate', 'move the gripper up and away'];
+    const h = new Hierarchy(new OraclePlanner(), new OracleVerifier(), 100);
+    const at = async (done: number) => {
+      const info: Record<string, unknown> = {};
+      const ctx = { instruction: 'put the block on the plate', step: 0, info: { task: { subtasks }, oracle: { subtasks_done: done } } };
+      const r = await h.current(img, ctx, info, () => 0);
+      h.chunkStarted(img, ctx.info);
+      return { subtask: r.subtask, verifier: info.verifier as Record<string, unknown> | undefined };
+    };
+    expect((await at(0)).subtask).toBe(subtasks[0]);
+    for (const done of [1, 2, 3]) expect((await at(done)).subtask).toBe(subtasks[done]);
+    const back = await at(0);
+    expect(back.subtask).toBe('move to the block');
+    expect(back.verifier).toMatchObject({ success: false, resume: 0, subtask_index: 3 });
+    expect((await at(1)).subtask).toBe('grasp the block');
+  });
 });

@@ -109,7 +109,13 @@ function waypointChunks(ep: ChunkRecord[], layout: ActionLayout, wl: ActionLayou
   const targets = waypointTargets(steps, layout);
   // a DAgger step's own expert target (where the expert was heading from the policy's state) replaces the run-based one
   const own = (c: ChunkRecord, t: number[]) => (c.expert_target ? t.map((v, k) => { const j = layout.translation.indexOf(k); return j >= 0 ? c.expert_target![j] : v; }) : t);
-  return ep.map((c, i) => ({ ...c, actions: [own(c, targets[i])], action_layout: wl }));
+  const out = ep.map((c, i) => ({ ...c, actions: [own(c, targets[i])], action_layout: wl }));
+  // The episode's final step when it does not move: the final observation, whose action RLDS leaves undefined and
+  // vlakit's rollout records as a no-op. No run starts there, and as a label it would say "stay where you are" in
+  // the subtask under way when the episode ended (the retract after a successful place, a timed-out reach).
+  const last = ep.at(-1)!;
+  if (!last.expert_target && layout.translation.every((k) => last.actions[0][k] === 0)) out.pop();
+  return out;
 }
 
 /**

@@ -10,7 +10,7 @@ import type { Env, Observation, StepResult, TaskRequest } from './protocol.js';
 import { type World, TIMESTEP, World as WorldClass } from './physics.js';
 import { type Camera, type Frame, Renderer } from './render.js';
 import { MAX_OPENING, type Vec3, WORKSPACE, sampleLayout } from './scene.js';
-import { FAMILIES, type Family, type Subtask, type Task, relations, sampleTask, subtaskDone, taskSuccess } from './tasks.js';
+import { FAMILIES, type Family, type Subtask, type Task, regression, relations, sampleTask, subtaskDone, taskSuccess } from './tasks.js';
 
 export interface TabletopOptions {
   /** Camera image size in pixels (default 128 x 128). */
@@ -141,6 +141,7 @@ export class TabletopEnv implements Env {
   private advance(): void {
     const w = this.world!;
     const subs = this.task!.subtasks;
+    this.progress = regression(w, subs, this.progress) ?? this.progress; // a dropped item: back to its reach
     while (this.progress < subs.length && subtaskDone(w, subs[this.progress])) this.progress += 1;
   }
 

@@ -39,6 +39,9 @@ export interface Task {
 /** Lifted means the item's bottom is at least this high above the table while held. */
 export const LIFT_HEIGHT = 0.05;
 
+/** Below this speed (m/s) a released item counts as at rest (a finished put, a dropped item). */
+const AT_REST = 0.05;
+
 const TEMPLATES: Record<Family, string[]> = {
   pick: ['pick up the {x}', 'lift the {x}', 'grab the {x} and raise it', 'take the {x} off the table', 'pick the {x} up'],
   place: ['put the {x} {p} the {y}', 'place the {x} {p} the {y}', 'move the {x} {p} the {y}', 'put the {x} {p} the {y} please', 'transfer the {x} {p} the {y}'],
@@ -203,12 +206,26 @@ export function subtaskDone(w: World, s: Subtask): boolean {
       return Math.hypot(p[0] - q[0], p[1] - q[1]) <= w.spec(s.object).radius + w.spec(s.target!).radius + 0.05;
     }
     case 'place':
-      return relationHolds(w, s.object, s.target!, s.relation!) && w.state(s.object).speed < 0.05;
+      return relationHolds(w, s.object, s.target!, s.relation!) && w.state(s.object).speed < AT_REST;
     case 'retract': {
       const top = w.state(s.object).pos[2] + w.spec(s.object).height;
       return w.grasped === undefined && w.tcp[2] >= top + 0.04;
     }
   }
+}
+
+/**
+ * Where the work goes back to when the subtask under way can no longer be done: its item was dropped (a lift, carry or
+ * put whose item is neither held nor, once at rest, where the put should leave it) sends the list back to the item's
+ * reach ("move to the spoon"), so the oracle verifier, the expert and the records follow what the scene needs next.
+ * Undefined when nothing was undone (an item still falling is waited for: it may land where it should).
+ */
+export function regression(w: World, subtasks: readonly Subtask[], index: number): number | undefined {
+  const s = subtasks[index];
+  if (!s || !['lift', 'carry', 'place'].includes(s.kind) || w.grasped === s.object) return undefined;
+  if (w.state(s.object).speed >= AT_REST || subtaskDone(w, s)) return undefined;
+  for (let j = index - 1; j >= 0; j--) if (subtasks[j].kind === 'reach' && subtasks[j].object === s.object) return j;
+  return undefined;
 }
 
 /** Success of the whole task, judged on the current state. */
@@ -218,9 +235,9 @@ export function taskSuccess(w: World, t: Task): boolean {
     case 'pick':
       return isLifted(w, x);
     case 'place':
-      return relationHolds(w, x, y, w.spec(y).preposition!) && w.state(x).speed < 0.05;
+      return relationHolds(w, x, y, w.spec(y).preposition!) && w.state(x).speed < AT_REST;
     case 'near':
-      return isNear(w, x, y) && w.state(x).speed < 0.05;
+      return isNear(w, x, y) && w.state(x).speed < AT_REST;
     case 'place_then_lift':
       return isIn(w, x, y) && isLifted(w, z);
   }

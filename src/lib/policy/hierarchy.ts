@@ -163,7 +163,10 @@ export class Hierarchy {
       });
       ms += v.ms;
       const decision: Record<string, unknown> = { verifier: this.verifier.name, subtask_index: this.index, success: v.success, text: v.text };
-      if (v.success) this.index++;
+      if (v.resume !== undefined && v.resume < this.index) {
+        decision.resume = v.resume; // an earlier subtask was undone: work from there again
+        this.index = v.resume;
+      } else if (v.success) this.index++;
       else if (++this.retries[this.index] > this.maxRetries) {
         decision.gave_up = true; // out of retries: move on, and say so
         this.index++;

@@ -29,6 +29,11 @@ export interface VerifyInput {
 
 export interface Verdict {
   success: boolean;
+  /**
+   * Go back to this subtask of the plan: an earlier one was undone (the built-in world's oracle, when the item was
+   * dropped on the way: its reach again).
+   */
+  resume?: number;
   /** The verifier's words (the model's or teacher's answer), when it has any. */
   text?: string;
   /** Milliseconds in the model or teacher. */
@@ -49,7 +54,7 @@ function subtasksDone(info: Record<string, unknown> | undefined): number | undef
 /**
  * The world's predicate: the subtask at `index` counts as done once the world has completed index + 1 subtasks;
  * the last subtask of the plan only when the world's task is done (a plan shorter than the world's must not end the
- * episode early).
+ * episode early). When the world has fewer done than `index` (it went back: a dropped item), the plan resumes there.
  */
 export class OracleVerifier implements Verifier {
   readonly name = 'oracle';
@@ -60,6 +65,8 @@ export class OracleVerifier implements Verifier {
     const o = v.afterInfo?.oracle as { subtask?: { kind?: string } } | undefined;
     const taskDone = (v.afterInfo?.success as boolean | undefined) === true || o?.subtask?.kind === 'done';
     const success = taskDone || (v.index + 1 < v.total && done >= v.index + 1);
+    // the world went back (a dropped item): so does the plan
+    if (!success && done < v.index) return { success, resume: done, text: `subtasks_done=${done}`, ms: 0 };
     return { success, text: `subtasks_done=${done}`, ms: 0 };
   }
 }

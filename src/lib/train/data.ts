@@ -101,6 +101,46 @@ function targetTokens(ex: TrainingExample, encode: (text: string) => number[]): 
   return { ids, action, reasoning, actionText, lastKind };
 }
 
+/** `--oversample`: training examples whose prompt contains `pattern` come `times` times in every epoch. */
+export interface Oversample {
+  pattern: string;
+  times: number;
+}
+
+/**
+ * "PATTERN=K" (train-sft --oversample) as a rule; a usage error for anything else.
+ * @example parseOversample('move the gripper up and away=8') // { pattern: 'move the gripper up and away', times: 8 }
+ */
+export function parseOversample(s: string): Oversample {
+  const k = s.lastIndexOf('=');
+  const times = Number(s.slice(k + 1));
+  if (k < 1 || !Number.isInteger(times) || times < 1 || times > 100) {
+    throw new VlakitError('E_USAGE', `--oversample ${JSON.stringify(s)}: expected TEXT=K, a piece of the prompt and how many times (1-100) its examples come per epoch, e.g. "up and away=8"`);
+  }
+  return { pattern: s.slice(0, k), times };
+}
+
+/**
+ * The training items with each one repeated as often as the first rule whose pattern its example's prompt contains
+ * says (once when none does): rare skills of a mixture (a subtask of a few steps per episode) seen as often as the
+ * rules ask. `items` are `examples` prepared, in the same order. A rule that matches no example is a usage error.
+ */
+export function oversampled<T>(items: T[], examples: TrainingExample[], rules: readonly Oversample[]): { items: T[]; matched: number[] } {
+  if (!rules.length) return { items, matched: [] };
+  if (items.length !== examples.length) throw new Error(`oversampled: ${items.length} items for ${examples.length} examples`);
+  const matched = rules.map(() => 0);
+  const out: T[] = [];
+  items.forEach((item, i) => {
+    const text = promptText(examples[i]);
+    const r = rules.findIndex((x) => text.includes(x.pattern));
+    if (r >= 0) matched[r] += 1;
+    for (let n = r >= 0 ? rules[r].times : 1; n > 0; n--) out.push(item);
+  });
+  const none = rules.findIndex((_, r) => matched[r] === 0);
+  if (none >= 0) throw new VlakitError('E_USAGE', `--oversample ${JSON.stringify(rules[none].pattern)}: no training example's prompt contains it`);
+  return { items: out, matched };
+}
+
 /** Tokenizes and resizes; sequences are cut at `maxTokens`. */
 export async function prepare(examples: TrainingExample[], tok: Tokenizer, opts: { cameras: number; imageSize: number; maxTokens: number; ground?: (ex: TrainingExample) => GroundCells[] | undefined }): Promise<Prepared[]> {
   const out: Prepared[] = [];

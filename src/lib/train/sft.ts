@@ -18,7 +18,7 @@ import { VlaModel } from '../model/model.js';
 import { readSafetensors, writeSafetensors } from '../model/safetensors.js';
 import { buildTokenizer, loadTokenizer, loadTokenizerFile, type Tokenizer } from '../model/tokenizer.js';
 import { Rng } from '../util/rng.js';
-import { type Batch, type PixelLayout, type Prepared, disposeBatch, examplesText, makeBatch, prepare } from './data.js';
+import { type Batch, type Oversample, type PixelLayout, type Prepared, disposeBatch, examplesText, makeBatch, oversampled, prepare } from './data.js';
 import { HfTrainee, type Trainee } from './hf-sft.js';
 import { DataParallel, batchCounts, partGrads, splitParts } from './data-parallel.js';
 import { HfLoraModel } from './hf-model.js';
@@ -84,6 +84,8 @@ export interface SftOptions {
   workers?: number;
   /** The TensorFlow.js backend the workers load (the coordinator's). */
   backend?: string;
+  /** Training examples whose prompt contains a rule's text come that many times per epoch (train-sft --oversample). */
+  oversample?: Oversample[];
   /** Train a continuous action head (diffusion or flow matching) on the built-in model (train/head.ts) or a Hugging Face checkpoint with LoRA (train/hf-head.ts). */
   actionHead?: HeadOptions;
 }
@@ -307,6 +309,7 @@ export async function sftIdentity(o: SftOptions): Promise<RunIdentity> {
       'lambda-r': o.lambdaR ?? 1,
       // only when given: earlier runs keep their fingerprints
       ...(o.groundWeight ? { 'ground-weight': o.groundWeight } : {}),
+      ...(o.oversample?.length ? { oversample: JSON.stringify(o.oversample.map((r) => [r.pattern, r.times])) } : {}),
       lr: o.lr ?? 3e-4,
       warmup: o.warmup ?? null,
       steps: o.steps ?? null,
@@ -362,7 +365,7 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   const model = await openTrainee(o, resumeDir, seed);
   // the grounding loss trains the built-in model's keypoints: a usage error when it has none (Hugging Face checkpoints are refused when opened)
   if (o.groundWeight && model.model instanceof VlaModel) groundGrid(model.model.config);
-  const trainItems = await model.prepare(train);
+  const trainItems = oversampled(await model.prepare(train), train, o.oversample ?? []).items;
   const valItems = await model.prepare(evenlySpread(val, o.evalLimit));
   if (o.groundWeight && !trainItems.some((p) => p.ground)) throw new VlakitError('E_USAGE', '--ground-weight: no training example has grounding targets the model can take (`ground`: relabel --ground or eval-vqa --ground; with vision_config.keypoint_names, objects of those names)');
   const vars = model.vars;
