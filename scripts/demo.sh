@@ -57,7 +57,7 @@ cat "$OUT/examples_vlm2vla.jsonl" "$OUT/examples_direct.jsonl" > "$OUT/examples_
 vlakit convert "$OUT/reasoning/tabletop_reasoning" -q | vlakit chunk --mode fixed --horizon 4 --stride 4 -o "$OUT/chunks_fixed.jsonl"
 vlakit relabel "$OUT/chunks_fixed.jsonl" --method refinevla --actions words --split 0.2 -o "$OUT/examples_refinevla.jsonl"
 
-step "Fine-tuning a small VLA (preset mini: 64-px images) on the VLM2VLA and direct examples together (TensorFlow.js; ${SFT_STEPS:=600} steps)"
+step "Fine-tuning a small VLA (preset mini: 64-px images) on the VLM2VLA and direct examples together (TensorFlow.js; ${SFT_STEPS:=300} steps)"
 # --workers: data-parallel threads (the WebAssembly backend runs on one core per thread in Node)
 WORKERS=${SFT_WORKERS:-$(node -e 'console.log(Math.min(4, require("os").availableParallelism()))')}
 vlakit train-sft "$OUT/examples_both.jsonl" --preset mini --steps "$SFT_STEPS" --batch-size 8 --lr 3e-3 --workers "$WORKERS" --eval-every 1000 --eval-limit 400 --save-every 1000 --stats "$OUT/action_stats.json" -o "$OUT/sft"
