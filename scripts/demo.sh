@@ -8,7 +8,8 @@
 # way) exported and evaluated closed loop as the low level of the hierarchy on every family, a video of every episode,
 # a short RL stage, and round trips through RLDS/JSONL/TFRecord (real TensorFlow files too). The closed-loop tables are
 # printed last.
-# About 15 minutes on 2 cores (the two trainings take 3 and 7 of them, the grounded policy's closed loop 2-3);
+# About 15 minutes on 2 cores (15 min 18 s on a 2-core Xeon, installation included: the grounded policy's data and
+# training take 10-11 of them, the text policy's 1.5, the grounded policy's closed loop 1.5);
 # DEMO_EPISODES, DART_EPISODES, SFT_STEPS, SFT_WORKERS, EVAL_EPISODES, RL_STEPS, HEAD_EPISODES, HEAD_DART_EPISODES,
 # HEAD_STEPS and HEAD_EVAL_EPISODES change the sizes; DEMO_TEXT_DIRECT=1 also runs the text model in direct mode.
 set -euo pipefail
