@@ -97,18 +97,15 @@ export class ScriptedExpert {
   }
 
   /**
-   * Rise to `safe` before moving sideways; then head for the point over the goal as high as a cone over it is at the
-   * hand's lateral offset (height = (offset - 6 mm) / FUNNEL, `safe` at most): far away that is the safe height, and
-   * the point slides down onto the goal as the hand closes in. The target is a continuous function of where the hand
-   * is, so a policy that learns it is not torn between "stay at the safe height" and "go down to the goal" when it
-   * misjudges the goal by a centimetre or two (the hovering of heads trained on a target that switched between the
-   * two at the cone's edge): it goes part of the way down and corrects on the way.
+   * Rise to `safe` before moving sideways, then go straight to `goal` once the hand is inside a cone over it (a
+   * lateral offset of at most FUNNEL x the height above the goal, and at least 6 mm): the hand converges on the goal
+   * while it descends instead of stopping above it, so a policy that misjudges the goal by a centimetre or two still
+   * goes down toward it (and corrects on the way) rather than hovering at the safe height.
    */
   private approach(tcp: Vec3, goal: Vec3, safe: number): Vec3 {
-    const lateral = Math.hypot(goal[0] - tcp[0], goal[1] - tcp[1]);
-    const far = lateral > Math.max(0.006, FUNNEL * (tcp[2] - goal[2]));
+    const far = Math.hypot(goal[0] - tcp[0], goal[1] - tcp[1]) > Math.max(0.006, FUNNEL * (tcp[2] - goal[2]));
     if (far && tcp[2] < safe - 0.004) return [tcp[0], tcp[1], safe];
-    const top = Math.max(safe, goal[2]);
-    return [goal[0], goal[1], Math.min(top, goal[2] + Math.max(0, lateral - 0.006) / FUNNEL)];
+    if (far) return [goal[0], goal[1], Math.max(safe, goal[2])];
+    return goal;
   }
 }
