@@ -121,24 +121,39 @@ export function parseOversample(s: string): Oversample {
 }
 
 /**
- * The training items with each one repeated as often as the first rule whose pattern its example's prompt contains
- * says (once when none does): rare skills of a mixture (a subtask of a few steps per episode) seen as often as the
- * rules ask. `items` are `examples` prepared, in the same order. A rule that matches no example is a usage error.
+ * How many times each example comes per epoch: as the first rule whose pattern its prompt contains says (once when
+ * none does), and how many examples each rule matched. Needs only the examples, so a rule that matches none is a
+ * usage error before any image is decoded.
  */
-export function oversampled<T>(items: T[], examples: TrainingExample[], rules: readonly Oversample[]): { items: T[]; matched: number[] } {
-  if (!rules.length) return { items, matched: [] };
-  if (items.length !== examples.length) throw new Error(`oversampled: ${items.length} items for ${examples.length} examples`);
+export function oversampleCounts(examples: TrainingExample[], rules: readonly Oversample[]): { counts: number[]; matched: number[] } {
   const matched = rules.map(() => 0);
-  const out: T[] = [];
-  items.forEach((item, i) => {
-    const text = promptText(examples[i]);
+  const counts = examples.map((ex) => {
+    if (!rules.length) return 1;
+    const text = promptText(ex);
     const r = rules.findIndex((x) => text.includes(x.pattern));
-    if (r >= 0) matched[r] += 1;
-    for (let n = r >= 0 ? rules[r].times : 1; n > 0; n--) out.push(item);
+    if (r < 0) return 1;
+    matched[r] += 1;
+    return rules[r].times;
   });
   const none = rules.findIndex((_, r) => matched[r] === 0);
   if (none >= 0) throw new VlakitError('E_USAGE', `--oversample ${JSON.stringify(rules[none].pattern)}: no training example's prompt contains it`);
-  return { items: out, matched };
+  return { counts, matched };
+}
+
+/** The items (the examples prepared, in order) each repeated as `counts` says: rare skills of a mixture seen more often. */
+export function repeatItems<T>(items: T[], counts: readonly number[]): T[] {
+  if (items.length !== counts.length) throw new Error(`repeatItems: ${items.length} items for ${counts.length} counts`);
+  return counts.every((n) => n === 1) ? items : items.flatMap((item, i) => Array<T>(counts[i]).fill(item));
+}
+
+/**
+ * The training items with each one repeated as often as the first rule whose pattern its example's prompt contains
+ * says (once when none does). `items` are `examples` prepared, in the same order. A rule that matches no example is a
+ * usage error.
+ */
+export function oversampled<T>(items: T[], examples: TrainingExample[], rules: readonly Oversample[]): { items: T[]; matched: number[] } {
+  const { counts, matched } = oversampleCounts(examples, rules);
+  return { items: repeatItems(items, counts), matched };
 }
 
 /** Tokenizes and resizes; sequences are cut at `maxTokens`. */

@@ -18,7 +18,7 @@ import { VlaModel } from '../model/model.js';
 import { readSafetensors, writeSafetensors } from '../model/safetensors.js';
 import { buildTokenizer, loadTokenizer, loadTokenizerFile, type Tokenizer } from '../model/tokenizer.js';
 import { Rng } from '../util/rng.js';
-import { type Batch, type Oversample, type PixelLayout, type Prepared, disposeBatch, examplesText, makeBatch, oversampled, prepare } from './data.js';
+import { type Batch, type Oversample, type PixelLayout, type Prepared, disposeBatch, examplesText, makeBatch, oversampleCounts, prepare, repeatItems } from './data.js';
 import { HfTrainee, type Trainee } from './hf-sft.js';
 import { DataParallel, batchCounts, partGrads, splitParts } from './data-parallel.js';
 import { HfLoraModel } from './hf-model.js';
@@ -365,7 +365,8 @@ async function trainInto(run: RunDir, o: SftOptions, train: TrainingExample[], v
   const model = await openTrainee(o, resumeDir, seed);
   // the grounding loss trains the built-in model's keypoints: a usage error when it has none (Hugging Face checkpoints are refused when opened)
   if (o.groundWeight && model.model instanceof VlaModel) groundGrid(model.model.config);
-  const trainItems = oversampled(await model.prepare(train), train, o.oversample ?? []).items;
+  const repeats = oversampleCounts(train, o.oversample ?? []).counts; // before decoding images: a rule that matches nothing fails at once
+  const trainItems = repeatItems(await model.prepare(train), repeats);
   const valItems = await model.prepare(evenlySpread(val, o.evalLimit));
   if (o.groundWeight && !trainItems.some((p) => p.ground)) throw new VlakitError('E_USAGE', '--ground-weight: no training example has grounding targets the model can take (`ground`: relabel --ground or eval-vqa --ground; with vision_config.keypoint_names, objects of those names)');
   const vars = model.vars;
