@@ -9,7 +9,8 @@
 #
 # Settings (environment): QUESTIONS=12000 (made by two generators at once, seeds 7 and 8, half each), STEPS=2000
 # (batch 16, lr 1e-3, grounding weight 1, --workers 2), STEM_CHANNELS=32 (the patch stem's width: the keypoints'
-# per-cell features). The tokenizer is the shipped base's (models/ground-base/tokenizer.json), so every model
+# per-cell features), KEYPOINT_CONTEXT=1 (vision_config.keypoint_context: the side of the square of cells each keypoint
+# key reads; 3 for the base of session 20). The tokenizer is the shipped base's (models/ground-base/tokenizer.json), so every model
 # fine-tuned from either base reads the same token ids.
 #
 # Wall time on an idle 2-core machine (session 18's Intel Xeon): the questions about 11 min (two generators), the
@@ -22,6 +23,7 @@ OUT=${1:-exp-ground-base}
 QUESTIONS=${QUESTIONS:-12000}
 STEPS=${STEPS:-2000}
 STEM_CHANNELS=${STEM_CHANNELS:-32}
+KEYPOINT_CONTEXT=${KEYPOINT_CONTEXT:-1}
 TOKENIZER=$ROOT/models/ground-base/tokenizer.json
 mkdir -p "$OUT" && cd "$OUT"
 
@@ -35,12 +37,13 @@ if [ ! -s where.jsonl ]; then
   for p in "${pids[@]}"; do wait "$p"; done # a generator's failure stops the script (set -e)
   cat where-7.jsonl where-8.jsonl > where.jsonl
 fi
-# the shipped base's architecture (models/ground-base/config.json) with the stem's width as set
+# the shipped base's architecture (models/ground-base/config.json) with the stem's width and the keys' context as set
 node -e '
 const c = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
 delete c.vlakit;
 c.vision_config.stem_channels = Number(process.argv[2]);
+if (process.argv[3] !== "1") c.vision_config.keypoint_context = Number(process.argv[3]);
 require("fs").writeFileSync("config.json", JSON.stringify(c, null, 2) + "\n");
-' "$ROOT/models/ground-base/config.json" "$STEM_CHANNELS"
+' "$ROOT/models/ground-base/config.json" "$STEM_CHANNELS" "$KEYPOINT_CONTEXT"
 [ -s base/model.safetensors ] || $V train-sft where.jsonl --config config.json --tokenizer "$TOKENIZER" --steps "$STEPS" --batch-size 16 --lr 1e-3 --workers 2 --ground-weight 1 --eval-every 100000 --save-every 100000 -q -o base --overwrite
 echo "the base: $OUT/base"

@@ -96,13 +96,18 @@ describe('grounding targets as cell distributions', () => {
     const r = VlaConfigSchema.safeParse(tooMany);
     expect(r.success).toBe(false);
     expect(r.error!.issues[0].path).toEqual(['vision_config', 'keypoint_names']);
+    const even = { ...c, vision_config: { ...c.vision_config, keypoint_context: 2 } };
+    expect(() => validateConfig(even)).toThrow(/keypoint_context 2 is not odd/);
+    expect(VlaConfigSchema.safeParse(even).error!.issues[0].path).toEqual(['vision_config', 'keypoint_context']);
   });
 });
 
 describe('the grounding loss', () => {
-  it('is the cross-entropy of each keypoint\'s spatial softmax against its target, as a float64 reference computes it from the weights', async () => {
-    const c = sizes();
+  // keypoint_context 3: each cell's key reads the 3 x 3 cells around it (zeros beyond the border), as the reference does
+  it.each([1, 3])('is the cross-entropy of each keypoint\'s spatial softmax against its target, as a float64 reference computes it from the weights (keypoint_context %i)', async (context) => {
+    const c = { ...sizes(), vision_config: { ...sizes().vision_config, keypoint_context: context } };
     const model = VlaModel.init(c, 5);
+    expect(model.params.get('vision.keypoints.key.weight')!.shape).toEqual([context * context * 8, 16]); // [n*n*Cs, K*8]
     // sharpen the spatial softmax (at initialization it is nearly uniform, where a wrong score would not show)
     for (const n of ['vision.keypoints.query', 'vision.keypoints.key.weight', 'vision.stem.weight']) {
       const v = model.params.get(n)!;

@@ -113,8 +113,9 @@ describe('vlakit-vla in the registry', () => {
 describe('vlakit-vla against the NumPy float64 reference', () => {
   // vlakit-vla-stem-tiny: the same with the patch stem (4-px cells, GELU features) before the patch embedding;
   // vlakit-vla-kp-tiny: and keypoint tokens (a spatial softmax per learned query over the stem's cells);
-  // vlakit-vla-kpq-tiny: with the queries conditioned on the prompt (its ids hold a <sep>: the tokens after it are not read)
-  it.each(['vlakit-vla-tiny', 'vlakit-vla-stem-tiny', 'vlakit-vla-kp-tiny', 'vlakit-vla-kpq-tiny'])('%s: logits of the text positions within 1e-4 relative: the checkpoint (tfjs) and its exports (onnxruntime)', async (name) => {
+  // vlakit-vla-kpq-tiny: with the queries conditioned on the prompt (its ids hold a <sep>: the tokens after it are not read);
+  // vlakit-vla-kpc-tiny: keypoint keys from the 3 x 3 cells around each cell (keypoint_context 3, zeros off the image)
+  it.each(['vlakit-vla-tiny', 'vlakit-vla-stem-tiny', 'vlakit-vla-kp-tiny', 'vlakit-vla-kpq-tiny', 'vlakit-vla-kpc-tiny'])('%s: logits of the text positions within 1e-4 relative: the checkpoint (tfjs) and its exports (onnxruntime)', async (name) => {
     const REF = path.resolve('test/fixtures/reference', name);
     const config = JSON.parse(readFileSync(path.join(REF, 'config.json'), 'utf8')) as VlaConfig;
     const inp = JSON.parse(readFileSync(path.join(REF, 'inputs.json'), 'utf8')) as { input_ids: number[]; pixel_values: number[] };

@@ -218,10 +218,11 @@ describe('generate and rollout with the head', () => {
 });
 
 describe('an action head fed the keypoint readouts (--head-keypoints)', () => {
-  it('features end with the spatial softmax\'s readouts (a float64 reference); the export matches the checkpoint', async () => {
+  // keypoint_context 3: keys from the 3 x 3 cells around each cell, in the checkpoint's graph and the ONNX export's alike
+  it.each([1, 3])('features end with the spatial softmax\'s readouts (a float64 reference); the export matches the checkpoint (keypoint_context %i)', async (context) => {
     const base = preset('tiny', 128, 1);
-    const sizes = { ...base, vision_config: { ...base.vision_config, stem_patch_size: 4, stem_channels: 8, keypoints: 4 } };
-    const run = await trainTiny(dir, 'head-kp', await toyExamples(), { steps: 2, sizes, actionHead: { objective: 'flow', hidden: 16, layers: 1, inferenceSteps: 2, keypoints: true } });
+    const sizes = { ...base, vision_config: { ...base.vision_config, stem_patch_size: 4, stem_channels: 8, keypoints: 4, keypoint_context: context } };
+    const run = await trainTiny(dir, `head-kp-${context}`, await toyExamples(), { steps: 2, sizes, actionHead: { objective: 'flow', hidden: 16, layers: 1, inferenceSteps: 2, keypoints: true } });
     const hc = readHeadConfig(run);
     const D = base.text_config.hidden_size;
     expect(hc.keypoint_features).toBe(true);
@@ -234,7 +235,7 @@ describe('an action head fed the keypoint readouts (--head-keypoints)', () => {
       st.tensors.set(n, { ...t, data: t.data.map((v) => v * 30) });
     }
     await writeSafetensors(wfile, st.tensors, st.metadata);
-    const out = path.join(dir, 'head-kp-onnx');
+    const out = path.join(dir, `head-kp-${context}-onnx`);
     await exportModel(run, out, { ops: 'standard' });
     const ck = (await openModel(run)) as TfjsRunner;
     const ex = await openModel(out);

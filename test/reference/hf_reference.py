@@ -324,6 +324,18 @@ def vlakit_vla(W, c, ids, pixels):
                 for col in range(G):
                     cell = pixels[cam, r * s : (r + 1) * s, col * s : (col + 1) * s, :].reshape(-1)
                     cellf[r * G + col] = gelu_tanh(lin(cell, "vision.stem"))
+            n = v.get("keypoint_context") or 1
+            if n > 1:
+                # keypoint_context n: each cell's key reads the n x n cells around it (row-major, each cell's Cs
+                # features in turn), zeros where the square leaves the image
+                r = (n - 1) // 2
+                grid = np.zeros((G + 2 * r, G + 2 * r, Cs))
+                grid[r : r + G, r : r + G] = cellf.reshape(G, G, Cs)
+                ctx = np.zeros((G * G, n * n * Cs))
+                for row in range(G):
+                    for col in range(G):
+                        ctx[row * G + col] = grid[row : row + n, col : col + n].reshape(-1)
+                cellf = ctx
             key = lin(cellf, "vision.keypoints.key")  # [G*G, K*dk]
             val = lin(W["vision.keypoints.grid"], "vision.keypoints.value")  # [G*G, K*dk]
             query = W["vision.keypoints.query"][0].copy()  # [K*dk]

@@ -45,8 +45,8 @@ if c["model_type"] in ("gemma3_text", "gemma3", "paligemma", "vlakit-vla"):
         x = np.frombuffer(raw[8 + n + a : 8 + n + b], dtype="<f4").reshape(info["shape"]).copy()
         if len(info["shape"]) == 1 and ("norm" in name or (c["model_type"] == "vlakit-vla" and (".ln" in name or name.endswith(".bias")))):
             x += rng.normal(0, 0.3, size=x.shape).astype(np.float32)
-        if c["model_type"] == "vlakit-vla" and c["vision_config"].get("keypoint_query") and name.startswith("vision.keypoints."):
-            x *= 8  # peaked spatial softmaxes and large keypoint tokens, so the prompt's part of each query shows in the logits
+        if c["model_type"] == "vlakit-vla" and (c["vision_config"].get("keypoint_query") or c["vision_config"].get("keypoint_context")) and name.startswith("vision.keypoints."):
+            x *= 8  # peaked spatial softmaxes and large keypoint tokens, so the prompt's part of each query (or the keys' context) shows in the logits
         arrays[name] = x
     meta, off = {}, 0
     for name, x in arrays.items():

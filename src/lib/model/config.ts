@@ -39,6 +39,12 @@ export interface VisionConfig {
    * keypoint learns to find one kind of object and the decoder picks among their tokens. At most `keypoints` names.
    */
   keypoint_names?: string[];
+  /**
+   * The side of the square of stem cells each keypoint key reads (absent: 1, the cell alone; odd): with 3, a cell's key
+   * is a linear map of its own and its 8 neighbours' stem features (zeros beyond the image's border), so a keypoint
+   * can tell an object by its shape and surroundings, not only by the colour of one cell.
+   */
+  keypoint_context?: number;
 }
 
 export interface TextConfig {
@@ -123,6 +129,8 @@ export function validateConfig(c: VlaConfig): void {
   if (v.keypoints !== undefined && v.stem_patch_size === undefined) throw bad('keypoints need the stem (stem_patch_size, stem_channels)');
   if (v.keypoint_query !== undefined && v.keypoints === undefined) throw bad('keypoint_query needs keypoints');
   if (v.keypoint_names !== undefined && v.keypoint_names.length > (v.keypoints ?? 0)) throw bad(`keypoint_names has ${v.keypoint_names.length} names for ${v.keypoints ?? 0} keypoints`);
+  if (v.keypoint_context !== undefined && v.keypoints === undefined) throw bad('keypoint_context needs keypoints');
+  if (v.keypoint_context !== undefined && v.keypoint_context % 2 !== 1) throw bad(`keypoint_context ${v.keypoint_context} is not odd (1, 3, 5, ...)`);
   if (v.hidden_size % v.num_attention_heads !== 0) throw bad('vision hidden_size must be a multiple of num_attention_heads');
   if (t.hidden_size % t.num_attention_heads !== 0) throw bad('text hidden_size must be a multiple of num_attention_heads');
   if (t.num_attention_heads % t.num_key_value_heads !== 0) throw bad('num_attention_heads must be a multiple of num_key_value_heads');
@@ -146,6 +154,7 @@ const VisionConfigSchema = z.looseObject({
   keypoints: positive.optional(),
   keypoint_query: z.enum(['learned', 'prompt']).optional(),
   keypoint_names: z.array(z.string().min(1)).optional(),
+  keypoint_context: positive.optional(),
 });
 
 const TextConfigSchema = z.looseObject({
@@ -188,6 +197,8 @@ export function withConfigChecks<S extends z.ZodType<VlaConfig>>(schema: S): S {
     if (v.keypoints !== undefined && v.stem_patch_size === undefined) bad(['vision_config', 'keypoints'], 'keypoints need the stem (stem_patch_size, stem_channels)');
     if (v.keypoint_query !== undefined && v.keypoints === undefined) bad(['vision_config', 'keypoint_query'], 'keypoint_query needs keypoints');
     if (v.keypoint_names !== undefined && v.keypoint_names.length > (v.keypoints ?? 0)) bad(['vision_config', 'keypoint_names'], `${v.keypoint_names.length} names for ${v.keypoints ?? 0} keypoints`);
+    if (v.keypoint_context !== undefined && v.keypoints === undefined) bad(['vision_config', 'keypoint_context'], 'keypoint_context needs keypoints');
+    else if (v.keypoint_context !== undefined && v.keypoint_context % 2 !== 1) bad(['vision_config', 'keypoint_context'], `${v.keypoint_context} is not odd (1, 3, 5, ...)`);
     if (v.hidden_size % v.num_attention_heads !== 0) bad(['vision_config', 'num_attention_heads'], 'vision hidden_size must be a multiple of num_attention_heads');
     if (t.hidden_size % t.num_attention_heads !== 0) bad(['text_config', 'num_attention_heads'], 'text hidden_size must be a multiple of num_attention_heads');
     else if (t.num_attention_heads % t.num_key_value_heads !== 0) bad(['text_config', 'num_key_value_heads'], 'num_attention_heads must be a multiple of num_key_value_heads');

@@ -61,7 +61,7 @@ export function vlaTensors(c: VlaConfig): TensorSpec[] {
       const cells = (v.image_size / v.stem_patch_size) ** 2;
       normal('vision.keypoints.query', [1, K * KEYPOINT_DIM]);
       if (v.keypoint_query === 'prompt') lin('vision.keypoints.prompt', t.hidden_size, K * KEYPOINT_DIM, false);
-      lin('vision.keypoints.key', v.stem_channels, K * KEYPOINT_DIM);
+      lin('vision.keypoints.key', (v.keypoint_context ?? 1) ** 2 * v.stem_channels, K * KEYPOINT_DIM);
       out.push({ name: 'vision.keypoints.grid', shape: [cells, 2], init: 'grid' });
       lin('vision.keypoints.value', 2, K * KEYPOINT_DIM);
       lin('vision.keypoints.proj', KEYPOINT_DIM, v.hidden_size);
@@ -114,6 +114,26 @@ export interface VlaTap<T> {
 }
 
 /**
+ * Each stem cell's features with those of the n x n square of cells around it (n odd; zeros beyond the border), the
+ * square row-major: f [B*C, G*G, Cs] -> [B*C, G*G, n*n*Cs] (n = 1: f itself).
+ */
+function keypointContext<T>(ops: Ops<T>, f: T, G: number, Cs: number, n: number): T {
+  if (n === 1) return f;
+  const r = (n - 1) / 2;
+  const grid = ops.reshape(f, [-1, G, G, Cs]); // [B*C, G, G, Cs]
+  const rows = ops.scale(ops.slice(grid, 1, 0, r), 0); // [B*C, r, G, Cs] of zeros
+  const tall = ops.concat([rows, grid, rows], 1); // [B*C, G+2r, G, Cs]
+  const cols = ops.scale(ops.slice(tall, 2, 0, r), 0); // [B*C, G+2r, r, Cs] of zeros
+  const padded = ops.concat([cols, tall, cols], 2); // [B*C, G+2r, G+2r, Cs]
+  const shifted: T[] = [];
+  for (let dy = 0; dy < n; dy++) {
+    const band = ops.slice(padded, 1, dy, dy + G); // [B*C, G, G+2r, Cs]
+    for (let dx = 0; dx < n; dx++) shifted.push(ops.slice(band, 2, dx, dx + G)); // [B*C, G, G, Cs]: cell (y+dy-r, x+dx-r)
+  }
+  return ops.reshape(ops.concat(shifted, 3), [-1, G * G, n * n * Cs]); // [B*C, G, G, n*n*Cs] -> [B*C, G*G, n*n*Cs]
+}
+
+/**
  * pixels [B, C, S, S, 3] in [-1, 1] -> image tokens [B, C*Nt, D] (per camera its Np patches, then its keypoints).
  * `prompt` [B, D], the mean embedding of the prompt's tokens, conditions the keypoint queries (keypoint_query 'prompt').
  */
@@ -142,7 +162,7 @@ export function vlaVision<T>(ops: Ops<T>, c: VlaConfig, pixels: T, prompt?: T, t
     if (v.keypoints) {
       // a spatial softmax per keypoint: its learned query against every cell's key, averaging the cells' positions
       const K = v.keypoints;
-      const key = ops.linear(f, 'vision.keypoints.key'); // [B*C, G*G, K*dk]
+      const key = ops.linear(keypointContext(ops, f, G, Cs, v.keypoint_context ?? 1), 'vision.keypoints.key'); // [B*C, G*G, K*dk]
       const zero = ops.scale(key, 0); // the batch's shape, to broadcast the learned query and the positions over it
       let query = ops.add(ops.slice(zero, 1, 0, 1), ops.param('vision.keypoints.query')); // [B*C, 1, K*dk]
       if (v.keypoint_query === 'prompt') {
