@@ -100,6 +100,30 @@ describe('a dropped item', () => {
   });
 });
 
+describe('a grasp that closes on nothing', () => {
+  it('sends the subtasks back to the reach; a closed hand at the grasp pose has not reached; the expert opens and picks the item up', async () => {
+    const env = new TabletopEnv({ images: false });
+    await env.reset(5, { family: 'pick' });
+    const ex = new ScriptedExpert(new Rng(5));
+    const kind = (r: { info: Record<string, unknown> }) => (r.info.oracle as { subtask: { kind: string } }).subtask.kind;
+    let r = await env.step(ex.act(env.world!, env.task!, env.subtask));
+    while (kind(r) !== 'grasp') r = await env.step(ex.act(env.world!, env.task!, env.subtask));
+    // the hand rises 3 cm, still open (the grasp is still under way), then closes there: on nothing
+    for (let i = 0; i < 2; i++) r = await env.step([0, 0, 0.015, 1]);
+    expect(kind(r)).toBe('grasp');
+    r = await env.step([0, 0, 0, 0]);
+    expect(env.world!.grasped).toBeUndefined();
+    expect(kind(r)).toBe('reach');
+    // back down to the grasp pose with the hand still closed: not reached (a closed hand cannot grasp)
+    for (let i = 0; i < 2; i++) r = await env.step([0, 0, -0.015, 0]);
+    expect(env.world!.graspCandidate()).toBe(env.task!.objects[0]);
+    expect(kind(r)).toBe('reach');
+    while (!r.done) r = await env.step(ex.act(env.world!, env.task!, env.subtask));
+    expect(r.info.success).toBe(true);
+    await env.close();
+  });
+});
+
 describe('predicates', () => {
   async function world(names: string[], seed = 3): Promise<World> {
     return World.create(sampleLayout(new Rng(seed), names.map((n) => objectSpec(n)!)));

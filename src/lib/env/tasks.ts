@@ -192,8 +192,8 @@ export function relationHolds(w: World, x: string, y: string, relation: 'on' | '
 /** Completion predicate of one subtask: the `oracle` verifier. */
 export function subtaskDone(w: World, s: Subtask): boolean {
   switch (s.kind) {
-    case 'reach':
-      return w.grasped === s.object || w.graspCandidate() === s.object;
+    case 'reach': // at a grasp pose with the hand open (a closed hand there cannot grasp)
+      return w.grasped === s.object || (w.graspCandidate() === s.object && w.opening >= 0.5);
     case 'grasp':
       return w.grasped === s.object;
     case 'lift':
@@ -216,14 +216,17 @@ export function subtaskDone(w: World, s: Subtask): boolean {
 
 /**
  * Where the work goes back to when the subtask under way can no longer be done: its item was dropped (a lift, carry or
- * put whose item is neither held nor, once at rest, where the put should leave it) sends the list back to the item's
- * reach ("move to the spoon"), so the oracle verifier, the expert and the records follow what the scene needs next.
- * Undefined when nothing was undone (an item still falling is waited for: it may land where it should).
+ * put whose item is neither held nor, once at rest, where the put should leave it), or a grasp closed the hand on
+ * nothing or on another item, sends the list back to the item's reach ("move to the spoon"), so the oracle verifier,
+ * the expert and the records follow what the scene needs next (the hand opens and comes again). Undefined when nothing
+ * was undone (an item still falling is waited for: it may land where it should).
  */
 export function regression(w: World, subtasks: readonly Subtask[], index: number): number | undefined {
   const s = subtasks[index];
-  if (!s || !['lift', 'carry', 'place'].includes(s.kind) || w.grasped === s.object) return undefined;
-  if (w.state(s.object).speed >= AT_REST || subtaskDone(w, s)) return undefined;
+  if (!s || w.grasped === s.object) return undefined;
+  if (s.kind === 'grasp') {
+    if (w.opening >= 0.5) return undefined; // not closed yet
+  } else if (!['lift', 'carry', 'place'].includes(s.kind) || w.state(s.object).speed >= AT_REST || subtaskDone(w, s)) return undefined;
   for (let j = index - 1; j >= 0; j--) if (subtasks[j].kind === 'reach' && subtasks[j].object === s.object) return j;
   return undefined;
 }
