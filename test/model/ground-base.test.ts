@@ -1,5 +1,6 @@
 // The grounding bases shipped with vlakit (models/ground-base, which `make demo` fine-tunes from, and
-// models/ground-base-wide, its 128-channel stem trained on every family's frames): their named keypoints find the
+// models/ground-base-wide, its 128-channel stem trained on every family's frames, and models/ground-base-ctx, the
+// same with keys from the 3 x 3 cells around each cell): their named keypoints find the
 // objects of scenes they never saw, as their READMEs say, measured against the world's pixel masks.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -31,15 +32,16 @@ beforeAll(async () => {
 }, 300_000);
 
 describe.each([
-  ['models/ground-base', 32],
-  ['models/ground-base-wide', 128],
-])('%s', (dir, stem) => {
+  ['models/ground-base', 32, undefined],
+  ['models/ground-base-wide', 128, undefined],
+  ['models/ground-base-ctx', 128, 3],
+])('%s', (dir, stem, context) => {
   const BASE = path.resolve(dir);
   it('is a valid checkpoint: 128-px images, 16 keypoints of which 14 are named after the world\'s kinds of objects, the same tokenizer', () => {
     const { model } = loadCheckpoint(BASE);
     validateConfig(model.config);
     const v = model.config.vision_config;
-    expect([v.image_size, v.stem_patch_size, v.stem_channels, v.keypoints]).toEqual([128, 8, stem, 16]);
+    expect([v.image_size, v.stem_patch_size, v.stem_channels, v.keypoints, v.keypoint_context]).toEqual([128, 8, stem, 16, context]);
     expect(readFileSync(path.join(BASE, 'tokenizer.json'), 'utf8')).toBe(readFileSync(path.resolve('models/ground-base/tokenizer.json'), 'utf8'));
     expect(v.keypoint_names).toHaveLength(14);
     expect(v.keypoint_names).toContain('spoon');
