@@ -23,7 +23,7 @@ const dir = tempDir('vlakit-ground-base-');
 let questions: TrainingExample[];
 
 beforeAll(async () => {
-  await selectBackend('cpu');
+  await selectBackend('wasm'); // SIMD matmuls: the 3 x 3 keys of ground-base-ctx take 25 s on tfjs's pure-JS cpu backend
   // 40 "where is the X?" questions about pick scenes with 1-3 distractors, seeds the base was not trained on (7)
   const out = path.join(dir, 'where.jsonl');
   const r = await execa('node', [BIN, 'eval-vqa', '--generate', '40', '--seed', '4242', '--types', 'where', '--tasks', 'pick', '--per-frame', '1', '--as', 'examples', '--ground', '-q', '-o', out], { reject: false });
