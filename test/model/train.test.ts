@@ -8,7 +8,7 @@ import { loadCheckpoint } from '../../src/lib/model/checkpoint.js';
 import { preset } from '../../src/lib/model/config.js';
 import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
-import { makeBatch, oversampled, parseOversample, prepare } from '../../src/lib/train/data.js';
+import { makeBatch, oversampleCounts, parseOversample, prepare, repeatItems } from '../../src/lib/train/data.js';
 import { sftLoss, tokenCrossEntropy } from '../../src/lib/train/loss.js';
 import { evenlySpread, trainSft } from '../../src/lib/train/sft.js';
 import { tempDir } from '../helpers.js';
@@ -91,12 +91,12 @@ describe('train-sft --oversample', () => {
     expect(parseOversample('a=b=3')).toEqual({ pattern: 'a=b', times: 3 });
     for (const bad of ['up and away', '=3', 'x=0', 'x=1.5', 'x=101']) expect(() => parseOversample(bad)).toThrow(/expected TEXT=K/);
     const [a, b, c] = await toyExamples();
-    const { items, matched } = oversampled(['A', 'B', 'C'], [a, b, c], [{ pattern: 'red block', times: 3 }, { pattern: 'grasp', times: 2 }]);
+    const { counts, matched } = oversampleCounts([a, b, c], [{ pattern: 'red block', times: 3 }, { pattern: 'grasp', times: 2 }]);
     // a and c name the red block (first rule, 3 times); b only the second rule
-    expect(items).toEqual(['A', 'A', 'A', 'B', 'B', 'C', 'C', 'C']);
+    expect(repeatItems(['A', 'B', 'C'], counts)).toEqual(['A', 'A', 'A', 'B', 'B', 'C', 'C', 'C']);
     expect(matched).toEqual([2, 1]);
-    expect(oversampled(['A'], [a], []).items).toEqual(['A']);
-    expect(() => oversampled(['A'], [a], [{ pattern: 'spoon', times: 2 }])).toThrow(/"spoon": no training example's prompt contains it/);
+    expect(repeatItems(['A'], oversampleCounts([a], []).counts)).toEqual(['A']);
+    expect(() => oversampleCounts([a], [{ pattern: 'spoon', times: 2 }])).toThrow(/"spoon": no training example's prompt contains it/);
   });
 
   it('trains as if the matching examples were in the data that many times (the same losses)', async () => {

@@ -36,7 +36,7 @@ export class ScriptedExpert {
 
   /** The action for the current state and subtask: [dx, dy, dz, gripper]. */
   act(w: World, task: Task, sub: Subtask | undefined): number[] {
-    if (!sub) return [0, 0, 0, w.opening >= 0.5 ? 1 : 0];
+    if (!sub) return [0, 0, 0, w.handOpen ? 1 : 0];
     const { target, gripper } = this.waypoint(w, task, sub);
     const d: Vec3 = [target[0] - w.tcp[0], target[1] - w.tcp[1], target[2] - w.tcp[2]];
     const n = Math.hypot(d[0], d[1], d[2]);

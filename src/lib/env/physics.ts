@@ -44,6 +44,10 @@ export class World {
   tcp: Vec3;
   /** Gripper opening in [0, 1] (1: fully open). */
   opening = 1;
+  /** Whether the hand is open (an opening of at least half). */
+  get handOpen(): boolean {
+    return this.opening >= 0.5;
+  }
   /** The item held by the gripper, if any. */
   grasped: string | undefined;
   /** MuJoCo body id of each object (the renderer's body buffer uses them). */

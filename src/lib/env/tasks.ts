@@ -193,7 +193,7 @@ export function relationHolds(w: World, x: string, y: string, relation: 'on' | '
 export function subtaskDone(w: World, s: Subtask): boolean {
   switch (s.kind) {
     case 'reach': // at a grasp pose with the hand open (a closed hand there cannot grasp)
-      return w.grasped === s.object || (w.graspCandidate() === s.object && w.opening >= 0.5);
+      return w.grasped === s.object || (w.graspCandidate() === s.object && w.handOpen);
     case 'grasp':
       return w.grasped === s.object;
     case 'lift':
@@ -224,9 +224,9 @@ export function subtaskDone(w: World, s: Subtask): boolean {
 export function regression(w: World, subtasks: readonly Subtask[], index: number): number | undefined {
   const s = subtasks[index];
   if (!s || w.grasped === s.object) return undefined;
-  if (s.kind === 'grasp') {
-    if (w.opening >= 0.5) return undefined; // not closed yet
-  } else if (!['lift', 'carry', 'place'].includes(s.kind) || w.state(s.object).speed >= AT_REST || subtaskDone(w, s)) return undefined;
+  // a grasp is undone once the hand has closed without the item; a lift, carry or put once the item is at rest off target
+  const undone = s.kind === 'grasp' ? !w.handOpen : ['lift', 'carry', 'place'].includes(s.kind) && w.state(s.object).speed < AT_REST && !subtaskDone(w, s);
+  if (!undone) return undefined;
   for (let j = index - 1; j >= 0; j--) if (subtasks[j].kind === 'reach' && subtasks[j].object === s.object) return j;
   return undefined;
 }

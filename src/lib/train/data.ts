@@ -146,16 +146,6 @@ export function repeatItems<T>(items: T[], counts: readonly number[]): T[] {
   return counts.every((n) => n === 1) ? items : items.flatMap((item, i) => Array<T>(counts[i]).fill(item));
 }
 
-/**
- * The training items with each one repeated as often as the first rule whose pattern its example's prompt contains
- * says (once when none does). `items` are `examples` prepared, in the same order. A rule that matches no example is a
- * usage error.
- */
-export function oversampled<T>(items: T[], examples: TrainingExample[], rules: readonly Oversample[]): { items: T[]; matched: number[] } {
-  const { counts, matched } = oversampleCounts(examples, rules);
-  return { items: repeatItems(items, counts), matched };
-}
-
 /** Tokenizes and resizes; sequences are cut at `maxTokens`. */
 export async function prepare(examples: TrainingExample[], tok: Tokenizer, opts: { cameras: number; imageSize: number; maxTokens: number; ground?: (ex: TrainingExample) => GroundCells[] | undefined }): Promise<Prepared[]> {
   const out: Prepared[] = [];
