@@ -110,13 +110,15 @@ step "The grounded policy in the VLM2VLA hierarchy: a flow-matching action head 
 # also says where the objects are (relabel --ground --ground-all). Each step's task is the subtask under way ("move to
 # the spoon", "put the spoon on the towel": relabel --subtask-prompts), the low level of the hierarchy, so every family
 # teaches the skills the others share; each action is the position the expert was heading for (--waypoints). The head
-# reads the keypoints of the first two objects its subtask names (--head-named-keypoints 2).
+# reads the keypoints of the first two objects its subtask names (--head-named-keypoints 2). The expert opens the hand
+# only within 4 mm of its put point; each release is labelled 2 steps (3 cm of travel) early (--release-lead 2), so
+# the head learns to open where it can tell it is there.
 HEAD_DART=${HEAD_DART_EPISODES:-400}
 echo "data: ${HEAD_EPISODES:=24} plain + $HEAD_DART DART episodes of every family with masks, seeds 0+ and 100+"
 vlakit rollout --policy scripted --tasks all --episodes "$HEAD_EPISODES" --seed 0 --masks --workers "$WORKERS" -q -o "$OUT/head_plain.jsonl"
 vlakit rollout --policy scripted --tasks all --episodes "$HEAD_DART" --seed 100 --dart 0.003 --masks --workers "$WORKERS" -q -o "$OUT/head_dart.jsonl"
 cat "$OUT/head_plain.jsonl" "$OUT/head_dart.jsonl" | vlakit chunk --mode fixed --horizon 1 -q -o "$OUT/chunks_head.jsonl"
-vlakit relabel "$OUT/chunks_head.jsonl" --method vlm2vla --no-reasoning --compact-prompt --subtask-prompts --actions text --units cm --precision 1 --state --split 0.2 --waypoints --ground --ground-all -o "$OUT/examples_head.jsonl"
+vlakit relabel "$OUT/chunks_head.jsonl" --method vlm2vla --no-reasoning --compact-prompt --subtask-prompts --actions text --units cm --precision 1 --state --split 0.2 --waypoints --release-lead 2 --ground --ground-all -o "$OUT/examples_head.jsonl"
 node -e '
 const e = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8").split("\n")[40]);
 console.log("an example:", JSON.stringify(e.messages[0].content.at(-1).text), "->", e.messages[1].content[0].text, "; where:", JSON.stringify(e.ground));

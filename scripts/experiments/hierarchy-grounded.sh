@@ -13,6 +13,9 @@
 # direct: the instruction as the head's task, no plan); PLANNERS="oracle" (add learned: the planner model, trained
 # PLANNER_STEPS=600 steps); BASE=models/ground-base (the checkpoint the heads and the planner start from, relative
 # to the repository; the run names do not say it, so another base needs another OUT);
+# RELEASE_LEAD=0 (relabel --release-lead: each release labelled that many steps early; like BASE, another value
+# needs another OUT); HEAD_SAMPLES=1 (rollout --head-samples: the median of that many chunks per cycle; the run
+# names end -kK when above 1);
 # DAGGER_EPISODES=0 (above 0: one DAgger round of that many episodes). DAGGER=finetune: a
 # round per seed, after which the seed's head trains DAGGER_STEPS=2500 more steps; DAGGER=aggregate: one round with a
 # collector head (seed 0, COLLECT_STEPS=2500 steps), whose labelled states join every seed's data before it trains.
@@ -60,6 +63,8 @@ case $DAGGER in finetune | aggregate) ;; *) echo "hierarchy-grounded.sh: DAGGER=
 MODES=${MODES:-hierarchical}
 PLANNERS=${PLANNERS:-oracle}
 PLANNER_STEPS=${PLANNER_STEPS:-600}
+RELEASE_LEAD=${RELEASE_LEAD:-0}
+HEAD_SAMPLES=${HEAD_SAMPLES:-1}
 BASE=$(cd "${BASE:-$ROOT/models/ground-base}" && pwd)
 mkdir -p "$OUT" && cd "$OUT"
 
@@ -67,7 +72,7 @@ mkdir -p "$OUT" && cd "$OUT"
 [ -s dart.jsonl ] || $V rollout --policy scripted --tasks all --episodes "$DART_EPISODES" --seed 100 --dart 0.003 --masks --workers 2 -q -o dart.jsonl --overwrite
 [ -s chunks.jsonl ] || cat plain.jsonl dart.jsonl | $V chunk --mode fixed --horizon 1 -q -o chunks.jsonl --overwrite
 # the head's examples (the data above and a DAgger round's alike) and the head's training settings
-RELABEL="--method vlm2vla --no-reasoning --compact-prompt --subtask-prompts --actions text --units cm --precision 1 --state --split 0.2 --waypoints --ground --ground-all"
+RELABEL="--method vlm2vla --no-reasoning --compact-prompt --subtask-prompts --actions text --units cm --precision 1 --state --split 0.2 --waypoints --release-lead $RELEASE_LEAD --ground --ground-all"
 HEAD="--batch-size 8 --workers 2 --ground-weight 1 --action-head flow --head-named-keypoints 2 --lang-weight 0.1 --eval-limit 200 --save-every 100000"
 [ -s subtasks.jsonl ] || $V relabel chunks.jsonl $RELABEL -q -o subtasks.jsonl --overwrite
 
@@ -122,8 +127,8 @@ for seed in $SEEDS; do
           learned) M="--mode hierarchical --planner planner --verifier oracle" ;;
           *) M="--mode direct" ;;
         esac
-        R=$N-noise$z-$mode-$planner-seeds$EVAL_SEED-x$EPISODES
-        [ -s "roll-$R.txt" ] || $V rollout --policy "$N" $M --prompt compact --execute 1 --head-noise "$z" --tasks all --episodes "$EPISODES" --seed "$EVAL_SEED" --workers 2 --json -o "roll-$R.jsonl" --overwrite 2> "roll-$R.txt"
+        R=$N-noise$z$([ "$HEAD_SAMPLES" = 1 ] || echo "-k$HEAD_SAMPLES")-$mode-$planner-seeds$EVAL_SEED-x$EPISODES
+        [ -s "roll-$R.txt" ] || $V rollout --policy "$N" $M --prompt compact --execute 1 --head-noise "$z" --head-samples "$HEAD_SAMPLES" --tasks all --episodes "$EPISODES" --seed "$EVAL_SEED" --workers 2 --json -o "roll-$R.jsonl" --overwrite 2> "roll-$R.txt"
         names+=("$R")
       done
     done

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
-import { NAMED_LAYOUTS, executedLayout, waypointDeltas, waypointLayout, waypointTargets } from '../../src/lib/actions/index.js';
+import { NAMED_LAYOUTS, executedLayout, releaseLead, waypointDeltas, waypointLayout, waypointTargets } from '../../src/lib/actions/index.js';
 
 const XYZG = NAMED_LAYOUTS['xyz-g'];
 const BIN = path.resolve('bin/run.js');
@@ -43,6 +43,22 @@ describe('waypoint targets', () => {
     expect(() => waypointTargets(ep, NAMED_LAYOUTS['xyz-rpy-g'])).toThrow(/no rotation/);
   });
 
+  it('--release-lead: closed steps just before an opening take the open command; closing and far steps are left alone', () => {
+    // open (reach), close (grasp), closed carry of 4 steps, open (release), closed again, open at the last step
+    const g = [1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1];
+    const acts = g.map((v, i) => [i / 100, 0, 0.1, v]);
+    const grip = (a: number[][]) => a.map((x) => x[3]);
+    expect(grip(releaseLead(acts, 3, 0))).toEqual(g);
+    expect(grip(releaseLead(acts, 3, 1))).toEqual([1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 1, 1]);
+    expect(grip(releaseLead(acts, 3, 2))).toEqual([1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1]);
+    // a lead longer than a closed stretch opens all of it
+    expect(grip(releaseLead(acts, 3, 9))).toEqual(Array(12).fill(1));
+    // positions are untouched, the input is not changed, a continuous opening keeps its value
+    const cont = releaseLead([[0, 0, 0, 0.2], [1, 1, 1, 0.8]], 3, 1);
+    expect(cont).toEqual([[0, 0, 0, 0.8], [1, 1, 1, 0.8]]);
+    expect(acts[6][3]).toBe(0);
+  });
+
   it('rollout steps toward a target: at most max_step, the last one lands on it; chunks continue from the previous target', () => {
     const L = waypointLayout(XYZG, 0.015);
     const [a] = waypointDeltas([[0.13, 0.04, 0.1, 1]], L, [0.1, 0, 0.1, 1]);
@@ -75,6 +91,19 @@ describe('waypoint targets', () => {
     expect(ex.map((e) => e.messages[1].content[0].text)).toEqual([...Array(4).fill('[[10.0, 0.0, 10.0, 1]]'), ...Array(3).fill('[[10.0, 0.0, 2.0, 1]]'), '[[10.0, 0.0, 2.0, 0]]', ...Array(ep.length - 8).fill('[[10.0, 0.0, 8.0, 0]]')]);
     expect(ex[0].meta.codec.layout).toMatchObject({ mode: 'absolute', max_step: 0.02, translation: [0, 1, 2], gripper: 3 });
     expect(ex[1].messages[0].content.at(-1).text).toBe('Task: pick the block up\nRobot state: [3.0, 0.0, 10.0, 1.00]');
+    // --release-lead: this episode closes and never opens again, so nothing changes; an opening after the lift does
+    const lead = await execa('node', [BIN, 'relabel', chunks, '--no-reasoning', '--compact-prompt', '--state', '--units', 'cm', '--precision', '1', '--waypoints', '--waypoint-step', '0.02', '--release-lead', '2', '-o', path.join(dir, 'lead.jsonl')], { reject: false });
+    expect(lead.exitCode, lead.stderr).toBe(0);
+    expect(readFileSync(path.join(dir, 'lead.jsonl'), 'utf8')).toBe(readFileSync(out, 'utf8'));
+    const opens = path.join(dir, 'opens.jsonl');
+    writeFileSync(opens, chunkLines.map((l, i) => JSON.stringify(i === chunkLines.length - 2 ? { ...l, actions: [[0, 0, 0, 1]] } : l)).join('\n') + '\n');
+    const lo = await execa('node', [BIN, 'relabel', opens, '--no-reasoning', '--compact-prompt', '--state', '--units', 'cm', '--precision', '1', '--waypoints', '--waypoint-step', '0.02', '--release-lead', '1', '-o', path.join(dir, 'lo.jsonl')], { reject: false });
+    expect(lo.exitCode, lo.stderr).toBe(0);
+    const grips = readFileSync(path.join(dir, 'lo.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).messages[1].content[0].text.match(/, (\d)\]\]$/)[1]);
+    expect(grips.slice(-4)).toEqual(['1', '0', '1', '1']); // the close kept, the lift step before the opening opens
+    const noWp = await execa('node', [BIN, 'relabel', chunks, '--release-lead', '2', '-o', path.join(dir, 'nw.jsonl')], { reject: false });
+    expect(noWp.exitCode).toBe(2);
+    expect(noWp.stderr).toMatch(/--release-lead applies only with --waypoints/);
 
     // DAgger steps carry the expert's own target (rollout --dagger: policy.dagger.target); chunk keeps it, relabel uses it
     const dsteps = path.join(dir, 'dagger-steps.jsonl');

@@ -11,6 +11,7 @@ import { preset } from '../../src/lib/model/config.js';
 import { readSafetensors, writeSafetensors } from '../../src/lib/model/safetensors.js';
 import { TfjsHeadEngine, openHeadEngine, sampleHeadChunk } from '../../src/lib/policy/head-policy.js';
 import { TfjsRunner } from '../../src/lib/infer/tfjs.js';
+import { subSeed } from '../../src/lib/util/rng.js';
 import { tempDir } from '../helpers.js';
 import { png, toyExamples } from '../model/examples.js';
 import { keypointReadouts } from '../model/keypoint-reference.js';
@@ -171,7 +172,7 @@ describe('generate and rollout with the head', () => {
     expect(hasty[2]).toMatchObject({ gave_up: true });
   }, 180_000);
 
-  it('--head-noise 0 starts every chunk from the prior\'s mean: one chunk per observation whatever the seed; rollout takes it, a text policy refuses it', async () => {
+  it('--head-noise 0 starts every chunk from the prior\'s mean: one chunk per observation whatever the seed; --head-samples K takes the median of K draws; rollout takes both, a text policy refuses them', async () => {
     const ck = (await openModel(ckpt)) as TfjsRunner;
     const a = await openHeadEngine(ck, ckpt);
     const img = [new Uint8Array(readFileSync(image))];
@@ -188,11 +189,18 @@ describe('generate and rollout with the head', () => {
     const n1 = (await at(1)).chunk.flat();
     expect(maxDiff(n1, (await at(2)).chunk.flat())).toBeGreaterThan(1e-4);
     expect(maxDiff(n1, (await at(1, 1)).chunk.flat())).toBe(0);
+    // --head-samples K: the element-wise median of the chunks the seed and its first K-1 sub-seeds draw one by one
+    const many = (samples: number) => sampleHeadChunk(ck, a, 'Subtask: grasp the red block', img, { seed: 1, samples });
+    expect(maxDiff(n1, (await many(1)).chunk.flat())).toBe(0);
+    const three = [n1, (await at(subSeed(1, 1))).chunk.flat(), (await at(subSeed(1, 2))).chunk.flat()];
+    const median3 = n1.map((_, j) => three.map((c) => c[j]).sort((x, y) => x - y)[1]);
+    expect(maxDiff((await many(3)).chunk.flat(), median3)).toBeLessThan(1e-6);
+    expect(maxDiff(median3, n1)).toBeGreaterThan(1e-4);
     await a.dispose();
     await (ck as VlaRunner).dispose();
     const RUN = ['rollout', '--mode', 'direct', '--prompt', 'task', '--tasks', 'pick', '--episodes', '1', '--max-steps', '3', '--width', '32', '--height', '32', '--head-noise', '0'];
     const out = path.join(dir, 'noise0.jsonl');
-    const r = await execa('node', [BIN, ...RUN, '--policy', ckpt, '-o', out], { reject: false });
+    const r = await execa('node', [BIN, ...RUN, '--policy', ckpt, '--head-samples', '3', '-o', out], { reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(readFileSync(out, 'utf8')).toContain('"chunk"');
     const text = await trainTiny(dir, 'text', await toyExamples(), { steps: 1 });
@@ -200,6 +208,9 @@ describe('generate and rollout with the head', () => {
     expect(t.exitCode).toBe(2);
     expect(t.stderr).toMatch(/--head-noise.*no action head/);
     expect(t.stderr).not.toMatch(/\n\s+at /);
+    const ts = await execa('node', [BIN, ...RUN.slice(0, -2), '--head-samples', '3', '--policy', text, '-o', path.join(dir, 'samples-text.jsonl')], { reject: false });
+    expect(ts.exitCode).toBe(2);
+    expect(ts.stderr).toMatch(/--head-samples.*no action head/);
     const scripted = await execa('node', [BIN, 'rollout', '--policy', 'scripted', '--episodes', '1', '--head-noise', '0', '-o', path.join(dir, 'noise-scripted.jsonl')], { reject: false });
     expect(scripted.exitCode).toBe(2);
     expect(scripted.stderr).toMatch(/--head-noise applies only with a learned --policy/);

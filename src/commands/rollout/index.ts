@@ -67,6 +67,7 @@ export default class Rollout extends VlakitCommand {
     dart: decimal({ description: 'scripted expert: DART: Gaussian noise on each executed move, meters (std), while the expert\'s own action is recorded', default: '0', min: 0, max: 1 }),
     planner: Flags.string({ description: 'hierarchical mode: who writes the subtask list: model (the policy itself), oracle (the built-in world\'s own list) or DIR (another model trained on subtask lists, e.g. the text policy for a policy with an action head)', helpValue: 'model|oracle|DIR' }),
     'head-noise': decimal({ description: 'learned policies with an action head: the scale of the sampler\'s starting noise (default 1, the trained prior; 0: every chunk starts from the prior\'s mean, one deterministic chunk per observation, as the mode of a unimodal policy)', min: 0, max: 10 }),
+    'head-samples': int({ description: 'learned policies with an action head: chunks sampled per cycle from independent noise, executed as their element-wise median (steadies positions the samples scatter around; the gripper takes the majority\'s side). Default 1', min: 1, max: 64 }),
     dagger: Flags.boolean({ description: 'DAgger data: a learned --policy drives while the scripted expert\'s action for every visited state is recorded as the step\'s action (the executed one in `policy.dagger`); builtin:tabletop only' }),
     'dagger-beta': decimal({ description: 'with --dagger: probability per step of executing the expert\'s action instead of the policy\'s', default: '0', min: 0, max: 1 }),
     safety: Flags.boolean({ description: 'the safety filter (bounds, step limit, e-stop on bad actions)', default: true, allowNo: true }),
@@ -86,7 +87,7 @@ export default class Rollout extends VlakitCommand {
     onlyWith('dagger', 'a learned --policy in builtin:tabletop (the scripted expert labels its states)', (i) => i.flags.policy !== 'scripted' && !/^wss?:\/\//.test(String(i.flags.policy)) && i.flags.env === 'builtin:tabletop'),
     onlyWith('dagger-beta', '--dagger', (i) => i.flags.dagger === true),
     onlyWith('planner', '--mode hierarchical', (i) => i.flags.mode === 'hierarchical'),
-    ...allOnlyWith([...Object.keys(policyFlags), 'head-noise', 'planner'], 'a learned --policy (a checkpoint or export directory)', (i) => i.flags.policy !== 'scripted' && !/^wss?:\/\//.test(String(i.flags.policy))),
+    ...allOnlyWith([...Object.keys(policyFlags), 'head-noise', 'head-samples', 'planner'], 'a learned --policy (a checkpoint or export directory)', (i) => i.flags.policy !== 'scripted' && !/^wss?:\/\//.test(String(i.flags.policy))),
     ...policyRules,
     // --api-key is left out: VLAKIT_POLICY_API_KEY in the environment must not break other runs
     ...allOnlyWith(['protocol'], '--policy ws://host:port (a policy server)', (i) => /^wss?:\/\//.test(String(i.flags.policy))),

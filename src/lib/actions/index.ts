@@ -21,7 +21,7 @@ export type { ChunkRecord, ChunkOptions } from './records.js';
 export { episodeExamples, splitOf, rationaleText, targetOf, TrainingExampleSchema, SpanSchema } from './examples.js';
 export { ACTIONS_MARKER, CONVENTIONS, PROMPTS, actionFormatOf, parseSubtaskList } from './prompts.js';
 export type { ActionFormat } from './prompts.js';
-export { waypointTargets, waypointDeltas, waypointOrigin, waypointLayout, isWaypointLayout, executedLayout } from './waypoints.js';
+export { waypointTargets, waypointDeltas, waypointOrigin, waypointLayout, isWaypointLayout, executedLayout, releaseLead } from './waypoints.js';
 export type { TrainingExample, ExampleOptions, Span } from './examples.js';
 
 /**

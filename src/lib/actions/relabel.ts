@@ -14,7 +14,7 @@ import { episodeExamples, type ExampleOptions, type TrainingExample } from './ex
 import { type ActionLayout, dimNames, layoutFor } from './layout.js';
 import type { ChunkRecord } from './records.js';
 import { StatsAccumulator, type ActionStats } from './stats.js';
-import { waypointLayout, waypointTargets } from './waypoints.js';
+import { releaseLead, waypointLayout, waypointTargets } from './waypoints.js';
 
 export interface RelabelOptions extends Omit<ExampleOptions, 'codec'> {
   codec?: ActionCodec;
@@ -29,6 +29,8 @@ export interface RelabelOptions extends Omit<ExampleOptions, 'codec'> {
   report?: boolean;
   /** Waypoint targets (`--waypoints`): each step's action becomes its absolute waypoint, reached in steps of this length. */
   waypointStep?: number;
+  /** With waypoints: each release (the gripper opening) labelled this many steps early (`--release-lead`, default 0). */
+  releaseLead?: number;
   /** How the output is written: --overwrite, the inputs it must not replace, the AbortSignal. */
   outputOptions?: OutputOptions;
 }
@@ -94,7 +96,7 @@ class TrlWriter {
 }
 
 /** An episode's step chunks (fixed, horizon 1, in order) with their actions replaced by waypoint targets. */
-function waypointChunks(ep: ChunkRecord[], layout: ActionLayout, wl: ActionLayout): ChunkRecord[] {
+function waypointChunks(ep: ChunkRecord[], layout: ActionLayout, wl: ActionLayout, lead = 0): ChunkRecord[] {
   const steps = ep.map((c) => {
     const state = (c.observation as Record<string, unknown>).state;
     const where = `episode ${String(c.episode_id)} chunk ${c.chunk_index}`;
@@ -106,7 +108,8 @@ function waypointChunks(ep: ChunkRecord[], layout: ActionLayout, wl: ActionLayou
   });
   const order = ep.map((c) => c.start_step);
   if (order.some((t, i) => i > 0 && t !== order[i - 1] + 1)) throw new VlakitError('E_USAGE', `relabel --waypoints needs every step of an episode in order (chunk --mode fixed --horizon 1 --stride 1); episode ${String(ep[0].episode_id)} skips steps`);
-  const targets = waypointTargets(steps, layout);
+  let targets = waypointTargets(steps, layout);
+  if (lead > 0 && layout.gripper !== null) targets = releaseLead(targets, layout.gripper, lead);
   // a DAgger step's own expert target (where the expert was heading from the policy's state) replaces the run-based one
   const own = (c: ChunkRecord, t: number[]) => (c.expert_target ? t.map((v, k) => { const j = layout.translation.indexOf(k); return j >= 0 ? c.expert_target![j] : v; }) : t);
   const out = ep.map((c, i) => ({ ...c, actions: [own(c, targets[i])], action_layout: wl }));
@@ -152,7 +155,7 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
       let exCodec = codec;
       if (opts.waypointStep !== undefined && layout) {
         const wl = waypointLayout(layout, opts.waypointStep);
-        ep = waypointChunks(ep, layout, wl);
+        ep = waypointChunks(ep, layout, wl, opts.releaseLead);
         exCodec = codec.withLayout(wl);
       }
       for (const ex of episodeExamples(ep, { ...opts, codec: exCodec })) {

@@ -108,3 +108,23 @@ export function executedLayout(layout: ActionLayout | undefined): ActionLayout |
   const { max_step: _, ...rest } = layout;
   return { ...rest, mode: 'delta' };
 }
+
+/**
+ * Releases labelled early (`relabel --release-lead N`): a step whose gripper command is closed (below 0.5) takes the
+ * open command of the next step that opens the hand when that step is at most `n` steps ahead. The demonstrator opens
+ * only once the hand is exactly at its put point (the built-in expert within 4 mm), a region narrower than a learned
+ * policy's error in finding the point, so a policy trained on those labels rarely opens; labelled `n` steps early,
+ * the release covers the last `n` steps of the approach (a drop of at most `n` steps' travel). Closing (a grasp) is
+ * left as it is: closing early grasps nothing. Returns new actions; the others are unchanged.
+ * @example releaseLead([[0, 0, 0.1, 0], [0, 0, 0.09, 0], [0, 0, 0.09, 1]], 3, 1) // [[0, 0, 0.1, 0], [0, 0, 0.09, 1], [0, 0, 0.09, 1]]
+ */
+export function releaseLead(actions: readonly (readonly number[])[], gripper: number, n: number): number[][] {
+  const out = actions.map((a) => [...a]);
+  let open = -1; // the index of the next step that opens the hand (after a closed step), -1 when none
+  for (let i = actions.length - 1; i >= 0; i--) {
+    const g = actions[i][gripper];
+    if (g >= 0.5 && i > 0 && actions[i - 1][gripper] < 0.5) open = i;
+    else if (g < 0.5 && open > i && open - i <= n) out[i][gripper] = actions[open][gripper];
+  }
+  return out;
+}

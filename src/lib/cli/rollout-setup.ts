@@ -53,6 +53,7 @@ export type RolloutFlags = PolicyFlagValues & {
   'max-translation': string;
   'contact-guard': boolean;
   'head-noise'?: string;
+  'head-samples'?: number;
   planner?: string;
 };
 
@@ -116,9 +117,10 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
         layout = executedLayout(po.codec.layout);
         const noiseScale = flags['head-noise'] === undefined ? undefined : num(flags['head-noise'], 'head-noise');
         const hierarchy = hierarchical ? new Hierarchy(planner!, po.verifier!, po.maxRetries ?? HEAD_MAX_RETRIES) : undefined;
-        policy = new HeadPolicy(r, await openHeadEngine(r, headDir), { prompt: po.prompt ?? 'compact', codec: po.codec, execute: po.execute, maxChunk: po.maxChunk, noiseScale, hierarchy });
+        policy = new HeadPolicy(r, await openHeadEngine(r, headDir), { prompt: po.prompt ?? 'compact', codec: po.codec, execute: po.execute, maxChunk: po.maxChunk, noiseScale, samples: flags['head-samples'], hierarchy });
       } else {
         if (flags['head-noise'] !== undefined) throw new VlakitError('E_USAGE', `--head-noise scales an action head's starting noise: ${flags.policy} has no action head (it writes its actions as text; see --temperature-actions)`);
+        if (flags['head-samples'] !== undefined) throw new VlakitError('E_USAGE', `--head-samples takes the median of an action head's samples: ${flags.policy} has no action head (it writes its actions as text)`);
         layout = executedLayout(po.codec.layout); // waypoint targets reach the env as deltas
         policy = new ModelPolicy(r, { ...po, planner });
       }

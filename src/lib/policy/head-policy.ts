@@ -154,6 +154,8 @@ export interface HeadPolicyOptions {
   steps?: number;
   /** The scale of the sampler's starting noise (default 1; 0: from the prior's mean, deterministic). */
   noiseScale?: number;
+  /** Chunks sampled per cycle from independent noise, executed as their element-wise median (default 1). */
+  samples?: number;
   /**
    * The VLM2VLA hierarchy (rollout --mode hierarchical): each cycle's task is the current subtask of the plan instead
    * of the instruction (a head trained on relabel --subtask-prompts), the verifier moving it on after each chunk.
@@ -163,21 +165,37 @@ export interface HeadPolicyOptions {
 
 /**
  * Samples one action chunk for a prompt and its images: the backbone's features, then the sampler from noise drawn
- * from `seed`. Returns the chunk in action units [H][D] and the time spent.
- * @example const { chunk } = await sampleHeadChunk(runner, engine, prompt, [image], { seed: 0 })
+ * from `seed`. With `samples` K > 1 the sampler runs K times on the same features from independent noise (the first
+ * from `seed`, the others from its sub-seeds) and the chunk is their element-wise median: a position the samples
+ * scatter around is steadied, and a bimodal dimension such as the gripper takes the majority's side (the mean would
+ * fall between open and closed). Returns the chunk in action units [H][D] and the time spent.
+ * @example const { chunk } = await sampleHeadChunk(runner, engine, prompt, [image], { seed: 0, samples: 5 })
  */
-export async function sampleHeadChunk(runner: VlaRunner, engine: HeadEngine, prompt: string, images: (ImageJson | Uint8Array)[], o: { seed: number; state?: unknown; steps?: number; noiseScale?: number }): Promise<{ chunk: number[][]; ms: number; steps: number }> {
+export async function sampleHeadChunk(runner: VlaRunner, engine: HeadEngine, prompt: string, images: (ImageJson | Uint8Array)[], o: { seed: number; state?: unknown; steps?: number; noiseScale?: number; samples?: number }): Promise<{ chunk: number[][]; ms: number; steps: number }> {
   const input = await runner.prepare(prompt, images, 'camera image');
   const t0 = performance.now();
   const c = engine.config;
   const cond = withNamedKeypoints(c, await engine.features(input), prompt); // [cond_dim]: the prompt's named objects' readouts appended
   const state = normalizeState(c, o.state);
   const steps = o.steps ?? c.inference_steps;
-  const noise = chunkNoise(c, 1, o.seed); // [1, H*D] from N(0, 1)
   const scale = o.noiseScale ?? 1;
-  if (scale !== 1) noise.forEach((v, i) => (noise[i] = v * scale));
-  const x = await sampleChunk(c, noise, (xt, t) => engine.denoise(xt, t, cond, state), steps);
-  return { chunk: denormalizeChunk(c, x), ms: performance.now() - t0, steps };
+  const K = o.samples ?? 1;
+  const xs: Float64Array[] = []; // K x [H*D]
+  for (let k = 0; k < K; k++) {
+    const noise = chunkNoise(c, 1, k === 0 ? o.seed : subSeed(o.seed, k)); // [1, H*D] from N(0, 1)
+    if (scale !== 1) noise.forEach((v, i) => (noise[i] = v * scale));
+    xs.push(await sampleChunk(c, noise, (xt, t) => engine.denoise(xt, t, cond, state), steps));
+  }
+  return { chunk: denormalizeChunk(c, K === 1 ? xs[0] : elementwiseMedian(xs)), ms: performance.now() - t0, steps };
+}
+
+/** The element-wise median of equally long vectors (the mean of the middle two for an even count). */
+export function elementwiseMedian(xs: ArrayLike<number>[]): Float64Array {
+  const n = xs.length;
+  return Float64Array.from({ length: xs[0].length }, (_, j) => {
+    const v = xs.map((x) => x[j]).sort((a, b) => a - b);
+    return n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  });
 }
 
 export class HeadPolicy extends ChunkPolicy {
@@ -235,7 +253,7 @@ export class HeadPolicy extends ChunkPolicy {
     const prompt = directPrompt(style, task, this.o.codec, stateText);
     const L = this.o.codec.layout;
     const origin = isWaypointLayout(L) ? waypointOrigin(obs.state) : undefined;
-    const r = await sampleHeadChunk(this.runner, this.engine, prompt, style === 'task' ? images.slice(0, 1) : images, { seed: subSeed(this.seed, ++this.cycles), state: obs.state, steps: this.o.steps, noiseScale: this.o.noiseScale });
+    const r = await sampleHeadChunk(this.runner, this.engine, prompt, style === 'task' ? images.slice(0, 1) : images, { seed: subSeed(this.seed, ++this.cycles), state: obs.state, steps: this.o.steps, noiseScale: this.o.noiseScale, samples: this.o.samples });
     const chunk = r.chunk.slice(0, this.o.maxChunk ?? 64);
     info.head = { objective: this.engine.config.objective, steps: r.steps };
     info.chunk = chunk;
