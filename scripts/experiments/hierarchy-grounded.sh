@@ -42,9 +42,9 @@
 # The recipe of session 20 (pick 94%, place 71%, near 92%, place_then_lift 68% over 3 seeds):
 # BASE=models/ground-base-ctx NOISES=1 MODES="hierarchical direct": on the 2-core AMD EPYC of session 20, about
 # 2 + 3 x (15.5 + 2 x 1.5) = 58 minutes. The recipe of session 21, the best so far (pick 96%, place 81%, near 93%,
-# place_then_lift 78%): the same with RELEASE_LEAD=2, about 60 minutes on the same machine. DAGGER=aggregate, measured on a slower machine (session 17, where
-# STEPS=2500 on the plain data took 12.5 min): the collector 11 min, its round of 384 episodes 9 min, each seed's
-# STEPS=5000 on the aggregate data 25 min.
+# place_then_lift 78%): the same with RELEASE_LEAD=2, about 60 minutes on the same machine. DAGGER=aggregate,
+# measured on a slower machine (session 17, where STEPS=2500 on the plain data took 12.5 min): the collector 11 min,
+# its round of 384 episodes 9 min, each seed's STEPS=5000 on the aggregate data 25 min.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)

@@ -14,6 +14,7 @@ import { hfFeatureDim, hfHeadFeatures } from '../model/action-head-hf.js';
 import type { HfCheckpoint } from '../model/arch/hf.js';
 import { TfjsWeights } from '../model/arch/tfjs-ops.js';
 import type { ActionCodec } from '../actions/codecs.js';
+import { quantile } from '../actions/stats.js';
 import { isWaypointLayout, waypointDeltas, waypointOrigin } from '../actions/waypoints.js';
 import type { ActContext } from '../env/rollout.js';
 import type { Env } from '../env/protocol.js';
@@ -190,12 +191,8 @@ export async function sampleHeadChunk(runner: VlaRunner, engine: HeadEngine, pro
 }
 
 /** The element-wise median of equally long vectors (the mean of the middle two for an even count). */
-export function elementwiseMedian(xs: ArrayLike<number>[]): Float64Array {
-  const n = xs.length;
-  return Float64Array.from({ length: xs[0].length }, (_, j) => {
-    const v = xs.map((x) => x[j]).sort((a, b) => a - b);
-    return n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-  });
+function elementwiseMedian(xs: ArrayLike<number>[]): Float64Array {
+  return Float64Array.from({ length: xs[0].length }, (_, j) => quantile(xs.map((x) => x[j]).sort((a, b) => a - b), 0.5));
 }
 
 export class HeadPolicy extends ChunkPolicy {
