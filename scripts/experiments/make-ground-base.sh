@@ -10,12 +10,17 @@
 # Settings (environment): QUESTIONS=12000 (made by two generators at once, seeds 7 and 8, half each), STEPS=2000
 # (batch 16, lr 1e-3, grounding weight 1, --workers 2), STEM_CHANNELS=32 (the patch stem's width: the keypoints'
 # per-cell features), KEYPOINT_CONTEXT=1 (vision_config.keypoint_context: the side of the square of cells each keypoint
-# key reads; 3 for the base of session 20). The tokenizer is the shipped base's (models/ground-base/tokenizer.json), so every model
-# fine-tuned from either base reads the same token ids.
+# key reads; 3 for the base of session 20). TOKENIZER: by default the shipped base's (models/ground-base/tokenizer.json),
+# so every model fine-tuned from either base reads the same token ids (another one, e.g. that file with reserved
+# tokens added for action tokens or bins: scripts/experiments/vlm2vla.sh). EXTRA: more training examples (a JSONL
+# file, e.g. scene questions from eval-vqa --generate --as examples) trained on beside the questions.
 #
 # Wall time on an idle 2-core machine (session 18's Intel Xeon): the questions about 11 min (two generators), the
 # training about 12 min.
 set -euo pipefail
+# paths given in the environment are relative to where the script is called from
+[ -z "${TOKENIZER:-}" ] || TOKENIZER=$(realpath "$TOKENIZER")
+[ -z "${EXTRA:-}" ] || EXTRA=$(realpath "$EXTRA")
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 V="node $ROOT/bin/run.js"
@@ -24,7 +29,7 @@ QUESTIONS=${QUESTIONS:-12000}
 STEPS=${STEPS:-2000}
 STEM_CHANNELS=${STEM_CHANNELS:-32}
 KEYPOINT_CONTEXT=${KEYPOINT_CONTEXT:-1}
-TOKENIZER=$ROOT/models/ground-base/tokenizer.json
+TOKENIZER=${TOKENIZER:-$ROOT/models/ground-base/tokenizer.json}
 mkdir -p "$OUT" && cd "$OUT"
 
 if [ ! -s where.jsonl ]; then
@@ -45,5 +50,5 @@ c.vision_config.stem_channels = Number(process.argv[2]);
 if (process.argv[3] !== "1") c.vision_config.keypoint_context = Number(process.argv[3]);
 require("fs").writeFileSync("config.json", JSON.stringify(c, null, 2) + "\n");
 ' "$ROOT/models/ground-base/config.json" "$STEM_CHANNELS" "$KEYPOINT_CONTEXT"
-[ -s base/model.safetensors ] || $V train-sft where.jsonl --config config.json --tokenizer "$TOKENIZER" --steps "$STEPS" --batch-size 16 --lr 1e-3 --workers 2 --ground-weight 1 --eval-every 100000 --save-every 100000 -q -o base --overwrite
+[ -s base/model.safetensors ] || $V train-sft where.jsonl ${EXTRA:+"$EXTRA"} --config config.json --tokenizer "$TOKENIZER" --steps "$STEPS" --batch-size 16 --lr 1e-3 --workers 2 --ground-weight 1 --eval-every 100000 --save-every 100000 -q -o base --overwrite
 echo "the base: $OUT/base"

@@ -8,6 +8,8 @@ import {
   TextCodec,
   TokensCodec,
   WordsCodec,
+  codecFromSpec,
+  codecStateText,
   lastTokens,
   loadGemma3,
   loadTokenizerJson,
@@ -75,6 +77,23 @@ describe('bins', () => {
       { numRuns: 200 },
     );
     expect(() => codec.decode('<b0><b1><b2>')).toThrow(/3 tokens is not a whole number of 4-D actions/);
+  });
+});
+
+describe('the robot state in the prompt (relabel --state) with every codec', () => {
+  it('tokens and bins spell only the actions; the state is plain digits; the flag survives describe / codecFromSpec', () => {
+    const st = [0.4567, -0.1234, 0.2, 1];
+    const ranges = [{ low: 0.2, high: 0.7 }, { low: -0.3, high: 0.3 }, { low: 0, high: 0.3 }, { low: 0, high: 1 }];
+    const tokens = new TokensCodec(GEMMA3_DIGIT_TOKENS, 1, 'cm', 'gemma3', undefined, true);
+    const bins = new BinsCodec(ranges, Array.from({ length: 8 }, (_, i) => `<unused${i}>`), 'custom', undefined, true);
+    expect(codecStateText(tokens, st)).toBe('[45.7, -12.3, 20.0, 1.00]');
+    expect(codecStateText(bins, st)).toBe('[45.7, -12.3, 20.0, 1.00]');
+    for (const c of [tokens, bins]) {
+      expect(c.describe()).toMatchObject({ state: true });
+      expect(codecFromSpec(c.describe()).state).toBe(true);
+      expect(codecFromSpec({ ...c.describe(), state: undefined }).state).toBe(false);
+    }
+    expect(new TokensCodec(GEMMA3_DIGIT_TOKENS).describe()).not.toHaveProperty('state');
   });
 });
 

@@ -235,9 +235,7 @@ describe('vlakit chunk and relabel', () => {
     const nobins = await execa('node', [BIN, 'relabel', chunks, '--actions', 'bins', '-o', path.join(dir, 'b.jsonl')], { reject: false });
     expect(nobins.exitCode).toBe(2);
     expect(nobins.stderr).toMatch(/--actions bins needs --stats FILE/);
-    const binsState = await execa('node', [BIN, 'relabel', chunks, '--actions', 'bins', '--stats', stats, '--state', '-o', path.join(dir, 'bs.jsonl')], { reject: false });
-    expect(binsState.exitCode).toBe(2);
-    expect(binsState.stderr).toMatch(/--state applies only with --actions text or words/);
+    // bins and tokens with --state: test/actions/waypoints.test.ts and codecs.test.ts
     const withState = path.join(dir, 'state.jsonl');
     expect((await execa('node', [BIN, 'relabel', chunks, '--state', '--units', 'cm', '--precision', '1', '-o', withState], { reject: false })).exitCode).toBe(0);
     const act = readFileSync(withState, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).find((e) => e.meta.stage === 'actions');

@@ -80,6 +80,11 @@ describe('waypoint targets', () => {
     // the final observation with a no-op, as rollout records it: no label is made from it
     const final = { ...stepRecord(ep.length - 1), step: ep.length, observation: { state: [0.1, 0, 0.08, 0] }, action: [0, 0, 0, 0] };
     writeFileSync(steps, [...ep.map((_, i) => JSON.stringify({ ...stepRecord(i), is_last: false, is_terminal: false })), JSON.stringify(final)].join('\n') + '\n');
+    // the shipped base's tokenizer with four reserved tokens <unused0>..<unused3> added (the bins), as tokenizer files mark unused ones
+    const tok = JSON.parse(readFileSync('models/ground-base/tokenizer.json', 'utf8'));
+    const size = Object.keys(tok.model.vocab).length;
+    tok.added_tokens.push(...[0, 1, 2, 3].map((i) => ({ id: size + i, content: `<unused${i}>`, single_word: false, lstrip: false, rstrip: false, normalized: false, special: false })));
+    writeFileSync(path.join(dir, 'tok.json'), JSON.stringify(tok));
     const chunks = path.join(dir, 'chunks.jsonl');
     const c = await execa('node', [BIN, 'chunk', steps, '--mode', 'fixed', '--horizon', '1', '-o', chunks], { reject: false });
     expect(c.exitCode, c.stderr).toBe(0);
@@ -124,9 +129,18 @@ describe('waypoint targets', () => {
     // the expert's target with each step's own gripper command
     expect(dex.slice(6, 9).map((e) => e.messages[1].content[0].text)).toEqual(['[[7.0, -5.0, 9.0, 1]]', '[[7.0, -5.0, 10.0, 0]]', '[[7.0, -5.0, 11.0, 0]]']);
 
-    const bins = await execa('node', [BIN, 'relabel', chunks, '--actions', 'bins', '--stats', chunks, '--waypoints', '-o', path.join(dir, 'b.jsonl')], { reject: false });
-    expect(bins.exitCode).toBe(2);
-    expect(bins.stderr).toMatch(/--waypoints applies only with --actions text or words/);
+    // bins: the statistics (and so the bins' ranges) are of the targets, not of the recorded moves
+    const st = await execa('node', [BIN, 'relabel', chunks, '--waypoints', '--stats-out', path.join(dir, 'st.json')], { reject: false });
+    expect(st.exitCode, st.stderr).toBe(0);
+    const dims = JSON.parse(readFileSync(path.join(dir, 'st.json'), 'utf8')).dims;
+    expect(dims.map((d: { min: number; max: number }) => [+d.min.toFixed(6), +d.max.toFixed(6)])).toEqual([[0.1, 0.1], [0, 0], [0.02, 0.1], [0, 1]]);
+    const bins = await execa('node', [BIN, 'relabel', chunks, '--no-reasoning', '--compact-prompt', '--state', '--actions', 'bins', '--bins', '4', '--tokenizer', path.join(dir, 'tok.json'), '--stats', path.join(dir, 'st.json'), '--waypoints', '--waypoint-step', '0.02', '-o', path.join(dir, 'b.jsonl')], { reject: false });
+    expect(bins.exitCode, bins.stderr).toBe(0);
+    const bex = readFileSync(path.join(dir, 'b.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    // z bins of [0.02, 0.1]: 10 cm is the top bin, 2 cm the bottom one, 8 cm the fourth; the state in plain digits (cm)
+    expect(bex.map((e) => e.messages[1].content[0].text.match(/^(<unused\d>){2}(<unused\d>)/)[2])).toEqual([...Array(4).fill('<unused3>'), ...Array(4).fill('<unused0>'), ...Array(ep.length - 8).fill('<unused3>')]);
+    expect(bex[1].messages[0].content.at(-1).text).toBe('Task: pick the block up\nRobot state: [3.0, 0.0, 10.0, 1.00]');
+    expect(bex[0].meta.codec).toMatchObject({ codec: 'bins', state: true, layout: { mode: 'absolute', max_step: 0.02 } });
     const noState = path.join(dir, 'nostate.jsonl');
     writeFileSync(noState, chunkLines.map((l) => JSON.stringify({ ...l, observation: {} })).join('\n') + '\n');
     const ns = await execa('node', [BIN, 'relabel', noState, '--waypoints', '-o', path.join(dir, 'n.jsonl')], { reject: false });

@@ -18,6 +18,7 @@ import { VlaModel } from '../../src/lib/model/model.js';
 import { buildTokenizer } from '../../src/lib/model/tokenizer.js';
 import { ModelPolicy, type ModelPolicyOptions, OracleVerifier, PolicyClient, RemotePolicy, type Verifier, policyReport, servePolicy, summarizeEpisode } from '../../src/lib/policy/index.js';
 import { trainSft } from '../../src/lib/train/sft.js';
+import { OraclePlanner, TEXT_MAX_RETRIES } from '../../src/lib/policy/hierarchy.js';
 import { collect, tempDir } from '../helpers.js';
 import { ex } from '../model/examples.js';
 
@@ -223,6 +224,36 @@ describe('a model trained with the robot state in its prompts (relabel --state)'
     expect(prompts[0]).toBe(`Task: ${eps[0].records[0].language_instruction as string}\nRobot state: ${stateText(st, 'm', 3)}`);
     const policy = new ModelPolicy(runner, options({ mode: 'direct', prompt: 'task', codec, verifier: undefined }));
     await expect(policy.cycle({ image_0: (s[0].observation as Record<string, unknown>).image_0 }, { instruction: 'pick it up', step: 0 })).rejects.toThrow(/trained with the robot state in its prompts, but the observation has no numeric `state`/);
+  }, 120_000);
+});
+
+describe('a text policy trained on one skill per subtask (relabel --subtask-prompts) in the hierarchy', () => {
+  it('is prompted with each subtask of the plan in its training prompt, no motion plan, and gets a head\'s room per subtask', async () => {
+    const prompts: string[] = [];
+    const spy = new Proxy(runner, {
+      get(t, k, r) {
+        if (k === 'prepare') return (prompt: string, ...rest: unknown[]) => (prompts.push(prompt), (t.prepare as (...a: unknown[]) => unknown).call(t, prompt, ...rest));
+        const v = Reflect.get(t, k, r);
+        return typeof v === 'function' ? v.bind(t) : v;
+      },
+    }) as VlaRunner;
+    const codec = new TextCodec(1, 'cm', undefined, true);
+    // a verifier that never approves: the subtask stays, and a skill policy is not moved on after TEXT_MAX_RETRIES
+    const never: Verifier = { name: 'no', verify: async () => ({ success: false, ms: 0 }) };
+    const policy = new ModelPolicy(spy, options({ prompt: 'compact', codec, planner: new OraclePlanner(), verifier: never, maxRetries: undefined, execute: 1, resample: 0 }));
+    const eps = await runSeeds(policy);
+    const s = steps(eps);
+    expect(s.length).toBeGreaterThan(TEXT_MAX_RETRIES + 1);
+    // every prompt: "Task: <the plan's first subtask>" with the state of that step; none asks for a motion plan
+    expect(prompts).toHaveLength(s.length);
+    s.forEach((r, i) => {
+      const p = info(r);
+      expect(p.subtask_index).toBe(0);
+      expect(prompts[i]).toBe(PROMPTS.compact(p.subtask as string, stateText((r.observation as { state: number[] }).state, 'cm', 1)));
+    });
+    expect(prompts.some((p) => p === PROMPTS.motionPlan(info(s[0]).subtask as string))).toBe(false);
+    // the oracle planner's subtask: the world's own first one
+    expect(info(s[0]).subtask).toBe((eps[0].records[0] as { policy?: { subtasks?: string[] } }).policy?.subtasks?.[0]);
   }, 120_000);
 });
 

@@ -49,6 +49,7 @@ export const ActionCodecSpecSchema = z.discriminatedUnion(
       precision: precision.default(3),
       units: units.default('m'),
       layout: ActionLayoutSchema.optional(),
+      state: z.boolean().optional(),
     }),
     z.looseObject({
       codec: z.literal('bins'),
@@ -57,6 +58,7 @@ export const ActionCodecSpecSchema = z.discriminatedUnion(
       vocab: z.array(z.string()).min(2),
       tokenizer: z.string().default('custom'),
       layout: ActionLayoutSchema.optional(),
+      state: z.boolean().optional(),
     }),
   ],
   { error: (iss) => (iss.code === 'invalid_union' ? 'expected an action codec spec: {"codec": "text" | "words" | "tokens" | "bins", ...}' : undefined) },
@@ -80,10 +82,10 @@ export function codecFromSpec(spec: unknown): ActionCodec {
     case 'words':
       return new WordsCodec(s.precision, s.layout, s.state ?? false);
     case 'tokens':
-      return new TokensCodec(s.tokens, s.precision, s.units, s.tokenizer, s.layout);
+      return new TokensCodec(s.tokens, s.precision, s.units, s.tokenizer, s.layout, s.state ?? false);
     case 'bins':
       if (s.bins !== undefined && s.bins !== s.vocab.length) throw new VlakitError('E_RECORD_INVALID', `invalid action codec spec: ${s.bins} bins but ${s.vocab.length} bin tokens`, { field: 'codec.vocab' });
-      return new BinsCodec(s.ranges, s.vocab, s.tokenizer, s.layout);
+      return new BinsCodec(s.ranges, s.vocab, s.tokenizer, s.layout, s.state ?? false);
   }
 }
 
@@ -111,7 +113,10 @@ export function codecStateText(codec: ActionCodec, state: unknown): string | und
   if (!Array.isArray(state) || state.length < 2 || !state.every((v) => typeof v === 'number' && Number.isFinite(v))) return undefined;
   if (codec instanceof TextCodec) return stateText(state, codec.units, codec.precision);
   if (codec instanceof WordsCodec) return stateText(state, 'cm', codec.precision);
-  throw new VlakitError('E_USAGE', `the robot state in the prompt is written with the text or words codecs, not ${codec.name}`);
+  // tokens and bins spell only the actions with their tokens; the state is an input, written in plain digits
+  if (codec instanceof TokensCodec) return stateText(state, codec.units, codec.precision);
+  if (codec instanceof BinsCodec) return stateText(state, 'cm', 1);
+  throw new VlakitError('E_USAGE', `the robot state in the prompt is written with the text, words, tokens or bins codecs, not ${codec.name}`);
 }
 
 function fixed(v: number, digits: number): string {
@@ -275,6 +280,7 @@ export class TokensCodec implements ActionCodec {
     units: 'm' | 'cm' = 'm',
     readonly tokenizer = 'custom',
     readonly layout?: ActionLayout,
+    readonly state = false,
   ) {
     if (tokens.length !== 10 || new Set(tokens).size !== 10) throw new VlakitError('E_USAGE', 'the token list must hold 10 distinct tokens, one per digit 0-9');
     this.text = new TextCodec(precision, units, layout);
@@ -288,10 +294,16 @@ export class TokensCodec implements ActionCodec {
     return this.text.decode(s);
   }
   describe(): ActionCodecSpec {
-    return { codec: 'tokens', tokens: this.tokens, tokenizer: this.tokenizer, precision: this.text.precision, units: this.text.units, ...(this.layout ? { layout: this.layout } : {}) };
+    return { codec: 'tokens', tokens: this.tokens, tokenizer: this.tokenizer, precision: this.text.precision, units: this.text.units, ...(this.layout ? { layout: this.layout } : {}), ...(this.state ? { state: true } : {}) };
+  }
+  get units(): 'm' | 'cm' {
+    return this.text.units;
+  }
+  get precision(): number {
+    return this.text.precision;
   }
   withLayout(layout: ActionLayout): TokensCodec {
-    return new TokensCodec(this.tokens, this.text.precision, this.text.units, this.tokenizer, layout);
+    return new TokensCodec(this.tokens, this.text.precision, this.text.units, this.tokenizer, layout, this.state);
   }
 }
 
@@ -308,6 +320,7 @@ export class BinsCodec implements ActionCodec {
     readonly vocab: string[],
     readonly tokenizer = 'custom',
     readonly layout?: ActionLayout,
+    readonly state = false,
   ) {
     if (new Set(vocab).size !== vocab.length) throw new VlakitError('E_USAGE', 'bin tokens must be distinct');
     if (layout && layout.dims !== ranges.length) throw new VlakitError('E_USAGE', `the statistics cover ${ranges.length} dimensions, the action layout ${layout.dims}`);
@@ -352,10 +365,10 @@ export class BinsCodec implements ActionCodec {
     return out;
   }
   describe(): ActionCodecSpec {
-    return { codec: 'bins', bins: this.bins, ranges: this.ranges, vocab: this.vocab, tokenizer: this.tokenizer, ...(this.layout ? { layout: this.layout } : {}) };
+    return { codec: 'bins', bins: this.bins, ranges: this.ranges, vocab: this.vocab, tokenizer: this.tokenizer, ...(this.layout ? { layout: this.layout } : {}), ...(this.state ? { state: true } : {}) };
   }
   withLayout(layout: ActionLayout): BinsCodec {
-    return new BinsCodec(this.ranges, this.vocab, this.tokenizer, layout);
+    return new BinsCodec(this.ranges, this.vocab, this.tokenizer, layout, this.state);
   }
 }
 

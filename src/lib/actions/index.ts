@@ -70,7 +70,7 @@ export async function makeCodec(o: CodecOptions): Promise<ActionCodec> {
       const vocab = await loadVocab(spec);
       const tokens = o.tokenList ? readTokenList(o.tokenList) : spec === 'gemma3' ? GEMMA3_DIGIT_TOKENS : unusedTokens(vocab, 10);
       verifySingleTokens(vocab, tokens);
-      return new TokensCodec(tokens, o.precision ?? 3, o.units ?? 'm', spec, o.layout);
+      return new TokensCodec(tokens, o.precision ?? 3, o.units ?? 'm', spec, o.layout, o.state ?? false);
     }
     case 'bins': {
       if (!o.stats) throw new VlakitError('E_USAGE', '--actions bins needs --stats FILE (per-dimension q01/q99, from `vlakit relabel --stats-out`)');
@@ -79,7 +79,7 @@ export async function makeCodec(o: CodecOptions): Promise<ActionCodec> {
       const n = o.bins ?? 256;
       // unused added tokens only (Gemma-3's last token is <image_soft_token>); the digit tokens stay free for --actions tokens
       const tokens = unusedTokens(vocab, n, spec === 'gemma3' ? GEMMA3_DIGIT_TOKENS : []);
-      return new BinsCodec(o.stats.dims.map((d) => ({ low: d.q01, high: d.q99 })), tokens, spec, o.layout);
+      return new BinsCodec(o.stats.dims.map((d) => ({ low: d.q01, high: d.q99 })), tokens, spec, o.layout, o.state ?? false);
     }
   }
 }

@@ -130,6 +130,7 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
   const acc = opts.stats ? new StatsAccumulator() : undefined;
   const report: number[][][] = [];
   let codec = opts.codec;
+  let reportCodec: ActionCodec | undefined;
   if (opts.output !== undefined && !codec) throw new VlakitError('E_USAGE', 'writing examples needs an action representation (--actions)');
   let layout = opts.layout ?? codec?.layout;
   // one layout for the whole set: stated, else the first chunk record's (written by chunk), else inferred
@@ -145,19 +146,22 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
     for await (let ep of byEpisode(chunks)) {
       summary.episodes += 1;
       summary.chunks += ep.length;
+      for (const c of ep) settle(c);
+      let exCodec = codec;
+      // waypoint targets replace the actions before anything reads them: the statistics (bins' ranges) and the
+      // round trip are of the targets the examples hold
+      if (opts.waypointStep !== undefined && layout) {
+        const wl = waypointLayout(layout, opts.waypointStep);
+        ep = waypointChunks(ep, layout, wl, opts.releaseLead);
+        exCodec = codec?.withLayout(wl);
+        reportCodec = exCodec;
+      }
       for (const c of ep) {
-        settle(c);
         // fixed chunks overlap: each step's own action is the first of its chunk
         if (acc) for (const a of c.mode === 'fixed' ? c.actions.slice(0, 1) : c.actions) acc.add(a);
         if (opts.report && codec) report.push(c.mode === 'fixed' && c.mask ? c.actions.filter((_, i) => c.mask![i]) : c.actions);
       }
-      if (opts.output === undefined || !codec) continue;
-      let exCodec = codec;
-      if (opts.waypointStep !== undefined && layout) {
-        const wl = waypointLayout(layout, opts.waypointStep);
-        ep = waypointChunks(ep, layout, wl, opts.releaseLead);
-        exCodec = codec.withLayout(wl);
-      }
+      if (opts.output === undefined || !exCodec) continue;
       for (const ex of episodeExamples(ep, { ...opts, codec: exCodec })) {
         summary.examples += 1;
         summary.byStage[ex.meta.stage] = (summary.byStage[ex.meta.stage] ?? 0) + 1;
@@ -186,7 +190,7 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
     await writeJsonl(examples, opts.output, opts.outputOptions);
   }
   if (acc) summary.stats = acc.result();
-  if (opts.report && codec && report.length) summary.roundTrip = roundTripError(codec, report);
+  if (opts.report && codec && report.length) summary.roundTrip = roundTripError(reportCodec ?? codec, report);
   if (layout) {
     summary.layout = layout;
     summary.dims = dimNames(layout);

@@ -8,7 +8,7 @@ import { type FlagRule, allOnlyWith, decimal, int, onlyWith } from './flags.js';
 
 export const policyFlags = {
   mode: Flags.string({ description: 'learned policies: direct (reasoning + actions each cycle) or hierarchical (VLM2VLA: subtasks, motion plan, actions, verifier)', options: ['direct', 'hierarchical'], default: 'hierarchical' }),
-  prompt: Flags.string({ description: 'direct mode (and an action head in the hierarchy, each subtask its task): the training prompt (relabel --method refinevla with or without reasoning, VLM2VLA-NR "task", or "compact": relabel --no-reasoning --compact-prompt, every camera of the observation)', options: ['refinevla', 'refinevla-nr', 'task', 'compact'], default: 'refinevla' }),
+  prompt: Flags.string({ description: 'direct mode (and in the hierarchy, each subtask its task: a policy with an action head, or with task or compact a text policy trained on relabel --subtask-prompts): the training prompt (relabel --method refinevla with or without reasoning, VLM2VLA-NR "task", or "compact": relabel --no-reasoning --compact-prompt, every camera of the observation)', options: ['refinevla', 'refinevla-nr', 'task', 'compact'], default: 'refinevla' }),
   verifier: Flags.string({ description: 'hierarchical mode: model (the policy answers its verification prompt), oracle (the built-in world), or teacher:SPEC', default: 'model', helpValue: 'SPEC' }),
   'teacher-url': Flags.string({ description: 'server of an openai:MODEL teacher verifier', helpValue: 'URL' }),
   'max-retries': int({ description: `hierarchical: chunks per subtask the verifier may reject before moving on (default ${TEXT_MAX_RETRIES} for a policy that writes its actions as text; ${HEAD_MAX_RETRIES} for one with an action head, whose chunk is often a single step: then the episode's step limit is what bounds a subtask)`, min: 0, max: 100 }),
@@ -31,7 +31,7 @@ export const policyFlags = {
 /** Flags of one mode of the learned policy, refused in the other. */
 export const policyRules: FlagRule[] = [
   // in the hierarchy, a policy with an action head is prompted with each subtask as its task (rollout --planner)
-  onlyWith('prompt', '--mode direct, or --mode hierarchical with --planner (an action head run on subtasks)', (i) => i.flags.mode === 'direct' || (i.flags.mode === 'hierarchical' && i.flags.planner !== undefined)),
+  onlyWith('prompt', '--mode direct, or --mode hierarchical with --planner (a policy run on subtasks: an action head, or a text policy trained on relabel --subtask-prompts)', (i) => i.flags.mode === 'direct' || (i.flags.mode === 'hierarchical' && i.flags.planner !== undefined)),
   ...allOnlyWith(['verifier', 'max-retries', 'motion-plan', 'temperature-subtasks', 'temperature-plan', 'temperature-verifier'], '--mode hierarchical', (i) => i.flags.mode === 'hierarchical'),
   onlyWith('teacher-url', 'a teacher verifier (--verifier teacher:openai:MODEL)', (i) => String(i.flags.verifier).startsWith('teacher:')),
 ];

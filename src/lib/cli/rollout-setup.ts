@@ -121,6 +121,11 @@ export async function openRollout(flags: RolloutFlags): Promise<RolloutParts> {
       } else {
         if (flags['head-noise'] !== undefined) throw new VlakitError('E_USAGE', `--head-noise scales an action head's starting noise: ${flags.policy} has no action head (it writes its actions as text; see --temperature-actions)`);
         if (flags['head-samples'] !== undefined) throw new VlakitError('E_USAGE', `--head-samples takes the median of an action head's samples: ${flags.policy} has no action head (it writes its actions as text)`);
+        if (flags.mode === 'hierarchical' && (po.prompt === 'task' || po.prompt === 'compact')) {
+          // one skill per subtask (relabel --subtask-prompts): the model writes neither subtask lists nor verdicts
+          if (!planner) throw new VlakitError('E_USAGE', `--prompt ${po.prompt} in --mode hierarchical prompts ${flags.policy} with each subtask of a plan it does not write: give --planner oracle or --planner DIR (a model that writes subtask lists)`);
+          if (flags.verifier === 'model') throw new VlakitError('E_USAGE', `--prompt ${po.prompt} in --mode hierarchical: ${flags.policy} learned skills, not verification questions; give --verifier oracle or teacher:SPEC`);
+        }
         layout = executedLayout(po.codec.layout); // waypoint targets reach the env as deltas
         policy = new ModelPolicy(r, { ...po, planner });
       }

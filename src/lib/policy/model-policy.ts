@@ -21,7 +21,7 @@ import type { VlaRunner } from '../infer/index.js';
 import { subSeed } from '../util/rng.js';
 import { VlakitError } from '../errors.js';
 import type { Verifier } from './verifiers.js';
-import { Hierarchy, ModelPlanner, type Planner, type Sampling, TEXT_MAX_RETRIES, sampleUntil } from './hierarchy.js';
+import { HEAD_MAX_RETRIES, Hierarchy, ModelPlanner, type Planner, type Sampling, TEXT_MAX_RETRIES, sampleUntil } from './hierarchy.js';
 
 export type { Sampling };
 
@@ -29,7 +29,12 @@ export type DirectPrompt = 'refinevla' | 'refinevla-nr' | 'task' | 'compact';
 
 export interface ModelPolicyOptions {
   mode: 'direct' | 'hierarchical';
-  /** Direct mode: which training prompt the model learned (relabel --method refinevla, with or without reasoning, or VLM2VLA-NR). */
+  /**
+   * Direct mode: which training prompt the model learned (relabel --method refinevla, with or without reasoning, or
+   * VLM2VLA-NR). Hierarchical mode with `task` or `compact`: the model learned one skill per subtask (relabel
+   * --subtask-prompts), so each cycle's prompt is that style with the current subtask as its task, with no motion
+   * plan, as a policy with an action head is prompted.
+   */
   prompt?: DirectPrompt;
   codec: ActionCodec;
   verifier?: Verifier;
@@ -154,8 +159,14 @@ export class ModelPolicy extends ChunkPolicy {
     this.execute = o.execute;
     if (o.mode === 'hierarchical') {
       if (!o.verifier) throw new Error('the hierarchical mode needs a verifier');
-      this.hierarchy = new Hierarchy(o.planner ?? new ModelPlanner('model', runner, o.sampling.subtasks, o.resample ?? 3), o.verifier, o.maxRetries ?? TEXT_MAX_RETRIES);
+      // a skill policy's chunks are as short as a head's (--execute 1): it gets a head's room per subtask
+      this.hierarchy = new Hierarchy(o.planner ?? new ModelPlanner('model', runner, o.sampling.subtasks, o.resample ?? 3), o.verifier, o.maxRetries ?? (this.skillPrompts ? HEAD_MAX_RETRIES : TEXT_MAX_RETRIES));
     }
+  }
+
+  /** Hierarchical with a VLM2VLA-NR prompt style: the model was trained on one prompt per subtask (relabel --subtask-prompts). */
+  get skillPrompts(): boolean {
+    return this.o.mode === 'hierarchical' && (this.o.prompt === 'task' || this.o.prompt === 'compact');
   }
 
   reset(ctx: { env?: Env; instruction: string; seed: number }): void {
@@ -248,6 +259,14 @@ export class ModelPolicy extends ChunkPolicy {
     ms += h.ms;
     if (h.subtask === null) return null;
     const subtask = h.subtask;
+    if (this.skillPrompts) {
+      // the subtask is the task of the prompt style the model learned; its targets are the plain actions
+      const style = this.o.prompt!;
+      const a = await this.actions(directPrompt(style, subtask, this.o.codec, this.stateText(obs)), style === 'task' ? frames : images, false, info, obs);
+      this.hierarchy!.chunkStarted(image, ctx.info);
+      this.cycles++;
+      return { actions: a.actions, info, modelMs: ms + a.ms };
+    }
     let plan: string | undefined;
     if (this.o.motionPlan ?? true) {
       const r = await this.sample(PROMPTS.motionPlan(subtask), frames, this.o.sampling.plan, (t) => {
