@@ -98,8 +98,9 @@ done
 
 # 4. the table
 node --input-type=module - "$STEPS" "$EVAL_SEED" "$EPISODES" "$SEEDS" "$ARMS" <<'JS' | tee table.tsv
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 const [steps, evalSeed, episodes, seeds, arms] = process.argv.slice(2);
+const summary = {}; // for the plot: per arm, each seed's scene-QA retention and successes
 const wilson = (k, n) => {
   if (!n) return [0, 1];
   const z = 1.959964, p = k / n, d = 1 + (z * z) / n;
@@ -141,6 +142,8 @@ for (const arm of arms.split(/\s+/)) {
     const [lo, hi] = wilson(k, m);
     cells.push(`${k}/${m} = ${pct(k / m)}% [${pct(lo)}, ${pct(hi)}]`);
     const a = (pooled.k.all ??= [0, 0]); a[0] += k; a[1] += m;
+    const [vla, base] = pooled.q["scene-test"].at(-1);
+    (summary[arm] ??= []).push({ seed, retained: base ? vla / base : 0, successes: k, episodes: m });
     console.log(cells.join("\t"));
   }
   if (!pooled.k.all) continue;
@@ -157,4 +160,28 @@ for (const arm of arms.split(/\s+/)) {
   }
   console.log(cells.join("\t"));
 }
+writeFileSync("summary.json", JSON.stringify(summary, null, 2) + "\n");
+JS
+# the plot: closed-loop success against scene-QA retention, per arm (pooled over the seeds, Wilson 95% interval) and
+# per seed (hollow)
+node --input-type=module - "$ROOT" <<'JS'
+import { readFileSync } from "node:fs";
+const { writeChartPng } = await import(`${process.argv[2]}/dist/lib/viz/chart.js`);
+const summary = JSON.parse(readFileSync("summary.json", "utf8"));
+const wilson = (k, n) => {
+  const z = 1.959964, p = k / n, d = 1 + (z * z) / n;
+  const c = (p + (z * z) / (2 * n)) / d, h = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / d;
+  return [Math.max(0, c - h), Math.min(1, c + h)];
+};
+const COLORS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7"];
+const series = [];
+Object.entries(summary).forEach(([arm, runs], i) => {
+  const k = runs.reduce((s, r) => s + r.successes, 0), n = runs.reduce((s, r) => s + r.episodes, 0);
+  const [lo, hi] = wilson(k, n);
+  const ret = runs.reduce((s, r) => s + r.retained, 0) / runs.length;
+  series.push({ name: `${arm} (${runs.length} seeds)`, color: COLORS[i % 4], points: [{ x: 100 * ret, y: (100 * k) / n, yLow: 100 * lo, yHigh: 100 * hi }] });
+  series.push({ name: `${arm}, each seed`, color: COLORS[i % 4], hollow: true, points: runs.map((r) => ({ x: 100 * r.retained, y: (100 * r.successes) / r.episodes })) });
+});
+await writeChartPng({ title: "VLM2VLA on the built-in world: what the VLA keeps vs what it does", xLabel: "scene-QA exact match kept (% of the base VLM's)", yLabel: "closed-loop success, all families (%)", xDomain: [-5, 105], yDomain: [0, 100], width: 900, height: 520, series }, "retention-vs-success.png", { overwrite: true });
+console.log("the plot: retention-vs-success.png");
 JS
