@@ -19,13 +19,16 @@
 #                (VLM2VLA-AT), lr LORA_LR
 #   full-bins    every weight, 256 bins per dimension over the targets' q01..q99, each bin a reserved token
 #                (OpenVLA's actions), lr FULL_LR
+#   lora-r1-text (not in the default ARMS) LoRA r1 / alpha 2, actions as text, lr LORA_LR: rank 16 of Gemma-3-12B's
+#                3840-wide layers is 0.4% of their width; here the decoder is 48 wide, so r16 is a third of it and
+#                hardly low-rank; r1 (2%) is the nearer match
 # ARMS picks some of them. Per seed (SEEDS="0 1 2") and arm:
 #   retention: eval-vqa on 400 held-out scene questions (seed 22) and 200 held-out where-questions (seed 4243, the
 #     position metric: right within 2 cm), the base beside the VLA (eval-vqa's forgetting report); and the named
 #     keypoints' misses on 200 held-out frames (scripts/experiments/measure-keypoints.sh), the base's visual grounding
 #   closed loop: the ONNX export in the hierarchy with the world's plan and verifier (rollout --mode hierarchical
 #     --planner oracle --verifier oracle --prompt compact --execute 1), EPISODES=96 held-out episodes (24 per
-#     family) from EVAL_SEED=3000
+#     family) from EVAL_SEED=3000, greedy (TEMPERATURE=0: --temperature-actions, as OpenVLA decodes its actions)
 # The table on stdout (TSV in OUT/table.tsv): per arm and seed, the scene-QA and where scores and their retention, the
 # successes per family with Wilson 95% intervals, and the pooled rows over the seeds.
 #
@@ -45,6 +48,7 @@ SCENE_QUESTIONS=${SCENE_QUESTIONS:-4000}
 ARMS=${ARMS:-lora-text full-text lora-tokens full-bins}
 LORA_LR=${LORA_LR:-3e-3}
 FULL_LR=${FULL_LR:-1e-3}
+TEMPERATURE=${TEMPERATURE:-0}
 mkdir -p "$OUT" && cd "$OUT"
 OUT=$(pwd)
 
@@ -82,24 +86,25 @@ for seed in $SEEDS; do
     case $arm in
       lora-text) data=text.jsonl how="--lora --lora-r 16 --lora-alpha 32 --lr $LORA_LR" ;;
       full-text) data=text.jsonl how="--lr $FULL_LR" ;;
+      lora-r1-text) data=text.jsonl how="--lora --lora-r 1 --lora-alpha 2 --lr $LORA_LR" ;;
       lora-tokens) data=tokens.jsonl how="--lora --lora-r 16 --lora-alpha 32 --lr $LORA_LR" ;;
       full-bins) data=bins.jsonl how="--lr $FULL_LR" ;;
-      *) echo "vlm2vla.sh: unknown arm $arm (expected lora-text, full-text, lora-tokens or full-bins)" >&2; exit 2 ;;
+      *) echo "vlm2vla.sh: unknown arm $arm (expected lora-text, full-text, lora-tokens, full-bins or lora-r1-text)" >&2; exit 2 ;;
     esac
     N=$arm-s$seed-$STEPS
     [ -s "$N/model.safetensors" ] || $V train-sft "$data" --init "$BASE" $how --steps "$STEPS" --batch-size 8 --workers 2 --seed "$seed" --eval-every "$STEPS" --eval-limit 200 --save-every 100000 -q -o "$N" --overwrite
     [ -s "vqa-$N.json" ] || { $V eval-vqa --models "base=$BASE,vla=$N" --data scene-test.jsonl --data where-test.jsonl --json -q 2> "vqa-$N.tmp" && mv "vqa-$N.tmp" "vqa-$N.json"; }
     [ -s "kp-$N.md" ] || OUT=$OUT/keypoints bash "$ROOT/scripts/experiments/measure-keypoints.sh" "$OUT/$N" > "kp-$N.md"
     [ -d "$N-onnx" ] || $V export "$N" -o "$N-onnx" -q
-    R=roll-$N-seeds$EVAL_SEED-x$EPISODES
-    [ -s "$R.txt" ] || $V rollout --policy "$N-onnx" --mode hierarchical --planner oracle --verifier oracle --prompt compact --execute 1 --tasks all --episodes "$EPISODES" --seed "$EVAL_SEED" --workers 2 --json -o "$R.jsonl" --overwrite 2> "$R.txt"
+    R=roll-$N-temp$TEMPERATURE-seeds$EVAL_SEED-x$EPISODES
+    [ -s "$R.txt" ] || $V rollout --policy "$N-onnx" --mode hierarchical --planner oracle --verifier oracle --prompt compact --execute 1 --temperature-actions "$TEMPERATURE" --tasks all --episodes "$EPISODES" --seed "$EVAL_SEED" --workers 2 --json -o "$R.jsonl" --overwrite 2> "$R.txt"
   done
 done
 
 # 4. the table
-node --input-type=module - "$STEPS" "$EVAL_SEED" "$EPISODES" "$SEEDS" "$ARMS" <<'JS' | tee table.tsv
+node --input-type=module - "$STEPS" "$EVAL_SEED" "$EPISODES" "$SEEDS" "$ARMS" "$TEMPERATURE" <<'JS' | tee table.tsv
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-const [steps, evalSeed, episodes, seeds, arms] = process.argv.slice(2);
+const [steps, evalSeed, episodes, seeds, arms, temperature] = process.argv.slice(2);
 const summary = {}; // for the plot: per arm, each seed's scene-QA retention and successes
 const wilson = (k, n) => {
   if (!n) return [0, 1];
@@ -119,7 +124,7 @@ for (const arm of arms.split(/\s+/)) {
   const pooled = { k: {}, q: {}, kp: [] };
   for (const seed of seeds.split(/\s+/)) {
     const n = `${arm}-s${seed}-${steps}`;
-    const r = `roll-${n}-seeds${evalSeed}-x${episodes}.txt`;
+    const r = `roll-${n}-temp${temperature}-seeds${evalSeed}-x${episodes}.txt`;
     if (!existsSync(`vqa-${n}.json`) || !existsSync(r)) continue;
     const q = last(`vqa-${n}.json`).report.benchmarks;
     const cells = [arm, seed];
@@ -173,14 +178,14 @@ const wilson = (k, n) => {
   const c = (p + (z * z) / (2 * n)) / d, h = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / d;
   return [Math.max(0, c - h), Math.min(1, c + h)];
 };
-const COLORS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7"];
+const COLORS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00"];
 const series = [];
 Object.entries(summary).forEach(([arm, runs], i) => {
   const k = runs.reduce((s, r) => s + r.successes, 0), n = runs.reduce((s, r) => s + r.episodes, 0);
   const [lo, hi] = wilson(k, n);
   const ret = runs.reduce((s, r) => s + r.retained, 0) / runs.length;
-  series.push({ name: `${arm} (${runs.length} seeds)`, color: COLORS[i % 4], points: [{ x: 100 * ret, y: (100 * k) / n, yLow: 100 * lo, yHigh: 100 * hi }] });
-  series.push({ name: `${arm}, each seed`, color: COLORS[i % 4], hollow: true, points: runs.map((r) => ({ x: 100 * r.retained, y: (100 * r.successes) / r.episodes })) });
+  series.push({ name: `${arm} (${runs.length} seeds)`, color: COLORS[i % 5], points: [{ x: 100 * ret, y: (100 * k) / n, yLow: 100 * lo, yHigh: 100 * hi }] });
+  series.push({ name: `${arm}, each seed`, color: COLORS[i % 5], hollow: true, points: runs.map((r) => ({ x: 100 * r.retained, y: (100 * r.successes) / r.episodes })) });
 });
 await writeChartPng({ title: "VLM2VLA on the built-in world: what the VLA keeps vs what it does", xLabel: "scene-QA exact match kept (% of the base VLM's)", yLabel: "closed-loop success, all families (%)", xDomain: [-5, 105], yDomain: [0, 100], width: 900, height: 520, series }, "retention-vs-success.png", { overwrite: true });
 console.log("the plot: retention-vs-success.png");
