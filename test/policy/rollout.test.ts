@@ -105,6 +105,19 @@ async function runSeeds(policy: ModelPolicy | RemotePolicy): Promise<EpisodeResu
 }
 
 const steps = (eps: EpisodeResult[]) => eps.flatMap((e) => e.records.slice(0, -1));
+
+/** The test policy's runner, recording every prompt it is given. */
+function promptSpy(): { prompts: string[]; spy: VlaRunner } {
+  const prompts: string[] = [];
+  const spy = new Proxy(runner, {
+    get(t, k, r) {
+      if (k === 'prepare') return (prompt: string, ...rest: unknown[]) => (prompts.push(prompt), (t.prepare as (...a: unknown[]) => unknown).call(t, prompt, ...rest));
+      const v = Reflect.get(t, k, r);
+      return typeof v === 'function' ? v.bind(t) : v;
+    },
+  }) as VlaRunner;
+  return { prompts, spy };
+}
 const info = (r: object) => (r as { policy?: unknown }).policy as Record<string, unknown>;
 
 describe('hierarchical (VLM2VLA) closed loop with the oracle verifier', () => {
@@ -203,14 +216,7 @@ describe('a model that writes waypoint targets (relabel --waypoints)', () => {
 
 describe('a model trained with the robot state in its prompts (relabel --state)', () => {
   it('gets each step\'s observation.state in the prompt, written as in training; an observation without it is a data error', async () => {
-    const prompts: string[] = [];
-    const spy = new Proxy(runner, {
-      get(t, k, r) {
-        if (k === 'prepare') return (prompt: string, ...rest: unknown[]) => (prompts.push(prompt), (t.prepare as (...a: unknown[]) => unknown).call(t, prompt, ...rest));
-        const v = Reflect.get(t, k, r);
-        return typeof v === 'function' ? v.bind(t) : v;
-      },
-    }) as VlaRunner;
+    const { prompts, spy } = promptSpy();
     const codec = new TextCodec(3, 'm', undefined, true);
     const eps = await runSeeds(new ModelPolicy(spy, options({ mode: 'direct', prompt: 'task', codec, verifier: undefined, execute: 1, resample: 0 })));
     const s = steps(eps);
@@ -229,14 +235,7 @@ describe('a model trained with the robot state in its prompts (relabel --state)'
 
 describe('a text policy trained on one skill per subtask (relabel --subtask-prompts) in the hierarchy', () => {
   it('is prompted with each subtask of the plan in its training prompt, no motion plan, and gets a head\'s room per subtask', async () => {
-    const prompts: string[] = [];
-    const spy = new Proxy(runner, {
-      get(t, k, r) {
-        if (k === 'prepare') return (prompt: string, ...rest: unknown[]) => (prompts.push(prompt), (t.prepare as (...a: unknown[]) => unknown).call(t, prompt, ...rest));
-        const v = Reflect.get(t, k, r);
-        return typeof v === 'function' ? v.bind(t) : v;
-      },
-    }) as VlaRunner;
+    const { prompts, spy } = promptSpy();
     const codec = new TextCodec(1, 'cm', undefined, true);
     // a verifier that never approves: the subtask stays, and a skill policy is not moved on after TEXT_MAX_RETRIES
     const never: Verifier = { name: 'no', verify: async () => ({ success: false, ms: 0 }) };
