@@ -102,16 +102,11 @@ for seed in $SEEDS; do
 done
 
 # 4. the table
-node --input-type=module - "$STEPS" "$EVAL_SEED" "$EPISODES" "$SEEDS" "$ARMS" "$TEMPERATURE" <<'JS' | tee table.tsv
+node --input-type=module - "$ROOT" "$STEPS" "$EVAL_SEED" "$EPISODES" "$SEEDS" "$ARMS" "$TEMPERATURE" <<'JS' | tee table.tsv
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-const [steps, evalSeed, episodes, seeds, arms, temperature] = process.argv.slice(2);
+const [root, steps, evalSeed, episodes, seeds, arms, temperature] = process.argv.slice(2);
 const summary = {}; // for the plot: per arm, each seed's scene-QA retention and successes
-const wilson = (k, n) => {
-  if (!n) return [0, 1];
-  const z = 1.959964, p = k / n, d = 1 + (z * z) / n;
-  const c = (p + (z * z) / (2 * n)) / d, h = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / d;
-  return [Math.max(0, c - h), Math.min(1, c + h)];
-};
+const { wilson } = await import(`${root}/dist/lib/env/rollout.js`); // the interval rollout reports
 const pct = (x) => (100 * x).toFixed(1);
 const last = (f) => JSON.parse(readFileSync(f, "utf8").trim().split("\n").at(-1));
 // measure-keypoints.sh's row: | model | missed% | ...
@@ -173,11 +168,7 @@ node --input-type=module - "$ROOT" <<'JS'
 import { readFileSync } from "node:fs";
 const { writeChartPng } = await import(`${process.argv[2]}/dist/lib/viz/chart.js`);
 const summary = JSON.parse(readFileSync("summary.json", "utf8"));
-const wilson = (k, n) => {
-  const z = 1.959964, p = k / n, d = 1 + (z * z) / n;
-  const c = (p + (z * z) / (2 * n)) / d, h = (z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / d;
-  return [Math.max(0, c - h), Math.min(1, c + h)];
-};
+const { wilson } = await import(`${process.argv[2]}/dist/lib/env/rollout.js`);
 const COLORS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00"];
 const series = [];
 Object.entries(summary).forEach(([arm, runs], i) => {

@@ -130,7 +130,6 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
   const acc = opts.stats ? new StatsAccumulator() : undefined;
   const report: number[][][] = [];
   let codec = opts.codec;
-  let reportCodec: ActionCodec | undefined;
   if (opts.output !== undefined && !codec) throw new VlakitError('E_USAGE', 'writing examples needs an action representation (--actions)');
   let layout = opts.layout ?? codec?.layout;
   // one layout for the whole set: stated, else the first chunk record's (written by chunk), else inferred
@@ -154,7 +153,6 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
         const wl = waypointLayout(layout, opts.waypointStep);
         ep = waypointChunks(ep, layout, wl, opts.releaseLead);
         exCodec = codec?.withLayout(wl);
-        reportCodec = exCodec;
       }
       for (const c of ep) {
         // fixed chunks overlap: each step's own action is the first of its chunk
@@ -190,7 +188,11 @@ export async function relabel(chunks: AsyncIterable<ChunkRecord>, opts: RelabelO
     await writeJsonl(examples, opts.output, opts.outputOptions);
   }
   if (acc) summary.stats = acc.result();
-  if (opts.report && codec && report.length) summary.roundTrip = roundTripError(reportCodec ?? codec, report);
+  if (opts.report && codec && report.length) {
+    // with waypoints the reported actions are targets, in the codec's waypoint layout as the examples write them
+    const rc = opts.waypointStep !== undefined && layout ? codec.withLayout(waypointLayout(layout, opts.waypointStep)) : codec;
+    summary.roundTrip = roundTripError(rc, report);
+  }
   if (layout) {
     summary.layout = layout;
     summary.dims = dimNames(layout);

@@ -27,7 +27,7 @@ import { type ActionHeadConfig, ActionHead, backboneDim, chunkNoise, denormalize
 import { vlaHeadFeatures } from '../model/action-head-vla.js';
 import type { VlaModel } from '../model/model.js';
 import { subSeed } from '../util/rng.js';
-import { ChunkPolicy, type Cycle, type DirectPrompt, directPrompt, promptStateText } from './model-policy.js';
+import { ChunkPolicy, type Cycle, type DirectPrompt, directPrompt, promptImages, promptStateText } from './model-policy.js';
 import type { Hierarchy } from './hierarchy.js';
 
 /** The backbone features and the denoiser of a model with an action head, on some engine. */
@@ -250,7 +250,7 @@ export class HeadPolicy extends ChunkPolicy {
     const prompt = directPrompt(style, task, this.o.codec, stateText);
     const L = this.o.codec.layout;
     const origin = isWaypointLayout(L) ? waypointOrigin(obs.state) : undefined;
-    const r = await sampleHeadChunk(this.runner, this.engine, prompt, style === 'task' ? images.slice(0, 1) : images, { seed: subSeed(this.seed, ++this.cycles), state: obs.state, steps: this.o.steps, noiseScale: this.o.noiseScale, samples: this.o.samples });
+    const r = await sampleHeadChunk(this.runner, this.engine, prompt, promptImages(style, images), { seed: subSeed(this.seed, ++this.cycles), state: obs.state, steps: this.o.steps, noiseScale: this.o.noiseScale, samples: this.o.samples });
     const chunk = r.chunk.slice(0, this.o.maxChunk ?? 64);
     info.head = { objective: this.engine.config.objective, steps: r.steps };
     info.chunk = chunk;

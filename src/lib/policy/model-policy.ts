@@ -74,6 +74,11 @@ export function promptStateText(codec: ActionCodec, obs: Record<string, unknown>
   return text;
 }
 
+/** The images a prompt style takes: the VLM2VLA-NR task prompt the primary camera, every other style all of them. */
+export function promptImages<T>(style: DirectPrompt, images: T[]): T[] {
+  return style === 'task' ? images.slice(0, 1) : images;
+}
+
 /** The prompt of one direct-mode cycle in the training prompt's `style`, for a task (the instruction or a subtask). */
 export function directPrompt(style: DirectPrompt, task: string, codec: ActionCodec, state?: string): string {
   if (style === 'compact') return PROMPTS.compact(task, state);
@@ -249,7 +254,7 @@ export class ModelPolicy extends ChunkPolicy {
       const style = this.o.prompt ?? 'refinevla';
       const plain = style === 'task' || style === 'compact'; // VLM2VLA-NR targets: the actions without the ReFineVLA marker
       const prompt = directPrompt(style, ctx.instruction, this.o.codec, this.stateText(obs));
-      const a = await this.actions(prompt, style === 'task' ? images.slice(0, 1) : images, !plain, info, obs);
+      const a = await this.actions(prompt, promptImages(style, images), !plain, info, obs);
       this.cycles++;
       return { actions: a.actions, info, modelMs: a.ms };
     }
@@ -262,7 +267,7 @@ export class ModelPolicy extends ChunkPolicy {
     if (this.skillPrompts) {
       // the subtask is the task of the prompt style the model learned; its targets are the plain actions
       const style = this.o.prompt!;
-      const a = await this.actions(directPrompt(style, subtask, this.o.codec, this.stateText(obs)), style === 'task' ? frames : images, false, info, obs);
+      const a = await this.actions(directPrompt(style, subtask, this.o.codec, this.stateText(obs)), promptImages(style, images), false, info, obs);
       this.hierarchy!.chunkStarted(image, ctx.info);
       this.cycles++;
       return { actions: a.actions, info, modelMs: ms + a.ms };

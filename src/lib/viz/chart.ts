@@ -74,8 +74,19 @@ function domain(values: number[], given?: [number, number]): [number, number] {
 }
 
 /** The plot area's geometry: where a data point lands, in pixels of the image. */
-export function chartGeometry(input: ChartSpec): { toX: (x: number) => number; toY: (y: number) => number; xDomain: [number, number]; yDomain: [number, number]; area: { left: number; top: number; right: number; bottom: number } } {
-  const s = parseSpec(input);
+export function chartGeometry(input: ChartSpec): Geometry {
+  return geometry(parseSpec(input));
+}
+
+interface Geometry {
+  toX: (x: number) => number;
+  toY: (y: number) => number;
+  xDomain: [number, number];
+  yDomain: [number, number];
+  area: { left: number; top: number; right: number; bottom: number };
+}
+
+function geometry(s: z.output<typeof ChartSpecSchema>): Geometry {
   const pts = s.series.flatMap((t) => t.points);
   const xs = pts.flatMap((p) => [p.x, p.xLow ?? p.x, p.xHigh ?? p.x]);
   const ys = pts.flatMap((p) => [p.y, p.yLow ?? p.y, p.yHigh ?? p.y]);
@@ -99,7 +110,7 @@ function parseSpec(input: unknown): z.output<typeof ChartSpecSchema> {
 /** The chart as an SVG document. */
 export function chartSvg(input: ChartSpec): string {
   const s = parseSpec(input);
-  const { toX, toY, xDomain, yDomain, area } = chartGeometry(input);
+  const { toX, toY, xDomain, yDomain, area } = geometry(s);
   const out: string[] = [];
   const fmt = (v: number) => String(+v.toPrecision(4));
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${s.width}" height="${s.height}" font-family="sans-serif">`);
